@@ -1,0 +1,1 @@
+"""planner: capacity planning for large-model training."""

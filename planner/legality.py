@@ -1,0 +1,60 @@
+"""Which layouts a framework can run: the divisibility rules of Megatron-LM / Megatron-Core.
+
+Each rule returns a message that names the field, so the same checks explain a rejected
+`planner estimate` and prune the solver's grid.
+"""
+
+from __future__ import annotations
+
+from planner.schema import Layout, ModelSpec
+
+
+def layout_problems(
+    m: ModelSpec,
+    layout: Layout,
+    gpus: int | None = None,
+    node_size: int | None = None,
+    seq: int | None = None,
+) -> list[str]:
+    """Every rule the layout breaks, as 'field: what is wrong (what is allowed)'; empty when legal."""
+    out: list[str] = []
+    t, p, v = layout.tp, layout.pp, layout.vpp
+    if m.heads % t:
+        out.append(f"tp: {t} does not divide heads ({m.heads})")
+    if m.mla is None and m.n_kv_heads % t and t % m.n_kv_heads:
+        out.append(f"tp: {t} and kv_heads ({m.n_kv_heads}) must divide one another")
+    if m.ffn_hidden % t:
+        out.append(f"tp: {t} does not divide ffn_hidden ({m.ffn_hidden})")
+    if m.layers % (p * v):
+        out.append(f"pp·vpp: {p}·{v} does not divide layers ({m.layers})")
+    if v > 1 and p == 1:
+        out.append("vpp: virtual stages need pp > 1")
+    if v > 1 and layout.grad_accumulation % p:
+        out.append(
+            f"vpp: interleaving needs micro-batches per step ({layout.grad_accumulation}) divisible by pp ({p})"
+        )
+    if layout.ep > 1:
+        if m.moe is None:
+            out.append(f"ep: {layout.ep} needs a mixture-of-experts model")
+        elif m.moe.experts % layout.ep:
+            out.append(f"ep: {layout.ep} does not divide experts ({m.moe.experts})")
+        if (layout.dp * layout.cp) % layout.ep:
+            out.append(f"ep: {layout.ep} must divide dp·cp ({layout.dp * layout.cp})")
+    if layout.sequence_parallel and t == 1:
+        out.append("sequence_parallel: needs tp > 1")
+    if layout.global_batch % (layout.dp * layout.micro_batch):
+        out.append(
+            f"global_batch: {layout.global_batch} is not divisible by dp·micro_batch "
+            f"({layout.dp}·{layout.micro_batch} = {layout.dp * layout.micro_batch})"
+        )
+    if layout.zero == 3 and p > 1:
+        out.append("zero: stage 3 does not combine with pipeline parallelism (use zero ≤ 1 with pp > 1)")
+    if seq is not None and layout.cp > 1 and seq % (2 * layout.cp):
+        out.append(
+            f"cp: sequence {seq} must split into 2·cp = {2 * layout.cp} equal chunks (load-balanced ring)"
+        )
+    if gpus is not None and layout.gpus != gpus:
+        out.append(f"gpus: tp·pp·dp·cp = {t}·{p}·{layout.dp}·{layout.cp} = {layout.gpus}, not {gpus}")
+    if node_size is not None and t > node_size:
+        out.append(f"tp: {t} spans nodes (at most {node_size} GPUs share NVLink)")
+    return out

@@ -1,0 +1,47 @@
+"""FLOPs per training step: model FLOPs (what MFU counts) and hardware FLOPs (with recompute).
+
+Matmuls count 2·m·n·k, as torch.utils.flop_counter does. Model FLOPs per step are
+`6·N_matmul·T + 6·L·s·a·(d_qk + d_v)·T` (Narayanan et al. 2021 eq. 3 / Korthikanti et al. 2022 §6
+generalised to GQA, MLA and MoE): the attention-score term is counted in full, not halved for the
+causal mask, which is how Megatron-LM, NeMo, torchtitan and the FLOP counter count it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner.model.params import attention_dims, matmul_params_per_token
+from planner.schema import ModelSpec, Recompute
+
+
+def attention_forward_flops_per_token(m: ModelSpec, seq: int, causal: bool = False) -> float:
+    """QKᵀ and softmax·V of one token against `seq` keys, all layers, forward only."""
+    qk, v = attention_dims(m)
+    flops = 2.0 * seq * (qk + v) * m.layers
+    return flops / 2 if causal else flops
+
+
+def head_matmul_params(m: ModelSpec) -> int:
+    return m.vocab * m.hidden
+
+
+@dataclass(frozen=True)
+class StepFlops:
+    model: float  # forward + backward, no recompute: the MFU numerator
+    hardware: float  # what the GPUs execute, recompute included: the HFU numerator
+    tokens: int
+
+
+def step_flops(
+    m: ModelSpec, seq: int, tokens: int, recompute: Recompute = "none", causal: bool = False
+) -> StepFlops:
+    """FLOPs of one optimizer step over `tokens` tokens of sequence length `seq`."""
+    n_matmul = matmul_params_per_token(m)
+    attn_fwd = attention_forward_flops_per_token(m, seq, causal)
+    model = (6.0 * n_matmul + 3.0 * attn_fwd) * tokens
+    extra = 0.0
+    if recompute == "selective":  # core attention is recomputed once (Korthikanti et al. 2022 §5)
+        extra = attn_fwd * tokens
+    elif recompute == "full":  # one more forward of every layer, not of the output head
+        extra = (2.0 * (n_matmul - head_matmul_params(m)) + attn_fwd) * tokens
+    return StepFlops(model=model, hardware=model + extra, tokens=tokens)

@@ -1,0 +1,139 @@
+"""Parameter counts, exact to the parameter against the Hugging Face module tree.
+
+Closed forms per block (checked against transformers' modules on the meta device in tests):
+GPT-2/3 `L(12h² + 13h) + Vh + s·h + 2h`; Llama `L[h·a·d + 2h·k·d + a·d·h + 3hf + 2h] + 2Vh + h`;
+MoE replaces the MLP by `E·mlp + S·mlp_shared + h·E`; MLA per DeepSeek-V2 (arXiv 2405.04434, §2.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner.schema import ModelSpec
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    """Parameters by where they live. `total` is what the module tree holds."""
+
+    embedding: int  # token embedding (input)
+    position: int  # learned position embedding
+    output: int  # untied LM head (0 when tied)
+    final_norm: int
+    attention: int  # all layers, incl. attention norms and biases
+    mlp: int  # all layers, dense MLPs + experts + routers, incl. MLP norms
+    per_layer_dense: int  # one layer with a dense MLP
+    per_layer_moe: int  # one layer with an MoE MLP (0 for dense models)
+    expert: int  # one routed expert
+    active: int  # used by one token: total minus the experts it is not routed to
+
+    @property
+    def total(self) -> int:
+        return self.embedding + self.position + self.output + self.final_norm + self.attention + self.mlp
+
+    @property
+    def non_embedding(self) -> int:
+        return self.total - self.embedding - self.position - self.output
+
+
+def norm_params(m: ModelSpec, width: int) -> int:
+    """LayerNorm has a weight and a bias, RMSNorm only a weight."""
+    return 2 * width if m.norm == "layernorm" else width
+
+
+def attention_dims(m: ModelSpec) -> tuple[int, int]:
+    """(query-key width, value width) summed over heads: a·d_qk and a·d_v."""
+    if m.mla is not None:
+        return m.heads * (m.mla.qk_nope_head_dim + m.mla.qk_rope_head_dim), m.heads * m.mla.v_head_dim
+    return m.heads * m.d_head, m.heads * m.d_head
+
+
+def attention_weights(m: ModelSpec) -> int:
+    """Matmul weights of one layer's attention (no norms, no biases)."""
+    h, a = m.hidden, m.heads
+    if m.mla is not None:
+        x = m.mla
+        qk = x.qk_nope_head_dim + x.qk_rope_head_dim
+        q = h * x.q_lora_rank + x.q_lora_rank * a * qk if x.q_lora_rank else h * a * qk
+        kv = h * (x.kv_lora_rank + x.qk_rope_head_dim) + x.kv_lora_rank * a * (
+            x.qk_nope_head_dim + x.v_head_dim
+        )
+        return q + kv + a * x.v_head_dim * h
+    d, k = m.d_head, m.n_kv_heads
+    return h * a * d + 2 * h * k * d + a * d * h
+
+
+def attention_params(m: ModelSpec) -> int:
+    """One layer's attention: weights, biases and MLA's inner RMSNorms on the low-rank latents."""
+    if m.mla is not None:
+        return attention_weights(m) + (m.mla.q_lora_rank or 0) + m.mla.kv_lora_rank
+    bias = 0
+    if m.bias in ("qkv", "all"):
+        bias += (m.heads + 2 * m.n_kv_heads) * m.d_head
+    if m.bias == "all":
+        bias += m.hidden
+    return attention_weights(m) + bias
+
+
+def mlp_weights(m: ModelSpec, ffn: int) -> int:
+    """Matmul weights of one MLP of width `ffn`: 2 matrices (GeLU) or 3 (SwiGLU gate/up/down)."""
+    return (3 if m.mlp == "swiglu" else 2) * m.hidden * ffn
+
+
+def mlp_params(m: ModelSpec, ffn: int) -> int:
+    """One dense MLP with its biases."""
+    bias = (2 * ffn if m.mlp == "swiglu" else ffn) + m.hidden if m.bias == "all" else 0
+    return mlp_weights(m, ffn) + bias
+
+
+def moe_mlp_params(m: ModelSpec) -> int:
+    """One MoE block: routed experts, shared experts and the linear router."""
+    assert m.moe is not None
+    e = m.moe
+    return (
+        e.experts * mlp_params(m, e.expert_ffn)
+        + e.shared_experts * mlp_params(m, e.shared_ffn)
+        + m.hidden * e.experts
+    )
+
+
+def count_params(m: ModelSpec) -> ParamCount:
+    h = m.hidden
+    attn_norm = norm_params(m, h)
+    mlp_norm = 0 if m.parallel_block else norm_params(m, h)  # a parallel block shares one norm
+    attn = attention_params(m) + attn_norm
+    dense = mlp_params(m, m.ffn_hidden) + mlp_norm
+    moe = moe_mlp_params(m) + mlp_norm if m.moe else 0
+    expert = mlp_params(m, m.moe.expert_ffn) if m.moe else 0
+    embedding = m.vocab * h
+    position = m.max_seq * h if m.position == "learned" else 0
+    output = 0 if m.tied_embeddings else m.vocab * h
+    final_norm = norm_params(m, h)
+    mlp_total = m.dense_layers * dense + m.moe_layers * moe
+    total = embedding + position + output + final_norm + m.layers * attn + mlp_total
+    inactive = m.moe_layers * (m.moe.experts - m.moe.top_k) * expert if m.moe else 0
+    return ParamCount(
+        embedding=embedding,
+        position=position,
+        output=output,
+        final_norm=final_norm,
+        attention=m.layers * attn,
+        mlp=mlp_total,
+        per_layer_dense=attn + dense,
+        per_layer_moe=attn + moe if m.moe else 0,
+        expert=expert,
+        active=total - inactive,
+    )
+
+
+def matmul_params_per_token(m: ModelSpec) -> int:
+    """Weights a token multiplies through: linear layers (routed top-k experts only), routers and the
+    output head even when tied; no embeddings, norms or biases (the FLOP convention of formulas §3)."""
+    total = (
+        m.layers * attention_weights(m) + m.dense_layers * mlp_weights(m, m.ffn_hidden) + m.vocab * m.hidden
+    )
+    if m.moe:
+        e = m.moe
+        routed = e.top_k * mlp_weights(m, e.expert_ffn) + e.shared_experts * mlp_weights(m, e.shared_ffn)
+        total += m.moe_layers * (routed + m.hidden * e.experts)
+    return total

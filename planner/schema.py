@@ -1,0 +1,240 @@
+"""The typed vocabulary of planner: models, GPUs, prices, layouts and the knobs of the physics.
+
+Everything here is a pydantic v2 model with strict field names (unknown keys are errors), so a
+typo in a scenario or a catalog is reported with the file and the key rather than ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+
+GIB = 2**30
+
+
+class Strict(BaseModel):
+    """Base for every planner model: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Model architecture
+# --------------------------------------------------------------------------------------------
+
+
+class MoESpec(Strict):
+    """Mixture-of-experts feed-forward (Mixtral, DeepSeek, Qwen-MoE)."""
+
+    experts: PositiveInt = Field(description="routed experts per MoE layer")
+    top_k: PositiveInt = Field(description="routed experts each token is sent to")
+    expert_ffn: PositiveInt = Field(description="FFN hidden size of one routed expert")
+    shared_experts: int = Field(0, ge=0, description="always-on shared experts (DeepSeek)")
+    shared_expert_ffn: PositiveInt | None = Field(
+        None, description="FFN hidden size of one shared expert (default: expert_ffn)"
+    )
+    dense_layers: int = Field(0, ge=0, description="the first N layers keep a dense MLP (DeepSeek)")
+
+    @model_validator(mode="after")
+    def _check(self) -> MoESpec:
+        if self.top_k > self.experts:
+            raise ValueError(f"top_k ({self.top_k}) exceeds experts ({self.experts})")
+        return self
+
+    @property
+    def shared_ffn(self) -> int:
+        return self.shared_expert_ffn or self.expert_ffn
+
+
+class MLASpec(Strict):
+    """Multi-head latent attention (DeepSeek-V2/V3): low-rank compressed Q and KV."""
+
+    q_lora_rank: PositiveInt | None = Field(None, description="None = full-rank Q projection")
+    kv_lora_rank: PositiveInt
+    qk_rope_head_dim: PositiveInt
+    qk_nope_head_dim: PositiveInt
+    v_head_dim: PositiveInt
+
+
+class ModelSpec(Strict):
+    """A decoder-only transformer, described exactly enough to count every parameter."""
+
+    name: str = "custom"
+    source: str | None = Field(None, description="where the shape comes from (paper table, config.json)")
+    layers: PositiveInt
+    hidden: PositiveInt
+    heads: PositiveInt
+    kv_heads: PositiveInt | None = Field(None, description="KV heads: = heads MHA, < heads GQA, 1 MQA")
+    head_dim: PositiveInt | None = Field(None, description="default hidden // heads")
+    ffn_hidden: PositiveInt
+    vocab: PositiveInt
+    max_seq: PositiveInt = Field(description="maximum sequence length (learned positions)")
+    mlp: Literal["gelu", "swiglu"] = "swiglu"
+    norm: Literal["layernorm", "rmsnorm"] = "rmsnorm"
+    bias: Literal["none", "qkv", "all"] = "none"
+    position: Literal["learned", "rope"] = "rope"
+    tied_embeddings: bool = False
+    parallel_block: bool = Field(False, description="attention and MLP share one norm (Falcon, GPT-J)")
+    moe: MoESpec | None = None
+    mla: MLASpec | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelSpec:
+        if self.kv_heads is not None and self.heads % self.kv_heads:
+            raise ValueError(f"heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})")
+        if self.head_dim is None and self.hidden % self.heads:
+            raise ValueError(
+                f"hidden ({self.hidden}) is not divisible by heads ({self.heads}); give head_dim"
+            )
+        if self.moe is not None and self.moe.dense_layers > self.layers:
+            raise ValueError("moe.dense_layers exceeds layers")
+        return self
+
+    @property
+    def n_kv_heads(self) -> int:
+        return self.kv_heads or self.heads
+
+    @property
+    def d_head(self) -> int:
+        return self.head_dim or self.hidden // self.heads
+
+    @property
+    def moe_layers(self) -> int:
+        return 0 if self.moe is None else self.layers - self.moe.dense_layers
+
+    @property
+    def dense_layers(self) -> int:
+        return self.layers - self.moe_layers
+
+
+# --------------------------------------------------------------------------------------------
+# Hardware and prices
+# --------------------------------------------------------------------------------------------
+
+PriceKind = Literal["on-demand", "reserved-1y", "reserved-3y", "spot", "capacity-block", "purchase"]
+
+
+class Price(Strict):
+    """One price point: an hourly rate per GPU, or a purchase price per GPU (capex)."""
+
+    provider: str
+    kind: PriceKind = "on-demand"
+    usd_per_gpu_hour: float | None = Field(None, gt=0)
+    usd_per_gpu: float | None = Field(None, gt=0, description="purchase price per GPU incl. its server share")
+    date: str
+    source: str
+    note: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Price:
+        if (self.usd_per_gpu_hour is None) == (self.usd_per_gpu is None):
+            raise ValueError("give exactly one of usd_per_gpu_hour (rental) or usd_per_gpu (purchase)")
+        if self.kind == "purchase" and self.usd_per_gpu is None:
+            raise ValueError("a purchase price needs usd_per_gpu")
+        return self
+
+
+class Efficiency(Strict):
+    """Achievable fractions of peak, per SKU; every default is named and sourced in the catalog."""
+
+    gemm: float = Field(0.70, gt=0, le=1, description="large bf16 GEMM TFLOP/s over dense peak")
+    gemm_fp8: float | None = Field(None, gt=0, le=1, description="large fp8 GEMM over fp8 peak")
+    hbm: float = Field(0.85, gt=0, le=1, description="achieved HBM copy bandwidth over spec")
+    intra_node: float = Field(0.80, gt=0, le=1, description="NCCL bus bandwidth over NVLink unidir spec")
+    inter_node: float = Field(0.80, gt=0, le=1, description="NCCL bus bandwidth over NIC line rate")
+    source: str = "planner defaults (see docs in catalogs/gpus.yaml)"
+
+
+class GpuSku(Strict):
+    """One accelerator as sold: dense peaks, memory, interconnect, power and prices."""
+
+    name: str = Field(description="catalog id, e.g. h100-sxm")
+    aliases: list[str] = []
+    vendor: str
+    description: str
+    peak_tflops: dict[Literal["fp32", "tf32", "bf16", "fp16", "fp8"], float] = Field(
+        description="dense (no 2:4 sparsity) tensor-core peak per dtype, TFLOP/s"
+    )
+    hbm_bytes: PositiveInt = Field(description="memory the driver reports (nvidia-smi total), bytes")
+    hbm_bandwidth_tbs: float = Field(gt=0, description="spec memory bandwidth, TB/s (decimal)")
+    node_size: PositiveInt = Field(8, description="GPUs in one scale-up (NVLink/xGMI) domain")
+    intra_node_gbs: float = Field(gt=0, description="scale-up bandwidth per GPU per direction, GB/s")
+    network_gbps: float = Field(gt=0, description="scale-out NIC bandwidth per GPU, Gbit/s")
+    tdp_w: PositiveInt
+    efficiency: Efficiency = Efficiency()
+    prices: list[Price] = []
+    source: str
+
+    @model_validator(mode="after")
+    def _check(self) -> GpuSku:
+        if "bf16" not in self.peak_tflops and "fp16" not in self.peak_tflops:
+            raise ValueError("peak_tflops needs bf16 or fp16")
+        return self
+
+    def peak(self, dtype: str) -> float:
+        """Dense peak TFLOP/s for a compute dtype, falling back bf16 ↔ fp16 (V100 has no bf16)."""
+        table = self.peak_tflops
+        if dtype in table:
+            return table[dtype]
+        if dtype in ("bf16", "fp16"):
+            return table.get("bf16") or table["fp16"]
+        raise KeyError(f"{self.name} has no {dtype} tensor-core peak")
+
+
+# --------------------------------------------------------------------------------------------
+# Layout and training recipe
+# --------------------------------------------------------------------------------------------
+
+Recompute = Literal["none", "selective", "full"]
+Precision = Literal["bf16", "fp16", "fp8"]
+Optimizer = Literal["adam", "adamw", "sgd", "adam8bit"]
+
+
+class Layout(Strict):
+    """How one training job is split over GPUs, and the numeric recipe it runs with."""
+
+    tp: PositiveInt = 1
+    pp: PositiveInt = 1
+    vpp: PositiveInt = Field(1, description="virtual pipeline stages (model chunks) per PP rank")
+    dp: PositiveInt = 1
+    cp: PositiveInt = 1
+    ep: PositiveInt = Field(1, description="expert parallel size, carved out of dp·cp (Megatron)")
+    zero: Literal[0, 1, 2, 3] = Field(1, description="0 DDP, 1 distributed optimizer, 2 +grads, 3 +params")
+    recompute: Recompute = "none"
+    sequence_parallel: bool = False
+    micro_batch: PositiveInt = 1
+    global_batch: PositiveInt = Field(description="sequences per optimizer step")
+    precision: Precision = Field("bf16", description="GEMM dtype; fp8 keeps bf16 weights")
+    fp32_grad_accumulation: bool = Field(True, description="fp32 main_grad buffer (Megatron)")
+    optimizer: Optimizer = "adamw"
+    offload_optimizer: bool = Field(False, description="optimizer state and master weights in CPU RAM")
+
+    @property
+    def gpus(self) -> int:
+        return self.tp * self.pp * self.dp * self.cp
+
+    @property
+    def grad_accumulation(self) -> int:
+        return self.global_batch // (self.dp * self.micro_batch)
+
+
+class Implementation(Strict):
+    """Which kernels the framework runs: changes what autograd saves, not the math."""
+
+    attention: Literal["flash", "eager"] = Field("flash", description="flash: no s² tensor saved")
+    fused_kernels: bool = Field(
+        True, description="fused norms/SwiGLU/softmax (Megatron, TE); False = as Hugging Face writes them"
+    )
+    dropout: float = Field(0.0, ge=0, lt=1, description="hidden and attention dropout probability")
+
+
+class Overheads(Strict):
+    """Memory that is neither model state nor activations. Defaults are documented in README."""
+
+    # CUDA context + cuBLAS/NCCL workspaces measured around 0.5-1 GiB per process on Hopper.
+    reserve_bytes: int = Field(int(1.0 * GIB), ge=0, description="CUDA context and library workspaces")
+    # PyTorch's caching allocator typically leaves 5-10 % of the peak unusable to fragmentation.
+    fragmentation: float = Field(0.05, ge=0, lt=1, description="fraction of allocated bytes lost")
+    # Megatron's DDP bucket / NCCL staging: a fixed communication buffer per GPU.
+    comm_buffer_bytes: int = Field(int(0.5 * GIB), ge=0, description="NCCL and bucket staging buffers")
