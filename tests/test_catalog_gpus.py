@@ -1,0 +1,242 @@
+"""The GPU catalog: every entry valid and sourced, peaks dense, lookups forgiving, bad files reported well."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from planner import catalog
+from planner.errors import InputError
+from planner.schema import GpuSku
+
+REQUIRED = [
+    "v100-32gb", "a100-40gb", "a100-80gb", "a100-80gb-pcie", "h100-sxm", "h100-pcie", "h100-nvl", "h800",
+    "h200", "h20", "b200", "l40s", "l4", "rtx-4090", "mi250x", "mi300x", "mi325x",
+]  # fmt: skip
+HOPPER = ["h100-sxm", "h100-pcie", "h100-nvl", "h800", "h200", "h20"]
+MIB = 2**20
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches() -> Iterator[None]:
+    """Each test sees the catalog directory its environment points at, and leaves no cache behind."""
+    catalog.clear_caches()
+    yield
+    catalog.clear_caches()
+
+
+@pytest.fixture
+def gpus() -> dict[str, GpuSku]:
+    return catalog.load_gpus()
+
+
+def _write_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> Path:
+    path = tmp_path / "gpus.yaml"
+    path.write_text(text, encoding="utf-8")
+    monkeypatch.setenv(catalog.ENV_VAR, str(tmp_path))
+    catalog.clear_caches()
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# content of catalogs/gpus.yaml
+# --------------------------------------------------------------------------------------------
+
+
+def test_every_raw_entry_validates() -> None:
+    raw = yaml.safe_load((catalog.catalog_dir() / "gpus.yaml").read_text(encoding="utf-8"))
+    assert isinstance(raw["gpus"], list) and raw["gpus"]
+    for entry in raw["gpus"]:
+        GpuSku.model_validate(entry)
+
+
+def test_required_skus_present(gpus: dict[str, GpuSku]) -> None:
+    missing = [name for name in REQUIRED if name not in gpus]
+    assert not missing, f"missing SKUs: {missing}"
+
+
+def test_names_are_normalised(gpus: dict[str, GpuSku]) -> None:
+    for sku in gpus.values():
+        for name in [sku.name, *sku.aliases]:
+            assert catalog.normalise(name) == name, name
+
+
+def test_every_entry_and_price_is_sourced(gpus: dict[str, GpuSku]) -> None:
+    for sku in gpus.values():
+        assert sku.source.strip(), sku.name
+        assert sku.description.strip(), sku.name
+        assert sku.efficiency.source.strip(), sku.name
+        assert sku.efficiency.source != GpuSku.model_fields["efficiency"].default.source, sku.name
+        for price in sku.prices:
+            assert price.date.strip() and price.source.strip(), (sku.name, price)
+
+
+def test_first_price_is_the_default_on_demand_rate(gpus: dict[str, GpuSku]) -> None:
+    """The first on-demand entry is the default; it must come before every other rental kind."""
+    for sku in gpus.values():
+        kinds = [p.kind for p in sku.prices]
+        if "on-demand" in kinds:
+            assert kinds[0] == "on-demand", sku.name
+        for price in sku.prices:
+            rental = price.kind != "purchase"
+            assert (price.usd_per_gpu_hour is not None) == rental, (sku.name, price)
+
+
+def test_memory_is_whole_mib_and_matches_nvidia_smi(gpus: dict[str, GpuSku]) -> None:
+    for sku in gpus.values():
+        assert sku.hbm_bytes % MIB == 0, sku.name
+    assert gpus["h100-sxm"].hbm_bytes == 81559 * MIB  # "80GB" is 79.65 GiB
+    assert gpus["a100-80gb"].hbm_bytes == 80 * 2**30
+    assert gpus["h200"].hbm_bytes == 143771 * MIB
+    assert gpus["b200"].hbm_bytes == 183359 * MIB
+    assert gpus["mi300x"].hbm_bytes == 192 * 2**30
+
+
+def test_dense_peaks(gpus: dict[str, GpuSku]) -> None:
+    assert gpus["h100-sxm"].peak("bf16") == pytest.approx(989.4, rel=1e-3)
+    assert gpus["a100-80gb"].peak("bf16") == pytest.approx(312)
+    assert gpus["a100-40gb"].peak("tf32") == pytest.approx(156)
+    assert gpus["v100-32gb"].peak("bf16") == pytest.approx(125)  # falls back to FP16: Volta has no BF16
+    assert gpus["rtx-4090"].peak("bf16") == pytest.approx(165.2)  # FP32 accumulate, not 330
+    assert gpus["mi300x"].peak("bf16") == pytest.approx(1307.4)
+    for name in HOPPER:
+        sku = gpus[name]
+        assert sku.peak("fp8") == pytest.approx(2 * sku.peak("bf16"), rel=1e-3), name
+
+
+def test_no_sparse_headline_leaked(gpus: dict[str, GpuSku]) -> None:
+    """Sparse headlines are 2x dense; the known dense values bound every NVIDIA/AMD generation."""
+    assert all(sku.peak("bf16") <= 2516.6 for sku in gpus.values())
+    assert all(sku.peak("bf16") < 1000 for name, sku in gpus.items() if name in HOPPER)
+    for sku in gpus.values():
+        table = sku.peak_tflops
+        if "tf32" in table:
+            assert table["tf32"] <= table.get("bf16", table.get("fp16", 0)), sku.name
+        if "fp32" in table:
+            assert table["fp32"] < sku.peak("bf16"), sku.name
+
+
+def test_interconnect_and_efficiency_sane(gpus: dict[str, GpuSku]) -> None:
+    assert gpus["h100-sxm"].intra_node_gbs == 450  # unidirectional half of 900
+    assert gpus["h800"].intra_node_gbs == 200
+    assert gpus["gb200"].node_size == 72
+    assert gpus["h100-sxm"].efficiency.gemm == pytest.approx(794.5 / 989.4, abs=1e-3)
+    assert gpus["a100-80gb"].efficiency.gemm == pytest.approx(271.2 / 312, abs=1e-3)
+    for sku in gpus.values():
+        assert sku.intra_node_gbs * 8 > sku.network_gbps, sku.name  # GB/s x 8 = Gbit/s: scale-up wins
+        assert sku.efficiency.gemm_fp8 is None or "fp8" in sku.peak_tflops, sku.name
+
+
+# --------------------------------------------------------------------------------------------
+# lookup
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alias", ["h100", "H100", "h100-80gb", "H100_SXM_80GB", "h100 sxm", " h100-sxm "])
+def test_alias_lookup(alias: str) -> None:
+    assert catalog.get_gpu(alias) is catalog.get_gpu("h100-sxm")
+
+
+def test_unknown_gpu_suggests_close_names() -> None:
+    with pytest.raises(InputError, match="did you mean") as info:
+        catalog.get_gpu("h10")
+    assert "'h10'" in str(info.value)
+    assert "h100" in str(info.value) and "h100-sxm" in str(info.value)
+
+
+def test_unknown_gpu_without_close_names_lists_catalog() -> None:
+    with pytest.raises(InputError) as info:
+        catalog.get_gpu("zzzzzz")
+    message = str(info.value)
+    assert "did you mean" not in message
+    assert all(name in message for name in REQUIRED)
+
+
+# --------------------------------------------------------------------------------------------
+# catalog location and malformed files
+# --------------------------------------------------------------------------------------------
+
+GOOD_ENTRY = """
+  - name: toy
+    aliases: [toy-gpu]
+    vendor: Test
+    description: a toy accelerator
+    peak_tflops: {bf16: 100}
+    hbm_bytes: 1073741824
+    hbm_bandwidth_tbs: 1.0
+    intra_node_gbs: 100
+    network_gbps: 100
+    tdp_w: 100
+    source: test fixture
+"""
+
+
+def test_env_var_selects_catalog_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write_catalog(tmp_path, monkeypatch, "gpus:" + GOOD_ENTRY)
+    assert catalog.catalog_dir() == tmp_path
+    assert list(catalog.load_gpus()) == ["toy"]
+    assert catalog.get_gpu("TOY_GPU").name == "toy"
+
+
+def test_malformed_entry_names_file_entry_and_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = GOOD_ENTRY.replace("{bf16: 100}", "{bf16: fast}").replace("tdp_w: 100", "tdp_watts: 100")
+    path = _write_catalog(tmp_path, monkeypatch, "gpus:" + GOOD_ENTRY.replace("toy", "ok") + bad)
+    with pytest.raises(InputError) as info:
+        catalog.load_gpus()
+    message = str(info.value)
+    assert str(path) in message
+    assert "gpus[1] (toy)" in message
+    assert "peak_tflops.bf16" in message
+    assert "tdp_watts: Extra inputs are not permitted" in message
+    assert "gpus[0]" not in message  # the good entry is not blamed
+
+
+def test_model_level_error_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write_catalog(tmp_path, monkeypatch, "gpus:" + GOOD_ENTRY.replace("{bf16: 100}", "{fp32: 100}"))
+    with pytest.raises(InputError, match=r"gpus\[0\] \(toy\): .*needs bf16 or fp16"):
+        catalog.load_gpus()
+
+
+def test_duplicate_alias_is_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    second = GOOD_ENTRY.replace("name: toy", "name: other")  # keeps alias toy-gpu
+    _write_catalog(tmp_path, monkeypatch, "gpus:" + GOOD_ENTRY + second)
+    with pytest.raises(InputError, match="'toy-gpu' is already used by 'toy'"):
+        catalog.load_gpus()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("gpus: [unclosed\n", "invalid YAML"),
+        ("- just a list\n", "`gpus:` list"),
+        ("gpus:\n  - 3\n", "gpus[0]: expected a mapping"),
+    ],
+)
+def test_unreadable_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, expected: str) -> None:
+    path = _write_catalog(tmp_path, monkeypatch, text)
+    with pytest.raises(InputError) as info:
+        catalog.load_gpus()
+    assert str(path) in str(info.value) and expected in str(info.value)
+
+
+def test_missing_catalog_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(catalog.ENV_VAR, str(tmp_path / "nowhere"))
+    with pytest.raises(InputError, match="cannot read catalog"):
+        catalog.load_gpus()
+
+
+def test_model_loader_is_generic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "models.yaml").write_text(
+        "models:\n"
+        "  - {name: tiny-llama, source: test, layers: 2, hidden: 64, heads: 4, ffn_hidden: 128,\n"
+        "     vocab: 1000, max_seq: 128}\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv(catalog.ENV_VAR, str(tmp_path))
+    catalog.clear_caches()
+    assert catalog.get_model("Tiny_Llama").hidden == 64
+    with pytest.raises(InputError, match="did you mean tiny-llama"):
+        catalog.get_model("tiny-lama")
