@@ -157,6 +157,7 @@ class GpuSku(Strict):
         description="dense (no 2:4 sparsity) tensor-core peak per dtype, TFLOP/s"
     )
     hbm_bytes: PositiveInt = Field(description="memory the driver reports (nvidia-smi total), bytes")
+    marketed_gb: float | None = Field(None, description="the vendor's memory label (what blog arithmetic divides by)")
     hbm_bandwidth_tbs: float = Field(gt=0, description="spec memory bandwidth, TB/s (decimal)")
     node_size: PositiveInt = Field(8, description="GPUs in one scale-up (NVLink/xGMI) domain")
     intra_node_gbs: float = Field(gt=0, description="scale-up bandwidth per GPU per direction, GB/s")

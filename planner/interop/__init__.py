@@ -1,0 +1,1 @@
+"""Conversions between planner's schema and other tools' formats (Hugging Face, Megatron-LM, DeepSpeed)."""
