@@ -72,10 +72,15 @@ class ModelSpec(Strict):
     max_seq: PositiveInt = Field(description="maximum sequence length (learned positions)")
     mlp: Literal["gelu", "swiglu"] = "swiglu"
     norm: Literal["layernorm", "rmsnorm"] = "rmsnorm"
-    bias: Literal["none", "qkv", "all"] = "none"
+    bias: Literal["none", "qkv", "attention", "all"] = Field(
+        "none", description="qkv: q/k/v biases (Qwen2); attention: q/k/v/o (Llama attention_bias); all: + MLP"
+    )
     position: Literal["learned", "rope"] = "rope"
     tied_embeddings: bool = False
-    parallel_block: bool = Field(False, description="attention and MLP share one norm (Falcon, GPT-J)")
+    parallel_block: bool = Field(False, description="attention and MLP run side by side (Falcon, GPT-J, NeoX)")
+    parallel_norms: Literal[1, 2] = Field(1, description="norms of a parallel block: 1 shared (Falcon-7B), 2 (NeoX)")
+    embedding_norm: bool = Field(False, description="a norm right after the token embedding (BLOOM)")
+    position_offset: int = Field(0, ge=0, description="extra rows of the learned position table (OPT: 2)")
     moe: MoESpec | None = None
     mla: MLASpec | None = None
 
@@ -98,6 +103,15 @@ class ModelSpec(Strict):
     @property
     def d_head(self) -> int:
         return self.head_dim or self.hidden // self.heads
+
+    @property
+    def norms_per_layer(self) -> int:
+        return self.parallel_norms if self.parallel_block else 2
+
+    @property
+    def shared_block_input(self) -> bool:
+        """Attention and MLP read the same normalised tensor (one-norm parallel block)."""
+        return self.parallel_block and self.parallel_norms == 1
 
     @property
     def moe_layers(self) -> int:

@@ -31,11 +31,8 @@ FIXTURES = Path(__file__).parent / "fixtures" / "hf_configs"
 NOT_BUILDABLE = {
     "gpt3-13b": "Table 2.1's d_model 5140 is not 40 heads x 128; GPT2Attention needs hidden = heads x head_dim",
 }
-# Catalog entries whose count differs from the module, pinned to the exact difference.
-BLOOM_GAP = 2 * 14336  # word_embeddings_layernorm (weight + bias): no ModelSpec field for it
-KNOWN_GAPS = {
-    "bloom-176b": f"BLOOM's word_embeddings_layernorm ({BLOOM_GAP:,} parameters) has no ModelSpec field",
-}
+# Catalog entries whose count differs from the module, pinned to the exact difference (none today).
+KNOWN_GAPS: dict[str, str] = {}
 
 
 def _fixture(name: str) -> dict[str, Any]:
@@ -142,20 +139,12 @@ def test_count_matches_transformers(name: str) -> None:
     assert counted.active == total - inactive
 
 
-def test_bloom_differs_by_exactly_the_embedding_layernorm() -> None:
-    cfg = hf_config("bloom-176b")
-    model = _meta_model(cfg)
-    norm = sum(p.numel() for p in model.transformer.word_embeddings_layernorm.parameters())
-    total, _ = _counts(model, 0)
-    assert norm == BLOOM_GAP == 2 * cfg.hidden_size
-    assert total - count_params(get_model("bloom-176b")).total == BLOOM_GAP
-
-
 def test_opt_learned_positions_have_two_extra_rows() -> None:
-    # Why opt-175b's max_seq is 2050: OPTLearnedPositionalEmbedding holds max_position_embeddings + 2 rows.
+    # OPTLearnedPositionalEmbedding holds max_position_embeddings + 2 rows: position_offset says so.
     model = _meta_model(_opt_175b())
     rows = model.model.decoder.embed_positions.weight.shape[0]
-    assert rows == 2048 + 2 == get_model("opt-175b").max_seq
+    spec = get_model("opt-175b")
+    assert rows == 2048 + 2 == spec.max_seq + spec.position_offset
 
 
 @pytest.mark.parametrize(
@@ -222,6 +211,7 @@ def _edited(name: str, **changes: Any) -> dict[str, Any]:
 # Options outside the catalog that planner models: each must still count exactly what transformers builds.
 VARIANTS = {
     "llama-all-biases": _edited("llama-2-7b", attention_bias=True, mlp_bias=True),
+    "llama-attention-bias": _edited("llama-2-7b", attention_bias=True, num_hidden_layers=2),
     "mistral-explicit-head-dim": _edited("mistral-7b", hidden_size=5120, head_dim=128, num_hidden_layers=4),
     "mixtral-null-head-dim": _edited("mixtral-8x7b", head_dim=None, num_hidden_layers=2),
     "qwen2-tied": _edited("qwen2.5-7b", tie_word_embeddings=True, num_hidden_layers=2),
@@ -298,7 +288,6 @@ def test_hf_config_ill_typed_key(name: str, key: str, value: Any) -> None:
     [
         ("falcon-7b", "new_decoder_architecture", True),
         ("falcon-7b", "alibi", True),
-        ("llama-2-7b", "attention_bias", True),  # q, k, v and o: neither "qkv" nor "all"
         ("llama-2-7b", "mlp_bias", True),
         ("gpt2", "add_cross_attention", True),
         ("deepseek-v3", "moe_layer_freq", 2),

@@ -87,16 +87,10 @@ def _gated(cfg: _Config, model_type: str) -> Fields:
     bias = "none"
     if model_type == "llama":
         # LlamaAttention puts attention_bias on q, k, v and o; LlamaMLP puts mlp_bias on gate, up and down.
-        # planner's "all" is exactly both; either alone has no name in the schema.
         attention_bias, mlp_bias = cfg.flag("attention_bias", False), cfg.flag("mlp_bias", False)
-        if attention_bias != mlp_bias:
-            key = "attention_bias" if attention_bias else "mlp_bias"
-            raise cfg.refuse(
-                key,
-                "planner models biases on no linear layer, on q/k/v only, or on every one "
-                "(attention_bias and mlp_bias both true)",
-            )
-        bias = "all" if attention_bias else "none"
+        if mlp_bias and not attention_bias:
+            raise cfg.refuse("mlp_bias", "planner models MLP biases only together with attention biases")
+        bias = "all" if mlp_bias else "attention" if attention_bias else "none"
     elif model_type == "qwen2":
         bias = "qkv"  # Qwen2Attention: q, k, v with bias, o_proj without, whatever the config says
     moe = None

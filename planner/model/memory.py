@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
 
 from planner.model.params import attention_dims, attention_params, count_params, mlp_params, norm_params
 from planner.schema import Implementation, Layout, ModelSpec, Overheads, Recompute
@@ -22,30 +25,44 @@ OPTIMIZER_MOMENT_BYTES = {"adam": 8, "adamw": 8, "sgd": 4, "adam8bit": 2}
 MASTER_BYTES = 4
 
 
+RECOMPUTE_CODES: dict[str, int] = {"none": 0, "selective": 1, "full": 2}
+
+
 @dataclass(frozen=True)
-class StateBytes:
-    """Bytes per parameter of each kind of training state on one rank, after ZeRO sharding."""
+class Recipe:
+    """The numeric recipe: fixed per job, not searched."""
 
-    weights: float
-    gradients: float
-    optimizer: float
+    precision: str = "bf16"
+    optimizer: str = "adamw"
+    fp32_grad_accumulation: bool = True
+    offload_optimizer: bool = False
+
+    @classmethod
+    def of(cls, layout: Layout) -> Recipe:
+        return cls(layout.precision, layout.optimizer, layout.fp32_grad_accumulation, layout.offload_optimizer)
 
 
-def state_bytes_per_param(layout: Layout, shard: int) -> StateBytes:
-    """ZeRO-0 keeps all on every rank; 1 shards optimizer, 2 also grads, 3 also weights (ZeRO §3)."""
-    w = 2.0 + (FP8_WEIGHT_CACHE_BYTES if layout.precision == "fp8" else 0)
-    g = 4.0 if layout.fp32_grad_accumulation else 2.0
-    o = float(MASTER_BYTES + OPTIMIZER_MOMENT_BYTES[layout.optimizer])
-    if layout.offload_optimizer:
-        o = 0.0
-    d = shard
-    if layout.zero >= 1:
-        o /= d
-    if layout.zero >= 2:
-        g /= d
-    if layout.zero >= 3:
-        w /= d
-    return StateBytes(w, g, o)
+def layout_arrays(layout: Layout) -> dict[str, int]:
+    """A Layout as the plain numbers the array-ready formulas take (scalars here, arrays in a grid)."""
+    return {
+        "tp": layout.tp, "pp": layout.pp, "vpp": layout.vpp, "dp": layout.dp, "cp": layout.cp, "ep": layout.ep,
+        "zero": layout.zero, "recompute": RECOMPUTE_CODES[layout.recompute],
+        "sequence_parallel": int(layout.sequence_parallel), "micro_batch": layout.micro_batch,
+        "global_batch": layout.global_batch,
+    }
+
+
+def state_bytes_per_param(recipe: Recipe, zero: Any, shard: Any) -> tuple[Any, Any, Any]:
+    """(weights, gradients, optimizer) bytes per parameter on one rank. ZeRO-0 keeps all on every
+    rank; 1 shards the optimizer state, 2 also the gradients, 3 also the weights (ZeRO §3)."""
+    w = 2.0 + (FP8_WEIGHT_CACHE_BYTES if recipe.precision == "fp8" else 0)
+    g = 4.0 if recipe.fp32_grad_accumulation else 2.0
+    o = 0.0 if recipe.offload_optimizer else float(MASTER_BYTES + OPTIMIZER_MOMENT_BYTES[recipe.optimizer])
+    return (
+        np.where(zero >= 3, w / shard, w),
+        np.where(zero >= 2, g / shard, g),
+        np.where(zero >= 1, o / shard, o),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -56,7 +73,7 @@ def state_bytes_per_param(layout: Layout, shard: int) -> StateBytes:
 def layer_params_on_rank(m: ModelSpec, tp: int, ep: int, moe_layer: bool) -> tuple[float, float]:
     """(non-expert, expert) parameters of one layer on one TP×EP rank; norms are replicated."""
     h = m.hidden
-    norms = norm_params(m, h) * (1 if m.parallel_block else 2)
+    norms = norm_params(m, h) * m.norms_per_layer
     if not moe_layer or m.moe is None:
         return (attention_params(m) + mlp_params(m, m.ffn_hidden)) / tp + norms, 0.0
     e = m.moe
@@ -66,25 +83,30 @@ def layer_params_on_rank(m: ModelSpec, tp: int, ep: int, moe_layer: bool) -> tup
     return dense, experts
 
 
-def stage_params(m: ModelSpec, layout: Layout, stage: int) -> tuple[float, float]:
-    """(non-expert, expert) parameters held by one GPU of pipeline stage `stage`."""
-    p, t = layout.pp, layout.tp
-    per_stage = m.layers // p
-    first = stage * per_stage
-    dense_layers_here = max(0, min(m.dense_layers, first + per_stage) - first)
-    moe_here = per_stage - dense_layers_here
-    d1, _ = layer_params_on_rank(m, t, layout.ep, False)
-    d2, e2 = layer_params_on_rank(m, t, layout.ep, True)
-    dense = dense_layers_here * d1 + moe_here * d2
-    expert = moe_here * e2
+def stage_layers(m: ModelSpec, pp: Any, last: bool) -> tuple[Any, Any]:
+    """(dense-MLP layers, MoE layers) on the first or the last pipeline stage (DeepSeek's dense
+    layers come first)."""
+    per_stage = m.layers // pp
+    first = (pp - 1) * per_stage if last else 0
+    dense = np.clip(np.minimum(m.dense_layers, first + per_stage) - first, 0, None)
+    return dense, per_stage - dense
+
+
+def stage_params(m: ModelSpec, tp: Any, pp: Any, ep: Any, last: bool) -> tuple[Any, Any]:
+    """(non-expert, expert) parameters held by one GPU of the first or last pipeline stage."""
+    dense_l, moe_l = stage_layers(m, pp, last)
+    d1, _ = layer_params_on_rank(m, tp, ep, False)
+    d2, e2 = layer_params_on_rank(m, tp, ep, True)
+    dense = dense_l * d1 + moe_l * d2
     c = count_params(m)
-    if stage == 0:
-        dense += c.embedding / t + c.position
-    if stage == p - 1:
-        dense += c.final_norm + m.vocab * m.hidden / t  # the head; a tied head keeps a copy here too
-        if p == 1 and m.tied_embeddings:
-            dense -= m.vocab * m.hidden / t  # one shared matrix when embedding and head are co-located
-    return dense, expert
+    head = c.final_norm + m.vocab * m.hidden / tp  # a tied head keeps its own copy on the last stage
+    embed = c.embedding / tp + c.position + c.embedding_norm
+    if last:
+        single = pp == 1  # one stage holds both ends; a tied matrix is then stored once
+        dense = dense + head + np.where(single, embed - (m.vocab * m.hidden / tp if m.tied_embeddings else 0), 0)
+    else:
+        dense = dense + embed
+    return dense, moe_l * e2
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,10 +185,9 @@ def layer_activation_bytes(
     if recompute == "full":
         return 2 * x.s * x.b * m.hidden / x.r  # only the layer input (checkpoint boundary)
     h = m.hidden
-    norms = 1 if m.parallel_block else 2
-    total = norms * norm_saved(m, impl, x, h) + attention_saved(m, impl, x)
+    total = m.norms_per_layer * norm_saved(m, impl, x, h) + attention_saved(m, impl, x)
     sb = x.s * x.b
-    if not m.parallel_block:
+    if not m.shared_block_input:
         total += 2 * sb * h / x.r  # the normalised MLP input (fc1 / router / shared-expert input)
     if moe_layer and m.moe is not None:
         # Megatron's dropless token dispatcher (from its source, not measured): fp32 router
@@ -185,24 +206,101 @@ def layer_activation_bytes(
     return total
 
 
-def inflight_microbatches(layout: Layout, microbatches: int) -> float:
+def inflight_microbatches(pp: Any, vpp: Any, microbatches: Any) -> Any:
     """Micro-batches of a full stage whose activations the first stage holds at its peak.
 
     1F1B: min(p, M) micro-batches of L/p layers. Interleaved with v chunks: 2(p−1) + (v−1)p + 1
     chunks of L/(p·v) layers, capped at M·v (Narayanan et al. 2021 §2.2; PyTorch's schedule tables).
     """
-    p, v = layout.pp, layout.vpp
-    if p == 1:
-        return 1.0
-    if v == 1:
-        return float(min(p, microbatches))
-    chunks = min(2 * (p - 1) + (v - 1) * p + 1, microbatches * v)
-    return chunks / v
+    one_f_one_b = np.minimum(pp, microbatches)
+    interleaved = np.minimum(2 * (pp - 1) + (vpp - 1) * pp + 1, microbatches * vpp) / vpp
+    return np.where(pp == 1, 1.0, np.where(vpp == 1, one_f_one_b, interleaved))
 
 
 # --------------------------------------------------------------------------------------------
 # The whole GPU
 # --------------------------------------------------------------------------------------------
+
+
+def activation_shape(seq: int, arrays: dict[str, Any], impl: Implementation) -> ActivationShape:
+    tp = arrays["tp"]
+    return ActivationShape(
+        s=-(-seq // arrays["cp"]),
+        b=arrays["micro_batch"],
+        t=tp,
+        r=np.where(arrays["sequence_parallel"] > 0, tp, 1),
+        dropout=impl.dropout > 0,
+    )
+
+
+def stage_activation_bytes(
+    m: ModelSpec, seq: int, arrays: dict[str, Any], impl: Implementation, last: bool
+) -> Any:
+    """Activations of the first or last stage at its peak: in-flight micro-batches × its layers, the
+    embedding/head extras, and the one-layer working set that recomputation rebuilds in backward."""
+    x = activation_shape(seq, arrays, impl)
+    pp, rc = arrays["pp"], arrays["recompute"]
+    microbatches = np.maximum(1, arrays["global_batch"] // (arrays["dp"] * arrays["micro_batch"]))
+    dense_l, moe_l = stage_layers(m, pp, last)
+    modes = ("none", "selective", "full")
+    dense_b = [layer_activation_bytes(m, impl, x, mode, False) for mode in modes]
+    moe_b = [layer_activation_bytes(m, impl, x, mode, True) for mode in modes] if m.moe else [0.0] * 3
+    per_layer_dense = np.choose(rc, dense_b)
+    per_layer_moe = np.choose(rc, moe_b)
+    inflight = 1.0 if last else inflight_microbatches(pp, arrays["vpp"], microbatches)
+    # with 1F1B the last stage holds one micro-batch; a single stage is also the first
+    inflight = np.where(pp == 1, 1.0, inflight)
+    total = (dense_l * per_layer_dense + moe_l * per_layer_moe) * inflight
+    sb = x.s * x.b
+    first_extra = 8 * sb + (sb * m.hidden / x.r if x.dropout else 0)  # token ids, embedding dropout mask
+    last_extra = norm_saved(m, impl, x, m.hidden) + 2 * sb * m.hidden / x.r + 4 * sb * m.vocab / x.t
+    if not impl.fused_kernels:
+        last_extra = last_extra + 2 * sb * m.vocab  # Hugging Face also returns the 16-bit logits
+    if last:
+        total = total + last_extra + np.where(pp == 1, first_extra, 0)
+    else:
+        total = total + first_extra * inflight
+    # backward rebuilds one layer's full working set before it can run (a transient peak)
+    rebuilt = np.where(moe_l > 0, moe_b[0] - per_layer_moe, dense_b[0] - per_layer_dense)
+    return total + np.where(rc > 0, rebuilt, 0)
+
+
+def training_memory_table(
+    m: ModelSpec, seq: int, arrays: dict[str, Any], recipe: Recipe, impl: Implementation, overheads: Overheads
+) -> dict[str, Any]:
+    """Per-GPU bytes of the most loaded pipeline stage, component by component, for scalars or numpy
+    arrays of layout fields (the solver evaluates its whole grid in one call)."""
+    tp, pp, ep, cp, dp, zero = (arrays[k] for k in ("tp", "pp", "ep", "cp", "dp", "zero"))
+    dense_shard = dp * cp  # the distributed optimizer shards over DP×CP (Megatron)
+    expert_shard = np.maximum(1, dense_shard // ep)
+    wd, gd, od = state_bytes_per_param(recipe, zero, dense_shard)
+    we, ge, oe = state_bytes_per_param(recipe, zero, expert_shard)
+    x = activation_shape(seq, arrays, impl)
+    buffers = overheads.comm_buffer_bytes + np.where(pp > 1, 2 * 2 * x.s * x.b * m.hidden / x.r, 0)  # p2p send/recv
+    d1, e1 = layer_params_on_rank(m, tp, ep, m.moe is not None)
+    buffers = buffers + np.where(zero == 3, 2 * (d1 + e1) * (2 + 2), 0)  # two gathered layers and their grads
+    best: dict[str, Any] | None = None
+    for last in (False, True):
+        dense, expert = stage_params(m, tp, pp, ep, last)
+        comp = {
+            "weights": dense * wd + expert * we,
+            "gradients": dense * gd + expert * ge,
+            "optimizer": dense * od + expert * oe,
+            "activations": stage_activation_bytes(m, seq, arrays, impl, last),
+            "buffers": buffers,
+        }
+        allocated = sum(comp.values())
+        comp["reserve"] = overheads.reserve_bytes + overheads.fragmentation * allocated
+        comp = {k: np.ceil(v) for k, v in comp.items()}
+        comp["total"] = sum(comp.values())
+        comp["stage"] = np.where(pp > 1, pp - 1, 0) if last else np.zeros_like(pp)
+        if best is None:
+            best = comp
+        else:
+            take = comp["total"] > best["total"]
+            best = {k: np.where(take, comp[k], best[k]) for k in comp}
+    assert best is not None
+    return best
 
 
 @dataclass(frozen=True)
@@ -227,53 +325,6 @@ class MemoryBreakdown:
         return d
 
 
-def activation_shape(m: ModelSpec, layout: Layout, seq: int, impl: Implementation) -> ActivationShape:
-    t = layout.tp
-    return ActivationShape(
-        s=math.ceil(seq / layout.cp),
-        b=layout.micro_batch,
-        t=t,
-        r=t if layout.sequence_parallel else 1,
-        dropout=impl.dropout > 0,
-    )
-
-
-def stage_activation_bytes(
-    m: ModelSpec, layout: Layout, seq: int, impl: Implementation, stage: int, microbatches: int
-) -> float:
-    """Activations of `stage` at its peak: in-flight micro-batches × its layers, the embedding/head
-    extras, and the one-layer working set that recomputation rebuilds during backward."""
-    x = activation_shape(m, layout, seq, impl)
-    p = layout.pp
-    per_stage = m.layers // p
-    first = stage * per_stage
-    dense_here = max(0, min(m.dense_layers, first + per_stage) - first)
-    moe_here = per_stage - dense_here
-
-    def layers(recompute: Recompute) -> float:
-        return dense_here * layer_activation_bytes(m, impl, x, recompute, False) + moe_here * (
-            layer_activation_bytes(m, impl, x, recompute, True)
-        )
-
-    inflight = inflight_microbatches(layout, microbatches) if stage == 0 else 1.0
-    total = layers(layout.recompute) * inflight
-    sb = x.s * x.b
-    if stage == 0:
-        total += (8 * sb + (sb * m.hidden / x.r if x.dropout else 0)) * inflight  # ids, embedding dropout
-    if stage == p - 1:
-        total += norm_saved(m, impl, x, m.hidden) + 2 * sb * m.hidden / x.r  # final norm, head input
-        total += 4 * sb * m.vocab / x.t  # fp32 logits of the vocab-parallel cross-entropy
-        if not impl.fused_kernels:
-            total += 2 * sb * m.vocab  # Hugging Face also returns the 16-bit logits
-    if layout.recompute != "none" and per_stage:
-        # backward rebuilds one layer's full working set before it can run (transient peak)
-        moe_layer = moe_here > 0
-        total += layer_activation_bytes(m, impl, x, "none", moe_layer) - layer_activation_bytes(
-            m, impl, x, layout.recompute, moe_layer
-        )
-    return total
-
-
 def training_memory(
     m: ModelSpec,
     layout: Layout,
@@ -281,43 +332,10 @@ def training_memory(
     impl: Implementation | None = None,
     overheads: Overheads | None = None,
 ) -> MemoryBreakdown:
-    """Per-GPU training memory of the most loaded pipeline stage."""
-    impl = impl or Implementation()
-    overheads = overheads or Overheads()
-    microbatches = max(1, layout.grad_accumulation)
-    dense_shard = layout.dp * layout.cp  # the distributed optimizer shards over DP×CP (Megatron)
-    expert_shard = max(1, dense_shard // layout.ep)
-    sd = state_bytes_per_param(layout, dense_shard)
-    se = state_bytes_per_param(layout, expert_shard)
-    best: MemoryBreakdown | None = None
-    for stage in sorted({0, layout.pp - 1}):
-        dense, expert = stage_params(m, layout, stage)
-        weights = dense * sd.weights + expert * se.weights
-        grads = dense * sd.gradients + expert * se.gradients
-        optim = dense * sd.optimizer + expert * se.optimizer
-        acts = stage_activation_bytes(m, layout, seq, impl, stage, microbatches)
-        buffers = float(overheads.comm_buffer_bytes)
-        if layout.zero == 3:  # two layers gathered in 16-bit (current + prefetch), and their grads
-            d1, e1 = layer_params_on_rank(m, layout.tp, layout.ep, m.moe is not None)
-            buffers += 2 * (d1 + e1) * (2 + 2)
-        if layout.pp > 1:  # send and receive buffers of one micro-batch's boundary activation
-            x = activation_shape(m, layout, seq, impl)
-            buffers += 2 * 2 * x.s * x.b * m.hidden / x.r
-        allocated = weights + grads + optim + acts + buffers
-        reserve = overheads.reserve_bytes + overheads.fragmentation * allocated
-        bd = MemoryBreakdown(
-            weights=math.ceil(weights),
-            gradients=math.ceil(grads),
-            optimizer=math.ceil(optim),
-            activations=math.ceil(acts),
-            buffers=math.ceil(buffers),
-            reserve=math.ceil(reserve),
-            stage=stage,
-        )
-        if best is None or bd.total > best.total:
-            best = bd
-    assert best is not None
-    return best
+    """Per-GPU training memory of the most loaded pipeline stage of one layout."""
+    t = training_memory_table(m, seq, layout_arrays(layout), Recipe.of(layout), impl or Implementation(),
+                     overheads or Overheads())
+    return MemoryBreakdown(**{f.name: int(t[f.name]) for f in fields(MemoryBreakdown)})
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ class ParamCount:
     """Parameters by where they live. `total` is what the module tree holds."""
 
     embedding: int  # token embedding (input)
+    embedding_norm: int  # a norm on the embedding output (BLOOM)
     position: int  # learned position embedding
     output: int  # untied LM head (0 when tied)
     final_norm: int
@@ -29,7 +30,10 @@ class ParamCount:
 
     @property
     def total(self) -> int:
-        return self.embedding + self.position + self.output + self.final_norm + self.attention + self.mlp
+        return (
+            self.embedding + self.embedding_norm + self.position + self.output + self.final_norm + self.attention
+            + self.mlp
+        )
 
     @property
     def non_embedding(self) -> int:
@@ -68,9 +72,9 @@ def attention_params(m: ModelSpec) -> int:
     if m.mla is not None:
         return attention_weights(m) + (m.mla.q_lora_rank or 0) + m.mla.kv_lora_rank
     bias = 0
-    if m.bias in ("qkv", "all"):
+    if m.bias != "none":
         bias += (m.heads + 2 * m.n_kv_heads) * m.d_head
-    if m.bias == "all":
+    if m.bias in ("attention", "all"):
         bias += m.hidden
     return attention_weights(m) + bias
 
@@ -100,20 +104,22 @@ def moe_mlp_params(m: ModelSpec) -> int:
 def count_params(m: ModelSpec) -> ParamCount:
     h = m.hidden
     attn_norm = norm_params(m, h)
-    mlp_norm = 0 if m.parallel_block else norm_params(m, h)  # a parallel block shares one norm
+    mlp_norm = 0 if m.shared_block_input else norm_params(m, h)  # a one-norm parallel block shares it
     attn = attention_params(m) + attn_norm
     dense = mlp_params(m, m.ffn_hidden) + mlp_norm
     moe = moe_mlp_params(m) + mlp_norm if m.moe else 0
     expert = mlp_params(m, m.moe.expert_ffn) if m.moe else 0
     embedding = m.vocab * h
-    position = m.max_seq * h if m.position == "learned" else 0
+    position = (m.max_seq + m.position_offset) * h if m.position == "learned" else 0
     output = 0 if m.tied_embeddings else m.vocab * h
     final_norm = norm_params(m, h)
     mlp_total = m.dense_layers * dense + m.moe_layers * moe
     total = embedding + position + output + final_norm + m.layers * attn + mlp_total
+    total += norm_params(m, h) if m.embedding_norm else 0
     inactive = m.moe_layers * (m.moe.experts - m.moe.top_k) * expert if m.moe else 0
     return ParamCount(
         embedding=embedding,
+        embedding_norm=norm_params(m, h) if m.embedding_norm else 0,
         position=position,
         output=output,
         final_norm=final_norm,
