@@ -1,0 +1,126 @@
+"""Model-state bytes, ZeRO sharding, pipeline in-flight counts, and scalar == vectorised memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from planner.catalog import get_model
+from planner.model.memory import (
+    RECOMPUTE_CODES,
+    Recipe,
+    inference_memory,
+    inflight_microbatches,
+    layout_arrays,
+    state_bytes_per_param,
+    training_memory,
+    training_memory_table,
+)
+from planner.schema import Implementation, Layout, Overheads
+
+
+def per_param(recipe: Recipe, zero: int, d: int) -> float:
+    return float(sum(state_bytes_per_param(recipe, np.int64(zero), d)))
+
+
+@pytest.mark.parametrize("d", [1, 2, 8, 64])
+def test_state_bytes_follow_megatron_and_zero(d: int) -> None:
+    megatron = Recipe()  # bf16 params, fp32 main grads, fp32 master + Adam moments
+    assert per_param(megatron, 0, d) == 18  # Megatron's documented 18 B/param
+    assert per_param(megatron, 1, d) == pytest.approx(6 + 12 / d)  # distributed optimizer: 6 + 12/d
+    assert per_param(megatron, 2, d) == pytest.approx(2 + 16 / d)
+    assert per_param(megatron, 3, d) == pytest.approx(18 / d)
+    bf16_grads = Recipe(fp32_grad_accumulation=False)
+    assert per_param(bf16_grads, 0, d) == 16
+    assert per_param(bf16_grads, 1, d) == pytest.approx(4 + 12 / d)
+    assert per_param(Recipe(offload_optimizer=True), 0, d) == 6
+    assert per_param(Recipe(optimizer="sgd"), 0, d) == 14
+
+
+def test_adam_and_sgd_state_match_torch() -> None:
+    """Moment bytes per parameter, read off a real optimizer step."""
+    torch = pytest.importorskip("torch")
+    from planner.model.memory import OPTIMIZER_MOMENT_BYTES
+
+    for name, make in {
+        "adamw": lambda p: torch.optim.AdamW(p),
+        "sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
+    }.items():
+        model = torch.nn.Sequential(torch.nn.Linear(64, 96), torch.nn.Linear(96, 32))
+        opt = make(model.parameters())
+        model(torch.randn(4, 64)).sum().backward()
+        opt.step()
+        n = sum(p.numel() for p in model.parameters())
+        state = sum(
+            t.numel() * t.element_size()
+            for s in opt.state.values()
+            for t in s.values()
+            if torch.is_tensor(t) and t.dim() > 0  # AdamW's scalar `step` is negligible
+        )
+        assert state / n == OPTIMIZER_MOMENT_BYTES[name]
+
+
+@pytest.mark.parametrize(("p", "v", "m", "expected_layers_per_l"), [
+    (4, 1, 16, 1.0),  # 1F1B: the first stage holds p micro-batches of L/p layers = L
+    (8, 1, 4, 0.5),  # fewer micro-batches than stages
+    (4, 2, 16, 1 + 3 / 8),  # interleaved: L(1 + (p−1)/(pv))
+    (8, 4, 32, 1 + 7 / 32),
+])
+def test_pipeline_in_flight(p: int, v: int, m: int, expected_layers_per_l: float) -> None:
+    # in-flight micro-batches × (L/p layers) / L
+    assert inflight_microbatches(np.int64(p), np.int64(v), np.int64(m)) / p == pytest.approx(expected_layers_per_l)
+
+
+def test_first_stage_binds_under_1f1b() -> None:
+    m = get_model("llama-2-13b")
+    layout = Layout(tp=2, pp=4, dp=2, global_batch=64, micro_batch=1, recompute="none")
+    assert training_memory(m, layout, 4096).stage == 0
+
+
+layouts = st.builds(
+    dict,
+    tp=st.sampled_from([1, 2, 4, 8]),
+    pp=st.sampled_from([1, 2, 4, 8]),
+    vpp=st.sampled_from([1, 2]),
+    dp=st.sampled_from([1, 2, 4, 16]),
+    cp=st.sampled_from([1, 2]),
+    zero=st.sampled_from([0, 1, 2, 3]),
+    recompute=st.sampled_from(["none", "selective", "full"]),
+    sequence_parallel=st.booleans(),
+    micro_batch=st.sampled_from([1, 2, 4]),
+    model=st.sampled_from(["llama-3-8b", "gpt3-6.7b", "mixtral-8x7b", "deepseek-v2-lite", "falcon-7b"]),
+    dropout=st.sampled_from([0.0, 0.1]),
+    attention=st.sampled_from(["flash", "eager"]),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(layouts)
+def test_vectorised_memory_equals_scalar(d: dict) -> None:
+    m = get_model(d.pop("model"))
+    impl = Implementation(dropout=d.pop("dropout"), attention=d.pop("attention"))
+    ep = 2 if m.moe and (d["dp"] * d["cp"]) % 2 == 0 else 1
+    layout = Layout(global_batch=d["dp"] * d["micro_batch"] * 8, ep=ep, **d)
+    scalar = training_memory(m, layout, 4096, impl)
+    arrays = {k: np.array([v, v]) for k, v in layout_arrays(layout).items()}
+    table = training_memory_table(m, 4096, arrays, Recipe.of(layout), impl, Overheads())
+    assert int(table["total"][0]) == scalar.total
+    assert int(table["activations"][1]) == scalar.activations
+
+
+def test_recompute_shrinks_activations() -> None:
+    m = get_model("llama-3-8b")
+    acts = {
+        mode: training_memory(m, Layout(dp=8, global_batch=64, micro_batch=2, recompute=mode), 8192).activations
+        for mode in RECOMPUTE_CODES
+    }
+    assert acts["full"] < acts["selective"] <= acts["none"]
+
+
+def test_mla_kv_cache_is_the_compressed_latent() -> None:
+    m = get_model("deepseek-v3")
+    mem = inference_memory(m, batch=1, context=1000, tp=8)
+    assert m.mla is not None
+    assert mem.kv_cache == m.layers * (m.mla.kv_lora_rank + m.mla.qk_rope_head_dim) * 2 * 1000
