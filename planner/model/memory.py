@@ -147,7 +147,12 @@ def attention_saved(m: ModelSpec, impl: Implementation, x: ActivationShape) -> f
         proj_in += sum(4 * sb * w + 4 * sb for w in latents)
         kv_q, kv_v = qk, v  # MLA materialises per-head K and V
     else:
-        kv_heads = m.n_kv_heads if impl.attention == "flash" else a  # eager repeat_kv expands GQA
+        # eager repeat_kv materialises K and V for every head, except MQA at micro-batch 1 where the
+        # expand stays a view (measured, formulas §2.3)
+        kv_heads: Any = m.n_kv_heads
+        if impl.attention == "eager":
+            mqa_view = np.logical_and(m.n_kv_heads == 1 and not impl.fused_kernels, b == 1)
+            kv_heads = np.where(mqa_view, m.n_kv_heads, a)
         kv_q = kv_v = kv_heads * m.d_head
     saved = proj_in + 2 * sb * (qk + kv_q + kv_v) / t  # q, k, v
     saved += 2 * sb * v / t  # attention output = input of the output projection
@@ -190,11 +195,15 @@ def layer_activation_bytes(
     if not m.shared_block_input:
         total += 2 * sb * h / x.r  # the normalised MLP input (fc1 / router / shared-expert input)
     if moe_layer and m.moe is not None:
-        # Megatron's dropless token dispatcher (from its source, not measured): fp32 router
-        # probabilities, top-k permuted copies of each token, and the experts' inner tensors.
+        # Token dispatch and combine: fp32 router probabilities (4E), per routed copy the permuted input
+        # (2h), the expert's inner tensors, the expert output kept for the routing-weight product (2h),
+        # and the top-k weight and index (4 + 8). Measured on HF Mixtral's eager experts, which also
+        # keep the weighted output (2h), its fp32 weight (4), int64 positions (16) and the weights' sum (4).
         e = m.moe
-        total += 4 * sb * e.experts + 2 * e.top_k * sb * h / x.r
-        total += e.top_k * sb * mlp_inner_saved(m, impl, e.expert_ffn) / x.t
+        k = e.top_k
+        per_copy = 2 * h / x.r + 2 * h / x.r + 12 + (2 * h / x.r + 20 if not impl.fused_kernels else 0)
+        total += sb * (4 * e.experts + k * per_copy + (4 if not impl.fused_kernels else 0))
+        total += k * sb * mlp_inner_saved(m, impl, e.expert_ffn) / x.t
         if e.shared_experts:
             total += sb * mlp_inner_saved(m, impl, e.shared_experts * e.shared_ffn) / x.t
     else:

@@ -1,0 +1,144 @@
+"""planner.model.flops.step_flops against torch.utils.flop_counter.FlopCounterMode.
+
+The counter sees every matmul of a real forward + backward (2·m·n·k each, full s² for the scores).
+It does not count the CPU flash SDPA kernel nor `aten._grouped_mm`, so attention runs eager and
+Mixtral's experts run the eager loop. Model FLOPs are checked to 0.1 % (they come out exact);
+recompute is checked through hardware FLOPs: checkpointed layers run their forward again, the
+output head does not. Tokens T = b·s. fp32 is used: FLOPs do not depend on the dtype.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from oracles import GPTLayer, GPTModel, llama_config, mixtral_config  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from planner.model.flops import step_flops  # noqa: E402
+from planner.schema import ModelSpec, MoESpec  # noqa: E402
+
+REL = 1e-3
+F32 = torch.float32
+
+
+def counted(loss_fn) -> int:
+    """FLOPs of one forward and backward."""
+    with FlopCounterMode(display=False) as fc:
+        loss_fn().backward()
+    return fc.get_total_flops()
+
+
+def gpt_spec(layers: int, s: int, h: int, a: int, f: int, vocab: int) -> ModelSpec:
+    return ModelSpec(
+        layers=layers,
+        hidden=h,
+        heads=a,
+        ffn_hidden=f,
+        vocab=vocab,
+        max_seq=s,
+        mlp="gelu",
+        norm="layernorm",
+        bias="all",
+        position="learned",
+        tied_embeddings=True,
+    )
+
+
+# (L, s, b, h, a, f, V)
+GPT_MODELS = [(2, 64, 2, 128, 4, 512, 1000), (3, 128, 1, 256, 8, 768, 2048), (2, 96, 3, 192, 6, 768, 512)]
+
+
+@pytest.mark.parametrize("recompute", ["none", "selective", "full"])
+@pytest.mark.parametrize("shape", GPT_MODELS, ids=lambda v: "L{}s{}b{}h{}a{}f{}V{}".format(*v))
+def test_gpt_model(shape, recompute):
+    n_layers, s, b, h, a, f, vocab = shape
+    torch.manual_seed(0)
+    ids = torch.randint(0, vocab, (b, s))
+    expected = step_flops(gpt_spec(n_layers, s, h, a, f, vocab), s, b * s, recompute)
+    plain = GPTModel(n_layers, h, a, f, vocab, s, dropout=0.1, dtype=F32)
+    assert counted(lambda: plain(ids, ids)) == pytest.approx(expected.model, rel=REL)
+    if recompute != "none":
+        model = GPTModel(n_layers, h, a, f, vocab, s, dropout=0.1, recompute=recompute, dtype=F32)
+        assert counted(lambda: model(ids, ids)) == pytest.approx(expected.hardware, rel=REL)
+        assert expected.hardware > expected.model
+
+
+@pytest.mark.parametrize("recompute", ["none", "selective", "full"])
+@pytest.mark.parametrize(("t", "sp"), [(1, False), (2, False), (4, True)])
+def test_gpt_layer_per_rank(t, sp, recompute):
+    """One layer on one TP rank does 1/t of the layer's FLOPs (the head cancels in L=2 minus L=1)."""
+    s, b, h, a, f = 64, 2, 256, 8, 768
+    r = t if sp else 1
+    torch.manual_seed(0)
+    layer = GPTLayer(h, a, f, t=t, sp=sp, dropout=0.1, recompute=recompute, dtype=F32)
+    x = torch.randn(s // r, b, h, requires_grad=True)
+    got = counted(lambda: layer(x).float().sum())
+    two, one = (step_flops(gpt_spec(n, s, h, a, f, 512), s, b * s, recompute) for n in (2, 1))
+    assert got * t == pytest.approx(two.hardware - one.hardware, rel=REL)
+
+
+def test_counter_counts_full_scores():
+    """The counter (like Megatron's formula) counts the whole s² score matrix, not the causal half."""
+    n_layers, s, b, h, a, f, vocab = GPT_MODELS[0]
+    torch.manual_seed(0)
+    ids = torch.randint(0, vocab, (b, s))
+    model = GPTModel(n_layers, h, a, f, vocab, s, dropout=0.0, dtype=F32)
+    got = counted(lambda: model(ids, ids))
+    m = gpt_spec(n_layers, s, h, a, f, vocab)
+    assert got == pytest.approx(step_flops(m, s, b * s).model, rel=REL)
+    assert got > step_flops(m, s, b * s, causal=True).model * (1 + REL)
+
+
+# (L, s, b, h, a, k_v, f, V): GQA (k_v = a/2, a/4) and MHA
+LLAMA_MODELS = [(2, 64, 2, 128, 4, 2, 352, 1000), (2, 128, 1, 256, 8, 2, 688, 2048), (3, 96, 2, 192, 6, 6, 512, 768)]
+
+
+@pytest.mark.parametrize("recompute", ["none", "full"])
+@pytest.mark.parametrize("shape", LLAMA_MODELS, ids=lambda v: "L{}s{}b{}h{}a{}kv{}f{}V{}".format(*v))
+def test_llama(shape, recompute):
+    from transformers import LlamaForCausalLM
+
+    n_layers, s, b, h, a, kv, f, vocab = shape
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(llama_config(h, a, kv, f, vocab, s, "eager", layers=n_layers))
+    model.train()
+    if recompute == "full":  # HF checkpoints each decoder layer; the head is not recomputed
+        model.activation_checkpointing_enable({"use_reentrant": True})
+    ids = torch.randint(0, vocab, (b, s))
+    got = counted(lambda: model(input_ids=ids, labels=ids, use_cache=False).loss)
+    m = ModelSpec(layers=n_layers, hidden=h, heads=a, kv_heads=kv, ffn_hidden=f, vocab=vocab, max_seq=s)
+    expected = step_flops(m, s, b * s, recompute)
+    assert got == pytest.approx(expected.hardware, rel=REL)
+    if recompute == "none":
+        assert got == pytest.approx(expected.model, rel=REL)
+
+
+# (L, s, b, h, a, k_v, f, V, E, k)
+MIXTRAL_MODELS = [(2, 64, 2, 128, 4, 2, 256, 1000, 8, 2), (2, 128, 1, 256, 8, 2, 512, 2048, 8, 2)]
+
+
+@pytest.mark.parametrize("shape", MIXTRAL_MODELS, ids=lambda v: "L{}s{}b{}h{}a{}kv{}f{}V{}E{}k{}".format(*v))
+def test_mixtral(shape):
+    """Top-2 of 8: only the routed experts' weights (and the router) count per token."""
+    from transformers import MixtralForCausalLM
+
+    n_layers, s, b, h, a, kv, f, vocab, experts, top_k = shape
+    torch.manual_seed(0)
+    model = MixtralForCausalLM(mixtral_config(h, a, kv, f, vocab, s, experts, top_k, layers=n_layers))
+    model.train()
+    ids = torch.randint(0, vocab, (b, s))
+    got = counted(lambda: model(input_ids=ids, labels=ids, use_cache=False).loss)
+    m = ModelSpec(
+        layers=n_layers,
+        hidden=h,
+        heads=a,
+        kv_heads=kv,
+        ffn_hidden=f,
+        vocab=vocab,
+        max_seq=s,
+        moe=MoESpec(experts=experts, top_k=top_k, expert_ffn=f),
+    )
+    assert got == pytest.approx(step_flops(m, s, b * s).model, rel=REL)
