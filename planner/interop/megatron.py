@@ -1,0 +1,906 @@
+"""Read and write Megatron-LM launch arguments: the model shape and the parallel layout they describe.
+
+`parse_megatron_args` takes a launch-script fragment (bash arrays, `\\` continuations, comments, simple
+`NAME=value` assignments) or an argv list, and reads the flags that decide memory and time. No shell runs:
+variables the text sets to plain values (and `${NAME:-default}`) are substituted, `$(...)` is not evaluated,
+and both branches of an `if` are read, a repeated flag's last value winning as in argparse. Every other
+flag is accounted for: a documented set (`IGNORED_FLAGS`: paths, logging, learning-rate schedule, seeds,
+fusions, communication overlap) is listed in `MegatronConfig.ignored`; anything else lands in
+`MegatronConfig.unknown` for the caller to warn about; flags that change the answer in a way planner does
+not model go to `MegatronConfig.unsupported` with the reason. Nothing is dropped silently.
+
+Megatron's own defaults apply to absent flags (validate_args in megatron/training/arguments.py): GeLU
+MLP of 4·hidden, LayerNorm, learned absolute positions, biases on every linear layer, tied embeddings,
+dropout 0.1, Adam with decoupled weight decay, and the vocabulary padded to a multiple of
+--make-vocab-size-divisible-by (128) × TP.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import ValidationError
+
+from planner.errors import InputError, format_validation_error
+from planner.schema import Implementation, Layout, ModelSpec, MoESpec, Optimizer, Precision, Recompute
+
+# --------------------------------------------------------------------------------------------
+# The flags planner reads, with their argparse kind: a value (int/float/str), a list of values, or a switch.
+# --------------------------------------------------------------------------------------------
+
+Kind = Literal["int", "float", "str", "list", "switch"]
+
+UNDERSTOOD_FLAGS: dict[str, Kind] = {
+    # model shape
+    "--num-layers": "int",
+    "--hidden-size": "int",
+    "--ffn-hidden-size": "int",
+    "--num-attention-heads": "int",
+    "--group-query-attention": "switch",
+    "--num-query-groups": "int",
+    "--kv-channels": "int",
+    "--seq-length": "int",
+    "--max-position-embeddings": "int",
+    "--padded-vocab-size": "int",
+    "--vocab-size": "int",
+    "--make-vocab-size-divisible-by": "int",
+    "--tokenizer-type": "str",
+    "--swiglu": "switch",
+    "--squared-relu": "switch",
+    "--quick-geglu": "switch",
+    "--normalization": "str",
+    "--untie-embeddings-and-output-weights": "switch",
+    "--position-embedding-type": "str",
+    "--use-rotary-position-embeddings": "switch",
+    "--no-position-embedding": "switch",
+    "--disable-bias-linear": "switch",
+    "--add-qkv-bias": "switch",
+    "--num-experts": "int",
+    "--moe-router-topk": "int",
+    "--moe-ffn-hidden-size": "int",
+    "--moe-shared-expert-intermediate-size": "int",
+    "--moe-layer-freq": "str",
+    # parallel layout
+    "--tensor-model-parallel-size": "int",
+    "--pipeline-model-parallel-size": "int",
+    "--num-layers-per-virtual-pipeline-stage": "int",
+    "--num-virtual-stages-per-pipeline-rank": "int",
+    "--virtual-pipeline-model-parallel-size": "int",
+    "--context-parallel-size": "int",
+    "--expert-model-parallel-size": "int",
+    "--expert-tensor-parallel-size": "int",
+    "--sequence-parallel": "switch",
+    "--use-distributed-optimizer": "switch",
+    "--use-torch-fsdp2": "switch",
+    "--use-megatron-fsdp": "switch",
+    "--data-parallel-sharding-strategy": "str",
+    # activation recompute
+    "--recompute-granularity": "str",
+    "--recompute-method": "str",
+    "--recompute-num-layers": "int",
+    "--recompute-modules": "list",
+    "--recompute-activations": "switch",
+    "--checkpoint-activations": "switch",
+    "--checkpoint-num-layers": "int",
+    "--distribute-saved-activations": "switch",
+    # batch
+    "--micro-batch-size": "int",
+    "--global-batch-size": "int",
+    # precision and gradients
+    "--bf16": "switch",
+    "--fp16": "switch",
+    "--fp8-format": "str",
+    "--fp8-param-gather": "switch",
+    "--accumulate-allreduce-grads-in-fp32": "switch",
+    "--grad-reduce-in-bf16": "switch",
+    # kernels and dropout
+    "--attention-dropout": "float",
+    "--hidden-dropout": "float",
+    "--use-flash-attn": "switch",
+    "--attention-backend": "str",
+    "--transformer-impl": "str",
+    # optimizer
+    "--optimizer": "str",
+    "--optimizer-cpu-offload": "switch",
+    "--optimizer-offload-fraction": "float",
+    "--use-precision-aware-optimizer": "switch",
+    "--main-grads-dtype": "str",
+    "--main-params-dtype": "str",
+    "--exp-avg-dtype": "str",
+    "--exp-avg-sq-dtype": "str",
+    # read only to be reported as unsupported
+    "--multi-latent-attention": "switch",
+    "--qk-layernorm": "switch",
+    "--mtp-num-layers": "int",
+    "--decoder-first-pipeline-num-layers": "int",
+    "--decoder-last-pipeline-num-layers": "int",
+    "--pipeline-model-parallel-layout": "str",
+    "--account-for-embedding-in-pipeline-split": "switch",
+    "--account-for-loss-in-pipeline-split": "switch",
+    "--moe-expert-capacity-factor": "float",
+    "--cpu-offloading": "switch",
+    "--cpu-offloading-num-layers": "int",
+    "--heterogeneous-layers-config-path": "str",
+}
+
+# Flags that change neither memory nor the time model, listed in MegatronConfig.ignored when seen.
+def _flag_set(*groups: str) -> frozenset[str]:
+    return frozenset(word for group in groups for word in group.split())
+
+
+IGNORED_FLAGS: frozenset[str] = _flag_set(
+    # launcher (torchrun / deepspeed): the GPU count is planner's --gpus
+    """--nproc_per_node --nproc-per-node --nnodes --node_rank --node-rank --master_addr --master-addr
+    --master_port --master-port --rdzv_backend --rdzv-backend --rdzv_endpoint --rdzv-endpoint --rdzv_id
+    --rdzv-id --standalone --max_restarts --max-restarts""",
+    # data, tokenizer files and the data loader
+    """ --data-path --train-data-path --valid-data-path --test-data-path --data-args-path
+    --per-split-data-args-path --data-cache-path --split --vocab-file --merge-file --tokenizer-model
+    --tiktoken-pattern --mock-data --num-workers --dataloader-type --num-dataset-builder-threads
+    --no-create-attention-mask-in-dataloader --no-mmap-bin-files --append-eod --reset-position-ids
+    --reset-attention-mask --eod-mask-loss""",
+    # learning rate, weight decay, loss scaling, initialisation
+    """ --lr --min-lr --lr-decay-style --lr-decay-iters --lr-decay-samples --lr-warmup-fraction
+    --lr-warmup-iters --lr-warmup-samples --lr-warmup-init --decoupled-lr --decoupled-min-lr --weight-decay
+    --start-weight-decay --end-weight-decay --weight-decay-incr-style --clip-grad --adam-beta1 --adam-beta2
+    --adam-eps --sgd-momentum --loss-scale --initial-loss-scale --min-loss-scale --loss-scale-window
+    --hysteresis --init-method-std --init-method-xavier-uniform""",
+    # run length; a batch ramp-up ends at --global-batch-size, the steady state planner sizes
+    """ --train-iters --train-samples --exit-interval --exit-duration-in-mins --rampup-batch-size
+    --skip-train""",
+    # checkpoint files
+    """ --save --load --save-interval --ckpt-format --no-save-optim --no-save-rng --no-load-optim
+    --no-load-rng --finetune --use-checkpoint-args --exit-on-missing-checkpoint --async-save
+    --ckpt-fully-parallel-load --dist-ckpt-strictness --pretrained-checkpoint --use-dist-ckpt
+    --auto-detect-ckpt-format --non-persistent-save-interval --non-persistent-ckpt-type""",
+    # logging, evaluation, profiling
+    """ --log-interval --eval-interval --eval-iters --tensorboard-dir --tensorboard-log-interval
+    --tensorboard-queue-size --log-throughput --log-timers-to-tensorboard --log-validation-ppl-to-tensorboard
+    --log-memory-to-tensorboard --log-params-norm --log-num-zeros-in-grad --timing-log-level
+    --timing-log-option --wandb-project --wandb-exp-name --wandb-save-dir --profile --profile-step-start
+    --profile-step-end --profile-ranks --use-pytorch-profiler --log-progress --logging-level""",
+    # numerics that keep every tensor shape: RoPE base/scaling, norm epsilon, fp8 scaling recipe, seeds
+    """ --seed --rotary-base --rotary-percent --rotary-seq-len-interpolation-factor --use-rope-scaling
+    --rope-scaling-factor --norm-epsilon --layernorm-epsilon --apply-layernorm-1p --attention-softmax-in-fp32
+    --apply-query-key-layer-scaling --fp8-margin --fp8-interval --fp8-amax-history-len
+    --fp8-amax-compute-algo --fp8-recipe --no-fp8-wgrad --calculate-per-token-loss --deterministic-mode
+    --check-for-nan-in-loss-and-grad --no-check-for-nan-in-loss-and-grad""",
+    # fusions, communication overlap and router tuning: speed, not the tensors planner counts
+    """ --no-masked-softmax-fusion --no-bias-gelu-fusion --no-bias-swiglu-fusion --no-bias-dropout-fusion
+    --no-rope-fusion --no-persist-layer-norm --no-gradient-accumulation-fusion --cross-entropy-loss-fusion
+    --cross-entropy-fusion-impl --overlap-grad-reduce --overlap-param-gather
+    --overlap-param-gather-with-optimizer-step --tp-comm-overlap --overlap-p2p-comm
+    --no-overlap-p2p-communication --align-grad-reduce --align-param-gather
+    --no-async-tensor-model-parallel-allreduce --async-tensor-model-parallel-allreduce --distributed-backend
+    --distributed-timeout-minutes --ddp-bucket-size --ddp-average-in-collective --defer-embedding-wgrad-compute
+    --use-contiguous-parameters-in-local-ddp --moe-grouped-gemm --moe-permute-fusion --moe-token-dispatcher-type
+    --moe-router-load-balancing-type --moe-aux-loss-coeff --moe-z-loss-coeff --moe-router-pre-softmax
+    --moe-router-score-function --moe-router-topk-scaling-factor --moe-router-dtype
+    --moe-router-enable-expert-bias --moe-router-bias-update-rate --moe-input-jitter-eps""",
+    # process setup; the allocator's cache flushing is inside planner's fragmentation allowance
+    """ --use-mcore-models --use-legacy-models --use-cpu-initialization --no-initialization --manual-gc
+    --manual-gc-interval --empty-unused-memory-level""",
+)
+
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_ASSIGNMENT = re.compile(rf"^(?:export\s+)?({_NAME})=(.*)$", re.DOTALL)
+_REFERENCE = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}|\$(\w+)")
+# Tokens of the surrounding shell, never a flag's value: array brackets, expansions of arrays, operators.
+_SHELL_SYNTAX = re.compile(
+    rf"^(?:[()]|\[\[|\]\]|;|&&|\|\||\||[<>].*|\d?>&\d|{_NAME}=.*|\$\{{?\w+\[@\]\}}?|\$@)$", re.DOTALL
+)
+
+
+@dataclass(frozen=True)
+class MegatronConfig:
+    """What a Megatron-LM launch says about the model and the layout, and what planner could not use.
+
+    `global_batch` None means Megatron's default of micro_batch × data-parallel size. `gpus_needed_per_dp_replica`
+    is tp·pp·cp: the GPU count must be a multiple of it (expert parallelism is carved out of dp·cp).
+    """
+
+    model: ModelSpec | None
+    tp: int = 1
+    pp: int = 1
+    vpp: int = 1
+    cp: int = 1
+    ep: int = 1
+    zero: Literal[0, 1, 2, 3] = 0
+    recompute: Recompute = "none"
+    sequence_parallel: bool = False
+    micro_batch: int | None = None
+    global_batch: int | None = None
+    precision: Precision = "bf16"
+    fp32_grad_accumulation: bool = True
+    optimizer: Optimizer = "adamw"
+    offload_optimizer: bool = False
+    seq: int | None = None
+    dropout: float = 0.1  # --hidden-dropout
+    attention_dropout: float = 0.1
+    attention: Literal["flash", "eager"] = "flash"
+    ignored: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    unsupported: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def gpus_needed_per_dp_replica(self) -> int:
+        return self.tp * self.pp * self.cp
+
+    def implementation(self) -> Implementation:
+        """The kernels the arguments select. Flash attention regenerates its dropout mask, so only the
+        hidden dropout leaves a saved mask there; eager attention also saves the attention-dropout mask."""
+        return Implementation(attention=self.attention, fused_kernels=True, dropout=self.dropout)
+
+    def to_layout(self, gpus: int) -> Layout:
+        """The Layout on `gpus` GPUs: dp = gpus / (tp·pp·cp), as Megatron derives it from the world size."""
+        n = self.gpus_needed_per_dp_replica
+        if gpus < 1 or gpus % n:
+            raise InputError(
+                f"--gpus {gpus} is not a multiple of tp·pp·cp = {self.tp}·{self.pp}·{self.cp} = {n} "
+                "(--tensor-model-parallel-size × --pipeline-model-parallel-size × --context-parallel-size)"
+            )
+        dp = gpus // n
+        if self.micro_batch is None:
+            raise InputError("Megatron-LM arguments: missing --micro-batch-size (Megatron requires it)")
+        global_batch = self.global_batch or self.micro_batch * dp
+        if global_batch % (self.micro_batch * dp):
+            raise InputError(
+                f"--global-batch-size {global_batch} is not divisible by --micro-batch-size × data-parallel size "
+                f"= {self.micro_batch} × {dp} (dp = --gpus {gpus} / tp·pp·cp {n})"
+            )
+        try:
+            return Layout(
+                tp=self.tp, pp=self.pp, vpp=self.vpp, dp=dp, cp=self.cp, ep=self.ep, zero=self.zero,
+                recompute=self.recompute, sequence_parallel=self.sequence_parallel, micro_batch=self.micro_batch,
+                global_batch=global_batch, precision=self.precision,
+                fp32_grad_accumulation=self.fp32_grad_accumulation, optimizer=self.optimizer,
+                offload_optimizer=self.offload_optimizer,
+            )
+        except ValidationError as exc:
+            raise InputError(format_validation_error(exc, "Megatron-LM arguments")) from exc
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenising a launch script
+# --------------------------------------------------------------------------------------------
+
+
+def _strip_comments(text: str) -> str:
+    """Drop `# ...` to the end of the line where bash would: at the start of a word, outside quotes."""
+    out: list[str] = []
+    quote: str | None = None
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if quote is None and c == "#" and (i == 0 or text[i - 1].isspace()):
+            end = text.find("\n", i)
+            i = len(text) if end < 0 else end
+            continue
+        if c == "\\" and quote != "'" and i + 1 < len(text):
+            out.append(text[i : i + 2])
+            i += 2
+            continue
+        if c in "'\"" and quote in (None, c):
+            quote = None if quote == c else c
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def _words(text: str) -> list[str]:
+    text = text.replace("\r\n", "\n").replace("\\\n", " ")  # bash removes backslash-newline
+    try:
+        return shlex.split(_strip_comments(text))
+    except ValueError as exc:  # unbalanced quotes
+        raise InputError(f"Megatron-LM arguments: cannot split into words ({exc})") from exc
+
+
+def _expand(value: str, env: Mapping[str, str]) -> str:
+    """Substitute $NAME, ${NAME} and ${NAME:-default} from `env`; unknown references stay as written."""
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(3)
+        if name in env:
+            return env[name]
+        if match.group(1) and match.group(2) is not None:
+            return _expand(match.group(2).strip("\"'"), env)
+        return match.group(0)
+
+    return _REFERENCE.sub(one, value)
+
+
+# --------------------------------------------------------------------------------------------
+# Typed reads
+# --------------------------------------------------------------------------------------------
+
+
+class _Args:
+    """The flags found, last occurrence winning as in argparse; every read error names the flag."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str | list[str] | bool] = {}
+
+    def __contains__(self, flag: str) -> bool:
+        return flag in self.values
+
+    def raw(self, flag: str) -> str | None:
+        value = self.values.get(flag)
+        if value is None or isinstance(value, bool):
+            return None
+        text = " ".join(value) if isinstance(value, list) else value
+        if "$" in text:
+            raise InputError(
+                f"{flag}: {text!r} refers to a shell variable or command this text does not set to a plain value; "
+                "expand it, or set the variable (NAME=value) in the pasted text"
+            )
+        return text
+
+    def switch(self, flag: str) -> bool:
+        return bool(self.values.get(flag, False))
+
+    def int(self, flag: str, default: int | None = None, minimum: int = 1) -> int | None:
+        text = self.raw(flag)
+        if text is None:
+            return default
+        if not re.fullmatch(r"[+-]?\d+", text):
+            raise InputError(f"{flag}: expected an integer, got {text!r}")
+        value = int(text)
+        if value < minimum:
+            raise InputError(f"{flag}: must be at least {minimum}, got {value}")
+        return value
+
+    def need_int(self, flag: str, default: int) -> int:
+        value = self.int(flag, default)
+        assert value is not None
+        return value
+
+    def float(self, flag: str, default: float) -> float:
+        text = self.raw(flag)
+        if text is None:
+            return default
+        try:
+            return float(text)
+        except ValueError:
+            raise InputError(f"{flag}: expected a number, got {text!r}") from None
+
+    def choice(self, flag: str, choices: Sequence[str], default: str | None = None) -> str | None:
+        text = self.raw(flag)
+        if text is None:
+            return default
+        if text not in choices:
+            raise InputError(f"{flag}: {text!r} is not one of {', '.join(choices)}")
+        return text
+
+
+def _collect(
+    words: Sequence[str], env: dict[str, str], given: Mapping[str, str], args: _Args, cfg: dict[str, list[str]]
+) -> None:
+    """Walk the words: record understood flags, list ignored and unknown ones, skip shell around them.
+    `env` holds the variables set so far; `given` the caller's, which outlast assignments the text
+    computes in ways not evaluated here."""
+    i = 0
+    while i < len(words):
+        word = words[i]
+        i += 1
+        if word.startswith("--") and any(c.isspace() for c in word):
+            # an unquoted array element such as "--fp8-format hybrid" is word-split by bash
+            _collect(word.split(), env, given, args, cfg)
+            continue
+        assignment = _ASSIGNMENT.match(word)
+        if assignment and not word.startswith("-"):
+            name, value = assignment.groups()
+            if re.search(r"(^|\s)--\w", value):  # GPT_ARGS="--num-layers 32 ...": the flags are used unquoted
+                _collect(_words(value), env, given, args, cfg)
+            elif not value.startswith("(") and "$" not in (expanded := _expand(value, env)) and "`" not in expanded:
+                env[name] = expanded
+            elif name not in given:
+                env.pop(name, None)  # arrays, $(command) and $((arithmetic)) are not evaluated
+            continue
+        if not word.startswith("--") or word == "--":
+            continue  # commands, script paths, array brackets, conditionals
+        flag, eq, inline = word.partition("=")
+        kind = UNDERSTOOD_FLAGS.get(flag)
+        values: list[str] = []
+        if eq:
+            values = [inline]
+        elif kind != "switch":
+            # A value never starts with "--"; unknown flags take every following word that is not shell syntax.
+            while i < len(words) and not words[i].startswith("--") and not _SHELL_SYNTAX.match(words[i]):
+                values.append(words[i])
+                i += 1
+                if kind in ("int", "float", "str"):
+                    break
+        if kind is None:
+            bucket = cfg["ignored"] if flag in IGNORED_FLAGS else cfg["unknown"]
+            if flag not in bucket:
+                bucket.append(flag)
+            continue
+        if kind == "switch":
+            if eq:
+                raise InputError(f"{flag}: takes no value, got {inline!r}")
+            args.values[flag] = True
+            continue
+        if not values or values == [""]:
+            raise InputError(f"{flag}: missing value")
+        # A value still holding "$" after expansion is kept as written, so the error names the variable.
+        expanded = [e if "$" not in (e := _expand(v, env)) else v for v in values]
+        args.values[flag] = expanded if kind == "list" else expanded[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Model shape
+# --------------------------------------------------------------------------------------------
+
+
+def padded_vocab(vocab: int, divisible_by: int, tp: int) -> int:
+    """Megatron's _vocab_size_with_padding: round up to a multiple of divisible_by × TP."""
+    multiple = divisible_by * tp
+    return math.ceil(vocab / multiple) * multiple
+
+
+def _eval_pattern(text: str, flag: str) -> list[int]:
+    """A --moe-layer-freq list expression such as "([0]*3+[1]*58)": integers, lists, + and * only."""
+
+    def ev(node: ast.AST) -> int | list[int]:
+        if isinstance(node, ast.Constant) and isinstance(node.value, int) and not isinstance(node.value, bool):
+            return node.value
+        if isinstance(node, ast.List):
+            items = [ev(e) for e in node.elts]
+            if all(isinstance(x, int) for x in items):
+                return [x for x in items if isinstance(x, int)]
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add | ast.Mult):
+            left, right = ev(node.left), ev(node.right)
+            if isinstance(node.op, ast.Add) and type(left) is type(right):
+                return left + right  # type: ignore[operator]
+            if isinstance(node.op, ast.Mult) and (isinstance(left, int) or isinstance(right, int)):
+                return left * right  # type: ignore[operator]
+        raise ValueError
+
+    try:
+        value = ev(ast.parse(text.strip(), mode="eval").body)
+    except (SyntaxError, ValueError, RecursionError):
+        raise InputError(f"{flag}: {text!r} is not an integer or a list expression like ([0]*3+[1]*58)") from None
+    return value if isinstance(value, list) else [value]
+
+
+def _moe(args: _Args, layers: int, ffn: int, unsupported: dict[str, str]) -> MoESpec | None:
+    experts = args.int("--num-experts", None, minimum=0)
+    if not experts:
+        return None
+    dense_layers = 0
+    freq = args.raw("--moe-layer-freq")
+    if freq is not None:
+        pattern = _eval_pattern(freq, "--moe-layer-freq")
+        if len(pattern) == 1:
+            if pattern[0] != 1:
+                unsupported["--moe-layer-freq"] = (
+                    f"one MoE layer every {pattern[0]} layers; planner models the dense layers first"
+                )
+        elif len(pattern) != layers:
+            raise InputError(f"--moe-layer-freq: the pattern has {len(pattern)} entries, --num-layers is {layers}")
+        else:
+            dense_layers = pattern.index(1) if 1 in pattern else layers
+            if any(x != 1 for x in pattern[dense_layers:]) or any(x != 0 for x in pattern[:dense_layers]):
+                unsupported["--moe-layer-freq"] = (
+                    "dense and MoE layers interleaved; planner models the dense layers first"
+                )
+    shared = args.int("--moe-shared-expert-intermediate-size")
+    try:
+        return MoESpec(
+            experts=experts,
+            top_k=args.need_int("--moe-router-topk", 2),
+            expert_ffn=args.need_int("--moe-ffn-hidden-size", ffn),
+            # Megatron builds the shared experts as one MLP of this width; one expert of it counts the same.
+            shared_experts=1 if shared else 0,
+            shared_expert_ffn=shared,
+            dense_layers=dense_layers,
+        )
+    except ValidationError as exc:
+        raise InputError(format_validation_error(exc, "Megatron-LM arguments (--num-experts)")) from exc
+
+
+def _model(
+    args: _Args, tp: int, reference: ModelSpec | None, unsupported: dict[str, str], notes: list[str]
+) -> ModelSpec | None:
+    shape = ("--num-layers", "--hidden-size", "--num-attention-heads")
+    given = [f for f in shape if f in args]
+    if not given:
+        return None
+    if "--multi-latent-attention" in args or "--heterogeneous-layers-config-path" in args:
+        return None  # reported as unsupported by the caller; the model comes from --model
+    missing = [f for f in shape if f not in args]
+    if missing:
+        raise InputError(f"Megatron-LM arguments: {', '.join(given)} given but {', '.join(missing)} missing")
+    layers, hidden, heads = (args.need_int(f, 0) for f in shape)
+    swiglu = args.switch("--swiglu") or args.switch("--quick-geglu")
+    # validate_args: SwiGLU keeps 4h-MLP parameters, rounded down to a multiple of 64.
+    ffn = args.need_int("--ffn-hidden-size", int(4 * hidden * 2 / 3 / 64) * 64 if swiglu else 4 * hidden)
+    kv_channels = args.int("--kv-channels")
+    if kv_channels is None and hidden % heads:
+        raise InputError(
+            f"--hidden-size {hidden} is not divisible by --num-attention-heads {heads}: give --kv-channels"
+        )
+    head_dim = None if kv_channels is None or (hidden % heads == 0 and kv_channels == hidden // heads) else kv_channels
+    kv_heads = args.need_int("--num-query-groups", 1) if args.switch("--group-query-attention") else heads
+    if "--num-query-groups" in args and not args.switch("--group-query-attention"):
+        notes.append("--num-query-groups without --group-query-attention: Megatron ignores it (multi-head attention)")
+    seq = args.int("--seq-length")
+    max_seq = args.int("--max-position-embeddings", seq)
+    if max_seq is None:
+        raise InputError("Megatron-LM arguments: missing --max-position-embeddings (Megatron requires it)")
+
+    norm = args.choice("--normalization", ("LayerNorm", "RMSNorm"), "LayerNorm")
+    positions = ("learned_absolute", "rope", "relative", "none", "mrope", "yarn")
+    position = args.choice("--position-embedding-type", positions, "learned_absolute")
+    if args.switch("--use-rotary-position-embeddings"):
+        position = "rope"
+    if position == "relative":
+        unsupported["--position-embedding-type"] = "relative position biases (T5) are not counted"
+    learned = position == "learned_absolute" and not args.switch("--no-position-embedding")
+    if args.switch("--disable-bias-linear"):
+        bias = "qkv" if args.switch("--add-qkv-bias") else "none"
+    else:
+        bias = "all"  # add_bias_linear defaults on: q/k/v, output projection and both MLP matrices
+    if args.switch("--qk-layernorm"):
+        unsupported["--qk-layernorm"] = (
+            "the per-head query and key norms (2·kv-channels parameters a layer) are not counted"
+        )
+    if args.int("--mtp-num-layers", 0, minimum=0):
+        unsupported["--mtp-num-layers"] = "multi-token-prediction layers are not modelled"
+
+    vocab, where = _vocab(args, tp, reference)
+    notes.append(where)
+    fields = {
+        "layers": layers, "hidden": hidden, "heads": heads, "kv_heads": None if kv_heads == heads else kv_heads,
+        "head_dim": head_dim, "ffn_hidden": ffn, "vocab": vocab, "max_seq": max_seq,
+        "mlp": "swiglu" if swiglu else "gelu", "norm": "rmsnorm" if norm == "RMSNorm" else "layernorm",
+        "bias": bias, "position": "learned" if learned else "rope",
+        "tied_embeddings": not args.switch("--untie-embeddings-and-output-weights"),
+        "moe": _moe(args, layers, ffn, unsupported),
+    }
+    try:
+        spec = ModelSpec(
+            name=reference.name if reference else "megatron", source=f"Megatron-LM arguments; {where}", **fields
+        )
+    except ValidationError as exc:
+        raise InputError(format_validation_error(exc, "Megatron-LM arguments")) from exc
+    if reference is not None:
+        differ = [
+            f"{key} {getattr(spec, key)} ≠ {getattr(reference, key)}"
+            for key in ("layers", "hidden", "heads", "n_kv_heads", "d_head", "ffn_hidden", "mlp", "norm", "bias",
+                        "position", "tied_embeddings", "moe")
+            if getattr(spec, key) != getattr(reference, key)
+        ]
+        if spec.position == "learned" and spec.max_seq != reference.max_seq:
+            differ.append(f"max_seq {spec.max_seq} ≠ {reference.max_seq}")
+        if differ:
+            notes.append(f"the arguments describe another shape than {reference.name}: {'; '.join(differ)}")
+    return spec
+
+
+def _vocab(args: _Args, tp: int, reference: ModelSpec | None) -> tuple[int, str]:
+    """The embedding rows Megatron allocates, and a sentence saying where the number comes from."""
+    padded = args.int("--padded-vocab-size")
+    if padded is not None:
+        return padded, f"vocab {padded} from --padded-vocab-size"
+    divisible = args.need_int("--make-vocab-size-divisible-by", 128)
+    given = args.int("--vocab-size")
+    if given is not None:
+        tokens = given
+        source = f"--vocab-size {given}"
+        if args.raw("--tokenizer-type") == "NullTokenizer":
+            tokens, source = given + 1, f"--vocab-size {given} + the NullTokenizer's end-of-document token"
+    elif reference is not None:
+        tokens, source = reference.vocab, f"the tokenizer of {reference.name} ({reference.vocab})"
+    else:
+        tokenizer = args.raw("--tokenizer-type") or "the tokenizer"
+        raise InputError(
+            f"Megatron-LM arguments: the vocabulary comes from {tokenizer}'s files, which are not in the arguments: "
+            "give --vocab-size, or name the model (--model) whose tokenizer the run uses"
+        )
+    vocab = padded_vocab(tokens, divisible, tp)
+    return vocab, f"vocab {tokens} from {source}, padded to {vocab} (multiple of {divisible} × TP {tp})"
+
+
+# --------------------------------------------------------------------------------------------
+# Layout
+# --------------------------------------------------------------------------------------------
+
+
+def _vpp(args: _Args, layers: int | None, pp: int) -> int:
+    per_virtual = args.int("--num-layers-per-virtual-pipeline-stage")
+    if per_virtual is not None:
+        if layers is None:
+            raise InputError("--num-layers-per-virtual-pipeline-stage: needs --num-layers to derive the virtual stages")
+        if layers % pp or (layers // pp) % per_virtual:
+            raise InputError(
+                f"--num-layers-per-virtual-pipeline-stage {per_virtual} does not divide the {layers} / {pp} "
+                "layers of a pipeline stage (--num-layers / --pipeline-model-parallel-size)"
+            )
+        return layers // pp // per_virtual
+    stages = args.int("--num-virtual-stages-per-pipeline-rank")
+    return stages or args.need_int("--virtual-pipeline-model-parallel-size", 1)
+
+
+def _recompute(args: _Args, layers: int | None, pp: int, vpp: int, unsupported: dict[str, str]) -> Recompute:
+    granularity = args.choice("--recompute-granularity", ("full", "selective"))
+    method = args.choice("--recompute-method", ("uniform", "block"))
+    count = args.int("--recompute-num-layers", None, minimum=0)
+    if args.switch("--checkpoint-activations"):  # the 2021 spelling of full, uniform, --checkpoint-num-layers
+        granularity, method = granularity or "full", method or "uniform"
+        count = count if count is not None else args.int("--checkpoint-num-layers")
+    if args.switch("--recompute-activations"):  # validate_args turns it into selective
+        granularity = "selective"
+    if granularity is None:
+        return "none"
+    if granularity == "selective":
+        modules = args.values.get("--recompute-modules")
+        if isinstance(modules, list) and modules != ["core_attn"]:
+            unsupported["--recompute-modules"] = (
+                f"recomputes {', '.join(modules)}; planner's selective recompute is the attention core only"
+            )
+        return "selective"
+    count = 1 if count is None else count
+    if method == "block":
+        chunk = layers // (pp * vpp) if layers else None
+        if count == 0:
+            return "none"
+        if chunk is None or count < chunk:
+            of = f"of the {chunk} in each model chunk" if chunk else "of each model chunk"
+            unsupported["--recompute-num-layers"] = (
+                f"block recompute of {count} layers {of}: partial recompute is not modelled; "
+                "planner recomputes every layer (less memory than the run uses)"
+            )
+    elif count > 1:
+        unsupported["--recompute-num-layers"] = (
+            f"uniform recompute in groups of {count} layers: planner checkpoints every layer "
+            "(more stored inputs, a smaller recompute working set than the run)"
+        )
+    if args.switch("--distribute-saved-activations"):
+        unsupported["--distribute-saved-activations"] = "checkpointed inputs split over TP ranks are not modelled"
+    return "full"
+
+
+def _zero(args: _Args, unsupported: dict[str, str]) -> Literal[0, 1, 2, 3]:
+    if args.switch("--use-torch-fsdp2"):
+        return 3
+    if args.switch("--use-megatron-fsdp"):
+        strategies = {"no_shard": 0, "optim": 1, "optim_grads": 2, "optim_grads_params": 3}
+        strategy = args.choice("--data-parallel-sharding-strategy", tuple(strategies))
+        if strategy is None:
+            unsupported["--use-megatron-fsdp"] = (
+                "without --data-parallel-sharding-strategy the sharding depends on the Megatron version; taken as 3"
+            )
+            return 3
+        return strategies[strategy]  # type: ignore[return-value]
+    return 1 if args.switch("--use-distributed-optimizer") else 0
+
+
+def _precision(args: _Args, unsupported: dict[str, str]) -> tuple[Precision, bool]:
+    """The GEMM dtype, and whether gradients accumulate in an fp32 main_grad buffer."""
+    if args.switch("--bf16") and args.switch("--fp16"):
+        raise InputError("--bf16 and --fp16 are both given (Megatron accepts one)")
+    fp8 = args.choice("--fp8-format", ("e4m3", "hybrid"))
+    if args.switch("--fp8-param-gather"):
+        unsupported["--fp8-param-gather"] = "fp8 parameter copies replace the bf16 ones; planner keeps bf16 weights"
+    for flag in ("--main-grads-dtype", "--main-params-dtype", "--exp-avg-dtype", "--exp-avg-sq-dtype"):
+        dtype = args.raw(flag)
+        if dtype is not None and dtype != "fp32":
+            unsupported[flag] = f"{dtype} optimizer state or main copies; planner counts fp32"
+    if args.switch("--fp16"):
+        # validate_args turns on fp32 accumulation for bf16 only; fp16 keeps fp16 gradient buffers.
+        return ("fp8" if fp8 else "fp16"), args.switch("--accumulate-allreduce-grads-in-fp32")
+    if not args.switch("--bf16"):
+        unsupported["--bf16"] = "neither --bf16 nor --fp16: fp32 training is not modelled; taken as bf16"
+    return ("fp8" if fp8 else "bf16"), not args.switch("--grad-reduce-in-bf16")
+
+
+def _optimizer(args: _Args, unsupported: dict[str, str]) -> tuple[Optimizer, bool]:
+    name = args.raw("--optimizer") or "adam"
+    offload = args.switch("--optimizer-cpu-offload")
+    if offload and args.float("--optimizer-offload-fraction", 1.0) < 1.0:
+        unsupported["--optimizer-offload-fraction"] = "a partial optimizer offload is not modelled; taken as all of it"
+    if name == "sgd":
+        return "sgd", offload
+    if name != "adam":
+        unsupported["--optimizer"] = f"{name!r} is not modelled; its state is taken as Adam's"
+    # Megatron's adam is decoupled weight decay (apex/TE FusedAdam in AdamW mode, or torch AdamW).
+    return "adamw", offload
+
+
+def _attention(args: _Args) -> Literal["flash", "eager"]:
+    backend = args.choice("--attention-backend", ("auto", "flash", "fused", "unfused", "local"))
+    if args.switch("--use-flash-attn") or backend in ("auto", "flash", "fused"):
+        return "flash"
+    if backend in ("unfused", "local") or args.choice("--transformer-impl", ("local", "transformer_engine")) == "local":
+        return "eager"
+    return "flash"  # Transformer Engine, the default implementation, picks a flash or fused kernel
+
+
+def parse_megatron_args(
+    text_or_argv: str | Sequence[str], *, model: ModelSpec | None = None, env: Mapping[str, str] | None = None
+) -> MegatronConfig:
+    """Read Megatron-LM arguments: a launch-script fragment, the quoted argument string, or an argv list.
+
+    `model` is the model the run trains (planner's --model): its vocabulary stands in for the tokenizer's
+    when no vocab flag is given, and a shape that differs from it is noted. `env` gives values for shell
+    variables the text uses without setting. Raises InputError naming the flag for a missing or malformed
+    value, a needed value left as an unexpanded $VAR, or a shape without a vocabulary.
+    """
+    words = list(text_or_argv) if not isinstance(text_or_argv, str) else _words(text_or_argv)
+    args = _Args()
+    lists: dict[str, list[str]] = {"ignored": [], "unknown": []}
+    _collect(words, dict(env or {}), env or {}, args, lists)
+    unsupported: dict[str, str] = {}
+    notes: list[str] = []
+
+    tp = args.need_int("--tensor-model-parallel-size", 1)
+    pp = args.need_int("--pipeline-model-parallel-size", 1)
+    cp = args.need_int("--context-parallel-size", 1)
+    ep = args.need_int("--expert-model-parallel-size", 1)
+    etp = args.int("--expert-tensor-parallel-size")
+    if etp is not None and etp != tp:
+        unsupported["--expert-tensor-parallel-size"] = f"expert TP {etp} ≠ TP {tp}; planner splits experts by TP"
+    for flag in (
+        "--decoder-first-pipeline-num-layers", "--decoder-last-pipeline-num-layers", "--pipeline-model-parallel-layout",
+        "--account-for-embedding-in-pipeline-split", "--account-for-loss-in-pipeline-split",
+    ):
+        if flag in args:
+            unsupported[flag] = "uneven pipeline stages are not modelled; planner splits layers evenly"
+    for flag, why in (
+        ("--multi-latent-attention", "the MLA shape flags are not read; give the model with --model"),
+        ("--heterogeneous-layers-config-path", "per-layer shapes are not read; give the model with --model"),
+        ("--moe-expert-capacity-factor", "token dropping and padding to an expert capacity are not modelled"),
+        ("--cpu-offloading", "activation offload to CPU is not modelled"),
+        ("--cpu-offloading-num-layers", "activation offload to CPU is not modelled"),
+    ):
+        if flag in args:
+            unsupported[flag] = why
+
+    spec = _model(args, tp, model, unsupported, notes)
+    layers = spec.layers if spec else args.int("--num-layers")
+    vpp = _vpp(args, layers, pp)
+    sequence_parallel = args.switch("--sequence-parallel")
+    if sequence_parallel and tp == 1:
+        sequence_parallel = False
+        notes.append("--sequence-parallel with TP 1: Megatron turns it off")
+    precision, fp32_grads = _precision(args, unsupported)
+    optimizer, offload = _optimizer(args, unsupported)
+    hidden_dropout = args.float("--hidden-dropout", 0.1)
+    attention_dropout = args.float("--attention-dropout", 0.1)
+    for flag, p in (("--hidden-dropout", hidden_dropout), ("--attention-dropout", attention_dropout)):
+        if not 0 <= p < 1:
+            raise InputError(f"{flag}: must be in [0, 1), got {p}")
+    attention = _attention(args)
+    if attention == "eager" and (hidden_dropout > 0) != (attention_dropout > 0):
+        unsupported["--attention-dropout"] = (
+            f"attention dropout {attention_dropout} with hidden dropout {hidden_dropout}: planner applies one rate "
+            "to both masks"
+        )
+    return MegatronConfig(
+        model=spec, tp=tp, pp=pp, vpp=vpp, cp=cp, ep=ep, zero=_zero(args, unsupported),
+        recompute=_recompute(args, layers, pp, vpp, unsupported), sequence_parallel=sequence_parallel,
+        micro_batch=args.int("--micro-batch-size"), global_batch=args.int("--global-batch-size"),
+        precision=precision, fp32_grad_accumulation=fp32_grads, optimizer=optimizer, offload_optimizer=offload,
+        seq=args.int("--seq-length"), dropout=hidden_dropout, attention_dropout=attention_dropout,
+        attention=attention, ignored=lists["ignored"], unknown=lists["unknown"], unsupported=unsupported,
+        notes=notes,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Export
+# --------------------------------------------------------------------------------------------
+
+
+def _model_flags(m: ModelSpec, tp: int) -> list[str]:
+    refuse = {
+        "bias": m.bias == "attention" and "q/k/v/o biases without MLP biases have no Megatron-LM flag",
+        "parallel_block": m.parallel_block and "parallel attention/MLP blocks have no Megatron-LM flag",
+        "embedding_norm": m.embedding_norm and "a norm after the embedding has no Megatron-LM flag",
+        "position_offset": m.position_offset > 0 and "extra position rows have no Megatron-LM flag",
+        "mla": m.mla is not None and "multi-latent attention flags are not written by planner",
+    }
+    for key, why in refuse.items():
+        if why:
+            raise InputError(f"model {m.name}: {key}: {why}")
+    divisible = 128
+    flags = [
+        f"# vocabulary: {m.vocab} from the tokenizer; Megatron pads it to {padded_vocab(m.vocab, divisible, tp)} "
+        f"(a multiple of --make-vocab-size-divisible-by {divisible} × TP {tp})",
+        f"--num-layers {m.layers}",
+        f"--hidden-size {m.hidden}",
+        f"--ffn-hidden-size {m.ffn_hidden}",
+        f"--num-attention-heads {m.heads}",
+    ]
+    if m.n_kv_heads != m.heads:
+        flags += ["--group-query-attention", f"--num-query-groups {m.n_kv_heads}"]
+    if m.head_dim is not None:
+        flags.append(f"--kv-channels {m.head_dim}")
+    flags.append(f"--max-position-embeddings {m.max_seq}")
+    if m.mlp == "swiglu":
+        flags.append("--swiglu")
+    flags.append(f"--normalization {'RMSNorm' if m.norm == 'rmsnorm' else 'LayerNorm'}")
+    flags.append(f"--position-embedding-type {'rope' if m.position == 'rope' else 'learned_absolute'}")
+    if not m.tied_embeddings:
+        flags.append("--untie-embeddings-and-output-weights")
+    if m.bias in ("none", "qkv"):
+        flags.append("--disable-bias-linear")
+    if m.bias == "qkv":
+        flags.append("--add-qkv-bias")
+    if m.moe is not None:
+        e = m.moe
+        flags += [f"--num-experts {e.experts}", f"--moe-router-topk {e.top_k}", f"--moe-ffn-hidden-size {e.expert_ffn}"]
+        if e.shared_experts:
+            flags.append(f"--moe-shared-expert-intermediate-size {e.shared_experts * e.shared_ffn}")
+        if e.dense_layers:
+            pattern = f"([0]*{e.dense_layers}+[1]*{m.layers - e.dense_layers})"
+            flags.append(f"--moe-layer-freq {shlex.quote(pattern)}")
+    return flags
+
+
+def megatron_args_from_layout(
+    model: ModelSpec | None, layout: Layout, seq: int, implementation: Implementation | None = None
+) -> str:
+    """Paste-ready Megatron-LM arguments, one flag per line joined by ` \\` continuations.
+
+    With a model, the shape flags come first (a comment line above them gives the padded vocabulary,
+    which Megatron takes from the tokenizer). Dropout is written explicitly because Megatron's default
+    is 0.1 and planner's is the implementation's (0.0 unless given). InputError for what Megatron-LM
+    cannot express: an 8-bit optimizer, or a model feature without a flag.
+    """
+    impl = implementation or Implementation()
+    lines = _model_flags(model, layout.tp) if model is not None else []
+    lines.append(f"--seq-length {seq}")
+    if model is None:
+        lines.append(f"--max-position-embeddings {seq}")
+    lines += [f"--tensor-model-parallel-size {layout.tp}", f"--pipeline-model-parallel-size {layout.pp}"]
+    if layout.vpp > 1:
+        if model is not None:
+            lines.append(f"--num-layers-per-virtual-pipeline-stage {model.layers // (layout.pp * layout.vpp)}")
+        else:
+            lines.append(f"--num-virtual-stages-per-pipeline-rank {layout.vpp}")
+    if layout.cp > 1:
+        lines.append(f"--context-parallel-size {layout.cp}")
+    if layout.ep > 1:
+        lines.append(f"--expert-model-parallel-size {layout.ep}")
+    if layout.sequence_parallel:
+        lines.append("--sequence-parallel")
+    if layout.zero == 1:
+        lines.append("--use-distributed-optimizer")
+    elif layout.zero >= 2:
+        strategy = "optim_grads" if layout.zero == 2 else "optim_grads_params"
+        lines += ["--use-megatron-fsdp", f"--data-parallel-sharding-strategy {strategy}"]
+    if layout.recompute == "selective":
+        lines.append("--recompute-granularity selective")
+    elif layout.recompute == "full":
+        lines += ["--recompute-granularity full", "--recompute-method uniform", "--recompute-num-layers 1"]
+    lines += [f"--micro-batch-size {layout.micro_batch}", f"--global-batch-size {layout.global_batch}"]
+    if layout.precision == "fp16":
+        lines.append("--fp16")
+        if layout.fp32_grad_accumulation:
+            lines.append("--accumulate-allreduce-grads-in-fp32")
+    else:
+        lines.append("--bf16")
+        if layout.precision == "fp8":
+            lines.append("--fp8-format hybrid")
+        if not layout.fp32_grad_accumulation:
+            lines.append("--grad-reduce-in-bf16")
+    if layout.optimizer == "adam8bit":
+        raise InputError("optimizer adam8bit: Megatron-LM has no 8-bit optimizer flag")
+    lines.append(f"--optimizer {'sgd' if layout.optimizer == 'sgd' else 'adam'}")
+    if layout.offload_optimizer:
+        lines += ["--optimizer-cpu-offload", "--use-precision-aware-optimizer"]
+    lines += [f"--attention-dropout {impl.dropout}", f"--hidden-dropout {impl.dropout}"]
+    if impl.attention == "eager":
+        lines.append("--attention-backend unfused")
+    comments = [line for line in lines if line.startswith("#")]
+    flags = [line for line in lines if not line.startswith("#")]
+    return "\n".join([*comments, " \\\n".join(flags)]) + "\n"

@@ -1,0 +1,381 @@
+"""Read and write torchtitan job TOML: the parallel degrees, activation checkpointing and batch of a run.
+
+torchtitan trains with FSDP2 (`fully_shard`) over data_parallel_shard_degree × context_parallel_degree
+ranks, which is ZeRO-3 in planner's terms; with FSDP's reshard_after_forward off (pipeline parallelism
+turns it off by default) parameters stay gathered from forward to backward, which is ZeRO-2's memory.
+data_parallel_replicate_degree alone is DDP (ZeRO-0); with a shard degree as well it is HSDP, which
+planner does not model. -1 for the shard degree means "the GPUs the other degrees leave".
+
+Keys are read where the current JobConfig keeps them ([parallelism], [training], [activation_checkpoint],
+[model], [optimizer]) and, for older files, under [training] or [experimental].
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from planner.catalog import get_model
+from planner.errors import InputError, format_validation_error
+from planner.schema import Layout, ModelSpec, Optimizer, Precision, Recompute
+
+# torchtitan model flavors whose shapes equal a catalog entry (dim, layers, heads, kv heads, multiple_of and
+# ffn_dim_multiplier give the catalog's ffn_hidden; vocab from the tokenizer; untied output).
+FLAVORS: dict[tuple[str, str], str] = {
+    ("llama3", "8B"): "llama-3.1-8b",
+    ("llama3", "70B"): "llama-3.1-70b",
+    ("llama3", "405B"): "llama-3.1-405b",
+    ("llama2", "7B"): "llama-2-7b",
+    ("llama2", "13B"): "llama-2-13b",
+    ("llama2", "70B"): "llama-2-70b",
+}
+# Schedules that hold more than one model chunk per pipeline rank (torch.distributed.pipelining).
+_LOOPED = ("interleaved1f1b", "loopedbfs", "interleavedzerobubble", "zbvzerobubble", "dualpipev")
+
+
+@dataclass(frozen=True)
+class TorchtitanConfig:
+    """What a torchtitan job file fixes. `shard` -1 means the GPUs the other degrees leave."""
+
+    model_name: str | None = None  # catalog name, when [model] name/flavor map to one
+    model: ModelSpec | None = None
+    flavor: str | None = None
+    replicate: int = 1
+    shard: int = -1
+    tp: int = 1
+    pp: int = 1
+    cp: int = 1
+    ep: int = 1
+    vpp: int = 1
+    reshard_after_forward: Literal["default", "always", "never"] = "default"
+    local_batch: int = 8
+    global_batch: int | None = None  # None: local_batch × dp, torchtitan's default
+    pp_microbatch: int = 1
+    seq: int = 2048
+    recompute: Recompute = "selective"
+    precision: Precision = "bf16"
+    fp32_grad_accumulation: bool = True
+    optimizer: Optimizer = "adamw"
+    offload_optimizer: bool = False
+    unsupported: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    where: str = "torchtitan config"
+
+    def degrees(self, gpus: int) -> tuple[int, int]:
+        """(replicate, shard) on `gpus` GPUs, resolving shard -1; InputError when they do not multiply out."""
+        others = self.replicate * self.tp * self.pp * self.cp
+        if self.shard == -1:
+            if gpus < 1 or gpus % others:
+                raise InputError(
+                    f"--gpus {gpus} is not a multiple of data_parallel_replicate_degree·tensor·pipeline·context "
+                    f"degrees = {self.replicate}·{self.tp}·{self.pp}·{self.cp} = {others} "
+                    f"({self.where}: data_parallel_shard_degree = -1 takes the rest)"
+                )
+            return self.replicate, gpus // others
+        if others * self.shard != gpus:
+            raise InputError(
+                f"--gpus {gpus} ≠ the product of the [parallelism] degrees in {self.where}: "
+                f"replicate {self.replicate} · shard {self.shard} · tp {self.tp} · pp {self.pp} · cp {self.cp} "
+                f"= {others * self.shard}"
+            )
+        return self.replicate, self.shard
+
+    def to_layout(self, gpus: int) -> Layout:
+        """The Layout on `gpus` GPUs: dp = replicate × shard; ZeRO 3 (or 2, see the module doc) under FSDP."""
+        replicate, shard = self.degrees(gpus)
+        dp = replicate * shard
+        fsdp = shard > 1 or self.cp > 1  # torchtitan applies fully_shard over the shard × cp ranks
+        resharded = self.reshard_after_forward == "always" or (self.reshard_after_forward == "default" and self.pp == 1)
+        zero: Literal[0, 2, 3] = (3 if resharded else 2) if fsdp else 0
+        global_batch = self.global_batch or self.local_batch * dp
+        if global_batch % (self.local_batch * dp):
+            raise InputError(
+                f"{self.where}: training.global_batch_size {global_batch} is not a multiple of "
+                f"training.local_batch_size {self.local_batch} × data-parallel degree {dp}"
+            )
+        if self.pp > 1 and self.local_batch % self.pp_microbatch:
+            raise InputError(
+                f"{self.where}: training.local_batch_size {self.local_batch} is not a multiple of "
+                f"parallelism.pipeline_parallel_microbatch_size {self.pp_microbatch}"
+            )
+        try:
+            return Layout(
+                tp=self.tp, pp=self.pp, vpp=self.vpp, dp=dp, cp=self.cp, ep=self.ep, zero=zero,
+                recompute=self.recompute,
+                sequence_parallel=self.tp > 1,  # torchtitan's TP plan shards norms and dropout over the sequence
+                micro_batch=self.pp_microbatch if self.pp > 1 else self.local_batch,
+                global_batch=global_batch, precision=self.precision,
+                fp32_grad_accumulation=self.fp32_grad_accumulation, optimizer=self.optimizer,
+                offload_optimizer=self.offload_optimizer and fsdp,  # CPU offload is an FSDP option
+            )
+        except ValidationError as exc:
+            raise InputError(format_validation_error(exc, self.where)) from exc
+
+
+class _Toml:
+    """Typed reads; every failure is an InputError naming the file and the section.key."""
+
+    def __init__(self, data: Mapping[str, Any], where: str) -> None:
+        self.data = data
+        self.where = where
+
+    def find(self, key: str, *sections: str) -> tuple[str, Any] | None:
+        for section in sections:
+            table = self.data.get(section)
+            if isinstance(table, Mapping) and key in table:
+                return f"{section}.{key}", table[key]
+        return None
+
+    def int(self, key: str, default: int, *sections: str, minimum: int = 1) -> int:
+        found = self.find(key, *sections)
+        if found is None:
+            return default
+        name, value = found
+        if isinstance(value, bool) or not isinstance(value, int) or (value < minimum and value != -1):
+            raise InputError(f"{self.where}: {name} must be a positive integer, got {value!r}")
+        if value == -1 and key != "data_parallel_shard_degree":
+            if key == "global_batch_size":
+                return default
+            raise InputError(f"{self.where}: {name} must be a positive integer, got -1")
+        return value
+
+    def str(self, key: str, default: str, *sections: str) -> str:
+        found = self.find(key, *sections)
+        if found is None:
+            return default
+        name, value = found
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise InputError(f"{self.where}: {name} must be a string, got {value!r}")
+        return str(value)
+
+
+def _read(source: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
+    if isinstance(source, Mapping):
+        return source, "torchtitan config"
+    if isinstance(source, str) and ("\n" in source or "[" in source or "=" in source):
+        text, where = source, "torchtitan config"
+    else:
+        path = Path(source)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise InputError(f"{path}: cannot read torchtitan config ({reason})") from exc
+        where = str(path)
+    try:
+        return tomllib.loads(text), where
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{where}: invalid TOML: {exc}") from exc
+
+
+def _converters(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def parse_torchtitan_toml(
+    path_or_text: str | os.PathLike[str] | Mapping[str, Any], *, model: ModelSpec | None = None
+) -> TorchtitanConfig:
+    """A TorchtitanConfig from a job TOML file, TOML text, or an already parsed mapping.
+
+    Absent keys take torchtitan's JobConfig defaults. `model` (planner's --model) stands in for a flavor
+    with no catalog equivalent; without either, `model` stays None with a note. InputError for malformed
+    values or an unknown activation-checkpoint mode.
+    """
+    data, where = _read(path_or_text)
+    t = _Toml(data, where)
+    unsupported: dict[str, str] = {}
+    notes: list[str] = []
+    par = ("parallelism", "training", "experimental")  # older files kept the degrees under [training]
+
+    name, flavor = t.str("name", "llama3", "model"), t.str("flavor", "debugmodel", "model")
+    model_name = FLAVORS.get((name, flavor))
+    model = model or (get_model(model_name) if model_name else None)
+    if model is None:
+        notes.append(f"model {name} flavor {flavor} has no catalog equivalent: give the model with --model")
+
+    tp, pp = t.int("tensor_parallel_degree", 1, *par), t.int("pipeline_parallel_degree", 1, *par)
+    cp, ep = t.int("context_parallel_degree", 1, *par), t.int("expert_parallel_degree", 1, *par)
+    replicate = t.int("data_parallel_replicate_degree", 1, *par)
+    shard = t.int("data_parallel_shard_degree", -1, *par)
+    if replicate > 1 and shard != 1:
+        unsupported["parallelism.data_parallel_replicate_degree"] = (
+            f"with data_parallel_shard_degree {shard}: HSDP (replicated shard groups, when the shard degree is "
+            "above 1) is not modelled; planner shards over all data-parallel ranks"
+        )
+    reshard = t.str("fsdp_reshard_after_forward", "default", *par)
+    if reshard not in ("default", "always", "never"):
+        raise InputError(f"{where}: parallelism.fsdp_reshard_after_forward must be default, always or never")
+
+    vpp = 1
+    schedule = t.str("pipeline_parallel_schedule", "1F1B", *par)
+    if pp > 1 and schedule.lower() in _LOOPED:
+        per_stage = t.int("pipeline_parallel_layers_per_stage", 0, *par, minimum=0)
+        if model is not None and per_stage and model.layers % (pp * per_stage) == 0:
+            vpp = model.layers // (pp * per_stage)
+        else:
+            unsupported["parallelism.pipeline_parallel_schedule"] = (
+                f"{schedule} without pipeline_parallel_layers_per_stage (and a known layer count): "
+                "the stages per rank are not read; taken as 1"
+            )
+    elif pp > 1 and schedule.lower() == "gpipe":
+        unsupported["parallelism.pipeline_parallel_schedule"] = (
+            "GPipe keeps every micro-batch's activations until the backward; planner models 1F1B"
+        )
+    if t.find("pipeline_parallel_split_points", *par) and pp > 1:
+        unsupported["parallelism.pipeline_parallel_split_points"] = "uneven pipeline stages are not modelled"
+
+    mode = t.str("mode", "selective", "activation_checkpoint")
+    if mode not in ("none", "selective", "full"):
+        raise InputError(f"{where}: activation_checkpoint.mode must be none, selective or full, got {mode!r}")
+    recompute: Recompute = mode  # type: ignore[assignment]
+    if mode == "selective":
+        option = t.str("selective_ac_option", "2", "activation_checkpoint")
+        if option == "op":
+            unsupported["activation_checkpoint.selective_ac_option"] = (
+                "op-level selective checkpointing saves matmul and attention outputs by a per-op policy; "
+                "planner's selective recompute is the attention core only (Megatron's), so memory is approximate"
+            )
+        elif option.isdigit() and int(option) == 1:
+            recompute = "full"  # every layer wrapped
+        elif option.isdigit() and int(option) > 1:
+            recompute = "full"
+            unsupported["activation_checkpoint.selective_ac_option"] = (
+                f"one layer in {option} checkpointed: partial recompute is not modelled; "
+                "taken as full (less memory than the run uses)"
+            )
+        else:
+            raise InputError(f"{where}: activation_checkpoint.selective_ac_option must be 'op' or an integer")
+
+    local = t.int("local_batch_size", 0, "training") or t.int("batch_size", 8, "training")
+    global_batch = t.int("global_batch_size", 0, "training") or None
+    pp_micro = t.int("pipeline_parallel_microbatch_size", 1, *par)
+    seq = t.int("seq_len", 2048, "training")
+
+    precision: Precision = "bf16"
+    if t.str("mixed_precision_param", "bfloat16", "training", "parallelism") == "float32":
+        unsupported["training.mixed_precision_param"] = "fp32 parameters in compute are not modelled; taken as bf16"
+    model_table = data.get("model") if isinstance(data.get("model"), Mapping) else {}
+    converters = _converters(model_table.get("converters", []))
+    float8 = data.get("float8") if isinstance(data.get("float8"), Mapping) else {}
+    if any(c in ("float8", "mx") for c in converters) or float8.get("enable_float8_linear") is True:
+        precision = "fp8"
+    reduce = t.str("mixed_precision_reduce", "float32", "training", "parallelism")
+    notes.append(
+        "torchtitan keeps the FSDP-sharded parameters in fp32 (they are the master copy); planner counts "
+        "bf16 weights plus an fp32 master, 2 bytes a parameter more than the run holds"
+    )
+
+    offload = t.find("enable_cpu_offload", "training", "parallelism")
+    if offload and offload[1] is True:
+        unsupported[offload[0]] = (
+            "FSDP CPU offload moves parameters and gradients too; planner offloads the optimizer state only"
+        )
+    opt_name = t.str("name", "AdamW", "optimizer")
+    optimizer: Optimizer = "adamw"
+    if opt_name == "Adam":
+        optimizer = "adam"
+    elif opt_name != "AdamW":
+        unsupported["optimizer.name"] = f"{opt_name!r} is not modelled; its state is taken as AdamW's"
+    if t.find("early_step_in_backward", "optimizer") == ("optimizer.early_step_in_backward", True):
+        unsupported["optimizer.early_step_in_backward"] = "gradients freed during the backward are not modelled"
+
+    return TorchtitanConfig(
+        model_name=model_name, model=model, flavor=flavor, replicate=replicate, shard=shard, tp=tp, pp=pp, cp=cp,
+        ep=ep, vpp=vpp, reshard_after_forward=reshard,  # type: ignore[arg-type]
+        local_batch=local, global_batch=global_batch, pp_microbatch=pp_micro, seq=seq, recompute=recompute,
+        precision=precision, fp32_grad_accumulation=reduce == "float32", optimizer=optimizer,
+        offload_optimizer=bool(offload and offload[1] is True), unsupported=unsupported, notes=notes, where=where,
+    )
+
+
+def _toml_value(value: int | str | bool | list[str]) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def torchtitan_toml_from_layout(layout: Layout, seq: int, model: ModelSpec | str | None = None) -> str:
+    """The [parallelism], [activation_checkpoint] and [training] sections of a torchtitan job file.
+
+    With a model that is a torchtitan flavor, a [model] section names it; fp8 adds the float8 converter.
+    ZeRO-1 and ZeRO-2 have no FSDP2 form: both are written as FSDP with reshard_after_forward "never"
+    (ZeRO-2's memory, at most ZeRO-1's), which reads back as zero 2. InputError where torchtitan cannot run
+    the layout: plain DDP combined with TP/PP/CP, ZeRO-0 with context parallelism (FSDP always shards over
+    the CP ranks), an optimizer torchtitan does not build, or virtual stages without the model's layer count.
+    """
+    spec = get_model(model) if isinstance(model, str) else model
+    parallel: dict[str, int | str | bool | list[str]] = {}
+    if layout.zero == 0:
+        if layout.cp > 1:
+            raise InputError("zero 0 with cp > 1: torchtitan shards parameters over the context-parallel ranks (FSDP)")
+        if layout.dp > 1 and layout.tp * layout.pp > 1:
+            raise InputError("zero 0 (DDP) with TP or PP: torchtitan runs DDP only without other parallelism")
+        parallel.update(data_parallel_replicate_degree=layout.dp, data_parallel_shard_degree=1)
+    else:
+        parallel.update(data_parallel_replicate_degree=1, data_parallel_shard_degree=layout.dp)
+        # torchtitan's default reshards after forward without PP and keeps parameters gathered with PP.
+        if layout.zero < 3:
+            parallel["fsdp_reshard_after_forward"] = "never"
+        elif layout.pp > 1:
+            parallel["fsdp_reshard_after_forward"] = "always"
+    parallel.update(
+        tensor_parallel_degree=layout.tp, pipeline_parallel_degree=layout.pp, context_parallel_degree=layout.cp
+    )
+    if layout.ep > 1:
+        parallel["expert_parallel_degree"] = layout.ep
+    if layout.pp > 1:
+        parallel["pipeline_parallel_microbatch_size"] = layout.micro_batch
+        parallel["pipeline_parallel_schedule"] = "Interleaved1F1B" if layout.vpp > 1 else "1F1B"
+        if layout.vpp > 1:
+            if spec is None:
+                raise InputError("vpp > 1: pipeline_parallel_layers_per_stage needs the model's layer count (model=)")
+            parallel["pipeline_parallel_layers_per_stage"] = spec.layers // (layout.pp * layout.vpp)
+
+    checkpoint: dict[str, int | str | bool | list[str]] = {"mode": layout.recompute}
+    if layout.recompute == "selective":
+        checkpoint["selective_ac_option"] = "op"
+
+    training: dict[str, int | str | bool | list[str]] = {
+        # with PP one step's micro-batches all run in one pipeline schedule; without, local = micro-batch
+        "local_batch_size": layout.global_batch // layout.dp if layout.pp > 1 else layout.micro_batch,
+        "global_batch_size": layout.global_batch,
+        "seq_len": seq,
+        "mixed_precision_param": "bfloat16",
+    }
+    if not layout.fp32_grad_accumulation:
+        raise InputError("fp32_grad_accumulation false: torchtitan reduces and keeps gradients in float32")
+    if layout.precision == "fp16":
+        raise InputError("precision fp16: torchtitan trains in bfloat16 (mixed_precision_param)")
+    if layout.offload_optimizer:
+        if layout.zero == 0 or layout.dp * layout.cp == 1:
+            raise InputError("offload_optimizer: torchtitan offloads through FSDP, which needs zero ≥ 1 and dp·cp > 1")
+        training["enable_cpu_offload"] = True
+    if layout.optimizer not in ("adam", "adamw"):
+        raise InputError(f"optimizer {layout.optimizer}: torchtitan builds Adam or AdamW")
+
+    sections: list[tuple[str, dict[str, int | str | bool | list[str]]]] = []
+    flavor = next((k for k, v in FLAVORS.items() if spec is not None and v == spec.name), None)
+    model_section: dict[str, int | str | bool | list[str]] = {}
+    if flavor:
+        model_section.update(name=flavor[0], flavor=flavor[1])
+    if layout.precision == "fp8":
+        model_section["converters"] = ["float8"]
+    if model_section:
+        sections.append(("model", model_section))
+    sections.append(("optimizer", {"name": "Adam" if layout.optimizer == "adam" else "AdamW"}))
+    sections += [("parallelism", parallel), ("activation_checkpoint", checkpoint), ("training", training)]
+    return "\n".join(
+        f"[{name}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in table.items()) for name, table in sections
+    )

@@ -1,0 +1,436 @@
+"""Megatron-LM arguments, DeepSpeed JSON and torchtitan TOML: real launch files in, layouts out, and back.
+
+Fixtures (tests/fixtures/frameworks/) are public configurations written out from their sources:
+- megatron_gpt3_175b.sh: NVIDIA/Megatron-LM examples/gpt3/train_gpt3_175b_distributed.sh.
+- megatron_llama3_8b_fp8.sh: NVIDIA/Megatron-LM examples/llama/train_llama3_8b_h100_fp8.sh (mock-data branch).
+- megatron_llama2_70b_args.sh: NVIDIA/Megatron-LM examples/llama/train_llama2.sh, MODEL_SIZE=70 (quoted strings).
+- deepspeed_zero3_auto_offload.json: the ZeRO-3 config of the Hugging Face transformers DeepSpeed docs.
+- deepspeed_getting_started.json: the sample config of DeepSpeed's Getting Started page.
+- deepspeed_zero_infinity.json: the ZeRO-Infinity block of DeepSpeed's ZeRO tutorial.
+- torchtitan_llama3_8b.toml / torchtitan_llama3_70b.toml: pytorch/torchtitan train_configs for Llama 3.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from planner.catalog import get_model
+from planner.errors import InputError
+from planner.interop.deepspeed import deepspeed_config_from_layout, parse_deepspeed_config
+from planner.interop.megatron import megatron_args_from_layout, padded_vocab, parse_megatron_args
+from planner.interop.torchtitan import parse_torchtitan_toml, torchtitan_toml_from_layout
+from planner.legality import layout_problems
+from planner.schema import Implementation, Layout, ModelSpec
+
+FIXTURES = Path(__file__).parent / "fixtures" / "frameworks"
+SEQ = 4096
+
+
+SHAPE = "--num-layers 32 --hidden-size 4096 --num-attention-heads 32 --max-position-embeddings 4096 --vocab-size 32000"
+
+
+def _text(name: str) -> str:
+    return (FIXTURES / name).read_text()
+
+
+def _shape(m: ModelSpec) -> dict[str, Any]:
+    """The fields that decide the module tree, without name, source and vocabulary."""
+    return m.model_dump(exclude={"name", "source", "vocab"})
+
+
+# --------------------------------------------------------------------------------------------
+# Megatron-LM: the published launch scripts
+# --------------------------------------------------------------------------------------------
+
+
+def test_megatron_gpt3_175b_example() -> None:
+    gpt3 = get_model("gpt3-175b")
+    cfg = parse_megatron_args(_text("megatron_gpt3_175b.sh"), model=gpt3)
+    assert cfg.model is not None
+    # Megatron's defaults give GPT-3's architecture: GeLU 4h MLP, LayerNorm, learned positions, biases, tied head.
+    assert _shape(cfg.model) == _shape(gpt3)
+    assert cfg.model.vocab == 51200  # GPT-2's 50257 tokens padded to a multiple of 128 × TP 8
+    assert (cfg.tp, cfg.pp, cfg.vpp, cfg.cp, cfg.zero, cfg.recompute) == (8, 16, 1, 1, 0, "none")
+    assert (cfg.micro_batch, cfg.global_batch, cfg.seq, cfg.precision) == (1, 1536, 2048, "fp16")
+    assert cfg.fp32_grad_accumulation is False  # fp16 without --accumulate-allreduce-grads-in-fp32
+    assert (cfg.dropout, cfg.attention_dropout, cfg.attention) == (0.1, 0.1, "flash")
+    assert cfg.gpus_needed_per_dp_replica == 128
+    assert cfg.to_layout(1024) == Layout(
+        tp=8, pp=16, dp=8, zero=0, micro_batch=1, global_batch=1536, precision="fp16", fp32_grad_accumulation=False
+    )
+    assert cfg.unknown == [] and cfg.unsupported == {}
+    assert {"--rampup-batch-size", "--data-path", "--vocab-file", "--lr", "--nproc_per_node"} <= set(cfg.ignored)
+    assert cfg.implementation() == Implementation(attention="flash", dropout=0.1)
+
+
+def test_megatron_vocab_comes_from_the_tokenizer() -> None:
+    with pytest.raises(InputError, match=r"--vocab-size.*--model"):
+        parse_megatron_args(_text("megatron_gpt3_175b.sh"))
+
+
+def test_megatron_llama3_8b_fp8_example() -> None:
+    cfg = parse_megatron_args(_text("megatron_llama3_8b_fp8.sh"), model=get_model("llama-3.1-8b"))
+    m = cfg.model
+    assert m is not None
+    assert (m.layers, m.hidden, m.heads, m.kv_heads, m.ffn_hidden, m.max_seq) == (32, 4096, 32, 8, 14336, 8192)
+    assert (m.mlp, m.position, m.bias, m.tied_embeddings) == ("swiglu", "rope", "none", False)
+    # The script passes no --normalization: Megatron builds LayerNorm (with --apply-layernorm-1p), not RMSNorm.
+    assert m.norm == "layernorm"
+    assert any("norm layernorm ≠ rmsnorm" in note for note in cfg.notes)
+    # NullTokenizer adds an end-of-document token to --vocab-size, then Megatron pads to a multiple of 128.
+    assert m.vocab == 128384
+    assert cfg.to_layout(8) == Layout(
+        dp=8, zero=1, micro_batch=1, global_batch=128, precision="fp8", fp32_grad_accumulation=False
+    )
+    assert cfg.sequence_parallel is False and any("TP 1" in note for note in cfg.notes)
+    assert set(cfg.unsupported) == {"--fp8-param-gather"}
+    assert (cfg.dropout, cfg.attention_dropout) == (0.0, 0.0)
+    assert cfg.unknown == []
+
+
+def test_megatron_llama2_70b_quoted_strings() -> None:
+    text = _text("megatron_llama2_70b_args.sh")
+    # NUM_GROUPS is shell arithmetic; a value the layout needs cannot stay unexpanded.
+    with pytest.raises(InputError, match=r"--num-query-groups: '\$NUM_GROUPS'"):
+        parse_megatron_args(text)
+    llama = get_model("llama-2-70b")
+    cfg = parse_megatron_args(text, model=llama, env={"NUM_GROUPS": "8"})
+    assert cfg.model is not None
+    assert _shape(cfg.model) == _shape(llama) | {"max_seq": 32000}
+    assert cfg.model.vocab == 32768
+    assert cfg.to_layout(64) == Layout(tp=8, dp=8, zero=1, sequence_parallel=True, micro_batch=1, global_batch=8)
+    assert cfg.attention == "flash" and cfg.unknown == [] and cfg.unsupported == {}
+
+
+def test_megatron_argv_forms_and_unknown_flags() -> None:
+    argv = [
+        "--num-layers=32", "--hidden-size", "4096", "--num-attention-heads", "32", "--seq-length", "4096",
+        "--max-position-embeddings", "4096", "--vocab-size", "32000", "--tensor-model-parallel-size=2",
+        "--my-new-knob", "3", "--another-switch", "--micro-batch-size", "2", "--bf16",
+    ]
+    cfg = parse_megatron_args(argv)
+    assert cfg.unknown == ["--my-new-knob", "--another-switch"]
+    assert cfg.model is not None and cfg.model.layers == 32 and cfg.model.vocab == 32000
+    assert cfg.tp == 2 and cfg.micro_batch == 2
+    # Several flags on one line, a `\` continuation, and a comment; no global batch: micro-batch × dp.
+    text = "--tensor-model-parallel-size 4 --pipeline-model-parallel-size 2 \\\n  --micro-batch-size 1  # note\n"
+    layout = parse_megatron_args(text).to_layout(64)
+    assert (layout.tp, layout.pp, layout.dp, layout.global_batch) == (4, 2, 8, 8)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("--num-layers --hidden-size 4096", "--num-layers: missing value"),
+        ("--micro-batch-size", "--micro-batch-size: missing value"),
+        ("--tensor-model-parallel-size eight", "--tensor-model-parallel-size: expected an integer, got 'eight'"),
+        ("--hidden-dropout high", "--hidden-dropout: expected a number"),
+        ("--bf16=yes", "--bf16: takes no value"),
+        ("--pipeline-model-parallel-size ${PP}", r"--pipeline-model-parallel-size: '\$\{PP\}'"),
+        (f"{SHAPE} --normalization BatchNorm", "--normalization: 'BatchNorm' is not one of LayerNorm, RMSNorm"),
+        ("--bf16 --fp16", "--bf16 and --fp16"),
+        ("--num-layers 32 --hidden-size 4096", "--num-attention-heads missing"),
+        ('--data-path "unclosed', "cannot split"),
+    ],
+)
+def test_megatron_errors_name_the_flag(text: str, match: str) -> None:
+    with pytest.raises(InputError, match=match):
+        parse_megatron_args(text)
+
+
+def test_megatron_irrelevant_variables_and_layout_errors() -> None:
+    cfg = parse_megatron_args("--data-path $DATA --save ${CKPT} --tensor-model-parallel-size 8 --micro-batch-size 2")
+    assert {"--data-path", "--save"} <= set(cfg.ignored)
+    with pytest.raises(InputError, match=r"--gpus 12 is not a multiple of tp·pp·cp = 8·1·1 = 8"):
+        cfg.to_layout(12)
+    cfg = parse_megatron_args("--micro-batch-size 2 --global-batch-size 12")
+    with pytest.raises(InputError, match=r"--global-batch-size 12 is not divisible by --micro-batch-size"):
+        cfg.to_layout(4)
+    with pytest.raises(InputError, match="--micro-batch-size"):
+        parse_megatron_args("--bf16").to_layout(8)
+
+
+@pytest.mark.parametrize(
+    ("flags", "recompute", "unsupported"),
+    [
+        ("--recompute-activations", "selective", set()),
+        ("--checkpoint-activations", "full", set()),
+        ("--recompute-granularity full --recompute-method uniform --recompute-num-layers 1", "full", set()),
+        ("--recompute-granularity full --recompute-method block --recompute-num-layers 8", "full", set()),
+        ("--recompute-granularity full --recompute-method block --recompute-num-layers 4", "full",
+         {"--recompute-num-layers"}),
+        ("--recompute-granularity full --recompute-method uniform --recompute-num-layers 2", "full",
+         {"--recompute-num-layers"}),
+        ("--recompute-granularity selective --recompute-modules core_attn mlp", "selective", {"--recompute-modules"}),
+        ("--recompute-granularity full --recompute-method block --recompute-num-layers 0", "none", set()),
+    ],
+)
+def test_megatron_recompute(flags: str, recompute: str, unsupported: set[str]) -> None:
+    cfg = parse_megatron_args(f"{SHAPE} --pipeline-model-parallel-size 4 --bf16 {flags}")
+    assert cfg.recompute == recompute
+    assert set(cfg.unsupported) == unsupported
+
+
+def test_megatron_virtual_stages_moe_and_kernels() -> None:
+    text = (
+        f"{SHAPE} --pipeline-model-parallel-size 4 --num-layers-per-virtual-pipeline-stage 2 --swiglu "
+        "--num-experts 8 --moe-router-topk 2 --moe-ffn-hidden-size 1408 --moe-shared-expert-intermediate-size 2816 "
+        "--moe-layer-freq '([0]*1+[1]*31)' --expert-model-parallel-size 4 --transformer-impl local "
+        "--attention-dropout 0.0 --hidden-dropout 0.0 --bf16"
+    )
+    cfg = parse_megatron_args(text)
+    assert cfg.vpp == 4 and cfg.ep == 4 and cfg.attention == "eager"
+    assert cfg.model is not None and cfg.model.moe is not None
+    moe = cfg.model.moe
+    assert (moe.experts, moe.top_k, moe.expert_ffn, moe.shared_experts, moe.shared_ffn, moe.dense_layers) == (
+        8, 2, 1408, 1, 2816, 1
+    )
+    assert cfg.model.ffn_hidden == int(4 * 4096 * 2 / 3 / 64) * 64  # Megatron's SwiGLU default width
+    cfg = parse_megatron_args(text.replace("'([0]*1+[1]*31)'", "'([1]*1+[0]*31)'"))
+    assert "--moe-layer-freq" in cfg.unsupported
+
+
+def test_megatron_export_refuses_what_it_cannot_say() -> None:
+    layout = Layout(dp=8, global_batch=64, optimizer="adam8bit")
+    with pytest.raises(InputError, match="adam8bit"):
+        megatron_args_from_layout(None, layout, SEQ)
+    attention_bias = get_model("llama-3.1-8b").model_copy(update={"bias": "attention"})
+    with pytest.raises(InputError, match="bias"):
+        megatron_args_from_layout(attention_bias, Layout(dp=8, global_batch=64), SEQ)
+
+
+# --------------------------------------------------------------------------------------------
+# DeepSpeed
+# --------------------------------------------------------------------------------------------
+
+
+def test_deepspeed_zero3_auto_offload() -> None:
+    cfg = parse_deepspeed_config(FIXTURES / "deepspeed_zero3_auto_offload.json")
+    assert (cfg.zero, cfg.offload_optimizer, cfg.precision, cfg.optimizer) == (3, True, None, "adamw")
+    assert (cfg.micro_batch, cfg.grad_accum, cfg.train_batch, cfg.dp) == (None, None, None, None)
+    assert set(cfg.unsupported) == {"zero_optimization.offload_param"}
+    assert cfg.unknown == []
+    with pytest.raises(InputError, match="train_batch_size and train_micro_batch_size_per_gpu"):
+        cfg.to_layout(8)
+    # The Trainer's per_device_train_batch_size and gradient_accumulation_steps fill the "auto"s.
+    assert cfg.to_layout(8, micro_batch=2, grad_accum=4) == Layout(
+        dp=8, zero=3, micro_batch=2, global_batch=64, fp32_grad_accumulation=False, offload_optimizer=True
+    )
+
+
+def test_deepspeed_getting_started() -> None:
+    cfg = parse_deepspeed_config(FIXTURES / "deepspeed_getting_started.json")
+    assert (cfg.zero, cfg.precision, cfg.optimizer) == (1, "fp16", "adamw")  # "zero_optimization": true is stage 1
+    assert cfg.to_layout(8) == Layout(
+        dp=8, zero=1, micro_batch=1, global_batch=8, precision="fp16", fp32_grad_accumulation=False
+    )
+    assert cfg.to_layout(4).micro_batch == 2
+    with pytest.raises(InputError, match=r"train_batch_size 8 is not a multiple of gradient_accumulation_steps 1"):
+        cfg.to_layout(3)
+    with pytest.raises(InputError, match="train_batch_size is 8 in the file, 16 was given"):
+        cfg.to_layout(8, global_batch=16)
+
+
+def test_deepspeed_zero_infinity_block() -> None:
+    cfg = parse_deepspeed_config(FIXTURES / "deepspeed_zero_infinity.json")
+    assert (cfg.zero, cfg.offload_optimizer) == (3, True)
+    assert {"zero_optimization.offload_param", "bf16"} == set(cfg.unsupported)
+    assert cfg.to_layout(16, global_batch=32).micro_batch == 2
+
+
+def test_deepspeed_batch_consistency_and_types() -> None:
+    triple = {"train_batch_size": 100, "train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 8}
+    with pytest.raises(InputError, match="train_batch_size 100 is not a multiple of train_micro_batch_size_per_gpu"):
+        parse_deepspeed_config(triple)
+    cfg = parse_deepspeed_config(triple | {"train_batch_size": 256})
+    assert cfg.dp == 8
+    with pytest.raises(InputError, match=r"train_batch_size 256 ≠ .* × data-parallel size 16 = 512"):
+        cfg.to_layout(16)
+    assert cfg.to_layout(16, tp=2).dp == 8
+    with pytest.raises(InputError, match="key 'train_micro_batch_size_per_gpu' must be a positive integer"):
+        parse_deepspeed_config({"train_micro_batch_size_per_gpu": "four"})
+    with pytest.raises(InputError, match=r"zero_optimization\.stage"):
+        parse_deepspeed_config({"zero_optimization": {"stage": 5}})
+    with pytest.raises(InputError, match="invalid JSON"):
+        parse_deepspeed_config('{"train_batch_size": }')
+    with pytest.raises(InputError, match="pipeline engine"):
+        parse_deepspeed_config({"zero_optimization": {"stage": 2}, "train_batch_size": 64}).to_layout(16, pp=2)
+
+
+def test_deepspeed_activation_checkpointing_and_unknown_keys() -> None:
+    cfg = parse_deepspeed_config(
+        {"train_micro_batch_size_per_gpu": 1, "bf16": {"enabled": True}, "my_plugin": {},
+         "activation_checkpointing": {"partition_activations": True, "cpu_checkpointing": True}}
+    )
+    assert cfg.recompute == "full" and cfg.unknown == ["my_plugin"]
+    assert set(cfg.unsupported) == {
+        "activation_checkpointing.partition_activations", "activation_checkpointing.cpu_checkpointing"
+    }
+    assert cfg.to_layout(8).fp32_grad_accumulation is True  # bf16 without ZeRO: DeepSpeed's BF16_Optimizer
+
+
+def test_deepspeed_export_refuses_what_deepspeed_cannot_run() -> None:
+    with pytest.raises(InputError, match="stage ≥ 1"):
+        deepspeed_config_from_layout(Layout(dp=8, zero=0, global_batch=8, offload_optimizer=True))
+    with pytest.raises(InputError, match="pipeline engine"):
+        deepspeed_config_from_layout(Layout(pp=2, dp=4, zero=2, global_batch=8))
+
+
+# --------------------------------------------------------------------------------------------
+# torchtitan
+# --------------------------------------------------------------------------------------------
+
+
+def test_torchtitan_llama3_8b() -> None:
+    cfg = parse_torchtitan_toml(FIXTURES / "torchtitan_llama3_8b.toml")
+    assert cfg.model_name == "llama-3.1-8b" and cfg.model == get_model("llama-3.1-8b")
+    assert cfg.shard == -1 and cfg.seq == 8192
+    assert cfg.to_layout(64) == Layout(dp=64, zero=3, recompute="selective", micro_batch=1, global_batch=64)
+    assert set(cfg.unsupported) == {"activation_checkpoint.selective_ac_option"}  # the "op" policy
+
+
+def test_torchtitan_llama3_70b() -> None:
+    cfg = parse_torchtitan_toml(_text("torchtitan_llama3_70b.toml"))
+    assert cfg.model_name == "llama-3.1-70b"
+    assert cfg.to_layout(64) == Layout(
+        tp=8, dp=8, zero=3, recompute="full", sequence_parallel=True, micro_batch=8, global_batch=64
+    )
+    assert cfg.unsupported == {}
+    with pytest.raises(InputError, match=r"--gpus 60 is not a multiple of .* = 1·8·1·1 = 8"):
+        cfg.to_layout(60)
+
+
+def test_torchtitan_degrees_and_errors() -> None:
+    ddp = parse_torchtitan_toml("[parallelism]\ndata_parallel_replicate_degree = 8\ndata_parallel_shard_degree = 1\n")
+    assert ddp.to_layout(8).zero == 0 and "parallelism.data_parallel_replicate_degree" not in ddp.unsupported
+    # torchtitan's default selective_ac_option "2" wraps every second layer: listed, taken as full
+    assert ddp.recompute == "full" and "activation_checkpoint.selective_ac_option" in ddp.unsupported
+    with pytest.raises(InputError, match=r"--gpus 16 ≠ the product"):
+        ddp.to_layout(16)
+    hsdp = parse_torchtitan_toml("[parallelism]\ndata_parallel_replicate_degree = 2\ndata_parallel_shard_degree = 4\n")
+    assert "parallelism.data_parallel_replicate_degree" in hsdp.unsupported
+    assert hsdp.to_layout(8).dp == 8
+    pipeline = parse_torchtitan_toml(
+        "[parallelism]\npipeline_parallel_degree = 2\n[training]\nlocal_batch_size = 8\nglobal_batch_size = 64\n"
+    )
+    layout = pipeline.to_layout(8)  # PP keeps FSDP parameters gathered across micro-batches: ZeRO-2's memory
+    assert (layout.zero, layout.dp, layout.micro_batch, layout.global_batch) == (2, 4, 1, 64)
+    with pytest.raises(InputError, match=r"activation_checkpoint\.mode"):
+        parse_torchtitan_toml('[activation_checkpoint]\nmode = "partial"\n')
+    with pytest.raises(InputError, match=r"parallelism\.tensor_parallel_degree must be a positive integer"):
+        parse_torchtitan_toml('[parallelism]\ntensor_parallel_degree = "8"\n')
+    with pytest.raises(InputError, match=r"training\.global_batch_size 60 is not a multiple"):
+        parse_torchtitan_toml("[training]\nlocal_batch_size = 2\nglobal_batch_size = 60\n").to_layout(8)
+    with pytest.raises(InputError, match="invalid TOML"):
+        parse_torchtitan_toml("[training\nseq_len = 1\n")
+    with pytest.raises(InputError, match="zero 0 with cp > 1"):
+        torchtitan_toml_from_layout(Layout(dp=2, cp=2, zero=0, global_batch=8), SEQ)
+
+
+# --------------------------------------------------------------------------------------------
+# Round trips over legal layouts
+# --------------------------------------------------------------------------------------------
+
+MODELS = ("llama-3.1-8b", "mixtral-8x7b")
+
+
+@st.composite
+def legal_layouts(draw: st.DrawFn) -> tuple[ModelSpec, Layout]:
+    """A model and a layout planner accepts for it (legality.layout_problems is empty) at sequence SEQ."""
+    m = get_model(draw(st.sampled_from(MODELS)))
+    tp = draw(st.sampled_from([1, 2, 4, 8]))
+    pp = draw(st.sampled_from([1, 2, 4]))
+    dp = draw(st.sampled_from([1, 2, 4, 8]))
+    cp = draw(st.sampled_from([1, 2]))
+    mbs, gas = draw(st.sampled_from([1, 2, 4])), draw(st.sampled_from([1, 2, 4, 8]))
+    vpp = draw(st.sampled_from([1, 2, 4])) if pp > 1 and gas % pp == 0 else 1
+    ep = draw(st.sampled_from([e for e in (1, 2, 4, 8) if (dp * cp) % e == 0])) if m.moe else 1
+    layout = Layout(
+        tp=tp, pp=pp, vpp=vpp, dp=dp, cp=cp, ep=ep,
+        zero=draw(st.sampled_from([0, 1, 2] if pp > 1 else [0, 1, 2, 3])),
+        recompute=draw(st.sampled_from(["none", "selective", "full"])),
+        sequence_parallel=tp > 1 and draw(st.booleans()),
+        micro_batch=mbs, global_batch=mbs * gas * dp,
+        precision=draw(st.sampled_from(["bf16", "fp16", "fp8"])),
+        fp32_grad_accumulation=draw(st.booleans()),
+        optimizer=draw(st.sampled_from(["adam", "adamw", "sgd"])),
+        offload_optimizer=draw(st.booleans()),
+    )
+    assume(not layout_problems(m, layout, seq=SEQ))
+    return m, layout
+
+
+ROUND_TRIP = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+
+
+@ROUND_TRIP
+@given(legal_layouts(), st.booleans())
+def test_megatron_round_trip(case: tuple[ModelSpec, Layout], with_model: bool) -> None:
+    m, layout = case
+    text = megatron_args_from_layout(m if with_model else None, layout, SEQ)
+    cfg = parse_megatron_args(text, model=m if with_model else None)  # the vocabulary is the tokenizer's
+    # Megatron's "adam" is AdamW (decoupled weight decay); everything else reads back as written.
+    assert cfg.to_layout(layout.gpus) == layout.model_copy(
+        update={"optimizer": "adamw" if layout.optimizer == "adam" else layout.optimizer}
+    )
+    assert cfg.seq == SEQ and cfg.unknown == [] and cfg.unsupported == {}
+    assert cfg.implementation() == Implementation()
+    if with_model:
+        assert cfg.model is not None
+        assert _shape(cfg.model) == _shape(m)
+        assert cfg.model.vocab == padded_vocab(m.vocab, 128, layout.tp)
+    else:
+        assert cfg.model is None
+
+
+@ROUND_TRIP
+@given(legal_layouts())
+def test_deepspeed_round_trip(case: tuple[ModelSpec, Layout]) -> None:
+    _, layout = case
+    assume(layout.cp == 1 and layout.ep == 1 and layout.vpp == 1)  # no place for them in DeepSpeed's JSON
+    assume(not (layout.offload_optimizer and layout.zero == 0) and not (layout.pp > 1 and layout.zero >= 2))
+    config = deepspeed_config_from_layout(layout)
+    cfg = parse_deepspeed_config(json.loads(json.dumps(config)))
+    precision = "fp16" if layout.precision == "fp16" else "bf16"  # fp8 GEMMs run inside a bf16 config
+    expected = layout.model_copy(
+        update={
+            "precision": precision,
+            "recompute": "full" if layout.recompute == "full" else "none",  # selective is the model code's
+            "sequence_parallel": False,
+            "optimizer": "adamw",  # the client code's optimizer
+            # DeepSpeed accumulates in fp32 only for bf16 with ZeRO 0/1; otherwise in the model dtype
+            "fp32_grad_accumulation": layout.fp32_grad_accumulation and precision == "bf16" and layout.zero <= 1,
+        }
+    )
+    assert cfg.to_layout(layout.gpus, tp=layout.tp, pp=layout.pp) == expected
+    assert cfg.unknown == [] and cfg.unsupported == {}
+
+
+@ROUND_TRIP
+@given(legal_layouts())
+def test_torchtitan_round_trip(case: tuple[ModelSpec, Layout]) -> None:
+    m, layout = case
+    assume(layout.precision != "fp16" and layout.fp32_grad_accumulation and layout.optimizer != "sgd")
+    assume(layout.zero > 0 or (layout.cp == 1 and (layout.dp == 1 or layout.tp * layout.pp == 1)))
+    sharded = layout.zero > 0 and layout.dp * layout.cp > 1
+    assume(sharded or not layout.offload_optimizer)  # CPU offload is an FSDP option
+    text = torchtitan_toml_from_layout(layout, SEQ, m)
+    cfg = parse_torchtitan_toml(text, model=m)  # Mixtral is no torchtitan flavor: the model comes from the caller
+    expected = layout.model_copy(
+        update={
+            # FSDP2 is ZeRO-3; ZeRO-1/2 are written as FSDP without resharding (ZeRO-2's memory);
+            # a single data-parallel rank shards nothing
+            "zero": (3 if layout.zero == 3 else 2) if sharded else 0,
+            "sequence_parallel": layout.tp > 1,  # torchtitan's TP plan always shards the sequence
+        }
+    )
+    assert cfg.to_layout(layout.gpus) == expected
+    assert cfg.seq == SEQ and cfg.model == m
+    # op-level selective checkpointing and FSDP's CPU offload are listed, as for any file that uses them
+    assert set(cfg.unsupported) <= {"activation_checkpoint.selective_ac_option", "training.enable_cpu_offload"}
