@@ -150,13 +150,109 @@ class Price(Strict):
 
 
 class Efficiency(Strict):
-    """Achievable fractions of peak, per SKU; every default is named and sourced in the catalog."""
+    """Achievable fractions of peak, per SKU, and the overlap assumptions of the time model.
+
+    Every default is named and sourced: the first five come from measurements per SKU in
+    catalogs/gpus.yaml; the rest are properties of the software stack (NCCL, Megatron-LM, flash
+    attention) that hold for every SKU unless a catalog entry or a scenario overrides them.
+    """
 
     gemm: float = Field(0.70, gt=0, le=1, description="large bf16 GEMM TFLOP/s over dense peak")
     gemm_fp8: float | None = Field(None, gt=0, le=1, description="large fp8 GEMM over fp8 peak")
     hbm: float = Field(0.85, gt=0, le=1, description="achieved HBM copy bandwidth over spec")
     intra_node: float = Field(0.80, gt=0, le=1, description="NCCL bus bandwidth over NVLink unidir spec")
     inter_node: float = Field(0.80, gt=0, le=1, description="NCCL bus bandwidth over NIC line rate")
+    flash_attention: float = Field(
+        0.75,
+        gt=0,
+        le=1,
+        description=(
+            "fused (flash) attention rate over the large-GEMM rate, forward and backward together. "
+            "FlashAttention-2 reaches 50-73% of A100 peak forward (Dao 2023, arXiv 2307.08691) against "
+            "87% for a large GEMM; FlashAttention-3 reaches 75% of H100 peak forward (Shah et al. 2024, "
+            "arXiv 2407.08608) against 80%; backward kernels run slower than forward in both"
+        ),
+    )
+    gemm_unaligned: float = Field(
+        0.68,
+        gt=0,
+        le=1,
+        description=(
+            "GEMM rate when a dimension is not a multiple of 128 bytes (64 16-bit elements), relative to "
+            "an aligned one: tensor-core kernels are tiled for that alignment (NVIDIA, Matrix Multiplication "
+            "Background, DU-09799-001 §2.2). BigScience measured 94.4 against 120.1 TFLOP/s for hidden 14400 "
+            "against 13824 with the same A100 layout (TP8 PP10 DP4; bigscience tr11-176B-ml "
+            "chronicles-prequel.md, 'tile and wave quantization'), which this value reproduces"
+        ),
+    )
+    nic_aggregation: float = Field(
+        1.0,
+        ge=1,
+        description=(
+            "NICs one GPU's share of an inter-node ring collective can use when several ranks of the "
+            "group share a node (at most that number of ranks). NCCL's rings can aggregate every NIC of "
+            "the node in nccl-tests (NCCL issue #412: busbw grows with NICs up to the NVLink rate), but "
+            "training runs show about one NIC per GPU: DeepSpeed ZeRO-3 on DGX A100 (Narayanan et al. "
+            "2021, Table 2) spends a fixed ~67 s per 175B step on parameter and gradient traffic whatever "
+            "the GPU count, one 200 Gb/s NIC's worth per GPU; so the default assumes no aggregation"
+        ),
+    )
+    nccl_base_latency_us: float = Field(
+        8.4, ge=0, description="fixed latency of one ring collective (NCCL src/graph/tuning.cc, ring/Simple)"
+    )
+    nccl_hop_latency_nvlink_us: float = Field(
+        3.4, ge=0, description="latency per ring step over NVLink (NCCL tuning.cc hwLat, ring/Simple)"
+    )
+    nccl_hop_latency_net_us: float = Field(
+        9.6, ge=0, description="latency per ring step across the network (NCCL tuning.cc hwLat, ring/Simple)"
+    )
+    tp_overlap: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description=(
+            "fraction of a layer's GEMM time that can hide its tensor-parallel collectives. 0: Megatron-LM "
+            "issues them on the compute stream between dependent GEMMs; 1 with Transformer Engine's "
+            "userbuffers (--tp-comm-overlap), which pipelines them chunk by chunk with the GEMMs"
+        ),
+    )
+    dp_overlap: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description=(
+            "fraction of the last micro-batch's backward (gradient reduction) and the first one's forward "
+            "(ZeRO parameter all-gather) that hides data-parallel traffic: PyTorch DDP and Megatron-Core "
+            "reduce gradient buckets as backward produces them (Li et al. 2020, PyTorch Distributed)"
+        ),
+    )
+    dp_bucket_params: int = Field(
+        40_000_000,
+        gt=0,
+        description=(
+            "parameters per gradient bucket; the last bucket's reduction is always exposed "
+            "(Megatron-Core DistributedDataParallelConfig.bucket_size default)"
+        ),
+    )
+    zero3_overlap: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description=(
+            "fraction of compute that hides ZeRO-3 parameter gathers and gradient reduce-scatters: the next "
+            "layer's parameters are prefetched while this one computes (PyTorch FSDP, Zhao et al. 2023, "
+            "§3.3; DeepSpeed stage3_prefetch_bucket_size); the first layer's gather is always exposed"
+        ),
+    )
+    cp_overlap: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description=(
+            "fraction of attention compute that hides the context-parallel K/V ring exchange "
+            "(ring attention sends the next chunk while computing on the current one; Liu et al. 2023)"
+        ),
+    )
     source: str = "planner defaults (see docs in catalogs/gpus.yaml)"
 
 
@@ -253,3 +349,8 @@ class Overheads(Strict):
     fragmentation: float = Field(0.05, ge=0, lt=1, description="fraction of allocated bytes lost")
     # Megatron's DDP bucket / NCCL staging: a fixed communication buffer per GPU.
     comm_buffer_bytes: int = Field(int(0.5 * GIB), ge=0, description="NCCL and bucket staging buffers")
+    # ZeRO-3 gathers parameters just in time. DeepSpeed caps the gathered ones at stage3_max_live_parameters
+    # (default 1e9); FSDP holds the wrapped layer being computed and the prefetched next one.
+    zero3_live_params: int | None = Field(
+        1_000_000_000, gt=0, description="ZeRO-3 gathered-parameter cap; null = two whole layers (FSDP)"
+    )

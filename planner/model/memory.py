@@ -287,7 +287,10 @@ def training_memory_table(
     x = activation_shape(seq, arrays, impl)
     buffers = overheads.comm_buffer_bytes + np.where(pp > 1, 2 * 2 * x.s * x.b * m.hidden / x.r, 0)  # p2p send/recv
     d1, e1 = layer_params_on_rank(m, tp, ep, m.moe is not None)
-    buffers = buffers + np.where(zero == 3, 2 * (d1 + e1) * (2 + 2), 0)  # two gathered layers and their grads
+    live = 2 * (d1 + e1)  # the layer being computed and the prefetched next one
+    if overheads.zero3_live_params is not None:
+        live = np.minimum(live, overheads.zero3_live_params)
+    buffers = buffers + np.where(zero == 3, live * (2 + 2), 0)  # gathered 16-bit params and their grads
     best: dict[str, Any] | None = None
     for last in (False, True):
         dense, expert = stage_params(m, tp, pp, ep, last)
