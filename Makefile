@@ -1,0 +1,33 @@
+# `make solve` and `make test` each create .venv when missing, install planner into it, and run.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: solve test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.run-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@ $(VENV)/.run-installed
+
+solve: $(VENV)/.run-installed
+	$(BIN)/planner solve scenarios/gpt3_30days.yaml
+
+test: $(VENV)/.test-installed
+	$(BIN)/ruff check planner tests benchmarks
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.test-installed
+	$(BIN)/python benchmarks/accuracy.py
+	$(BIN)/python benchmarks/perf_speed.py
+	$(BIN)/python benchmarks/solver.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,333 @@
+"""Time-model accuracy against the published training runs, and whether each published layout fits.
+
+Reads published_runs.yaml from $PLANNER_REFERENCE or ../shared/reference (relative to the repository
+root). For every run with a usable measurement it builds the model (GPT-style or Llama-style, MoE where
+the entry gives its shape), the layout and the GPU, predicts the step with `training_time` (one
+parameter set for every run: the catalog's efficiencies and the Efficiency defaults, plus the overlap
+switches and fabric the source itself states), and compares throughput the way the source counts it:
+the step time where one is published, else TFLOP/s per GPU (hardware FLOPs, recompute included, where
+the source's formula counts them: Narayanan et al. Eq. 3 with k = 4 in the SC21 tables and BLOOM; model
+FLOPs otherwise), else tokens/s per GPU. It also checks `training_memory` against the GPU: every run
+here ran. Runs lacking what a prediction needs are listed with the reason.
+
+    .venv/bin/python benchmarks/accuracy.py
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from planner.catalog import get_gpu  # noqa: E402
+from planner.model.flops import step_flops  # noqa: E402
+from planner.model.memory import training_memory  # noqa: E402
+from planner.model.perf import training_time  # noqa: E402
+from planner.schema import GIB, Efficiency, GpuSku, Implementation, Layout, ModelSpec, MoESpec  # noqa: E402
+
+# Documented defaults for fields a source leaves out.
+DEFAULT_MICRO_BATCH = 1  # Megatron-LM's --micro-batch-size default
+
+
+@dataclass(frozen=True)
+class Software:
+    """What a source's framework and cluster ran, where it changes the time model (not fitted: read
+    from the source's era and its own description)."""
+
+    attention: str  # "eager" before fused flash kernels reached Megatron (Transformer Engine, 2023)
+    dropout: float  # Megatron-LM GPT default hidden/attention dropout 0.1; BLOOM trained without
+    network_gbps: float | None = None  # per-GPU scale-out rate where the source names a different fabric
+
+
+ERA_2021 = Software(attention="eager", dropout=0.1)  # Megatron-LM 2021-2022: fused softmax, no flash
+# Megatron-DeepSpeed 2022 without dropout, on Jean Zay: 4 × 100 Gb/s Omni-Path per 8-GPU node
+# (bigscience tr11-176B-ml README, "Hardware")
+BLOOM = Software(attention="eager", dropout=0.0, network_gbps=4 * 100 / 8)
+MODERN = Software(attention="flash", dropout=0.1)  # Megatron-Core with Transformer Engine
+MODERN_NO_DROPOUT = Software(attention="flash", dropout=0.0)  # Llama-style recipes train without dropout
+# Model families whose published configs are Llama-style: SwiGLU, RMSNorm, rotary, no biases, untied head.
+LLAMA_STYLE = ("llama", "mistral", "mixtral", "qwen", "deepseek", "gemma", "gpt-oss", "olmo", "yi-")
+
+
+def overlaps_of(other: str) -> dict[str, float]:
+    """Overlap switches a run's own text states (Efficiency fields; defaults otherwise)."""
+    flags: dict[str, float] = {}
+    if "--tp-comm-overlap" in other:
+        flags["tp_overlap"] = 1.0  # Transformer Engine pipelines TP collectives with the GEMMs
+    if "DDP impl = local" in other or "BF16_Optimizer" in other:
+        # Megatron's "local" DDP and DeepSpeed's pipeline engine reduce gradients after backward
+        flags["dp_overlap"] = 0.0
+    return flags
+
+
+def llama_style(run: dict[str, Any]) -> bool:
+    name = f"{run['model'].get('name') or ''} {run['id']}".lower()
+    return any(k in name for k in LLAMA_STYLE)
+
+
+def software_of(run: dict[str, Any]) -> Software:
+    title = (run.get("source") or {}).get("title", "")
+    if "BigScience" in title or "BLOOM" in title:
+        return BLOOM
+    if "Narayanan" in title or "Korthikanti" in title:
+        return ERA_2021
+    return MODERN_NO_DROPOUT if llama_style(run) else MODERN
+
+
+@dataclass
+class Case:
+    id: str
+    model: ModelSpec
+    layout: Layout
+    gpu: GpuSku
+    gpus_per_node: int
+    seq: int
+    impl: Implementation
+    efficiency: Efficiency
+    hardware_flops: bool  # the source's TFLOP/s count recompute
+    measured_tflops: float | None
+    measured_step: float | None
+    measured_tokens_per_gpu: float | None
+    notes: list[str]
+
+
+@dataclass
+class Result:
+    case: Case
+    predicted_tflops: float
+    predicted_step: float
+    error: float  # predicted / measured throughput − 1
+    memory_gib: float
+    capacity_gib: float
+    memory_breakdown: dict[str, int]
+
+    @property
+    def fits(self) -> bool:
+        return self.memory_gib <= self.capacity_gib
+
+
+def reference_dir() -> Path | None:
+    env = os.environ.get("PLANNER_REFERENCE")
+    path = Path(env) if env else ROOT.parent / "shared" / "reference"
+    return path if (path / "published_runs.yaml").is_file() else None
+
+
+def load_runs(ref: Path) -> list[dict[str, Any]]:
+    return yaml.safe_load((ref / "published_runs.yaml").read_text())["runs"]
+
+
+def gpu_of(text: str) -> GpuSku:
+    """Catalog SKU for a source's GPU description ('A100-SXM4-80GB (DGX A100, Selene)', 'H100')."""
+    t = text.upper()
+    if "A100" in t:
+        return get_gpu("a100-40gb" if re.search(r"\b40 ?GB", t) else "a100-80gb")
+    if "H100" in t:
+        return get_gpu("h100-pcie" if "PCIE" in t else "h100-nvl" if "NVL" in t else "h100-sxm")
+    if "H200" in t:
+        return get_gpu("h200")
+    return get_gpu(text.split()[0])
+
+
+def first(d: dict[str, Any], *keys: str) -> Any:
+    return next((d[k] for k in keys if d.get(k) is not None), None)
+
+
+def moe_of(md: dict[str, Any]) -> MoESpec | str | None:
+    moe = md.get("moe")
+    if not moe:
+        return None
+    experts = first(moe, "experts", "num_experts", "n_experts", "routed_experts")
+    top_k = first(moe, "top_k", "topk", "experts_per_token", "active_experts")
+    ffn = first(moe, "expert_ffn", "expert_ffn_hidden", "moe_ffn_hidden", "ffn_hidden")
+    if None in (experts, top_k, ffn):
+        return "MoE shape (experts, top-k, expert FFN) not stated"
+    return MoESpec(experts=experts, top_k=top_k, expert_ffn=ffn,
+                   shared_experts=first(moe, "shared_experts", "n_shared_experts") or 0,
+                   dense_layers=first(moe, "dense_layers", "first_k_dense", "first_k_dense_replace") or 0)
+
+
+def model_of(run: dict[str, Any]) -> ModelSpec | str:
+    """GPT-style runs: GeLU, LayerNorm, biases everywhere, learned positions, tied embeddings, FFN 4h.
+    Llama-family runs: SwiGLU, RMSNorm, rotary, no biases, untied head. Fields the entry states win."""
+    md = run["model"]
+    h = md["hidden"]
+    llama = llama_style(run)
+    ffn = md.get("ffn_hidden") or (None if llama else 4 * h)
+    moe = moe_of(md)
+    if isinstance(moe, str):
+        return moe
+    if ffn is None and moe is not None:
+        ffn = moe.expert_ffn
+    if ffn is None:
+        return "FFN width not stated"
+    style = (dict(mlp="swiglu", norm="rmsnorm", bias="none", position="rope", tied_embeddings=False) if llama
+             else dict(mlp="gelu", norm="layernorm", bias="all", position="learned", tied_embeddings=True))
+    style.update({k: md[k] for k in ("mlp", "norm", "bias", "position", "tied_embeddings") if md.get(k) is not None})
+    return ModelSpec(
+        name=md.get("name") or run["id"], layers=md["layers"], hidden=h, heads=md["heads"],
+        kv_heads=md.get("kv_heads"), head_dim=md.get("head_dim"), ffn_hidden=ffn, vocab=md["vocab"],
+        max_seq=md["seq_len"], moe=moe, **style,
+    )
+
+
+def build_case(run: dict[str, Any]) -> Case | str:
+    """A runnable case, or the reason the run cannot be evaluated."""
+    par, batch, meas, hw = run["parallelism"], run["batch"], run["measured"], run["hardware"]
+    model = model_of(run)
+    if isinstance(model, str):
+        return model
+    if par.get("tp") is None or par.get("pp") is None:
+        return "TP/PP not stated"
+    if batch.get("global_batch") is None:
+        return "global batch not stated"
+    accounting = run.get("flops_accounting") or ""
+    hardware_flops = bool(re.search(r"k ?= ?4|factor 4|4\*2 co-efficient", accounting))
+    notes: list[str] = []
+    count = hw["count"]
+    tokens_per_gpu = meas.get("tokens_per_s_per_gpu") or (meas["tokens_per_s"] / count if meas.get("tokens_per_s")
+                                                          else None)
+    if all(meas.get(k) is None for k in ("tflops_per_gpu", "mfu", "step_time_s")) and tokens_per_gpu is None:
+        return "no throughput or step time measured"
+    tp, pp = par["tp"], par["pp"]
+    cp = par.get("cp") or 1
+    other = par.get("other") or ""
+    dp = par.get("dp") or count // (tp * pp * cp)
+    if tp * pp * cp * dp != count:
+        return f"TP·PP·CP·DP = {tp * pp * cp * dp} ≠ {count} GPUs"
+    mbs = batch.get("micro_batch")
+    if mbs is None:
+        mbs = DEFAULT_MICRO_BATCH
+        notes.append(f"mbs={mbs} (Megatron default)")
+    recompute = par.get("recompute")
+    if recompute is None:
+        # Eq. 3 with k = 4 counts a recomputed forward: the source's FLOP formula presumes it
+        recompute = "full" if hardware_flops else "none"
+        notes.append(f"recompute={recompute} (not stated)")
+    zero = par.get("zero_stage")
+    if zero is None:
+        zero = 1 if "overlap-param-gather" in other else 0  # that flag needs the distributed optimizer
+        notes.append(f"zero={zero} (not stated)")
+    sp = par.get("sequence_parallel")
+    if sp is None:
+        sp = tp > 1 and "tp-comm-overlap" in other  # TP communication overlap requires SP
+        notes.append(f"sp={int(sp)} (not stated)")
+    stated = str(run.get("precision") or "").lower()
+    precision = "fp16" if stated.startswith("fp16") else "fp8" if stated.startswith("fp8") else "bf16"
+    layout = Layout(
+        tp=tp, pp=pp, vpp=par.get("vpp") or 1, dp=dp, cp=cp, ep=par.get("ep") or 1, zero=zero,
+        recompute=recompute, sequence_parallel=bool(sp), micro_batch=mbs, global_batch=batch["global_batch"],
+        precision=precision,
+        # Megatron keeps fp16 gradients with fp16 training; bf16 accumulates into fp32 main_grad
+        fp32_grad_accumulation=precision == "bf16",
+    )
+    if layout.global_batch % (dp * mbs):
+        return f"global batch {layout.global_batch} not divisible by dp·mbs = {dp * mbs}"
+    sw = software_of(run)
+    gpu = gpu_of(hw["gpu"])
+    if sw.network_gbps is not None:
+        gpu = gpu.model_copy(update={"network_gbps": sw.network_gbps})
+    tflops = meas.get("tflops_per_gpu")
+    if tflops is None and meas.get("mfu") is not None:
+        # NVIDIA's FP8 tables state MFU against the FP8 peak (published_runs.md §2)
+        tflops = meas["mfu"] * gpu.peak("fp8" if precision == "fp8" else "bf16")
+    return Case(
+        id=run["id"], model=model, layout=layout, gpu=gpu, gpus_per_node=hw.get("gpus_per_node") or 8,
+        seq=run["model"]["seq_len"], impl=Implementation(attention=sw.attention, dropout=sw.dropout),
+        efficiency=gpu.efficiency.model_copy(update=overlaps_of(other)),
+        hardware_flops=hardware_flops, measured_tflops=tflops, measured_step=meas.get("step_time_s"),
+        measured_tokens_per_gpu=tokens_per_gpu, notes=notes,
+    )
+
+
+def evaluate(case: Case) -> Result:
+    lay = case.layout
+    tokens = lay.global_batch * case.seq
+    est = training_time(case.model, lay, case.gpu, case.seq, tokens, impl=case.impl, efficiency=case.efficiency,
+                        gpus_per_node=case.gpus_per_node)
+    flops = step_flops(case.model, case.seq, tokens, lay.recompute)
+    work = flops.hardware if case.hardware_flops else flops.model
+    pred_tflops = work / (est.step_seconds * lay.gpus) / 1e12
+    # the step time is the direct measurement; TFLOP/s also carries the source's FLOP formula
+    if case.measured_step is not None:
+        error = case.measured_step / est.step_seconds - 1
+    elif case.measured_tflops is not None:
+        error = pred_tflops / case.measured_tflops - 1
+    else:
+        assert case.measured_tokens_per_gpu is not None
+        error = tokens / (est.step_seconds * lay.gpus) / case.measured_tokens_per_gpu - 1
+    mem = training_memory(case.model, lay, case.seq, case.impl)
+    return Result(
+        case=case, predicted_tflops=pred_tflops, predicted_step=est.step_seconds, error=error,
+        memory_gib=mem.total / GIB, capacity_gib=case.gpu.hbm_bytes / GIB, memory_breakdown=mem.as_dict(),
+    )
+
+
+def run_all(ref: Path) -> tuple[list[Result], list[tuple[str, str]]]:
+    results: list[Result] = []
+    skipped: list[tuple[str, str]] = []
+    for run in load_runs(ref):
+        case = build_case(run)
+        if isinstance(case, str):
+            skipped.append((run["id"], case))
+        else:
+            results.append(evaluate(case))
+    return results, skipped
+
+
+def layout_text(lay: Layout) -> str:
+    rc = {"none": "-", "selective": "sel", "full": "full"}[lay.recompute]
+    return (f"{lay.tp}/{lay.pp}/{lay.dp} v{lay.vpp} z{lay.zero}{' sp' if lay.sequence_parallel else ''} rc={rc} "
+            f"{lay.global_batch}/{lay.micro_batch}")
+
+
+def fmt(v: float | None, spec: str) -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def main() -> int:
+    ref = reference_dir()
+    if ref is None:
+        print("published_runs.yaml not found: set PLANNER_REFERENCE or place it in ../shared/reference")
+        return 1
+    results, skipped = run_all(ref)
+    print(f"reference: {os.path.relpath(ref / 'published_runs.yaml', ROOT)}")
+    print("TF: TFLOP/s per GPU as the source counts them (hw: recompute included, model: not); err: predicted /")
+    print("measured throughput − 1, on step time where the source gives one; mem: training_memory total / HBM GiB\n")
+    head = (f"{'run':50} {'gpu':10} {'TP/PP/DP vpp zero rc GBS/MBS':34} {'TF kind':7} {'meas TF':>8} "
+            f"{'pred TF':>8} {'meas s':>8} {'pred s':>8} {'err':>7}  {'mem GiB':>8} fits")
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        c = r.case
+        print(f"{c.id:50} {c.gpu.name:10} {layout_text(c.layout):34} {'hw' if c.hardware_flops else 'model':7} "
+              f"{fmt(c.measured_tflops, '8.1f')} {r.predicted_tflops:8.1f} {fmt(c.measured_step, '8.2f')} "
+              f"{r.predicted_step:8.2f} {r.error:+7.1%}  {r.memory_gib:5.1f}/{r.capacity_gib:<3.0f} "
+              f"{'yes' if r.fits else 'NO'}{'  ' + '; '.join(c.notes) if c.notes else ''}")
+    errs = [abs(r.error) for r in results]
+    worst = max(results, key=lambda r: abs(r.error))
+    print(f"\nusable runs: {len(results)}, skipped: {len(skipped)}")
+    print(f"median |error|: {statistics.median(errs):.1%}   worst |error|: {abs(worst.error):.1%} ({worst.case.id})")
+    misfits = [r for r in results if not r.fits]
+    print(f"published layouts predicted to fit: {len(results) - len(misfits)}/{len(results)}")
+    for r in misfits:
+        parts = ", ".join(f"{k} {v / GIB:.1f}" for k, v in r.memory_breakdown.items())
+        print(f"  does not fit: {r.case.id}: {parts} GiB")
+    if skipped:
+        print("\nskipped:")
+        for rid, why in skipped:
+            print(f"  {rid}: {why}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,152 @@
+"""Solver speed, measured in one run: `planner.search.solve` against exhaustive enumeration.
+
+For each scenario: the solve time (grid + vectorised models + CP-SAT, best of a few runs), the search
+space (legal SKU × layout pairs), and what `planner.search.exhaustive` — every tuple of the axis
+domains checked by `layout_problems`, every legal one evaluated by `planner.evaluate` — takes on the
+same space. Where that would exceed 10 minutes it is extrapolated from timed random samples:
+(tuples in the product) × (time to build and check one) + (legal layouts) × (time to evaluate one),
+and the table says so. A small scenario is enumerated for real to calibrate the extrapolation.
+
+Usage: python benchmarks/solver.py [--quick]
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from planner.catalog import load_gpus  # noqa: E402
+from planner.legality import layout_problems  # noqa: E402
+from planner.pricing import select_price  # noqa: E402
+from planner.scenario import Scenario, load_scenario  # noqa: E402
+from planner.search import solve  # noqa: E402
+from planner.search.candidates import job_candidates  # noqa: E402
+from planner.search.exhaustive import enumerate_plans, evaluate_on  # noqa: E402
+from planner.search.space import (  # noqa: E402
+    LAYOUT_FIELDS,
+    axis_domains,
+    gpu_count_allowed,
+    job_skus,
+    resolve_problem,
+)
+
+TEN_MINUTES = 600.0
+SAMPLE = 2000
+
+
+def every_sku_priced() -> dict[str, float]:
+    """A placeholder hourly rate for SKUs without an on-demand price, so that 'all SKUs' means all
+    catalog entries: prices change which plan wins, not the size of the search or its speed."""
+    return {g.name: 2.0 for g in load_gpus().values() if select_price(g, "on-demand") is None}
+
+
+def scaled(name: str, model: str, tokens: float, seq: int, batch: int, days: float) -> Scenario:
+    return Scenario.model_validate({
+        "name": name, "model": model, "job": {"tokens": tokens, "seq_len": seq, "global_batch": batch},
+        "hardware": {"skus": "all", "max_gpus": 32_768},
+        "pricing": {"kind": "on-demand", "usd_per_gpu_hour": every_sku_priced()},
+        "constraints": {"deadline_days": days}, "objective": "cost",
+    })
+
+
+def time_solve(sc: Scenario, repeats: int) -> tuple[float, Any]:
+    best, result = math.inf, None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        result = solve(sc, time_limit_s=600)
+        best = min(best, time.perf_counter() - t)
+    return best, result
+
+
+def product_size(sc: Scenario) -> int:
+    p = resolve_problem(sc)
+    total = 0
+    for job in p.jobs:
+        for sku in job_skus(p, job):
+            dom = axis_domains(job, sku.node)
+            total += math.prod(len(dom[f]) for f in LAYOUT_FIELDS)
+    return total
+
+
+def extrapolate(sc: Scenario, space: int, rng: random.Random) -> tuple[float, float, float]:
+    """(estimated seconds, s per checked tuple, s per evaluated layout) from random samples."""
+    p = resolve_problem(sc)
+    job = p.jobs[0]
+    skus = job_skus(p, job)
+    # checking: random tuples of the product (drawn first), built and checked as the enumerator does
+    doms = {s.name: axis_domains(job, s.node) for s in skus}
+    tuples = []
+    for _ in range(SAMPLE):
+        sku = rng.choice(skus)
+        tuples.append((sku, {f: rng.choice(doms[sku.name][f]) for f in LAYOUT_FIELDS}))
+    t = time.perf_counter()
+    for sku, fields in tuples:
+        layout = job.layout(**fields)
+        if gpu_count_allowed(layout.gpus, sku.node, p.cap(sku, job), job):
+            layout_problems(job.model, layout, node_size=sku.node, seq=job.seq)
+    per_check = (time.perf_counter() - t) / SAMPLE
+    # evaluating: random legal layouts (from the solver's grid: the same set the enumerator reaches)
+    grid = job_candidates(p, job).grid
+    rows = [rng.randrange(len(grid)) for _ in range(SAMPLE // 4)]
+    t = time.perf_counter()
+    for r in rows:
+        evaluate_on(p, job, rng.choice(skus), grid.layout(r))
+    per_eval = (time.perf_counter() - t) / len(rows)
+    return product_size(sc) * per_check + space * per_eval, per_check, per_eval
+
+
+def fmt_s(s: float) -> str:
+    if s >= 3600:
+        return f"{s / 3600:.1f} h"
+    if s >= 60:
+        return f"{s / 60:.1f} min"
+    return f"{s:.2f} s"
+
+
+def main() -> None:
+    quick = "--quick" in sys.argv
+    rng = random.Random(0)
+    gpt3 = load_scenario(ROOT / "scenarios/gpt3_30days.yaml")
+    priced = len(resolve_problem(gpt3).skus)
+    cases: list[tuple[str, Scenario, float | None]] = [
+        ("finetune_7b_8gpus.yaml (calibration)", load_scenario(ROOT / "scenarios/finetune_7b_8gpus.yaml"), None),
+        (f"gpt3_30days.yaml (skus: all, the {priced} with an on-demand price)", gpt3, 2.0),
+        ("Llama-3.1-405B dense, ≤32,768 GPUs, all SKUs",
+         scaled("405b", "llama-3.1-405b", 15e12, 8192, 2048, 120), 10.0),
+        ("DeepSeek-V3 MoE (EP, CP), ≤32,768 GPUs, all SKUs",
+         scaled("dsv3", "deepseek-v3", 14.8e12, 4096, 15360, 120), 10.0),
+    ]
+    print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}\n")
+    print("| scenario | status | solve | target | search space | candidates | exhaustive | how | speed-up |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, sc, target in cases:
+        solve_s, result = time_solve(sc, 1 if quick else 3)
+        space = result.search_space_size
+        est, per_check, per_eval = extrapolate(sc, space, rng)
+        if est <= TEN_MINUTES and not quick:
+            t = time.perf_counter()
+            ref = enumerate_plans(resolve_problem(sc))
+            exhaustive = time.perf_counter() - t
+            how = f"enumerated (extrapolation said {fmt_s(est)})"
+            assert ref.space_size == space, (ref.space_size, space)
+            assert ref.best is not None and ref.best[0] == result.solutions[0].cost_cents
+        else:
+            exhaustive = est
+            how = (f"extrapolated: {product_size(sc):,} tuples × {per_check * 1e6:.1f} µs + "
+                   f"{space:,} evaluations × {per_eval * 1e6:.0f} µs")
+        goal = "—" if target is None else f"< {target:g} s {'✓' if solve_s < target else '✗'}"
+        print(f"| {label} | {result.status} | {solve_s:.2f} s | {goal} | {space:,} | "
+              f"{result.candidates:,} | {fmt_s(exhaustive)} | {how} | {exhaustive / solve_s:,.0f}× |")
+
+
+if __name__ == "__main__":
+    main()

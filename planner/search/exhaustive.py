@@ -1,0 +1,131 @@
+"""Brute-force reference for small spaces: the solver's answer, found the slow and obvious way.
+
+Every tuple of the axis domains is built as a Layout, checked whole by `layout_problems`, and every
+legal one is evaluated by `planner.evaluate.evaluate` (the scalar model), independently of the grid,
+the vectorised tables, the per-(SKU, GPU count) pruning and CP-SAT. Jobs are combined by trying every
+combination. Only the axis domains, the GPU-count rule and the integer rounding are shared with the
+solver, because they define the space and the units rather than compute anything.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from planner.evaluate import Evaluation, evaluate
+from planner.legality import layout_problems
+from planner.schema import Layout
+from planner.search.candidates import budget_cents, deadline_seconds, integer_units
+from planner.search.space import (
+    LAYOUT_FIELDS,
+    JobSpec,
+    Problem,
+    SkuOption,
+    axis_domains,
+    gpu_count_allowed,
+    job_skus,
+)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One (SKU, layout) of one job that fits and meets that job's own deadline."""
+
+    sku: str
+    layout: Layout
+    gpus: int
+    memory: int
+    time_s: int
+    cost_cents: int
+
+
+@dataclass
+class Enumeration:
+    space_size: int  # legal (SKU, layout) pairs over all jobs, as solve counts them
+    options: list[list[Option]]  # per job
+    ranked: list[tuple[tuple[int, ...], tuple[Option, ...]]]  # (objective key, one option per job), best first
+
+    @property
+    def best(self) -> tuple[int, ...] | None:
+        return self.ranked[0][0] if self.ranked else None
+
+
+def legal_layouts(problem: Problem, job: JobSpec, sku: SkuOption) -> Iterator[Layout]:
+    """Every layout of the axis domains that `layout_problems` accepts on this SKU within its caps."""
+    dom = axis_domains(job, sku.node)
+    cap = problem.cap(sku, job)
+    for values in itertools.product(*(dom[f] for f in LAYOUT_FIELDS)):
+        layout = job.layout(**dict(zip(LAYOUT_FIELDS, values, strict=True)))
+        n = layout.gpus
+        if not gpu_count_allowed(n, sku.node, cap, job):
+            continue
+        if not layout_problems(job.model, layout, node_size=sku.node, seq=job.seq):
+            yield layout
+
+
+def evaluate_on(problem: Problem, job: JobSpec, sku: SkuOption, layout: Layout) -> Evaluation:
+    return evaluate(job.model, layout, sku.gpu, seq=job.seq, tokens=job.tokens, gpus_per_node=sku.node,
+                    implementation=problem.implementation, overheads=problem.overheads,
+                    efficiency=problem.efficiency, pricing=problem.pricing)
+
+
+def job_options(problem: Problem, job: JobSpec) -> tuple[int, list[Option]]:
+    """(legal pairs counted, options that fit and meet the job's deadline)."""
+    count, out = 0, []
+    limit = deadline_seconds(job.deadline_days)
+    for sku in job_skus(problem, job):
+        for layout in legal_layouts(problem, job, sku):
+            count += 1
+            ev = evaluate_on(problem, job, sku, layout)
+            if not ev.fits:
+                continue
+            _, time_s, cost = integer_units(ev.time.step_seconds, layout.gpus, sku.rate.usd_per_gpu_hour, job)
+            if limit is not None and int(time_s) > limit:
+                continue
+            out.append(Option(sku.name, layout, layout.gpus, ev.memory.total, int(time_s), int(cost)))
+    return count, out
+
+
+def _undominated(options: list[Option]) -> list[Option]:
+    """Per (SKU, GPUs), drop options no better in time or cost than another: any combination using one
+    can swap in the other without breaking a limit or worsening an objective. Keeps products small."""
+    keep: dict[tuple[str, int, int, int], Option] = {}
+    for o in options:
+        keep.setdefault((o.sku, o.gpus, o.time_s, o.cost_cents), o)
+    vals = list(keep.values())
+    return [o for o in vals if not any(
+        p.sku == o.sku and p.gpus == o.gpus and p.time_s <= o.time_s and p.cost_cents <= o.cost_cents
+        and (p.time_s, p.cost_cents) != (o.time_s, o.cost_cents) for p in vals)]
+
+
+def objective_key(objective: str, combo: tuple[Option, ...]) -> tuple[int, ...]:
+    cost = sum(o.cost_cents for o in combo)
+    makespan = max(o.time_s for o in combo)
+    return {"cost": (cost,), "time": (makespan, cost), "cost-then-time": (cost, makespan)}[objective]
+
+
+def enumerate_plans(problem: Problem) -> Enumeration:
+    """Every feasible combination of per-job options, ranked by the scenario's objective."""
+    size, options = 0, []
+    for job in problem.jobs:
+        n, opts = job_options(problem, job)
+        size += n
+        options.append(opts)
+    pools = [_undominated(o) for o in options] if len(options) > 1 else options
+    budget = budget_cents(problem.budget_usd)
+    ranked = []
+    for combo in itertools.product(*pools):
+        total = sum(o.gpus for o in combo)
+        if budget is not None and sum(o.cost_cents for o in combo) > budget:
+            continue
+        if problem.max_gpus is not None and total > problem.max_gpus:
+            continue
+        if problem.min_gpus is not None and total < problem.min_gpus:
+            continue
+        if any(s.inventory is not None and sum(o.gpus for o in combo if o.sku == s.name) > s.inventory
+               for s in problem.skus):
+            continue
+        ranked.append((objective_key(problem.scenario.objective, combo), combo))
+    ranked.sort(key=lambda kc: kc[0])
+    return Enumeration(size, options, ranked)

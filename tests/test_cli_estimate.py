@@ -1,0 +1,149 @@
+"""`planner estimate` end to end through the CLI: the seed numbers users know, JSON fields, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from planner.cli import app
+
+runner = CliRunner()
+GPT3_A100 = ["estimate", "--model", "gpt3-175b", "--gpu", "a100-40gb", "--gpus", "1024", "--recompute", "full",
+             "--tokens", "300e9"]
+
+
+def run_json(*args: str) -> dict:
+    result = runner.invoke(app, [*args, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_gpt3_at_45_percent_hfu_takes_about_34_days() -> None:
+    out = run_json(*GPT3_A100, "--hfu", "0.45")
+    # 8·N·T / (1024 × 312 TFLOP/s × 0.45) ≈ 34 days, the figure quoted for GPT-3 on A100s
+    assert out["time"]["days"] == pytest.approx(34.0, rel=0.05)
+    assert out["time"]["hfu"] == pytest.approx(0.45)
+    # HFU counts the recompute forward; MFU is about 3/4 of it with full recompute
+    assert out["time"]["mfu"] == pytest.approx(0.45 * 3 / 4, rel=0.02)
+    # 30 days instead: GPUs scale inversely with time → about 1,154 GPUs
+    assert 1024 * out["time"]["days"] / 30 == pytest.approx(1154, rel=0.05)
+
+
+def test_mfu_mode_counts_model_flops_only() -> None:
+    hfu = run_json(*GPT3_A100, "--hfu", "0.45")
+    mfu = run_json(*GPT3_A100, "--mfu", "0.45")
+    # the same utilisation against fewer FLOPs (no recompute) gives a shorter run, by about 6/8
+    assert mfu["time"]["days"] / hfu["time"]["days"] == pytest.approx(0.75, rel=0.02)
+
+
+def test_twenty_bytes_per_parameter_rule() -> None:
+    out = run_json("estimate", "--model", "gpt3-175b", "--gpu", "a100-80gb", "--gpus", "8", "--hfu", "0.45")
+    assert out["params"]["total"] == 174_604_259_328
+    assert out["rules_of_thumb"]["state_bytes_20_per_param"] / 1e12 == pytest.approx(3.5, rel=0.01)
+    assert out["rules_of_thumb"]["min_gpus_for_state"] == 44
+
+
+def test_json_has_the_promised_fields() -> None:
+    out = run_json("estimate", "--model", "llama-2-7b", "--gpu", "a100-80gb", "--gpus", "8", "--zero", "3",
+                   "--recompute", "full", "--micro-batch", "1", "--seq", "4096")
+    for key in ("weights", "gradients", "optimizer", "activations", "buffers", "reserve", "total"):
+        assert isinstance(out["memory"]["bytes"][key], int)
+    mem = out["memory"]
+    assert mem["bytes"]["total"] == sum(v for k, v in mem["bytes"].items() if k != "total")
+    assert mem["fits"] == (mem["bytes"]["total"] <= mem["capacity_bytes"])
+    assert out["params"]["total"] == 6_738_415_616
+    assert out["params"]["active"] == out["params"]["total"]
+    assert out["flops"]["hardware_per_step"] > out["flops"]["model_per_step"] > 0
+    for key in ("step_seconds", "mfu", "hfu", "tflops_per_gpu", "days", "gpu_hours", "breakdown"):
+        assert key in out["time"]
+    assert "usd" in out["cost"]
+    assert out["layout"]["dp"] == 8
+
+
+def test_zero3_shards_state_over_data_parallel_ranks() -> None:
+    z0 = run_json("estimate", "--model", "llama-2-7b", "--gpu", "h100-sxm", "--gpus", "8", "--zero", "0")
+    z3 = run_json("estimate", "--model", "llama-2-7b", "--gpu", "h100-sxm", "--gpus", "8", "--zero", "3")
+    n = z0["params"]["total"]
+    # Megatron bf16 with fp32 main grads: 2 + 4 + 12 B/param unsharded (formulas §4)
+    state0 = sum(z0["memory"]["bytes"][k] for k in ("weights", "gradients", "optimizer"))
+    assert state0 == pytest.approx(18 * n, rel=0.01)
+    state3 = sum(z3["memory"]["bytes"][k] for k in ("weights", "gradients", "optimizer"))
+    assert state3 == pytest.approx(18 * n / 8, rel=0.01)
+
+
+def test_inference_footprint() -> None:
+    out = run_json("estimate", "--model", "llama-3-70b", "--gpu", "h100-sxm", "--inference", "--batch", "16",
+                   "--context", "8192", "--tp", "8")
+    b = out["memory"]["bytes"]
+    # GQA: 80 layers × 2 (K,V) × 8 KV heads × 128 × 2 B per token, one KV head per TP rank
+    assert b["kv_cache"] == 80 * 2 * 1 * 128 * 2 * 16 * 8192
+    assert b["weights"] == math.ceil(70_553_706_496 * 2 / 8)
+    assert b["rule_of_thumb"] == math.ceil(1.2 * b["weights"])
+
+
+def test_table_output_names_units() -> None:
+    result = runner.invoke(app, ["estimate", "--model", "llama-2-7b", "--gpu", "a100-80gb", "--gpus", "8"])
+    assert result.exit_code == 0, result.output
+    assert "GiB = 2^30 bytes" in result.output
+
+
+def test_scenario_file_and_flag_override(tmp_path: Path) -> None:
+    sc = tmp_path / "s.yaml"
+    sc.write_text(
+        "model: llama-2-7b\njob: {tokens: 2e12, seq_len: 4096, global_batch: 1024}\n"
+        "layout: {tp: 2, zero: 1}\nestimate: {gpu: h100-sxm, gpus: 64}\n"
+    )
+    out = run_json("estimate", str(sc))
+    assert out["layout"]["tp"] == 2 and out["layout"]["dp"] == 32 and out["seq"] == 4096
+    out = run_json("estimate", str(sc), "--tp", "4")
+    assert out["layout"]["tp"] == 4 and out["layout"]["dp"] == 16
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--model", "llama-2-7c", "--gpu", "h100"], "did you mean"),
+        (["--model", "llama-2-7b", "--gpu", "h10"], "did you mean"),
+        (["--model", "llama-2-7b", "--gpu", "h100", "--tp", "3"], "tp"),
+        (["--model", "llama-2-7b", "--gpu", "h100", "--gpus", "16", "--tp", "16"], "spans nodes"),
+        (["--model", "llama-2-7b", "--gpu", "h100", "--gpus", "12", "--tp", "8"], "--gpus"),
+        (["--model", "llama-2-7b", "--gpu", "h100", "--gpus", "0"], "--gpus"),
+        (["--model", "llama-2-7b", "--gpu", "h100", "--gpus", "-4"], "--gpus"),
+        (["--model", "llama-2-7b", "--gpu", "h100", "--gpus", "8", "--global-batch", "12", "--micro-batch", "1"],
+         "global_batch"),
+        (["--model", "llama-2-7b", "--gpu", "h100", "--hfu", "0.4", "--mfu", "0.4"], "--mfu"),
+        (["--model", "llama-2-7b", "--gpu", "h100", "--ep", "2", "--gpus", "2"], "ep"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], needle: str) -> None:
+    result = runner.invoke(app, ["estimate", *args])
+    assert result.exit_code == 2, result.output
+    assert needle in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_scenario_names_file_and_key(tmp_path: Path) -> None:
+    sc = tmp_path / "bad.yaml"
+    sc.write_text("model: llama-2-7b\njob: {tokens: 1e12, seq_len: 4096, global_batch: 64, typo_key: 1}\n")
+    result = runner.invoke(app, ["estimate", str(sc)])
+    assert result.exit_code == 2
+    assert str(sc) in result.output and "job.typo_key" in result.output
+    sc.write_text("model: [unclosed\n")
+    result = runner.invoke(app, ["estimate", str(sc)])
+    assert result.exit_code == 2 and "not valid YAML" in result.output
+    result = runner.invoke(app, ["estimate", str(tmp_path / "missing.yaml")])
+    assert result.exit_code == 2 and "cannot read" in result.output
+
+
+def test_model_config_flag(tmp_path: Path) -> None:
+    cfg = Path(__file__).parent / "fixtures" / "hf_configs" / "llama-2-7b.json"
+    out = run_json("estimate", "--model-config", str(cfg), "--gpu", "a100-80gb", "--gpus", "8")
+    assert out["params"]["total"] == 6_738_415_616
+    bad = tmp_path / "config.json"
+    bad.write_text("{not json")
+    result = runner.invoke(app, ["estimate", "--model-config", str(bad), "--gpu", "a100-80gb"])
+    assert result.exit_code == 2 and "Traceback" not in result.output

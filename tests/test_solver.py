@@ -1,0 +1,285 @@
+"""The solver against brute force: CP-SAT's optimum equals the exhaustive enumerator's on random small
+scenarios, and every plan it returns passes the independent re-check (planner.evaluate). Then the
+features one by one: lexicographic objectives, top-k, Pareto fronts, explanations, time limits,
+determinism, several jobs on one inventory."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from planner.scenario import Scenario
+from planner.search import SolveResult, check_solution, solve
+from planner.search.exhaustive import enumerate_plans, objective_key
+from planner.search.space import resolve_problem
+
+PRICED = ["h100-sxm", "a100-80gb", "l40s", "b200"]  # on-demand prices in the catalog, different node economics
+
+
+def tiny_model(layers: int, heads: int, moe: bool, head_dim: int = 64) -> dict[str, Any]:
+    """Few layers and heads (a small space); head_dim 2048 makes a 3-5B model whose state and
+    activations no longer fit everywhere, so memory prunes too."""
+    hidden = head_dim * heads
+    spec: dict[str, Any] = {"name": f"tiny-{layers}x{heads}x{head_dim}", "layers": layers, "hidden": hidden,
+                            "heads": heads, "ffn_hidden": 4 * hidden, "vocab": 32_000, "max_seq": 4096}
+    if moe:
+        spec["moe"] = {"experts": 4, "top_k": 2, "expert_ffn": 2 * hidden}
+    return spec
+
+
+@st.composite
+def small_scenarios(draw: Any) -> dict[str, Any]:
+    """Spaces of a few hundred layouts: tiny models, small batches, one or two SKUs, a few GPUs."""
+    layers = draw(st.sampled_from([2, 4]))
+    heads = draw(st.sampled_from([2, 4]))
+    moe = draw(st.booleans())
+    head_dim = draw(st.sampled_from([64, 2048]))
+    seq = draw(st.sampled_from([1024, 2048]))
+    skus = draw(st.lists(st.sampled_from(PRICED), min_size=1, max_size=2, unique=True))
+    inventory = draw(st.sampled_from([4, 8, 16]))
+    per_sku = draw(st.booleans())
+    fixed = draw(st.fixed_dictionaries({}, optional={
+        "zero": st.sampled_from([0, 1, 3]),
+        "recompute": st.sampled_from(["none", "full"]),
+        "sequence_parallel": st.booleans(),
+        "vpp": st.just(1),
+    }))
+    tokens = draw(st.sampled_from([2e9, 2e10, 2e11, 2e12]))
+    sc: dict[str, Any] = {
+        "name": "main",
+        "model": tiny_model(layers, heads, moe, head_dim),
+        "job": {"tokens": tokens, "seq_len": seq, "global_batch": draw(st.sampled_from([2, 4, 8]))},
+        "hardware": {"skus": skus,
+                     "max_gpus": {s: inventory for s in skus} if per_sku else inventory},
+        "layout": fixed,
+        "objective": draw(st.sampled_from(["cost", "time", "cost-then-time"])),
+        "constraints": {},
+    }
+    if draw(st.booleans()):
+        sc["constraints"]["deadline_days"] = draw(st.sampled_from([0.02, 0.2, 2.0]))
+    if draw(st.booleans()):
+        sc["constraints"]["budget_usd"] = draw(st.sampled_from([10.0, 100.0, 1000.0]))
+    if draw(st.booleans()):
+        sc["constraints"]["max_gpus"] = draw(st.sampled_from([2, 8]))
+    mode = draw(st.sampled_from(["model", "mfu", "hfu"]))
+    if mode != "model":
+        sc["efficiency"] = {mode: 0.4}
+    if draw(st.integers(0, 4)) == 0:  # sometimes a second job on the same inventory and budget
+        sc["jobs"] = [{"name": "second", "model": tiny_model(2, 2, False),
+                       "job": {"tokens": tokens / 4, "seq_len": 1024, "global_batch": 4},
+                       "layout": {"zero": 1, "recompute": "none", "vpp": 1},
+                       "deadline_days": draw(st.sampled_from([None, 0.5]))}]
+    return sc
+
+
+def keys_of(result: SolveResult, objective: str) -> tuple[int, ...]:
+    best = result.solutions[0]
+    return {"cost": (best.cost_cents,), "time": (best.time_s, best.cost_cents),
+            "cost-then-time": (best.cost_cents, best.time_s)}[objective]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_scenarios())
+def test_cpsat_optimum_equals_exhaustive_optimum(data: dict[str, Any]) -> None:
+    sc = Scenario.model_validate(data)
+    result = solve(sc, top_k=2)
+    ref = enumerate_plans(resolve_problem(sc))
+    assert result.search_space_size == ref.space_size
+    if ref.best is None:
+        assert result.status == "infeasible"
+        assert result.reasons and not result.plans
+        return
+    assert result.status == "optimal"
+    assert keys_of(result, sc.objective) == ref.best
+    # the winner achieves the key it reports, re-derived from the exhaustive side's units
+    assert objective_key(sc.objective, ref.ranked[0][1]) == ref.best
+    problem = resolve_problem(sc)
+    for s in result.solutions + result.near_optimal:
+        assert check_solution(problem, s) == []
+        for p in s.plans:
+            assert p.evaluation.fits and not p.evaluation.problems
+
+
+# --------------------------------------------------------------------------------------------
+# features
+# --------------------------------------------------------------------------------------------
+
+
+def base(**over: Any) -> dict[str, Any]:
+    sc: dict[str, Any] = {
+        "name": "seven",
+        "model": "llama-2-7b",
+        "job": {"tokens": 2e9, "seq_len": 4096, "global_batch": 64},
+        "hardware": {"skus": ["h100-sxm", "a100-80gb", "l40s"], "max_gpus": 64},
+        "objective": "cost",
+    }
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(sc.get(k), dict):
+            sc[k] = {**sc[k], **v}
+        else:
+            sc[k] = v
+    return sc
+
+
+# fixes a few fields so that the exhaustive cross-checks below enumerate thousands, not 10^5, layouts
+SMALL = {"zero": 1, "vpp": 1, "sequence_parallel": False}
+
+
+def run(data: dict[str, Any], **kw: Any) -> SolveResult:
+    return solve(Scenario.model_validate(data), **kw)
+
+
+def test_lexicographic_cost_then_time_takes_the_fastest_of_the_cheapest() -> None:
+    # fixed MFU makes cost independent of the GPU count, so cost ties across many plans
+    data = base(efficiency={"mfu": 0.4}, objective="cost-then-time", hardware={"skus": ["h100-sxm"]}, layout=SMALL)
+    lex = run(data)
+    ref = enumerate_plans(resolve_problem(Scenario.model_validate(data)))
+    assert lex.status == "optimal"
+    assert keys_of(lex, "cost-then-time") == ref.best
+    cheapest = ref.best[0]
+    fastest_of_cheapest = min(max(o.time_s for o in combo) for key, combo in ref.ranked if key[0] == cheapest)
+    assert lex.solutions[0].time_s == fastest_of_cheapest
+    # cost alone reaches the same cost, but need not be that fast
+    plain = run(base(efficiency={"mfu": 0.4}, hardware={"skus": ["h100-sxm"]}, layout=SMALL))
+    assert plain.solutions[0].cost_cents == cheapest
+    assert plain.solutions[0].time_s >= lex.solutions[0].time_s
+
+
+def test_top_k_plans_are_distinct_and_ranked() -> None:
+    r = run(base(), top_k=6)
+    assert len(r.plans) == 6
+    keys = [(p.sku, p.gpus, p.evaluation.layout) for p in r.plans]
+    assert len(set(keys)) == 6
+    costs = [s.cost_cents for s in r.solutions]
+    assert costs == sorted(costs)
+    # the near-optimal set lies within its margin and starts with the optimum
+    assert r.near_optimal[0] == r.solutions[0]
+    assert all(s.cost_cents <= costs[0] * (1 + r.margin) for s in r.near_optimal)
+
+
+def test_pareto_front_is_non_dominated_and_spans_cheapest_to_fastest() -> None:
+    data = base(hardware={"skus": ["h100-sxm", "a100-80gb"], "max_gpus": 32}, layout=SMALL)
+    r = run(data, pareto=True)
+    front = r.pareto
+    assert len(front) >= 3
+    for a in front:
+        for b in front:
+            if a is not b:
+                assert not (a.cost_cents <= b.cost_cents and a.time_s <= b.time_s), "dominated point on the front"
+    assert [s.cost_cents for s in front] == sorted(s.cost_cents for s in front)
+    ref = enumerate_plans(resolve_problem(Scenario.model_validate(data)))
+    assert front[0].cost_cents == min(k[0] for k, _ in ref.ranked)
+    assert front[-1].time_s == min(c[0].time_s for _, c in ref.ranked)
+
+
+def test_infeasible_memory_explained_with_the_smallest_footprint() -> None:
+    r = run({"model": "gpt3-175b", "job": {"tokens": 300e9, "seq_len": 2048, "global_batch": 1536},
+             "hardware": {"skus": ["rtx-4090"], "max_gpus": 8}})
+    assert r.status == "infeasible" and not r.plans
+    text = " ".join(r.reasons)
+    assert "no legal layout fits in GPU memory" in text
+    assert "smallest per-GPU memory" in text and "GiB" in text and "rtx-4090" in text
+
+
+def test_infeasible_deadline_explained_with_numbers() -> None:
+    data = base(hardware={"skus": ["h100-sxm"], "max_gpus": 8}, job={"tokens": 200e9},
+                constraints={"deadline_days": 3})
+    r = run(data)
+    assert r.status == "infeasible"
+    text = "\n".join(r.reasons)
+    assert "fastest plan within the inventory takes" in text  # the fastest achievable days
+    assert "meeting its deadline needs at least" in text  # the GPUs the deadline needs vs the inventory
+    assert "h100-sxm inventory 8" in text
+    assert "with the deadline lifted, the cheapest plan" in text  # the cheapest plan without it
+    assert "these limits cannot all hold together" in text
+    assert r.to_dict()["reasons"] == r.reasons
+
+
+def test_infeasible_budget_names_the_cheapest_price() -> None:
+    r = run(base(constraints={"budget_usd": 1.0}))
+    assert r.status == "infeasible"
+    assert any("above the $1 budget" in x for x in r.reasons)
+
+
+def test_explain_reports_binding_constraints() -> None:
+    free = run(base(hardware={"skus": ["h100-sxm"]}))
+    fastest_free = free.solutions[0].time_s / 86_400
+    r = run(base(hardware={"skus": ["h100-sxm"]}, constraints={"deadline_days": fastest_free / 3}), explain=True)
+    assert r.status == "optimal"
+    assert any(b.startswith("the ") and "deadline of seven binds" in b for b in r.binding)
+
+
+def test_time_limit_returns_the_best_plan_so_far() -> None:
+    data = base(jobs=[{"name": "b", "model": "llama-2-7b", "job": {"tokens": 1e9, "seq_len": 4096,
+                                                                      "global_batch": 64}}],
+                hardware={"max_gpus": 16}, constraints={"budget_usd": 5000})
+    r = run(data, time_limit_s=0.5)
+    assert r.status in ("optimal", "feasible")
+    assert r.seconds < 5
+    if r.status == "feasible":
+        assert r.gap is not None and r.gap >= 0
+    tiny = run(data, time_limit_s=1e-6)  # runs out before CP-SAT starts: never an exception
+    assert tiny.status in ("optimal", "feasible", "unknown")
+    if tiny.status == "unknown":
+        assert "time limit" in tiny.reasons[0]
+    else:
+        assert check_solution(resolve_problem(Scenario.model_validate(data)), tiny.solutions[0]) == []
+
+
+def test_same_input_twice_gives_the_same_json() -> None:
+    data = base(jobs=[{"name": "b", "model": "llama-3.1-8b", "job": {"tokens": 1e9, "seq_len": 4096,
+                                                                        "global_batch": 32},
+                       "deadline_days": 2}])
+    a = json.loads(run(data, pareto=True).to_json(timing=False))
+    b = json.loads(run(data, pareto=True).to_json(timing=False))
+    assert a == b
+
+
+def test_jobs_share_the_inventory() -> None:
+    alone = run(base(hardware={"skus": ["h100-sxm"], "max_gpus": 64}, objective="time"))
+    need = alone.plans[0].gpus
+    assert need > 32
+    # two copies of the job on the same 64 GPUs: together they must fit, so each gets fewer
+    both = run(base(hardware={"skus": ["h100-sxm"], "max_gpus": 64}, objective="time",
+                    jobs=[{"name": "twin", "model": "llama-2-7b",
+                           "job": {"tokens": 2e9, "seq_len": 4096, "global_batch": 64}}]))
+    assert both.status == "optimal"
+    assert sum(p.gpus for p in both.plans) <= 64
+    assert both.solutions[0].time_s > alone.solutions[0].time_s
+    assert [p.job for p in both.plans] == ["seven", "twin"]
+
+
+def test_json_fields() -> None:
+    out = json.loads(run(base(constraints={"deadline_days": 10})).to_json())
+    assert out["status"] == "optimal"
+    assert out["solver"]["seconds"] >= 0 and out["solver"]["search_space_size"] > 0
+    plan = out["plans"][0]
+    for key in ("sku", "gpus", "nodes"):
+        assert key in plan
+    assert set(plan["layout"]) >= {"tp", "pp", "vpp", "dp", "cp", "ep", "zero", "recompute", "sequence_parallel",
+                                   "micro_batch"}
+    assert set(plan["memory"]["bytes"]) >= {"weights", "gradients", "optimizer", "activations", "buffers", "reserve",
+                                            "total"}
+    assert plan["memory"]["capacity_bytes"] >= plan["memory"]["bytes"]["total"]
+    assert set(plan["time"]) >= {"step_seconds", "mfu", "days", "gpu_hours"}
+    assert plan["cost"]["usd"] > 0 and plan["cost"]["usd_per_million_tokens"] > 0
+
+
+def test_fixed_layout_fields_are_respected() -> None:
+    r = run(base(layout={"sku": "a100-80gb", "tp": 2, "zero": 1, "recompute": "selective"}), top_k=3)
+    for p in r.plans:
+        lay = p.evaluation.layout
+        assert (p.sku, lay.tp, lay.zero, lay.recompute) == ("a100-80gb", 2, 1, "selective")
+
+
+@pytest.mark.parametrize("bad", [{"jobs": [{"name": "seven", "model": "llama-2-7b",
+                                            "job": {"tokens": 1e9, "seq_len": 4096, "global_batch": 64}}]}])
+def test_duplicate_job_names_are_input_errors(bad: dict[str, Any]) -> None:
+    from planner.errors import InputError
+
+    with pytest.raises(InputError, match="unique"):
+        run(base(**bad))
