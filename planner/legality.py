@@ -57,4 +57,6 @@ def layout_problems(
         out.append(f"gpus: tp·pp·dp·cp = {t}·{p}·{layout.dp}·{layout.cp} = {layout.gpus}, not {gpus}")
     if node_size is not None and t > node_size:
         out.append(f"tp: {t} spans nodes (at most {node_size} GPUs share NVLink)")
+    elif node_size is not None and node_size % t:
+        out.append(f"tp: {t} does not divide the node size ({node_size}), so some TP groups would straddle nodes")
     return out

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BeforeValidator, Field, PositiveInt, ValidationError, model_validator
+from pydantic import BeforeValidator, Field, PositiveInt, ValidationError, create_model, model_validator
+from pydantic.fields import FieldInfo
 
 from planner.errors import InputError, format_validation_error
 from planner.schema import (
+    Efficiency,
     Implementation,
     ModelSpec,
     Optimizer,
@@ -36,6 +38,16 @@ def _number(v: Any) -> Any:
         except ValueError:
             return v
     return v
+
+
+def _bounds(info: FieldInfo) -> dict[str, Any]:
+    """The numeric bounds (gt, ge, le) of a field, to carry them over to its optional override."""
+    out: dict[str, Any] = {}
+    for m in info.metadata:
+        for key in ("gt", "ge", "lt", "le"):
+            if getattr(m, key, None) is not None:
+                out[key] = getattr(m, key)
+    return out
 
 
 BigNumber = Annotated[float, BeforeValidator(_number), Field(gt=0)]
@@ -96,22 +108,30 @@ class FixedLayout(Strict):
     offload_optimizer: bool | None = None
 
 
-class EfficiencyOverride(Strict):
-    """Overrides of the catalog's per-SKU efficiency defaults, or a fixed utilisation that bypasses
-    the detailed time model (the blog-post back-of-envelope: `hfu: 0.45`)."""
+class _FixedUtilisation(Strict):
+    """A fixed utilisation that bypasses the detailed time model (the blog-post back-of-envelope)."""
 
     mfu: float | None = Field(None, gt=0, le=1, description="fixed model-FLOPs utilisation")
     hfu: float | None = Field(None, gt=0, le=1, description="fixed hardware-FLOPs utilisation")
-    gemm: float | None = Field(None, gt=0, le=1)
-    hbm: float | None = Field(None, gt=0, le=1)
-    intra_node: float | None = Field(None, gt=0, le=1)
-    inter_node: float | None = Field(None, gt=0, le=1)
 
     @model_validator(mode="after")
-    def _one_mode(self) -> EfficiencyOverride:
+    def _one_mode(self) -> _FixedUtilisation:
         if self.mfu is not None and self.hfu is not None:
             raise ValueError("give mfu or hfu, not both")
         return self
+
+
+# Every Efficiency field can be overridden per scenario: the same names, all optional, one source of truth.
+EfficiencyOverride = create_model(
+    "EfficiencyOverride",
+    __base__=_FixedUtilisation,
+    __doc__="Overrides of the catalog's per-SKU efficiency defaults (`gemm: 0.6`), or `mfu`/`hfu` fixed.",
+    **{
+        name: (info.annotation | None, Field(None, description=info.description, **_bounds(info)))
+        for name, info in Efficiency.model_fields.items()
+        if name != "source"
+    },
+)
 
 
 class EstimateTarget(Strict):
