@@ -9,6 +9,12 @@ from __future__ import annotations
 from planner.schema import Layout, ModelSpec
 
 
+def last_stage_layers(layers: int, pp: int) -> int:
+    """Layers on the last stage when they do not split evenly: every other stage takes ⌈L/p⌉ (Megatron-Core's
+    --decoder-last-pipeline-num-layers; Megatron-DeepSpeed's uniform partition)."""
+    return layers - (pp - 1) * -(-layers // pp)
+
+
 def layout_problems(
     m: ModelSpec,
     layout: Layout,
@@ -25,8 +31,10 @@ def layout_problems(
         out.append(f"tp: {t} and kv_heads ({m.n_kv_heads}) must divide one another")
     if m.ffn_hidden % t:
         out.append(f"tp: {t} does not divide ffn_hidden ({m.ffn_hidden})")
-    if m.layers % (p * v):
-        out.append(f"pp·vpp: {p}·{v} does not divide layers ({m.layers})")
+    if v > 1 and m.layers % (p * v):
+        out.append(f"pp·vpp: {p}·{v} does not divide layers ({m.layers}); interleaving needs equal chunks")
+    elif last_stage_layers(m.layers, p) < 1:
+        out.append(f"pp: {p} stages of ⌈{m.layers}/{p}⌉ layers leave the last stage empty")
     if v > 1 and p == 1:
         out.append("vpp: virtual stages need pp > 1")
     if v > 1 and layout.grad_accumulation % p:

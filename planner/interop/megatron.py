@@ -28,6 +28,7 @@ from typing import Literal
 from pydantic import ValidationError
 
 from planner.errors import InputError, format_validation_error
+from planner.legality import last_stage_layers
 from planner.schema import Implementation, Layout, ModelSpec, MoESpec, Optimizer, Precision, Recompute
 
 # --------------------------------------------------------------------------------------------
@@ -748,8 +749,14 @@ def parse_megatron_args(
     etp = args.int("--expert-tensor-parallel-size")
     if etp is not None and etp != tp:
         unsupported["--expert-tensor-parallel-size"] = f"expert TP {etp} ≠ TP {tp}; planner splits experts by TP"
+    last = args.int("--decoder-last-pipeline-num-layers")
+    layers = args.int("--num-layers")
+    if last is not None and (layers is None or last != last_stage_layers(layers, pp)):
+        unsupported["--decoder-last-pipeline-num-layers"] = (
+            "planner puts ⌈L/p⌉ layers on every stage but the last, which takes the rest"
+        )
     for flag in (
-        "--decoder-first-pipeline-num-layers", "--decoder-last-pipeline-num-layers", "--pipeline-model-parallel-layout",
+        "--decoder-first-pipeline-num-layers", "--pipeline-model-parallel-layout",
         "--account-for-embedding-in-pipeline-split", "--account-for-loss-in-pipeline-split",
     ):
         if flag in args:
@@ -862,6 +869,8 @@ def megatron_args_from_layout(
     if model is None:
         lines.append(f"--max-position-embeddings {seq}")
     lines += [f"--tensor-model-parallel-size {layout.tp}", f"--pipeline-model-parallel-size {layout.pp}"]
+    if model is not None and layout.pp > 1 and model.layers % layout.pp:
+        lines.append(f"--decoder-last-pipeline-num-layers {last_stage_layers(model.layers, layout.pp)}")
     if layout.vpp > 1:
         if model is not None:
             lines.append(f"--num-layers-per-virtual-pipeline-stage {model.layers // (layout.pp * layout.vpp)}")

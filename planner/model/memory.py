@@ -84,12 +84,13 @@ def layer_params_on_rank(m: ModelSpec, tp: int, ep: int, moe_layer: bool) -> tup
 
 
 def stage_layers(m: ModelSpec, pp: Any, last: bool) -> tuple[Any, Any]:
-    """(dense-MLP layers, MoE layers) on the first or the last pipeline stage (DeepSeek's dense
-    layers come first)."""
-    per_stage = m.layers // pp
+    """(dense-MLP layers, MoE layers) on the first or the last pipeline stage. Every stage but the last
+    holds ⌈L/p⌉ layers, the last the rest (uneven splits); DeepSeek's dense layers come first."""
+    per_stage = -(-m.layers // pp)
     first = (pp - 1) * per_stage if last else 0
-    dense = np.clip(np.minimum(m.dense_layers, first + per_stage) - first, 0, None)
-    return dense, per_stage - dense
+    count = m.layers - first if last else np.minimum(per_stage, m.layers)
+    dense = np.clip(np.minimum(m.dense_layers, first + count) - first, 0, None)
+    return dense, count - dense
 
 
 def stage_params(m: ModelSpec, tp: Any, pp: Any, ep: Any, last: bool) -> tuple[Any, Any]:
