@@ -10,8 +10,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from planner.errors import InputError
+from pydantic import ValidationError
+
+from planner.errors import InputError, format_validation_error
 from planner.evaluate import Evaluation, evaluate
+from planner.legality import layout_problems
 from planner.model.memory import InferenceMemory, inference_memory
 from planner.model.params import count_params
 from planner.scenario import EfficiencyOverride, Pricing, Scenario, resolve_model
@@ -20,6 +23,8 @@ from planner.schema import GpuSku, Implementation, Layout, ModelSpec, Overheads
 # The back-of-envelope rule users quote for mixed-precision Adam training state (2 + 2 + 4 + 4 + 4 +
 # 4 B: fp16 weights and grads, fp32 master, two moments and a grad copy), shown beside the exact model.
 RULE_OF_THUMB_STATE_BYTES = 20
+# Without --tokens: the compute-optimal budget of Hoffmann et al. 2022 (Chinchilla), ~20 tokens per parameter.
+CHINCHILLA_TOKENS_PER_PARAM = 20.0
 
 
 @dataclass
@@ -89,20 +94,14 @@ def resolve_request(req: EstimateRequest) -> EstimateInputs:
             fixed["dp"] = gpus // (tp * pp * cp)
     mbs = fixed.get("micro_batch", 1)
     global_batch = _pick(req.global_batch, sc.job.global_batch if sc else None, fixed["dp"] * mbs)
-    precision = _pick(req.precision, sc.job.precision if sc else None, "bf16")
+    recipe: dict[str, Any] = {"precision": _pick(req.precision, sc.job.precision if sc else None, "bf16")}
+    if sc:
+        recipe |= {"optimizer": sc.job.optimizer, "fp32_grad_accumulation": sc.job.fp32_grad_accumulation}
     try:
-        layout = Layout(global_batch=global_batch, precision=precision, **fixed,
-                        **({"optimizer": sc.job.optimizer, "fp32_grad_accumulation": sc.job.fp32_grad_accumulation}
-                           if sc else {}))
-    except ValueError as e:  # pydantic's ValidationError is a ValueError
-        from pydantic import ValidationError
-
-        if isinstance(e, ValidationError):
-            from planner.errors import format_validation_error
-
-            raise InputError(format_validation_error(e, "layout")) from None
-        raise
-    problems = _layout_errors(model, layout, gpus, node, seq)
+        layout = Layout(global_batch=global_batch, **recipe, **fixed)
+    except ValidationError as e:
+        raise InputError(format_validation_error(e, "layout")) from None
+    problems = layout_problems(model, layout, gpus=gpus, node_size=node, seq=seq)
     if problems:
         raise InputError("illegal layout: " + "; ".join(problems))
     impl = sc.implementation if sc else Implementation()
@@ -111,18 +110,12 @@ def resolve_request(req: EstimateRequest) -> EstimateInputs:
     eff = sc.efficiency if sc else EfficiencyOverride()
     if req.mfu is not None or req.hfu is not None:
         eff = eff.model_copy(update={"mfu": req.mfu, "hfu": req.hfu})
-    tokens = _pick(req.tokens, sc.job.tokens if sc else None, 20.0 * count_params(model).total)
+    tokens = _pick(req.tokens, sc.job.tokens if sc else None, CHINCHILLA_TOKENS_PER_PARAM * count_params(model).total)
     return EstimateInputs(
         model=model, gpu=gpu, layout=layout, gpus_per_node=node, seq=seq, tokens=float(tokens),
         implementation=impl, overheads=sc.overheads if sc else Overheads(), efficiency=eff,
         pricing=sc.pricing if sc else Pricing(),
     )
-
-
-def _layout_errors(model: ModelSpec, layout: Layout, gpus: int | None, node: int, seq: int) -> list[str]:
-    from planner.legality import layout_problems
-
-    return layout_problems(model, layout, gpus=gpus, node_size=node, seq=seq)
 
 
 def run_estimate(req: EstimateRequest) -> Evaluation:
@@ -209,7 +202,7 @@ def time_dict(ev: Evaluation) -> dict[str, Any]:
         "gpu_hours": t.gpu_hours,
         "energy_mwh": t.energy_kwh / 1000.0,
         "tokens": ev.tokens,
-        "mode": "fixed utilisation" if len(t.breakdown) == 1 else "model",
+        "mode": t.mode,
     }
 
 

@@ -75,19 +75,22 @@ class TimeEstimate:
     days: float = 0.0
     gpu_hours: float = 0.0
     energy_kwh: float = 0.0  # GPUs at TDP for the whole run: an upper bound
+    mode: str = "model"  # "model" (the detailed time model), "fixed mfu" or "fixed hfu"
 
 
-def compute_dtype(layout: Layout) -> str:
-    return "fp8" if layout.precision == "fp8" else "bf16" if layout.precision == "bf16" else "fp16"
+def utilisation_peak(gpu: GpuSku, layout: Layout) -> float:
+    """The denominator of MFU and HFU in FLOP/s: the dense 16-bit peak, also for fp8 runs, as the published
+    bf16 MFU figures count it."""
+    return gpu.peak("fp16" if layout.precision == "fp16" else "bf16") * 1e12
 
 
 def summarise(
     m: ModelSpec, layout: Layout, gpu: GpuSku, seq: int, tokens: float, step_seconds: float, flops: StepFlops,
-    breakdown: dict[str, float],
+    breakdown: dict[str, float], mode: str = "model",
 ) -> TimeEstimate:
     """Turn one step's time into throughput, utilisation, days, GPU-hours and energy."""
     n = layout.gpus
-    peak = gpu.peak("bf16" if layout.precision != "fp16" else "fp16") * 1e12  # MFU against the 16-bit peak
+    peak = utilisation_peak(gpu, layout)
     steps = tokens / flops.tokens
     seconds = steps * step_seconds
     mfu = flops.model / (step_seconds * n * peak)
@@ -103,6 +106,7 @@ def summarise(
         days=seconds / SECONDS_PER_DAY,
         gpu_hours=gpu_hours,
         energy_kwh=gpu_hours * gpu.tdp_w / 1000.0,
+        mode=mode,
     )
 
 
@@ -115,10 +119,10 @@ def fixed_utilisation_time(
     if (mfu is None) == (hfu is None):
         raise ValueError("give exactly one of mfu or hfu")
     flops = step_flops(m, seq, layout.global_batch * seq, layout.recompute)
-    peak = gpu.peak("bf16" if layout.precision != "fp16" else "fp16") * 1e12
     work, util = (flops.model, mfu) if mfu is not None else (flops.hardware, hfu)
-    step = work / (layout.gpus * peak * util)
-    return summarise(m, layout, gpu, seq, tokens, step, flops, {"compute": step})
+    step = work / (layout.gpus * utilisation_peak(gpu, layout) * util)
+    mode = "fixed mfu" if mfu is not None else "fixed hfu"
+    return summarise(m, layout, gpu, seq, tokens, step, flops, {"compute": step}, mode)
 
 
 # --------------------------------------------------------------------------------------------
