@@ -1,7 +1,8 @@
 """`planner solve SCENARIO.yaml`: the cheapest (or fastest) plan, its runner-ups, and why.
 
 Exit status: 0 a plan was found, 1 no plan satisfies the scenario (the explanation is printed),
-2 the input is wrong (one line on stderr). ortools, numpy and pandas load inside the command, so
+2 the input is wrong (one line on stderr). `--emit megatron|deepspeed|torchtitan` prints only the best
+plan in that framework's own form, ready to paste. ortools, numpy and pandas load inside the command, so
 `planner --help` stays fast.
 """
 
@@ -31,19 +32,30 @@ def solve_command(
     = 60.0,
     margin: Annotated[float, typer.Option("--margin", min=0.0, help="near-optimal band over the optimum")] = 0.03,
     workers: Annotated[int, typer.Option("--workers", min=1, help="CP-SAT workers (1 = deterministic)")] = 1,
+    emit_as: Annotated[str | None, typer.Option(
+        "--emit", help="print only the best plan as megatron, deepspeed or torchtitan input")] = None,
 ) -> None:
     """Search every GPU, GPU count and parallel layout the scenario allows; print the optimum."""
     from planner.errors import InfeasibleError, InputError
+    from planner.interop.frameworks import FRAMEWORKS
 
     try:
         if format not in FORMATS:
             raise InputError(f"--format: {format!r} is not one of {', '.join(FORMATS)}")
+        if emit_as is not None and emit_as not in FRAMEWORKS:
+            raise InputError(f"--emit: {emit_as!r} is not one of {', '.join(FRAMEWORKS)}")
         result = run(scenario, top_k=top_k, pareto=pareto, explain=explain, time_limit=time_limit, margin=margin,
                      workers=workers)
+        text = framework_text(result, emit_as, scenario) if emit_as and result.plans else None
     except InputError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(InputError.exit_code) from None
-    emit(result, format)
+    if text is not None:
+        typer.echo(text, nl=False)
+    elif emit_as is not None:  # no plan: the reasons, not a config, and on stderr
+        typer.echo("; ".join(result.reasons) or result.status, err=True)
+    else:
+        emit(result, format)
     if not result.plans:
         raise typer.Exit(InfeasibleError.exit_code)
 
@@ -66,6 +78,24 @@ def run(scenario: Path, *, top_k: int | None, pareto: bool, explain: bool, time_
 # --------------------------------------------------------------------------------------------
 # output
 # --------------------------------------------------------------------------------------------
+
+
+def framework_text(result: SolveResult, fmt: str, scenario: Path) -> str:
+    """The best plan as paste-ready framework input; several jobs give one block each, named."""
+    import json
+
+    from planner.interop.frameworks import export
+    from planner.scenario import load_scenario
+
+    impl = load_scenario(scenario).implementation
+    plans = result.plans if len(result.jobs) > 1 else result.plans[:1]
+    texts = {p.job: export(fmt, p.evaluation.layout, model=p.evaluation.model, seq=p.evaluation.seq,
+                           implementation=impl) for p in plans}
+    if len(texts) == 1:
+        return next(iter(texts.values()))
+    if fmt == "deepspeed":  # JSON has no comments: one object keyed by job
+        return json.dumps({job: json.loads(t) for job, t in texts.items()}, indent=2) + "\n"
+    return "".join(f"# job {job}\n{t}\n" for job, t in texts.items())
 
 
 def emit(result: SolveResult, fmt: str) -> None:
@@ -119,7 +149,8 @@ def layout_text(ev: Any) -> str:
     lay = ev.layout
     return (f"TP{lay.tp} PP{lay.pp}" + (f" VPP{lay.vpp}" if lay.vpp > 1 else "") + f" DP{lay.dp}"
             + (f" CP{lay.cp}" if lay.cp > 1 else "") + (f" EP{lay.ep}" if lay.ep > 1 else "")
-            + f" ZeRO-{lay.zero} {lay.recompute}" + (" SP" if lay.sequence_parallel else "") + f" mbs{lay.micro_batch}")
+            + f" ZeRO-{lay.zero} rc={lay.recompute}" + (" SP" if lay.sequence_parallel else "")
+            + f" mbs{lay.micro_batch}")
 
 
 def print_result(con: Console, result: SolveResult) -> None:

@@ -1,0 +1,73 @@
+"""One interface over the three framework formats: write a layout, read it back, and diff two of them.
+
+`export` gives the paste-ready text (Megatron-LM arguments, DeepSpeed JSON, torchtitan TOML),
+`round_trip` what the framework would run from that text (the layout the format can express), and
+`changes` the keys that differ between two texts of one format, so a plan is handed back as the flags
+to change.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from typing import Any, Literal
+
+from planner.errors import InputError
+from planner.interop.deepspeed import deepspeed_config_from_layout, parse_deepspeed_config
+from planner.interop.megatron import megatron_args_from_layout, parse_megatron_args
+from planner.interop.torchtitan import parse_torchtitan_toml, torchtitan_toml_from_layout
+from planner.report import flatten
+from planner.schema import Implementation, Layout, ModelSpec
+
+Framework = Literal["megatron", "deepspeed", "torchtitan"]
+FRAMEWORKS: tuple[Framework, ...] = ("megatron", "deepspeed", "torchtitan")
+
+
+def export(fmt: str, layout: Layout, *, model: ModelSpec | None, seq: int,
+           implementation: Implementation | None = None) -> str:
+    """The layout in the framework's own form; InputError for what that framework cannot run."""
+    if fmt == "megatron":
+        try:
+            return megatron_args_from_layout(model, layout, seq, implementation)
+        except InputError as e:
+            if model is None:
+                raise
+            # a model feature without a Megatron flag: the parallel layout is still worth handing over
+            return f"# model flags left out: {e}\n" + megatron_args_from_layout(None, layout, seq, implementation)
+    if fmt == "deepspeed":
+        return json.dumps(deepspeed_config_from_layout(layout), indent=2) + "\n"
+    if fmt == "torchtitan":
+        return torchtitan_toml_from_layout(layout, seq, model)
+    raise InputError(f"--emit: {fmt!r} is not one of {', '.join(FRAMEWORKS)}")
+
+
+def round_trip(fmt: str, layout: Layout, *, model: ModelSpec | None, seq: int,
+               implementation: Implementation | None = None) -> Layout:
+    """The layout the framework runs when given `export(layout)`: what its format can express of it."""
+    text = export(fmt, layout, model=model, seq=seq, implementation=implementation)
+    if fmt == "megatron":
+        return parse_megatron_args(text, model=model).to_layout(layout.gpus)
+    if fmt == "deepspeed":
+        # TP and PP live in the model code and launcher, not in the JSON
+        return parse_deepspeed_config(json.loads(text)).to_layout(layout.gpus, tp=layout.tp, pp=layout.pp)
+    return parse_torchtitan_toml(text, model=model).to_layout(layout.gpus)
+
+
+def settings(fmt: str, text: str) -> dict[str, str]:
+    """Flat key → value of an exported text: flags (a switch's value is ''), dotted JSON or TOML keys."""
+    if fmt == "megatron":
+        out: dict[str, str] = {}
+        for line in text.splitlines():
+            words = line.removesuffix("\\").strip().split(maxsplit=1)
+            if words and words[0].startswith("--"):
+                out[words[0]] = words[1] if len(words) > 1 else ""
+        return out
+    data = json.loads(text) if fmt == "deepspeed" else tomllib.loads(text)
+    return {k: json.dumps(v) for k, v in flatten(data)}
+
+
+def changes(fmt: str, before: str, after: str) -> list[dict[str, Any]]:
+    """The keys whose values differ, as {key, from, to}; None where a side does not have the key."""
+    a, b = settings(fmt, before), settings(fmt, after)
+    keys = list(dict.fromkeys([*b, *a]))
+    return [{"key": k, "from": a.get(k), "to": b.get(k)} for k in keys if a.get(k) != b.get(k)]

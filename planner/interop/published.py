@@ -1,0 +1,288 @@
+"""Published training runs (published_runs.yaml) as planner inputs: model, layout, GPU and what was measured.
+
+Each entry states its model shape, parallel sizes, batch, GPU and a measured throughput; what it leaves
+out takes a documented default (Megatron-LM's micro-batch 1, the recompute its FLOP formula presumes).
+The software a source ran changes the time model only through what its own text states: the attention
+kernels of its era, dropout, overlap switches and, for BLOOM, its fabric. `compare` puts a prediction
+next to the measurement the way the source counts it: the step time where one is published, else
+TFLOP/s per GPU (hardware FLOPs, recompute included, where the source's formula counts them: Narayanan
+et al. Eq. 3 with k = 4 in the SC21 tables and BLOOM; model FLOPs otherwise), else tokens/s per GPU.
+benchmarks/accuracy.py and `planner review --published RUN_ID` both read the runs through this module.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from planner.catalog import get_gpu
+from planner.model.flops import step_flops
+from planner.schema import Efficiency, GpuSku, Implementation, Layout, ModelSpec, MoESpec
+
+# Documented defaults for fields a source leaves out.
+DEFAULT_MICRO_BATCH = 1  # Megatron-LM's --micro-batch-size default
+
+
+@dataclass(frozen=True)
+class Software:
+    """What a source's framework and cluster ran, where it changes the time model (not fitted: read
+    from the source's era and its own description)."""
+
+    attention: str  # "eager" before fused flash kernels reached Megatron (Transformer Engine, 2023)
+    dropout: float  # Megatron-LM GPT default hidden/attention dropout 0.1; BLOOM trained without
+    network_gbps: float | None = None  # per-GPU scale-out rate where the source names a different fabric
+
+
+ERA_2021 = Software(attention="eager", dropout=0.1)  # Megatron-LM 2021-2022: fused softmax, no flash
+# Megatron-DeepSpeed 2022 without dropout, on Jean Zay: 4 × 100 Gb/s Omni-Path per 8-GPU node
+# (bigscience tr11-176B-ml README, "Hardware")
+BLOOM = Software(attention="eager", dropout=0.0, network_gbps=4 * 100 / 8)
+MODERN = Software(attention="flash", dropout=0.1)  # Megatron-Core with Transformer Engine
+MODERN_NO_DROPOUT = Software(attention="flash", dropout=0.0)  # Llama-style recipes train without dropout
+# Model families whose published configs are Llama-style: SwiGLU, RMSNorm, rotary, no biases, untied head.
+LLAMA_STYLE = ("llama", "mistral", "mixtral", "qwen", "deepseek", "gemma", "gpt-oss", "olmo", "yi-")
+
+
+def overlaps_of(other: str) -> dict[str, float]:
+    """Overlap switches a run's own text states (Efficiency fields; defaults otherwise)."""
+    flags: dict[str, float] = {}
+    if "--tp-comm-overlap" in other:
+        flags["tp_overlap"] = 1.0  # Transformer Engine pipelines TP collectives with the GEMMs
+    if "DDP impl = local" in other or "BF16_Optimizer" in other:
+        # Megatron's "local" DDP and DeepSpeed's pipeline engine reduce gradients after backward
+        flags["dp_overlap"] = 0.0
+    return flags
+
+
+def llama_style(run: dict[str, Any]) -> bool:
+    name = f"{run['model'].get('name') or ''} {run['id']}".lower()
+    return any(k in name for k in LLAMA_STYLE)
+
+
+def software_of(run: dict[str, Any]) -> Software:
+    title = (run.get("source") or {}).get("title", "")
+    if "BigScience" in title or "BLOOM" in title:
+        return BLOOM
+    if "Narayanan" in title or "Korthikanti" in title:
+        return ERA_2021
+    return MODERN_NO_DROPOUT if llama_style(run) else MODERN
+
+
+@dataclass
+class Case:
+    """One published run ready to evaluate: `gpu` carries the source's fabric, `efficiency` its overlaps."""
+
+    id: str
+    model: ModelSpec
+    layout: Layout
+    gpu: GpuSku
+    gpus_per_node: int
+    seq: int
+    impl: Implementation
+    efficiency: Efficiency
+    hardware_flops: bool  # the source's TFLOP/s count recompute
+    measured_tflops: float | None
+    measured_step: float | None
+    measured_tokens_per_gpu: float | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def sku(self) -> GpuSku:
+        """The GPU with the run's own efficiencies, for `planner.evaluate.evaluate`."""
+        return self.gpu.model_copy(update={"efficiency": self.efficiency})
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A predicted throughput next to the measured one, in the quantity the source published."""
+
+    quantity: str
+    measured: float
+    predicted: float
+    error: float  # predicted / measured throughput − 1 (on step time: measured / predicted − 1)
+    predicted_tflops: float  # TFLOP/s per GPU counted as the source counts them
+
+
+def compare(case: Case, step_seconds: float) -> Comparison:
+    lay = case.layout
+    tokens = lay.global_batch * case.seq
+    flops = step_flops(case.model, case.seq, tokens, lay.recompute)
+    work = flops.hardware if case.hardware_flops else flops.model
+    tflops = work / (step_seconds * lay.gpus) / 1e12
+    # the step time is the direct measurement; TFLOP/s also carries the source's FLOP formula
+    if case.measured_step is not None:
+        return Comparison("step seconds", case.measured_step, step_seconds, case.measured_step / step_seconds - 1,
+                          tflops)
+    if case.measured_tflops is not None:
+        kind = "hardware" if case.hardware_flops else "model"
+        return Comparison(f"{kind} TFLOP/s per GPU", case.measured_tflops, tflops,
+                          tflops / case.measured_tflops - 1, tflops)
+    assert case.measured_tokens_per_gpu is not None
+    per_gpu = tokens / (step_seconds * lay.gpus)
+    return Comparison("tokens/s per GPU", case.measured_tokens_per_gpu, per_gpu,
+                      per_gpu / case.measured_tokens_per_gpu - 1, tflops)
+
+
+def reference_dir() -> Path | None:
+    """$PLANNER_REFERENCE, else ../shared/reference beside the repository; None when the file is absent."""
+    env = os.environ.get("PLANNER_REFERENCE")
+    path = Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "reference"
+    return path if (path / "published_runs.yaml").is_file() else None
+
+
+def load_runs(ref: Path) -> list[dict[str, Any]]:
+    return yaml.safe_load((ref / "published_runs.yaml").read_text())["runs"]
+
+
+@functools.lru_cache(maxsize=4)
+def _runs_by_id(path: Path, mtime_ns: int) -> dict[str, dict[str, Any]]:
+    """The runs of one file version by id (parsing the YAML takes longer than reviewing a run)."""
+    return {r["id"]: r for r in load_runs(path.parent)}
+
+
+def gpu_of(text: str) -> GpuSku:
+    """Catalog SKU for a source's GPU description ('A100-SXM4-80GB (DGX A100, Selene)', 'H100')."""
+    t = text.upper()
+    if "A100" in t:
+        return get_gpu("a100-40gb" if re.search(r"\b40 ?GB", t) else "a100-80gb")
+    if "H100" in t:
+        return get_gpu("h100-pcie" if "PCIE" in t else "h100-nvl" if "NVL" in t else "h100-sxm")
+    if "H200" in t:
+        return get_gpu("h200")
+    return get_gpu(text.split()[0])
+
+
+def first(d: dict[str, Any], *keys: str) -> Any:
+    return next((d[k] for k in keys if d.get(k) is not None), None)
+
+
+def moe_of(md: dict[str, Any]) -> MoESpec | str | None:
+    moe = md.get("moe")
+    if not moe:
+        return None
+    experts = first(moe, "experts", "num_experts", "n_experts", "routed_experts")
+    top_k = first(moe, "top_k", "topk", "experts_per_token", "active_experts")
+    ffn = first(moe, "expert_ffn", "expert_ffn_hidden", "moe_ffn_hidden", "ffn_hidden")
+    if None in (experts, top_k, ffn):
+        return "MoE shape (experts, top-k, expert FFN) not stated"
+    return MoESpec(experts=experts, top_k=top_k, expert_ffn=ffn,
+                   shared_experts=first(moe, "shared_experts", "n_shared_experts") or 0,
+                   dense_layers=first(moe, "dense_layers", "first_k_dense", "first_k_dense_replace") or 0)
+
+
+def model_of(run: dict[str, Any]) -> ModelSpec | str:
+    """GPT-style runs: GeLU, LayerNorm, biases everywhere, learned positions, tied embeddings, FFN 4h.
+    Llama-family runs: SwiGLU, RMSNorm, rotary, no biases, untied head. Fields the entry states win."""
+    md = run["model"]
+    h = md["hidden"]
+    llama = llama_style(run)
+    ffn = md.get("ffn_hidden") or (None if llama else 4 * h)
+    moe = moe_of(md)
+    if isinstance(moe, str):
+        return moe
+    if ffn is None and moe is not None:
+        ffn = moe.expert_ffn
+    if ffn is None:
+        return "FFN width not stated"
+    style = (dict(mlp="swiglu", norm="rmsnorm", bias="none", position="rope", tied_embeddings=False) if llama
+             else dict(mlp="gelu", norm="layernorm", bias="all", position="learned", tied_embeddings=True))
+    style.update({k: md[k] for k in ("mlp", "norm", "bias", "position", "tied_embeddings") if md.get(k) is not None})
+    return ModelSpec(
+        name=md.get("name") or run["id"], layers=md["layers"], hidden=h, heads=md["heads"],
+        kv_heads=md.get("kv_heads"), head_dim=md.get("head_dim"), ffn_hidden=ffn, vocab=md["vocab"],
+        max_seq=md["seq_len"], moe=moe, **style,
+    )
+
+
+def build_case(run: dict[str, Any]) -> Case | str:
+    """A runnable case, or the reason the run cannot be evaluated."""
+    par, batch, meas, hw = run["parallelism"], run["batch"], run["measured"], run["hardware"]
+    model = model_of(run)
+    if isinstance(model, str):
+        return model
+    if par.get("tp") is None or par.get("pp") is None:
+        return "TP/PP not stated"
+    if batch.get("global_batch") is None:
+        return "global batch not stated"
+    accounting = run.get("flops_accounting") or ""
+    hardware_flops = bool(re.search(r"k ?= ?4|factor 4|4\*2 co-efficient", accounting))
+    notes: list[str] = []
+    count = hw["count"]
+    tokens_per_gpu = meas.get("tokens_per_s_per_gpu") or (meas["tokens_per_s"] / count if meas.get("tokens_per_s")
+                                                          else None)
+    if all(meas.get(k) is None for k in ("tflops_per_gpu", "mfu", "step_time_s")) and tokens_per_gpu is None:
+        return "no throughput or step time measured"
+    tp, pp = par["tp"], par["pp"]
+    cp = par.get("cp") or 1
+    other = par.get("other") or ""
+    dp = par.get("dp") or count // (tp * pp * cp)
+    if tp * pp * cp * dp != count:
+        return f"TP·PP·CP·DP = {tp * pp * cp * dp} ≠ {count} GPUs"
+    mbs = batch.get("micro_batch")
+    if mbs is None:
+        mbs = DEFAULT_MICRO_BATCH
+        notes.append(f"mbs={mbs} (Megatron default)")
+    recompute = par.get("recompute")
+    if recompute is None:
+        # Eq. 3 with k = 4 counts a recomputed forward: the source's FLOP formula presumes it
+        recompute = "full" if hardware_flops else "none"
+        notes.append(f"recompute={recompute} (not stated)")
+    zero = par.get("zero_stage")
+    if zero is None:
+        zero = 1 if "overlap-param-gather" in other else 0  # that flag needs the distributed optimizer
+        notes.append(f"zero={zero} (not stated)")
+    sp = par.get("sequence_parallel")
+    if sp is None:
+        sp = tp > 1 and "tp-comm-overlap" in other  # TP communication overlap requires SP
+        notes.append(f"sp={int(sp)} (not stated)")
+    stated = str(run.get("precision") or "").lower()
+    precision = "fp16" if stated.startswith("fp16") else "fp8" if stated.startswith("fp8") else "bf16"
+    layout = Layout(
+        tp=tp, pp=pp, vpp=par.get("vpp") or 1, dp=dp, cp=cp, ep=par.get("ep") or 1, zero=zero,
+        recompute=recompute, sequence_parallel=bool(sp), micro_batch=mbs, global_batch=batch["global_batch"],
+        precision=precision,
+        # Megatron keeps fp16 gradients with fp16 training; bf16 accumulates into fp32 main_grad
+        fp32_grad_accumulation=precision == "bf16",
+    )
+    if layout.global_batch % (dp * mbs):
+        return f"global batch {layout.global_batch} not divisible by dp·mbs = {dp * mbs}"
+    sw = software_of(run)
+    gpu = gpu_of(hw["gpu"])
+    if sw.network_gbps is not None:
+        gpu = gpu.model_copy(update={"network_gbps": sw.network_gbps})
+    tflops = meas.get("tflops_per_gpu")
+    if tflops is None and meas.get("mfu") is not None:
+        # NVIDIA's FP8 tables state MFU against the FP8 peak (published_runs.md §2)
+        tflops = meas["mfu"] * gpu.peak("fp8" if precision == "fp8" else "bf16")
+    return Case(
+        id=run["id"], model=model, layout=layout, gpu=gpu, gpus_per_node=hw.get("gpus_per_node") or 8,
+        seq=run["model"]["seq_len"], impl=Implementation(attention=sw.attention, dropout=sw.dropout),
+        efficiency=gpu.efficiency.model_copy(update=overlaps_of(other)),
+        hardware_flops=hardware_flops, measured_tflops=tflops, measured_step=meas.get("step_time_s"),
+        measured_tokens_per_gpu=tokens_per_gpu, notes=notes,
+    )
+
+
+def find_case(run_id: str, ref: Path | None = None) -> Case:
+    """The usable published run `run_id`; InputError naming the reference file, the ids, or why it is unusable."""
+    from planner.errors import InputError
+
+    ref = ref or reference_dir()
+    if ref is None:
+        raise InputError("--published: published_runs.yaml not found (set PLANNER_REFERENCE to its folder)")
+    path = ref / "published_runs.yaml"
+    runs = _runs_by_id(path, path.stat().st_mtime_ns)
+    if run_id not in runs:
+        near = [i for i in runs if run_id.lower() in i.lower()][:8]
+        hint = f"; similar: {', '.join(near)}" if near else f"; {len(runs)} runs, e.g. {', '.join(list(runs)[:3])}"
+        raise InputError(f"--published: no run {run_id!r} in {path}{hint}")
+    case = build_case(runs[run_id])
+    if isinstance(case, str):
+        raise InputError(f"--published {run_id}: cannot be reviewed: {case}")
+    return case

@@ -1,0 +1,630 @@
+"""`planner review`: judge a real training configuration, and hand back a better one in its own format.
+
+A configuration comes as a scenario (its `layout:` and `estimate:`), Megatron-LM arguments, a DeepSpeed
+JSON or a torchtitan TOML (each with a model, GPU and GPU count), or a run of published_runs.yaml. It
+becomes one Layout, evaluated by `planner.evaluate.evaluate` (the model behind `planner estimate` and the
+solver) even when it breaks a rule, so an illegal layout is still reviewed as far as it goes. Findings
+come from that evaluation and from evaluating neighbours of the layout (other micro-batches, a weaker
+recompute, ZeRO-1 for ZeRO-3). The better plan is `planner.search.solve` held to the same SKU, GPU count,
+global batch, sequence, model and tokens, minimising time, and passed through the input's format and back
+(export, then import), so it only changes what that format can say.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from planner.errors import InputError
+from planner.estimate import estimate_dict, layout_dict
+from planner.evaluate import Evaluation, evaluate, merged_efficiency
+from planner.legality import layout_problems
+from planner.model.params import count_params
+from planner.scenario import EfficiencyOverride, Pricing, Scenario, resolve_model
+from planner.schema import GIB, GpuSku, Implementation, Layout, ModelSpec, Overheads
+
+if TYPE_CHECKING:
+    from planner.interop.published import Case, Comparison
+    from planner.search import Plan
+
+Severity = Literal["error", "warning", "info"]
+Source = Literal["scenario", "megatron", "deepspeed", "torchtitan", "published"]
+
+# A bubble above this share of the step is worth more micro-batches or interleaving (the issue's bar).
+BUBBLE_SHARE = 0.10
+# Exposed communication "dominates" when the GPUs wait on it for more than half of the step.
+COMM_SHARE = 0.50
+# Another micro-batch is reported when it is this much faster: beyond the time model's median error
+# against published runs (≈5 %, BENCHMARKS.md), so the finding is not noise.
+MICRO_BATCH_GAIN = 0.05
+# A better plan within this margin is a tie under the model's error (planner.search.NEAR_OPTIMAL_MARGIN).
+TIE_MARGIN = 0.03
+RECOMPUTE_ORDER = ("none", "selective", "full")
+COMM_KEYS = ("tp_comm", "pp_comm", "dp_comm", "cp_comm", "ep_comm")
+# The format a better plan is handed back in, per input; a published run is a Megatron launch.
+FORMAT_OF: dict[str, str | None] = {
+    "scenario": None, "megatron": "megatron", "deepspeed": "deepspeed", "torchtitan": "torchtitan",
+    "published": "megatron",
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    severity: Severity
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "severity": self.severity, "message": self.message}
+
+
+@dataclass
+class ReviewRequest:
+    """What to review. One source: `scenario` alone, or one of megatron_args / deepspeed / torchtitan
+    (a scenario beside it supplies model, GPU, count, job, prices), or `published` (a run id). The
+    other fields override the scenario's, as `planner estimate` flags do."""
+
+    scenario: Scenario | None = None
+    megatron_args: str | Sequence[str] | None = None
+    deepspeed: str | Path | Mapping[str, Any] | None = None
+    torchtitan: str | Path | Mapping[str, Any] | None = None
+    published: str | None = None
+    model: str | ModelSpec | None = None  # catalog name, config.json path or spec
+    gpu: str | None = None
+    gpus: int | None = None
+    gpus_per_node: int | None = None
+    tokens: float | None = None
+    seq: int | None = None
+    tp: int | None = None  # DeepSpeed: the model code's sizes; scenario: override
+    pp: int | None = None
+    micro_batch: int | None = None  # DeepSpeed: fills "auto"; scenario: override
+    global_batch: int | None = None
+    env: Mapping[str, str] | None = None  # Megatron-LM: values of shell variables the arguments use
+
+
+@dataclass
+class Config:
+    """A configuration as read, before it is judged. `gpus` is the count given; the layout may need more."""
+
+    source: Source
+    model: ModelSpec
+    layout: Layout
+    gpu: GpuSku
+    gpus: int
+    gpus_per_node: int
+    seq: int
+    tokens: float
+    implementation: Implementation
+    overheads: Overheads
+    efficiency: EfficiencyOverride
+    pricing: Pricing | None  # None: the SKU has no price of that kind (no cost is reported)
+    read: list[Finding] = field(default_factory=list)  # what reading the input found
+    fixed: dict[str, Any] = field(default_factory=dict)  # layout fields the input's format cannot change
+    case: Case | None = None
+
+    @property
+    def format(self) -> str | None:
+        return FORMAT_OF[self.source]
+
+    def evaluate(self, layout: Layout) -> Evaluation:
+        return evaluate(self.model, layout, self.gpu, seq=self.seq, tokens=self.tokens,
+                        gpus_per_node=self.gpus_per_node, implementation=self.implementation,
+                        overheads=self.overheads, efficiency=self.efficiency, pricing=self.pricing)
+
+    def problems(self, layout: Layout) -> list[str]:
+        return layout_problems(self.model, layout, gpus=self.gpus, node_size=self.gpus_per_node, seq=self.seq)
+
+    def runnable(self, layout: Layout) -> Evaluation | None:
+        """The evaluation of a legal layout that fits; None otherwise."""
+        if self.problems(layout):
+            return None
+        ev = self.evaluate(layout)
+        return ev if ev.fits else None
+
+    def export(self, fmt: str, layout: Layout) -> str:
+        from planner.interop.frameworks import export
+
+        return export(fmt, layout, model=self.model, seq=self.seq, implementation=self.implementation)
+
+
+@dataclass(frozen=True)
+class Better:
+    """The fastest runnable plan on the same hardware, as the input's format expresses it."""
+
+    plan: Plan
+    speedup: float  # reviewed step time / this plan's step time
+    format: str  # megatron | deepspeed | torchtitan | layout (a scenario's fields)
+    changes: list[dict[str, Any]]  # {key, from, to} in that format
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.plan.to_dict() | {"speedup": self.speedup, "format": self.format, "changes": self.changes}
+
+
+@dataclass
+class Review:
+    config: Config
+    evaluation: Evaluation
+    problems: list[str]
+    findings: list[Finding]
+    better: Better | None = None
+    published: Comparison | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Legal and fits: no error finding."""
+        return not any(f.severity == "error" for f in self.findings)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        c, ev = self.config, self.evaluation
+        out: dict[str, Any] = {"source": c.source, "ok": self.ok, "gpus_given": c.gpus, **estimate_dict(ev)}
+        out["legal"] = not self.problems
+        out["findings"] = [f.to_dict() for f in self.findings]
+        out["better"] = self.better.to_dict() if self.better else None
+        if self.published is not None and c.case is not None:
+            p = self.published
+            out["published"] = {"id": c.case.id, "quantity": p.quantity, "measured": p.measured,
+                                "predicted": p.predicted, "error": p.error, "predicted_tflops": p.predicted_tflops}
+        return out
+
+    def emit(self, fmt: str) -> str:
+        """The better plan in a framework's form, or the reviewed layout when nothing is better."""
+        layout = self.better.plan.evaluation.layout if self.better else self.evaluation.layout
+        return self.config.export(fmt, layout)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the input
+# --------------------------------------------------------------------------------------------
+
+
+def _pick(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
+def _given_model(req: ReviewRequest) -> ModelSpec | None:
+    sc = req.scenario
+    ref = _pick(req.model, sc.model if sc else None)
+    return resolve_model(ref) if ref is not None else None
+
+
+def _need_model(model: ModelSpec | None, what: str) -> ModelSpec:
+    if model is None:
+        raise InputError(f"--model: {what} does not give the model; name it with --model or --model-config")
+    return model
+
+
+def _need_gpus(req: ReviewRequest, what: str) -> int:
+    sc = req.scenario
+    gpus = _pick(req.gpus, sc.estimate.gpus if sc and sc.estimate else None, sc.layout.gpus if sc else None)
+    if gpus is None:
+        raise InputError(f"--gpus: give the GPU count ({what} derives the data-parallel size from it)")
+    return int(gpus)
+
+
+def _common(req: ReviewRequest, model: ModelSpec) -> dict[str, Any]:
+    """GPU, node, tokens, prices, overheads and efficiencies: flags over the scenario over defaults."""
+    from planner.catalog import get_gpu
+
+    sc = req.scenario
+    target = sc.estimate if sc else None
+    name = _pick(req.gpu, target.gpu if target else None, sc.layout.sku if sc else None)
+    if name is None:
+        raise InputError("--gpu: give a GPU from `planner catalog gpus` (or `estimate: {gpu: ...}` in the scenario)")
+    gpu = get_gpu(name)
+    return {
+        "gpu": gpu,
+        "gpus_per_node": _pick(req.gpus_per_node, target.gpus_per_node if target else None,
+                               sc.hardware.gpus_per_node if sc else None, gpu.node_size),
+        "tokens": float(_pick(req.tokens, sc.job.tokens if sc else None, 20.0 * count_params(model).total)),
+        "pricing": _priced(gpu, sc.pricing if sc else Pricing()),
+        "overheads": sc.overheads if sc else Overheads(),
+        "efficiency": sc.efficiency if sc else EfficiencyOverride(),
+    }
+
+
+def _priced(gpu: GpuSku, pricing: Pricing) -> Pricing | None:
+    """The pricing, or None when the SKU has no price of that kind (everything but the cost is reported)."""
+    from planner.pricing import hourly_rate
+
+    try:
+        hourly_rate(gpu, pricing)
+    except InputError:
+        return None
+    return pricing
+
+
+def _dp(gpus: int, per_replica: int) -> int:
+    """Data-parallel size on `gpus` GPUs; at least 1, so a layout needing more GPUs is still reviewed."""
+    return max(1, gpus // per_replica)
+
+
+def _listed(unknown: Sequence[str], unsupported: Mapping[str, str], notes: Sequence[str],
+            what: str) -> list[Finding]:
+    """What a parser could not use: unknown keys and unsupported settings are warnings, notes info."""
+    out = [Finding("unknown_setting", "warning", f"{k}: not a {what} setting planner knows; not taken into account")
+           for k in unknown]
+    out += [Finding("unsupported_setting", "warning", f"{k}: {why}") for k, why in unsupported.items()]
+    out += [Finding("note", "info", n) for n in notes]
+    return out
+
+
+def _from_scenario(req: ReviewRequest) -> Config:
+    sc = req.scenario
+    assert sc is not None
+    model = _need_model(_given_model(req), "the scenario")
+    common = _common(req, model)
+    fixed: dict[str, Any] = sc.layout.model_dump(exclude={"sku", "gpus"}, exclude_none=True)
+    fixed.update({k: v for k, v in (("tp", req.tp), ("pp", req.pp), ("micro_batch", req.micro_batch)) if v})
+    gpus = _pick(req.gpus, sc.estimate.gpus if sc.estimate else None, sc.layout.gpus)
+    per_replica = fixed.get("tp", 1) * fixed.get("pp", 1) * fixed.get("cp", 1)
+    fixed.setdefault("dp", _dp(gpus, per_replica) if gpus else 1)
+    try:
+        layout = Layout(global_batch=req.global_batch or sc.job.global_batch, precision=sc.job.precision,
+                        optimizer=sc.job.optimizer, fp32_grad_accumulation=sc.job.fp32_grad_accumulation, **fixed)
+    except ValueError as e:  # pydantic's ValidationError
+        raise InputError(f"layout: {e}") from None
+    return Config("scenario", model, layout, gpus=gpus or layout.gpus, seq=req.seq or sc.job.seq_len,
+                  implementation=sc.implementation, **common)
+
+
+def _from_megatron(req: ReviewRequest) -> Config:
+    from planner.interop.megatron import parse_megatron_args
+
+    assert req.megatron_args is not None
+    given = _given_model(req)
+    cfg = parse_megatron_args(req.megatron_args, model=given, env=req.env)
+    model = _need_model(cfg.model or given, "the Megatron-LM arguments (no --num-layers, --hidden-size, ...)")
+    gpus = _need_gpus(req, "Megatron-LM")
+    n = cfg.gpus_needed_per_dp_replica
+    dp = _dp(gpus, n)
+    if cfg.global_batch and cfg.micro_batch and cfg.global_batch % (cfg.micro_batch * dp):
+        # Megatron refuses this batch; review it anyway with the batch as written
+        layout = replace(cfg, global_batch=None).to_layout(n * dp).model_copy(update={"global_batch": cfg.global_batch})
+    else:
+        layout = cfg.to_layout(n * dp)
+    sc = req.scenario
+    ignored = [Finding("ignored_flags", "info", f"{len(cfg.ignored)} flags change neither memory nor time: "
+                       + " ".join(cfg.ignored))] if cfg.ignored else []
+    return Config("megatron", model, layout, gpus=gpus, seq=_pick(cfg.seq, req.seq, sc.job.seq_len if sc else None,
+                                                                  model.max_seq),
+                  implementation=cfg.implementation(),
+                  read=_listed(cfg.unknown, cfg.unsupported, cfg.notes, "Megatron-LM") + ignored,
+                  **_common(req, model))
+
+
+def _from_deepspeed(req: ReviewRequest) -> Config:
+    from planner.interop.deepspeed import parse_deepspeed_config
+
+    assert req.deepspeed is not None
+    cfg = parse_deepspeed_config(req.deepspeed)
+    model = _need_model(_given_model(req), "a DeepSpeed config")
+    gpus = _need_gpus(req, "DeepSpeed")
+    tp, pp = req.tp or 1, req.pp or 1
+    sc = req.scenario
+    layout = cfg.to_layout(
+        tp * pp * _dp(gpus, tp * pp), tp, pp, micro_batch=req.micro_batch,
+        # the scenario's job fills what the file leaves "auto", as the Trainer's arguments would
+        global_batch=_pick(req.global_batch, sc.job.global_batch if sc and cfg.train_batch is None else None),
+        precision=sc.job.precision if sc and cfg.precision is None else None,
+    )
+    return Config("deepspeed", model, layout, gpus=gpus, seq=_pick(req.seq, sc.job.seq_len if sc else None,
+                                                                   model.max_seq),
+                  implementation=sc.implementation if sc else Implementation(),
+                  read=_listed(cfg.unknown, cfg.unsupported, cfg.notes, "DeepSpeed"),
+                  # TP, PP, CP and sequence parallelism live in the model code and launcher, not in the JSON
+                  fixed={"tp": tp, "pp": pp, "cp": 1, "vpp": 1, "ep": 1, "sequence_parallel": False},
+                  **_common(req, model))
+
+
+def _from_torchtitan(req: ReviewRequest) -> Config:
+    from planner.interop.torchtitan import parse_torchtitan_toml
+
+    assert req.torchtitan is not None
+    cfg = parse_torchtitan_toml(req.torchtitan, model=_given_model(req))
+    model = _need_model(cfg.model, f"{cfg.where} ([model] flavor {cfg.flavor})")
+    gpus = _need_gpus(req, "torchtitan")
+    others = cfg.replicate * cfg.tp * cfg.pp * cfg.cp
+    layout = cfg.to_layout(others * (_dp(gpus, others) if cfg.shard == -1 else cfg.shard))
+    sc = req.scenario
+    return Config("torchtitan", model, layout, gpus=gpus, seq=cfg.seq,
+                  implementation=sc.implementation if sc else Implementation(),
+                  read=_listed([], cfg.unsupported, cfg.notes, "torchtitan"), **_common(req, model))
+
+
+def _from_published(req: ReviewRequest) -> Config:
+    from planner.interop.published import find_case
+
+    assert req.published is not None
+    if req.gpu or req.gpus or req.model:
+        raise InputError("--published: the run fixes its model, GPU and count; drop --model, --gpu and --gpus")
+    case = find_case(req.published)
+    taken = "; ".join(case.notes)
+    read = [Finding("note", "info", f"not stated by the source, taken as: {taken}")] if case.notes else []
+    return Config(
+        "published", case.model, case.layout, case.sku, case.layout.gpus, case.gpus_per_node, case.seq,
+        float(req.tokens or 20.0 * count_params(case.model).total), case.impl, Overheads(), EfficiencyOverride(),
+        _priced(case.gpu, Pricing()), read=read, case=case,
+    )
+
+
+def load_config(req: ReviewRequest) -> Config:
+    """Read the request's one configuration; InputError for a bad or ambiguous input."""
+    sources = [n for n in ("megatron_args", "deepspeed", "torchtitan", "published") if getattr(req, n) is not None]
+    if len(sources) > 1:
+        raise InputError(f"give one configuration to review, not {' and '.join(sources)}")
+    if req.published is not None:
+        if req.scenario is not None:
+            raise InputError("--published: the run is the whole configuration; drop the scenario")
+        return _from_published(req)
+    if req.megatron_args is not None:
+        return _from_megatron(req)
+    if req.deepspeed is not None:
+        return _from_deepspeed(req)
+    if req.torchtitan is not None:
+        return _from_torchtitan(req)
+    if req.scenario is None:
+        raise InputError("nothing to review: give a scenario, --megatron-args, --deepspeed, --torchtitan or "
+                         "--published")
+    return _from_scenario(req)
+
+
+# --------------------------------------------------------------------------------------------
+# Findings
+# --------------------------------------------------------------------------------------------
+
+
+def _gib(n: float) -> str:
+    return f"{n / GIB:,.1f} GiB"
+
+
+def _step(a: Evaluation, b: Evaluation) -> str:
+    return f"step {a.time.step_seconds:.2f} s → {b.time.step_seconds:.2f} s"
+
+
+def _legality(c: Config, ev: Evaluation, problems: list[str]) -> list[Finding]:
+    """Every broken rule is an error, coded by what it is about."""
+    out = []
+    for p in problems:
+        field_name = p.split(":", 1)[0]
+        if field_name == "tp" and ("spans nodes" in p or "node size" in p):
+            t = ev.time
+            out.append(Finding("tp_spans_nodes", "error", f"{p}: every layer's TP collectives cross the network, "
+                               f"{t.breakdown.get('tp_comm', 0.0):.2f} s of the {t.step_seconds:.2f} s step"))
+        elif field_name == "tp":
+            out.append(Finding("heads_not_divisible", "error", p))
+        elif field_name in ("pp", "pp·vpp"):
+            out.append(Finding("layers_not_divisible", "error", p))
+        elif field_name == "global_batch":
+            out.append(Finding("global_batch_not_divisible", "error", p))
+        elif field_name == "gpus":
+            lay = ev.layout
+            more = "more GPUs than given" if lay.gpus > c.gpus else "fewer GPUs than given (the rest idle)"
+            out.append(Finding("gpu_count_mismatch", "error", f"the layout needs {more}: {p}"))
+        else:
+            out.append(Finding("illegal_layout", "error", p))
+    return out
+
+
+def _memory(ev: Evaluation) -> list[Finding]:
+    if ev.fits:
+        return []
+    parts = ev.memory.as_dict()
+    del parts["total"]
+    biggest = max(parts, key=lambda k: parts[k])
+    return [Finding("does_not_fit", "error",
+                    f"needs {_gib(ev.memory.total)} per GPU on pipeline stage {ev.memory.stage}, "
+                    f"{_gib(ev.capacity_bytes)} available: short by {_gib(-ev.headroom_bytes)} "
+                    f"({biggest} {_gib(parts[biggest])} the largest part)")]
+
+
+def _time(ev: Evaluation) -> list[Finding]:
+    t, lay = ev.time, ev.layout
+    out: list[Finding] = []
+    if len(t.breakdown) == 1:  # a fixed utilisation: no breakdown to judge
+        return out
+    bubble = t.breakdown.get("bubble", 0.0)
+    if bubble > BUBBLE_SHARE * t.step_seconds:
+        m = lay.grad_accumulation
+        out.append(Finding(
+            "pipeline_bubble", "warning",
+            f"pipeline bubble {bubble:.2f} s, {bubble / t.step_seconds:.0%} of the step: PP {lay.pp} with {m} "
+            f"micro-batches per step" + (f" and {lay.vpp} virtual stages" if lay.vpp > 1 else "")
+            + f" idle (p − 1)/(v·m) = {(lay.pp - 1) / (lay.vpp * max(m, 1)):.2f} of the compute time; more "
+            "micro-batches per step (a smaller micro-batch, less DP) or interleaving (vpp) shrink it"))
+    comm = {k: t.breakdown.get(k, 0.0) for k in COMM_KEYS}
+    exposed = sum(comm.values())
+    if exposed > COMM_SHARE * t.step_seconds:
+        top = max(comm, key=lambda k: comm[k])
+        out.append(Finding(
+            "exposed_communication", "warning",
+            f"exposed communication {exposed:.2f} s is {exposed / t.step_seconds:.0%} of the step "
+            f"(compute {t.breakdown.get('compute', 0.0):.2f} s); largest: {top} {comm[top]:.2f} s"))
+    return out
+
+
+def _neighbours(c: Config, ev: Evaluation) -> list[Finding]:
+    """Layouts one setting away that fit and run faster: micro-batch, recompute, ZeRO-1 for ZeRO-3."""
+    from planner.search.space import divisors
+
+    lay, out = ev.layout, []
+
+    def variant(**changes: Any) -> Evaluation | None:
+        return c.runnable(lay.model_copy(update=changes))
+
+    if lay.global_batch % lay.dp == 0:
+        options = [e for d in divisors(lay.global_batch // lay.dp) if d != lay.micro_batch
+                   if (e := variant(micro_batch=d)) is not None]
+        best = min(options, key=lambda e: e.time.step_seconds, default=None)
+        if best is not None and ev.time.step_seconds > (1 + MICRO_BATCH_GAIN) * best.time.step_seconds:
+            out.append(Finding(
+                "micro_batch", "warning",
+                f"micro-batch {lay.micro_batch} is far from the best: micro-batch {best.layout.micro_batch} "
+                f"fits ({_gib(best.memory.total)} of {_gib(best.capacity_bytes)}) and is "
+                f"{ev.time.step_seconds / best.time.step_seconds:.2f}× faster ({_step(ev, best)})"))
+    weaker = RECOMPUTE_ORDER[:RECOMPUTE_ORDER.index(lay.recompute)]
+    options = [e for r in weaker if (e := variant(recompute=r)) is not None]
+    best = min(options, key=lambda e: e.time.step_seconds, default=None)
+    if best is not None and best.time.step_seconds < ev.time.step_seconds:
+        left = f"; {lay.recompute} leaves {_gib(ev.headroom_bytes)} unused" if ev.fits else ""
+        out.append(Finding(
+            "recompute_stronger_than_needed", "warning",
+            f"recompute {lay.recompute} is stronger than needed: {best.layout.recompute} fits "
+            f"({_gib(best.memory.total)} of {_gib(best.capacity_bytes)}) and is "
+            f"{ev.time.step_seconds / best.time.step_seconds:.2f}× faster ({_step(ev, best)}){left}"))
+    if lay.zero == 3 and (z1 := variant(zero=1)) is not None:
+        ratio = ev.time.step_seconds / z1.time.step_seconds
+        speed = ("as fast" if abs(ratio - 1) < 0.005 else f"{ratio:.2f}× faster" if ratio > 1
+                 else f"{1 / ratio:.2f}× slower")
+        out.append(Finding(
+            "zero3_where_zero1_fits", "warning",
+            f"ZeRO-3 gathers every layer's weights each micro-batch, but ZeRO-1 fits ({_gib(z1.memory.total)} of "
+            f"{_gib(z1.capacity_bytes)}) and is {speed} ({_step(ev, z1)})"))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Better on the same hardware
+# --------------------------------------------------------------------------------------------
+
+
+def _variants(c: Config) -> list[dict[str, Any]]:
+    """Fixed-field sets to search: the solver keeps one best layout per (SKU, count), so choices the format
+    cannot express are searched separately rather than filtered out afterwards."""
+    if c.source == "deepspeed":  # DeepSpeed's JSON says full recompute or none, and any ZeRO stage
+        return [{"recompute": r, "zero": z} for r in ("none", "full") for z in (0, 1, 2, 3)]
+    if c.source == "torchtitan":  # FSDP2 (ZeRO-3), FSDP without resharding (ZeRO-2), or plain DDP
+        return [{}, {"zero": 3}, {"zero": 2}]
+    return [{}]
+
+
+def _search_scenario(c: Config) -> Scenario:
+    from planner.scenario import FixedLayout, Hardware, Job
+
+    lay = c.layout
+    eff = merged_efficiency(c.gpu, c.efficiency).model_dump(exclude={"source"})
+    return Scenario(
+        name="review", model=c.model,
+        job=Job(tokens=c.tokens, seq_len=c.seq, global_batch=lay.global_batch, precision=lay.precision,
+                optimizer=lay.optimizer, fp32_grad_accumulation=lay.fp32_grad_accumulation),
+        hardware=Hardware(skus=[c.gpu.name], gpus_per_node=c.gpus_per_node),
+        # the objective is time; a placeholder rate lets the solver run on a SKU without a price
+        pricing=c.pricing or Pricing(usd_per_gpu_hour={c.gpu.name: 1.0}),
+        layout=FixedLayout(sku=c.gpu.name, gpus=c.gpus, offload_optimizer=lay.offload_optimizer, **c.fixed),
+        objective="time", top_k=1, implementation=c.implementation, overheads=c.overheads,
+        # the reviewed GPU's own efficiencies (a published run's overlaps), the scenario's fixed utilisation
+        efficiency=EfficiencyOverride(**eff, mfu=c.efficiency.mfu, hfu=c.efficiency.hfu),
+    )
+
+
+def _layout_changes(a: Layout, b: Layout) -> list[dict[str, Any]]:
+    da, db = layout_dict(a), layout_dict(b)  # the scenario's layout keys; micro-batches per step follow from them
+    return [{"key": k, "from": da[k], "to": db[k]} for k in db if da[k] != db[k] and k != "grad_accumulation"]
+
+
+def _candidates(c: Config, base: Scenario, time_limit_s: float) -> tuple[list[Evaluation], list[str], bool]:
+    """The solver's best plan for each variant, as the input's format runs it (export, then import), kept
+    when it is legal and fits; with the solver's reasons where it found none, and whether it found any."""
+    from planner.interop.frameworks import round_trip
+    from planner.search import solve
+
+    found: list[Evaluation] = []
+    reasons: list[str] = []
+    solved = False
+    variants = _variants(c)
+    for v in variants:
+        sc = base.model_copy(update={"layout": base.layout.model_copy(update=v)})
+        try:
+            result = solve(sc, time_limit_s=time_limit_s / len(variants), top_k=1)
+        except InputError:
+            continue  # fixed fields the search rejects outright
+        reasons += result.reasons
+        solved = solved or bool(result.plans)
+        for plan in result.plans:
+            layout = plan.evaluation.layout
+            if c.format is not None:
+                try:
+                    layout = round_trip(c.format, layout, model=c.model, seq=c.seq, implementation=c.implementation)
+                except InputError:
+                    continue  # the framework cannot run this plan
+            if (e := c.runnable(layout)) is not None:
+                found.append(e)
+    return found, list(dict.fromkeys(reasons)), solved
+
+
+def search_better(c: Config, ev: Evaluation, *, time_limit_s: float = 30.0) -> tuple[Better | None, list[Finding]]:
+    """The fastest runnable plan on the same SKU, GPU count and global batch that the input's format can
+    express, when it beats the reviewed layout (or the reviewed layout cannot run)."""
+    from planner.interop.frameworks import changes
+    from planner.search import Plan
+    from planner.search.candidates import integer_units
+    from planner.search.space import resolve_problem
+
+    base = _search_scenario(c)
+    fmt, lay = c.format, ev.layout
+    found, reasons, solved = _candidates(c, base, time_limit_s)
+    if not found:
+        why = f"the search found no layout of {c.model.name} with global batch {lay.global_batch} that fits " \
+              f"{c.gpus} × {c.gpu.name}" + (f" and {fmt} can express" if solved else "")
+        return None, [Finding("no_better_layout", "info", why + "".join(f"; {r}" for r in reasons))]
+    best = min(found, key=lambda e: e.time.step_seconds)
+    speedup = ev.time.step_seconds / best.time.step_seconds
+    runs_now = c.runnable(lay) is not None
+    if best.layout == lay or (runs_now and speedup <= 1.0 + 1e-3):
+        return None, []
+    rate = best.rate.usd_per_gpu_hour if best.rate else 0.0
+    units = integer_units(best.time.step_seconds, best.layout.gpus, rate, resolve_problem(base).jobs[0])
+    diff_format, diff = "layout", _layout_changes(lay, best.layout)
+    # a reviewed layout with no form in its own format (it breaks that format's rules) is diffed by layout keys
+    with contextlib.suppress(InputError):
+        if fmt is not None:
+            diff_format, diff = fmt, changes(fmt, c.export(fmt, lay), c.export(fmt, best.layout))
+    better = Better(Plan(base.name, best, *(int(u) for u in units)), speedup, diff_format, diff)
+    what = "; ".join(f"{ch['key']} {setting_text(ch['from'])} → {setting_text(ch['to'])}" for ch in better.changes)
+    how = (f"{speedup:.2f}× faster ({_step(ev, best)}, {ev.time.days:,.1f} → {best.time.days:,.1f} days)" if runs_now
+           else f"runs where the reviewed configuration cannot (step {best.time.step_seconds:.2f} s)")
+    severity: Severity = "warning" if not runs_now or speedup >= 1 + TIE_MARGIN else "info"
+    tie = ", within the model's error" if runs_now and speedup < 1 + TIE_MARGIN else ""
+    return better, [Finding("better_layout", severity,
+                            f"on the same {c.gpus} × {c.gpu.name}, a layout {how}{tie}: {what}")]
+
+
+def setting_text(value: Any) -> str:
+    """One side of a change: (absent) where the key is not there, (set) for a switch."""
+    return "(absent)" if value is None else "(set)" if value == "" else str(value)
+
+
+# --------------------------------------------------------------------------------------------
+# The review
+# --------------------------------------------------------------------------------------------
+
+
+def review(request: ReviewRequest, *, better: bool = True, time_limit_s: float = 30.0) -> Review:
+    """Read, evaluate and judge one configuration; with `better`, search the same hardware for a faster plan.
+
+    InputError for input planner cannot read (the CLI's exit 2); a configuration that does not fit or breaks
+    a rule is still reviewed, with error findings (`Review.ok` false, the CLI's exit 1).
+    """
+    c = load_config(request)
+    ev = c.evaluate(c.layout)
+    problems = c.problems(c.layout)
+    findings = [*_legality(c, ev, problems), *_memory(ev), *_time(ev), *_neighbours(c, ev)]
+    plan = None
+    if better:
+        plan, found = search_better(c, ev, time_limit_s=time_limit_s)
+        findings += found
+    findings += c.read
+    order = {"error": 0, "warning": 1, "info": 2}
+    findings.sort(key=lambda f: order[f.severity])  # stable: within a severity, the order found
+    comparison = None
+    if c.case is not None:
+        from planner.interop.published import compare
+
+        comparison = compare(c.case, ev.time.step_seconds)
+    return Review(c, ev, problems, findings, plan, comparison)

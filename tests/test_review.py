@@ -1,0 +1,152 @@
+"""planner.review: every published run reviewed (fits, predicted next to measured), plans handed back in each
+framework's own format and read back unchanged, and the review's own rules (same hardware, illegal layouts
+still reviewed, one input at a time)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from planner.catalog import get_model
+from planner.errors import InputError
+from planner.interop.deepspeed import parse_deepspeed_config
+from planner.interop.frameworks import FRAMEWORKS, changes, export, round_trip, settings
+from planner.interop.megatron import parse_megatron_args
+from planner.interop.published import build_case, load_runs, reference_dir
+from planner.interop.torchtitan import parse_torchtitan_toml
+from planner.review import ReviewRequest, review
+from planner.scenario import EstimateTarget, FixedLayout, Hardware, Job, Scenario
+from planner.schema import Layout
+from planner.search import solve
+
+FIXTURES = Path(__file__).parent / "fixtures" / "frameworks"
+REFERENCE = reference_dir()
+USABLE = [r["id"] for r in load_runs(REFERENCE) if not isinstance(build_case(r), str)] if REFERENCE else []
+# The time model's worst error on a published run (tests/test_accuracy.py WORST_TARGET).
+WORST_ERROR = 0.25
+
+
+def scenario(layout: dict[str, Any] | None = None, gpus: int = 16, global_batch: int = 64) -> Scenario:
+    """Llama-3.1 8B on `gpus` H100s, parts of the layout fixed, fastest first."""
+    return Scenario(
+        model="llama-3.1-8b", job=Job(tokens=1e10, seq_len=4096, global_batch=global_batch),
+        hardware=Hardware(skus=["h100"]), layout=FixedLayout(sku="h100", gpus=gpus, **(layout or {})),
+        estimate=EstimateTarget(gpu="h100", gpus=gpus), objective="time",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Published runs
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(REFERENCE is None, reason="published_runs.yaml not found (set PLANNER_REFERENCE)")
+@pytest.mark.parametrize("run_id", USABLE)
+def test_published_run_fits_and_predicts_its_throughput(run_id: str) -> None:
+    r = review(ReviewRequest(published=run_id), better=False)
+    assert r.ok and r.evaluation.fits and not r.problems, r.findings
+    assert r.published is not None
+    assert r.published.measured > 0 and r.published.predicted > 0
+    assert abs(r.published.error) <= WORST_ERROR, f"{r.published.quantity}: {r.published.error:+.1%}"
+    assert r.to_dict()["published"]["id"] == run_id
+
+
+# --------------------------------------------------------------------------------------------
+# Round trips: a solved plan exported and read back is the same layout
+# --------------------------------------------------------------------------------------------
+
+# What each format can say: DeepSpeed's JSON has no TP/PP/CP/SP and full recompute or none, and keeps fp32
+# gradients only with ZeRO ≤ 1; torchtitan's TP plan always shards the sequence.
+EXPRESSIBLE: dict[str, dict[str, Any]] = {
+    "megatron": {},
+    "deepspeed": {"cp": 1, "vpp": 1, "sequence_parallel": False, "zero": 1, "recompute": "full"},
+    "torchtitan": {"tp": 2, "zero": 3, "sequence_parallel": True},
+}
+
+
+@pytest.mark.parametrize("fmt", FRAMEWORKS)
+def test_solved_plan_round_trips(fmt: str) -> None:
+    m = get_model("llama-3.1-8b")
+    (plan,) = solve(scenario(EXPRESSIBLE[fmt]), top_k=1).plans
+    layout = plan.evaluation.layout
+    text = export(fmt, layout, model=m, seq=4096)
+    if fmt == "megatron":
+        back = parse_megatron_args(text, model=m).to_layout(layout.gpus)
+    elif fmt == "deepspeed":
+        back = parse_deepspeed_config(json.loads(text)).to_layout(layout.gpus, tp=layout.tp, pp=layout.pp)
+    else:
+        back = parse_torchtitan_toml(text, model=m).to_layout(layout.gpus)
+    assert back == layout
+    assert round_trip(fmt, layout, model=m, seq=4096) == layout
+    assert changes(fmt, text, text) == []
+
+
+def test_changes_name_the_formats_keys() -> None:
+    m = get_model("llama-3.1-8b")
+    (plan,) = solve(scenario(), top_k=1).plans
+    a = plan.evaluation.layout
+    b = a.model_copy(update={"micro_batch": a.micro_batch * 2, "recompute": "full"})
+    diff = {ch["key"]: (ch["from"], ch["to"]) for ch in changes("megatron", export("megatron", a, model=m, seq=4096),
+                                                               export("megatron", b, model=m, seq=4096))}
+    assert diff["--micro-batch-size"] == (str(a.micro_batch), str(2 * a.micro_batch))
+    assert diff["--recompute-granularity"] == (None, "full")
+    assert settings("deepspeed", '{"zero_optimization": {"stage": 3}}') == {"zero_optimization.stage": "3"}
+
+
+# --------------------------------------------------------------------------------------------
+# The review's rules
+# --------------------------------------------------------------------------------------------
+
+
+def test_scenario_review_keeps_the_hardware_and_the_batch() -> None:
+    r = review(ReviewRequest(scenario=scenario({"tp": 8, "pp": 2, "recompute": "full", "micro_batch": 1})))
+    assert r.ok and r.better is not None
+    best = r.better.plan.evaluation
+    assert (best.gpu.name, best.layout.gpus, best.layout.global_batch, best.seq) == ("h100-sxm", 16, 64, 4096)
+    assert r.better.speedup == pytest.approx(r.evaluation.time.step_seconds / best.time.step_seconds)
+    assert r.better.format == "layout" and all(ch["key"] in Layout.model_fields for ch in r.better.changes)
+    codes = {f.code for f in r.findings}
+    assert {"recompute_stronger_than_needed", "better_layout"} <= codes
+
+
+def test_illegal_layout_is_still_reviewed() -> None:
+    # TP 16 across two 8-GPU nodes, and a batch of 100 sequences that micro-batches of 16 do not split into
+    r = review(ReviewRequest(scenario=scenario({"tp": 16, "pp": 2, "micro_batch": 16}, gpus=32, global_batch=100)))
+    assert not r.ok and r.exit_code == 1
+    codes = {f.code: f for f in r.findings}
+    assert codes["tp_spans_nodes"].severity == "error" and "s of the" in codes["tp_spans_nodes"].message
+    assert codes["global_batch_not_divisible"].severity == "error"
+    assert r.evaluation.time.step_seconds > 0 and r.evaluation.memory.total > 0
+    # the better plan is legal on the same 32 GPUs
+    assert r.better is not None and r.better.plan.evaluation.layout.gpus == 32
+    assert r.better.plan.evaluation.fits
+
+
+def test_deepspeed_better_plan_changes_only_json_keys() -> None:
+    r = review(ReviewRequest(deepspeed=FIXTURES / "deepspeed_zero3_auto_offload.json", model="llama-2-7b", gpu="h100",
+                             gpus=8, micro_batch=1, global_batch=64))
+    assert r.ok
+    assert any(f.code == "zero3_where_zero1_fits" for f in r.findings)
+    assert any(f.code == "unsupported_setting" and "offload_param" in f.message for f in r.findings)
+    if r.better is not None:  # TP, PP, CP and SP stay with the model code
+        lay = r.better.plan.evaluation.layout
+        assert (lay.tp, lay.pp, lay.cp, lay.sequence_parallel) == (1, 1, 1, False)
+        assert r.better.format == "deepspeed" and all("-" not in str(ch["key"]) for ch in r.better.changes)
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "match"),
+    [
+        ({}, "nothing to review"),
+        ({"megatron_args": "--micro-batch-size 1", "published": "x"}, "one configuration"),
+        ({"megatron_args": "--micro-batch-size 1", "model": "llama-3.1-8b", "gpu": "h100"}, "--gpus"),
+        ({"deepspeed": {"train_batch_size": 8}, "gpu": "h100", "gpus": 8}, "--model"),
+        ({"megatron_args": "--micro-batch-size 1", "model": "llama-3.1-8b", "gpus": 8}, "--gpu"),
+    ],
+)
+def test_bad_requests_name_what_is_missing(request_fields: dict[str, object], match: str) -> None:
+    with pytest.raises(InputError, match=match):
+        review(ReviewRequest(**request_fields), better=False)  # type: ignore[arg-type]
