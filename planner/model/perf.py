@@ -79,8 +79,10 @@ class TimeEstimate:
 
 
 def utilisation_peak(gpu: GpuSku, layout: Layout) -> float:
-    """The denominator of MFU and HFU in FLOP/s: the dense 16-bit peak, also for fp8 runs, as the published
-    bf16 MFU figures count it."""
+    """The denominator of MFU and HFU in FLOP/s: the dense peak of the GEMM dtype. fp8 runs count against
+    the fp8 peak, as NVIDIA's NeMo/dgxc tables do; a SKU without fp8 tensor cores falls back to 16-bit."""
+    if layout.precision == "fp8" and "fp8" in gpu.peak_tflops:
+        return gpu.peak("fp8") * 1e12
     return gpu.peak("fp16" if layout.precision == "fp16" else "bf16") * 1e12
 
 
