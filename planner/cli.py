@@ -226,17 +226,21 @@ def schema(out: Annotated[Path | None, typer.Option(help="write to this file ins
         typer.echo(text)
 
 
-def register_optional_commands() -> None:
-    """Commands whose modules may import heavier dependencies register their function lazily."""
-    try:
-        from planner.cli_solve import solve_command
-    except ImportError:
-        return
+def register_commands() -> None:
+    """Commands living in their own modules (each imports its heavy dependencies only when it runs)."""
+    from planner.cli_compare import compare_command
+    from planner.cli_review import review_command
+    from planner.cli_solve import solve_command
+
     app.command("solve")(solve_command)
+    app.command("review")(review_command)
+    app.command("compare")(compare_command)
+
+
+register_commands()
 
 
 def main() -> None:
-    register_optional_commands()
     try:
         app()
     except KeyboardInterrupt:

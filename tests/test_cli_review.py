@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from planner.catalog import get_model
-from planner.cli import app, register_optional_commands
+from planner.cli import app
 from planner.interop.deepspeed import parse_deepspeed_config
 from planner.interop.megatron import parse_megatron_args
 from planner.interop.published import reference_dir
@@ -24,9 +24,6 @@ FIXTURES = Path(__file__).parent / "fixtures" / "frameworks"
 GPT3 = (FIXTURES / "megatron_gpt3_175b.sh").read_text()
 GPT3_ON_A100 = ["--model", "gpt3-175b", "--gpu", "a100-80gb", "--gpus", "1024"]
 runner = CliRunner()
-if not any(c.name == "review" for c in app.registered_commands):
-    register_optional_commands()
-
 
 def review(*args: str) -> tuple[int, dict[str, Any]]:
     result = runner.invoke(app, ["review", *args, "--format", "json"])

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from planner.catalog import get_gpu
-from planner.cli import app, register_optional_commands
+from planner.cli import app
 from planner.evaluate import evaluate
 from planner.scenario import load_scenario
 from planner.schema import Layout
@@ -19,9 +19,6 @@ from planner.search.space import scenario_jobs
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 runner = CliRunner()
-if not any(c.name == "solve" for c in app.registered_commands):
-    register_optional_commands()
-
 
 def solve_json(path: Path, *args: str) -> tuple[int, dict[str, Any]]:
     result = runner.invoke(app, ["solve", str(path), "--format", "json", *args])

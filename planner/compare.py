@@ -1,0 +1,572 @@
+"""Procurement comparison: every SKU × price sheet side by side, each with its own optimal plan.
+
+The layout grid, memory and step times do not depend on the price, the deadline or the budget, so
+they are evaluated once for every SKU (`job_candidates`, exactly as `solve` does). A price option
+only reprices its SKU's rows of that candidate table; a deadline or budget only filters them. With
+one job the CP-SAT model of `solve` is a one-hot choice over one table whose constraints are all
+per-row limits, so its lexicographic optimum is a filter and a sort with the same keys and the same
+tie-break (fewer GPUs, less memory, grid order): every option and every sweep point is that pure
+selection, and the chosen plan is re-evaluated and re-checked by `planner.search`'s scalar path.
+
+`compare(scenario)` returns one row per (SKU, price option) as a pandas DataFrame; `Comparison` keeps
+the evaluated tables for sweeps (run in parallel across processes, in input order) and Pareto fronts.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, replace
+from typing import Any, get_args
+
+import numpy as np
+import pandas as pd
+
+from planner.errors import InputError
+from planner.model.memory import MemoryBreakdown
+from planner.model.perf import BREAKDOWN_KEYS, SECONDS_PER_DAY
+from planner.pricing import HourlyRate, hourly_rate
+from planner.report import GIB
+from planner.scenario import Pricing, Scenario
+from planner.schema import GpuSku, PriceKind
+from planner.search import Plan, Solution, _Plans, check_solution
+from planner.search.candidates import (
+    JobCandidates,
+    SkuStats,
+    budget_cents,
+    deadline_seconds,
+    integer_units,
+    job_candidates,
+)
+from planner.search.cpsat import OBJECTIVES, days, layout_label
+from planner.search.space import LayoutGrid, Problem, fixed_field_problems, resolve_problem
+
+__all__ = ["DEFAULT_KINDS", "Comparison", "Point", "PriceOption", "cell", "compare", "display_rows", "numeric",
+           "price_options",
+           "source_rows", "sweep_rows"]
+
+# Price kinds compared unless asked otherwise: what a procurement decision weighs. Spot and AWS
+# capacity blocks are short-lived rates, left to --kinds.
+DEFAULT_KINDS: tuple[str, ...] = ("on-demand", "reserved-1y", "reserved-3y", "purchase")
+KIND_ORDER: tuple[str, ...] = get_args(PriceKind)
+MEMORY_PARTS = tuple(k for k in MemoryBreakdown.__dataclass_fields__ if k != "stage")
+# A row (point × option) costs ~0.1 ms once its plan is evaluated, a process pool ~0.35 s to start
+# (measured on 2 cores): below ~5,000 rows a sweep is as fast in one process, so that is the default.
+PARALLEL_MIN_ROWS = 5_000
+Progress = Callable[[int, int, str], None]  # (points done, points in all, what is happening)
+
+
+# --------------------------------------------------------------------------------------------
+# Price options
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PriceOption:
+    """One way to pay for one SKU: a catalog price (or the scenario's override) and its hourly rate."""
+
+    sku: str
+    kind: str  # a catalog price kind, or "override"
+    provider: str
+    rate: HourlyRate
+    pricing: Pricing  # the scenario's pricing narrowed to this price: what the plan is evaluated with
+    date: str
+    usd_per_gpu: float | None  # purchase: capex per GPU
+
+    @property
+    def label(self) -> str:
+        return "scenario override" if self.kind == "override" else f"{self.provider} {self.kind}"
+
+
+def price_options(gpu: GpuSku, pricing: Pricing, kinds: Sequence[str] = DEFAULT_KINDS) -> list[PriceOption]:
+    """The SKU's catalog prices of the given kinds, one per (kind, provider), kinds in schema order.
+    A scenario override (`pricing.usd_per_gpu_hour`) replaces them all, as it does in `solve`."""
+    if pricing.usd_per_gpu_hour and gpu.name in pricing.usd_per_gpu_hour:
+        return [PriceOption(gpu.name, "override", "scenario", hourly_rate(gpu, pricing), pricing, "", None)]
+    out: list[PriceOption] = []
+    seen: set[tuple[str, str]] = set()
+    for p in sorted(gpu.prices, key=lambda p: KIND_ORDER.index(p.kind)):
+        key = (p.kind, p.provider.lower())
+        if p.kind not in kinds or key in seen:
+            continue  # a provider's first entry of a kind is its catalog default (select_price)
+        seen.add(key)
+        narrowed = pricing.model_copy(update={"kind": p.kind, "provider": p.provider})
+        out.append(PriceOption(gpu.name, p.kind, p.provider, hourly_rate(gpu, narrowed), narrowed, p.date,
+                               p.usd_per_gpu))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# One option's search inputs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Point:
+    """The limits one comparison is made under (a sweep varies one of them)."""
+
+    deadline_days: float | None
+    budget_usd: float | None
+    objective: str
+
+
+@dataclass
+class Option:
+    """A SKU at one price: its rows of the candidate table, repriced, and the single-SKU problem."""
+
+    price: PriceOption
+    problem: Problem
+    cands: JobCandidates  # compact: the grid holds only the layouts the table and stats name
+    stats: SkuStats
+    cap: int  # most GPUs of this SKU the scenario allows
+    cap_label: str | None  # "inventory 1,024" or "max_gpus 512" when that cap binds the search
+
+
+def compact(c: JobCandidates, sku: str) -> tuple[JobCandidates, SkuStats]:
+    """One SKU's part of a job's candidates with the grid cut to the rows it refers to, so that an
+    option pickles in kilobytes (the full grid can hold millions of layouts). Row order is kept, so
+    the grid-order tie-break is unchanged."""
+    table = c.table[c.table["sku"] == sku].reset_index(drop=True)
+    stats = next(s for s in c.stats if s.sku == sku)
+    extra = [] if stats.min_memory_row is None else [stats.min_memory_row]
+    keep = np.unique(np.concatenate([table["row"].to_numpy(dtype=np.int64), np.asarray(extra, dtype=np.int64)]))
+    table["row"] = np.searchsorted(keep, table["row"].to_numpy())
+    if stats.min_memory_row is not None:
+        stats = replace(stats, min_memory_row=int(np.searchsorted(keep, stats.min_memory_row)))
+    grid = LayoutGrid(c.job, {k: v[keep] for k, v in c.grid.cols.items()})
+    return JobCandidates(c.job, grid, c.memory[keep], table, [stats]), stats
+
+
+def repriced(c: JobCandidates, rate: float) -> JobCandidates:
+    """The table's cost column at another hourly rate. integer_units rounds step seconds up to whole
+    µs; handing it the table's µs less half a µs makes it round back to exactly those µs (float error
+    is ~1e-8 µs), so the cents are what `solve` computes at that rate."""
+    t = c.table.copy()
+    step_us = t["step_us"].to_numpy(dtype=np.float64)
+    _, _, cents = integer_units((step_us - 0.5) / 1e6, t["gpus"].to_numpy(), rate, c.job)
+    t["cost_cents"] = np.asarray(cents, dtype=np.int64)
+    return replace(c, table=t)
+
+
+def select(t: pd.DataFrame, point: Point, min_gpus: int | None) -> int | None:
+    """The row `Selector.lexicographic` picks for one job over one table: within the limits, minimal in
+    the objective's order, ties to fewer GPUs, less memory, then grid order (its rank term)."""
+    ok = limits_mask(t, point, min_gpus)
+    idx = np.flatnonzero(ok)
+    if len(idx) == 0:
+        return None
+    cols = {"cost": t["cost_cents"].to_numpy(), "time": t["time_s"].to_numpy()}
+    keys = [cols[o][idx] for o in OBJECTIVES[point.objective] if o != "rank"]
+    keys += [t["gpus"].to_numpy()[idx], t["memory"].to_numpy()[idx], t["row"].to_numpy()[idx]]
+    return int(idx[np.lexsort(keys[::-1])[0]])
+
+
+def limits_mask(t: pd.DataFrame, point: Point, min_gpus: int | None, *, budget: bool = True,
+                deadline: bool = True) -> np.ndarray:
+    ok = np.ones(len(t), dtype=bool)
+    if min_gpus is not None:
+        ok &= t["gpus"].to_numpy() >= min_gpus
+    limit = deadline_seconds(point.deadline_days)
+    if deadline and limit is not None:
+        ok &= t["time_s"].to_numpy() <= limit
+    cents = budget_cents(point.budget_usd)
+    if budget and cents is not None:
+        ok &= t["cost_cents"].to_numpy() <= cents
+    return ok
+
+
+# --------------------------------------------------------------------------------------------
+# The comparison
+# --------------------------------------------------------------------------------------------
+
+
+class Comparison:
+    """Every (SKU, price option) of one scenario, evaluated once; rows for any deadline or budget."""
+
+    def __init__(self, scenario: Scenario, *, kinds: Sequence[str] = DEFAULT_KINDS,
+                 progress: Progress | None = None) -> None:
+        from planner.catalog import load_gpus
+
+        if scenario.jobs:
+            raise InputError("jobs: compare plans one job (each option runs it alone); remove `jobs:` or "
+                             "use `planner solve` for shared inventories")
+        bad = [k for k in kinds if k not in KIND_ORDER]
+        if bad or not kinds:
+            raise InputError(f"--kinds: {', '.join(bad) or '(none)'}: use {', '.join(KIND_ORDER)}")
+        say = progress or (lambda _d, _t, _m: None)
+        self.scenario = scenario
+        self.kinds = tuple(kinds)
+        # Resolve SKUs, nodes and inventories without a price lookup (each option prices itself below):
+        # an override for every catalog GPU keeps resolve_problem from skipping SKUs without one.
+        flat = {name: 1.0 for name in load_gpus()}
+        self._placeholder = scenario.model_copy(
+            update={"pricing": scenario.pricing.model_copy(update={"usd_per_gpu_hour": flat})})
+        base = resolve_problem(self._placeholder)
+        self.job = base.jobs[0]
+        offers = {s.name: price_options(s.gpu, scenario.pricing, self.kinds) for s in base.skus}
+        self.unpriced = [s.name for s in base.skus if not offers[s.name]]
+        priced = tuple(s for s in base.skus if offers[s.name])
+        if not priced:
+            raise InputError(f"pricing: no SKU of the scenario has a {' / '.join(self.kinds)} price in the catalog")
+        self.problem = replace(base, skus=priced)
+        say(0, 0, f"evaluating the layout grid on {len(priced)} SKUs")
+        cands = job_candidates(self.problem, self.job)
+        self.options: list[Option] = []
+        for sku in priced:
+            part, stats = compact(cands, sku.name)
+            cap = self.problem.cap(sku, self.job)
+            label = None
+            if sku.inventory is not None and sku.inventory == cap:
+                label = f"inventory {cap:,}"
+            elif self.problem.max_gpus is not None and self.problem.max_gpus == cap:
+                label = f"max_gpus {cap:,}"
+            for offer in offers[sku.name]:
+                problem = replace(self.problem, scenario=scenario.model_copy(update={"pricing": offer.pricing}),
+                                  skus=(replace(sku, rate=offer.rate),))
+                self.options.append(Option(offer, problem, repriced(part, offer.rate.usd_per_gpu_hour), stats, cap,
+                                           label))
+        self.relaxed: dict[str, pd.DataFrame] | None = None  # caps lifted, for "needs N GPUs" reasons
+        self._plans: dict[int, _Plans] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__ | {"_plans": {}}  # evaluations are cheap to redo, costly to pickle
+
+    # ----------------------------------------------------------------------------------------
+
+    @property
+    def base(self) -> Point:
+        c = self.scenario.constraints
+        return Point(c.deadline_days, c.budget_usd, self.scenario.objective)
+
+    def ensure_relaxed(self, points: Sequence[Point]) -> None:
+        """Build the caps-lifted tables once, if any option may miss a deadline because of its cap."""
+        if self.relaxed is not None or not any(o.cap_label for o in self.options):
+            return
+        limits = [deadline_seconds(p.deadline_days) for p in points]
+        tight = min((x for x in limits if x is not None), default=None)
+        if not any(o.cap_label and (o.cands.table.empty or (tight is not None and
+                                                            int(o.cands.table["time_s"].min()) > tight))
+                   for o in self.options):
+            return
+        lifted = replace(resolve_problem(self._placeholder, lift_caps=True), skus=self.problem.skus)
+        t = job_candidates(lifted, lifted.jobs[0]).table
+        self.relaxed = {s.name: t.loc[t["sku"] == s.name, ["gpus", "time_s"]].reset_index(drop=True)
+                        for s in self.problem.skus}
+
+    def plan(self, i: int, k: int) -> Plan:
+        if i not in self._plans:
+            o = self.options[i]
+            self._plans[i] = _Plans(o.problem, [o.cands])
+        return self._plans[i].plan(0, k)
+
+    def rows(self, point: Point | None = None) -> list[dict[str, Any]]:
+        """One row per option under `point` (default: the scenario's own limits), best first."""
+        point = point or self.base
+        self.ensure_relaxed([point])
+        first = OBJECTIVES[point.objective][0]
+        key = "cost_usd" if first == "cost" else "days"
+        found: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        for i, o in enumerate(self.options):
+            row = self.price_columns(o.price) | {"deadline_days": point.deadline_days, "budget_usd": point.budget_usd,
+                                                 "objective": point.objective}
+            k = select(o.cands.table, point, self.problem.min_gpus)
+            if k is None:
+                found.append(((1, i), row | {"feasible": False, "reason": self.reason(o, point)}))
+                continue
+            row |= {"feasible": True} | self.plan_columns(i, k, point)
+            objective_keys = tuple(row["cost_usd" if n == "cost" else "days"]
+                                   for n in OBJECTIVES[point.objective] if n != "rank")
+            found.append(((0, *objective_keys, i), row))
+        found.sort(key=lambda kr: kr[0])
+        out = [r for _, r in found]
+        best = next((r[key] for r in out if r["feasible"]), None)
+        for r in out:
+            r["gap"] = r[key] / best - 1.0 if r["feasible"] and best else None
+        kinds = ", ".join(self.kinds)
+        out += [{"sku": s, "feasible": False, "deadline_days": point.deadline_days, "budget_usd": point.budget_usd,
+                 "objective": point.objective, "reason": f"no {kinds} price in the catalog"} for s in self.unpriced]
+        return out
+
+    def price_columns(self, p: PriceOption) -> dict[str, Any]:
+        from planner.catalog import get_gpu
+
+        return {"sku": p.sku, "pricing": p.label, "kind": p.kind, "provider": p.provider,
+                "usd_per_gpu_hour": p.rate.usd_per_gpu_hour, "price_date": p.date, "price_source": p.rate.source,
+                "capacity_gib": get_gpu(p.sku).hbm_bytes / GIB}
+
+    def plan_columns(self, i: int, k: int, point: Point) -> dict[str, Any]:
+        from planner.cli_solve import layout_text
+
+        o = self.options[i]
+        plan = self.plan(i, k)
+        r = o.cands.table.iloc[k]
+        solution = Solution((plan,), int(r["cost_cents"]), int(r["time_s"]), int(r["gpus"]))
+        job = replace(o.problem.jobs[0], deadline_days=point.deadline_days)
+        bad = check_solution(replace(o.problem, jobs=(job,), budget_usd=point.budget_usd), solution)
+        if bad:  # the vectorised and scalar models disagree: a bug, never a row to hand out
+            raise RuntimeError("compare: plan fails the independent re-check: " + "; ".join(bad))
+        ev = plan.evaluation
+        t = ev.time
+        cost = ev.cost_usd or 0.0
+        cols: dict[str, Any] = {
+            "gpus": plan.gpus, "nodes": plan.nodes, "layout": layout_text(ev),
+            "memory_gib": ev.memory.total / GIB, "mfu": t.mfu, "days": t.days, "gpu_hours": t.gpu_hours,
+            "energy_mwh": t.energy_kwh / 1000.0, "cost_usd": cost, "usd_per_million_tokens": ev.usd_per_million_tokens,
+            "upfront_usd": plan.gpus * o.price.usd_per_gpu if o.price.usd_per_gpu else None,
+        }
+        cols |= {f"memory_{p}_gib": getattr(ev.memory, p) / GIB for p in MEMORY_PARTS}
+        cols |= {f"step_{p}_s": t.breakdown.get(p, 0.0) for p in BREAKDOWN_KEYS}
+        return cols
+
+    def reason(self, o: Option, point: Point) -> str:
+        """Why no plan on this SKU at this price meets the limits, in one short line."""
+        t, s, job = o.cands.table, o.stats, self.job
+        relaxed = None if self.relaxed is None else self.relaxed[o.price.sku]
+        if t.empty:
+            if s.legal == 0 or s.min_memory is None:
+                why = "; ".join(fixed_field_problems(job, o.problem.skus[0].node))
+                return f"no legal layout: {why}" if why else f"no GPU count within {o.cap:,} is sold"
+            msg = f"does not fit: {s.min_memory / GIB:,.1f} GiB per GPU at best, {s.capacity / GIB:,.1f} GiB available"
+            if relaxed is not None and not relaxed.empty and o.cap_label:
+                msg += f" (fits on {int(relaxed['gpus'].min()):,} GPUs; {o.cap_label})"
+            return msg
+        min_gpus = self.problem.min_gpus
+        if not limits_mask(t, point, min_gpus, budget=False, deadline=False).any():
+            return f"min_gpus {min_gpus:,}: at most {int(t['gpus'].max()):,} GPUs run ({o.cap_label or 'search limit'})"
+        if not limits_mask(t, point, min_gpus, budget=False).any():
+            limit = deadline_seconds(point.deadline_days) or 0
+            if relaxed is not None and o.cap_label:
+                ok = limits_mask(relaxed, point, min_gpus, budget=False)
+                if ok.any():
+                    return f"needs {int(relaxed['gpus'].to_numpy()[ok].min()):,} GPUs, {o.cap_label}"
+            return f"too slow: {days(int(t['time_s'].min()))} at best, deadline {days(limit)}"
+        cheapest = int(t["cost_cents"].to_numpy()[limits_mask(t, point, min_gpus, budget=False)].min())
+        within = "meeting the deadline " if point.deadline_days is not None else ""
+        return f"over budget: {within}costs ${cheapest / 100:,.0f} at least, budget ${point.budget_usd:,.0f}"
+
+    def notes(self, swept: str | None = None) -> list[str]:
+        """What every row assumes, for the footnotes of tables and reports (`swept`: the swept column)."""
+        c, p = self.scenario.constraints, self.scenario.pricing
+        deadline = f"deadline {c.deadline_days:g} days" if c.deadline_days else "no deadline"
+        budget = f"budget ${c.budget_usd:,.0f}" if c.budget_usd else "no budget"
+        if swept == "deadline_days":
+            deadline = "deadline swept"
+        limits = [deadline, budget, f"objective {self.scenario.objective}"]
+        if swept == "budget_usd":
+            limits[1:] = ["budget swept, objective time (the fastest plan within each budget)"]
+        out = ["limits: " + ", ".join(limits)]
+        if "purchase" in self.kinds:
+            kwh = f"{p.usd_per_kwh:.2f}" if round(p.usd_per_kwh, 2) == p.usd_per_kwh else f"{p.usd_per_kwh:g}"
+            out.append(f"purchase: capex amortised over {p.amortisation_years:g} years of full use, plus GPU TDP × "
+                       f"PUE {p.pue:g} × ${kwh}/kWh")
+        missing = [k for k in self.kinds if not any(o.price.kind == k for o in self.options)]
+        if missing:
+            out.append(f"no {', '.join(missing)} price in the catalog for these GPUs")
+        out.append("energy: the GPUs at TDP for the whole run (an upper bound, before PUE)")
+        return out
+
+    @property
+    def skus(self) -> list[str]:
+        """Every SKU of the scenario, in its order (priced ones first)."""
+        return [s.name for s in self.problem.skus] + self.unpriced
+
+    # ----------------------------------------------------------------------------------------
+
+    def frame(self, point: Point | None = None) -> pd.DataFrame:
+        return to_frame(self.rows(point))
+
+    def sweep(self, *, deadlines: Sequence[float] = (), budgets: Sequence[float] = (), workers: int | None = None,
+              progress: Progress | None = None) -> pd.DataFrame:
+        """Rows at every deadline (the scenario's objective) or every budget (the fastest plan within it),
+        in input order. `workers` > 1 runs the points in that many processes; by default only sweeps of
+        PARALLEL_MIN_ROWS rows or more do (from a script, guard its entry with `if __name__ == "__main__"`,
+        as every process pool needs)."""
+        if deadlines and budgets:
+            raise InputError("--deadline and --budget: sweep one limit at a time")
+        c = self.scenario.constraints
+        if deadlines:
+            points = [Point(d, c.budget_usd, self.scenario.objective) for d in deadlines]
+        else:
+            points = [Point(c.deadline_days, b, "time") for b in budgets]
+        if not points:
+            return self.frame()
+        self.ensure_relaxed(points)  # once here, not in every worker
+        say = progress or (lambda _d, _t, _m: None)
+        if workers is None:
+            workers = (os.cpu_count() or 1) if len(points) * len(self.options) >= PARALLEL_MIN_ROWS else 1
+        workers = min(len(points), workers)
+        results: list[list[dict[str, Any]]] = []
+        if workers <= 1:
+            for n, p in enumerate(points):
+                results.append(self.rows(p))
+                say(n + 1, len(points), "sweeping")
+        else:
+            # forkserver: the parent holds threads (numpy pools, a progress bar) that fork would copy
+            # mid-lock; preloading planner.compare makes each worker start warm
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(["planner.compare"])
+            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(self,)) as pool:
+                futures = [pool.submit(_worker_rows, p) for p in points]
+                for n, _ in enumerate(as_completed(futures)):
+                    say(n + 1, len(points), "sweeping")
+                results = [f.result() for f in futures]
+        return to_frame([r for rows in results for r in rows])
+
+    def pareto(self) -> pd.DataFrame:
+        """Per SKU at its lowest hourly rate: the cost vs wall-clock front within the inventory (deadline
+        and budget ignored), as `Selector.pareto` traces it: cheapest, then cheapest strictly faster, ..."""
+        out: list[dict[str, Any]] = []
+        best: dict[str, Option] = {}
+        for o in self.options:
+            if o.price.sku not in best or o.price.rate.usd_per_gpu_hour < best[o.price.sku].price.rate.usd_per_gpu_hour:
+                best[o.price.sku] = o
+        for o in best.values():
+            t = o.cands.table
+            idx = np.flatnonzero(limits_mask(t, self.base, self.problem.min_gpus, budget=False, deadline=False))
+            cols = [t[k].to_numpy()[idx] for k in ("row", "memory", "gpus", "time_s", "cost_cents")]
+            fastest = math.inf
+            for k in idx[np.lexsort(cols)].tolist():
+                r = t.iloc[k]
+                if r["time_s"] >= fastest:
+                    continue
+                fastest = int(r["time_s"])
+                fields = o.cands.grid.layout(int(r["row"])).model_dump()
+                out.append(self.price_columns(o.price) | {
+                    "gpus": int(r["gpus"]), "days": fastest / SECONDS_PER_DAY, "cost_usd": int(r["cost_cents"]) / 100,
+                    "layout": layout_label(fields)})
+        return pd.DataFrame(out)
+
+
+_WORKER: Comparison | None = None
+
+
+def _worker_init(comparison: Comparison) -> None:
+    global _WORKER
+    _WORKER = comparison
+
+
+def _worker_rows(point: Point) -> list[dict[str, Any]]:
+    assert _WORKER is not None
+    return _WORKER.rows(point)
+
+
+# --------------------------------------------------------------------------------------------
+# Frames and views
+# --------------------------------------------------------------------------------------------
+
+# The frame's columns. upfront_usd: a purchase's capex for the plan's GPUs; gap: the row's first objective
+# over the best row's, minus one; memory_*_gib and step_*_s: the plan's breakdowns (the stacked-bar plots).
+COLUMNS = ("sku", "pricing", "kind", "provider", "usd_per_gpu_hour", "price_date", "price_source", "capacity_gib",
+           "deadline_days", "budget_usd", "objective", "feasible", "gpus", "nodes", "layout", "memory_gib", "mfu",
+           "days", "gpu_hours", "energy_mwh", "cost_usd", "usd_per_million_tokens", "upfront_usd", "gap", "reason",
+           *(f"memory_{p}_gib" for p in MEMORY_PARTS), *(f"step_{p}_s" for p in BREAKDOWN_KEYS))
+
+
+def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    return df.astype({"gpus": "Int64", "nodes": "Int64", "feasible": bool})
+
+
+def compare(
+    scenario: Scenario,
+    *,
+    kinds: Sequence[str] = DEFAULT_KINDS,
+    deadlines: Sequence[float] = (),
+    budgets: Sequence[float] = (),
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """One row per (SKU, price option): the optimal plan's GPUs, nodes, layout, days, GPU-hours, energy,
+    cost, $ per million tokens and gap to the best option, or the reason none exists. With `deadlines`
+    or `budgets`, those rows at each sweep point (columns deadline_days / budget_usd say which)."""
+    c = Comparison(scenario, kinds=kinds, progress=progress)
+    return c.sweep(deadlines=deadlines, budgets=budgets, workers=workers, progress=progress)
+
+
+def records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """JSON-ready rows: missing values left out (an infeasible row carries `reason`, not numbers)."""
+    out = []
+    for r in df.to_dict(orient="records"):
+        out.append({k: (v.item() if isinstance(v, np.generic) else v) for k, v in r.items()
+                    if not (pd.api.types.is_scalar(v) and pd.isna(v))})
+    return out
+
+
+class Shown(float):
+    """A float that prints with a fixed number of decimals (display rows only)."""
+
+    digits: int
+
+    def __new__(cls, value: float, digits: int) -> Shown:
+        obj = super().__new__(cls, value)
+        obj.digits = digits
+        return obj
+
+
+def cell(v: Any) -> str:
+    """A display value as text: numbers with thousands separators at the precision display_rows kept."""
+    if v is None:
+        return "—"
+    if isinstance(v, Shown):
+        return f"{v:,.{v.digits}f}"
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return f"{v:,}"
+    return str(v)
+
+
+def numeric(rows: Sequence[dict[str, Any]], col: str) -> bool:
+    return any(isinstance(r.get(col), int | float) and not isinstance(r.get(col), bool) for r in rows)
+
+
+def _num(v: Any, digits: int) -> Any:
+    if v is None or pd.isna(v):
+        return None
+    return round(float(v)) if digits == 0 else Shown(round(float(v), digits), digits)
+
+
+def display_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """The columns people read, rounded (the frame keeps full precision)."""
+    rows = []
+    for r in df.to_dict(orient="records"):
+        gap = r.get("gap")
+        rows.append({
+            "sku": r["sku"], "pricing": r["pricing"] if isinstance(r["pricing"], str) else None,
+            "usd_per_gpu_hour": _num(r["usd_per_gpu_hour"], 2),
+            "gpus": None if pd.isna(r["gpus"]) else int(r["gpus"]),
+            "nodes": None if pd.isna(r["nodes"]) else int(r["nodes"]),
+            "layout": r["layout"] if isinstance(r["layout"], str) else None,
+            "days": _num(r["days"], 2), "gpu_hours": _num(r["gpu_hours"], 0), "energy_mwh": _num(r["energy_mwh"], 1),
+            "cost_usd": _num(r["cost_usd"], 0), "upfront_usd": _num(r["upfront_usd"], 0),
+            "usd_per_m_tokens": _num(r["usd_per_million_tokens"], 3),
+            "vs_best": None if gap is None or pd.isna(gap) else ("best" if gap == 0 else f"{gap:+.1%}"),
+            "reason": r["reason"] if isinstance(r["reason"], str) else "",
+        })
+    return rows
+
+
+def source_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """Where each price comes from, once per option."""
+    cols = ["sku", "pricing", "usd_per_gpu_hour", "price_date", "price_source"]
+    priced = df[df["pricing"].notna()].drop_duplicates(["sku", "pricing"])[cols]
+    return [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in priced.to_dict(orient="records")]
+
+
+def sweep_rows(df: pd.DataFrame, by: str, skus: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """A sweep over `by` (deadline_days or budget_usd) as one row per point and one column per SKU (in
+    `skus` order, default as met): the SKU's best option's cost (deadline sweep) or days (budget sweep);
+    None where the SKU has no plan."""
+    value = "cost_usd" if by == "deadline_days" else "days"
+    ok = df[df["feasible"]]
+    table = ok.groupby([by, "sku"], sort=False)[value].min().unstack("sku")
+    skus = list(skus) or list(dict.fromkeys(df["sku"]))
+    out = []
+    for point in dict.fromkeys(df[by]):
+        row: dict[str, Any] = {by: int(point) if float(point).is_integer() else point}
+        for s in skus:
+            v = table.at[point, s] if point in table.index and s in table.columns else None
+            row[s] = _num(v, 0 if value == "cost_usd" else 2)
+        out.append(row)
+    return out
