@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from planner.schema import ModelSpec
+
 BF16 = torch.bfloat16
 
 # A reentrant checkpoint keeps the CPU RNG state (a 5,056-byte ByteTensor) on its ctx, outside
@@ -381,3 +383,19 @@ def hf_layer_call(layer: nn.Module, rotary: nn.Module, b: int, s: int, attn: str
         return layer(z, attention_mask=mask, position_embeddings=(cos, sin), position_ids=positions)
 
     return fn, x, cos, sin
+
+
+def gpt_spec(layers: int, s: int, h: int, a: int, f: int, vocab: int = 1024) -> ModelSpec:
+    return ModelSpec(
+        layers=layers,
+        hidden=h,
+        heads=a,
+        ffn_hidden=f,
+        vocab=vocab,
+        max_seq=s,
+        mlp="gelu",
+        norm="layernorm",
+        bias="all",
+        position="learned",
+        tied_embeddings=True,
+    )

@@ -23,6 +23,7 @@ from oracles import (  # noqa: E402
     BF16,
     GPTLayer,
     GPTModel,
+    gpt_spec,
     hf_layer_call,
     llama_config,
     ln_stats_gap,
@@ -43,22 +44,6 @@ TOL = 0.01
 
 def ratio(measured: float, planned: float) -> float:
     return measured / planned
-
-
-def gpt_spec(layers: int, s: int, h: int, a: int, f: int, vocab: int = 1024) -> ModelSpec:
-    return ModelSpec(
-        layers=layers,
-        hidden=h,
-        heads=a,
-        ffn_hidden=f,
-        vocab=vocab,
-        max_seq=s,
-        mlp="gelu",
-        norm="layernorm",
-        bias="all",
-        position="learned",
-        tied_embeddings=True,
-    )
 
 
 def llama_spec(layers: int, s: int, h: int, a: int, kv: int, f: int, vocab: int = 512) -> ModelSpec:

@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from oracles import GPTLayer, GPTModel, llama_config, mixtral_config  # noqa: E402
+from oracles import GPTLayer, GPTModel, gpt_spec, llama_config, mixtral_config  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from planner.model.flops import step_flops  # noqa: E402
@@ -29,22 +29,6 @@ def counted(loss_fn) -> int:
     with FlopCounterMode(display=False) as fc:
         loss_fn().backward()
     return fc.get_total_flops()
-
-
-def gpt_spec(layers: int, s: int, h: int, a: int, f: int, vocab: int) -> ModelSpec:
-    return ModelSpec(
-        layers=layers,
-        hidden=h,
-        heads=a,
-        ffn_hidden=f,
-        vocab=vocab,
-        max_seq=s,
-        mlp="gelu",
-        norm="layernorm",
-        bias="all",
-        position="learned",
-        tied_embeddings=True,
-    )
 
 
 # (L, s, b, h, a, f, V)

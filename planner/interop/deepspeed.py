@@ -17,12 +17,12 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import ValidationError
 
 from planner.errors import InputError, format_validation_error
+from planner.interop.sources import parse_json_object, read_text
 from planner.schema import Layout, Optimizer, Recompute
 
 AUTO = "auto"
@@ -212,19 +212,8 @@ def _read(source: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[Mapping[s
     if isinstance(source, str) and source.lstrip().startswith("{"):
         text, where = source, "DeepSpeed config"
     else:
-        path = Path(source)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise InputError(f"{path}: cannot read DeepSpeed config ({reason})") from exc
-        where = str(path)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{where}: line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}") from exc
-    if not isinstance(data, dict):
-        raise InputError(f"{where}: expected a JSON object, got {type(data).__name__}")
+        text, where = read_text(source, "DeepSpeed config")
+    data = parse_json_object(text, where)
     return data, where
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from planner.errors import InputError, format_validation_error
+from planner.interop.sources import parse_json_object, read_text
 from planner.schema import MLASpec, ModelSpec, MoESpec
 
 Fields = dict[str, Any]
@@ -230,17 +231,8 @@ def _read(source: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[Mapping[s
     path = Path(source)
     if path.is_dir():
         path = path / "config.json"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise InputError(f"{path}: cannot read config ({reason})") from exc
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}") from exc
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    text, where = read_text(path, "config")
+    data = parse_json_object(text, where)
     return data, str(path), path
 
 

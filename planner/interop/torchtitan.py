@@ -16,13 +16,13 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import ValidationError
 
 from planner.catalog import get_model
 from planner.errors import InputError, format_validation_error
+from planner.interop.sources import read_text
 from planner.schema import Layout, ModelSpec, Optimizer, Precision, Recompute
 
 # torchtitan model flavors whose shapes equal a catalog entry (dim, layers, heads, kv heads, multiple_of and
@@ -161,13 +161,7 @@ def _read(source: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[Mapping[s
     if isinstance(source, str) and ("\n" in source or "[" in source or "=" in source):
         text, where = source, "torchtitan config"
     else:
-        path = Path(source)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise InputError(f"{path}: cannot read torchtitan config ({reason})") from exc
-        where = str(path)
+        text, where = read_text(source, "torchtitan config")
     try:
         return tomllib.loads(text), where
     except tomllib.TOMLDecodeError as exc:
