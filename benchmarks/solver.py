@@ -2,7 +2,7 @@
 
 For each scenario: the solve time (grid + vectorised models + CP-SAT, best of a few runs), the search
 space (legal SKU × layout pairs), and what `planner.search.exhaustive` — every tuple of the axis
-domains checked by `layout_problems`, every legal one evaluated by `planner.evaluate` — takes on the
+domains checked by `layout_problems`, every legal one evaluated by `planner.evaluation` — takes on the
 same space. Where that would exceed 10 minutes it is extrapolated from timed random samples:
 (tuples in the product) × (time to build and check one) + (legal layouts) × (time to evaluate one),
 and the table says so. A small scenario is enumerated for real to calibrate the extrapolation.

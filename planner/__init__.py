@@ -27,9 +27,11 @@ _EXPORTS = {
     "training_memory": "planner.model.memory",
     "inference_memory": "planner.model.memory",
     "training_time": "planner.model.perf",
-    "evaluate": "planner.evaluate",
-    "Evaluation": "planner.evaluate",
+    "evaluate": "planner.evaluation",
+    "Evaluation": "planner.evaluation",
     "solve": "planner.search",
+    "compare": "planner.comparison",
+    "review": "planner.config_review",
     "InputError": "planner.errors",
     "InfeasibleError": "planner.errors",
 }
@@ -44,6 +46,7 @@ __all__ = [
     "ModelSpec",
     "Overheads",
     "Scenario",
+    "compare",
     "count_params",
     "evaluate",
     "get_gpu",
@@ -53,6 +56,7 @@ __all__ = [
     "load_models",
     "load_scenario",
     "model_from_hf_config",
+    "review",
     "solve",
     "step_flops",
     "training_memory",
@@ -68,8 +72,10 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:  # for type checkers and editors
     from planner.catalog import get_gpu, get_model, load_gpus, load_models
+    from planner.comparison import compare
+    from planner.config_review import review
     from planner.errors import InfeasibleError, InputError
-    from planner.evaluate import Evaluation, evaluate
+    from planner.evaluation import Evaluation, evaluate
     from planner.interop.hf_config import model_from_hf_config
     from planner.model.flops import step_flops
     from planner.model.memory import inference_memory, training_memory

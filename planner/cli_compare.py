@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from rich.console import Console
 
-    from planner.compare import Comparison
+    from planner.comparison import Comparison
 
 FORMATS = ("table", "json", "csv", "markdown")
 SWEEP_MAX_POINTS = 1_000
@@ -113,7 +113,7 @@ def run(scenario: Path, kinds: list[str] | None, deadlines: list[float], budgets
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from planner.compare import DEFAULT_KINDS, Comparison
+    from planner.comparison import DEFAULT_KINDS, Comparison
     from planner.scenario import load_scenario
 
     sc = load_scenario(scenario)
@@ -149,7 +149,7 @@ def titles(cmp: Comparison, by: str | None) -> tuple[str, str]:
 
 def emit(cmp: Comparison, base: pd.DataFrame, sweep: pd.DataFrame | None, by: str | None, fmt: str,
          fh: Any) -> None:
-    from planner.compare import display_rows, records, sweep_rows
+    from planner.comparison import display_rows, records, sweep_rows
     from planner.report import to_json
 
     frame = sweep if sweep is not None else base
@@ -185,7 +185,7 @@ def emit(cmp: Comparison, base: pd.DataFrame, sweep: pd.DataFrame | None, by: st
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    from planner.compare import cell
+    from planner.comparison import cell
     from planner.report import to_markdown
 
     return to_markdown([{k: cell(v) for k, v in r.items()} for r in rows])
@@ -194,7 +194,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 def print_table(con: Console, rows: list[dict[str, Any]], title: str) -> None:
     from rich.table import Table
 
-    from planner.compare import cell, numeric
+    from planner.comparison import cell, numeric
 
     if not rows:
         con.print("(none)")
@@ -209,7 +209,7 @@ def print_table(con: Console, rows: list[dict[str, Any]], title: str) -> None:
 
 def report(cmp: Comparison, base: pd.DataFrame, sweep: pd.DataFrame | None, by: str | None, figs: dict[str, Any],
            scenario_yaml: str) -> str:
-    from planner.compare import display_rows, source_rows, sweep_rows
+    from planner.comparison import display_rows, source_rows, sweep_rows
     from planner.html_report import render
 
     title, sweep_title = titles(cmp, by)

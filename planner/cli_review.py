@@ -16,7 +16,7 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from planner.review import Review
+    from planner.config_review import Review
 
 FORMATS = ("table", "json", "csv", "markdown")
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
@@ -112,7 +112,7 @@ def parse_env(pairs: list[str]) -> dict[str, str]:
 
 
 def run(scenario: Path | None, *, better: bool, time_limit: float, **fields: Any) -> Review:
-    from planner.review import ReviewRequest, review
+    from planner.config_review import ReviewRequest, review
     from planner.scenario import load_scenario
 
     req = ReviewRequest(scenario=load_scenario(scenario) if scenario else None, **fields)
@@ -198,8 +198,8 @@ def print_review(con: Console, rev: Review) -> None:
     from rich.table import Table
 
     from planner.cli_solve import layout_text
+    from planner.config_review import setting_text
     from planner.estimate import estimate_dict
-    from planner.review import setting_text
     from planner.tables import print_estimate
 
     print_estimate(con, estimate_dict(rev.evaluation))

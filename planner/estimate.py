@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from planner.errors import InputError, format_validation_error
-from planner.evaluate import Evaluation, evaluate
+from planner.evaluation import Evaluation, evaluate
 from planner.legality import layout_problems
 from planner.model.memory import InferenceMemory, inference_memory
 from planner.model.params import count_params

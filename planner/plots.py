@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from planner.compare import MEMORY_PARTS
+from planner.comparison import MEMORY_PARTS
 from planner.model.perf import BREAKDOWN_KEYS
 
 if TYPE_CHECKING:

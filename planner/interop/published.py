@@ -94,7 +94,7 @@ class Case:
 
     @property
     def sku(self) -> GpuSku:
-        """The GPU with the run's own efficiencies, for `planner.evaluate.evaluate`."""
+        """The GPU with the run's own efficiencies, for `planner.evaluation.evaluate`."""
         return self.gpu.model_copy(update={"efficiency": self.efficiency})
 
 

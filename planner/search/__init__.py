@@ -2,7 +2,7 @@
 
 `solve(scenario)` resolves the scenario (space.py), evaluates the legal grid vectorised into one
 candidate per (SKU, GPU count) and job (candidates.py), lets CP-SAT choose (cpsat.py), and re-checks
-every plan it returns with `planner.evaluate.evaluate`, the scalar model `planner estimate` uses.
+every plan it returns with `planner.evaluation.evaluate`, the scalar model `planner estimate` uses.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from planner.evaluate import Evaluation, evaluate
+from planner.evaluation import Evaluation, evaluate
 from planner.model.perf import SECONDS_PER_DAY
 from planner.scenario import Scenario
 from planner.search.candidates import JobCandidates, all_candidates, job_candidates

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from planner.evaluate import merged_efficiency
+from planner.evaluation import merged_efficiency
 from planner.model import memory as memory_model
 from planner.model import perf as perf_model
 from planner.model.perf import SECONDS_PER_DAY
@@ -102,7 +102,7 @@ def memory_bytes(problem: Problem, grid: LayoutGrid, rows: np.ndarray) -> np.nda
 
 
 def step_seconds(problem: Problem, sku: SkuOption, grid: LayoutGrid, rows: np.ndarray) -> np.ndarray:
-    """Seconds per optimizer step of the selected rows on `sku`, as `planner.evaluate` computes them."""
+    """Seconds per optimizer step of the selected rows on `sku`, as `planner.evaluation` computes them."""
     job, eff = grid.job, problem.efficiency
     if len(rows) == 0:
         return np.empty(0, dtype=np.float64)

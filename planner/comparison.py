@@ -405,9 +405,9 @@ class Comparison:
                 say(n + 1, len(points), "sweeping")
         else:
             # forkserver: the parent holds threads (numpy pools, a progress bar) that fork would copy
-            # mid-lock; preloading planner.compare makes each worker start warm
+            # mid-lock; preloading planner.comparison makes each worker start warm
             ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["planner.compare"])
+            ctx.set_forkserver_preload(["planner.comparison"])
             with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(self,)) as pool:
                 futures = [pool.submit(_worker_rows, p) for p in points]
                 for n, _ in enumerate(as_completed(futures)):

@@ -1,0 +1,29 @@
+"""The public API: every exported name resolves to the object it promises, and the README example runs."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+import planner
+
+
+@pytest.mark.parametrize("name", planner.__all__)
+def test_exports_resolve(name: str) -> None:
+    obj = getattr(planner, name)
+    assert not inspect.ismodule(obj), f"planner.{name} is shadowed by a submodule"
+
+
+def test_readme_example() -> None:
+    ev = planner.evaluate(
+        planner.get_model("llama-3-70b"), planner.Layout(tp=8, pp=4, dp=8, global_batch=1024),
+        planner.get_gpu("h100"), seq=8192, tokens=15e12,
+    )
+    assert ev.fits and ev.memory.total < ev.capacity_bytes
+    assert 0 < ev.time.mfu < 1 and ev.time.days > 0
+
+
+def test_unknown_name() -> None:
+    with pytest.raises(AttributeError):
+        _ = planner.not_a_thing
