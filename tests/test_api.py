@@ -27,3 +27,15 @@ def test_readme_example() -> None:
 def test_unknown_name() -> None:
     with pytest.raises(AttributeError):
         _ = planner.not_a_thing
+
+
+def test_readme_scenario_format_block_validates() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from planner.scenario import Scenario
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.split("## Scenario format")[1].split("```yaml")[1].split("```")[0]
+    assert Scenario.model_validate(yaml.safe_load(block)).constraints.deadline_days == 30
