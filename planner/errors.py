@@ -6,6 +6,8 @@ scenario from a job that genuinely needs more GPUs.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import ValidationError
 
 
@@ -21,14 +23,32 @@ class InfeasibleError(Exception):
     exit_code = 1
 
 
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[str, ...]:
+    """Drop pydantic's union-branch tags ('str', 'function-after[...]', 'list[...]') from a key path."""
+    return tuple(
+        str(part) for part in loc
+        if not (isinstance(part, str) and ("[" in part or part in _TYPE_TAGS))
+    )
+
+
+_TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "literal", "none", "is-instance"}
+
+
 def format_validation_error(err: ValidationError, where: str) -> str:
     """One line per pydantic error, "where: key.path: message", so a user can find the offending key.
 
     `where` names the file and entry (e.g. "catalogs/gpus.yaml: gpus[3] (h100-sxm)"). Errors raised by a
-    model-level validator have no key path and print as "where: message".
+    model-level validator have no key path and print as "where: message". For a union field (a catalog
+    name or an inline spec), the branch that does not match the input's shape is left out.
     """
+    errors = [(_clean_loc(e["loc"]), e["msg"]) for e in err.errors(include_url=False)]
+    deeper = {path[:i] for path, _ in errors for i in range(len(path))}
     lines = []
-    for error in err.errors(include_url=False):
-        path = ".".join(str(part) for part in error["loc"])
-        lines.append(f"{where}: {path}: {error['msg']}" if path else f"{where}: {error['msg']}")
+    for path, msg in errors:
+        if path in deeper and msg.startswith("Input should be a valid"):
+            continue  # the other branch of a union explains the real problem further down
+        key = ".".join(path)
+        line = f"{where}: {key}: {msg}" if key else f"{where}: {msg}"
+        if line not in lines:
+            lines.append(line)
     return "\n".join(lines)

@@ -147,3 +147,12 @@ def test_model_config_flag(tmp_path: Path) -> None:
     bad.write_text("{not json")
     result = runner.invoke(app, ["estimate", "--model-config", str(bad), "--gpu", "a100-80gb"])
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_inline_model_errors_name_the_missing_keys(tmp_path: Path) -> None:
+    sc = tmp_path / "inline.yaml"
+    sc.write_text("model: {layers: 2, hidden: 64}\njob: {tokens: 1e9, seq_len: 128, global_batch: 8}\n")
+    result = runner.invoke(app, ["estimate", str(sc), "--gpu", "h100"])
+    assert result.exit_code == 2
+    assert f"{sc}: model.heads: Field required" in result.output
+    assert "function-after" not in result.output and "model.str" not in result.output
