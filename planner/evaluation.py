@@ -16,7 +16,7 @@ from planner.model.params import ParamCount, count_params
 from planner.model.perf import TimeEstimate, fixed_utilisation_time, training_time
 from planner.pricing import HourlyRate, hourly_rate
 from planner.scenario import EfficiencyOverride, Pricing
-from planner.schema import GpuSku, Implementation, Layout, ModelSpec, Overheads
+from planner.schema import Efficiency, GpuSku, Implementation, Layout, ModelSpec, Overheads
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,7 @@ class Evaluation:
     def cost_usd(self) -> float | None:
         if self.rate is None:
             return None
-        cost = self.time.gpu_hours * self.rate.usd_per_gpu_hour
-        return cost
+        return self.time.gpu_hours * self.rate.usd_per_gpu_hour
 
     @property
     def usd_per_million_tokens(self) -> float | None:
@@ -63,7 +62,7 @@ class Evaluation:
         return None if cost is None else cost / (self.tokens / 1e6)
 
 
-def merged_efficiency(gpu: GpuSku, override: EfficiencyOverride | None):
+def merged_efficiency(gpu: GpuSku, override: EfficiencyOverride | None) -> Efficiency:
     """The SKU's efficiency defaults with the scenario's overrides applied."""
     if override is None:
         return gpu.efficiency
