@@ -231,8 +231,9 @@ def axis_domains(job: JobSpec, max_node: int) -> dict[str, list[int]]:
     cps = [c for c in divisors(seq) if c == 1 or seq // c >= MIN_TOKENS_PER_CP_RANK]
     dom: dict[str, list[int]] = {
         "tp": [t for t in divisors(m.heads) if t <= max_node],
-        # even splits, every depth up to 16 and power-of-two depths with a shorter last stage (uneven splits)
-        "pp": sorted(set(divisors(m.layers)) | set(range(1, min(16, m.layers) + 1))
+        # even splits, plus even depths up to 16 and power-of-two depths with a shorter last stage
+        # (uneven splits, e.g. BLOOM's 70 layers on 12 stages, DeepSeek-V3's 61 on 16)
+        "pp": sorted(set(divisors(m.layers)) | {p for p in range(2, 17, 2) if p <= m.layers}
                      | {2**i for i in range(m.layers.bit_length()) if 2**i <= m.layers}),
         "vpp": divisors(m.layers),
         "dp": divisors(job.global_batch),
