@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from planner.errors import InputError
-from planner.estimate import estimate_dict, layout_dict
-from planner.evaluation import Evaluation, evaluate, merged_efficiency
+from planner.estimate import CHINCHILLA_TOKENS_PER_PARAM, EstimateInputs, estimate_dict, layout_dict, priced
+from planner.evaluation import Evaluation, merged_efficiency
 from planner.legality import layout_problems
 from planner.model.params import count_params
 from planner.scenario import EfficiencyOverride, Pricing, Scenario, resolve_model
-from planner.schema import GIB, GpuSku, Implementation, Layout, ModelSpec, Overheads
+from planner.schema import GIB, Implementation, Layout, ModelSpec, Overheads
 
 if TYPE_CHECKING:
     from planner.interop.published import Case, Comparison
@@ -85,22 +85,12 @@ class ReviewRequest:
     env: Mapping[str, str] | None = None  # Megatron-LM: values of shell variables the arguments use
 
 
-@dataclass
-class Config:
+@dataclass(kw_only=True)
+class Config(EstimateInputs):
     """A configuration as read, before it is judged. `gpus` is the count given; the layout may need more."""
 
     source: Source
-    model: ModelSpec
-    layout: Layout
-    gpu: GpuSku
     gpus: int
-    gpus_per_node: int
-    seq: int
-    tokens: float
-    implementation: Implementation
-    overheads: Overheads
-    efficiency: EfficiencyOverride
-    pricing: Pricing | None  # None: the SKU has no price of that kind (no cost is reported)
     read: list[Finding] = field(default_factory=list)  # what reading the input found
     fixed: dict[str, Any] = field(default_factory=dict)  # layout fields the input's format cannot change
     case: Case | None = None
@@ -108,11 +98,6 @@ class Config:
     @property
     def format(self) -> str | None:
         return FORMAT_OF[self.source]
-
-    def evaluate(self, layout: Layout) -> Evaluation:
-        return evaluate(self.model, layout, self.gpu, seq=self.seq, tokens=self.tokens,
-                        gpus_per_node=self.gpus_per_node, implementation=self.implementation,
-                        overheads=self.overheads, efficiency=self.efficiency, pricing=self.pricing)
 
     def problems(self, layout: Layout) -> list[str]:
         return layout_problems(self.model, layout, gpus=self.gpus, node_size=self.gpus_per_node, seq=self.seq)
@@ -222,22 +207,12 @@ def _common(req: ReviewRequest, model: ModelSpec) -> dict[str, Any]:
         "gpu": gpu,
         "gpus_per_node": _pick(req.gpus_per_node, target.gpus_per_node if target else None,
                                sc.hardware.gpus_per_node if sc else None, gpu.node_size),
-        "tokens": float(_pick(req.tokens, sc.job.tokens if sc else None, 20.0 * count_params(model).total)),
-        "pricing": _priced(gpu, sc.pricing if sc else Pricing()),
+        "tokens": float(_pick(req.tokens, sc.job.tokens if sc else None,
+                              CHINCHILLA_TOKENS_PER_PARAM * count_params(model).total)),
+        "pricing": priced(gpu, sc.pricing if sc else Pricing()),
         "overheads": sc.overheads if sc else Overheads(),
         "efficiency": sc.efficiency if sc else EfficiencyOverride(),
     }
-
-
-def _priced(gpu: GpuSku, pricing: Pricing) -> Pricing | None:
-    """The pricing, or None when the SKU has no price of that kind (everything but the cost is reported)."""
-    from planner.pricing import hourly_rate
-
-    try:
-        hourly_rate(gpu, pricing)
-    except InputError:
-        return None
-    return pricing
 
 
 def _dp(gpus: int, per_replica: int) -> int:
@@ -270,8 +245,8 @@ def _from_scenario(req: ReviewRequest) -> Config:
                         optimizer=sc.job.optimizer, fp32_grad_accumulation=sc.job.fp32_grad_accumulation, **fixed)
     except ValueError as e:  # pydantic's ValidationError
         raise InputError(f"layout: {e}") from None
-    return Config("scenario", model, layout, gpus=gpus or layout.gpus, seq=req.seq or sc.job.seq_len,
-                  implementation=sc.implementation, **common)
+    return Config(source="scenario", model=model, layout=layout, gpus=gpus or layout.gpus,
+                  seq=req.seq or sc.job.seq_len, implementation=sc.implementation, **common)
 
 
 def _from_megatron(req: ReviewRequest) -> Config:
@@ -292,8 +267,8 @@ def _from_megatron(req: ReviewRequest) -> Config:
     sc = req.scenario
     ignored = [Finding("ignored_flags", "info", f"{len(cfg.ignored)} flags change neither memory nor time: "
                        + " ".join(cfg.ignored))] if cfg.ignored else []
-    return Config("megatron", model, layout, gpus=gpus, seq=_pick(cfg.seq, req.seq, sc.job.seq_len if sc else None,
-                                                                  model.max_seq),
+    return Config(source="megatron", model=model, layout=layout, gpus=gpus,
+                  seq=_pick(cfg.seq, req.seq, sc.job.seq_len if sc else None, model.max_seq),
                   implementation=cfg.implementation(),
                   read=_listed(cfg.unknown, cfg.unsupported, cfg.notes, "Megatron-LM") + ignored,
                   **_common(req, model))
@@ -314,8 +289,8 @@ def _from_deepspeed(req: ReviewRequest) -> Config:
         global_batch=_pick(req.global_batch, sc.job.global_batch if sc and cfg.train_batch is None else None),
         precision=sc.job.precision if sc and cfg.precision is None else None,
     )
-    return Config("deepspeed", model, layout, gpus=gpus, seq=_pick(req.seq, sc.job.seq_len if sc else None,
-                                                                   model.max_seq),
+    return Config(source="deepspeed", model=model, layout=layout, gpus=gpus,
+                  seq=_pick(req.seq, sc.job.seq_len if sc else None, model.max_seq),
                   implementation=sc.implementation if sc else Implementation(),
                   read=_listed(cfg.unknown, cfg.unsupported, cfg.notes, "DeepSpeed"),
                   # TP, PP, CP and sequence parallelism live in the model code and launcher, not in the JSON
@@ -333,7 +308,7 @@ def _from_torchtitan(req: ReviewRequest) -> Config:
     others = cfg.replicate * cfg.tp * cfg.pp * cfg.cp
     layout = cfg.to_layout(others * (_dp(gpus, others) if cfg.shard == -1 else cfg.shard))
     sc = req.scenario
-    return Config("torchtitan", model, layout, gpus=gpus, seq=cfg.seq,
+    return Config(source="torchtitan", model=model, layout=layout, gpus=gpus, seq=cfg.seq,
                   implementation=sc.implementation if sc else Implementation(),
                   read=_listed([], cfg.unsupported, cfg.notes, "torchtitan"), **_common(req, model))
 
@@ -348,9 +323,11 @@ def _from_published(req: ReviewRequest) -> Config:
     taken = "; ".join(case.notes)
     read = [Finding("note", "info", f"not stated by the source, taken as: {taken}")] if case.notes else []
     return Config(
-        "published", case.model, case.layout, case.sku, case.layout.gpus, case.gpus_per_node, case.seq,
-        float(req.tokens or 20.0 * count_params(case.model).total), case.impl, Overheads(), EfficiencyOverride(),
-        _priced(case.gpu, Pricing()), read=read, case=case,
+        source="published", model=case.model, layout=case.layout, gpu=case.sku, gpus=case.layout.gpus,
+        gpus_per_node=case.gpus_per_node, seq=case.seq,
+        tokens=float(req.tokens or CHINCHILLA_TOKENS_PER_PARAM * count_params(case.model).total),
+        implementation=case.impl, overheads=Overheads(), efficiency=EfficiencyOverride(),
+        pricing=priced(case.gpu, Pricing()), read=read, case=case,
     )
 
 

@@ -50,18 +50,27 @@ def _pick(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
 
-@dataclass(frozen=True)
+@dataclass
 class EstimateInputs:
+    """Everything one evaluation needs, resolved: what `estimate` and `review` both evaluate."""
+
     model: ModelSpec
-    gpu: GpuSku
     layout: Layout
+    gpu: GpuSku
     gpus_per_node: int
     seq: int
     tokens: float
     implementation: Implementation
     overheads: Overheads
     efficiency: EfficiencyOverride
-    pricing: Pricing
+    pricing: Pricing | None  # None: the SKU has no price of that kind (no cost is reported)
+
+    def evaluate(self, layout: Layout | None = None) -> Evaluation:
+        return evaluate(
+            self.model, layout or self.layout, self.gpu, seq=self.seq, tokens=self.tokens,
+            gpus_per_node=self.gpus_per_node, implementation=self.implementation, overheads=self.overheads,
+            efficiency=self.efficiency, pricing=self.pricing,
+        )
 
 
 def resolve_request(req: EstimateRequest) -> EstimateInputs:
@@ -114,23 +123,23 @@ def resolve_request(req: EstimateRequest) -> EstimateInputs:
     return EstimateInputs(
         model=model, gpu=gpu, layout=layout, gpus_per_node=node, seq=seq, tokens=float(tokens),
         implementation=impl, overheads=sc.overheads if sc else Overheads(), efficiency=eff,
-        pricing=sc.pricing if sc else Pricing(),
+        pricing=priced(gpu, sc.pricing if sc else Pricing()),
     )
+
+
+def priced(gpu: GpuSku, pricing: Pricing) -> Pricing | None:
+    """The pricing when the SKU has a price of that kind; None to report everything but the cost."""
+    from planner.pricing import hourly_rate
+
+    try:
+        hourly_rate(gpu, pricing)
+    except InputError:
+        return None
+    return pricing
 
 
 def run_estimate(req: EstimateRequest) -> Evaluation:
-    x = resolve_request(req)
-    pricing = x.pricing
-    try:
-        from planner.pricing import hourly_rate
-
-        hourly_rate(x.gpu, pricing)
-    except InputError:
-        pricing = None  # no price for this SKU: report everything but the cost
-    return evaluate(
-        x.model, x.layout, x.gpu, seq=x.seq, tokens=x.tokens, gpus_per_node=x.gpus_per_node,
-        implementation=x.implementation, overheads=x.overheads, efficiency=x.efficiency, pricing=pricing,
-    )
+    return resolve_request(req).evaluate()
 
 
 def layout_dict(layout: Layout) -> dict[str, Any]:
