@@ -71,10 +71,14 @@ def guarded(fn: Any) -> Any:
 def console():
     from rich.console import Console
 
-    return Console()
+    con = Console()
+    if not con.is_terminal:  # piped or redirected: no terminal width to fit a wide table into
+        con.width = PIPED_WIDTH
+    return con
 
 
-Positive = Annotated[int | None, typer.Option(min=1)]
+PIPED_WIDTH = 160
+
 
 
 @app.command()

@@ -16,7 +16,6 @@ import typer
 
 if TYPE_CHECKING:
     import pandas as pd
-    from rich.console import Console
 
     from planner.comparison import Comparison
 
@@ -167,14 +166,17 @@ def emit(cmp: Comparison, base: pd.DataFrame, sweep: pd.DataFrame | None, by: st
     else:
         from rich.console import Console
 
+        from planner.comparison import cell
+        from planner.tables import print_rows
+
         con = Console(file=fh, width=WIDE, no_color=True) if fh else Console()
         if not con.is_terminal:  # piped or a file: no terminal width to wrap a dozen columns into
             con.width = WIDE
         title, sweep_title = titles(cmp, by)
         if sweep is not None and by is not None:
-            print_table(con, sweep_rows(sweep, by, cmp.skus), sweep_title)
+            print_rows(con, sweep_rows(sweep, by, cmp.skus), sweep_title, cell)
         else:
-            print_table(con, display_rows(base), title)
+            print_rows(con, display_rows(base), title, cell)
         for n in cmp.notes(by):
             con.print(f"[dim]{n}[/]")
         return
@@ -189,22 +191,6 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     from planner.report import to_markdown
 
     return to_markdown([{k: cell(v) for k, v in r.items()} for r in rows])
-
-
-def print_table(con: Console, rows: list[dict[str, Any]], title: str) -> None:
-    from rich.table import Table
-
-    from planner.comparison import cell, numeric
-
-    if not rows:
-        con.print("(none)")
-        return
-    t = Table(title=title, title_justify="left")
-    for c in rows[0]:
-        t.add_column(c, justify="right" if numeric(rows, c) else "left")
-    for r in rows:
-        t.add_row(*(cell(v) for v in r.values()), style="dim" if r.get("reason") else None)
-    con.print(t)
 
 
 def report(cmp: Comparison, base: pd.DataFrame, sweep: pd.DataFrame | None, by: str | None, figs: dict[str, Any],

@@ -172,12 +172,7 @@ def estimate_dict(ev: Evaluation) -> dict[str, Any]:
         },
         "memory": memory_dict(ev),
         "time": time_dict(ev),
-        "cost": {
-            "usd": ev.cost_usd,
-            "usd_per_gpu_hour": ev.rate.usd_per_gpu_hour if ev.rate else None,
-            "usd_per_million_tokens": ev.usd_per_million_tokens,
-            "price": ev.rate.label if ev.rate else None,
-        },
+        "cost": cost_dict(ev),
         "rules_of_thumb": {
             "state_bytes_20_per_param": state,
             # blog arithmetic divides by the vendor's label (80 GB = 80e9 B), not by what the driver reports
@@ -195,6 +190,15 @@ def memory_dict(ev: Evaluation) -> dict[str, Any]:
         "headroom_bytes": ev.headroom_bytes,
         "binding_stage": ev.memory.stage,
         "unit_note": "bytes; tables show GiB = 2^30 bytes",
+    }
+
+
+def cost_dict(ev: Evaluation) -> dict[str, Any]:
+    return {
+        "usd": ev.cost_usd,
+        "usd_per_million_tokens": ev.usd_per_million_tokens,
+        "usd_per_gpu_hour": ev.rate.usd_per_gpu_hour if ev.rate else None,
+        "price": ev.rate.label if ev.rate else None,
     }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from rich.console import Console
@@ -12,15 +12,18 @@ from planner.report import GIB, gib
 from planner.schema import GpuSku, ModelSpec
 
 
-def print_rows(con: Console, rows: list[dict[str, Any]], title: str) -> None:
+def print_rows(con: Console, rows: list[dict[str, Any]], title: str, cell: Callable[[Any], str] | None = None) -> None:
+    """A list of dicts as a rich table: numeric columns right-aligned, rows with a `reason` (no plan) dimmed."""
     if not rows:
         con.print("(none)")
         return
+    fmt = cell or fmt_cell
     table = Table(title=title, title_justify="left")
     for col in rows[0]:
-        table.add_column(col, justify="right" if isinstance(rows[0][col], int | float) else "left")
+        numeric = any(isinstance(r.get(col), int | float) and not isinstance(r.get(col), bool) for r in rows)
+        table.add_column(col, justify="right" if numeric else "left")
     for r in rows:
-        table.add_row(*(fmt_cell(v) for v in r.values()))
+        table.add_row(*(fmt(v) for v in r.values()), style="dim" if r.get("reason") else None)
     con.print(table)
 
 

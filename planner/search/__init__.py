@@ -53,7 +53,7 @@ class Plan:
         return self.evaluation.nodes
 
     def to_dict(self) -> dict[str, Any]:
-        from planner.estimate import layout_dict, memory_dict, time_dict
+        from planner.estimate import cost_dict, layout_dict, memory_dict, time_dict
 
         ev = self.evaluation
         return {
@@ -65,12 +65,7 @@ class Plan:
             "layout": layout_dict(ev.layout),
             "memory": memory_dict(ev),
             "time": time_dict(ev),
-            "cost": {
-                "usd": ev.cost_usd,
-                "usd_per_million_tokens": ev.usd_per_million_tokens,
-                "usd_per_gpu_hour": ev.rate.usd_per_gpu_hour if ev.rate else None,
-                "price": ev.rate.label if ev.rate else None,
-            },
+            "cost": cost_dict(ev),
             "solver_units": {"step_us": self.step_us, "time_s": self.time_s, "cost_cents": self.cost_cents},
         }
 
