@@ -80,7 +80,6 @@ def console():
 PIPED_WIDTH = 160
 
 
-
 @app.command()
 def estimate(
     scenario: Annotated[Path | None, typer.Argument(help="scenario YAML (flags override its keys)")] = None,
