@@ -176,6 +176,29 @@ def moe_of(md: dict[str, Any]) -> MoESpec | str | None:
                    dense_layers=first(moe, "dense_layers", "first_k_dense", "first_k_dense_replace") or 0)
 
 
+def stated_style(md: dict[str, Any]) -> dict[str, Any]:
+    """The architecture choices an entry states, read from its keys or its prose ('LayerNorm with bias
+    (low_precision_layernorm)', 'learned absolute (wpe ...)', `biases: true`)."""
+    out: dict[str, Any] = {}
+    if md.get("mlp") in ("gelu", "swiglu"):
+        out["mlp"] = md["mlp"]
+    norm = str(md.get("norm") or "").lower()
+    if "rms" in norm:
+        out["norm"] = "rmsnorm"
+    elif "layernorm" in norm:
+        out["norm"] = "layernorm"
+    if md.get("bias") in ("none", "qkv", "attention", "all"):
+        out["bias"] = md["bias"]
+    elif isinstance(md.get("biases"), bool):
+        out["bias"] = "all" if md["biases"] else "none"
+    position = str(md.get("position") or md.get("position_embedding") or "").lower()
+    if position.startswith(("learned", "rope", "rotary")):
+        out["position"] = "learned" if position.startswith("learned") else "rope"
+    if isinstance(md.get("tied_embeddings"), bool):
+        out["tied_embeddings"] = md["tied_embeddings"]
+    return out
+
+
 def model_of(run: dict[str, Any]) -> ModelSpec | str:
     """GPT-style runs: GeLU, LayerNorm, biases everywhere, learned positions, tied embeddings, FFN 4h.
     Llama-family runs: SwiGLU, RMSNorm, rotary, no biases, untied head. Fields the entry states win."""
@@ -192,7 +215,7 @@ def model_of(run: dict[str, Any]) -> ModelSpec | str:
         return "FFN width not stated"
     style = (dict(mlp="swiglu", norm="rmsnorm", bias="none", position="rope", tied_embeddings=False) if llama
              else dict(mlp="gelu", norm="layernorm", bias="all", position="learned", tied_embeddings=True))
-    style.update({k: md[k] for k in ("mlp", "norm", "bias", "position", "tied_embeddings") if md.get(k) is not None})
+    style.update(stated_style(md))
     return ModelSpec(
         name=md.get("name") or run["id"], layers=md["layers"], hidden=h, heads=md["heads"],
         kv_heads=md.get("kv_heads"), head_dim=md.get("head_dim"), ffn_hidden=ffn, vocab=md["vocab"],
