@@ -106,6 +106,10 @@ class FixedLayout(Strict):
     sequence_parallel: bool | None = None
     micro_batch: PositiveInt | None = None
     offload_optimizer: bool | None = None
+    recompute_num_layers: PositiveInt | None = None
+    dp_shard: PositiveInt | None = None
+    account_for_embedding_in_pipeline_split: bool | None = None
+    account_for_loss_in_pipeline_split: bool | None = None
 
 
 class _FixedUtilisation(Strict):

@@ -300,6 +300,13 @@ class GpuSku(Strict):
 Recompute = Literal["none", "selective", "full"]
 Precision = Literal["bf16", "fp16", "fp8"]
 Optimizer = Literal["adam", "adamw", "sgd", "adam8bit"]
+# The software stack a job runs on; each sets documented defaults for the knobs below (planner/model/presets).
+Framework = Literal["megatron-core", "torchtitan", "deepspeed", "fsdp"]
+# Transformer Engine's fp8 scaling recipes (transformer_engine/common/recipe/__init__.py): DelayedScaling,
+# Float8CurrentScaling, MXFP8BlockScaling (Blackwell), Float8BlockScaling (DeepSeek-V3-style 1x128/128x128 blocks).
+Fp8Recipe = Literal["delayed", "current", "mxfp8", "blockwise"]
+# Megatron-Core's --recompute-modules (megatron/core/transformer/transformer_config.py recompute_modules).
+RecomputeModule = Literal["core_attn", "mlp", "moe_act", "layernorm", "mla_up_proj", "moe", "shared_experts"]
 
 
 class Layout(Strict):
@@ -320,6 +327,22 @@ class Layout(Strict):
     fp32_grad_accumulation: bool = Field(True, description="fp32 main_grad buffer (Megatron)")
     optimizer: Optimizer = "adamw"
     offload_optimizer: bool = Field(False, description="optimizer state and master weights in CPU RAM")
+    recompute_num_layers: PositiveInt | None = Field(
+        None,
+        description="full recompute of only this many layers per pipeline stage (Megatron --recompute-num-layers, "
+        "uniform method); null = every layer when recompute is full",
+    )
+    dp_shard: PositiveInt | None = Field(
+        None,
+        description="ZeRO/FSDP sharding group size within dp·cp (HSDP: shard inside, replicate across); "
+        "null = shard over the whole dp·cp group",
+    )
+    account_for_embedding_in_pipeline_split: bool = Field(
+        False, description="the embedding counts as a layer when splitting layers over pipeline stages (Megatron)"
+    )
+    account_for_loss_in_pipeline_split: bool = Field(
+        False, description="the output layer and loss count as a layer when splitting over pipeline stages (Megatron)"
+    )
 
     @property
     def gpus(self) -> int:
@@ -338,6 +361,27 @@ class Implementation(Strict):
         True, description="fused norms/SwiGLU/softmax (Megatron, TE); False = as Hugging Face writes them"
     )
     dropout: float = Field(0.0, ge=0, lt=1, description="hidden and attention dropout probability")
+    framework: Framework = Field(
+        "megatron-core",
+        description="megatron-core (Megatron-LM with Transformer Engine, NeMo 2, Megatron-Bridge), torchtitan (FSDP2), "
+        "deepspeed, fsdp (PyTorch FSDP1 / Composer / Accelerate): sets the defaults of the knobs below",
+    )
+    fp8_recipe: Fp8Recipe | None = Field(
+        None, description="fp8 scaling recipe when precision is fp8; null = the framework's default for the GPU"
+    )
+    fp8_param_gather: bool = Field(
+        False, description="keep and all-gather parameters in fp8 (Megatron --fp8-param-gather): no bf16 weight copy"
+    )
+    recompute_modules: list[RecomputeModule] | None = Field(
+        None, description="what selective recompute recomputes (Megatron --recompute-modules); null = core_attn"
+    )
+    reshard_after_forward: bool | None = Field(
+        None,
+        description="FSDP/ZeRO-3: free gathered parameters after forward and gather again for backward; "
+        "null = the framework's default (FSDP2: yes, except torchtitan with pipeline parallelism)",
+    )
+    activation_offload: bool = Field(False, description="activations offloaded to CPU memory between fwd and bwd")
+    cuda_graphs: bool = Field(False, description="CUDA graphs capture the step (fewer launches, static buffers)")
 
 
 class Overheads(Strict):

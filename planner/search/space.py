@@ -64,6 +64,10 @@ class SkuOption:
         return self.gpu.name
 
 
+LAYOUT_EXTRAS = ("recompute_num_layers", "dp_shard", "account_for_embedding_in_pipeline_split",
+                 "account_for_loss_in_pipeline_split")
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """One training job with everything the search needs resolved (model spec, limits, fixed fields)."""
@@ -96,11 +100,14 @@ class JobSpec:
         if "sequence_parallel" in values:
             values["sequence_parallel"] = bool(values["sequence_parallel"])
         values.setdefault("global_batch", self.global_batch)
+        # fixed knobs the search does not vary (partial recompute, HSDP, Megatron's pipeline-split flags)
+        extras = {k: getattr(self.fixed, k) for k in LAYOUT_EXTRAS if getattr(self.fixed, k) is not None}
         return Layout(
             precision=self.job.precision,
             optimizer=self.job.optimizer,
             fp32_grad_accumulation=self.job.fp32_grad_accumulation,
             offload_optimizer=bool(self.fixed.offload_optimizer),
+            **extras,
             **values,
         )
 
