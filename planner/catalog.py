@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
+from planner import safe_yaml
 from planner.errors import InputError, format_validation_error
 from planner.schema import GpuSku, ModelSpec
 
@@ -82,17 +82,7 @@ def _names(entry: BaseModel) -> list[str]:
 
 def _load(filename: str, key: str, schema: type[Entry]) -> dict[str, Entry]:
     path = catalog_dir() / filename
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read catalog ({exc.strerror or exc})") from exc
-    try:
-        data: Any = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise InputError(f"{path}:{at}: invalid YAML: {problem}") from exc
+    data: Any = safe_yaml.read_yaml(path)
     if not isinstance(data, dict) or not isinstance(data.get(key), list):
         raise InputError(f"{path}: expected a top-level mapping with a `{key}:` list")
 

@@ -6,17 +6,50 @@ typo in a scenario or a catalog is reported with the file and the key rather tha
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 GIB = 2**30
 
+# --------------------------------------------------------------------------------------------
+# Physical ranges: every number a user can type is finite (Strict) and inside one of these.
+# --------------------------------------------------------------------------------------------
+
+# The largest training clusters announced hold ~100k–200k GPUs (xAI Colossus, 2024); 2^20 leaves room.
+MAX_GPUS = 2**20
+# Longest trained context published: 10M tokens (Llama 4 Scout, 2025); 2^24 = 16.8M.
+MAX_SEQ = 2**24
+# Sequences per optimizer step: Llama 3 405B ran 16M tokens = 2,048 sequences of 8k; 2^22 is 2,000× that.
+MAX_GLOBAL_BATCH = 2**22
+# Tokens of one job: the largest published pre-training sets are ~36T (Qwen3, 2025); 1e15 is 25× that.
+MAX_TOKENS = 1e15
+# Model widths and depths: far past any published dense or MoE transformer (hidden 25,600 / 160 layers / 256 experts).
+MAX_WIDTH = 2**22
+MAX_LAYERS = 10_000
+MAX_VOCAB = 2**24
+MAX_EXPERTS = 2**16
+# Bytes a planner knob may reserve per GPU: 1 TiB is more than any accelerator holds.
+MAX_BYTES_PER_GPU = 2**40
+# One collective's latency term: a second is 10^5 times NCCL's per-hop figures.
+MAX_LATENCY_US = 1e6
+# Prices: the dearest on-demand GPU-hour listed is ~$14 (hardware.md); a GPU with its server share ~$80k.
+MAX_USD_PER_GPU_HOUR = 1_000.0
+MAX_USD_PER_GPU = 10_000_000.0
+
+GpuCount = Annotated[int, Field(ge=1, le=MAX_GPUS)]
+Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
+SeqLen = Annotated[int, Field(ge=1, le=MAX_SEQ)]
+BatchSize = Annotated[int, Field(ge=1, le=MAX_GLOBAL_BATCH)]
+Fraction = Annotated[float, Field(gt=0, le=1)]
+BytesPerGpu = Annotated[int, Field(ge=0, le=MAX_BYTES_PER_GPU)]
+
 
 class Strict(BaseModel):
-    """Base for every planner model: unknown keys are errors, instances are immutable."""
+    """Base for every planner model: unknown keys are errors, NaN and infinities are refused,
+    instances are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -27,14 +60,14 @@ class Strict(BaseModel):
 class MoESpec(Strict):
     """Mixture-of-experts feed-forward (Mixtral, DeepSeek, Qwen-MoE)."""
 
-    experts: PositiveInt = Field(description="routed experts per MoE layer")
-    top_k: PositiveInt = Field(description="routed experts each token is sent to")
-    expert_ffn: PositiveInt = Field(description="FFN hidden size of one routed expert")
-    shared_experts: int = Field(0, ge=0, description="always-on shared experts (DeepSeek)")
-    shared_expert_ffn: PositiveInt | None = Field(
+    experts: int = Field(ge=1, le=MAX_EXPERTS, description="routed experts per MoE layer")
+    top_k: int = Field(ge=1, le=MAX_EXPERTS, description="routed experts each token is sent to")
+    expert_ffn: Width = Field(description="FFN hidden size of one routed expert")
+    shared_experts: int = Field(0, ge=0, le=MAX_EXPERTS, description="always-on shared experts (DeepSeek)")
+    shared_expert_ffn: Width | None = Field(
         None, description="FFN hidden size of one shared expert (default: expert_ffn)"
     )
-    dense_layers: int = Field(0, ge=0, description="the first N layers keep a dense MLP (DeepSeek)")
+    dense_layers: int = Field(0, ge=0, le=MAX_LAYERS, description="the first N layers keep a dense MLP (DeepSeek)")
 
     @model_validator(mode="after")
     def _check(self) -> MoESpec:
@@ -50,11 +83,11 @@ class MoESpec(Strict):
 class MLASpec(Strict):
     """Multi-head latent attention (DeepSeek-V2/V3): low-rank compressed Q and KV."""
 
-    q_lora_rank: PositiveInt | None = Field(None, description="None = full-rank Q projection")
-    kv_lora_rank: PositiveInt
-    qk_rope_head_dim: PositiveInt
-    qk_nope_head_dim: PositiveInt
-    v_head_dim: PositiveInt
+    q_lora_rank: Width | None = Field(None, description="None = full-rank Q projection")
+    kv_lora_rank: Width
+    qk_rope_head_dim: Width
+    qk_nope_head_dim: Width
+    v_head_dim: Width
 
 
 class ModelSpec(Strict):
@@ -62,14 +95,14 @@ class ModelSpec(Strict):
 
     name: str = "custom"
     source: str | None = Field(None, description="where the shape comes from (paper table, config.json)")
-    layers: PositiveInt
-    hidden: PositiveInt
-    heads: PositiveInt
-    kv_heads: PositiveInt | None = Field(None, description="KV heads: = heads MHA, < heads GQA, 1 MQA")
-    head_dim: PositiveInt | None = Field(None, description="default hidden // heads")
-    ffn_hidden: PositiveInt
-    vocab: PositiveInt
-    max_seq: PositiveInt = Field(description="maximum sequence length (learned positions)")
+    layers: int = Field(ge=1, le=MAX_LAYERS)
+    hidden: Width
+    heads: Width
+    kv_heads: Width | None = Field(None, description="KV heads: = heads MHA, < heads GQA, 1 MQA")
+    head_dim: Width | None = Field(None, description="default hidden // heads")
+    ffn_hidden: Width
+    vocab: int = Field(ge=1, le=MAX_VOCAB)
+    max_seq: SeqLen = Field(description="maximum sequence length (learned positions)")
     mlp: Literal["gelu", "swiglu"] = "swiglu"
     norm: Literal["layernorm", "rmsnorm"] = "rmsnorm"
     bias: Literal["none", "qkv", "attention", "all"] = Field(
@@ -80,7 +113,7 @@ class ModelSpec(Strict):
     parallel_block: bool = Field(False, description="attention and MLP run side by side (Falcon, GPT-J, NeoX)")
     parallel_norms: Literal[1, 2] = Field(1, description="norms of a parallel block: 1 shared (Falcon-7B), 2 (NeoX)")
     embedding_norm: bool = Field(False, description="a norm right after the token embedding (BLOOM)")
-    position_offset: int = Field(0, ge=0, description="extra rows of the learned position table (OPT: 2)")
+    position_offset: int = Field(0, ge=0, le=MAX_SEQ, description="extra rows of the learned position table (OPT: 2)")
     moe: MoESpec | None = None
     mla: MLASpec | None = None
 
@@ -134,8 +167,10 @@ class Price(Strict):
 
     provider: str
     kind: PriceKind = "on-demand"
-    usd_per_gpu_hour: float | None = Field(None, gt=0)
-    usd_per_gpu: float | None = Field(None, gt=0, description="purchase price per GPU incl. its server share")
+    usd_per_gpu_hour: float | None = Field(None, gt=0, le=MAX_USD_PER_GPU_HOUR)
+    usd_per_gpu: float | None = Field(
+        None, gt=0, le=MAX_USD_PER_GPU, description="purchase price per GPU incl. its server share"
+    )
     date: str
     source: str
     note: str | None = None
@@ -188,6 +223,7 @@ class Efficiency(Strict):
     nic_aggregation: float = Field(
         1.0,
         ge=1,
+        le=64,
         description=(
             "NICs one GPU's share of an inter-node ring collective can use when several ranks of the "
             "group share a node (at most that number of ranks). NCCL's rings can aggregate every NIC of "
@@ -198,13 +234,22 @@ class Efficiency(Strict):
         ),
     )
     nccl_base_latency_us: float = Field(
-        8.4, ge=0, description="fixed latency of one ring collective (NCCL src/graph/tuning.cc, ring/Simple)"
+        8.4,
+        ge=0,
+        le=MAX_LATENCY_US,
+        description="fixed latency of one ring collective (NCCL src/graph/tuning.cc, ring/Simple)"
     )
     nccl_hop_latency_nvlink_us: float = Field(
-        3.4, ge=0, description="latency per ring step over NVLink (NCCL tuning.cc hwLat, ring/Simple)"
+        3.4,
+        ge=0,
+        le=MAX_LATENCY_US,
+        description="latency per ring step over NVLink (NCCL tuning.cc hwLat, ring/Simple)"
     )
     nccl_hop_latency_net_us: float = Field(
-        9.6, ge=0, description="latency per ring step across the network (NCCL tuning.cc hwLat, ring/Simple)"
+        9.6,
+        ge=0,
+        le=MAX_LATENCY_US,
+        description="latency per ring step across the network (NCCL tuning.cc hwLat, ring/Simple)"
     )
     tp_overlap: float = Field(
         0.0,
@@ -229,6 +274,7 @@ class Efficiency(Strict):
     dp_bucket_params: int = Field(
         40_000_000,
         gt=0,
+        le=10**13,
         description=(
             "parameters per gradient bucket; the last bucket's reduction is always exposed "
             "(Megatron-Core DistributedDataParallelConfig.bucket_size default)"
@@ -266,13 +312,15 @@ class GpuSku(Strict):
     peak_tflops: dict[Literal["fp32", "tf32", "bf16", "fp16", "fp8"], float] = Field(
         description="dense (no 2:4 sparsity) tensor-core peak per dtype, TFLOP/s"
     )
-    hbm_bytes: PositiveInt = Field(description="memory the driver reports (nvidia-smi total), bytes")
+    hbm_bytes: int = Field(
+        ge=1, le=MAX_BYTES_PER_GPU, description="memory the driver reports (nvidia-smi total), bytes"
+    )
     marketed_gb: float | None = Field(None, description="the vendor's memory label (what blog arithmetic divides by)")
     hbm_bandwidth_tbs: float = Field(gt=0, description="spec memory bandwidth, TB/s (decimal)")
-    node_size: PositiveInt = Field(8, description="GPUs in one scale-up (NVLink/xGMI) domain")
+    node_size: GpuCount = Field(8, description="GPUs in one scale-up (NVLink/xGMI) domain")
     intra_node_gbs: float = Field(gt=0, description="scale-up bandwidth per GPU per direction, GB/s")
     network_gbps: float = Field(gt=0, description="scale-out NIC bandwidth per GPU, Gbit/s")
-    tdp_w: PositiveInt
+    tdp_w: int = Field(ge=1, le=100_000, description="board power, W")
     efficiency: Efficiency = Efficiency()
     prices: list[Price] = []
     source: str
@@ -312,27 +360,29 @@ RecomputeModule = Literal["core_attn", "mlp", "moe_act", "layernorm", "mla_up_pr
 class Layout(Strict):
     """How one training job is split over GPUs, and the numeric recipe it runs with."""
 
-    tp: PositiveInt = 1
-    pp: PositiveInt = 1
-    vpp: PositiveInt = Field(1, description="virtual pipeline stages (model chunks) per PP rank")
-    dp: PositiveInt = 1
-    cp: PositiveInt = 1
-    ep: PositiveInt = Field(1, description="expert parallel size, carved out of dp·cp (Megatron)")
+    tp: GpuCount = 1
+    pp: GpuCount = 1
+    vpp: int = Field(1, ge=1, le=MAX_LAYERS, description="virtual pipeline stages (model chunks) per PP rank")
+    dp: GpuCount = 1
+    cp: GpuCount = 1
+    ep: int = Field(ge=1, le=MAX_EXPERTS, default=1, description="expert parallel size, carved out of dp·cp (Megatron)")
     zero: Literal[0, 1, 2, 3] = Field(1, description="0 DDP, 1 distributed optimizer, 2 +grads, 3 +params")
     recompute: Recompute = "none"
     sequence_parallel: bool = False
-    micro_batch: PositiveInt = 1
-    global_batch: PositiveInt = Field(description="sequences per optimizer step")
+    micro_batch: BatchSize = 1
+    global_batch: BatchSize = Field(description="sequences per optimizer step")
     precision: Precision = Field("bf16", description="GEMM dtype; fp8 keeps bf16 weights")
     fp32_grad_accumulation: bool = Field(True, description="fp32 main_grad buffer (Megatron)")
     optimizer: Optimizer = "adamw"
     offload_optimizer: bool = Field(False, description="optimizer state and master weights in CPU RAM")
-    recompute_num_layers: PositiveInt | None = Field(
+    recompute_num_layers: int | None = Field(
         None,
+        ge=1,
+        le=MAX_LAYERS,
         description="full recompute of only this many layers per pipeline stage (Megatron --recompute-num-layers, "
         "uniform method); null = every layer when recompute is full",
     )
-    dp_shard: PositiveInt | None = Field(
+    dp_shard: GpuCount | None = Field(
         None,
         description="ZeRO/FSDP sharding group size within dp·cp (HSDP: shard inside, replicate across); "
         "null = shard over the whole dp·cp group",
@@ -388,13 +438,13 @@ class Overheads(Strict):
     """Memory that is neither model state nor activations. Defaults are documented in README."""
 
     # CUDA context + cuBLAS/NCCL workspaces measured around 0.5-1 GiB per process on Hopper.
-    reserve_bytes: int = Field(int(1.0 * GIB), ge=0, description="CUDA context and library workspaces")
+    reserve_bytes: BytesPerGpu = Field(int(1.0 * GIB), description="CUDA context and library workspaces")
     # PyTorch's caching allocator typically leaves 5-10 % of the peak unusable to fragmentation.
     fragmentation: float = Field(0.05, ge=0, lt=1, description="fraction of allocated bytes lost")
     # Megatron's DDP bucket / NCCL staging: a fixed communication buffer per GPU.
-    comm_buffer_bytes: int = Field(int(0.5 * GIB), ge=0, description="NCCL and bucket staging buffers")
+    comm_buffer_bytes: BytesPerGpu = Field(int(0.5 * GIB), description="NCCL and bucket staging buffers")
     # ZeRO-3 gathers parameters just in time. DeepSpeed caps the gathered ones at stage3_max_live_parameters
     # (default 1e9); FSDP holds the wrapped layer being computed and the prefetched next one.
     zero3_live_params: int | None = Field(
-        1_000_000_000, gt=0, description="ZeRO-3 gathered-parameter cap; null = two whole layers (FSDP)"
+        1_000_000_000, gt=0, le=10**13, description="ZeRO-3 gathered-parameter cap; null = two whole layers (FSDP)"
     )
