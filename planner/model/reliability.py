@@ -47,6 +47,9 @@ GB = 1e9  # storage and PCIe bandwidths are quoted in decimal GB/s
 # master copy and moments (megatron/training/checkpointing.py generate_state_dict with the distributed
 # optimizer's sharded state; DeepSpeed's mp_rank_*_model_states.pt and zero_pp_rank_*_optim_states.pt).
 FP32_PARAM_FRAMEWORKS = frozenset({"torchtitan", "fsdp"})
+# The spread of published fleets' failure rates per 1,000 node-days (Kokolis et al. 2024, arXiv 2410.21680:
+# RSC-2 2.34, RSC-1 6.50): every expected time also comes as the range those rates give.
+PUBLISHED_RATE_RANGE = (2.34, 6.50)
 # A job that never finishes: expected seconds are clipped here (a century) so they stay integers.
 MAX_SECONDS = 100 * 365 * SECONDS_PER_DAY
 
@@ -151,7 +154,8 @@ def young_interval(blocking: Any, mtbf: Any) -> Any:
 
 def daly_interval(blocking: Any, mtbf: Any) -> Any:
     """Higher-order optimum of the expected wall-clock above: √(2δM)·[1 + ⅓√(δ/2M) + ⅑(δ/2M)] − δ for δ < 2M,
-    else M (Daly 2006, FGCS 22(3)). Within 0.1 % of the exact optimum for δ ≪ M."""
+    else M (Daly 2006, FGCS 22(3)). Within 0.1 % of the exact optimum for δ ≤ M/6 (Young's
+    first term alone: 22 % short there)."""
     d, m = np.asarray(blocking, dtype=np.float64), np.asarray(mtbf, dtype=np.float64)
     x = d / (2 * m)
     return np.where(d < 2 * m, np.sqrt(2 * d * m) * (1 + np.sqrt(x) / 3 + x / 9) - d, m)
@@ -260,6 +264,7 @@ class ExpectedTime:
     mtbf_hours: float | None
     gpu_hours: float  # expected: what the cost follows
     lost_days: dict[str, float]  # checkpoint, restart, rework, planned, maintenance: sums to days - days_ideal
+    days_range: tuple[float, float]  # expected days from the lowest to the highest published fleet failure rate
 
     def as_json(self) -> dict[str, dict[str, Any]]:
         """The `time` and `reliability` members of a plan's JSON (issue 13's field names)."""
@@ -286,6 +291,7 @@ def goodput_json(result: ExpectedTime) -> dict[str, dict[str, Any]]:
             "restart_minutes": r.restart_minutes,
             "mtbf_hours": r.mtbf_hours,
             "lost_days": {k: _finite(v) for k, v in r.lost_days.items()},
+            "days_range": [_finite(d) for d in r.days_range],
         },
     }
 
@@ -305,10 +311,18 @@ def expected_time(ideal_seconds: float, gpus: int, nbytes: int, reliability: Rel
         ideal = float(_check_positive("ideal_seconds", ideal_seconds, allow_zero=True))
         _check_positive("gpus", gpus)
         zero = {k: 0.0 for k in ("checkpoint", "restart", "rework", "planned", "maintenance")}
-        return ExpectedTime(ideal / SECONDS_PER_DAY, ideal / SECONDS_PER_DAY, 1.0, 0.0, 0.0, None, nbytes, 0.0,
-                            0.0, None, ideal * gpus / 3600, zero)
+        days = ideal / SECONDS_PER_DAY
+        return ExpectedTime(days, days, 1.0, 0.0, 0.0, None, nbytes, 0.0, 0.0, None, ideal * gpus / 3600, zero,
+                            (days, days))
     e = _evaluate(ideal_seconds, gpus, nbytes, rel, step_seconds)
     total, ideal = float(e["total"]), float(e["ideal"])
+    low, high = min(rel.failures_per_1000_node_days, PUBLISHED_RATE_RANGE[0]), max(
+        rel.failures_per_1000_node_days, PUBLISHED_RATE_RANGE[1])
+    days_range = tuple(
+        float(_evaluate(ideal, gpus, nbytes, rel.model_copy(update={"failures_per_1000_node_days": rate}),
+                        step_seconds)["total"]) / SECONDS_PER_DAY
+        for rate in (low, high)
+    )
     return ExpectedTime(
         days_ideal=ideal / SECONDS_PER_DAY,
         days=total / SECONDS_PER_DAY,
@@ -322,6 +336,7 @@ def expected_time(ideal_seconds: float, gpus: int, nbytes: int, reliability: Rel
         mtbf_hours=float(e["mtbf"]) / 3600,
         gpu_hours=total * gpus / 3600,
         lost_days={k: float(v) / SECONDS_PER_DAY if not np.isnan(v) else math.inf for k, v in e["lost"].items()},
+        days_range=(days_range[0], days_range[1]),
     )
 
 
