@@ -32,6 +32,7 @@ from planner.schema import (
     Precision,
     PriceKind,
     Recompute,
+    Reliability,
     SeqLen,
     Strict,
 )
@@ -211,6 +212,9 @@ class Scenario(Strict):
         default_factory=list,
         description="further jobs sharing hardware inventory, budget and constraints.max_gpus with the main job "
         "(model/job above, whose deadline is constraints.deadline_days)",
+    )
+    reliability: Reliability | Literal["none"] = Field(
+        Reliability(), description="failures, checkpoints, restarts, maintenance (docs/goodput.md); none = ideal time"
     )
 
     @model_validator(mode="after")

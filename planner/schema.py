@@ -448,3 +448,143 @@ class Overheads(Strict):
     zero3_live_params: int | None = Field(
         1_000_000_000, gt=0, le=10**13, description="ZeRO-3 gathered-parameter cap; null = two whole layers (FSDP)"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Reliability: failures, checkpoints, restarts and maintenance (planner/model/reliability.py, docs/goodput.md)
+# --------------------------------------------------------------------------------------------
+
+# Llama 3 405B: 419 unexpected interruptions in a 54-day snapshot on 16,384 H100 = 2,048 eight-GPU nodes
+# (Dubey et al. 2024, arXiv 2407.21783, §3.3.4 and Table 5): 419 / (2,048 × 54) × 1,000 = 3.79.
+LLAMA3_FAILURES_PER_1000_NODE_DAYS = 419 / (2048 * 54) * 1000
+# The same snapshot had 47 planned interruptions (firmware upgrades, configuration or dataset updates).
+LLAMA3_PLANNED_PER_1000_NODE_DAYS = 47 / (2048 * 54) * 1000
+
+
+class MaintenanceWindow(Strict):
+    """Scheduled downtime: `hours` of every `every_days` days the job cannot run."""
+
+    hours: float = Field(gt=0, le=8760, description="hours of downtime per period")
+    every_days: float = Field(gt=0, le=3650, description="length of the period, days")
+
+    @model_validator(mode="after")
+    def _check(self) -> MaintenanceWindow:
+        if self.hours >= self.every_days * 24:
+            raise ValueError(f"{self.hours:g} hours of maintenance every {self.every_days:g} days leave no time")
+        return self
+
+    @property
+    def fraction(self) -> float:
+        return self.hours / (self.every_days * 24)
+
+
+class Restart(Strict):
+    """What one unexpected interruption costs before training resumes, besides the lost work.
+
+    The checkpoint load is computed from the checkpoint size and `checkpoint.read`; `total_minutes` replaces
+    all four parts (detection, rescheduling, initialisation and load) by one measured figure."""
+
+    detection_minutes: float = Field(
+        3.0, ge=0, le=1440,
+        description="from the failure to the job being torn down: a crash is seen at once, a hang only after the "
+        "watchdog's step timeout (180 s in Megatron-Bridge's resiliency defaults, nvidia-resiliency-ext)",
+    )
+    rescheduling_minutes: float = Field(
+        1.0, ge=0, le=1440,
+        description="replacing the failed node and requeueing the job: 1 minute for a top-priority job with spare "
+        "nodes (Kokolis et al. 2024, arXiv 2410.21680, §IV ETTR scenarios)",
+    )
+    initialisation_minutes: float = Field(
+        5.0, ge=0, le=1440,
+        description="process launch, NCCL communicators, model build and warm-up: the restart overhead u0 = 5 min "
+        "Kokolis et al. (arXiv 2410.21680) assume against measured jobs (range 5-20 min)",
+    )
+    total_minutes: float | None = Field(
+        None, ge=0, le=1440, description="one measured restart time including the checkpoint load; replaces the parts"
+    )
+
+
+class StorageBandwidth(Strict):
+    """Checkpoint storage bandwidth: per node, capped by what the file system delivers in aggregate."""
+
+    per_node_gb_per_s: float = Field(
+        1.0, gt=0, le=1000,
+        description="GB/s (10^9 B) one node reads or writes. Llama 3: 2 TB/s sustained over 2,048 nodes = 0.98 "
+        "(arXiv 2407.21783, §3.3.1); BLOOM: 2.3 TB in 40 s over 48 nodes = 1.2 (bigscience tr11-176B-ml chronicles)",
+    )
+    aggregate_gb_per_s: float | None = Field(
+        None, gt=0, le=1e6, description="GB/s of the whole file system (Llama 3's Tectonic: 2,000 sustained, "
+        "7,000 peak); null = no cap beyond the nodes'",
+    )
+
+
+class Checkpointing(Strict):
+    """How often and how the training state is saved."""
+
+    save: Literal["sync", "async"] = Field(
+        "sync",
+        description="sync: training waits for the write (Megatron-LM and torchtitan default); async: training "
+        "waits only for the device-to-host copy, a background process writes (--async-save, DCP async_save)",
+    )
+    interval_minutes: Literal["auto"] | float = Field(
+        "auto",
+        description="training time between checkpoints, minutes (0 < m <= 10,080, a week); auto = Daly's optimum "
+        "for the failure rate and save cost (Young 1974; Daly 2006)",
+    )
+    write: StorageBandwidth = StorageBandwidth()
+    read: StorageBandwidth = Field(
+        StorageBandwidth(), description="restart load bandwidth (no published read figure: the write figure)"
+    )
+    host_copy_gb_per_s: float = Field(
+        25.0, gt=0, le=1000,
+        description="async saves: device-to-host copy rate per GPU, GB/s; PCIe 4.0 x16 moves 32 GB/s per "
+        "direction and pinned copies reach about 80 % of it (PCIe 5.0 doubles it)",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Checkpointing:
+        m = self.interval_minutes
+        if m != "auto" and not 0 < m <= 10080:
+            raise ValueError(f"interval_minutes must be 'auto' or minutes in (0, 10080], got {m:g}")
+        return self
+
+
+class Reliability(Strict):
+    """Failures, checkpoints, restarts and maintenance: turns the ideal training time into the expected one.
+
+    Unexpected failures arrive at a constant rate per node (Poisson), so a job on N nodes fails every
+    1/(N·rate) on average: Meta measured 2.3-6.5 failures per 1,000 node-days on two A100 clusters
+    (Kokolis et al. 2024, arXiv 2410.21680: RSC-2 2.34, RSC-1 6.50) and 3.8 on Llama 3's H100 job."""
+
+    failures_per_1000_node_days: float = Field(
+        LLAMA3_FAILURES_PER_1000_NODE_DAYS, gt=0, le=1000,
+        description="unexpected interruptions per 1,000 node-days: 3.79 = Llama 3 405B's 419 in 54 days on 2,048 "
+        "nodes (arXiv 2407.21783, Table 5); Meta's research clusters 2.34-6.50 (arXiv 2410.21680)",
+    )
+    gpus_per_node: int = Field(
+        8, ge=1, le=72, description="GPUs in the node the failure rate counts (8-GPU HGX/DGX nodes in both sources)"
+    )
+    restart: Restart = Restart()
+    checkpoint: Checkpointing = Checkpointing()
+    planned_per_1000_node_days: float = Field(
+        LLAMA3_PLANNED_PER_1000_NODE_DAYS, ge=0, le=1000,
+        description="planned stops of the job (firmware upgrades, configuration or dataset updates) per 1,000 "
+        "node-days, each a durable save and a restart without detection or lost work: 0.425 = Llama 3's 47 in "
+        "54 days on 2,048 nodes (arXiv 2407.21783, §3.3.4)",
+    )
+    maintenance: MaintenanceWindow | float = Field(
+        0.0, description="scheduled downtime besides those stops: a fraction of the wall-clock in [0, 1), or "
+        "{hours, every_days}",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Reliability:
+        m = self.maintenance
+        if not isinstance(m, MaintenanceWindow) and not 0 <= m < 1:
+            raise ValueError(f"maintenance must be a fraction of the wall-clock in [0, 1) or {{hours, every_days}}, "
+                             f"got {m:g}")
+        return self
+
+    @property
+    def maintenance_fraction(self) -> float:
+        return self.maintenance.fraction if isinstance(self.maintenance, MaintenanceWindow) else self.maintenance
