@@ -25,6 +25,7 @@ from planner.schema import (
     BatchSize,
     Efficiency,
     GpuCount,
+    GpuDefinition,
     Implementation,
     ModelSpec,
     Optimizer,
@@ -196,6 +197,11 @@ class ConcurrentJob(Strict):
 class Scenario(Strict):
     name: str = "scenario"
     description: str | None = None
+    gpus: list[GpuDefinition] = Field(
+        default_factory=list,
+        description="GPUs this scenario defines, each inheriting from a catalog entry (`base:`); usable in "
+        "hardware.skus, estimate.gpu and --gpu",
+    )
     model: str | ModelSpec = Field(description="catalog name, inline ModelSpec, or path to a HF config.json")
     job: Job
     hardware: Hardware = Hardware()

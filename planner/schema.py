@@ -38,6 +38,9 @@ MAX_USD_PER_GPU_HOUR = 1_000.0
 MAX_USD_PER_GPU = 10_000_000.0
 
 GpuCount = Annotated[int, Field(ge=1, le=MAX_GPUS)]
+PeakDtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "fp4"]
+# The densest accelerator listed (GB300, dense fp4) peaks at 15 PFLOP/s; 10^5 TFLOP/s is far past it.
+Tflops = Annotated[float, Field(gt=0, le=100_000)]
 Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
 SeqLen = Annotated[int, Field(ge=1, le=MAX_SEQ)]
 BatchSize = Annotated[int, Field(ge=1, le=MAX_GLOBAL_BATCH)]
@@ -309,18 +312,25 @@ class GpuSku(Strict):
     aliases: list[str] = []
     vendor: str
     description: str
-    peak_tflops: dict[Literal["fp32", "tf32", "bf16", "fp16", "fp8"], float] = Field(
+    peak_tflops: dict[PeakDtype, Tflops] = Field(
         description="dense (no 2:4 sparsity) tensor-core peak per dtype, TFLOP/s"
     )
     hbm_bytes: int = Field(
         ge=1, le=MAX_BYTES_PER_GPU, description="memory the driver reports (nvidia-smi total), bytes"
     )
     marketed_gb: float | None = Field(None, description="the vendor's memory label (what blog arithmetic divides by)")
-    hbm_bandwidth_tbs: float = Field(gt=0, description="spec memory bandwidth, TB/s (decimal)")
+    hbm_bandwidth_tbs: float = Field(gt=0, le=1000, description="spec memory bandwidth, TB/s (decimal)")
     node_size: GpuCount = Field(8, description="GPUs in one scale-up (NVLink/xGMI) domain")
-    intra_node_gbs: float = Field(gt=0, description="scale-up bandwidth per GPU per direction, GB/s")
-    network_gbps: float = Field(gt=0, description="scale-out NIC bandwidth per GPU, Gbit/s")
+    intra_node_gbs: float = Field(gt=0, le=100_000, description="scale-up bandwidth per GPU per direction, GB/s")
+    network_gbps: float = Field(gt=0, le=100_000, description="scale-out NIC bandwidth per GPU, Gbit/s")
     tdp_w: int = Field(ge=1, le=100_000, description="board power, W")
+    rated_tdp_w: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="the board power its peaks and efficiencies were measured at, when `tdp_w` is a lower "
+        "power limit (a scenario's `gpus:` entry that caps a catalog part); null = tdp_w",
+    )
     efficiency: Efficiency = Efficiency()
     prices: list[Price] = []
     source: str
@@ -339,6 +349,37 @@ class GpuSku(Strict):
         if dtype in ("bf16", "fp16"):
             return table.get("bf16") or table["fp16"]
         raise KeyError(f"{self.name} has no {dtype} tensor-core peak")
+
+
+class GpuDefinition(Strict):
+    """A GPU a scenario defines (`gpus:`) in the catalog's own format, inheriting every field it does not
+    state from a catalog entry (`base:`): a power-capped or larger-memory variant, or a part not yet in
+    the catalog. `memory_gib` and `hbm_tb_s` are shorthands for `hbm_bytes` and `hbm_bandwidth_tbs`."""
+
+    name: str = Field(min_length=1, max_length=100, description="the name the scenario uses for it")
+    base: str = Field(description="catalog GPU it inherits from")
+    description: str | None = None
+    source: str | None = Field(None, description="where its figures come from")
+    memory_gib: float | None = Field(None, gt=0, le=MAX_BYTES_PER_GPU / GIB, description="usable memory, GiB")
+    hbm_bytes: int | None = Field(None, ge=1, le=MAX_BYTES_PER_GPU)
+    hbm_tb_s: float | None = Field(None, gt=0, le=1000, description="memory bandwidth, TB/s")
+    hbm_bandwidth_tbs: float | None = Field(None, gt=0, le=1000)
+    peak_tflops: dict[PeakDtype, Tflops] | None = Field(None, description="merged over the base's peaks")
+    node_size: GpuCount | None = None
+    intra_node_gbs: float | None = Field(None, gt=0, le=100_000)
+    network_gbps: float | None = Field(None, gt=0, le=100_000)
+    tdp_w: int | None = Field(
+        None, ge=1, le=100_000, description="board power; below the base's it is a power limit (slower clocks)"
+    )
+    efficiency: dict[str, float] | None = Field(None, description="overrides of the base's Efficiency fields")
+    prices: list[Price] | None = None
+
+    @model_validator(mode="after")
+    def _one_each(self) -> GpuDefinition:
+        for short, full in (("memory_gib", "hbm_bytes"), ("hbm_tb_s", "hbm_bandwidth_tbs")):
+            if getattr(self, short) is not None and getattr(self, full) is not None:
+                raise ValueError(f"give {short} or {full}, not both")
+        return self
 
 
 # --------------------------------------------------------------------------------------------

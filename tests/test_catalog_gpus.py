@@ -240,3 +240,32 @@ def test_model_loader_is_generic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert catalog.get_model("Tiny_Llama").hidden == 64
     with pytest.raises(InputError, match="did you mean tiny-llama"):
         catalog.get_model("tiny-lama")
+
+
+def test_scenario_gpu_inherits_from_its_base() -> None:
+    from planner.schema import GpuDefinition
+
+    (g,) = catalog.derive_gpus(
+        [GpuDefinition(name="h100-96gb-500w", base="h100-sxm", memory_gib=95.0, hbm_tb_s=2.4, tdp_w=500)]
+    )
+    base = catalog.get_gpu("h100-sxm")
+    assert g.hbm_bytes == 95 * 2**30 and g.hbm_bandwidth_tbs == 2.4
+    assert (g.tdp_w, g.rated_tdp_w) == (500, base.tdp_w)  # a power limit below the rated board power
+    assert g.peak_tflops == base.peak_tflops and g.efficiency == base.efficiency
+    assert catalog.get_gpu("H100_96GB_500W", [g]) is g
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ({"name": "h100", "base": "h100-sxm"}, "already a GPU"),
+        ({"name": "x", "base": "h1000"}, "base: unknown GPU 'h1000'"),
+        ({"name": "x", "base": "h100-sxm", "efficiency": {"gemm": 3}}, "efficiency.gemm"),
+    ],
+)
+def test_scenario_gpu_errors_name_the_entry(entry: dict, expected: str) -> None:
+    from planner.schema import GpuDefinition
+
+    with pytest.raises(InputError, match="gpus\\[0\\]") as info:
+        catalog.derive_gpus([GpuDefinition(**entry)])
+    assert expected in str(info.value)
