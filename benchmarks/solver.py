@@ -2,7 +2,7 @@
 
 For each scenario: the solve time (grid + vectorised models + CP-SAT, best of a few runs), the search
 space (legal SKU × layout pairs), and what `planner.search.exhaustive` — every tuple of the axis
-domains checked by `layout_problems`, every legal one evaluated by `planner.evaluation` — takes on the
+domains checked by `layout_problems`, every legal one evaluated by `evaluate` — takes on the
 same space. Where that would exceed 10 minutes it is extrapolated from timed random samples:
 (tuples in the product) × (time to build and check one) + (legal layouts) × (time to evaluate one),
 and the table says so. A small scenario is enumerated for real to calibrate the extrapolation.
@@ -25,7 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from planner.catalog import load_gpus  # noqa: E402
-from planner.legality import layout_problems  # noqa: E402
 from planner.pricing import select_price  # noqa: E402
 from planner.scenario import Scenario, load_scenario  # noqa: E402
 from planner.search import solve  # noqa: E402
@@ -38,6 +37,7 @@ from planner.search.space import (  # noqa: E402
     job_skus,
     resolve_problem,
 )
+from planner.workloads.training.legality import layout_problems  # noqa: E402
 
 TEN_MINUTES = 600.0
 SAMPLE = 2000

@@ -27,11 +27,11 @@ _EXPORTS = {
     "training_memory": "planner.model.memory",
     "inference_memory": "planner.model.memory",
     "training_time": "planner.model.perf",
-    "evaluate": "planner.evaluation",
-    "Evaluation": "planner.evaluation",
+    "evaluate": "planner.workloads.training.evaluation",
+    "Evaluation": "planner.workloads.training.evaluation",
     "solve": "planner.search",
-    "compare": "planner.comparison",
-    "review": "planner.config_review",
+    "compare": "planner.workflows.compare",
+    "review": "planner.workflows.review",
     "InputError": "planner.errors",
     "InfeasibleError": "planner.errors",
 }
@@ -72,10 +72,7 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:  # for type checkers and editors
     from planner.catalog import get_gpu, get_model, load_gpus, load_models
-    from planner.comparison import compare
-    from planner.config_review import review
     from planner.errors import InfeasibleError, InputError
-    from planner.evaluation import Evaluation, evaluate
     from planner.interop.hf_config import model_from_hf_config
     from planner.model.flops import step_flops
     from planner.model.memory import inference_memory, training_memory
@@ -84,3 +81,6 @@ if TYPE_CHECKING:  # for type checkers and editors
     from planner.scenario import Scenario, load_scenario
     from planner.schema import GpuSku, Implementation, Layout, ModelSpec, Overheads
     from planner.search import solve
+    from planner.workflows.compare import compare
+    from planner.workflows.review import review
+    from planner.workloads.training.evaluation import Evaluation, evaluate

@@ -1,5 +1,5 @@
 """The solver against brute force: CP-SAT's optimum equals the exhaustive enumerator's on random small
-scenarios, and every plan it returns passes the independent re-check (planner.evaluation). Then the
+scenarios, and every plan it returns passes the independent re-check (planner.workloads.training.evaluation). Then the
 features one by one: lexicographic objectives, top-k, Pareto fronts, explanations, time limits,
 determinism, several jobs on one inventory."""
 

@@ -28,8 +28,8 @@ from typing import Literal
 from pydantic import ValidationError
 
 from planner.errors import InputError, format_validation_error
-from planner.legality import last_stage_layers
 from planner.schema import Implementation, Layout, ModelSpec, MoESpec, Optimizer, Precision, Recompute
+from planner.workloads.training.legality import last_stage_layers
 
 # --------------------------------------------------------------------------------------------
 # The flags planner reads, with their argparse kind: a value (int/float/str), a list of values, or a switch.

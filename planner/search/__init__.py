@@ -2,7 +2,7 @@
 
 `solve(scenario)` resolves the scenario (space.py), evaluates the legal grid vectorised into one
 candidate per (SKU, GPU count) and job (candidates.py), lets CP-SAT choose (cpsat.py), and re-checks
-every plan it returns with `planner.evaluation.evaluate`, the scalar model `planner estimate` uses.
+every plan it returns with `planner.workloads.training.evaluation.evaluate`, the scalar model `planner estimate` uses.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from planner.evaluation import Evaluation, evaluate
 from planner.model.perf import SECONDS_PER_DAY
 from planner.scenario import Scenario
 from planner.search.candidates import JobCandidates, all_candidates, job_candidates
 from planner.search.cpsat import OBJECTIVES, Selection, Selector, explain_binding, explain_infeasible
 from planner.search.space import Problem, resolve_problem
+from planner.workloads.training.evaluation import Evaluation, evaluate
 
 __all__ = ["NEAR_OPTIMAL_MARGIN", "Plan", "Solution", "SolveResult", "check_solution", "solve"]
 
@@ -53,7 +53,7 @@ class Plan:
         return self.evaluation.nodes
 
     def to_dict(self) -> dict[str, Any]:
-        from planner.estimate import cost_dict, layout_dict, memory_dict, time_dict
+        from planner.workflows.estimate import cost_dict, layout_dict, memory_dict, time_dict
 
         ev = self.evaluation
         return {
@@ -88,7 +88,7 @@ class Solution:
         return self.time_s / SECONDS_PER_DAY
 
     def summary(self) -> dict[str, Any]:
-        from planner.estimate import layout_dict
+        from planner.workflows.estimate import layout_dict
 
         return {
             "cost_usd": self.cost_usd,

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from planner.evaluation import merged_efficiency
 from planner.model import memory as memory_model
 from planner.model import perf as perf_model
 from planner.model.perf import SECONDS_PER_DAY
@@ -34,6 +33,7 @@ from planner.search.space import (
     build_grid,
     job_skus,
 )
+from planner.workloads.training.evaluation import merged_efficiency
 
 # Rows per vectorised model call: 64k float64 columns (512 KiB) stay in cache through the model's
 # dozens of temporaries, which measured 1.5× faster than 256k-row calls. Chunks run on a thread pool:
@@ -102,7 +102,7 @@ def memory_bytes(problem: Problem, grid: LayoutGrid, rows: np.ndarray) -> np.nda
 
 
 def step_seconds(problem: Problem, sku: SkuOption, grid: LayoutGrid, rows: np.ndarray) -> np.ndarray:
-    """Seconds per optimizer step of the selected rows on `sku`, as `planner.evaluation` computes them."""
+    """Seconds per optimizer step of the selected rows on `sku`, as `evaluate` computes them."""
     job, eff = grid.job, problem.efficiency
     if len(rows) == 0:
         return np.empty(0, dtype=np.float64)

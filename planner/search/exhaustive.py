@@ -1,7 +1,7 @@
 """Brute-force reference for small spaces: the solver's answer, found the slow and obvious way.
 
 Every tuple of the axis domains is built as a Layout, checked whole by `layout_problems`, and every
-legal one is evaluated by `planner.evaluation.evaluate` (the scalar model), independently of the grid,
+legal one is evaluated by `evaluate` (the scalar model), independently of the grid,
 the vectorised tables, the per-(SKU, GPU count) pruning and CP-SAT. Jobs are combined by trying every
 combination. Only the axis domains, the GPU-count rule and the integer rounding are shared with the
 solver, because they define the space and the units rather than compute anything.
@@ -13,8 +13,6 @@ import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from planner.evaluation import Evaluation, evaluate
-from planner.legality import layout_problems
 from planner.schema import Layout
 from planner.search.candidates import budget_cents, deadline_seconds, integer_units
 from planner.search.space import (
@@ -26,6 +24,8 @@ from planner.search.space import (
     gpu_count_allowed,
     job_skus,
 )
+from planner.workloads.training.evaluation import Evaluation, evaluate
+from planner.workloads.training.legality import layout_problems
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 A scenario is first resolved into a `Problem` (jobs, SKU options with node size, inventory cap and
 hourly rate). For each job the SKU-independent layout grid is then built by crossing small axes
 (dp × micro-batch, cp, ep, tp × SP, pp × vpp × ZeRO, recompute) and filtering after each cross, so
-the grid never exists in its unfiltered form. Legality is decided by `planner.legality.layout_problems`
+the grid never exists in its unfiltered form. Legality is decided by `layout_problems`
 itself, evaluated once per distinct combination of the fields a rule reads and broadcast back, so
 the solver and `planner estimate` reject exactly the same layouts. Per SKU, a boolean mask adds
 what depends on the hardware (TP inside a node, GPU counts sold by the node).
@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from planner.errors import InputError
-from planner.legality import layout_problems
 from planner.model.memory import RECOMPUTE_CODES
 from planner.pricing import HourlyRate, hourly_rate
 from planner.scenario import (
@@ -31,6 +30,7 @@ from planner.scenario import (
     resolve_model,
 )
 from planner.schema import GpuSku, Implementation, Layout, ModelSpec, Overheads, Recompute
+from planner.workloads.training.legality import layout_problems
 
 # grid code of each recompute mode = its index, the codes the memory and time tables read
 RECOMPUTE: tuple[Recompute, ...] = tuple(sorted(RECOMPUTE_CODES, key=RECOMPUTE_CODES.__getitem__))  # type: ignore[assignment]

@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from planner.report import GIB, gib
+from planner.report.formats import GIB, gib
 from planner.schema import GpuSku, ModelSpec
 
 

@@ -116,7 +116,7 @@ def estimate(
 
     def body() -> None:
         from planner.errors import InputError
-        from planner.estimate import EstimateRequest, estimate_dict, run_estimate
+        from planner.workflows.estimate import EstimateRequest, estimate_dict, run_estimate
 
         if mfu is not None and hfu is not None:
             raise InputError("--mfu and --hfu: give one, not both")
@@ -139,19 +139,19 @@ def estimate(
         ev = run_estimate(req)
         out = estimate_dict(ev)
         if format == Format.table:
-            from planner.tables import print_estimate
+            from planner.report.tables import print_estimate
 
             print_estimate(console(), out)
         else:
-            from planner.report import render
+            from planner.report.formats import render
 
             typer.echo(render(out, format.value))
 
     def inference_body(sc: Any, model_ref: str | None) -> None:
         from planner.catalog import get_gpu
         from planner.errors import InputError
-        from planner.estimate import run_inference_estimate
         from planner.scenario import resolve_model
+        from planner.workflows.estimate import run_inference_estimate
 
         ref = model_ref or (sc.model if sc else None)
         if ref is None:
@@ -162,11 +162,11 @@ def estimate(
         _, out = run_inference_estimate(spec, sku, batch=batch, context=ctx, tp=tp or 1, pp=pp or 1,
                                         weight_dtype=weight_dtype.value, kv_dtype=kv_dtype.value)
         if format == Format.table:
-            from planner.tables import print_inference
+            from planner.report.tables import print_inference
 
             print_inference(console(), out)
         else:
-            from planner.report import render
+            from planner.report.formats import render
 
             typer.echo(render(out, format.value))
 
@@ -179,7 +179,7 @@ def catalog_gpus(format: Annotated[Format, typer.Option("--format", "-f")] = For
 
     def body() -> None:
         from planner.catalog import load_gpus
-        from planner.tables import gpu_rows
+        from planner.report.tables import gpu_rows
 
         rows = gpu_rows(load_gpus().values())
         emit_rows(rows, format, "GPUs (dense peaks, no sparsity; memory in GiB = 2^30 B)")
@@ -193,7 +193,7 @@ def catalog_models(format: Annotated[Format, typer.Option("--format", "-f")] = F
 
     def body() -> None:
         from planner.catalog import load_models
-        from planner.tables import model_rows
+        from planner.report.tables import model_rows
 
         emit_rows(model_rows(load_models().values()), format, "Models (parameters counted exactly)")
 
@@ -201,7 +201,7 @@ def catalog_models(format: Annotated[Format, typer.Option("--format", "-f")] = F
 
 
 def emit_rows(rows: list[dict[str, Any]], fmt: Format, title: str) -> None:
-    from planner.report import to_csv, to_json, to_markdown
+    from planner.report.formats import to_csv, to_json, to_markdown
 
     if fmt == Format.json:
         typer.echo(to_json(rows))
@@ -210,7 +210,7 @@ def emit_rows(rows: list[dict[str, Any]], fmt: Format, title: str) -> None:
     elif fmt == Format.markdown:
         typer.echo(to_markdown(rows), nl=False)
     else:
-        from planner.tables import print_rows
+        from planner.report.tables import print_rows
 
         print_rows(console(), rows, title)
 
@@ -231,9 +231,9 @@ def schema(out: Annotated[Path | None, typer.Option(help="write to this file ins
 
 def register_commands() -> None:
     """Commands living in their own modules (each imports its heavy dependencies only when it runs)."""
-    from planner.cli_compare import compare_command
-    from planner.cli_review import review_command
-    from planner.cli_solve import solve_command
+    from planner.cli.compare import compare_command
+    from planner.cli.review import review_command
+    from planner.cli.solve import solve_command
 
     app.command("solve")(solve_command)
     app.command("review")(review_command)

@@ -16,7 +16,7 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from planner.config_review import Review
+    from planner.workflows.review import Review
 
 FORMATS = ("table", "json", "csv", "markdown")
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
@@ -112,8 +112,8 @@ def parse_env(pairs: list[str]) -> dict[str, str]:
 
 
 def run(scenario: Path | None, *, better: bool, time_limit: float, **fields: Any) -> Review:
-    from planner.config_review import ReviewRequest, review
     from planner.scenario import load_scenario
+    from planner.workflows.review import ReviewRequest, review
 
     req = ReviewRequest(scenario=load_scenario(scenario) if scenario else None, **fields)
     return review(req, better=better, time_limit_s=time_limit)
@@ -125,7 +125,7 @@ def run(scenario: Path | None, *, better: bool, time_limit: float, **fields: Any
 
 
 def output(rev: Review, fmt: str) -> None:
-    from planner.report import render, to_json
+    from planner.report.formats import render, to_json
 
     if fmt == "json":
         typer.echo(to_json(rev.to_dict()))
@@ -149,7 +149,7 @@ def flat(rev: Review) -> dict[str, Any]:
 
 
 def summary_rows(rev: Review) -> list[dict[str, Any]]:
-    from planner.cli_solve import layout_text
+    from planner.cli.solve import layout_text
 
     ev = rev.evaluation
     t = ev.time
@@ -184,7 +184,7 @@ def verdict(rev: Review) -> str:
 
 
 def markdown(rev: Review) -> str:
-    from planner.report import to_markdown
+    from planner.report.formats import to_markdown
 
     text = to_markdown(summary_rows(rev))
     if rev.findings:
@@ -197,10 +197,10 @@ def markdown(rev: Review) -> str:
 def print_review(con: Console, rev: Review) -> None:
     from rich.table import Table
 
-    from planner.cli_solve import layout_text
-    from planner.config_review import setting_text
-    from planner.estimate import estimate_dict
-    from planner.tables import print_estimate
+    from planner.cli.solve import layout_text
+    from planner.report.tables import print_estimate
+    from planner.workflows.estimate import estimate_dict
+    from planner.workflows.review import setting_text
 
     print_estimate(con, estimate_dict(rev.evaluation))
     style = "green" if rev.ok else "bold red"

@@ -99,7 +99,7 @@ def framework_text(result: SolveResult, fmt: str, scenario: Path) -> str:
 
 
 def emit(result: SolveResult, fmt: str) -> None:
-    from planner.report import to_csv, to_json, to_markdown
+    from planner.report.formats import to_csv, to_json, to_markdown
 
     if fmt == "json":
         typer.echo(to_json(result.to_dict()))
@@ -115,7 +115,7 @@ def emit(result: SolveResult, fmt: str) -> None:
 
 def plan_rows(result: SolveResult) -> list[dict[str, Any]]:
     """One flat row per plan (dotted keys), every row with the same columns."""
-    from planner.report import flatten
+    from planner.report.formats import flatten
 
     rows = [dict(flatten(p)) for p in result.to_dict()["plans"]]
     if not rows:
@@ -156,7 +156,7 @@ def layout_text(ev: Any) -> str:
 def print_result(con: Console, result: SolveResult) -> None:
     from rich.table import Table
 
-    from planner.tables import fmt_cell, print_rows
+    from planner.report.tables import fmt_cell, print_rows
 
     gap = f", gap {result.gap:.2%}" if result.gap else ""
     con.print(f"[bold]{result.status}[/] ({result.objective}) in {result.seconds:.2f} s{gap}: "
@@ -210,8 +210,8 @@ def print_result(con: Console, result: SolveResult) -> None:
 def print_plan(con: Console, p: Plan) -> None:
     from rich.table import Table
 
-    from planner.estimate import memory_dict
-    from planner.tables import memory_table
+    from planner.report.tables import memory_table
+    from planner.workflows.estimate import memory_dict
 
     ev = p.evaluation
     t = ev.time

@@ -2,7 +2,7 @@
 
 A configuration comes as a scenario (its `layout:` and `estimate:`), Megatron-LM arguments, a DeepSpeed
 JSON or a torchtitan TOML (each with a model, GPU and GPU count), or a run of published_runs.yaml. It
-becomes one Layout, evaluated by `planner.evaluation.evaluate` (the model behind `planner estimate` and the
+becomes one Layout, evaluated by `evaluate` (the model behind `planner estimate` and the
 solver) even when it breaks a rule, so an illegal layout is still reviewed as far as it goes. Findings
 come from that evaluation and from evaluating neighbours of the layout (other micro-batches, a weaker
 recompute, ZeRO-1 for ZeRO-3). The better plan is `planner.search.solve` held to the same SKU, GPU count,
@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from planner.errors import InputError
-from planner.estimate import CHINCHILLA_TOKENS_PER_PARAM, EstimateInputs, estimate_dict, layout_dict, priced
-from planner.evaluation import Evaluation, merged_efficiency
-from planner.legality import layout_problems
 from planner.model.params import count_params
 from planner.scenario import EfficiencyOverride, Pricing, Scenario, resolve_model
 from planner.schema import GIB, Implementation, Layout, ModelSpec, Overheads
+from planner.workflows.estimate import CHINCHILLA_TOKENS_PER_PARAM, EstimateInputs, estimate_dict, layout_dict, priced
+from planner.workloads.training.evaluation import Evaluation, merged_efficiency
+from planner.workloads.training.legality import layout_problems
 
 if TYPE_CHECKING:
     from planner.interop.published import Case, Comparison

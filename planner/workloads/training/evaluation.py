@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from planner.legality import layout_problems
 from planner.model.flops import StepFlops, step_flops
 from planner.model.memory import MemoryBreakdown, training_memory
 from planner.model.params import ParamCount, count_params
@@ -17,6 +16,7 @@ from planner.model.perf import TimeEstimate, fixed_utilisation_time, training_ti
 from planner.pricing import HourlyRate, hourly_rate
 from planner.scenario import EfficiencyOverride, Pricing
 from planner.schema import Efficiency, GpuSku, Implementation, Layout, ModelSpec, Overheads
+from planner.workloads.training.legality import layout_problems
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import typer
 if TYPE_CHECKING:
     import pandas as pd
 
-    from planner.comparison import Comparison
+    from planner.workflows.compare import Comparison
 
 FORMATS = ("table", "json", "csv", "markdown")
 SWEEP_MAX_POINTS = 1_000
@@ -92,7 +92,7 @@ def compare_command(
             emit(cmp, base, sweep, by, format, fh)
         typer.echo(f"wrote {out}", err=True)
     if plots or html:
-        from planner import plots as plotting
+        from planner.report import plots as plotting
 
         figs = plotting.figures(base, cmp.pareto(), sweep, by, cmp.scenario.constraints.deadline_days)
         if plots:
@@ -112,8 +112,8 @@ def run(scenario: Path, kinds: list[str] | None, deadlines: list[float], budgets
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from planner.comparison import DEFAULT_KINDS, Comparison
     from planner.scenario import load_scenario
+    from planner.workflows.compare import DEFAULT_KINDS, Comparison
 
     sc = load_scenario(scenario)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -148,8 +148,8 @@ def titles(cmp: Comparison, by: str | None) -> tuple[str, str]:
 
 def emit(cmp: Comparison, base: pd.DataFrame, sweep: pd.DataFrame | None, by: str | None, fmt: str,
          fh: Any) -> None:
-    from planner.comparison import display_rows, records, sweep_rows
-    from planner.report import to_json
+    from planner.report.formats import to_json
+    from planner.workflows.compare import display_rows, records, sweep_rows
 
     frame = sweep if sweep is not None else base
     if fmt == "json":
@@ -166,8 +166,8 @@ def emit(cmp: Comparison, base: pd.DataFrame, sweep: pd.DataFrame | None, by: st
     else:
         from rich.console import Console
 
-        from planner.comparison import cell
-        from planner.tables import print_rows
+        from planner.report.tables import print_rows
+        from planner.workflows.compare import cell
 
         con = Console(file=fh, width=WIDE, no_color=True) if fh else Console()
         if not con.is_terminal:  # piped or a file: no terminal width to wrap a dozen columns into
@@ -187,16 +187,16 @@ def emit(cmp: Comparison, base: pd.DataFrame, sweep: pd.DataFrame | None, by: st
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    from planner.comparison import cell
-    from planner.report import to_markdown
+    from planner.report.formats import to_markdown
+    from planner.workflows.compare import cell
 
     return to_markdown([{k: cell(v) for k, v in r.items()} for r in rows])
 
 
 def report(cmp: Comparison, base: pd.DataFrame, sweep: pd.DataFrame | None, by: str | None, figs: dict[str, Any],
            scenario_yaml: str) -> str:
-    from planner.comparison import display_rows, source_rows, sweep_rows
-    from planner.html_report import render
+    from planner.report.html import render
+    from planner.workflows.compare import display_rows, source_rows, sweep_rows
 
     title, sweep_title = titles(cmp, by)
     return render(title=title, notes=cmp.notes(), table=display_rows(base), figures=figs, scenario_yaml=scenario_yaml,

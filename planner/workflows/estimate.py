@@ -13,12 +13,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from planner.errors import InputError, format_validation_error
-from planner.evaluation import Evaluation, evaluate
-from planner.legality import layout_problems
 from planner.model.memory import InferenceMemory, inference_memory
 from planner.model.params import count_params
 from planner.scenario import EfficiencyOverride, Pricing, Scenario, resolve_model
 from planner.schema import GpuSku, Implementation, Layout, ModelSpec, Overheads
+from planner.workloads.training.evaluation import Evaluation, evaluate
+from planner.workloads.training.legality import layout_problems
 
 # The back-of-envelope rule users quote for mixed-precision Adam training state (2 + 2 + 4 + 4 + 4 +
 # 4 B: fp16 weights and grads, fp32 master, two moments and a grad copy), shown beside the exact model.

@@ -29,7 +29,7 @@ from planner.errors import InputError
 from planner.model.memory import MemoryBreakdown
 from planner.model.perf import BREAKDOWN_KEYS, SECONDS_PER_DAY
 from planner.pricing import HourlyRate, hourly_rate
-from planner.report import GIB
+from planner.report.formats import GIB
 from planner.scenario import Pricing, Scenario
 from planner.schema import GpuSku, PriceKind
 from planner.search import Plan, Solution, _Plans, check_solution
@@ -298,7 +298,7 @@ class Comparison:
                 "capacity_gib": get_gpu(p.sku).hbm_bytes / GIB}
 
     def plan_columns(self, i: int, k: int, point: Point) -> dict[str, Any]:
-        from planner.cli_solve import layout_text
+        from planner.cli.solve import layout_text
 
         o = self.options[i]
         plan = self.plan(i, k)
@@ -405,9 +405,9 @@ class Comparison:
                 say(n + 1, len(points), "sweeping")
         else:
             # forkserver: the parent holds threads (numpy pools, a progress bar) that fork would copy
-            # mid-lock; preloading planner.comparison makes each worker start warm
+            # mid-lock; preloading planner.workflows.compare makes each worker start warm
             ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["planner.comparison"])
+            ctx.set_forkserver_preload(["planner.workflows.compare"])
             with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(self,)) as pool:
                 futures = [pool.submit(_worker_rows, p) for p in points]
                 for n, _ in enumerate(as_completed(futures)):

@@ -1,0 +1,1 @@
+"""The workflows of the public API: estimate, solve, review and compare."""
