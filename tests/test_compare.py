@@ -18,14 +18,14 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from planner import solve
 from planner.catalog import get_gpu, get_model
 from planner.cli import app
 from planner.cli.compare import parse_sweep
-from planner.cli.solve import layout_text
 from planner.model.params import count_params
 from planner.pricing import HOURS_PER_YEAR, select_price
+from planner.report.text import layout_text
 from planner.scenario import Pricing, Scenario
-from planner.search import solve
 from planner.workflows.compare import Comparison, compare, price_options
 
 runner = CliRunner()
@@ -75,7 +75,7 @@ def test_every_row_is_the_optimum_solve_finds_for_that_sku_and_price(efficiency:
             continue
         plan = result.plans[0]
         ev = plan.evaluation
-        assert (plan.gpus, plan.nodes, layout_text(ev)) == (row["gpus"], row["nodes"], row["layout"])
+        assert (plan.gpus, plan.nodes, layout_text(ev.layout)) == (row["gpus"], row["nodes"], row["layout"])
         assert ev.cost_usd == pytest.approx(row["cost_usd"], rel=1e-12)
         assert ev.time.days == pytest.approx(row["days"], rel=1e-12)
         assert ev.time.gpu_hours == pytest.approx(row["gpu_hours"], rel=1e-12)

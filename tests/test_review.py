@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from planner import solve
 from planner.catalog import get_model
 from planner.errors import InputError
 from planner.interop.deepspeed import parse_deepspeed_config
@@ -19,7 +20,6 @@ from planner.interop.published import build_case, load_runs, reference_dir
 from planner.interop.torchtitan import parse_torchtitan_toml
 from planner.scenario import EstimateTarget, FixedLayout, Hardware, Job, Scenario
 from planner.schema import Layout
-from planner.search import solve
 from planner.workflows.review import ReviewRequest, review
 
 FIXTURES = Path(__file__).parent / "fixtures" / "frameworks"

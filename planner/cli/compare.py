@@ -1,32 +1,26 @@
 """`planner compare SCENARIO.yaml`: every GPU × price option side by side, each with its optimal plan;
 deadline or budget sweeps, plots, and a self-contained HTML report.
 
-Exit status: 0 some option has a plan, 1 none has (each row says why), 2 the input is wrong (one line
-on stderr). pandas, numpy, ortools and matplotlib load inside the command, so `planner --help` stays
-fast.
+Exit status: 0 some option has a plan, 1 none has (each row says why), 2 the input is wrong.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 import typer
 
-if TYPE_CHECKING:
-    import pandas as pd
+from planner.cli.common import run
+from planner.report import Format
 
-    from planner.workflows.compare import Comparison
-
-FORMATS = ("table", "json", "csv", "markdown")
 SWEEP_MAX_POINTS = 1_000
-WIDE = 240  # characters per line of the table format when not printing to a terminal
 
 
 def parse_sweep(text: str, flag: str) -> list[float]:
     """'10..90:5' → 10, 15, …, 90; '10,20,45' → those values; '30' → one value. Positive numbers."""
-    from planner.errors import InputError
+    from planner import InputError
 
     def number(s: str) -> float:
         try:
@@ -54,7 +48,7 @@ def parse_sweep(text: str, flag: str) -> list[float]:
 
 def compare_command(
     scenario: Annotated[Path, typer.Argument(help="scenario YAML", show_default=False)],
-    format: Annotated[str, typer.Option("--format", "-f", help="table, json, csv or markdown")] = "table",
+    format: Annotated[Format, typer.Option("--format", "-f", help="output format")] = Format.table,
     out: Annotated[Path | None, typer.Option("--out", help="write the output to this file, not stdout")] = None,
     deadline: Annotated[str | None, typer.Option("--deadline", help="sweep the deadline, days: LO..HI:STEP or a list")]
     = None,
@@ -70,135 +64,32 @@ def compare_command(
                                                 "(default: every core once a sweep is large enough to pay)")] = None,
 ) -> None:
     """Every GPU × price option (on-demand per provider, reserved, purchase) with its optimal plan."""
-    from planner.errors import InfeasibleError, InputError
 
-    try:
-        if format not in FORMATS:
-            raise InputError(f"--format: {format!r} is not one of {', '.join(FORMATS)}")
+    def body() -> int:
+        from planner import CompareRequest, load_scenario, run_comparison
+        from planner.report import figures, html_page, progress_bar, render, write_plots
+
         deadlines = parse_sweep(deadline, "--deadline") if deadline else []
         budgets = parse_sweep(budget, "--budget") if budget else []
-        if deadlines and budgets:
-            raise InputError("--deadline and --budget: sweep one limit at a time")
         chosen = [k.strip() for k in kinds.split(",") if k.strip()] if kinds else None
-        cmp, base, sweep = run(scenario, chosen, deadlines, budgets, workers)
-    except InputError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(InputError.exit_code) from None
-    by = "deadline_days" if deadlines else "budget_usd" if budgets else None
-    if out is None:
-        emit(cmp, base, sweep, by, format, None)
-    else:
-        with out.open("w") as fh:
-            emit(cmp, base, sweep, by, format, fh)
-        typer.echo(f"wrote {out}", err=True)
-    if plots or html:
-        from planner.report import plots as plotting
-
-        figs = plotting.figures(base, cmp.pareto(), sweep, by, cmp.scenario.constraints.deadline_days)
+        sc = load_scenario(scenario)
+        request = CompareRequest(sc, deadlines=tuple(deadlines), budgets=tuple(budgets), workers=workers,
+                                 **({"kinds": tuple(chosen)} if chosen is not None else {}))
+        with progress_bar(scenario.name) as say:
+            result = run_comparison(request, progress=say)
+        if out is None:
+            render(result, format.value)
+        else:
+            with out.open("w") as fh:
+                render(result, format.value, fh)
+            typer.echo(f"wrote {out}", err=True)
+        figs = figures(result) if plots or html else None
         if plots:
-            for p in plotting.save(figs, plots):
+            for p in write_plots(result, plots, figs):
                 typer.echo(f"wrote {p}", err=True)
         if html:
-            html.write_text(report(cmp, base, sweep, by, figs, scenario.read_text()))
+            html.write_text(html_page(result, scenario.read_text(), figs))
             typer.echo(f"wrote {html}", err=True)
-    frame = sweep if sweep is not None else base
-    if not frame["feasible"].any():
-        raise typer.Exit(InfeasibleError.exit_code)
+        return 0 if result.feasible else 1
 
-
-def run(scenario: Path, kinds: list[str] | None, deadlines: list[float], budgets: list[float],
-        workers: int | None) -> tuple[Comparison, pd.DataFrame, pd.DataFrame | None]:
-    """Evaluate every option once, then the scenario's own limits and any sweep, with a progress bar."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from planner.scenario import load_scenario
-    from planner.workflows.compare import DEFAULT_KINDS, Comparison
-
-    sc = load_scenario(scenario)
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
-    err = Console(stderr=True)
-    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
-        task = bar.add_task(f"{scenario.name}: resolving", total=None)
-
-        def progress(done: int, total: int, what: str) -> None:
-            bar.update(task, description=f"{scenario.name}: {what}", completed=done, total=total or None)
-
-        cmp = Comparison(sc, kinds=kinds or DEFAULT_KINDS, progress=progress)
-        progress(0, 0, "choosing a plan per option")
-        base = cmp.frame()
-        sweep = None
-        if deadlines or budgets:
-            sweep = cmp.sweep(deadlines=deadlines, budgets=budgets, workers=workers, progress=progress)
-    return cmp, base, sweep
-
-
-# --------------------------------------------------------------------------------------------
-# output
-# --------------------------------------------------------------------------------------------
-
-
-def titles(cmp: Comparison, by: str | None) -> tuple[str, str]:
-    name = cmp.scenario.name
-    sweep = ("cost of the cheapest plan per GPU (its best price option) by deadline, days" if by == "deadline_days"
-             else "days of the fastest plan per GPU (its best price option) by budget, USD")
-    return f"{name}: every GPU × price option, best first", f"{name}: {sweep}"
-
-
-def emit(cmp: Comparison, base: pd.DataFrame, sweep: pd.DataFrame | None, by: str | None, fmt: str,
-         fh: Any) -> None:
-    from planner.report.formats import to_json
-    from planner.workflows.compare import display_rows, records, sweep_rows
-
-    frame = sweep if sweep is not None else base
-    if fmt == "json":
-        text = to_json(records(frame)) + "\n"
-    elif fmt == "csv":
-        text = frame.to_csv(index=False, lineterminator="\n")
-    elif fmt == "markdown":
-        title, sweep_title = titles(cmp, by)
-        if sweep is not None and by is not None:
-            text = f"**{sweep_title}**\n\n" + markdown(sweep_rows(sweep, by, cmp.skus))
-        else:
-            text = f"**{title}**\n\n" + markdown(display_rows(base))
-        text += "\n" + "".join(f"- {n}\n" for n in cmp.notes(by))
-    else:
-        from rich.console import Console
-
-        from planner.report.tables import print_rows
-        from planner.workflows.compare import cell
-
-        con = Console(file=fh, width=WIDE, no_color=True) if fh else Console()
-        if not con.is_terminal:  # piped or a file: no terminal width to wrap a dozen columns into
-            con.width = WIDE
-        title, sweep_title = titles(cmp, by)
-        if sweep is not None and by is not None:
-            print_rows(con, sweep_rows(sweep, by, cmp.skus), sweep_title, cell)
-        else:
-            print_rows(con, display_rows(base), title, cell)
-        for n in cmp.notes(by):
-            con.print(f"[dim]{n}[/]")
-        return
-    if fh:
-        fh.write(text)
-    else:
-        typer.echo(text, nl=False)
-
-
-def markdown(rows: list[dict[str, Any]]) -> str:
-    from planner.report.formats import to_markdown
-    from planner.workflows.compare import cell
-
-    return to_markdown([{k: cell(v) for k, v in r.items()} for r in rows])
-
-
-def report(cmp: Comparison, base: pd.DataFrame, sweep: pd.DataFrame | None, by: str | None, figs: dict[str, Any],
-           scenario_yaml: str) -> str:
-    from planner.report.html import render
-    from planner.workflows.compare import display_rows, source_rows, sweep_rows
-
-    title, sweep_title = titles(cmp, by)
-    return render(title=title, notes=cmp.notes(), table=display_rows(base), figures=figs, scenario_yaml=scenario_yaml,
-                  sources=source_rows(base), sweep=sweep_rows(sweep, by, cmp.skus) if sweep is not None and by else (),
-                  sweep_title=sweep_title)
+    run(body)

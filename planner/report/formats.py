@@ -1,6 +1,7 @@
-"""Turn results into what people and machines read: rich tables, JSON, CSV and Markdown.
+"""Machine formats of results: JSON, CSV and Markdown, from dicts and rows.
 
-Nothing here computes physics; it formats the objects the public API returns.
+User text in CSV and Markdown goes through `literal`, so a terminal shows control characters escaped;
+JSON escapes them itself.
 """
 
 from __future__ import annotations
@@ -10,12 +11,10 @@ import io
 import json
 from typing import Any
 
-GIB = 2**30
-FORMATS = ("table", "json", "csv", "markdown")
+from planner.report import FORMATS
+from planner.report.text import literal
 
-
-def gib(n: float) -> str:
-    return f"{n / GIB:,.2f}"
+__all__ = ["FORMATS", "flatten", "key_value_rows", "machine", "to_csv", "to_json", "to_markdown"]
 
 
 def flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -30,6 +29,10 @@ def flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(prefix, obj)]
 
 
+def _text(v: Any) -> Any:
+    return literal(v) if isinstance(v, str) else v
+
+
 def to_json(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=False)
 
@@ -39,7 +42,7 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     if rows:
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: _text(v) for k, v in r.items()} for r in rows)
     return buf.getvalue()
 
 
@@ -48,7 +51,7 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
         return ""
     cols = list(rows[0])
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+    lines += ["| " + " | ".join(literal(r.get(c, "")) for c in cols) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -56,12 +59,12 @@ def key_value_rows(obj: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"key": k, "value": v} for k, v in flatten(obj)]
 
 
-def render(obj: dict[str, Any], fmt: str) -> str:
-    """Machine formats of one result object (the table format is drawn by the caller)."""
+def machine(obj: dict[str, Any], fmt: str) -> str:
+    """JSON, or key/value CSV or Markdown, of one result object."""
     if fmt == "json":
         return to_json(obj)
     if fmt == "csv":
         return to_csv(key_value_rows(obj))
     if fmt == "markdown":
         return to_markdown(key_value_rows(obj))
-    raise ValueError(fmt)
+    raise ValueError(f"not a machine format: {fmt!r}")

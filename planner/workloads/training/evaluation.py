@@ -47,6 +47,10 @@ class Evaluation:
         return self.capacity_bytes - self.memory.total
 
     @property
+    def gpus(self) -> int:
+        return self.layout.gpus
+
+    @property
     def nodes(self) -> int:
         return math.ceil(self.layout.gpus / self.gpus_per_node)
 
@@ -82,8 +86,13 @@ def evaluate(
     overheads: Overheads | None = None,
     efficiency: EfficiencyOverride | None = None,
     pricing: Pricing | None = None,
+    rate: HourlyRate | None = None,
 ) -> Evaluation:
-    """Everything planner knows about one plan. Legality problems are reported, not raised."""
+    """Everything planner knows about one plan. Legality problems are reported, not raised.
+
+    The cost comes from `rate`, or from the catalog price `pricing` selects; without either, no cost."""
+    if pricing is not None and rate is not None:
+        raise ValueError("give pricing or rate, not both")
     impl = implementation or Implementation()
     node = gpus_per_node or gpu.node_size
     eff = efficiency or EfficiencyOverride()
@@ -95,7 +104,6 @@ def evaluate(
         time = training_time(
             model, layout, gpu, seq, tokens, impl=impl, efficiency=merged_efficiency(gpu, eff), gpus_per_node=node
         )
-    rate = None
     if pricing is not None:
         rate = hourly_rate(gpu, pricing)
     return Evaluation(
