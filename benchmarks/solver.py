@@ -1,4 +1,4 @@
-"""Solver speed, measured in one run: `planner.search.solve` against exhaustive enumeration.
+"""Solver speed, measured in one run: `planner.solve` against exhaustive enumeration.
 
 For each scenario: the solve time (grid + vectorised models + CP-SAT, best of a few runs), the search
 space (legal SKU × layout pairs), and what `planner.search.exhaustive` — every tuple of the axis

@@ -13,8 +13,8 @@ from typing import Annotated
 
 import typer
 
+from planner import FrameworkName
 from planner.cli.common import run
-from planner.interop import FrameworkName
 from planner.report import Format
 
 

@@ -12,9 +12,8 @@ from typing import Annotated
 
 import typer
 
-from planner import NEAR_OPTIMAL_MARGIN
+from planner import NEAR_OPTIMAL_MARGIN, FrameworkName
 from planner.cli.common import run
-from planner.interop import FrameworkName
 from planner.report import Format
 
 

@@ -17,7 +17,7 @@ from planner.interop import FRAMEWORKS
 from planner.interop.deepspeed import deepspeed_config_from_layout, parse_deepspeed_config
 from planner.interop.megatron import megatron_args_from_layout, parse_megatron_args
 from planner.interop.torchtitan import parse_torchtitan_toml, torchtitan_toml_from_layout
-from planner.report.formats import flatten
+from planner.report.text import flatten
 from planner.schema import Implementation, Layout, ModelSpec
 
 __all__ = ["FRAMEWORKS", "changes", "export", "round_trip", "settings"]

@@ -12,21 +12,9 @@ import json
 from typing import Any
 
 from planner.report import FORMATS
-from planner.report.text import literal
+from planner.report.text import flatten, literal
 
 __all__ = ["FORMATS", "flatten", "key_value_rows", "machine", "to_csv", "to_json", "to_markdown"]
-
-
-def flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    """Nested dicts → dotted keys, for CSV and Markdown of a single result."""
-    if isinstance(obj, dict):
-        rows: list[tuple[str, Any]] = []
-        for k, v in obj.items():
-            rows += flatten(v, f"{prefix}.{k}" if prefix else str(k))
-        return rows
-    if isinstance(obj, list):
-        return [(prefix, "; ".join(str(x) for x in obj))]
-    return [(prefix, obj)]
 
 
 def _text(v: Any) -> Any:

@@ -153,7 +153,7 @@ def _(result: CompareResult, file: IO[str] | None) -> None:
 
 def solve_rows(result: SolveResult) -> list[dict[str, Any]]:
     """One flat row per plan (dotted keys), every row with the same columns."""
-    from planner.report.formats import flatten
+    from planner.report.text import flatten
 
     rows = [dict(flatten(p)) for p in dicts.solve_dict(result)["plans"]]
     if not rows:

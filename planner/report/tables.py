@@ -16,6 +16,7 @@ from rich.text import Text
 from planner.report.dicts import estimate_dict, memory_dict
 from planner.report.terminal import safe
 from planner.report.text import cell, gib, layout_text, literal, numeric, rounded, setting_text
+from planner.schema import GIB
 
 if TYPE_CHECKING:
     from planner.schema import GpuSku, ModelSpec
@@ -62,7 +63,7 @@ def gpu_rows(gpus: Iterable[GpuSku]) -> list[dict[str, Any]]:
             "description": g.description,
             "bf16_tflops": g.peak("bf16"),
             "fp8_tflops": g.peak_tflops.get("fp8"),
-            "memory_gib": rounded(g.hbm_bytes / 2**30, 2),
+            "memory_gib": rounded(g.hbm_bytes / GIB, 2),
             "hbm_tb_s": g.hbm_bandwidth_tbs,
             "node": g.node_size,
             "scale_up_gb_s": g.intra_node_gbs,
@@ -177,7 +178,7 @@ def short_row(p: Plan) -> dict[str, Any]:
     ev = p.evaluation
     return {
         "job": p.job, "sku": p.sku, "gpus": p.gpus, "nodes": p.nodes, "layout": layout_text(ev.layout),
-        "memory_gib": rounded(ev.memory.total / 2**30, 1), "mfu": rounded(ev.time.mfu, 3),
+        "memory_gib": rounded(ev.memory.total / GIB, 1), "mfu": rounded(ev.time.mfu, 3),
         "days": rounded(ev.time.days, 2), "gpu_hours": round(ev.time.gpu_hours), "cost_usd": round(ev.cost_usd or 0.0),
         "usd_per_m_tokens": rounded(ev.usd_per_million_tokens or 0.0, 3),
     }

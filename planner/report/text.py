@@ -40,6 +40,18 @@ def layout_text(layout: Layout) -> str:
             + f" mbs{layout.micro_batch}")
 
 
+def flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested dicts → dotted keys, for CSV and Markdown of a single result."""
+    if isinstance(obj, dict):
+        rows: list[tuple[str, Any]] = []
+        for k, v in obj.items():
+            rows += flatten(v, f"{prefix}.{k}" if prefix else str(k))
+        return rows
+    if isinstance(obj, list):
+        return [(prefix, "; ".join(str(x) for x in obj))]
+    return [(prefix, obj)]
+
+
 def literal(value: Any) -> str:
     """User text (a scenario or job name, a flag, a file name) as it should appear on a terminal: control
     characters shown as escapes ('\\x1b'), never acted on."""
