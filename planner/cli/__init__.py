@@ -7,7 +7,6 @@ Heavy modules (pydantic models, numpy, pandas, ortools, matplotlib) load inside 
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
@@ -42,8 +41,8 @@ app.command("schema")(catalog.schema_command)
 
 
 def main() -> None:
+    """The `planner` console script: exits with the command's status (see planner/cli/common.py)."""
     app()
-    sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ class PriceOption:
     kind: str  # a catalog price kind, or "override"
     provider: str
     rate: HourlyRate
-    pricing: Pricing  # the scenario's pricing narrowed to this price: what the plan is evaluated with
+    pricing: Pricing  # the scenario's pricing narrowed to this price: `solve` with it reproduces the row
     date: str
     usd_per_gpu: float | None  # purchase: capex per GPU
 
