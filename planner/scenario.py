@@ -10,7 +10,7 @@ searches everything left free.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import BeforeValidator, Field, ValidationError, create_model, model_validator
 from pydantic.fields import FieldInfo
@@ -161,12 +161,12 @@ class _FixedUtilisation(Strict):
 
 
 # Every Efficiency field can be overridden per scenario: the same names, all optional, one source of truth.
-EfficiencyOverride = create_model(
+EfficiencyOverride = create_model(  # type: ignore[call-overload]  # fields made at import: opaque to mypy
     "EfficiencyOverride",
     __base__=_FixedUtilisation,
     __doc__="Overrides of the catalog's per-SKU efficiency defaults (`gemm: 0.6`), or `mfu`/`hfu` fixed.",
     **{
-        name: (info.annotation | None, Field(None, description=info.description, **_bounds(info)))
+        name: (cast(Any, info.annotation) | None, Field(None, description=info.description, **_bounds(info)))
         for name, info in Efficiency.model_fields.items()
         if name != "source"
     },

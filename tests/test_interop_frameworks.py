@@ -25,8 +25,8 @@ from planner.errors import InputError
 from planner.interop.deepspeed import deepspeed_config_from_layout, parse_deepspeed_config
 from planner.interop.megatron import megatron_args_from_layout, padded_vocab, parse_megatron_args
 from planner.interop.torchtitan import parse_torchtitan_toml, torchtitan_toml_from_layout
-from planner.legality import layout_problems
 from planner.schema import Implementation, Layout, ModelSpec
+from planner.workloads.training.legality import layout_problems
 
 FIXTURES = Path(__file__).parent / "fixtures" / "frameworks"
 SEQ = 4096

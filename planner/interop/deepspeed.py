@@ -304,7 +304,7 @@ def parse_deepspeed_config(path_or_dict: str | os.PathLike[str] | Mapping[str, A
     opt = r.section("optimizer")
     if opt:
         kind = str(opt.get("type", "")).lower()
-        params = opt.get("params") if isinstance(opt.get("params"), Mapping) else {}
+        params: Mapping[str, Any] = opt["params"] if isinstance(opt.get("params"), Mapping) else {}
         if kind in ("adam", "fusedadam", "cpuadam", "deepspeedcpuadam"):
             # DeepSpeed's Adam runs in AdamW mode unless params.adam_w_mode is false.
             optimizer = "adam" if params.get("adam_w_mode") is False else "adamw"

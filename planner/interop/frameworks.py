@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import json
 import tomllib
-from typing import Any, Literal
+from typing import Any
 
 from planner.errors import InputError
+from planner.interop import FRAMEWORKS
 from planner.interop.deepspeed import deepspeed_config_from_layout, parse_deepspeed_config
 from planner.interop.megatron import megatron_args_from_layout, parse_megatron_args
 from planner.interop.torchtitan import parse_torchtitan_toml, torchtitan_toml_from_layout
-from planner.report import flatten
+from planner.report.text import flatten
 from planner.schema import Implementation, Layout, ModelSpec
 
-Framework = Literal["megatron", "deepspeed", "torchtitan"]
-FRAMEWORKS: tuple[Framework, ...] = ("megatron", "deepspeed", "torchtitan")
+__all__ = ["FRAMEWORKS", "changes", "export", "round_trip", "settings"]
 
 
 def export(fmt: str, layout: Layout, *, model: ModelSpec | None, seq: int,

@@ -18,6 +18,7 @@ dropout 0.1, Adam with decoupled weight decay, and the vocabulary padded to a mu
 from __future__ import annotations
 
 import ast
+import builtins
 import math
 import re
 import shlex
@@ -28,8 +29,8 @@ from typing import Literal
 from pydantic import ValidationError
 
 from planner.errors import InputError, format_validation_error
-from planner.legality import last_stage_layers
 from planner.schema import Implementation, Layout, ModelSpec, MoESpec, Optimizer, Precision, Recompute
+from planner.workloads.training.legality import last_stage_layers
 
 # --------------------------------------------------------------------------------------------
 # The flags planner reads, with their argparse kind: a value (int/float/str), a list of values, or a switch.
@@ -357,7 +358,7 @@ class _Args:
             raise InputError(f"{flag}: must be at least {minimum}, got {value}")
         return value
 
-    def need_int(self, flag: str, default: int) -> int:
+    def need_int(self, flag: str, default: builtins.int) -> builtins.int:  # `int` here is the method above
         value = self.int(flag, default)
         assert value is not None
         return value
@@ -431,8 +432,8 @@ def _collect(
         if not values or values == [""]:
             raise InputError(f"{flag}: missing value")
         # A value still holding "$" after expansion is kept as written, so the error names the variable.
-        expanded = [e if "$" not in (e := _expand(v, env)) else v for v in values]
-        args.values[flag] = expanded if kind == "list" else expanded[0]
+        words_out = [e if "$" not in (e := _expand(v, env)) else v for v in values]
+        args.values[flag] = words_out if kind == "list" else words_out[0]
 
 
 # --------------------------------------------------------------------------------------------

@@ -256,9 +256,9 @@ def parse_torchtitan_toml(
     precision: Precision = "bf16"
     if t.str("mixed_precision_param", "bfloat16", "training", "parallelism") == "float32":
         unsupported["training.mixed_precision_param"] = "fp32 parameters in compute are not modelled; taken as bf16"
-    model_table = data.get("model") if isinstance(data.get("model"), Mapping) else {}
+    model_table: Mapping[str, Any] = data["model"] if isinstance(data.get("model"), Mapping) else {}
     converters = _converters(model_table.get("converters", []))
-    float8 = data.get("float8") if isinstance(data.get("float8"), Mapping) else {}
+    float8: Mapping[str, Any] = data["float8"] if isinstance(data.get("float8"), Mapping) else {}
     if any(c in ("float8", "mx") for c in converters) or float8.get("enable_float8_linear") is True:
         precision = "fp8"
     reduce = t.str("mixed_precision_reduce", "float32", "training", "parallelism")

@@ -122,7 +122,7 @@ class ActivationShape:
     s: int  # sequence length on this rank (after CP)
     b: int  # micro-batch
     t: int  # tensor parallel size: divides head and FFN widths
-    r: int  # t with sequence parallelism, else 1: divides the hidden-width tensors
+    r: Any  # t with sequence parallelism, else 1: divides the hidden-width tensors
     dropout: bool
 
 
@@ -252,7 +252,7 @@ def stage_activation_bytes(
     pp, rc = arrays["pp"], arrays["recompute"]
     microbatches = np.maximum(1, arrays["global_batch"] // (arrays["dp"] * arrays["micro_batch"]))
     dense_l, moe_l = stage_layers(m, pp, last)
-    modes = ("none", "selective", "full")
+    modes: tuple[Recompute, ...] = ("none", "selective", "full")
     dense_b = [layer_activation_bytes(m, impl, x, mode, False) for mode in modes]
     moe_b = [layer_activation_bytes(m, impl, x, mode, True) for mode in modes] if m.moe else [0.0] * 3
     per_layer_dense = np.choose(rc, dense_b)

@@ -32,7 +32,7 @@ Energy: GPUs × TDP × wall time — an upper bound, since GPUs rarely sit at TD
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -122,7 +122,7 @@ def fixed_utilisation_time(
         raise ValueError("give exactly one of mfu or hfu")
     flops = step_flops(m, seq, layout.global_batch * seq, layout.recompute)
     work, util = (flops.model, mfu) if mfu is not None else (flops.hardware, hfu)
-    step = work / (layout.gpus * utilisation_peak(gpu, layout) * util)
+    step = work / (layout.gpus * utilisation_peak(gpu, layout) * cast(float, util))
     mode = "fixed mfu" if mfu is not None else "fixed hfu"
     return summarise(m, layout, gpu, seq, tokens, step, flops, {"compute": step}, mode)
 
