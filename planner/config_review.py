@@ -24,7 +24,7 @@ from planner.evaluation import Evaluation, merged_efficiency
 from planner.legality import layout_problems
 from planner.model.params import count_params
 from planner.scenario import EfficiencyOverride, Pricing, Scenario, resolve_model
-from planner.schema import GIB, Implementation, Layout, ModelSpec, Overheads
+from planner.schema import GIB, Layout, ModelSpec, Overheads
 
 if TYPE_CHECKING:
     from planner.interop.published import Case, Comparison
@@ -100,7 +100,8 @@ class Config(EstimateInputs):
         return FORMAT_OF[self.source]
 
     def problems(self, layout: Layout) -> list[str]:
-        return layout_problems(self.model, layout, gpus=self.gpus, node_size=self.gpus_per_node, seq=self.seq)
+        return layout_problems(self.model, layout, gpus=self.gpus, node_size=self.gpus_per_node, seq=self.seq,
+                               framework=self.implementation.framework)
 
     def runnable(self, layout: Layout) -> Evaluation | None:
         """The evaluation of a legal layout that fits; None otherwise."""
@@ -291,7 +292,7 @@ def _from_deepspeed(req: ReviewRequest) -> Config:
     )
     return Config(source="deepspeed", model=model, layout=layout, gpus=gpus,
                   seq=_pick(req.seq, sc.job.seq_len if sc else None, model.max_seq),
-                  implementation=sc.implementation if sc else Implementation(),
+                  implementation=cfg.implementation(sc.implementation if sc else None),
                   read=_listed(cfg.unknown, cfg.unsupported, cfg.notes, "DeepSpeed"),
                   # TP, PP, CP and sequence parallelism live in the model code and launcher, not in the JSON
                   fixed={"tp": tp, "pp": pp, "cp": 1, "vpp": 1, "ep": 1, "sequence_parallel": False},
@@ -309,7 +310,7 @@ def _from_torchtitan(req: ReviewRequest) -> Config:
     layout = cfg.to_layout(others * (_dp(gpus, others) if cfg.shard == -1 else cfg.shard))
     sc = req.scenario
     return Config(source="torchtitan", model=model, layout=layout, gpus=gpus, seq=cfg.seq,
-                  implementation=sc.implementation if sc else Implementation(),
+                  implementation=cfg.implementation(sc.implementation if sc else None),
                   read=_listed([], cfg.unsupported, cfg.notes, "torchtitan"), **_common(req, model))
 
 

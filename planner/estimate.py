@@ -110,7 +110,8 @@ def resolve_request(req: EstimateRequest) -> EstimateInputs:
         layout = Layout(global_batch=global_batch, **recipe, **fixed)
     except ValidationError as e:
         raise InputError(format_validation_error(e, "layout")) from None
-    problems = layout_problems(model, layout, gpus=gpus, node_size=node, seq=seq)
+    problems = layout_problems(model, layout, gpus=gpus, node_size=node, seq=seq,
+                               framework=sc.implementation.framework if sc else "megatron-core")
     if problems:
         raise InputError("illegal layout: " + "; ".join(problems))
     impl = sc.implementation if sc else Implementation()

@@ -110,6 +110,9 @@ class FixedLayout(Strict):
     dp_shard: PositiveInt | None = None
     account_for_embedding_in_pipeline_split: bool | None = None
     account_for_loss_in_pipeline_split: bool | None = None
+    recompute_method: Literal["uniform", "block"] | None = None
+    pipeline_first_stage_layers: PositiveInt | None = None
+    pipeline_last_stage_layers: PositiveInt | None = None
 
 
 class _FixedUtilisation(Strict):

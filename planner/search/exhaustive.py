@@ -60,7 +60,7 @@ def legal_layouts(problem: Problem, job: JobSpec, sku: SkuOption) -> Iterator[La
         n = layout.gpus
         if not gpu_count_allowed(n, sku.node, cap, job):
             continue
-        if not layout_problems(job.model, layout, node_size=sku.node, seq=job.seq):
+        if not layout_problems(job.model, layout, node_size=sku.node, seq=job.seq, framework=job.framework):
             yield layout
 
 

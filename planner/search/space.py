@@ -30,7 +30,7 @@ from planner.scenario import (
     Scenario,
     resolve_model,
 )
-from planner.schema import GpuSku, Implementation, Layout, ModelSpec, Overheads, Recompute
+from planner.schema import Framework, GpuSku, Implementation, Layout, ModelSpec, Overheads, Recompute
 
 # grid code of each recompute mode = its index, the codes the memory and time tables read
 RECOMPUTE: tuple[Recompute, ...] = tuple(sorted(RECOMPUTE_CODES, key=RECOMPUTE_CODES.__getitem__))  # type: ignore[assignment]
@@ -65,7 +65,8 @@ class SkuOption:
 
 
 LAYOUT_EXTRAS = ("recompute_num_layers", "dp_shard", "account_for_embedding_in_pipeline_split",
-                 "account_for_loss_in_pipeline_split")
+                 "account_for_loss_in_pipeline_split", "recompute_method", "pipeline_first_stage_layers",
+                 "pipeline_last_stage_layers")
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class JobSpec:
     deadline_days: float | None
     min_gpus: int | None
     max_gpus: int | None
+    framework: Framework = "megatron-core"  # whose pipeline-split and FSDP rules the layouts follow
 
     @property
     def seq(self) -> int:
@@ -152,10 +154,12 @@ class Problem:
 def scenario_jobs(scenario: Scenario) -> list[JobSpec]:
     """The scenario's main job (top-level model/job/layout, constraints.deadline_days) and its `jobs:`."""
     c: Constraints = scenario.constraints
+    fw = scenario.implementation.framework
     out = [JobSpec(scenario.name, resolve_model(scenario.model), scenario.job, scenario.layout,
-                   c.deadline_days, None, None)]
+                   c.deadline_days, None, None, fw)]
     for j in scenario.jobs:
-        out.append(JobSpec(j.name, resolve_model(j.model), j.job, j.layout, j.deadline_days, j.min_gpus, j.max_gpus))
+        out.append(JobSpec(j.name, resolve_model(j.model), j.job, j.layout, j.deadline_days, j.min_gpus, j.max_gpus,
+                           fw))
     names = [j.name for j in out]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -236,13 +240,17 @@ def axis_domains(job: JobSpec, max_node: int) -> dict[str, list[int]]:
     m = job.model
     seq = job.seq
     cps = [c for c in divisors(seq) if c == 1 or seq // c >= MIN_TOKENS_PER_CP_RANK]
+    # splits that count the embedding and the loss as layers (Megatron's flags, torchtitan's default weights)
+    counted = (bool(job.fixed.account_for_embedding_in_pipeline_split)
+               + bool(job.fixed.account_for_loss_in_pipeline_split))
+    units = m.layers + (2 if job.framework == "torchtitan" else counted)
     dom: dict[str, list[int]] = {
         "tp": [t for t in divisors(m.heads) if t <= max_node],
         # even splits, plus even depths up to 16 and power-of-two depths with a shorter last stage
         # (uneven splits, e.g. BLOOM's 70 layers on 12 stages, DeepSeek-V3's 61 on 16)
         "pp": sorted(set(divisors(m.layers)) | {p for p in range(2, 17, 2) if p <= m.layers}
-                     | {2**i for i in range(m.layers.bit_length()) if 2**i <= m.layers}),
-        "vpp": divisors(m.layers),
+                     | {2**i for i in range(m.layers.bit_length()) if 2**i <= m.layers} | set(divisors(units))),
+        "vpp": sorted(set(divisors(m.layers)) | set(divisors(units))),
         "dp": divisors(job.global_batch),
         "cp": cps,
         "ep": divisors(m.moe.experts) if m.moe else [1],
@@ -263,7 +271,8 @@ def fixed_field_problems(job: JobSpec, node: int) -> list[str]:
     fixed = {f: v for f, v in axis_domains(job, node).items() if getattr(job.fixed, f) is not None}
     if "dp" not in fixed and "micro_batch" in fixed:
         fixed["dp"] = 1
-    return layout_problems(job.model, job.layout(**{f: v[0] for f, v in fixed.items()}), node_size=node, seq=job.seq)
+    return layout_problems(job.model, job.layout(**{f: v[0] for f, v in fixed.items()}), node_size=node, seq=job.seq,
+                           framework=job.framework)
 
 
 def gpu_count_allowed(gpus: Any, node: int, cap: int, job: JobSpec) -> Any:
@@ -328,7 +337,7 @@ def _legal(job: JobSpec, t: Table, fields: Sequence[str], node: int | None = Non
         for f, vals in zip(reversed(fields), reversed(values), strict=True):
             rest, i = divmod(rest, len(vals))
             row[f] = int(vals[i])
-        ok[c] = not layout_problems(job.model, job.layout(**row), node_size=node, seq=job.seq)
+        ok[c] = not layout_problems(job.model, job.layout(**row), node_size=node, seq=job.seq, framework=job.framework)
     return ok[code]
 
 
