@@ -81,7 +81,12 @@ class Recipe:
 
 def knobs(impl: Implementation, recipe: Recipe) -> Knobs:
     """The framework behaviour of a job (planner.model.presets.resolve for a Recipe)."""
-    k = resolve(impl, precision=recipe.precision)
+    return _knobs_cached(impl.model_dump_json(), recipe)
+
+
+@functools.lru_cache(maxsize=256)
+def _knobs_cached(impl_json: str, recipe: Recipe) -> Knobs:
+    k = resolve(Implementation.model_validate_json(impl_json), precision=recipe.precision)
     return replace(k, split=recipe.split(k.preset.split),
                    fsdp_reduce_fp32=k.fsdp_reduce_fp32 and recipe.fp32_grad_accumulation)
 
@@ -487,7 +492,8 @@ def training_memory_table(
     x = activation_shape(seq, a, k)
 
     def col(v: Any) -> np.ndarray:
-        return np.broadcast_to(np.asarray(v, dtype=np.float64), (n,))
+        a = np.asarray(v, dtype=np.float64)
+        return a.reshape(-1) if a.size == n else np.full(n, float(a))
 
     # ---- state bytes per parameter ---------------------------------------------------------------------
     group = dp * cp  # the distributed optimizer and FSDP shard over DP×CP (Megatron, torchtitan)
@@ -553,11 +559,14 @@ def training_memory_table(
                + np.where(gathered, live, 0))
 
     best: dict[str, np.ndarray] | None = None
-    for which in RANKS:
+    groups = list(pipeline.combos(pp, vpp, microbatches))
+    deepest = max(p for (p, _, _), _ in groups)
+    # with one stage the first rank is also the last; the second rank differs only with three or more
+    for which in RANKS if deepest > 2 else ("first", "last") if deepest == 2 else ("first",):
         comp = {key: np.zeros(n) for key in ("weights", "gradients", "optimizer", "activations", "buffers")}
         stage = np.zeros(n, dtype=np.int64)
         valid = np.ones(n, dtype=bool)
-        for (p, v, mb), idx in pipeline.combos(pp, vpp, microbatches):
+        for (p, v, mb), idx in groups:
             plan = rank_plan(m, p, v, mb, which, recipe, k.split)
             valid[idx] = which != "second" or p > 2
             stage[idx] = plan.rank
@@ -641,8 +650,14 @@ def training_memory(
     overheads: Overheads | None = None,
 ) -> MemoryBreakdown:
     """Per-GPU training memory of the most loaded pipeline rank of one layout."""
-    overheads = overheads or Overheads()
-    t = training_memory_table(m, seq, layout_arrays(layout), Recipe.of(layout), impl or Implementation(), overheads)
+    # the same layout is asked about on every GPU type it could run on: memory does not depend on the GPU
+    return _training_memory(m, layout, seq, (impl or Implementation()).model_dump_json(), overheads or Overheads())
+
+
+@functools.lru_cache(maxsize=8192)
+def _training_memory(m: ModelSpec, layout: Layout, seq: int, impl_json: str, overheads: Overheads) -> MemoryBreakdown:
+    impl = Implementation.model_validate_json(impl_json)
+    t = training_memory_table(m, seq, layout_arrays(layout), Recipe.of(layout), impl, overheads)
     values = {f.name: int(t[f.name]) for f in fields(MemoryBreakdown) if f.name != "outside_allocator"}
     return MemoryBreakdown(**values, outside_allocator=overheads.reserve_bytes)
 

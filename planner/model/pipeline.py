@@ -170,14 +170,21 @@ def schedule_order(pp: int, vpp: int, microbatches: int, rank: int) -> list[tupl
 def inflight_states(pp: int, vpp: int, microbatches: int, rank: int) -> np.ndarray:
     """Micro-batches of each chunk alive right after each forward pass that can be the rank's memory peak:
     an (n, vpp) array of the vectors not dominated by another (each chunk count ≤ and one <)."""
-    counts = np.zeros(vpp, dtype=np.int64)
-    seen: list[np.ndarray] = []
+    if vpp == 1:
+        return np.array([[1 if pp == 1 else min(pp - rank, microbatches)]], dtype=np.int64)
+    counts = [0] * vpp
+    seen: set[tuple[int, ...]] = set()
     for kind, chunk in schedule_order(pp, vpp, microbatches, rank):
-        counts[chunk] += 1 if kind == "F" else -1
         if kind == "F":
-            seen.append(counts.copy())
-    states = np.unique(np.array(seen), axis=0)
-    keep = [s for s in states if not any((o >= s).all() and (o > s).any() for o in states)]
+            counts[chunk] += 1
+            seen.add(tuple(counts))
+        else:
+            counts[chunk] -= 1
+    states = sorted(seen, key=sum, reverse=True)
+    keep: list[tuple[int, ...]] = []
+    for s in states:  # a vector is kept unless an earlier (no smaller) one covers it
+        if not any(all(a >= b for a, b in zip(o, s, strict=True)) for o in keep):
+            keep.append(s)
     return np.array(keep, dtype=np.int64)
 
 
@@ -196,6 +203,9 @@ def combos(*columns: Any) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
     """Each distinct combination of the integer columns (scalars or arrays of one shape), with the flat
     indices of the rows that hold it."""
     cols = np.broadcast_arrays(*[np.asarray(c, dtype=np.int64) for c in columns])
+    if cols[0].size == 1:  # one layout: no grouping to do
+        yield tuple(int(c.reshape(-1)[0]) for c in cols), np.zeros(1, dtype=np.int64)
+        return
     flat = np.stack([c.reshape(-1) for c in cols], axis=1)
     uniq, inverse = np.unique(flat, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
