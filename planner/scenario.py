@@ -145,6 +145,9 @@ class FixedLayout(Strict):
     dp_shard: GpuCount | None = None
     account_for_embedding_in_pipeline_split: bool | None = None
     account_for_loss_in_pipeline_split: bool | None = None
+    recompute_method: Literal["uniform", "block"] | None = None
+    pipeline_first_stage_layers: Annotated[int, Field(ge=1, le=MAX_LAYERS)] | None = None
+    pipeline_last_stage_layers: Annotated[int, Field(ge=1, le=MAX_LAYERS)] | None = None
 
 
 class _FixedUtilisation(Strict):

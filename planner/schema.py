@@ -42,6 +42,7 @@ PeakDtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "fp4"]
 # The densest accelerator listed (GB300, dense fp4) peaks at 15 PFLOP/s; 10^5 TFLOP/s is far past it.
 Tflops = Annotated[float, Field(gt=0, le=100_000)]
 Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
+LayerCount = Annotated[int, Field(ge=1, le=MAX_LAYERS)]
 SeqLen = Annotated[int, Field(ge=1, le=MAX_SEQ)]
 BatchSize = Annotated[int, Field(ge=1, le=MAX_GLOBAL_BATCH)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
@@ -420,8 +421,9 @@ class Layout(Strict):
         None,
         ge=1,
         le=MAX_LAYERS,
-        description="full recompute of only this many layers per pipeline stage (Megatron --recompute-num-layers, "
-        "uniform method); null = every layer when recompute is full",
+        description="full recompute of only this many layers per model chunk (Megatron --recompute-num-layers "
+        "with recompute_method block; with uniform, the layers per checkpointed group); null = every layer "
+        "when recompute is full",
     )
     dp_shard: GpuCount | None = Field(
         None,
@@ -433,6 +435,22 @@ class Layout(Strict):
     )
     account_for_loss_in_pipeline_split: bool = Field(
         False, description="the output layer and loss count as a layer when splitting over pipeline stages (Megatron)"
+    )
+    recompute_method: Literal["uniform", "block"] = Field(
+        "block",
+        description="how recompute_num_layers applies (Megatron --recompute-method, megatron/core/transformer/"
+        "transformer_block.py _checkpointed_forward): block recomputes that many layers of each model chunk and "
+        "keeps the rest; uniform checkpoints every group of that many layers",
+    )
+    pipeline_first_stage_layers: LayerCount | None = Field(
+        None,
+        description="layers on the first pipeline stage, the other stages sharing the rest evenly (Megatron "
+        "--decoder-first-pipeline-num-layers, megatron/core/transformer/transformer_block.py)",
+    )
+    pipeline_last_stage_layers: LayerCount | None = Field(
+        None,
+        description="layers on the last pipeline stage (Megatron --decoder-last-pipeline-num-layers); null with an "
+        "uneven depth = ⌈layers/pp⌉ per stage and the rest on the last",
     )
 
     @property

@@ -61,7 +61,7 @@ def legal_layouts(problem: Problem, job: JobSpec, sku: SkuOption) -> Iterator[La
         layout = w.template.layout(**dict(zip(SEARCHED, values, strict=True)))
         if not counts.allowed(layout.gpus, sku.node):
             continue
-        if not layout_problems(w.model, layout, node_size=sku.node, seq=w.seq):
+        if not layout_problems(w.model, layout, node_size=sku.node, seq=w.seq, framework=w.implementation.framework):
             yield layout
 
 

@@ -22,7 +22,7 @@ from planner.errors import InputError
 from planner.pricing import priced
 from planner.report.text import gib, setting_text
 from planner.scenario import EfficiencyOverride, Pricing, Scenario
-from planner.schema import Implementation, Layout, ModelSpec, Overheads
+from planner.schema import Layout, ModelSpec, Overheads
 from planner.search import NEAR_OPTIMAL_MARGIN
 from planner.workflows import inputs
 from planner.workflows.inputs import Inputs, default_tokens, pick
@@ -101,7 +101,8 @@ class Config(Inputs):
         return FORMAT_OF[self.source]
 
     def problems(self, layout: Layout) -> list[str]:
-        return layout_problems(self.model, layout, gpus=self.gpus, node_size=self.gpus_per_node, seq=self.seq)
+        return layout_problems(self.model, layout, gpus=self.gpus, node_size=self.gpus_per_node, seq=self.seq,
+                               framework=self.implementation.framework)
 
     def runnable(self, layout: Layout) -> Evaluation | None:
         """The evaluation of a legal layout that fits; None otherwise."""
@@ -254,7 +255,7 @@ def _from_deepspeed(req: ReviewRequest) -> Config:
     )
     return Config(source="deepspeed", model=model, layout=layout, gpus=gpus,
                   seq=pick(req.seq, sc.job.seq_len if sc else None, model.max_seq),
-                  implementation=sc.implementation if sc else Implementation(),
+                  implementation=cfg.implementation(sc.implementation if sc else None),
                   read=_listed(cfg.unknown, cfg.unsupported, cfg.notes, "DeepSpeed"),
                   # TP, PP, CP and sequence parallelism live in the model code and launcher, not in the JSON
                   fixed={"tp": tp, "pp": pp, "cp": 1, "vpp": 1, "ep": 1, "sequence_parallel": False},
@@ -272,7 +273,7 @@ def _from_torchtitan(req: ReviewRequest) -> Config:
     layout = cfg.to_layout(others * (_dp(gpus, others) if cfg.shard == -1 else cfg.shard))
     sc = req.scenario
     return Config(source="torchtitan", model=model, layout=layout, gpus=gpus, seq=cfg.seq,
-                  implementation=sc.implementation if sc else Implementation(),
+                  implementation=cfg.implementation(sc.implementation if sc else None),
                   read=_listed([], cfg.unsupported, cfg.notes, "torchtitan"), **_common(req, model))
 
 

@@ -118,5 +118,5 @@ def evaluate(
         memory=memory,
         time=time,
         rate=rate,
-        problems=layout_problems(model, layout, node_size=node, seq=seq),
+        problems=layout_problems(model, layout, node_size=node, seq=seq, framework=impl.framework),
     )

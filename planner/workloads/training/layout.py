@@ -30,7 +30,8 @@ SEARCHED = ("tp", "pp", "vpp", "dp", "cp", "ep", "zero", "recompute", "sequence_
 # Knobs a scenario may fix that the search carries through unchanged (partial recompute, HSDP, Megatron's
 # pipeline-split flags).
 EXTRAS = ("recompute_num_layers", "dp_shard", "account_for_embedding_in_pipeline_split",
-          "account_for_loss_in_pipeline_split")
+          "account_for_loss_in_pipeline_split", "recompute_method", "pipeline_first_stage_layers",
+          "pipeline_last_stage_layers")
 # The JSON object of a layout, in this order, plus grad_accumulation.
 JSON_FIELDS = (*SEARCHED, "global_batch", "precision")
 # code → recompute mode; the code is the mode's index, the code the memory and time tables read

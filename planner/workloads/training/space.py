@@ -33,13 +33,17 @@ def axis_domains(w: TrainingWorkload, max_node: int) -> dict[str, list[int]]:
     enumerator both search. A field the scenario fixes has that one value."""
     m, seq, batch = w.model, w.seq, w.global_batch
     cps = [c for c in divisors(seq) if c == 1 or seq // c >= MIN_TOKENS_PER_CP_RANK]
+    # splits that count the embedding and the loss as layers (Megatron's flags, torchtitan's default weights)
+    counted = (bool(w.fixed.account_for_embedding_in_pipeline_split)
+               + bool(w.fixed.account_for_loss_in_pipeline_split))
+    units = m.layers + (2 if w.implementation.framework == "torchtitan" else counted)
     dom: dict[str, list[int]] = {
         "tp": [t for t in divisors(m.heads) if t <= max_node],
         # even splits, plus even depths up to 16 and power-of-two depths with a shorter last stage
         # (uneven splits, e.g. BLOOM's 70 layers on 12 stages, DeepSeek-V3's 61 on 16)
         "pp": sorted(set(divisors(m.layers)) | {p for p in range(2, 17, 2) if p <= m.layers}
-                     | {2**i for i in range(m.layers.bit_length()) if 2**i <= m.layers}),
-        "vpp": divisors(m.layers),
+                     | {2**i for i in range(m.layers.bit_length()) if 2**i <= m.layers} | set(divisors(units))),
+        "vpp": sorted(set(divisors(m.layers)) | set(divisors(units))),
         "dp": divisors(batch),
         "cp": cps,
         "ep": divisors(m.moe.experts) if m.moe else [1],
@@ -60,7 +64,8 @@ def fixed_field_problems(w: TrainingWorkload, node: int) -> list[str]:
     fixed = {f: v[0] for f, v in axis_domains(w, node).items() if getattr(w.fixed, f) is not None}
     if "dp" not in fixed and "micro_batch" in fixed:
         fixed["dp"] = 1
-    return layout_problems(w.model, w.template.layout(**fixed), node_size=node, seq=w.seq)
+    return layout_problems(w.model, w.template.layout(**fixed), node_size=node, seq=w.seq,
+                           framework=w.implementation.framework)
 
 
 def legal(w: TrainingWorkload, t: Columns, fields: Sequence[str], node: int | None = None) -> np.ndarray:
@@ -84,7 +89,8 @@ def legal(w: TrainingWorkload, t: Columns, fields: Sequence[str], node: int | No
         for f, vals in zip(reversed(fields), reversed(values), strict=True):
             rest, i = divmod(rest, len(vals))
             row[f] = int(vals[i])
-        ok[c] = not layout_problems(w.model, w.template.layout(**row), node_size=node, seq=w.seq)
+        ok[c] = not layout_problems(w.model, w.template.layout(**row), node_size=node, seq=w.seq,
+                                    framework=w.implementation.framework)
     return ok[code]
 
 
