@@ -505,6 +505,7 @@ class _Params:
     dense: Any  # the stage's non-expert parameters, head included
     expert: Any
     head: Any
+    vocab: Any  # vocabulary rows on this TP rank, padded as Megatron pads them
 
 
 def _params(c: _Context, s: _Step) -> _Params:
@@ -514,8 +515,9 @@ def _params(c: _Context, s: _Step) -> _Params:
         dm, em = layer_params_on_rank(c.m, s.tp, s.ep, True)
         d_par = d_par * (1 - moe_frac) + dm * moe_frac
         e_par = em * moe_frac
-    head = _padded_vocab(c, s.t) * c.h
-    return _Params(layer=d_par, dense=s.layers * d_par + head, expert=s.layers * e_par, head=head)
+    vocab = _padded_vocab(c, s.t)
+    return _Params(layer=d_par, dense=s.layers * d_par + vocab * c.h, expert=s.layers * e_par, head=vocab * c.h,
+                   vocab=vocab)
 
 
 def _padded_vocab(c: _Context, t: Any) -> Any:
@@ -609,8 +611,8 @@ def _compute(c: _Context, s: _Step, p: _Params) -> _Compute:
     launch_f = c.kernels_fwd * c.launch_s
     fwd_layer = vmax(lay.fwd, launch_f)
     bwd_layer = vmax(lay.bwd + recompute, BACKWARD_KERNELS * launch_f + (s.full > 0) * launch_f)
-    head_f = _gemm(c, c.gemm_rate, s.tok, _padded_vocab(c, s.t), c.h)
-    head_ew = s.tok * _padded_vocab(c, s.t) * (CROSS_ENTROPY_BYTES / 2) / c.hbm  # each of forward and backward
+    head_f = _gemm(c, c.gemm_rate, s.tok, p.vocab, c.h)
+    head_ew = s.tok * p.vocab * (CROSS_ENTROPY_BYTES / 2) / c.hbm  # each of forward and backward
     fwd = s.layers * fwd_layer + head_f + head_ew
     bwd = s.layers * bwd_layer + 2 * head_f + head_ew
     # the wgrad GEMMs accumulate into the gradient buffer: read + write of every local gradient
