@@ -353,7 +353,7 @@ def _linear(c: _Context, rows: Any, n: Any, k: Any, weight_share: Any) -> tuple[
     return g, q * (rows * k + weight_share * n * k), q * rows * n
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Layer:
     """One layer's forward on one GPU for one micro-batch, seconds (scalars or arrays)."""
 
@@ -386,8 +386,7 @@ class _Layer:
 
     def mix(self, other: _Layer, w: float) -> _Layer:
         """(1 − w) of this layer and w of `other`: the average layer of a stage with both kinds."""
-        return _Layer(*(a * (1 - w) + b * w for a, b in zip(self.__dict__.values(), other.__dict__.values(),
-                                                               strict=True)))
+        return _Layer(*(getattr(self, f) * (1 - w) + getattr(other, f) * w for f in self.__slots__))
 
 
 def _layer(c: _Context, s: _Step, moe: bool) -> _Layer:
@@ -456,7 +455,7 @@ def _layer(c: _Context, s: _Step, moe: bool) -> _Layer:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class _Step:
     """The layout's shape as the terms need it (scalars or arrays)."""
 
@@ -497,7 +496,7 @@ def _step(c: _Context, a: dict[str, Any]) -> _Step:
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class _Params:
     """Parameters on one GPU of the slowest (last) stage, which also holds the output head."""
 
@@ -556,9 +555,14 @@ class _Groups:
     def edp(self) -> comm.Group:  # expert weights: data parallel over dp·cp/ep
         return comm.group(self._n_dp / self._s.ep, self._s.tp * self._s.ep, self._ln)
 
+    @property
+    def hsdp(self) -> bool:
+        """Some layout shards over less than all of dp·cp (HSDP)."""
+        return not (_scalar(self._s.dp_shard) and self._s.dp_shard == 0)
+
     @cached_property
     def shard(self) -> comm.Group:  # ZeRO-3/FSDP sharding group (HSDP: inside)
-        return comm.group(self._shard_n, self._s.tp, self._ln)
+        return comm.group(self._shard_n, self._s.tp, self._ln) if self.hsdp else self.dp
 
     @cached_property
     def replica(self) -> comm.Group:  # HSDP: the shard's replicas
@@ -570,7 +574,7 @@ class _Groups:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class _Compute:
     """A micro-batch on the slowest stage, seconds."""
 
@@ -606,7 +610,7 @@ def _compute(c: _Context, s: _Step, p: _Params) -> _Compute:
     lay = _layer(c, s, False)
     if c.moe_layers:
         lay = lay.mix(_layer(c, s, True), c.moe_layers / (c.dense_layers + c.moe_layers))
-    recompute = s.full * lay.fwd + s.sel * _selective(c, lay)
+    recompute = s.full * lay.fwd + (0.0 if _scalar(s.sel) and not s.sel else s.sel * _selective(c, lay))
     # a layer runs at the CPU's pace when its kernels take longer to issue than to execute
     launch_f = c.kernels_fwd * c.launch_s
     fwd_layer = vmax(lay.fwd, launch_f)
@@ -699,10 +703,12 @@ def _ep(c: _Context, s: _Step, g: _Groups) -> Any:
 
 def _pp(c: _Context, s: _Step, g: _Groups) -> Any:
     """Pipeline: activations (scattered over TP, or SP-sharded) to the next stage per chunk, fwd and bwd."""
+    if _scalar(s.pp) and s.pp == 1:
+        return 0.0
     return (s.pp > 1) * 2 * s.vpp * comm.p2p(s.tok * c.h * ACT / s.t, g.pp)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Sharded:
     """ZeRO-3 / FSDP traffic: exposed seconds per micro-batch and per step."""
 
@@ -732,7 +738,7 @@ def _sharded(c: _Context, s: _Step, g: _Groups, p: _Params, cmp: _Compute) -> _S
             rs = rs + comm.all_reduce(par / shard.n * c.grad_bytes, replica)
         return ag, rs
 
-    ag, rs = traffic(p.dense, g.shard, g.replica)
+    ag, rs = traffic(p.dense, g.shard, g.replica if g.hsdp else None)
     if c.moe_layers:
         e_ag, e_rs = traffic(p.expert, g.edp, None)
         ag, rs = ag + e_ag, rs + e_rs
@@ -780,11 +786,15 @@ def _dp(c: _Context, s: _Step, g: _Groups, p: _Params, cmp: _Compute) -> Any:
         bucket = vmin(vmax(eff.dp_bucket_params, eff.dp_bucket_params_per_rank * grp.n), par)
 
         def reduce(n: Any) -> Any:
+            if _scalar(z12):  # one layout: only the collective it runs
+                return (comm.reduce_scatter if z12 else comm.all_reduce)(n * c.grad_bytes, grp)
             return (1 - z12) * comm.all_reduce(n * c.grad_bytes, grp) + z12 * comm.reduce_scatter(n * c.grad_bytes,
                                                                                                    grp)
 
         grads = vmax(reduce(bucket), _hidden(c, reduce(par), eff.dp_overlap * cmp.bwd))
         grads = grads * (1 + (zero == 2) * (s.micro - 1))
+        if _scalar(z12) and not z12:
+            return grads
         gather = comm.all_gather(par * c.param_bytes, grp)
         params = z12 * vmax(comm.all_gather(bucket * c.param_bytes, grp), _hidden(c, gather, eff.dp_overlap * cmp.fwd))
         return grads + params
@@ -797,7 +807,7 @@ def _dp(c: _Context, s: _Step, g: _Groups, p: _Params, cmp: _Compute) -> Any:
 
 def _embedding_sync(c: _Context, s: _Step, p: _Params) -> Any:
     """Tied embeddings split over the first and last stage all-reduce the shared matrix's gradient."""
-    if not c.tied_pp_sync:
+    if not c.tied_pp_sync or (_scalar(s.pp) and s.pp == 1):
         return 0.0
     emb_g = comm.group(2, s.tp * s.cp * s.dp * vmax(1, s.pp - 1), c.ln)
     return (s.pp > 1) * comm.all_reduce(p.head * c.grad_bytes, emb_g)
