@@ -17,8 +17,9 @@ reads below in one place. Each default is the framework's own, with the file it 
   recomputes every second matmul of a block (torchtitan/distributed/activation_checkpoint.py); float8
   training scales tensor-wise from the current amax.
 - fsdp (PyTorch FSDP1 / Composer / Accelerate): Composer's defaults backward_prefetch=BACKWARD_POST and
-  limit_all_gathers=True (composer/utils/parallelism.py): forward gathers run one block ahead, backward
-  issues the next gather only after the current block's gradients, so it is exposed.
+  limit_all_gathers=True (composer/utils/parallelism.py; in 2023 composer/trainer/dist_strategy.py):
+  forward gathers run one block ahead (the rate limiter allows no deeper), backward issues the next
+  gather only after the current block's gradients, so it is exposed; gradients reduce every micro-batch.
 - deepspeed: ZeRO-3 prefetches at most stage3_prefetch_bucket_size parameters ahead (default 5e7,
   deepspeed/runtime/zero/config.py and constants.py) in both passes, and reduces every micro-batch: a
   block larger than that bucket waits for most of its own gather.
