@@ -188,6 +188,12 @@ class Price(Strict):
         return self
 
 
+Fp8Recipe = Literal["delayed", "current", "mxfp8", "blockwise"]
+
+# HBM bytes per element TE's quantization kernels move per fp8 GEMM, by recipe (Efficiency.fp8_quantize_bytes)
+FP8_QUANTIZE_BYTES: dict[Fp8Recipe, float] = {"delayed": 6.0, "current": 12.0, "mxfp8": 10.0, "blockwise": 10.0}
+
+
 class Efficiency(Strict):
     """Achievable fractions of peak, per SKU, and the overlap assumptions of the time model.
 
@@ -202,14 +208,15 @@ class Efficiency(Strict):
     intra_node: float = Field(0.80, gt=0, le=1, description="NCCL bus bandwidth over NVLink unidir spec")
     inter_node: float = Field(0.80, gt=0, le=1, description="NCCL bus bandwidth over NIC line rate")
     flash_attention: float = Field(
-        0.75,
+        0.65,
         gt=0,
         le=1,
         description=(
             "fused (flash) attention rate over the large-GEMM rate, forward and backward together. "
             "FlashAttention-2 reaches 50-73% of A100 peak forward (Dao 2023, arXiv 2307.08691) against "
             "87% for a large GEMM; FlashAttention-3 reaches 75% of H100 peak forward (Shah et al. 2024, "
-            "arXiv 2407.08608) against 80%; backward kernels run slower than forward in both"
+            "arXiv 2407.08608) against 80%; backward kernels run slower than forward in both. Calibrated on the "
+            "published runs within that range (benchmarks/calibrate.py): 0.65"
         ),
     )
     gemm_unaligned: float = Field(
@@ -225,16 +232,16 @@ class Efficiency(Strict):
         ),
     )
     nic_aggregation: float = Field(
-        1.0,
+        1.5,
         ge=1,
         le=64,
         description=(
-            "NICs one GPU's share of an inter-node ring collective can use when several ranks of the "
-            "group share a node (at most that number of ranks). NCCL's rings can aggregate every NIC of "
-            "the node in nccl-tests (NCCL issue #412: busbw grows with NICs up to the NVLink rate), but "
-            "training runs show about one NIC per GPU: DeepSpeed ZeRO-3 on DGX A100 (Narayanan et al. "
-            "2021, Table 2) spends a fixed ~67 s per 175B step on parameter and gradient traffic whatever "
-            "the GPU count, one 200 Gb/s NIC's worth per GPU; so the default assumes no aggregation"
+            "NICs one GPU's share of an inter-node ring collective uses when several ranks of the group share "
+            "a node (at most that many ranks). NCCL opens several rings that leave the node at different GPUs, "
+            "so a full-node group drives every NIC: a 16 GiB all-reduce over 4 x 8 B200 reaches 382 GB/s busbw "
+            "on 8 x 50 GB/s (stas00/ml-engineering network/README.md, NCCL 2.27), but the 64-512 MiB collectives "
+            "of training reach a quarter to half of that. Calibrated on the published runs (one value for all, "
+            "benchmarks/calibrate.py): 1.5"
         ),
     )
     nccl_base_latency_us: float = Field(
@@ -302,6 +309,95 @@ class Efficiency(Strict):
             "fraction of attention compute that hides the context-parallel K/V ring exchange "
             "(ring attention sends the next chunk while computing on the current one; Liu et al. 2023)"
         ),
+    )
+    dp_bucket_params_per_rank: int = Field(
+        1_000_000,
+        ge=0,
+        description=(
+            "gradient-bucket parameters added per data-parallel rank: Megatron-Core's default bucket is "
+            "max(dp_bucket_params, this × DP size) parameters (megatron/core/distributed/"
+            "distributed_data_parallel.py), so larger DP groups stay bandwidth-bound"
+        ),
+    )
+    comm_interference: float = Field(
+        0.19,
+        ge=0,
+        le=1,
+        description=(
+            "fraction by which compute slows down while a NCCL collective runs beside it (its kernels take "
+            "SMs and HBM bandwidth): overlapped execution slowed computation by 18.9% on average over GPT and "
+            "Llama layers on A100, H100, MI250 and MI210 (arXiv 2507.03114, 'Characterizing "
+            "Compute-Communication Overlap in GPU-Accelerated Distributed Deep Learning'); charged on the "
+            "overlapped span of every hidden collective"
+        ),
+    )
+    tp_overlap_sm_share: float = Field(
+        0.12,
+        ge=0,
+        lt=1,
+        description=(
+            "share of the SMs Transformer Engine's userbuffers take from a GEMM it overlaps with a pipelined "
+            "or bulk reduce-scatter/all-gather: 16 SMs by default (transformer_engine/pytorch/module/base.py "
+            "initialize_ub, num_sm=16 with set_sm_margin), 16 of H100's 132; ring-exchange all-gathers run on "
+            "copy engines and take none"
+        ),
+    )
+    gemm_mxfp8: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description=(
+            "MXFP8 (1×32 block-scaled) GEMM rate relative to a per-tensor fp8 GEMM, on GPUs with native "
+            "block-scaled tensor cores (Blackwell); null where MXFP8 is not native. Transformer Engine's "
+            "pre-quantized 5B-layer benchmark on B300 took 7.16 ms per layer in MXFP8 against 6.81 ms in "
+            "per-tensor fp8 (TransformerEngine docs/examples/gemm_profiling/gemm_profiling.rst): 0.95"
+        ),
+    )
+    gemm_fp8_block: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description=(
+            "fp8 block-scaled GEMM rate (1×128 activation, 128×128 weight blocks, DeepSeek-V3 style) relative "
+            "to a per-tensor fp8 GEMM where cuBLAS runs it natively (Hopper); null elsewhere (on Blackwell "
+            "Transformer Engine emulates it with MXFP8). TE's 5B-layer benchmark on H200: 22.88 ms per layer "
+            "with block scaling against 16.79 ms pre-quantized per-tensor; with block quantization charged "
+            "like MXFP8's, the GEMMs run at 0.84 (TransformerEngine docs/examples/gemm_profiling)"
+        ),
+    )
+    fp8_quantize_bytes: dict[Fp8Recipe, float] = Field(
+        default_factory=lambda: dict(FP8_QUANTIZE_BYTES),
+        description=(
+            "HBM bytes per element that Transformer Engine's quantization kernels move around each fp8 GEMM "
+            "(input, weight and output-gradient elements; amax, scale, cast and the transposed or column-wise "
+            "copy), by recipe. From TE's GEMM benchmark of a 5B layer in autocast against pre-quantized mode "
+            "(docs/examples/gemm_profiling): per-layer overheads of 0.99 ms (delayed), 2.34 ms (current) and "
+            "1.82 ms (MXFP8) on B300, 2.2 ms (delayed) and 3.5 ms (current) on H200, over 1.24 G quantized "
+            "elements at 85% of spec HBM bandwidth: 5.4-7.3, 11.6-12.8 and 10 bytes per element"
+        ),
+    )
+    host_link_gbs: float = Field(
+        25.0,
+        gt=0,
+        description=(
+            "achievable GPU↔host bandwidth per direction, GB/s, for activation offload: PCIe Gen4 x16 "
+            "(32 GB/s spec) moves about 25 GB/s in practice; catalog entries give Gen5 and NVLink-C2C parts"
+        ),
+    )
+    kernel_launch_us: float = Field(
+        6.0,
+        ge=0,
+        description=(
+            "CPU time to issue one kernel from eager PyTorch (dispatcher, autograd and the CUDA launch): "
+            "a layer whose GPU work is shorter than its kernels' issue time runs at the CPU's pace. A few "
+            "microseconds per launch (NVIDIA, 'Getting Started with CUDA Graphs'); CUDA graphs replay a "
+            "captured step with `graph_launch_us` per kernel instead"
+        ),
+    )
+    graph_launch_us: float = Field(
+        1.0,
+        ge=0,
+        description="GPU-side time per kernel node of a replayed CUDA graph (no CPU issue per kernel)",
     )
     source: str = "planner defaults (see docs in catalogs/gpus.yaml)"
 
@@ -394,7 +490,6 @@ Optimizer = Literal["adam", "adamw", "sgd", "adam8bit"]
 Framework = Literal["megatron-core", "torchtitan", "deepspeed", "fsdp"]
 # Transformer Engine's fp8 scaling recipes (transformer_engine/common/recipe/__init__.py): DelayedScaling,
 # Float8CurrentScaling, MXFP8BlockScaling (Blackwell), Float8BlockScaling (DeepSeek-V3-style 1x128/128x128 blocks).
-Fp8Recipe = Literal["delayed", "current", "mxfp8", "blockwise"]
 # Megatron-Core's --recompute-modules (megatron/core/transformer/transformer_config.py recompute_modules).
 RecomputeModule = Literal["core_attn", "mlp", "moe_act", "layernorm", "mla_up_proj", "moe", "shared_experts"]
 

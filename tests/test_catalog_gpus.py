@@ -130,6 +130,29 @@ def test_interconnect_and_efficiency_sane(gpus: dict[str, GpuSku]) -> None:
         assert sku.efficiency.gemm_fp8 is None or "fp8" in sku.peak_tflops, sku.name
 
 
+def test_blackwell_efficiencies_are_blackwell_measurements(gpus: dict[str, GpuSku]) -> None:
+    """B200, GB200 and B300 carry their own MAMF measurements (stas00/ml-engineering), not H100's."""
+    measured = {"b200": (1745.0, 3432.5), "gb200": (1822.0, 3615.6), "b300": (1769.0, 3353.3)}
+    for name, (bf16, fp8) in measured.items():
+        eff = gpus[name].efficiency
+        assert eff.gemm == pytest.approx(bf16 / gpus[name].peak("bf16"), abs=1e-3), name
+        assert eff.gemm_fp8 == pytest.approx(fp8 / gpus[name].peak("fp8"), abs=1e-3), name
+        assert "MAMF" in eff.source and "stas00" in eff.source, name
+
+
+def test_block_scaled_fp8_where_the_tensor_cores_have_it(gpus: dict[str, GpuSku]) -> None:
+    """MXFP8 is native on datacenter Blackwell, 1x128/128x128 block scaling on Hopper (TE support matrix)."""
+    for name, sku in gpus.items():
+        eff = sku.efficiency
+        if name in ("b200", "gb200", "b300"):
+            assert eff.gemm_mxfp8 is not None and eff.gemm_fp8_block is None, name
+        elif name in HOPPER:
+            assert eff.gemm_fp8_block is not None and eff.gemm_mxfp8 is None, name
+        else:
+            assert eff.gemm_mxfp8 is None and eff.gemm_fp8_block is None, name
+    assert gpus["gb200"].efficiency.host_link_gbs > 5 * gpus["h100-sxm"].efficiency.host_link_gbs  # NVLink-C2C
+
+
 # --------------------------------------------------------------------------------------------
 # lookup
 # --------------------------------------------------------------------------------------------

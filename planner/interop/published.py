@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import yaml
 
 from planner.catalog import get_gpu
 from planner.model.flops import step_flops
-from planner.schema import Efficiency, GpuSku, Implementation, Layout, ModelSpec, MoESpec
+from planner.schema import Efficiency, Framework, GpuSku, Implementation, Layout, ModelSpec, MoESpec
 
 # Documented defaults for fields a source leaves out.
 DEFAULT_MICRO_BATCH = 1  # Megatron-LM's --micro-batch-size default
@@ -37,6 +37,9 @@ class Software:
     attention: str  # "eager" before fused flash kernels reached Megatron (Transformer Engine, 2023)
     dropout: float  # Megatron-LM GPT default hidden/attention dropout 0.1; BLOOM trained without
     network_gbps: float | None = None  # per-GPU scale-out rate where the source names a different fabric
+    framework: Framework = "megatron-core"  # planner's implementation.framework for the stack that ran
+    fused_kernels: bool = True  # Megatron/TE fuse norms, activations, bias-dropout-add; eager PyTorch does not
+    grad_reduce_16bit: bool = False  # gradients reduced in bf16 (NeMo-2 grad_reduce_in_fp32: false, FSDP bf16 reduce)
 
 
 ERA_2021 = Software(attention="eager", dropout=0.1)  # Megatron-LM 2021-2022: fused softmax, no flash
@@ -45,17 +48,30 @@ ERA_2021 = Software(attention="eager", dropout=0.1)  # Megatron-LM 2021-2022: fu
 BLOOM = Software(attention="eager", dropout=0.0, network_gbps=4 * 100 / 8)
 MODERN = Software(attention="flash", dropout=0.1)  # Megatron-Core with Transformer Engine
 MODERN_NO_DROPOUT = Software(attention="flash", dropout=0.0)  # Llama-style recipes train without dropout
+# The ZeRO-3 rows of SC21 Table 2 ran DeepSpeed (Narayanan et al. 2021 §5.2)
+DEEPSPEED_2021 = Software(attention="eager", dropout=0.1, framework="deepspeed")
+# Composer + llm-foundry: PyTorch FSDP1, eager PyTorch ops around a Triton flash-attention kernel; MPT
+# trains without dropout (llmfoundry/models/mpt/configuration_mpt.py: resid_pdrop 0, attn_pdrop 0); the
+# PURE and (mid-2023) DEFAULT mixed precision reduce gradients in bf16 (composer/trainer/mosaic_fsdp.py
+# get_mixed_precision: reduce_dtype unset takes FSDP's param_dtype)
+COMPOSER = Software(attention="flash", dropout=0.0, framework="fsdp", fused_kernels=False, grad_reduce_16bit=True)
+# torchtitan: FSDP2, eager RMSNorm, SwiGLU and rotary around SDPA's flash kernel, no dropout
+TORCHTITAN = Software(attention="flash", dropout=0.0, framework="torchtitan", fused_kernels=False)
 # Model families whose published configs are Llama-style: SwiGLU, RMSNorm, rotary, no biases, untied head.
 LLAMA_STYLE = ("llama", "mistral", "mixtral", "qwen", "deepseek", "gemma", "gpt-oss", "olmo", "yi-")
 
 
-def overlaps_of(other: str) -> dict[str, float]:
-    """Overlap switches a run's own text states (Efficiency fields; defaults otherwise)."""
+def overlaps_of(other: str, settings: dict[str, Any] | None = None) -> dict[str, float]:
+    """Overlap switches a run's own text states (Efficiency fields; defaults otherwise): its
+    `parallelism.other` flags and, where the entry has them, its recipe's `framework_settings`."""
     flags: dict[str, float] = {}
-    if "--tp-comm-overlap" in other:
+    tp = str((settings or {}).get("tp_comm_overlap", "")).lower()
+    if "--tp-comm-overlap" in other or tp.startswith("true"):
         flags["tp_overlap"] = 1.0  # Transformer Engine pipelines TP collectives with the GEMMs
     if "DDP impl = local" in other or "BF16_Optimizer" in other:
         # Megatron's "local" DDP and DeepSpeed's pipeline engine reduce gradients after backward
+        flags["dp_overlap"] = 0.0
+    if "overlap_grad_reduce false" in str((settings or {}).get("ddp", "")).lower():
         flags["dp_overlap"] = 0.0
     return flags
 
@@ -66,12 +82,24 @@ def llama_style(run: dict[str, Any]) -> bool:
 
 
 def software_of(run: dict[str, Any]) -> Software:
+    """The stack a run used, from its source and its recipe's `framework_settings` (framework, gradient
+    reduction dtype)."""
     title = (run.get("source") or {}).get("title", "")
+    settings = run.get("framework_settings") or {}
+    framework = str(settings.get("framework", "")).lower()
+    par = run.get("parallelism") or {}
     if "BigScience" in title or "BLOOM" in title:
         return BLOOM
     if "Narayanan" in title or "Korthikanti" in title:
-        return ERA_2021
-    return MODERN_NO_DROPOUT if llama_style(run) else MODERN
+        return DEEPSPEED_2021 if par.get("zero_stage") == 3 else ERA_2021
+    if "composer" in framework or "llm-foundry" in title or "MosaicML" in title:
+        return COMPOSER
+    if "torchtitan" in title.lower() or "torchtitan" in framework or "FSDP2" in str(par.get("other") or ""):
+        return TORCHTITAN
+    sw = MODERN_NO_DROPOUT if llama_style(run) else MODERN
+    if settings.get("grad_reduce_in_fp32") is False:
+        sw = replace(sw, grad_reduce_16bit=True)
+    return sw
 
 
 @dataclass
@@ -111,23 +139,28 @@ class Comparison:
 
 
 def compare(case: Case, step_seconds: float) -> Comparison:
+    """The prediction next to the measurement, each in the source's own convention. The step time is the
+    direct measurement; tokens per second per GPU follow from it without any FLOP formula; TFLOP/s
+    (or MFU × peak) carries the source's formula, so the predicted TFLOP/s is counted the source's way:
+    recompute included where its formula counts it (Eq. 3 with k = 4), and the causal attention scores in
+    full — every source in published_runs.yaml counts them so (published_runs.md §2), unlike planner's
+    own MFU, which halves them (planner.model.flops)."""
     lay = case.layout
     tokens = lay.global_batch * case.seq
-    flops = step_flops(case.model, case.seq, tokens, lay.recompute)
+    flops = step_flops(case.model, case.seq, tokens, lay.recompute, causal=False)
     work = flops.hardware if case.hardware_flops else flops.model
     tflops = work / (step_seconds * lay.gpus) / 1e12
-    # the step time is the direct measurement; TFLOP/s also carries the source's FLOP formula
     if case.measured_step is not None:
         return Comparison("step seconds", case.measured_step, step_seconds, case.measured_step / step_seconds - 1,
                           tflops)
-    if case.measured_tflops is not None:
-        kind = "hardware" if case.hardware_flops else "model"
-        return Comparison(f"{kind} TFLOP/s per GPU", case.measured_tflops, tflops,
-                          tflops / case.measured_tflops - 1, tflops)
-    assert case.measured_tokens_per_gpu is not None
-    per_gpu = tokens / (step_seconds * lay.gpus)
-    return Comparison("tokens/s per GPU", case.measured_tokens_per_gpu, per_gpu,
-                      per_gpu / case.measured_tokens_per_gpu - 1, tflops)
+    if case.measured_tokens_per_gpu is not None:
+        per_gpu = tokens / (step_seconds * lay.gpus)
+        return Comparison("tokens/s per GPU", case.measured_tokens_per_gpu, per_gpu,
+                          per_gpu / case.measured_tokens_per_gpu - 1, tflops)
+    assert case.measured_tflops is not None
+    kind = "hardware" if case.hardware_flops else "model"
+    return Comparison(f"{kind} TFLOP/s per GPU", case.measured_tflops, tflops, tflops / case.measured_tflops - 1,
+                      tflops)
 
 
 def reference_dir() -> Path | None:
@@ -441,6 +474,7 @@ def build_case(run: dict[str, Any]) -> Case | str:
         notes.append(f"sp={int(sp)} (not stated)")
     stated = str(run.get("precision") or "").lower()
     precision = "fp16" if stated.startswith("fp16") else "fp8" if stated.startswith("fp8") else "bf16"
+    sw = software_of(run)
     impl_keys, layout_keys, read = recipe_keys(run)
     notes += read
     fields: dict[str, Any] = dict(
@@ -448,7 +482,7 @@ def build_case(run: dict[str, Any]) -> Case | str:
         recompute=recompute, sequence_parallel=bool(sp), micro_batch=mbs, global_batch=batch["global_batch"],
         precision=precision,
         # Megatron keeps fp16 gradients with fp16 training; bf16 accumulates into fp32 main_grad
-        fp32_grad_accumulation=precision == "bf16",
+        fp32_grad_accumulation=precision == "bf16" and not sw.grad_reduce_16bit,
     )
     if layout_keys.get("precision") == "fp8" and precision != "fp8":
         layout_keys.pop("precision")  # an fp8 recipe named in a bf16 run's settings is not in use
@@ -458,7 +492,6 @@ def build_case(run: dict[str, Any]) -> Case | str:
     layout = Layout(**fields)
     if layout.global_batch % (dp * mbs):
         return f"global batch {layout.global_batch} not divisible by dp·mbs = {dp * mbs}"
-    sw = software_of(run)
     gpu = gpu_of(hw["gpu"])
     if sw.network_gbps is not None:
         gpu = gpu.model_copy(update={"network_gbps": sw.network_gbps})
@@ -468,8 +501,10 @@ def build_case(run: dict[str, Any]) -> Case | str:
         tflops = meas["mfu"] * gpu.peak("fp8" if precision == "fp8" else "bf16")
     return Case(
         id=run["id"], model=model, layout=layout, gpu=gpu, gpus_per_node=hw.get("gpus_per_node") or 8,
-        seq=run["model"]["seq_len"], impl=Implementation(attention=sw.attention, dropout=sw.dropout, **impl_keys),
-        efficiency=gpu.efficiency.model_copy(update=overlaps_of(other)),
+        seq=run["model"]["seq_len"],
+        impl=Implementation(attention=sw.attention, dropout=sw.dropout, fused_kernels=sw.fused_kernels,
+                            **impl_keys),
+        efficiency=gpu.efficiency.model_copy(update=overlaps_of(other, run.get("framework_settings"))),
         hardware_flops=hardware_flops, measured_tflops=tflops, measured_step=meas.get("step_time_s"),
         measured_tokens_per_gpu=tokens_per_gpu, notes=notes, measured_memory=measured_memory_of(meas),
     )

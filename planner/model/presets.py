@@ -72,6 +72,20 @@ class Preset:
     overlap_grad_reduce: bool
     overlap_param_gather: bool
     expandable_segments: bool  # PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True in the launcher
+    # --- what the time model reads (planner.model.stack) ----------------------------------------------------
+    # TE casts a weight to fp8 on a step's first micro-batch and reuses it (`is_first_microbatch`,
+    # transformer_engine/pytorch/module/linear.py); torchao casts per GEMM
+    fp8_weight_cache: bool
+    # ZeRO-3/FSDP backward prefetch: "pre" issues the next block's gather before this block's backward
+    # (FSDP2, DeepSpeed), "post" after its gradients (Composer's BACKWARD_POST with limit_all_gathers,
+    # composer/utils/parallelism.py)
+    zero3_prefetch: Literal["pre", "post"]
+    # parameters gathered ahead of use; None: the whole next block (DeepSpeed stage3_prefetch_bucket_size 5e7,
+    # deepspeed/runtime/zero/config.py)
+    prefetch_params: float | None
+    # ZeRO-3/FSDP reduce-scatter each micro-batch's gradients; Megatron's DDP once per step, bucket by bucket
+    # under the last micro-batch's backward (megatron/core/distributed/param_and_grad_buffer.py)
+    reduce_every_microbatch: bool
     source: str
 
 
@@ -86,6 +100,7 @@ PRESETS: dict[Framework, Preset] = {
         fp8_recipe="delayed", amax_history_len=1024,
         # NeMo-2 / Megatron-Bridge performance recipes: DDP overlap_grad_reduce / overlap_param_gather on
         tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, expandable_segments=False,
+        fp8_weight_cache=True, zero3_prefetch="pre", prefetch_params=None, reduce_every_microbatch=False,
         source="Megatron-LM megatron/core (transformer_config.py, distributed/, optimizer/distrib_optimizer.py); "
         "TransformerEngine transformer_engine/pytorch/module/",
     ),
@@ -97,6 +112,7 @@ PRESETS: dict[Framework, Preset] = {
         zero3_unit="layer", split="torchtitan", fp8_recipe="current", amax_history_len=0,
         # torchtitan/config/configs.py: FSDP prefetches under compute; run_train.sh sets expandable_segments
         tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, expandable_segments=True,
+        fp8_weight_cache=False, zero3_prefetch="pre", prefetch_params=None, reduce_every_microbatch=True,
         source="torchtitan torchtitan/models/common/, torchtitan/distributed/{fsdp,pipeline_parallel}.py, run_train.sh",
     ),
     "deepspeed": Preset(
@@ -106,6 +122,7 @@ PRESETS: dict[Framework, Preset] = {
         state="deepspeed", fsdp_reduce_fp32=False, reshard_after_forward=True, reshard_with_pp=True,
         zero3_unit="live_cap", split="megatron", fp8_recipe="delayed", amax_history_len=1024,
         tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, expandable_segments=False,
+        fp8_weight_cache=False, zero3_prefetch="pre", prefetch_params=5e7, reduce_every_microbatch=True,
         source="DeepSpeed deepspeed/runtime/zero/{stage_1_and_2,stage3}.py, runtime/bf16_optimizer.py",
     ),
     "fsdp": Preset(
@@ -115,6 +132,7 @@ PRESETS: dict[Framework, Preset] = {
         state="fsdp1", fsdp_reduce_fp32=False, reshard_after_forward=True, reshard_with_pp=True,
         zero3_unit="layer", split="megatron", fp8_recipe="delayed", amax_history_len=1024,
         tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, expandable_segments=False,
+        fp8_weight_cache=False, zero3_prefetch="post", prefetch_params=None, reduce_every_microbatch=True,
         source="PyTorch torch/distributed/fsdp/ (FSDP1 FlatParameter); Composer/llm-foundry FSDP config",
     ),
 }
