@@ -10,6 +10,8 @@ frameworks' documented examples (Megatron-Core's transformer_block.py, torchtita
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -140,3 +142,24 @@ def test_rank_layers_table_is_array_ready() -> None:
     assert got.tolist() == [15, 7, 31, 63]
     assert pipeline.rank_layers_table(126, 8, 8, "last", split) == 15
     assert pipeline.max_stage_layers(126, pp, vpp, split).tolist() == [16, 8, 32, 63]
+
+
+def test_inflight_states_equal_the_whole_schedule_walk() -> None:
+    """inflight_states walks one period of the steady state; the full schedule_order walk agrees."""
+    from planner.model.pipeline import inflight_states, schedule_order
+
+    def walked(pp: int, vpp: int, mb: int, rank: int) -> list[tuple[int, ...]]:
+        counts, seen = [0] * vpp, set()
+        for kind, chunk in schedule_order(pp, vpp, mb, rank):
+            counts[chunk] += 1 if kind == "F" else -1
+            if kind == "F":
+                seen.add(tuple(counts))
+        keep: list[tuple[int, ...]] = []
+        for s in sorted(seen, key=sum, reverse=True):
+            if not any(all(a >= b for a, b in zip(o, s, strict=True)) for o in keep):
+                keep.append(s)
+        return sorted(keep)
+
+    for pp, vpp, mb in itertools.product((2, 3, 4, 8), (2, 3, 5), (1, 2, 5, 8, 12, 17, 32)):
+        for rank in range(pp):
+            assert sorted(map(tuple, inflight_states(pp, vpp, mb, rank).tolist())) == walked(pp, vpp, mb, rank)

@@ -141,49 +141,57 @@ def rank_layers(layers: int, pp: int, vpp: int, rank: int, split: PipelineSplit 
 # --------------------------------------------------------------------------------------------
 
 
-def schedule_order(pp: int, vpp: int, microbatches: int, rank: int) -> list[tuple[str, int]]:
-    """The compute passes of pipeline rank `rank` in the order they run: ("F" | "B", chunk)."""
+def _interleaved(pp: int, vpp: int, microbatches: int, rank: int) -> tuple[int, int, int]:
+    """(warmup forwards, micro-batches per round, passes per direction) of a rank's 1F1B schedule."""
     total = microbatches * vpp
     if pp == 1 or vpp == 1:
-        warmup = 0 if pp == 1 else min(pp - rank - 1, microbatches)
-        group = 1
-    else:
-        rounds = max(1, microbatches // pp)
-        group = microbatches // rounds  # micro-batches per round (pp when M is a multiple of pp)
-        warmup = min((vpp - 1) * group + 2 * (pp - rank - 1), total)
-    order: list[tuple[str, int]] = []
+        return (0 if pp == 1 else min(pp - rank - 1, microbatches)), 1, total
+    rounds = max(1, microbatches // pp)
+    group = microbatches // rounds  # micro-batches per round (pp when M is a multiple of pp)
+    return min((vpp - 1) * group + 2 * (pp - rank - 1), total), group, total
 
-    def fwd(n: int) -> tuple[str, int]:
-        return "F", (n // group) % vpp
 
-    def bwd(n: int) -> tuple[str, int]:
-        return "B", vpp - 1 - ((n - warmup) // group) % vpp if vpp > 1 else 0
+def _fwd_chunk(n: int, group: int, vpp: int) -> int:
+    return (n // group) % vpp
 
-    order += [fwd(n) for n in range(warmup)]
+
+def _bwd_chunk(n: int, group: int, vpp: int, warmup: int) -> int:
+    return vpp - 1 - ((n - warmup) // group) % vpp if vpp > 1 else 0
+
+
+def schedule_order(pp: int, vpp: int, microbatches: int, rank: int) -> list[tuple[str, int]]:
+    """The compute passes of pipeline rank `rank` in the order they run: ("F" | "B", chunk)."""
+    warmup, group, total = _interleaved(pp, vpp, microbatches, rank)
+    order = [("F", _fwd_chunk(n, group, vpp)) for n in range(warmup)]
     for n in range(warmup, total):  # steady state: one forward then one backward
-        order += [fwd(n), bwd(n)]
-    order += [bwd(n) for n in range(total, total + warmup)]  # cooldown: the backwards left
+        order += [("F", _fwd_chunk(n, group, vpp)), ("B", _bwd_chunk(n, group, vpp, warmup))]
+    order += [("B", _bwd_chunk(n, group, vpp, warmup)) for n in range(total, total + warmup)]  # cooldown
     return order
 
 
 @functools.lru_cache(maxsize=4096)
 def inflight_states(pp: int, vpp: int, microbatches: int, rank: int) -> np.ndarray:
     """Micro-batches of each chunk alive right after each forward pass that can be the rank's memory peak:
-    an (n, vpp) array of the vectors not dominated by another (each chunk count ≤ and one <)."""
+    an (n, vpp) array of the vectors not dominated by another (each chunk count ≤ and one <).
+
+    Only forwards raise a count: warmup states are covered by the first steady one, the cooldown only
+    frees, and in steady state both chunk sequences repeat every group·vpp passes, so the counts after
+    forward n + group·vpp equal those after forward n: one period of the schedule_order walk suffices."""
     if vpp == 1:
         return np.array([[1 if pp == 1 else min(pp - rank, microbatches)]], dtype=np.int64)
+    warmup, group, total = _interleaved(pp, vpp, microbatches, rank)
     counts = [0] * vpp
-    seen: set[tuple[int, ...]] = set()
-    for kind, chunk in schedule_order(pp, vpp, microbatches, rank):
-        if kind == "F":
-            counts[chunk] += 1
-            seen.add(tuple(counts))
-        else:
-            counts[chunk] -= 1
-    states = sorted(seen, key=sum, reverse=True)
+    for n in range(warmup):
+        counts[_fwd_chunk(n, group, vpp)] += 1
+    seen: set[tuple[int, ...]] = {tuple(counts)}
+    for n in range(warmup, min(total, warmup + group * vpp)):
+        counts[_fwd_chunk(n, group, vpp)] += 1
+        seen.add(tuple(counts))
+        counts[_bwd_chunk(n, group, vpp, warmup)] -= 1
     keep: list[tuple[int, ...]] = []
-    for s in states:  # a vector is kept unless an earlier (no smaller) one covers it
-        if not any(all(a >= b for a, b in zip(o, s, strict=True)) for o in keep):
+    for s in sorted(seen, key=sum, reverse=True):
+        # kept unless a larger-sum vector covers it (two distinct vectors of one sum never cover each other)
+        if not any(sum(o) > sum(s) and all(a >= b for a, b in zip(o, s, strict=True)) for o in keep):
             keep.append(s)
     return np.array(keep, dtype=np.int64)
 
@@ -206,11 +214,17 @@ def combos(*columns: Any) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
     if cols[0].size == 1:  # one layout: no grouping to do
         yield tuple(int(c.reshape(-1)[0]) for c in cols), np.zeros(1, dtype=np.int64)
         return
-    flat = np.stack([c.reshape(-1) for c in cols], axis=1)
-    uniq, inverse = np.unique(flat, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    for i, row in enumerate(uniq):
-        yield tuple(int(x) for x in row), np.flatnonzero(inverse == i)
+    flat = [c.reshape(-1) for c in cols]
+    # one int64 key per row in mixed radix, then one stable sort: O(n log n), not O(n · combinations)
+    key = np.zeros(len(flat[0]), dtype=np.int64)
+    for c in flat:
+        key = key * (int(c.max()) + 1) + c
+    order = np.argsort(key, kind="stable")
+    keys = key[order]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    for lo, hi in zip(starts.tolist(), [*starts[1:].tolist(), len(keys)], strict=True):
+        first = order[lo]
+        yield tuple(int(c[first]) for c in flat), np.sort(order[lo:hi])
 
 
 def rank_layers_table(layers: int, pp: Any, vpp: Any, rank: str, split: PipelineSplit = PipelineSplit()) -> Any:
