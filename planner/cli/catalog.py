@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from planner.cli.common import run
+from planner.cli.common import output_file, run
 from planner.report import Format
 
 catalog_app = typer.Typer(help="List the GPUs and models planner knows.", no_args_is_help=True)
@@ -49,6 +49,7 @@ def schema_command(out: Annotated[Path | None, typer.Option(help="write to this 
 
         from planner import scenario_json_schema
 
+        output_file(out, "--out")
         text = json.dumps(scenario_json_schema(), indent=2)
         if out:
             out.write_text(text + "\n")

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -57,6 +59,43 @@ def outcome(body: Callable[[], int | None]) -> int:
             what = " ".join(str(e).split()) or "(no message)"
             say(f"internal error: {type(e).__name__}: {what} — a bug in planner; rerun with --debug for the traceback")
         return 3
+
+
+def output_file(path: Path | None, flag: str) -> None:
+    """Refuse, before any work, a file the command could not write: its folder missing, a folder in its
+    place, no permission. Probes by opening it for appending (what the OS says, whoever runs planner)."""
+    from planner import InputError
+
+    if path is None:
+        return
+    if path.is_dir():
+        raise InputError(f"{flag} {path}: is a directory; give a file name")
+    if not path.parent.is_dir():
+        what = "is not a directory" if path.parent.exists() else "does not exist"
+        raise InputError(f"{flag} {path}: the folder {path.parent} {what}")
+    existed = path.exists()
+    try:
+        with path.open("a"):
+            pass
+    except OSError as e:
+        raise InputError(f"{flag} {path}: cannot write ({e.strerror})") from None
+    if not existed:
+        path.unlink(missing_ok=True)
+
+
+def output_dir(path: Path | None, flag: str) -> None:
+    """Create the folder a command writes into (as it would anyway) and prove it writable, before any work."""
+    from planner import InputError
+
+    if path is None:
+        return
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{flag} {path}: is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as e:
+        raise InputError(f"{flag} {path}: cannot write there ({e.strerror})") from None
 
 
 def say(message: str) -> None:

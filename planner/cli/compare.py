@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from planner.cli.common import run
+from planner.cli.common import output_dir, output_file, run
 from planner.report import Format
 
 SWEEP_MAX_POINTS = 1_000
@@ -69,6 +69,9 @@ def compare_command(
         from planner import CompareRequest, load_scenario, run_comparison
         from planner.report import figures, html_page, progress_bar, render, write_plots
 
+        output_file(out, "--out")
+        output_file(html, "--html")
+        output_dir(plots, "--plots")
         deadlines = parse_sweep(deadline, "--deadline") if deadline else []
         budgets = parse_sweep(budget, "--budget") if budget else []
         chosen = [k.strip() for k in kinds.split(",") if k.strip()] if kinds else None
