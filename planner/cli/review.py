@@ -15,6 +15,7 @@ import typer
 
 from planner import FrameworkName
 from planner.cli.common import run
+from planner.limits import MAX_GLOBAL_BATCH, MAX_GPUS, MAX_SEQ, MAX_TIME_LIMIT_S, MAX_TOKENS
 from planner.report import Format
 
 
@@ -33,14 +34,20 @@ def review_command(
     model: Annotated[str | None, typer.Option(help="catalog model name")] = None,
     model_config: Annotated[Path | None, typer.Option(help="Hugging Face config.json")] = None,
     gpu: Annotated[str | None, typer.Option(help="GPU catalog name")] = None,
-    gpus: Annotated[int | None, typer.Option(min=1, help="GPUs given")] = None,
-    gpus_per_node: Annotated[int | None, typer.Option(min=1, help="GPUs per node (NVLink domain)")] = None,
-    tokens: Annotated[float | None, typer.Option(min=1.0, help="tokens to train (days and cost)")] = None,
-    seq: Annotated[int | None, typer.Option(min=1, help="sequence length where the input has none")] = None,
-    tp: Annotated[int | None, typer.Option(min=1, help="DeepSpeed: the model code's tensor parallel size")] = None,
-    pp: Annotated[int | None, typer.Option(min=1, help="DeepSpeed: the pipeline parallel size")] = None,
-    micro_batch: Annotated[int | None, typer.Option(min=1, help="DeepSpeed: fills an \"auto\" micro-batch")] = None,
-    global_batch: Annotated[int | None, typer.Option(min=1, help="DeepSpeed: fills an \"auto\" batch")] = None,
+    gpus: Annotated[int | None, typer.Option(min=1, max=MAX_GPUS, help="GPUs given")] = None,
+    gpus_per_node: Annotated[int | None, typer.Option(
+        min=1, max=MAX_GPUS, help="GPUs per node (NVLink domain)")] = None,
+    tokens: Annotated[float | None, typer.Option(
+        min=1.0, max=MAX_TOKENS, help="tokens to train (days and cost)")] = None,
+    seq: Annotated[int | None, typer.Option(
+        min=1, max=MAX_SEQ, help="sequence length where the input has none")] = None,
+    tp: Annotated[int | None, typer.Option(
+        min=1, max=MAX_GPUS, help="DeepSpeed: the model code's tensor parallel size")] = None,
+    pp: Annotated[int | None, typer.Option(min=1, max=MAX_GPUS, help="DeepSpeed: the pipeline parallel size")] = None,
+    micro_batch: Annotated[int | None, typer.Option(
+        min=1, max=MAX_GLOBAL_BATCH, help="DeepSpeed: fills an \"auto\" micro-batch")] = None,
+    global_batch: Annotated[int | None, typer.Option(
+        min=1, max=MAX_GLOBAL_BATCH, help="DeepSpeed: fills an \"auto\" batch")] = None,
     env: Annotated[list[str] | None, typer.Option(
         "--env", help="NAME=VALUE for a shell variable the Megatron-LM arguments use (repeatable)")] = None,
     format: Annotated[Format, typer.Option("--format", "-f", help="output format")] = Format.table,
@@ -48,7 +55,8 @@ def review_command(
         "--emit", help="print only the better plan (or the reviewed one) as that framework's input")] = None,
     better: Annotated[bool, typer.Option("--better/--no-better", help="search the same hardware for a faster plan")]
     = True,
-    time_limit: Annotated[float, typer.Option("--time-limit", min=0.01, help="seconds for that search")] = 30.0,
+    time_limit: Annotated[float, typer.Option(
+        "--time-limit", min=0.01, max=MAX_TIME_LIMIT_S, help="seconds for that search")] = 30.0,
 ) -> None:
     """Review a real parallelism config: fits or not, step time, MFU, days, cost, findings, a better plan.
 
