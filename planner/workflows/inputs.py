@@ -32,6 +32,7 @@ def pick(*values: Any) -> Any:
 _FLAG_TYPES: dict[str, TypeAdapter[Any]] = {
     "--tokens": TypeAdapter(Annotated[float, Field(ge=1, le=MAX_TOKENS, allow_inf_nan=False)]),
     "--seq": TypeAdapter(SeqLen),
+    "--context": TypeAdapter(SeqLen),
     "--gpus": TypeAdapter(GpuCount),
     "--gpus-per-node": TypeAdapter(GpuCount),
 }
