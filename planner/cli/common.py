@@ -98,6 +98,20 @@ def output_dir(path: Path | None, flag: str) -> None:
         raise InputError(f"{flag} {path}: cannot write there ({e.strerror})") from None
 
 
+def model_config(path: Path | None, name: str | None) -> Any:
+    """--model-config FILE (a Hugging Face config.json, or the folder holding one) as a ModelSpec, else the
+    --model name; both given is an error."""
+    from planner import InputError, model_from_hf_config
+
+    if path is None:
+        return name
+    if name:
+        raise InputError("--model and --model-config: give one, not both")
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise InputError(f"--model-config {path}: a folder without a config.json")
+    return model_from_hf_config(path)
+
+
 def say(message: str) -> None:
     """A message on stderr, user text in it shown literally."""
     from planner.report import literal

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from planner.cli.common import model_config as given_model
 from planner.cli.common import run
 from planner.limits import MAX_EXPERTS, MAX_GLOBAL_BATCH, MAX_GPUS, MAX_LAYERS, MAX_SEQ, MAX_TOKENS
 from planner.report import Format
@@ -76,17 +77,14 @@ def estimate_command(
         from planner import (
             EstimateRequest,
             InferenceRequest,
-            InputError,
             estimate,
             estimate_inference,
             load_scenario,
         )
         from planner.report import render
 
-        if model and model_config:
-            raise InputError("--model and --model-config: give one, not both")
         sc = load_scenario(scenario) if scenario else None
-        model_ref = str(model_config) if model_config else model
+        model_ref = given_model(model_config, model)
         if inference:
             render(estimate_inference(InferenceRequest(
                 model=model_ref, gpu=gpu, batch=batch, context=context or seq, tp=tp or 1, pp=pp or 1,

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from planner import FrameworkName
+from planner.cli.common import model_config as given_model
 from planner.cli.common import run
 from planner.limits import MAX_GLOBAL_BATCH, MAX_GPUS, MAX_SEQ, MAX_TIME_LIMIT_S, MAX_TOKENS
 from planner.report import Format
@@ -67,15 +68,13 @@ def review_command(
         from planner import InputError, ReviewRequest, load_scenario, review
         from planner.report import render
 
-        if model and model_config:
-            raise InputError("--model and --model-config: give one, not both")
         if megatron_args is not None and megatron_args_file is not None:
             raise InputError("--megatron-args and --megatron-args-file: give one, not both")
         request = ReviewRequest(
             scenario=load_scenario(scenario) if scenario else None,
             megatron_args=megatron_args if megatron_args_file is None else read_text(megatron_args_file),
             deepspeed=deepspeed, torchtitan=torchtitan, published=published,
-            model=str(model_config) if model_config else model, gpu=gpu, gpus=gpus, gpus_per_node=gpus_per_node,
+            model=given_model(model_config, model), gpu=gpu, gpus=gpus, gpus_per_node=gpus_per_node,
             tokens=tokens, seq=seq, tp=tp, pp=pp, micro_batch=micro_batch, global_batch=global_batch,
             env=parse_env(env or []),
         )
