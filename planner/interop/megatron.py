@@ -29,6 +29,7 @@ from typing import Literal
 from pydantic import ValidationError
 
 from planner.errors import InputError, format_validation_error
+from planner.limits import MAX_LAYERS
 from planner.model.pipeline import PipelineSplit, virtual_stage_layers
 from planner.schema import (
     Fp8Recipe,
@@ -484,28 +485,49 @@ def padded_vocab(vocab: int, divisible_by: int, tp: int) -> int:
     return math.ceil(vocab / multiple) * multiple
 
 
+# A --moe-layer-freq pattern written out for MAX_LAYERS layers ("0, " each) stays under this.
+MAX_PATTERN_CHARS = 65_536
+
+
 def _eval_pattern(text: str, flag: str) -> list[int]:
-    """A --moe-layer-freq list expression such as "([0]*3+[1]*58)": integers, lists, + and * only."""
+    """A --moe-layer-freq list expression such as "([0]*3+[1]*58)": integers, lists, + and * only, and no
+    list or number beyond MAX_LAYERS (the pattern has one entry per layer), so that no input builds a huge list."""
+    bad = f"{flag}: {text[:80]!r} is not an integer or a list expression like ([0]*3+[1]*58)"
+
+    def bounded(value: int | list[int]) -> int | list[int]:
+        size = len(value) if isinstance(value, list) else abs(value)
+        if size > MAX_LAYERS:
+            raise InputError(f"{flag}: {text[:80]!r} reaches {size:,}; a layer pattern has at most {MAX_LAYERS:,}")
+        return value
 
     def ev(node: ast.AST) -> int | list[int]:
         if isinstance(node, ast.Constant) and isinstance(node.value, int) and not isinstance(node.value, bool):
-            return node.value
+            return bounded(node.value)
         if isinstance(node, ast.List):
             items = [ev(e) for e in node.elts]
             if all(isinstance(x, int) for x in items):
-                return [x for x in items if isinstance(x, int)]
+                return bounded([x for x in items if isinstance(x, int)])
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add | ast.Mult):
             left, right = ev(node.left), ev(node.right)
             if isinstance(node.op, ast.Add) and type(left) is type(right):
-                return left + right  # type: ignore[operator]
+                if isinstance(left, list) and isinstance(right, list):
+                    bounded(len(left) + len(right))
+                return bounded(left + right)  # type: ignore[operator]
             if isinstance(node.op, ast.Mult) and (isinstance(left, int) or isinstance(right, int)):
-                return left * right  # type: ignore[operator]
+                if isinstance(left, list) or isinstance(right, list):
+                    seq, times = (left, right) if isinstance(left, list) else (right, left)
+                    bounded(len(seq) * max(0, int(times)))  # type: ignore[arg-type]
+                else:
+                    bounded(int(left) * int(right))
+                return bounded(left * right)  # type: ignore[operator]
         raise ValueError
 
+    if len(text) > MAX_PATTERN_CHARS:
+        raise InputError(f"{flag}: {len(text):,} characters; a layer pattern needs at most {MAX_PATTERN_CHARS:,}")
     try:
         value = ev(ast.parse(text.strip(), mode="eval").body)
-    except (SyntaxError, ValueError, RecursionError):
-        raise InputError(f"{flag}: {text!r} is not an integer or a list expression like ([0]*3+[1]*58)") from None
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        raise InputError(bad) from None
     return value if isinstance(value, list) else [value]
 
 
