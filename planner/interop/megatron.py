@@ -29,7 +29,7 @@ from typing import Literal
 from pydantic import ValidationError
 
 from planner.errors import InputError, format_validation_error
-from planner.limits import MAX_LAYERS
+from planner.limits import MAX_EXPERTS, MAX_GLOBAL_BATCH, MAX_GPUS, MAX_LAYERS, MAX_SEQ
 from planner.model.pipeline import PipelineSplit, virtual_stage_layers
 from planner.schema import (
     Fp8Recipe,
@@ -389,11 +389,14 @@ class _Args:
         text = self.raw(flag)
         if text is None:
             return default
-        if not re.fullmatch(r"[+-]?\d+", text):
-            raise InputError(f"{flag}: expected an integer, got {text!r}")
+        if not re.fullmatch(r"[+-]?\d{1,20}", text):
+            raise InputError(f"{flag}: expected an integer, got {text[:40]!r}")
         value = int(text)
         if value < minimum:
             raise InputError(f"{flag}: must be at least {minimum}, got {value}")
+        maximum = _INT_MAXIMA.get(flag, _ANY_INT_MAX)
+        if value > maximum:
+            raise InputError(f"{flag}: {value:,} is past any physical run (at most {maximum:,})")
         return value
 
     def need_int(self, flag: str, default: builtins.int) -> builtins.int:  # `int` here is the method above
@@ -484,6 +487,21 @@ def padded_vocab(vocab: int, divisible_by: int, tp: int) -> int:
     multiple = divisible_by * tp
     return math.ceil(vocab / multiple) * multiple
 
+
+# Integer flags that reach the model unvalidated, held to the scenario keys' ranges (planner.limits); every
+# other integer ends in a validated field, and only needs to stay an exact machine integer until then.
+_INT_MAXIMA = {
+    "--seq-length": MAX_SEQ, "--max-position-embeddings": MAX_SEQ, "--micro-batch-size": MAX_GLOBAL_BATCH,
+    "--global-batch-size": MAX_GLOBAL_BATCH, "--tensor-model-parallel-size": MAX_GPUS,
+    "--pipeline-model-parallel-size": MAX_GPUS, "--context-parallel-size": MAX_GPUS,
+    "--expert-model-parallel-size": MAX_EXPERTS, "--expert-tensor-parallel-size": MAX_GPUS,
+    "--num-layers": MAX_LAYERS, "--decoder-first-pipeline-num-layers": MAX_LAYERS,
+    "--decoder-last-pipeline-num-layers": MAX_LAYERS, "--num-layers-per-virtual-pipeline-stage": MAX_LAYERS,
+    "--num-virtual-stages-per-pipeline-rank": MAX_LAYERS, "--virtual-pipeline-model-parallel-size": MAX_LAYERS,
+    "--recompute-num-layers": MAX_LAYERS, "--checkpoint-num-layers": MAX_LAYERS, "--mtp-num-layers": MAX_LAYERS,
+    "--cpu-offloading-num-layers": MAX_LAYERS, "--num-experts": MAX_EXPERTS, "--moe-router-topk": MAX_EXPERTS,
+}
+_ANY_INT_MAX = 2**53
 
 # A --moe-layer-freq pattern written out for MAX_LAYERS layers ("0, " each) stays under this.
 MAX_PATTERN_CHARS = 65_536
