@@ -153,6 +153,9 @@ def _flag_set(*groups: str) -> frozenset[str]:
     return frozenset(word for group in groups for word in group.split())
 
 
+# The launcher's process counts: ignored for the model, but they say how many GPUs the script starts.
+LAUNCHER_COUNTS = {"--nproc_per_node": "nproc", "--nproc-per-node": "nproc", "--nnodes": "nnodes"}
+
 IGNORED_FLAGS: frozenset[str] = _flag_set(
     # launcher (torchrun / deepspeed): the GPU count is planner's --gpus
     """--nproc_per_node --nproc-per-node --nnodes --node_rank --node-rank --master_addr --master-addr
@@ -258,6 +261,17 @@ class MegatronConfig:
     unknown: list[str] = field(default_factory=list)
     unsupported: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    launched_gpus: int | None = None  # torchrun --nproc_per_node × --nnodes, when the script gives both plainly
+
+    def launch_mismatch(self, gpus: int) -> tuple[Literal["error", "warning"], str] | None:
+        """(severity, message) when the launcher starts another GPU count than `gpus`: an error when it cannot
+        hold one model replica (tp·pp·cp GPUs), else a warning; None when it agrees or does not say."""
+        if self.launched_gpus is None or self.launched_gpus == gpus:
+            return None
+        replica = self.gpus_needed_per_dp_replica
+        severity: Literal["error", "warning"] = "error" if self.launched_gpus % replica else "warning"
+        return severity, (f"the launcher starts {self.launched_gpus} GPUs (--nproc_per_node × --nnodes), {gpus} "
+                          f"were given; one replica of TP{self.tp}·PP{self.pp}·CP{self.cp} needs {replica}")
 
     @property
     def gpus_needed_per_dp_replica(self) -> int:
@@ -461,6 +475,8 @@ def _collect(
                 if kind in ("int", "float", "str"):
                     break
         if kind is None:
+            if flag in LAUNCHER_COUNTS and values:
+                cfg["launch"].append(f"{LAUNCHER_COUNTS[flag]}={_expand(values[0], env)}")
             bucket = cfg["ignored"] if flag in IGNORED_FLAGS else cfg["unknown"]
             if flag not in bucket:
                 bucket.append(flag)
@@ -828,7 +844,7 @@ def parse_megatron_args(
     """
     words = list(text_or_argv) if not isinstance(text_or_argv, str) else _words(text_or_argv)
     args = _Args()
-    lists: dict[str, list[str]] = {"ignored": [], "unknown": []}
+    lists: dict[str, list[str]] = {"ignored": [], "unknown": [], "launch": []}
     _collect(words, dict(env or {}), env or {}, args, lists)
     unsupported: dict[str, str] = {}
     notes: list[str] = []
@@ -909,8 +925,18 @@ def parse_megatron_args(
         precision=precision, fp32_grad_accumulation=fp32_grads, optimizer=optimizer, offload_optimizer=offload,
         seq=args.int("--seq-length"), dropout=hidden_dropout, attention_dropout=attention_dropout,
         attention=attention, ignored=lists["ignored"], unknown=lists["unknown"], unsupported=unsupported,
-        notes=notes,
+        notes=notes, launched_gpus=_launched_gpus(lists["launch"]),
     )
+
+
+def _launched_gpus(launch: list[str]) -> int | None:
+    """GPUs the launcher starts (torchrun --nproc_per_node × --nnodes, nnodes 1 when omitted); None when the
+    script does not say it in plain integers (a $VARIABLE, an elastic range 1:4, nproc 'gpu')."""
+    given = dict(item.split("=", 1) for item in launch)
+    nproc, nnodes = given.get("nproc", ""), given.get("nnodes", "1")
+    if not (nproc.isdigit() and nnodes.isdigit()) or len(nproc) + len(nnodes) > 12:
+        return None
+    return int(nproc) * int(nnodes)
 
 
 # --------------------------------------------------------------------------------------------
