@@ -263,15 +263,16 @@ class MegatronConfig:
     notes: list[str] = field(default_factory=list)
     launched_gpus: int | None = None  # torchrun --nproc_per_node × --nnodes, when the script gives both plainly
 
-    def launch_mismatch(self, gpus: int) -> tuple[Literal["error", "warning"], str] | None:
-        """(severity, message) when the launcher starts another GPU count than `gpus`: an error when it cannot
-        hold one model replica (tp·pp·cp GPUs), else a warning; None when it agrees or does not say."""
+    def launch_mismatch(self, gpus: int) -> str | None:
+        """What disagrees when the launcher starts another GPU count than the `gpus` reviewed (the script run as
+        written would not be this run); None when it agrees or does not say."""
         if self.launched_gpus is None or self.launched_gpus == gpus:
             return None
         replica = self.gpus_needed_per_dp_replica
-        severity: Literal["error", "warning"] = "error" if self.launched_gpus % replica else "warning"
-        return severity, (f"the launcher starts {self.launched_gpus} GPUs (--nproc_per_node × --nnodes), {gpus} "
-                          f"were given; one replica of TP{self.tp}·PP{self.pp}·CP{self.cp} needs {replica}")
+        holds = "cannot hold" if self.launched_gpus % replica else "holds"
+        return (f"the script's launcher starts {self.launched_gpus} GPUs (--nproc_per_node × --nnodes), not the "
+                f"{gpus} reviewed; as written it {holds} TP{self.tp}·PP{self.pp}·CP{self.cp} = {replica}-GPU "
+                "replicas: set its node count to match")
 
     @property
     def gpus_needed_per_dp_replica(self) -> int:
