@@ -146,3 +146,23 @@ def test_published_runs_ship_with_the_package(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("PLANNER_REFERENCE", str(PACKAGED_REFERENCE))
     result = runner.invoke(app, ["review", "--published", "megatron-sc21-table1-gpt-1t", "--no-better"])
     assert result.exit_code == 0 and "measured" in result.stdout
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_scenario_examples_run_as_written() -> None:
+    """The README's `planner estimate|review scenarios/...` lines are accepted (no shipped scenario has an
+    `estimate:` block, so each names its GPU and count)."""
+    import shlex
+
+    lines = [line.split("#")[0].split() for line in README.read_text().splitlines()
+             if line.startswith(("planner estimate scenarios/", "planner review scenarios/"))]
+    assert len(lines) >= 2
+    root = README.parent
+    for words in lines:
+        args = [str(root / w) if w.startswith("scenarios/") else w for w in words[1:]]
+        if args[0] == "review":
+            args.append("--no-better")
+        result = runner.invoke(app, args)
+        assert result.exit_code in (0, 1), (shlex.join(words), result.stderr)

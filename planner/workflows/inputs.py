@@ -96,7 +96,8 @@ def hardware(sc: Scenario | None, model: ModelSpec, *, gpu: str | None, gpus_per
     target = sc.estimate if sc else None
     name = pick(gpu, target.gpu if target else None, sc.layout.sku if sc else None)
     if name is None:
-        raise InputError("--gpu: give a GPU from `planner catalog gpus` (or `estimate: {gpu: ...}` in the scenario)")
+        raise InputError("--gpu: give a GPU from `planner catalog gpus` and --gpus a count (or a scenario's "
+                         "`estimate: {gpu: ..., gpus: ...}` block)")
     sku = get_gpu(name)
     return {
         "gpu": sku,
