@@ -166,3 +166,11 @@ def test_readme_scenario_examples_run_as_written() -> None:
             args.append("--no-better")
         result = runner.invoke(app, args)
         assert result.exit_code in (0, 1), (shlex.join(words), result.stderr)
+
+
+def test_emit_deepspeed_says_what_the_json_cannot_hold(tmp_path: Path) -> None:
+    path = tmp_path / "ds.yaml"
+    path.write_text(SCENARIO + "layout: {tp: 2, pp: 2, vpp: 2}\n")
+    result = runner.invoke(app, ["solve", str(path), "--emit", "deepspeed"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["train_batch_size"] == 64
+    assert "cannot hold TP2, PP2, VPP2" in result.stderr
