@@ -174,3 +174,13 @@ def test_emit_deepspeed_says_what_the_json_cannot_hold(tmp_path: Path) -> None:
     result = runner.invoke(app, ["solve", str(path), "--emit", "deepspeed"])
     assert result.exit_code == 0 and json.loads(result.stdout)["train_batch_size"] == 64
     assert "cannot hold TP2, PP2, VPP2" in result.stderr
+
+
+@pytest.mark.parametrize("command", [[], ["estimate"], ["review"], ["solve"], ["compare"], ["schema"],
+                                     ["catalog", "models"]])
+def test_piped_help_shows_whole_option_names_and_no_bool_metavar(command: list[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0 and "--help" in result.stdout
+    assert "<bool>" not in result.stdout and "…" not in result.stdout and "<int" not in result.stdout

@@ -130,11 +130,49 @@ def quiet_stdout() -> None:
     os.close(devnull)
 
 
+# Help shows a short word for what an option takes; a flag shows nothing (typer would print "<bool>").
+_METAVARS = {"int": "N", "float": "X", "Path": "PATH", "str": "TEXT"}
+
+
+def plain_metavars(command: Any) -> None:
+    """Give every option of `command` (and its subcommands) a plain metavar: N, X, PATH, TEXT, none for flags."""
+    for sub in getattr(command, "commands", {}).values():
+        plain_metavars(sub)
+    if not hasattr(command, "_planner_help"):  # --help is made per call, outside `params`
+        made = command.get_help_option
+
+        def help_option(ctx: Any) -> Any:
+            option = made(ctx)
+            if option is not None and option.metavar is None:
+                option.metavar = ""
+            return option
+
+        command.get_help_option = help_option
+        command._planner_help = True
+    for param in getattr(command, "params", []):
+        if param.metavar is not None or param.param_type_name == "argument":
+            continue
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+        elif not param.type_descriptor.is_choice and (word := _METAVARS.get(param.bare_type())) is not None:
+            param.metavar = word
+
+
+# Columns of --help when piped: the longest option pair (--sequence-parallel/--no-sequence-parallel) whole.
+PIPED_HELP_WIDTH = 120
+
+
 class PlannerGroup(TyperGroup):
     """Usage errors (an unknown option, a value out of range, a bad choice) as one line, `error: ...`, exit 2."""
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
+        plain_metavars(self)
+        if not sys.stdout.isatty() and "COLUMNS" not in os.environ:
+            from typer import rich_utils
+
+            # piped help (a file, a pager, grep) is as wide as the tables: option names whole, not cut at 80
+            rich_utils.MAX_WIDTH = rich_utils.MAX_WIDTH or PIPED_HELP_WIDTH
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
         try:
