@@ -19,8 +19,9 @@ from planner.errors import InputError
 MAX_BYTES = 2**20
 # Scenarios nest four or five levels (jobs[].layout.tp); 64 leaves room and keeps recursion shallow.
 MAX_DEPTH = 64
-# The catalogs hold about 2,000 YAML nodes; 100k (200k unknown keys, say) are refused before parsing the rest.
-MAX_NODES = 100_000
+# The catalogs hold about 2,000 YAML nodes and a scenario about a hundred; past 20,000 (10,000 unknown keys, say)
+# the file is refused before the rest is parsed, which keeps the pure-Python parser to about a second.
+MAX_NODES = 20_000
 
 
 class _Refused(yaml.YAMLError):
