@@ -184,3 +184,11 @@ def test_piped_help_shows_whole_option_names_and_no_bool_metavar(command: list[s
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0 and "--help" in result.stdout
     assert "<bool>" not in result.stdout and "…" not in result.stdout and "<int" not in result.stdout
+
+
+def test_schema_format() -> None:
+    import yaml
+
+    as_json = json.loads(runner.invoke(app, ["schema"]).stdout)
+    assert yaml.safe_load(runner.invoke(app, ["schema", "--format", "yaml"]).stdout) == as_json
+    refused(["schema", "--format", "xml"], "--format")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -40,9 +41,15 @@ def catalog_models(format: Annotated[Format, typer.Option("--format", "-f")] = F
     run(body)
 
 
+class SchemaFormat(StrEnum):
+    json = "json"
+    yaml = "yaml"
+
+
 def schema_command(out: Annotated[Path | None, typer.Option(help="write to this file instead of stdout")] = None,
-                   ) -> None:
-    """JSON Schema of the scenario format, for editors."""
+                   format: Annotated[SchemaFormat, typer.Option("--format", "-f", help="output format")]
+                   = SchemaFormat.json) -> None:
+    """JSON Schema of the scenario format, for editors (as JSON, or the same document in YAML)."""
 
     def body() -> None:
         import json
@@ -50,7 +57,13 @@ def schema_command(out: Annotated[Path | None, typer.Option(help="write to this 
         from planner import scenario_json_schema
 
         output_file(out, "--out")
-        text = json.dumps(scenario_json_schema(), indent=2)
+        schema = scenario_json_schema()
+        if format == SchemaFormat.yaml:
+            import yaml
+
+            text = yaml.safe_dump(schema, sort_keys=False, allow_unicode=True).rstrip("\n")
+        else:
+            text = json.dumps(schema, indent=2)
         if out:
             out.write_text(text + "\n")
         else:
