@@ -192,3 +192,20 @@ def test_schema_format() -> None:
     as_json = json.loads(runner.invoke(app, ["schema"]).stdout)
     assert yaml.safe_load(runner.invoke(app, ["schema", "--format", "yaml"]).stdout) == as_json
     refused(["schema", "--format", "xml"], "--format")
+
+
+@pytest.mark.parametrize(("flag", "content", "expected"), [
+    ("--deepspeed", "[" * 100_000, "nested too deeply"),
+    ("--torchtitan", "a=" + "[" * 10_000, "nested too deeply"),
+    ("--deepspeed", "/dev/zero", "larger than"),
+    ("--torchtitan", "/dev/zero", "larger than"),
+    ("--megatron-args-file", "/dev/zero", "larger than"),
+    ("--model-config", "/dev/zero", "larger than"),
+])
+def test_framework_files_deep_or_endless(tmp_path: Path, flag: str, content: str, expected: str) -> None:
+    path = Path(content) if content.startswith("/dev/") else tmp_path / "f"
+    if not content.startswith("/dev/"):
+        path.write_text(content)
+    refused(["review", flag, str(path), "--model", "llama-2-7b", "--gpu", "h100", "--gpus", "8", "--no-better"]
+            if flag != "--model-config" else ["estimate", flag, str(path), "--gpu", "h100", "--gpus", "8"],
+            str(path), expected)

@@ -89,12 +89,9 @@ def review_command(
 
 
 def read_text(path: Path) -> str:
-    from planner import InputError
+    from planner.interop.sources import read_text as read
 
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+    return read(path, "Megatron-LM arguments")[0]
 
 
 def parse_env(pairs: list[str]) -> dict[str, str]:
