@@ -29,6 +29,10 @@ MAX_USD_PER_GPU = 10_000_000.0
 MAX_DAYS = 3650.0
 MAX_BUDGET_USD = 1e12
 
+# A file a user hands planner (scenario, framework config, launch script): the largest catalog is under 100 kB;
+# ten times that is beyond any honest input and keeps the pure-Python YAML parser within seconds.
+MAX_FILE_BYTES = 2**20
+
 # Knobs of the search, not of the job.
 # Plans listed: a table of a thousand rows is already past reading.
 MAX_TOP_K = 1000

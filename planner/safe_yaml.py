@@ -13,10 +13,9 @@ from typing import Any
 import yaml
 
 from planner.errors import InputError
+from planner.limits import MAX_FILE_BYTES
 
-# A scenario is a few kilobytes; the largest catalog under 100 kB. Ten times that is beyond any honest input
-# and keeps the pure-Python parser within seconds.
-MAX_BYTES = 2**20
+MAX_BYTES = MAX_FILE_BYTES
 # Scenarios nest four or five levels (jobs[].layout.tp); 64 leaves room and keeps recursion shallow.
 MAX_DEPTH = 64
 # The catalogs hold about 2,000 YAML nodes and a scenario about a hundred; past 20,000 (10,000 unknown keys, say)

@@ -12,8 +12,8 @@ from typing import Annotated
 
 import typer
 
+from planner import MAX_BUDGET_USD, MAX_DAYS, MAX_SWEEP_POINTS, MAX_WORKERS
 from planner.cli.common import output_dir, output_file, run
-from planner.limits import MAX_BUDGET_USD, MAX_DAYS, MAX_SWEEP_POINTS, MAX_WORKERS
 from planner.report import Format
 
 # What each swept flag may reach (the scenario keys' own bounds).
@@ -70,8 +70,9 @@ def compare_command(
     plots: Annotated[Path | None, typer.Option("--plots", help="write the plots (PNG and SVG) into this folder")]
     = None,
     html: Annotated[Path | None, typer.Option("--html", help="write a self-contained HTML report")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", min=1, max=MAX_WORKERS, help="processes for sweep points "
-                                                "(default: every core once a sweep is large enough to pay)")] = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, max=MAX_WORKERS,
+        help="processes for sweep points (default: every core once a sweep is large enough to pay)")] = None,
 ) -> None:
     """Every GPU × price option (on-demand per provider, reserved, purchase) with its optimal plan."""
 

@@ -9,9 +9,9 @@ from typing import Annotated
 
 import typer
 
+from planner import MAX_EXPERTS, MAX_GLOBAL_BATCH, MAX_GPUS, MAX_LAYERS, MAX_SEQ, MAX_TOKENS
 from planner.cli.common import model_config as given_model
 from planner.cli.common import run
-from planner.limits import MAX_EXPERTS, MAX_GLOBAL_BATCH, MAX_GPUS, MAX_LAYERS, MAX_SEQ, MAX_TOKENS
 from planner.report import Format
 
 
@@ -45,7 +45,8 @@ def estimate_command(
         min=1, max=MAX_GPUS, help="GPUs per node (NVLink domain)")] = None,
     tp: Annotated[int | None, typer.Option(min=1, max=MAX_GPUS, help="tensor parallel size")] = None,
     pp: Annotated[int | None, typer.Option(min=1, max=MAX_GPUS, help="pipeline parallel size")] = None,
-    vpp: Annotated[int | None, typer.Option(min=1, max=MAX_LAYERS, help="virtual pipeline stages per rank")] = None,
+    vpp: Annotated[int | None, typer.Option(
+        min=1, max=MAX_LAYERS, help="virtual pipeline stages per rank")] = None,
     dp: Annotated[int | None, typer.Option(
         min=1, max=MAX_GPUS, help="data parallel size (derived when omitted)")] = None,
     cp: Annotated[int | None, typer.Option(min=1, max=MAX_GPUS, help="context parallel size")] = None,
@@ -66,7 +67,8 @@ def estimate_command(
     hfu: Annotated[float | None, typer.Option(min=0.001, max=1.0, help="fixed hardware-FLOPs utilisation")] = None,
     inference: Annotated[bool, typer.Option("--inference", help="serving footprint instead of training")] = False,
     batch: Annotated[int, typer.Option(min=1, max=MAX_GLOBAL_BATCH, help="inference: concurrent sequences")] = 1,
-    context: Annotated[int | None, typer.Option(min=1, max=MAX_SEQ, help="inference: tokens per sequence")] = None,
+    context: Annotated[int | None, typer.Option(
+        min=1, max=MAX_SEQ, help="inference: tokens per sequence")] = None,
     weight_dtype: Annotated[ServeDtype, typer.Option(help="inference: weight dtype")] = ServeDtype.bf16,
     kv_dtype: Annotated[ServeDtype, typer.Option(help="inference: KV-cache dtype")] = ServeDtype.bf16,
     format: Annotated[Format, typer.Option("--format", "-f", help="output format")] = Format.table,

@@ -13,10 +13,17 @@ from typing import Annotated
 
 import typer
 
-from planner import FrameworkName
+from planner import (
+    MAX_FILE_BYTES,
+    MAX_GLOBAL_BATCH,
+    MAX_GPUS,
+    MAX_SEQ,
+    MAX_TIME_LIMIT_S,
+    MAX_TOKENS,
+    FrameworkName,
+)
 from planner.cli.common import model_config as given_model
 from planner.cli.common import run
-from planner.limits import MAX_GLOBAL_BATCH, MAX_GPUS, MAX_SEQ, MAX_TIME_LIMIT_S, MAX_TOKENS
 from planner.report import Format
 
 
@@ -44,7 +51,8 @@ def review_command(
         min=1, max=MAX_SEQ, help="sequence length where the input has none")] = None,
     tp: Annotated[int | None, typer.Option(
         min=1, max=MAX_GPUS, help="DeepSpeed: the model code's tensor parallel size")] = None,
-    pp: Annotated[int | None, typer.Option(min=1, max=MAX_GPUS, help="DeepSpeed: the pipeline parallel size")] = None,
+    pp: Annotated[int | None, typer.Option(
+        min=1, max=MAX_GPUS, help="DeepSpeed: the pipeline parallel size")] = None,
     micro_batch: Annotated[int | None, typer.Option(
         min=1, max=MAX_GLOBAL_BATCH, help="DeepSpeed: fills an \"auto\" micro-batch")] = None,
     global_batch: Annotated[int | None, typer.Option(
@@ -89,9 +97,18 @@ def review_command(
 
 
 def read_text(path: Path) -> str:
-    from planner.interop.sources import read_text as read
+    """A launch script or argument file: at most MAX_FILE_BYTES of UTF-8 (not /dev/zero, not a dataset)."""
+    from planner import InputError
 
-    return read(path, "Megatron-LM arguments")[0]
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            raise InputError(f"{path}: cannot read Megatron-LM arguments (larger than "
+                             f"{MAX_FILE_BYTES // 2**10:,} KiB)")
+        return raw.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
 
 
 def parse_env(pairs: list[str]) -> dict[str, str]:

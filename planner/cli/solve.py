@@ -12,10 +12,9 @@ from typing import Annotated
 
 import typer
 
-from planner import NEAR_OPTIMAL_MARGIN, FrameworkName
+from planner import MAX_MARGIN, MAX_TIME_LIMIT_S, MAX_TOP_K, MAX_WORKERS, NEAR_OPTIMAL_MARGIN, FrameworkName
 from planner.cli.common import run
 from planner.cli.common import say as tell
-from planner.limits import MAX_MARGIN, MAX_TIME_LIMIT_S, MAX_TOP_K, MAX_WORKERS
 from planner.report import Format
 
 
@@ -51,7 +50,7 @@ def solve_command(
         if emit is not None:
             typer.echo(result.emit(emit.value), nl=False)  # no plan: InfeasibleError, the reasons on stderr
             if emit.value == "deepspeed":
-                from planner.interop.deepspeed import not_in_deepspeed_config
+                from planner import not_in_deepspeed_config
 
                 if missing := not_in_deepspeed_config(result.plans[0].evaluation.layout):
                     tell(f"note: the DeepSpeed config cannot hold {', '.join(missing)}: set them in the model code "

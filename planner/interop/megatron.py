@@ -29,9 +29,13 @@ from typing import Literal
 from pydantic import ValidationError
 
 from planner.errors import InputError, format_validation_error
-from planner.limits import MAX_EXPERTS, MAX_GLOBAL_BATCH, MAX_GPUS, MAX_LAYERS, MAX_SEQ
 from planner.model.pipeline import PipelineSplit, virtual_stage_layers
 from planner.schema import (
+    MAX_EXPERTS,
+    MAX_GLOBAL_BATCH,
+    MAX_GPUS,
+    MAX_LAYERS,
+    MAX_SEQ,
     Fp8Recipe,
     Implementation,
     Layout,

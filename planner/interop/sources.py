@@ -11,8 +11,8 @@ from planner.errors import InputError
 
 
 def read_text(source: str | os.PathLike[str], what: str) -> tuple[str, str]:
-    """The file's text and its name for messages; an unreadable, oversized (past safe_yaml.MAX_BYTES: /dev/zero,
-    a dataset given by mistake) or non-UTF-8 file is an InputError naming it."""
+    """The file's text and its name for messages; an unreadable, oversized (past limits.MAX_FILE_BYTES:
+    /dev/zero, a dataset given by mistake) or non-UTF-8 file is an InputError naming it."""
     from planner.safe_yaml import MAX_BYTES
 
     path = Path(source)

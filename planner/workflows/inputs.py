@@ -11,10 +11,9 @@ from typing import Annotated, Any
 from pydantic import Field, TypeAdapter, ValidationError
 
 from planner.errors import InputError, format_validation_error
-from planner.limits import MAX_TOKENS
 from planner.model.params import count_params
 from planner.pricing import priced
-from planner.scenario import EfficiencyOverride, Pricing, Scenario, resolve_model
+from planner.scenario import MAX_TOKENS, EfficiencyOverride, Pricing, Scenario, resolve_model
 from planner.schema import GpuCount, GpuSku, Implementation, Layout, ModelSpec, Overheads, SeqLen
 from planner.workloads.training.evaluation import Evaluation, evaluate
 from planner.workloads.training.legality import layout_problems
