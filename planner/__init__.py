@@ -30,7 +30,23 @@ _EXPORTS = {
     "load_gpus": "planner.catalog",
     "load_models": "planner.catalog",
     "model_from_hf_config": "planner.interop.hf_config",
+    # the physical ranges every number a user types is checked against
+    "MAX_BUDGET_USD": "planner.limits",
+    "MAX_DAYS": "planner.limits",
+    "MAX_EXPERTS": "planner.limits",
+    "MAX_FILE_BYTES": "planner.limits",
+    "MAX_GLOBAL_BATCH": "planner.limits",
+    "MAX_GPUS": "planner.limits",
+    "MAX_LAYERS": "planner.limits",
+    "MAX_MARGIN": "planner.limits",
+    "MAX_SEQ": "planner.limits",
+    "MAX_SWEEP_POINTS": "planner.limits",
+    "MAX_TIME_LIMIT_S": "planner.limits",
+    "MAX_TOKENS": "planner.limits",
+    "MAX_TOP_K": "planner.limits",
+    "MAX_WORKERS": "planner.limits",
     "FRAMEWORKS": "planner.interop",
+    "not_in_deepspeed_config": "planner.interop.deepspeed",
     "FrameworkName": "planner.interop",
     "InputError": "planner.errors",
     "InfeasibleError": "planner.errors",
@@ -73,6 +89,20 @@ _EXPORTS = {
 
 __all__ = [
     "FRAMEWORKS",
+    "MAX_BUDGET_USD",
+    "MAX_DAYS",
+    "MAX_EXPERTS",
+    "MAX_FILE_BYTES",
+    "MAX_GLOBAL_BATCH",
+    "MAX_GPUS",
+    "MAX_LAYERS",
+    "MAX_MARGIN",
+    "MAX_SEQ",
+    "MAX_SWEEP_POINTS",
+    "MAX_TIME_LIMIT_S",
+    "MAX_TOKENS",
+    "MAX_TOP_K",
+    "MAX_WORKERS",
     "NEAR_OPTIMAL_MARGIN",
     "Better",
     "CompareRequest",
@@ -111,6 +141,7 @@ __all__ = [
     "load_models",
     "load_scenario",
     "model_from_hf_config",
+    "not_in_deepspeed_config",
     "render",
     "review",
     "run_comparison",
@@ -133,7 +164,24 @@ if TYPE_CHECKING:  # for type checkers and editors
     from planner.catalog import get_gpu, get_model, load_gpus, load_models
     from planner.errors import InfeasibleError, InputError
     from planner.interop import FRAMEWORKS, FrameworkName
+    from planner.interop.deepspeed import not_in_deepspeed_config
     from planner.interop.hf_config import model_from_hf_config
+    from planner.limits import (
+        MAX_BUDGET_USD,
+        MAX_DAYS,
+        MAX_EXPERTS,
+        MAX_FILE_BYTES,
+        MAX_GLOBAL_BATCH,
+        MAX_GPUS,
+        MAX_LAYERS,
+        MAX_MARGIN,
+        MAX_SEQ,
+        MAX_SWEEP_POINTS,
+        MAX_TIME_LIMIT_S,
+        MAX_TOKENS,
+        MAX_TOP_K,
+        MAX_WORKERS,
+    )
     from planner.model.flops import step_flops
     from planner.model.memory import inference_memory, training_memory
     from planner.model.params import count_params

@@ -13,11 +13,18 @@ from typing import Any
 import yaml
 
 from planner.errors import InputError
+from planner.limits import MAX_FILE_BYTES
 
-# A scenario is a few kilobytes; the largest catalog under 100 kB. Far beyond any honest input.
-MAX_BYTES = 16 * 2**20
+MAX_BYTES = MAX_FILE_BYTES
 # Scenarios nest four or five levels (jobs[].layout.tp); 64 leaves room and keeps recursion shallow.
 MAX_DEPTH = 64
+# The catalogs hold about 2,000 YAML nodes and a scenario about a hundred; past 20,000 (10,000 unknown keys, say)
+# the file is refused before the rest is parsed, which keeps the pure-Python parser to about a second.
+MAX_NODES = 20_000
+
+
+class _Refused(yaml.YAMLError):
+    """Well-formed YAML that planner refuses to read: too deep, too large, a key given twice."""
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -25,10 +32,14 @@ class _StrictLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         self._depth = getattr(self, "_depth", 0) + 1
+        self._nodes = getattr(self, "_nodes", 0) + 1
         try:
             if self._depth > MAX_DEPTH:
                 mark = self.peek_event().start_mark
-                raise yaml.YAMLError(f"nested deeper than {MAX_DEPTH} levels (line {mark.line + 1})")
+                raise _Refused(f"nested deeper than {MAX_DEPTH} levels (line {mark.line + 1})")
+            if self._nodes > MAX_NODES:
+                mark = self.peek_event().start_mark
+                raise _Refused(f"more than {MAX_NODES:,} keys and values (line {mark.line + 1})")
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -43,7 +54,7 @@ class _StrictLoader(yaml.SafeLoader):
                 except TypeError:
                     continue  # the base class reports an unhashable key
                 if key in seen:
-                    raise yaml.YAMLError(
+                    raise _Refused(
                         f"duplicate key {key!r} at line {key_node.start_mark.line + 1} "
                         f"(first at line {seen[key] + 1})"
                     )
@@ -55,6 +66,8 @@ def loads(text: str, where: str) -> Any:
     """Parse YAML text; `where` names its origin in every error."""
     try:
         return yaml.load(text, Loader=_StrictLoader)
+    except _Refused as e:
+        raise InputError(f"{where}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f"{where}:{mark.line + 1}" if mark else where
@@ -73,7 +86,7 @@ def read_text(path: Path) -> str:
     except OSError as e:
         raise InputError(f"{path}: cannot read ({e.strerror})") from None
     if len(raw) > MAX_BYTES:
-        raise InputError(f"{path}: larger than {MAX_BYTES // 2**20} MiB; not a planner file")
+        raise InputError(f"{path}: larger than {MAX_BYTES // 2**10:,} KiB; not a planner file")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:

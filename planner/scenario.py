@@ -17,11 +17,16 @@ from pydantic.fields import FieldInfo
 
 from planner import safe_yaml
 from planner.errors import InputError, format_validation_error
-from planner.schema import (
+from planner.limits import (
+    MAX_BUDGET_USD,
+    MAX_DAYS,
     MAX_EXPERTS,
     MAX_LAYERS,
     MAX_TOKENS,
+    MAX_TOP_K,
     MAX_USD_PER_GPU_HOUR,
+)
+from planner.schema import (
     BatchSize,
     Efficiency,
     GpuCount,
@@ -37,10 +42,6 @@ from planner.schema import (
     SeqLen,
     Strict,
 )
-
-# A deadline beyond ten years or a budget beyond a trillion dollars is a typo, not a plan.
-MAX_DAYS = 3650.0
-MAX_BUDGET_USD = 1e12
 
 
 def _number(v: Any) -> Any:
@@ -212,7 +213,7 @@ class Scenario(Strict):
     constraints: Constraints = Constraints()
     layout: FixedLayout = FixedLayout()
     objective: Literal["cost", "time", "cost-then-time"] = "cost"
-    top_k: int = Field(5, ge=1, le=1000, description="plans to list")
+    top_k: int = Field(5, ge=1, le=MAX_TOP_K, description="plans to list")
     efficiency: EfficiencyOverride = EfficiencyOverride()
     implementation: Implementation = Implementation()
     overheads: Overheads = Overheads()

@@ -10,32 +10,25 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from planner.limits import (
+    MAX_BYTES_PER_GPU,
+    MAX_EXPERTS,
+    MAX_GLOBAL_BATCH,
+    MAX_GPUS,
+    MAX_LATENCY_US,
+    MAX_LAYERS,
+    MAX_SEQ,
+    MAX_USD_PER_GPU,
+    MAX_USD_PER_GPU_HOUR,
+    MAX_VOCAB,
+    MAX_WIDTH,
+)
+
 GIB = 2**30
 
 # --------------------------------------------------------------------------------------------
-# Physical ranges: every number a user can type is finite (Strict) and inside one of these.
+# Physical ranges: every number a user can type is finite (Strict) and inside one of planner.limits.
 # --------------------------------------------------------------------------------------------
-
-# The largest training clusters announced hold ~100k–200k GPUs (xAI Colossus, 2024); 2^20 leaves room.
-MAX_GPUS = 2**20
-# Longest trained context published: 10M tokens (Llama 4 Scout, 2025); 2^24 = 16.8M.
-MAX_SEQ = 2**24
-# Sequences per optimizer step: Llama 3 405B ran 16M tokens = 2,048 sequences of 8k; 2^22 is 2,000× that.
-MAX_GLOBAL_BATCH = 2**22
-# Tokens of one job: the largest published pre-training sets are ~36T (Qwen3, 2025); 1e15 is 25× that.
-MAX_TOKENS = 1e15
-# Model widths and depths: far past any published dense or MoE transformer (hidden 25,600 / 160 layers / 256 experts).
-MAX_WIDTH = 2**22
-MAX_LAYERS = 10_000
-MAX_VOCAB = 2**24
-MAX_EXPERTS = 2**16
-# Bytes a planner knob may reserve per GPU: 1 TiB is more than any accelerator holds.
-MAX_BYTES_PER_GPU = 2**40
-# One collective's latency term: a second is 10^5 times NCCL's per-hop figures.
-MAX_LATENCY_US = 1e6
-# Prices: the dearest on-demand GPU-hour listed is ~$14 (hardware.md); a GPU with its server share ~$80k.
-MAX_USD_PER_GPU_HOUR = 1_000.0
-MAX_USD_PER_GPU = 10_000_000.0
 
 GpuCount = Annotated[int, Field(ge=1, le=MAX_GPUS)]
 PeakDtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "fp4"]

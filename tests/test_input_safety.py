@@ -72,6 +72,6 @@ def test_an_alias_names_the_same_sku(tmp_path: Path) -> None:
 
 
 def test_thousands_of_unknown_keys_print_a_few_lines(tmp_path: Path) -> None:
-    message = _load(tmp_path, BASE + "".join(f"k{i}: 1\n" for i in range(20_000)))
+    message = _load(tmp_path, BASE + "".join(f"k{i}: 1\n" for i in range(5_000)))
     lines = message.splitlines()
     assert len(lines) <= 11 and "more errors" in lines[-1]

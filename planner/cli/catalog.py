@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from planner.cli.common import run
+from planner.cli.common import output_file, run
 from planner.report import Format
 
 catalog_app = typer.Typer(help="List the GPUs and models planner knows.", no_args_is_help=True)
@@ -40,16 +41,29 @@ def catalog_models(format: Annotated[Format, typer.Option("--format", "-f")] = F
     run(body)
 
 
+class SchemaFormat(StrEnum):
+    json = "json"
+    yaml = "yaml"
+
+
 def schema_command(out: Annotated[Path | None, typer.Option(help="write to this file instead of stdout")] = None,
-                   ) -> None:
-    """JSON Schema of the scenario format, for editors."""
+                   format: Annotated[SchemaFormat, typer.Option("--format", "-f", help="output format")]
+                   = SchemaFormat.json) -> None:
+    """JSON Schema of the scenario format, for editors (as JSON, or the same document in YAML)."""
 
     def body() -> None:
         import json
 
         from planner import scenario_json_schema
 
-        text = json.dumps(scenario_json_schema(), indent=2)
+        output_file(out, "--out")
+        schema = scenario_json_schema()
+        if format == SchemaFormat.yaml:
+            import yaml
+
+            text = yaml.safe_dump(schema, sort_keys=False, allow_unicode=True).rstrip("\n")
+        else:
+            text = json.dumps(schema, indent=2)
         if out:
             out.write_text(text + "\n")
         else:

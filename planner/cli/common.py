@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -59,6 +61,57 @@ def outcome(body: Callable[[], int | None]) -> int:
         return 3
 
 
+def output_file(path: Path | None, flag: str) -> None:
+    """Refuse, before any work, a file the command could not write: its folder missing, a folder in its
+    place, no permission. Probes by opening it for appending (what the OS says, whoever runs planner)."""
+    from planner import InputError
+
+    if path is None:
+        return
+    if path.is_dir():
+        raise InputError(f"{flag} {path}: is a directory; give a file name")
+    if not path.parent.is_dir():
+        what = "is not a directory" if path.parent.exists() else "does not exist"
+        raise InputError(f"{flag} {path}: the folder {path.parent} {what}")
+    existed = path.exists()
+    try:
+        with path.open("a"):
+            pass
+    except OSError as e:
+        raise InputError(f"{flag} {path}: cannot write ({e.strerror})") from None
+    if not existed:
+        path.unlink(missing_ok=True)
+
+
+def output_dir(path: Path | None, flag: str) -> None:
+    """Create the folder a command writes into (as it would anyway) and prove it writable, before any work."""
+    from planner import InputError
+
+    if path is None:
+        return
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{flag} {path}: is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as e:
+        raise InputError(f"{flag} {path}: cannot write there ({e.strerror})") from None
+
+
+def model_config(path: Path | None, name: str | None) -> Any:
+    """--model-config FILE (a Hugging Face config.json, or the folder holding one) as a ModelSpec, else the
+    --model name; both given is an error."""
+    from planner import InputError, model_from_hf_config
+
+    if path is None:
+        return name
+    if name:
+        raise InputError("--model and --model-config: give one, not both")
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise InputError(f"--model-config {path}: a folder without a config.json")
+    return model_from_hf_config(path)
+
+
 def say(message: str) -> None:
     """A message on stderr, user text in it shown literally."""
     from planner.report import literal
@@ -77,11 +130,49 @@ def quiet_stdout() -> None:
     os.close(devnull)
 
 
+# Help shows a short word for what an option takes; a flag shows nothing (typer would print "<bool>").
+_METAVARS = {"int": "N", "float": "X", "Path": "PATH", "str": "TEXT"}
+
+
+def plain_metavars(command: Any) -> None:
+    """Give every option of `command` (and its subcommands) a plain metavar: N, X, PATH, TEXT, none for flags."""
+    for sub in getattr(command, "commands", {}).values():
+        plain_metavars(sub)
+    if not hasattr(command, "_planner_help"):  # --help is made per call, outside `params`
+        made = command.get_help_option
+
+        def help_option(ctx: Any) -> Any:
+            option = made(ctx)
+            if option is not None and option.metavar is None:
+                option.metavar = ""
+            return option
+
+        command.get_help_option = help_option
+        command._planner_help = True
+    for param in getattr(command, "params", []):
+        if param.metavar is not None or param.param_type_name == "argument":
+            continue
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+        elif not param.type_descriptor.is_choice and (word := _METAVARS.get(param.bare_type())) is not None:
+            param.metavar = word
+
+
+# Columns of --help when piped: the longest option pair (--sequence-parallel/--no-sequence-parallel) whole.
+PIPED_HELP_WIDTH = 120
+
+
 class PlannerGroup(TyperGroup):
     """Usage errors (an unknown option, a value out of range, a bad choice) as one line, `error: ...`, exit 2."""
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
+        plain_metavars(self)
+        if not sys.stdout.isatty() and "COLUMNS" not in os.environ:
+            from typer import rich_utils
+
+            # piped help (a file, a pager, grep) is as wide as the tables: option names whole, not cut at 80
+            rich_utils.MAX_WIDTH = rich_utils.MAX_WIDTH or PIPED_HELP_WIDTH
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
         try:

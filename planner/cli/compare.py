@@ -12,27 +12,39 @@ from typing import Annotated
 
 import typer
 
-from planner.cli.common import run
+from planner import MAX_BUDGET_USD, MAX_DAYS, MAX_SWEEP_POINTS, MAX_WORKERS
+from planner.cli.common import output_dir, output_file, run
 from planner.report import Format
 
-SWEEP_MAX_POINTS = 1_000
+# What each swept flag may reach (the scenario keys' own bounds).
+SWEEP_HIGH = {"--deadline": MAX_DAYS, "--budget": MAX_BUDGET_USD}
 
 
 def parse_sweep(text: str, flag: str) -> list[float]:
-    """'10..90:5' → 10, 15, …, 90; '10,20,45' → those values; '30' → one value. Positive numbers."""
+    """'10..90:5' → 10, 15, …, 90; '10,20,45' → those values; '30' → one value. Positive numbers up to
+    the flag's bound, at most MAX_SWEEP_POINTS of them."""
     from planner import InputError
+
+    high = SWEEP_HIGH.get(flag, math.inf)
 
     def number(s: str) -> float:
         try:
             v = float(s.strip().replace("_", ""))
         except ValueError:
             raise InputError(f"{flag}: {s.strip()!r} is not a number (give LO..HI:STEP or a comma list)") from None
-        if not math.isfinite(v) or v <= 0:
-            raise InputError(f"{flag}: {s.strip()} must be a positive number")
+        if not math.isfinite(v) or v <= 0 or v > high:
+            raise InputError(f"{flag}: {s.strip()} must be a positive number up to {high:g}")
         return v
 
+    def count(n: int) -> int:
+        if n > MAX_SWEEP_POINTS:
+            raise InputError(f"{flag}: {n:,} points; at most {MAX_SWEEP_POINTS:,}")
+        return n
+
     if ".." not in text:
-        return [number(v) for v in text.split(",")]
+        items = text.split(",", MAX_SWEEP_POINTS)  # a longer list is refused before it is read
+        count(len(items) if len(items) <= MAX_SWEEP_POINTS else text.count(",") + 1)
+        return [number(v) for v in items]
     lo_text, _, rest = text.partition("..")
     hi_text, colon, step_text = rest.partition(":")
     if not colon:
@@ -40,9 +52,7 @@ def parse_sweep(text: str, flag: str) -> list[float]:
     lo, hi, step = number(lo_text), number(hi_text), number(step_text)
     if hi < lo:
         raise InputError(f"{flag}: {text!r} runs backwards ({hi:g} < {lo:g})")
-    n = math.floor((hi - lo) / step + 1e-9) + 1
-    if n > SWEEP_MAX_POINTS:
-        raise InputError(f"{flag}: {text!r} is {n:,} points; at most {SWEEP_MAX_POINTS:,}")
+    n = count(math.floor((hi - lo) / step + 1e-9) + 1)
     return [round(lo + i * step, 9) for i in range(n)]
 
 
@@ -60,8 +70,9 @@ def compare_command(
     plots: Annotated[Path | None, typer.Option("--plots", help="write the plots (PNG and SVG) into this folder")]
     = None,
     html: Annotated[Path | None, typer.Option("--html", help="write a self-contained HTML report")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", min=1, help="processes for sweep points "
-                                                "(default: every core once a sweep is large enough to pay)")] = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, max=MAX_WORKERS,
+        help="processes for sweep points (default: every core once a sweep is large enough to pay)")] = None,
 ) -> None:
     """Every GPU × price option (on-demand per provider, reserved, purchase) with its optimal plan."""
 
@@ -69,6 +80,9 @@ def compare_command(
         from planner import CompareRequest, load_scenario, run_comparison
         from planner.report import figures, html_page, progress_bar, render, write_plots
 
+        output_file(out, "--out")
+        output_file(html, "--html")
+        output_dir(plots, "--plots")
         deadlines = parse_sweep(deadline, "--deadline") if deadline else []
         budgets = parse_sweep(budget, "--budget") if budget else []
         chosen = [k.strip() for k in kinds.split(",") if k.strip()] if kinds else None

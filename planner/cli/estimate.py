@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from planner import MAX_EXPERTS, MAX_GLOBAL_BATCH, MAX_GPUS, MAX_LAYERS, MAX_SEQ, MAX_TOKENS
+from planner.cli.common import model_config as given_model
 from planner.cli.common import run
 from planner.report import Format
 
@@ -38,28 +40,35 @@ def estimate_command(
     model: Annotated[str | None, typer.Option(help="catalog model name")] = None,
     model_config: Annotated[Path | None, typer.Option(help="Hugging Face config.json")] = None,
     gpu: Annotated[str | None, typer.Option(help="GPU catalog name")] = None,
-    gpus: Annotated[int | None, typer.Option(min=1, help="total GPUs")] = None,
-    gpus_per_node: Annotated[int | None, typer.Option(min=1, help="GPUs per node (NVLink domain)")] = None,
-    tp: Annotated[int | None, typer.Option(min=1, help="tensor parallel size")] = None,
-    pp: Annotated[int | None, typer.Option(min=1, help="pipeline parallel size")] = None,
-    vpp: Annotated[int | None, typer.Option(min=1, help="virtual pipeline stages per rank")] = None,
-    dp: Annotated[int | None, typer.Option(min=1, help="data parallel size (derived when omitted)")] = None,
-    cp: Annotated[int | None, typer.Option(min=1, help="context parallel size")] = None,
-    ep: Annotated[int | None, typer.Option(min=1, help="expert parallel size")] = None,
+    gpus: Annotated[int | None, typer.Option(min=1, max=MAX_GPUS, help="total GPUs")] = None,
+    gpus_per_node: Annotated[int | None, typer.Option(
+        min=1, max=MAX_GPUS, help="GPUs per node (NVLink domain)")] = None,
+    tp: Annotated[int | None, typer.Option(min=1, max=MAX_GPUS, help="tensor parallel size")] = None,
+    pp: Annotated[int | None, typer.Option(min=1, max=MAX_GPUS, help="pipeline parallel size")] = None,
+    vpp: Annotated[int | None, typer.Option(
+        min=1, max=MAX_LAYERS, help="virtual pipeline stages per rank")] = None,
+    dp: Annotated[int | None, typer.Option(
+        min=1, max=MAX_GPUS, help="data parallel size (derived when omitted)")] = None,
+    cp: Annotated[int | None, typer.Option(min=1, max=MAX_GPUS, help="context parallel size")] = None,
+    ep: Annotated[int | None, typer.Option(min=1, max=MAX_EXPERTS, help="expert parallel size")] = None,
     zero: Annotated[int | None, typer.Option(min=0, max=3, help="ZeRO stage 0-3")] = None,
     recompute: Annotated[RecomputeOpt | None, typer.Option(help="activation recomputation")] = None,
     sequence_parallel: Annotated[bool | None, typer.Option("--sequence-parallel/--no-sequence-parallel")] = None,
-    micro_batch: Annotated[int | None, typer.Option(min=1, help="sequences per micro-batch")] = None,
-    global_batch: Annotated[int | None, typer.Option(min=1, help="sequences per optimizer step")] = None,
-    seq: Annotated[int | None, typer.Option(min=1, help="sequence length")] = None,
+    micro_batch: Annotated[int | None, typer.Option(
+        min=1, max=MAX_GLOBAL_BATCH, help="sequences per micro-batch")] = None,
+    global_batch: Annotated[int | None, typer.Option(
+        min=1, max=MAX_GLOBAL_BATCH, help="sequences per optimizer step")] = None,
+    seq: Annotated[int | None, typer.Option(min=1, max=MAX_SEQ, help="sequence length")] = None,
     precision: Annotated[PrecisionOpt | None, typer.Option(help="GEMM precision")] = None,
     dropout: Annotated[float | None, typer.Option(min=0.0, max=0.99, help="dropout probability")] = None,
-    tokens: Annotated[float | None, typer.Option(min=1.0, help="tokens to train (default 20 per parameter)")] = None,
+    tokens: Annotated[float | None, typer.Option(
+        min=1.0, max=MAX_TOKENS, help="tokens to train (default 20 per parameter)")] = None,
     mfu: Annotated[float | None, typer.Option(min=0.001, max=1.0, help="fixed model-FLOPs utilisation")] = None,
     hfu: Annotated[float | None, typer.Option(min=0.001, max=1.0, help="fixed hardware-FLOPs utilisation")] = None,
     inference: Annotated[bool, typer.Option("--inference", help="serving footprint instead of training")] = False,
-    batch: Annotated[int, typer.Option(min=1, help="inference: concurrent sequences")] = 1,
-    context: Annotated[int | None, typer.Option(min=1, help="inference: tokens per sequence")] = None,
+    batch: Annotated[int, typer.Option(min=1, max=MAX_GLOBAL_BATCH, help="inference: concurrent sequences")] = 1,
+    context: Annotated[int | None, typer.Option(
+        min=1, max=MAX_SEQ, help="inference: tokens per sequence")] = None,
     weight_dtype: Annotated[ServeDtype, typer.Option(help="inference: weight dtype")] = ServeDtype.bf16,
     kv_dtype: Annotated[ServeDtype, typer.Option(help="inference: KV-cache dtype")] = ServeDtype.bf16,
     format: Annotated[Format, typer.Option("--format", "-f", help="output format")] = Format.table,
@@ -70,17 +79,14 @@ def estimate_command(
         from planner import (
             EstimateRequest,
             InferenceRequest,
-            InputError,
             estimate,
             estimate_inference,
             load_scenario,
         )
         from planner.report import render
 
-        if model and model_config:
-            raise InputError("--model and --model-config: give one, not both")
         sc = load_scenario(scenario) if scenario else None
-        model_ref = str(model_config) if model_config else model
+        model_ref = given_model(model_config, model)
         if inference:
             render(estimate_inference(InferenceRequest(
                 model=model_ref, gpu=gpu, batch=batch, context=context or seq, tp=tp or 1, pp=pp or 1,

@@ -13,7 +13,16 @@ from typing import Annotated
 
 import typer
 
-from planner import FrameworkName
+from planner import (
+    MAX_FILE_BYTES,
+    MAX_GLOBAL_BATCH,
+    MAX_GPUS,
+    MAX_SEQ,
+    MAX_TIME_LIMIT_S,
+    MAX_TOKENS,
+    FrameworkName,
+)
+from planner.cli.common import model_config as given_model
 from planner.cli.common import run
 from planner.report import Format
 
@@ -33,14 +42,21 @@ def review_command(
     model: Annotated[str | None, typer.Option(help="catalog model name")] = None,
     model_config: Annotated[Path | None, typer.Option(help="Hugging Face config.json")] = None,
     gpu: Annotated[str | None, typer.Option(help="GPU catalog name")] = None,
-    gpus: Annotated[int | None, typer.Option(min=1, help="GPUs given")] = None,
-    gpus_per_node: Annotated[int | None, typer.Option(min=1, help="GPUs per node (NVLink domain)")] = None,
-    tokens: Annotated[float | None, typer.Option(min=1.0, help="tokens to train (days and cost)")] = None,
-    seq: Annotated[int | None, typer.Option(min=1, help="sequence length where the input has none")] = None,
-    tp: Annotated[int | None, typer.Option(min=1, help="DeepSpeed: the model code's tensor parallel size")] = None,
-    pp: Annotated[int | None, typer.Option(min=1, help="DeepSpeed: the pipeline parallel size")] = None,
-    micro_batch: Annotated[int | None, typer.Option(min=1, help="DeepSpeed: fills an \"auto\" micro-batch")] = None,
-    global_batch: Annotated[int | None, typer.Option(min=1, help="DeepSpeed: fills an \"auto\" batch")] = None,
+    gpus: Annotated[int | None, typer.Option(min=1, max=MAX_GPUS, help="GPUs given")] = None,
+    gpus_per_node: Annotated[int | None, typer.Option(
+        min=1, max=MAX_GPUS, help="GPUs per node (NVLink domain)")] = None,
+    tokens: Annotated[float | None, typer.Option(
+        min=1.0, max=MAX_TOKENS, help="tokens to train (days and cost)")] = None,
+    seq: Annotated[int | None, typer.Option(
+        min=1, max=MAX_SEQ, help="sequence length where the input has none")] = None,
+    tp: Annotated[int | None, typer.Option(
+        min=1, max=MAX_GPUS, help="DeepSpeed: the model code's tensor parallel size")] = None,
+    pp: Annotated[int | None, typer.Option(
+        min=1, max=MAX_GPUS, help="DeepSpeed: the pipeline parallel size")] = None,
+    micro_batch: Annotated[int | None, typer.Option(
+        min=1, max=MAX_GLOBAL_BATCH, help="DeepSpeed: fills an \"auto\" micro-batch")] = None,
+    global_batch: Annotated[int | None, typer.Option(
+        min=1, max=MAX_GLOBAL_BATCH, help="DeepSpeed: fills an \"auto\" batch")] = None,
     env: Annotated[list[str] | None, typer.Option(
         "--env", help="NAME=VALUE for a shell variable the Megatron-LM arguments use (repeatable)")] = None,
     format: Annotated[Format, typer.Option("--format", "-f", help="output format")] = Format.table,
@@ -48,7 +64,8 @@ def review_command(
         "--emit", help="print only the better plan (or the reviewed one) as that framework's input")] = None,
     better: Annotated[bool, typer.Option("--better/--no-better", help="search the same hardware for a faster plan")]
     = True,
-    time_limit: Annotated[float, typer.Option("--time-limit", min=0.01, help="seconds for that search")] = 30.0,
+    time_limit: Annotated[float, typer.Option(
+        "--time-limit", min=0.01, max=MAX_TIME_LIMIT_S, help="seconds for that search")] = 30.0,
 ) -> None:
     """Review a real parallelism config: fits or not, step time, MFU, days, cost, findings, a better plan.
 
@@ -59,15 +76,13 @@ def review_command(
         from planner import InputError, ReviewRequest, load_scenario, review
         from planner.report import render
 
-        if model and model_config:
-            raise InputError("--model and --model-config: give one, not both")
         if megatron_args is not None and megatron_args_file is not None:
             raise InputError("--megatron-args and --megatron-args-file: give one, not both")
         request = ReviewRequest(
             scenario=load_scenario(scenario) if scenario else None,
             megatron_args=megatron_args if megatron_args_file is None else read_text(megatron_args_file),
             deepspeed=deepspeed, torchtitan=torchtitan, published=published,
-            model=str(model_config) if model_config else model, gpu=gpu, gpus=gpus, gpus_per_node=gpus_per_node,
+            model=given_model(model_config, model), gpu=gpu, gpus=gpus, gpus_per_node=gpus_per_node,
             tokens=tokens, seq=seq, tp=tp, pp=pp, micro_batch=micro_batch, global_batch=global_batch,
             env=parse_env(env or []),
         )
@@ -82,10 +97,16 @@ def review_command(
 
 
 def read_text(path: Path) -> str:
+    """A launch script or argument file: at most MAX_FILE_BYTES of UTF-8 (not /dev/zero, not a dataset)."""
     from planner import InputError
 
     try:
-        return path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            raise InputError(f"{path}: cannot read Megatron-LM arguments (larger than "
+                             f"{MAX_FILE_BYTES // 2**10:,} KiB)")
+        return raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
 

@@ -12,23 +12,28 @@ from typing import Annotated
 
 import typer
 
-from planner import NEAR_OPTIMAL_MARGIN, FrameworkName
+from planner import MAX_MARGIN, MAX_TIME_LIMIT_S, MAX_TOP_K, MAX_WORKERS, NEAR_OPTIMAL_MARGIN, FrameworkName
 from planner.cli.common import run
+from planner.cli.common import say as tell
 from planner.report import Format
 
 
 def solve_command(
     scenario: Annotated[Path, typer.Argument(help="scenario YAML", show_default=False)],
     format: Annotated[Format, typer.Option("--format", "-f", help="output format")] = Format.table,
-    top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="plans to list (default: the scenario's top_k)")]
+    top_k: Annotated[int | None, typer.Option(
+        "--top-k", min=1, max=MAX_TOP_K, help="plans to list (default: the scenario's top_k)")]
     = None,
     pareto: Annotated[bool, typer.Option("--pareto", help="also trace the cost vs wall-clock Pareto front")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="say which limits bind the optimum")] = False,
-    time_limit: Annotated[float, typer.Option("--time-limit", min=0.01, help="seconds; then the best plan so far")]
+    time_limit: Annotated[float, typer.Option(
+        "--time-limit", min=0.01, max=MAX_TIME_LIMIT_S, help="seconds; then the best plan so far")]
     = 60.0,
-    margin: Annotated[float, typer.Option("--margin", min=0.0, help="near-optimal band over the optimum")]
+    margin: Annotated[float, typer.Option(
+        "--margin", min=0.0, max=MAX_MARGIN, help="near-optimal band over the optimum")]
     = NEAR_OPTIMAL_MARGIN,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="CP-SAT workers (1 = deterministic)")] = 1,
+    workers: Annotated[int, typer.Option(
+        "--workers", min=1, max=MAX_WORKERS, help="CP-SAT workers (1 = deterministic)")] = 1,
     emit: Annotated[FrameworkName | None, typer.Option(
         "--emit", help="print only the best plan as that framework's input")] = None,
 ) -> None:
@@ -44,6 +49,12 @@ def solve_command(
                            num_workers=workers, progress=say)
         if emit is not None:
             typer.echo(result.emit(emit.value), nl=False)  # no plan: InfeasibleError, the reasons on stderr
+            if emit.value == "deepspeed":
+                from planner import not_in_deepspeed_config
+
+                if missing := not_in_deepspeed_config(result.plans[0].evaluation.layout):
+                    tell(f"note: the DeepSpeed config cannot hold {', '.join(missing)}: set them in the model code "
+                        "and launcher")
         else:
             render(result, format.value)
         return 0 if result.plans else 1

@@ -329,6 +329,18 @@ def parse_deepspeed_config(path_or_dict: str | os.PathLike[str] | Mapping[str, A
     )
 
 
+def not_in_deepspeed_config(layout: Layout) -> list[str]:
+    """The parts of a layout a DeepSpeed config cannot hold (the model code and launcher set them), as
+    'TP4'-style labels; empty when the JSON says everything."""
+    parts = [f"{name}{size}" for name, size in (("TP", layout.tp), ("PP", layout.pp), ("VPP", layout.vpp),
+                                                 ("CP", layout.cp), ("EP", layout.ep)) if size > 1]
+    if layout.sequence_parallel:
+        parts.append("sequence parallelism")
+    if layout.recompute == "selective":
+        parts.append("selective recompute")
+    return parts
+
+
 def deepspeed_config_from_layout(layout: Layout, implementation: Implementation | None = None) -> dict[str, Any]:
     """A paste-ready DeepSpeed config (dump it with json.dumps) for the layout's DeepSpeed-side fields.
 

@@ -31,6 +31,11 @@ from pydantic import ValidationError
 from planner.errors import InputError, format_validation_error
 from planner.model.pipeline import PipelineSplit, virtual_stage_layers
 from planner.schema import (
+    MAX_EXPERTS,
+    MAX_GLOBAL_BATCH,
+    MAX_GPUS,
+    MAX_LAYERS,
+    MAX_SEQ,
     Fp8Recipe,
     Implementation,
     Layout,
@@ -152,6 +157,9 @@ def _flag_set(*groups: str) -> frozenset[str]:
     return frozenset(word for group in groups for word in group.split())
 
 
+# The launcher's process counts: ignored for the model, but they say how many GPUs the script starts.
+LAUNCHER_COUNTS = {"--nproc_per_node": "nproc", "--nproc-per-node": "nproc", "--nnodes": "nnodes"}
+
 IGNORED_FLAGS: frozenset[str] = _flag_set(
     # launcher (torchrun / deepspeed): the GPU count is planner's --gpus
     """--nproc_per_node --nproc-per-node --nnodes --node_rank --node-rank --master_addr --master-addr
@@ -257,6 +265,18 @@ class MegatronConfig:
     unknown: list[str] = field(default_factory=list)
     unsupported: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    launched_gpus: int | None = None  # torchrun --nproc_per_node × --nnodes, when the script gives both plainly
+
+    def launch_mismatch(self, gpus: int) -> str | None:
+        """What disagrees when the launcher starts another GPU count than the `gpus` reviewed (the script run as
+        written would not be this run); None when it agrees or does not say."""
+        if self.launched_gpus is None or self.launched_gpus == gpus:
+            return None
+        replica = self.gpus_needed_per_dp_replica
+        holds = "cannot hold" if self.launched_gpus % replica else "holds"
+        return (f"the script's launcher starts {self.launched_gpus} GPUs (--nproc_per_node × --nnodes), not the "
+                f"{gpus} reviewed; as written it {holds} TP{self.tp}·PP{self.pp}·CP{self.cp} = {replica}-GPU "
+                "replicas: set its node count to match")
 
     @property
     def gpus_needed_per_dp_replica(self) -> int:
@@ -388,11 +408,14 @@ class _Args:
         text = self.raw(flag)
         if text is None:
             return default
-        if not re.fullmatch(r"[+-]?\d+", text):
-            raise InputError(f"{flag}: expected an integer, got {text!r}")
+        if not re.fullmatch(r"[+-]?\d{1,20}", text):
+            raise InputError(f"{flag}: expected an integer, got {text[:40]!r}")
         value = int(text)
         if value < minimum:
             raise InputError(f"{flag}: must be at least {minimum}, got {value}")
+        maximum = _INT_MAXIMA.get(flag, _ANY_INT_MAX)
+        if value > maximum:
+            raise InputError(f"{flag}: {value:,} is past any physical run (at most {maximum:,})")
         return value
 
     def need_int(self, flag: str, default: builtins.int) -> builtins.int:  # `int` here is the method above
@@ -457,6 +480,8 @@ def _collect(
                 if kind in ("int", "float", "str"):
                     break
         if kind is None:
+            if flag in LAUNCHER_COUNTS and values:
+                cfg["launch"].append(f"{LAUNCHER_COUNTS[flag]}={_expand(values[0], env)}")
             bucket = cfg["ignored"] if flag in IGNORED_FLAGS else cfg["unknown"]
             if flag not in bucket:
                 bucket.append(flag)
@@ -484,28 +509,64 @@ def padded_vocab(vocab: int, divisible_by: int, tp: int) -> int:
     return math.ceil(vocab / multiple) * multiple
 
 
+# Integer flags that reach the model unvalidated, held to the scenario keys' ranges (planner.limits); every
+# other integer ends in a validated field, and only needs to stay an exact machine integer until then.
+_INT_MAXIMA = {
+    "--seq-length": MAX_SEQ, "--max-position-embeddings": MAX_SEQ, "--micro-batch-size": MAX_GLOBAL_BATCH,
+    "--global-batch-size": MAX_GLOBAL_BATCH, "--tensor-model-parallel-size": MAX_GPUS,
+    "--pipeline-model-parallel-size": MAX_GPUS, "--context-parallel-size": MAX_GPUS,
+    "--expert-model-parallel-size": MAX_EXPERTS, "--expert-tensor-parallel-size": MAX_GPUS,
+    "--num-layers": MAX_LAYERS, "--decoder-first-pipeline-num-layers": MAX_LAYERS,
+    "--decoder-last-pipeline-num-layers": MAX_LAYERS, "--num-layers-per-virtual-pipeline-stage": MAX_LAYERS,
+    "--num-virtual-stages-per-pipeline-rank": MAX_LAYERS, "--virtual-pipeline-model-parallel-size": MAX_LAYERS,
+    "--recompute-num-layers": MAX_LAYERS, "--checkpoint-num-layers": MAX_LAYERS, "--mtp-num-layers": MAX_LAYERS,
+    "--cpu-offloading-num-layers": MAX_LAYERS, "--num-experts": MAX_EXPERTS, "--moe-router-topk": MAX_EXPERTS,
+}
+_ANY_INT_MAX = 2**53
+
+# A --moe-layer-freq pattern written out for MAX_LAYERS layers ("0, " each) stays under this.
+MAX_PATTERN_CHARS = 65_536
+
+
 def _eval_pattern(text: str, flag: str) -> list[int]:
-    """A --moe-layer-freq list expression such as "([0]*3+[1]*58)": integers, lists, + and * only."""
+    """A --moe-layer-freq list expression such as "([0]*3+[1]*58)": integers, lists, + and * only, and no
+    list or number beyond MAX_LAYERS (the pattern has one entry per layer), so that no input builds a huge list."""
+    bad = f"{flag}: {text[:80]!r} is not an integer or a list expression like ([0]*3+[1]*58)"
+
+    def bounded(value: int | list[int]) -> int | list[int]:
+        size = len(value) if isinstance(value, list) else abs(value)
+        if size > MAX_LAYERS:
+            raise InputError(f"{flag}: {text[:80]!r} reaches {size:,}; a layer pattern has at most {MAX_LAYERS:,}")
+        return value
 
     def ev(node: ast.AST) -> int | list[int]:
         if isinstance(node, ast.Constant) and isinstance(node.value, int) and not isinstance(node.value, bool):
-            return node.value
+            return bounded(node.value)
         if isinstance(node, ast.List):
             items = [ev(e) for e in node.elts]
             if all(isinstance(x, int) for x in items):
-                return [x for x in items if isinstance(x, int)]
+                return bounded([x for x in items if isinstance(x, int)])
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add | ast.Mult):
             left, right = ev(node.left), ev(node.right)
             if isinstance(node.op, ast.Add) and type(left) is type(right):
-                return left + right  # type: ignore[operator]
+                if isinstance(left, list) and isinstance(right, list):
+                    bounded(len(left) + len(right))
+                return bounded(left + right)  # type: ignore[operator]
             if isinstance(node.op, ast.Mult) and (isinstance(left, int) or isinstance(right, int)):
-                return left * right  # type: ignore[operator]
+                if isinstance(left, list) or isinstance(right, list):
+                    seq, times = (left, right) if isinstance(left, list) else (right, left)
+                    bounded(len(seq) * max(0, int(times)))  # type: ignore[arg-type]
+                else:
+                    bounded(int(left) * int(right))
+                return bounded(left * right)  # type: ignore[operator]
         raise ValueError
 
+    if len(text) > MAX_PATTERN_CHARS:
+        raise InputError(f"{flag}: {len(text):,} characters; a layer pattern needs at most {MAX_PATTERN_CHARS:,}")
     try:
         value = ev(ast.parse(text.strip(), mode="eval").body)
-    except (SyntaxError, ValueError, RecursionError):
-        raise InputError(f"{flag}: {text!r} is not an integer or a list expression like ([0]*3+[1]*58)") from None
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        raise InputError(bad) from None
     return value if isinstance(value, list) else [value]
 
 
@@ -788,7 +849,7 @@ def parse_megatron_args(
     """
     words = list(text_or_argv) if not isinstance(text_or_argv, str) else _words(text_or_argv)
     args = _Args()
-    lists: dict[str, list[str]] = {"ignored": [], "unknown": []}
+    lists: dict[str, list[str]] = {"ignored": [], "unknown": [], "launch": []}
     _collect(words, dict(env or {}), env or {}, args, lists)
     unsupported: dict[str, str] = {}
     notes: list[str] = []
@@ -869,8 +930,18 @@ def parse_megatron_args(
         precision=precision, fp32_grad_accumulation=fp32_grads, optimizer=optimizer, offload_optimizer=offload,
         seq=args.int("--seq-length"), dropout=hidden_dropout, attention_dropout=attention_dropout,
         attention=attention, ignored=lists["ignored"], unknown=lists["unknown"], unsupported=unsupported,
-        notes=notes,
+        notes=notes, launched_gpus=_launched_gpus(lists["launch"]),
     )
+
+
+def _launched_gpus(launch: list[str]) -> int | None:
+    """GPUs the launcher starts (torchrun --nproc_per_node × --nnodes, nnodes 1 when omitted); None when the
+    script does not say it in plain integers (a $VARIABLE, an elastic range 1:4, nproc 'gpu')."""
+    given = dict(item.split("=", 1) for item in launch)
+    nproc, nnodes = given.get("nproc", ""), given.get("nnodes", "1")
+    if not (nproc.isdigit() and nnodes.isdigit()) or len(nproc) + len(nnodes) > 12:
+        return None
+    return int(nproc) * int(nnodes)
 
 
 # --------------------------------------------------------------------------------------------

@@ -163,11 +163,20 @@ def compare(case: Case, step_seconds: float) -> Comparison:
                       tflops)
 
 
+# The published runs ship with the package (data with sources), so `review --published` works anywhere.
+PACKAGED_REFERENCE = Path(__file__).resolve().parents[1] / "data"
+
+
 def reference_dir() -> Path | None:
-    """$PLANNER_REFERENCE, else ../shared/reference beside the repository; None when the file is absent."""
+    """$PLANNER_REFERENCE, else ../shared/reference beside the repository, else the copy shipped in
+    planner/data; None when the file is absent."""
     env = os.environ.get("PLANNER_REFERENCE")
-    path = Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "reference"
-    return path if (path / "published_runs.yaml").is_file() else None
+    if env:
+        return Path(env) if (Path(env) / "published_runs.yaml").is_file() else None
+    for path in (Path(__file__).resolve().parents[2].parent / "shared" / "reference", PACKAGED_REFERENCE):
+        if (path / "published_runs.yaml").is_file():
+            return path
+    return None
 
 
 def load_runs(ref: Path) -> list[dict[str, Any]]:
@@ -516,7 +525,7 @@ def find_case(run_id: str, ref: Path | None = None) -> Case:
 
     ref = ref or reference_dir()
     if ref is None:
-        raise InputError("--published: published_runs.yaml not found (set PLANNER_REFERENCE to its folder)")
+        raise InputError("--published: published_runs.yaml not found in $PLANNER_REFERENCE (a folder holding it)")
     path = ref / "published_runs.yaml"
     runs = _runs_by_id(path, path.stat().st_mtime_ns)
     if run_id not in runs:

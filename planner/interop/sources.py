@@ -11,10 +11,19 @@ from planner.errors import InputError
 
 
 def read_text(source: str | os.PathLike[str], what: str) -> tuple[str, str]:
-    """The file's text and its name for messages; an unreadable file is an InputError naming it."""
+    """The file's text and its name for messages; an unreadable, oversized (past limits.MAX_FILE_BYTES:
+    /dev/zero, a dataset given by mistake) or non-UTF-8 file is an InputError naming it."""
+    from planner.safe_yaml import MAX_BYTES
+
     path = Path(source)
     try:
-        return path.read_text(encoding="utf-8"), str(path)
+        if path.is_dir():
+            raise InputError(f"{path}: cannot read {what} (is a directory)")
+        with path.open("rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:
+            raise InputError(f"{path}: cannot read {what} (larger than {MAX_BYTES // 2**10:,} KiB)")
+        return raw.decode("utf-8"), str(path)
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise InputError(f"{path}: cannot read {what} ({reason})") from exc
@@ -26,6 +35,8 @@ def parse_json_object(text: str, where: str) -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{where}: line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}") from exc
+    except RecursionError:
+        raise InputError(f"{where}: nested too deeply to be a configuration file") from None
     if not isinstance(data, dict):
         raise InputError(f"{where}: expected a JSON object, got {type(data).__name__}")
     return data

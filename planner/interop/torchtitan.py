@@ -183,6 +183,8 @@ def _read(source: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[Mapping[s
         return tomllib.loads(text), where
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{where}: invalid TOML: {exc}") from exc
+    except RecursionError:
+        raise InputError(f"{where}: nested too deeply to be a torchtitan config") from None
 
 
 def _converters(value: Any) -> list[str]:

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from planner.errors import InputError
+from pydantic import ValidationError
+
+from planner.errors import InputError, format_validation_error
 from planner.model.memory import InferenceMemory, inference_memory
 from planner.model.params import ParamCount, count_params
 from planner.scenario import Scenario
-from planner.schema import GpuSku, ModelSpec
-from planner.workflows.inputs import given_model, pick
+from planner.schema import GpuSku, Layout, ModelSpec
+from planner.workflows.inputs import checked, given_model, pick
+from planner.workloads.training.legality import layout_problems
 
 __all__ = ["DEFAULT_SERVING_GPU", "InferenceEstimate", "InferenceRequest", "estimate_inference"]
 
@@ -71,8 +74,22 @@ def estimate_inference(request: InferenceRequest) -> InferenceEstimate:
     if model is None:
         raise InputError("--model: give a catalog model, --model-config FILE, or a scenario")
     gpu = get_gpu(pick(request.gpu, sc.estimate.gpu if sc and sc.estimate else None, DEFAULT_SERVING_GPU))
-    context = pick(request.context, model.max_seq)
+    context = pick(checked("--context", request.context), model.max_seq)
+    serving_layout_problems(model, request.tp, request.pp)
     memory = inference_memory(model, request.batch, context, tp=request.tp, pp=request.pp,
                               weight_dtype=request.weight_dtype, kv_dtype=request.kv_dtype)
     return InferenceEstimate(model, gpu, request.batch, context, request.tp, request.pp, request.weight_dtype,
                              request.kv_dtype, count_params(model), memory)
+
+
+def serving_layout_problems(model: ModelSpec, tp: int, pp: int) -> None:
+    """Refuse a TP or PP size the serving engines cannot shard the model by: the same head, KV-head and FFN
+    divisibility as training (vLLM's ModelConfig.verify_with_parallel_config and QKVParallelLinear ask the
+    same), and no pipeline stage left without layers."""
+    try:
+        layout = Layout(tp=tp, pp=pp, global_batch=1)
+    except ValidationError as e:
+        raise InputError(format_validation_error(e, "--tp/--pp")) from None
+    problems = [p for p in layout_problems(model, layout) if p.startswith(("tp:", "pp"))]
+    if problems:
+        raise InputError(f"illegal serving layout for {model.name}: " + "; ".join(problems))

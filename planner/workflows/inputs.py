@@ -6,15 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
 from planner.errors import InputError, format_validation_error
 from planner.model.params import count_params
 from planner.pricing import priced
-from planner.scenario import EfficiencyOverride, Pricing, Scenario, resolve_model
-from planner.schema import GpuSku, Implementation, Layout, ModelSpec, Overheads
+from planner.scenario import MAX_TOKENS, EfficiencyOverride, Pricing, Scenario, resolve_model
+from planner.schema import GpuCount, GpuSku, Implementation, Layout, ModelSpec, Overheads, SeqLen
 from planner.workloads.training.evaluation import Evaluation, evaluate
 from planner.workloads.training.legality import layout_problems
 
@@ -25,6 +25,26 @@ CHINCHILLA_TOKENS_PER_PARAM = 20.0
 def pick(*values: Any) -> Any:
     """The first value given (not None)."""
     return next((v for v in values if v is not None), None)
+
+
+# What a flag (or a request field of the Python API) may hold: the scenario keys' own types and bounds.
+_FLAG_TYPES: dict[str, TypeAdapter[Any]] = {
+    "--tokens": TypeAdapter(Annotated[float, Field(ge=1, le=MAX_TOKENS, allow_inf_nan=False)]),
+    "--seq": TypeAdapter(SeqLen),
+    "--context": TypeAdapter(SeqLen),
+    "--gpus": TypeAdapter(GpuCount),
+    "--gpus-per-node": TypeAdapter(GpuCount),
+}
+
+
+def checked(flag: str, value: Any) -> Any:
+    """`value` validated as `flag`'s scenario key would be (finite, in its physical range); None passes."""
+    if value is None:
+        return None
+    try:
+        return _FLAG_TYPES[flag].validate_python(value)
+    except ValidationError as e:
+        raise InputError(f"{flag}: {value!r}: {e.errors(include_url=False)[0]['msg']}") from None
 
 
 @dataclass
@@ -62,7 +82,8 @@ def given_model(model: str | ModelSpec | None, sc: Scenario | None) -> ModelSpec
 
 def given_gpus(gpus: int | None, sc: Scenario | None) -> int | None:
     """The GPU count: a flag, the scenario's `estimate.gpus`, or its `layout.gpus`."""
-    return pick(gpus, sc.estimate.gpus if sc and sc.estimate else None, sc.layout.gpus if sc else None)
+    return pick(checked("--gpus", gpus), sc.estimate.gpus if sc and sc.estimate else None,
+                sc.layout.gpus if sc else None)
 
 
 def hardware(sc: Scenario | None, model: ModelSpec, *, gpu: str | None, gpus_per_node: int | None,
@@ -74,13 +95,14 @@ def hardware(sc: Scenario | None, model: ModelSpec, *, gpu: str | None, gpus_per
     target = sc.estimate if sc else None
     name = pick(gpu, target.gpu if target else None, sc.layout.sku if sc else None)
     if name is None:
-        raise InputError("--gpu: give a GPU from `planner catalog gpus` (or `estimate: {gpu: ...}` in the scenario)")
+        raise InputError("--gpu: give a GPU from `planner catalog gpus` and --gpus a count (or a scenario's "
+                         "`estimate: {gpu: ..., gpus: ...}` block)")
     sku = get_gpu(name)
     return {
         "gpu": sku,
-        "gpus_per_node": pick(gpus_per_node, target.gpus_per_node if target else None,
+        "gpus_per_node": pick(checked("--gpus-per-node", gpus_per_node), target.gpus_per_node if target else None,
                               sc.hardware.gpus_per_node if sc else None, sku.node_size),
-        "tokens": float(pick(tokens, sc.job.tokens if sc else None, default_tokens(model))),
+        "tokens": float(pick(checked("--tokens", tokens), sc.job.tokens if sc else None, default_tokens(model))),
         "pricing": priced(sku, sc.pricing if sc else Pricing()),
         "overheads": sc.overheads if sc else Overheads(),
         "efficiency": sc.efficiency if sc else EfficiencyOverride(),
@@ -92,6 +114,7 @@ def layout(sc: Scenario | None, model: ModelSpec, *, overrides: Mapping[str, Any
     """The scenario's `layout:` with the flags' `overrides`, dp derived from `gpus`. `strict` (estimate)
     refuses a count the other sizes do not divide and any illegal layout; otherwise (review) dp is the
     count over the other sizes, at least 1, and an illegal layout is returned to be judged."""
+    checked("--seq", seq)
     fixed: dict[str, Any] = sc.layout.model_dump(exclude={"sku", "gpus"}, exclude_none=True) if sc else {}
     fixed.update({k: v for k, v in overrides.items() if v is not None})
     tp, pp, cp = fixed.get("tp", 1), fixed.get("pp", 1), fixed.get("cp", 1)

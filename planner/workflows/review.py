@@ -231,6 +231,8 @@ def _from_megatron(req: ReviewRequest) -> Config:
     sc = req.scenario
     ignored = [Finding("ignored_flags", "info", f"{len(cfg.ignored)} flags change neither memory nor time: "
                        + " ".join(cfg.ignored))] if cfg.ignored else []
+    if layout.gpus == gpus and (launch := cfg.launch_mismatch(gpus)) is not None:  # else the layout's own finding
+        ignored.insert(0, Finding("gpu_count_mismatch", "warning", launch))
     return Config(source="megatron", model=model, layout=layout, gpus=gpus,
                   seq=pick(cfg.seq, req.seq, sc.job.seq_len if sc else None, model.max_seq),
                   implementation=cfg.implementation(),

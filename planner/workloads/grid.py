@@ -32,6 +32,8 @@ def _pool() -> ThreadPoolExecutor:
 
 def chunked(fn: Callable[[np.ndarray], np.ndarray], rows: np.ndarray, dtype: type) -> np.ndarray:
     """fn over consecutive slices of `rows`, in parallel, concatenated in order (deterministic)."""
+    if len(rows) == 0:  # a grid the fixed choices emptied: nothing to evaluate (the models assume rows)
+        return np.zeros(0, dtype=dtype)
     parts = [rows[lo:lo + CHUNK] for lo in range(0, len(rows), CHUNK)]
     if len(parts) <= 1:
         return np.asarray(fn(rows), dtype=dtype)

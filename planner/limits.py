@@ -1,0 +1,46 @@
+"""Physical ranges: every number a user can type (a scenario key, a catalog entry, a flag) is finite and
+inside one of these. Plain constants, so that the CLI can show them in `--help` without loading pydantic;
+planner.schema and planner.scenario build their field types from them.
+"""
+
+from __future__ import annotations
+
+# The largest training clusters announced hold ~100k–200k GPUs (xAI Colossus, 2024); 2^20 leaves room.
+MAX_GPUS = 2**20
+# Longest trained context published: 10M tokens (Llama 4 Scout, 2025); 2^24 = 16.8M.
+MAX_SEQ = 2**24
+# Sequences per optimizer step: Llama 3 405B ran 16M tokens = 2,048 sequences of 8k; 2^22 is 2,000× that.
+MAX_GLOBAL_BATCH = 2**22
+# Tokens of one job: the largest published pre-training sets are ~36T (Qwen3, 2025); 1e15 is 25× that.
+MAX_TOKENS = 1e15
+# Model widths and depths: far past any published dense or MoE transformer (hidden 25,600 / 160 layers / 256 experts).
+MAX_WIDTH = 2**22
+MAX_LAYERS = 10_000
+MAX_VOCAB = 2**24
+MAX_EXPERTS = 2**16
+# Bytes a planner knob may reserve per GPU: 1 TiB is more than any accelerator holds.
+MAX_BYTES_PER_GPU = 2**40
+# One collective's latency term: a second is 10^5 times NCCL's per-hop figures.
+MAX_LATENCY_US = 1e6
+# Prices: the dearest on-demand GPU-hour listed is ~$14 (hardware.md); a GPU with its server share ~$80k.
+MAX_USD_PER_GPU_HOUR = 1_000.0
+MAX_USD_PER_GPU = 10_000_000.0
+# A deadline beyond ten years or a budget beyond a trillion dollars is a typo, not a plan.
+MAX_DAYS = 3650.0
+MAX_BUDGET_USD = 1e12
+
+# A file a user hands planner (scenario, framework config, launch script): the largest catalog is under 100 kB;
+# ten times that is beyond any honest input and keeps the pure-Python YAML parser within seconds.
+MAX_FILE_BYTES = 2**20
+
+# Knobs of the search, not of the job.
+# Plans listed: a table of a thousand rows is already past reading.
+MAX_TOP_K = 1000
+# A solver run of a day is past any planning question; CP-SAT answers these in seconds to minutes.
+MAX_TIME_LIMIT_S = 86_400.0
+# The near-optimal band: 10 = plans up to 11× the optimum's cost, far past "a tie under the model's error".
+MAX_MARGIN = 10.0
+# Worker processes or threads: more than the largest single host's cores buys nothing.
+MAX_WORKERS = 256
+# Sweep points of compare --deadline/--budget: each is a full set of option rows.
+MAX_SWEEP_POINTS = 1_000

@@ -1,0 +1,155 @@
+"""Every input gets an answer: hypothesis throws valid and hostile scenarios and flag values at every
+command and asserts an exit status in {0, 1, 2} (never 3, never a traceback), an error naming the file and
+key or the flag for 2, and only finite numbers for 0. Time is bounded by the input limits
+(planner.limits, planner.safe_yaml); benchmarks measure it, this file only keeps the examples few."""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from planner.cli import app
+
+runner = CliRunner()
+FEW = settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+
+# A small valid scenario every command answers in well under a second: one SKU, one node.
+BASE: dict[str, Any] = {
+    "name": "hostile",
+    "model": "llama-2-7b",
+    "job": {"tokens": 2e9, "seq_len": 4096, "global_batch": 64},
+    "hardware": {"skus": ["h100-sxm"], "max_gpus": 8},
+    "constraints": {"deadline_days": 30},
+    "estimate": {"gpu": "h100-sxm", "gpus": 8},
+}
+# (path of keys, for nested replacement); the leaves a user types
+KEYS = [("job", "tokens"), ("job", "seq_len"), ("job", "global_batch"), ("hardware", "max_gpus"),
+        ("constraints", "deadline_days"), ("constraints", "budget_usd"), ("constraints", "min_gpus"),
+        ("pricing", "usd_per_gpu_hour"), ("pricing", "pue"), ("layout", "tp"), ("layout", "micro_batch"),
+        ("layout", "sku"), ("efficiency", "gemm"), ("overheads", "reserve_bytes"), ("estimate", "gpus"),
+        ("model",), ("top_k",), ("objective",), ("hardware", "skus"), ("unknown_key",)]
+
+HOSTILE_NUMBERS = st.sampled_from([0, -1, 3, 7, 1e-30, 1e20, 10**30, math.inf, -math.inf, math.nan, 2**63])
+HOSTILE_TEXT = st.sampled_from(["", "inf", "nan", "-5", "1e400", "h100-sxm", "b200", "[link=file:///x]y",
+                                "\x1b[31mred", "café", "../../etc/passwd", "a" * 300])
+LEAF = st.one_of(HOSTILE_NUMBERS, HOSTILE_TEXT, st.booleans(), st.none(), st.integers(-(10**6), 10**6),
+                 st.floats(allow_nan=True, allow_infinity=True))
+VALUE = st.recursive(LEAF, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                   st.dictionaries(st.text(max_size=5), inner, max_size=3)),
+                     max_leaves=6)
+
+
+def scenario_text(edits: list[tuple[tuple[str, ...], Any]]) -> str:
+    data = json.loads(json.dumps(BASE))
+    for path, value in edits:
+        node = data
+        for key in path[:-1]:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        node[path[-1]] = value
+    return yaml.safe_dump(data, allow_unicode=True)
+
+
+RAW_FILES = st.one_of(
+    st.binary(max_size=200),
+    st.just(b"model: " + b"[" * 5000),
+    st.just(("model:\n" + "".join(" " * i + "a:\n" for i in range(1, 120))).encode()),
+    st.just(b"name: a\nname: b\n"),
+    st.just("name: café\n".encode("latin-1")),
+    st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")),
+)
+SCENARIOS = st.one_of(
+    st.lists(st.tuples(st.sampled_from(KEYS), VALUE), max_size=3).map(lambda e: scenario_text(e).encode()),
+    RAW_FILES,
+)
+
+
+def check(args: list[str]) -> None:
+    """The contract: 0, 1 or 2; no traceback; 2 says `error:` and names a file, key or flag; 0 prints finite
+    numbers (JSON output is parsed with NaN and infinities refused)."""
+    result = runner.invoke(app, args)
+    output = result.stdout + result.stderr
+    assert result.exit_code in (0, 1, 2), (args, result.exit_code, result.stderr[-2000:])
+    assert "Traceback" not in output and "internal error" not in output, (args, output[-2000:])
+    if result.exit_code == 2:
+        lines = result.stderr.strip().splitlines()
+        assert lines and lines[0].startswith("error: "), (args, result.stderr)
+        assert len(lines) <= 11, (args, len(lines))
+    if result.exit_code == 0 and "json" in args:
+        json.loads(result.stdout, parse_constant=lambda c: (_ for _ in ()).throw(AssertionError(c)))
+
+
+def write(content: bytes) -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="planner-hostile-"))
+    path = folder / "s.yaml"
+    path.write_bytes(content)
+    return path
+
+
+@FEW
+@given(content=SCENARIOS, command=st.sampled_from(["solve", "estimate", "review", "compare"]))
+def test_scenarios_every_command(content: bytes, command: str) -> None:
+    path = write(content)
+    extra = {"solve": ["--time-limit", "5"], "review": ["--no-better"], "estimate": [], "compare": []}[command]
+    check([command, str(path), *extra, "--format", "json"])
+
+
+FLAG_VALUES = st.sampled_from(["0", "-1", "1", "3", "8", "nan", "inf", "-inf", "1e400", "99999999999999999999",
+                               "abc", "", "1.5", "1e15", "/", "/dev/null", "[1]*999999999"])
+ESTIMATE_FLAGS = ["--gpus", "--gpus-per-node", "--tp", "--pp", "--vpp", "--dp", "--cp", "--ep", "--zero",
+                  "--micro-batch", "--global-batch", "--seq", "--dropout", "--tokens", "--mfu", "--hfu",
+                  "--precision", "--recompute", "--model", "--gpu", "--model-config", "--batch", "--context"]
+
+
+@FEW
+@given(flags=st.lists(st.tuples(st.sampled_from(ESTIMATE_FLAGS), FLAG_VALUES), min_size=1, max_size=3),
+       inference=st.booleans())
+def test_estimate_flags(flags: list[tuple[str, str]], inference: bool) -> None:
+    args = ["estimate", "--model", "llama-2-7b", "--gpu", "h100", "--gpus", "8"]
+    for flag, value in flags:
+        args += [flag, value]
+    check(args + (["--inference"] if inference else []) + ["--format", "json"])
+
+
+MEGATRON = ("--num-layers 4 --hidden-size 512 --num-attention-heads 8 --seq-length 2048 "
+            "--max-position-embeddings 2048 --micro-batch-size 1 --global-batch-size 8 --bf16 --vocab-size 32000")
+MEGATRON_FLAGS = ["--tensor-model-parallel-size", "--pipeline-model-parallel-size", "--num-experts",
+                  "--moe-layer-freq", "--seq-length", "--global-batch-size", "--hidden-dropout",
+                  "--num-layers-per-virtual-pipeline-stage", "--recompute-num-layers", "--nproc_per_node"]
+
+
+@FEW
+@given(flags=st.lists(st.tuples(st.sampled_from(MEGATRON_FLAGS), FLAG_VALUES), min_size=1, max_size=3),
+       gpus=st.sampled_from(["1", "8", "1048576"]))
+def test_review_megatron_args(flags: list[tuple[str, str]], gpus: str) -> None:
+    text = MEGATRON + "".join(f" {flag} '{value}'" for flag, value in flags)
+    check(["review", "--megatron-args", text, "--gpu", "h100", "--gpus", gpus, "--no-better", "--format", "json"])
+
+
+OTHER = st.sampled_from([
+    ["solve", "{s}", "--top-k", "{v}"], ["solve", "{s}", "--margin", "{v}"], ["solve", "{s}", "--workers", "{v}"],
+    ["solve", "{s}", "--time-limit", "{v}"], ["compare", "{s}", "--deadline", "{v}"],
+    ["compare", "{s}", "--budget", "{v}"], ["compare", "{s}", "--kinds", "{v}"], ["compare", "{s}", "--out", "{d}/{v}"],
+    ["compare", "{s}", "--plots", "{d}/{v}/x"], ["compare", "{s}", "--html", "{d}/{v}"], ["schema", "--out", "{d}/{v}"],
+    ["review", "--published", "{v}"], ["review", "--deepspeed", "{v}", "--model", "llama-2-7b", "--gpu", "h100"],
+    ["review", "--torchtitan", "{v}", "--gpu", "h100", "--gpus", "8"], ["catalog", "{v}"],
+    ["review", "{s}", "--tokens", "{v}", "--no-better"], ["estimate", "{s}", "--tokens", "{v}"],
+])
+
+
+@FEW
+@given(template=OTHER, value=st.one_of(FLAG_VALUES, st.sampled_from(["1..1e9:1", "1,2,,3", "10..1:1", "/proc",
+                                                                      "/etc/passwd", "on-demand,nope"])))
+def test_other_flags(template: list[str], value: str) -> None:
+    path = write(scenario_text([]).encode())
+    # output paths stay inside the example's own folder
+    check([part.replace("{s}", str(path)).replace("{d}", str(path.parent)).replace("{v}", value) for part in template])

@@ -1,0 +1,211 @@
+"""The hostile inputs of the input-safety review, one by one, through the CLI: each is refused with exit 2 and
+one line naming the flag (or file and key), answered with exit 1 and its reason, or flagged; none crashes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from planner import safe_yaml
+from planner.cli import app
+from planner.interop.published import PACKAGED_REFERENCE
+
+runner = CliRunner()
+SCENARIO = ("model: llama-2-7b\njob: {tokens: 2e9, seq_len: 4096, global_batch: 64}\n"
+            "hardware: {skus: [h100-sxm], max_gpus: 8}\n")
+ESTIMATE = ["estimate", "--model", "llama-2-7b", "--gpu", "h100", "--gpus", "8"]
+SHARED_RUNS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "published_runs.yaml"
+
+
+def refused(args: list[str], *expected: str) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    line = result.stderr.strip()
+    assert "\n" not in line and line.startswith("error: "), line
+    for text in expected:
+        assert text in line, line
+    return line
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("answers") / "s.yaml"
+    path.write_text(SCENARIO)
+    return path
+
+
+@pytest.mark.parametrize(("flag", "target", "expected"), [
+    ("--plots", "/etc/passwd/x", "cannot write there"),
+    ("--plots", "/proc/planner", "cannot write there"),
+    ("--html", "/nonexistent-folder/r.html", "does not exist"),
+    ("--html", "/tmp", "is a directory"),
+    ("--out", "/nonexistent-folder/r.csv", "does not exist"),
+    ("--out", "/etc/passwd/r.csv", "is not a directory"),
+])
+def test_output_targets_checked_before_any_work(scenario: Path, flag: str, target: str, expected: str) -> None:
+    result = runner.invoke(app, ["compare", str(scenario), flag, target])
+    assert result.exit_code == 2 and result.stdout == ""  # nothing computed, nothing printed
+    assert result.stderr.startswith(f"error: {flag} {target}: ") and expected in result.stderr
+
+
+def test_schema_out_checked(tmp_path: Path) -> None:
+    refused(["schema", "--out", str(tmp_path)], "--out", "is a directory")
+    refused(["schema", "--out", str(tmp_path / "missing" / "s.json")], "does not exist")
+    assert runner.invoke(app, ["schema", "--out", str(tmp_path / "s.json")]).exit_code == 0
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-5", "0", "1e40"])
+@pytest.mark.parametrize("command", [ESTIMATE, ["review", "--deepspeed", "{}", "--model", "llama-2-7b", "--gpu",
+                                                "h100", "--gpus", "8", "--no-better"]])
+def test_tokens_finite_and_physical(value: str, command: list[str]) -> None:
+    refused([*command, "--tokens", value], "--tokens")
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--gpus", "99999999999999999999"), ("--seq", "99999999999"),
+                                             ("--global-batch", "1e20"), ("--context", "1000000000000")])
+def test_counts_bounded(flag: str, value: str) -> None:
+    refused([*ESTIMATE, flag, value], flag)
+
+
+@pytest.mark.parametrize(("args", "flag"), [(["--margin", "inf"], "--margin"), (["--workers", "100000"], "--workers"),
+                                            (["--top-k", "1000000000"], "--top-k"),
+                                            (["--time-limit", "1e300"], "--time-limit")])
+def test_solve_knobs_bounded(scenario: Path, args: list[str], flag: str) -> None:
+    refused(["solve", str(scenario), *args], flag)
+
+
+def test_compare_sweep_lists_capped(scenario: Path) -> None:
+    refused(["compare", str(scenario), "--deadline", ",".join(str(d) for d in range(1, 20_001))],
+            "--deadline", "20,000 points; at most 1,000")
+    refused(["compare", str(scenario), "--deadline", "1e9"], "--deadline", "up to 3650")
+    refused(["compare", str(scenario), "--budget", "1..1e12:1"], "--budget", "at most 1,000")
+
+
+def test_inference_tp_must_divide_heads() -> None:
+    refused(["estimate", "--model", "llama-3-70b", "--gpu", "h100", "--tp", "3", "--inference"],
+            "tp: 3 does not divide heads (64)")
+    assert runner.invoke(app, ["estimate", "--model", "llama-3-70b", "--gpu", "h100", "--tp", "8",
+                               "--inference"]).exit_code == 0
+
+
+def test_model_config_folder(tmp_path: Path) -> None:
+    refused(["estimate", "--model-config", str(tmp_path), "--gpu", "h100", "--gpus", "8"],
+            "--model-config", "a folder without a config.json")
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "llama", "hidden_size": 512, "intermediate_size": 1376, "num_hidden_layers": 2,
+        "num_attention_heads": 8, "num_key_value_heads": 8, "vocab_size": 32000, "max_position_embeddings": 2048}))
+    assert runner.invoke(app, ["estimate", "--model-config", str(tmp_path), "--gpu", "h100", "--gpus", "8"]
+                         ).exit_code == 0
+
+
+MEGATRON = ("--num-layers 4 --hidden-size 512 --num-attention-heads 8 --seq-length 2048 "
+            "--max-position-embeddings 2048 --micro-batch-size 1 --global-batch-size 8 --bf16 --vocab-size 32000")
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    ("--num-experts 8 --moe-layer-freq [1]*10000000000", "a layer pattern has at most 10,000"),
+    ("--num-experts 8 --moe-layer-freq 99999999999999", "a layer pattern has at most 10,000"),
+    ("--seq-length 99999999999999999999", "--seq-length"),
+    ("--global-batch-size 99999999999999999999", "--global-batch-size"),
+])
+def test_megatron_pathological_values(extra: str, expected: str) -> None:
+    refused(["review", "--megatron-args", f"{MEGATRON} {extra}", "--gpu", "h100", "--gpus", "8", "--no-better"],
+            expected)
+
+
+def test_launcher_gpu_count_mismatch() -> None:
+    shape = MEGATRON.replace("--num-layers 4", "--num-layers 16")
+    script = (f"torchrun --nproc_per_node 8 --nnodes 1 pretrain_gpt.py {shape} "
+              "--tensor-model-parallel-size 8 --pipeline-model-parallel-size 16")
+    result = runner.invoke(app, ["review", "--megatron-args", script, "--gpu", "h100", "--gpus", "1024",
+                                 "--no-better", "--format", "json"])
+    (finding,) = [f for f in json.loads(result.stdout)["findings"] if f["code"] == "gpu_count_mismatch"]
+    assert "starts 8 GPUs" in finding["message"] and "1024" in finding["message"]
+
+
+def test_fixed_micro_batch_that_splits_no_batch_is_infeasible(tmp_path: Path) -> None:
+    path = tmp_path / "mb3.yaml"
+    path.write_text(SCENARIO + "layout: {micro_batch: 3}\n")
+    result = runner.invoke(app, ["solve", str(path)])
+    assert result.exit_code == 1 and "not divisible by dp·micro_batch" in result.stdout + result.stderr
+
+
+def test_many_nodes_refused_early(tmp_path: Path) -> None:
+    path = tmp_path / "flow.yaml"
+    path.write_text("model: [" + "1," * (safe_yaml.MAX_NODES + 10) + "]\n")
+    refused(["solve", str(path)], str(path), f"more than {safe_yaml.MAX_NODES:,} keys and values")
+
+
+def test_published_runs_ship_with_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (PACKAGED_REFERENCE / "published_runs.yaml").is_file()
+    if SHARED_RUNS.is_file():  # the shipped copy is the reference, byte for byte
+        assert (PACKAGED_REFERENCE / "published_runs.yaml").read_bytes() == SHARED_RUNS.read_bytes()
+    monkeypatch.setenv("PLANNER_REFERENCE", str(PACKAGED_REFERENCE))
+    result = runner.invoke(app, ["review", "--published", "megatron-sc21-table1-gpt-1t", "--no-better"])
+    assert result.exit_code == 0 and "measured" in result.stdout
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_scenario_examples_run_as_written() -> None:
+    """The README's `planner estimate|review scenarios/...` lines are accepted (no shipped scenario has an
+    `estimate:` block, so each names its GPU and count)."""
+    import shlex
+
+    lines = [line.split("#")[0].split() for line in README.read_text().splitlines()
+             if line.startswith(("planner estimate scenarios/", "planner review scenarios/"))]
+    assert len(lines) >= 2
+    root = README.parent
+    for words in lines:
+        args = [str(root / w) if w.startswith("scenarios/") else w for w in words[1:]]
+        if args[0] == "review":
+            args.append("--no-better")
+        result = runner.invoke(app, args)
+        assert result.exit_code in (0, 1), (shlex.join(words), result.stderr)
+
+
+def test_emit_deepspeed_says_what_the_json_cannot_hold(tmp_path: Path) -> None:
+    path = tmp_path / "ds.yaml"
+    path.write_text(SCENARIO + "layout: {tp: 2, pp: 2, vpp: 2}\n")
+    result = runner.invoke(app, ["solve", str(path), "--emit", "deepspeed"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["train_batch_size"] == 64
+    assert "cannot hold TP2, PP2, VPP2" in result.stderr
+
+
+@pytest.mark.parametrize("command", [[], ["estimate"], ["review"], ["solve"], ["compare"], ["schema"],
+                                     ["catalog", "models"]])
+def test_piped_help_shows_whole_option_names_and_no_bool_metavar(command: list[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0 and "--help" in result.stdout
+    assert "<bool>" not in result.stdout and "…" not in result.stdout and "<int" not in result.stdout
+
+
+def test_schema_format() -> None:
+    import yaml
+
+    as_json = json.loads(runner.invoke(app, ["schema"]).stdout)
+    assert yaml.safe_load(runner.invoke(app, ["schema", "--format", "yaml"]).stdout) == as_json
+    refused(["schema", "--format", "xml"], "--format")
+
+
+@pytest.mark.parametrize(("flag", "content", "expected"), [
+    ("--deepspeed", "[" * 100_000, "nested too deeply"),
+    ("--torchtitan", "a=" + "[" * 10_000, "nested too deeply"),
+    ("--deepspeed", "/dev/zero", "larger than"),
+    ("--torchtitan", "/dev/zero", "larger than"),
+    ("--megatron-args-file", "/dev/zero", "larger than"),
+    ("--model-config", "/dev/zero", "larger than"),
+])
+def test_framework_files_deep_or_endless(tmp_path: Path, flag: str, content: str, expected: str) -> None:
+    path = Path(content) if content.startswith("/dev/") else tmp_path / "f"
+    if not content.startswith("/dev/"):
+        path.write_text(content)
+    refused(["review", flag, str(path), "--model", "llama-2-7b", "--gpu", "h100", "--gpus", "8", "--no-better"]
+            if flag != "--model-config" else ["estimate", flag, str(path), "--gpu", "h100", "--gpus", "8"],
+            str(path), expected)
