@@ -117,6 +117,10 @@ class Constraints(Strict):
     budget_usd: float | None = Field(None, gt=0, le=MAX_BUDGET_USD)
     max_gpus: GpuCount | None = None
     min_gpus: GpuCount | None = None
+    confidence: float | None = Field(
+        None, ge=0.5, le=0.99,
+        description="plan so the deadline and budget hold at this quantile of the time model's step-time error in "
+        "the plan's regime (e.g. 0.9); default: the point estimate")
 
     @model_validator(mode="after")
     def _ordered(self) -> Constraints:

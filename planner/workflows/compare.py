@@ -140,12 +140,14 @@ def compact(c: JobCandidates, sku: str) -> tuple[JobCandidates, SkuStats]:
     return JobCandidates(c.job, c.grid.subset(keep), c.memory[keep], table, [stats]), stats
 
 
-def repriced(c: JobCandidates, rate: float) -> JobCandidates:
+def repriced(c: JobCandidates, rate: float, gpu: GpuSku) -> JobCandidates:
     """The table's cost column at another hourly rate. integer_units rounds step seconds up to whole
     µs; handing it the table's µs less half a µs makes it round back to exactly those µs (float error
     is ~1e-8 µs), so the cents are what `solve` computes at that rate."""
-    t = c.table
-    _, _, cents = integer_units((t.step_us.astype(np.float64) - 0.5) / 1e6, t.gpus, rate, c.job.workload.steps)
+    t, w = c.table, c.job.workload
+    factor = w.step_factor(c.grid, t.row, gpu)
+    _, _, cents = integer_units((t.step_us.astype(np.float64) - 0.5) / 1e6, t.gpus, rate, w.steps,
+                                w.checkpoint_bytes, w.basis, factor)
     return replace(c, table=t.with_costs(cents))
 
 
@@ -219,7 +221,7 @@ class Comparison:
                 label = f"max_gpus {cap:,}"
             for offer in offers[sku.name]:
                 problem = replace(self.problem, skus=(replace(sku, rate=offer.rate),))
-                self.options.append(Option(offer, problem, repriced(part, offer.rate.usd_per_gpu_hour), stats, cap,
+                self.options.append(Option(offer, problem, repriced(part, offer.rate.usd_per_gpu_hour, sku.gpu), stats, cap,
                                            label))
         self.relaxed: dict[str, CandidateTable] | None = None  # caps lifted, for "needs N GPUs" reasons
         self._plans: dict[int, PlanBook] = {}
