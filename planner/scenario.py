@@ -279,6 +279,22 @@ def load_scenario(path: str | Path) -> Scenario:
     return scenario
 
 
+def with_basis(scenario: Scenario, *, reliability: Literal["none"] | None = None,
+               confidence: float | None = None) -> Scenario:
+    """The scenario with `--reliability none` (the ideal time) and `--confidence Q` over its own keys; None
+    leaves a key as the scenario has it. InputError for a confidence outside Constraints' range."""
+    update: dict[str, Any] = {}
+    if reliability is not None:
+        update["reliability"] = reliability
+    if confidence is not None:
+        try:
+            update["constraints"] = Constraints.model_validate(
+                scenario.constraints.model_dump(exclude_unset=True) | {"confidence": confidence})
+        except ValidationError as e:
+            raise InputError(f"--confidence: {e.errors()[0]['msg']}") from None
+    return scenario.model_copy(update=update) if update else scenario
+
+
 def resolve_model(model: str | ModelSpec) -> ModelSpec:
     """A catalog name, an inline spec, or a path to a Hugging Face config.json → ModelSpec."""
     if isinstance(model, ModelSpec):

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from planner.cli.basis import ConfidenceFlag, ReliabilityFlag, ReliabilityOpt, reliability_value
 from planner.cli.common import run
 from planner.report import Format
 
@@ -62,6 +63,8 @@ def compare_command(
     html: Annotated[Path | None, typer.Option("--html", help="write a self-contained HTML report")] = None,
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="processes for sweep points "
                                                 "(default: every core once a sweep is large enough to pay)")] = None,
+    confidence: ConfidenceFlag = None,
+    reliability: ReliabilityFlag = ReliabilityOpt.scenario,
 ) -> None:
     """Every GPU × price option (on-demand per provider, reserved, purchase) with its optimal plan."""
 
@@ -72,7 +75,10 @@ def compare_command(
         deadlines = parse_sweep(deadline, "--deadline") if deadline else []
         budgets = parse_sweep(budget, "--budget") if budget else []
         chosen = [k.strip() for k in kinds.split(",") if k.strip()] if kinds else None
-        sc = load_scenario(scenario)
+        from planner.scenario import with_basis
+
+        sc = with_basis(load_scenario(scenario), reliability=reliability_value(reliability),
+                        confidence=confidence)
         request = CompareRequest(sc, deadlines=tuple(deadlines), budgets=tuple(budgets), workers=workers,
                                  **({"kinds": tuple(chosen)} if chosen is not None else {}))
         with progress_bar(scenario.name) as say:

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from planner import FrameworkName
+from planner.cli.basis import ConfidenceFlag, ReliabilityFlag, ReliabilityOpt, reliability_value
 from planner.cli.common import run
 from planner.report import Format
 
@@ -49,6 +50,8 @@ def review_command(
     better: Annotated[bool, typer.Option("--better/--no-better", help="search the same hardware for a faster plan")]
     = True,
     time_limit: Annotated[float, typer.Option("--time-limit", min=0.01, help="seconds for that search")] = 30.0,
+    confidence: ConfidenceFlag = None,
+    reliability: ReliabilityFlag = ReliabilityOpt.scenario,
 ) -> None:
     """Review a real parallelism config: fits or not, step time, MFU, days, cost, findings, a better plan.
 
@@ -69,7 +72,8 @@ def review_command(
             deepspeed=deepspeed, torchtitan=torchtitan, published=published,
             model=str(model_config) if model_config else model, gpu=gpu, gpus=gpus, gpus_per_node=gpus_per_node,
             tokens=tokens, seq=seq, tp=tp, pp=pp, micro_batch=micro_batch, global_batch=global_batch,
-            env=parse_env(env or []),
+            env=parse_env(env or []), reliability=reliability_value(reliability),
+            confidence=confidence,
         )
         rev = review(request, better=better, time_limit_s=time_limit)
         if emit is not None:

@@ -8,10 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from planner.errors import InputError
+from planner.model.reliability import resolve as resolve_reliability
 from planner.pricing import HourlyRate, hourly_rate
 from planner.scenario import FixedLayout, Job, Scenario, resolve_model
 from planner.schema import GpuSku, ModelSpec
-from planner.model.reliability import resolve as resolve_reliability
 from planner.workloads import Workload
 from planner.workloads.expected import Basis
 from planner.workloads.grid import GpuCounts

@@ -221,8 +221,8 @@ class Comparison:
                 label = f"max_gpus {cap:,}"
             for offer in offers[sku.name]:
                 problem = replace(self.problem, skus=(replace(sku, rate=offer.rate),))
-                self.options.append(Option(offer, problem, repriced(part, offer.rate.usd_per_gpu_hour, sku.gpu), stats, cap,
-                                           label))
+                cands = repriced(part, offer.rate.usd_per_gpu_hour, sku.gpu)
+                self.options.append(Option(offer, problem, cands, stats, cap, label))
         self.relaxed: dict[str, CandidateTable] | None = None  # caps lifted, for "needs N GPUs" reasons
         self._plans: dict[int, PlanBook] = {}
 
