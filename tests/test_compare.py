@@ -193,7 +193,8 @@ def test_budget_sweep_buys_time_and_matches_solve() -> None:
     row = df[(df["budget_usd"] == 1500.0) & df["feasible"]].iloc[0].to_dict()
     limits = sc.constraints.model_copy(update={"budget_usd": 1500.0})
     result = solve(pinned(sc, row).model_copy(update={"objective": "time", "constraints": limits}), top_k=1)
-    assert result.plans[0].gpus == row["gpus"] and result.plans[0].evaluation.expected.days == pytest.approx(row["days"])
+    plan = result.plans[0]
+    assert plan.gpus == row["gpus"] and plan.evaluation.expected.days == pytest.approx(row["days"])
 
 
 # --------------------------------------------------------------------------------------------

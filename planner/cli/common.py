@@ -90,7 +90,7 @@ class PlannerGroup(TyperGroup):
             if type(e).__name__ == "NoArgsIsHelpError":  # `planner` alone: the help, as typer shows it
                 from typer import rich_utils
 
-                rich_utils.rich_format_error(e)
+                rich_utils.rich_format_error(e)  # type: ignore[arg-type]
             else:
                 say("error: " + " ".join(e.format_message().split()))
             sys.exit(e.exit_code)

@@ -189,6 +189,7 @@ def print_estimate(con: Console, ev: Evaluation) -> None:
     ft.add_row("[dim]rule of thumb: 20 B/param state[/]",
                f"[dim]{r['state_bytes_20_per_param'] / 1e12:.2f} TB → ≥ {r['min_gpus_for_state']:,} GPUs[/]")
     con.print(ft)
+    print_warnings(con, ev)
 
 
 def print_inference(con: Console, est: InferenceEstimate) -> None:

@@ -18,7 +18,7 @@ from planner.model.reliability import ExpectedTime, checkpoint_bytes, expected_t
 from planner.model.uncertainty import error_band, error_quantile, extrapolation, regime_of
 from planner.pricing import HourlyRate, hourly_rate
 from planner.scenario import EfficiencyOverride, Pricing
-from planner.schema import Efficiency, GpuSku, Implementation, Layout, ModelSpec, Overheads
+from planner.schema import Efficiency, Framework, GpuSku, Implementation, Layout, ModelSpec, Overheads
 from planner.workloads.expected import IDEAL, Basis, planned_seconds
 from planner.workloads.training.legality import layout_problems
 
@@ -37,7 +37,7 @@ class Evaluation:
     time: TimeEstimate
     rate: HourlyRate | None
     problems: list[str]  # legality violations; empty for a runnable layout
-    framework: str = "megatron-core"
+    framework: Framework = "megatron-core"
     basis: Basis = field(default=IDEAL)  # failures and confidence the plan is judged with
 
     # -- how sure: the step-time band of the plan's regime, and what lies outside the calibration --------
