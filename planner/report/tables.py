@@ -220,7 +220,7 @@ def short_row(p: Plan) -> dict[str, Any]:
         "goodput": rounded(td["goodput"], 3), "gpu_hours": round(td["gpu_hours"] or 0.0),
         "cost_usd": round(ev.cost_usd or 0.0), "usd_per_m_tokens": rounded(ev.usd_per_million_tokens or 0.0, 3),
         "warnings": ", ".join(w["code"] for w in warnings_list(ev)),
-    }
+    } | ({"days_planned": rounded(ev.planned_days, 2)} if ev.basis.confidence is not None else {})
 
 
 def print_solve(con: Console, result: SolveResult) -> None:
@@ -354,8 +354,8 @@ def print_review(con: Console, rev: Review) -> None:
     if b is not None:
         ev = b.plan.evaluation
         con.print(f"[bold]Better on the same hardware[/]: {layout_text(ev.layout)}, {b.speedup:.2f}× the reviewed "
-                  f"speed (step {ev.time.step_seconds:.3f} s, MFU {ev.time.mfu:.1%}, {ev.time.days:,.1f} days, "
-                  f"{gib(ev.memory.total)} per GPU)")
+                  f"speed (step {ev.time.step_seconds:.3f} s, MFU {ev.time.mfu:.1%}, "
+                  f"{ev.expected.days:,.1f} days expected, {gib(ev.memory.total)} per GPU)")
         if b.changes:
             ct = _table(f"Changes ({b.format})", "key", "from", "to")
             for ch in b.changes:
