@@ -69,14 +69,12 @@ def compare_command(
     """Every GPU × price option (on-demand per provider, reserved, purchase) with its optimal plan."""
 
     def body() -> int:
-        from planner import CompareRequest, load_scenario, run_comparison
+        from planner import CompareRequest, load_scenario, run_comparison, with_basis
         from planner.report import figures, html_page, progress_bar, render, write_plots
 
         deadlines = parse_sweep(deadline, "--deadline") if deadline else []
         budgets = parse_sweep(budget, "--budget") if budget else []
         chosen = [k.strip() for k in kinds.split(",") if k.strip()] if kinds else None
-        from planner.scenario import with_basis
-
         sc = with_basis(load_scenario(scenario), reliability=reliability_value(reliability),
                         confidence=confidence)
         request = CompareRequest(sc, deadlines=tuple(deadlines), budgets=tuple(budgets), workers=workers,

@@ -38,10 +38,8 @@ def solve_command(
     """Search every GPU, GPU count and parallel layout the scenario allows; print the optimum."""
 
     def body() -> int:
-        from planner import load_scenario, solve
+        from planner import load_scenario, solve, with_basis
         from planner.report import render, spinner
-        from planner.scenario import with_basis
-
         sc = with_basis(load_scenario(scenario), reliability=reliability_value(reliability),
                         confidence=confidence)
         with spinner(f"solving {scenario.name}") as say:
