@@ -25,6 +25,7 @@ _EXPORTS = {
     "Scenario": "planner.scenario",
     "load_scenario": "planner.scenario",
     "scenario_json_schema": "planner.scenario",
+    "with_basis": "planner.scenario",
     "get_gpu": "planner.catalog",
     "get_model": "planner.catalog",
     "load_gpus": "planner.catalog",
@@ -151,6 +152,7 @@ __all__ = [
     "to_dict",
     "training_memory",
     "training_time",
+    "with_basis",
 ]
 
 
@@ -187,7 +189,7 @@ if TYPE_CHECKING:  # for type checkers and editors
     from planner.model.params import count_params
     from planner.model.perf import training_time
     from planner.report.output import render, to_dict
-    from planner.scenario import Scenario, load_scenario, scenario_json_schema
+    from planner.scenario import Scenario, load_scenario, scenario_json_schema, with_basis
     from planner.schema import GpuSku, Implementation, Layout, ModelSpec, Overheads
     from planner.search import NEAR_OPTIMAL_MARGIN
     from planner.search.plans import Plan, Solution

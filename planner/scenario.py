@@ -118,6 +118,10 @@ class Constraints(Strict):
     budget_usd: float | None = Field(None, gt=0, le=MAX_BUDGET_USD)
     max_gpus: GpuCount | None = None
     min_gpus: GpuCount | None = None
+    confidence: float | None = Field(
+        None, ge=0.5, le=0.99,
+        description="plan so the deadline and budget hold at this quantile of the time model's step-time error in "
+        "the plan's regime (e.g. 0.9); default: the point estimate")
 
     @model_validator(mode="after")
     def _ordered(self) -> Constraints:
@@ -274,6 +278,22 @@ def load_scenario(path: str | Path) -> Scenario:
         if not model_path.is_absolute():
             scenario = scenario.model_copy(update={"model": str(path.parent / model_path)})
     return scenario
+
+
+def with_basis(scenario: Scenario, *, reliability: Literal["none"] | None = None,
+               confidence: float | None = None) -> Scenario:
+    """The scenario with `--reliability none` (the ideal time) and `--confidence Q` over its own keys; None
+    leaves a key as the scenario has it. InputError for a confidence outside Constraints' range."""
+    update: dict[str, Any] = {}
+    if reliability is not None:
+        update["reliability"] = reliability
+    if confidence is not None:
+        try:
+            update["constraints"] = Constraints.model_validate(
+                scenario.constraints.model_dump(exclude_unset=True) | {"confidence": confidence})
+        except ValidationError as e:
+            raise InputError(f"--confidence: {e.errors()[0]['msg']}") from None
+    return scenario.model_copy(update=update) if update else scenario
 
 
 def resolve_model(model: str | ModelSpec) -> ModelSpec:

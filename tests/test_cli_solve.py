@@ -14,7 +14,7 @@ from planner.catalog import get_gpu
 from planner.cli import app
 from planner.scenario import load_scenario
 from planner.schema import Layout
-from planner.search.problem import scenario_jobs
+from planner.search.problem import basis_of, scenario_jobs
 from planner.workloads.training.evaluation import evaluate
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
@@ -39,12 +39,12 @@ def recheck(path: Path, out: dict[str, Any]) -> None:
         w = job.workload
         ev = evaluate(w.model, layout, gpu, seq=w.seq, tokens=w.tokens, gpus_per_node=plan["gpus_per_node"],
                       implementation=sc.implementation, overheads=sc.overheads, efficiency=sc.efficiency,
-                      pricing=sc.pricing)
+                      pricing=sc.pricing, basis=basis_of(sc))
         assert not ev.problems, ev.problems
         assert ev.fits and ev.memory.total == plan["memory"]["bytes"]["total"]
         assert layout.gpus == plan["gpus"]
         if job.deadline_days is not None:
-            assert ev.time.days <= job.deadline_days
+            assert ev.planned_days <= job.deadline_days
         assert ev.cost_usd == pytest.approx(plan["cost"]["usd"])
         total_cost += ev.cost_usd or 0.0
         used[gpu.name] = used.get(gpu.name, 0) + layout.gpus

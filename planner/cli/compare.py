@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from planner import MAX_BUDGET_USD, MAX_DAYS, MAX_SWEEP_POINTS, MAX_WORKERS
+from planner.cli.basis import ConfidenceFlag, ReliabilityFlag, ReliabilityOpt, reliability_value
 from planner.cli.common import output_dir, output_file, run
 from planner.report import Format
 
@@ -73,11 +74,13 @@ def compare_command(
     workers: Annotated[int | None, typer.Option(
         "--workers", min=1, max=MAX_WORKERS,
         help="processes for sweep points (default: every core once a sweep is large enough to pay)")] = None,
+    confidence: ConfidenceFlag = None,
+    reliability: ReliabilityFlag = ReliabilityOpt.scenario,
 ) -> None:
     """Every GPU × price option (on-demand per provider, reserved, purchase) with its optimal plan."""
 
     def body() -> int:
-        from planner import CompareRequest, load_scenario, run_comparison
+        from planner import CompareRequest, load_scenario, run_comparison, with_basis
         from planner.report import figures, html_page, progress_bar, render, write_plots
 
         output_file(out, "--out")
@@ -86,7 +89,8 @@ def compare_command(
         deadlines = parse_sweep(deadline, "--deadline") if deadline else []
         budgets = parse_sweep(budget, "--budget") if budget else []
         chosen = [k.strip() for k in kinds.split(",") if k.strip()] if kinds else None
-        sc = load_scenario(scenario)
+        sc = with_basis(load_scenario(scenario), reliability=reliability_value(reliability),
+                        confidence=confidence)
         request = CompareRequest(sc, deadlines=tuple(deadlines), budgets=tuple(budgets), workers=workers,
                                  **({"kinds": tuple(chosen)} if chosen is not None else {}))
         with progress_bar(scenario.name) as say:

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from planner import MAX_EXPERTS, MAX_GLOBAL_BATCH, MAX_GPUS, MAX_LAYERS, MAX_SEQ, MAX_TOKENS
+from planner.cli.basis import ReliabilityFlag, ReliabilityOpt, reliability_value
 from planner.cli.common import model_config as given_model
 from planner.cli.common import run
 from planner.report import Format
@@ -72,6 +73,7 @@ def estimate_command(
     weight_dtype: Annotated[ServeDtype, typer.Option(help="inference: weight dtype")] = ServeDtype.bf16,
     kv_dtype: Annotated[ServeDtype, typer.Option(help="inference: KV-cache dtype")] = ServeDtype.bf16,
     format: Annotated[Format, typer.Option("--format", "-f", help="output format")] = Format.table,
+    reliability: ReliabilityFlag = ReliabilityOpt.scenario,
 ) -> None:
     """Exact per-GPU memory, FLOPs, step time and cost of one model on one GPU and layout."""
 
@@ -98,7 +100,7 @@ def estimate_command(
             layout={"tp": tp, "pp": pp, "vpp": vpp, "dp": dp, "cp": cp, "ep": ep, "zero": zero,
                     "recompute": recompute.value if recompute else None, "sequence_parallel": sequence_parallel,
                     "micro_batch": micro_batch},
-            scenario=sc,
+            scenario=sc, reliability=reliability_value(reliability),
         )), format.value)
 
     run(body)

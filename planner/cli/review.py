@@ -22,6 +22,7 @@ from planner import (
     MAX_TOKENS,
     FrameworkName,
 )
+from planner.cli.basis import ConfidenceFlag, ReliabilityFlag, ReliabilityOpt, reliability_value
 from planner.cli.common import model_config as given_model
 from planner.cli.common import run
 from planner.report import Format
@@ -66,6 +67,8 @@ def review_command(
     = True,
     time_limit: Annotated[float, typer.Option(
         "--time-limit", min=0.01, max=MAX_TIME_LIMIT_S, help="seconds for that search")] = 30.0,
+    confidence: ConfidenceFlag = None,
+    reliability: ReliabilityFlag = ReliabilityOpt.scenario,
 ) -> None:
     """Review a real parallelism config: fits or not, step time, MFU, days, cost, findings, a better plan.
 
@@ -84,7 +87,8 @@ def review_command(
             deepspeed=deepspeed, torchtitan=torchtitan, published=published,
             model=given_model(model_config, model), gpu=gpu, gpus=gpus, gpus_per_node=gpus_per_node,
             tokens=tokens, seq=seq, tp=tp, pp=pp, micro_batch=micro_batch, global_batch=global_batch,
-            env=parse_env(env or []),
+            env=parse_env(env or []), reliability=reliability_value(reliability),
+            confidence=confidence,
         )
         rev = review(request, better=better, time_limit_s=time_limit)
         if emit is not None:

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from planner import MAX_MARGIN, MAX_TIME_LIMIT_S, MAX_TOP_K, MAX_WORKERS, NEAR_OPTIMAL_MARGIN, FrameworkName
+from planner.cli.basis import ConfidenceFlag, ReliabilityFlag, ReliabilityOpt, reliability_value
 from planner.cli.common import run
 from planner.cli.common import say as tell
 from planner.report import Format
@@ -36,14 +37,16 @@ def solve_command(
         "--workers", min=1, max=MAX_WORKERS, help="CP-SAT workers (1 = deterministic)")] = 1,
     emit: Annotated[FrameworkName | None, typer.Option(
         "--emit", help="print only the best plan as that framework's input")] = None,
+    confidence: ConfidenceFlag = None,
+    reliability: ReliabilityFlag = ReliabilityOpt.scenario,
 ) -> None:
     """Search every GPU, GPU count and parallel layout the scenario allows; print the optimum."""
 
     def body() -> int:
-        from planner import load_scenario, solve
+        from planner import load_scenario, solve, with_basis
         from planner.report import render, spinner
-
-        sc = load_scenario(scenario)
+        sc = with_basis(load_scenario(scenario), reliability=reliability_value(reliability),
+                        confidence=confidence)
         with spinner(f"solving {scenario.name}") as say:
             result = solve(sc, time_limit_s=time_limit, pareto=pareto, explain=explain, top_k=top_k, margin=margin,
                            num_workers=workers, progress=say)

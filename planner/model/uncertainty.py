@@ -121,6 +121,13 @@ def build_calibration(records: Iterable[dict[str, Any]], reference: str = "") ->
         b = best.get(r["generation"])
         if r.get("mfu") is not None and (b is None or r["mfu"] > b["mfu"]):
             best[r["generation"]] = {"mfu": round(r["mfu"], 4), "run": r["id"]}
+    coverage: dict[str, dict[str, Any]] = {}
+    for r in recs:  # what the runs measured per generation: a plan outside it extrapolates (`extrapolation`)
+        c = coverage.setdefault(r["generation"], {"micro_batch": [], "recompute": []})
+        if r.get("micro_batch") is not None:
+            c["micro_batch"] = [min([r["micro_batch"], *c["micro_batch"]]), max([r["micro_batch"], *c["micro_batch"]])]
+        if r.get("recompute") is not None and r["recompute"] not in c["recompute"]:
+            c["recompute"] = sorted([*c["recompute"], r["recompute"]])
     return {
         "generated_by": "benchmarks/accuracy.py --write",
         "reference": reference,
@@ -129,6 +136,7 @@ def build_calibration(records: Iterable[dict[str, Any]], reference: str = "") ->
         "widen_per_level": WIDEN_PER_LEVEL,
         "bands": {lvl: {k: _band(v) for k, v in sorted(groups[lvl].items())} for lvl in LEVELS},
         "best_mfu": dict(sorted(best.items())),
+        "coverage": dict(sorted(coverage.items())),
         "runs": [{"id": r["id"], "regime": Regime(r["generation"], r["framework"], r["parallel"]).key("regime"),
                   "error": round(r["error"], 4)} for r in recs],
     }
@@ -177,3 +185,66 @@ def best_published_mfu(gpu: GpuSku | str, calibration: dict[str, Any] | None = N
     cal = calibration if calibration is not None else load_calibration()
     b = cal.get("best_mfu", {}).get(gpu_generation(gpu))
     return None if b is None else float(b["mfu"])
+
+
+def _fallback(regime: Regime, cal: dict[str, Any]) -> tuple[int, str]:
+    """(depth, level) of the grouping `error_band` uses for this regime."""
+    min_runs = cal.get("min_runs", MIN_RUNS)
+    for depth, lvl in enumerate(LEVELS):
+        b = cal["bands"][lvl].get(regime.key(lvl))
+        if b is not None and (b["runs"] >= min_runs or lvl == "pooled"):
+            return depth, lvl
+    raise ValueError("calibration file has no pooled band")
+
+
+def error_quantile(regime: Regime, confidence: float, calibration: dict[str, Any] | None = None) -> float:
+    """The relative step-time error e the measured step stays below with probability `confidence`: the
+    `confidence` percentile of the residuals of the grouping `error_band` uses, widened around their median
+    by the same WIDEN_PER_LEVEL per fallback level, so 0.1 and 0.9 give the band's low and high. The
+    residuals come from the file's `runs`; a file without them falls back to the band's high edge."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    cal = calibration if calibration is not None else load_calibration()
+    depth, lvl = _fallback(regime, cal)
+    key = regime.key(lvl)
+    errors = [r["error"] for r in cal.get("runs", []) if lvl == "pooled" or _key_at(r["regime"], lvl) == key]
+    band = error_band(regime, cal)
+    if not errors:
+        return band.high
+    median = float(np.median(errors))
+    q = float(np.percentile(np.asarray(errors, dtype=float), 100 * confidence))
+    return median + cal.get("widen_per_level", WIDEN_PER_LEVEL) ** depth * (q - median)
+
+
+def _key_at(regime_key: str, level: str) -> str:
+    """A run's regime key ("generation/framework/parallel") at a coarser level."""
+    gen, fw, par = regime_key.split("/")
+    return Regime(gen, fw, par).key(level)
+
+
+def extrapolation(layout: Layout, gpu: GpuSku | str, framework: str = "megatron-core", mfu: float | None = None,
+                  calibration: dict[str, Any] | None = None) -> list[str]:
+    """Why a plan lies outside what the calibration runs measured (empty when inside): an MFU above the best
+    any run reached on that GPU generation, or a generation, parallel regime, recompute mode or micro-batch
+    no run there used. Each reason is one sentence for the `extrapolated` warning."""
+    cal = calibration if calibration is not None else load_calibration()
+    regime = regime_of(layout, gpu, framework)
+    gen = regime.generation
+    best = best_published_mfu(gpu, cal)
+    if best is None:
+        return [f"no calibration run on {gen} GPUs: the step time is extrapolated from other generations"]
+    out = []
+    if mfu is not None and mfu > best:
+        out.append(f"MFU {mfu:.1%} is above the best measured on {gen} GPUs ({best:.1%})")
+    if regime.key("regime") not in cal["bands"]["regime"]:
+        out.append(f"no calibration run in the regime {regime.key('regime')} (GPU generation/framework/parallelism)")
+    cov = cal.get("coverage", {}).get(gen)
+    if cov is not None:
+        if cov["recompute"] and layout.recompute not in cov["recompute"]:
+            out.append(f"recompute {layout.recompute}: no calibration run on {gen} GPUs used it "
+                       f"(measured: {', '.join(cov['recompute'])})")
+        lo_hi = cov["micro_batch"]
+        if lo_hi and not lo_hi[0] <= layout.micro_batch <= lo_hi[1]:
+            out.append(f"micro-batch {layout.micro_batch} is outside the calibration runs on {gen} GPUs "
+                       f"({lo_hi[0]}–{lo_hi[1]})")
+    return out

@@ -33,10 +33,14 @@ def display_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
             "gpus": None if pd.isna(r["gpus"]) else int(r["gpus"]),
             "nodes": None if pd.isna(r["nodes"]) else int(r["nodes"]),
             "layout": r["layout"] if isinstance(r["layout"], str) else None,
-            "days": _num(r["days"], 2), "gpu_hours": _num(r["gpu_hours"], 0), "energy_mwh": _num(r["energy_mwh"], 1),
+            "days_ideal": _num(r["days_ideal"], 2), "days": _num(r["days"], 2),
+            "days_range": None if pd.isna(r["days_low"]) else f"{r['days_low']:,.1f}–{r['days_high']:,.1f}",
+            "goodput": _num(r["goodput"], 3),
+            "gpu_hours": _num(r["gpu_hours"], 0), "energy_mwh": _num(r["energy_mwh"], 1),
             "cost_usd": _num(r["cost_usd"], 0), "upfront_usd": _num(r["upfront_usd"], 0),
             "usd_per_m_tokens": _num(r["usd_per_million_tokens"], 3),
             "vs_best": None if gap is None or pd.isna(gap) else ("best" if gap == 0 else f"{gap:+.1%}"),
+            "warnings": "extrapolated" if isinstance(r["warnings"], str) else "",
             "reason": r["reason"] if isinstance(r["reason"], str) else "",
         })
     return rows

@@ -43,21 +43,52 @@ def memory_dict(ev: Evaluation) -> dict[str, Any]:
     }
 
 
+def _finite(x: float) -> float | None:
+    """JSON has no infinity: a job that cannot finish reports null days."""
+    return float(x) if math.isfinite(x) else None
+
+
 def time_dict(ev: Evaluation) -> dict[str, Any]:
-    t = ev.time
+    """The `time` object. `days` is the expected wall-clock with failures, checkpoints and restarts (the ideal
+    time with `reliability: none`), `days_ideal` the failure-free time and `goodput` their ratio;
+    `step_seconds_range` and `days_range` are the 10th–90th percentile of the time model's error in the plan's
+    regime (planner.model.uncertainty); `days_planned` is what deadline and budget were held to (at
+    `confidence`, the quantile of that error; the expected days at the point estimate)."""
+    t, x = ev.time, ev.expected
     return {
         "step_seconds": t.step_seconds,
+        "step_seconds_range": list(ev.step_seconds_range),
         "breakdown": t.breakdown,
         "tokens_per_s": t.tokens_per_s,
         "tflops_per_gpu": t.tflops_per_gpu,
         "mfu": t.mfu,
         "hfu": t.hfu,
-        "days": t.days,
-        "gpu_hours": t.gpu_hours,
+        "days": _finite(x.days),
+        "days_ideal": t.days,
+        "days_range": [_finite(d) for d in ev.days_range],
+        "days_planned": _finite(ev.planned_days),
+        "confidence": ev.basis.confidence,
+        "goodput": x.goodput,
+        "gpu_hours": _finite(x.gpu_hours),
+        "gpu_hours_ideal": t.gpu_hours,
         "energy_mwh": t.energy_kwh / 1000.0,
         "tokens": ev.tokens,
         "mode": t.mode,
     }
+
+
+def reliability_dict(ev: Evaluation) -> dict[str, Any]:
+    """The `reliability` object: interruptions, the checkpoint interval and size, and where time is lost
+    (planner.model.reliability; `model` "none" for the ideal time)."""
+    return {"model": "none" if ev.basis.reliability is None else "failures"} | ev.expected.as_json()["reliability"]
+
+
+def warnings_list(ev: Evaluation) -> list[dict[str, Any]]:
+    """`warnings[]`: `extrapolated` when the plan lies outside what the calibration runs measured, with why."""
+    reasons = ev.warnings
+    if not reasons:
+        return []
+    return [{"code": "extrapolated", "message": "extrapolated: " + "; ".join(reasons), "reasons": reasons}]
 
 
 def cost_dict(ev: Evaluation) -> dict[str, Any]:
@@ -91,7 +122,9 @@ def estimate_dict(ev: Evaluation) -> dict[str, Any]:
         },
         "memory": memory_dict(ev),
         "time": time_dict(ev),
+        "reliability": reliability_dict(ev),
         "cost": cost_dict(ev),
+        "warnings": warnings_list(ev),
         "rules_of_thumb": {
             "state_bytes_20_per_param": state,
             # blog arithmetic divides by the vendor's label (80 GB = 80e9 B), not by what the driver reports
@@ -137,7 +170,9 @@ def plan_dict(plan: Plan) -> dict[str, Any]:
         "layout": as_fields(ev.layout),
         "memory": memory_dict(ev),
         "time": time_dict(ev),
+        "reliability": reliability_dict(ev),
         "cost": cost_dict(ev),
+        "warnings": warnings_list(ev),
         "solver_units": {"step_us": plan.step_us, "time_s": plan.time_s, "cost_cents": plan.cost_cents},
     }
 
@@ -149,7 +184,9 @@ def solution_dict(s: Solution) -> dict[str, Any]:
         "gpus": s.gpus,
         "plans": [{"job": p.job, "sku": p.sku, "gpus": p.gpus, "nodes": p.nodes,
                    "layout": as_fields(p.evaluation.layout), "cost_usd": p.evaluation.cost_usd,
-                   "days": p.evaluation.time.days} for p in s.plans],
+                   "days": _finite(p.evaluation.expected.days), "days_ideal": p.evaluation.time.days,
+                   "goodput": p.evaluation.expected.goodput,
+                   "warnings": [w["code"] for w in warnings_list(p.evaluation)]} for p in s.plans],
     }
 
 

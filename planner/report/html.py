@@ -31,7 +31,10 @@ ul.notes { color: #444; font-size: 13px; }
 """
 
 CAPTIONS = {
-    "pareto": "Cost against wall-clock days: each point is the cheapest plan faster than the one to its right.",
+    "pareto": "Cost against expected wall-clock days with failures (as planned): each point is the cheapest plan "
+              "faster than the one to its right.",
+    "goodput": "Goodput (ideal / expected time with failures, checkpoints and restarts) against GPU count for the "
+               "best plan's job: larger clusters fail more often.",
     "cost_vs_deadline": "Cost of the cheapest plan at each deadline, each GPU at its best price option.",
     "days_vs_budget": "Days of the fastest plan within each budget, each GPU at its best price option.",
     "memory": "Per-GPU memory of each GPU's chosen plan (binding pipeline stage); the bar marks the capacity.",

@@ -198,11 +198,12 @@ def review_markdown(rev: Review) -> str:
 
 def figures(result: CompareResult) -> dict[str, Any]:
     """The comparison's matplotlib figures by name: pareto, cost_vs_deadline or days_vs_budget (with a
-    sweep), memory, step_time."""
+    sweep), memory, step_time, goodput."""
     from planner.report import plots
 
     cmp = result.comparison
-    return plots.figures(result.base, cmp.pareto(), result.sweep, result.swept, cmp.scenario.constraints.deadline_days)
+    return plots.figures(result.base, cmp.pareto(), result.sweep, result.swept, cmp.scenario.constraints.deadline_days,
+                         cmp.goodput(result.base))
 
 
 def write_plots(result: CompareResult, out_dir: Path, figs: dict[str, Any] | None = None) -> list[Path]:

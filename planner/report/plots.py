@@ -71,7 +71,7 @@ def pareto_figure(pareto: pd.DataFrame, colors: dict[str, Any], deadline_days: f
         ax.axvline(deadline_days, color="0.4", linestyle="--", linewidth=1)
         ax.annotate(f"deadline {deadline_days:g} d", (deadline_days, 1), xycoords=("data", "axes fraction"),
                     xytext=(3, -12), textcoords="offset points", color="0.3")
-    ax.set(xscale="log", yscale="log", xlabel="wall-clock days", ylabel="cost",
+    ax.set(xscale="log", yscale="log", xlabel="expected wall-clock days (with failures, as planned)", ylabel="cost",
            title="Cost vs time: the Pareto front per SKU (its lowest hourly rate)")
     _ticks(ax.yaxis, _money)
     _ticks(ax.xaxis, lambda v, _pos: f"{v:g}")
@@ -144,9 +144,35 @@ def step_figure(base: pd.DataFrame) -> Figure:
     return fig
 
 
+def goodput_figure(curve: pd.DataFrame) -> Figure:
+    """Goodput (ideal / expected time) against GPU count for one plan's job, the plan's own count marked,
+    with the expected days on a second axis: what scale costs in failures, checkpoints and restarts."""
+    from matplotlib.ticker import FuncFormatter
+
+    fig = _figure()
+    ax = fig.add_subplot()
+    ax.plot(curve["gpus"], curve["goodput"], color="tab:blue", linewidth=1.4, label="goodput")
+    pick = curve[curve["chosen"]]
+    ax.scatter(pick["gpus"], pick["goodput"], color="tab:red", zorder=3,
+               label=f"chosen: {int(pick['gpus'].iat[0]):,} GPUs, {pick['goodput'].iat[0]:.1%}")
+    ax.set(xscale="log", xlabel="GPUs", ylabel="goodput (ideal / expected time)", ylim=(0, 1.02),
+           title=f"Goodput against scale: {curve['sku'].iat[0]}, {curve['layout'].iat[0]}")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.0f}"))
+    right = ax.twinx()
+    right.plot(curve["gpus"], curve["days"], color="0.5", linestyle="--", linewidth=1, label="expected days")
+    right.plot(curve["gpus"], curve["days_ideal"], color="0.7", linestyle=":", linewidth=1, label="ideal days")
+    right.set(yscale="log", ylabel="days (same GPU-hours, perfect scaling)")
+    ax.grid(True, which="both", alpha=0.3)
+    lines = ax.get_legend_handles_labels()
+    more = right.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="lower left", fontsize=7, frameon=False)
+    return fig
+
+
 def figures(base: pd.DataFrame, pareto: pd.DataFrame, sweep: pd.DataFrame | None = None, by: str | None = None,
-            deadline_days: float | None = None) -> dict[str, Figure]:
-    """Named figures: pareto, cost_vs_deadline or days_vs_budget (with a sweep), memory, step_time."""
+            deadline_days: float | None = None, goodput: pd.DataFrame | None = None) -> dict[str, Figure]:
+    """Named figures: pareto, cost_vs_deadline or days_vs_budget (with a sweep), memory, step_time, and
+    goodput (against GPU count for the best plan) when its curve is given."""
     from matplotlib import rc_context
 
     colors = sku_colors(list(dict.fromkeys(base["sku"])))
@@ -159,6 +185,8 @@ def figures(base: pd.DataFrame, pareto: pd.DataFrame, sweep: pd.DataFrame | None
         if base["feasible"].any():
             out["memory"] = memory_figure(base)
             out["step_time"] = step_figure(base)
+        if goodput is not None and not goodput.empty:
+            out["goodput"] = goodput_figure(goodput)
     return out
 
 

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from planner.report.dicts import estimate_dict, memory_dict
+from planner.report.dicts import estimate_dict, memory_dict, reliability_dict, time_dict, warnings_list
 from planner.report.terminal import safe
 from planner.report.text import cell, gib, layout_text, literal, numeric, rounded, setting_text
 from planner.schema import GIB
@@ -45,6 +45,40 @@ def print_rows(con: Console, rows: list[dict[str, Any]], title: str) -> None:
     for r in rows:
         table.add_row(*(Text(cell(v)) for v in r.values()), style="dim" if r.get("reason") else None)
     con.print(table)
+
+
+def _days(d: float | None) -> str:
+    return "never (planned stops leave no time to train)" if d is None else f"{d:,.2f}"
+
+
+def add_time_rows(t: Table, ev: Evaluation) -> None:
+    """Ideal and expected days side by side, the model's error range, and what failures cost."""
+    td, rel = time_dict(ev), reliability_dict(ev)
+    lo, hi = td["step_seconds_range"]
+    t.add_row("step time range (p10–p90 of the model's error)", f"{lo:.3f} – {hi:.3f} s")
+    expected = "expected (no failures modelled)" if rel["model"] == "none" else "expected with failures"
+    t.add_row(f"days for {td['tokens']:.3g} tokens: ideal | {expected}",
+              f"{td['days_ideal']:,.2f} | {_days(td['days'])}")
+    dlo, dhi = td["days_range"]
+    if dlo is not None and dhi is not None:
+        t.add_row("expected days range (p10–p90)", f"{dlo:,.2f} – {dhi:,.2f}")
+    if td["confidence"] is not None:
+        t.add_row(f"days planned at the {td['confidence']:.0%} quantile", _days(td["days_planned"]))
+    t.add_row("goodput (ideal / expected)", f"{td['goodput']:.1%}")
+    if rel["model"] != "none":
+        t.add_row("expected interruptions", f"{rel['expected_interruptions'] or 0:,.1f}"
+                  + (f" (MTBF {rel['mtbf_hours']:,.1f} h)" if rel["mtbf_hours"] else ""))
+        t.add_row("checkpoint", f"{rel['checkpoint_bytes'] / 1e12:,.2f} TB every "
+                  f"{rel['checkpoint_interval_minutes']:,.0f} min")
+    gh = td["gpu_hours"]
+    t.add_row("GPU-hours: ideal | expected", f"{td['gpu_hours_ideal']:,.0f} | "
+              + ("∞" if gh is None else f"{gh:,.0f}"))
+
+
+def print_warnings(con: Console, ev: Evaluation) -> None:
+    """The `warnings[]` of a plan, one line each."""
+    for w in warnings_list(ev):
+        con.print(Text(f"⚠ {w['message']}", style="yellow"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,8 +179,7 @@ def print_estimate(con: Console, ev: Evaluation) -> None:
     ft.add_row("MFU / HFU", f"{t['mfu']:.1%} / {t['hfu']:.1%}")
     ft.add_row("model TFLOP/s per GPU", f"{t['tflops_per_gpu']:.1f}")
     ft.add_row("tokens / s", f"{t['tokens_per_s']:,.0f}")
-    ft.add_row(f"days for {t['tokens']:.3g} tokens", f"{t['days']:,.1f}")
-    ft.add_row("GPU-hours", f"{t['gpu_hours']:,.0f}")
+    add_time_rows(ft, ev)
     ft.add_row("energy (GPU TDP)", f"{t['energy_mwh']:,.1f} MWh")
     c = out["cost"]
     if c["usd"] is not None:
@@ -156,6 +189,7 @@ def print_estimate(con: Console, ev: Evaluation) -> None:
     ft.add_row("[dim]rule of thumb: 20 B/param state[/]",
                f"[dim]{r['state_bytes_20_per_param'] / 1e12:.2f} TB → ≥ {r['min_gpus_for_state']:,} GPUs[/]")
     con.print(ft)
+    print_warnings(con, ev)
 
 
 def print_inference(con: Console, est: InferenceEstimate) -> None:
@@ -176,12 +210,17 @@ def print_inference(con: Console, est: InferenceEstimate) -> None:
 def short_row(p: Plan) -> dict[str, Any]:
     """One plan in a line: what the runner-ups table and solve's Markdown show."""
     ev = p.evaluation
+    td = time_dict(ev)
+    lo, hi = td["days_range"]
     return {
         "job": p.job, "sku": p.sku, "gpus": p.gpus, "nodes": p.nodes, "layout": layout_text(ev.layout),
         "memory_gib": rounded(ev.memory.total / GIB, 1), "mfu": rounded(ev.time.mfu, 3),
-        "days": rounded(ev.time.days, 2), "gpu_hours": round(ev.time.gpu_hours), "cost_usd": round(ev.cost_usd or 0.0),
-        "usd_per_m_tokens": rounded(ev.usd_per_million_tokens or 0.0, 3),
-    }
+        "days_ideal": rounded(ev.time.days, 2), "days": None if td["days"] is None else rounded(td["days"], 2),
+        "days_range": "" if lo is None or hi is None else f"{lo:,.1f}–{hi:,.1f}",
+        "goodput": rounded(td["goodput"], 3), "gpu_hours": round(td["gpu_hours"] or 0.0),
+        "cost_usd": round(ev.cost_usd or 0.0), "usd_per_m_tokens": rounded(ev.usd_per_million_tokens or 0.0, 3),
+        "warnings": ", ".join(w["code"] for w in warnings_list(ev)),
+    } | ({"days_planned": rounded(ev.planned_days, 2)} if ev.basis.confidence is not None else {})
 
 
 def print_solve(con: Console, result: SolveResult) -> None:
@@ -222,7 +261,7 @@ def print_solve(con: Console, result: SolveResult) -> None:
         print_rows(con, [{"cost_usd": round(s.cost_usd), "days": rounded(s.days, 2), "gpus": s.gpus,
                           "plans": "; ".join(f"{p.gpus} × {p.sku} {layout_text(p.evaluation.layout)}"
                                              for p in s.plans)} for s in result.pareto],
-                   "Cost vs wall-clock Pareto front")
+                   "Cost vs expected wall-clock (as planned) Pareto front")
     if result.binding:
         con.print("[bold]Binding constraints[/]")
         for b in result.binding:
@@ -245,14 +284,14 @@ def print_plan(con: Console, p: Plan) -> None:
             ft.add_row(f"  {k}", f"{v:.3f} s")
     ft.add_row("MFU / HFU", f"{t.mfu:.1%} / {t.hfu:.1%}")
     ft.add_row("tokens / s", f"{t.tokens_per_s:,.0f}")
-    ft.add_row("days", f"{t.days:,.2f}")
-    ft.add_row("GPU-hours", f"{t.gpu_hours:,.0f}")
+    add_time_rows(ft, ev)
     ft.add_row("energy (GPU TDP)", f"{t.energy_kwh / 1000:,.1f} MWh")
     if ev.cost_usd is not None and ev.rate is not None:
         ft.add_row("cost", Text(f"${ev.cost_usd:,.0f} at ${ev.rate.usd_per_gpu_hour:.2f}/GPU-h "
                                 f"({literal(ev.rate.label)})"))
         ft.add_row("$ per million tokens", f"{ev.usd_per_million_tokens:.3f}")
     con.print(ft)
+    print_warnings(con, ev)
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,7 +310,7 @@ def verdict(rev: Review) -> str:
 def summary_rows(rev: Review) -> list[dict[str, Any]]:
     """The review in quantity/value rows (its Markdown)."""
     ev = rev.evaluation
-    t = ev.time
+    t, td = ev.time, time_dict(ev)
     rows: list[tuple[str, Any]] = [
         ("configuration", f"{rev.config.source}: {ev.model.name} on {ev.layout.gpus} × {ev.gpu.name}"),
         ("layout", layout_text(ev.layout)),
@@ -281,9 +320,13 @@ def summary_rows(rev: Review) -> list[dict[str, Any]]:
         ("step time (s)", round(t.step_seconds, 3)),
         ("MFU", round(t.mfu, 3)),
         ("tokens / s", round(t.tokens_per_s)),
-        (f"days for {ev.tokens:.3g} tokens", round(t.days, 2)),
+        (f"days for {ev.tokens:.3g} tokens, ideal", round(t.days, 2)),
+        ("days expected with failures", None if td["days"] is None else rounded(td["days"], 2)),
+        ("days range (p10–p90)", " – ".join(f"{d:,.2f}" for d in td["days_range"] if d is not None)),
+        ("goodput", round(td["goodput"], 3)),
         ("cost (USD)", round(ev.cost_usd) if ev.cost_usd is not None else None),
     ]
+    rows += [("warning", w["message"]) for w in warnings_list(ev)]
     if rev.published is not None and rev.config.case is not None:
         p = rev.published
         rows.append((f"measured {p.quantity}", p.measured))
@@ -311,8 +354,8 @@ def print_review(con: Console, rev: Review) -> None:
     if b is not None:
         ev = b.plan.evaluation
         con.print(f"[bold]Better on the same hardware[/]: {layout_text(ev.layout)}, {b.speedup:.2f}× the reviewed "
-                  f"speed (step {ev.time.step_seconds:.3f} s, MFU {ev.time.mfu:.1%}, {ev.time.days:,.1f} days, "
-                  f"{gib(ev.memory.total)} per GPU)")
+                  f"speed (step {ev.time.step_seconds:.3f} s, MFU {ev.time.mfu:.1%}, "
+                  f"{ev.expected.days:,.1f} days expected, {gib(ev.memory.total)} per GPU)")
         if b.changes:
             ct = _table(f"Changes ({b.format})", "key", "from", "to")
             for ch in b.changes:

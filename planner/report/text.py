@@ -48,7 +48,8 @@ def flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
             rows += flatten(v, f"{prefix}.{k}" if prefix else str(k))
         return rows
     if isinstance(obj, list):
-        return [(prefix, "; ".join(str(x) for x in obj))]
+        # a warning object reads as its message
+        return [(prefix, "; ".join(str(x.get("message", x)) if isinstance(x, dict) else str(x) for x in obj))]
     return [(prefix, obj)]
 
 

@@ -22,6 +22,7 @@ import pandas as pd
 
 from planner.model.perf import SECONDS_PER_DAY
 from planner.search.problem import JobSpec, Problem
+from planner.workloads.expected import IDEAL, Basis, planned_units
 from planner.workloads.grid import Grid
 
 # --------------------------------------------------------------------------------------------
@@ -34,13 +35,13 @@ def microseconds(seconds: Any) -> Any:
     return np.ceil(np.asarray(seconds, dtype=np.float64) * 1e6).astype(np.int64)
 
 
-def integer_units(step_seconds: Any, gpus: Any, usd_per_gpu_hour: float, steps: float) -> tuple[Any, Any, Any]:
-    """(step µs, job seconds, cost cents), each rounded up, for a job of `steps` steps. Works on scalars
-    and numpy arrays."""
-    step_us = microseconds(step_seconds)
-    job_us = step_us * steps
-    time_s = np.ceil(job_us / 1e6).astype(np.int64)
-    cost_cents = np.ceil(job_us * gpus * (usd_per_gpu_hour / 3.6e7)).astype(np.int64)  # $/h → ¢/µs
+def integer_units(step_seconds: Any, gpus: Any, usd_per_gpu_hour: float, steps: float, checkpoint_bytes: Any = 1,
+                  basis: Basis = IDEAL, factor: Any = 1.0) -> tuple[Any, Any, Any]:
+    """(ideal step µs, planned job seconds, planned cost cents), each rounded up, for a job of `steps` steps:
+    the one transform of planner.workloads.expected (expected time with failures at the basis' step-error
+    quantile `factor`; the ideal time at the defaults). Works on scalars and numpy arrays."""
+    step_us, _, time_s, cost_cents = planned_units(step_seconds, gpus, usd_per_gpu_hour, steps, checkpoint_bytes,
+                                                   basis, factor)
     return step_us, time_s, cost_cents
 
 
@@ -68,9 +69,9 @@ class CandidateTable:
     gpus: np.ndarray
     row: np.ndarray  # the layout's row in the job's grid
     memory: np.ndarray  # bytes per GPU
-    step_us: np.ndarray  # one step, µs, rounded up
-    time_s: np.ndarray  # the whole job, s, rounded up
-    cost_cents: np.ndarray  # the whole job, ¢, rounded up
+    step_us: np.ndarray  # one ideal step, µs, rounded up
+    time_s: np.ndarray  # the whole job as planned (expected with failures, at the basis' quantile), s, rounded up
+    cost_cents: np.ndarray  # the whole job as planned, ¢, rounded up
     rank: np.ndarray
 
     def __post_init__(self) -> None:
@@ -142,6 +143,13 @@ def per_group_min(group: np.ndarray, value: np.ndarray) -> np.ndarray:
     return value == low[group]
 
 
+def per_group_min_float(group: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """per_group_min for float values."""
+    low = np.full(int(group.max()) + 1, np.inf)
+    np.minimum.at(low, group, value)
+    return value == low[group]
+
+
 def job_candidates(problem: Problem, job: JobSpec) -> JobCandidates:
     w = job.workload
     skus = problem.skus_for(job)
@@ -163,15 +171,19 @@ def job_candidates(problem: Problem, job: JobSpec) -> JobCandidates:
         if len(fit_rows) == 0:
             continue
         step = w.step_seconds(grid, fit_rows, sku.gpu, sku.node)
-        step_us = microseconds(step)
+        factor = np.broadcast_to(np.asarray(w.step_factor(grid, fit_rows, sku.gpu), dtype=np.float64), step.shape)
+        # the planned step: the failure stretch is the same for every layout of one GPU count, so the
+        # planned time and cost order a group's layouts as step µs × the quantile factor does
+        planned = microseconds(step).astype(np.float64) * factor
         gpus = grid.gpus[fit_rows]
         # the fastest layout per GPU count; among equally fast ones the least memory, then grid order
-        first = np.flatnonzero(per_group_min(gpus, step_us))
+        first = np.flatnonzero(per_group_min_float(gpus, planned))
         first = first[per_group_min(gpus[first], mem[fit_rows[first]])]
         _, once = np.unique(gpus[first], return_index=True)
         first = first[once]
         best = fit_rows[first]
-        step_us, time_s, cost_cents = integer_units(step[first], gpus[first], sku.rate.usd_per_gpu_hour, w.steps)
+        step_us, time_s, cost_cents = integer_units(step[first], gpus[first], sku.rate.usd_per_gpu_hour, w.steps,
+                                                    w.checkpoint_bytes, w.basis, factor[first])
         n = len(best)
         parts.append(CandidateTable(
             sku=np.full(n, sku.name, dtype=object), sku_index=np.full(n, sku_index[sku.name], dtype=np.int64),

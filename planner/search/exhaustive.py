@@ -80,7 +80,9 @@ def job_options(problem: Problem, job: JobSpec) -> tuple[int, list[Option]]:
             if not ev.fits:
                 continue
             steps = training(job).steps
-            _, time_s, cost = integer_units(ev.time.step_seconds, layout.gpus, sku.rate.usd_per_gpu_hour, steps)
+            # the same transform as the tables, from the scalar evaluation's own factor and checkpoint size
+            _, time_s, cost = integer_units(ev.time.step_seconds, layout.gpus, sku.rate.usd_per_gpu_hour, steps,
+                                            ev.checkpoint_bytes, ev.basis, ev.confidence_factor)
             if limit is not None and int(time_s) > limit:
                 continue
             out.append(Option(sku.name, layout, layout.gpus, ev.memory.total, int(time_s), int(cost)))

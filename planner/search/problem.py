@@ -8,10 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from planner.errors import InputError
+from planner.model.reliability import resolve as resolve_reliability
 from planner.pricing import HourlyRate, hourly_rate
 from planner.scenario import FixedLayout, Job, Scenario, resolve_model
 from planner.schema import GpuSku, ModelSpec
 from planner.workloads import Workload
+from planner.workloads.expected import Basis
 from planner.workloads.grid import GpuCounts
 from planner.workloads.training.workload import TrainingWorkload
 
@@ -76,6 +78,11 @@ class Problem:
         return [s for s in self.skus if job.sku is None or s.name == job.sku]
 
 
+def basis_of(scenario: Scenario) -> Basis:
+    """What the scenario holds plans to: its `reliability` (none = the ideal time) and constraints.confidence."""
+    return Basis(resolve_reliability(scenario.reliability), scenario.constraints.confidence)
+
+
 def scenario_jobs(scenario: Scenario) -> list[JobSpec]:
     """The scenario's main job (top-level model/job/layout, constraints.deadline_days) and its `jobs:`."""
     from planner.catalog import get_gpu
@@ -87,7 +94,7 @@ def scenario_jobs(scenario: Scenario) -> list[JobSpec]:
 
     def workload(model: str | ModelSpec, job: Job, fixed: FixedLayout) -> TrainingWorkload:
         return TrainingWorkload(resolve_model(model), job, fixed, scenario.implementation, scenario.overheads,
-                                scenario.efficiency)
+                                scenario.efficiency, basis_of(scenario))
 
     main = workload(scenario.model, scenario.job, scenario.layout)
     out = [spec(scenario.name, main, scenario.constraints.deadline_days, None, None)]

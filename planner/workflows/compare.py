@@ -57,6 +57,7 @@ MEMORY_PARTS = tuple(k for k in MemoryBreakdown.__dataclass_fields__ if k != "st
 # A row (point × option) costs ~0.1 ms once its plan is evaluated, a process pool ~0.35 s to start
 # (measured on 2 cores): below ~5,000 rows a sweep is as fast in one process, so that is the default.
 PARALLEL_MIN_ROWS = 5_000
+GOODPUT_POINTS = 33  # GPU counts on the goodput curve: 1/16× to 16× the chosen plan's, evenly on a log scale
 Progress = Callable[[int, int, str], None]  # (points done, points in all, what is happening)
 
 
@@ -140,12 +141,14 @@ def compact(c: JobCandidates, sku: str) -> tuple[JobCandidates, SkuStats]:
     return JobCandidates(c.job, c.grid.subset(keep), c.memory[keep], table, [stats]), stats
 
 
-def repriced(c: JobCandidates, rate: float) -> JobCandidates:
+def repriced(c: JobCandidates, rate: float, gpu: GpuSku) -> JobCandidates:
     """The table's cost column at another hourly rate. integer_units rounds step seconds up to whole
     µs; handing it the table's µs less half a µs makes it round back to exactly those µs (float error
     is ~1e-8 µs), so the cents are what `solve` computes at that rate."""
-    t = c.table
-    _, _, cents = integer_units((t.step_us.astype(np.float64) - 0.5) / 1e6, t.gpus, rate, c.job.workload.steps)
+    t, w = c.table, c.job.workload
+    factor = w.step_factor(c.grid, t.row, gpu)
+    _, _, cents = integer_units((t.step_us.astype(np.float64) - 0.5) / 1e6, t.gpus, rate, w.steps,
+                                w.checkpoint_bytes, w.basis, factor)
     return replace(c, table=t.with_costs(cents))
 
 
@@ -219,8 +222,8 @@ class Comparison:
                 label = f"max_gpus {cap:,}"
             for offer in offers[sku.name]:
                 problem = replace(self.problem, skus=(replace(sku, rate=offer.rate),))
-                self.options.append(Option(offer, problem, repriced(part, offer.rate.usd_per_gpu_hour), stats, cap,
-                                           label))
+                priced_part = repriced(part, offer.rate.usd_per_gpu_hour, sku.gpu)
+                self.options.append(Option(offer, problem, priced_part, stats, cap, label))
         self.relaxed: dict[str, CandidateTable] | None = None  # caps lifted, for "needs N GPUs" reasons
         self._plans: dict[int, PlanBook] = {}
 
@@ -259,7 +262,8 @@ class Comparison:
         point = point or self.base
         self.ensure_relaxed([point])
         first = OBJECTIVES[point.objective][0]
-        key = "cost_usd" if first == "cost" else "days"
+        # options rank on what they were planned with (at the point estimate: the expected cost and days)
+        key = "cost_planned_usd" if first == "cost" else "days_planned"
         found: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
         for i, o in enumerate(self.options):
             row = self.price_columns(o.price) | {"deadline_days": point.deadline_days, "budget_usd": point.budget_usd,
@@ -269,7 +273,7 @@ class Comparison:
                 found.append(((1, i), row | {"feasible": False, "reason": self.reason(o, point)}))
                 continue
             row |= {"feasible": True} | self.plan_columns(i, k, point)
-            objective_keys = tuple(row["cost_usd" if n == "cost" else "days"]
+            objective_keys = tuple(row["cost_planned_usd" if n == "cost" else "days_planned"]
                                    for n in OBJECTIVES[point.objective] if n != "rank")
             found.append(((0, *objective_keys, i), row))
         found.sort(key=lambda kr: kr[0])
@@ -299,12 +303,17 @@ class Comparison:
         if bad:  # the vectorised and scalar models disagree: a bug, never a row to hand out
             raise RuntimeError("compare: plan fails the independent re-check: " + "; ".join(bad))
         ev = plan.evaluation
-        tm = ev.time
+        tm, x = ev.time, ev.expected
         cost = ev.cost_usd or 0.0
+        low, high = ev.days_range
         cols: dict[str, Any] = {
             "gpus": plan.gpus, "nodes": plan.nodes, "layout": layout_text(ev.layout),
-            "memory_gib": ev.memory.total / GIB, "mfu": tm.mfu, "days": tm.days, "gpu_hours": tm.gpu_hours,
-            "energy_mwh": tm.energy_kwh / 1000.0, "cost_usd": cost, "usd_per_million_tokens": ev.usd_per_million_tokens,
+            "memory_gib": ev.memory.total / GIB, "mfu": tm.mfu, "days": x.days, "days_ideal": tm.days,
+            "days_low": low, "days_high": high, "days_planned": ev.planned_days, "goodput": x.goodput,
+            "expected_interruptions": x.expected_interruptions, "warnings": "; ".join(ev.warnings) or None,
+            "gpu_hours": x.gpu_hours,
+            "energy_mwh": tm.energy_kwh / 1000.0, "cost_usd": cost, "cost_planned_usd": ev.planned_cost_usd or 0.0,
+            "usd_per_million_tokens": ev.usd_per_million_tokens,
             "upfront_usd": plan.gpus * o.price.usd_per_gpu if o.price.usd_per_gpu else None,
         }
         cols |= {f"memory_{p}_gib": getattr(ev.memory, p) / GIB for p in MEMORY_PARTS}
@@ -388,9 +397,30 @@ class Comparison:
                 results = [f.result() for f in futures]
         return to_frame([r for rows in results for r in rows])
 
+    def goodput(self, base: pd.DataFrame | None = None, points: int = GOODPUT_POINTS) -> pd.DataFrame:
+        """Goodput against GPU count for the best row's plan (`base`, default this comparison's rows): ideal
+        and expected days at each count from 1/16 to 16× its GPUs (at the same ideal GPU-hours, perfect
+        scaling), columns of planner.model.reliability.goodput_curve plus `chosen` (the plan's own count).
+        Goodput itself depends only on the count, so the curve holds for any layout; empty without a plan."""
+        from planner.model.reliability import goodput_curve
+
+        rows = self.frame() if base is None else base
+        ok = rows[rows["feasible"]]
+        if ok.empty:
+            return pd.DataFrame()
+        r = ok.iloc[0]
+        w = self.problem.jobs[0].workload
+        chosen = int(r["gpus"])
+        counts = np.unique(np.round(np.geomspace(max(1, chosen / 16), chosen * 16, points)).astype(np.int64))
+        counts = np.union1d(counts, [chosen])
+        curve = goodput_curve(float(r["gpu_hours"]) * float(r["goodput"]), counts, w.checkpoint_bytes,
+                              w.basis.reliability or "none")
+        return curve.assign(sku=r["sku"], layout=r["layout"], chosen=curve["gpus"] == chosen)
+
     def pareto(self) -> pd.DataFrame:
         """Per SKU at its lowest hourly rate: the cost vs wall-clock front within the inventory (deadline
-        and budget ignored), as `Selector.pareto` traces it: cheapest, then cheapest strictly faster, ..."""
+        and budget ignored), as `Selector.pareto` traces it: cheapest, then cheapest strictly faster, ...
+        The days are the planned ones: expected with failures (at the scenario's confidence)."""
         out: list[dict[str, Any]] = []
         best: dict[str, Option] = {}
         for o in self.options:
@@ -431,7 +461,9 @@ def _worker_rows(point: Point) -> list[dict[str, Any]]:
 # over the best row's, minus one; memory_*_gib and step_*_s: the plan's breakdowns (the stacked-bar plots).
 COLUMNS = ("sku", "pricing", "kind", "provider", "usd_per_gpu_hour", "price_date", "price_source", "capacity_gib",
            "deadline_days", "budget_usd", "objective", "feasible", "gpus", "nodes", "layout", "memory_gib", "mfu",
-           "days", "gpu_hours", "energy_mwh", "cost_usd", "usd_per_million_tokens", "upfront_usd", "gap", "reason",
+           "days", "days_ideal", "days_low", "days_high", "days_planned", "goodput", "expected_interruptions",
+           "gpu_hours", "energy_mwh", "cost_usd", "cost_planned_usd", "usd_per_million_tokens", "upfront_usd", "gap",
+           "warnings", "reason",
            *(f"memory_{p}_gib" for p in MEMORY_PARTS), *(f"step_{p}_s" for p in BREAKDOWN_KEYS))
 
 

@@ -6,17 +6,19 @@ into `Inputs`, `estimate` into an Evaluation (planner.report.dicts.estimate_dict
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 from planner.errors import InputError
+from planner.model.reliability import resolve as resolve_reliability
 from planner.scenario import Scenario
-from planner.schema import Implementation, ModelSpec
+from planner.schema import Implementation, ModelSpec, Reliability
 from planner.workflows import inputs
 from planner.workflows.inputs import Inputs, pick
+from planner.workloads.expected import Basis
 from planner.workloads.training.evaluation import Evaluation
 
-__all__ = ["EstimateRequest", "estimate", "resolve"]
+__all__ = ["EstimateRequest", "basis", "estimate", "resolve"]
 
 
 @dataclass
@@ -36,6 +38,17 @@ class EstimateRequest:
     precision: str | None = None
     layout: dict[str, Any] = field(default_factory=dict)  # tp, pp, vpp, dp, cp, ep, zero, recompute, ...
     scenario: Scenario | None = None
+    # failures, checkpoints and restarts (docs/goodput.md): "none" for the ideal time; None: the scenario's
+    # `reliability`, else the defaults
+    reliability: Reliability | Literal["none"] | None = None
+
+
+def basis(req: EstimateRequest) -> Basis:
+    """What the estimate's expected time counts: the request's reliability over the scenario's over the
+    defaults, at the point estimate (an estimate holds nothing to a deadline)."""
+    given = req.reliability if req.reliability is not None else (
+        req.scenario.reliability if req.scenario is not None else Reliability())
+    return Basis(resolve_reliability(given))
 
 
 def resolve(req: EstimateRequest) -> Inputs:
@@ -61,5 +74,6 @@ def resolve(req: EstimateRequest) -> Inputs:
 
 def estimate(request: EstimateRequest) -> Evaluation:
     """The exact per-GPU memory, FLOPs, step time and cost of one configuration. InputError for input that
-    names nothing planner knows or a layout that breaks a rule."""
-    return resolve(request).evaluate()
+    names nothing planner knows or a layout that breaks a rule. Its time is ideal and expected with failures
+    (`Evaluation.expected`), with the model's error band and any extrapolation warning."""
+    return replace(resolve(request).evaluate(), basis=basis(request))

@@ -19,13 +19,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from planner.errors import InputError
+from planner.model.reliability import resolve as resolve_reliability
 from planner.pricing import priced
 from planner.report.text import gib, setting_text
-from planner.scenario import EfficiencyOverride, Pricing, Scenario
-from planner.schema import Layout, ModelSpec, Overheads
+from planner.scenario import Constraints, EfficiencyOverride, Pricing, Scenario
+from planner.schema import Layout, ModelSpec, Overheads, Reliability
 from planner.search import NEAR_OPTIMAL_MARGIN
 from planner.workflows import inputs
 from planner.workflows.inputs import Inputs, default_tokens, pick
+from planner.workloads.expected import IDEAL, Basis
 from planner.workloads.training.evaluation import Evaluation, merged_efficiency
 from planner.workloads.training.layout import as_fields
 from planner.workloads.training.legality import layout_problems
@@ -84,6 +86,10 @@ class ReviewRequest:
     micro_batch: int | None = None  # DeepSpeed: fills "auto"; scenario: override
     global_batch: int | None = None
     env: Mapping[str, str] | None = None  # Megatron-LM: values of shell variables the arguments use
+    # what the plans are held to: "none" = the ideal time (default: the scenario's `reliability`, else the
+    # defaults) and the step-error quantile (default: the scenario's constraints.confidence, else the point)
+    reliability: Reliability | Literal["none"] | None = None
+    confidence: float | None = None
 
 
 @dataclass(kw_only=True)
@@ -95,6 +101,10 @@ class Config(Inputs):
     read: list[Finding] = field(default_factory=list)  # what reading the input found
     fixed: dict[str, Any] = field(default_factory=dict)  # layout fields the input's format cannot change
     case: Case | None = None
+    basis: Basis = IDEAL  # failures and the step-error quantile every evaluation is judged with
+
+    def evaluate(self, layout: Layout | None = None) -> Evaluation:
+        return replace(super().evaluate(layout), basis=self.basis)
 
     @property
     def format(self) -> str | None:
@@ -122,7 +132,7 @@ class Better:
     """The fastest runnable plan on the same hardware, as the input's format expresses it."""
 
     plan: Plan
-    speedup: float  # reviewed step time / this plan's step time
+    speedup: float  # reviewed planned time / this plan's (the step ratio at the point estimate)
     format: str  # megatron | deepspeed | torchtitan | layout (a scenario's fields)
     changes: list[dict[str, Any]]  # {key, from, to} in that format
 
@@ -297,8 +307,27 @@ def _from_published(req: ReviewRequest) -> Config:
     )
 
 
+def review_basis(req: ReviewRequest) -> Basis:
+    """The request's reliability and confidence over the scenario's over the defaults (failures counted,
+    the point estimate)."""
+    sc = req.scenario
+    rel = pick(req.reliability, sc.reliability if sc else None, Reliability())
+    conf = pick(req.confidence, sc.constraints.confidence if sc else None)
+    if conf is not None:
+        try:
+            Constraints(confidence=conf)
+        except ValueError as e:
+            raise InputError(f"--confidence: {conf!r} is outside [0.5, 0.99] ({type(e).__name__})") from None
+    return Basis(resolve_reliability(rel), conf)
+
+
 def load_config(req: ReviewRequest) -> Config:
-    """Read the request's one configuration; InputError for a bad or ambiguous input."""
+    """Read the request's one configuration, judged on the request's basis; InputError for a bad or
+    ambiguous input."""
+    return replace(_read_config(req), basis=review_basis(req))
+
+
+def _read_config(req: ReviewRequest) -> Config:
     sources = [n for n in ("megatron_args", "deepspeed", "torchtitan", "published") if getattr(req, n) is not None]
     if len(sources) > 1:
         raise InputError(f"give one configuration to review, not {' and '.join(sources)}")
@@ -457,6 +486,7 @@ def _search_scenario(c: Config) -> Scenario:
         pricing=c.pricing or Pricing(usd_per_gpu_hour={c.gpu.name: 1.0}),
         layout=FixedLayout(sku=c.gpu.name, gpus=c.gpus, offload_optimizer=lay.offload_optimizer, **c.fixed),
         objective="time", top_k=1, implementation=c.implementation, overheads=c.overheads,
+        reliability=c.basis.reliability or "none", constraints=Constraints(confidence=c.basis.confidence),
         # the reviewed GPU's own efficiencies (a published run's overlaps), the scenario's fixed utilisation
         efficiency=EfficiencyOverride(**eff, mfu=c.efficiency.mfu, hfu=c.efficiency.hfu),
     )
@@ -511,14 +541,17 @@ def search_better(c: Config, ev: Evaluation, *, time_limit_s: float = 30.0) -> t
         why = f"the search found no layout of {c.model.name} with global batch {lay.global_batch} that fits " \
               f"{c.gpus} × {c.gpu.name}" + (f" and {fmt} can express" if solved else "")
         return None, [Finding("no_better_layout", "info", why + "".join(f"; {r}" for r in reasons))]
-    best = min(found, key=lambda e: e.time.step_seconds)
-    speedup = ev.time.step_seconds / best.time.step_seconds
+    # on the same GPUs the failure stretch is the same: the planned time orders them as the step at the
+    # planning quantile does (the step itself at the point estimate)
+    best = min(found, key=lambda e: e.planned_seconds)
+    speedup = ev.planned_seconds / best.planned_seconds
     runs_now = c.runnable(lay) is not None
     if best.layout == lay or (runs_now and speedup <= 1.0 + 1e-3):
         return None, []
     rate = best.rate.usd_per_gpu_hour if best.rate else 0.0
     steps = c.tokens / (best.layout.global_batch * c.seq)  # as the search counts a job's steps
-    units = integer_units(best.time.step_seconds, best.layout.gpus, rate, steps)
+    units = integer_units(best.time.step_seconds, best.layout.gpus, rate, steps, best.checkpoint_bytes, best.basis,
+                          best.confidence_factor)
     diff_format, diff = "layout", _layout_changes(lay, best.layout)
     # a reviewed layout with no form in its own format (it breaks that format's rules) is diffed by layout keys
     with contextlib.suppress(InputError):
@@ -526,7 +559,8 @@ def search_better(c: Config, ev: Evaluation, *, time_limit_s: float = 30.0) -> t
             diff_format, diff = fmt, changes(fmt, c.export(fmt, lay), c.export(fmt, best.layout))
     better = Better(Plan(base.name, best, *(int(u) for u in units)), speedup, diff_format, diff)
     what = "; ".join(f"{ch['key']} {setting_text(ch['from'])} → {setting_text(ch['to'])}" for ch in better.changes)
-    how = (f"{speedup:.2f}× faster ({_step(ev, best)}, {ev.time.days:,.1f} → {best.time.days:,.1f} days)" if runs_now
+    how = (f"{speedup:.2f}× faster ({_step(ev, best)}, {ev.expected.days:,.1f} → {best.expected.days:,.1f} days "
+           f"expected)" if runs_now
            else f"runs where the reviewed configuration cannot (step {best.time.step_seconds:.2f} s)")
     severity: Severity = "warning" if not runs_now or speedup >= 1 + NEAR_OPTIMAL_MARGIN else "info"
     tie = ", within the model's error" if runs_now and speedup < 1 + NEAR_OPTIMAL_MARGIN else ""

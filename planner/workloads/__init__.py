@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from planner.pricing import HourlyRate
     from planner.schema import GpuSku
+    from planner.workloads.expected import Basis
     from planner.workloads.grid import GpuCounts, Grid
 
 __all__ = ["Workload"]
@@ -55,7 +56,21 @@ class Workload(Protocol):
 
     def evaluate(self, layout: Any, gpu: GpuSku, node: int, rate: HourlyRate | None) -> Any:
         """The scalar evaluation of one layout: `problems`, `fits`, `gpus`, `memory.total`, `capacity_bytes`,
-        `time.days` and `cost_usd`, the quantities `planner.search.plans.check_solution` re-checks."""
+        `planned_days` and `planned_cost_usd`, the quantities `planner.search.plans.check_solution` re-checks."""
+        ...
+
+    @property
+    def basis(self) -> Basis:
+        """Failures and the step-error quantile the job's plans are held to (planner.workloads.expected)."""
+        ...
+
+    @property
+    def checkpoint_bytes(self) -> int:
+        """Bytes of one checkpoint of the job: with the GPU count, what its failure stretch depends on."""
+        ...
+
+    def step_factor(self, grid: Grid, rows: np.ndarray, gpu: GpuSku) -> np.ndarray | float:
+        """Per row, 1 + the basis' step-error quantile (1.0 at the point estimate)."""
         ...
 
     def fixed_field_problems(self, node: int) -> list[str]:

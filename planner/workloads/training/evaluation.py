@@ -6,16 +6,20 @@ solver returns is re-evaluated here and must pass.
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from planner.model.flops import StepFlops, step_flops
 from planner.model.memory import MemoryBreakdown, training_memory
 from planner.model.params import ParamCount, count_params
-from planner.model.perf import TimeEstimate, fixed_utilisation_time, training_time
+from planner.model.perf import SECONDS_PER_DAY, TimeEstimate, fixed_utilisation_time, training_time
+from planner.model.reliability import ExpectedTime, checkpoint_bytes, expected_time
+from planner.model.uncertainty import error_band, error_quantile, extrapolation, regime_of
 from planner.pricing import HourlyRate, hourly_rate
 from planner.scenario import EfficiencyOverride, Pricing
-from planner.schema import Efficiency, GpuSku, Implementation, Layout, ModelSpec, Overheads
+from planner.schema import Efficiency, Framework, GpuSku, Implementation, Layout, ModelSpec, Overheads
+from planner.workloads.expected import IDEAL, Basis, planned_seconds
 from planner.workloads.training.legality import layout_problems
 
 
@@ -33,6 +37,69 @@ class Evaluation:
     time: TimeEstimate
     rate: HourlyRate | None
     problems: list[str]  # legality violations; empty for a runnable layout
+    framework: Framework = "megatron-core"
+    basis: Basis = field(default=IDEAL)  # failures and confidence the plan is judged with
+
+    # -- how sure: the step-time band of the plan's regime, and what lies outside the calibration --------
+
+    @functools.cached_property
+    def band(self) -> tuple[float, float]:
+        """Relative step error (low, high): the 10th–90th percentile of the model's error in this plan's
+        regime (planner.model.uncertainty.error_band), widened to include 0 so the range holds the estimate."""
+        b = error_band(regime_of(self.layout, self.gpu, self.framework))
+        return min(b.low, 0.0), max(b.high, 0.0)
+
+    @property
+    def step_seconds_range(self) -> tuple[float, float]:
+        lo, hi = self.band
+        return self.time.step_seconds * (1 + lo), self.time.step_seconds * (1 + hi)
+
+    @property
+    def days_range(self) -> tuple[float, float]:
+        """Expected days (with failures) at the low and high ends of the step-time band."""
+        lo, hi = self.band
+        return self.expected.days * (1 + lo), self.expected.days * (1 + hi)
+
+    @functools.cached_property
+    def warnings(self) -> list[str]:
+        """`extrapolated`: why the plan lies outside what the calibration runs measured (empty inside)."""
+        return extrapolation(self.layout, self.gpu, self.framework, self.time.mfu)
+
+    # -- planned: expected with failures, at the planning quantile ------------------------------------
+
+    @functools.cached_property
+    def checkpoint_bytes(self) -> int:
+        return checkpoint_bytes(self.model, self.layout, self.framework)
+
+    @functools.cached_property
+    def expected(self) -> ExpectedTime:
+        """Ideal and expected wall-clock with failures, checkpoints and restarts (point estimate). The
+        interval is not rounded to whole steps, so its days are exactly what `planned_seconds` plans with."""
+        return expected_time(self.time.days * SECONDS_PER_DAY, self.layout.gpus, self.checkpoint_bytes,
+                             self.basis.reliability or "none")
+
+    @functools.cached_property
+    def confidence_factor(self) -> float:
+        """1 + the planning quantile of the step error in this regime; 1 at the point estimate."""
+        c = self.basis.confidence
+        return 1.0 if c is None else 1.0 + error_quantile(regime_of(self.layout, self.gpu, self.framework), c)
+
+    @functools.cached_property
+    def planned_seconds(self) -> float:
+        """The wall-clock deadline, budget and objective are judged on (planner.workloads.expected)."""
+        steps = self.tokens / self.flops.tokens
+        return float(planned_seconds(self.time.step_seconds, self.layout.gpus, steps, self.checkpoint_bytes,
+                                     self.basis, self.confidence_factor))
+
+    @property
+    def planned_days(self) -> float:
+        return self.planned_seconds / SECONDS_PER_DAY
+
+    @property
+    def planned_cost_usd(self) -> float | None:
+        if self.rate is None:
+            return None
+        return self.planned_seconds * self.gpus / 3600 * self.rate.usd_per_gpu_hour
 
     @property
     def capacity_bytes(self) -> int:
@@ -55,10 +122,15 @@ class Evaluation:
         return math.ceil(self.layout.gpus / self.gpus_per_node)
 
     @property
+    def gpu_hours(self) -> float:
+        """Expected GPU-hours with failures (the ideal ones with `reliability: none`): what the cost follows."""
+        return self.expected.gpu_hours
+
+    @property
     def cost_usd(self) -> float | None:
         if self.rate is None:
             return None
-        return self.time.gpu_hours * self.rate.usd_per_gpu_hour
+        return self.gpu_hours * self.rate.usd_per_gpu_hour
 
     @property
     def usd_per_million_tokens(self) -> float | None:
@@ -87,10 +159,12 @@ def evaluate(
     efficiency: EfficiencyOverride | None = None,
     pricing: Pricing | None = None,
     rate: HourlyRate | None = None,
+    basis: Basis = IDEAL,
 ) -> Evaluation:
     """Everything planner knows about one plan. Legality problems are reported, not raised.
 
-    The cost comes from `rate`, or from the catalog price `pricing` selects; without either, no cost."""
+    The cost comes from `rate`, or from the catalog price `pricing` selects; without either, no cost. `basis`
+    says whether failures count (default: the ideal time) and at which step-error quantile deadlines hold."""
     if pricing is not None and rate is not None:
         raise ValueError("give pricing or rate, not both")
     impl = implementation or Implementation()
@@ -119,4 +193,6 @@ def evaluate(
         time=time,
         rate=rate,
         problems=layout_problems(model, layout, node_size=node, seq=seq, framework=impl.framework),
+        framework=impl.framework,
+        basis=basis,
     )

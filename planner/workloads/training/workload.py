@@ -4,6 +4,7 @@ and the scalar evaluation every chosen plan is re-checked with."""
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -11,9 +12,13 @@ import numpy as np
 
 from planner.model import memory as memory_model
 from planner.model import perf as perf_model
+from planner.model import reliability as reliability_model
+from planner.model.params import count_params
+from planner.model.uncertainty import Regime, error_quantile, gpu_generation
 from planner.pricing import HourlyRate
 from planner.scenario import EfficiencyOverride, FixedLayout, Job
 from planner.schema import GpuSku, Implementation, Layout, ModelSpec, Overheads
+from planner.workloads.expected import IDEAL, Basis
 from planner.workloads.grid import GpuCounts, Grid, chunked
 from planner.workloads.training import space
 from planner.workloads.training.evaluation import Evaluation, evaluate, merged_efficiency
@@ -31,6 +36,7 @@ class TrainingWorkload:
     implementation: Implementation = field(default_factory=Implementation)
     overheads: Overheads = field(default_factory=Overheads)
     efficiency: EfficiencyOverride = field(default_factory=EfficiencyOverride)
+    basis: Basis = IDEAL  # failures and the step-error quantile plans are held to (planner.workloads.expected)
 
     @property
     def seq(self) -> int:
@@ -121,6 +127,26 @@ class TrainingWorkload:
 
         return chunked(part, rows, np.float64)
 
+    @functools.cached_property
+    def checkpoint_bytes(self) -> int:
+        """One checkpoint of the whole model: the same for every layout of the job (its optimizer is fixed)."""
+        per_param = reliability_model.checkpoint_bytes_per_param(self.template.recipe.optimizer,
+                                                                 self.implementation.framework)
+        return math.ceil(count_params(self.model).total * per_param)  # as reliability.checkpoint_bytes
+
+    def step_factor(self, grid: Grid, rows: np.ndarray, gpu: GpuSku) -> np.ndarray | float:
+        """1 + the basis' step-error quantile in each row's regime (planner.model.uncertainty.parallel_regime,
+        over grid columns); 1.0 at the point estimate. `Evaluation.confidence_factor` is its scalar form."""
+        if self.basis.confidence is None:
+            return 1.0
+        c = grid.cols
+        zero, pp, tp, cp = (c[f][rows] for f in ("zero", "pp", "tp", "cp"))
+        parallel = np.where(zero == 3, 0, np.where(pp > 1, 1, np.where((tp > 1) | (cp > 1), 2, 3)))
+        gen, fw = gpu_generation(gpu), self.implementation.framework
+        q = [1.0 + error_quantile(Regime(gen, fw, name), self.basis.confidence)
+             for name in ("sharded", "pipeline", "tensor", "data")]
+        return np.asarray(q)[parallel]
+
     # ----------------------------------------------------------------------------------------
     # one plan, the scalar way
     # ----------------------------------------------------------------------------------------
@@ -129,4 +155,4 @@ class TrainingWorkload:
         """The independent re-check of one plan: the scalar model `planner estimate` reports."""
         return evaluate(self.model, layout, gpu, seq=self.seq, tokens=self.tokens, gpus_per_node=node,
                         implementation=self.implementation, overheads=self.overheads, efficiency=self.efficiency,
-                        rate=rate)
+                        rate=rate, basis=self.basis)
