@@ -53,10 +53,26 @@ def load_models() -> dict[str, ModelSpec]:
     return _load("models.yaml", "models", ModelSpec)
 
 
+@functools.lru_cache
+def load_procurement() -> Any:
+    """procurement.yaml (planner.procurement.Procurement): TCO terms and lead times. Cached."""
+    from planner.procurement import Procurement
+
+    path = catalog_dir() / "procurement.yaml"
+    data = _read(path)
+    if not isinstance(data, dict) or not isinstance(data.get("procurement"), dict):
+        raise InputError(f"{path}: expected a top-level mapping with a `procurement:` mapping")
+    try:
+        return Procurement.model_validate(data["procurement"])
+    except ValidationError as exc:
+        raise InputError(format_validation_error(exc, f"{path}: procurement")) from exc
+
+
 def clear_caches() -> None:
     """Forget loaded catalogs, e.g. after pointing $PLANNER_CATALOGS elsewhere."""
     load_gpus.cache_clear()
     load_models.cache_clear()
+    load_procurement.cache_clear()
 
 
 def get_gpu(name: str) -> GpuSku:
@@ -80,8 +96,7 @@ def _names(entry: BaseModel) -> list[str]:
     return [str(getattr(entry, "name", "")), *aliases]
 
 
-def _load(filename: str, key: str, schema: type[Entry]) -> dict[str, Entry]:
-    path = catalog_dir() / filename
+def _read(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -93,6 +108,12 @@ def _load(filename: str, key: str, schema: type[Entry]) -> dict[str, Entry]:
         at = f" line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise InputError(f"{path}:{at}: invalid YAML: {problem}") from exc
+    return data
+
+
+def _load(filename: str, key: str, schema: type[Entry]) -> dict[str, Entry]:
+    path = catalog_dir() / filename
+    data = _read(path)
     if not isinstance(data, dict) or not isinstance(data.get(key), list):
         raise InputError(f"{path}: expected a top-level mapping with a `{key}:` list")
 
