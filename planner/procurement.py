@@ -43,7 +43,7 @@ class Procurement(Strict):
     network_share: Sourced
     colocation_usd_per_kw_month: Sourced
     server_kw_per_gpu_tdp: Sourced
-    skus: list[SkuProcurement] = []
+    skus: list[SkuProcurement] = Field(default_factory=list)
 
     def sku(self, gpu: GpuSku) -> SkuProcurement | None:
         from planner.catalog import get_gpu

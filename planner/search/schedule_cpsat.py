@@ -294,7 +294,7 @@ def solve(inst: Instance, *, time_limit: float = 60.0, workers: int = 1, hint: D
     if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return Outcome(status, None, None, None, time.monotonic() - began)
     best = model.decisions(solver)
-    cost = int(round(solver.objective_value))
+    cost = round(solver.objective_value)
     bound = float(solver.best_objective_bound)
     left = time_limit - (time.monotonic() - began)
     if finish_time and left > 0.05:

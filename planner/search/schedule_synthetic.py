@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import random
+from typing import Any
 
 from planner.search.schedule_instance import Instance, Option, Pool, Task
 
@@ -39,8 +40,8 @@ def synthetic_pools(periods: int, scale: int = 1) -> tuple[Pool, ...]:
         Pool("b200-buy", "purchase", "b200", unit=8, max_gpus=1024 * scale, min_units=8, lead=lead, starts=buy_starts,
              unit_usd=tuple(math.ceil(8 * B200_HELD_PER_HOUR * HOURS_PER_WEEK * (periods - s - lead))
                             for s in buy_starts)),
-        Pool("h100-reserved-1y", "reservation", "h100-sxm", unit=8, max_gpus=1024 * scale, term=52, starts=reserve_starts,
-             unit_usd=(math.ceil(8 * H100_RESERVED_1Y * 8_760),) * periods),
+        Pool("h100-reserved-1y", "reservation", "h100-sxm", unit=8, max_gpus=1024 * scale, term=52,
+             starts=reserve_starts, unit_usd=(math.ceil(8 * H100_RESERVED_1Y * 8_760),) * periods),
         Pool("h100-on-demand", "on-demand", "h100-sxm", capacity=(1024 * scale,) * periods),
     )
 
@@ -59,6 +60,16 @@ ROLES = (
 )
 
 
+def _role(j: int, jobs: int) -> tuple[Any, ...]:
+    """Roles in fixed proportions, interleaved deterministically over the job indices."""
+    u, acc = (j + 0.5) / jobs, 0.0
+    for role in ROLES:
+        acc += role[1]
+        if u < acc:
+            return role
+    return ROLES[-1]
+
+
 def synthetic_instance(jobs: int, periods: int = 52, seed: int = 0) -> Instance:
     """`jobs` jobs over `periods` weeks, in the proportions of ROLES: a few pre-training runs with hard
     deadlines, fine-tunes that wait for one of them, and evaluations and ablations all year with soft
@@ -70,12 +81,7 @@ def synthetic_instance(jobs: int, periods: int = 52, seed: int = 0) -> Instance:
     tasks: list[Task] = []
     pretrains: list[int] = []
     for j in range(jobs):
-        u = (j + 0.5) / jobs  # roles in fixed proportions, interleaved deterministically
-        acc = 0.0
-        for name, share, (w_lo, w_hi), counts, (s_lo, s_hi), pen in ROLES:
-            acc += share
-            if u < acc or name == ROLES[-1][0]:
-                break
+        name, _, (w_lo, w_hi), counts, (s_lo, s_hi), pen = _role(j, jobs)
         work = math.exp(rnd.uniform(math.log(w_lo), math.log(w_hi)))
         options = []
         for p, pool in enumerate(pools):
