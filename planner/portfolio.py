@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, PositiveInt, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from planner.errors import InputError, format_validation_error
 from planner.scenario import EfficiencyOverride, FixedLayout, Job, read_yaml
@@ -133,7 +133,7 @@ Pool = Annotated[OwnedPool | PurchasePool | ReservationPool | OnDemandPool, Fiel
 class Repeat(Strict):
     """The same job again every `every_days`, `count` times in all (release and deadline shift along)."""
 
-    every_days: PositiveInt = Field(le=3660)
+    every_days: int = Field(ge=0, le=3660, description="0: identical copies released together")
     count: int = Field(ge=2, le=1000)
 
 

@@ -194,11 +194,18 @@ def job_table(portfolio: Portfolio, job: PortfolioJob, skus: list[str], cap: int
         "efficiency": portfolio.efficiency, "implementation": portfolio.implementation,
         "overheads": portfolio.overheads,
     })
-    key = scenario.model_dump_json(exclude={"name"})
+    # the layout grid, memory and step times do not depend on the tokens: one table per shape
+    key = scenario.model_dump_json(exclude={"name": True, "job": {"tokens"}})
     if key not in cache:
         problem = resolve_problem(scenario)
         cache[key] = JobTable(job_candidates(problem, problem.jobs[0]), problem)
     return cache[key]
+
+
+def job_seconds(step_us: int, job: PortfolioJob) -> int:
+    """Whole seconds of the job's steps at `step_us` each, rounded up as candidates.integer_units does."""
+    steps = float(job.job.tokens) / (job.job.global_batch * job.job.seq_len)
+    return math.ceil(step_us * steps / 1e6)
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,7 +263,7 @@ def resolve(portfolio: Portfolio, *, duration: Duration = ideal_duration,
                 if len(hit) == 0:
                     continue
                 k = int(hit[0])
-                seconds = duration(j.name, terms[i].gpu.name, g, int(t.at[k, "time_s"]))
+                seconds = duration(j.name, terms[i].gpu.name, g, job_seconds(int(t.at[k, "step_us"]), j))
                 periods = max(1, math.ceil(seconds / (step * 86_400)))
                 if periods > T:
                     notes.append(f"{terms[i].name} × {g:,}: {seconds / 86_400:,.1f} days, longer than the horizon")
