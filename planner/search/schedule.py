@@ -25,7 +25,6 @@ from planner.search.schedule_instance import (
     Decisions,
     costs,
     earliest_starts,
-    option_problem,
     topological,
     undominated,
     usage_profile,
@@ -44,6 +43,7 @@ def schedule(
     *,
     time_limit: float = 60.0,
     workers: int = 1,
+    deterministic: bool = True,
     duration: Duration = ideal_duration,
     progress: Callable[[str], None] | None = None,
 ) -> ScheduleResult:
@@ -53,8 +53,11 @@ def schedule(
 
     - `time_limit`: seconds for the CP-SAT search (the candidate tables are built before it). When it runs
       out the best plan found is returned with status 'feasible', its proven lower bound and gap.
-    - `workers`: CP-SAT threads. The result is deterministic for a given input and worker count when the
-      search ends before the time limit (fixed seed; `workers=1` is the most reproducible).
+    - `workers`: CP-SAT threads. With a fixed seed the result is deterministic for a given input and
+      worker count whenever the search ends before the time limit: one worker always; several with
+      `deterministic=True` (interleaved search, slower). `deterministic=False` lets several workers race
+      (fastest; a tie between equally cheap plans may then go either way). A search the time limit cuts
+      short is not reproducible (wall-clock time).
     - `duration(job, sku, gpus, ideal_seconds) -> seconds`: how long a job runs; the default is the time
       model's ideal time, a goodput model gives the expected time with failures.
 
@@ -83,7 +86,8 @@ def schedule(
     say("greedy baseline")
     base = greedy(inst)
     say(f"CP-SAT over {sum(len(k) for k in options):,} job options × {inst.periods} periods")
-    out = solve(inst, time_limit=time_limit, workers=workers, hint=base.decisions, options=options)
+    out = solve(inst, time_limit=time_limit, workers=workers, hint=base.decisions, options=options,
+                deterministic=deterministic)
     result.status = out.status
     if out.decisions is None:
         if out.status == "infeasible":
@@ -114,7 +118,12 @@ def schedule(
                 raise RuntimeError("CP-SAT, started from the baseline, returned a costlier plan")
             result.difference = difference(resolved, base.decisions, out.decisions)
     else:
-        result.baseline = Baseline("infeasible", None, base.reason)
+        reason = base.reason
+        if base.stuck is not None:
+            j, due = base.stuck
+            reason = (f"{inst.tasks[j].name}: no option has room by {_day(resolved, due)} once the jobs with "
+                      "earlier deadlines are placed")
+        result.baseline = Baseline("infeasible", None, reason)
     result.seconds = time.monotonic() - began
     return result
 
@@ -151,9 +160,10 @@ def plan(r: Resolved, d: Decisions) -> tuple[list[JobPlan], list[PoolPlan]]:
                                    float(c.units * pool.unit_usd[pool.starts.index(c.period)]))
                           for c in mine if pool.kind == "purchase")
         term = getattr(r.portfolio.pools[p_i], "term", None)
-        reservations = tuple(Reservation(h.date(c.period), h.date(c.period) + dt.timedelta(days=TERM_DAYS[term]),
-                                         c.units * pool.unit, float(c.units * pool.unit_usd[pool.starts.index(c.period)]))
-                             for c in mine if pool.kind == "reservation" and term)
+        reservations = tuple(
+            Reservation(h.date(c.period), h.date(c.period) + dt.timedelta(days=TERM_DAYS[term]), c.units * pool.unit,
+                        float(c.units * pool.unit_usd[pool.starts.index(c.period)]))
+            for c in mine if pool.kind == "reservation" and term)
         if pool.capacity is not None:
             cap: tuple[int | None, ...] = pool.capacity
         elif pool.committed:
@@ -264,32 +274,33 @@ def no_option_lines(r: Resolved, j: int) -> list[str]:
 
     inst = r.instance
     task, spec = inst.tasks[j], r.jobs[j]
-    out = [line.replace(f"{r.tables[j].cands.job.name}:", f"{task.name}:", 1) for line in memory_lines(r.tables[j].cands)]
+    shape = r.tables[j].cands.job.name  # the table may have been built for another job of the same shape
+    out = [line.replace(f"{shape}:", f"{task.name}:", 1) for line in memory_lines(r.tables[j].cands)]
     if not task.options:
         why = "; ".join(r.dropped.get(task.name, [])) or "no SKU of its pools has a layout within its GPU bounds"
         return [*out, f"{task.name}: no option: {why}"]
     step = r.portfolio.horizon.step_days
-    best = None
-    for k, o in enumerate(task.options):
-        first = max(task.release, 0)
-        pool = inst.pools[o.pool]
-        if pool.committed:
-            first = max(first, min((s + pool.lead for s in pool.starts), default=inst.periods))
-        end = first + o.periods
-        if best is None or end < best[0]:
-            best = (end, k, first)
-    assert best is not None
-    end, k, first = best
-    o = task.options[k]
     limit = task.deadline if task.hard and task.deadline is not None else inst.periods
-    what = f"its deadline {spec.deadline}" if task.hard and spec.deadline else f"the horizon end {_day(r, inst.periods)}"
+    what = f"its deadline {spec.deadline}" if task.hard and spec.deadline else f"the horizon end {_day(r, limit)}"
+    fastest: dict[int, tuple[int, int, int]] = {}  # pool → (earliest end, option, earliest start)
+    for k, o in enumerate(task.options):
+        pool = inst.pools[o.pool]
+        first = task.release
+        if pool.committed:  # a purchase arrives after its lead time, a reservation starts when allowed
+            first = max(first, min((s + pool.lead for s in pool.starts), default=inst.periods))
+        if (o.pool not in fastest or first + o.periods < fastest[o.pool][0]
+                or (first + o.periods == fastest[o.pool][0] and o.gpus < task.options[fastest[o.pool][1]].gpus)):
+            fastest[o.pool] = (first + o.periods, k, first)
+    ranked = sorted(fastest.values())
+    end, k, first = ranked[0]
+    o = task.options[k]
     out.append(f"{task.name}: the fastest option ({o.gpus:,} × {inst.pools[o.pool].sku} in {inst.pools[o.pool].name}, "
                f"{o.seconds / SECONDS_PER_DAY:,.1f} days) starts {_day(r, first)} at the earliest and ends "
                f"{_day(r, end)}, {(end - limit) * step} days after {what}")
-    other = [f"{inst.pools[x.pool].name} × {x.gpus:,}: {why}" for x, why in
-             ((x, option_problem(inst, j, i)) for i, x in enumerate(task.options)) if why and x is not o][:3]
-    if other:
-        out.append(f"{task.name}: also " + "; ".join(other))
+    for end, k, first in ranked[1:4]:
+        o = task.options[k]
+        out.append(f"{task.name}: in {inst.pools[o.pool].name} at best {o.gpus:,} GPUs from {_day(r, first)} "
+                   f"to {_day(r, end)}, {(end - limit) * step} days late")
     return out
 
 
@@ -316,10 +327,11 @@ def explain(r: Resolved, time_limit: float, workers: int) -> list[str]:
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = workers
     solver.parameters.max_time_in_seconds = max(1.0, time_limit)
-    if solver.solve(model.model) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+    code = solver.solve(model.model)
+    if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return ["no plan fits every job in the horizon, even with every deadline lifted"]
     d = model.decisions(solver)
-    proven = solver.status_name() == "OPTIMAL"
+    proven = code == cp_model.OPTIMAL
     for j, task in enumerate(inst.tasks):
         if not task.hard or task.deadline is None or d.end(inst, j) <= task.deadline:
             continue

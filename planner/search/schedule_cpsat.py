@@ -272,23 +272,28 @@ class ScheduleModel:
         return Decisions(choice, start, commits)
 
 
-def _solver(seconds: float, workers: int) -> cp_model.CpSolver:
+def _solver(seconds: float, workers: int, deterministic: bool) -> cp_model.CpSolver:
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = workers
     solver.parameters.random_seed = SEED
     solver.parameters.max_time_in_seconds = max(0.01, seconds)
+    if workers > 1 and deterministic:
+        # several workers in a reproducible order (sat_parameters.proto: interleave_search), slower
+        solver.parameters.interleave_search = True
     return solver
 
 
 def solve(inst: Instance, *, time_limit: float = 60.0, workers: int = 1, hint: Decisions | None = None,
-          options: Sequence[Sequence[int]] | None = None, finish_time: bool = True) -> Outcome:
+          options: Sequence[Sequence[int]] | None = None, finish_time: bool = True,
+          deterministic: bool = False) -> Outcome:
     """Minimise the total cost, then (within what is left of `time_limit`) the sum of end periods at
-    that cost. Status, bound and gap are the cost phase's."""
+    that cost. Status, bound and gap are the cost phase's. One worker is deterministic; several are with
+    `deterministic` (interleaved search), as long as the time limit does not cut the search short."""
     began = time.monotonic()
     model = ScheduleModel(inst, options=options)
     if hint is not None:
         model.hint(hint)
-    solver = _solver(time_limit * (COST_SHARE if finish_time else 1.0), workers)
+    solver = _solver(time_limit * (COST_SHARE if finish_time else 1.0), workers, deterministic)
     code = solver.solve(model.model)
     status = _STATUS[code]
     if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
@@ -302,7 +307,7 @@ def solve(inst: Instance, *, time_limit: float = 60.0, workers: int = 1, hint: D
         m.add(model.cost <= cost)
         m.minimize(sum(model.end))
         model.hint(best)
-        second = _solver(left, workers)
+        second = _solver(left, workers, deterministic)
         if second.solve(m) in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             best = model.decisions(second)
     return Outcome(status, best, cost, bound, time.monotonic() - began)

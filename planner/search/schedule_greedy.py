@@ -20,6 +20,7 @@ from planner.search.schedule_instance import Commitment, Decisions, Instance, Po
 class Baseline:
     decisions: Decisions | None
     reason: str | None  # why it found no schedule
+    stuck: tuple[int, int] | None = None  # (task, period it had to end by) when one could not be placed
 
 
 @dataclass
@@ -91,7 +92,7 @@ def greedy(inst: Instance) -> Baseline:
                 break  # the earliest start of this option
         if best is None:
             return Baseline(None, f"{task.name}: no option has room by period {due[j]} once the jobs before it "
-                                  "are placed")
+                                  "are placed", (j, due[j]))
         _, k, s, commit = best
         o = task.options[k]
         if commit is not None:
