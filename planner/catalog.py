@@ -11,13 +11,16 @@ import difflib
 import functools
 import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from planner.errors import InputError, format_validation_error
 from planner.schema import GpuSku, ModelSpec
+
+if TYPE_CHECKING:
+    from planner.procurement import Procurement
 
 ENV_VAR = "PLANNER_CATALOGS"
 
@@ -54,7 +57,7 @@ def load_models() -> dict[str, ModelSpec]:
 
 
 @functools.lru_cache
-def load_procurement() -> Any:
+def load_procurement() -> Procurement:
     """procurement.yaml (planner.procurement.Procurement): TCO terms and lead times. Cached."""
     from planner.procurement import Procurement
 

@@ -172,8 +172,9 @@ class ScheduleModel:
                     demands.append(short)
                 t = u
             m.add_cumulative(intervals, demands, top)
-            self._energy(runs, [min(c, top) for c in pool.capacity])
-            self._mandatory(runs, [min(c, top) for c in pool.capacity])
+            fixed = [min(c, top) for c in pool.capacity]
+            self._energy(runs, fixed, fixed)
+            self._mandatory(runs, fixed)
             return
         if not pool.committed:
             return  # unlimited on demand
@@ -219,11 +220,11 @@ class ScheduleModel:
             if must:
                 self.model.add(sum(r.gpus * r.present for r in must) <= c)
 
-    def _energy(self, runs: list[_Run], cap: Sequence[cp_model.LinearExprT | int]) -> None:
+    def _energy(self, runs: list[_Run], cap: Sequence[cp_model.LinearExprT],
+                fixed: Sequence[int] | None = None) -> None:
         """GPU-periods of the options confined to [a, b) ≤ the pool's GPU-periods in [a, b), for every
         window between an earliest start and a latest end; a window whose options a smaller window
-        already holds, or (fixed capacity) that can hold all of them, adds nothing."""
-        fixed = all(isinstance(c, int) for c in cap)
+        already holds, or (with `fixed` capacities) that can hold all of them, adds nothing."""
         seen: set[frozenset[int]] = set()
         for b in sorted({r.last for r in runs}):
             for a in sorted({r.first for r in runs if r.last <= b}, reverse=True):
@@ -231,8 +232,8 @@ class ScheduleModel:
                 if not inside or inside in seen:
                     continue
                 seen.add(inside)
-                if fixed:
-                    room = sum(int(c) for c in cap[a:b])  # type: ignore[call-overload]
+                if fixed is not None:
+                    room = sum(fixed[a:b])
                     most: dict[int, int] = {}
                     for i in inside:
                         most[runs[i].task] = max(most.get(runs[i].task, 0), runs[i].gpus * runs[i].periods)

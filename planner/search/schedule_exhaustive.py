@@ -68,8 +68,8 @@ def exhaustive(inst: Instance, *, max_combinations: int = 2_000_000) -> tuple[in
                 usage[o.pool][t] += o.gpus
         cost = 0
         commits: list[Commitment] = []
-        for p in range(len(inst.pools)):
-            got = commitments(p, tuple(usage[p]))
+        for pool_index in range(len(inst.pools)):
+            got = commitments(pool_index, tuple(usage[pool_index]))
             if got is None:
                 break
             cost += got[0]

@@ -34,22 +34,29 @@ def _commit_for(pool: Pool, p: int, st: _State, gpus: int, start: int, periods: 
                 T: int) -> tuple[Commitment | None, int] | None:
     """The commitment that gives a committed pool room for `gpus` over [start, start + periods), and its
     cost (None: not possible)."""
-    window = range(start, start + periods)
-    short = max(st.used[p][t] + gpus - st.held[p][t] for t in window)
+    end = start + periods
+    short = max(st.used[p][t] + gpus - st.held[p][t] for t in range(start, end))
     if short <= 0:
         return None, 0
     units = max(pool.min_units, -(-short // pool.unit))
     # the cheapest commitment that covers the window (a purchase as late as it arrives in time), and of
     # equally cheap ones the one that provides the most capacity
-    fits = [s for s in pool.starts if all(pool.active(s, t) for t in window)]
+    fits = [i for i, s in enumerate(pool.starts) if pool.covers(s, start, end)]
     if not fits:
         return None
-    s = min(fits, key=lambda s: (pool.unit_usd[pool.starts.index(s)], -sum(pool.active(s, t) for t in range(T)), s))
+    i = min(fits, key=lambda i: (pool.unit_usd[i], _cover(pool, i, T), pool.starts[i]))
+    s = pool.starts[i]
     added = units * pool.unit
-    if pool.max_gpus is not None and any(st.held[p][t] + added > pool.max_gpus
-                                         for t in range(T) if pool.active(s, t)):
+    last = T if pool.term is None else min(T, s + pool.lead + pool.term)
+    if pool.max_gpus is not None and any(st.held[p][t] + added > pool.max_gpus for t in range(s + pool.lead, last)):
         return None
-    return Commitment(p, s, units), units * pool.unit_usd[pool.starts.index(s)]
+    return Commitment(p, s, units), units * pool.unit_usd[i]
+
+
+def _cover(pool: Pool, i: int, T: int) -> int:
+    """Minus the periods a commitment in starts[i] covers (more is better)."""
+    begin = pool.starts[i] + pool.lead
+    return -(min(T, begin + pool.term) - begin if pool.term is not None else T - begin)
 
 
 def greedy(inst: Instance) -> Baseline:

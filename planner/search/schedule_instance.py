@@ -77,6 +77,11 @@ class Pool:
         first = start + self.lead
         return first <= period and (self.term is None or period < first + self.term)
 
+    def covers(self, start: int, first: int, end: int) -> bool:
+        """Whether a commitment made in `start` provides capacity in every period of [first, end)."""
+        begin = start + self.lead
+        return begin <= first and (self.term is None or end <= begin + self.term)
+
     def fixed(self, period: int) -> int | None:
         """The given capacity in a period (None: unlimited or committed)."""
         return None if self.capacity is None else self.capacity[period]

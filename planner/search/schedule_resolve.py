@@ -300,10 +300,10 @@ def _instance_pool(p: Any, t: PoolTerms, portfolio: Portfolio) -> Pool:
         first = h.first_period_from(p.start_from) if p.start_from else 0
         last = h.periods_by(p.start_until) if p.start_until else T - 1
         starts = tuple(range(first, min(last, T - 1) + 1))
-        unit_usd = math.ceil(t.unit * t.held_usd_per_gpu_hour * TERM_DAYS[p.term] * HOURS_PER_DAY)
+        term_usd = math.ceil(t.unit * t.held_usd_per_gpu_hour * TERM_DAYS[p.term] * HOURS_PER_DAY)
         min_units = math.ceil((p.min_gpus or t.unit) / t.unit)
         return Pool(p.name, "reservation", t.gpu.name, unit=t.unit, max_gpus=p.max_gpus, min_units=min_units,
-                    term=term, starts=starts, unit_usd=(unit_usd,) * len(starts))
+                    term=term, starts=starts, unit_usd=(term_usd,) * len(starts))
     assert isinstance(p, PurchasePool)
     lead = math.ceil(lead_time_days(p, t.gpu) / step)
     first = h.first_period_from(p.order_from) if p.order_from else 0

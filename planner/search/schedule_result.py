@@ -151,7 +151,7 @@ class ScheduleResult:
         }
 
     def to_dict(self, timing: bool = True) -> dict[str, Any]:
-        from ortools import __version__ as ortools_version
+        from ortools import __version__ as ortools_version  # type: ignore[attr-defined]
 
         from planner.search.schedule_cpsat import SEED
 
