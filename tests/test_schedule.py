@@ -299,3 +299,10 @@ def check_result_of(r: Any) -> list[str]:
     from planner.search.schedule_resolve import resolve
 
     return check_result(resolve(load_portfolio(EXAMPLE)), r)
+
+
+def test_a_job_that_fits_nowhere_says_why() -> None:
+    r = schedule(small(jobs__2__model="llama-3.1-70b", jobs__2__max_gpus=8), time_limit=10)
+    assert r.status == "infeasible"
+    assert any(line.startswith("c-1: nothing fits on h100-sxm") and "GiB" in line for line in r.reasons)
+    assert any(line.startswith("c-1: no option") and "longer than the horizon" in line for line in r.reasons)
