@@ -1,4 +1,4 @@
-"""`planner catalog gpus|models` and `planner schema`: what planner knows, and the scenario format."""
+"""`planner catalog gpus|models` and `planner schema`: what planner knows, and the scenario (or portfolio) format."""
 
 from __future__ import annotations
 
@@ -41,15 +41,17 @@ def catalog_models(format: Annotated[Format, typer.Option("--format", "-f")] = F
 
 
 def schema_command(out: Annotated[Path | None, typer.Option(help="write to this file instead of stdout")] = None,
+                   portfolio: Annotated[bool, typer.Option("--portfolio", help="the portfolio format "
+                                                           "(planner schedule) instead")] = False,
                    ) -> None:
-    """JSON Schema of the scenario format, for editors."""
+    """JSON Schema of the scenario format (or with --portfolio, the portfolio format), for editors."""
 
     def body() -> None:
         import json
 
-        from planner import scenario_json_schema
+        from planner import portfolio_json_schema, scenario_json_schema
 
-        text = json.dumps(scenario_json_schema(), indent=2)
+        text = json.dumps(portfolio_json_schema() if portfolio else scenario_json_schema(), indent=2)
         if out:
             out.write_text(text + "\n")
         else:

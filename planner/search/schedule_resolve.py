@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+import numpy as np
 
 from planner.errors import InputError
 from planner.portfolio import (
@@ -28,6 +30,7 @@ from planner.portfolio import (
 )
 from planner.schema import GpuSku
 from planner.search.candidates import JobCandidates
+from planner.search.problem import Problem
 from planner.search.schedule_instance import Instance, Option, Pool, PoolKind, Task
 
 HOURS_PER_DAY = 24
@@ -63,7 +66,7 @@ class JobTable:
     """One job's candidate table (shared by jobs of the same shape)."""
 
     cands: JobCandidates
-    problem: Any  # planner.search.space.Problem the table was built for (the scalar re-evaluation needs it)
+    problem: Problem  # what the table was built for (the scalar re-evaluation needs it)
 
 
 @dataclass
@@ -184,7 +187,7 @@ def job_table(portfolio: Portfolio, job: PortfolioJob, skus: list[str], cap: int
     """The job's candidate table over `skus` with at most `cap` GPUs, from planner solve's machinery."""
     from planner.scenario import Scenario
     from planner.search.candidates import job_candidates
-    from planner.search.space import resolve_problem
+    from planner.search.problem import resolve_problem
 
     scenario = Scenario.model_validate({
         "name": job.name, "model": job.model, "job": job.job, "layout": job.layout.model_copy(update={"gpus": None}),
@@ -202,10 +205,11 @@ def job_table(portfolio: Portfolio, job: PortfolioJob, skus: list[str], cap: int
     return cache[key]
 
 
-def job_seconds(step_us: int, job: PortfolioJob) -> int:
-    """Whole seconds of the job's steps at `step_us` each, rounded up as candidates.integer_units does."""
-    steps = float(job.job.tokens) / (job.job.global_batch * job.job.seq_len)
-    return math.ceil(step_us * steps / 1e6)
+def job_seconds(table: JobTable, k: int, job: PortfolioJob) -> int:
+    """Whole seconds of row k's layout running `job` (its own tokens: tables are shared across token
+    counts), counted by the training workload's steps and rounded up as `planner solve` rounds them."""
+    steps = replace(table.cands.job.workload, job=job.job).steps
+    return math.ceil(int(table.cands.table.step_us[k]) * steps / 1e6)  # candidates.integer_units' time_s
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,11 +263,11 @@ def resolve(portfolio: Portfolio, *, duration: Duration = ideal_duration,
             for g in counts:
                 if (j.min_gpus and g < j.min_gpus) or (j.max_gpus and g > j.max_gpus):
                     continue
-                hit = t.index[(t["sku"] == terms[i].gpu.name) & (t["gpus"] == g)]
+                hit = np.flatnonzero((t.sku == terms[i].gpu.name) & (t.gpus == g))
                 if len(hit) == 0:
                     continue
                 k = int(hit[0])
-                seconds = duration(j.name, terms[i].gpu.name, g, job_seconds(int(t.at[k, "step_us"]), j))
+                seconds = duration(j.name, terms[i].gpu.name, g, job_seconds(table, k, j))
                 periods = max(1, math.ceil(seconds / (step * 86_400)))
                 if periods > T:
                     notes.append(f"{terms[i].name} × {g:,}: {seconds / 86_400:,.1f} days, longer than the horizon")

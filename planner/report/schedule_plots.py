@@ -1,8 +1,8 @@
 """Plots of a schedule: a Gantt chart of the jobs (one row each, coloured by pool, deadlines marked) and
 the capacity of every pool over time against what is in use.
 
-Drawn like planner/plots.py: matplotlib imported inside the functions, figures on an Agg canvas without
-pyplot, saved as PNG and SVG with `planner.plots.save` (reproducible SVGs).
+Drawn like planner/report/plots.py: matplotlib imported inside the functions, figures on an Agg canvas without
+pyplot, saved as PNG and SVG with `planner.report.plots.save` (reproducible SVGs).
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
-from planner.plots import RC, _figure, _money
+from planner.report.plots import RC, _figure, _money
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from planner.search.schedule_result import ScheduleResult
+    from planner.workflows.schedule import ScheduleResult
 
 
 def pool_colors(result: ScheduleResult) -> dict[str, Any]:

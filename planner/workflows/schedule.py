@@ -1,11 +1,19 @@
-"""`planner schedule`: a year of jobs on owned, bought, reserved and rented GPUs, planned with CP-SAT.
+"""`schedule(portfolio)`: a year of jobs on owned, bought, reserved and rented GPUs, planned with CP-SAT
+and proven (or bounded) against the greedy baseline.
 
-`schedule(portfolio)` resolves the portfolio (prices, candidate tables from `planner solve`'s machinery,
-the integer instance: planner.search.schedule_resolve), runs the greedy earliest-deadline-first baseline
-(schedule_greedy), hands its plan to CP-SAT as a hint (schedule_cpsat: optional intervals, cumulatives
-with time-varying capacity, integer purchases and reservations), and re-checks both plans independently
-(schedule_check on the integers; here, on the dated result, with every layout re-evaluated by the scalar
-model). When nothing is feasible it says which deadline, which pool and by how much.
+The portfolio is resolved once (planner.search.schedule_resolve: prices, each job's candidate table from
+`planner solve`'s own machinery, the integer instance); the greedy earliest-deadline-first baseline runs
+(schedule_greedy) and hands its plan to CP-SAT as a hint (schedule_cpsat: optional intervals,
+cumulatives with time-varying capacity, integer purchases and reservations). Both plans pass two
+independent re-checks: schedule_check on the integers, and `check_result` here on the dated plan with
+every layout re-evaluated by the scalar model. Without a plan, planner.search.schedule_explain says which
+deadline, which pool and by how much.
+
+Money is US dollars. A job's `cost_usd` is what its own GPU-hours cost at its pool's usage rate (on-demand
+price, power, running cost; nothing on a reservation, already paid) plus its lateness penalty; the
+commitments (purchases amortised over the horizon, reservations over their whole term) belong to the
+pools. The total is the sum of both. Dates are period boundaries: a job's `end` is when the plan frees
+its GPUs (its run ends up to one period earlier; `days` says how long it runs).
 """
 
 from __future__ import annotations
@@ -14,28 +22,139 @@ import datetime as dt
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from planner.errors import InputError
-from planner.estimate import layout_dict
 from planner.portfolio import TERM_DAYS, Portfolio
+from planner.report.text import layout_text
+from planner.schema import Layout
 from planner.search.schedule_check import check_decisions
-from planner.search.schedule_cpsat import ScheduleModel, solve
+from planner.search.schedule_cpsat import solve
+from planner.search.schedule_explain import difference, explain, no_option_lines
 from planner.search.schedule_greedy import greedy
-from planner.search.schedule_instance import (
-    Decisions,
-    costs,
-    earliest_starts,
-    topological,
-    undominated,
-    usage_profile,
-    viable,
-)
+from planner.search.schedule_instance import Decisions, costs, topological, undominated, usage_profile
 from planner.search.schedule_resolve import Duration, Resolved, ideal_duration, resolve
-from planner.search.schedule_result import Baseline, JobPlan, PoolPlan, Purchase, Reservation, ScheduleResult
 
-__all__ = ["ScheduleResult", "check_result", "schedule"]
+__all__ = ["Baseline", "Duration", "JobPlan", "PoolPlan", "Purchase", "Reservation", "ScheduleResult",
+           "check_result", "ideal_duration", "schedule"]
 
 SECONDS_PER_DAY = 86_400
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    name: str
+    pool: str
+    sku: str
+    gpus: int
+    start: dt.date
+    end: dt.date
+    days: float  # run time (the time model's, through the duration hook)
+    usage_usd: float
+    penalty_usd: float
+    late_days: int
+    deadline: dt.date | None
+    hard: bool
+    layout: Layout
+
+    @property
+    def layout_text(self) -> str:
+        return layout_text(self.layout)
+
+    @property
+    def cost_usd(self) -> float:
+        return self.usage_usd + self.penalty_usd
+
+
+@dataclass(frozen=True)
+class Purchase:
+    order_date: dt.date
+    arrival_date: dt.date
+    gpus: int
+    cost_usd: float  # amortisation and colocation from arrival to the horizon end
+
+
+@dataclass(frozen=True)
+class Reservation:
+    start: dt.date
+    end: dt.date  # the term's end (may be after the horizon)
+    gpus: int
+    cost_usd: float  # the whole term's commitment
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    name: str
+    kind: str
+    sku: str
+    purchases: tuple[Purchase, ...]
+    reservations: tuple[Reservation, ...]
+    capacity: tuple[int | None, ...]  # GPUs available per period (None: unlimited)
+    used: tuple[int, ...]  # GPUs in use per period
+    usage_usd: float
+    commitments_usd: float
+    pricing: str  # where its rates come from
+
+    @property
+    def utilisation(self) -> float | None:
+        """GPU-periods used over GPU-periods available (None when unlimited or nothing available)."""
+        if any(c is None for c in self.capacity):
+            return None
+        held = sum(c or 0 for c in self.capacity)
+        return sum(self.used) / held if held else None
+
+
+@dataclass(frozen=True)
+class Baseline:
+    status: str  # feasible | infeasible (the greedy placed every job, or said why not)
+    cost_usd: float | None
+    reason: str | None
+    jobs: tuple[JobPlan, ...] = ()
+    pools: tuple[PoolPlan, ...] = ()
+
+
+@dataclass
+class ScheduleResult:
+    status: str  # optimal | feasible (time limit: best found, see gap) | infeasible | unknown
+    name: str
+    horizon_start: dt.date
+    step_days: int
+    periods: int
+    seconds: float
+    workers: int
+    bound_usd: float | None = None
+    gap: float | None = None
+    cost_usd: float | None = None
+    jobs: list[JobPlan] = field(default_factory=list)
+    pools: list[PoolPlan] = field(default_factory=list)
+    baseline: Baseline | None = None
+    reasons: list[str] = field(default_factory=list)  # why infeasible
+    difference: list[str] = field(default_factory=list)  # where CP-SAT beats the baseline
+    notes: list[str] = field(default_factory=list)  # what the numbers assume
+
+    @property
+    def dates(self) -> list[dt.date]:
+        return [self.horizon_start + dt.timedelta(days=t * self.step_days) for t in range(self.periods)]
+
+    @property
+    def cost_breakdown(self) -> dict[str, float]:
+        return {
+            "usage_usd": sum(j.usage_usd for j in self.jobs),
+            "commitments_usd": sum(p.commitments_usd for p in self.pools),
+            "penalty_usd": sum(j.penalty_usd for j in self.jobs),
+        }
+
+    def to_dict(self, timing: bool = True) -> dict[str, Any]:
+        """The JSON of `planner schedule --format json` (built by planner.report.schedule)."""
+        from planner.report.schedule import schedule_dict
+
+        return schedule_dict(self, timing)
+
+    def to_json(self, timing: bool = True) -> str:
+        from planner.report.formats import to_json
+
+        return to_json(self.to_dict(timing))
 
 
 def schedule(
@@ -121,8 +240,8 @@ def schedule(
         reason = base.reason
         if base.stuck is not None:
             j, due = base.stuck
-            reason = (f"{inst.tasks[j].name}: no option has room by {_day(resolved, due)} once the jobs with "
-                      "earlier deadlines are placed")
+            reason = (f"{inst.tasks[j].name}: no option has room by {resolved.portfolio.horizon.date(due)} once the "
+                      "jobs with earlier deadlines are placed")
         result.baseline = Baseline("infeasible", None, reason)
     result.seconds = time.monotonic() - began
     return result
@@ -134,15 +253,11 @@ def schedule(
 
 
 def plan(r: Resolved, d: Decisions) -> tuple[list[JobPlan], list[PoolPlan]]:
-    from planner.search import _Plans
-    from planner.search.cpsat import layout_label
-
     inst, h = r.instance, r.portfolio.horizon
     jobs = []
     for j, task in enumerate(inst.tasks):
         o = d.option(inst, j)
-        table = r.tables[j]
-        p = _Plans(table.problem, [table.cands]).plan(0, r.rows[j][d.choice[j]])
+        layout = r.tables[j].cands.layout(r.rows[j][d.choice[j]])
         late = 0 if task.deadline is None else max(0, d.end(inst, j) - task.deadline)
         spec = r.jobs[j]
         end_day = h.date(d.end(inst, j))
@@ -151,7 +266,7 @@ def plan(r: Resolved, d: Decisions) -> tuple[list[JobPlan], list[PoolPlan]]:
             task.name, inst.pools[o.pool].name, inst.pools[o.pool].sku, o.gpus, h.date(d.start[j]), end_day,
             o.seconds / SECONDS_PER_DAY, float(o.usage_usd), float(task.penalty_usd * late),
             0 if spec.deadline is None else max(0, (end_day - spec.deadline).days), spec.deadline, task.hard,
-            layout_dict(p.evaluation.layout), layout_label(p.evaluation.layout.model_dump()),
+            layout,
         ))
     pools = []
     for p_i, pool in enumerate(inst.pools):
@@ -190,10 +305,10 @@ def check_result(r: Resolved, res: ScheduleResult) -> list[str]:
     releases, deadlines, `after:`, GPU bounds, pool SKUs, purchase lead times in days, reservation terms,
     capacity per period, and each layout re-evaluated (legal, fits in memory, runs within its slot)."""
     from planner.catalog import get_gpu
-    from planner.evaluation import evaluate
     from planner.portfolio import PurchasePool, ReservationPool
+    from planner.scenario import resolve_model
     from planner.search.schedule_resolve import lead_time_days
-    from planner.search.space import LAYOUT_FIELDS, RECOMPUTE
+    from planner.workloads.training.evaluation import evaluate
 
     pf = r.portfolio
     h = pf.horizon
@@ -215,15 +330,10 @@ def check_result(r: Resolved, res: ScheduleResult) -> list[str]:
         pool = pools[job.pool]
         if get_gpu(pool.sku).name != job.sku or (spec.pools is not None and job.pool not in spec.pools):
             bad.append(f"{job.name}: runs on {job.sku} in {job.pool}, not allowed")
-        table = r.tables[r.jobs.index(spec)]
-        problem = table.problem
-        sku = next(s for s in problem.skus if s.name == job.sku)
-        # the reported layout fields, with the job's recipe (precision, optimizer, fixed knobs)
-        fields = {f: job.layout[f] for f in LAYOUT_FIELDS}
-        fields["recompute"] = RECOMPUTE.index(fields["recompute"])
-        layout = problem.jobs[0].layout(**fields)
-        ev = evaluate(problem.jobs[0].model, layout, sku.gpu, seq=spec.job.seq_len,
-                      tokens=float(spec.job.tokens), gpus_per_node=sku.node, implementation=pf.implementation,
+        # the reported layout, evaluated from the portfolio's own inputs by the scalar model
+        gpu = get_gpu(job.sku)
+        ev = evaluate(resolve_model(spec.model), job.layout, gpu, seq=spec.job.seq_len,
+                      tokens=float(spec.job.tokens), gpus_per_node=gpu.node_size, implementation=pf.implementation,
                       overheads=pf.overheads, efficiency=pf.efficiency)
         if ev.problems or not ev.fits or ev.layout.gpus != job.gpus:
             bad.append(f"{job.name}: layout {job.layout_text} on {job.gpus} × {job.sku} is not runnable")
@@ -258,142 +368,6 @@ def check_result(r: Resolved, res: ScheduleResult) -> list[str]:
         bad.append(f"cost ${res.cost_usd:,.0f} reported, ${total:,.0f} summed over jobs and pools")
     return bad
 
-
-# --------------------------------------------------------------------------------------------
-# Explanations
-# --------------------------------------------------------------------------------------------
-
-
-def _day(r: Resolved, period: int) -> str:
-    return r.portfolio.horizon.date(period).isoformat()
-
-
-def no_option_lines(r: Resolved, j: int) -> list[str]:
-    """Why a job has no option that can run, even alone: memory, length, lead time, deadline."""
-    from planner.search.cpsat import memory_lines
-
-    inst = r.instance
-    task, spec = inst.tasks[j], r.jobs[j]
-    shape = r.tables[j].cands.job.name  # the table may have been built for another job of the same shape
-    out = [line.replace(f"{shape}:", f"{task.name}:", 1) for line in memory_lines(r.tables[j].cands)]
-    if not task.options:
-        why = "; ".join(r.dropped.get(task.name, [])) or "no SKU of its pools has a layout within its GPU bounds"
-        return [*out, f"{task.name}: no option: {why}"]
-    step = r.portfolio.horizon.step_days
-    limit = task.deadline if task.hard and task.deadline is not None else inst.periods
-    what = f"its deadline {spec.deadline}" if task.hard and spec.deadline else f"the horizon end {_day(r, limit)}"
-    fastest: dict[int, tuple[int, int, int]] = {}  # pool → (earliest end, option, earliest start)
-    for k, o in enumerate(task.options):
-        pool = inst.pools[o.pool]
-        first = task.release
-        if pool.committed:  # a purchase arrives after its lead time, a reservation starts when allowed
-            first = max(first, min((s + pool.lead for s in pool.starts), default=inst.periods))
-        if (o.pool not in fastest or first + o.periods < fastest[o.pool][0]
-                or (first + o.periods == fastest[o.pool][0] and o.gpus < task.options[fastest[o.pool][1]].gpus)):
-            fastest[o.pool] = (first + o.periods, k, first)
-    ranked = sorted(fastest.values())
-    end, k, first = ranked[0]
-    o = task.options[k]
-    out.append(f"{task.name}: the fastest option ({o.gpus:,} × {inst.pools[o.pool].sku} in {inst.pools[o.pool].name}, "
-               f"{o.seconds / SECONDS_PER_DAY:,.1f} days) starts {_day(r, first)} at the earliest and ends "
-               f"{_day(r, end)}, {(end - limit) * step} days after {what}")
-    for end, k, first in ranked[1:4]:
-        o = task.options[k]
-        out.append(f"{task.name}: in {inst.pools[o.pool].name} at best {o.gpus:,} GPUs from {_day(r, first)} "
-                   f"to {_day(r, end)}, {(end - limit) * step} days late")
-    return out
-
-
-def explain(r: Resolved, time_limit: float, workers: int) -> list[str]:
-    """Every job can run alone, but not all together by their hard deadlines: solve again with the hard
-    deadlines soft (weight 1 per period late, costs ignored) and say which jobs end late, by how much, and
-    how full their pools are meanwhile."""
-    from ortools.sat.python import cp_model
-
-    inst = r.instance
-    step = inst.step_days
-    options = undominated(inst)
-    lines: list[str] = []
-    est = earliest_starts(inst, viable(inst))
-    for j, task in enumerate(inst.tasks):  # chains of `after:` alone
-        fastest = min(task.options[k].periods for k in options[j])
-        if task.hard and task.deadline is not None and est[j] + fastest > task.deadline:
-            lines.append(f"{task.name}: waits for {', '.join(inst.tasks[i].name for i in task.after)} and cannot end "
-                         f"before {_day(r, est[j] + fastest)}; its deadline is {r.jobs[j].deadline} "
-                         f"({(est[j] + fastest - task.deadline) * step} days short)")
-    if lines:
-        return lines
-    model = ScheduleModel(inst, soft=True, options=options)
-    solver = cp_model.CpSolver()
-    solver.parameters.num_workers = workers
-    solver.parameters.max_time_in_seconds = max(1.0, time_limit)
-    code = solver.solve(model.model)
-    if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return ["no plan fits every job in the horizon, even with every deadline lifted"]
-    d = model.decisions(solver)
-    proven = code == cp_model.OPTIMAL
-    for j, task in enumerate(inst.tasks):
-        if not task.hard or task.deadline is None or d.end(inst, j) <= task.deadline:
-            continue
-        o = d.option(inst, j)
-        late = (d.end(inst, j) - task.deadline) * step
-        full = []
-        for p in sorted({task.options[k].pool for k in options[j]}):
-            used = usage_profile(inst, d, p)
-            pool = inst.pools[p]
-            window = range(task.release, task.deadline)
-            cap = [pool.capacity[t] if pool.capacity is not None else None for t in window]
-            if pool.committed:
-                full.append(f"{pool.name} limited to {pool.max_gpus:,} GPUs" if pool.max_gpus else pool.name)
-            elif pool.capacity is not None and window:
-                peak = max(used[t] for t in window)
-                full.append(f"{pool.name} up to {peak:,} of {max(c or 0 for c in cap):,} GPUs in use")
-        lines.append(f"{task.name}: misses its deadline {r.jobs[j].deadline} by {late} days "
-                     f"({'at least' if proven else 'in the best plan found'}; it would run on {o.gpus:,} × "
-                     f"{inst.pools[o.pool].sku} in {inst.pools[o.pool].name} until {_day(r, d.end(inst, j))}); "
-                     f"meanwhile " + ", ".join(full))
-    if not lines:
-        lines.append("the hard deadlines cannot all hold together within the pools' capacity")
-    return lines
-
-
-def difference(r: Resolved, base: Decisions, best: Decisions) -> list[str]:
-    """Where the CP-SAT plan saves against the greedy one: cost by pool and component, and the jobs placed
-    differently (largest first)."""
-    inst = r.instance
-    a, b = costs(inst, base), costs(inst, best)
-    out = [f"total: greedy ${a.total_usd:,.0f}, CP-SAT ${b.total_usd:,.0f} (saves ${a.total_usd - b.total_usd:,.0f}, "
-           f"{(a.total_usd - b.total_usd) / max(1, a.total_usd):.1%})"]
-    for p, pool in enumerate(inst.pools):
-        ua = sum(base.option(inst, j).usage_usd for j in range(len(inst.tasks)) if base.option(inst, j).pool == p)
-        ub = sum(best.option(inst, j).usage_usd for j in range(len(inst.tasks)) if best.option(inst, j).pool == p)
-        ca = sum(c.units * pool.unit_usd[pool.starts.index(c.period)] for c in base.commitments if c.pool == p)
-        cb = sum(c.units * pool.unit_usd[pool.starts.index(c.period)] for c in best.commitments if c.pool == p)
-        ga = sum(c.units * pool.unit for c in base.commitments if c.pool == p)
-        gb = sum(c.units * pool.unit for c in best.commitments if c.pool == p)
-        if ua == ub and ca == cb:
-            continue
-        parts = []
-        if ca != cb:
-            verb = "buys" if pool.kind == "purchase" else "reserves"
-            parts.append(f"greedy {verb} {ga:,} GPUs (${ca:,.0f}), CP-SAT {gb:,} (${cb:,.0f})")
-        if ua != ub:
-            parts.append(f"usage ${ua:,.0f} → ${ub:,.0f}")
-        out.append(f"{pool.name}: " + "; ".join(parts))
-    pa, pb = a.penalty_usd, b.penalty_usd
-    if pa != pb:
-        out.append(f"lateness penalties: ${pa:,.0f} → ${pb:,.0f}")
-    moved = []
-    for j, task in enumerate(inst.tasks):
-        oa, ob = base.option(inst, j), best.option(inst, j)
-        if (oa.pool, oa.gpus, base.start[j]) != (ob.pool, ob.gpus, best.start[j]):
-            moved.append((abs(oa.usage_usd - ob.usage_usd) + oa.gpus * oa.periods, task.name, oa, ob, j))
-    for _, name, oa, ob, j in sorted(moved, key=lambda m: (-m[0], m[1]))[:8]:
-        out.append(f"{name}: greedy {oa.gpus:,} GPUs in {inst.pools[oa.pool].name} from {_day(r, base.start[j])}, "
-                   f"CP-SAT {ob.gpus:,} in {inst.pools[ob.pool].name} from {_day(r, best.start[j])}")
-    if len(moved) > 8:
-        out.append(f"... and {len(moved) - 8} more jobs placed differently")
-    return out
 
 
 def notes(r: Resolved, *, ideal: bool = True) -> list[str]:
