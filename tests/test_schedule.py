@@ -15,13 +15,13 @@ import yaml
 
 from planner.errors import InputError
 from planner.portfolio import Portfolio, load_portfolio, portfolio_json_schema
-from planner.search.schedule import check_result, schedule
 from planner.search.schedule_check import check_decisions
 from planner.search.schedule_cpsat import solve
 from planner.search.schedule_exhaustive import exhaustive
 from planner.search.schedule_greedy import greedy
 from planner.search.schedule_instance import Commitment, Decisions, Instance, Option, Pool, Task, costs
 from planner.search.schedule_synthetic import synthetic_instance
+from planner.workflows.schedule import check_result, schedule
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "scenarios" / "portfolio_2027.yaml"
@@ -227,6 +227,8 @@ def small_result() -> Any:
 
 
 def test_small_portfolio_plan_as_data(small_result: Any) -> None:
+    from planner.report.schedule import capacity_frame, jobs_frame, pools_frame
+
     r = small_result
     assert r.status == "optimal" and r.gap == 0.0 and r.cost_usd == r.bound_usd
     assert r.baseline.cost_usd >= r.cost_usd
@@ -244,21 +246,19 @@ def test_small_portfolio_plan_as_data(small_result: Any) -> None:
     # `a` must end by 2027-01-25 (3 weeks) and `b` waits for it
     jobs = {j["name"]: j for j in d["jobs"]}
     assert jobs["a"]["end"] <= "2027-01-25" and jobs["b"]["start"] >= jobs["a"]["end"]
-    assert list(r.jobs_frame()["job"]) == ["a", "b", "c-1", "c-2"]
-    assert list(r.pools_frame()["pool"]) == ["own", "buy", "res", "cloud"]
-    assert len(r.capacity_frame()) == 4 * r.periods
+    assert list(jobs_frame(r)["job"]) == ["a", "b", "c-1", "c-2"]
+    assert list(pools_frame(r)["pool"]) == ["own", "buy", "res", "cloud"]
+    assert len(capacity_frame(r)) == 4 * r.periods
 
 
 def test_plots_and_html(small_result: Any, tmp_path: Path) -> None:
-    from planner.plots import save
-    from planner.schedule_plots import figures
-    from planner.schedule_report import render
+    from planner.report import schedule_figures, schedule_html, write_schedule_plots
 
-    figs = figures(small_result)
+    figs = schedule_figures(small_result)
     assert set(figs) == {"gantt", "capacity"}
-    paths = save(figs, tmp_path)
+    paths = write_schedule_plots(small_result, tmp_path, figs)
     assert {p.name for p in paths} == {"gantt.png", "gantt.svg", "capacity.png", "capacity.svg"}
-    page = render(small_result, portfolio_yaml="name: small\n", figures=figs)
+    page = schedule_html(small_result, "name: small\n", figs)
     assert page.startswith("<!DOCTYPE html>") and 'id="jobs"' in page and "data:image/svg+xml;base64," in page
     assert "<script" not in page and "http" not in page.split("<pre>")[0].replace("http-equiv", "")
 
