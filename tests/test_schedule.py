@@ -1,18 +1,21 @@
 """`planner schedule`: the CP-SAT portfolio model against the exhaustive reference, every plan through the
-independent re-checks, the greedy baseline never better, explanations, the shipped example, and the
-output as data (dict, pandas, plots, HTML)."""
+independent re-checks, the greedy baseline never better, explanations, the shipped example, the output
+as data (dict, pandas), and the command line: formats, plots, the HTML page, exit statuses 0/1/2/3."""
 
 from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+from planner.cli import app
 from planner.errors import InputError
 from planner.portfolio import Portfolio, load_portfolio, portfolio_json_schema
 from planner.search.schedule_check import check_decisions
@@ -25,6 +28,7 @@ from planner.workflows.schedule import check_result, schedule
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "scenarios" / "portfolio_2027.yaml"
+runner = CliRunner()
 
 SMALL: dict[str, Any] = {
     "name": "small",
@@ -251,18 +255,6 @@ def test_small_portfolio_plan_as_data(small_result: Any) -> None:
     assert len(capacity_frame(r)) == 4 * r.periods
 
 
-def test_plots_and_html(small_result: Any, tmp_path: Path) -> None:
-    from planner.report import schedule_figures, schedule_html, write_schedule_plots
-
-    figs = schedule_figures(small_result)
-    assert set(figs) == {"gantt", "capacity"}
-    paths = write_schedule_plots(small_result, tmp_path, figs)
-    assert {p.name for p in paths} == {"gantt.png", "gantt.svg", "capacity.png", "capacity.svg"}
-    page = schedule_html(small_result, "name: small\n", figs)
-    assert page.startswith("<!DOCTYPE html>") and 'id="jobs"' in page and "data:image/svg+xml;base64," in page
-    assert "<script" not in page and "http" not in page.split("<pre>")[0].replace("http-equiv", "")
-
-
 def test_hard_deadline_out_of_reach_says_by_how_much() -> None:
     r = schedule(small(jobs__0__deadline="2027-01-11", jobs__0__max_gpus=8), time_limit=10)
     assert r.status == "infeasible" and not r.jobs
@@ -306,3 +298,82 @@ def test_a_job_that_fits_nowhere_says_why() -> None:
     assert r.status == "infeasible"
     assert any(line.startswith("c-1: nothing fits on h100-sxm") and "GiB" in line for line in r.reasons)
     assert any(line.startswith("c-1: no option") and "longer than the horizon" in line for line in r.reasons)
+
+
+# --------------------------------------------------------------------------------------------
+# The command line
+# --------------------------------------------------------------------------------------------
+
+
+
+
+def portfolio(tmp_path: Path, **changes: Any) -> Path:
+    f = tmp_path / "p.yaml"
+    f.write_text(yaml.safe_dump(changed(changes)))
+    return f
+
+
+def test_json_csv_markdown_and_table(tmp_path: Path) -> None:
+    f = portfolio(tmp_path)
+    r = runner.invoke(app, ["schedule", str(f), "--format", "json", "--time-limit", "20"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["status"] == "optimal" and out["solver"]["gap"] == 0.0
+    assert [j["name"] for j in out["jobs"]] == ["a", "b", "c-1", "c-2"]
+    assert out["baseline"]["cost_usd"] >= out["cost_usd"]
+    csv = runner.invoke(app, ["schedule", str(f), "-f", "csv"]).stdout
+    assert csv.splitlines()[0].startswith("job,pool,sku,gpus,layout,start,end") and len(csv.splitlines()) == 5
+    md = runner.invoke(app, ["schedule", str(f), "-f", "markdown"]).stdout
+    assert md.startswith("- optimal: $") and "## Jobs" in md and "| job | pool |" in md
+    table = runner.invoke(app, ["schedule", str(f)]).stdout
+    assert "greedy baseline" in table and "Jobs" in table and "Pools" in table
+
+
+def test_plots_and_html_page(tmp_path: Path) -> None:
+    f = portfolio(tmp_path)
+    page = tmp_path / "s.html"
+    r = runner.invoke(app, ["schedule", str(f), "-f", "json", "--plots", str(tmp_path / "plots"), "--html", str(page)])
+    assert r.exit_code == 0, r.output
+    assert {p.name for p in (tmp_path / "plots").iterdir()} == {"gantt.png", "gantt.svg", "capacity.png",
+                                                                "capacity.svg"}
+    text = page.read_text()
+    assert text.startswith("<!DOCTYPE html>") and 'id="jobs"' in text and "data:image/svg+xml;base64," in text
+    assert 'id="plot-gantt"' in text and "ticks mark deadlines" in text
+    assert "<script" not in text and "http" not in text.split("<pre>")[0].replace("http-equiv", "")
+
+
+def test_no_plan_exits_1_with_the_numbers(tmp_path: Path) -> None:
+    f = portfolio(tmp_path, jobs__0__deadline="2027-01-11", jobs__0__max_gpus=8)
+    r = runner.invoke(app, ["schedule", str(f), "-f", "json"])
+    assert r.exit_code == 1
+    out = json.loads(r.stdout)
+    assert out["status"] == "infeasible" and out["jobs"] == []
+    assert any("days after its deadline 2027-01-11" in line for line in out["reasons"])
+
+
+@pytest.mark.parametrize(("change", "key"), [
+    ({"pools__0__gpus": -8}, "pools.0.owned.gpus"),
+    ({"jobs__0__model": "gpt-9"}, "gpt-9"),
+])
+def test_bad_input_exits_2_in_one_line(tmp_path: Path, change: dict[str, Any], key: str) -> None:
+    f = portfolio(tmp_path, **change)
+    r = runner.invoke(app, ["schedule", str(f)])
+    assert r.exit_code == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and key in lines[0]
+
+
+def test_a_plan_failing_the_recheck_is_an_internal_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import planner.workflows.schedule as wf
+
+    monkeypatch.setattr(wf, "check_result", lambda *_: ["a: ends after its hard deadline"])
+    r = runner.invoke(app, ["schedule", str(portfolio(tmp_path))])
+    assert r.exit_code == 3
+    assert r.stderr.startswith("internal error: RuntimeError: schedule fails the independent re-check")
+
+
+def test_schema_of_the_portfolio_format() -> None:
+    r = runner.invoke(app, ["schema", "--portfolio"])
+    assert r.exit_code == 0
+    schema = json.loads(r.stdout)
+    assert schema["title"] == "planner portfolio" and {"horizon", "pools", "jobs"} <= set(schema["properties"])

@@ -32,6 +32,7 @@ from planner.schema import GpuSku
 from planner.search.candidates import JobCandidates
 from planner.search.problem import Problem
 from planner.search.schedule_instance import Instance, Option, Pool, PoolKind, Task
+from planner.workloads.training.workload import TrainingWorkload
 
 HOURS_PER_DAY = 24
 # A pool without a GPU limit (on demand, purchases, reservations) still needs a top GPU count for the
@@ -208,7 +209,9 @@ def job_table(portfolio: Portfolio, job: PortfolioJob, skus: list[str], cap: int
 def job_seconds(table: JobTable, k: int, job: PortfolioJob) -> int:
     """Whole seconds of row k's layout running `job` (its own tokens: tables are shared across token
     counts), counted by the training workload's steps and rounded up as `planner solve` rounds them."""
-    steps = replace(table.cands.job.workload, job=job.job).steps
+    workload = table.cands.job.workload
+    assert isinstance(workload, TrainingWorkload)
+    steps = replace(workload, job=job.job).steps
     return math.ceil(int(table.cands.table.step_us[k]) * steps / 1e6)  # candidates.integer_units' time_s
 
 
@@ -254,7 +257,7 @@ def resolve(portfolio: Portfolio, *, duration: Duration = ideal_duration,
             counts = gpu_grid(j.min_gpus or node, top, node)
         top = max([top, *counts])
         table = job_table(portfolio, j, skus, top, cache)
-        t = table.cands.table
+        cand = table.cands.table
         options: list[Option] = []
         where: list[int] = []
         notes: list[str] = []
@@ -263,7 +266,7 @@ def resolve(portfolio: Portfolio, *, duration: Duration = ideal_duration,
             for g in counts:
                 if (j.min_gpus and g < j.min_gpus) or (j.max_gpus and g > j.max_gpus):
                     continue
-                hit = np.flatnonzero((t.sku == terms[i].gpu.name) & (t.gpus == g))
+                hit = np.flatnonzero((cand.sku == terms[i].gpu.name) & (cand.gpus == g))
                 if len(hit) == 0:
                     continue
                 k = int(hit[0])
