@@ -25,12 +25,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from planner.portfolio import load_portfolio  # noqa: E402
-from planner.search.schedule import schedule  # noqa: E402
 from planner.search.schedule_check import check_decisions  # noqa: E402
 from planner.search.schedule_cpsat import solve  # noqa: E402
 from planner.search.schedule_greedy import greedy  # noqa: E402
 from planner.search.schedule_instance import costs  # noqa: E402
 from planner.search.schedule_synthetic import synthetic_instance  # noqa: E402
+from planner.workflows.schedule import schedule  # noqa: E402
 
 CASES = [  # (jobs, seeds, time limit s, target gap: None = a feasible plan suffices)
     (50, range(5), 60.0, 0.01),

@@ -324,7 +324,7 @@ def test_json_csv_markdown_and_table(tmp_path: Path) -> None:
     csv = runner.invoke(app, ["schedule", str(f), "-f", "csv"]).stdout
     assert csv.splitlines()[0].startswith("job,pool,sku,gpus,layout,start,end") and len(csv.splitlines()) == 5
     md = runner.invoke(app, ["schedule", str(f), "-f", "markdown"]).stdout
-    assert md.startswith("- optimal: $") and "## Jobs" in md and "| job | pool |" in md
+    assert md.startswith("- optimal: $") and "**Jobs**" in md and "| job | pool |" in md
     table = runner.invoke(app, ["schedule", str(f)]).stdout
     assert "greedy baseline" in table and "Jobs" in table and "Pools" in table
 

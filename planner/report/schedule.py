@@ -163,7 +163,7 @@ def summary_lines(r: ScheduleResult) -> list[str]:
             proof = f"within {r.gap:.2%} of the bound {usd(r.bound_usd)}"
         else:
             proof = "no bound"
-        out.append(f"{r.status}: {usd(r.cost_usd)} in all ({proof}; {r.seconds:.1f} s)")
+        out.append(f"{r.status}: {usd(r.cost_usd)} in all ({proof}; {r.seconds:.2f} s)")
     else:
         out.append(f"{r.status}: no plan")
     b = r.baseline
@@ -182,12 +182,12 @@ def text(r: ScheduleResult, fmt: str) -> str:
         return to_csv(job_rows(r) or [{"status": r.status, "reasons": "; ".join(r.reasons)}])
     parts = ["\n".join(f"- {literal(s)}" for s in summary_lines(r))]
     if r.reasons:
-        parts += ["## Why no plan", "\n".join(f"- {literal(s)}" for s in r.reasons)]
+        parts += ["**Why no plan**", "\n".join(f"- {literal(s)}" for s in r.reasons)]
     if r.jobs:
-        parts += ["## Jobs", to_markdown(job_rows(r)).rstrip(), "## Pools", to_markdown(pool_rows(r)).rstrip()]
+        parts += ["**Jobs**", to_markdown(job_rows(r)).rstrip(), "**Pools**", to_markdown(pool_rows(r)).rstrip()]
     if r.difference:
-        parts += ["## Against the greedy baseline", "\n".join(f"- {literal(s)}" for s in r.difference)]
-    parts += ["## Assumptions and prices", "\n".join(f"- {literal(s)}" for s in r.notes)]
+        parts += ["**Against the greedy baseline**", "\n".join(f"- {literal(s)}" for s in r.difference)]
+    parts += ["**Assumptions and prices**", "\n".join(f"- {literal(s)}" for s in r.notes)]
     return "\n\n".join(parts) + "\n"
 
 
