@@ -19,7 +19,7 @@ import pandas as pd
 from planner.report.formats import to_csv, to_json, to_markdown
 from planner.report.html import CSS, figure_html, table_html
 from planner.report.terminal import console
-from planner.report.text import literal, usd
+from planner.report.text import cell, literal, rounded, usd
 from planner.workloads.training.layout import as_fields
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ def capacity_frame(r: ScheduleResult) -> pd.DataFrame:
 def job_rows(r: ScheduleResult) -> list[dict[str, Any]]:
     """One row per job, in display units."""
     return [{"job": j.name, "pool": j.pool, "sku": j.sku, "gpus": j.gpus, "layout": j.layout_text,
-             "start": j.start.isoformat(), "end": j.end.isoformat(), "days": round(j.days, 1),
+             "start": j.start.isoformat(), "end": j.end.isoformat(), "days": rounded(j.days, 1),
              "cost_usd": round(j.cost_usd), "deadline": j.deadline.isoformat() if j.deadline else "",
              "late_days": j.late_days} for j in r.jobs]
 
@@ -145,7 +145,7 @@ def pool_rows(r: ScheduleResult) -> list[dict[str, Any]]:
     out = []
     for row in pools_frame(r).to_dict("records"):
         u = row["utilisation"]
-        row["utilisation"] = "" if u is None or u != u else f"{u:.0%}"
+        row["utilisation"] = "" if u is None or u != u else f"{u:.1%}"
         for k in ("usage_usd", "commitments_usd", "cost_usd"):
             row[k] = round(row[k])
         del row["pricing"]
@@ -184,11 +184,16 @@ def text(r: ScheduleResult, fmt: str) -> str:
     if r.reasons:
         parts += ["**Why no plan**", "\n".join(f"- {literal(s)}" for s in r.reasons)]
     if r.jobs:
-        parts += ["**Jobs**", to_markdown(job_rows(r)).rstrip(), "**Pools**", to_markdown(pool_rows(r)).rstrip()]
+        parts += ["**Jobs**", _markdown(job_rows(r)), "**Pools**", _markdown(pool_rows(r))]
     if r.difference:
         parts += ["**Against the greedy baseline**", "\n".join(f"- {literal(s)}" for s in r.difference)]
     parts += ["**Assumptions and prices**", "\n".join(f"- {literal(s)}" for s in r.notes)]
     return "\n\n".join(parts) + "\n"
+
+
+def _markdown(rows: list[dict[str, Any]]) -> str:
+    """Display rows as a Markdown table, numbers with thousands separators (as the HTML page shows them)."""
+    return to_markdown([{k: cell(v) for k, v in row.items()} for row in rows]).rstrip()
 
 
 def print_table(r: ScheduleResult, file: IO[str] | None = None) -> None:
