@@ -238,7 +238,27 @@ def load_portfolio(path: str | Path) -> Portfolio:
         if isinstance(j.model, str) and j.model.endswith(".json") and not Path(j.model).is_absolute():
             j = j.model_copy(update={"model": str(path.parent / j.model)})
         jobs.append(j)
-    return portfolio.model_copy(update={"jobs": jobs})
+    portfolio = portfolio.model_copy(update={"jobs": jobs})
+    check_names(portfolio, str(path))
+    return portfolio
+
+
+def check_names(portfolio: Portfolio, where: str) -> None:
+    """Every pool's SKU and every job's model is one the catalogs (or a config.json) know: an InputError
+    naming the file and the key otherwise, before any search starts."""
+    from planner.catalog import get_gpu
+    from planner.scenario import resolve_model
+
+    for i, pool in enumerate(portfolio.pools):
+        try:
+            get_gpu(pool.sku)
+        except InputError as e:
+            raise InputError(f"{where}: pools.{i}.sku ({pool.name}): {e}") from None
+    for i, job in enumerate(portfolio.jobs):
+        try:
+            resolve_model(job.model)
+        except InputError as e:
+            raise InputError(f"{where}: jobs.{i}.model ({job.name}): {e}") from None
 
 
 def portfolio_json_schema() -> dict[str, Any]:

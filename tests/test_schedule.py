@@ -353,14 +353,15 @@ def test_no_plan_exits_1_with_the_numbers(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("change", "key"), [
     ({"pools__0__gpus": -8}, "pools.0.owned.gpus"),
-    ({"jobs__0__model": "gpt-9"}, "gpt-9"),
+    ({"jobs__0__model": "gpt-9"}, "jobs.0.model (a): unknown model 'gpt-9'"),
+    ({"pools__2__sku": "h100x"}, "pools.2.sku (res): unknown GPU 'h100x'"),
 ])
 def test_bad_input_exits_2_in_one_line(tmp_path: Path, change: dict[str, Any], key: str) -> None:
     f = portfolio(tmp_path, **change)
     r = runner.invoke(app, ["schedule", str(f)])
     assert r.exit_code == 2
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and key in lines[0]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {f}") and key in lines[0]
 
 
 def test_a_plan_failing_the_recheck_is_an_internal_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
