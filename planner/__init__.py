@@ -6,6 +6,7 @@ built from flags and a scenario) and returns a result type that `render` and `to
     estimate(EstimateRequest) -> Evaluation          estimate_inference(InferenceRequest) -> InferenceEstimate
     solve(Scenario, ...) -> SolveResult              review(ReviewRequest, ...) -> Review
     compare(Scenario, ...) -> pandas.DataFrame       run_comparison(CompareRequest) -> CompareResult
+    schedule(Portfolio, ...) -> ScheduleResult
 
 Names are imported on first use so that `planner --help` does not pay for pydantic, numpy or OR-Tools.
 """
@@ -83,6 +84,11 @@ _EXPORTS = {
     "CompareRequest": "planner.workflows.compare",
     "CompareResult": "planner.workflows.compare",
     "run_comparison": "planner.workflows.compare",
+    "schedule": "planner.workflows.schedule",
+    "ScheduleResult": "planner.workflows.schedule",
+    "Portfolio": "planner.portfolio",
+    "load_portfolio": "planner.portfolio",
+    "portfolio_json_schema": "planner.portfolio",
     # output
     "render": "planner.report.output",
     "to_dict": "planner.report.output",
@@ -123,9 +129,11 @@ __all__ = [
     "ModelSpec",
     "Overheads",
     "Plan",
+    "Portfolio",
     "Review",
     "ReviewRequest",
     "Scenario",
+    "ScheduleResult",
     "Solution",
     "SolveResult",
     "TrainingWorkload",
@@ -140,13 +148,16 @@ __all__ = [
     "inference_memory",
     "load_gpus",
     "load_models",
+    "load_portfolio",
     "load_scenario",
     "model_from_hf_config",
     "not_in_deepspeed_config",
+    "portfolio_json_schema",
     "render",
     "review",
     "run_comparison",
     "scenario_json_schema",
+    "schedule",
     "solve",
     "step_flops",
     "to_dict",
@@ -188,6 +199,7 @@ if TYPE_CHECKING:  # for type checkers and editors
     from planner.model.memory import inference_memory, training_memory
     from planner.model.params import count_params
     from planner.model.perf import training_time
+    from planner.portfolio import Portfolio, load_portfolio, portfolio_json_schema
     from planner.report.output import render, to_dict
     from planner.scenario import Scenario, load_scenario, scenario_json_schema, with_basis
     from planner.schema import GpuSku, Implementation, Layout, ModelSpec, Overheads
@@ -197,6 +209,7 @@ if TYPE_CHECKING:  # for type checkers and editors
     from planner.workflows.estimate import EstimateRequest, estimate
     from planner.workflows.inference import InferenceEstimate, InferenceRequest, estimate_inference
     from planner.workflows.review import Better, Finding, Review, ReviewRequest, review
+    from planner.workflows.schedule import ScheduleResult, schedule
     from planner.workflows.solve import SolveResult, solve
     from planner.workloads import Workload
     from planner.workloads.training.workload import TrainingWorkload

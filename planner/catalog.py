@@ -12,13 +12,16 @@ import functools
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from planner import safe_yaml
 from planner.errors import InputError, format_validation_error
 from planner.schema import GIB, GpuDefinition, GpuSku, ModelSpec
+
+if TYPE_CHECKING:
+    from planner.procurement import Procurement
 
 ENV_VAR = "PLANNER_CATALOGS"
 
@@ -54,10 +57,26 @@ def load_models() -> dict[str, ModelSpec]:
     return _load("models.yaml", "models", ModelSpec)
 
 
+@functools.lru_cache
+def load_procurement() -> Procurement:
+    """procurement.yaml (planner.procurement.Procurement): TCO terms and lead times. Cached."""
+    from planner.procurement import Procurement
+
+    path = catalog_dir() / "procurement.yaml"
+    data: Any = safe_yaml.read_yaml(path)
+    if not isinstance(data, dict) or not isinstance(data.get("procurement"), dict):
+        raise InputError(f"{path}: expected a top-level mapping with a `procurement:` mapping")
+    try:
+        return Procurement.model_validate(data["procurement"])
+    except ValidationError as exc:
+        raise InputError(format_validation_error(exc, f"{path}: procurement")) from exc
+
+
 def clear_caches() -> None:
     """Forget loaded catalogs, e.g. after pointing $PLANNER_CATALOGS elsewhere."""
     load_gpus.cache_clear()
     load_models.cache_clear()
+    load_procurement.cache_clear()
 
 
 def get_gpu(name: str, custom: Iterable[GpuSku] = ()) -> GpuSku:

@@ -64,10 +64,11 @@ def test_library_never_imports_the_cli() -> None:
     ("workloads", ("planner.schema", "planner.model", "planner.workloads", "planner.scenario", "planner.pricing",
                    "planner.errors", "planner.catalog")),
     # the search: workloads and its own modules; its sentences use the leaf formatters of report/text.py
-    ("search", ("planner.schema", "planner.model", "planner.workloads", "planner.scenario", "planner.pricing",
-                "planner.errors", "planner.catalog", "planner.search", "planner.report.text")),
+    ("search", ("planner.schema", "planner.model", "planner.workloads", "planner.scenario", "planner.portfolio",
+                "planner.pricing", "planner.errors", "planner.catalog", "planner.search", "planner.report.text")),
     # the workflows: everything below them; of the report layer only its leaf formatters
-    ("workflows", ("planner.schema", "planner.model", "planner.workloads", "planner.scenario", "planner.pricing",
+    ("workflows", ("planner.schema", "planner.model", "planner.workloads", "planner.scenario", "planner.portfolio",
+                   "planner.pricing",
                    "planner.errors", "planner.catalog", "planner.search", "planner.interop", "planner.workflows",
                    "planner.report.text")),
     ("interop", ("planner.schema", "planner.model", "planner.workloads.training.legality", "planner.errors",

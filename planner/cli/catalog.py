@@ -1,4 +1,4 @@
-"""`planner catalog gpus|models` and `planner schema`: what planner knows, and the scenario format."""
+"""`planner catalog gpus|models` and `planner schema`: what planner knows, and the scenario (or portfolio) format."""
 
 from __future__ import annotations
 
@@ -48,16 +48,20 @@ class SchemaFormat(StrEnum):
 
 def schema_command(out: Annotated[Path | None, typer.Option(help="write to this file instead of stdout")] = None,
                    format: Annotated[SchemaFormat, typer.Option("--format", "-f", help="output format")]
-                   = SchemaFormat.json) -> None:
-    """JSON Schema of the scenario format, for editors (as JSON, or the same document in YAML)."""
+                   = SchemaFormat.json,
+                   portfolio: Annotated[bool, typer.Option("--portfolio", help="the portfolio format "
+                                                           "(planner schedule) instead")] = False,
+                   ) -> None:
+    """JSON Schema of the scenario format (or with --portfolio, the portfolio format), for editors (as JSON,
+    or the same document in YAML)."""
 
     def body() -> None:
         import json
 
-        from planner import scenario_json_schema
+        from planner import portfolio_json_schema, scenario_json_schema
 
         output_file(out, "--out")
-        schema = scenario_json_schema()
+        schema = portfolio_json_schema() if portfolio else scenario_json_schema()
         if format == SchemaFormat.yaml:
             import yaml
 

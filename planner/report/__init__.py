@@ -17,6 +17,9 @@ _EXPORTS = {
     "write_plots": "planner.report.output",
     "html_page": "planner.report.output",
     "figures": "planner.report.output",
+    "schedule_figures": "planner.report.schedule",
+    "schedule_html": "planner.report.schedule",
+    "write_schedule_plots": "planner.report.schedule",
     "gpu_rows": "planner.report.tables",
     "model_rows": "planner.report.tables",
     "console": "planner.report.terminal",
@@ -49,9 +52,12 @@ __all__ = [
     "progress_bar",
     "render",
     "render_rows",
+    "schedule_figures",
+    "schedule_html",
     "spinner",
     "to_dict",
     "write_plots",
+    "write_schedule_plots",
 ]
 
 
@@ -63,6 +69,7 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:
     from planner.report.output import figures, html_page, render, render_rows, to_dict, write_plots
+    from planner.report.schedule import schedule_figures, schedule_html, write_schedule_plots
     from planner.report.tables import gpu_rows, model_rows
     from planner.report.terminal import console, progress_bar, spinner
     from planner.report.text import literal

@@ -13,12 +13,14 @@ from typing import IO, Any
 
 from planner.report import compare as compare_view
 from planner.report import dicts, tables
+from planner.report import schedule as schedule_view
 from planner.report.formats import FORMATS, machine, to_csv, to_json, to_markdown
 from planner.report.terminal import console
 from planner.report.text import literal
 from planner.workflows.compare import CompareResult
 from planner.workflows.inference import InferenceEstimate
 from planner.workflows.review import Review
+from planner.workflows.schedule import ScheduleResult
 from planner.workflows.solve import SolveResult
 from planner.workloads.training.evaluation import Evaluation
 
@@ -26,7 +28,7 @@ __all__ = ["figures", "html_page", "render", "render_rows", "text", "to_dict", "
 
 
 def render(result: Any, fmt: str = "table", file: IO[str] | None = None) -> None:
-    """Write `result` (an Evaluation, InferenceEstimate, SolveResult, Review or CompareResult) in `fmt`
+    """Write `result` (an Evaluation, InferenceEstimate, SolveResult, Review, CompareResult or ScheduleResult) in `fmt`
     (table, json, csv or markdown) to `file` (default stdout)."""
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r}: use one of {', '.join(FORMATS)}")
@@ -228,3 +230,22 @@ def html_page(result: CompareResult, scenario_yaml: str, figs: dict[str, Any] | 
                 figures=figs, scenario_yaml=scenario_yaml, sources=compare_view.source_rows(result.base),
                 sweep=sweep, sweep_title=sweep_title)
 
+
+# --------------------------------------------------------------------------------------------
+# a schedule (planner.report.schedule)
+# --------------------------------------------------------------------------------------------
+
+
+@_dict.register
+def _(result: ScheduleResult) -> Any:
+    return schedule_view.schedule_dict(result)
+
+
+@text.register
+def _(result: ScheduleResult, fmt: str) -> str:
+    return schedule_view.text(result, fmt)
+
+
+@_table.register
+def _(result: ScheduleResult, file: IO[str] | None) -> None:
+    schedule_view.print_table(result, file)

@@ -1,0 +1,380 @@
+"""`planner schedule`: the CP-SAT portfolio model against the exhaustive reference, every plan through the
+independent re-checks, the greedy baseline never better, explanations, the shipped example, the output
+as data (dict, pandas), and the command line: formats, plots, the HTML page, exit statuses 0/1/2/3."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from planner.cli import app
+from planner.errors import InputError
+from planner.portfolio import Portfolio, load_portfolio, portfolio_json_schema
+from planner.search.schedule_check import check_decisions
+from planner.search.schedule_cpsat import solve
+from planner.search.schedule_exhaustive import exhaustive
+from planner.search.schedule_greedy import greedy
+from planner.search.schedule_instance import Commitment, Decisions, Instance, Option, Pool, Task, costs
+from planner.search.schedule_synthetic import synthetic_instance
+from planner.workflows.schedule import check_result, schedule
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "scenarios" / "portfolio_2027.yaml"
+runner = CliRunner()
+
+SMALL: dict[str, Any] = {
+    "name": "small",
+    "horizon": {"start": "2027-01-04", "end": "2027-03-01", "step": "week"},
+    "pools": [
+        {"name": "own", "kind": "owned", "sku": "h100", "gpus": 8},
+        {"name": "buy", "kind": "purchase", "sku": "b200", "lead_time_weeks": 1, "max_gpus": 32,
+         "usd_per_gpu": 4000},
+        {"name": "res", "kind": "reservation", "sku": "h100", "usd_per_gpu_hour": 2.0, "max_gpus": 16},
+        {"name": "cloud", "kind": "on-demand", "sku": "h100", "max_gpus": 64},
+    ],
+    "jobs": [
+        {"name": "a", "model": "gpt3-125m", "job": {"tokens": 3e12, "seq_len": 2048, "global_batch": 256},
+         "deadline": "2027-01-25", "max_gpus": 32},
+        {"name": "b", "model": "gpt3-125m", "job": {"tokens": 2e12, "seq_len": 2048, "global_batch": 256},
+         "after": ["a"], "deadline": "2027-02-08", "penalty_usd_per_day": 1000, "max_gpus": 32},
+        {"name": "c", "model": "gpt3-125m", "job": {"tokens": 1e12, "seq_len": 2048, "global_batch": 256},
+         "release": "2027-01-11", "max_gpus": 16, "repeat": {"every_days": 14, "count": 2}},
+    ],
+}
+
+
+def changed(changes: dict[str, Any]) -> dict[str, Any]:
+    """SMALL with keys replaced; a key path is written a__0__b for data["a"][0]["b"]."""
+    data = copy.deepcopy(SMALL)
+    for path, value in changes.items():
+        node: Any = data
+        *head, last = path.split("__")
+        for key in head:
+            node = node[int(key)] if key.isdigit() else node[key]
+        node[int(last) if last.isdigit() else last] = value
+    return data
+
+
+def small(**changes: Any) -> Portfolio:
+    return Portfolio.model_validate(changed(changes))
+
+
+# --------------------------------------------------------------------------------------------
+# The solver against the exhaustive reference, on random tiny instances
+# --------------------------------------------------------------------------------------------
+
+
+def tiny(seed: int) -> Instance:
+    r = random.Random(seed)
+    T = r.randint(4, 6)
+    pools = (
+        Pool("own", "owned", "h100", capacity=tuple(r.choice([0, 8, 16]) if t < 1 else 16 for t in range(T))),
+        Pool("buy", "purchase", "b200", unit=8, max_gpus=16, min_units=r.choice([1, 2]), lead=r.choice([1, 2]),
+             starts=tuple(range(T - 1)), unit_usd=tuple(100 * (T - s) for s in range(T - 1))),
+        Pool("res", "reservation", "h100", unit=8, max_gpus=16, term=r.choice([2, 3, T]), starts=(0, 1, 2),
+             unit_usd=(250, 250, 260)),
+        Pool("od", "on-demand", "h100", capacity=None if r.random() < 0.5 else (8,) * T),
+    )
+    tasks = []
+    for j in range(r.randint(2, 3)):
+        opts = []
+        for p in r.sample(range(4), r.randint(1, 3)):
+            for g in r.sample([8, 16], r.randint(1, 2)):
+                d = r.randint(1, 3)
+                opts.append(Option(p, g, d, d * 3600, r.randint(0, 300) if p != 2 else 0))
+        after = (j - 1,) if j and r.random() < 0.3 else ()
+        tasks.append(Task(f"t{j}", r.randint(0, 1), r.choice([None, T, r.randint(2, T)]), r.choice([0, 0, 50]),
+                          after, tuple(opts)))
+    return Instance(T, 7, tuple(tasks), pools)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_optimum_equals_exhaustive_and_every_plan_passes_the_recheck(seed: int) -> None:
+    inst = tiny(seed)
+    ref = exhaustive(inst)
+    base = greedy(inst)
+    try:
+        out = solve(inst, time_limit=20, workers=1, hint=base.decisions)
+    except ValueError:  # a job without any usable option: nothing to model
+        assert ref is None
+        return
+    if ref is None:
+        assert out.status == "infeasible" and base.decisions is None
+        return
+    assert out.status == "optimal"
+    assert out.objective == ref[0]
+    assert out.decisions is not None
+    assert check_decisions(inst, out.decisions, out.objective) == []
+    assert check_decisions(inst, ref[1], ref[0]) == []
+    if base.decisions is not None:
+        assert check_decisions(inst, base.decisions) == []
+        assert costs(inst, base.decisions).total_usd >= out.objective
+
+
+def test_recheck_catches_each_kind_of_violation() -> None:
+    pools = (Pool("own", "owned", "h100", capacity=(8, 8, 8)),
+             Pool("buy", "purchase", "b200", unit=8, max_gpus=8, lead=1, starts=(0, 1), unit_usd=(20, 10)),
+             Pool("res", "reservation", "h100", unit=8, max_gpus=8, term=1, starts=(0, 1, 2), unit_usd=(5, 5, 5)))
+    tasks = (Task("a", 0, 2, 0, (), (Option(0, 8, 2, 1, 1), Option(1, 8, 1, 1, 1), Option(2, 8, 2, 1, 0))),
+             Task("b", 1, None, 0, (0,), (Option(0, 8, 1, 1, 1),)))
+    inst = Instance(3, 7, tasks, pools)
+    good = Decisions((0, 0), (0, 2))
+    assert check_decisions(inst, good, 2) == []
+    assert any("before a ends" in e for e in check_decisions(inst, Decisions((0, 0), (0, 1))))
+    assert any("8 available" in e for e in check_decisions(inst, Decisions((0, 0), (0, 1))))
+    assert any("hard deadline" in e for e in check_decisions(inst, Decisions((0, 0), (1, 2))))
+    assert any("0 available" in e for e in check_decisions(inst, Decisions((1, 0), (0, 2))))  # lead time
+    early = Decisions((1, 0), (0, 2), (Commitment(1, 0, 1),))
+    assert any("0 available" in e for e in check_decisions(inst, early))  # arrives in period 1
+    term = Decisions((2, 0), (0, 2), (Commitment(2, 0, 1),))
+    assert any("period 1" in e and "0 available" in e for e in check_decisions(inst, term))  # a 1-period term
+    assert any("recomputed" in e for e in check_decisions(inst, good, 3))
+
+
+def test_one_worker_is_deterministic() -> None:
+    inst = synthetic_instance(12, 26, seed=1)
+    a = solve(inst, time_limit=30, workers=1, hint=greedy(inst).decisions)
+    b = solve(inst, time_limit=30, workers=1, hint=greedy(inst).decisions)
+    assert a.status == "optimal" and a.decisions == b.decisions and a.objective == b.objective
+
+
+# --------------------------------------------------------------------------------------------
+# Input
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"horizon__end": "2026-01-01"}, "horizon: Value error, end must be at least one week after start"),
+    ({"pools__0__gpus": -8}, "pools.0.owned.gpus"),
+    ({"pools__1__usd_per_gpu": float("inf")}, "pools.1.purchase.usd_per_gpu"),
+    ({"pools__3__usd_per_gpu_hour": float("nan")}, "pools.3.on-demand.usd_per_gpu_hour"),
+    ({"pools__0__kind": "leased"}, "pools.0"),
+    ({"pools__0__colour": "red"}, "colour"),
+    ({"jobs__1__after": ["z"]}, "after: unknown job 'z'"),
+    ({"jobs__0__min_gpus": 64}, "min_gpus (64) exceeds max_gpus (32)"),
+    ({"jobs__0__release": "2027-02-01"}, "deadline must come after release"),
+    ({"jobs__0__deadline": "2029-01-01"}, "outside the horizon"),
+    ({"jobs__1__name": "a", "jobs__1__after": []}, "job names must be unique"),
+])
+def test_bad_input_names_the_file_and_key(tmp_path: Path, change: dict[str, Any], message: str) -> None:
+    f = tmp_path / "p.yaml"
+    f.write_text(yaml.safe_dump(changed(change)))
+    with pytest.raises(InputError) as e:
+        load_portfolio(f)
+    assert str(f) in str(e.value) and message in str(e.value)
+
+
+def test_yaml_errors_and_schema(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="cannot read"):
+        load_portfolio(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("horizon: [\n")
+    with pytest.raises(InputError, match="not valid YAML"):
+        load_portfolio(bad)
+    schema = portfolio_json_schema()
+    assert schema["title"] == "planner portfolio" and {"horizon", "pools", "jobs"} <= set(schema["properties"])
+
+
+def test_repeats_and_dependency_cycles() -> None:
+    p = small()
+    names = [j.name for j in p.expanded_jobs()]
+    assert names == ["a", "b", "c-1", "c-2"]
+    c2 = p.expanded_jobs()[3]
+    assert c2.release == dt.date(2027, 1, 25)
+    cyclic = small(jobs__0__after=["b"])
+    with pytest.raises(InputError, match="cycle"):
+        schedule(cyclic, time_limit=5)
+
+
+# --------------------------------------------------------------------------------------------
+# Catalog prices
+# --------------------------------------------------------------------------------------------
+
+
+def test_procurement_catalog_and_purchase_tco_as_compare_counts_it() -> None:
+    from planner.catalog import get_gpu, load_procurement
+    from planner.pricing import hourly_rate, select_price
+    from planner.procurement import held_usd_per_gpu_hour, power_usd_per_gpu_hour, server_price
+    from planner.scenario import Pricing
+
+    proc = load_procurement()
+    h100, b200 = get_gpu("h100"), get_gpu("b200")
+    assert proc.sku(b200) is not None and proc.sku(h100) is not None
+    assert server_price(b200, proc).usd_per_gpu == 515_000 / 8  # type: ignore[union-attr]
+    for kind in ("reserved-1y", "reserved-3y", "spot", "capacity-block"):
+        p = select_price(h100, kind)
+        assert p is not None and p.source and p.date
+    # without colocation, held + power per hour = what `planner compare` charges a purchase
+    pricing = Pricing(kind="purchase", amortisation_years=5, usd_per_kwh=0.08, pue=1.4)
+    price = select_price(h100, "purchase").usd_per_gpu  # type: ignore[union-attr]
+    mine = held_usd_per_gpu_hour(h100, price, amortisation_years=5, colocation_usd_per_kw_month=0,
+                                 server_kw_per_gpu_tdp=1.8) + power_usd_per_gpu_hour(h100, pue=1.4, usd_per_kwh=0.08)
+    assert mine == pytest.approx(hourly_rate(h100, pricing).usd_per_gpu_hour)
+
+
+# --------------------------------------------------------------------------------------------
+# End to end
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_result() -> Any:
+    return schedule(small(), time_limit=20)
+
+
+def test_small_portfolio_plan_as_data(small_result: Any) -> None:
+    from planner.report.schedule import capacity_frame, jobs_frame, pools_frame
+
+    r = small_result
+    assert r.status == "optimal" and r.gap == 0.0 and r.cost_usd == r.bound_usd
+    assert r.baseline.cost_usd >= r.cost_usd
+    d = r.to_dict(timing=False)
+    assert {"status", "solver", "jobs", "pools", "cost_usd", "baseline"} <= set(d)
+    assert {"seconds", "gap", "bound"} <= set(d["solver"])
+    for j in d["jobs"]:
+        assert {"name", "pool", "sku", "gpus", "start", "end", "cost_usd", "layout"} <= set(j)
+    for p in d["pools"]:
+        assert {"name", "sku", "purchases", "reservations", "capacity", "used"} <= set(p)
+        assert len(p["capacity"]) == len(p["used"]) == r.periods
+    assert "cost_usd" in d["baseline"]
+    total = sum(j["cost_usd"] for j in d["jobs"]) + sum(p["commitments_usd"] for p in d["pools"])
+    assert total == pytest.approx(d["cost_usd"])
+    # `a` must end by 2027-01-25 (3 weeks) and `b` waits for it
+    jobs = {j["name"]: j for j in d["jobs"]}
+    assert jobs["a"]["end"] <= "2027-01-25" and jobs["b"]["start"] >= jobs["a"]["end"]
+    assert list(jobs_frame(r)["job"]) == ["a", "b", "c-1", "c-2"]
+    assert list(pools_frame(r)["pool"]) == ["own", "buy", "res", "cloud"]
+    assert len(capacity_frame(r)) == 4 * r.periods
+
+
+def test_hard_deadline_out_of_reach_says_by_how_much() -> None:
+    r = schedule(small(jobs__0__deadline="2027-01-11", jobs__0__max_gpus=8), time_limit=10)
+    assert r.status == "infeasible" and not r.jobs
+    assert any(line.startswith("a: the fastest option") and "days after its deadline 2027-01-11" in line
+               for line in r.reasons)
+
+
+def test_deadlines_that_cannot_all_hold_name_the_job_pool_and_days() -> None:
+    # `a` and a copy of it both need the whole 8-GPU cluster for two weeks before 2027-01-18
+    p = small(pools=[SMALL["pools"][0]], jobs__0__deadline="2027-01-18", jobs__0__max_gpus=8,
+              jobs__1__deadline=None, jobs__1__penalty_usd_per_day=None, jobs__2__max_gpus=8)
+    twin = p.jobs[0].model_copy(update={"name": "a2"})
+    p = p.model_copy(update={"jobs": [*p.jobs, twin]})
+    r = schedule(p, time_limit=10)
+    assert r.status == "infeasible"
+    assert any("misses its deadline 2027-01-18 by 14 days" in line and "own" in line for line in r.reasons), r.reasons
+
+
+def test_shipped_example_beats_the_greedy_baseline() -> None:
+    r = schedule(load_portfolio(EXAMPLE), time_limit=60)
+    assert r.status == "optimal"
+    assert r.baseline is not None and r.baseline.cost_usd is not None
+    assert r.cost_usd < 0.9 * r.baseline.cost_usd  # strictly better, by a margin the difference explains
+    assert r.difference[0].startswith("total: greedy")
+    buy = next(p for p in r.pools if p.name == "b200-buy")
+    assert buy.purchases and all((b.arrival_date - b.order_date).days >= 84 for b in buy.purchases)
+    jobs = {j.name: j for j in r.jobs}
+    assert jobs["pretrain-70b"].end <= dt.date(2027, 6, 1) and jobs["cpt-405b"].end <= dt.date(2027, 10, 1)
+    assert all(jobs[f"finetune-70b-{i}"].start >= jobs["pretrain-70b"].end for i in (1, 2, 3))
+    assert check_result_of(r) == []
+
+
+def check_result_of(r: Any) -> list[str]:
+    from planner.search.schedule_resolve import resolve
+
+    return check_result(resolve(load_portfolio(EXAMPLE)), r)
+
+
+def test_a_job_that_fits_nowhere_says_why() -> None:
+    r = schedule(small(jobs__2__model="llama-3.1-70b", jobs__2__max_gpus=8), time_limit=10)
+    assert r.status == "infeasible"
+    assert any(line.startswith("c-1: nothing fits on h100-sxm") and "GiB" in line for line in r.reasons)
+    assert any(line.startswith("c-1: no option") and "longer than the horizon" in line for line in r.reasons)
+
+
+# --------------------------------------------------------------------------------------------
+# The command line
+# --------------------------------------------------------------------------------------------
+
+
+
+
+def portfolio(tmp_path: Path, **changes: Any) -> Path:
+    f = tmp_path / "p.yaml"
+    f.write_text(yaml.safe_dump(changed(changes)))
+    return f
+
+
+def test_json_csv_markdown_and_table(tmp_path: Path) -> None:
+    f = portfolio(tmp_path)
+    r = runner.invoke(app, ["schedule", str(f), "--format", "json", "--time-limit", "20"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["status"] == "optimal" and out["solver"]["gap"] == 0.0
+    assert [j["name"] for j in out["jobs"]] == ["a", "b", "c-1", "c-2"]
+    assert out["baseline"]["cost_usd"] >= out["cost_usd"]
+    csv = runner.invoke(app, ["schedule", str(f), "-f", "csv"]).stdout
+    assert csv.splitlines()[0].startswith("job,pool,sku,gpus,layout,start,end") and len(csv.splitlines()) == 5
+    md = runner.invoke(app, ["schedule", str(f), "-f", "markdown"]).stdout
+    assert md.startswith("- optimal: $") and "**Jobs**" in md and "| job | pool |" in md
+    table = runner.invoke(app, ["schedule", str(f)]).stdout
+    assert "greedy baseline" in table and "Jobs" in table and "Pools" in table
+
+
+def test_plots_and_html_page(tmp_path: Path) -> None:
+    f = portfolio(tmp_path)
+    page = tmp_path / "s.html"
+    r = runner.invoke(app, ["schedule", str(f), "-f", "json", "--plots", str(tmp_path / "plots"), "--html", str(page)])
+    assert r.exit_code == 0, r.output
+    assert {p.name for p in (tmp_path / "plots").iterdir()} == {"gantt.png", "gantt.svg", "capacity.png",
+                                                                "capacity.svg"}
+    text = page.read_text()
+    assert text.startswith("<!DOCTYPE html>") and 'id="jobs"' in text and "data:image/svg+xml;base64," in text
+    assert 'id="plot-gantt"' in text and "ticks mark deadlines" in text
+    assert "<script" not in text and "http" not in text.split("<pre>")[0].replace("http-equiv", "")
+
+
+def test_no_plan_exits_1_with_the_numbers(tmp_path: Path) -> None:
+    f = portfolio(tmp_path, jobs__0__deadline="2027-01-11", jobs__0__max_gpus=8)
+    r = runner.invoke(app, ["schedule", str(f), "-f", "json"])
+    assert r.exit_code == 1
+    out = json.loads(r.stdout)
+    assert out["status"] == "infeasible" and out["jobs"] == []
+    assert any("days after its deadline 2027-01-11" in line for line in out["reasons"])
+
+
+@pytest.mark.parametrize(("change", "key"), [
+    ({"pools__0__gpus": -8}, "pools.0.owned.gpus"),
+    ({"jobs__0__model": "gpt-9"}, "jobs.0.model (a): unknown model 'gpt-9'"),
+    ({"pools__2__sku": "h100x"}, "pools.2.sku (res): unknown GPU 'h100x'"),
+])
+def test_bad_input_exits_2_in_one_line(tmp_path: Path, change: dict[str, Any], key: str) -> None:
+    f = portfolio(tmp_path, **change)
+    r = runner.invoke(app, ["schedule", str(f)])
+    assert r.exit_code == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {f}") and key in lines[0]
+
+
+def test_a_plan_failing_the_recheck_is_an_internal_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import planner.workflows.schedule as wf
+
+    monkeypatch.setattr(wf, "check_result", lambda *_: ["a: ends after its hard deadline"])
+    r = runner.invoke(app, ["schedule", str(portfolio(tmp_path))])
+    assert r.exit_code == 3
+    assert r.stderr.startswith("internal error: RuntimeError: schedule fails the independent re-check")
+
+
+def test_schema_of_the_portfolio_format() -> None:
+    r = runner.invoke(app, ["schema", "--portfolio"])
+    assert r.exit_code == 0
+    schema = json.loads(r.stdout)
+    assert schema["title"] == "planner portfolio" and {"horizon", "pools", "jobs"} <= set(schema["properties"])
