@@ -107,7 +107,9 @@ class ModelSpec(Strict):
     ffn_hidden: Width
     vocab: int = Field(ge=1, le=MAX_VOCAB)
     max_seq: SeqLen = Field(description="maximum sequence length (learned positions)")
-    mlp: Literal["gelu", "swiglu"] = "swiglu"
+    mlp: Literal["gelu", "swiglu", "squared-relu"] = Field(
+        "swiglu", description="squared-relu: relu(x)² between two matrices (Nemotron-4), shaped like gelu"
+    )
     norm: Literal["layernorm", "rmsnorm"] = "rmsnorm"
     bias: Literal["none", "qkv", "attention", "all"] = Field(
         "none", description="qkv: q/k/v biases (Qwen2); attention: q/k/v/o (Llama attention_bias); all: + MLP"

@@ -78,12 +78,15 @@ class Problem:
 
 def scenario_jobs(scenario: Scenario) -> list[JobSpec]:
     """The scenario's main job (top-level model/job/layout, constraints.deadline_days) and its `jobs:`."""
-    from planner.catalog import get_gpu
+    from planner.catalog import derive_gpus, get_gpu
+
+    custom = derive_gpus(scenario.gpus)
 
     def spec(name: str, workload: TrainingWorkload, deadline: float | None, lo: int | None,
              hi: int | None) -> JobSpec:
         fixed = workload.fixed
-        return JobSpec(name, workload, deadline, lo, hi, get_gpu(fixed.sku).name if fixed.sku else None, fixed.gpus)
+        return JobSpec(name, workload, deadline, lo, hi, get_gpu(fixed.sku, custom).name if fixed.sku else None,
+                       fixed.gpus)
 
     def workload(model: str | ModelSpec, job: Job, fixed: FixedLayout) -> TrainingWorkload:
         return TrainingWorkload(resolve_model(model), job, fixed, scenario.implementation, scenario.overheads,
@@ -103,14 +106,15 @@ def scenario_jobs(scenario: Scenario) -> list[JobSpec]:
 def resolve_problem(scenario: Scenario, *, lift_caps: bool = False) -> Problem:
     """Catalog lookups, inventory and prices. SKUs without a price of the scenario's kind are skipped
     (and listed) when the scenario allows all SKUs; a SKU named explicitly must have one."""
-    from planner.catalog import get_gpu, load_gpus
+    from planner.catalog import derive_gpus, get_gpu, load_gpus
 
+    custom = derive_gpus(scenario.gpus)  # the scenario's own `gpus:`, searched with the catalog's
     hw = scenario.hardware
     jobs = scenario_jobs(scenario)
     inventory = hw.max_gpus
     if hw.skus == "all":
         # an inventory written per SKU is the list of what one has
-        names = list(inventory) if isinstance(inventory, dict) else list(load_gpus())
+        names = list(inventory) if isinstance(inventory, dict) else [*load_gpus(), *(g.name for g in custom)]
         explicit = isinstance(inventory, dict)
     else:
         names, explicit = list(hw.skus), True
@@ -121,7 +125,7 @@ def resolve_problem(scenario: Scenario, *, lift_caps: bool = False) -> Problem:
     skipped: list[str] = []
     seen: set[str] = set()
     for name in names:
-        gpu = get_gpu(name)
+        gpu = get_gpu(name, custom)
         if gpu.name in seen:
             continue
         seen.add(gpu.name)
@@ -133,7 +137,7 @@ def resolve_problem(scenario: Scenario, *, lift_caps: bool = False) -> Problem:
             skipped.append(f"{gpu.name} (no {scenario.pricing.kind} price)")
             continue
         if isinstance(inventory, dict):
-            cap = next((v for k, v in inventory.items() if get_gpu(k).name == gpu.name), None)
+            cap = next((v for k, v in inventory.items() if get_gpu(k, custom).name == gpu.name), None)
         else:
             cap = inventory
         skus.append(SkuOption(gpu, hw.gpus_per_node or gpu.node_size, cap, rate))
