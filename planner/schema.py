@@ -563,8 +563,9 @@ class Implementation(Strict):
     """Which kernels the framework runs: changes what autograd saves, not the math."""
 
     attention: Literal["flash", "eager"] = Field("flash", description="flash: no s² tensor saved")
-    fused_kernels: bool = Field(
-        True, description="fused norms/SwiGLU/softmax (Megatron, TE); False = as Hugging Face writes them"
+    fused_kernels: bool | None = Field(
+        None, description="fused norms/SwiGLU/softmax (Megatron, TE); False = eager PyTorch ops, as Hugging Face "
+        "writes them; null = the framework's default (fused: megatron-core, deepspeed; eager: torchtitan, fsdp)",
     )
     dropout: float = Field(0.0, ge=0, lt=1, description="hidden and attention dropout probability")
     framework: Framework = Field(

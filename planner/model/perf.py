@@ -274,7 +274,7 @@ def _build_context(
     hbm = gpu.hbm_bandwidth_tbs * 1e12 * eff.hbm
     operand_bytes = 1 if fp8 else ACT
     attn_in_n = (attention_weights(m) - v * h) / h
-    kernels = (KERNELS_FUSED if impl.fused_kernels else KERNELS_UNFUSED) + (7 * KERNELS_PER_FP8_GEMM if fp8 else 0)
+    kernels = (KERNELS_FUSED if stack.fused_kernels else KERNELS_UNFUSED) + (7 * KERNELS_PER_FP8_GEMM if fp8 else 0)
     return _Context(
         m=m,
         seq=seq,
@@ -312,7 +312,7 @@ def _build_context(
         attn_rate=peak16 * eff.gemm,
         flash_rate=peak16 * eff.gemm * eff.flash_attention,
         hbm=hbm,
-        ew_hbm=hbm if impl.fused_kernels else hbm / UNFUSED_BYTES,
+        ew_hbm=hbm if stack.fused_kernels else hbm / UNFUSED_BYTES,
         quant_bytes=quant,
         launch_s=(eff.graph_launch_us if impl.cuda_graphs else eff.kernel_launch_us) * 1e-6,
         kernels_fwd=kernels,

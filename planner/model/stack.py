@@ -59,7 +59,7 @@ def stack_of(impl: Implementation, precision: str, eff: Efficiency, gpu: GpuSku 
     fp8 = precision == "fp8"
     return Stack(
         framework=k.framework,
-        fused_kernels=impl.fused_kernels,
+        fused_kernels=k.fused_kernels,
         fp8_recipe=resolve_fp8_recipe(impl, eff, gpu) if fp8 else None,
         fp8_param_gather=k.fp8_param_gather,
         fp8_weight_cache=p.fp8_weight_cache,

@@ -111,7 +111,8 @@ def layout(sc: Scenario | None, model: ModelSpec, *, overrides: Mapping[str, Any
     except ValidationError as e:
         raise InputError(format_validation_error(e, "layout")) from None
     if strict:
-        problems = layout_problems(model, out, gpus=gpus, node_size=node, seq=seq)
+        problems = layout_problems(model, out, gpus=gpus, node_size=node, seq=seq,
+                                   framework=sc.implementation.framework if sc else "megatron-core")
         if problems:
             raise InputError("illegal layout: " + "; ".join(problems))
     return out
