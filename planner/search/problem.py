@@ -13,6 +13,7 @@ from planner.scenario import FixedLayout, Job, Scenario, resolve_model
 from planner.schema import GpuSku, ModelSpec
 from planner.workloads import Workload
 from planner.workloads.grid import GpuCounts
+from planner.workloads.training.legality import sequence_problem
 from planner.workloads.training.workload import TrainingWorkload
 
 # Without any inventory or cap a job could be spread over millions of GPUs; the largest published
@@ -88,14 +89,17 @@ def scenario_jobs(scenario: Scenario) -> list[JobSpec]:
         return JobSpec(name, workload, deadline, lo, hi, get_gpu(fixed.sku, custom).name if fixed.sku else None,
                        fixed.gpus)
 
-    def workload(model: str | ModelSpec, job: Job, fixed: FixedLayout) -> TrainingWorkload:
-        return TrainingWorkload(resolve_model(model), job, fixed, scenario.implementation, scenario.overheads,
+    def workload(model: str | ModelSpec, job: Job, fixed: FixedLayout, where: str = "") -> TrainingWorkload:
+        spec_ = resolve_model(model)
+        if (why := sequence_problem(spec_, job.seq_len)) is not None:
+            raise InputError(where + why)
+        return TrainingWorkload(spec_, job, fixed, scenario.implementation, scenario.overheads,
                                 scenario.efficiency)
 
     main = workload(scenario.model, scenario.job, scenario.layout)
     out = [spec(scenario.name, main, scenario.constraints.deadline_days, None, None)]
     for j in scenario.jobs:
-        out.append(spec(j.name, workload(j.model, j.job, j.layout), j.deadline_days, j.min_gpus, j.max_gpus))
+        out.append(spec(j.name, workload(j.model, j.job, j.layout, f"jobs.{j.name}."), j.deadline_days, j.min_gpus, j.max_gpus))
     names = [j.name for j in out]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:

@@ -16,7 +16,7 @@ from planner.pricing import priced
 from planner.scenario import EfficiencyOverride, Pricing, Scenario, resolve_model
 from planner.schema import GpuSku, Implementation, Layout, ModelSpec, Overheads
 from planner.workloads.training.evaluation import Evaluation, evaluate
-from planner.workloads.training.legality import layout_problems
+from planner.workloads.training.legality import layout_problems, sequence_problem
 
 # Without --tokens: the compute-optimal budget of Hoffmann et al. 2022 (Chinchilla), ~20 tokens per parameter.
 CHINCHILLA_TOKENS_PER_PARAM = 20.0
@@ -92,6 +92,8 @@ def layout(sc: Scenario | None, model: ModelSpec, *, overrides: Mapping[str, Any
     """The scenario's `layout:` with the flags' `overrides`, dp derived from `gpus`. `strict` (estimate)
     refuses a count the other sizes do not divide and any illegal layout; otherwise (review) dp is the
     count over the other sizes, at least 1, and an illegal layout is returned to be judged."""
+    if (why := sequence_problem(model, seq)) is not None:
+        raise InputError(why)
     fixed: dict[str, Any] = sc.layout.model_dump(exclude={"sku", "gpus"}, exclude_none=True) if sc else {}
     fixed.update({k: v for k, v in overrides.items() if v is not None})
     tp, pp, cp = fixed.get("tp", 1), fixed.get("pp", 1), fixed.get("cp", 1)
