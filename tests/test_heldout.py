@@ -23,7 +23,7 @@ from planner.search.problem import resolve_problem
 from planner.workflows.estimate import EstimateRequest, estimate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import validation  # noqa: E402
+import validation
 
 # Levels measured on the held-out set (VALIDATION.md); the targets are validation.*_TARGET.
 MEDIAN_NOW = 0.16

@@ -93,7 +93,8 @@ class Preset:
 
 PRESETS: dict[Framework, Preset] = {
     "megatron-core": Preset(
-        framework="megatron-core", fused_kernels=True, fused_swiglu=True, fp8_saves_quantized_inputs=True, inplace_cross_entropy=True,
+        framework="megatron-core", fused_kernels=True, fused_swiglu=True, fp8_saves_quantized_inputs=True,
+        inplace_cross_entropy=True,
         selective="modules",
         stage_output="freed",
         state="megatron", fsdp_reduce_fp32=True, reshard_after_forward=True, reshard_with_pp=True,
@@ -108,7 +109,8 @@ PRESETS: dict[Framework, Preset] = {
     ),
     "torchtitan": Preset(
         # eager unless torch.compile is on (torchtitan/config/job_config.py `compile` defaults to off)
-        framework="torchtitan", fused_kernels=False, fused_swiglu=False, fp8_saves_quantized_inputs=False, inplace_cross_entropy=False,
+        framework="torchtitan", fused_kernels=False, fused_swiglu=False, fp8_saves_quantized_inputs=False,
+        inplace_cross_entropy=False,
         selective="op",
         stage_output="kept",
         state="fsdp2", fsdp_reduce_fp32=True, reshard_after_forward=True, reshard_with_pp=False,
@@ -119,7 +121,8 @@ PRESETS: dict[Framework, Preset] = {
         source="torchtitan torchtitan/models/common/, torchtitan/distributed/{fsdp,pipeline_parallel}.py, run_train.sh",
     ),
     "deepspeed": Preset(
-        framework="deepspeed", fused_kernels=True, fused_swiglu=True, fp8_saves_quantized_inputs=True, inplace_cross_entropy=True,
+        framework="deepspeed", fused_kernels=True, fused_swiglu=True, fp8_saves_quantized_inputs=True,
+        inplace_cross_entropy=True,
         selective="modules",
         stage_output="tp_partitioned",
         state="deepspeed", fsdp_reduce_fp32=False, reshard_after_forward=True, reshard_with_pp=True,
@@ -130,7 +133,8 @@ PRESETS: dict[Framework, Preset] = {
     ),
     "fsdp": Preset(
         # Composer/llm-foundry run eager PyTorch modules around a Triton flash-attention kernel
-        framework="fsdp", fused_kernels=False, fused_swiglu=False, fp8_saves_quantized_inputs=False, inplace_cross_entropy=False,
+        framework="fsdp", fused_kernels=False, fused_swiglu=False, fp8_saves_quantized_inputs=False,
+        inplace_cross_entropy=False,
         selective="modules",
         stage_output="kept",
         state="fsdp1", fsdp_reduce_fp32=False, reshard_after_forward=True, reshard_with_pp=True,

@@ -99,7 +99,8 @@ def scenario_jobs(scenario: Scenario) -> list[JobSpec]:
     main = workload(scenario.model, scenario.job, scenario.layout)
     out = [spec(scenario.name, main, scenario.constraints.deadline_days, None, None)]
     for j in scenario.jobs:
-        out.append(spec(j.name, workload(j.model, j.job, j.layout, f"jobs.{j.name}."), j.deadline_days, j.min_gpus, j.max_gpus))
+        out.append(spec(j.name, workload(j.model, j.job, j.layout, f"jobs.{j.name}."), j.deadline_days, j.min_gpus,
+                        j.max_gpus))
     names = [j.name for j in out]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -118,7 +119,8 @@ def resolve_problem(scenario: Scenario, *, lift_caps: bool = False) -> Problem:
     inventory = hw.max_gpus
     if hw.skus == "all":
         # an inventory written per SKU is the list of what one has
-        names = list(inventory) if isinstance(inventory, dict) else [*load_gpus(), *(g.name for g in custom)]
+        names = (list(inventory) if isinstance(inventory, dict)
+                 else [*load_gpus(), *(g.name for g in custom)])
         explicit = isinstance(inventory, dict)
     else:
         names, explicit = list(hw.skus), True
