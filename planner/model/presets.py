@@ -64,6 +64,11 @@ class Preset:
     reshard_after_forward: bool  # FSDP default without pipeline parallelism
     reshard_with_pp: bool  # FSDP default with pipeline parallelism
     zero3_unit: Literal["layer", "live_cap"]  # FSDP: one block per unit; DeepSpeed: stage3_max_live_parameters
+    # which flash-attention kernels run: "native" uses the GPU generation's own tensor-core path (TE's cuDNN
+    # fused attention, transformer_engine/pytorch/attention/dot_product_attention/backends.py FusedAttention);
+    # "fa2" is FlashAttention-2, written for Ampere's mma.sync (PyTorch SDPA's flash backend,
+    # aten/src/ATen/native/transformers/cuda/flash_attn/; flash-attn 2.x and llm-foundry's Triton kernel)
+    attention_kernel: Literal["native", "fa2"]
     # --- pipeline ---------------------------------------------------------------------------------------
     split: SplitStyle
     # --- fp8 ------------------------------------------------------------------------------------------
@@ -93,7 +98,7 @@ class Preset:
 
 PRESETS: dict[Framework, Preset] = {
     "megatron-core": Preset(
-        framework="megatron-core", fused_kernels=True, fused_swiglu=True, fp8_saves_quantized_inputs=True,
+        framework="megatron-core", attention_kernel="native", fused_kernels=True, fused_swiglu=True, fp8_saves_quantized_inputs=True,
         inplace_cross_entropy=True,
         selective="modules",
         stage_output="freed",
@@ -109,7 +114,7 @@ PRESETS: dict[Framework, Preset] = {
     ),
     "torchtitan": Preset(
         # eager unless torch.compile is on (torchtitan/config/job_config.py `compile` defaults to off)
-        framework="torchtitan", fused_kernels=False, fused_swiglu=False, fp8_saves_quantized_inputs=False,
+        framework="torchtitan", attention_kernel="fa2", fused_kernels=False, fused_swiglu=False, fp8_saves_quantized_inputs=False,
         inplace_cross_entropy=False,
         selective="op",
         stage_output="kept",
@@ -121,7 +126,7 @@ PRESETS: dict[Framework, Preset] = {
         source="torchtitan torchtitan/models/common/, torchtitan/distributed/{fsdp,pipeline_parallel}.py, run_train.sh",
     ),
     "deepspeed": Preset(
-        framework="deepspeed", fused_kernels=True, fused_swiglu=True, fp8_saves_quantized_inputs=True,
+        framework="deepspeed", attention_kernel="fa2", fused_kernels=True, fused_swiglu=True, fp8_saves_quantized_inputs=True,
         inplace_cross_entropy=True,
         selective="modules",
         stage_output="tp_partitioned",
@@ -133,7 +138,7 @@ PRESETS: dict[Framework, Preset] = {
     ),
     "fsdp": Preset(
         # Composer/llm-foundry run eager PyTorch modules around a Triton flash-attention kernel
-        framework="fsdp", fused_kernels=False, fused_swiglu=False, fp8_saves_quantized_inputs=False,
+        framework="fsdp", attention_kernel="fa2", fused_kernels=False, fused_swiglu=False, fp8_saves_quantized_inputs=False,
         inplace_cross_entropy=False,
         selective="modules",
         stage_output="kept",
