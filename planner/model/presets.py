@@ -98,7 +98,8 @@ class Preset:
 
 PRESETS: dict[Framework, Preset] = {
     "megatron-core": Preset(
-        framework="megatron-core", attention_kernel="native", fused_kernels=True, fused_swiglu=True, fp8_saves_quantized_inputs=True,
+        framework="megatron-core", attention_kernel="native",
+        fused_kernels=True, fused_swiglu=True, fp8_saves_quantized_inputs=True,
         inplace_cross_entropy=True,
         selective="modules",
         stage_output="freed",
@@ -114,7 +115,8 @@ PRESETS: dict[Framework, Preset] = {
     ),
     "torchtitan": Preset(
         # eager unless torch.compile is on (torchtitan/config/job_config.py `compile` defaults to off)
-        framework="torchtitan", attention_kernel="fa2", fused_kernels=False, fused_swiglu=False, fp8_saves_quantized_inputs=False,
+        framework="torchtitan", attention_kernel="fa2",
+        fused_kernels=False, fused_swiglu=False, fp8_saves_quantized_inputs=False,
         inplace_cross_entropy=False,
         selective="op",
         stage_output="kept",
@@ -126,7 +128,8 @@ PRESETS: dict[Framework, Preset] = {
         source="torchtitan torchtitan/models/common/, torchtitan/distributed/{fsdp,pipeline_parallel}.py, run_train.sh",
     ),
     "deepspeed": Preset(
-        framework="deepspeed", attention_kernel="fa2", fused_kernels=True, fused_swiglu=True, fp8_saves_quantized_inputs=True,
+        framework="deepspeed", attention_kernel="fa2",
+        fused_kernels=True, fused_swiglu=True, fp8_saves_quantized_inputs=True,
         inplace_cross_entropy=True,
         selective="modules",
         stage_output="tp_partitioned",
@@ -138,7 +141,8 @@ PRESETS: dict[Framework, Preset] = {
     ),
     "fsdp": Preset(
         # Composer/llm-foundry run eager PyTorch modules around a Triton flash-attention kernel
-        framework="fsdp", attention_kernel="fa2", fused_kernels=False, fused_swiglu=False, fp8_saves_quantized_inputs=False,
+        framework="fsdp", attention_kernel="fa2",
+        fused_kernels=False, fused_swiglu=False, fp8_saves_quantized_inputs=False,
         inplace_cross_entropy=False,
         selective="modules",
         stage_output="kept",
