@@ -115,3 +115,24 @@ def test_sequence_beyond_a_learned_position_table_is_refused() -> None:
     longer = 2 * rotary.max_seq
     ev = estimate(EstimateRequest(model="llama-3.1-8b", gpu="h100-sxm", gpus=8, seq=longer, layout={"cp": 8}))
     assert ev.seq == longer and rotary.position == "rope"
+
+
+def test_gb200_nvl72_is_the_scale_up_domain_for_tp_cp_and_ep() -> None:
+    """GB200 NVL72: all 72 GPUs share NVLink, so TP·CP (32 GPUs) and EP groups stay on NVLink; the same layout
+    on 8-GPU nodes sends its CP ring and EP all-to-all over the network."""
+    from planner.model.perf import training_time
+    from planner.schema import Layout
+    from planner.workloads.training.legality import layout_problems
+
+    gb200 = get_gpu("gb200")
+    assert gb200.node_size == 72
+    m = get_model("llama-3.1-405b")
+    lay = Layout(tp=8, cp=4, dp=2, sequence_parallel=True, global_batch=8, recompute="full")
+    assert layout_problems(m, lay, gpus=64, node_size=gb200.node_size, seq=131072) == []
+    rack, boards = (training_time(m, lay, gb200, 131072, 1e9, gpus_per_node=n).breakdown for n in (72, 8))
+    assert rack["cp_comm"] < boards["cp_comm"]
+    moe = get_model("mixtral-8x7b")
+    ep = Layout(tp=4, dp=16, ep=8, sequence_parallel=True, global_batch=64)
+    assert layout_problems(moe, ep, gpus=64, node_size=72, seq=4096) == []
+    rack, boards = (training_time(moe, ep, gb200, 4096, 1e9, gpus_per_node=n).breakdown for n in (72, 8))
+    assert rack["ep_comm"] < boards["ep_comm"]
