@@ -136,3 +136,35 @@ def test_gb200_nvl72_is_the_scale_up_domain_for_tp_cp_and_ep() -> None:
     assert layout_problems(moe, ep, gpus=64, node_size=72, seq=4096) == []
     rack, boards = (training_time(moe, ep, gb200, 4096, 1e9, gpus_per_node=n).breakdown for n in (72, 8))
     assert rack["ep_comm"] < boards["ep_comm"]
+
+
+def test_flash_attention_kernels_follow_the_framework() -> None:
+    """PyTorch SDPA (torchtitan) and flash-attn 2 (Composer) run FlashAttention-2: on Hopper the attention time is
+    1.75× TE's native kernel's (FA3 paper: FA3 1.5-2.0× faster than FA2 on H100); on Ampere FA2 is native."""
+    from planner.model.perf import FA2_ON_NEWER_GPUS, training_time
+    from planner.schema import Implementation, Layout
+
+    m = get_model("llama-3.1-8b")
+    lay = Layout(dp=8, global_batch=8)
+    seq = 32768
+
+    def attention_share(gpu: str, framework: str) -> float:
+        impl = Implementation(framework=framework, fused_kernels=True)
+        long, short = (training_time(m, lay, get_gpu(gpu), s, 1e9, impl=impl).breakdown["compute"] / s
+                       for s in (seq, seq // 2))
+        return long - short  # per-token compute that grows with the sequence: attention
+
+    assert attention_share("h100-sxm", "torchtitan") == pytest.approx(
+        attention_share("h100-sxm", "megatron-core") / FA2_ON_NEWER_GPUS, rel=0.05)
+    assert attention_share("a100-80gb", "torchtitan") == pytest.approx(
+        attention_share("a100-80gb", "megatron-core"), rel=0.05)
+
+
+def test_eager_kernels_are_the_default_of_pytorch_native_frameworks() -> None:
+    from planner.model.presets import resolve
+    from planner.schema import Implementation
+
+    assert resolve(Implementation(framework="torchtitan")).fused_norm is False
+    assert resolve(Implementation(framework="fsdp")).fused_kernels is False
+    assert resolve(Implementation(framework="megatron-core")).fused_swiglu is True
+    assert resolve(Implementation(framework="torchtitan", fused_kernels=True)).fused_norm is True

@@ -59,6 +59,7 @@ from planner.model.params import attention_dims, attention_weights
 from planner.model.pipeline import PipelineSplit, max_stage_layers
 from planner.model.presets import PRESETS
 from planner.model.stack import EVERY_SECOND_MATMUL, Stack, stack_of, time_arrays
+from planner.model.uncertainty import gpu_generation
 from planner.schema import FP8_QUANTIZE_BYTES, Efficiency, GpuSku, Implementation, Layout, ModelSpec
 
 SECONDS_PER_DAY = 86_400.0
@@ -257,8 +258,6 @@ def fp8_gemm_efficiency(eff: Efficiency, recipe: str) -> float:
 
 def _flash_kernel_share(stack: Stack, gpu: GpuSku) -> float:
     """The framework's flash kernel's rate over the generation's native one (FA2_ON_NEWER_GPUS)."""
-    from planner.model.uncertainty import gpu_generation
-
     if stack.attention_kernel == "fa2" and gpu_generation(gpu) in NATIVE_FLASH_GENERATIONS:
         return FA2_ON_NEWER_GPUS
     return 1.0
