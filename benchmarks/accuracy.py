@@ -14,6 +14,10 @@ against the GPU: every run here ran.
     .venv/bin/python benchmarks/accuracy.py --runs other.yaml   # another runs file, same report
     .venv/bin/python benchmarks/accuracy.py --write             # rewrite planner/data/calibration.yaml
 
+A runs file whose every run restates itself as a scenario (`planner:` with `model`, `job`, `gpus`, as
+planner/data/validation_runs.yaml does) is handed to benchmarks/validation.py, which evaluates it through
+the estimate workflow.
+
 A `planner:` block on a run may hold `implementation:`, `layout:` and `efficiency:` mappings (scenario keys,
 applied over what the run's fields imply), `gpu:` (a catalog name) and `gpus_per_node:`.
 """
@@ -238,6 +242,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.runs.is_file():
             print(f"--runs: {args.runs} not found")
             return 2
+        if not args.write and all("job" in (r.get("planner") or {}) for r in load_runs(args.runs)):
+            # runs restated as whole scenarios (a held-out set): evaluated through the estimate workflow
+            from validation import main as held_out
+
+            return held_out(["--runs", str(args.runs)])
         source: Path = args.runs
     else:
         ref = reference_dir()

@@ -91,7 +91,10 @@ def get_gpu(name: str, custom: Iterable[GpuSku] = ()) -> GpuSku:
 def derive_gpus(definitions: Sequence[GpuDefinition], where: str = "gpus") -> tuple[GpuSku, ...]:
     """A scenario's `gpus:` entries as full SKUs: each inherits every field it does not state from its
     `base:` catalog entry (an entry may also build on an earlier one). A lower `tdp_w` than the base's is a
-    power limit: `rated_tdp_w` keeps the power the base's peaks were measured at."""
+    power limit: `rated_tdp_w` keeps the power the base's peaks were measured at, and the efficiencies are
+    scaled by planner.model.power's rule (`power_limited`)."""
+    from planner.model.power import power_limited
+
     out: list[GpuSku] = []
     for i, d in enumerate(definitions):
         at = f"{where}[{i}] ({d.name})"
@@ -124,9 +127,14 @@ def derive_gpus(definitions: Sequence[GpuDefinition], where: str = "gpus") -> tu
         if d.efficiency:
             fields["efficiency"] = {**fields["efficiency"], **d.efficiency}
         try:
-            out.append(GpuSku.model_validate(fields))
+            sku = GpuSku.model_validate(fields)
         except ValidationError as exc:
             raise InputError(format_validation_error(exc, at)) from None
+        if d.tdp_w is not None and d.tdp_w < base.tdp_w and not (d.efficiency and "gemm" in d.efficiency):
+            # the base's efficiencies hold at its own tdp_w (already scaled if the base is itself capped);
+            # efficiencies the entry states are taken as measured at its tdp_w
+            sku = power_limited(sku, base.tdp_w)
+        out.append(sku)
     return tuple(out)
 
 

@@ -100,7 +100,9 @@ class ModelSpec(Strict):
     ffn_hidden: Width
     vocab: int = Field(ge=1, le=MAX_VOCAB)
     max_seq: SeqLen = Field(description="maximum sequence length (learned positions)")
-    mlp: Literal["gelu", "swiglu"] = "swiglu"
+    mlp: Literal["gelu", "swiglu", "squared-relu"] = Field(
+        "swiglu", description="squared-relu: relu(x)² between two matrices (Nemotron-4), shaped like gelu"
+    )
     norm: Literal["layernorm", "rmsnorm"] = "rmsnorm"
     bias: Literal["none", "qkv", "attention", "all"] = Field(
         "none", description="qkv: q/k/v biases (Qwen2); attention: q/k/v/o (Llama attention_bias); all: + MLP"
@@ -554,8 +556,9 @@ class Implementation(Strict):
     """Which kernels the framework runs: changes what autograd saves, not the math."""
 
     attention: Literal["flash", "eager"] = Field("flash", description="flash: no s² tensor saved")
-    fused_kernels: bool = Field(
-        True, description="fused norms/SwiGLU/softmax (Megatron, TE); False = as Hugging Face writes them"
+    fused_kernels: bool | None = Field(
+        None, description="fused norms/SwiGLU/softmax (Megatron, TE); False = eager PyTorch ops, as Hugging Face "
+        "writes them; null = the framework's default (fused: megatron-core, deepspeed; eager: torchtitan, fsdp)",
     )
     dropout: float = Field(0.0, ge=0, lt=1, description="hidden and attention dropout probability")
     framework: Framework = Field(

@@ -266,6 +266,7 @@ def test_model_loader_is_generic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_scenario_gpu_inherits_from_its_base() -> None:
+    from planner.model.power import power_limited
     from planner.schema import GpuDefinition
 
     (g,) = catalog.derive_gpus(
@@ -274,7 +275,10 @@ def test_scenario_gpu_inherits_from_its_base() -> None:
     base = catalog.get_gpu("h100-sxm")
     assert g.hbm_bytes == 95 * 2**30 and g.hbm_bandwidth_tbs == 2.4
     assert (g.tdp_w, g.rated_tdp_w) == (500, base.tdp_w)  # a power limit below the rated board power
-    assert g.peak_tflops == base.peak_tflops and g.efficiency == base.efficiency
+    assert g.peak_tflops == base.peak_tflops
+    # the power rule (planner.model.power) scales the compute efficiencies; bandwidth efficiencies are the base's
+    assert g.efficiency == power_limited(base.model_copy(update={"tdp_w": 500}), base.tdp_w).efficiency
+    assert g.efficiency.gemm < base.efficiency.gemm and g.efficiency.hbm == base.efficiency.hbm
     assert catalog.get_gpu("H100_96GB_500W", [g]) is g
 
 

@@ -286,7 +286,7 @@ class MegatronConfig:
         """The kernels the arguments select. Flash attention regenerates its dropout mask, so only the
         hidden dropout leaves a saved mask there; eager attention also saves the attention-dropout mask."""
         return Implementation(
-            attention=self.attention, fused_kernels=True, dropout=self.dropout, framework="megatron-core",
+            attention=self.attention, dropout=self.dropout, framework="megatron-core",
             fp8_recipe=self.fp8_recipe, fp8_param_gather=self.fp8_param_gather,
             recompute_modules=self.recompute_modules, activation_offload=self.activation_offload,
             cuda_graphs=self.cuda_graphs,

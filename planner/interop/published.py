@@ -440,6 +440,33 @@ def predicted_memory(mem: Any, kind: str) -> int:
     return int({"device": mem.total, "reserved": mem.reserved, "allocated": mem.allocated}[kind])
 
 
+@dataclass(frozen=True)
+class Measured:
+    """What a run measured, in its source's convention (Case's measured_* fields)."""
+
+    hardware_flops: bool  # the source's TFLOP/s count recompute (Narayanan Eq. 3 with k = 4)
+    tflops: float | None
+    step: float | None
+    tokens_per_gpu: float | None
+    memory: MeasuredMemory | None
+
+
+def measured_of(run: dict[str, Any], gpu: GpuSku, precision: str) -> Measured | str:
+    """The run's measurement, or why it has none usable. An MFU alone becomes TFLOP/s against `gpu`'s peak
+    in `precision` (NVIDIA's FP8 tables state MFU against the FP8 peak, published_runs.md §2)."""
+    meas, count = run["measured"], run["hardware"]["count"]
+    accounting = run.get("flops_accounting") or ""
+    hardware_flops = bool(re.search(r"k ?= ?4|factor 4|4\*2 co-efficient", accounting))
+    tokens_per_gpu = meas.get("tokens_per_s_per_gpu") or (meas["tokens_per_s"] / count if meas.get("tokens_per_s")
+                                                          else None)
+    if all(meas.get(k) is None for k in ("tflops_per_gpu", "mfu", "step_time_s")) and tokens_per_gpu is None:
+        return "no throughput or step time measured"
+    tflops = meas.get("tflops_per_gpu")
+    if tflops is None and meas.get("mfu") is not None:
+        tflops = meas["mfu"] * gpu.peak("fp8" if precision == "fp8" else "bf16")
+    return Measured(hardware_flops, tflops, meas.get("step_time_s"), tokens_per_gpu, measured_memory_of(meas))
+
+
 def build_case(run: dict[str, Any]) -> Case | str:
     """A runnable case, or the reason the run cannot be evaluated."""
     par, batch, meas, hw = run["parallelism"], run["batch"], run["measured"], run["hardware"]
@@ -450,13 +477,11 @@ def build_case(run: dict[str, Any]) -> Case | str:
         return "TP/PP not stated"
     if batch.get("global_batch") is None:
         return "global batch not stated"
-    accounting = run.get("flops_accounting") or ""
-    hardware_flops = bool(re.search(r"k ?= ?4|factor 4|4\*2 co-efficient", accounting))
+    hardware_flops = bool(re.search(r"k ?= ?4|factor 4|4\*2 co-efficient", run.get("flops_accounting") or ""))
     notes: list[str] = []
     count = hw["count"]
-    tokens_per_gpu = meas.get("tokens_per_s_per_gpu") or (meas["tokens_per_s"] / count if meas.get("tokens_per_s")
-                                                          else None)
-    if all(meas.get(k) is None for k in ("tflops_per_gpu", "mfu", "step_time_s")) and tokens_per_gpu is None:
+    if all(meas.get(k) is None for k in ("tflops_per_gpu", "mfu", "step_time_s", "tokens_per_s_per_gpu",
+                                         "tokens_per_s")):
         return "no throughput or step time measured"
     tp, pp = par["tp"], par["pp"]
     cp = par.get("cp") or 1
@@ -504,18 +529,16 @@ def build_case(run: dict[str, Any]) -> Case | str:
     gpu = gpu_of(hw["gpu"])
     if sw.network_gbps is not None:
         gpu = gpu.model_copy(update={"network_gbps": sw.network_gbps})
-    tflops = meas.get("tflops_per_gpu")
-    if tflops is None and meas.get("mfu") is not None:
-        # NVIDIA's FP8 tables state MFU against the FP8 peak (published_runs.md §2)
-        tflops = meas["mfu"] * gpu.peak("fp8" if precision == "fp8" else "bf16")
+    measured = measured_of(run, gpu, precision)
+    assert not isinstance(measured, str)
     return Case(
         id=run["id"], model=model, layout=layout, gpu=gpu, gpus_per_node=hw.get("gpus_per_node") or 8,
         seq=run["model"]["seq_len"],
         impl=Implementation(attention=sw.attention, dropout=sw.dropout, fused_kernels=sw.fused_kernels,
                             **impl_keys),
         efficiency=gpu.efficiency.model_copy(update=overlaps_of(other, run.get("framework_settings"))),
-        hardware_flops=hardware_flops, measured_tflops=tflops, measured_step=meas.get("step_time_s"),
-        measured_tokens_per_gpu=tokens_per_gpu, notes=notes, measured_memory=measured_memory_of(meas),
+        hardware_flops=hardware_flops, measured_tflops=measured.tflops, measured_step=measured.step,
+        measured_tokens_per_gpu=measured.tokens_per_gpu, notes=notes, measured_memory=measured.memory,
     )
 
 

@@ -275,7 +275,9 @@ def mlp_inner_saved(m: ModelSpec, impl: Implementation | Knobs, ffn: int, gemm_i
     if m.mlp == "swiglu":
         # fused bias_swiglu keeps [gate, up]; eager SwiGLU also keeps silu(gate) and up separately
         return (4 if k.fused_swiglu else 6) * ffn + gemm_in * ffn
-    return 2 * ffn + gemm_in * ffn  # GeLU input, fc2 input
+    # GeLU input, fc2 input; squared ReLU (megatron/core/activations.py squared_relu: relu(x)²) keeps relu's
+    # output for pow's backward and the fc2 input: the same bytes
+    return 2 * ffn + gemm_in * ffn
 
 
 def _moe_saved(m: ModelSpec, k: Knobs, x: ActivationShape) -> tuple[Any, Any, Any]:
@@ -333,7 +335,7 @@ def op_policy_saved(m: ModelSpec, k: Knobs, x: ActivationShape) -> Any:
     _, v_dim = attention_dims(m)
     ffn_out = m.ffn_hidden if m.mlp == "swiglu" else h  # GeLU's second matmul is fc2 (h wide, row-parallel)
     saved = 2 * sb * h / r + 2 * sb * (q_w + v_w) / t + 2 * sb * ffn_out / t * (m.mlp == "swiglu")
-    saved = saved + 2 * sb * h * (m.mlp == "swiglu") + (2 * sb * m.ffn_hidden / t if m.mlp == "gelu" else 0)
+    saved = saved + 2 * sb * h * (m.mlp == "swiglu") + (2 * sb * m.ffn_hidden / t if m.mlp != "swiglu" else 0)
     saved = saved + 2 * sb * v_dim / t + 4 * m.heads * sb / t
     return saved + np.where(r > 1, 2 * 2 * sb * h / r, 0)
 

@@ -59,6 +59,7 @@ from planner.model.params import attention_dims, attention_weights
 from planner.model.pipeline import PipelineSplit, max_stage_layers
 from planner.model.presets import PRESETS
 from planner.model.stack import EVERY_SECOND_MATMUL, Stack, stack_of, time_arrays
+from planner.model.uncertainty import gpu_generation
 from planner.schema import FP8_QUANTIZE_BYTES, Efficiency, GpuSku, Implementation, Layout, ModelSpec
 
 SECONDS_PER_DAY = 86_400.0
@@ -71,6 +72,11 @@ VOCAB_PAD = 128  # Megatron-LM pads the vocabulary to a multiple of 128 × TP (-
 BACKWARD_BYTES = 2.0  # element-wise backward reads the saved input and the incoming gradient, writes one
 FLASH_BACKWARD = 2.5  # flash backward: 5 matmuls against the forward's 2 (it recomputes QKᵀ)
 CAUSAL_EXECUTED = 0.5  # flash kernels skip the masked half of the score blocks
+# FlashAttention-2 on Hopper and later: it uses none of wgmma, TMA or warp specialisation, and FlashAttention-3 is
+# "1.5-2.0x faster than FlashAttention-2" on H100 (Shah et al. 2024, arXiv 2407.08608, abstract): FA2 kernels run
+# at 1/1.75 of the generation's native flash rate. Ampere's native kernel is FA2 itself.
+FA2_ON_NEWER_GPUS = 1 / 1.75
+NATIVE_FLASH_GENERATIONS = ("hopper", "blackwell")
 CROSS_ENTROPY_BYTES = 24  # per logit: fp32 upcast, max, exp-sum, softmax and its gradient (fwd + bwd)
 UNFUSED_BYTES = 2.0  # unfused element-wise ops (as Hugging Face writes them) each re-read and re-write
 # Optimizer step, bytes per parameter of the local shard: AdamW reads and writes fp32 master, m and v
@@ -250,6 +256,13 @@ def fp8_gemm_efficiency(eff: Efficiency, recipe: str) -> float:
     return base
 
 
+def _flash_kernel_share(stack: Stack, gpu: GpuSku) -> float:
+    """The framework's flash kernel's rate over the generation's native one (FA2_ON_NEWER_GPUS)."""
+    if stack.attention_kernel == "fa2" and gpu_generation(gpu) in NATIVE_FLASH_GENERATIONS:
+        return FA2_ON_NEWER_GPUS
+    return 1.0
+
+
 def _build_context(
     m: ModelSpec, gpu: GpuSku, seq: int, impl: Implementation, eff: Efficiency, gpus_per_node: int, recipe: Recipe
 ) -> _Context:
@@ -274,7 +287,7 @@ def _build_context(
     hbm = gpu.hbm_bandwidth_tbs * 1e12 * eff.hbm
     operand_bytes = 1 if fp8 else ACT
     attn_in_n = (attention_weights(m) - v * h) / h
-    kernels = (KERNELS_FUSED if impl.fused_kernels else KERNELS_UNFUSED) + (7 * KERNELS_PER_FP8_GEMM if fp8 else 0)
+    kernels = (KERNELS_FUSED if stack.fused_kernels else KERNELS_UNFUSED) + (7 * KERNELS_PER_FP8_GEMM if fp8 else 0)
     return _Context(
         m=m,
         seq=seq,
@@ -310,9 +323,9 @@ def _build_context(
         align=ALIGN_BYTES // operand_bytes,
         unaligned_penalty=1.0 / eff.gemm_unaligned - 1.0,
         attn_rate=peak16 * eff.gemm,
-        flash_rate=peak16 * eff.gemm * eff.flash_attention,
+        flash_rate=peak16 * eff.gemm * eff.flash_attention * _flash_kernel_share(stack, gpu),
         hbm=hbm,
-        ew_hbm=hbm if impl.fused_kernels else hbm / UNFUSED_BYTES,
+        ew_hbm=hbm if stack.fused_kernels else hbm / UNFUSED_BYTES,
         quant_bytes=quant,
         launch_s=(eff.graph_launch_us if impl.cuda_graphs else eff.kernel_launch_us) * 1e-6,
         kernels_fwd=kernels,

@@ -45,6 +45,8 @@ class Preset:
 
     framework: Framework
     # --- what the kernels save for backward -------------------------------------------------------------
+    # fused norms, activations and bias-dropout-add (Megatron/TE kernels) or eager PyTorch ops, one kernel each
+    fused_kernels: bool
     fused_swiglu: bool  # Megatron's bias_swiglu saves [gate, up] + product (6f); eager SwiGLU keeps 4 tensors (8f)
     fp8_saves_quantized_inputs: bool  # TE saves fp8 GEMM inputs; torchao Float8Linear keeps 16-bit ones
     inplace_cross_entropy: bool  # vocab-parallel CE exponentiates in place; eager CE allocates fp32 grads
@@ -62,6 +64,11 @@ class Preset:
     reshard_after_forward: bool  # FSDP default without pipeline parallelism
     reshard_with_pp: bool  # FSDP default with pipeline parallelism
     zero3_unit: Literal["layer", "live_cap"]  # FSDP: one block per unit; DeepSpeed: stage3_max_live_parameters
+    # which flash-attention kernels run: "native" uses the GPU generation's own tensor-core path (TE's cuDNN
+    # fused attention, transformer_engine/pytorch/attention/dot_product_attention/backends.py FusedAttention);
+    # "fa2" is FlashAttention-2, written for Ampere's mma.sync (PyTorch SDPA's flash backend,
+    # aten/src/ATen/native/transformers/cuda/flash_attn/; flash-attn 2.x and llm-foundry's Triton kernel)
+    attention_kernel: Literal["native", "fa2"]
     # --- pipeline ---------------------------------------------------------------------------------------
     split: SplitStyle
     # --- fp8 ------------------------------------------------------------------------------------------
@@ -91,7 +98,9 @@ class Preset:
 
 PRESETS: dict[Framework, Preset] = {
     "megatron-core": Preset(
-        framework="megatron-core", fused_swiglu=True, fp8_saves_quantized_inputs=True, inplace_cross_entropy=True,
+        framework="megatron-core", attention_kernel="native",
+        fused_kernels=True, fused_swiglu=True, fp8_saves_quantized_inputs=True,
+        inplace_cross_entropy=True,
         selective="modules",
         stage_output="freed",
         state="megatron", fsdp_reduce_fp32=True, reshard_after_forward=True, reshard_with_pp=True,
@@ -105,7 +114,10 @@ PRESETS: dict[Framework, Preset] = {
         "TransformerEngine transformer_engine/pytorch/module/",
     ),
     "torchtitan": Preset(
-        framework="torchtitan", fused_swiglu=False, fp8_saves_quantized_inputs=False, inplace_cross_entropy=False,
+        # eager unless torch.compile is on (torchtitan/config/job_config.py `compile` defaults to off)
+        framework="torchtitan", attention_kernel="fa2",
+        fused_kernels=False, fused_swiglu=False, fp8_saves_quantized_inputs=False,
+        inplace_cross_entropy=False,
         selective="op",
         stage_output="kept",
         state="fsdp2", fsdp_reduce_fp32=True, reshard_after_forward=True, reshard_with_pp=False,
@@ -116,7 +128,9 @@ PRESETS: dict[Framework, Preset] = {
         source="torchtitan torchtitan/models/common/, torchtitan/distributed/{fsdp,pipeline_parallel}.py, run_train.sh",
     ),
     "deepspeed": Preset(
-        framework="deepspeed", fused_swiglu=True, fp8_saves_quantized_inputs=True, inplace_cross_entropy=True,
+        framework="deepspeed", attention_kernel="fa2",
+        fused_kernels=True, fused_swiglu=True, fp8_saves_quantized_inputs=True,
+        inplace_cross_entropy=True,
         selective="modules",
         stage_output="tp_partitioned",
         state="deepspeed", fsdp_reduce_fp32=False, reshard_after_forward=True, reshard_with_pp=True,
@@ -126,7 +140,10 @@ PRESETS: dict[Framework, Preset] = {
         source="DeepSpeed deepspeed/runtime/zero/{stage_1_and_2,stage3}.py, runtime/bf16_optimizer.py",
     ),
     "fsdp": Preset(
-        framework="fsdp", fused_swiglu=False, fp8_saves_quantized_inputs=False, inplace_cross_entropy=False,
+        # Composer/llm-foundry run eager PyTorch modules around a Triton flash-attention kernel
+        framework="fsdp", attention_kernel="fa2",
+        fused_kernels=False, fused_swiglu=False, fp8_saves_quantized_inputs=False,
+        inplace_cross_entropy=False,
         selective="modules",
         stage_output="kept",
         state="fsdp1", fsdp_reduce_fp32=False, reshard_after_forward=True, reshard_with_pp=True,
@@ -162,6 +179,7 @@ class Knobs:
     """
 
     framework: Framework
+    fused_kernels: bool
     fused_norm: bool
     fused_swiglu: bool
     fused_softmax: bool
@@ -220,11 +238,13 @@ def resolve(impl: Implementation, layout: Layout | None = None, gpu: GpuSku | No
         if layout is not None:
             split = pipeline_split(layout, p.split)
     reshard = impl.reshard_after_forward
+    fused = p.fused_kernels if impl.fused_kernels is None else impl.fused_kernels
     return Knobs(
         framework=impl.framework,
-        fused_norm=impl.fused_kernels,
-        fused_swiglu=impl.fused_kernels and p.fused_swiglu,
-        fused_softmax=impl.fused_kernels,
+        fused_kernels=fused,
+        fused_norm=fused,
+        fused_swiglu=fused and p.fused_swiglu,
+        fused_softmax=fused,
         attention=impl.attention,
         dropout=impl.dropout,
         fp8=fp8,
@@ -235,7 +255,7 @@ def resolve(impl: Implementation, layout: Layout | None = None, gpu: GpuSku | No
         fp8_weight_bytes=FP8_WEIGHT_BYTES[recipe] if fp8 and p.fp8_saves_quantized_inputs else 0.0,
         amax_history_len=p.amax_history_len if recipe == "delayed" else 0,
         recompute_modules=tuple(impl.recompute_modules or ("core_attn",)),
-        inplace_cross_entropy=impl.fused_kernels and p.inplace_cross_entropy,
+        inplace_cross_entropy=fused and p.inplace_cross_entropy,
         stage_output=p.stage_output,
         selective=p.selective if impl.recompute_modules is None else "modules",
         state=p.state,

@@ -27,6 +27,7 @@ class Stack:
 
     framework: str
     fused_kernels: bool
+    attention_kernel: str  # "native" or "fa2" (planner.model.presets.Preset.attention_kernel)
     fp8_recipe: Fp8Recipe | None  # None: bf16/fp16 GEMMs
     fp8_param_gather: bool
     fp8_weight_cache: bool  # fp8 weight casts reused across a step's micro-batches
@@ -59,7 +60,8 @@ def stack_of(impl: Implementation, precision: str, eff: Efficiency, gpu: GpuSku 
     fp8 = precision == "fp8"
     return Stack(
         framework=k.framework,
-        fused_kernels=impl.fused_kernels,
+        fused_kernels=k.fused_kernels,
+        attention_kernel=p.attention_kernel,
         fp8_recipe=resolve_fp8_recipe(impl, eff, gpu) if fp8 else None,
         fp8_param_gather=k.fp8_param_gather,
         fp8_weight_cache=p.fp8_weight_cache,

@@ -15,6 +15,7 @@ from planner.schema import GpuSku, ModelSpec
 from planner.workloads import Workload
 from planner.workloads.expected import Basis
 from planner.workloads.grid import GpuCounts
+from planner.workloads.training.legality import sequence_problem
 from planner.workloads.training.workload import TrainingWorkload
 
 # Without any inventory or cap a job could be spread over millions of GPUs; the largest published
@@ -85,21 +86,28 @@ def basis_of(scenario: Scenario) -> Basis:
 
 def scenario_jobs(scenario: Scenario) -> list[JobSpec]:
     """The scenario's main job (top-level model/job/layout, constraints.deadline_days) and its `jobs:`."""
-    from planner.catalog import get_gpu
+    from planner.catalog import derive_gpus, get_gpu
+
+    custom = derive_gpus(scenario.gpus)
 
     def spec(name: str, workload: TrainingWorkload, deadline: float | None, lo: int | None,
              hi: int | None) -> JobSpec:
         fixed = workload.fixed
-        return JobSpec(name, workload, deadline, lo, hi, get_gpu(fixed.sku).name if fixed.sku else None, fixed.gpus)
+        return JobSpec(name, workload, deadline, lo, hi, get_gpu(fixed.sku, custom).name if fixed.sku else None,
+                       fixed.gpus)
 
-    def workload(model: str | ModelSpec, job: Job, fixed: FixedLayout) -> TrainingWorkload:
-        return TrainingWorkload(resolve_model(model), job, fixed, scenario.implementation, scenario.overheads,
+    def workload(model: str | ModelSpec, job: Job, fixed: FixedLayout, where: str = "") -> TrainingWorkload:
+        spec_ = resolve_model(model)
+        if (why := sequence_problem(spec_, job.seq_len)) is not None:
+            raise InputError(where + why)
+        return TrainingWorkload(spec_, job, fixed, scenario.implementation, scenario.overheads,
                                 scenario.efficiency, basis_of(scenario))
 
     main = workload(scenario.model, scenario.job, scenario.layout)
     out = [spec(scenario.name, main, scenario.constraints.deadline_days, None, None)]
     for j in scenario.jobs:
-        out.append(spec(j.name, workload(j.model, j.job, j.layout), j.deadline_days, j.min_gpus, j.max_gpus))
+        out.append(spec(j.name, workload(j.model, j.job, j.layout, f"jobs.{j.name}."), j.deadline_days, j.min_gpus,
+                        j.max_gpus))
     names = [j.name for j in out]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -110,14 +118,16 @@ def scenario_jobs(scenario: Scenario) -> list[JobSpec]:
 def resolve_problem(scenario: Scenario, *, lift_caps: bool = False) -> Problem:
     """Catalog lookups, inventory and prices. SKUs without a price of the scenario's kind are skipped
     (and listed) when the scenario allows all SKUs; a SKU named explicitly must have one."""
-    from planner.catalog import get_gpu, load_gpus
+    from planner.catalog import derive_gpus, get_gpu, load_gpus
 
+    custom = derive_gpus(scenario.gpus)  # the scenario's own `gpus:`, searched with the catalog's
     hw = scenario.hardware
     jobs = scenario_jobs(scenario)
     inventory = hw.max_gpus
     if hw.skus == "all":
         # an inventory written per SKU is the list of what one has
-        names = list(inventory) if isinstance(inventory, dict) else list(load_gpus())
+        names = (list(inventory) if isinstance(inventory, dict)
+                 else [*load_gpus(), *(g.name for g in custom)])
         explicit = isinstance(inventory, dict)
     else:
         names, explicit = list(hw.skus), True
@@ -128,7 +138,7 @@ def resolve_problem(scenario: Scenario, *, lift_caps: bool = False) -> Problem:
     skipped: list[str] = []
     seen: set[str] = set()
     for name in names:
-        gpu = get_gpu(name)
+        gpu = get_gpu(name, custom)
         if gpu.name in seen:
             continue
         seen.add(gpu.name)
@@ -140,7 +150,7 @@ def resolve_problem(scenario: Scenario, *, lift_caps: bool = False) -> Problem:
             skipped.append(f"{gpu.name} (no {scenario.pricing.kind} price)")
             continue
         if isinstance(inventory, dict):
-            cap = next((v for k, v in inventory.items() if get_gpu(k).name == gpu.name), None)
+            cap = next((v for k, v in inventory.items() if get_gpu(k, custom).name == gpu.name), None)
         else:
             cap = inventory
         skus.append(SkuOption(gpu, hw.gpus_per_node or gpu.node_size, cap, rate))

@@ -16,7 +16,7 @@ from planner.pricing import priced
 from planner.scenario import MAX_TOKENS, EfficiencyOverride, Pricing, Scenario, resolve_model
 from planner.schema import GpuCount, GpuSku, Implementation, Layout, ModelSpec, Overheads, SeqLen
 from planner.workloads.training.evaluation import Evaluation, evaluate
-from planner.workloads.training.legality import layout_problems
+from planner.workloads.training.legality import layout_problems, sequence_problem
 
 # Without --tokens: the compute-optimal budget of Hoffmann et al. 2022 (Chinchilla), ~20 tokens per parameter.
 CHINCHILLA_TOKENS_PER_PARAM = 20.0
@@ -90,14 +90,14 @@ def hardware(sc: Scenario | None, model: ModelSpec, *, gpu: str | None, gpus_per
              tokens: float | None) -> dict[str, Any]:
     """GPU, node size, tokens, prices, overheads and efficiencies (Inputs' fields): flags over the
     scenario over defaults."""
-    from planner.catalog import get_gpu
+    from planner.catalog import derive_gpus, get_gpu
 
     target = sc.estimate if sc else None
     name = pick(gpu, target.gpu if target else None, sc.layout.sku if sc else None)
     if name is None:
         raise InputError("--gpu: give a GPU from `planner catalog gpus` and --gpus a count (or a scenario's "
                          "`estimate: {gpu: ..., gpus: ...}` block)")
-    sku = get_gpu(name)
+    sku = get_gpu(name, derive_gpus(sc.gpus) if sc and sc.gpus else ())
     return {
         "gpu": sku,
         "gpus_per_node": pick(checked("--gpus-per-node", gpus_per_node), target.gpus_per_node if target else None,
@@ -115,6 +115,8 @@ def layout(sc: Scenario | None, model: ModelSpec, *, overrides: Mapping[str, Any
     refuses a count the other sizes do not divide and any illegal layout; otherwise (review) dp is the
     count over the other sizes, at least 1, and an illegal layout is returned to be judged."""
     checked("--seq", seq)
+    if (why := sequence_problem(model, seq)) is not None:
+        raise InputError(why)
     fixed: dict[str, Any] = sc.layout.model_dump(exclude={"sku", "gpus"}, exclude_none=True) if sc else {}
     fixed.update({k: v for k, v in overrides.items() if v is not None})
     tp, pp, cp = fixed.get("tp", 1), fixed.get("pp", 1), fixed.get("cp", 1)
@@ -134,7 +136,8 @@ def layout(sc: Scenario | None, model: ModelSpec, *, overrides: Mapping[str, Any
     except ValidationError as e:
         raise InputError(format_validation_error(e, "layout")) from None
     if strict:
-        problems = layout_problems(model, out, gpus=gpus, node_size=node, seq=seq)
+        problems = layout_problems(model, out, gpus=gpus, node_size=node, seq=seq,
+                                   framework=sc.implementation.framework if sc else "megatron-core")
         if problems:
             raise InputError("illegal layout: " + "; ".join(problems))
     return out

@@ -17,6 +17,16 @@ def last_stage_layers(layers: int, pp: int) -> int:
     return layers - (pp - 1) * -(-layers // pp)
 
 
+def sequence_problem(m: ModelSpec, seq: int) -> str | None:
+    """A learned position table has `max_seq` rows (GPT-3: 2048, Brown et al. 2020 §2.1): a longer sequence has
+    positions with no embedding to look up. Rotary positions are computed, so a rotary model may be trained
+    past the context it was built for (context extension), and only the learned table refuses."""
+    if m.position == "learned" and seq > m.max_seq:
+        return (f"job.seq_len: {seq} is longer than {m.name}'s learned position table ({m.max_seq} positions); "
+                f"use seq_len ≤ {m.max_seq} or a rotary model")
+    return None
+
+
 def layout_problems(
     m: ModelSpec,
     layout: Layout,
@@ -28,6 +38,8 @@ def layout_problems(
     """Every rule the layout breaks, as 'field: what is wrong (what is allowed)'; empty when legal. Pipeline
     splits and FSDP with pipeline parallelism follow what `framework` runs (planner.model.pipeline)."""
     out: list[str] = []
+    if seq is not None and (why := sequence_problem(m, seq)) is not None:
+        out.append(why)
     t, p, v = layout.tp, layout.pp, layout.vpp
     if m.heads % t:
         out.append(f"tp: {t} does not divide heads ({m.heads})")

@@ -1,0 +1,170 @@
+"""The held-out published runs (planner/data/validation_runs.yaml) through planner's public path, and the pieces
+that path needs: scenario-defined GPUs with a power limit, FSDP inside pipeline stages, and sequences a
+learned position table cannot hold.
+
+The issue's targets (median |step error| ≤ 10 %, worst ≤ 25 %, ≥ 95 % of configurations that ran predicted
+to fit, reserved peaks within 15 %) are not all reached; VALIDATION.md lists the runs that miss and why. The
+test holds the levels measured today so that a change to the physics cannot make them worse unnoticed."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+from planner.catalog import derive_gpus, get_gpu, get_model
+from planner.errors import InputError
+from planner.model.power import power_scale
+from planner.scenario import Scenario
+from planner.schema import GpuDefinition
+from planner.search.problem import resolve_problem
+from planner.workflows.estimate import EstimateRequest, estimate
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import validation
+
+# Levels measured on the held-out set (VALIDATION.md); the issue's targets are validation.*_TARGET.
+MEDIAN_NOW = 0.15
+FIT_NOW = 0.88
+MEMORY_WITHIN_NOW = 15  # of the reserved / allocated peaks within MEMORY_TARGET
+# A layout planner cannot state: Megatron-Core folds expert parallelism over TP·DP·CP (ETP = 1), planner's ep
+# divides dp·cp only.
+REFUSED = {"mbridge-26.04-h100-fp8cs-qwen3-235b-a22b-256gpu": "ep: 32 must divide dp·cp"}
+
+
+@pytest.fixture(scope="module")
+def held_out() -> tuple[list[validation.HeldOut], list[tuple[str, str]]]:
+    return validation.run_all()
+
+
+def test_every_run_goes_through_the_public_path(held_out: tuple[list, list]) -> None:
+    results, refused = held_out
+    assert {rid for rid, _ in refused} == set(REFUSED)
+    for rid, why in refused:
+        assert REFUSED[rid] in why
+    assert len(results) + len(refused) == len(validation.load_runs())
+    assert all(r.evaluation.time.step_seconds > 0 and r.interval[0] < r.interval[1] for r in results)
+
+
+def test_held_out_accuracy_holds_its_level(held_out: tuple[list, list]) -> None:
+    results, _ = held_out
+    s = validation.summary(results)
+    assert s.median <= MEDIAN_NOW
+    assert s.fit / s.runs >= FIT_NOW
+    within = [r for r in results if r.memory_error is not None and abs(r.memory_error) <= validation.MEMORY_TARGET]
+    assert len(within) >= MEMORY_WITHIN_NOW
+    # the framework families NVIDIA publishes reach the step-time target; torchtitan's reserved peaks the memory one
+    dgxc = [abs(r.error) for r in results if r.family == "DGX Cloud (NeMo)"]
+    assert statistics.median(dgxc) <= validation.MEDIAN_TARGET
+    titan = [abs(r.memory_error) for r in results if r.family.startswith("torchtitan") and r.memory_error is not None]
+    assert statistics.median(titan) <= validation.MEMORY_TARGET
+
+
+def test_torchtitan_pipeline_runs_are_expressible(held_out: tuple[list, list]) -> None:
+    """FSDP2 inside each pipeline stage (zero 3 with pp > 1) is what torchtitan runs: estimated, not refused."""
+    results, _ = held_out
+    pp_runs = [r for r in results if r.family.startswith("torchtitan") and r.evaluation.layout.pp > 1]
+    assert len(pp_runs) == 6
+    assert all(r.evaluation.layout.zero == 3 and r.fits for r in pp_runs)
+
+
+H100_500W = {"name": "h100-96gb-500w", "base": "h100-sxm", "memory_gib": 95.0, "hbm_tb_s": 2.4, "tdp_w": 500}
+
+
+def test_scenario_gpu_with_a_power_limit_is_slower_by_the_power_rule() -> None:
+    (capped,) = derive_gpus([GpuDefinition(**H100_500W)])
+    base = get_gpu("h100-sxm")
+    k = power_scale(500, 700)
+    assert capped.efficiency.gemm == pytest.approx(base.efficiency.gemm * k)
+    assert capped.efficiency.gemm_fp8 == pytest.approx(base.efficiency.gemm_fp8 * k)
+    assert capped.hbm_bandwidth_tbs == 2.4 and capped.rated_tdp_w == 700
+    # a definition built on the capped one scales from its base's own power, not twice from the rating
+    (capped, lower) = derive_gpus([GpuDefinition(**H100_500W), GpuDefinition(name="h100-400w", base="h100-96gb-500w",
+                                                                                tdp_w=400)])
+    assert lower.efficiency.gemm == pytest.approx(base.efficiency.gemm * power_scale(400, 700))
+
+
+def _scenario(**extra: object) -> Scenario:
+    doc = {"gpus": [H100_500W], "model": "llama-3.1-8b", "job": {"tokens": 1e9, "seq_len": 8192, "global_batch": 64},
+           "implementation": {"framework": "torchtitan"}, "layout": {"zero": 3, "recompute": "selective"}, **extra}
+    return Scenario.model_validate(doc)
+
+
+def test_scenario_gpus_reach_estimate_and_the_search() -> None:
+    sc = _scenario(estimate={"gpu": "h100-96gb-500w", "gpus": 8})
+    ev = estimate(EstimateRequest(scenario=sc))
+    ref = estimate(EstimateRequest(scenario=sc, gpu="h100-sxm"))
+    assert ev.gpu.name == "h100-96gb-500w" and ev.capacity_bytes == 95 * 2**30
+    assert ev.time.step_seconds > ref.time.step_seconds
+    problem = resolve_problem(_scenario(hardware={"skus": ["h100-96gb-500w", "h100-sxm"]}))
+    assert [s.name for s in problem.skus] == ["h100-96gb-500w", "h100-sxm"]
+
+
+def test_sequence_beyond_a_learned_position_table_is_refused() -> None:
+    """GPT-3's learned table has 2048 rows: 4096 is refused naming the key; a rotary model may be extended."""
+    job = {"tokens": 1e9, "seq_len": 4096, "global_batch": 64}
+    gpt3 = Scenario.model_validate({"model": "gpt3-175b", "job": job, "layout": {"tp": 8, "pp": 8},
+                                    "estimate": {"gpu": "h100-sxm", "gpus": 64}})
+    with pytest.raises(InputError, match=r"job\.seq_len: 4096 .*learned position table \(2048"):
+        estimate(EstimateRequest(scenario=gpt3))
+    with pytest.raises(InputError, match=r"job\.seq_len"):
+        resolve_problem(gpt3)
+    rotary = get_model("llama-3.1-8b")
+    longer = 2 * rotary.max_seq
+    ev = estimate(EstimateRequest(model="llama-3.1-8b", gpu="h100-sxm", gpus=8, seq=longer, layout={"cp": 8}))
+    assert ev.seq == longer and rotary.position == "rope"
+
+
+def test_gb200_nvl72_is_the_scale_up_domain_for_tp_cp_and_ep() -> None:
+    """GB200 NVL72: all 72 GPUs share NVLink, so TP·CP (32 GPUs) and EP groups stay on NVLink; the same layout
+    on 8-GPU nodes sends its CP ring and EP all-to-all over the network."""
+    from planner.model.perf import training_time
+    from planner.schema import Layout
+    from planner.workloads.training.legality import layout_problems
+
+    gb200 = get_gpu("gb200")
+    assert gb200.node_size == 72
+    m = get_model("llama-3.1-405b")
+    lay = Layout(tp=8, cp=4, dp=2, sequence_parallel=True, global_batch=8, recompute="full")
+    assert layout_problems(m, lay, gpus=64, node_size=gb200.node_size, seq=131072) == []
+    rack, boards = (training_time(m, lay, gb200, 131072, 1e9, gpus_per_node=n).breakdown for n in (72, 8))
+    assert rack["cp_comm"] < boards["cp_comm"]
+    moe = get_model("mixtral-8x7b")
+    ep = Layout(tp=4, dp=16, ep=8, sequence_parallel=True, global_batch=64)
+    assert layout_problems(moe, ep, gpus=64, node_size=72, seq=4096) == []
+    rack, boards = (training_time(moe, ep, gb200, 4096, 1e9, gpus_per_node=n).breakdown for n in (72, 8))
+    assert rack["ep_comm"] < boards["ep_comm"]
+
+
+def test_flash_attention_kernels_follow_the_framework() -> None:
+    """PyTorch SDPA (torchtitan) and flash-attn 2 (Composer) run FlashAttention-2: on Hopper the attention time is
+    1.75× TE's native kernel's (FA3 paper: FA3 1.5-2.0× faster than FA2 on H100); on Ampere FA2 is native."""
+    from planner.model.perf import FA2_ON_NEWER_GPUS, training_time
+    from planner.schema import Implementation, Layout
+
+    m = get_model("llama-3.1-8b")
+    lay = Layout(dp=8, global_batch=8)
+    seq = 32768
+
+    def attention_share(gpu: str, framework: str) -> float:
+        impl = Implementation(framework=framework, fused_kernels=True)
+        long, short = (training_time(m, lay, get_gpu(gpu), s, 1e9, impl=impl).breakdown["compute"] / s
+                       for s in (seq, seq // 2))
+        return long - short  # per-token compute that grows with the sequence: attention
+
+    assert attention_share("h100-sxm", "torchtitan") == pytest.approx(
+        attention_share("h100-sxm", "megatron-core") / FA2_ON_NEWER_GPUS, rel=0.05)
+    assert attention_share("a100-80gb", "torchtitan") == pytest.approx(
+        attention_share("a100-80gb", "megatron-core"), rel=0.05)
+
+
+def test_eager_kernels_are_the_default_of_pytorch_native_frameworks() -> None:
+    from planner.model.presets import resolve
+    from planner.schema import Implementation
+
+    assert resolve(Implementation(framework="torchtitan")).fused_norm is False
+    assert resolve(Implementation(framework="fsdp")).fused_kernels is False
+    assert resolve(Implementation(framework="megatron-core")).fused_swiglu is True
+    assert resolve(Implementation(framework="torchtitan", fused_kernels=True)).fused_norm is True
