@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
     if not a.smoke and not torch.cuda.is_available():
         p.error("no CUDA device: run on a GPU, or pass --smoke for the CPU check")
+    if a.smoke:
+        # tiny CPU shapes: intra-op thread pools only contend (10× slower on a busy 2-core machine)
+        torch.set_num_threads(1)
     gpu = resolve_gpu(a.gpu, a.smoke)
     print(header(gpu, a.smoke), flush=True)
     iters = {"gemm": a.gemm_iters, "hbm": a.hbm_iters, "train": a.train_iters}
