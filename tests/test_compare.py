@@ -327,7 +327,7 @@ def test_html_report_renders_in_chromium(report: tuple[Path, Path, pd.DataFrame]
         assert f"<td>{sku}</td>" in table
     assert page.count("<img") == 5
     shot = tmp_path / "shot.png"
-    run = headless(chromium, tmp_path / "p2", f"--screenshot={shot}", "--window-size=1400,4200",
+    run = headless(chromium, tmp_path / "p2", f"--screenshot={shot}", "--window-size=1400,9000",
                    "--hide-scrollbars", url)
     assert shot.exists(), run.stderr[-2000:]
     rgb = imread(shot)[..., :3]
