@@ -120,6 +120,23 @@ def test_price_options_come_from_the_catalog_and_the_scenario() -> None:
     assert [(o.label, o.rate.usd_per_gpu_hour) for o in override] == [("scenario override", 2.0)]
 
 
+def test_a_scenario_defined_gpu_is_compared_like_a_catalog_one() -> None:
+    """`gpus:` entries (here Meta's 96 GB, 500 W H100) are priced and planned beside the catalog's."""
+    sc = Scenario.model_validate({
+        "name": "custom-gpu", "model": "llama-2-7b",
+        "job": {"tokens": 2e9, "seq_len": 4096, "global_batch": 256},
+        "gpus": [{"name": "h100-96gb-500w", "base": "h100-sxm", "memory_gib": 95.0, "hbm_tb_s": 2.4, "tdp_w": 500,
+                  "prices": [{"provider": "test", "kind": "on-demand", "usd_per_gpu_hour": 2.5, "date": "2026-11",
+                              "source": "test price"}]}],
+        "hardware": {"skus": ["h100-96gb-500w"], "max_gpus": {"h100-96gb-500w": 64}},
+        "constraints": {"deadline_days": 30},
+    })
+    df = compare(sc)
+    row = df[df["sku"] == "h100-96gb-500w"].iloc[0]
+    assert row["capacity_gib"] == pytest.approx(95.0) and row["usd_per_gpu_hour"] == 2.5
+    assert row["gpus"] > 0
+
+
 # --------------------------------------------------------------------------------------------
 # the seed figure
 # --------------------------------------------------------------------------------------------

@@ -266,7 +266,7 @@ class Comparison:
         key = "cost_planned_usd" if first == "cost" else "days_planned"
         found: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
         for i, o in enumerate(self.options):
-            row = self.price_columns(o.price) | {"deadline_days": point.deadline_days, "budget_usd": point.budget_usd,
+            row = self.price_columns(o) | {"deadline_days": point.deadline_days, "budget_usd": point.budget_usd,
                                                  "objective": point.objective}
             k = select(o.cands.table, point, self.problem.min_gpus)
             if k is None:
@@ -286,12 +286,13 @@ class Comparison:
                  "objective": point.objective, "reason": f"no {kinds} price in the catalog"} for s in self.unpriced]
         return out
 
-    def price_columns(self, p: PriceOption) -> dict[str, Any]:
-        from planner.catalog import get_gpu
-
+    def price_columns(self, o: Option) -> dict[str, Any]:
+        p = o.price
+        # the resolved SKU, so scenario-defined GPUs (`gpus:`) are found as the search found them
+        gpu = next(s.gpu for s in o.problem.skus if s.name == p.sku)
         return {"sku": p.sku, "pricing": p.label, "kind": p.kind, "provider": p.provider,
                 "usd_per_gpu_hour": p.rate.usd_per_gpu_hour, "price_date": p.date, "price_source": p.rate.source,
-                "capacity_gib": get_gpu(p.sku).hbm_bytes / GIB}
+                "capacity_gib": gpu.hbm_bytes / GIB}
 
     def plan_columns(self, i: int, k: int, point: Point) -> dict[str, Any]:
         o = self.options[i]
@@ -434,7 +435,7 @@ class Comparison:
                 if not ok[k] or t.time_s[k] >= fastest:
                     continue
                 fastest = int(t.time_s[k])
-                out.append(self.price_columns(o.price) | {
+                out.append(self.price_columns(o) | {
                     "gpus": int(t.gpus[k]), "days": fastest / SECONDS_PER_DAY, "cost_usd": int(t.cost_cents[k]) / 100,
                     "layout": layout_text(o.cands.layout(k))})
         return pd.DataFrame(out)
