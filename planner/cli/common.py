@@ -98,6 +98,28 @@ def output_dir(path: Path | None, flag: str) -> None:
         raise InputError(f"{flag} {path}: cannot write there ({e.strerror})") from None
 
 
+def write_report(result: Any, fmt: str, out: Path | None, plots: Path | None, html: Path | None, *,
+                 figures: Callable[[Any], Any], write_plots: Callable[[Any, Path, Any], Sequence[Path]],
+                 page: Callable[[Any, str, Any], str], source: Path) -> None:
+    """A result in `fmt` on stdout or in `out`, its plots in `plots` and its HTML page (with the input file's
+    text) in `html`: the outputs `compare` and `schedule` share. Figures are drawn once for both."""
+    from planner.report import render
+
+    if out is None:
+        render(result, fmt)
+    else:
+        with out.open("w") as fh:
+            render(result, fmt, fh)
+        typer.echo(f"wrote {out}", err=True)
+    figs = figures(result) if plots or html else None
+    if plots:
+        for p in write_plots(result, plots, figs):
+            typer.echo(f"wrote {p}", err=True)
+    if html:
+        html.write_text(page(result, source.read_text(), figs))
+        typer.echo(f"wrote {html}", err=True)
+
+
 def model_config(path: Path | None, name: str | None) -> Any:
     """--model-config FILE (a Hugging Face config.json, or the folder holding one) as a ModelSpec, else the
     --model name; both given is an error."""

@@ -14,7 +14,7 @@ import typer
 
 from planner import MAX_BUDGET_USD, MAX_DAYS, MAX_SWEEP_POINTS, MAX_WORKERS
 from planner.cli.basis import ConfidenceFlag, ReliabilityFlag, ReliabilityOpt, reliability_value
-from planner.cli.common import output_dir, output_file, run
+from planner.cli.common import output_dir, output_file, run, write_report
 from planner.report import Format
 
 # What each swept flag may reach (the scenario keys' own bounds).
@@ -81,7 +81,7 @@ def compare_command(
 
     def body() -> int:
         from planner import CompareRequest, load_scenario, run_comparison, with_basis
-        from planner.report import figures, html_page, progress_bar, render, write_plots
+        from planner.report import figures, html_page, progress_bar, write_plots
 
         output_file(out, "--out")
         output_file(html, "--html")
@@ -95,19 +95,8 @@ def compare_command(
                                  **({"kinds": tuple(chosen)} if chosen is not None else {}))
         with progress_bar(scenario.name) as say:
             result = run_comparison(request, progress=say)
-        if out is None:
-            render(result, format.value)
-        else:
-            with out.open("w") as fh:
-                render(result, format.value, fh)
-            typer.echo(f"wrote {out}", err=True)
-        figs = figures(result) if plots or html else None
-        if plots:
-            for p in write_plots(result, plots, figs):
-                typer.echo(f"wrote {p}", err=True)
-        if html:
-            html.write_text(html_page(result, scenario.read_text(), figs))
-            typer.echo(f"wrote {html}", err=True)
+        write_report(result, format.value, out, plots, html, figures=figures, write_plots=write_plots,
+                     page=html_page, source=scenario)
         return 0 if result.feasible else 1
 
     run(body)

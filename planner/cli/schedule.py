@@ -12,16 +12,17 @@ from typing import Annotated
 
 import typer
 
-from planner.cli.common import run
+from planner import MAX_TIME_LIMIT_S, MAX_WORKERS
+from planner.cli.common import output_dir, output_file, run, write_report
 from planner.report import Format
 
 
 def schedule_command(
     portfolio: Annotated[Path, typer.Argument(help="portfolio YAML (planner schema --portfolio)", show_default=False)],
-    time_limit: Annotated[float, typer.Option("--time-limit", min=0.1, max=86_400,
+    time_limit: Annotated[float, typer.Option("--time-limit", min=0.1, max=MAX_TIME_LIMIT_S,
                                               help="seconds for the CP-SAT search; then the best plan and its gap")]
     = 60.0,
-    workers: Annotated[int, typer.Option("--workers", min=1, max=256,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=MAX_WORKERS,
                                          help="CP-SAT threads (deterministic for a given count)")] = 1,
     format: Annotated[Format, typer.Option("--format", "-f", help="output format")] = Format.table,
     out: Annotated[Path | None, typer.Option("--out", help="write the output to this file, not stdout")] = None,
@@ -33,24 +34,16 @@ def schedule_command(
 
     def body() -> int:
         from planner import load_portfolio, schedule
-        from planner.report import render, schedule_figures, schedule_html, spinner, write_schedule_plots
+        from planner.report import schedule_figures, schedule_html, spinner, write_schedule_plots
 
+        for path, flag in ((out, "--out"), (html, "--html")):
+            output_file(path, flag)
+        output_dir(plots, "--plots")
         pf = load_portfolio(portfolio)
         with spinner(portfolio.name) as say:
             result = schedule(pf, time_limit=time_limit, workers=workers, progress=say)
-        if out is None:
-            render(result, format.value)
-        else:
-            with out.open("w") as fh:
-                render(result, format.value, fh)
-            typer.echo(f"wrote {out}", err=True)
-        figs = schedule_figures(result) if plots or html else None
-        if plots:
-            for p in write_schedule_plots(result, plots, figs):
-                typer.echo(f"wrote {p}", err=True)
-        if html:
-            html.write_text(schedule_html(result, portfolio.read_text(), figs))
-            typer.echo(f"wrote {html}", err=True)
+        write_report(result, format.value, out, plots, html, figures=schedule_figures,
+                     write_plots=write_schedule_plots, page=schedule_html, source=portfolio)
         return 0 if result.jobs else 1
 
     run(body)

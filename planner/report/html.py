@@ -42,6 +42,13 @@ CAPTIONS = {
 }
 
 
+def page_head(title: str) -> str:
+    """The opening of a self-contained page: doctype, the shared style and the title as its heading."""
+    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>\n<h1>{html.escape(title)}</h1>")
+
+
 def table_html(rows: Sequence[dict[str, Any]]) -> str:
     """Rows of one shape as an HTML table; numbers right-aligned, rows without a plan greyed."""
     if not rows:
@@ -79,11 +86,7 @@ def render(
     from planner.report.plots import svg_text
 
     parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
+        page_head(title),
         '<ul class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>",
         "<h2>Every GPU and price option</h2>",
         f'<div id="comparison">{table_html(table)}</div>',

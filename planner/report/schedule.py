@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 import pandas as pd
 
 from planner.report.formats import to_csv, to_json, to_markdown
-from planner.report.html import CSS, figure_html, table_html
+from planner.report.html import figure_html, page_head, table_html
 from planner.report.terminal import console
 from planner.report.text import cell, literal, rounded, usd
 from planner.workloads.training.layout import as_fields
@@ -242,11 +242,7 @@ def schedule_html(r: ScheduleResult, portfolio_yaml: str, figs: dict[str, Figure
     figs = schedule_figures(r) if figs is None else figs
     title = f"planner schedule: {r.name}"
     parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
+        page_head(title),
         _list(summary_lines(r), "summary"),
     ]
     if r.reasons:
