@@ -175,7 +175,7 @@ class StepTable:
     """Iteration time = table[tokens] + per_seq·seqs + per_ctx·decode_ctx + per_pair·prefill_pairs, then the
     launch floor and host overhead (planner.model.serving.ServingModel.step_seconds, tabulated)."""
 
-    table: np.ndarray
+    table: list[float]  # GPU seconds of an iteration of n tokens (a list: fast scalar indexing)
     per_seq: float
     per_ctx: float
     per_pair: float
@@ -193,13 +193,27 @@ class StepTable:
         per_seq = float(model.gpu_seconds(0.0, 1.0, 0.0, 0.0)) - zero
         per_ctx = float(model.gpu_seconds(0.0, 0.0, 1.0, 0.0)) - zero
         per_pair = float(model.gpu_seconds(0.0, 0.0, 0.0, 1.0)) - zero
-        return cls(base, per_seq, per_ctx, per_pair, model.launch_seconds(), model.seff.host_overhead_ms * 1e-3,
-                   model.seff.host_us_per_request * 1e-6, overlap, model)
+        seff = model.seff
+        return cls(base.tolist(), per_seq, per_ctx, per_pair, model.launch_seconds(), seff.host_overhead_ms * 1e-3,
+                   seff.host_us_per_request * 1e-6, overlap, model)
 
     def gpu(self, tokens: int) -> float:
         if tokens < len(self.table):
-            return float(self.table[tokens])
+            return self.table[tokens]
         return float(self.model.gpu_seconds(float(tokens), 0.0, 0.0, 0.0))
+
+
+def _run_seconds(first: float, grow: float, floor: float, extra: float, steps: int) -> float:
+    """Wall time of `steps` decode iterations whose GPU time is first + k·grow (k = 0, 1, ...), each at least
+    `floor` and plus `extra`: Σ max(first + k·grow, floor) + steps·extra in closed form."""
+    if first >= floor:
+        below = 0
+    elif grow <= 0:
+        below = steps
+    else:
+        below = min(steps, math.ceil((floor - first) / grow))
+    rest = steps * (steps - 1) / 2 - below * (below - 1) / 2
+    return floor * below + (steps - below) * first + grow * rest + steps * extra
 
 
 def poisson_arrivals(qps: float, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -402,17 +416,25 @@ def simulate(
                 steps = max(1, int((cap - used) // n_run))
             steps = max(1, min(steps, MAX_RUN))
             g0 = tab.gpu(n_run) + tab.per_seq * n_run + tab.per_ctx * ctx_sum
-            gpu_k = g0 + (tab.per_ctx * n_run) * np.arange(steps)
-            if n_run > engine.cuda_graph_max_batch:
-                gpu_k = np.maximum(gpu_k, tab.launch)
             host = tab.host + tab.host_per_seq * n_run
-            dt_k = np.maximum(gpu_k, host) if tab.overlap else gpu_k + host
-            cum = np.cumsum(dt_k)
+            floor = tab.launch if n_run > engine.cuda_graph_max_batch else -math.inf
+            if tab.overlap:
+                floor, extra = max(floor, host), 0.0
+            else:
+                extra = host
+            grow = tab.per_ctx * n_run
             nxt = pending[0][0] if closed and pending else (
                 arr_sorted[next_id] if not closed and next_id < n_req else math.inf)
-            if nxt < t + cum[-1]:
-                steps = int(np.searchsorted(cum, nxt - t)) + 1
-            dt = float(cum[steps - 1])
+            if nxt < t + _run_seconds(g0, grow, floor, extra, steps):
+                lo, hi = 1, steps  # the first step whose end reaches the arrival
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    if t + _run_seconds(g0, grow, floor, extra, mid) >= nxt:
+                        hi = mid
+                    else:
+                        lo = mid + 1
+                steps = lo
+            dt = _run_seconds(g0, grow, floor, extra, steps)
             dec_time += dt
             batch_time += dt * n_run
             t += dt
