@@ -1,4 +1,5 @@
 # `make solve` and `make test` each create .venv when missing, install planner into it, and run.
+# `make lint` is ruff and mypy (with the pydantic plugin); `make test` runs it, then the suite.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -20,8 +21,11 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 solve: $(VENV)/.run-installed
 	$(BIN)/planner solve scenarios/gpt3_30days.yaml
 
-test: $(VENV)/.test-installed
+lint: $(VENV)/.test-installed
 	$(BIN)/ruff check planner tests benchmarks
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.test-installed
@@ -30,4 +34,4 @@ bench: $(VENV)/.test-installed
 	$(BIN)/python benchmarks/solver.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

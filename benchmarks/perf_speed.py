@@ -25,7 +25,7 @@ GPT3 = ModelSpec(name="gpt3-175b", layers=96, hidden=12288, heads=96, ffn_hidden
                  max_seq=2048, mlp="gelu", norm="layernorm", bias="all", position="learned", tied_embeddings=True)
 SEQ = 2048
 GLOBAL_BATCH = 1536
-CHUNK = 1 << 18  # rows per call, as planner.search.candidates evaluates its grid
+CHUNK = 1 << 18  # rows per vectorised call (the search uses planner.workloads.grid.CHUNK)
 AXES = {
     "tp": [1, 2, 4, 8], "pp": [1, 2, 4, 8, 12, 16, 24, 32], "vpp": [1, 2, 3, 4, 6, 8],
     "dp": [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256], "cp": [1, 2, 4], "ep": [1],

@@ -1,8 +1,8 @@
-"""Solver speed, measured in one run: `planner.search.solve` against exhaustive enumeration.
+"""Solver speed, measured in one run: `planner.solve` against exhaustive enumeration.
 
 For each scenario: the solve time (grid + vectorised models + CP-SAT, best of a few runs), the search
 space (legal SKU × layout pairs), and what `planner.search.exhaustive` — every tuple of the axis
-domains checked by `layout_problems`, every legal one evaluated by `planner.evaluation` — takes on the
+domains checked by `layout_problems`, every legal one evaluated by `evaluate` — takes on the
 same space. Where that would exceed 10 minutes it is extrapolated from timed random samples:
 (tuples in the product) × (time to build and check one) + (legal layouts) × (time to evaluate one),
 and the table says so. A small scenario is enumerated for real to calibrate the extrapolation.
@@ -25,19 +25,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from planner.catalog import load_gpus  # noqa: E402
-from planner.legality import layout_problems  # noqa: E402
 from planner.pricing import select_price  # noqa: E402
 from planner.scenario import Scenario, load_scenario  # noqa: E402
-from planner.search import solve  # noqa: E402
 from planner.search.candidates import job_candidates  # noqa: E402
-from planner.search.exhaustive import enumerate_plans, evaluate_on  # noqa: E402
-from planner.search.space import (  # noqa: E402
-    LAYOUT_FIELDS,
-    axis_domains,
-    gpu_count_allowed,
-    job_skus,
-    resolve_problem,
-)
+from planner.search.exhaustive import enumerate_plans, evaluate_on, training  # noqa: E402
+from planner.search.problem import resolve_problem  # noqa: E402
+from planner.workflows.solve import solve  # noqa: E402
+from planner.workloads.training.layout import SEARCHED  # noqa: E402
+from planner.workloads.training.legality import layout_problems  # noqa: E402
+from planner.workloads.training.space import axis_domains  # noqa: E402
 
 TEN_MINUTES = 600.0
 SAMPLE = 2000
@@ -71,9 +67,9 @@ def product_size(sc: Scenario) -> int:
     p = resolve_problem(sc)
     total = 0
     for job in p.jobs:
-        for sku in job_skus(p, job):
-            dom = axis_domains(job, sku.node)
-            total += math.prod(len(dom[f]) for f in LAYOUT_FIELDS)
+        for sku in p.skus_for(job):
+            dom = axis_domains(training(job), sku.node)
+            total += math.prod(len(dom[f]) for f in SEARCHED)
     return total
 
 
@@ -81,25 +77,26 @@ def extrapolate(sc: Scenario, space: int, rng: random.Random) -> tuple[float, fl
     """(estimated seconds, s per checked tuple, s per evaluated layout) from random samples."""
     p = resolve_problem(sc)
     job = p.jobs[0]
-    skus = job_skus(p, job)
+    w = training(job)
+    skus = p.skus_for(job)
     # checking: random tuples of the product (drawn first), built and checked as the enumerator does
-    doms = {s.name: axis_domains(job, s.node) for s in skus}
+    doms = {s.name: axis_domains(w, s.node) for s in skus}
     tuples = []
     for _ in range(SAMPLE):
         sku = rng.choice(skus)
-        tuples.append((sku, {f: rng.choice(doms[sku.name][f]) for f in LAYOUT_FIELDS}))
+        tuples.append((sku, {f: rng.choice(doms[sku.name][f]) for f in SEARCHED}))
     t = time.perf_counter()
     for sku, fields in tuples:
-        layout = job.layout(**fields)
-        if gpu_count_allowed(layout.gpus, sku.node, p.cap(sku, job), job):
-            layout_problems(job.model, layout, node_size=sku.node, seq=job.seq)
+        layout = w.template.layout(**fields)
+        if job.counts(p.cap(sku, job)).allowed(layout.gpus, sku.node):
+            layout_problems(w.model, layout, node_size=sku.node, seq=w.seq)
     per_check = (time.perf_counter() - t) / SAMPLE
     # evaluating: random legal layouts (from the solver's grid: the same set the enumerator reaches)
     grid = job_candidates(p, job).grid
     rows = [rng.randrange(len(grid)) for _ in range(SAMPLE // 4)]
     t = time.perf_counter()
     for r in rows:
-        evaluate_on(p, job, rng.choice(skus), grid.layout(r))
+        evaluate_on(job, rng.choice(skus), w.layout(grid, r))
     per_eval = (time.perf_counter() - t) / len(rows)
     return product_size(sc) * per_check + space * per_eval, per_check, per_eval
 

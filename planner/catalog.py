@@ -10,14 +10,15 @@ from __future__ import annotations
 import difflib
 import functools
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
+from planner import safe_yaml
 from planner.errors import InputError, format_validation_error
-from planner.schema import GpuSku, ModelSpec
+from planner.schema import GIB, GpuDefinition, GpuSku, ModelSpec
 
 ENV_VAR = "PLANNER_CATALOGS"
 
@@ -59,9 +60,55 @@ def clear_caches() -> None:
     load_models.cache_clear()
 
 
-def get_gpu(name: str) -> GpuSku:
-    """The GPU whose catalog name or alias matches `name`; InputError with suggestions if none does."""
-    return _lookup(name, load_gpus(), "GPU")
+def get_gpu(name: str, custom: Iterable[GpuSku] = ()) -> GpuSku:
+    """The GPU whose name or alias matches `name` among a scenario's own GPUs (`custom`, see derive_gpus)
+    and the catalog; InputError with suggestions if none does."""
+    custom = tuple(custom)
+    if not custom:
+        return _lookup(name, load_gpus(), "GPU")
+    return _lookup(name, {**load_gpus(), **{g.name: g for g in custom}}, "GPU")
+
+
+def derive_gpus(definitions: Sequence[GpuDefinition], where: str = "gpus") -> tuple[GpuSku, ...]:
+    """A scenario's `gpus:` entries as full SKUs: each inherits every field it does not state from its
+    `base:` catalog entry (an entry may also build on an earlier one). A lower `tdp_w` than the base's is a
+    power limit: `rated_tdp_w` keeps the power the base's peaks were measured at."""
+    out: list[GpuSku] = []
+    for i, d in enumerate(definitions):
+        at = f"{where}[{i}] ({d.name})"
+        try:
+            base = get_gpu(d.base, out)
+        except InputError as e:
+            raise InputError(f"{at}: base: {e}") from None
+        taken = {normalise(a) for g in (*load_gpus().values(), *out) for a in (g.name, *g.aliases)}
+        if normalise(d.name) in taken:
+            raise InputError(f"{at}: name {d.name!r} is already a GPU; choose another name")
+        fields = base.model_dump()
+        source = d.source or f"{base.name} ({base.source}), changed by the scenario"
+        fields.update(name=d.name, aliases=[], source=source)
+        if d.description:
+            fields["description"] = d.description
+        if d.memory_gib is not None or d.hbm_bytes is not None:
+            fields["hbm_bytes"] = d.hbm_bytes or round((d.memory_gib or 0) * GIB)
+            fields["marketed_gb"] = None
+        if d.hbm_tb_s is not None or d.hbm_bandwidth_tbs is not None:
+            fields["hbm_bandwidth_tbs"] = d.hbm_tb_s or d.hbm_bandwidth_tbs
+        if d.peak_tflops:
+            fields["peak_tflops"] = {**base.peak_tflops, **d.peak_tflops}
+        for key in ("node_size", "intra_node_gbs", "network_gbps", "prices"):
+            if getattr(d, key) is not None:
+                fields[key] = getattr(d, key)
+        if d.tdp_w is not None:
+            fields["tdp_w"] = d.tdp_w
+            rated = base.rated_tdp_w or base.tdp_w
+            fields["rated_tdp_w"] = rated if d.tdp_w < rated else None
+        if d.efficiency:
+            fields["efficiency"] = {**fields["efficiency"], **d.efficiency}
+        try:
+            out.append(GpuSku.model_validate(fields))
+        except ValidationError as exc:
+            raise InputError(format_validation_error(exc, at)) from None
+    return tuple(out)
 
 
 def get_model(name: str) -> ModelSpec:
@@ -82,17 +129,7 @@ def _names(entry: BaseModel) -> list[str]:
 
 def _load(filename: str, key: str, schema: type[Entry]) -> dict[str, Entry]:
     path = catalog_dir() / filename
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read catalog ({exc.strerror or exc})") from exc
-    try:
-        data: Any = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise InputError(f"{path}:{at}: invalid YAML: {problem}") from exc
+    data: Any = safe_yaml.read_yaml(path)
     if not isinstance(data, dict) or not isinstance(data.get(key), list):
         raise InputError(f"{path}: expected a top-level mapping with a `{key}:` list")
 

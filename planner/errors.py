@@ -31,6 +31,9 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[str, ...]:
     )
 
 
+# A user fixes the first few errors and reruns; thousands of lines help nobody.
+MAX_ERROR_LINES = 10
+
 _TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "literal", "none", "is-instance"}
 
 
@@ -43,12 +46,13 @@ def format_validation_error(err: ValidationError, where: str) -> str:
     """
     errors = [(_clean_loc(e["loc"]), e["msg"]) for e in err.errors(include_url=False)]
     deeper = {path[:i] for path, _ in errors for i in range(len(path))}
-    lines = []
+    lines: dict[str, None] = {}  # ordered and de-duplicated in linear time
     for path, msg in errors:
         if path in deeper and msg.startswith("Input should be a valid"):
             continue  # the other branch of a union explains the real problem further down
         key = ".".join(path)
-        line = f"{where}: {key}: {msg}" if key else f"{where}: {msg}"
-        if line not in lines:
-            lines.append(line)
-    return "\n".join(lines)
+        lines[f"{where}: {key}: {msg}" if key else f"{where}: {msg}"] = None
+    shown = list(lines)[:MAX_ERROR_LINES]
+    if len(lines) > MAX_ERROR_LINES:
+        shown.append(f"{where}: … and {len(lines) - MAX_ERROR_LINES} more errors")
+    return "\n".join(shown)

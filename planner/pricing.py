@@ -17,7 +17,6 @@ class HourlyRate:
     usd_per_gpu_hour: float  # what an hour of one GPU costs, all in
     label: str  # e.g. "Lambda on-demand 2026-09-20"
     source: str
-    energy_included: bool  # rentals include power; purchases add it separately per kWh
 
 
 def select_price(gpu: GpuSku, kind: str, provider: str | None = None) -> Price | None:
@@ -32,17 +31,26 @@ def hourly_rate(gpu: GpuSku, pricing: Pricing) -> HourlyRate:
     """The all-in hourly cost of one GPU. Purchase: capex / (life in hours) + TDP × PUE × $/kWh
     (straight-line amortisation, busy all the time: an upper bound on utilisation, a lower bound on cost)."""
     if pricing.usd_per_gpu_hour and gpu.name in pricing.usd_per_gpu_hour:
-        return HourlyRate(pricing.usd_per_gpu_hour[gpu.name], "scenario override", "scenario", True)
+        return HourlyRate(pricing.usd_per_gpu_hour[gpu.name], "scenario override", "scenario")
     price = select_price(gpu, pricing.kind, pricing.provider)
     if price is None:
         who = f" from {pricing.provider}" if pricing.provider else ""
-        kinds = sorted({p.kind for p in gpu.prices}) or ["none"]
-        raise InputError(f"pricing: {gpu.name} has no {pricing.kind} price{who} (catalog has: {', '.join(kinds)})")
+        kinds = ", ".join(sorted({p.kind for p in gpu.prices})) or "none"
+        raise InputError(f"pricing: {gpu.name} has no {pricing.kind} price{who} (catalog has: {kinds})")
     label = f"{price.provider} {price.kind} {price.date}"
     if price.kind == "purchase":
         assert price.usd_per_gpu is not None
         capex = price.usd_per_gpu / (pricing.amortisation_years * HOURS_PER_YEAR)
         power = gpu.tdp_w / 1000.0 * pricing.pue * pricing.usd_per_kwh
-        return HourlyRate(capex + power, label, price.source, False)
+        return HourlyRate(capex + power, label, price.source)
     assert price.usd_per_gpu_hour is not None
-    return HourlyRate(price.usd_per_gpu_hour, label, price.source, True)
+    return HourlyRate(price.usd_per_gpu_hour, label, price.source)
+
+
+def priced(gpu: GpuSku, pricing: Pricing) -> Pricing | None:
+    """The pricing when the SKU has a price of that kind; None to report everything but the cost."""
+    try:
+        hourly_rate(gpu, pricing)
+    except InputError:
+        return None
+    return pricing

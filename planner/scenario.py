@@ -10,15 +10,22 @@ searches everything left free.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
-import yaml
-from pydantic import BeforeValidator, Field, PositiveInt, ValidationError, create_model, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, create_model, model_validator
 from pydantic.fields import FieldInfo
 
+from planner import safe_yaml
 from planner.errors import InputError, format_validation_error
 from planner.schema import (
+    MAX_EXPERTS,
+    MAX_LAYERS,
+    MAX_TOKENS,
+    MAX_USD_PER_GPU_HOUR,
+    BatchSize,
     Efficiency,
+    GpuCount,
+    GpuDefinition,
     Implementation,
     ModelSpec,
     Optimizer,
@@ -26,8 +33,14 @@ from planner.schema import (
     Precision,
     PriceKind,
     Recompute,
+    Reliability,
+    SeqLen,
     Strict,
 )
+
+# A deadline beyond ten years or a budget beyond a trillion dollars is a typo, not a plan.
+MAX_DAYS = 3650.0
+MAX_BUDGET_USD = 1e12
 
 
 def _number(v: Any) -> Any:
@@ -50,66 +63,91 @@ def _bounds(info: FieldInfo) -> dict[str, Any]:
     return out
 
 
-BigNumber = Annotated[float, BeforeValidator(_number), Field(gt=0)]
+# Token counts may be written 300e9 or 300_000_000_000; finite and at most MAX_TOKENS.
+BigNumber = Annotated[float, BeforeValidator(_number), Field(gt=0, le=MAX_TOKENS)]
 
 
 class Job(Strict):
     """The training job: how much data, at what sequence length and batch."""
 
     tokens: BigNumber = Field(description="tokens to train on")
-    seq_len: PositiveInt = Field(description="sequence length of a training sample")
-    global_batch: PositiveInt = Field(description="sequences per optimizer step")
+    seq_len: SeqLen = Field(description="sequence length of a training sample")
+    global_batch: BatchSize = Field(description="sequences per optimizer step")
     precision: Precision = "bf16"
     optimizer: Optimizer = "adamw"
-    fp32_grad_accumulation: bool = True
+    fp32_grad_accumulation: bool = Field(
+        True, description="fp32 gradient buffer and reduction (Megatron --grad-reduce-in-fp32; NeMo 2 turns it off)"
+    )
+
+    @model_validator(mode="after")
+    def _at_least_one_step(self) -> Job:
+        step = self.seq_len * self.global_batch
+        if self.tokens < step:
+            raise ValueError(
+                f"tokens ({self.tokens:g}) is less than one optimizer step (seq_len × global_batch = {step:,})"
+            )
+        return self
 
 
 class Hardware(Strict):
     """Which GPUs may be used, and how many of each (inventory)."""
 
     skus: list[str] | Literal["all"] = Field("all", description="candidate GPU catalog names")
-    max_gpus: dict[str, PositiveInt] | PositiveInt | None = Field(
+    max_gpus: dict[str, GpuCount] | GpuCount | None = Field(
         None, description="inventory: one cap for every SKU, or a cap per SKU"
     )
-    gpus_per_node: PositiveInt | None = Field(None, description="default: the SKU's scale-up domain size")
+    gpus_per_node: GpuCount | None = Field(None, description="default: the SKU's scale-up domain size")
 
 
 class Pricing(Strict):
     kind: PriceKind = "on-demand"
     provider: str | None = Field(None, description="default: the first price of that kind in the catalog")
-    usd_per_gpu_hour: dict[str, float] | None = Field(None, description="overrides per SKU")
-    amortisation_years: float = Field(4.0, gt=0, description="purchase: capex spread over this life")
-    usd_per_kwh: float = Field(0.10, ge=0, description="purchase: electricity price")
-    pue: float = Field(1.3, ge=1, description="purchase: data-centre power usage effectiveness")
+    usd_per_gpu_hour: dict[str, Annotated[float, Field(gt=0, le=MAX_USD_PER_GPU_HOUR)]] | None = Field(
+        None, description="overrides per SKU, $ per GPU-hour"
+    )
+    # GPUs are written off over 3-6 years (procurement_prices.md); 20 is past any server's life.
+    amortisation_years: float = Field(4.0, gt=0, le=20, description="purchase: capex spread over this life")
+    usd_per_kwh: float = Field(0.10, ge=0, le=10, description="purchase: electricity price")
+    # The Uptime Institute's 2023 survey averages 1.58; 3 is past the worst sites it reports.
+    pue: float = Field(1.3, ge=1, le=3, description="purchase: data-centre power usage effectiveness")
 
 
 class Constraints(Strict):
-    deadline_days: float | None = Field(None, gt=0)
-    budget_usd: float | None = Field(None, gt=0)
-    max_gpus: PositiveInt | None = None
-    min_gpus: PositiveInt | None = None
+    deadline_days: float | None = Field(None, gt=0, le=MAX_DAYS)
+    budget_usd: float | None = Field(None, gt=0, le=MAX_BUDGET_USD)
+    max_gpus: GpuCount | None = None
+    min_gpus: GpuCount | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Constraints:
+        if self.min_gpus is not None and self.max_gpus is not None and self.min_gpus > self.max_gpus:
+            raise ValueError(f"min_gpus ({self.min_gpus}) exceeds max_gpus ({self.max_gpus})")
+        return self
 
 
 class FixedLayout(Strict):
     """Parts of the layout to hold fixed (what-if questions); anything left out is searched."""
 
     sku: str | None = None
-    gpus: PositiveInt | None = None
-    tp: PositiveInt | None = None
-    pp: PositiveInt | None = None
-    vpp: PositiveInt | None = None
-    dp: PositiveInt | None = None
-    cp: PositiveInt | None = None
-    ep: PositiveInt | None = None
+    gpus: GpuCount | None = None
+    tp: GpuCount | None = None
+    pp: GpuCount | None = None
+    vpp: Annotated[int, Field(ge=1, le=MAX_LAYERS)] | None = None
+    dp: GpuCount | None = None
+    cp: GpuCount | None = None
+    ep: Annotated[int, Field(ge=1, le=MAX_EXPERTS)] | None = None
     zero: Literal[0, 1, 2, 3] | None = None
     recompute: Recompute | None = None
     sequence_parallel: bool | None = None
-    micro_batch: PositiveInt | None = None
+    micro_batch: BatchSize | None = None
     offload_optimizer: bool | None = None
-    recompute_num_layers: PositiveInt | None = None
-    dp_shard: PositiveInt | None = None
+    recompute_num_layers: Annotated[int, Field(ge=1, le=MAX_LAYERS)] | None = None
+    dp_shard: GpuCount | None = None
     account_for_embedding_in_pipeline_split: bool | None = None
     account_for_loss_in_pipeline_split: bool | None = None
+    recompute_method: Literal["uniform", "block"] | None = None
+    pipeline_first_stage_layers: Annotated[int, Field(ge=1, le=MAX_LAYERS)] | None = None
+    pipeline_last_stage_layers: Annotated[int, Field(ge=1, le=MAX_LAYERS)] | None = None
 
 
 class _FixedUtilisation(Strict):
@@ -126,12 +164,12 @@ class _FixedUtilisation(Strict):
 
 
 # Every Efficiency field can be overridden per scenario: the same names, all optional, one source of truth.
-EfficiencyOverride = create_model(
+EfficiencyOverride = create_model(  # type: ignore[call-overload]  # fields made at import: opaque to mypy
     "EfficiencyOverride",
     __base__=_FixedUtilisation,
     __doc__="Overrides of the catalog's per-SKU efficiency defaults (`gemm: 0.6`), or `mfu`/`hfu` fixed.",
     **{
-        name: (info.annotation | None, Field(None, description=info.description, **_bounds(info)))
+        name: (cast(Any, info.annotation) | None, Field(None, description=info.description, **_bounds(info)))
         for name, info in Efficiency.model_fields.items()
         if name != "source"
     },
@@ -142,8 +180,8 @@ class EstimateTarget(Strict):
     """The one configuration `planner estimate SCENARIO.yaml` evaluates."""
 
     gpu: str
-    gpus: PositiveInt
-    gpus_per_node: PositiveInt | None = None
+    gpus: GpuCount
+    gpus_per_node: GpuCount | None = None
 
 
 class ConcurrentJob(Strict):
@@ -153,15 +191,20 @@ class ConcurrentJob(Strict):
     name: str = Field(description="unique among the scenario's jobs (the main job is named by `name:`)")
     model: str | ModelSpec = Field(description="catalog name, inline ModelSpec, or path to a HF config.json")
     job: Job
-    deadline_days: float | None = Field(None, gt=0, description="this job's own deadline")
-    min_gpus: PositiveInt | None = None
-    max_gpus: PositiveInt | None = None
+    deadline_days: float | None = Field(None, gt=0, le=MAX_DAYS, description="this job's own deadline")
+    min_gpus: GpuCount | None = None
+    max_gpus: GpuCount | None = None
     layout: FixedLayout = FixedLayout()
 
 
 class Scenario(Strict):
     name: str = "scenario"
     description: str | None = None
+    gpus: list[GpuDefinition] = Field(
+        default_factory=list,
+        description="GPUs this scenario defines, each inheriting from a catalog entry (`base:`); usable in "
+        "hardware.skus, estimate.gpu and --gpu",
+    )
     model: str | ModelSpec = Field(description="catalog name, inline ModelSpec, or path to a HF config.json")
     job: Job
     hardware: Hardware = Hardware()
@@ -169,7 +212,7 @@ class Scenario(Strict):
     constraints: Constraints = Constraints()
     layout: FixedLayout = FixedLayout()
     objective: Literal["cost", "time", "cost-then-time"] = "cost"
-    top_k: PositiveInt = 5
+    top_k: int = Field(5, ge=1, le=1000, description="plans to list")
     efficiency: EfficiencyOverride = EfficiencyOverride()
     implementation: Implementation = Implementation()
     overheads: Overheads = Overheads()
@@ -179,20 +222,39 @@ class Scenario(Strict):
         description="further jobs sharing hardware inventory, budget and constraints.max_gpus with the main job "
         "(model/job above, whose deadline is constraints.deadline_days)",
     )
+    reliability: Reliability | Literal["none"] = Field(
+        Reliability(), description="failures, checkpoints, restarts, maintenance (docs/goodput.md); none = ideal time"
+    )
+
+    @model_validator(mode="after")
+    def _names_agree(self) -> Scenario:
+        """A fixed SKU or a price for a SKU outside an explicit candidate list is a typo, not a wish."""
+        if isinstance(self.hardware.skus, list):
+            skus = [_canonical_sku(k) for k in self.hardware.skus]
+            fixed = [("layout.sku", self.layout.sku)] + [(f"jobs.{j.name}.layout.sku", j.layout.sku) for j in self.jobs]
+            for key, sku in fixed:
+                if sku is not None and _canonical_sku(sku) not in skus:
+                    raise ValueError(f"{key} {sku!r} is not among hardware.skus {skus}")
+            for sku in self.pricing.usd_per_gpu_hour or {}:
+                if _canonical_sku(sku) not in skus:
+                    raise ValueError(f"pricing.usd_per_gpu_hour names {sku!r}, not among hardware.skus {skus}")
+        return self
+
+
+def _canonical_sku(name: str) -> str:
+    """The catalog name behind an alias (h100 → h100-sxm); an unknown name stays as written (the search
+    reports it with a did-you-mean)."""
+    from planner.catalog import get_gpu
+
+    try:
+        return get_gpu(name).name
+    except InputError:
+        return name
 
 
 def read_yaml(path: Path) -> Any:
-    """Safe-load a YAML file; a missing file or a syntax error becomes an InputError naming it."""
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror})") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise InputError(f"{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    """Safe-load a YAML file; a missing, non-UTF-8, duplicate-keyed or malformed file is an InputError naming it."""
+    return safe_yaml.read_yaml(path)
 
 
 def load_scenario(path: str | Path) -> Scenario:

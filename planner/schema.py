@@ -6,17 +6,54 @@ typo in a scenario or a catalog is reported with the file and the key rather tha
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 GIB = 2**30
 
+# --------------------------------------------------------------------------------------------
+# Physical ranges: every number a user can type is finite (Strict) and inside one of these.
+# --------------------------------------------------------------------------------------------
+
+# The largest training clusters announced hold ~100k–200k GPUs (xAI Colossus, 2024); 2^20 leaves room.
+MAX_GPUS = 2**20
+# Longest trained context published: 10M tokens (Llama 4 Scout, 2025); 2^24 = 16.8M.
+MAX_SEQ = 2**24
+# Sequences per optimizer step: Llama 3 405B ran 16M tokens = 2,048 sequences of 8k; 2^22 is 2,000× that.
+MAX_GLOBAL_BATCH = 2**22
+# Tokens of one job: the largest published pre-training sets are ~36T (Qwen3, 2025); 1e15 is 25× that.
+MAX_TOKENS = 1e15
+# Model widths and depths: far past any published dense or MoE transformer (hidden 25,600 / 160 layers / 256 experts).
+MAX_WIDTH = 2**22
+MAX_LAYERS = 10_000
+MAX_VOCAB = 2**24
+MAX_EXPERTS = 2**16
+# Bytes a planner knob may reserve per GPU: 1 TiB is more than any accelerator holds.
+MAX_BYTES_PER_GPU = 2**40
+# One collective's latency term: a second is 10^5 times NCCL's per-hop figures.
+MAX_LATENCY_US = 1e6
+# Prices: the dearest on-demand GPU-hour listed is ~$14 (hardware.md); a GPU with its server share ~$80k.
+MAX_USD_PER_GPU_HOUR = 1_000.0
+MAX_USD_PER_GPU = 10_000_000.0
+
+GpuCount = Annotated[int, Field(ge=1, le=MAX_GPUS)]
+PeakDtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "fp4"]
+# The densest accelerator listed (GB300, dense fp4) peaks at 15 PFLOP/s; 10^5 TFLOP/s is far past it.
+Tflops = Annotated[float, Field(gt=0, le=100_000)]
+Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
+LayerCount = Annotated[int, Field(ge=1, le=MAX_LAYERS)]
+SeqLen = Annotated[int, Field(ge=1, le=MAX_SEQ)]
+BatchSize = Annotated[int, Field(ge=1, le=MAX_GLOBAL_BATCH)]
+Fraction = Annotated[float, Field(gt=0, le=1)]
+BytesPerGpu = Annotated[int, Field(ge=0, le=MAX_BYTES_PER_GPU)]
+
 
 class Strict(BaseModel):
-    """Base for every planner model: unknown keys are errors, instances are immutable."""
+    """Base for every planner model: unknown keys are errors, NaN and infinities are refused,
+    instances are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -27,14 +64,14 @@ class Strict(BaseModel):
 class MoESpec(Strict):
     """Mixture-of-experts feed-forward (Mixtral, DeepSeek, Qwen-MoE)."""
 
-    experts: PositiveInt = Field(description="routed experts per MoE layer")
-    top_k: PositiveInt = Field(description="routed experts each token is sent to")
-    expert_ffn: PositiveInt = Field(description="FFN hidden size of one routed expert")
-    shared_experts: int = Field(0, ge=0, description="always-on shared experts (DeepSeek)")
-    shared_expert_ffn: PositiveInt | None = Field(
+    experts: int = Field(ge=1, le=MAX_EXPERTS, description="routed experts per MoE layer")
+    top_k: int = Field(ge=1, le=MAX_EXPERTS, description="routed experts each token is sent to")
+    expert_ffn: Width = Field(description="FFN hidden size of one routed expert")
+    shared_experts: int = Field(0, ge=0, le=MAX_EXPERTS, description="always-on shared experts (DeepSeek)")
+    shared_expert_ffn: Width | None = Field(
         None, description="FFN hidden size of one shared expert (default: expert_ffn)"
     )
-    dense_layers: int = Field(0, ge=0, description="the first N layers keep a dense MLP (DeepSeek)")
+    dense_layers: int = Field(0, ge=0, le=MAX_LAYERS, description="the first N layers keep a dense MLP (DeepSeek)")
 
     @model_validator(mode="after")
     def _check(self) -> MoESpec:
@@ -50,11 +87,11 @@ class MoESpec(Strict):
 class MLASpec(Strict):
     """Multi-head latent attention (DeepSeek-V2/V3): low-rank compressed Q and KV."""
 
-    q_lora_rank: PositiveInt | None = Field(None, description="None = full-rank Q projection")
-    kv_lora_rank: PositiveInt
-    qk_rope_head_dim: PositiveInt
-    qk_nope_head_dim: PositiveInt
-    v_head_dim: PositiveInt
+    q_lora_rank: Width | None = Field(None, description="None = full-rank Q projection")
+    kv_lora_rank: Width
+    qk_rope_head_dim: Width
+    qk_nope_head_dim: Width
+    v_head_dim: Width
 
 
 class ModelSpec(Strict):
@@ -62,14 +99,14 @@ class ModelSpec(Strict):
 
     name: str = "custom"
     source: str | None = Field(None, description="where the shape comes from (paper table, config.json)")
-    layers: PositiveInt
-    hidden: PositiveInt
-    heads: PositiveInt
-    kv_heads: PositiveInt | None = Field(None, description="KV heads: = heads MHA, < heads GQA, 1 MQA")
-    head_dim: PositiveInt | None = Field(None, description="default hidden // heads")
-    ffn_hidden: PositiveInt
-    vocab: PositiveInt
-    max_seq: PositiveInt = Field(description="maximum sequence length (learned positions)")
+    layers: int = Field(ge=1, le=MAX_LAYERS)
+    hidden: Width
+    heads: Width
+    kv_heads: Width | None = Field(None, description="KV heads: = heads MHA, < heads GQA, 1 MQA")
+    head_dim: Width | None = Field(None, description="default hidden // heads")
+    ffn_hidden: Width
+    vocab: int = Field(ge=1, le=MAX_VOCAB)
+    max_seq: SeqLen = Field(description="maximum sequence length (learned positions)")
     mlp: Literal["gelu", "swiglu"] = "swiglu"
     norm: Literal["layernorm", "rmsnorm"] = "rmsnorm"
     bias: Literal["none", "qkv", "attention", "all"] = Field(
@@ -80,7 +117,7 @@ class ModelSpec(Strict):
     parallel_block: bool = Field(False, description="attention and MLP run side by side (Falcon, GPT-J, NeoX)")
     parallel_norms: Literal[1, 2] = Field(1, description="norms of a parallel block: 1 shared (Falcon-7B), 2 (NeoX)")
     embedding_norm: bool = Field(False, description="a norm right after the token embedding (BLOOM)")
-    position_offset: int = Field(0, ge=0, description="extra rows of the learned position table (OPT: 2)")
+    position_offset: int = Field(0, ge=0, le=MAX_SEQ, description="extra rows of the learned position table (OPT: 2)")
     moe: MoESpec | None = None
     mla: MLASpec | None = None
 
@@ -134,8 +171,10 @@ class Price(Strict):
 
     provider: str
     kind: PriceKind = "on-demand"
-    usd_per_gpu_hour: float | None = Field(None, gt=0)
-    usd_per_gpu: float | None = Field(None, gt=0, description="purchase price per GPU incl. its server share")
+    usd_per_gpu_hour: float | None = Field(None, gt=0, le=MAX_USD_PER_GPU_HOUR)
+    usd_per_gpu: float | None = Field(
+        None, gt=0, le=MAX_USD_PER_GPU, description="purchase price per GPU incl. its server share"
+    )
     date: str
     source: str
     note: str | None = None
@@ -147,6 +186,12 @@ class Price(Strict):
         if self.kind == "purchase" and self.usd_per_gpu is None:
             raise ValueError("a purchase price needs usd_per_gpu")
         return self
+
+
+Fp8Recipe = Literal["delayed", "current", "mxfp8", "blockwise"]
+
+# HBM bytes per element TE's quantization kernels move per fp8 GEMM, by recipe (Efficiency.fp8_quantize_bytes)
+FP8_QUANTIZE_BYTES: dict[Fp8Recipe, float] = {"delayed": 6.0, "current": 12.0, "mxfp8": 10.0, "blockwise": 10.0}
 
 
 class Efficiency(Strict):
@@ -163,14 +208,15 @@ class Efficiency(Strict):
     intra_node: float = Field(0.80, gt=0, le=1, description="NCCL bus bandwidth over NVLink unidir spec")
     inter_node: float = Field(0.80, gt=0, le=1, description="NCCL bus bandwidth over NIC line rate")
     flash_attention: float = Field(
-        0.75,
+        0.65,
         gt=0,
         le=1,
         description=(
             "fused (flash) attention rate over the large-GEMM rate, forward and backward together. "
             "FlashAttention-2 reaches 50-73% of A100 peak forward (Dao 2023, arXiv 2307.08691) against "
             "87% for a large GEMM; FlashAttention-3 reaches 75% of H100 peak forward (Shah et al. 2024, "
-            "arXiv 2407.08608) against 80%; backward kernels run slower than forward in both"
+            "arXiv 2407.08608) against 80%; backward kernels run slower than forward in both. Calibrated on the "
+            "published runs within that range (benchmarks/calibrate.py): 0.65"
         ),
     )
     gemm_unaligned: float = Field(
@@ -186,25 +232,35 @@ class Efficiency(Strict):
         ),
     )
     nic_aggregation: float = Field(
-        1.0,
+        1.5,
         ge=1,
+        le=64,
         description=(
-            "NICs one GPU's share of an inter-node ring collective can use when several ranks of the "
-            "group share a node (at most that number of ranks). NCCL's rings can aggregate every NIC of "
-            "the node in nccl-tests (NCCL issue #412: busbw grows with NICs up to the NVLink rate), but "
-            "training runs show about one NIC per GPU: DeepSpeed ZeRO-3 on DGX A100 (Narayanan et al. "
-            "2021, Table 2) spends a fixed ~67 s per 175B step on parameter and gradient traffic whatever "
-            "the GPU count, one 200 Gb/s NIC's worth per GPU; so the default assumes no aggregation"
+            "NICs one GPU's share of an inter-node ring collective uses when several ranks of the group share "
+            "a node (at most that many ranks). NCCL opens several rings that leave the node at different GPUs, "
+            "so a full-node group drives every NIC: a 16 GiB all-reduce over 4 x 8 B200 reaches 382 GB/s busbw "
+            "on 8 x 50 GB/s (stas00/ml-engineering network/README.md, NCCL 2.27), but the 64-512 MiB collectives "
+            "of training reach a quarter to half of that. Calibrated on the published runs (one value for all, "
+            "benchmarks/calibrate.py): 1.5"
         ),
     )
     nccl_base_latency_us: float = Field(
-        8.4, ge=0, description="fixed latency of one ring collective (NCCL src/graph/tuning.cc, ring/Simple)"
+        8.4,
+        ge=0,
+        le=MAX_LATENCY_US,
+        description="fixed latency of one ring collective (NCCL src/graph/tuning.cc, ring/Simple)"
     )
     nccl_hop_latency_nvlink_us: float = Field(
-        3.4, ge=0, description="latency per ring step over NVLink (NCCL tuning.cc hwLat, ring/Simple)"
+        3.4,
+        ge=0,
+        le=MAX_LATENCY_US,
+        description="latency per ring step over NVLink (NCCL tuning.cc hwLat, ring/Simple)"
     )
     nccl_hop_latency_net_us: float = Field(
-        9.6, ge=0, description="latency per ring step across the network (NCCL tuning.cc hwLat, ring/Simple)"
+        9.6,
+        ge=0,
+        le=MAX_LATENCY_US,
+        description="latency per ring step across the network (NCCL tuning.cc hwLat, ring/Simple)"
     )
     tp_overlap: float = Field(
         0.0,
@@ -229,6 +285,7 @@ class Efficiency(Strict):
     dp_bucket_params: int = Field(
         40_000_000,
         gt=0,
+        le=10**13,
         description=(
             "parameters per gradient bucket; the last bucket's reduction is always exposed "
             "(Megatron-Core DistributedDataParallelConfig.bucket_size default)"
@@ -253,6 +310,95 @@ class Efficiency(Strict):
             "(ring attention sends the next chunk while computing on the current one; Liu et al. 2023)"
         ),
     )
+    dp_bucket_params_per_rank: int = Field(
+        1_000_000,
+        ge=0,
+        description=(
+            "gradient-bucket parameters added per data-parallel rank: Megatron-Core's default bucket is "
+            "max(dp_bucket_params, this × DP size) parameters (megatron/core/distributed/"
+            "distributed_data_parallel.py), so larger DP groups stay bandwidth-bound"
+        ),
+    )
+    comm_interference: float = Field(
+        0.19,
+        ge=0,
+        le=1,
+        description=(
+            "fraction by which compute slows down while a NCCL collective runs beside it (its kernels take "
+            "SMs and HBM bandwidth): overlapped execution slowed computation by 18.9% on average over GPT and "
+            "Llama layers on A100, H100, MI250 and MI210 (arXiv 2507.03114, 'Characterizing "
+            "Compute-Communication Overlap in GPU-Accelerated Distributed Deep Learning'); charged on the "
+            "overlapped span of every hidden collective"
+        ),
+    )
+    tp_overlap_sm_share: float = Field(
+        0.12,
+        ge=0,
+        lt=1,
+        description=(
+            "share of the SMs Transformer Engine's userbuffers take from a GEMM it overlaps with a pipelined "
+            "or bulk reduce-scatter/all-gather: 16 SMs by default (transformer_engine/pytorch/module/base.py "
+            "initialize_ub, num_sm=16 with set_sm_margin), 16 of H100's 132; ring-exchange all-gathers run on "
+            "copy engines and take none"
+        ),
+    )
+    gemm_mxfp8: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description=(
+            "MXFP8 (1×32 block-scaled) GEMM rate relative to a per-tensor fp8 GEMM, on GPUs with native "
+            "block-scaled tensor cores (Blackwell); null where MXFP8 is not native. Transformer Engine's "
+            "pre-quantized 5B-layer benchmark on B300 took 7.16 ms per layer in MXFP8 against 6.81 ms in "
+            "per-tensor fp8 (TransformerEngine docs/examples/gemm_profiling/gemm_profiling.rst): 0.95"
+        ),
+    )
+    gemm_fp8_block: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description=(
+            "fp8 block-scaled GEMM rate (1×128 activation, 128×128 weight blocks, DeepSeek-V3 style) relative "
+            "to a per-tensor fp8 GEMM where cuBLAS runs it natively (Hopper); null elsewhere (on Blackwell "
+            "Transformer Engine emulates it with MXFP8). TE's 5B-layer benchmark on H200: 22.88 ms per layer "
+            "with block scaling against 16.79 ms pre-quantized per-tensor; with block quantization charged "
+            "like MXFP8's, the GEMMs run at 0.84 (TransformerEngine docs/examples/gemm_profiling)"
+        ),
+    )
+    fp8_quantize_bytes: dict[Fp8Recipe, float] = Field(
+        default_factory=lambda: dict(FP8_QUANTIZE_BYTES),
+        description=(
+            "HBM bytes per element that Transformer Engine's quantization kernels move around each fp8 GEMM "
+            "(input, weight and output-gradient elements; amax, scale, cast and the transposed or column-wise "
+            "copy), by recipe. From TE's GEMM benchmark of a 5B layer in autocast against pre-quantized mode "
+            "(docs/examples/gemm_profiling): per-layer overheads of 0.99 ms (delayed), 2.34 ms (current) and "
+            "1.82 ms (MXFP8) on B300, 2.2 ms (delayed) and 3.5 ms (current) on H200, over 1.24 G quantized "
+            "elements at 85% of spec HBM bandwidth: 5.4-7.3, 11.6-12.8 and 10 bytes per element"
+        ),
+    )
+    host_link_gbs: float = Field(
+        25.0,
+        gt=0,
+        description=(
+            "achievable GPU↔host bandwidth per direction, GB/s, for activation offload: PCIe Gen4 x16 "
+            "(32 GB/s spec) moves about 25 GB/s in practice; catalog entries give Gen5 and NVLink-C2C parts"
+        ),
+    )
+    kernel_launch_us: float = Field(
+        6.0,
+        ge=0,
+        description=(
+            "CPU time to issue one kernel from eager PyTorch (dispatcher, autograd and the CUDA launch): "
+            "a layer whose GPU work is shorter than its kernels' issue time runs at the CPU's pace. A few "
+            "microseconds per launch (NVIDIA, 'Getting Started with CUDA Graphs'); CUDA graphs replay a "
+            "captured step with `graph_launch_us` per kernel instead"
+        ),
+    )
+    graph_launch_us: float = Field(
+        1.0,
+        ge=0,
+        description="GPU-side time per kernel node of a replayed CUDA graph (no CPU issue per kernel)",
+    )
     source: str = "planner defaults (see docs in catalogs/gpus.yaml)"
 
 
@@ -263,16 +409,25 @@ class GpuSku(Strict):
     aliases: list[str] = []
     vendor: str
     description: str
-    peak_tflops: dict[Literal["fp32", "tf32", "bf16", "fp16", "fp8"], float] = Field(
+    peak_tflops: dict[PeakDtype, Tflops] = Field(
         description="dense (no 2:4 sparsity) tensor-core peak per dtype, TFLOP/s"
     )
-    hbm_bytes: PositiveInt = Field(description="memory the driver reports (nvidia-smi total), bytes")
+    hbm_bytes: int = Field(
+        ge=1, le=MAX_BYTES_PER_GPU, description="memory the driver reports (nvidia-smi total), bytes"
+    )
     marketed_gb: float | None = Field(None, description="the vendor's memory label (what blog arithmetic divides by)")
-    hbm_bandwidth_tbs: float = Field(gt=0, description="spec memory bandwidth, TB/s (decimal)")
-    node_size: PositiveInt = Field(8, description="GPUs in one scale-up (NVLink/xGMI) domain")
-    intra_node_gbs: float = Field(gt=0, description="scale-up bandwidth per GPU per direction, GB/s")
-    network_gbps: float = Field(gt=0, description="scale-out NIC bandwidth per GPU, Gbit/s")
-    tdp_w: PositiveInt
+    hbm_bandwidth_tbs: float = Field(gt=0, le=1000, description="spec memory bandwidth, TB/s (decimal)")
+    node_size: GpuCount = Field(8, description="GPUs in one scale-up (NVLink/xGMI) domain")
+    intra_node_gbs: float = Field(gt=0, le=100_000, description="scale-up bandwidth per GPU per direction, GB/s")
+    network_gbps: float = Field(gt=0, le=100_000, description="scale-out NIC bandwidth per GPU, Gbit/s")
+    tdp_w: int = Field(ge=1, le=100_000, description="board power, W")
+    rated_tdp_w: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="the board power its peaks and efficiencies were measured at, when `tdp_w` is a lower "
+        "power limit (a scenario's `gpus:` entry that caps a catalog part); null = tdp_w",
+    )
     efficiency: Efficiency = Efficiency()
     prices: list[Price] = []
     source: str
@@ -293,6 +448,37 @@ class GpuSku(Strict):
         raise KeyError(f"{self.name} has no {dtype} tensor-core peak")
 
 
+class GpuDefinition(Strict):
+    """A GPU a scenario defines (`gpus:`) in the catalog's own format, inheriting every field it does not
+    state from a catalog entry (`base:`): a power-capped or larger-memory variant, or a part not yet in
+    the catalog. `memory_gib` and `hbm_tb_s` are shorthands for `hbm_bytes` and `hbm_bandwidth_tbs`."""
+
+    name: str = Field(min_length=1, max_length=100, description="the name the scenario uses for it")
+    base: str = Field(description="catalog GPU it inherits from")
+    description: str | None = None
+    source: str | None = Field(None, description="where its figures come from")
+    memory_gib: float | None = Field(None, gt=0, le=MAX_BYTES_PER_GPU / GIB, description="usable memory, GiB")
+    hbm_bytes: int | None = Field(None, ge=1, le=MAX_BYTES_PER_GPU)
+    hbm_tb_s: float | None = Field(None, gt=0, le=1000, description="memory bandwidth, TB/s")
+    hbm_bandwidth_tbs: float | None = Field(None, gt=0, le=1000)
+    peak_tflops: dict[PeakDtype, Tflops] | None = Field(None, description="merged over the base's peaks")
+    node_size: GpuCount | None = None
+    intra_node_gbs: float | None = Field(None, gt=0, le=100_000)
+    network_gbps: float | None = Field(None, gt=0, le=100_000)
+    tdp_w: int | None = Field(
+        None, ge=1, le=100_000, description="board power; below the base's it is a power limit (slower clocks)"
+    )
+    efficiency: dict[str, float] | None = Field(None, description="overrides of the base's Efficiency fields")
+    prices: list[Price] | None = None
+
+    @model_validator(mode="after")
+    def _one_each(self) -> GpuDefinition:
+        for short, full in (("memory_gib", "hbm_bytes"), ("hbm_tb_s", "hbm_bandwidth_tbs")):
+            if getattr(self, short) is not None and getattr(self, full) is not None:
+                raise ValueError(f"give {short} or {full}, not both")
+        return self
+
+
 # --------------------------------------------------------------------------------------------
 # Layout and training recipe
 # --------------------------------------------------------------------------------------------
@@ -304,7 +490,6 @@ Optimizer = Literal["adam", "adamw", "sgd", "adam8bit"]
 Framework = Literal["megatron-core", "torchtitan", "deepspeed", "fsdp"]
 # Transformer Engine's fp8 scaling recipes (transformer_engine/common/recipe/__init__.py): DelayedScaling,
 # Float8CurrentScaling, MXFP8BlockScaling (Blackwell), Float8BlockScaling (DeepSeek-V3-style 1x128/128x128 blocks).
-Fp8Recipe = Literal["delayed", "current", "mxfp8", "blockwise"]
 # Megatron-Core's --recompute-modules (megatron/core/transformer/transformer_config.py recompute_modules).
 RecomputeModule = Literal["core_attn", "mlp", "moe_act", "layernorm", "mla_up_proj", "moe", "shared_experts"]
 
@@ -312,27 +497,30 @@ RecomputeModule = Literal["core_attn", "mlp", "moe_act", "layernorm", "mla_up_pr
 class Layout(Strict):
     """How one training job is split over GPUs, and the numeric recipe it runs with."""
 
-    tp: PositiveInt = 1
-    pp: PositiveInt = 1
-    vpp: PositiveInt = Field(1, description="virtual pipeline stages (model chunks) per PP rank")
-    dp: PositiveInt = 1
-    cp: PositiveInt = 1
-    ep: PositiveInt = Field(1, description="expert parallel size, carved out of dp·cp (Megatron)")
+    tp: GpuCount = 1
+    pp: GpuCount = 1
+    vpp: int = Field(1, ge=1, le=MAX_LAYERS, description="virtual pipeline stages (model chunks) per PP rank")
+    dp: GpuCount = 1
+    cp: GpuCount = 1
+    ep: int = Field(ge=1, le=MAX_EXPERTS, default=1, description="expert parallel size, carved out of dp·cp (Megatron)")
     zero: Literal[0, 1, 2, 3] = Field(1, description="0 DDP, 1 distributed optimizer, 2 +grads, 3 +params")
     recompute: Recompute = "none"
     sequence_parallel: bool = False
-    micro_batch: PositiveInt = 1
-    global_batch: PositiveInt = Field(description="sequences per optimizer step")
+    micro_batch: BatchSize = 1
+    global_batch: BatchSize = Field(description="sequences per optimizer step")
     precision: Precision = Field("bf16", description="GEMM dtype; fp8 keeps bf16 weights")
     fp32_grad_accumulation: bool = Field(True, description="fp32 main_grad buffer (Megatron)")
     optimizer: Optimizer = "adamw"
     offload_optimizer: bool = Field(False, description="optimizer state and master weights in CPU RAM")
-    recompute_num_layers: PositiveInt | None = Field(
+    recompute_num_layers: int | None = Field(
         None,
-        description="full recompute of only this many layers per pipeline stage (Megatron --recompute-num-layers, "
-        "uniform method); null = every layer when recompute is full",
+        ge=1,
+        le=MAX_LAYERS,
+        description="full recompute of only this many layers per model chunk (Megatron --recompute-num-layers "
+        "with recompute_method block; with uniform, the layers per checkpointed group); null = every layer "
+        "when recompute is full",
     )
-    dp_shard: PositiveInt | None = Field(
+    dp_shard: GpuCount | None = Field(
         None,
         description="ZeRO/FSDP sharding group size within dp·cp (HSDP: shard inside, replicate across); "
         "null = shard over the whole dp·cp group",
@@ -342,6 +530,22 @@ class Layout(Strict):
     )
     account_for_loss_in_pipeline_split: bool = Field(
         False, description="the output layer and loss count as a layer when splitting over pipeline stages (Megatron)"
+    )
+    recompute_method: Literal["uniform", "block"] = Field(
+        "block",
+        description="how recompute_num_layers applies (Megatron --recompute-method, megatron/core/transformer/"
+        "transformer_block.py _checkpointed_forward): block recomputes that many layers of each model chunk and "
+        "keeps the rest; uniform checkpoints every group of that many layers",
+    )
+    pipeline_first_stage_layers: LayerCount | None = Field(
+        None,
+        description="layers on the first pipeline stage, the other stages sharing the rest evenly (Megatron "
+        "--decoder-first-pipeline-num-layers, megatron/core/transformer/transformer_block.py)",
+    )
+    pipeline_last_stage_layers: LayerCount | None = Field(
+        None,
+        description="layers on the last pipeline stage (Megatron --decoder-last-pipeline-num-layers); null with an "
+        "uneven depth = ⌈layers/pp⌉ per stage and the rest on the last",
     )
 
     @property
@@ -388,13 +592,153 @@ class Overheads(Strict):
     """Memory that is neither model state nor activations. Defaults are documented in README."""
 
     # CUDA context + cuBLAS/NCCL workspaces measured around 0.5-1 GiB per process on Hopper.
-    reserve_bytes: int = Field(int(1.0 * GIB), ge=0, description="CUDA context and library workspaces")
+    reserve_bytes: BytesPerGpu = Field(int(1.0 * GIB), description="CUDA context and library workspaces")
     # PyTorch's caching allocator typically leaves 5-10 % of the peak unusable to fragmentation.
     fragmentation: float = Field(0.05, ge=0, lt=1, description="fraction of allocated bytes lost")
     # Megatron's DDP bucket / NCCL staging: a fixed communication buffer per GPU.
-    comm_buffer_bytes: int = Field(int(0.5 * GIB), ge=0, description="NCCL and bucket staging buffers")
+    comm_buffer_bytes: BytesPerGpu = Field(int(0.5 * GIB), description="NCCL and bucket staging buffers")
     # ZeRO-3 gathers parameters just in time. DeepSpeed caps the gathered ones at stage3_max_live_parameters
     # (default 1e9); FSDP holds the wrapped layer being computed and the prefetched next one.
     zero3_live_params: int | None = Field(
-        1_000_000_000, gt=0, description="ZeRO-3 gathered-parameter cap; null = two whole layers (FSDP)"
+        1_000_000_000, gt=0, le=10**13, description="ZeRO-3 gathered-parameter cap; null = two whole layers (FSDP)"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Reliability: failures, checkpoints, restarts and maintenance (planner/model/reliability.py, docs/goodput.md)
+# --------------------------------------------------------------------------------------------
+
+# Llama 3 405B: 419 unexpected interruptions in a 54-day snapshot on 16,384 H100 = 2,048 eight-GPU nodes
+# (Dubey et al. 2024, arXiv 2407.21783, §3.3.4 and Table 5): 419 / (2,048 × 54) × 1,000 = 3.79.
+LLAMA3_FAILURES_PER_1000_NODE_DAYS = 419 / (2048 * 54) * 1000
+# The same snapshot had 47 planned interruptions (firmware upgrades, configuration or dataset updates).
+LLAMA3_PLANNED_PER_1000_NODE_DAYS = 47 / (2048 * 54) * 1000
+
+
+class MaintenanceWindow(Strict):
+    """Scheduled downtime: `hours` of every `every_days` days the job cannot run."""
+
+    hours: float = Field(gt=0, le=8760, description="hours of downtime per period")
+    every_days: float = Field(gt=0, le=3650, description="length of the period, days")
+
+    @model_validator(mode="after")
+    def _check(self) -> MaintenanceWindow:
+        if self.hours >= self.every_days * 24:
+            raise ValueError(f"{self.hours:g} hours of maintenance every {self.every_days:g} days leave no time")
+        return self
+
+    @property
+    def fraction(self) -> float:
+        return self.hours / (self.every_days * 24)
+
+
+class Restart(Strict):
+    """What one unexpected interruption costs before training resumes, besides the lost work.
+
+    The checkpoint load is computed from the checkpoint size and `checkpoint.read`; `total_minutes` replaces
+    all four parts (detection, rescheduling, initialisation and load) by one measured figure."""
+
+    detection_minutes: float = Field(
+        3.0, ge=0, le=1440,
+        description="from the failure to the job being torn down: a crash is seen at once, a hang only after the "
+        "watchdog's step timeout (180 s in Megatron-Bridge's resiliency defaults, nvidia-resiliency-ext)",
+    )
+    rescheduling_minutes: float = Field(
+        1.0, ge=0, le=1440,
+        description="replacing the failed node and requeueing the job: 1 minute for a top-priority job with spare "
+        "nodes (Kokolis et al. 2024, arXiv 2410.21680, §IV ETTR scenarios)",
+    )
+    initialisation_minutes: float = Field(
+        5.0, ge=0, le=1440,
+        description="process launch, NCCL communicators, model build and warm-up: the restart overhead u0 = 5 min "
+        "Kokolis et al. (arXiv 2410.21680) assume against measured jobs (range 5-20 min)",
+    )
+    total_minutes: float | None = Field(
+        None, ge=0, le=1440, description="one measured restart time including the checkpoint load; replaces the parts"
+    )
+
+
+class StorageBandwidth(Strict):
+    """Checkpoint storage bandwidth: per node, capped by what the file system delivers in aggregate."""
+
+    per_node_gb_per_s: float = Field(
+        1.0, gt=0, le=1000,
+        description="GB/s (10^9 B) one node reads or writes. Llama 3: 2 TB/s sustained over 2,048 nodes = 0.98 "
+        "(arXiv 2407.21783, §3.3.1); BLOOM: 2.3 TB in 40 s over 48 nodes = 1.2 (bigscience tr11-176B-ml chronicles)",
+    )
+    aggregate_gb_per_s: float | None = Field(
+        None, gt=0, le=1e6, description="GB/s of the whole file system (Llama 3's Tectonic: 2,000 sustained, "
+        "7,000 peak); null = no cap beyond the nodes'",
+    )
+
+
+class Checkpointing(Strict):
+    """How often and how the training state is saved."""
+
+    save: Literal["sync", "async"] = Field(
+        "sync",
+        description="sync: training waits for the write (Megatron-LM and torchtitan default); async: training "
+        "waits only for the device-to-host copy, a background process writes (--async-save, DCP async_save)",
+    )
+    interval_minutes: Literal["auto"] | float = Field(
+        "auto",
+        description="training time between checkpoints, minutes (0 < m <= 10,080, a week); auto = Daly's optimum "
+        "for the failure rate and save cost (Young 1974; Daly 2006)",
+    )
+    write: StorageBandwidth = StorageBandwidth()
+    read: StorageBandwidth = Field(
+        StorageBandwidth(), description="restart load bandwidth (no published read figure: the write figure)"
+    )
+    host_copy_gb_per_s: float = Field(
+        25.0, gt=0, le=1000,
+        description="async saves: device-to-host copy rate per GPU, GB/s; PCIe 4.0 x16 moves 32 GB/s per "
+        "direction and pinned copies reach about 80 % of it (PCIe 5.0 doubles it)",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Checkpointing:
+        m = self.interval_minutes
+        if m != "auto" and not 0 < m <= 10080:
+            raise ValueError(f"interval_minutes must be 'auto' or minutes in (0, 10080], got {m:g}")
+        return self
+
+
+class Reliability(Strict):
+    """Failures, checkpoints, restarts and maintenance: turns the ideal training time into the expected one.
+
+    Unexpected failures arrive at a constant rate per node (Poisson), so a job on N nodes fails every
+    1/(N·rate) on average: Meta measured 2.3-6.5 failures per 1,000 node-days on two A100 clusters
+    (Kokolis et al. 2024, arXiv 2410.21680: RSC-2 2.34, RSC-1 6.50) and 3.8 on Llama 3's H100 job."""
+
+    failures_per_1000_node_days: float = Field(
+        LLAMA3_FAILURES_PER_1000_NODE_DAYS, gt=0, le=1000,
+        description="unexpected interruptions per 1,000 node-days: 3.79 = Llama 3 405B's 419 in 54 days on 2,048 "
+        "nodes (arXiv 2407.21783, Table 5); Meta's research clusters 2.34-6.50 (arXiv 2410.21680)",
+    )
+    gpus_per_node: int = Field(
+        8, ge=1, le=72, description="GPUs in the node the failure rate counts (8-GPU HGX/DGX nodes in both sources)"
+    )
+    restart: Restart = Restart()
+    checkpoint: Checkpointing = Checkpointing()
+    planned_per_1000_node_days: float = Field(
+        LLAMA3_PLANNED_PER_1000_NODE_DAYS, ge=0, le=1000,
+        description="planned stops of the job (firmware upgrades, configuration or dataset updates) per 1,000 "
+        "node-days, each a durable save and a restart without detection or lost work: 0.425 = Llama 3's 47 in "
+        "54 days on 2,048 nodes (arXiv 2407.21783, §3.3.4)",
+    )
+    maintenance: MaintenanceWindow | float = Field(
+        0.0, description="scheduled downtime besides those stops: a fraction of the wall-clock in [0, 1), or "
+        "{hours, every_days}",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Reliability:
+        m = self.maintenance
+        if not isinstance(m, MaintenanceWindow) and not 0 <= m < 1:
+            raise ValueError(f"maintenance must be a fraction of the wall-clock in [0, 1) or {{hours, every_days}}, "
+                             f"got {m:g}")
+        return self
+
+    @property
+    def maintenance_fraction(self) -> float:
+        return self.maintenance.fraction if isinstance(self.maintenance, MaintenanceWindow) else self.maintenance

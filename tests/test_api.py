@@ -39,3 +39,18 @@ def test_readme_scenario_format_block_validates() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     block = readme.split("## Scenario format")[1].split("```yaml")[1].split("```")[0]
     assert Scenario.model_validate(yaml.safe_load(block)).constraints.deadline_days == 30
+
+
+@pytest.mark.parametrize(("workflow", "request_type", "result_type"), [
+    ("estimate", "EstimateRequest", "Evaluation"),
+    ("estimate_inference", "InferenceRequest", "InferenceEstimate"),
+    ("solve", "Scenario", "SolveResult"),
+    ("review", "ReviewRequest", "Review"),
+    ("run_comparison", "CompareRequest", "CompareResult"),
+])
+def test_every_workflow_exports_its_request_and_result(workflow: str, request_type: str, result_type: str) -> None:
+    fn = getattr(planner, workflow)
+    hints = inspect.signature(fn)
+    first = next(iter(hints.parameters.values()))
+    assert request_type in str(first.annotation) and result_type in str(hints.return_annotation)
+    assert inspect.isclass(getattr(planner, request_type)) and inspect.isclass(getattr(planner, result_type))

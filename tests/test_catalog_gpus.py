@@ -130,6 +130,29 @@ def test_interconnect_and_efficiency_sane(gpus: dict[str, GpuSku]) -> None:
         assert sku.efficiency.gemm_fp8 is None or "fp8" in sku.peak_tflops, sku.name
 
 
+def test_blackwell_efficiencies_are_blackwell_measurements(gpus: dict[str, GpuSku]) -> None:
+    """B200, GB200 and B300 carry their own MAMF measurements (stas00/ml-engineering), not H100's."""
+    measured = {"b200": (1745.0, 3432.5), "gb200": (1822.0, 3615.6), "b300": (1769.0, 3353.3)}
+    for name, (bf16, fp8) in measured.items():
+        eff = gpus[name].efficiency
+        assert eff.gemm == pytest.approx(bf16 / gpus[name].peak("bf16"), abs=1e-3), name
+        assert eff.gemm_fp8 == pytest.approx(fp8 / gpus[name].peak("fp8"), abs=1e-3), name
+        assert "MAMF" in eff.source and "stas00" in eff.source, name
+
+
+def test_block_scaled_fp8_where_the_tensor_cores_have_it(gpus: dict[str, GpuSku]) -> None:
+    """MXFP8 is native on datacenter Blackwell, 1x128/128x128 block scaling on Hopper (TE support matrix)."""
+    for name, sku in gpus.items():
+        eff = sku.efficiency
+        if name in ("b200", "gb200", "b300"):
+            assert eff.gemm_mxfp8 is not None and eff.gemm_fp8_block is None, name
+        elif name in HOPPER:
+            assert eff.gemm_fp8_block is not None and eff.gemm_mxfp8 is None, name
+        else:
+            assert eff.gemm_mxfp8 is None and eff.gemm_fp8_block is None, name
+    assert gpus["gb200"].efficiency.host_link_gbs > 5 * gpus["h100-sxm"].efficiency.host_link_gbs  # NVLink-C2C
+
+
 # --------------------------------------------------------------------------------------------
 # lookup
 # --------------------------------------------------------------------------------------------
@@ -210,7 +233,7 @@ def test_duplicate_alias_is_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyP
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("gpus: [unclosed\n", "invalid YAML"),
+        ("gpus: [unclosed\n", "not valid YAML"),
         ("- just a list\n", "`gpus:` list"),
         ("gpus:\n  - 3\n", "gpus[0]: expected a mapping"),
     ],
@@ -224,7 +247,7 @@ def test_unreadable_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tex
 
 def test_missing_catalog_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(catalog.ENV_VAR, str(tmp_path / "nowhere"))
-    with pytest.raises(InputError, match="cannot read catalog"):
+    with pytest.raises(InputError, match="cannot read"):
         catalog.load_gpus()
 
 
@@ -240,3 +263,32 @@ def test_model_loader_is_generic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert catalog.get_model("Tiny_Llama").hidden == 64
     with pytest.raises(InputError, match="did you mean tiny-llama"):
         catalog.get_model("tiny-lama")
+
+
+def test_scenario_gpu_inherits_from_its_base() -> None:
+    from planner.schema import GpuDefinition
+
+    (g,) = catalog.derive_gpus(
+        [GpuDefinition(name="h100-96gb-500w", base="h100-sxm", memory_gib=95.0, hbm_tb_s=2.4, tdp_w=500)]
+    )
+    base = catalog.get_gpu("h100-sxm")
+    assert g.hbm_bytes == 95 * 2**30 and g.hbm_bandwidth_tbs == 2.4
+    assert (g.tdp_w, g.rated_tdp_w) == (500, base.tdp_w)  # a power limit below the rated board power
+    assert g.peak_tflops == base.peak_tflops and g.efficiency == base.efficiency
+    assert catalog.get_gpu("H100_96GB_500W", [g]) is g
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ({"name": "h100", "base": "h100-sxm"}, "already a GPU"),
+        ({"name": "x", "base": "h1000"}, "base: unknown GPU 'h1000'"),
+        ({"name": "x", "base": "h100-sxm", "efficiency": {"gemm": 3}}, "efficiency.gemm"),
+    ],
+)
+def test_scenario_gpu_errors_name_the_entry(entry: dict, expected: str) -> None:
+    from planner.schema import GpuDefinition
+
+    with pytest.raises(InputError, match="gpus\\[0\\]") as info:
+        catalog.derive_gpus([GpuDefinition(**entry)])
+    assert expected in str(info.value)

@@ -107,11 +107,11 @@ def test_megatron_llama2_70b_quoted_strings_and_shell_variables() -> None:
     assert "dp_comm" in finding(out, "exposed_communication")["message"]
 
 
-def test_megatron_llama3_8b_fp8_lists_what_it_cannot_model() -> None:
+def test_megatron_llama3_8b_fp8_models_its_fp8_settings() -> None:
     _, out = review("--megatron-args-file", str(FIXTURES / "megatron_llama3_8b_fp8.sh"), "--model", "llama-3.1-8b",
                     "--gpu", "h100", "--gpus", "8")
     unsupported = [f for f in out["findings"] if f["code"] == "unsupported_setting"]
-    assert any("--fp8-param-gather" in f["message"] for f in unsupported)
+    assert not any("--fp8-param-gather" in f["message"] for f in unsupported)  # fp8 parameters are modelled
     assert all(f["severity"] == "warning" for f in unsupported)
     assert out["layout"]["precision"] == "fp8"
 

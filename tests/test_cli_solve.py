@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 
 from planner.catalog import get_gpu
 from planner.cli import app
-from planner.evaluation import evaluate
 from planner.scenario import load_scenario
 from planner.schema import Layout
-from planner.search.space import scenario_jobs
+from planner.search.problem import scenario_jobs
+from planner.workloads.training.evaluation import evaluate
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 runner = CliRunner()
@@ -26,7 +26,7 @@ def solve_json(path: Path, *args: str) -> tuple[int, dict[str, Any]]:
 
 
 def recheck(path: Path, out: dict[str, Any]) -> None:
-    """Re-evaluate each plan from its JSON with planner.evaluation: legal, fits, within every limit."""
+    """Re-evaluate each plan from its JSON with `evaluate`: legal, fits, within every limit."""
     sc = load_scenario(path)
     jobs = {j.name: j for j in scenario_jobs(sc)}
     total_cost, used = 0.0, {}
@@ -36,7 +36,8 @@ def recheck(path: Path, out: dict[str, Any]) -> None:
         layout = Layout(**{k: lay[k] for k in ("tp", "pp", "vpp", "dp", "cp", "ep", "zero", "recompute",
                                                 "sequence_parallel", "micro_batch", "global_batch", "precision")})
         gpu = get_gpu(plan["sku"])
-        ev = evaluate(job.model, layout, gpu, seq=job.seq, tokens=job.tokens, gpus_per_node=plan["gpus_per_node"],
+        w = job.workload
+        ev = evaluate(w.model, layout, gpu, seq=w.seq, tokens=w.tokens, gpus_per_node=plan["gpus_per_node"],
                       implementation=sc.implementation, overheads=sc.overheads, efficiency=sc.efficiency,
                       pricing=sc.pricing)
         assert not ev.problems, ev.problems

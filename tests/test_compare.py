@@ -18,15 +18,15 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from planner import solve
 from planner.catalog import get_gpu, get_model
 from planner.cli import app
-from planner.cli_compare import parse_sweep
-from planner.cli_solve import layout_text
-from planner.comparison import Comparison, compare, price_options
+from planner.cli.compare import parse_sweep
 from planner.model.params import count_params
 from planner.pricing import HOURS_PER_YEAR, select_price
+from planner.report.text import layout_text
 from planner.scenario import Pricing, Scenario
-from planner.search import solve
+from planner.workflows.compare import Comparison, compare, price_options
 
 runner = CliRunner()
 SKUS = ["a100-40gb", "a100-80gb", "h100-sxm", "rtx-4090"]
@@ -75,7 +75,7 @@ def test_every_row_is_the_optimum_solve_finds_for_that_sku_and_price(efficiency:
             continue
         plan = result.plans[0]
         ev = plan.evaluation
-        assert (plan.gpus, plan.nodes, layout_text(ev)) == (row["gpus"], row["nodes"], row["layout"])
+        assert (plan.gpus, plan.nodes, layout_text(ev.layout)) == (row["gpus"], row["nodes"], row["layout"])
         assert ev.cost_usd == pytest.approx(row["cost_usd"], rel=1e-12)
         assert ev.time.days == pytest.approx(row["days"], rel=1e-12)
         assert ev.time.gpu_hours == pytest.approx(row["gpu_hours"], rel=1e-12)
@@ -236,8 +236,8 @@ def test_cli_formats_and_exit_codes(tmp_path: Path, model_mode: tuple[Scenario, 
 
 
 def test_help_does_not_load_the_heavy_modules() -> None:
-    code = ("import sys; import planner.cli; "
-            "print(sorted(m for m in ('matplotlib', 'planner.comparison', 'planner.plots') if m in sys.modules))")
+    heavy = ("matplotlib", "planner.workflows.compare", "planner.report.plots")
+    code = f"import sys; import planner.cli; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

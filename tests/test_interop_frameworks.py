@@ -25,8 +25,8 @@ from planner.errors import InputError
 from planner.interop.deepspeed import deepspeed_config_from_layout, parse_deepspeed_config
 from planner.interop.megatron import megatron_args_from_layout, padded_vocab, parse_megatron_args
 from planner.interop.torchtitan import parse_torchtitan_toml, torchtitan_toml_from_layout
-from planner.legality import layout_problems
 from planner.schema import Implementation, Layout, ModelSpec
+from planner.workloads.training.legality import layout_problems
 
 FIXTURES = Path(__file__).parent / "fixtures" / "frameworks"
 SEQ = 4096
@@ -89,7 +89,11 @@ def test_megatron_llama3_8b_fp8_example() -> None:
         dp=8, zero=1, micro_batch=1, global_batch=128, precision="fp8", fp32_grad_accumulation=False
     )
     assert cfg.sequence_parallel is False and any("TP 1" in note for note in cfg.notes)
-    assert set(cfg.unsupported) == {"--fp8-param-gather"}
+    assert cfg.unsupported == {}
+    # --fp8-format hybrid --fp8-param-gather: fp8 parameters replace the bf16 ones (delayed scaling, the default)
+    assert (cfg.fp8_recipe, cfg.fp8_param_gather) == (None, True)
+    impl = cfg.implementation()
+    assert (impl.framework, impl.fp8_recipe, impl.fp8_param_gather) == ("megatron-core", None, True)
     assert (cfg.dropout, cfg.attention_dropout) == (0.0, 0.0)
     assert cfg.unknown == []
 
@@ -157,24 +161,66 @@ def test_megatron_irrelevant_variables_and_layout_errors() -> None:
 
 
 @pytest.mark.parametrize(
-    ("flags", "recompute", "unsupported"),
+    ("flags", "recompute", "keys", "unsupported"),
     [
-        ("--recompute-activations", "selective", set()),
-        ("--checkpoint-activations", "full", set()),
-        ("--recompute-granularity full --recompute-method uniform --recompute-num-layers 1", "full", set()),
-        ("--recompute-granularity full --recompute-method block --recompute-num-layers 8", "full", set()),
+        ("--recompute-activations", "selective", {}, set()),
+        ("--checkpoint-activations", "full", {}, set()),
+        ("--recompute-granularity full --recompute-method uniform --recompute-num-layers 1", "full", {}, set()),
+        # 32 layers over PP4: 8 per stage, so block 8 is every layer
+        ("--recompute-granularity full --recompute-method block --recompute-num-layers 8", "full", {}, set()),
         ("--recompute-granularity full --recompute-method block --recompute-num-layers 4", "full",
-         {"--recompute-num-layers"}),
+         {"recompute_num_layers": 4, "recompute_method": "block"}, set()),
         ("--recompute-granularity full --recompute-method uniform --recompute-num-layers 2", "full",
-         {"--recompute-num-layers"}),
-        ("--recompute-granularity selective --recompute-modules core_attn mlp", "selective", {"--recompute-modules"}),
-        ("--recompute-granularity full --recompute-method block --recompute-num-layers 0", "none", set()),
+         {"recompute_num_layers": 2, "recompute_method": "uniform"}, set()),
+        ("--recompute-granularity selective --recompute-modules core_attn mlp", "selective",
+         {"recompute_modules": ["core_attn", "mlp"]}, set()),
+        ("--recompute-granularity selective --recompute-modules moe_act mhc", "selective",
+         {"recompute_modules": ["moe_act"]}, {"--recompute-modules"}),
+        ("--recompute-granularity full --recompute-method block --recompute-num-layers 0", "none", {}, set()),
     ],
 )
-def test_megatron_recompute(flags: str, recompute: str, unsupported: set[str]) -> None:
+def test_megatron_recompute(flags: str, recompute: str, keys: dict[str, Any], unsupported: set[str]) -> None:
     cfg = parse_megatron_args(f"{SHAPE} --pipeline-model-parallel-size 4 --bf16 {flags}")
     assert cfg.recompute == recompute
     assert set(cfg.unsupported) == unsupported
+    got = {"recompute_num_layers": cfg.recompute_num_layers, "recompute_method": cfg.recompute_method,
+           "recompute_modules": cfg.recompute_modules}
+    expected = {"recompute_num_layers": None, "recompute_method": "block", "recompute_modules": None} | keys
+    assert got == expected
+
+
+def test_megatron_pipeline_split_fp8_and_offload_flags() -> None:
+    """Llama 3.1 405B as NeMo-2 runs it: 126 layers + embedding + loss over PP8·VPP8 (2 units a chunk)."""
+    text = (
+        "--num-layers 126 --hidden-size 16384 --num-attention-heads 128 --group-query-attention --num-query-groups 8 "
+        "--ffn-hidden-size 53248 --swiglu --normalization RMSNorm --position-embedding-type rope "
+        "--untie-embeddings-and-output-weights --disable-bias-linear --seq-length 8192 --max-position-embeddings 8192 "
+        "--vocab-size 128256 --tensor-model-parallel-size 8 --pipeline-model-parallel-size 8 "
+        "--num-layers-per-virtual-pipeline-stage 2 --account-for-embedding-in-pipeline-split "
+        "--account-for-loss-in-pipeline-split --micro-batch-size 1 --global-batch-size 64 --bf16 "
+        "--fp8-format hybrid --fp8-recipe tensorwise --fp8-param-gather --grad-reduce-in-bf16 "
+        "--cpu-offloading --cuda-graph-impl transformer_engine --sequence-parallel --use-distributed-optimizer"
+    )
+    cfg = parse_megatron_args(text)
+    assert cfg.vpp == 8 and cfg.unsupported == {}
+    layout = cfg.to_layout(512)
+    assert layout.account_for_embedding_in_pipeline_split and layout.account_for_loss_in_pipeline_split
+    assert not layout_problems(cfg.model, layout, seq=8192)  # type: ignore[arg-type]
+    assert (layout.precision, layout.fp32_grad_accumulation) == ("fp8", False)
+    impl = cfg.implementation()
+    assert (impl.fp8_recipe, impl.fp8_param_gather, impl.activation_offload, impl.cuda_graphs) == (
+        "current", True, True, True)
+    back = parse_megatron_args(megatron_args_from_layout(cfg.model, layout, 8192, impl), model=cfg.model)
+    assert back.to_layout(512) == layout and back.implementation() == impl
+    # Megatron's first/last-stage layer counts
+    uneven = parse_megatron_args(text.replace("--num-layers-per-virtual-pipeline-stage 2 --account-for-embedding-in-"
+                                              "pipeline-split --account-for-loss-in-pipeline-split",
+                                              "--decoder-first-pipeline-num-layers 14 "
+                                              "--decoder-last-pipeline-num-layers 14"))
+    lay = uneven.to_layout(512)
+    assert (lay.pipeline_first_stage_layers, lay.pipeline_last_stage_layers) == (14, 14)
+    again = parse_megatron_args(megatron_args_from_layout(uneven.model, lay, 8192), model=uneven.model)
+    assert again.to_layout(512) == lay
 
 
 def test_megatron_virtual_stages_moe_and_kernels() -> None:
@@ -269,9 +315,10 @@ def test_deepspeed_activation_checkpointing_and_unknown_keys() -> None:
          "activation_checkpointing": {"partition_activations": True, "cpu_checkpointing": True}}
     )
     assert cfg.recompute == "full" and cfg.unknown == ["my_plugin"]
-    assert set(cfg.unsupported) == {
-        "activation_checkpointing.partition_activations", "activation_checkpointing.cpu_checkpointing"
-    }
+    assert set(cfg.unsupported) == {"activation_checkpointing.partition_activations"}
+    # checkpoints in CPU memory are activation offload; DeepSpeed's ZeRO and pipeline engine are its framework
+    impl = cfg.implementation()
+    assert (impl.framework, impl.activation_offload) == ("deepspeed", True)
     assert cfg.to_layout(8).fp32_grad_accumulation is True  # bf16 without ZeRO: DeepSpeed's BF16_Optimizer
 
 
@@ -313,9 +360,23 @@ def test_torchtitan_degrees_and_errors() -> None:
     assert ddp.recompute == "full" and "activation_checkpoint.selective_ac_option" in ddp.unsupported
     with pytest.raises(InputError, match=r"--gpus 16 ≠ the product"):
         ddp.to_layout(16)
+    # HSDP: 2 replicas of 4-way shards
     hsdp = parse_torchtitan_toml("[parallelism]\ndata_parallel_replicate_degree = 2\ndata_parallel_shard_degree = 4\n")
-    assert "parallelism.data_parallel_replicate_degree" in hsdp.unsupported
-    assert hsdp.to_layout(8).dp == 8
+    assert "parallelism.data_parallel_replicate_degree" not in hsdp.unsupported
+    assert (hsdp.to_layout(8).dp, hsdp.to_layout(8).dp_shard, hsdp.to_layout(8).zero) == (8, 4, 3)
+    assert "data_parallel_replicate_degree = 2" in torchtitan_toml_from_layout(hsdp.to_layout(8), SEQ)
+    # one layer in 4 checkpointed with a known model: a block count of ⌈32/4⌉ recomputed layers
+    every4 = parse_torchtitan_toml('[activation_checkpoint]\nmode = "selective"\nselective_ac_option = "4"\n',
+                                   model=get_model("llama-3.1-8b"))
+    assert (every4.recompute, every4.recompute_num_layers, every4.unsupported) == ("full", 8, {})
+    # float8 with FSDP float8 all-gather, PP with the interleaved schedule's default two stages per rank
+    fp8 = parse_torchtitan_toml(
+        '[model]\nconverters = ["float8"]\n[float8]\nenable_fsdp_float8_all_gather = true\n'
+        '[parallelism]\npipeline_parallel_degree = 4\npipeline_parallel_schedule = "Interleaved1F1B"\n'
+        '[training]\nlocal_batch_size = 8\n', model=get_model("llama-3.1-8b"))
+    impl = fp8.implementation()
+    assert (impl.framework, impl.fp8_recipe, impl.fp8_param_gather, fp8.vpp) == ("torchtitan", "current", True, 2)
+    assert fp8.to_layout(8).precision == "fp8"
     pipeline = parse_torchtitan_toml(
         "[parallelism]\npipeline_parallel_degree = 2\n[training]\nlocal_batch_size = 8\nglobal_batch_size = 64\n"
     )
@@ -341,8 +402,9 @@ MODELS = ("llama-3.1-8b", "mixtral-8x7b")
 
 
 @st.composite
-def legal_layouts(draw: st.DrawFn) -> tuple[ModelSpec, Layout]:
-    """A model and a layout planner accepts for it (legality.layout_problems is empty) at sequence SEQ."""
+def legal_layouts(draw: st.DrawFn, extras: bool = False) -> tuple[ModelSpec, Layout]:
+    """A model and a layout planner accepts for it (legality.layout_problems is empty) at sequence SEQ; with
+    `extras`, Megatron's partial recompute and pipeline-split flags too."""
     m = get_model(draw(st.sampled_from(MODELS)))
     tp = draw(st.sampled_from([1, 2, 4, 8]))
     pp = draw(st.sampled_from([1, 2, 4]))
@@ -362,25 +424,53 @@ def legal_layouts(draw: st.DrawFn) -> tuple[ModelSpec, Layout]:
         optimizer=draw(st.sampled_from(["adam", "adamw", "sgd"])),
         offload_optimizer=draw(st.booleans()),
     )
+    if extras and pp > 1:
+        layout = layout.model_copy(update={
+            "account_for_embedding_in_pipeline_split": draw(st.booleans()),
+            "account_for_loss_in_pipeline_split": draw(st.booleans()),
+        })
+    if extras and layout.recompute == "full" and draw(st.booleans()):
+        chunk = m.layers // (pp * vpp)
+        method = draw(st.sampled_from(["block", "uniform"]))
+        count = draw(st.integers(1, chunk - 1) if method == "block" else st.integers(2, 8)) if chunk > 1 else None
+        if count is not None:
+            layout = layout.model_copy(update={"recompute_num_layers": count, "recompute_method": method})
     assume(not layout_problems(m, layout, seq=SEQ))
     return m, layout
+
+
+@st.composite
+def megatron_implementations(draw: st.DrawFn, layout: Layout) -> Implementation:
+    """The implementation keys Megatron-LM arguments carry, for a layout's precision and recompute."""
+    fp8 = layout.precision == "fp8"
+    return Implementation(
+        fp8_recipe=draw(st.sampled_from([None, "delayed", "current", "mxfp8", "blockwise"])) if fp8 else None,
+        fp8_param_gather=fp8 and draw(st.booleans()),
+        recompute_modules=draw(st.sampled_from([None, ["core_attn", "mlp"], ["layernorm", "moe_act"]]))
+        if layout.recompute == "selective" else None,
+        activation_offload=draw(st.booleans()),
+        cuda_graphs=draw(st.booleans()),
+    )
 
 
 ROUND_TRIP = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
 
 
 @ROUND_TRIP
-@given(legal_layouts(), st.booleans())
-def test_megatron_round_trip(case: tuple[ModelSpec, Layout], with_model: bool) -> None:
+@given(legal_layouts(extras=True), st.booleans(), st.data())
+def test_megatron_round_trip(case: tuple[ModelSpec, Layout], with_model: bool, data: st.DataObject) -> None:
     m, layout = case
-    text = megatron_args_from_layout(m if with_model else None, layout, SEQ)
+    if not with_model:  # the pipeline-split flags need the layer count to derive the chunks
+        assume(not (layout.account_for_embedding_in_pipeline_split or layout.account_for_loss_in_pipeline_split))
+    impl = data.draw(megatron_implementations(layout))
+    text = megatron_args_from_layout(m if with_model else None, layout, SEQ, impl)
     cfg = parse_megatron_args(text, model=m if with_model else None)  # the vocabulary is the tokenizer's
     # Megatron's "adam" is AdamW (decoupled weight decay); everything else reads back as written.
     assert cfg.to_layout(layout.gpus) == layout.model_copy(
         update={"optimizer": "adamw" if layout.optimizer == "adam" else layout.optimizer}
     )
     assert cfg.seq == SEQ and cfg.unknown == [] and cfg.unsupported == {}
-    assert cfg.implementation() == Implementation()
+    assert cfg.implementation() == impl
     if with_model:
         assert cfg.model is not None
         assert _shape(cfg.model) == _shape(m)
@@ -420,6 +510,13 @@ def test_torchtitan_round_trip(case: tuple[ModelSpec, Layout]) -> None:
     assume(layout.zero > 0 or (layout.cp == 1 and (layout.dp == 1 or layout.tp * layout.pp == 1)))
     sharded = layout.zero > 0 and layout.dp * layout.cp > 1
     assume(sharded or not layout.offload_optimizer)  # CPU offload is an FSDP option
+    if layout.vpp > 2:
+        # torchtitan sizes stages by pipeline_parallel_layers_per_stage over layers + embedding + output
+        units, stages = m.layers + 2, layout.pp * layout.vpp
+        if -(-units // -(-units // stages)) != stages:
+            with pytest.raises(InputError, match="pipeline_parallel_layers_per_stage"):
+                torchtitan_toml_from_layout(layout, SEQ, m)
+            return
     text = torchtitan_toml_from_layout(layout, SEQ, m)
     cfg = parse_torchtitan_toml(text, model=m)  # Mixtral is no torchtitan flavor: the model comes from the caller
     expected = layout.model_copy(

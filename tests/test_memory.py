@@ -93,6 +93,12 @@ layouts = st.builds(
     model=st.sampled_from(["llama-3-8b", "gpt3-6.7b", "mixtral-8x7b", "deepseek-v2-lite", "falcon-7b"]),
     dropout=st.sampled_from([0.0, 0.1]),
     attention=st.sampled_from(["flash", "eager"]),
+    framework=st.sampled_from(["megatron-core", "torchtitan", "deepspeed", "fsdp"]),
+    precision=st.sampled_from(["bf16", "fp8"]),
+    fp8_param_gather=st.booleans(),
+    split=st.sampled_from([{}, {"account_for_embedding_in_pipeline_split": True,
+                                "account_for_loss_in_pipeline_split": True}]),
+    partial=st.sampled_from([None, 1, 2]),
 )
 
 
@@ -100,9 +106,14 @@ layouts = st.builds(
 @given(layouts)
 def test_vectorised_memory_equals_scalar(d: dict) -> None:
     m = get_model(d.pop("model"))
-    impl = Implementation(dropout=d.pop("dropout"), attention=d.pop("attention"))
+    impl = Implementation(dropout=d.pop("dropout"), attention=d.pop("attention"), framework=d.pop("framework"),
+                          fp8_param_gather=d.pop("fp8_param_gather"))
     ep = 2 if m.moe and (d["dp"] * d["cp"]) % 2 == 0 else 1
-    layout = Layout(global_batch=d["dp"] * d["micro_batch"] * 8, ep=ep, **d)
+    extras = d.pop("split")
+    partial = d.pop("partial")
+    if partial is not None and d["recompute"] == "full":
+        extras["recompute_num_layers"] = partial
+    layout = Layout(global_batch=d["dp"] * d["micro_batch"] * 8, ep=ep, **d, **extras)
     scalar = training_memory(m, layout, 4096, impl)
     arrays = {k: np.array([v, v]) for k, v in layout_arrays(layout).items()}
     table = training_memory_table(m, 4096, arrays, Recipe.of(layout), impl, Overheads())

@@ -11,13 +11,15 @@ from hypothesis import strategies as st
 
 from planner.catalog import get_gpu
 from planner.model import comm
-from planner.model.memory import layout_arrays
+from planner.model.memory import Recipe
 from planner.model.perf import (
     BREAKDOWN_KEYS,
     fixed_utilisation_time,
     step_time_table,
     training_time,
 )
+from planner.model.power import POWER_EXPONENT, power_limited, power_scale
+from planner.model.stack import time_arrays
 from planner.schema import Efficiency, Implementation, Layout, ModelSpec, MoESpec
 
 A100 = get_gpu("a100-80gb")
@@ -139,9 +141,10 @@ def test_recompute_costs_time_and_overlap_saves_it() -> None:
     none = training_time(GPT3, layout(recompute="none"), A100, 2048, 1e9)
     full = training_time(GPT3, layout(recompute="full"), A100, 2048, 1e9)
     assert full.step_seconds > 1.2 * none.step_seconds  # about one more forward of every layer
-    hidden = A100.efficiency.model_copy(update={"tp_overlap": 1.0})
-    overlapped = training_time(GPT3, layout(), A100, 2048, 1e9, efficiency=hidden)
-    assert overlapped.breakdown["tp_comm"] < full.breakdown["tp_comm"]
+    hidden = A100.efficiency.model_copy(update={"tp_overlap": 1.0})  # TE userbuffers: needs SP
+    sp = layout(sequence_parallel=True)
+    overlapped = training_time(GPT3, sp, A100, 2048, 1e9, efficiency=hidden)
+    assert overlapped.breakdown["tp_comm"] < training_time(GPT3, sp, A100, 2048, 1e9).breakdown["tp_comm"]
 
 
 def test_smaller_gemms_run_less_efficiently() -> None:
@@ -178,10 +181,11 @@ def test_efficiency_defaults_to_the_skus() -> None:
 
 
 def test_every_efficiency_field_is_documented() -> None:
+    optional = {"gemm_fp8", "gemm_mxfp8", "gemm_fp8_block"}  # null where the GPU lacks the kernels
     for name, f in Efficiency.model_fields.items():
         if name != "source":
             assert f.description, f"Efficiency.{name} needs a description"
-            assert f.default is not None or name == "gemm_fp8"
+            assert f.default is not None or f.default_factory is not None or name in optional
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,28 +193,40 @@ def test_every_efficiency_field_is_documented() -> None:
 # --------------------------------------------------------------------------------------------
 
 layouts = st.builds(
-    lambda tp, pp, vpp, dp, cp, zero, rc, sp, mbs, acc: Layout(
-        tp=tp, pp=pp, vpp=vpp if pp > 1 else 1, dp=dp, cp=cp, zero=0 if pp > 1 and zero == 3 else zero,
-        recompute=rc, sequence_parallel=sp and tp > 1, micro_batch=mbs, global_batch=dp * mbs * acc,
+    lambda tp, pp, vpp, dp, cp, zero, rc, sp, mbs, acc, rnl, shard: Layout(
+        tp=tp, pp=pp, vpp=vpp if pp > 1 else 1, dp=dp, cp=cp, zero=zero, recompute=rc,
+        sequence_parallel=sp and tp > 1, micro_batch=mbs, global_batch=dp * mbs * acc,
+        recompute_num_layers=rnl, dp_shard=shard if shard and (dp * cp) % shard == 0 else None,
     ),
     st.sampled_from([1, 2, 4, 8]), st.sampled_from([1, 2, 4, 8]), st.sampled_from([1, 2, 3]),
     st.sampled_from([1, 2, 3, 16, 128]), st.sampled_from([1, 2, 4]), st.sampled_from([0, 1, 2, 3]),
     st.sampled_from(["none", "selective", "full"]), st.booleans(), st.sampled_from([1, 2, 8]),
-    st.sampled_from([1, 4, 32]),
+    st.sampled_from([1, 4, 32]), st.sampled_from([None, 1, 4]), st.sampled_from([None, 2, 8]),
 )
+IMPLS = [
+    Implementation(),
+    Implementation(attention="eager", dropout=0.1),
+    Implementation(framework="torchtitan", fused_kernels=False, reshard_after_forward=None),
+    Implementation(framework="fsdp", fused_kernels=False, activation_offload=True),
+    Implementation(framework="deepspeed", cuda_graphs=True),
+]
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(layouts, min_size=1, max_size=8), st.sampled_from([GPT3, SMALL, MOE]), st.booleans())
-def test_scalar_equals_vectorised(lays: list[Layout], m: ModelSpec, eager: bool) -> None:
-    impl = Implementation(attention="eager", dropout=0.1) if eager else Implementation()
+@given(st.lists(layouts, min_size=1, max_size=8), st.sampled_from([GPT3, SMALL, MOE]), st.sampled_from(IMPLS),
+       st.sampled_from(["bf16", "fp8"]), st.sampled_from([0.0, 1.0]))
+def test_scalar_equals_vectorised(lays: list[Layout], m: ModelSpec, impl: Implementation, precision: str,
+                                  tp_overlap: float) -> None:
+    lays = [x.model_copy(update={"precision": precision}) for x in lays]
     if m.moe is not None:
         lays = [x.model_copy(update={"ep": math.gcd(8, x.dp * x.cp)}) for x in lays]
-    rows = [layout_arrays(x) for x in lays]
+    eff = H100.efficiency.model_copy(update={"tp_overlap": tp_overlap})
+    rows = [time_arrays(x) for x in lays]
     arrays = {k: np.array([r[k] for r in rows]) for k in rows[0]}
-    table = step_time_table(m, H100, 4096, arrays, impl=impl, gpus_per_node=8)
+    table = step_time_table(m, H100, 4096, arrays, impl=impl, gpus_per_node=8, efficiency=eff,
+                            recipe=Recipe.of(lays[0]))
     for i, lay in enumerate(lays):
-        est = training_time(m, lay, H100, 4096, 1e9, impl=impl, gpus_per_node=8)
+        est = training_time(m, lay, H100, 4096, 1e9, impl=impl, gpus_per_node=8, efficiency=eff)
         assert table["step_seconds"][i] == pytest.approx(est.step_seconds, rel=1e-12)
         for k in BREAKDOWN_KEYS:
             assert table[k][i] == pytest.approx(est.breakdown[k], rel=1e-12, abs=1e-15)
@@ -228,3 +244,197 @@ def test_gpt3_on_1024_a100_at_45_percent_hfu_takes_about_34_days() -> None:
     assert est.mfu == pytest.approx(0.45 * 3 / 4, rel=0.02)  # recompute is a quarter of the work
     with pytest.raises(ValueError):
         fixed_utilisation_time(GPT3, lay, A100, 2048, 1e9)
+
+
+# --------------------------------------------------------------------------------------------
+# fp8 recipes against Transformer Engine's own GEMM benchmark
+# --------------------------------------------------------------------------------------------
+
+# TransformerEngine docs/examples/gemm_profiling/gemm_profiling.rst: one 5B layer (hidden 4096, FFN 16384,
+# 15,872 tokens), the 12 GEMMs with their quantization ("autocast"), speed-up over bf16.
+TE_GEMM_SPEEDUP = {
+    "h200": {"delayed": 32.014 / 18.978, "current": 32.014 / 20.285, "blockwise": 32.014 / 22.882},
+    "b300": {"delayed": 12.758 / 7.802, "current": 12.758 / 9.147, "mxfp8": 12.758 / 8.984},
+}
+TE_LAYER = ModelSpec(layers=24, hidden=4096, heads=32, ffn_hidden=16384, vocab=32000, max_seq=512, mlp="gelu",
+                     norm="layernorm")
+
+
+def layer_gemm_seconds(gpu_name: str, precision: str, recipe: str | None = None) -> float:
+    """Forward, dgrad and wgrad GEMMs of one layer and their fp8 quantization, as training_time charges."""
+    from planner.model import perf
+
+    gpu = get_gpu(gpu_name)
+    c = perf._build_context(TE_LAYER, gpu, 512, Implementation(framework="torchtitan", fp8_recipe=recipe),
+                            gpu.efficiency, 8, Recipe(precision=precision))
+    arrays = dict(tp=1, pp=1, vpp=1, dp=1, cp=1, ep=1, zero=0, recompute=0, sequence_parallel=0,
+                  micro_batch=31, global_batch=31)
+    lay = perf._layer(c, perf._step(c, arrays), False)
+    return 3 * lay.gemm + lay.quant_f + lay.quant_b
+
+
+@pytest.mark.parametrize(("gpu", "recipe"), [(g, r) for g, rs in TE_GEMM_SPEEDUP.items() for r in rs])
+def test_fp8_recipe_speedups_match_transformer_engine(gpu: str, recipe: str) -> None:
+    speedup = layer_gemm_seconds(gpu, "bf16") / layer_gemm_seconds(gpu, "fp8", recipe)
+    assert speedup == pytest.approx(TE_GEMM_SPEEDUP[gpu][recipe], rel=0.10)
+
+
+def test_fp8_recipe_falls_back_to_what_the_gpu_has() -> None:
+    from planner.model.stack import resolve_fp8_recipe
+
+    assert resolve_fp8_recipe(Implementation(fp8_recipe="mxfp8"), H100.efficiency) == "blockwise"
+    assert resolve_fp8_recipe(Implementation(fp8_recipe="blockwise"), get_gpu("b200").efficiency) == "mxfp8"
+    assert resolve_fp8_recipe(Implementation(), H100.efficiency) == "delayed"  # TE's default recipe
+    assert resolve_fp8_recipe(Implementation(framework="torchtitan"), H100.efficiency) == "current"
+
+
+# --------------------------------------------------------------------------------------------
+# Overlap mechanisms of today's stacks
+# --------------------------------------------------------------------------------------------
+
+LLAMA70 = ModelSpec(layers=80, hidden=8192, heads=64, kv_heads=8, ffn_hidden=28672, vocab=128256, max_seq=8192)
+
+
+def test_userbuffers_hide_tp_collectives_but_not_their_first_chunk() -> None:
+    lay = Layout(tp=8, pp=1, dp=8, sequence_parallel=True, global_batch=64)
+    plain = training_time(LLAMA70, lay, H100, 8192, 1e9).breakdown["tp_comm"]
+    ub = training_time(LLAMA70, lay, H100, 8192, 1e9,
+                       efficiency=H100.efficiency.model_copy(update={"tp_overlap": 1.0})).breakdown["tp_comm"]
+    assert 0 < ub < 0.5 * plain
+
+
+FSDP_LAYOUT = Layout(tp=1, pp=1, dp=64, zero=3, recompute="full", global_batch=64)
+
+
+def test_fsdp1_backward_post_prefetch_exposes_the_backward_gathers() -> None:
+    """Composer's BACKWARD_POST issues a block's gather after the previous block's backward."""
+    pre = training_time(LLAMA70, FSDP_LAYOUT, A100, 8192, 1e9, impl=Implementation(framework="torchtitan"))
+    post = training_time(LLAMA70, FSDP_LAYOUT, A100, 8192, 1e9, impl=Implementation(framework="fsdp"))
+    assert post.breakdown["dp_comm"] > pre.breakdown["dp_comm"] + 0.5
+
+
+def test_reshard_after_forward_costs_a_second_gather() -> None:
+    keep = training_time(LLAMA70, FSDP_LAYOUT, A100, 8192, 1e9,
+                         impl=Implementation(framework="torchtitan", reshard_after_forward=False))
+    reshard = training_time(LLAMA70, FSDP_LAYOUT, A100, 8192, 1e9,
+                            impl=Implementation(framework="torchtitan", reshard_after_forward=True))
+    assert reshard.breakdown["dp_comm"] > keep.breakdown["dp_comm"]
+
+
+def test_fsdp_inside_pipeline_stages_gathers_once_per_step() -> None:
+    """torchtitan with PP keeps gathered parameters over the step's micro-batches (no reshard, no sync)."""
+    lay = Layout(tp=1, pp=4, vpp=2, dp=16, zero=3, recompute="full", global_batch=128)
+    tt = training_time(LLAMA70, lay, H100, 8192, 1e9, impl=Implementation(framework="torchtitan"))
+    every = training_time(LLAMA70, lay, H100, 8192, 1e9,
+                          impl=Implementation(framework="torchtitan", reshard_after_forward=True))
+    assert tt.breakdown["dp_comm"] < every.breakdown["dp_comm"]
+
+
+def test_hsdp_keeps_the_gathers_inside_the_node() -> None:
+    full = training_time(LLAMA70, FSDP_LAYOUT, A100, 8192, 1e9, impl=Implementation(framework="torchtitan"))
+    hsdp = training_time(LLAMA70, FSDP_LAYOUT.model_copy(update={"dp_shard": 8}), A100, 8192, 1e9,
+                         impl=Implementation(framework="torchtitan"))
+    assert hsdp.breakdown["dp_comm"] < full.breakdown["dp_comm"]
+
+
+def test_deepspeed_shallow_prefetch_and_per_tensor_gathers_cost_more_than_fsdp2() -> None:
+    ds = training_time(GPT3, Layout(dp=384, zero=3, recompute="full", micro_batch=4, global_batch=1536), A100,
+                       2048, 1e9, impl=Implementation(framework="deepspeed"))
+    tt = training_time(GPT3, Layout(dp=384, zero=3, recompute="full", micro_batch=4, global_batch=1536), A100,
+                       2048, 1e9, impl=Implementation(framework="torchtitan"))
+    assert ds.step_seconds > 1.2 * tt.step_seconds
+
+
+def test_megatron_bucket_grows_with_the_data_parallel_group() -> None:
+    """Megatron-Core's default bucket is max(40M, 1M × DP) parameters: more DP, larger exposed bucket."""
+    e = Efficiency()
+    assert max(e.dp_bucket_params, e.dp_bucket_params_per_rank * 48) == 48_000_000
+
+
+def test_overlapped_traffic_slows_the_compute_beside_it() -> None:
+    quiet = A100.efficiency.model_copy(update={"comm_interference": 0.0})
+    a = training_time(LLAMA70, FSDP_LAYOUT, A100, 8192, 1e9, impl=Implementation(framework="torchtitan"),
+                      efficiency=quiet)
+    b = training_time(LLAMA70, FSDP_LAYOUT, A100, 8192, 1e9, impl=Implementation(framework="torchtitan"))
+    assert b.step_seconds > a.step_seconds
+
+
+def test_selective_recompute_follows_the_framework() -> None:
+    """Megatron reruns the core attention; torchtitan's SAC reruns every second matmul: more work."""
+    lay = Layout(tp=1, dp=64, zero=3, recompute="selective", global_batch=64)
+    mc = training_time(LLAMA70, lay, H100, 8192, 1e9, impl=Implementation())
+    tt = training_time(LLAMA70, lay, H100, 8192, 1e9, impl=Implementation(recompute_modules=None,
+                                                                           framework="torchtitan"))
+    mlp = training_time(LLAMA70, lay, H100, 8192, 1e9, impl=Implementation(recompute_modules=["core_attn", "mlp"]))
+    assert mc.breakdown["compute"] < mlp.breakdown["compute"]
+    assert mc.breakdown["compute"] < tt.breakdown["compute"]
+
+
+def test_partial_full_recompute_lies_between_none_and_all_layers() -> None:
+    def compute(**kw: object) -> float:
+        return training_time(GPT3, layout(**kw), A100, 2048, 1e9).breakdown["compute"]
+
+    assert compute(recompute="none") < compute(recompute="full", recompute_num_layers=4) < compute(recompute="full")
+
+
+def test_activation_offload_pays_the_host_link_it_cannot_hide() -> None:
+    lay = Layout(tp=1, dp=8, global_batch=8, micro_batch=1)
+    base = training_time(LLAMA70, lay, H100, 8192, 1e9).step_seconds
+    slow = H100.efficiency.model_copy(update={"host_link_gbs": 5.0})
+    off = training_time(LLAMA70, lay, H100, 8192, 1e9, impl=Implementation(activation_offload=True), efficiency=slow)
+    assert off.step_seconds > base
+
+
+def test_tiny_layers_run_at_the_cpus_pace_unless_graphed() -> None:
+    tiny = ModelSpec(layers=12, hidden=256, heads=4, ffn_hidden=1024, vocab=8192, max_seq=128)
+    lay = Layout(dp=1, global_batch=8, micro_batch=1)
+    eager = training_time(tiny, lay, H100, 128, 1e6)
+    graphed = training_time(tiny, lay, H100, 128, 1e6, impl=Implementation(cuda_graphs=True))
+    assert graphed.step_seconds < 0.7 * eager.step_seconds
+
+
+def test_gb200_nvl72_keeps_tp_and_ep_groups_on_nvlink() -> None:
+    gb = get_gpu("gb200")
+    ln = comm.links(gb)
+    assert comm.group(16, 1, ln).spans == 0  # TP 16 inside the 72-GPU NVLink domain
+    assert comm.group(64, 1, ln).spans == 0  # EP 64 too
+    assert comm.group(8, 16, ln).spans == 1  # DP across racks crosses the network
+
+
+# --------------------------------------------------------------------------------------------
+# Power limits
+# --------------------------------------------------------------------------------------------
+
+
+def test_power_rule_reproduces_the_a100_pcie_measurement() -> None:
+    """Same GA100 silicon: 252.9 TFLOP/s at 300 W against 271.2 at 400 W (MAMF, stas00/ml-engineering)."""
+    assert power_scale(300, 400) == pytest.approx(252.9 / 271.2)
+    assert 0.2 < POWER_EXPONENT < 1 / 3  # below the dynamic-power bound f ∝ P^(1/3)
+    assert power_scale(900, 700) == 1.0
+
+
+def test_power_limited_h100_runs_slower() -> None:
+    h500 = power_limited(H100.model_copy(update={"name": "h100-96gb-500w", "tdp_w": 500}), rated_w=H100.tdp_w)
+    assert h500.efficiency.gemm == pytest.approx(H100.efficiency.gemm * (500 / 700) ** POWER_EXPONENT)
+    lay = layout(tp=8, pp=1, dp=8)
+    slow, full = (training_time(GPT3, lay, g, 2048, 1e9).step_seconds for g in (h500, H100))
+    assert slow > full
+    assert power_limited(H100, rated_w=700) is H100
+
+
+# --------------------------------------------------------------------------------------------
+# MFU and HFU never exceed 1: causal attention counted as it is executed
+# --------------------------------------------------------------------------------------------
+
+LLAMA8 = ModelSpec(layers=32, hidden=4096, heads=32, kv_heads=8, ffn_hidden=14336, vocab=128256, max_seq=8192)
+
+
+@pytest.mark.parametrize("model", [LLAMA8, LLAMA70], ids=["8b", "70b"])
+@pytest.mark.parametrize("seq", [8192, 65536, 262144, 1048576])
+@pytest.mark.parametrize("gpu", ["h100-sxm", "b200"])
+def test_utilisation_stays_below_one_at_long_context(model: ModelSpec, seq: int, gpu: str) -> None:
+    sku = get_gpu(gpu)
+    cp = max(1, seq // 16384)
+    lay = Layout(tp=8, cp=cp, dp=1, sequence_parallel=True, recompute="full", global_batch=1)
+    est = training_time(model, lay, sku, seq, 1e9)
+    assert 0 < est.mfu <= est.hfu <= max(sku.efficiency.gemm, sku.efficiency.gemm_fp8 or 0)

@@ -1,4 +1,4 @@
-"""planner.config_review: every published run reviewed (fits, predicted next to measured), plans handed back in each
+"""planner.workflows.review: every published run reviewed (fits, predicted next to measured), plans handed back in each
 framework's own format and read back unchanged, and the review's own rules (same hardware, illegal layouts
 still reviewed, one input at a time)."""
 
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from planner import solve
 from planner.catalog import get_model
-from planner.config_review import ReviewRequest, review
 from planner.errors import InputError
 from planner.interop.deepspeed import parse_deepspeed_config
 from planner.interop.frameworks import FRAMEWORKS, changes, export, round_trip, settings
@@ -20,7 +20,7 @@ from planner.interop.published import build_case, load_runs, reference_dir
 from planner.interop.torchtitan import parse_torchtitan_toml
 from planner.scenario import EstimateTarget, FixedLayout, Hardware, Job, Scenario
 from planner.schema import Layout
-from planner.search import solve
+from planner.workflows.review import ReviewRequest, review
 
 FIXTURES = Path(__file__).parent / "fixtures" / "frameworks"
 REFERENCE = reference_dir()

@@ -1,5 +1,5 @@
 """The solver against brute force: CP-SAT's optimum equals the exhaustive enumerator's on random small
-scenarios, and every plan it returns passes the independent re-check (planner.evaluation). Then the
+scenarios, and every plan it returns passes the independent re-check (`evaluate`). Then the
 features one by one: lexicographic objectives, top-k, Pareto fronts, explanations, time limits,
 determinism, several jobs on one inventory."""
 
@@ -12,10 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from planner import SolveResult, solve
 from planner.scenario import Scenario
-from planner.search import SolveResult, check_solution, solve
 from planner.search.exhaustive import enumerate_plans, objective_key
-from planner.search.space import resolve_problem
+from planner.search.plans import check_solution
+from planner.search.problem import resolve_problem
 
 PRICED = ["h100-sxm", "a100-80gb", "l40s", "b200"]  # on-demand prices in the catalog, different node economics
 

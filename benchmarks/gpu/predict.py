@@ -5,7 +5,7 @@ compute/traffic balance and the alignment `planner.model.perf._build_context` de
 `Efficiency` and the precision. `predicted_gemm_seconds` calls those two functions as they are (read-only:
 nothing in planner is patched or copied), so a change to the efficiency curve shows up here unchanged.
 `layer_gemms` reads the four dense GEMM widths of one layer from the same context, as
-`perf._layer_passes` charges them, and `predicted_hbm_bytes_per_s` the HBM rate element-wise work and the
+`perf._layer` charges them, and `predicted_hbm_bytes_per_s` the HBM rate element-wise work and the
 optimizer step are charged at.
 """
 
@@ -52,7 +52,7 @@ def predicted_hbm_bytes_per_s(gpu: GpuSku, efficiency: Efficiency | None = None)
 def layer_gemms(model: ModelSpec, tp: int) -> list[tuple[str, int, int]]:
     """(name, N, K) of the dense GEMMs of one layer on one TP rank, forward: Y[tokens×N] = X[tokens×K]·W.
     QKV (column-parallel), attention output (row-parallel), MLP up (gate and up fused for SwiGLU, column-
-    parallel) and MLP down (row-parallel), with the widths `perf._layer_passes` charges."""
+    parallel) and MLP down (row-parallel), with the widths `perf._layer` charges."""
     c = gemm_context(_gpu_for_shapes(), "bf16", model=model)
     h = c.h
     shapes = [("qkv", c.attn_in_n / tp, h), ("attn_out", h, c.v_width / tp),

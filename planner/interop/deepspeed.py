@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from planner.errors import InputError, format_validation_error
 from planner.interop.sources import parse_json_object, read_text
-from planner.schema import Layout, Optimizer, Recompute
+from planner.schema import Implementation, Layout, Optimizer, Recompute
 
 AUTO = "auto"
 BATCH_KEYS = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps")
@@ -55,6 +55,7 @@ class DeepSpeedConfig:
     grad_accum_dtype: Literal["fp32", "bf16", "fp16"] | None = None  # data_types.grad_accum_dtype
     recompute: Recompute = "none"
     optimizer: Optimizer | None = None
+    activation_offload: bool = False  # activation_checkpointing.cpu_checkpointing
     unknown: list[str] = field(default_factory=list)
     unsupported: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -67,6 +68,11 @@ class DeepSpeedConfig:
             return None
         assert self.train_batch and self.micro_batch and self.grad_accum
         return self.train_batch // (self.micro_batch * self.grad_accum)
+
+    def implementation(self, base: Implementation | None = None) -> Implementation:
+        """DeepSpeed's framework knobs over `base` (the model code's kernels: a scenario's implementation)."""
+        return (base or Implementation()).model_copy(
+            update={"framework": "deepspeed", "activation_offload": self.activation_offload})
 
     def to_layout(
         self,
@@ -283,6 +289,7 @@ def parse_deepspeed_config(path_or_dict: str | os.PathLike[str] | Mapping[str, A
         raise InputError(f"{where}: key 'data_types.grad_accum_dtype' must be fp32, bf16 or fp16, got {accum_dtype!r}")
 
     recompute: Recompute = "none"
+    cpu_checkpoints = False
     if "activation_checkpointing" in data:
         ac = r.section("activation_checkpointing")
         recompute = "full"
@@ -295,16 +302,13 @@ def parse_deepspeed_config(path_or_dict: str | os.PathLike[str] | Mapping[str, A
             unsupported["activation_checkpointing.partition_activations"] = (
                 "checkpoints split over model-parallel ranks are not modelled (each rank keeps its full copy)"
             )
-        if ac.get("cpu_checkpointing"):
-            unsupported["activation_checkpointing.cpu_checkpointing"] = (
-                "checkpoints held in CPU memory are not modelled (planner counts them on the GPU)"
-            )
+        cpu_checkpoints = ac.get("cpu_checkpointing") is True  # checkpointed layer inputs held in CPU memory
 
     optimizer: Optimizer | None = None
     opt = r.section("optimizer")
     if opt:
         kind = str(opt.get("type", "")).lower()
-        params = opt.get("params") if isinstance(opt.get("params"), Mapping) else {}
+        params: Mapping[str, Any] = opt["params"] if isinstance(opt.get("params"), Mapping) else {}
         if kind in ("adam", "fusedadam", "cpuadam", "deepspeedcpuadam"):
             # DeepSpeed's Adam runs in AdamW mode unless params.adam_w_mode is false.
             optimizer = "adam" if params.get("adam_w_mode") is False else "adamw"
@@ -320,11 +324,12 @@ def parse_deepspeed_config(path_or_dict: str | os.PathLike[str] | Mapping[str, A
     return DeepSpeedConfig(
         zero=stage, offload_optimizer=offload, micro_batch=micro, grad_accum=accum, train_batch=train,
         precision=precision, grad_accum_dtype=accum_dtype, recompute=recompute, optimizer=optimizer,
+        activation_offload=cpu_checkpoints,
         unknown=[k for k in data if k not in KNOWN_KEYS], unsupported=unsupported, notes=notes, where=where,
     )
 
 
-def deepspeed_config_from_layout(layout: Layout) -> dict[str, Any]:
+def deepspeed_config_from_layout(layout: Layout, implementation: Implementation | None = None) -> dict[str, Any]:
     """A paste-ready DeepSpeed config (dump it with json.dumps) for the layout's DeepSpeed-side fields.
 
     Written: the batch triple, the ZeRO stage, optimizer offload, bf16/fp16 (fp8 GEMMs run inside a bf16
@@ -353,5 +358,6 @@ def deepspeed_config_from_layout(layout: Layout) -> dict[str, Any]:
         if layout.fp32_grad_accumulation != default:
             config["data_types"] = {"grad_accum_dtype": "fp32" if layout.fp32_grad_accumulation else "bf16"}
     if layout.recompute == "full":
-        config["activation_checkpointing"] = {"partition_activations": False, "cpu_checkpointing": False}
+        offload = bool(implementation and implementation.activation_offload)
+        config["activation_checkpointing"] = {"partition_activations": False, "cpu_checkpointing": offload}
     return config

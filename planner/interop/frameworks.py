@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import json
 import tomllib
-from typing import Any, Literal
+from typing import Any
 
 from planner.errors import InputError
+from planner.interop import FRAMEWORKS
 from planner.interop.deepspeed import deepspeed_config_from_layout, parse_deepspeed_config
 from planner.interop.megatron import megatron_args_from_layout, parse_megatron_args
 from planner.interop.torchtitan import parse_torchtitan_toml, torchtitan_toml_from_layout
-from planner.report import flatten
+from planner.report.text import flatten
 from planner.schema import Implementation, Layout, ModelSpec
 
-Framework = Literal["megatron", "deepspeed", "torchtitan"]
-FRAMEWORKS: tuple[Framework, ...] = ("megatron", "deepspeed", "torchtitan")
+__all__ = ["FRAMEWORKS", "changes", "export", "round_trip", "settings"]
 
 
 def export(fmt: str, layout: Layout, *, model: ModelSpec | None, seq: int,
@@ -35,22 +35,34 @@ def export(fmt: str, layout: Layout, *, model: ModelSpec | None, seq: int,
             # a model feature without a Megatron flag: the parallel layout is still worth handing over
             return f"# model flags left out: {e}\n" + megatron_args_from_layout(None, layout, seq, implementation)
     if fmt == "deepspeed":
-        return json.dumps(deepspeed_config_from_layout(layout), indent=2) + "\n"
+        return json.dumps(deepspeed_config_from_layout(layout, implementation), indent=2) + "\n"
     if fmt == "torchtitan":
-        return torchtitan_toml_from_layout(layout, seq, model)
+        return torchtitan_toml_from_layout(layout, seq, model, implementation)
     raise InputError(f"--emit: {fmt!r} is not one of {', '.join(FRAMEWORKS)}")
 
 
 def round_trip(fmt: str, layout: Layout, *, model: ModelSpec | None, seq: int,
                implementation: Implementation | None = None) -> Layout:
     """The layout the framework runs when given `export(layout)`: what its format can express of it."""
+    return round_trip_with_implementation(fmt, layout, model=model, seq=seq, implementation=implementation)[0]
+
+
+def round_trip_with_implementation(fmt: str, layout: Layout, *, model: ModelSpec | None, seq: int,
+                                   implementation: Implementation | None = None) -> tuple[Layout, Implementation]:
+    """The layout and the framework knobs (implementation.framework, fp8 recipe, recompute modules, resharding,
+    offload, CUDA graphs) the framework runs when given `export(layout)`: what its format can express."""
     text = export(fmt, layout, model=model, seq=seq, implementation=implementation)
+    base = implementation or Implementation()
     if fmt == "megatron":
-        return parse_megatron_args(text, model=model).to_layout(layout.gpus)
+        cfg = parse_megatron_args(text, model=model)
+        impl = cfg.implementation().model_copy(update={"fused_kernels": base.fused_kernels})
+        return cfg.to_layout(layout.gpus), impl
     if fmt == "deepspeed":
         # TP and PP live in the model code and launcher, not in the JSON
-        return parse_deepspeed_config(json.loads(text)).to_layout(layout.gpus, tp=layout.tp, pp=layout.pp)
-    return parse_torchtitan_toml(text, model=model).to_layout(layout.gpus)
+        ds = parse_deepspeed_config(json.loads(text))
+        return ds.to_layout(layout.gpus, tp=layout.tp, pp=layout.pp), ds.implementation(base)
+    tt = parse_torchtitan_toml(text, model=model)
+    return tt.to_layout(layout.gpus), tt.implementation(base)
 
 
 def settings(fmt: str, text: str) -> dict[str, str]:

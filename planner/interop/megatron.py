@@ -18,6 +18,7 @@ dropout 0.1, Adam with decoupled weight decay, and the vocabulary padded to a mu
 from __future__ import annotations
 
 import ast
+import builtins
 import math
 import re
 import shlex
@@ -28,8 +29,19 @@ from typing import Literal
 from pydantic import ValidationError
 
 from planner.errors import InputError, format_validation_error
-from planner.legality import last_stage_layers
-from planner.schema import Implementation, Layout, ModelSpec, MoESpec, Optimizer, Precision, Recompute
+from planner.model.pipeline import PipelineSplit, virtual_stage_layers
+from planner.schema import (
+    Fp8Recipe,
+    Implementation,
+    Layout,
+    ModelSpec,
+    MoESpec,
+    Optimizer,
+    Precision,
+    Recompute,
+    RecomputeModule,
+)
+from planner.workloads.training.legality import last_stage_layers
 
 # --------------------------------------------------------------------------------------------
 # The flags planner reads, with their argparse kind: a value (int/float/str), a list of values, or a switch.
@@ -97,6 +109,7 @@ UNDERSTOOD_FLAGS: dict[str, Kind] = {
     "--bf16": "switch",
     "--fp16": "switch",
     "--fp8-format": "str",
+    "--fp8-recipe": "str",
     "--fp8-param-gather": "switch",
     "--accumulate-allreduce-grads-in-fp32": "switch",
     "--grad-reduce-in-bf16": "switch",
@@ -127,6 +140,10 @@ UNDERSTOOD_FLAGS: dict[str, Kind] = {
     "--moe-expert-capacity-factor": "float",
     "--cpu-offloading": "switch",
     "--cpu-offloading-num-layers": "int",
+    "--fine-grained-activation-offloading": "switch",
+    "--enable-cuda-graph": "switch",
+    "--external-cuda-graph": "switch",
+    "--cuda-graph-impl": "str",
     "--heterogeneous-layers-config-path": "str",
 }
 
@@ -170,7 +187,7 @@ IGNORED_FLAGS: frozenset[str] = _flag_set(
     """ --seed --rotary-base --rotary-percent --rotary-seq-len-interpolation-factor --use-rope-scaling
     --rope-scaling-factor --norm-epsilon --layernorm-epsilon --apply-layernorm-1p --attention-softmax-in-fp32
     --apply-query-key-layer-scaling --fp8-margin --fp8-interval --fp8-amax-history-len
-    --fp8-amax-compute-algo --fp8-recipe --no-fp8-wgrad --calculate-per-token-loss --deterministic-mode
+    --fp8-amax-compute-algo --no-fp8-wgrad --calculate-per-token-loss --deterministic-mode
     --check-for-nan-in-loss-and-grad --no-check-for-nan-in-loss-and-grad""",
     # fusions, communication overlap and router tuning: speed, not the tensors planner counts
     """ --no-masked-softmax-fusion --no-bias-gelu-fusion --no-bias-swiglu-fusion --no-bias-dropout-fusion
@@ -225,6 +242,17 @@ class MegatronConfig:
     dropout: float = 0.1  # --hidden-dropout
     attention_dropout: float = 0.1
     attention: Literal["flash", "eager"] = "flash"
+    fp8_recipe: Fp8Recipe | None = None
+    fp8_param_gather: bool = False
+    recompute_modules: list[RecomputeModule] | None = None
+    recompute_num_layers: int | None = None
+    recompute_method: Literal["uniform", "block"] = "block"
+    account_for_embedding_in_pipeline_split: bool = False
+    account_for_loss_in_pipeline_split: bool = False
+    pipeline_first_stage_layers: int | None = None
+    pipeline_last_stage_layers: int | None = None
+    activation_offload: bool = False
+    cuda_graphs: bool = False
     ignored: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
     unsupported: dict[str, str] = field(default_factory=dict)
@@ -237,7 +265,12 @@ class MegatronConfig:
     def implementation(self) -> Implementation:
         """The kernels the arguments select. Flash attention regenerates its dropout mask, so only the
         hidden dropout leaves a saved mask there; eager attention also saves the attention-dropout mask."""
-        return Implementation(attention=self.attention, fused_kernels=True, dropout=self.dropout)
+        return Implementation(
+            attention=self.attention, fused_kernels=True, dropout=self.dropout, framework="megatron-core",
+            fp8_recipe=self.fp8_recipe, fp8_param_gather=self.fp8_param_gather,
+            recompute_modules=self.recompute_modules, activation_offload=self.activation_offload,
+            cuda_graphs=self.cuda_graphs,
+        )
 
     def to_layout(self, gpus: int) -> Layout:
         """The Layout on `gpus` GPUs: dp = gpus / (tp·pp·cp), as Megatron derives it from the world size."""
@@ -262,7 +295,12 @@ class MegatronConfig:
                 recompute=self.recompute, sequence_parallel=self.sequence_parallel, micro_batch=self.micro_batch,
                 global_batch=global_batch, precision=self.precision,
                 fp32_grad_accumulation=self.fp32_grad_accumulation, optimizer=self.optimizer,
-                offload_optimizer=self.offload_optimizer,
+                offload_optimizer=self.offload_optimizer, recompute_num_layers=self.recompute_num_layers,
+                recompute_method=self.recompute_method,
+                account_for_embedding_in_pipeline_split=self.account_for_embedding_in_pipeline_split,
+                account_for_loss_in_pipeline_split=self.account_for_loss_in_pipeline_split,
+                pipeline_first_stage_layers=self.pipeline_first_stage_layers,
+                pipeline_last_stage_layers=self.pipeline_last_stage_layers,
             )
         except ValidationError as exc:
             raise InputError(format_validation_error(exc, "Megatron-LM arguments")) from exc
@@ -357,7 +395,7 @@ class _Args:
             raise InputError(f"{flag}: must be at least {minimum}, got {value}")
         return value
 
-    def need_int(self, flag: str, default: int) -> int:
+    def need_int(self, flag: str, default: builtins.int) -> builtins.int:  # `int` here is the method above
         value = self.int(flag, default)
         assert value is not None
         return value
@@ -431,8 +469,8 @@ def _collect(
         if not values or values == [""]:
             raise InputError(f"{flag}: missing value")
         # A value still holding "$" after expansion is kept as written, so the error names the variable.
-        expanded = [e if "$" not in (e := _expand(v, env)) else v for v in values]
-        args.values[flag] = expanded if kind == "list" else expanded[0]
+        words_out = [e if "$" not in (e := _expand(v, env)) else v for v in values]
+        args.values[flag] = words_out if kind == "list" else words_out[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -620,17 +658,34 @@ def _vpp(args: _Args, layers: int | None, pp: int) -> int:
     if per_virtual is not None:
         if layers is None:
             raise InputError("--num-layers-per-virtual-pipeline-stage: needs --num-layers to derive the virtual stages")
-        if layers % pp or (layers // pp) % per_virtual:
+        # validate_args counts the embedding and the loss as layers when their split flags are set
+        units = (layers + args.switch("--account-for-embedding-in-pipeline-split")
+                 + args.switch("--account-for-loss-in-pipeline-split"))
+        if units % pp or (units // pp) % per_virtual:
             raise InputError(
-                f"--num-layers-per-virtual-pipeline-stage {per_virtual} does not divide the {layers} / {pp} "
-                "layers of a pipeline stage (--num-layers / --pipeline-model-parallel-size)"
+                f"--num-layers-per-virtual-pipeline-stage {per_virtual} does not divide the {units} / {pp} "
+                "layers of a pipeline stage (--num-layers, with the embedding and loss where their "
+                "--account-for-*-in-pipeline-split flags count them, / --pipeline-model-parallel-size)"
             )
-        return layers // pp // per_virtual
+        return units // pp // per_virtual
     stages = args.int("--num-virtual-stages-per-pipeline-rank")
     return stages or args.need_int("--virtual-pipeline-model-parallel-size", 1)
 
 
-def _recompute(args: _Args, layers: int | None, pp: int, vpp: int, unsupported: dict[str, str]) -> Recompute:
+@dataclass(frozen=True)
+class _Recompute:
+    mode: Recompute = "none"
+    modules: list[RecomputeModule] | None = None
+    num_layers: int | None = None
+    method: Literal["uniform", "block"] = "block"
+
+
+MODULES: tuple[RecomputeModule, ...] = ("core_attn", "mlp", "moe_act", "layernorm", "mla_up_proj", "moe",
+                                        "shared_experts")
+
+
+def _recompute(args: _Args, layers: int | None, pp: int, vpp: int, split: PipelineSplit,
+               unsupported: dict[str, str]) -> _Recompute:
     granularity = args.choice("--recompute-granularity", ("full", "selective"))
     method = args.choice("--recompute-method", ("uniform", "block"))
     count = args.int("--recompute-num-layers", None, minimum=0)
@@ -640,33 +695,31 @@ def _recompute(args: _Args, layers: int | None, pp: int, vpp: int, unsupported: 
     if args.switch("--recompute-activations"):  # validate_args turns it into selective
         granularity = "selective"
     if granularity is None:
-        return "none"
+        return _Recompute()
     if granularity == "selective":
         modules = args.values.get("--recompute-modules")
-        if isinstance(modules, list) and modules != ["core_attn"]:
-            unsupported["--recompute-modules"] = (
-                f"recomputes {', '.join(modules)}; planner's selective recompute is the attention core only"
-            )
-        return "selective"
-    count = 1 if count is None else count
-    if method == "block":
-        chunk = layers // (pp * vpp) if layers else None
-        if count == 0:
-            return "none"
-        if chunk is None or count < chunk:
-            of = f"of the {chunk} in each model chunk" if chunk else "of each model chunk"
-            unsupported["--recompute-num-layers"] = (
-                f"block recompute of {count} layers {of}: partial recompute is not modelled; "
-                "planner recomputes every layer (less memory than the run uses)"
-            )
-    elif count > 1:
-        unsupported["--recompute-num-layers"] = (
-            f"uniform recompute in groups of {count} layers: planner checkpoints every layer "
-            "(more stored inputs, a smaller recompute working set than the run)"
-        )
+        if not isinstance(modules, list):
+            return _Recompute("selective")
+        known = [m for m in modules if m in MODULES]
+        other = [m for m in modules if m not in MODULES]
+        if other:
+            unsupported["--recompute-modules"] = f"recomputing {', '.join(other)} is not modelled"
+        return _Recompute("selective", known or None)
     if args.switch("--distribute-saved-activations"):
         unsupported["--distribute-saved-activations"] = "checkpointed inputs split over TP ranks are not modelled"
-    return "full"
+    count = 1 if count is None else count
+    if count == 0:
+        return _Recompute()
+    if method == "block":
+        chunk = None
+        if layers:
+            got = virtual_stage_layers(layers, pp, vpp, split)
+            chunk = max(got) if not isinstance(got, str) else None
+        # a block count covering every layer of a model chunk is plain full recompute
+        return _Recompute("full", num_layers=count if chunk is None or count < chunk else None)
+    if count == 1:
+        return _Recompute("full")  # every layer its own checkpoint: plain full recompute
+    return _Recompute("full", num_layers=count, method="uniform")
 
 
 def _zero(args: _Args, unsupported: dict[str, str]) -> Literal[0, 1, 2, 3]:
@@ -689,8 +742,6 @@ def _precision(args: _Args, unsupported: dict[str, str]) -> tuple[Precision, boo
     if args.switch("--bf16") and args.switch("--fp16"):
         raise InputError("--bf16 and --fp16 are both given (Megatron accepts one)")
     fp8 = args.choice("--fp8-format", ("e4m3", "hybrid"))
-    if args.switch("--fp8-param-gather"):
-        unsupported["--fp8-param-gather"] = "fp8 parameter copies replace the bf16 ones; planner keeps bf16 weights"
     for flag in ("--main-grads-dtype", "--main-params-dtype", "--exp-avg-dtype", "--exp-avg-sq-dtype"):
         dtype = args.raw(flag)
         if dtype is not None and dtype != "fp32":
@@ -749,27 +800,30 @@ def parse_megatron_args(
     etp = args.int("--expert-tensor-parallel-size")
     if etp is not None and etp != tp:
         unsupported["--expert-tensor-parallel-size"] = f"expert TP {etp} ≠ TP {tp}; planner splits experts by TP"
+    first = args.int("--decoder-first-pipeline-num-layers")
     last = args.int("--decoder-last-pipeline-num-layers")
     layers = args.int("--num-layers")
-    if last is not None and (layers is None or last != last_stage_layers(layers, pp)):
-        unsupported["--decoder-last-pipeline-num-layers"] = (
-            "planner puts ⌈L/p⌉ layers on every stage but the last, which takes the rest"
+    if last is not None and first is None and layers is not None and last == last_stage_layers(layers, pp):
+        last = None  # planner's default for a depth that does not divide the layers
+    split = PipelineSplit("megatron", args.switch("--account-for-embedding-in-pipeline-split"),
+                          args.switch("--account-for-loss-in-pipeline-split"), first, last)
+    if "--pipeline-model-parallel-layout" in args:
+        unsupported["--pipeline-model-parallel-layout"] = (
+            "an explicit per-stage layout is not read; planner splits the layers as the other flags say"
         )
-    for flag in (
-        "--decoder-first-pipeline-num-layers", "--pipeline-model-parallel-layout",
-        "--account-for-embedding-in-pipeline-split", "--account-for-loss-in-pipeline-split",
-    ):
-        if flag in args:
-            unsupported[flag] = "uneven pipeline stages are not modelled; planner splits layers evenly"
     for flag, why in (
         ("--multi-latent-attention", "the MLA shape flags are not read; give the model with --model"),
         ("--heterogeneous-layers-config-path", "per-layer shapes are not read; give the model with --model"),
         ("--moe-expert-capacity-factor", "token dropping and padding to an expert capacity are not modelled"),
-        ("--cpu-offloading", "activation offload to CPU is not modelled"),
-        ("--cpu-offloading-num-layers", "activation offload to CPU is not modelled"),
     ):
         if flag in args:
             unsupported[flag] = why
+    act_offload = args.switch("--cpu-offloading") or args.switch("--fine-grained-activation-offloading")
+    if act_offload and args.int("--cpu-offloading-num-layers") is not None:
+        notes.append("--cpu-offloading-num-layers: planner offloads every layer's activations")
+    graph_impl = args.choice("--cuda-graph-impl", ("none", "local", "transformer_engine", "full_iteration"))
+    cuda_graphs = (args.switch("--enable-cuda-graph") or args.switch("--external-cuda-graph")
+                   or graph_impl not in (None, "none"))
 
     spec = _model(args, tp, model, unsupported, notes)
     layers = spec.layers if spec else args.int("--num-layers")
@@ -791,9 +845,26 @@ def parse_megatron_args(
             f"attention dropout {attention_dropout} with hidden dropout {hidden_dropout}: planner applies one rate "
             "to both masks"
         )
+    rc = _recompute(args, layers, pp, vpp, split, unsupported)
+    fp8_recipe = None
+    if precision == "fp8":
+        named = args.choice("--fp8-recipe", ("tensorwise", "delayed", "mxfp8", "blockwise", "custom"))
+        if named == "custom":
+            unsupported["--fp8-recipe"] = "a custom quantizer is not modelled; taken as delayed scaling"
+        # no --fp8-recipe: Megatron's default (delayed), which is also the preset's (planner.model.presets)
+        fp8_recipe = {"tensorwise": "current", "delayed": "delayed", "mxfp8": "mxfp8", "blockwise": "blockwise",
+                      "custom": "delayed"}.get(named) if named else None
+    elif "--fp8-param-gather" in args:
+        notes.append("--fp8-param-gather without --fp8-format: Megatron rejects it (fp8_param needs fp8)")
     return MegatronConfig(
         model=spec, tp=tp, pp=pp, vpp=vpp, cp=cp, ep=ep, zero=_zero(args, unsupported),
-        recompute=_recompute(args, layers, pp, vpp, unsupported), sequence_parallel=sequence_parallel,
+        recompute=rc.mode, recompute_modules=rc.modules, recompute_num_layers=rc.num_layers,
+        recompute_method=rc.method, fp8_recipe=fp8_recipe,  # type: ignore[arg-type]
+        fp8_param_gather=precision == "fp8" and args.switch("--fp8-param-gather"),
+        account_for_embedding_in_pipeline_split=split.embedding_counts,
+        account_for_loss_in_pipeline_split=split.loss_counts, pipeline_first_stage_layers=first,
+        pipeline_last_stage_layers=last, activation_offload=act_offload, cuda_graphs=cuda_graphs,
+        sequence_parallel=sequence_parallel,
         micro_batch=args.int("--micro-batch-size"), global_batch=args.int("--global-batch-size"),
         precision=precision, fp32_grad_accumulation=fp32_grads, optimizer=optimizer, offload_optimizer=offload,
         seq=args.int("--seq-length"), dropout=hidden_dropout, attention_dropout=attention_dropout,
@@ -869,11 +940,24 @@ def megatron_args_from_layout(
     if model is None:
         lines.append(f"--max-position-embeddings {seq}")
     lines += [f"--tensor-model-parallel-size {layout.tp}", f"--pipeline-model-parallel-size {layout.pp}"]
-    if model is not None and layout.pp > 1 and model.layers % layout.pp:
-        lines.append(f"--decoder-last-pipeline-num-layers {last_stage_layers(model.layers, layout.pp)}")
+    first, last = layout.pipeline_first_stage_layers, layout.pipeline_last_stage_layers
+    counted = layout.account_for_embedding_in_pipeline_split or layout.account_for_loss_in_pipeline_split
+    if model is not None and layout.pp > 1 and model.layers % layout.pp and first is last is None and not counted:
+        last = last_stage_layers(model.layers, layout.pp)
+    if first is not None:
+        lines.append(f"--decoder-first-pipeline-num-layers {first}")
+    if last is not None:
+        lines.append(f"--decoder-last-pipeline-num-layers {last}")
+    if layout.account_for_embedding_in_pipeline_split:
+        lines.append("--account-for-embedding-in-pipeline-split")
+    if layout.account_for_loss_in_pipeline_split:
+        lines.append("--account-for-loss-in-pipeline-split")
     if layout.vpp > 1:
-        if model is not None:
-            lines.append(f"--num-layers-per-virtual-pipeline-stage {model.layers // (layout.pp * layout.vpp)}")
+        # Megatron derives chunks from layers per chunk only for even splits; uneven ones name the chunk count
+        units = (model.layers + layout.account_for_embedding_in_pipeline_split
+                 + layout.account_for_loss_in_pipeline_split) if model is not None else 0
+        if model is not None and first is None and last is None and units % (layout.pp * layout.vpp) == 0:
+            lines.append(f"--num-layers-per-virtual-pipeline-stage {units // (layout.pp * layout.vpp)}")
         else:
             lines.append(f"--num-virtual-stages-per-pipeline-rank {layout.vpp}")
     if layout.cp > 1:
@@ -889,8 +973,14 @@ def megatron_args_from_layout(
         lines += ["--use-megatron-fsdp", f"--data-parallel-sharding-strategy {strategy}"]
     if layout.recompute == "selective":
         lines.append("--recompute-granularity selective")
+        if impl.recompute_modules is not None:
+            lines.append(f"--recompute-modules {' '.join(impl.recompute_modules)}")
     elif layout.recompute == "full":
-        lines += ["--recompute-granularity full", "--recompute-method uniform", "--recompute-num-layers 1"]
+        if layout.recompute_num_layers is None:
+            lines += ["--recompute-granularity full", "--recompute-method uniform", "--recompute-num-layers 1"]
+        else:
+            lines += ["--recompute-granularity full", f"--recompute-method {layout.recompute_method}",
+                      f"--recompute-num-layers {layout.recompute_num_layers}"]
     lines += [f"--micro-batch-size {layout.micro_batch}", f"--global-batch-size {layout.global_batch}"]
     if layout.precision == "fp16":
         lines.append("--fp16")
@@ -900,6 +990,10 @@ def megatron_args_from_layout(
         lines.append("--bf16")
         if layout.precision == "fp8":
             lines.append("--fp8-format hybrid")
+            if impl.fp8_recipe is not None:
+                lines.append(f"--fp8-recipe {'tensorwise' if impl.fp8_recipe == 'current' else impl.fp8_recipe}")
+            if impl.fp8_param_gather:
+                lines.append("--fp8-param-gather")
         if not layout.fp32_grad_accumulation:
             lines.append("--grad-reduce-in-bf16")
     if layout.optimizer == "adam8bit":
@@ -907,6 +1001,10 @@ def megatron_args_from_layout(
     lines.append(f"--optimizer {'sgd' if layout.optimizer == 'sgd' else 'adam'}")
     if layout.offload_optimizer:
         lines += ["--optimizer-cpu-offload", "--use-precision-aware-optimizer"]
+    if impl.activation_offload:
+        lines.append("--cpu-offloading")
+    if impl.cuda_graphs:
+        lines.append("--cuda-graph-impl transformer_engine")
     lines += [f"--attention-dropout {impl.dropout}", f"--hidden-dropout {impl.dropout}"]
     if impl.attention == "eager":
         lines.append("--attention-backend unfused")

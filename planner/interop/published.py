@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import yaml
 
 from planner.catalog import get_gpu
 from planner.model.flops import step_flops
-from planner.schema import Efficiency, GpuSku, Implementation, Layout, ModelSpec, MoESpec
+from planner.schema import Efficiency, Framework, GpuSku, Implementation, Layout, ModelSpec, MoESpec
 
 # Documented defaults for fields a source leaves out.
 DEFAULT_MICRO_BATCH = 1  # Megatron-LM's --micro-batch-size default
@@ -37,6 +37,9 @@ class Software:
     attention: str  # "eager" before fused flash kernels reached Megatron (Transformer Engine, 2023)
     dropout: float  # Megatron-LM GPT default hidden/attention dropout 0.1; BLOOM trained without
     network_gbps: float | None = None  # per-GPU scale-out rate where the source names a different fabric
+    framework: Framework = "megatron-core"  # planner's implementation.framework for the stack that ran
+    fused_kernels: bool = True  # Megatron/TE fuse norms, activations, bias-dropout-add; eager PyTorch does not
+    grad_reduce_16bit: bool = False  # gradients reduced in bf16 (NeMo-2 grad_reduce_in_fp32: false, FSDP bf16 reduce)
 
 
 ERA_2021 = Software(attention="eager", dropout=0.1)  # Megatron-LM 2021-2022: fused softmax, no flash
@@ -45,17 +48,30 @@ ERA_2021 = Software(attention="eager", dropout=0.1)  # Megatron-LM 2021-2022: fu
 BLOOM = Software(attention="eager", dropout=0.0, network_gbps=4 * 100 / 8)
 MODERN = Software(attention="flash", dropout=0.1)  # Megatron-Core with Transformer Engine
 MODERN_NO_DROPOUT = Software(attention="flash", dropout=0.0)  # Llama-style recipes train without dropout
+# The ZeRO-3 rows of SC21 Table 2 ran DeepSpeed (Narayanan et al. 2021 §5.2)
+DEEPSPEED_2021 = Software(attention="eager", dropout=0.1, framework="deepspeed")
+# Composer + llm-foundry: PyTorch FSDP1, eager PyTorch ops around a Triton flash-attention kernel; MPT
+# trains without dropout (llmfoundry/models/mpt/configuration_mpt.py: resid_pdrop 0, attn_pdrop 0); the
+# PURE and (mid-2023) DEFAULT mixed precision reduce gradients in bf16 (composer/trainer/mosaic_fsdp.py
+# get_mixed_precision: reduce_dtype unset takes FSDP's param_dtype)
+COMPOSER = Software(attention="flash", dropout=0.0, framework="fsdp", fused_kernels=False, grad_reduce_16bit=True)
+# torchtitan: FSDP2, eager RMSNorm, SwiGLU and rotary around SDPA's flash kernel, no dropout
+TORCHTITAN = Software(attention="flash", dropout=0.0, framework="torchtitan", fused_kernels=False)
 # Model families whose published configs are Llama-style: SwiGLU, RMSNorm, rotary, no biases, untied head.
 LLAMA_STYLE = ("llama", "mistral", "mixtral", "qwen", "deepseek", "gemma", "gpt-oss", "olmo", "yi-")
 
 
-def overlaps_of(other: str) -> dict[str, float]:
-    """Overlap switches a run's own text states (Efficiency fields; defaults otherwise)."""
+def overlaps_of(other: str, settings: dict[str, Any] | None = None) -> dict[str, float]:
+    """Overlap switches a run's own text states (Efficiency fields; defaults otherwise): its
+    `parallelism.other` flags and, where the entry has them, its recipe's `framework_settings`."""
     flags: dict[str, float] = {}
-    if "--tp-comm-overlap" in other:
+    tp = str((settings or {}).get("tp_comm_overlap", "")).lower()
+    if "--tp-comm-overlap" in other or tp.startswith("true"):
         flags["tp_overlap"] = 1.0  # Transformer Engine pipelines TP collectives with the GEMMs
     if "DDP impl = local" in other or "BF16_Optimizer" in other:
         # Megatron's "local" DDP and DeepSpeed's pipeline engine reduce gradients after backward
+        flags["dp_overlap"] = 0.0
+    if "overlap_grad_reduce false" in str((settings or {}).get("ddp", "")).lower():
         flags["dp_overlap"] = 0.0
     return flags
 
@@ -66,12 +82,24 @@ def llama_style(run: dict[str, Any]) -> bool:
 
 
 def software_of(run: dict[str, Any]) -> Software:
+    """The stack a run used, from its source and its recipe's `framework_settings` (framework, gradient
+    reduction dtype)."""
     title = (run.get("source") or {}).get("title", "")
+    settings = run.get("framework_settings") or {}
+    framework = str(settings.get("framework", "")).lower()
+    par = run.get("parallelism") or {}
     if "BigScience" in title or "BLOOM" in title:
         return BLOOM
     if "Narayanan" in title or "Korthikanti" in title:
-        return ERA_2021
-    return MODERN_NO_DROPOUT if llama_style(run) else MODERN
+        return DEEPSPEED_2021 if par.get("zero_stage") == 3 else ERA_2021
+    if "composer" in framework or "llm-foundry" in title or "MosaicML" in title:
+        return COMPOSER
+    if "torchtitan" in title.lower() or "torchtitan" in framework or "FSDP2" in str(par.get("other") or ""):
+        return TORCHTITAN
+    sw = MODERN_NO_DROPOUT if llama_style(run) else MODERN
+    if settings.get("grad_reduce_in_fp32") is False:
+        sw = replace(sw, grad_reduce_16bit=True)
+    return sw
 
 
 @dataclass
@@ -91,10 +119,11 @@ class Case:
     measured_step: float | None
     measured_tokens_per_gpu: float | None
     notes: list[str] = field(default_factory=list)
+    measured_memory: MeasuredMemory | None = None
 
     @property
     def sku(self) -> GpuSku:
-        """The GPU with the run's own efficiencies, for `planner.evaluation.evaluate`."""
+        """The GPU with the run's own efficiencies, for `planner.workloads.training.evaluation.evaluate`."""
         return self.gpu.model_copy(update={"efficiency": self.efficiency})
 
 
@@ -110,23 +139,28 @@ class Comparison:
 
 
 def compare(case: Case, step_seconds: float) -> Comparison:
+    """The prediction next to the measurement, each in the source's own convention. The step time is the
+    direct measurement; tokens per second per GPU follow from it without any FLOP formula; TFLOP/s
+    (or MFU × peak) carries the source's formula, so the predicted TFLOP/s is counted the source's way:
+    recompute included where its formula counts it (Eq. 3 with k = 4), and the causal attention scores in
+    full — every source in published_runs.yaml counts them so (published_runs.md §2), unlike planner's
+    own MFU, which halves them (planner.model.flops)."""
     lay = case.layout
     tokens = lay.global_batch * case.seq
-    flops = step_flops(case.model, case.seq, tokens, lay.recompute)
+    flops = step_flops(case.model, case.seq, tokens, lay.recompute, causal=False)
     work = flops.hardware if case.hardware_flops else flops.model
     tflops = work / (step_seconds * lay.gpus) / 1e12
-    # the step time is the direct measurement; TFLOP/s also carries the source's FLOP formula
     if case.measured_step is not None:
         return Comparison("step seconds", case.measured_step, step_seconds, case.measured_step / step_seconds - 1,
                           tflops)
-    if case.measured_tflops is not None:
-        kind = "hardware" if case.hardware_flops else "model"
-        return Comparison(f"{kind} TFLOP/s per GPU", case.measured_tflops, tflops,
-                          tflops / case.measured_tflops - 1, tflops)
-    assert case.measured_tokens_per_gpu is not None
-    per_gpu = tokens / (step_seconds * lay.gpus)
-    return Comparison("tokens/s per GPU", case.measured_tokens_per_gpu, per_gpu,
-                      per_gpu / case.measured_tokens_per_gpu - 1, tflops)
+    if case.measured_tokens_per_gpu is not None:
+        per_gpu = tokens / (step_seconds * lay.gpus)
+        return Comparison("tokens/s per GPU", case.measured_tokens_per_gpu, per_gpu,
+                          per_gpu / case.measured_tokens_per_gpu - 1, tflops)
+    assert case.measured_tflops is not None
+    kind = "hardware" if case.hardware_flops else "model"
+    return Comparison(f"{kind} TFLOP/s per GPU", case.measured_tflops, tflops, tflops / case.measured_tflops - 1,
+                      tflops)
 
 
 def reference_dir() -> Path | None:
@@ -223,6 +257,180 @@ def model_of(run: dict[str, Any]) -> ModelSpec | str:
     )
 
 
+# --------------------------------------------------------------------------------------------
+# What the run's framework and recipe set (`framework_settings:`), as scenario keys
+# --------------------------------------------------------------------------------------------
+
+FP8_RECIPES = {"delayed": "delayed", "tensorwise": "current", "current": "current", "per-tensor": "current",
+               "mxfp8": "mxfp8", "blockwise": "blockwise", "block": "blockwise"}
+RECOMPUTE_MODULE_NAMES = ("core_attn", "mlp", "moe_act", "layernorm", "mla_up_proj", "moe", "shared_experts")
+
+
+def _flag(value: Any) -> bool | None:
+    """A setting's truth value: a YAML bool, or prose that starts with one ('True (ub_tp_comm_overlap ...)',
+    'n/a (model.fp8=false)', 'bf16 (optim.grad_sync_dtype: bf16)'); None when it states neither."""
+    if isinstance(value, bool):
+        return value
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if re.match(r"(true|yes|on|enabled)\b", text):
+        return True
+    if re.match(r"(false|no|off|disabled|n/a|none|null)\b", text):
+        return False
+    return None
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    found = re.match(r"\s*(\d+)\b", str(value or ""))
+    return int(found.group(1)) if found else None
+
+
+def framework_of(run: dict[str, Any]) -> str:
+    """implementation.framework of a run: its framework_settings' framework, else what its source ran."""
+    fs = run.get("framework_settings") or {}
+    text = " ".join(str(x) for x in (fs.get("framework"), fs.get("fsdp"), (run.get("source") or {}).get("title"),
+                                     (run.get("parallelism") or {}).get("other"), run["id"]) if x).lower()
+    if "torchtitan" in text:
+        return "torchtitan"
+    if any(k in text for k in ("composer", "llm-foundry", "mosaicml", "accelerate", "fsdp (v1)", "fsdp1")):
+        return "fsdp"
+    if any(k in text for k in ("deepspeed", "bigscience", "bloom", "mt-nlg")):
+        return "deepspeed"
+    if (run.get("parallelism") or {}).get("zero_stage") == 3 and "megatron" not in str(fs.get("framework", "")).lower():
+        return "deepspeed"  # the SC21 ZeRO-3 baseline is DeepSpeed's (Narayanan et al. 2021, Table 2)
+    return "megatron-core"
+
+
+def recipe_keys(run: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """The scenario keys a run's recipe sets: (implementation fields, layout fields, notes on what was read).
+
+    Reads `framework_settings:` (grad_reduce_in_fp32 / grad_reduce_dtype / fsdp_mixed_precision, fp8_recipe,
+    fp8_param_gather, recompute and its modules / num_layers / method, Megatron's pipeline-split flags and
+    first/last-stage layer counts, FSDP sharding and resharding, data_parallel_shard_degree, activation
+    offload, CUDA graphs) and the framework; values may be YAML booleans or prose that starts with one.
+    """
+    fs: dict[str, Any] = run.get("framework_settings") or {}
+    par = run.get("parallelism") or {}
+    framework = framework_of(run)
+    impl: dict[str, Any] = {"framework": framework}
+    lay: dict[str, Any] = {}
+    notes: list[str] = []
+
+    def setting(*names: str) -> Any:
+        return next((fs[n] for n in names if n in fs and fs[n] is not None), None)
+
+    # gradient dtype: Megatron grad_reduce_in_fp32 (NeMo-2 turns it off), Apex grad_sync_dtype, FSDP reduce dtype
+    grads = _flag(setting("grad_reduce_in_fp32", "accumulate_allreduce_grads_in_fp32"))
+    dtype = str(setting("grad_reduce_dtype", "fsdp_mixed_precision", "mixed_precision_reduce") or "").lower()
+    if grads is None and dtype:
+        if dtype.startswith(("bf16", "bfloat16", "fp16", "pure")):
+            grads = False
+        elif dtype.startswith(("fp32", "float32")):
+            grads = True
+    if grads is not None:
+        lay["fp32_grad_accumulation"] = grads
+    # fp8
+    recipe = str(setting("fp8_recipe") or "").strip().lower()
+    name = next((v for k_, v in FP8_RECIPES.items() if recipe.startswith(k_)), None)
+    if name is not None:
+        impl["fp8_recipe"] = name
+        lay["precision"] = "fp8"
+    if _flag(setting("fp8_param_gather", "fp8_params", "fp8_param")) and name is not None:
+        impl["fp8_param_gather"] = True
+    # recompute: granularity, modules, partial layers
+    text = " ".join(str(setting(k_) or "") for k_ in ("recompute", "recompute_granularity", "activation_checkpoint",
+                                                    "activation_checkpointing")).lower()
+    modules = setting("recompute_modules")
+    if modules is not None:
+        listed = modules if isinstance(modules, list) else re.findall(r"[a-z_]+", str(modules).lower())
+        mods = [m for m in RECOMPUTE_MODULE_NAMES if m in [str(x).lower() for x in listed]]
+        if mods:
+            impl["recompute_modules"] = mods
+    if text.startswith("selective") or "selective" in text.split("(")[0]:
+        lay["recompute"] = "selective"
+    elif text.startswith(("full", "true")) or " full" in text.split("(")[0]:
+        lay["recompute"] = "full"
+    elif text.startswith(("none", "false")):
+        lay["recompute"] = "none"
+    num = _count(setting("recompute_num_layers"))
+    if num:
+        lay["recompute_num_layers"] = num
+        method = str(setting("recompute_method") or "block").lower()
+        lay["recompute_method"] = "uniform" if method.startswith("uniform") else "block"
+    # pipeline split
+    for key in ("account_for_embedding_in_pipeline_split", "account_for_loss_in_pipeline_split"):
+        if _flag(setting(key)):
+            lay[key] = True
+    first = _count(setting("decoder_first_pipeline_num_layers", "num_layers_in_first_pipeline_stage"))
+    last = _count(setting("decoder_last_pipeline_num_layers", "num_layers_in_last_pipeline_stage"))
+    if first:
+        lay["pipeline_first_stage_layers"] = first
+    if last:
+        lay["pipeline_last_stage_layers"] = last
+    # FSDP sharding and resharding
+    sharding = str(setting("fsdp", "sharding_strategy", "fsdp_sharding_strategy") or "").upper()
+    if "HYBRID_SHARD" in sharding or "HSDP" in sharding:
+        lay["dp_shard"] = (run.get("hardware") or {}).get("gpus_per_node") or 8  # shard inside a node
+        notes.append("HSDP: shards within a node")
+    elif "SHARD_GRAD_OP" in sharding:
+        impl["reshard_after_forward"] = False
+    shard = _count(setting("data_parallel_shard_degree", "dp_shard"))
+    if shard:
+        lay["dp_shard"] = shard
+    reshard = setting("reshard_after_forward", "fsdp_reshard_after_forward")
+    if reshard is not None:
+        said = str(reshard).lower()
+        flag = _flag(reshard)
+        flag = True if said.startswith("always") else False if said.startswith("never") else flag
+        if flag is not None:
+            impl["reshard_after_forward"] = flag
+    if _flag(setting("activation_offload", "activation_cpu_offload", "cpu_offloading")):
+        impl["activation_offload"] = True
+    if _flag(setting("cuda_graphs", "cuda_graph", "enable_cuda_graph")):
+        impl["cuda_graphs"] = True
+    if par.get("zero_stage") is None and _flag(setting("distributed_optimizer")):
+        lay["zero"] = 1
+    return impl, lay, notes
+
+
+# --------------------------------------------------------------------------------------------
+# Measured memory, read the way the source measured it
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MeasuredMemory:
+    """A published per-GPU memory: `kind` is what it counts (device: nvidia-smi; reserved: the caching
+    allocator's peak, torch.cuda.max_memory_reserved, as torchtitan and NeMo log it; allocated: tensors)."""
+
+    bytes: float
+    kind: str
+    text: str
+
+
+def measured_memory_of(meas: dict[str, Any]) -> MeasuredMemory | None:
+    """nvidia-smi prints MiB, torch logs GiB: a "GB" from either is binary; "decimal" or "1e9" GB are not."""
+    value = meas.get("memory_gb_per_gpu")
+    if value is None:
+        return None
+    unit = str(meas.get("memory_unit") or "")
+    kind_text = f"{unit} {meas.get('memory_kind') or ''}".lower()
+    scale = 1e9 if ("decimal" in kind_text or "1e9" in kind_text) else 2**30
+    kind = ("device" if "nvidia-smi" in kind_text else "allocated" if "allocated" in kind_text
+            else "reserved")
+    return MeasuredMemory(float(value) * scale, kind, kind_text.strip())
+
+
+def predicted_memory(mem: Any, kind: str) -> int:
+    """The part of a MemoryBreakdown a measurement of `kind` counts."""
+    return int({"device": mem.total, "reserved": mem.reserved, "allocated": mem.allocated}[kind])
+
+
 def build_case(run: dict[str, Any]) -> Case | str:
     """A runnable case, or the reason the run cannot be evaluated."""
     par, batch, meas, hw = run["parallelism"], run["batch"], run["measured"], run["hardware"]
@@ -266,16 +474,24 @@ def build_case(run: dict[str, Any]) -> Case | str:
         notes.append(f"sp={int(sp)} (not stated)")
     stated = str(run.get("precision") or "").lower()
     precision = "fp16" if stated.startswith("fp16") else "fp8" if stated.startswith("fp8") else "bf16"
-    layout = Layout(
+    sw = software_of(run)
+    impl_keys, layout_keys, read = recipe_keys(run)
+    notes += read
+    fields: dict[str, Any] = dict(
         tp=tp, pp=pp, vpp=par.get("vpp") or 1, dp=dp, cp=cp, ep=par.get("ep") or 1, zero=zero,
         recompute=recompute, sequence_parallel=bool(sp), micro_batch=mbs, global_batch=batch["global_batch"],
         precision=precision,
         # Megatron keeps fp16 gradients with fp16 training; bf16 accumulates into fp32 main_grad
-        fp32_grad_accumulation=precision == "bf16",
+        fp32_grad_accumulation=precision == "bf16" and not sw.grad_reduce_16bit,
     )
+    if layout_keys.get("precision") == "fp8" and precision != "fp8":
+        layout_keys.pop("precision")  # an fp8 recipe named in a bf16 run's settings is not in use
+        impl_keys.pop("fp8_recipe", None)
+        impl_keys.pop("fp8_param_gather", None)
+    fields.update({k: v for k, v in layout_keys.items() if k != "zero" or par.get("zero_stage") is None})
+    layout = Layout(**fields)
     if layout.global_batch % (dp * mbs):
         return f"global batch {layout.global_batch} not divisible by dp·mbs = {dp * mbs}"
-    sw = software_of(run)
     gpu = gpu_of(hw["gpu"])
     if sw.network_gbps is not None:
         gpu = gpu.model_copy(update={"network_gbps": sw.network_gbps})
@@ -285,10 +501,12 @@ def build_case(run: dict[str, Any]) -> Case | str:
         tflops = meas["mfu"] * gpu.peak("fp8" if precision == "fp8" else "bf16")
     return Case(
         id=run["id"], model=model, layout=layout, gpu=gpu, gpus_per_node=hw.get("gpus_per_node") or 8,
-        seq=run["model"]["seq_len"], impl=Implementation(attention=sw.attention, dropout=sw.dropout),
-        efficiency=gpu.efficiency.model_copy(update=overlaps_of(other)),
+        seq=run["model"]["seq_len"],
+        impl=Implementation(attention=sw.attention, dropout=sw.dropout, fused_kernels=sw.fused_kernels,
+                            **impl_keys),
+        efficiency=gpu.efficiency.model_copy(update=overlaps_of(other, run.get("framework_settings"))),
         hardware_flops=hardware_flops, measured_tflops=tflops, measured_step=meas.get("step_time_s"),
-        measured_tokens_per_gpu=tokens_per_gpu, notes=notes,
+        measured_tokens_per_gpu=tokens_per_gpu, notes=notes, measured_memory=measured_memory_of(meas),
     )
 
 

@@ -2,12 +2,14 @@
 
 torchtitan trains with FSDP2 (`fully_shard`) over data_parallel_shard_degree × context_parallel_degree
 ranks, which is ZeRO-3 in planner's terms; with FSDP's reshard_after_forward off (pipeline parallelism
-turns it off by default) parameters stay gathered from forward to backward, which is ZeRO-2's memory.
-data_parallel_replicate_degree alone is DDP (ZeRO-0); with a shard degree as well it is HSDP, which
-planner does not model. -1 for the shard degree means "the GPUs the other degrees leave".
+turns it off by default, torchtitan/distributed/fsdp.py) parameters stay gathered from forward to backward,
+which is ZeRO-2's memory. data_parallel_replicate_degree alone is DDP (ZeRO-0); with a shard degree as well
+it is HSDP (`layout.dp_shard`). -1 for the shard degree means "the GPUs the other degrees leave".
+`TorchtitanConfig.implementation()` carries the framework, the resharding policy, torchao float8 (tensorwise
+scaling is current scaling; FSDP float8 all-gather is `fp8_param_gather`) and MX (mxfp8).
 
 Keys are read where the current JobConfig keeps them ([parallelism], [training], [activation_checkpoint],
-[model], [optimizer]) and, for older files, under [training] or [experimental].
+[model], [optimizer], [float8], [mx]) and, for older files, under [training] or [experimental].
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from pydantic import ValidationError
 from planner.catalog import get_model
 from planner.errors import InputError, format_validation_error
 from planner.interop.sources import read_text
-from planner.schema import Layout, ModelSpec, Optimizer, Precision, Recompute
+from planner.model.pipeline import PipelineSplit, virtual_stage_layers
+from planner.schema import Fp8Recipe, Implementation, Layout, ModelSpec, Optimizer, Precision, Recompute
 
 # torchtitan model flavors whose shapes equal a catalog entry (dim, layers, heads, kv heads, multiple_of and
 # ffn_dim_multiplier give the catalog's ffn_hidden; vocab from the tokenizer; untied output).
@@ -63,6 +66,9 @@ class TorchtitanConfig:
     fp32_grad_accumulation: bool = True
     optimizer: Optimizer = "adamw"
     offload_optimizer: bool = False
+    recompute_num_layers: int | None = None
+    fp8_recipe: Fp8Recipe | None = None
+    fp8_param_gather: bool = False
     unsupported: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     where: str = "torchtitan config"
@@ -86,11 +92,20 @@ class TorchtitanConfig:
             )
         return self.replicate, self.shard
 
+    def implementation(self, base: Implementation | None = None) -> Implementation:
+        """The kernels and framework knobs the file selects, over `base` (a scenario's implementation)."""
+        policy = {"always": True, "never": False}.get(self.reshard_after_forward)
+        return (base or Implementation()).model_copy(update={
+            "framework": "torchtitan", "reshard_after_forward": policy, "fp8_recipe": self.fp8_recipe,
+            "fp8_param_gather": self.fp8_param_gather, "recompute_modules": None,
+        })
+
     def to_layout(self, gpus: int) -> Layout:
         """The Layout on `gpus` GPUs: dp = replicate × shard; ZeRO 3 (or 2, see the module doc) under FSDP."""
         replicate, shard = self.degrees(gpus)
         dp = replicate * shard
         fsdp = shard > 1 or self.cp > 1  # torchtitan applies fully_shard over the shard × cp ranks
+        hsdp = fsdp and replicate > 1  # shard inside each replica, replicate across
         resharded = self.reshard_after_forward == "always" or (self.reshard_after_forward == "default" and self.pp == 1)
         zero: Literal[0, 2, 3] = (3 if resharded else 2) if fsdp else 0
         global_batch = self.global_batch or self.local_batch * dp
@@ -113,6 +128,8 @@ class TorchtitanConfig:
                 global_batch=global_batch, precision=self.precision,
                 fp32_grad_accumulation=self.fp32_grad_accumulation, optimizer=self.optimizer,
                 offload_optimizer=self.offload_optimizer and fsdp,  # CPU offload is an FSDP option
+                dp_shard=shard * self.cp if hsdp else None,
+                recompute_num_layers=self.recompute_num_layers,
             )
         except ValidationError as exc:
             raise InputError(format_validation_error(exc, self.where)) from exc
@@ -199,11 +216,8 @@ def parse_torchtitan_toml(
     cp, ep = t.int("context_parallel_degree", 1, *par), t.int("expert_parallel_degree", 1, *par)
     replicate = t.int("data_parallel_replicate_degree", 1, *par)
     shard = t.int("data_parallel_shard_degree", -1, *par)
-    if replicate > 1 and shard != 1:
-        unsupported["parallelism.data_parallel_replicate_degree"] = (
-            f"with data_parallel_shard_degree {shard}: HSDP (replicated shard groups, when the shard degree is "
-            "above 1) is not modelled; planner shards over all data-parallel ranks"
-        )
+    if replicate > 1 and shard == -1:
+        notes.append("data_parallel_replicate_degree with data_parallel_shard_degree -1: HSDP over the GPUs left")
     reshard = t.str("fsdp_reshard_after_forward", "default", *par)
     if reshard not in ("default", "always", "never"):
         raise InputError(f"{where}: parallelism.fsdp_reshard_after_forward must be default, always or never")
@@ -212,11 +226,18 @@ def parse_torchtitan_toml(
     schedule = t.str("pipeline_parallel_schedule", "1F1B", *par)
     if pp > 1 and schedule.lower() in _LOOPED:
         per_stage = t.int("pipeline_parallel_layers_per_stage", 0, *par, minimum=0)
-        if model is not None and per_stage and model.layers % (pp * per_stage) == 0:
-            vpp = model.layers // (pp * per_stage)
+        if not per_stage:
+            vpp = 2  # torchtitan's default for multi-stage schedules: two stages per rank
+        elif model is not None:
+            # torchtitan/distributed/pipeline_parallel.py: ⌈(layers + embedding + output) / layers per stage⌉
+            stages = -(-(model.layers + 2) // per_stage)
+            if stages % pp:
+                raise InputError(f"{where}: parallelism.pipeline_parallel_layers_per_stage {per_stage} gives "
+                                 f"{stages} stages, not a multiple of pipeline_parallel_degree {pp}")
+            vpp = stages // pp
         else:
             unsupported["parallelism.pipeline_parallel_schedule"] = (
-                f"{schedule} without pipeline_parallel_layers_per_stage (and a known layer count): "
+                f"{schedule} with pipeline_parallel_layers_per_stage and no known layer count: "
                 "the stages per rank are not read; taken as 1"
             )
     elif pp > 1 and schedule.lower() == "gpipe":
@@ -226,6 +247,7 @@ def parse_torchtitan_toml(
     if t.find("pipeline_parallel_split_points", *par) and pp > 1:
         unsupported["parallelism.pipeline_parallel_split_points"] = "uneven pipeline stages are not modelled"
 
+    recompute_num_layers: int | None = None
     mode = t.str("mode", "selective", "activation_checkpoint")
     if mode not in ("none", "selective", "full"):
         raise InputError(f"{where}: activation_checkpoint.mode must be none, selective or full, got {mode!r}")
@@ -240,11 +262,19 @@ def parse_torchtitan_toml(
         elif option.isdigit() and int(option) == 1:
             recompute = "full"  # every layer wrapped
         elif option.isdigit() and int(option) > 1:
+            # one layer in N wrapped in full checkpointing (torchtitan activation_checkpoint.py): as many recomputed
+            # layers per stage as Megatron's block method with ⌈layers per stage / N⌉
             recompute = "full"
-            unsupported["activation_checkpoint.selective_ac_option"] = (
-                f"one layer in {option} checkpointed: partial recompute is not modelled; "
-                "taken as full (less memory than the run uses)"
-            )
+            layers_per_rank = None
+            if model is not None:
+                got = virtual_stage_layers(model.layers, pp, vpp, PipelineSplit("torchtitan"))
+                layers_per_rank = max(got) if not isinstance(got, str) else None
+            if layers_per_rank is None:
+                unsupported["activation_checkpoint.selective_ac_option"] = (
+                    f"one layer in {option} checkpointed without a known layer count: taken as full"
+                )
+            else:
+                recompute_num_layers = -(-layers_per_rank // int(option))
         else:
             raise InputError(f"{where}: activation_checkpoint.selective_ac_option must be 'op' or an integer")
 
@@ -256,16 +286,18 @@ def parse_torchtitan_toml(
     precision: Precision = "bf16"
     if t.str("mixed_precision_param", "bfloat16", "training", "parallelism") == "float32":
         unsupported["training.mixed_precision_param"] = "fp32 parameters in compute are not modelled; taken as bf16"
-    model_table = data.get("model") if isinstance(data.get("model"), Mapping) else {}
+    model_table: Mapping[str, Any] = data["model"] if isinstance(data.get("model"), Mapping) else {}
     converters = _converters(model_table.get("converters", []))
-    float8 = data.get("float8") if isinstance(data.get("float8"), Mapping) else {}
+    float8: Mapping[str, Any] = data["float8"] if isinstance(data.get("float8"), Mapping) else {}
+    fp8_recipe: Fp8Recipe | None = None
+    fp8_gather = False
     if any(c in ("float8", "mx") for c in converters) or float8.get("enable_float8_linear") is True:
         precision = "fp8"
+        # torchao float8: tensorwise (dynamic current scaling, the default) or rowwise scales; MX: mxfp8
+        recipe_name = str(float8.get("recipe_name") or "tensorwise").lower()
+        fp8_recipe = "mxfp8" if "mx" in converters else "blockwise" if recipe_name.startswith("rowwise") else "current"
+        fp8_gather = float8.get("enable_fsdp_float8_all_gather") is True
     reduce = t.str("mixed_precision_reduce", "float32", "training", "parallelism")
-    notes.append(
-        "torchtitan keeps the FSDP-sharded parameters in fp32 (they are the master copy); planner counts "
-        "bf16 weights plus an fp32 master, 2 bytes a parameter more than the run holds"
-    )
 
     offload = t.find("enable_cpu_offload", "training", "parallelism")
     if offload and offload[1] is True:
@@ -286,7 +318,8 @@ def parse_torchtitan_toml(
         ep=ep, vpp=vpp, reshard_after_forward=reshard,  # type: ignore[arg-type]
         local_batch=local, global_batch=global_batch, pp_microbatch=pp_micro, seq=seq, recompute=recompute,
         precision=precision, fp32_grad_accumulation=reduce == "float32", optimizer=optimizer,
-        offload_optimizer=bool(offload and offload[1] is True), unsupported=unsupported, notes=notes, where=where,
+        offload_optimizer=bool(offload and offload[1] is True), recompute_num_layers=recompute_num_layers,
+        fp8_recipe=fp8_recipe, fp8_param_gather=fp8_gather, unsupported=unsupported, notes=notes, where=where,
     )
 
 
@@ -300,7 +333,8 @@ def _toml_value(value: int | str | bool | list[str]) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def torchtitan_toml_from_layout(layout: Layout, seq: int, model: ModelSpec | str | None = None) -> str:
+def torchtitan_toml_from_layout(layout: Layout, seq: int, model: ModelSpec | str | None = None,
+                                implementation: Implementation | None = None) -> str:
     """The [parallelism], [activation_checkpoint] and [training] sections of a torchtitan job file.
 
     With a model that is a torchtitan flavor, a [model] section names it; fp8 adds the float8 converter.
@@ -310,6 +344,7 @@ def torchtitan_toml_from_layout(layout: Layout, seq: int, model: ModelSpec | str
     the CP ranks), an optimizer torchtitan does not build, or virtual stages without the model's layer count.
     """
     spec = get_model(model) if isinstance(model, str) else model
+    impl = implementation or Implementation(framework="torchtitan")
     parallel: dict[str, int | str | bool | list[str]] = {}
     if layout.zero == 0:
         if layout.cp > 1:
@@ -318,9 +353,13 @@ def torchtitan_toml_from_layout(layout: Layout, seq: int, model: ModelSpec | str
             raise InputError("zero 0 (DDP) with TP or PP: torchtitan runs DDP only without other parallelism")
         parallel.update(data_parallel_replicate_degree=layout.dp, data_parallel_shard_degree=1)
     else:
-        parallel.update(data_parallel_replicate_degree=1, data_parallel_shard_degree=layout.dp)
+        shard = layout.dp_shard // layout.cp if layout.dp_shard and layout.dp_shard % layout.cp == 0 else None
+        if shard and layout.dp % shard == 0 and shard < layout.dp:  # HSDP: shard inside, replicate across
+            parallel.update(data_parallel_replicate_degree=layout.dp // shard, data_parallel_shard_degree=shard)
+        else:
+            parallel.update(data_parallel_replicate_degree=1, data_parallel_shard_degree=layout.dp)
         # torchtitan's default reshards after forward without PP and keeps parameters gathered with PP.
-        if layout.zero < 3:
+        if layout.zero < 3 or (impl.reshard_after_forward is False):
             parallel["fsdp_reshard_after_forward"] = "never"
         elif layout.pp > 1:
             parallel["fsdp_reshard_after_forward"] = "always"
@@ -332,14 +371,27 @@ def torchtitan_toml_from_layout(layout: Layout, seq: int, model: ModelSpec | str
     if layout.pp > 1:
         parallel["pipeline_parallel_microbatch_size"] = layout.micro_batch
         parallel["pipeline_parallel_schedule"] = "Interleaved1F1B" if layout.vpp > 1 else "1F1B"
-        if layout.vpp > 1:
+        if layout.vpp > 2:
             if spec is None:
-                raise InputError("vpp > 1: pipeline_parallel_layers_per_stage needs the model's layer count (model=)")
-            parallel["pipeline_parallel_layers_per_stage"] = spec.layers // (layout.pp * layout.vpp)
+                raise InputError("vpp > 2: pipeline_parallel_layers_per_stage needs the model's layer count (model=)")
+            # torchtitan's split counts the embedding and the output as one layer each
+            units, stages = spec.layers + 2, layout.pp * layout.vpp
+            per_stage = -(-units // stages)
+            if -(-units // per_stage) != stages:
+                raise InputError(f"vpp {layout.vpp}: no pipeline_parallel_layers_per_stage gives {stages} stages "
+                                 f"of {spec.layers} layers + embedding + output in torchtitan")
+            parallel["pipeline_parallel_layers_per_stage"] = per_stage
 
     checkpoint: dict[str, int | str | bool | list[str]] = {"mode": layout.recompute}
     if layout.recompute == "selective":
         checkpoint["selective_ac_option"] = "op"
+    elif layout.recompute == "full" and layout.recompute_num_layers is not None and spec is not None:
+        got = virtual_stage_layers(spec.layers, layout.pp, layout.vpp, PipelineSplit("torchtitan"))
+        per_rank = max(got) if not isinstance(got, str) else spec.layers
+        # every N-th layer checkpointed recomputes ⌈layers per stage / N⌉ of them
+        every = max(1, per_rank // layout.recompute_num_layers)
+        if every > 1:
+            checkpoint.update(mode="selective", selective_ac_option=str(every))
 
     training: dict[str, int | str | bool | list[str]] = {
         # with PP one step's micro-batches all run in one pipeline schedule; without, local = micro-batch
@@ -364,10 +416,17 @@ def torchtitan_toml_from_layout(layout: Layout, seq: int, model: ModelSpec | str
     model_section: dict[str, int | str | bool | list[str]] = {}
     if flavor:
         model_section.update(name=flavor[0], flavor=flavor[1])
+    float8: dict[str, int | str | bool | list[str]] = {}
     if layout.precision == "fp8":
-        model_section["converters"] = ["float8"]
+        model_section["converters"] = ["mx"] if impl.fp8_recipe == "mxfp8" else ["float8"]
+        if impl.fp8_recipe == "blockwise":
+            float8["recipe_name"] = "rowwise"
+        if impl.fp8_param_gather:
+            float8["enable_fsdp_float8_all_gather"] = True
     if model_section:
         sections.append(("model", model_section))
+    if float8:
+        sections.append(("float8", float8))
     sections.append(("optimizer", {"name": "Adam" if layout.optimizer == "adam" else "AdamW"}))
     sections += [("parallelism", parallel), ("activation_checkpoint", checkpoint), ("training", training)]
     return "\n".join(

@@ -89,10 +89,14 @@ class Group:
 def group(n: Num, stride: Num, ln: Links) -> Group:
     """Place a group on nodes of `ln.gpus_per_node` consecutive ranks. A ring runs at NVLink bus
     bandwidth inside a node and at the NICs its ranks share across nodes, never above NVLink."""
-    local = vmin(n, vmax(1, ln.gpus_per_node // stride))
+    if isinstance(n, np.ndarray) or isinstance(stride, np.ndarray):
+        local = vmin(n, vmax(1, ln.gpus_per_node // stride))
+        inter = vmin(ln.intra_bw, vmin(local, ln.nic_aggregation) * ln.nic_bw)
+    else:  # one layout: the same arithmetic on Python numbers, without the array dispatch
+        local = min(n, max(1, ln.gpus_per_node // stride))
+        inter = min(ln.intra_bw, min(local, ln.nic_aggregation) * ln.nic_bw)
     spans = (n > local) * 1.0
     nodes = -(-n // local)
-    inter = vmin(ln.intra_bw, vmin(local, ln.nic_aggregation) * ln.nic_bw)
     bus_bw = ln.intra_bw + spans * (inter - ln.intra_bw)
     # NCCL's ring latency (tuning.cc): base + one step per rank, node crossings at network latency
     inter_steps = nodes - 1

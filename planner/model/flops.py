@@ -1,9 +1,17 @@
 """FLOPs per training step: model FLOPs (what MFU counts) and hardware FLOPs (with recompute).
 
 Matmuls count 2·m·n·k, as torch.utils.flop_counter does. Model FLOPs per step are
-`6·N_matmul·T + 6·L·s·a·(d_qk + d_v)·T` (Narayanan et al. 2021 eq. 3 / Korthikanti et al. 2022 §6
-generalised to GQA, MLA and MoE): the attention-score term is counted in full, not halved for the
-causal mask, which is how Megatron-LM, NeMo, torchtitan and the FLOP counter count it.
+`6·N_matmul·T + 6·L·s·a·(d_qk + d_v)·T·c` (Narayanan et al. 2021 eq. 3 / Korthikanti et al. 2022 §6
+generalised to GQA, MLA and MoE).
+
+Convention (`causal`): planner counts the causal attention scores QKᵀ and softmax·V at half, c = ½ —
+the work a causal kernel executes (flash attention skips the masked blocks) and what current Megatron-LM
+counts (megatron/training/training.py num_floating_point_operations: "/ 2 # causal mask"). With the full
+s² counted, MFU at long context exceeds what the GPU can execute (at 1M tokens the scores are nearly all
+the work, and a full count doubles them). Many published tables count them in full (SC21, Korthikanti,
+Megatron-Core 2024, NeMo, MosaicML, torchtitan); `causal=False` gives that count, and
+planner.interop.published.compare puts each source's measurement next to a prediction in the source's
+own convention. torch.utils.flop_counter counts what eager attention executes: the full s².
 """
 
 from __future__ import annotations
@@ -33,9 +41,10 @@ class StepFlops:
 
 
 def step_flops(
-    m: ModelSpec, seq: int, tokens: int, recompute: Recompute = "none", causal: bool = False
+    m: ModelSpec, seq: int, tokens: int, recompute: Recompute = "none", causal: bool = True
 ) -> StepFlops:
-    """FLOPs of one optimizer step over `tokens` tokens of sequence length `seq`."""
+    """FLOPs of one optimizer step over `tokens` tokens of sequence length `seq`; `causal` halves the
+    attention scores (planner's convention, see the module docstring)."""
     n_matmul = matmul_params_per_token(m)
     attn_fwd = attention_forward_flops_per_token(m, seq, causal)
     model = (6.0 * n_matmul + 3.0 * attn_fwd) * tokens

@@ -1,28 +1,48 @@
 """Per-GPU memory in bytes (integers): model state, activations, buffers and the framework reserve.
 
 Sources, one per term: state bytes per parameter and ZeRO sharding from Rajbhandari et al. 2020
-(ZeRO, §3) and Megatron-LM's distributed-optimizer docs (`6 + 12/d` B/param); activations from
+(ZeRO, §3), Megatron-LM's distributed-optimizer docs (`6 + 12/d` B/param), DeepSpeed's estimators and
+FSDP2's fp32 shard (planner.model.presets says which framework does what); activations from
 Korthikanti et al. 2022 (arXiv 2205.05198, §4) refined term by term against autograd's saved tensors
-(tests/test_activations.py); pipeline in-flight micro-batches from Narayanan et al. 2021 §2.2 and
-PyTorch's schedule tables. Everything is for the most loaded pipeline stage.
+(tests/test_activations.py), with what Transformer Engine saves in fp8; pipeline stages and the
+micro-batches of each model chunk in flight from planner.model.pipeline (Megatron-Core's and
+torch.distributed.pipelining's schedule order). Everything is for the most loaded pipeline rank.
+
+What a framework logs differs from what the device holds: `MemoryBreakdown.reserved` is the caching
+allocator's peak (torch.cuda.max_memory_reserved, which torchtitan and NeMo log), `total` adds what
+lives outside the allocator (CUDA context, cuBLAS/NCCL workspaces: what nvidia-smi shows) and decides fit.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
 
-from planner.model.params import attention_dims, attention_params, count_params, mlp_params, norm_params
+from planner.model import pipeline
+from planner.model.params import (
+    attention_dims,
+    attention_params,
+    attention_weights,
+    count_params,
+    mlp_params,
+    mlp_weights,
+    norm_params,
+)
+from planner.model.presets import FP8_TENSORS_PER_GEMM, Knobs, StateLayout, resolve
 from planner.schema import Implementation, Layout, ModelSpec, Overheads, Recompute
 
-# TE keeps an fp8 copy of every GEMM weight and of its transpose next to the bf16 weight.
-FP8_WEIGHT_CACHE_BYTES = 2
 # Bytes per parameter of the optimizer state besides the fp32 master copy (4 B).
 OPTIMIZER_MOMENT_BYTES = {"adam": 8, "adamw": 8, "sgd": 4, "adam8bit": 2}
 MASTER_BYTES = 4
+# FSDP keeps parameters sharded in their original dtype: the fp32 shard is the master (FSDP2 _fsdp_param.py)
+FSDP_PARAM_BYTES = 4
+# DeepSpeed ZeRO-3's gathered parameters are capped at stage3_max_live_parameters (deepspeed/runtime/zero/
+# config.py default 1e9); Overheads.zero3_live_params overrides it.
+BF16 = 2
 
 
 RECOMPUTE_CODES: dict[str, int] = {"none": 0, "selective": 1, "full": 2}
@@ -30,16 +50,45 @@ RECOMPUTE_CODES: dict[str, int] = {"none": 0, "selective": 1, "full": 2}
 
 @dataclass(frozen=True)
 class Recipe:
-    """The numeric recipe: fixed per job, not searched."""
+    """The numeric recipe and the fixed layout knobs: fixed per job, not searched."""
 
     precision: str = "bf16"
     optimizer: str = "adamw"
     fp32_grad_accumulation: bool = True
     offload_optimizer: bool = False
+    recompute_num_layers: int | None = None
+    recompute_method: str = "block"
+    dp_shard: int | None = None
+    account_for_embedding_in_pipeline_split: bool = False
+    account_for_loss_in_pipeline_split: bool = False
+    pipeline_first_stage_layers: int | None = None
+    pipeline_last_stage_layers: int | None = None
 
     @classmethod
     def of(cls, layout: Layout) -> Recipe:
-        return cls(layout.precision, layout.optimizer, layout.fp32_grad_accumulation, layout.offload_optimizer)
+        return cls(
+            layout.precision, layout.optimizer, layout.fp32_grad_accumulation, layout.offload_optimizer,
+            layout.recompute_num_layers, layout.recompute_method, layout.dp_shard,
+            layout.account_for_embedding_in_pipeline_split, layout.account_for_loss_in_pipeline_split,
+            layout.pipeline_first_stage_layers, layout.pipeline_last_stage_layers,
+        )
+
+    def split(self, style: pipeline.SplitStyle = "megatron") -> pipeline.PipelineSplit:
+        return pipeline.PipelineSplit(style, self.account_for_embedding_in_pipeline_split,
+                                      self.account_for_loss_in_pipeline_split, self.pipeline_first_stage_layers,
+                                      self.pipeline_last_stage_layers)
+
+
+def knobs(impl: Implementation, recipe: Recipe) -> Knobs:
+    """The framework behaviour of a job (planner.model.presets.resolve for a Recipe)."""
+    return _knobs_cached(impl.model_dump_json(), recipe)
+
+
+@functools.lru_cache(maxsize=256)
+def _knobs_cached(impl_json: str, recipe: Recipe) -> Knobs:
+    k = resolve(Implementation.model_validate_json(impl_json), precision=recipe.precision)
+    return replace(k, split=recipe.split(k.preset.split),
+                   fsdp_reduce_fp32=k.fsdp_reduce_fp32 and recipe.fp32_grad_accumulation)
 
 
 def layout_arrays(layout: Layout) -> dict[str, int]:
@@ -52,15 +101,43 @@ def layout_arrays(layout: Layout) -> dict[str, int]:
     }
 
 
-def state_bytes_per_param(recipe: Recipe, zero: Any, shard: Any) -> tuple[Any, Any, Any]:
-    """(weights, gradients, optimizer) bytes per parameter on one rank. ZeRO-0 keeps all on every
-    rank; 1 shards the optimizer state, 2 also the gradients, 3 also the weights (ZeRO §3)."""
-    w = 2.0 + (FP8_WEIGHT_CACHE_BYTES if recipe.precision == "fp8" else 0)
-    g = 4.0 if recipe.fp32_grad_accumulation else 2.0
-    o = 0.0 if recipe.offload_optimizer else float(MASTER_BYTES + OPTIMIZER_MOMENT_BYTES[recipe.optimizer])
+def state_bytes_per_param(
+    recipe: Recipe, zero: Any, shard: Any, state: StateLayout = "megatron"
+) -> tuple[Any, Any, Any]:
+    """(weights, gradients, optimizer) bytes per parameter on one rank of a ZeRO/FSDP group of `shard` ranks.
+
+    - megatron: bf16 weights, a contiguous gradient buffer (fp32 with grad_reduce_in_fp32, else bf16), fp32
+      main params and moments; ZeRO-1 is the distributed optimizer (6 + 12/d, distrib_optimizer.py), 2 and 3
+      Megatron-FSDP's optim_grads / optim_grads_params.
+    - deepspeed: stages 1-2 keep 16-bit weights plus (2 + 4 + 4 + 8)/d (16-bit and fp32 gradient partitions,
+      fp32 master, moments: stage_1_and_2.py's estimator), stage 1 the 16-bit gradients whole; stage 3 18/d
+      (stage3.py); without ZeRO sharding of gradients, BF16_Optimizer accumulates into an unsharded fp32
+      buffer next to the 16-bit gradients (bf16_optimizer.py).
+    - fsdp2 / fsdp1: the sharded fp32 parameter is the master and its gradient shard is fp32 (16/d with Adam);
+      ZeRO-0 is DDP over fp32 parameters (16).
+    """
+    moments = float(OPTIMIZER_MOMENT_BYTES[recipe.optimizer])
+    master = 0.0 if recipe.offload_optimizer else float(MASTER_BYTES)
+    moments = 0.0 if recipe.offload_optimizer else moments
+    g16 = 4.0 if recipe.fp32_grad_accumulation else 2.0
+    if state == "deepspeed":
+        fp32_whole = 4.0 if recipe.fp32_grad_accumulation else 0.0  # BF16_Optimizer's fp32 accumulation buffer
+        w = np.where(zero >= 3, BF16 / shard, float(BF16))
+        g = np.where(zero >= 3, 4.0 / shard,
+                     np.where(zero == 2, (2.0 + 4.0) / shard,
+                              np.where(zero == 1, 2.0 + np.maximum(fp32_whole, 4.0 / shard), 2.0 + fp32_whole)))
+        o = master + moments
+        return w, g, np.where(zero >= 1, o / shard, o)
+    if state in ("fsdp2", "fsdp1"):
+        o = moments  # the fp32 shard is the master
+        w = np.where(zero >= 1, FSDP_PARAM_BYTES / shard, float(FSDP_PARAM_BYTES))
+        g = np.where(zero >= 1, 4.0 / shard, 4.0)
+        return w, g, np.where(zero >= 1, o / shard, o)
+    w16 = float(BF16)
+    o = master + moments
     return (
-        np.where(zero >= 3, w / shard, w),
-        np.where(zero >= 2, g / shard, g),
+        np.where(zero >= 3, w16 / shard, w16),
+        np.where(zero >= 2, g16 / shard, g16),
         np.where(zero >= 1, o / shard, o),
     )
 
@@ -70,7 +147,7 @@ def state_bytes_per_param(recipe: Recipe, zero: Any, shard: Any) -> tuple[Any, A
 # --------------------------------------------------------------------------------------------
 
 
-def layer_params_on_rank(m: ModelSpec, tp: int, ep: int, moe_layer: bool) -> tuple[float, float]:
+def layer_params_on_rank(m: ModelSpec, tp: Any, ep: Any, moe_layer: bool) -> tuple[Any, Any]:
     """(non-expert, expert) parameters of one layer on one TP×EP rank; norms are replicated."""
     h = m.hidden
     norms = norm_params(m, h) * m.norms_per_layer
@@ -83,31 +160,22 @@ def layer_params_on_rank(m: ModelSpec, tp: int, ep: int, moe_layer: bool) -> tup
     return dense, experts
 
 
-def stage_layers(m: ModelSpec, pp: Any, last: bool) -> tuple[Any, Any]:
-    """(dense-MLP layers, MoE layers) on the first or the last pipeline stage. Every stage but the last
-    holds ⌈L/p⌉ layers, the last the rest (uneven splits); DeepSeek's dense layers come first."""
-    per_stage = -(-m.layers // pp)
-    first = (pp - 1) * per_stage if last else 0
-    count = m.layers - first if last else np.minimum(per_stage, m.layers)
-    dense = np.clip(np.minimum(m.dense_layers, first + count) - first, 0, None)
-    return dense, count - dense
+def layer_gemm_weights_on_rank(m: ModelSpec, tp: Any, ep: Any, moe_layer: bool) -> tuple[Any, Any]:
+    """(non-expert, expert) matmul weights of one layer on one rank: what Transformer Engine casts to fp8."""
+    if not moe_layer or m.moe is None:
+        return (attention_weights(m) + mlp_weights(m, m.ffn_hidden)) / tp, 0.0
+    e = m.moe
+    dense = (attention_weights(m) + e.shared_experts * mlp_weights(m, e.shared_ffn)) / tp
+    return dense, e.experts / ep * mlp_weights(m, e.expert_ffn) / tp
 
 
-def stage_params(m: ModelSpec, tp: Any, pp: Any, ep: Any, last: bool) -> tuple[Any, Any]:
-    """(non-expert, expert) parameters held by one GPU of the first or last pipeline stage."""
-    dense_l, moe_l = stage_layers(m, pp, last)
-    d1, _ = layer_params_on_rank(m, tp, ep, False)
-    d2, e2 = layer_params_on_rank(m, tp, ep, True)
-    dense = dense_l * d1 + moe_l * d2
+def ends_params(m: ModelSpec, tp: Any) -> tuple[Any, Any]:
+    """(embedding side, output side) parameters of one TP rank: token and position embeddings (and BLOOM's
+    embedding norm) on the first stage, the final norm and the output matrix on the last."""
     c = count_params(m)
-    head = c.final_norm + m.vocab * m.hidden / tp  # a tied head keeps its own copy on the last stage
     embed = c.embedding / tp + c.position + c.embedding_norm
-    if last:
-        single = pp == 1  # one stage holds both ends; a tied matrix is then stored once
-        dense = dense + head + np.where(single, embed - (m.vocab * m.hidden / tp if m.tied_embeddings else 0), 0)
-    else:
-        dense = dense + embed
-    return dense, moe_l * e2
+    head = c.final_norm + m.vocab * m.hidden / tp  # a tied head keeps its own copy on the last stage
+    return embed, head
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,114 +185,256 @@ def stage_params(m: ModelSpec, tp: Any, pp: Any, ep: Any, last: bool) -> tuple[A
 
 @dataclass(frozen=True)
 class ActivationShape:
-    """What one micro-batch looks like on one rank: tokens, widths and the TP/SP divisors."""
+    """What one micro-batch looks like on one rank: tokens, widths, the TP/SP divisors and the bytes per
+    element of a saved GEMM input (2 in 16-bit; Transformer Engine's fp8 recipes save 1 byte plus scales)."""
 
     s: int  # sequence length on this rank (after CP)
     b: int  # micro-batch
     t: int  # tensor parallel size: divides head and FFN widths
-    r: int  # t with sequence parallelism, else 1: divides the hidden-width tensors
+    r: Any  # t with sequence parallelism, else 1: divides the hidden-width tensors
     dropout: bool
+    gemm_in: float = 2.0
 
 
-def norm_saved(m: ModelSpec, impl: Implementation, x: ActivationShape, width: int) -> float:
+def _knobs(impl: Implementation | Knobs) -> Knobs:
+    return impl if isinstance(impl, Knobs) else resolve(impl)
+
+
+def norm_saved(m: ModelSpec, impl: Implementation | Knobs, x: ActivationShape, width: int) -> Any:
     """One norm: its 16-bit input and fp32 statistics (mean+rstd for LayerNorm, rstd for RMSNorm).
     Hugging Face's RMSNorm keeps an fp32 copy of its input and its normalised 16-bit output instead."""
+    k = _knobs(impl)
     sb = x.s * x.b
     stats = (8 if m.norm == "layernorm" else 4) * sb
-    if m.norm == "rmsnorm" and not impl.fused_kernels:
+    if m.norm == "rmsnorm" and not k.fused_norm:
         return (6 * sb * width + stats) / x.r
     return (2 * sb * width + stats) / x.r
 
 
-def attention_saved(m: ModelSpec, impl: Implementation, x: ActivationShape) -> float:
-    """Core attention and its projections, excluding the norm in front of it."""
-    s, b, t, r = x.s, x.b, x.t, x.r
-    sb, h, a = s * b, m.hidden, m.heads
+def _score_saved(m: ModelSpec, k: Knobs, x: ActivationShape) -> Any:
+    """The s² tensors unfused attention keeps: softmax output (HF also an fp32 copy), dropout mask and output."""
+    score = m.heads * x.s * x.s * x.b / x.t
+    return (2 if k.fused_softmax else 6) * score + (3 * score if x.dropout else 0)
+
+
+def core_attention_saved(m: ModelSpec, impl: Implementation | Knobs, x: ActivationShape) -> Any:
+    """What recomputing core attention drops (Megatron recompute_modules core_attn, Korthikanti §4.2): the s²
+    tensors of unfused attention; with flash attention q, k, v stay as the checkpoint's inputs and the output
+    as the output projection's input."""
+    k = _knobs(impl)
+    if k.attention == "flash":
+        # the fp32 log-sum-exp (4·a·s·b/t, under 0.1 % of a layer) is all it drops: counted as nothing, so that
+        # selective recompute buys no memory with flash attention as it costs no time in planner's model
+        return 0.0
+    return _score_saved(m, k, x)
+
+
+def _qkv_widths(m: ModelSpec, k: Knobs, b: Any) -> tuple[Any, Any, Any]:
+    """Saved widths of q, k and v summed over heads."""
     qk, v = attention_dims(m)
-    proj_in = 2 * sb * h / r  # the normalised input of the Q/K/V (or MLA down) projections
+    if m.mla is not None:
+        return qk, qk, v  # MLA materialises per-head K and V
+    # eager repeat_kv materialises K and V for every head, except MQA at micro-batch 1 where the expand
+    # stays a view (measured, formulas §2.3)
+    kv_heads: Any = m.n_kv_heads
+    if k.attention == "eager":
+        mqa_view = np.logical_and(m.n_kv_heads == 1 and not k.fused_norm, b == 1)
+        kv_heads = np.where(mqa_view, m.n_kv_heads, m.heads)
+    return qk, kv_heads * m.d_head, kv_heads * m.d_head
+
+
+def attention_saved(m: ModelSpec, impl: Implementation | Knobs, x: ActivationShape) -> Any:
+    """Core attention and its projections, excluding the norm in front of it."""
+    k = _knobs(impl)
+    s, b, t = x.s, x.b, x.t
+    sb, h = s * b, m.hidden
+    q_w, k_w, v_w = _qkv_widths(m, k, b)
+    proj_in = x.gemm_in * sb * h / x.r  # the normalised input of the Q/K/V (or MLA down) projections
     if m.mla is not None:
         # each low-rank latent is a norm input (16-bit + fp32 rstd) and an up-projection input
         latents = [m.mla.kv_lora_rank] + ([m.mla.q_lora_rank] if m.mla.q_lora_rank else [])
-        proj_in += sum(4 * sb * w + 4 * sb for w in latents)
-        kv_q, kv_v = qk, v  # MLA materialises per-head K and V
+        proj_in += sum(2 * sb * w + x.gemm_in * sb * w + 4 * sb for w in latents)
+    saved = proj_in + 2 * sb * (q_w + k_w + v_w) / t  # q, k, v
+    _, v_dim = attention_dims(m)
+    saved += 2 * sb * v_dim / t  # attention output = the 16-bit input of the output projection
+    if x.gemm_in < 2:
+        saved += x.gemm_in * sb * v_dim / t  # TE's Linear keeps its own fp8 copy of that input
+    if k.attention == "flash":
+        saved += 4 * m.heads * sb / t  # fp32 log-sum-exp; dropout is regenerated from the RNG seed
     else:
-        # eager repeat_kv materialises K and V for every head, except MQA at micro-batch 1 where the
-        # expand stays a view (measured, formulas §2.3)
-        kv_heads: Any = m.n_kv_heads
-        if impl.attention == "eager":
-            mqa_view = np.logical_and(m.n_kv_heads == 1 and not impl.fused_kernels, b == 1)
-            kv_heads = np.where(mqa_view, m.n_kv_heads, a)
-        kv_q = kv_v = kv_heads * m.d_head
-    saved = proj_in + 2 * sb * (qk + kv_q + kv_v) / t  # q, k, v
-    saved += 2 * sb * v / t  # attention output = input of the output projection
-    if impl.attention == "flash":
-        saved += 4 * a * sb / t  # fp32 log-sum-exp; dropout is regenerated from the RNG seed
-    else:
-        score = a * s * s * b / t
-        saved += (2 if impl.fused_kernels else 6) * score  # softmax out (HF also keeps an fp32 copy)
-        if x.dropout:
-            saved += 3 * score  # 1-byte mask and 16-bit dropped probabilities
+        saved += _score_saved(m, k, x)
     if x.dropout:
         saved += sb * h / x.r  # mask of the dropout after the output projection
     return saved
 
 
-def core_attention_saved(m: ModelSpec, impl: Implementation, x: ActivationShape) -> float:
-    """The part of attention_saved that selective recompute drops (Korthikanti et al. §4.2)."""
-    if impl.attention == "flash":
-        return 0.0  # flash attention already recomputes the scores; nothing large to drop
-    score = m.heads * x.s * x.s * x.b / x.t
-    return (2 if impl.fused_kernels else 6) * score + (3 * score if x.dropout else 0)
-
-
-def mlp_inner_saved(m: ModelSpec, impl: Implementation, ffn: int) -> float:
-    """Per token, what an MLP of width `ffn` saves past its input (before TP division)."""
+def mlp_inner_saved(m: ModelSpec, impl: Implementation | Knobs, ffn: int, gemm_in: float = 2.0) -> float:
+    """Per token, what an MLP of width `ffn` saves past its input (before TP division): the activation's input
+    and the down projection's input (16-bit, or fp8 under Transformer Engine)."""
+    k = _knobs(impl)
     if m.mlp == "swiglu":
-        return (6 if impl.fused_kernels else 8) * ffn  # [gate, up] + product; HF also keeps silu(gate)
-    return 4 * ffn  # GeLU input and fc2 input
+        # fused bias_swiglu keeps [gate, up]; eager SwiGLU also keeps silu(gate) and up separately
+        return (4 if k.fused_swiglu else 6) * ffn + gemm_in * ffn
+    return 2 * ffn + gemm_in * ffn  # GeLU input, fc2 input
+
+
+def _moe_saved(m: ModelSpec, k: Knobs, x: ActivationShape) -> tuple[Any, Any, Any]:
+    """(routing and dispatch, routed experts' inner tensors, shared experts' inner tensors) of one MoE block."""
+    assert m.moe is not None
+    e, h, sb = m.moe, m.hidden, x.s * x.b
+    # Token dispatch and combine: fp32 router probabilities (4E), per routed copy the permuted input (the
+    # experts' GEMM input), the expert output kept for the routing-weight product (2h), and the top-k weight
+    # and index (4 + 8). Measured on HF Mixtral's eager experts, which also keep the weighted output (2h),
+    # its fp32 weight (4), int64 positions (16) and the weights' sum (4).
+    per_copy = x.gemm_in * h / x.r + 2 * h / x.r + 12 + (2 * h / x.r + 20 if not k.fused_norm else 0)
+    routing = sb * (4 * e.experts + e.top_k * per_copy + (4 if not k.fused_norm else 0))
+    routed = e.top_k * sb * mlp_inner_saved(m, k, e.expert_ffn, x.gemm_in) / x.t
+    shared = sb * mlp_inner_saved(m, k, e.shared_experts * e.shared_ffn, x.gemm_in) / x.t if e.shared_experts else 0
+    return routing, routed, shared
+
+
+def recompute_dropped(m: ModelSpec, k: Knobs, x: ActivationShape, moe_layer: bool) -> Any:
+    """Bytes of one layer that selective recompute drops, module by module (Megatron recompute_modules,
+    megatron/core/transformer/transformer_config.py): core_attn its s² tensors (flash: the log-sum-exp);
+    mlp the dense MLP past its input (norm statistics, fc1 input, inner tensors); moe the whole MoE block past
+    its input; moe_act the activation outputs of the routed experts; shared_experts their inner tensors;
+    layernorm the two norm outputs (the projections' inputs); mla_up_proj MLA's per-head q, k and v."""
+    sb, h = x.s * x.b, m.hidden
+    mods = set(k.recompute_modules)
+    dropped: Any = core_attention_saved(m, k, x) if "core_attn" in mods else 0
+    stats = (8 if m.norm == "layernorm" else 4) * sb / x.r
+    if "layernorm" in mods:
+        dropped = dropped + x.gemm_in * sb * h / x.r * (1 if m.shared_block_input else 2)
+    if "mla_up_proj" in mods and m.mla is not None:
+        q_w, k_w, v_w = _qkv_widths(m, k, x.b)
+        dropped = dropped + 2 * sb * (q_w + k_w + v_w) / x.t
+    if moe_layer and m.moe is not None:
+        routing, routed, shared = _moe_saved(m, k, x)
+        if "moe" in mods:
+            return dropped + routing + routed + shared
+        if "moe_act" in mods:
+            dropped = dropped + m.moe.top_k * sb * x.gemm_in * m.moe.expert_ffn / x.t
+        if "shared_experts" in mods:
+            dropped = dropped + shared
+    elif "mlp" in mods:
+        fc1_in = 0 if m.shared_block_input or "layernorm" in mods else x.gemm_in * sb * h / x.r
+        dropped = dropped + stats + fc1_in + sb * mlp_inner_saved(m, k, m.ffn_hidden, x.gemm_in) / x.t
+    return dropped
+
+
+def op_policy_saved(m: ModelSpec, k: Knobs, x: ActivationShape) -> Any:
+    """A dense layer under torchtitan's op-level selective checkpointing (torchtitan/distributed/
+    activation_checkpoint.py `_get_custom_policy`): the layer input, the outputs of every other matmul in
+    forward order (q, v, w1, w2 of q, k, v, o, w1, w3, w2; a row-parallel output is a full-width partial sum),
+    the attention kernel's output and fp32 log-sum-exp, and the reduce-scatter outputs of sequence
+    parallelism. Everything else is recomputed in backward."""
+    sb, h, t, r = x.s * x.b, m.hidden, x.t, x.r
+    q_w, _, v_w = _qkv_widths(m, k, x.b)
+    _, v_dim = attention_dims(m)
+    ffn_out = m.ffn_hidden if m.mlp == "swiglu" else h  # GeLU's second matmul is fc2 (h wide, row-parallel)
+    saved = 2 * sb * h / r + 2 * sb * (q_w + v_w) / t + 2 * sb * ffn_out / t * (m.mlp == "swiglu")
+    saved = saved + 2 * sb * h * (m.mlp == "swiglu") + (2 * sb * m.ffn_hidden / t if m.mlp == "gelu" else 0)
+    saved = saved + 2 * sb * v_dim / t + 4 * m.heads * sb / t
+    return saved + np.where(r > 1, 2 * 2 * sb * h / r, 0)
 
 
 def layer_activation_bytes(
-    m: ModelSpec, impl: Implementation, x: ActivationShape, recompute: Recompute, moe_layer: bool
-) -> float:
+    m: ModelSpec, impl: Implementation | Knobs, x: ActivationShape, recompute: Recompute, moe_layer: bool
+) -> Any:
     """Bytes one layer keeps for backward for one micro-batch on one rank."""
+    k = _knobs(impl)
     if recompute == "full":
         return 2 * x.s * x.b * m.hidden / x.r  # only the layer input (checkpoint boundary)
     h = m.hidden
-    total = m.norms_per_layer * norm_saved(m, impl, x, h) + attention_saved(m, impl, x)
+    total = m.norms_per_layer * norm_saved(m, k, x, h) + attention_saved(m, k, x)
     sb = x.s * x.b
     if not m.shared_block_input:
-        total += 2 * sb * h / x.r  # the normalised MLP input (fc1 / router / shared-expert input)
+        total += x.gemm_in * sb * h / x.r  # the normalised MLP input (fc1 / router / shared-expert input)
     if moe_layer and m.moe is not None:
-        # Token dispatch and combine: fp32 router probabilities (4E), per routed copy the permuted input
-        # (2h), the expert's inner tensors, the expert output kept for the routing-weight product (2h),
-        # and the top-k weight and index (4 + 8). Measured on HF Mixtral's eager experts, which also
-        # keep the weighted output (2h), its fp32 weight (4), int64 positions (16) and the weights' sum (4).
-        e = m.moe
-        k = e.top_k
-        per_copy = 2 * h / x.r + 2 * h / x.r + 12 + (2 * h / x.r + 20 if not impl.fused_kernels else 0)
-        total += sb * (4 * e.experts + k * per_copy + (4 if not impl.fused_kernels else 0))
-        total += k * sb * mlp_inner_saved(m, impl, e.expert_ffn) / x.t
-        if e.shared_experts:
-            total += sb * mlp_inner_saved(m, impl, e.shared_experts * e.shared_ffn) / x.t
+        routing, routed, shared = _moe_saved(m, k, x)
+        total += routing + routed + shared
     else:
-        total += sb * mlp_inner_saved(m, impl, m.ffn_hidden) / x.t
+        total += sb * mlp_inner_saved(m, k, m.ffn_hidden, x.gemm_in) / x.t
     if x.dropout:
         total += x.s * x.b * h / x.r  # mask of the dropout after the MLP
     if recompute == "selective":
-        total -= core_attention_saved(m, impl, x)
+        if k.selective == "op" and not (moe_layer and m.moe is not None):
+            return np.minimum(total, op_policy_saved(m, k, x))
+        total -= recompute_dropped(m, k, x, moe_layer)
     return total
 
 
 def inflight_microbatches(pp: Any, vpp: Any, microbatches: Any) -> Any:
-    """Micro-batches of a full stage whose activations the first stage holds at its peak.
-
-    1F1B: min(p, M) micro-batches of L/p layers. Interleaved with v chunks: 2(p−1) + (v−1)p + 1
-    chunks of L/(p·v) layers, capped at M·v (Narayanan et al. 2021 §2.2; PyTorch's schedule tables).
-    """
+    """Micro-batches of a full stage whose activations the first stage holds at its peak, when its chunks weigh
+    the same: min(p, M) for 1F1B; (2(p−1) + (v−1)p + 1)/v chunk-fulls for interleaving, capped at M
+    (planner.model.pipeline steps through the schedule itself, chunk by chunk)."""
     one_f_one_b = np.minimum(pp, microbatches)
     interleaved = np.minimum(2 * (pp - 1) + (vpp - 1) * pp + 1, microbatches * vpp) / vpp
     return np.where(pp == 1, 1.0, np.where(vpp == 1, one_f_one_b, interleaved))
+
+
+# --------------------------------------------------------------------------------------------
+# Pipeline ranks: what each holds
+# --------------------------------------------------------------------------------------------
+
+# Columns of a rank's activation coefficients: layers keeping everything, layers under the layout's recompute
+# (per dense/MoE), embedding and loss extras; each times a micro-batch's bytes of that kind.
+COEFS = ("dense_keep", "dense_rc", "moe_keep", "moe_rc", "embedding", "loss", "output")
+RANKS = ("first", "second", "last")
+
+
+@dataclass(frozen=True)
+class RankPlan:
+    """One pipeline rank under one (pp, vpp, micro-batches): its layers and its activation peak coefficients."""
+
+    rank: int
+    dense_layers: int
+    moe_layers: int
+    embedding: bool
+    head: bool
+    coefs: np.ndarray  # (states, len(COEFS)): micro-batch multiples alive at each candidate peak
+    valid: bool = True
+
+
+def _chunk_vectors(m: ModelSpec, counts: tuple[int, ...], pp: int, vpp: int, rank: int, recipe: Recipe) -> np.ndarray:
+    """(vpp, len(COEFS)) per model chunk of `rank`: layers by kind and recompute, embedding and loss flags."""
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    stages = pp * vpp
+    out = np.zeros((vpp, len(COEFS)))
+    n_rc = recipe.recompute_num_layers
+    for c in range(vpp):
+        kidx = c * pp + rank
+        start, n = int(offsets[kidx]), counts[kidx]
+        dense = max(0, min(m.dense_layers, start + n) - start)
+        moe = n - dense
+        if n_rc is None:
+            rc_dense, rc_moe, keep_dense, keep_moe = dense, moe, 0, 0
+        elif recipe.recompute_method == "uniform":
+            # every group of n_rc layers is one checkpoint: one stored input per group
+            rc_dense, rc_moe, keep_dense, keep_moe = math.ceil(n / n_rc) if n else 0, 0, 0, 0
+        else:  # block: the first n_rc layers of the chunk (dense ones come first)
+            rc_dense = min(n_rc, dense)
+            rc_moe = min(n_rc - rc_dense, moe)
+            keep_dense, keep_moe = dense - rc_dense, moe - rc_moe
+        out[c] = (keep_dense, rc_dense, keep_moe, rc_moe, kidx == 0, kidx == stages - 1, kidx < stages - 1)
+    return out
+
+
+@functools.lru_cache(maxsize=1024)
+def rank_plan(m: ModelSpec, pp: int, vpp: int, microbatches: int, which: str, recipe: Recipe,
+              split: pipeline.PipelineSplit) -> RankPlan:
+    """The layers and in-flight coefficients of the first, second or last pipeline rank."""
+    rank = {"first": 0, "second": min(1, pp - 1), "last": pp - 1}[which]
+    counts = pipeline.virtual_stage_layers(m.layers, pp, vpp, split)
+    if isinstance(counts, str):  # a split the framework refuses: legality reports it; count it evenly
+        counts = tuple(m.layers // (pp * vpp) + (k < m.layers % (pp * vpp)) for k in range(pp * vpp))
+    chunks = _chunk_vectors(m, counts, pp, vpp, rank, recipe)
+    coefs = pipeline.inflight_states(pp, vpp, microbatches, rank) @ chunks
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    mine = [c * pp + rank for c in range(vpp)]
+    layers_here = sum(counts[k] for k in mine)
+    dense = sum(max(0, min(m.dense_layers, int(offsets[k]) + counts[k]) - int(offsets[k])) for k in mine)
+    return RankPlan(rank, dense, layers_here - dense, rank == 0, rank == pp - 1, coefs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,93 +442,180 @@ def inflight_microbatches(pp: Any, vpp: Any, microbatches: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-def activation_shape(seq: int, arrays: dict[str, Any], impl: Implementation) -> ActivationShape:
+def activation_shape(seq: int, arrays: dict[str, Any], impl: Implementation | Knobs) -> ActivationShape:
+    k = _knobs(impl)
     tp = arrays["tp"]
     return ActivationShape(
         s=-(-seq // arrays["cp"]),
         b=arrays["micro_batch"],
         t=tp,
         r=np.where(arrays["sequence_parallel"] > 0, tp, 1),
-        dropout=impl.dropout > 0,
+        dropout=k.dropout > 0,
+        gemm_in=k.fp8_activation_bytes,
     )
 
 
-def stage_activation_bytes(
-    m: ModelSpec, seq: int, arrays: dict[str, Any], impl: Implementation, last: bool
-) -> Any:
-    """Activations of the first or last stage at its peak: in-flight micro-batches × its layers, the
-    embedding/head extras, and the one-layer working set that recomputation rebuilds in backward."""
-    x = activation_shape(seq, arrays, impl)
-    pp, rc = arrays["pp"], arrays["recompute"]
-    microbatches = np.maximum(1, arrays["global_batch"] // (arrays["dp"] * arrays["micro_batch"]))
-    dense_l, moe_l = stage_layers(m, pp, last)
-    modes = ("none", "selective", "full")
-    dense_b = [layer_activation_bytes(m, impl, x, mode, False) for mode in modes]
-    moe_b = [layer_activation_bytes(m, impl, x, mode, True) for mode in modes] if m.moe else [0.0] * 3
-    per_layer_dense = np.choose(rc, dense_b)
-    per_layer_moe = np.choose(rc, moe_b)
-    inflight = 1.0 if last else inflight_microbatches(pp, arrays["vpp"], microbatches)
-    # with 1F1B the last stage holds one micro-batch; a single stage is also the first
-    inflight = np.where(pp == 1, 1.0, inflight)
-    total = (dense_l * per_layer_dense + moe_l * per_layer_moe) * inflight
+def extras_bytes(m: ModelSpec, k: Knobs, x: ActivationShape) -> tuple[Any, Any, Any]:
+    """(embedding chunk, loss chunk) bytes per micro-batch in flight, and the loss's transient working set.
+
+    The embedding keeps the int64 token ids (and a dropout mask); the loss chunk the final norm, the output
+    layer's 16-bit input and the fp32 logits the cross-entropy saves (4sbV/t: Megatron's vocab-parallel CE
+    exponentiates them in place; Hugging Face also returns 16-bit logits, 2sbV). While the loss runs, the
+    16-bit logits sit next to their fp32 copy (2sbV/t); an eager cross-entropy's backward also allocates its
+    fp32 gradient input and output (8sbV/t, torch log_softmax_backward)."""
     sb = x.s * x.b
-    first_extra = 8 * sb + (sb * m.hidden / x.r if x.dropout else 0)  # token ids, embedding dropout mask
-    last_extra = norm_saved(m, impl, x, m.hidden) + 2 * sb * m.hidden / x.r + 4 * sb * m.vocab / x.t
-    if not impl.fused_kernels:
-        last_extra = last_extra + 2 * sb * m.vocab  # Hugging Face also returns the 16-bit logits
-    if last:
-        total = total + last_extra + np.where(pp == 1, first_extra, 0)
-    else:
-        total = total + first_extra * inflight
-    # backward rebuilds one layer's full working set before it can run (a transient peak)
-    rebuilt = np.where(moe_l > 0, moe_b[0] - per_layer_moe, dense_b[0] - per_layer_dense)
-    return total + np.where(rc > 0, rebuilt, 0)
+    embedding = 8 * sb + (sb * m.hidden / x.r if x.dropout else 0)
+    loss = norm_saved(m, k, x, m.hidden) + 2 * sb * m.hidden / x.r + 4 * sb * m.vocab / x.t
+    if not k.fused_norm:
+        loss = loss + 2 * sb * m.vocab  # Hugging Face also returns the 16-bit logits
+    transient = (2 if k.inplace_cross_entropy else 8) * sb * m.vocab / x.t
+    return embedding, loss, transient
+
+
+def _flat(arrays: dict[str, Any]) -> tuple[dict[str, np.ndarray], tuple[int, ...], int]:
+    keys = list(arrays)
+    cols = np.broadcast_arrays(*[np.asarray(arrays[k_]) for k_ in keys])
+    shape = cols[0].shape
+    n = int(np.prod(shape)) if shape else 1
+    return {k_: c.reshape(-1).astype(np.int64) for k_, c in zip(keys, cols, strict=True)}, shape, n
 
 
 def training_memory_table(
     m: ModelSpec, seq: int, arrays: dict[str, Any], recipe: Recipe, impl: Implementation, overheads: Overheads
 ) -> dict[str, Any]:
-    """Per-GPU bytes of the most loaded pipeline stage, component by component, for scalars or numpy
-    arrays of layout fields (the solver evaluates its whole grid in one call)."""
-    tp, pp, ep, cp, dp, zero = (arrays[k] for k in ("tp", "pp", "ep", "cp", "dp", "zero"))
-    dense_shard = dp * cp  # the distributed optimizer shards over DP×CP (Megatron)
-    expert_shard = np.maximum(1, dense_shard // ep)
-    wd, gd, od = state_bytes_per_param(recipe, zero, dense_shard)
-    we, ge, oe = state_bytes_per_param(recipe, zero, expert_shard)
-    x = activation_shape(seq, arrays, impl)
-    buffers = overheads.comm_buffer_bytes + np.where(pp > 1, 2 * 2 * x.s * x.b * m.hidden / x.r, 0)  # p2p send/recv
-    d1, e1 = layer_params_on_rank(m, tp, ep, m.moe is not None)
-    live = 2 * (d1 + e1)  # the layer being computed and the prefetched next one
-    if overheads.zero3_live_params is not None:
-        live = np.minimum(live, overheads.zero3_live_params)
-    buffers = buffers + np.where(zero == 3, live * (2 + 2), 0)  # gathered 16-bit params and their grads
-    best: dict[str, Any] | None = None
-    for last in (False, True):
-        dense, expert = stage_params(m, tp, pp, ep, last)
-        comp = {
-            "weights": dense * wd + expert * we,
-            "gradients": dense * gd + expert * ge,
-            "optimizer": dense * od + expert * oe,
-            "activations": stage_activation_bytes(m, seq, arrays, impl, last),
-            "buffers": buffers,
-        }
+    """Per-GPU bytes of the most loaded pipeline rank, component by component, for scalars or numpy arrays of
+    layout fields (the solver evaluates its whole grid in one call)."""
+    a, shape, n = _flat(arrays)
+    k = knobs(impl, recipe)
+    tp, pp, vpp, ep, cp, dp, zero, rc = (a[f] for f in ("tp", "pp", "vpp", "ep", "cp", "dp", "zero", "recompute"))
+    microbatches = np.maximum(1, a["global_batch"] // (dp * a["micro_batch"]))
+    x = activation_shape(seq, a, k)
+
+    def col(v: Any) -> np.ndarray:
+        a = np.asarray(v, dtype=np.float64)
+        return a.reshape(-1) if a.size == n else np.full(n, float(a))
+
+    # ---- state bytes per parameter ---------------------------------------------------------------------
+    group = dp * cp  # the distributed optimizer and FSDP shard over DP×CP (Megatron, torchtitan)
+    shard = np.minimum(recipe.dp_shard, group) if recipe.dp_shard else group  # HSDP: shard inside dp_shard
+    expert_shard = np.maximum(1, shard // ep)
+    wd, gd, od = (col(v) for v in state_bytes_per_param(recipe, zero, shard, k.state))
+    we, ge, oe = (col(v) for v in state_bytes_per_param(recipe, zero, expert_shard, k.state))
+    fsdp = k.state in ("fsdp2", "fsdp1")
+    gathered = ((zero == 3) | (fsdp & (zero >= 1))) & (shard > 1)
+    # FSDP without resharding keeps each unit's gathered 16-bit parameters from its forward to its backward
+    # (ZeRO-2's memory; FSDP has no ZeRO-1, which runs as that); inside a pipeline stage torch.distributed.
+    # pipelining keeps them over all micro-batches and accumulates unsharded gradients in the reduce dtype
+    # until the last one (stage.py backward_maybe_with_nosync: set_reshard_after_backward(False),
+    # set_requires_gradient_sync(False)).
+    reshard = np.where(pp > 1, k.reshard_with_pp, k.reshard_without_pp)
+    held = gathered & fsdp & (((zero == 3) & ~reshard) | (zero < 3) | (pp > 1))
+    gather_bytes = 1.0 if k.fp8_param_gather and fsdp else float(BF16)  # torchtitan float8 all-gather
+    reduce_bytes = 4.0 if (k.fsdp_reduce_fp32 if fsdp else recipe.fp32_grad_accumulation) else 2.0
+    held_g = np.where(held & (pp > 1), reduce_bytes, 0.0)
+    held_w = np.where(held, gather_bytes, 0.0)
+
+    # ---- activations per micro-batch, by kind --------------------------------------------------------------
+    modes: tuple[Recompute, ...] = ("none", "selective", "full")
+    dense_b = [col(layer_activation_bytes(m, k, x, mode, False)) for mode in modes]
+    moe_b = [col(layer_activation_bytes(m, k, x, mode, True)) for mode in modes] if m.moe else [col(0.0)] * 3
+    dense_rc, moe_rc = np.choose(rc, dense_b), np.choose(rc, moe_b)
+    # layers outside recompute_num_layers keep everything under full recompute; selective covers every layer
+    dense_keep = np.where(rc == 2, dense_b[0], dense_rc)
+    moe_keep = np.where(rc == 2, moe_b[0], moe_rc)
+    emb_b, loss_b, loss_transient = (col(v) for v in extras_bytes(m, k, x))
+    if k.activation_offload:
+        # offloaded layers leave the GPU after their forward and come back for their backward (TE
+        # cpu_offload.py, Megatron --cpu-offloading): what stays is the layer computing and the one in transfer
+        dense_keep, dense_rc, moe_keep, moe_rc = (np.zeros(n),) * 4
+    sbh = x.s * x.b * m.hidden
+    output_b = col({"freed": 0, "tp_partitioned": 2 * sbh / x.t, "kept": 2 * sbh / x.r}[k.stage_output])
+    per_kind = np.stack([dense_keep, dense_rc, moe_keep, moe_rc, emb_b, loss_b, output_b], axis=1)
+    # backward rebuilds a recomputed layer (a whole group under the uniform method) before it runs it
+    group_layers = recipe.recompute_num_layers if recipe.recompute_method == "uniform" else 1
+    rebuilt = np.maximum(dense_b[0] - dense_rc, moe_b[0] - moe_rc if m.moe else 0)
+    rebuilt = np.where(rc == 2, rebuilt + ((group_layers or 1) - 1) * dense_b[0], np.where(rc > 0, rebuilt, 0))
+    if k.activation_offload:
+        rebuilt = rebuilt + 2 * np.maximum(dense_b[0], moe_b[0])
+
+    # ---- per-layer parameters on this rank -----------------------------------------------------------------
+    d_dense = col(layer_params_on_rank(m, tp, ep, False)[0])
+    d_moe, e_moe = (col(v) for v in layer_params_on_rank(m, tp, ep, True))
+    g_dense = col(layer_gemm_weights_on_rank(m, tp, ep, False)[0])
+    g_moe_dense, g_moe_expert = layer_gemm_weights_on_rank(m, tp, ep, True)
+    g_moe = col(g_moe_dense) + col(g_moe_expert)
+    embed, head = (col(v) for v in ends_params(m, tp))
+    tied = col(m.vocab * m.hidden / tp) if m.tied_embeddings else col(0.0)
+    # ZeRO-3 / FSDP gather units: a transformer layer, or the output layer (FSDP wraps it as its own unit)
+    unit = np.maximum(d_moe + e_moe if m.moe else d_dense, head if k.zero3_unit == "layer" else 0)
+    if k.zero3_unit == "layer":
+        # FSDP (and Megatron-FSDP): in backward the unit being computed, the prefetched next one, the unit's
+        # 16-bit gradients and their reduce-scatter copy in the reduce dtype; held parameters are counted above
+        live = np.where(held, unit * (BF16 + reduce_bytes), unit * (2 * gather_bytes + BF16 + reduce_bytes))
+    else:
+        # DeepSpeed: gathered parameters capped at stage3_max_live_parameters, and their gradients
+        cap = overheads.zero3_live_params
+        live = (np.minimum(2 * unit, cap) if cap is not None else 2 * unit) * (BF16 + BF16)
+    buffers = (overheads.comm_buffer_bytes + np.where(pp > 1, 2 * 2 * x.s * x.b * m.hidden / x.r, 0)
+               + np.where(gathered, live, 0))
+
+    best: dict[str, np.ndarray] | None = None
+    groups = list(pipeline.combos(pp, vpp, microbatches))
+    deepest = max(p for (p, _, _), _ in groups)
+    # with one stage the first rank is also the last; the second rank differs only with three or more
+    for which in RANKS if deepest > 2 else ("first", "last") if deepest == 2 else ("first",):
+        comp: dict[str, np.ndarray] = {key: np.zeros(n) for key in
+                                       ("weights", "gradients", "optimizer", "activations", "buffers")}
+        stage = np.zeros(n, dtype=np.int64)
+        valid = np.ones(n, dtype=bool)
+        for (p, v, mb), idx in groups:
+            plan = rank_plan(m, p, v, mb, which, recipe, k.split)
+            valid[idx] = which != "second" or p > 2
+            stage[idx] = plan.rank
+            transient = rebuilt[idx]
+            if plan.head:
+                transient = np.maximum(transient, loss_transient[idx])
+            comp["activations"][idx] = (per_kind[idx] @ plan.coefs.T).max(axis=1) + transient
+            dl, ml = plan.dense_layers, plan.moe_layers
+            ends = embed[idx] * plan.embedding + head[idx] * plan.head - tied[idx] * (plan.embedding and plan.head)
+            dense_par = dl * d_dense[idx] + ml * d_moe[idx] + ends
+            expert_par = ml * e_moe[idx]
+            comp["weights"][idx] = dense_par * (wd[idx] + held_w[idx]) + expert_par * (we[idx] + held_w[idx])
+            comp["gradients"][idx] = dense_par * (gd[idx] + held_g[idx]) + expert_par * (ge[idx] + held_g[idx])
+            comp["optimizer"][idx] = dense_par * od[idx] + expert_par * oe[idx]
+            extra = buffers[idx]
+            if k.fp8 and k.fp8_weight_bytes:
+                # Transformer Engine's cached fp8 weights (row-wise and transposed, with scales); with fp8
+                # parameters (fp8_param_gather) the fp8 copy replaces the 16-bit weight, whose shard is gone
+                gemm = dl * g_dense[idx] + ml * g_moe[idx]
+                comp["weights"][idx] += gemm * k.fp8_weight_bytes
+                if k.fp8_param_gather:
+                    comp["weights"][idx] -= gemm * np.where(zero[idx] >= 3, BF16 / shard[idx], BF16)
+                # delayed scaling: an fp32 amax history per fp8 tensor (input, weight, gradient) of each GEMM
+                extra = extra + (dl + ml) * 4 * FP8_TENSORS_PER_GEMM * 4 * k.amax_history_len
+            if k.cuda_graphs:
+                # each captured layer owns static input and output buffers (Megatron transformer/cuda_graphs.py)
+                extra = extra + (dl + ml) * 2 * 2 * x.s * x.b * m.hidden / np.broadcast_to(x.r, (n,))[idx]
+            comp["buffers"][idx] = extra
         allocated = sum(comp.values())
-        comp["reserve"] = overheads.reserve_bytes + overheads.fragmentation * allocated
-        comp = {k: np.ceil(v) for k, v in comp.items()}
-        comp["total"] = sum(comp.values())
-        comp["stage"] = np.where(pp > 1, pp - 1, 0) if last else np.zeros_like(pp)
+        comp["reserve"] = np.asarray(overheads.reserve_bytes + overheads.fragmentation * allocated)
+        comp = {key: np.ceil(val) for key, val in comp.items()}
+        comp["total"] = np.where(valid, sum(comp.values()), -1.0)
+        comp["stage"] = stage.astype(np.float64)
         if best is None:
             best = comp
         else:
             take = comp["total"] > best["total"]
-            best = {k: np.where(take, comp[k], best[k]) for k in comp}
+            best = {key: np.where(take, comp[key], best[key]) for key in comp}
     assert best is not None
-    return best
+    return {key: val.reshape(shape) for key, val in best.items()}
 
 
 @dataclass(frozen=True)
 class MemoryBreakdown:
-    """Per-GPU bytes of the most loaded pipeline stage."""
+    """Per-GPU bytes of the most loaded pipeline rank. `total` is what the device holds (fit); `reserved` what
+    PyTorch's caching allocator reserves at its peak (torch.cuda.max_memory_reserved, logged by torchtitan
+    and NeMo); `allocated` the tensors themselves (torch.cuda.max_memory_allocated)."""
 
     weights: int
     gradients: int
@@ -327,13 +624,22 @@ class MemoryBreakdown:
     buffers: int
     reserve: int
     stage: int  # which pipeline stage binds (0-based)
+    outside_allocator: int = 0  # part of `reserve` the caching allocator never sees (CUDA context, workspaces)
 
     @property
     def total(self) -> int:
         return self.weights + self.gradients + self.optimizer + self.activations + self.buffers + self.reserve
 
+    @property
+    def allocated(self) -> int:
+        return self.weights + self.gradients + self.optimizer + self.activations + self.buffers
+
+    @property
+    def reserved(self) -> int:
+        return self.total - self.outside_allocator
+
     def as_dict(self) -> dict[str, int]:
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "stage"}
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("stage", "outside_allocator")}
         d["total"] = self.total
         return d
 
@@ -345,10 +651,17 @@ def training_memory(
     impl: Implementation | None = None,
     overheads: Overheads | None = None,
 ) -> MemoryBreakdown:
-    """Per-GPU training memory of the most loaded pipeline stage of one layout."""
-    t = training_memory_table(m, seq, layout_arrays(layout), Recipe.of(layout), impl or Implementation(),
-                     overheads or Overheads())
-    return MemoryBreakdown(**{f.name: int(t[f.name]) for f in fields(MemoryBreakdown)})
+    """Per-GPU training memory of the most loaded pipeline rank of one layout."""
+    # the same layout is asked about on every GPU type it could run on: memory does not depend on the GPU
+    return _training_memory(m, layout, seq, (impl or Implementation()).model_dump_json(), overheads or Overheads())
+
+
+@functools.lru_cache(maxsize=8192)
+def _training_memory(m: ModelSpec, layout: Layout, seq: int, impl_json: str, overheads: Overheads) -> MemoryBreakdown:
+    impl = Implementation.model_validate_json(impl_json)
+    t = training_memory_table(m, seq, layout_arrays(layout), Recipe.of(layout), impl, overheads)
+    values = {f.name: int(t[f.name]) for f in fields(MemoryBreakdown) if f.name != "outside_allocator"}
+    return MemoryBreakdown(**values, outside_allocator=overheads.reserve_bytes)
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,51 +2,69 @@
 
 Two modes. The fixed-utilisation mode (`mfu` or `hfu`) reproduces the back-of-envelope arithmetic
 users know: time = FLOPs / (GPUs × peak × utilisation). The detailed mode builds one optimizer step
-from one micro-batch on the slowest pipeline stage (its layers plus the output head):
+from one micro-batch on the slowest pipeline stage (its layers plus the output head), one term per
+function below, each one formula:
 
-- GEMMs at a shape-dependent rate. A GEMM of M×K by K×N moves at least 2(MK + KN + MN) bytes for its
-  2MNK FLOPs; charging that traffic at HBM speed next to the math gives
-  rate = peak · gemm / (1 + balance · (1/M + 1/N + 1/K)), balance = achievable FLOP/s ÷ achievable
-  HBM bytes/s (NVIDIA, "Matrix Multiplication Background", DU-09799-001: a GEMM below the GPU's
-  ops:byte ratio is memory bound). TP shards and small micro-batches shrink N, K and M, so the rate
-  falls smoothly toward the memory bound; large GEMMs approach the measured `gemm` ceiling. A GEMM
-  with a dimension off the 128-byte tensor-core alignment runs at `gemm_unaligned` of that rate; the
-  vocabulary is padded to 128 × TP first, as Megatron-LM pads it.
-- Attention: flash kernels at `flash_attention` × the GEMM rate, executing half the score FLOPs under
-  the causal mask and 2.5 forwards' worth in backward (it recomputes the scores; Dao 2023 §3.1.2);
-  eager attention as batched GEMMs on the full s² plus its softmax and dropout traffic.
-- Element-wise work (norms, activations, bias/dropout/residual, rotary, softmax, MoE permutes, the
-  fp32 cross-entropy) as bytes over HBM at `hbm` efficiency; backward moves twice the forward bytes.
-- Recompute adds the forward it repeats: every layer for full, the attention core for selective.
-- Communication (planner.model.comm) on the link it crosses: TP collectives per layer, CP ring K/V,
-  EP all-to-all, PP activations per micro-batch and chunk, DP gradient and parameter traffic, ZeRO-3
-  gathers, each hidden as far as its `Efficiency` overlap parameter allows.
-- Pipeline: (M + (p − 1)/v) micro-batch slots for 1F1B, interleaved over v chunks; the bubble is the
-  (p − 1)/v extra slots. Optimizer step: bytes touched per parameter shard over HBM.
+- `_layer` — one layer's forward on one GPU. GEMMs at a shape-dependent rate: a GEMM of M×K by K×N moves
+  at least 2(MK + KN + MN) bytes for its 2MNK FLOPs, and charging that traffic at HBM speed next to the
+  math gives rate = peak · gemm / (1 + balance · (1/M + 1/N + 1/K)), balance = achievable FLOP/s ÷
+  achievable HBM bytes/s (NVIDIA, "Matrix Multiplication Background", DU-09799-001). A GEMM with a
+  dimension off the 128-byte tensor-core alignment runs at `gemm_unaligned` of that rate; the vocabulary
+  is padded to 128 × TP first, as Megatron-LM pads it. fp8 GEMMs run at the recipe's rate (per-tensor
+  scaling at `gemm_fp8`, MXFP8 and 1×128/128×128 block scaling at `gemm_mxfp8`/`gemm_fp8_block` of it)
+  and pay Transformer Engine's quantization kernels (`fp8_quantize_bytes` per input, weight and
+  output-gradient element). Flash attention at `flash_attention` × the 16-bit GEMM rate, executing half
+  the score FLOPs under the causal mask and 2.5 forwards' worth in backward (Dao 2023 §3.1.2); eager
+  attention as batched GEMMs on the full s² plus its softmax and dropout traffic. Element-wise work
+  (norms, activations, bias/dropout/residual, rotary, MoE permutes, the fp32 cross-entropy) as bytes over
+  HBM at `hbm` efficiency; backward moves twice the forward bytes.
+- `_compute` — a micro-batch's forward, backward and recompute on the stage (full recompute of every
+  layer or of `recompute_num_layers`; selective recompute of the stack's modules: Megatron's
+  `recompute_modules`, torchtitan's every second matmul), a layer at the CPU's pace when its kernels take
+  longer to issue than to run (`kernel_launch_us`; CUDA graphs replay at `graph_launch_us`), and the
+  PCIe traffic of activation offload that the compute does not hide.
+- `_tp`, `_cp`, `_ep`, `_pp` — communication on the link it crosses (planner.model.comm): TP collectives
+  per layer, exposed, or pipelined chunk by chunk with the GEMMs under Transformer Engine's userbuffers
+  (`tp_overlap`: ring-exchange all-gathers split TP ways, 4-way pipelined and bulk reduce-scatters that
+  take `tp_overlap_sm_share` of the SMs); CP ring K/V; EP all-to-all; PP activations per chunk.
+- `_sharded` — ZeRO-3/FSDP parameter gathers and gradient reduce-scatters, with the framework's prefetch:
+  forward gathers one block ahead; backward gathers issued before a block's backward (FSDP2, DeepSpeed)
+  or after it (FSDP1's BACKWARD_POST, exposed); resharding after forward or not; every micro-batch or,
+  under pipelining, once per step; HSDP's replica all-reduce (`dp_shard`).
+- `_bubble` — (p − 1)/v micro-batch slots of 1F1B, interleaved over v chunks.
+- `_dp` — ZeRO-0/1/2 gradient reduction under the last micro-batch's backward with Megatron-Core's last
+  bucket exposed, the parameter all-gather under the first forward, and the tied-embedding sync.
+- `_optimizer` — bytes touched per parameter of the local shard over HBM.
+Every overlapped collective slows the compute beside it by `comm_interference` over the overlapped span.
 
-The core `_components` is plain arithmetic on layout fields, so the same formulas take Python
-scalars (`training_time`, one layout) or numpy arrays (`step_time_table`, a whole solver grid).
-Energy: GPUs × TDP × wall time — an upper bound, since GPUs rarely sit at TDP for a whole step.
+The terms are plain arithmetic on layout fields, so the same formulas take Python scalars
+(`training_time`, one layout) or numpy arrays (`step_time_table`, a whole solver grid). What the
+framework does comes from one object (planner.model.stack). Energy: GPUs × TDP × wall time — an upper
+bound. MFU and HFU count FLOPs in planner's convention (causal attention at half, planner.model.flops).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
+from typing import Any, cast
 
 import numpy as np
 
 from planner.model import comm
 from planner.model.comm import vmax, vmin
 from planner.model.flops import StepFlops, step_flops
-from planner.model.memory import Recipe, layer_params_on_rank, layout_arrays
+from planner.model.memory import ActivationShape, Recipe, layer_activation_bytes, layer_params_on_rank
 from planner.model.params import attention_dims, attention_weights
-from planner.schema import Efficiency, GpuSku, Implementation, Layout, ModelSpec
+from planner.model.pipeline import PipelineSplit, max_stage_layers
+from planner.model.presets import PRESETS
+from planner.model.stack import EVERY_SECOND_MATMUL, Stack, stack_of, time_arrays
+from planner.schema import FP8_QUANTIZE_BYTES, Efficiency, GpuSku, Implementation, Layout, ModelSpec
 
 SECONDS_PER_DAY = 86_400.0
 BREAKDOWN_KEYS = ("compute", "tp_comm", "pp_comm", "dp_comm", "cp_comm", "ep_comm", "bubble", "optimizer")
 
-# Counting constants (bytes or passes, not efficiencies).
+# Counting constants (bytes, passes or kernels, not efficiencies).
 ACT = 2  # bytes per 16-bit activation element
 ALIGN_BYTES = 128  # A100/H100 tensor-core GEMMs run best on dimensions in multiples of 128 bytes
 VOCAB_PAD = 128  # Megatron-LM pads the vocabulary to a multiple of 128 × TP (--make-vocab-size-divisible-by)
@@ -59,6 +77,17 @@ UNFUSED_BYTES = 2.0  # unfused element-wise ops (as Hugging Face writes them) ea
 # (24), reads the fp32 gradient (4) twice (norm for clipping, then the update) and writes the 16-bit
 # weight (2). SGD keeps one moment, 8-bit Adam two 1-byte moments.
 OPTIMIZER_STEP_BYTES = {"adam": 34, "adamw": 34, "sgd": 26, "adam8bit": 22}
+# Kernels one layer's forward launches, counted from the layer's ops: Transformer Engine fuses
+# norm+GEMM, bias+dropout+residual and the activation (norm, QKV, rotary, attention, projection, add, norm,
+# fc1, activation, fc2, add, plus bookkeeping: 12); eager PyTorch issues each op apart (RMSNorm alone is 5
+# kernels, Q, K and V three GEMMs, rotary 6 ops: about 28). fp8 adds a quantization kernel per GEMM input.
+KERNELS_FUSED = 12
+KERNELS_UNFUSED = 28
+KERNELS_PER_FP8_GEMM = 1
+BACKWARD_KERNELS = 2.0  # backward launches about twice the forward's kernels (dgrad and wgrad)
+# Transformer Engine's userbuffers split a pipelined reduce-scatter into 4 chunks and a ring-exchange
+# all-gather into TP chunks (transformer_engine/pytorch/module/base.py initialize_ub defaults).
+UB_PIPELINE_SPLITS = 4
 
 _DEFAULT_IMPL = Implementation()
 _DEFAULT_RECIPE = Recipe()
@@ -117,39 +146,44 @@ def fixed_utilisation_time(
     hfu: float | None = None,
 ) -> TimeEstimate:
     """Back-of-envelope: step time = FLOPs / (GPUs × dense 16-bit peak × utilisation). `hfu` counts the
-    recompute FLOPs the layout executes (8·N·T with full recompute), `mfu` only model FLOPs (6·N·T)."""
+    recompute FLOPs the layout executes (8·N·T with full recompute), `mfu` only model FLOPs (6·N·T). The
+    FLOPs are counted as the published tables a user takes a utilisation from count them, with the causal
+    attention scores in full (planner.model.flops), so the utilisation given is the one reported."""
     if (mfu is None) == (hfu is None):
         raise ValueError("give exactly one of mfu or hfu")
-    flops = step_flops(m, seq, layout.global_batch * seq, layout.recompute)
+    flops = step_flops(m, seq, layout.global_batch * seq, layout.recompute, causal=False)
     work, util = (flops.model, mfu) if mfu is not None else (flops.hardware, hfu)
-    step = work / (layout.gpus * utilisation_peak(gpu, layout) * util)
+    step = work / (layout.gpus * utilisation_peak(gpu, layout) * cast(float, util))
     mode = "fixed mfu" if mfu is not None else "fixed hfu"
     return summarise(m, layout, gpu, seq, tokens, step, flops, {"compute": step}, mode)
 
 
 # --------------------------------------------------------------------------------------------
-# Detailed model
+# Context: everything that does not depend on the layout
 # --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class _Context:
-    """Everything the step time needs that does not depend on the layout: model shape, kernels, GPU."""
+    """Model shape, kernels, software stack and GPU: fixed for one job."""
 
     m: ModelSpec
     seq: int
     ln: comm.Links
     eff: Efficiency
     recipe: Recipe
+    stack: Stack
+    split: PipelineSplit  # how the framework assigns layers to pipeline stages
     # model shape
     h: int
     heads: int
     kv_width: float  # K and V widths per token summed over KV heads (what CP exchanges)
-    qk_width: int  # a·d_qk
+    q_width: int  # a·d_qk
     v_width: int  # a·d_v
     rope_width: float  # Q and K widths the rotary embedding touches
     attn_in_n: float  # output width of the input projection(s): Q, K, V (or MLA's) over h
-    mlp_in_n: int  # fc1 width (gate + up for SwiGLU)
+    k_share: float  # K's share of the input projection's width (torchtitan recomputes wk)
+    gated: bool  # SwiGLU: gate and up GEMMs
     ffn: int
     act_bytes: int  # element-wise bytes per inner MLP element (GeLU 4, SwiGLU 6)
     norms: int
@@ -159,15 +193,13 @@ class _Context:
     tied_pp_sync: bool  # tied embeddings: first and last stage all-reduce the shared matrix's gradient
     moe_experts: int
     moe_top_k: int
-    expert_in_n: int
     expert_ffn: int
-    shared_in_n: int
     shared_ffn: int
     # kernels
     flash: bool
     dropout: bool
     # GPU
-    gemm_rate: float  # FLOP/s of a large GEMM in the compute dtype
+    gemm_rate: float  # FLOP/s of a large GEMM in the compute dtype (the fp8 recipe's, for fp8)
     balance: float  # FLOP per byte at which a GEMM's traffic costs as much as its math
     align: int  # elements per 128 bytes of a GEMM operand
     unaligned_penalty: float  # extra time of a GEMM with a misaligned dimension
@@ -175,8 +207,18 @@ class _Context:
     flash_rate: float
     hbm: float  # bytes/s achieved
     ew_hbm: float  # bytes/s of element-wise work, unfused kernels counted as moving more bytes
+    quant_bytes: float  # fp8 quantization bytes per GEMM-input element (0 in 16-bit)
+    launch_s: float  # seconds to issue one kernel (per kernel node of a CUDA graph)
+    kernels_fwd: float  # kernels one layer's forward launches
     grad_bytes: int
+    param_bytes: int  # bytes per gathered parameter (1 with fp8 parameter all-gather)
+    gathers_per_layer: int  # collectives a ZeRO-3 stack issues per layer and pass
     opt_bytes: int
+
+    @property
+    def mlp_in_n(self) -> int:
+        """fc1 width: gate and up for SwiGLU."""
+        return (2 if self.gated else 1) * self.ffn
 
 
 _CACHE: dict[tuple[Any, ...], tuple[tuple[Any, ...], _Context]] = {}
@@ -197,13 +239,23 @@ def _context(
     return ctx
 
 
+def fp8_gemm_efficiency(eff: Efficiency, recipe: str) -> float:
+    """Large fp8 GEMM rate over the fp8 peak for a scaling recipe: per-tensor scaling runs TE's plain fp8
+    GEMMs (`gemm_fp8`); MXFP8 and block scaling run block-scaled kernels at a fraction of them."""
+    base = eff.gemm_fp8 or eff.gemm
+    if recipe == "mxfp8":
+        return base * (eff.gemm_mxfp8 or eff.gemm_fp8_block or 1.0)
+    if recipe == "blockwise":
+        return base * (eff.gemm_fp8_block or eff.gemm_mxfp8 or 1.0)
+    return base
+
+
 def _build_context(
     m: ModelSpec, gpu: GpuSku, seq: int, impl: Implementation, eff: Efficiency, gpus_per_node: int, recipe: Recipe
 ) -> _Context:
     h = m.hidden
     qk, v = attention_dims(m)
     swiglu = m.mlp == "swiglu"
-    gate = 2 if swiglu else 1  # fc1 width per FFN unit: gate and up for SwiGLU
     if m.mla is not None:
         kv_width = float(qk + v)  # MLA materialises per-head K and V for the ring exchange
         rope_width = float((m.heads + 1) * m.mla.qk_rope_head_dim)
@@ -211,25 +263,35 @@ def _build_context(
         kv_width = float(2 * m.n_kv_heads * m.d_head)
         rope_width = float((m.heads + m.n_kv_heads) * m.d_head) if m.position == "rope" else 0.0
     e = m.moe
-    fp8 = recipe.precision == "fp8"
+    stack = stack_of(impl, recipe.precision, eff, gpu)
+    fp8 = stack.fp8_recipe is not None
     peak16 = gpu.peak("fp16" if recipe.precision == "fp16" else "bf16") * 1e12
-    gemm_rate = gpu.peak("fp8") * 1e12 * (eff.gemm_fp8 or eff.gemm) if fp8 else peak16 * eff.gemm
+    if stack.fp8_recipe is not None:
+        gemm_rate = gpu.peak("fp8") * 1e12 * fp8_gemm_efficiency(eff, stack.fp8_recipe)
+        quant = eff.fp8_quantize_bytes.get(stack.fp8_recipe, FP8_QUANTIZE_BYTES[stack.fp8_recipe])
+    else:
+        gemm_rate, quant = peak16 * eff.gemm, 0.0
     hbm = gpu.hbm_bandwidth_tbs * 1e12 * eff.hbm
     operand_bytes = 1 if fp8 else ACT
+    attn_in_n = (attention_weights(m) - v * h) / h
+    kernels = (KERNELS_FUSED if impl.fused_kernels else KERNELS_UNFUSED) + (7 * KERNELS_PER_FP8_GEMM if fp8 else 0)
     return _Context(
         m=m,
         seq=seq,
         ln=comm.links(gpu, eff, gpus_per_node),
         eff=eff,
         recipe=recipe,
+        stack=stack,
+        split=recipe.split(PRESETS[impl.framework].split),
         h=h,
         heads=m.heads,
         kv_width=kv_width,
-        qk_width=qk,
+        q_width=qk,
         v_width=v,
         rope_width=rope_width,
-        attn_in_n=(attention_weights(m) - v * h) / h,
-        mlp_in_n=gate * m.ffn_hidden,
+        attn_in_n=attn_in_n,
+        k_share=(kv_width / 2 / h) / attn_in_n,
+        gated=swiglu,
         ffn=m.ffn_hidden,
         act_bytes=6 if swiglu else 4,
         norms=m.norms_per_layer,
@@ -239,9 +301,7 @@ def _build_context(
         tied_pp_sync=m.tied_embeddings,
         moe_experts=e.experts if e else 1,
         moe_top_k=e.top_k if e else 0,
-        expert_in_n=gate * e.expert_ffn if e else 0,
         expert_ffn=e.expert_ffn if e else 0,
-        shared_in_n=gate * e.shared_experts * e.shared_ffn if e else 0,
         shared_ffn=e.shared_experts * e.shared_ffn if e else 0,
         flash=impl.attention == "flash",
         dropout=impl.dropout > 0,
@@ -253,9 +313,29 @@ def _build_context(
         flash_rate=peak16 * eff.gemm * eff.flash_attention,
         hbm=hbm,
         ew_hbm=hbm if impl.fused_kernels else hbm / UNFUSED_BYTES,
+        quant_bytes=quant,
+        launch_s=(eff.graph_launch_us if impl.cuda_graphs else eff.kernel_launch_us) * 1e-6,
+        kernels_fwd=kernels,
         grad_bytes=4 if recipe.fp32_grad_accumulation else 2,
+        param_bytes=1 if stack.fp8_param_gather else ACT,
+        gathers_per_layer=param_tensors(m) if stack.framework == "deepspeed" else 1,
         opt_bytes=OPTIMIZER_STEP_BYTES[recipe.optimizer],
     )
+
+
+def param_tensors(m: ModelSpec) -> int:
+    """Parameter tensors of one layer as Megatron-style modules hold them (fused QKV, one tensor per
+    weight, bias and norm): what DeepSpeed ZeRO-3 gathers one collective at a time
+    (deepspeed/runtime/zero/partition_parameters.py, `_allgather_param` per parameter)."""
+    norm = 2 if m.norm == "layernorm" else 1
+    linears_attn, linears_mlp = 2, (3 if m.mlp == "swiglu" else 2)
+    biases = {"none": 0, "qkv": 1, "attention": 2, "all": 2 + linears_mlp}[m.bias]
+    return m.norms_per_layer * norm + linears_attn + linears_mlp + biases
+
+
+# --------------------------------------------------------------------------------------------
+# One layer
+# --------------------------------------------------------------------------------------------
 
 
 def _gemm(c: _Context, rate: float, mm: Any, n: Any, k: Any) -> Any:
@@ -268,180 +348,514 @@ def _gemm(c: _Context, rate: float, mm: Any, n: Any, k: Any) -> Any:
     )
 
 
-def _layer_passes(
-    c: _Context, tok: Any, t: Any, r: Any, s_q: Any, b: Any, ep: Any, moe: bool
-) -> tuple[Any, Any, Any, Any]:
-    """One layer, one micro-batch, one GPU, forward: (GEMM seconds, element-wise seconds, core
-    attention seconds, core attention backward seconds). `tok` tokens on this rank, `t` the TP size
-    dividing head/FFN widths, `r` the divisor of hidden-width tensors (t with SP, else 1)."""
-    h = c.h
-    # projections around attention
-    dense = _gemm(c, c.gemm_rate, tok, c.attn_in_n / t, h) + _gemm(c, c.gemm_rate, tok, h, c.v_width / t)
+def _linear(c: _Context, rows: Any, n: Any, k: Any, weight_share: Any) -> tuple[Any, Any, Any]:
+    """(GEMM seconds, forward and backward fp8-quantization seconds) of one linear layer's forward:
+    the quantized input (rows×k) and weight (k×n, cast `weight_share` times per micro-batch) in forward,
+    the output gradient (rows×n) in backward."""
+    g = _gemm(c, c.gemm_rate, rows, n, k)
+    q = c.quant_bytes / c.hbm
+    return g, q * (rows * k + weight_share * n * k), q * rows * n
+
+
+@dataclass(slots=True)
+class _Layer:
+    """One layer's forward on one GPU for one micro-batch, seconds (scalars or arrays)."""
+
+    qkv: Any  # input projection GEMM (the all-gathered input's first consumer under SP)
+    out: Any  # attention output projection GEMM
+    up: Any  # MLP input GEMM(s): fc1, or gate + up; routed and shared experts for MoE
+    down: Any  # MLP output GEMM(s)
+    other: Any  # router GEMM
+    ew: Any  # element-wise work
+    norm_ew: Any  # the norms' share of it
+    act_ew: Any  # the MLP activation's share of it
+    quant_f: Any  # fp8 quantization of inputs and weights
+    quant_b: Any  # fp8 quantization of output gradients (in backward)
+    attn_f: Any  # core attention forward
+    attn_b: Any  # core attention backward
+    every_second_mm: Any  # GEMM seconds of every second matmul in the block's order (torchtitan SAC)
+    shared: Any  # shared experts' GEMMs (part of up/down)
+
+    @property
+    def gemm(self) -> Any:
+        return self.qkv + self.out + self.up + self.down + self.other
+
+    @property
+    def fwd(self) -> Any:
+        return self.gemm + self.ew + self.quant_f + self.attn_f
+
+    @property
+    def bwd(self) -> Any:
+        return 2.0 * self.gemm + BACKWARD_BYTES * self.ew + self.quant_b + self.attn_b
+
+    def mix(self, other: _Layer, w: float) -> _Layer:
+        """(1 − w) of this layer and w of `other`: the average layer of a stage with both kinds."""
+        return _Layer(*(getattr(self, f) * (1 - w) + getattr(other, f) * w for f in self.__slots__))
+
+
+def _layer(c: _Context, s: _Step, moe: bool) -> _Layer:
+    """One layer, one micro-batch, one GPU, forward. `s.tok` tokens on this rank, TP `s.t` dividing
+    head/FFN widths, `s.r` dividing hidden-width tensors (t with SP, else 1)."""
+    h, t, r, tok = c.h, s.t, s.r, s.tok
+    w = s.weight_casts
+    qkv, qf, qb = _linear(c, tok, c.attn_in_n / t, h, w)
+    out, of, ob = _linear(c, tok, h, c.v_width / t, w)
     hid = tok * h / r  # hidden-width elements on this rank
     drop = 1 if c.dropout else 0
-    # norms (read + write), two bias-dropout-residual adds (two reads, one write, a mask)
-    ew = hid * (c.norms * 2 * ACT + 2 * (3 * ACT + drop)) + tok * c.rope_width / t * 2 * ACT
+    norm_bytes = hid * c.norms * 2 * ACT
+    # norms (read + write), two bias-dropout-residual adds (two reads, one write, a mask), rotary
+    ew = norm_bytes + hid * 2 * (3 * ACT + drop) + tok * c.rope_width / t * 2 * ACT
+    other = 0.0
+    shared: Any = 0.0
+    gate = 2 if c.gated else 1
     if moe:
-        k = c.moe_top_k
-        routed = tok * k  # routed token copies processed on this GPU (balanced routing)
-        local = c.moe_experts / ep  # experts on this GPU, each a GEMM of routed/local rows
+        routed = tok * c.moe_top_k  # routed token copies processed on this GPU (balanced routing)
+        local = c.moe_experts / s.ep  # experts on this GPU, each a GEMM of routed/local rows
         rows = routed / local
-        dense = dense + _gemm(c, c.gemm_rate, tok / r, c.moe_experts, h)  # router
-        dense = dense + local * (
-            _gemm(c, c.gemm_rate, rows, c.expert_in_n / t, h) + _gemm(c, c.gemm_rate, rows, h, c.expert_ffn / t)
-        )
-        ew = ew + routed * c.act_bytes * c.expert_ffn / t + 4 * ACT * routed * h / r  # act, permute+unpermute
+        other = _gemm(c, c.gemm_rate, tok / r, c.moe_experts, h)  # router
+        u, uf, ub = _linear(c, rows, gate * c.expert_ffn / t, h, w)
+        d, df, db = _linear(c, rows, h, c.expert_ffn / t, w)
+        up, down, upf, upb, dnf, dnb = local * u, local * d, local * uf, local * ub, local * df, local * db
+        act = routed * c.act_bytes * c.expert_ffn / t
+        ew = ew + act + 4 * ACT * routed * h / r  # permute + unpermute
         if c.shared_ffn:
-            dense = dense + _gemm(c, c.gemm_rate, tok, c.shared_in_n / t, h)
-            dense = dense + _gemm(c, c.gemm_rate, tok, h, c.shared_ffn / t)
+            su, suf, sub = _linear(c, tok, gate * c.shared_ffn / t, h, w)
+            sd, sdf, sdb = _linear(c, tok, h, c.shared_ffn / t, w)
+            shared = su + sd
+            up, down = up + su, down + sd
+            upf, upb, dnf, dnb = upf + suf, upb + sub, dnf + sdf, dnb + sdb
+            act = act + tok * c.act_bytes * c.shared_ffn / t
             ew = ew + tok * c.act_bytes * c.shared_ffn / t
     else:
-        dense = dense + _gemm(c, c.gemm_rate, tok, c.mlp_in_n / t, h) + _gemm(c, c.gemm_rate, tok, h, c.ffn / t)
-        ew = ew + tok * c.act_bytes * c.ffn / t
+        up, upf, upb = _linear(c, tok, gate * c.ffn / t, h, w)
+        down, dnf, dnb = _linear(c, tok, h, c.ffn / t, w)
+        act = tok * c.act_bytes * c.ffn / t
+        ew = ew + act
+    # torchtitan's selective "op" checkpoint recomputes every second matmul of the block, in the order
+    # wq, wk, wv, wo, (w1, w3) or fc1, w2: wk, wo and w3 (SwiGLU) or w2 (GeLU) come out even
+    every_second = qkv * c.k_share + out + (up / 2 if c.gated else down)
     # core attention: queries on this rank against all `seq` keys, heads split by TP
     if c.flash:
-        attn_flops = 2.0 * tok * c.seq * (c.qk_width + c.v_width) / t * CAUSAL_EXECUTED
-        attn_fwd = attn_flops / c.flash_rate
-        attn_bwd = FLASH_BACKWARD * attn_fwd
+        attn_flops = 2.0 * tok * c.seq * (c.q_width + c.v_width) / t * CAUSAL_EXECUTED
+        attn_f = attn_flops / c.flash_rate
+        attn_b = FLASH_BACKWARD * attn_f
     else:
         heads = c.heads / t
-        d_qk, d_v = c.qk_width / c.heads, c.v_width / c.heads
-        batches = b * heads
-        attn_fwd = batches * (_gemm(c, c.attn_rate, s_q, c.seq, d_qk) + _gemm(c, c.attn_rate, s_q, d_v, c.seq))
+        d_qk, d_v = c.q_width / c.heads, c.v_width / c.heads
+        batches = s.mbs * heads
+        attn_f = batches * (_gemm(c, c.attn_rate, s.s_q, c.seq, d_qk) + _gemm(c, c.attn_rate, s.s_q, d_v, c.seq))
         scores = tok * c.seq * heads  # softmax (read + write) and dropout (read + write + mask)
-        attn_fwd = attn_fwd + scores * (2 * ACT + (2 * ACT + 1) * drop) / c.ew_hbm
-        attn_bwd = 2.0 * attn_fwd
-    return dense, ew / c.ew_hbm, attn_fwd, attn_bwd
+        attn_f = attn_f + scores * (2 * ACT + (2 * ACT + 1) * drop) / c.ew_hbm
+        attn_b = 2.0 * attn_f
+    return _Layer(
+        qkv=qkv, out=out, up=up, down=down, other=other, ew=ew / c.ew_hbm, norm_ew=norm_bytes / c.ew_hbm,
+        act_ew=act / c.ew_hbm, quant_f=qf + of + upf + dnf, quant_b=qb + ob + upb + dnb, attn_f=attn_f,
+        attn_b=attn_b, every_second_mm=every_second, shared=shared,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The layout: shapes, parameters and communicator placement
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Step:
+    """The layout's shape as the terms need it (scalars or arrays)."""
+
+    tp: Any
+    pp: Any
+    vpp: Any
+    dp: Any
+    cp: Any
+    ep: Any
+    zero: Any
+    mbs: Any
+    t: Any  # divides head and FFN widths
+    r: Any  # divides hidden-width tensors: t with sequence parallelism, else 1
+    sp: Any  # 1.0 with sequence parallelism
+    s_q: Any  # queries per sequence on this rank
+    tok: Any  # tokens per micro-batch on this rank
+    micro: Any  # micro-batches per step per pipeline
+    layers: Any  # layers of the slowest stage
+    full: Any  # share of the stage's layers fully recomputed
+    sel: Any  # 1.0 with selective recompute
+    weight_casts: Any  # fp8 weight casts per micro-batch
+    dp_shard: Any  # ZeRO-3/FSDP sharding group (HSDP), 0 = all of dp·cp
+
+
+def _step(c: _Context, a: dict[str, Any]) -> _Step:
+    tp, pp, dp, cp, mbs = a["tp"], a["pp"], a["dp"], a["cp"], a["micro_batch"]
+    rc = a["recompute"]
+    # the slowest stage: the most layers one rank holds under the framework's split (ceil(L/p) where refused)
+    depth = c.dense_layers + c.moe_layers
+    layers = max_stage_layers(depth, pp, a["vpp"], c.split)
+    layers = np.where(layers > 0, layers, -(-depth // pp))
+    rnl = a.get("recompute_num_layers", 0)
+    full_share = vmin(1.0, (rnl + (rnl == 0) * layers) / layers)
+    micro = a["global_batch"] / (dp * mbs)
+    s_q = c.seq / cp
+    return _Step(
+        tp=tp, pp=pp, vpp=a["vpp"], dp=dp, cp=cp, ep=a["ep"], zero=a["zero"], mbs=mbs, t=tp,
+        r=1 + (a["sequence_parallel"] > 0) * (tp - 1), sp=(a["sequence_parallel"] > 0) * (tp > 1) * 1.0,
+        s_q=s_q, tok=mbs * s_q, micro=micro, layers=layers, full=(rc == 2) * full_share, sel=(rc == 1) * 1.0,
+        weight_casts=1.0 / micro if c.stack.fp8_weight_cache else 1.0, dp_shard=a.get("dp_shard", 0),
+    )
+
+
+@dataclass(slots=True)
+class _Params:
+    """Parameters on one GPU of the slowest (last) stage, which also holds the output head."""
+
+    layer: Any  # one layer's non-expert parameters
+    dense: Any  # the stage's non-expert parameters, head included
+    expert: Any
+    head: Any
+    vocab: Any  # vocabulary rows on this TP rank, padded as Megatron pads them
+
+
+def _params(c: _Context, s: _Step) -> _Params:
+    d_par, e_par = layer_params_on_rank(c.m, s.tp, s.ep, False)
+    if c.moe_layers:
+        moe_frac = c.moe_layers / (c.dense_layers + c.moe_layers)
+        dm, em = layer_params_on_rank(c.m, s.tp, s.ep, True)
+        d_par = d_par * (1 - moe_frac) + dm * moe_frac
+        e_par = em * moe_frac
+    vocab = _padded_vocab(c, s.t)
+    return _Params(layer=d_par, dense=s.layers * d_par + vocab * c.h, expert=s.layers * e_par, head=vocab * c.h,
+                   vocab=vocab)
+
+
+def _padded_vocab(c: _Context, t: Any) -> Any:
+    return -(-c.vocab // (VOCAB_PAD * t)) * VOCAB_PAD  # per TP rank, padded as Megatron pads it
+
+
+class _Groups:
+    """Communicators in Megatron's rank order tp → cp → dp (ep inside it) → pp, placed on demand."""
+
+    def __init__(self, c: _Context, s: _Step) -> None:
+        self._ln, self._s = c.ln, s
+        self._n_dp = s.dp * s.cp
+        self._shard_n = s.dp_shard + (s.dp_shard == 0) * self._n_dp
+
+    @cached_property
+    def tp(self) -> comm.Group:
+        return comm.group(self._s.tp, 1, self._ln)
+
+    @cached_property
+    def cp(self) -> comm.Group:
+        return comm.group(self._s.cp, self._s.tp, self._ln)
+
+    @cached_property
+    def dp(self) -> comm.Group:  # dense gradients and optimizer shards span DP × CP
+        return comm.group(self._n_dp, self._s.tp, self._ln)
+
+    @cached_property
+    def pp(self) -> comm.Group:
+        return comm.group(self._s.pp, self._s.tp * self._n_dp, self._ln)
+
+    @cached_property
+    def ep(self) -> comm.Group:
+        return comm.group(self._s.ep, self._s.tp * self._s.cp, self._ln)
+
+    @cached_property
+    def edp(self) -> comm.Group:  # expert weights: data parallel over dp·cp/ep
+        return comm.group(self._n_dp / self._s.ep, self._s.tp * self._s.ep, self._ln)
+
+    @property
+    def hsdp(self) -> bool:
+        """Some layout shards over less than all of dp·cp (HSDP)."""
+        return not (_scalar(self._s.dp_shard) and self._s.dp_shard == 0)
+
+    @cached_property
+    def shard(self) -> comm.Group:  # ZeRO-3/FSDP sharding group (HSDP: inside)
+        return comm.group(self._shard_n, self._s.tp, self._ln) if self.hsdp else self.dp
+
+    @cached_property
+    def replica(self) -> comm.Group:  # HSDP: the shard's replicas
+        return comm.group(self._n_dp / self._shard_n, self._s.tp * self._shard_n, self._ln)
+
+
+# --------------------------------------------------------------------------------------------
+# The terms
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Compute:
+    """A micro-batch on the slowest stage, seconds."""
+
+    layer: _Layer  # the stage's average layer
+    fwd: Any  # forward of the stage's layers and the head
+    bwd: Any  # backward, with the recompute it needs
+    micro: Any  # everything the compute stream does for one micro-batch
+
+
+def _selective(c: _Context, lay: _Layer) -> Any:
+    """Forward work selective recompute repeats in backward, by the stack's recompute modules
+    (megatron/core/transformer/transformer_config.py recompute_modules; torchtitan's SAC policy)."""
+    mods = c.stack.recompute_modules
+    work: Any = 0.0
+    if "core_attn" in mods:
+        work = work + lay.attn_f  # with flash kernels too: the attention output is not kept
+    if "mlp" in mods:
+        work = work + lay.up + lay.down - lay.shared + lay.act_ew
+    if "moe" in mods:
+        work = work + lay.up + lay.down + lay.other + lay.act_ew
+    if "shared_experts" in mods:
+        work = work + lay.shared
+    if "moe_act" in mods:
+        work = work + lay.act_ew
+    if "layernorm" in mods:
+        work = work + lay.norm_ew
+    if EVERY_SECOND_MATMUL in mods:
+        work = work + lay.every_second_mm + lay.ew
+    return work
+
+
+def _compute(c: _Context, s: _Step, p: _Params) -> _Compute:
+    lay = _layer(c, s, False)
+    if c.moe_layers:
+        lay = lay.mix(_layer(c, s, True), c.moe_layers / (c.dense_layers + c.moe_layers))
+    recompute = s.full * lay.fwd + (0.0 if _scalar(s.sel) and not s.sel else s.sel * _selective(c, lay))
+    # a layer runs at the CPU's pace when its kernels take longer to issue than to execute
+    launch_f = c.kernels_fwd * c.launch_s
+    fwd_layer = vmax(lay.fwd, launch_f)
+    bwd_layer = vmax(lay.bwd + recompute, BACKWARD_KERNELS * launch_f + (s.full > 0) * launch_f)
+    head_f = _gemm(c, c.gemm_rate, s.tok, p.vocab, c.h)
+    head_ew = s.tok * p.vocab * (CROSS_ENTROPY_BYTES / 2) / c.hbm  # each of forward and backward
+    fwd = s.layers * fwd_layer + head_f + head_ew
+    bwd = s.layers * bwd_layer + 2 * head_f + head_ew
+    # the wgrad GEMMs accumulate into the gradient buffer: read + write of every local gradient
+    accumulate = (p.dense + p.expert) * 2 * c.grad_bytes / c.hbm
+    return _Compute(layer=lay, fwd=fwd, bwd=bwd, micro=fwd + bwd + accumulate + _offload(c, s, fwd, bwd))
+
+
+def _offload(c: _Context, s: _Step, fwd: Any, bwd: Any) -> Any:
+    """Activation offload: the saved activations go to host memory during forward and come back during
+    backward over the host link; what the compute of that pass does not hide is exposed."""
+    if not c.stack.activation_offload:
+        return 0.0
+    x = ActivationShape(s=s.s_q, b=s.mbs, t=s.t, r=s.r, dropout=c.dropout)
+    impl = Implementation(attention="flash" if c.flash else "eager", fused_kernels=c.ew_hbm == c.hbm)
+    per_layer = layer_activation_bytes(c.m, impl, x, "none", False)
+    if c.moe_layers:
+        w = c.moe_layers / (c.dense_layers + c.moe_layers)
+        per_layer = per_layer * (1 - w) + layer_activation_bytes(c.m, impl, x, "none", True) * w
+    move = s.layers * per_layer / (c.eff.host_link_gbs * 1e9)
+    return vmax(0.0, move - fwd) + vmax(0.0, move - bwd)
+
+
+def _scalar(x: Any) -> bool:
+    return not isinstance(x, np.ndarray)
+
+
+def _hidden(c: _Context, comm_s: Any, window: Any) -> Any:
+    """Exposed seconds of a collective overlapped with `window` seconds of compute: what does not fit,
+    plus the slowdown it inflicts on the compute it shares the GPU with."""
+    return vmax(0.0, comm_s - window) + c.eff.comm_interference * vmin(comm_s, window)
+
+
+def _tp(c: _Context, s: _Step, g: _Groups, cmp: _Compute) -> Any:
+    """Tensor-parallel collectives of one micro-batch: 4 per layer (2 forward, 2 backward) and 2 more per
+    fully recomputed layer; SP's reduce-scatter + all-gather move an all-reduce's bytes. With TE's
+    userbuffers (`tp_overlap`, SP only) each collective is pipelined with the GEMM next to it
+    (transformer_engine/pytorch/module/base.py: qkv/fc1 forward and proj/fc2 dgrad ring-exchange all-gathers
+    in TP chunks, proj/fc2 forward reduce-scatters in 4 chunks, the wgrad input all-gathers and dgrad
+    reduce-scatters in bulk behind qkv/fc1's other backward GEMM); the first or last chunk stays exposed."""
+    lay = cmp.layer
+    act = s.tok * c.h
+    plain = (4 + 2 * s.full) * comm.all_reduce(act * ACT, g.tp)
+    if not c.eff.tp_overlap:
+        return s.layers * plain
+    ag = comm.all_gather(act * (1 if c.stack.fp8_recipe else ACT), g.tp)  # TE gathers fp8 inputs in fp8
+    rs = comm.reduce_scatter(act * ACT, g.tp)
+    share = c.eff.tp_overlap_sm_share
+
+    def ring(x: Any, gemm: Any) -> Any:
+        return x / s.tp + vmax(0.0, x * (1 - 1 / s.tp) - gemm)
+
+    def pipelined(x: Any, gemm: Any) -> Any:
+        return x / UB_PIPELINE_SPLITS + vmax(0.0, x * (1 - 1 / UB_PIPELINE_SPLITS) - gemm) + share * vmin(x, gemm)
+
+    def bulk(x: Any, gemm: Any) -> Any:
+        return vmax(0.0, x - gemm) + share * vmin(x, gemm)
+
+    fwd = ring(ag, lay.qkv) + pipelined(rs, lay.out) + ring(ag, lay.up) + pipelined(rs, lay.down)
+    bwd = (ring(ag, lay.out) + ring(ag, lay.down) + bulk(ag, lay.qkv) + bulk(ag, lay.up) + bulk(rs, lay.qkv)
+           + bulk(rs, lay.up))
+    userbuffers = fwd * (1 + s.full) + bwd
+    u = c.eff.tp_overlap * s.sp
+    return s.layers * ((1 - u) * plain + u * userbuffers)
+
+
+def _cp(c: _Context, s: _Step, g: _Groups, cmp: _Compute) -> Any:
+    """Context parallel: ring exchange of K/V (forward), K/V and dK/dV (backward), behind attention."""
+    if _scalar(s.cp) and s.cp == 1:
+        return 0.0
+    lay = cmp.layer
+    step = (s.cp > 1) * comm.p2p(s.tok * c.kv_width / s.t * ACT, g.cp)
+    ring = (s.cp - 1) * step * (3 + s.full)
+    window = c.eff.cp_overlap * (lay.attn_f * (1 + s.full) + lay.attn_b)
+    return s.layers * _hidden(c, ring, window)
+
+
+def _ep(c: _Context, s: _Step, g: _Groups) -> Any:
+    """Expert parallel: dispatch and combine all-to-all, forward and backward (and recompute)."""
+    if not c.moe_layers:
+        return 0.0
+    a2a = comm.all_to_all(s.tok / s.r * c.moe_top_k * c.h * ACT, g.ep)
+    return s.layers * c.moe_layers / (c.dense_layers + c.moe_layers) * (4 + 2 * s.full) * a2a
+
+
+def _pp(c: _Context, s: _Step, g: _Groups) -> Any:
+    """Pipeline: activations (scattered over TP, or SP-sharded) to the next stage per chunk, fwd and bwd."""
+    if _scalar(s.pp) and s.pp == 1:
+        return 0.0
+    return (s.pp > 1) * 2 * s.vpp * comm.p2p(s.tok * c.h * ACT / s.t, g.pp)
+
+
+@dataclass(slots=True)
+class _Sharded:
+    """ZeRO-3 / FSDP traffic: exposed seconds per micro-batch and per step."""
+
+    micro: Any
+    step: Any
+
+
+def _sharded(c: _Context, s: _Step, g: _Groups, p: _Params, cmp: _Compute) -> _Sharded:
+    """Gather the stage's parameters for forward (and again for backward when resharded after forward),
+    reduce-scatter the gradients (HSDP: then all-reduce the shard over the replicas). Forward gathers run a
+    block ahead; a backward gather issued before the block's backward hides behind it ("pre": FSDP2,
+    DeepSpeed), one issued after the previous block's backward does not ("post": FSDP1 BACKWARD_POST).
+    Under pipelining with FSDP2 unresharded, gathers and reduce-scatters happen once per step (the
+    schedule's no-sync micro-batches); otherwise every micro-batch. The first gather and the last
+    reduce-scatter of a pass are exposed."""
+    if _scalar(s.zero) and s.zero != 3:
+        return _Sharded(micro=0.0, step=0.0)
+    st = c.stack
+    # one collective per block (FSDP's flat parameter) or per parameter tensor (DeepSpeed), each paying
+    # the ring's latency; the bandwidth term is the same
+    extra = (s.layers * c.gathers_per_layer) * (g.shard.base_lat + g.shard.step_lat)
+
+    def traffic(par: Any, shard: comm.Group, replica: comm.Group | None) -> tuple[Any, Any]:
+        ag = comm.all_gather(par * c.param_bytes, shard) + extra
+        rs = comm.reduce_scatter(par * c.grad_bytes, shard) + extra
+        if replica is not None:
+            rs = rs + comm.all_reduce(par / shard.n * c.grad_bytes, replica)
+        return ag, rs
+
+    ag, rs = traffic(p.dense, g.shard, g.replica if g.hsdp else None)
+    if c.moe_layers:
+        e_ag, e_rs = traffic(p.expert, g.edp, None)
+        ag, rs = ag + e_ag, rs + e_rs
+    first = comm.all_gather(p.layer * c.param_bytes, g.shard)
+    last = comm.reduce_scatter(p.layer * c.grad_bytes, g.shard)
+    pipelined = (s.pp > 1) * 1.0
+    if st.reshard_after_forward is None:  # torchtitan keeps gathered parameters under PP, FSDP1 reshards
+        reshard: Any = 1.0 - pipelined * (st.framework == "torchtitan")
+    else:
+        reshard = float(st.reshard_after_forward)
+    per_micro_ag = 1.0 - pipelined * (1 - reshard)  # with PP and no reshard: once per step
+    # a prefetch shallower than a block hides only that share of the block's gather
+    depth = 1.0 if st.prefetch_params is None else vmin(1.0, st.prefetch_params / p.layer)
+    hide_f, hide_b = c.eff.zero3_overlap * depth * cmp.fwd, c.eff.zero3_overlap * depth * cmp.bwd
+    per_micro_rs = 1.0 - pipelined if st.reduce_every_microbatch else 0.0
+    ag_b = reshard * ag
+    rs_m = per_micro_rs * rs
+    fwd = per_micro_ag * (_hidden(c, ag, hide_f) + first)
+    if st.zero3_prefetch == "post":
+        bwd = ag_b + _hidden(c, rs_m, hide_b)
+    else:
+        bwd = _hidden(c, ag_b + rs_m, hide_b)
+    bwd = bwd + per_micro_rs * last
+    once_ag = (1 - per_micro_ag) * (_hidden(c, ag, hide_f) + first)
+    once_rs = (1 - per_micro_rs) * (_hidden(c, rs, hide_b) + last)
+    z3 = (s.zero == 3) * 1.0
+    return _Sharded(micro=z3 * (fwd + bwd), step=z3 * (once_ag + once_rs))
+
+
+def _bubble(s: _Step, t_micro: Any) -> Any:
+    """1F1B fills and drains the pipeline: (p − 1)/v micro-batch slots (Narayanan et al. 2021 §2.2)."""
+    return (s.pp - 1) / s.vpp * t_micro
+
+
+def _dp(c: _Context, s: _Step, g: _Groups, p: _Params, cmp: _Compute) -> Any:
+    """ZeRO-0/1/2 data parallel: gradients reduced bucket by bucket under the last micro-batch's backward,
+    the last bucket exposed (Megatron-Core's bucket: max(dp_bucket_params, dp_bucket_params_per_rank ×
+    DP)); ZeRO-1/2 re-gather updated parameters under the next forward. ZeRO-2 keeps only a gradient shard,
+    so it reduces every micro-batch."""
+    zero = s.zero
+    z12 = (zero == 1) * 1.0 + (zero == 2)
+    eff = c.eff
+
+    def reduction(par: Any, grp: comm.Group) -> Any:
+        bucket = vmin(vmax(eff.dp_bucket_params, eff.dp_bucket_params_per_rank * grp.n), par)
+
+        def reduce(n: Any) -> Any:
+            if _scalar(z12):  # one layout: only the collective it runs
+                return (comm.reduce_scatter if z12 else comm.all_reduce)(n * c.grad_bytes, grp)
+            return (1 - z12) * comm.all_reduce(n * c.grad_bytes, grp) + z12 * comm.reduce_scatter(n * c.grad_bytes,
+                                                                                                   grp)
+
+        grads = vmax(reduce(bucket), _hidden(c, reduce(par), eff.dp_overlap * cmp.bwd))
+        grads = grads * (1 + (zero == 2) * (s.micro - 1))
+        if _scalar(z12) and not z12:
+            return grads
+        gather = comm.all_gather(par * c.param_bytes, grp)
+        params = z12 * vmax(comm.all_gather(bucket * c.param_bytes, grp), _hidden(c, gather, eff.dp_overlap * cmp.fwd))
+        return grads + params
+
+    out = reduction(p.dense, g.dp)
+    if c.moe_layers:
+        out = out + reduction(p.expert, g.edp)
+    return (zero != 3) * out
+
+
+def _embedding_sync(c: _Context, s: _Step, p: _Params) -> Any:
+    """Tied embeddings split over the first and last stage all-reduce the shared matrix's gradient."""
+    if not c.tied_pp_sync or (_scalar(s.pp) and s.pp == 1):
+        return 0.0
+    emb_g = comm.group(2, s.tp * s.cp * s.dp * vmax(1, s.pp - 1), c.ln)
+    return (s.pp > 1) * comm.all_reduce(p.head * c.grad_bytes, emb_g)
+
+
+def _optimizer(c: _Context, s: _Step, p: _Params) -> Any:
+    """The optimizer steps the local shard (ZeRO ≥ 1) or every local parameter, and zeroes the grads."""
+    shard = 1 + (s.zero >= 1) * (s.dp * s.cp - 1)
+    local = p.dense / shard + p.expert / (1 + (s.zero >= 1) * (s.dp * s.cp / s.ep - 1))
+    return (local * c.opt_bytes + (p.dense + p.expert) * c.grad_bytes) / c.hbm
 
 
 def _components(c: _Context, a: dict[str, Any]) -> dict[str, Any]:
     """Step time and its breakdown (seconds) for scalars or arrays of layout fields."""
-    tp, pp, vpp, dp, cp, ep = a["tp"], a["pp"], a["vpp"], a["dp"], a["cp"], a["ep"]
-    zero, rc, sp, mbs, gbs = a["zero"], a["recompute"], a["sequence_parallel"], a["micro_batch"], a["global_batch"]
-    ln, eff, h = c.ln, c.eff, c.h
-    full = (rc == 2) * 1.0
-    sel = (rc == 1) * 1.0
-    z3 = (zero == 3) * 1.0
-    z12 = (zero == 1) * 1.0 + (zero == 2)
-    t = tp
-    r = 1 + (sp > 0) * (tp - 1)
-    s_q = c.seq / cp  # queries per sequence on this rank
-    tok = mbs * s_q
-    micro = gbs / (dp * mbs)  # micro-batches per step per pipeline
-    layers = -(-(c.dense_layers + c.moe_layers) // pp)  # the slowest stage holds ceil(L/p) layers
-    moe_frac = c.moe_layers / (c.dense_layers + c.moe_layers)
-
-    # ---- compute of one micro-batch on the slowest (last) stage ---------------------------------
-    gemm_f, ew_f, a_f, a_b = _layer_passes(c, tok, t, r, s_q, mbs, ep, False)
-    if c.moe_layers:
-        moe = _layer_passes(c, tok, t, r, s_q, mbs, ep, True)
-        gemm_f, ew_f, a_f, a_b = (x * (1 - moe_frac) + y * moe_frac for x, y in zip(
-            (gemm_f, ew_f, a_f, a_b), moe, strict=True))
-    o_f = gemm_f + ew_f
-    bwd = 2.0 * gemm_f + BACKWARD_BYTES * ew_f + a_b
-    recompute = full * (o_f + a_f) + sel * (0.0 if c.flash else 1.0) * a_f
-    vocab = -(-c.vocab // (VOCAB_PAD * t)) * VOCAB_PAD  # per TP rank, padded as Megatron pads it
-    head_f = _gemm(c, c.gemm_rate, tok, vocab, h)
-    head_ew = tok * vocab * (CROSS_ENTROPY_BYTES / 2) / c.hbm  # each of forward and backward
-    fwd_micro = layers * (o_f + a_f) + head_f + head_ew
-    bwd_micro = layers * (bwd + recompute) + 2 * head_f + head_ew
-    # parameters on this GPU (the last stage also holds the head)
-    d_par, e_par = layer_params_on_rank(c.m, tp, ep, False)
-    if c.moe_layers:
-        dm, em = layer_params_on_rank(c.m, tp, ep, True)
-        d_par = d_par * (1 - moe_frac) + dm * moe_frac
-        e_par = em * moe_frac
-    head_par = vocab * h
-    dense_par = layers * d_par + head_par
-    expert_par = layers * e_par
-    # the wgrad GEMMs accumulate into the gradient buffer: read + write of every local gradient
-    compute_micro = fwd_micro + bwd_micro + (dense_par + expert_par) * 2 * c.grad_bytes / c.hbm
-
-    # ---- groups, in Megatron's rank order tp → cp → dp (ep inside it) → pp ------------------------
-    tp_g = comm.group(tp, 1, ln)
-    cp_g = comm.group(cp, tp, ln)
-    dp_g = comm.group(dp * cp, tp, ln)  # dense gradients and optimizer shards span DP × CP
-    pp_g = comm.group(pp, tp * cp * dp, ln)
-
-    # ---- tensor parallel: 4 collectives per layer (2 fwd, 2 bwd), 2 more when recomputed; SP's
-    # reduce-scatter + all-gather move the same bytes. Hidden only behind the layer's GEMMs ---------
-    act_bytes = tok * h * ACT
-    tp_all = (4 + 2 * full) * comm.all_reduce(act_bytes, tp_g)
-    tp_micro = layers * vmax(0.0, tp_all - eff.tp_overlap * gemm_f * (3 + full))
-
-    # ---- context parallel: ring exchange of K/V (fwd), K/V + dK/dV (bwd), hidden behind attention ----
-    cp_step = (cp > 1) * comm.p2p(tok * c.kv_width / t * ACT, cp_g)
-    cp_comm = (cp - 1) * cp_step * (3 + full)
-    cp_micro = layers * vmax(0.0, cp_comm - eff.cp_overlap * (a_f * (1 + full) + a_b))
-
-    # ---- expert parallel: dispatch + combine all-to-all, fwd and bwd (and recompute) ----------------
-    ep_micro: Any = 0.0
-    if c.moe_layers:
-        ep_g = comm.group(ep, tp * cp, ln)
-        a2a = comm.all_to_all(tok / r * c.moe_top_k * h * ACT, ep_g)
-        ep_micro = layers * moe_frac * (4 + 2 * full) * a2a
-
-    # ---- pipeline: activations (scatter/gather over TP, or SP-sharded) per chunk, fwd and bwd -------
-    pp_micro = (pp > 1) * 2 * vpp * comm.p2p(act_bytes / t, pp_g)
-
-    # ---- ZeRO-3: gather the stage's parameters each micro-batch (fwd, bwd, recompute), reduce-scatter
-    # the gradients; prefetched under compute, except the first layer's gather -----------------------
-    def gathers(par: Any, g: comm.Group) -> Any:
-        return (2 + full) * comm.all_gather(par * ACT, g) + comm.reduce_scatter(par * c.grad_bytes, g)
-
-    z3_comm = gathers(dense_par, dp_g)
-    if c.moe_layers:
-        edp_g = comm.group(dp * cp / ep, tp * ep, ln)  # expert weights: data parallel over dp·cp/ep
-        z3_comm = z3_comm + gathers(expert_par, edp_g)
-    z3_first = comm.all_gather(d_par * ACT, dp_g)
-    z3_micro = z3 * (vmax(0.0, z3_comm - eff.zero3_overlap * compute_micro) + z3_first)
-
-    t_micro = compute_micro + tp_micro + cp_micro + ep_micro + pp_micro + z3_micro
-    bubble = (pp - 1) / vpp * t_micro
-
-    # ---- data parallel (ZeRO 0-2): gradients reduced under the last backward, the last bucket
-    # exposed; ZeRO-1/2 re-gather updated parameters under the next forward. ZeRO-2 keeps only a
-    # gradient shard, so it reduces every micro-batch -----------------------------------------------
-    def reduction(par: Any, g: comm.Group) -> Any:
-        bucket = vmin(eff.dp_bucket_params, par)
-
-        def reduce(n: Any) -> Any:
-            return (1 - z12) * comm.all_reduce(n * c.grad_bytes, g) + z12 * comm.reduce_scatter(n * c.grad_bytes, g)
-
-        grads = vmax(reduce(bucket), reduce(par) - eff.dp_overlap * bwd_micro)
-        grads = grads * (1 + (zero == 2) * (micro - 1))
-        gather = comm.all_gather(par * ACT, g) - eff.dp_overlap * fwd_micro
-        params = z12 * vmax(comm.all_gather(bucket * ACT, g), gather)
-        return grads + params
-
-    dp_step = reduction(dense_par, dp_g)
-    if c.moe_layers:
-        dp_step = dp_step + reduction(expert_par, edp_g)
-    dp_step = (1 - z3) * dp_step
-
-    # tied embeddings split over the first and last stage: all-reduce of the shared matrix's gradient
-    emb_sync: Any = 0.0
-    if c.tied_pp_sync:
-        emb_g = comm.group(2, tp * cp * dp * vmax(1, pp - 1), ln)
-        emb_sync = (pp > 1) * comm.all_reduce(head_par * c.grad_bytes, emb_g)
-
-    # ---- optimizer: the local shard (ZeRO ≥ 1) or every local parameter, plus zeroing the grads ------
-    shard = 1 + (zero >= 1) * (dp * cp - 1)
-    local = dense_par / shard + expert_par / (1 + (zero >= 1) * (dp * cp / ep - 1))
-    optimizer = (local * c.opt_bytes + (dense_par + expert_par) * c.grad_bytes) / c.hbm
-
+    s = _step(c, a)
+    p = _params(c, s)
+    g = _Groups(c, s)
+    cmp = _compute(c, s, p)
+    tp = _tp(c, s, g, cmp)
+    cp = _cp(c, s, g, cmp)
+    ep = _ep(c, s, g)
+    pp = _pp(c, s, g)
+    sharded = _sharded(c, s, g, p, cmp)
+    t_micro = cmp.micro + tp + cp + ep + pp + sharded.micro
     out = {
-        "compute": micro * compute_micro,
-        "tp_comm": micro * tp_micro,
-        "pp_comm": micro * pp_micro + emb_sync,
-        "dp_comm": micro * z3_micro + dp_step,
-        "cp_comm": micro * cp_micro,
-        "ep_comm": micro * ep_micro,
-        "bubble": bubble,
-        "optimizer": optimizer,
+        "compute": s.micro * cmp.micro,
+        "tp_comm": s.micro * tp,
+        "pp_comm": s.micro * pp + _embedding_sync(c, s, p),
+        "dp_comm": s.micro * sharded.micro + sharded.step + _dp(c, s, g, p, cmp),
+        "cp_comm": s.micro * cp,
+        "ep_comm": s.micro * ep,
+        "bubble": _bubble(s, t_micro),
+        "optimizer": _optimizer(c, s, p),
     }
     out["step_seconds"] = sum(out[k] for k in BREAKDOWN_KEYS)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Entry points
+# --------------------------------------------------------------------------------------------
 
 
 def step_time_table(
@@ -457,7 +871,8 @@ def step_time_table(
 ) -> dict[str, np.ndarray]:
     """Step seconds and the breakdown columns for numpy arrays of layout fields: tp, pp, vpp, dp, cp,
     ep, zero, recompute (0 none, 1 selective, 2 full), sequence_parallel (0/1), micro_batch and
-    global_batch. The same formulas `training_time` evaluates for one layout."""
+    global_batch, optionally recompute_num_layers and dp_shard (0: not set). The same formulas
+    `training_time` evaluates for one layout."""
     c = _context(m, gpu, seq, impl or _DEFAULT_IMPL, efficiency or gpu.efficiency,
                  gpus_per_node or gpu.node_size, recipe or _DEFAULT_RECIPE)
     cols = {k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()}
@@ -481,8 +896,7 @@ def training_time(
     """Detailed time model of one layout (see the module docstring); `efficiency` defaults to the SKU's."""
     c = _context(m, gpu, seq, impl or _DEFAULT_IMPL, efficiency or gpu.efficiency,
                  gpus_per_node or gpu.node_size, Recipe.of(layout))
-    out = _components(c, layout_arrays(layout))
+    out = _components(c, time_arrays(layout))
     breakdown = {k: float(out[k]) for k in BREAKDOWN_KEYS}
     flops = step_flops(m, seq, layout.global_batch * seq, layout.recompute)
     return summarise(m, layout, gpu, seq, tokens, float(out["step_seconds"]), flops, breakdown)
-

@@ -1,59 +1,28 @@
-"""Candidates: the grid evaluated in integer units, and the one layout worth keeping per (SKU, GPU count).
+"""Candidates: a job's grid evaluated in integer units, and the one layout worth keeping per (SKU, GPU count).
 
-Memory is evaluated once per layout (it does not depend on the SKU), step time per SKU only on the
-rows that fit. Every quantity the solver compares is an integer rounded against the plan — bytes
-up, microseconds up, seconds up, cents up — so a plan the solver accepts is never better than the
-model says. For a fixed (SKU, GPU count) cost = rate · GPUs · time, so both objectives and every
-constraint prefer the fastest layout that fits: keeping that one row per (SKU, GPU count) loses no
-optimum, for one job or several sharing an inventory (memory does not couple jobs).
+The workload gives the grid, its memory (once per layout: it does not depend on the SKU) and its step
+times (per SKU, only on the rows that fit). Every quantity the solver compares is an integer rounded
+against the plan — bytes up, microseconds up, seconds up, cents up — so a plan the solver accepts is
+never better than the model says. For a fixed (SKU, GPU count) cost = rate · GPUs · time, so both
+objectives and every constraint prefer the fastest layout that fits: keeping that one row per (SKU, GPU
+count) loses no optimum, for one job or several sharing an inventory (memory does not couple jobs).
+
+`CandidateTable` is the contract every consumer reads: the CP-SAT selector, the comparison sweep, and
+a scheduler over candidate tables.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-import os
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from planner.evaluation import merged_efficiency
-from planner.model import memory as memory_model
-from planner.model import perf as perf_model
 from planner.model.perf import SECONDS_PER_DAY
-from planner.search.space import (
-    LAYOUT_FIELDS,
-    JobSpec,
-    LayoutGrid,
-    Problem,
-    SkuOption,
-    build_grid,
-    job_skus,
-)
-
-# Rows per vectorised model call: 64k float64 columns (512 KiB) stay in cache through the model's
-# dozens of temporaries, which measured 1.5× faster than 256k-row calls. Chunks run on a thread pool:
-# numpy releases the GIL inside each array operation.
-CHUNK = 1 << 16
-THREADS = max(1, min(8, os.cpu_count() or 1))
-
-
-@functools.lru_cache(maxsize=1)
-def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(THREADS, thread_name_prefix="planner-model")
-
-
-def chunked(fn: Callable[[np.ndarray], np.ndarray], rows: np.ndarray, dtype: type) -> np.ndarray:
-    """fn over consecutive slices of `rows`, in parallel, concatenated in order (deterministic)."""
-    parts = [rows[lo:lo + CHUNK] for lo in range(0, len(rows), CHUNK)]
-    if len(parts) <= 1:
-        return np.asarray(fn(rows), dtype=dtype)
-    return np.concatenate([np.asarray(r, dtype=dtype) for r in _pool().map(fn, parts)])
-
+from planner.search.problem import JobSpec, Problem
+from planner.workloads.grid import Grid
 
 # --------------------------------------------------------------------------------------------
 # Integer units (shared with the exhaustive enumerator: one rounding rule)
@@ -65,12 +34,11 @@ def microseconds(seconds: Any) -> Any:
     return np.ceil(np.asarray(seconds, dtype=np.float64) * 1e6).astype(np.int64)
 
 
-def integer_units(step_seconds: Any, gpus: Any, usd_per_gpu_hour: float, job: JobSpec) -> tuple[Any, Any, Any]:
-    """(step µs, job seconds, cost cents), each rounded up. Works on scalars and numpy arrays.
-
-    Steps are tokens / (global batch · sequence), as the time model counts them (fractional)."""
+def integer_units(step_seconds: Any, gpus: Any, usd_per_gpu_hour: float, steps: float) -> tuple[Any, Any, Any]:
+    """(step µs, job seconds, cost cents), each rounded up, for a job of `steps` steps. Works on scalars
+    and numpy arrays."""
     step_us = microseconds(step_seconds)
-    job_us = step_us * (job.tokens / (job.global_batch * job.seq))
+    job_us = step_us * steps
     time_s = np.ceil(job_us / 1e6).astype(np.int64)
     cost_cents = np.ceil(job_us * gpus * (usd_per_gpu_hour / 3.6e7)).astype(np.int64)  # $/h → ¢/µs
     return step_us, time_s, cost_cents
@@ -85,58 +53,57 @@ def budget_cents(usd: float | None) -> int | None:
 
 
 # --------------------------------------------------------------------------------------------
-# The two model calls, over arrays of grid rows
+# The table
 # --------------------------------------------------------------------------------------------
 
 
-def memory_bytes(problem: Problem, grid: LayoutGrid, rows: np.ndarray) -> np.ndarray:
-    """Per-GPU total bytes (the binding pipeline stage) of the selected grid rows."""
-    job = grid.job
-    recipe = memory_model.Recipe.of(job.layout())
+@dataclass(frozen=True)
+class CandidateTable:
+    """One job's candidates, one per (SKU, GPU count): the fastest layout that fits, in integer units.
+    Every column is a numpy array of the same length; `rank` is the tie-break the solver ends every
+    objective with (fewer GPUs, less memory, catalog order, grid order), a permutation of 0..n-1."""
 
-    def part(sel: np.ndarray) -> np.ndarray:
-        return memory_model.training_memory_table(job.model, job.seq, grid.arrays(sel), recipe,
-                                                  problem.implementation, problem.overheads)["total"]
+    sku: np.ndarray  # catalog name (object)
+    sku_index: np.ndarray  # position of the SKU in the problem (int64, as every column below)
+    gpus: np.ndarray
+    row: np.ndarray  # the layout's row in the job's grid
+    memory: np.ndarray  # bytes per GPU
+    step_us: np.ndarray  # one step, µs, rounded up
+    time_s: np.ndarray  # the whole job, s, rounded up
+    cost_cents: np.ndarray  # the whole job, ¢, rounded up
+    rank: np.ndarray
 
-    return chunked(part, rows, np.int64)
+    def __post_init__(self) -> None:
+        n = len(self.sku)
+        for f in fields(self):
+            col = getattr(self, f.name)
+            if f.name != "sku" and col.dtype != np.int64:
+                raise TypeError(f"CandidateTable.{f.name}: int64 column expected, got {col.dtype}")
+            if len(col) != n:
+                raise ValueError(f"CandidateTable.{f.name}: {len(col)} rows, sku has {n}")
 
+    def __len__(self) -> int:
+        return len(self.sku)
 
-def step_seconds(problem: Problem, sku: SkuOption, grid: LayoutGrid, rows: np.ndarray) -> np.ndarray:
-    """Seconds per optimizer step of the selected rows on `sku`, as `planner.evaluation` computes them."""
-    job, eff = grid.job, problem.efficiency
-    if len(rows) == 0:
-        return np.empty(0, dtype=np.float64)
-    if eff.mfu is not None or eff.hfu is not None:
-        # fixed utilisation: work / (GPUs · peak · utilisation) reads only the GPU count and the
-        # recompute mode (FLOPs), so one scalar call per distinct pair covers every row
-        key = grid.cols["gpus"][rows] * 4 + grid.cols["recompute"][rows]
-        first = np.full(int(key.max()) + 1, -1, dtype=np.int64)
-        first[key[::-1]] = np.arange(len(key) - 1, -1, -1)  # index of each key's first row
-        vals = np.zeros(len(first))
-        for k in np.flatnonzero(first >= 0).tolist():
-            vals[k] = perf_model.fixed_utilisation_time(job.model, grid.layout(int(rows[first[k]])), sku.gpu, job.seq,
-                                                        job.tokens, mfu=eff.mfu, hfu=eff.hfu).step_seconds
-        return vals[key]
-    efficiency = merged_efficiency(sku.gpu, eff)
-    recipe = memory_model.Recipe.of(job.layout())
+    @classmethod
+    def empty(cls) -> CandidateTable:
+        return cls(np.empty(0, dtype=object), *(np.empty(0, dtype=np.int64) for _ in range(8)))
 
-    def part(sel: np.ndarray) -> np.ndarray:
-        return perf_model.step_time_table(job.model, sku.gpu, job.seq, grid.arrays(sel), impl=problem.implementation,
-                                          efficiency=efficiency, gpus_per_node=sku.node, recipe=recipe)["step_seconds"]
+    @classmethod
+    def concat(cls, parts: list[CandidateTable]) -> CandidateTable:
+        if not parts:
+            return cls.empty()
+        return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)})
 
-    return chunked(part, rows, np.float64)
+    def take(self, index: np.ndarray) -> CandidateTable:
+        """The rows at `index` (indices or a boolean mask), in that order."""
+        return CandidateTable(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
+    def with_costs(self, cost_cents: np.ndarray) -> CandidateTable:
+        return replace(self, cost_cents=np.asarray(cost_cents, dtype=np.int64))
 
-# --------------------------------------------------------------------------------------------
-# Candidate tables
-# --------------------------------------------------------------------------------------------
-
-
-def per_group_min(group: np.ndarray, value: np.ndarray) -> np.ndarray:
-    """Mask of the rows whose value is the minimum of their group (small non-negative group ids)."""
-    low = np.full(int(group.max()) + 1, np.iinfo(np.int64).max)
-    np.minimum.at(low, group, value)
-    return value == low[group]
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame({f.name: getattr(self, f.name) for f in fields(self)})
 
 
 @dataclass(frozen=True)
@@ -154,31 +121,40 @@ class SkuStats:
 @dataclass
 class JobCandidates:
     job: JobSpec
-    grid: LayoutGrid
+    grid: Grid
     memory: np.ndarray  # bytes per grid row
-    table: pd.DataFrame  # one row per (SKU, GPU count): the fastest layout that fits
+    table: CandidateTable
     stats: list[SkuStats]
 
     @property
     def space_size(self) -> int:
         return sum(s.legal for s in self.stats)
 
+    def layout(self, k: int) -> Any:
+        """The layout of row k of the table."""
+        return self.job.workload.layout(self.grid, int(self.table.row[k]))
 
-CANDIDATE_COLUMNS = ("sku", "sku_index", "gpus", "row", "memory", "step_us", "time_s", "cost_cents")
+
+def per_group_min(group: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Mask of the rows whose value is the minimum of their group (small non-negative group ids)."""
+    low = np.full(int(group.max()) + 1, np.iinfo(np.int64).max)
+    np.minimum.at(low, group, value)
+    return value == low[group]
 
 
 def job_candidates(problem: Problem, job: JobSpec) -> JobCandidates:
-    skus = job_skus(problem, job)
+    w = job.workload
+    skus = problem.skus_for(job)
     caps = [problem.cap(s, job) for s in skus]
-    grid = build_grid(job, skus, max(caps))
-    mem = memory_bytes(problem, grid, np.arange(len(grid)))
-    frames, stats = [], []
+    grid = w.grid(sorted({s.node for s in skus}), job.counts(max(caps)))
+    mem = w.memory(grid, np.arange(len(grid)))
+    parts, stats = [], []
     sku_index = {s.name: i for i, s in enumerate(problem.skus)}
-    allowed: dict[tuple[int, int], np.ndarray] = {}  # (node, cap) → runnable mask
+    runnable: dict[tuple[int, int], np.ndarray] = {}  # (node, cap) → mask
     for sku, cap in zip(skus, caps, strict=True):
-        if (sku.node, cap) not in allowed:
-            allowed[(sku.node, cap)] = grid.allowed_on(sku, cap)
-        legal = allowed[(sku.node, cap)]
+        if (sku.node, cap) not in runnable:
+            runnable[(sku.node, cap)] = w.runnable(grid, sku.node, job.counts(cap))
+        legal = runnable[(sku.node, cap)]
         n_legal = int(np.count_nonzero(legal))
         low = int(np.argmin(np.where(legal, mem, np.iinfo(np.int64).max))) if n_legal else None
         fit_rows = np.flatnonzero(legal & (mem <= sku.gpu.hbm_bytes))
@@ -186,7 +162,7 @@ def job_candidates(problem: Problem, job: JobSpec) -> JobCandidates:
                               None if low is None else int(mem[low]), low))
         if len(fit_rows) == 0:
             continue
-        step = step_seconds(problem, sku, grid, fit_rows)
+        step = w.step_seconds(grid, fit_rows, sku.gpu, sku.node)
         step_us = microseconds(step)
         gpus = grid.gpus[fit_rows]
         # the fastest layout per GPU count; among equally fast ones the least memory, then grid order
@@ -195,22 +171,18 @@ def job_candidates(problem: Problem, job: JobSpec) -> JobCandidates:
         _, once = np.unique(gpus[first], return_index=True)
         first = first[once]
         best = fit_rows[first]
-        step_us, time_s, cost_cents = integer_units(step[first], gpus[first], sku.rate.usd_per_gpu_hour, job)
-        frames.append(pd.DataFrame({
-            "sku": sku.name,
-            "sku_index": sku_index[sku.name],
-            "gpus": gpus[first],
-            "row": best,
-            "memory": mem[best],
-            "step_us": step_us,
-            "time_s": time_s,
-            "cost_cents": cost_cents,
-        }))
-    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({c: [] for c in CANDIDATE_COLUMNS})
-    table = table.astype({c: "int64" for c in CANDIDATE_COLUMNS if c != "sku"})
-    for f in LAYOUT_FIELDS:
-        table[f] = grid.cols[f][table["row"].to_numpy()]
-    return JobCandidates(job, grid, mem, table.reset_index(drop=True), stats)
+        step_us, time_s, cost_cents = integer_units(step[first], gpus[first], sku.rate.usd_per_gpu_hour, w.steps)
+        n = len(best)
+        parts.append(CandidateTable(
+            sku=np.full(n, sku.name, dtype=object), sku_index=np.full(n, sku_index[sku.name], dtype=np.int64),
+            gpus=gpus[first].astype(np.int64), row=best.astype(np.int64), memory=mem[best].astype(np.int64),
+            step_us=step_us, time_s=time_s, cost_cents=cost_cents, rank=np.zeros(n, dtype=np.int64)))
+    table = CandidateTable.concat(parts)
+    # tie-break: fewer GPUs, more memory headroom, catalog order, grid order
+    order = np.lexsort((table.row, table.sku_index, table.memory, table.gpus))
+    rank = np.empty(len(table), dtype=np.int64)
+    rank[order] = np.arange(len(table))
+    return JobCandidates(job, grid, mem, replace(table, rank=rank), stats)
 
 
 def all_candidates(problem: Problem) -> list[JobCandidates]:

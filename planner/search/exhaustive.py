@@ -1,8 +1,8 @@
 """Brute-force reference for small spaces: the solver's answer, found the slow and obvious way.
 
-Every tuple of the axis domains is built as a Layout, checked whole by `layout_problems`, and every
-legal one is evaluated by `planner.evaluation.evaluate` (the scalar model), independently of the grid,
-the vectorised tables, the per-(SKU, GPU count) pruning and CP-SAT. Jobs are combined by trying every
+Every tuple of a training job's axis domains is built as a Layout, checked whole by `layout_problems`,
+and every legal one is evaluated by `evaluate` (the scalar model), independently of the grid, the
+vectorised tables, the per-(SKU, GPU count) pruning and CP-SAT. Jobs are combined by trying every
 combination. Only the axis domains, the GPU-count rule and the integer rounding are shared with the
 solver, because they define the space and the units rather than compute anything.
 """
@@ -13,19 +13,14 @@ import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from planner.evaluation import Evaluation, evaluate
-from planner.legality import layout_problems
 from planner.schema import Layout
 from planner.search.candidates import budget_cents, deadline_seconds, integer_units
-from planner.search.space import (
-    LAYOUT_FIELDS,
-    JobSpec,
-    Problem,
-    SkuOption,
-    axis_domains,
-    gpu_count_allowed,
-    job_skus,
-)
+from planner.search.problem import JobSpec, Problem, SkuOption
+from planner.workloads.training.evaluation import Evaluation
+from planner.workloads.training.layout import SEARCHED
+from planner.workloads.training.legality import layout_problems
+from planner.workloads.training.space import axis_domains
+from planner.workloads.training.workload import TrainingWorkload
 
 
 @dataclass(frozen=True)
@@ -51,36 +46,41 @@ class Enumeration:
         return self.ranked[0][0] if self.ranked else None
 
 
+def training(job: JobSpec) -> TrainingWorkload:
+    if not isinstance(job.workload, TrainingWorkload):
+        raise TypeError(f"{job.name}: the exhaustive reference enumerates training layouts only")
+    return job.workload
+
+
 def legal_layouts(problem: Problem, job: JobSpec, sku: SkuOption) -> Iterator[Layout]:
     """Every layout of the axis domains that `layout_problems` accepts on this SKU within its caps."""
-    dom = axis_domains(job, sku.node)
-    cap = problem.cap(sku, job)
-    for values in itertools.product(*(dom[f] for f in LAYOUT_FIELDS)):
-        layout = job.layout(**dict(zip(LAYOUT_FIELDS, values, strict=True)))
-        n = layout.gpus
-        if not gpu_count_allowed(n, sku.node, cap, job):
+    w = training(job)
+    dom = axis_domains(w, sku.node)
+    counts = job.counts(problem.cap(sku, job))
+    for values in itertools.product(*(dom[f] for f in SEARCHED)):
+        layout = w.template.layout(**dict(zip(SEARCHED, values, strict=True)))
+        if not counts.allowed(layout.gpus, sku.node):
             continue
-        if not layout_problems(job.model, layout, node_size=sku.node, seq=job.seq):
+        if not layout_problems(w.model, layout, node_size=sku.node, seq=w.seq, framework=w.implementation.framework):
             yield layout
 
 
-def evaluate_on(problem: Problem, job: JobSpec, sku: SkuOption, layout: Layout) -> Evaluation:
-    return evaluate(job.model, layout, sku.gpu, seq=job.seq, tokens=job.tokens, gpus_per_node=sku.node,
-                    implementation=problem.implementation, overheads=problem.overheads,
-                    efficiency=problem.efficiency, pricing=problem.pricing)
+def evaluate_on(job: JobSpec, sku: SkuOption, layout: Layout) -> Evaluation:
+    return training(job).evaluate(layout, sku.gpu, sku.node, sku.rate)
 
 
 def job_options(problem: Problem, job: JobSpec) -> tuple[int, list[Option]]:
     """(legal pairs counted, options that fit and meet the job's deadline)."""
     count, out = 0, []
     limit = deadline_seconds(job.deadline_days)
-    for sku in job_skus(problem, job):
+    for sku in problem.skus_for(job):
         for layout in legal_layouts(problem, job, sku):
             count += 1
-            ev = evaluate_on(problem, job, sku, layout)
+            ev = evaluate_on(job, sku, layout)
             if not ev.fits:
                 continue
-            _, time_s, cost = integer_units(ev.time.step_seconds, layout.gpus, sku.rate.usd_per_gpu_hour, job)
+            steps = training(job).steps
+            _, time_s, cost = integer_units(ev.time.step_seconds, layout.gpus, sku.rate.usd_per_gpu_hour, steps)
             if limit is not None and int(time_s) > limit:
                 continue
             out.append(Option(sku.name, layout, layout.gpus, ev.memory.total, int(time_s), int(cost)))
@@ -126,6 +126,6 @@ def enumerate_plans(problem: Problem) -> Enumeration:
         if any(s.inventory is not None and sum(o.gpus for o in combo if o.sku == s.name) > s.inventory
                for s in problem.skus):
             continue
-        ranked.append((objective_key(problem.scenario.objective, combo), combo))
+        ranked.append((objective_key(problem.objective, combo), combo))
     ranked.sort(key=lambda kc: kc[0])
     return Enumeration(size, options, ranked)

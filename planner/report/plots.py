@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from planner.comparison import MEMORY_PARTS
 from planner.model.perf import BREAKDOWN_KEYS
+from planner.workflows.compare import MEMORY_PARTS
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -4,12 +4,13 @@ The layout grid, memory and step times do not depend on the price, the deadline 
 they are evaluated once for every SKU (`job_candidates`, exactly as `solve` does). A price option
 only reprices its SKU's rows of that candidate table; a deadline or budget only filters them. With
 one job the CP-SAT model of `solve` is a one-hot choice over one table whose constraints are all
-per-row limits, so its lexicographic optimum is a filter and a sort with the same keys and the same
-tie-break (fewer GPUs, less memory, grid order): every option and every sweep point is that pure
-selection, and the chosen plan is re-evaluated and re-checked by `planner.search`'s scalar path.
+per-row limits, so its lexicographic optimum is the first row of the selector's own order
+(`planner.search.cpsat.preference`) that meets the limits: every option and every sweep point is that
+pure selection, and the chosen plan is re-evaluated and re-checked as `solve`'s plans are.
 
 `compare(scenario)` returns one row per (SKU, price option) as a pandas DataFrame; `Comparison` keeps
-the evaluated tables for sweeps (run in parallel across processes, in input order) and Pareto fronts.
+the evaluated tables for sweeps (run in parallel across processes, in input order) and Pareto fronts;
+`run_comparison(CompareRequest)` gives the `CompareResult` the CLI and the report layer show.
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ from planner.errors import InputError
 from planner.model.memory import MemoryBreakdown
 from planner.model.perf import BREAKDOWN_KEYS, SECONDS_PER_DAY
 from planner.pricing import HourlyRate, hourly_rate
-from planner.report import GIB
+from planner.report.text import days, gib, layout_text, usd
 from planner.scenario import Pricing, Scenario
-from planner.schema import GpuSku, PriceKind
-from planner.search import Plan, Solution, _Plans, check_solution
+from planner.schema import GIB, GpuSku, PriceKind
 from planner.search.candidates import (
+    CandidateTable,
     JobCandidates,
     SkuStats,
     budget_cents,
@@ -41,12 +42,12 @@ from planner.search.candidates import (
     integer_units,
     job_candidates,
 )
-from planner.search.cpsat import OBJECTIVES, days, layout_label
-from planner.search.space import LayoutGrid, Problem, fixed_field_problems, resolve_problem
+from planner.search.cpsat import OBJECTIVES, preference
+from planner.search.plans import Plan, PlanBook, Solution, check_solution
+from planner.search.problem import Problem, resolve_problem
 
-__all__ = ["DEFAULT_KINDS", "Comparison", "Point", "PriceOption", "cell", "compare", "display_rows", "numeric",
-           "price_options",
-           "source_rows", "sweep_rows"]
+__all__ = ["DEFAULT_KINDS", "CompareRequest", "CompareResult", "Comparison", "Point", "PriceOption", "compare",
+           "price_options", "run_comparison"]
 
 # Price kinds compared unless asked otherwise: what a procurement decision weighs. Spot and AWS
 # capacity blocks are short-lived rates, left to --kinds.
@@ -72,7 +73,7 @@ class PriceOption:
     kind: str  # a catalog price kind, or "override"
     provider: str
     rate: HourlyRate
-    pricing: Pricing  # the scenario's pricing narrowed to this price: what the plan is evaluated with
+    pricing: Pricing  # the scenario's pricing narrowed to this price: `solve` with it reproduces the row
     date: str
     usd_per_gpu: float | None  # purchase: capex per GPU
 
@@ -129,52 +130,45 @@ def compact(c: JobCandidates, sku: str) -> tuple[JobCandidates, SkuStats]:
     """One SKU's part of a job's candidates with the grid cut to the rows it refers to, so that an
     option pickles in kilobytes (the full grid can hold millions of layouts). Row order is kept, so
     the grid-order tie-break is unchanged."""
-    table = c.table[c.table["sku"] == sku].reset_index(drop=True)
+    table = c.table.take(c.table.sku == sku)
     stats = next(s for s in c.stats if s.sku == sku)
     extra = [] if stats.min_memory_row is None else [stats.min_memory_row]
-    keep = np.unique(np.concatenate([table["row"].to_numpy(dtype=np.int64), np.asarray(extra, dtype=np.int64)]))
-    table["row"] = np.searchsorted(keep, table["row"].to_numpy())
+    keep = np.unique(np.concatenate([table.row, np.asarray(extra, dtype=np.int64)]))
+    table = replace(table, row=np.searchsorted(keep, table.row).astype(np.int64))
     if stats.min_memory_row is not None:
         stats = replace(stats, min_memory_row=int(np.searchsorted(keep, stats.min_memory_row)))
-    grid = LayoutGrid(c.job, {k: v[keep] for k, v in c.grid.cols.items()})
-    return JobCandidates(c.job, grid, c.memory[keep], table, [stats]), stats
+    return JobCandidates(c.job, c.grid.subset(keep), c.memory[keep], table, [stats]), stats
 
 
 def repriced(c: JobCandidates, rate: float) -> JobCandidates:
     """The table's cost column at another hourly rate. integer_units rounds step seconds up to whole
     µs; handing it the table's µs less half a µs makes it round back to exactly those µs (float error
     is ~1e-8 µs), so the cents are what `solve` computes at that rate."""
-    t = c.table.copy()
-    step_us = t["step_us"].to_numpy(dtype=np.float64)
-    _, _, cents = integer_units((step_us - 0.5) / 1e6, t["gpus"].to_numpy(), rate, c.job)
-    t["cost_cents"] = np.asarray(cents, dtype=np.int64)
-    return replace(c, table=t)
+    t = c.table
+    _, _, cents = integer_units((t.step_us.astype(np.float64) - 0.5) / 1e6, t.gpus, rate, c.job.workload.steps)
+    return replace(c, table=t.with_costs(cents))
 
 
-def select(t: pd.DataFrame, point: Point, min_gpus: int | None) -> int | None:
-    """The row `Selector.lexicographic` picks for one job over one table: within the limits, minimal in
-    the objective's order, ties to fewer GPUs, less memory, then grid order (its rank term)."""
+def select(t: CandidateTable, point: Point, min_gpus: int | None) -> int | None:
+    """The row `Selector.lexicographic` picks for one job over one table: the first of the selector's
+    own order (the objectives, then its rank term) that meets the limits."""
     ok = limits_mask(t, point, min_gpus)
-    idx = np.flatnonzero(ok)
-    if len(idx) == 0:
-        return None
-    cols = {"cost": t["cost_cents"].to_numpy(), "time": t["time_s"].to_numpy()}
-    keys = [cols[o][idx] for o in OBJECTIVES[point.objective] if o != "rank"]
-    keys += [t["gpus"].to_numpy()[idx], t["memory"].to_numpy()[idx], t["row"].to_numpy()[idx]]
-    return int(idx[np.lexsort(keys[::-1])[0]])
+    order = preference(t, OBJECTIVES[point.objective])
+    first = np.flatnonzero(ok[order])
+    return int(order[first[0]]) if len(first) else None
 
 
-def limits_mask(t: pd.DataFrame, point: Point, min_gpus: int | None, *, budget: bool = True,
+def limits_mask(t: CandidateTable, point: Point, min_gpus: int | None, *, budget: bool = True,
                 deadline: bool = True) -> np.ndarray:
     ok = np.ones(len(t), dtype=bool)
     if min_gpus is not None:
-        ok &= t["gpus"].to_numpy() >= min_gpus
+        ok &= t.gpus >= min_gpus
     limit = deadline_seconds(point.deadline_days)
     if deadline and limit is not None:
-        ok &= t["time_s"].to_numpy() <= limit
+        ok &= t.time_s <= limit
     cents = budget_cents(point.budget_usd)
     if budget and cents is not None:
-        ok &= t["cost_cents"].to_numpy() <= cents
+        ok &= t.cost_cents <= cents
     return ok
 
 
@@ -224,12 +218,11 @@ class Comparison:
             elif self.problem.max_gpus is not None and self.problem.max_gpus == cap:
                 label = f"max_gpus {cap:,}"
             for offer in offers[sku.name]:
-                problem = replace(self.problem, scenario=scenario.model_copy(update={"pricing": offer.pricing}),
-                                  skus=(replace(sku, rate=offer.rate),))
+                problem = replace(self.problem, skus=(replace(sku, rate=offer.rate),))
                 self.options.append(Option(offer, problem, repriced(part, offer.rate.usd_per_gpu_hour), stats, cap,
                                            label))
-        self.relaxed: dict[str, pd.DataFrame] | None = None  # caps lifted, for "needs N GPUs" reasons
-        self._plans: dict[int, _Plans] = {}
+        self.relaxed: dict[str, CandidateTable] | None = None  # caps lifted, for "needs N GPUs" reasons
+        self._plans: dict[int, PlanBook] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         return self.__dict__ | {"_plans": {}}  # evaluations are cheap to redo, costly to pickle
@@ -247,19 +240,18 @@ class Comparison:
             return
         limits = [deadline_seconds(p.deadline_days) for p in points]
         tight = min((x for x in limits if x is not None), default=None)
-        if not any(o.cap_label and (o.cands.table.empty or (tight is not None and
-                                                            int(o.cands.table["time_s"].min()) > tight))
+        if not any(o.cap_label and (len(o.cands.table) == 0 or (tight is not None and
+                                                                int(o.cands.table.time_s.min()) > tight))
                    for o in self.options):
             return
         lifted = replace(resolve_problem(self._placeholder, lift_caps=True), skus=self.problem.skus)
         t = job_candidates(lifted, lifted.jobs[0]).table
-        self.relaxed = {s.name: t.loc[t["sku"] == s.name, ["gpus", "time_s"]].reset_index(drop=True)
-                        for s in self.problem.skus}
+        self.relaxed = {s.name: t.take(t.sku == s.name) for s in self.problem.skus}
 
     def plan(self, i: int, k: int) -> Plan:
         if i not in self._plans:
             o = self.options[i]
-            self._plans[i] = _Plans(o.problem, [o.cands])
+            self._plans[i] = PlanBook(o.problem, [o.cands])
         return self._plans[i].plan(0, k)
 
     def rows(self, point: Point | None = None) -> list[dict[str, Any]]:
@@ -298,75 +290,56 @@ class Comparison:
                 "capacity_gib": get_gpu(p.sku).hbm_bytes / GIB}
 
     def plan_columns(self, i: int, k: int, point: Point) -> dict[str, Any]:
-        from planner.cli_solve import layout_text
-
         o = self.options[i]
         plan = self.plan(i, k)
-        r = o.cands.table.iloc[k]
-        solution = Solution((plan,), int(r["cost_cents"]), int(r["time_s"]), int(r["gpus"]))
+        t = o.cands.table
+        solution = Solution((plan,), int(t.cost_cents[k]), int(t.time_s[k]), int(t.gpus[k]))
         job = replace(o.problem.jobs[0], deadline_days=point.deadline_days)
         bad = check_solution(replace(o.problem, jobs=(job,), budget_usd=point.budget_usd), solution)
         if bad:  # the vectorised and scalar models disagree: a bug, never a row to hand out
             raise RuntimeError("compare: plan fails the independent re-check: " + "; ".join(bad))
         ev = plan.evaluation
-        t = ev.time
+        tm = ev.time
         cost = ev.cost_usd or 0.0
         cols: dict[str, Any] = {
-            "gpus": plan.gpus, "nodes": plan.nodes, "layout": layout_text(ev),
-            "memory_gib": ev.memory.total / GIB, "mfu": t.mfu, "days": t.days, "gpu_hours": t.gpu_hours,
-            "energy_mwh": t.energy_kwh / 1000.0, "cost_usd": cost, "usd_per_million_tokens": ev.usd_per_million_tokens,
+            "gpus": plan.gpus, "nodes": plan.nodes, "layout": layout_text(ev.layout),
+            "memory_gib": ev.memory.total / GIB, "mfu": tm.mfu, "days": tm.days, "gpu_hours": tm.gpu_hours,
+            "energy_mwh": tm.energy_kwh / 1000.0, "cost_usd": cost, "usd_per_million_tokens": ev.usd_per_million_tokens,
             "upfront_usd": plan.gpus * o.price.usd_per_gpu if o.price.usd_per_gpu else None,
         }
         cols |= {f"memory_{p}_gib": getattr(ev.memory, p) / GIB for p in MEMORY_PARTS}
-        cols |= {f"step_{p}_s": t.breakdown.get(p, 0.0) for p in BREAKDOWN_KEYS}
+        cols |= {f"step_{p}_s": tm.breakdown.get(p, 0.0) for p in BREAKDOWN_KEYS}
         return cols
 
     def reason(self, o: Option, point: Point) -> str:
         """Why no plan on this SKU at this price meets the limits, in one short line."""
         t, s, job = o.cands.table, o.stats, self.job
         relaxed = None if self.relaxed is None else self.relaxed[o.price.sku]
-        if t.empty:
+        if len(t) == 0:
             if s.legal == 0 or s.min_memory is None:
-                why = "; ".join(fixed_field_problems(job, o.problem.skus[0].node))
+                why = "; ".join(job.workload.fixed_field_problems(o.problem.skus[0].node))
                 return f"no legal layout: {why}" if why else f"no GPU count within {o.cap:,} is sold"
-            msg = f"does not fit: {s.min_memory / GIB:,.1f} GiB per GPU at best, {s.capacity / GIB:,.1f} GiB available"
-            if relaxed is not None and not relaxed.empty and o.cap_label:
-                msg += f" (fits on {int(relaxed['gpus'].min()):,} GPUs; {o.cap_label})"
+            msg = f"does not fit: {gib(s.min_memory)} per GPU at best, {gib(s.capacity)} available"
+            if relaxed is not None and len(relaxed) and o.cap_label:
+                msg += f" (fits on {int(relaxed.gpus.min()):,} GPUs; {o.cap_label})"
             return msg
         min_gpus = self.problem.min_gpus
         if not limits_mask(t, point, min_gpus, budget=False, deadline=False).any():
-            return f"min_gpus {min_gpus:,}: at most {int(t['gpus'].max()):,} GPUs run ({o.cap_label or 'search limit'})"
+            return f"min_gpus {min_gpus:,}: at most {int(t.gpus.max()):,} GPUs run ({o.cap_label or 'search limit'})"
         if not limits_mask(t, point, min_gpus, budget=False).any():
             limit = deadline_seconds(point.deadline_days) or 0
             if relaxed is not None and o.cap_label:
                 ok = limits_mask(relaxed, point, min_gpus, budget=False)
                 if ok.any():
-                    return f"needs {int(relaxed['gpus'].to_numpy()[ok].min()):,} GPUs, {o.cap_label}"
-            return f"too slow: {days(int(t['time_s'].min()))} at best, deadline {days(limit)}"
-        cheapest = int(t["cost_cents"].to_numpy()[limits_mask(t, point, min_gpus, budget=False)].min())
+                    return f"needs {int(relaxed.gpus[ok].min()):,} GPUs, {o.cap_label}"
+            return f"too slow: {days(int(t.time_s.min()))} at best, deadline {days(limit)}"
+        cheapest = int(t.cost_cents[limits_mask(t, point, min_gpus, budget=False)].min())
         within = "meeting the deadline " if point.deadline_days is not None else ""
-        return f"over budget: {within}costs ${cheapest / 100:,.0f} at least, budget ${point.budget_usd:,.0f}"
+        return f"over budget: {within}costs {usd(cheapest / 100)} at least, budget {usd(point.budget_usd or 0)}"
 
-    def notes(self, swept: str | None = None) -> list[str]:
-        """What every row assumes, for the footnotes of tables and reports (`swept`: the swept column)."""
-        c, p = self.scenario.constraints, self.scenario.pricing
-        deadline = f"deadline {c.deadline_days:g} days" if c.deadline_days else "no deadline"
-        budget = f"budget ${c.budget_usd:,.0f}" if c.budget_usd else "no budget"
-        if swept == "deadline_days":
-            deadline = "deadline swept"
-        limits = [deadline, budget, f"objective {self.scenario.objective}"]
-        if swept == "budget_usd":
-            limits[1:] = ["budget swept, objective time (the fastest plan within each budget)"]
-        out = ["limits: " + ", ".join(limits)]
-        if "purchase" in self.kinds:
-            kwh = f"{p.usd_per_kwh:.2f}" if round(p.usd_per_kwh, 2) == p.usd_per_kwh else f"{p.usd_per_kwh:g}"
-            out.append(f"purchase: capex amortised over {p.amortisation_years:g} years of full use, plus GPU TDP × "
-                       f"PUE {p.pue:g} × ${kwh}/kWh")
-        missing = [k for k in self.kinds if not any(o.price.kind == k for o in self.options)]
-        if missing:
-            out.append(f"no {', '.join(missing)} price in the catalog for these GPUs")
-        out.append("energy: the GPUs at TDP for the whole run (an upper bound, before PUE)")
-        return out
+    def missing_kinds(self) -> list[str]:
+        """Price kinds asked for that no option has."""
+        return [k for k in self.kinds if not any(o.price.kind == k for o in self.options)]
 
     @property
     def skus(self) -> list[str]:
@@ -405,9 +378,9 @@ class Comparison:
                 say(n + 1, len(points), "sweeping")
         else:
             # forkserver: the parent holds threads (numpy pools, a progress bar) that fork would copy
-            # mid-lock; preloading planner.comparison makes each worker start warm
+            # mid-lock; preloading planner.workflows.compare makes each worker start warm
             ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["planner.comparison"])
+            ctx.set_forkserver_preload(["planner.workflows.compare"])
             with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(self,)) as pool:
                 futures = [pool.submit(_worker_rows, p) for p in points]
                 for n, _ in enumerate(as_completed(futures)):
@@ -425,18 +398,15 @@ class Comparison:
                 best[o.price.sku] = o
         for o in best.values():
             t = o.cands.table
-            idx = np.flatnonzero(limits_mask(t, self.base, self.problem.min_gpus, budget=False, deadline=False))
-            cols = [t[k].to_numpy()[idx] for k in ("row", "memory", "gpus", "time_s", "cost_cents")]
+            ok = limits_mask(t, self.base, self.problem.min_gpus, budget=False, deadline=False)
             fastest = math.inf
-            for k in idx[np.lexsort(cols)].tolist():
-                r = t.iloc[k]
-                if r["time_s"] >= fastest:
+            for k in preference(t, ("cost", "time", "rank")).tolist():
+                if not ok[k] or t.time_s[k] >= fastest:
                     continue
-                fastest = int(r["time_s"])
-                fields = o.cands.grid.layout(int(r["row"])).model_dump()
+                fastest = int(t.time_s[k])
                 out.append(self.price_columns(o.price) | {
-                    "gpus": int(r["gpus"]), "days": fastest / SECONDS_PER_DAY, "cost_usd": int(r["cost_cents"]) / 100,
-                    "layout": layout_label(fields)})
+                    "gpus": int(t.gpus[k]), "days": fastest / SECONDS_PER_DAY, "cost_usd": int(t.cost_cents[k]) / 100,
+                    "layout": layout_text(o.cands.layout(k))})
         return pd.DataFrame(out)
 
 
@@ -486,87 +456,49 @@ def compare(
     return c.sweep(deadlines=deadlines, budgets=budgets, workers=workers, progress=progress)
 
 
-def records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    """JSON-ready rows: missing values left out (an infeasible row carries `reason`, not numbers)."""
-    out = []
-    for r in df.to_dict(orient="records"):
-        out.append({k: (v.item() if isinstance(v, np.generic) else v) for k, v in r.items()
-                    if not (pd.api.types.is_scalar(v) and pd.isna(v))})
-    return out
+
+@dataclass(frozen=True)
+class CompareRequest:
+    """A comparison to run: the scenario, the price kinds, and at most one sweep (deadlines or budgets)."""
+
+    scenario: Scenario
+    kinds: tuple[str, ...] = DEFAULT_KINDS
+    deadlines: tuple[float, ...] = ()
+    budgets: tuple[float, ...] = ()
+    workers: int | None = None  # processes for sweep points (default: see Comparison.sweep)
+
+    def __post_init__(self) -> None:
+        if self.deadlines and self.budgets:
+            raise InputError("--deadline and --budget: sweep one limit at a time")
 
 
-class Shown(float):
-    """A float that prints with a fixed number of decimals (display rows only)."""
+@dataclass
+class CompareResult:
+    """Every option under the scenario's own limits (`base`), and under each sweep point (`sweep`)."""
 
-    digits: int
+    comparison: Comparison
+    base: pd.DataFrame
+    sweep: pd.DataFrame | None = None
+    swept: str | None = None  # the swept column: deadline_days or budget_usd
 
-    def __new__(cls, value: float, digits: int) -> Shown:
-        obj = super().__new__(cls, value)
-        obj.digits = digits
-        return obj
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The sweep's rows when there is one, else the base rows."""
+        return self.sweep if self.sweep is not None else self.base
 
-
-def cell(v: Any) -> str:
-    """A display value as text: numbers with thousands separators at the precision display_rows kept."""
-    if v is None:
-        return "—"
-    if isinstance(v, Shown):
-        return f"{v:,.{v.digits}f}"
-    if isinstance(v, int | float) and not isinstance(v, bool):
-        return f"{v:,}"
-    return str(v)
+    @property
+    def feasible(self) -> bool:
+        """Some option has a plan (at some sweep point)."""
+        return bool(self.frame["feasible"].any())
 
 
-def numeric(rows: Sequence[dict[str, Any]], col: str) -> bool:
-    return any(isinstance(r.get(col), int | float) and not isinstance(r.get(col), bool) for r in rows)
-
-
-def _num(v: Any, digits: int) -> Any:
-    if v is None or pd.isna(v):
-        return None
-    return round(float(v)) if digits == 0 else Shown(round(float(v), digits), digits)
-
-
-def display_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
-    """The columns people read, rounded (the frame keeps full precision)."""
-    rows = []
-    for r in df.to_dict(orient="records"):
-        gap = r.get("gap")
-        rows.append({
-            "sku": r["sku"], "pricing": r["pricing"] if isinstance(r["pricing"], str) else None,
-            "usd_per_gpu_hour": _num(r["usd_per_gpu_hour"], 2),
-            "gpus": None if pd.isna(r["gpus"]) else int(r["gpus"]),
-            "nodes": None if pd.isna(r["nodes"]) else int(r["nodes"]),
-            "layout": r["layout"] if isinstance(r["layout"], str) else None,
-            "days": _num(r["days"], 2), "gpu_hours": _num(r["gpu_hours"], 0), "energy_mwh": _num(r["energy_mwh"], 1),
-            "cost_usd": _num(r["cost_usd"], 0), "upfront_usd": _num(r["upfront_usd"], 0),
-            "usd_per_m_tokens": _num(r["usd_per_million_tokens"], 3),
-            "vs_best": None if gap is None or pd.isna(gap) else ("best" if gap == 0 else f"{gap:+.1%}"),
-            "reason": r["reason"] if isinstance(r["reason"], str) else "",
-        })
-    return rows
-
-
-def source_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
-    """Where each price comes from, once per option."""
-    cols = ["sku", "pricing", "usd_per_gpu_hour", "price_date", "price_source"]
-    priced = df[df["pricing"].notna()].drop_duplicates(["sku", "pricing"])[cols]
-    return [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in priced.to_dict(orient="records")]
-
-
-def sweep_rows(df: pd.DataFrame, by: str, skus: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """A sweep over `by` (deadline_days or budget_usd) as one row per point and one column per SKU (in
-    `skus` order, default as met): the SKU's best option's cost (deadline sweep) or days (budget sweep);
-    None where the SKU has no plan."""
-    value = "cost_usd" if by == "deadline_days" else "days"
-    ok = df[df["feasible"]]
-    table = ok.groupby([by, "sku"], sort=False)[value].min().unstack("sku")
-    skus = list(skus) or list(dict.fromkeys(df["sku"]))
-    out = []
-    for point in dict.fromkeys(df[by]):
-        row: dict[str, Any] = {by: int(point) if float(point).is_integer() else point}
-        for s in skus:
-            v = table.at[point, s] if point in table.index and s in table.columns else None
-            row[s] = _num(v, 0 if value == "cost_usd" else 2)
-        out.append(row)
-    return out
+def run_comparison(request: CompareRequest, *, progress: Progress | None = None) -> CompareResult:
+    """Evaluate every option once, then the scenario's own limits and any sweep."""
+    say = progress or (lambda _d, _t, _m: None)
+    cmp = Comparison(request.scenario, kinds=request.kinds, progress=say)
+    say(0, 0, "choosing a plan per option")
+    base = cmp.frame()
+    if not (request.deadlines or request.budgets):
+        return CompareResult(cmp, base)
+    sweep = cmp.sweep(deadlines=request.deadlines, budgets=request.budgets, workers=request.workers, progress=say)
+    return CompareResult(cmp, base, sweep, "deadline_days" if request.deadlines else "budget_usd")

@@ -2,10 +2,10 @@
 
 A configuration comes as a scenario (its `layout:` and `estimate:`), Megatron-LM arguments, a DeepSpeed
 JSON or a torchtitan TOML (each with a model, GPU and GPU count), or a run of published_runs.yaml. It
-becomes one Layout, evaluated by `planner.evaluation.evaluate` (the model behind `planner estimate` and the
+becomes one Layout, evaluated by `evaluate` (the model behind `planner estimate` and the
 solver) even when it breaks a rule, so an illegal layout is still reviewed as far as it goes. Findings
 come from that evaluation and from evaluating neighbours of the layout (other micro-batches, a weaker
-recompute, ZeRO-1 for ZeRO-3). The better plan is `planner.search.solve` held to the same SKU, GPU count,
+recompute, ZeRO-1 for ZeRO-3). The better plan is `planner.solve` held to the same SKU, GPU count,
 global batch, sequence, model and tokens, minimising time, and passed through the input's format and back
 (export, then import), so it only changes what that format can say.
 """
@@ -19,16 +19,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from planner.errors import InputError
-from planner.estimate import CHINCHILLA_TOKENS_PER_PARAM, EstimateInputs, estimate_dict, layout_dict, priced
-from planner.evaluation import Evaluation, merged_efficiency
-from planner.legality import layout_problems
-from planner.model.params import count_params
-from planner.scenario import EfficiencyOverride, Pricing, Scenario, resolve_model
-from planner.schema import GIB, Implementation, Layout, ModelSpec, Overheads
+from planner.pricing import priced
+from planner.report.text import gib, setting_text
+from planner.scenario import EfficiencyOverride, Pricing, Scenario
+from planner.schema import Layout, ModelSpec, Overheads
+from planner.search import NEAR_OPTIMAL_MARGIN
+from planner.workflows import inputs
+from planner.workflows.inputs import Inputs, default_tokens, pick
+from planner.workloads.training.evaluation import Evaluation, merged_efficiency
+from planner.workloads.training.layout import as_fields
+from planner.workloads.training.legality import layout_problems
 
 if TYPE_CHECKING:
     from planner.interop.published import Case, Comparison
-    from planner.search import Plan
+    from planner.search.plans import Plan
+
+__all__ = ["Better", "Config", "Finding", "Review", "ReviewRequest", "review"]
 
 Severity = Literal["error", "warning", "info"]
 Source = Literal["scenario", "megatron", "deepspeed", "torchtitan", "published"]
@@ -40,8 +46,6 @@ COMM_SHARE = 0.50
 # Another micro-batch is reported when it is this much faster: beyond the time model's median error
 # against published runs (≈5 %, BENCHMARKS.md), so the finding is not noise.
 MICRO_BATCH_GAIN = 0.05
-# A better plan within this margin is a tie under the model's error (planner.search.NEAR_OPTIMAL_MARGIN).
-TIE_MARGIN = 0.03
 RECOMPUTE_ORDER = ("none", "selective", "full")
 COMM_KEYS = ("tp_comm", "pp_comm", "dp_comm", "cp_comm", "ep_comm")
 # The format a better plan is handed back in, per input; a published run is a Megatron launch.
@@ -56,9 +60,6 @@ class Finding:
     code: str
     severity: Severity
     message: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"code": self.code, "severity": self.severity, "message": self.message}
 
 
 @dataclass
@@ -86,7 +87,7 @@ class ReviewRequest:
 
 
 @dataclass(kw_only=True)
-class Config(EstimateInputs):
+class Config(Inputs):
     """A configuration as read, before it is judged. `gpus` is the count given; the layout may need more."""
 
     source: Source
@@ -100,7 +101,8 @@ class Config(EstimateInputs):
         return FORMAT_OF[self.source]
 
     def problems(self, layout: Layout) -> list[str]:
-        return layout_problems(self.model, layout, gpus=self.gpus, node_size=self.gpus_per_node, seq=self.seq)
+        return layout_problems(self.model, layout, gpus=self.gpus, node_size=self.gpus_per_node, seq=self.seq,
+                               framework=self.implementation.framework)
 
     def runnable(self, layout: Layout) -> Evaluation | None:
         """The evaluation of a legal layout that fits; None otherwise."""
@@ -124,9 +126,6 @@ class Better:
     format: str  # megatron | deepspeed | torchtitan | layout (a scenario's fields)
     changes: list[dict[str, Any]]  # {key, from, to} in that format
 
-    def to_dict(self) -> dict[str, Any]:
-        return self.plan.to_dict() | {"speedup": self.speedup, "format": self.format, "changes": self.changes}
-
 
 @dataclass
 class Review:
@@ -147,16 +146,10 @@ class Review:
         return 0 if self.ok else 1
 
     def to_dict(self) -> dict[str, Any]:
-        c, ev = self.config, self.evaluation
-        out: dict[str, Any] = {"source": c.source, "ok": self.ok, "gpus_given": c.gpus, **estimate_dict(ev)}
-        out["legal"] = not self.problems
-        out["findings"] = [f.to_dict() for f in self.findings]
-        out["better"] = self.better.to_dict() if self.better else None
-        if self.published is not None and c.case is not None:
-            p = self.published
-            out["published"] = {"id": c.case.id, "quantity": p.quantity, "measured": p.measured,
-                                "predicted": p.predicted, "error": p.error, "predicted_tflops": p.predicted_tflops}
-        return out
+        """The JSON of `planner review --format json` (built by planner.report.dicts)."""
+        from planner.report.dicts import review_dict
+
+        return review_dict(self)
 
     def emit(self, fmt: str) -> str:
         """The better plan in a framework's form, or the reviewed layout when nothing is better."""
@@ -169,14 +162,8 @@ class Review:
 # --------------------------------------------------------------------------------------------
 
 
-def _pick(*values: Any) -> Any:
-    return next((v for v in values if v is not None), None)
-
-
 def _given_model(req: ReviewRequest) -> ModelSpec | None:
-    sc = req.scenario
-    ref = _pick(req.model, sc.model if sc else None)
-    return resolve_model(ref) if ref is not None else None
+    return inputs.given_model(req.model, req.scenario)
 
 
 def _need_model(model: ModelSpec | None, what: str) -> ModelSpec:
@@ -186,8 +173,7 @@ def _need_model(model: ModelSpec | None, what: str) -> ModelSpec:
 
 
 def _need_gpus(req: ReviewRequest, what: str) -> int:
-    sc = req.scenario
-    gpus = _pick(req.gpus, sc.estimate.gpus if sc and sc.estimate else None, sc.layout.gpus if sc else None)
+    gpus = inputs.given_gpus(req.gpus, req.scenario)
     if gpus is None:
         raise InputError(f"--gpus: give the GPU count ({what} derives the data-parallel size from it)")
     return int(gpus)
@@ -195,24 +181,7 @@ def _need_gpus(req: ReviewRequest, what: str) -> int:
 
 def _common(req: ReviewRequest, model: ModelSpec) -> dict[str, Any]:
     """GPU, node, tokens, prices, overheads and efficiencies: flags over the scenario over defaults."""
-    from planner.catalog import get_gpu
-
-    sc = req.scenario
-    target = sc.estimate if sc else None
-    name = _pick(req.gpu, target.gpu if target else None, sc.layout.sku if sc else None)
-    if name is None:
-        raise InputError("--gpu: give a GPU from `planner catalog gpus` (or `estimate: {gpu: ...}` in the scenario)")
-    gpu = get_gpu(name)
-    return {
-        "gpu": gpu,
-        "gpus_per_node": _pick(req.gpus_per_node, target.gpus_per_node if target else None,
-                               sc.hardware.gpus_per_node if sc else None, gpu.node_size),
-        "tokens": float(_pick(req.tokens, sc.job.tokens if sc else None,
-                              CHINCHILLA_TOKENS_PER_PARAM * count_params(model).total)),
-        "pricing": priced(gpu, sc.pricing if sc else Pricing()),
-        "overheads": sc.overheads if sc else Overheads(),
-        "efficiency": sc.efficiency if sc else EfficiencyOverride(),
-    }
+    return inputs.hardware(req.scenario, model, gpu=req.gpu, gpus_per_node=req.gpus_per_node, tokens=req.tokens)
 
 
 def _dp(gpus: int, per_replica: int) -> int:
@@ -235,18 +204,13 @@ def _from_scenario(req: ReviewRequest) -> Config:
     assert sc is not None
     model = _need_model(_given_model(req), "the scenario")
     common = _common(req, model)
-    fixed: dict[str, Any] = sc.layout.model_dump(exclude={"sku", "gpus"}, exclude_none=True)
-    fixed.update({k: v for k, v in (("tp", req.tp), ("pp", req.pp), ("micro_batch", req.micro_batch)) if v})
-    gpus = _pick(req.gpus, sc.estimate.gpus if sc.estimate else None, sc.layout.gpus)
-    per_replica = fixed.get("tp", 1) * fixed.get("pp", 1) * fixed.get("cp", 1)
-    fixed.setdefault("dp", _dp(gpus, per_replica) if gpus else 1)
-    try:
-        layout = Layout(global_batch=req.global_batch or sc.job.global_batch, precision=sc.job.precision,
-                        optimizer=sc.job.optimizer, fp32_grad_accumulation=sc.job.fp32_grad_accumulation, **fixed)
-    except ValueError as e:  # pydantic's ValidationError
-        raise InputError(f"layout: {e}") from None
-    return Config(source="scenario", model=model, layout=layout, gpus=gpus or layout.gpus,
-                  seq=req.seq or sc.job.seq_len, implementation=sc.implementation, **common)
+    gpus = inputs.given_gpus(req.gpus, sc)
+    seq = req.seq or sc.job.seq_len
+    layout = inputs.layout(sc, model, overrides={"tp": req.tp, "pp": req.pp, "micro_batch": req.micro_batch},
+                           gpus=gpus, global_batch=req.global_batch, precision=None,
+                           node=common["gpus_per_node"], seq=seq, strict=False)
+    return Config(source="scenario", model=model, layout=layout, gpus=gpus or layout.gpus, seq=seq,
+                  implementation=sc.implementation, **common)
 
 
 def _from_megatron(req: ReviewRequest) -> Config:
@@ -268,7 +232,7 @@ def _from_megatron(req: ReviewRequest) -> Config:
     ignored = [Finding("ignored_flags", "info", f"{len(cfg.ignored)} flags change neither memory nor time: "
                        + " ".join(cfg.ignored))] if cfg.ignored else []
     return Config(source="megatron", model=model, layout=layout, gpus=gpus,
-                  seq=_pick(cfg.seq, req.seq, sc.job.seq_len if sc else None, model.max_seq),
+                  seq=pick(cfg.seq, req.seq, sc.job.seq_len if sc else None, model.max_seq),
                   implementation=cfg.implementation(),
                   read=_listed(cfg.unknown, cfg.unsupported, cfg.notes, "Megatron-LM") + ignored,
                   **_common(req, model))
@@ -286,12 +250,12 @@ def _from_deepspeed(req: ReviewRequest) -> Config:
     layout = cfg.to_layout(
         tp * pp * _dp(gpus, tp * pp), tp, pp, micro_batch=req.micro_batch,
         # the scenario's job fills what the file leaves "auto", as the Trainer's arguments would
-        global_batch=_pick(req.global_batch, sc.job.global_batch if sc and cfg.train_batch is None else None),
+        global_batch=pick(req.global_batch, sc.job.global_batch if sc and cfg.train_batch is None else None),
         precision=sc.job.precision if sc and cfg.precision is None else None,
     )
     return Config(source="deepspeed", model=model, layout=layout, gpus=gpus,
-                  seq=_pick(req.seq, sc.job.seq_len if sc else None, model.max_seq),
-                  implementation=sc.implementation if sc else Implementation(),
+                  seq=pick(req.seq, sc.job.seq_len if sc else None, model.max_seq),
+                  implementation=cfg.implementation(sc.implementation if sc else None),
                   read=_listed(cfg.unknown, cfg.unsupported, cfg.notes, "DeepSpeed"),
                   # TP, PP, CP and sequence parallelism live in the model code and launcher, not in the JSON
                   fixed={"tp": tp, "pp": pp, "cp": 1, "vpp": 1, "ep": 1, "sequence_parallel": False},
@@ -309,7 +273,7 @@ def _from_torchtitan(req: ReviewRequest) -> Config:
     layout = cfg.to_layout(others * (_dp(gpus, others) if cfg.shard == -1 else cfg.shard))
     sc = req.scenario
     return Config(source="torchtitan", model=model, layout=layout, gpus=gpus, seq=cfg.seq,
-                  implementation=sc.implementation if sc else Implementation(),
+                  implementation=cfg.implementation(sc.implementation if sc else None),
                   read=_listed([], cfg.unsupported, cfg.notes, "torchtitan"), **_common(req, model))
 
 
@@ -325,7 +289,7 @@ def _from_published(req: ReviewRequest) -> Config:
     return Config(
         source="published", model=case.model, layout=case.layout, gpu=case.sku, gpus=case.layout.gpus,
         gpus_per_node=case.gpus_per_node, seq=case.seq,
-        tokens=float(req.tokens or CHINCHILLA_TOKENS_PER_PARAM * count_params(case.model).total),
+        tokens=float(req.tokens or default_tokens(case.model)),
         implementation=case.impl, overheads=Overheads(), efficiency=EfficiencyOverride(),
         pricing=priced(case.gpu, Pricing()), read=read, case=case,
     )
@@ -355,10 +319,6 @@ def load_config(req: ReviewRequest) -> Config:
 # --------------------------------------------------------------------------------------------
 # Findings
 # --------------------------------------------------------------------------------------------
-
-
-def _gib(n: float) -> str:
-    return f"{n / GIB:,.1f} GiB"
 
 
 def _step(a: Evaluation, b: Evaluation) -> str:
@@ -396,9 +356,9 @@ def _memory(ev: Evaluation) -> list[Finding]:
     del parts["total"]
     biggest = max(parts, key=lambda k: parts[k])
     return [Finding("does_not_fit", "error",
-                    f"needs {_gib(ev.memory.total)} per GPU on pipeline stage {ev.memory.stage}, "
-                    f"{_gib(ev.capacity_bytes)} available: short by {_gib(-ev.headroom_bytes)} "
-                    f"({biggest} {_gib(parts[biggest])} the largest part)")]
+                    f"needs {gib(ev.memory.total)} per GPU on pipeline stage {ev.memory.stage}, "
+                    f"{gib(ev.capacity_bytes)} available: short by {gib(-ev.headroom_bytes)} "
+                    f"({biggest} {gib(parts[biggest])} the largest part)")]
 
 
 def _time(ev: Evaluation) -> list[Finding]:
@@ -428,7 +388,7 @@ def _time(ev: Evaluation) -> list[Finding]:
 
 def _neighbours(c: Config, ev: Evaluation) -> list[Finding]:
     """Layouts one setting away that fit and run faster: micro-batch, recompute, ZeRO-1 for ZeRO-3."""
-    from planner.search.space import divisors
+    from planner.workloads.grid import divisors
 
     lay, out = ev.layout, []
 
@@ -443,17 +403,17 @@ def _neighbours(c: Config, ev: Evaluation) -> list[Finding]:
             out.append(Finding(
                 "micro_batch", "warning",
                 f"micro-batch {lay.micro_batch} is far from the best: micro-batch {best.layout.micro_batch} "
-                f"fits ({_gib(best.memory.total)} of {_gib(best.capacity_bytes)}) and is "
+                f"fits ({gib(best.memory.total)} of {gib(best.capacity_bytes)}) and is "
                 f"{ev.time.step_seconds / best.time.step_seconds:.2f}× faster ({_step(ev, best)})"))
     weaker = RECOMPUTE_ORDER[:RECOMPUTE_ORDER.index(lay.recompute)]
     options = [e for r in weaker if (e := variant(recompute=r)) is not None]
     best = min(options, key=lambda e: e.time.step_seconds, default=None)
     if best is not None and best.time.step_seconds < ev.time.step_seconds:
-        left = f"; {lay.recompute} leaves {_gib(ev.headroom_bytes)} unused" if ev.fits else ""
+        left = f"; {lay.recompute} leaves {gib(ev.headroom_bytes)} unused" if ev.fits else ""
         out.append(Finding(
             "recompute_stronger_than_needed", "warning",
             f"recompute {lay.recompute} is stronger than needed: {best.layout.recompute} fits "
-            f"({_gib(best.memory.total)} of {_gib(best.capacity_bytes)}) and is "
+            f"({gib(best.memory.total)} of {gib(best.capacity_bytes)}) and is "
             f"{ev.time.step_seconds / best.time.step_seconds:.2f}× faster ({_step(ev, best)}){left}"))
     if lay.zero == 3 and (z1 := variant(zero=1)) is not None:
         ratio = ev.time.step_seconds / z1.time.step_seconds
@@ -461,8 +421,8 @@ def _neighbours(c: Config, ev: Evaluation) -> list[Finding]:
                  else f"{1 / ratio:.2f}× slower")
         out.append(Finding(
             "zero3_where_zero1_fits", "warning",
-            f"ZeRO-3 gathers every layer's weights each micro-batch, but ZeRO-1 fits ({_gib(z1.memory.total)} of "
-            f"{_gib(z1.capacity_bytes)}) and is {speed} ({_step(ev, z1)})"))
+            f"ZeRO-3 gathers every layer's weights each micro-batch, but ZeRO-1 fits ({gib(z1.memory.total)} of "
+            f"{gib(z1.capacity_bytes)}) and is {speed} ({_step(ev, z1)})"))
     return out
 
 
@@ -501,7 +461,7 @@ def _search_scenario(c: Config) -> Scenario:
 
 
 def _layout_changes(a: Layout, b: Layout) -> list[dict[str, Any]]:
-    da, db = layout_dict(a), layout_dict(b)  # the scenario's layout keys; micro-batches per step follow from them
+    da, db = as_fields(a), as_fields(b)  # the scenario's layout keys; micro-batches per step follow from them
     return [{"key": k, "from": da[k], "to": db[k]} for k in db if da[k] != db[k] and k != "grad_accumulation"]
 
 
@@ -509,7 +469,7 @@ def _candidates(c: Config, base: Scenario, time_limit_s: float) -> tuple[list[Ev
     """The solver's best plan for each variant, as the input's format runs it (export, then import), kept
     when it is legal and fits; with the solver's reasons where it found none, and whether it found any."""
     from planner.interop.frameworks import round_trip
-    from planner.search import solve
+    from planner.workflows.solve import solve
 
     found: list[Evaluation] = []
     reasons: list[str] = []
@@ -539,9 +499,8 @@ def search_better(c: Config, ev: Evaluation, *, time_limit_s: float = 30.0) -> t
     """The fastest runnable plan on the same SKU, GPU count and global batch that the input's format can
     express, when it beats the reviewed layout (or the reviewed layout cannot run)."""
     from planner.interop.frameworks import changes
-    from planner.search import Plan
     from planner.search.candidates import integer_units
-    from planner.search.space import resolve_problem
+    from planner.search.plans import Plan
 
     base = _search_scenario(c)
     fmt, lay = c.format, ev.layout
@@ -556,7 +515,8 @@ def search_better(c: Config, ev: Evaluation, *, time_limit_s: float = 30.0) -> t
     if best.layout == lay or (runs_now and speedup <= 1.0 + 1e-3):
         return None, []
     rate = best.rate.usd_per_gpu_hour if best.rate else 0.0
-    units = integer_units(best.time.step_seconds, best.layout.gpus, rate, resolve_problem(base).jobs[0])
+    steps = c.tokens / (best.layout.global_batch * c.seq)  # as the search counts a job's steps
+    units = integer_units(best.time.step_seconds, best.layout.gpus, rate, steps)
     diff_format, diff = "layout", _layout_changes(lay, best.layout)
     # a reviewed layout with no form in its own format (it breaks that format's rules) is diffed by layout keys
     with contextlib.suppress(InputError):
@@ -566,15 +526,10 @@ def search_better(c: Config, ev: Evaluation, *, time_limit_s: float = 30.0) -> t
     what = "; ".join(f"{ch['key']} {setting_text(ch['from'])} → {setting_text(ch['to'])}" for ch in better.changes)
     how = (f"{speedup:.2f}× faster ({_step(ev, best)}, {ev.time.days:,.1f} → {best.time.days:,.1f} days)" if runs_now
            else f"runs where the reviewed configuration cannot (step {best.time.step_seconds:.2f} s)")
-    severity: Severity = "warning" if not runs_now or speedup >= 1 + TIE_MARGIN else "info"
-    tie = ", within the model's error" if runs_now and speedup < 1 + TIE_MARGIN else ""
+    severity: Severity = "warning" if not runs_now or speedup >= 1 + NEAR_OPTIMAL_MARGIN else "info"
+    tie = ", within the model's error" if runs_now and speedup < 1 + NEAR_OPTIMAL_MARGIN else ""
     return better, [Finding("better_layout", severity,
                             f"on the same {c.gpus} × {c.gpu.name}, a layout {how}{tie}: {what}")]
-
-
-def setting_text(value: Any) -> str:
-    """One side of a change: (absent) where the key is not there, (set) for a switch."""
-    return "(absent)" if value is None else "(set)" if value == "" else str(value)
 
 
 # --------------------------------------------------------------------------------------------

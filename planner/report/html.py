@@ -10,7 +10,7 @@ import html
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from planner.comparison import cell, numeric
+from planner.report.text import cell, numeric
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -72,8 +72,8 @@ def render(
     sweep: Sequence[dict[str, Any]] = (),
     sweep_title: str = "",
 ) -> str:
-    """The page. `table` and `sweep` are display rows (planner.comparison.display_rows / sweep_rows)."""
-    from planner.plots import svg_text
+    """The page. `table` and `sweep` are display rows (planner.report.compare.display_rows / sweep_rows)."""
+    from planner.report.plots import svg_text
 
     parts = [
         "<!DOCTYPE html>",

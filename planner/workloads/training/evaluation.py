@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from planner.legality import layout_problems
 from planner.model.flops import StepFlops, step_flops
 from planner.model.memory import MemoryBreakdown, training_memory
 from planner.model.params import ParamCount, count_params
@@ -17,6 +16,7 @@ from planner.model.perf import TimeEstimate, fixed_utilisation_time, training_ti
 from planner.pricing import HourlyRate, hourly_rate
 from planner.scenario import EfficiencyOverride, Pricing
 from planner.schema import Efficiency, GpuSku, Implementation, Layout, ModelSpec, Overheads
+from planner.workloads.training.legality import layout_problems
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,10 @@ class Evaluation:
     @property
     def headroom_bytes(self) -> int:
         return self.capacity_bytes - self.memory.total
+
+    @property
+    def gpus(self) -> int:
+        return self.layout.gpus
 
     @property
     def nodes(self) -> int:
@@ -82,8 +86,13 @@ def evaluate(
     overheads: Overheads | None = None,
     efficiency: EfficiencyOverride | None = None,
     pricing: Pricing | None = None,
+    rate: HourlyRate | None = None,
 ) -> Evaluation:
-    """Everything planner knows about one plan. Legality problems are reported, not raised."""
+    """Everything planner knows about one plan. Legality problems are reported, not raised.
+
+    The cost comes from `rate`, or from the catalog price `pricing` selects; without either, no cost."""
+    if pricing is not None and rate is not None:
+        raise ValueError("give pricing or rate, not both")
     impl = implementation or Implementation()
     node = gpus_per_node or gpu.node_size
     eff = efficiency or EfficiencyOverride()
@@ -95,7 +104,6 @@ def evaluate(
         time = training_time(
             model, layout, gpu, seq, tokens, impl=impl, efficiency=merged_efficiency(gpu, eff), gpus_per_node=node
         )
-    rate = None
     if pricing is not None:
         rate = hourly_rate(gpu, pricing)
     return Evaluation(
@@ -110,5 +118,5 @@ def evaluate(
         memory=memory,
         time=time,
         rate=rate,
-        problems=layout_problems(model, layout, node_size=node, seq=seq),
+        problems=layout_problems(model, layout, node_size=node, seq=seq, framework=impl.framework),
     )

@@ -6,7 +6,9 @@ Each rule returns a message that names the field, so the same checks explain a r
 
 from __future__ import annotations
 
-from planner.schema import Layout, ModelSpec
+from planner.model.pipeline import PipelineSplit, split_problem
+from planner.model.presets import PRESETS
+from planner.schema import Framework, Layout, ModelSpec
 
 
 def last_stage_layers(layers: int, pp: int) -> int:
@@ -21,8 +23,10 @@ def layout_problems(
     gpus: int | None = None,
     node_size: int | None = None,
     seq: int | None = None,
+    framework: Framework = "megatron-core",
 ) -> list[str]:
-    """Every rule the layout breaks, as 'field: what is wrong (what is allowed)'; empty when legal."""
+    """Every rule the layout breaks, as 'field: what is wrong (what is allowed)'; empty when legal. Pipeline
+    splits and FSDP with pipeline parallelism follow what `framework` runs (planner.model.pipeline)."""
     out: list[str] = []
     t, p, v = layout.tp, layout.pp, layout.vpp
     if m.heads % t:
@@ -31,16 +35,20 @@ def layout_problems(
         out.append(f"tp: {t} and kv_heads ({m.n_kv_heads}) must divide one another")
     if m.ffn_hidden % t:
         out.append(f"tp: {t} does not divide ffn_hidden ({m.ffn_hidden})")
-    if v > 1 and m.layers % (p * v):
-        out.append(f"pp·vpp: {p}·{v} does not divide layers ({m.layers}); interleaving needs equal chunks")
-    elif last_stage_layers(m.layers, p) < 1:
-        out.append(f"pp: {p} stages of ⌈{m.layers}/{p}⌉ layers leave the last stage empty")
+    split = PipelineSplit(PRESETS[framework].split, layout.account_for_embedding_in_pipeline_split,
+                          layout.account_for_loss_in_pipeline_split, layout.pipeline_first_stage_layers,
+                          layout.pipeline_last_stage_layers)
     if v > 1 and p == 1:
         out.append("vpp: virtual stages need pp > 1")
-    if v > 1 and layout.grad_accumulation % p:
-        out.append(
-            f"vpp: interleaving needs micro-batches per step ({layout.grad_accumulation}) divisible by pp ({p})"
-        )
+    elif (why := split_problem(m.layers, p, v, split)) is not None:
+        out.append(f"pp·vpp: {p}·{v}: {why}")
+    micro = layout.grad_accumulation
+    if v > 1 and framework == "torchtitan":
+        rounds = max(1, micro // p)  # torch.distributed.pipelining ScheduleInterleaved1F1B
+        if micro % rounds:
+            out.append(f"vpp: interleaving needs micro-batches per step ({micro}) divisible by {rounds} rounds")
+    elif v > 1 and micro % p:
+        out.append(f"vpp: interleaving needs micro-batches per step ({micro}) divisible by pp ({p})")
     if layout.ep > 1:
         if m.moe is None:
             out.append(f"ep: {layout.ep} needs a mixture-of-experts model")
@@ -55,8 +63,14 @@ def layout_problems(
             f"global_batch: {layout.global_batch} is not divisible by dp·micro_batch "
             f"({layout.dp}·{layout.micro_batch} = {layout.dp * layout.micro_batch})"
         )
-    if layout.zero == 3 and p > 1:
+    if layout.zero == 3 and p > 1 and framework != "torchtitan":
+        # torchtitan runs FSDP2 inside each pipeline stage; Megatron-FSDP, DeepSpeed's pipeline engine and FSDP1
+        # trainers do not combine parameter sharding with pipeline parallelism
         out.append("zero: stage 3 does not combine with pipeline parallelism (use zero ≤ 1 with pp > 1)")
+    if layout.dp_shard is not None and (layout.dp * layout.cp) % layout.dp_shard:
+        out.append(f"dp_shard: {layout.dp_shard} does not divide dp·cp ({layout.dp * layout.cp})")
+    if layout.recompute_num_layers is not None and layout.recompute != "full":
+        out.append("recompute_num_layers: needs recompute full (selective recompute applies to every layer)")
     if seq is not None and layout.cp > 1 and seq % (2 * layout.cp):
         out.append(
             f"cp: sequence {seq} must split into 2·cp = {2 * layout.cp} equal chunks (load-balanced ring)"

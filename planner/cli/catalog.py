@@ -1,0 +1,58 @@
+"""`planner catalog gpus|models` and `planner schema`: what planner knows, and the scenario format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from planner.cli.common import run
+from planner.report import Format
+
+catalog_app = typer.Typer(help="List the GPUs and models planner knows.", no_args_is_help=True)
+
+
+@catalog_app.command("gpus")
+def catalog_gpus(format: Annotated[Format, typer.Option("--format", "-f")] = Format.table) -> None:
+    """GPUs with dense peaks, memory, interconnect, power and default price."""
+
+    def body() -> None:
+        from planner import load_gpus
+        from planner.report import gpu_rows, render_rows
+
+        render_rows(gpu_rows(load_gpus().values()), format.value,
+                    "GPUs (dense peaks, no sparsity; memory in GiB = 2^30 B)")
+
+    run(body)
+
+
+@catalog_app.command("models")
+def catalog_models(format: Annotated[Format, typer.Option("--format", "-f")] = Format.table) -> None:
+    """Models with their exact parameter counts."""
+
+    def body() -> None:
+        from planner import load_models
+        from planner.report import model_rows, render_rows
+
+        render_rows(model_rows(load_models().values()), format.value, "Models (parameters counted exactly)")
+
+    run(body)
+
+
+def schema_command(out: Annotated[Path | None, typer.Option(help="write to this file instead of stdout")] = None,
+                   ) -> None:
+    """JSON Schema of the scenario format, for editors."""
+
+    def body() -> None:
+        import json
+
+        from planner import scenario_json_schema
+
+        text = json.dumps(scenario_json_schema(), indent=2)
+        if out:
+            out.write_text(text + "\n")
+        else:
+            typer.echo(text)
+
+    run(body)

@@ -1,0 +1,98 @@
+"""`planner estimate`: one model, one GPU, one layout (flags over a scenario's keys); `--inference` for the
+serving footprint."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from planner.cli.common import run
+from planner.report import Format
+
+
+class RecomputeOpt(StrEnum):
+    none = "none"
+    selective = "selective"
+    full = "full"
+
+
+class PrecisionOpt(StrEnum):
+    bf16 = "bf16"
+    fp16 = "fp16"
+    fp8 = "fp8"
+
+
+class ServeDtype(StrEnum):
+    bf16 = "bf16"
+    fp16 = "fp16"
+    fp8 = "fp8"
+    int8 = "int8"
+    int4 = "int4"
+
+
+def estimate_command(
+    scenario: Annotated[Path | None, typer.Argument(help="scenario YAML (flags override its keys)")] = None,
+    model: Annotated[str | None, typer.Option(help="catalog model name")] = None,
+    model_config: Annotated[Path | None, typer.Option(help="Hugging Face config.json")] = None,
+    gpu: Annotated[str | None, typer.Option(help="GPU catalog name")] = None,
+    gpus: Annotated[int | None, typer.Option(min=1, help="total GPUs")] = None,
+    gpus_per_node: Annotated[int | None, typer.Option(min=1, help="GPUs per node (NVLink domain)")] = None,
+    tp: Annotated[int | None, typer.Option(min=1, help="tensor parallel size")] = None,
+    pp: Annotated[int | None, typer.Option(min=1, help="pipeline parallel size")] = None,
+    vpp: Annotated[int | None, typer.Option(min=1, help="virtual pipeline stages per rank")] = None,
+    dp: Annotated[int | None, typer.Option(min=1, help="data parallel size (derived when omitted)")] = None,
+    cp: Annotated[int | None, typer.Option(min=1, help="context parallel size")] = None,
+    ep: Annotated[int | None, typer.Option(min=1, help="expert parallel size")] = None,
+    zero: Annotated[int | None, typer.Option(min=0, max=3, help="ZeRO stage 0-3")] = None,
+    recompute: Annotated[RecomputeOpt | None, typer.Option(help="activation recomputation")] = None,
+    sequence_parallel: Annotated[bool | None, typer.Option("--sequence-parallel/--no-sequence-parallel")] = None,
+    micro_batch: Annotated[int | None, typer.Option(min=1, help="sequences per micro-batch")] = None,
+    global_batch: Annotated[int | None, typer.Option(min=1, help="sequences per optimizer step")] = None,
+    seq: Annotated[int | None, typer.Option(min=1, help="sequence length")] = None,
+    precision: Annotated[PrecisionOpt | None, typer.Option(help="GEMM precision")] = None,
+    dropout: Annotated[float | None, typer.Option(min=0.0, max=0.99, help="dropout probability")] = None,
+    tokens: Annotated[float | None, typer.Option(min=1.0, help="tokens to train (default 20 per parameter)")] = None,
+    mfu: Annotated[float | None, typer.Option(min=0.001, max=1.0, help="fixed model-FLOPs utilisation")] = None,
+    hfu: Annotated[float | None, typer.Option(min=0.001, max=1.0, help="fixed hardware-FLOPs utilisation")] = None,
+    inference: Annotated[bool, typer.Option("--inference", help="serving footprint instead of training")] = False,
+    batch: Annotated[int, typer.Option(min=1, help="inference: concurrent sequences")] = 1,
+    context: Annotated[int | None, typer.Option(min=1, help="inference: tokens per sequence")] = None,
+    weight_dtype: Annotated[ServeDtype, typer.Option(help="inference: weight dtype")] = ServeDtype.bf16,
+    kv_dtype: Annotated[ServeDtype, typer.Option(help="inference: KV-cache dtype")] = ServeDtype.bf16,
+    format: Annotated[Format, typer.Option("--format", "-f", help="output format")] = Format.table,
+) -> None:
+    """Exact per-GPU memory, FLOPs, step time and cost of one model on one GPU and layout."""
+
+    def body() -> None:
+        from planner import (
+            EstimateRequest,
+            InferenceRequest,
+            InputError,
+            estimate,
+            estimate_inference,
+            load_scenario,
+        )
+        from planner.report import render
+
+        if model and model_config:
+            raise InputError("--model and --model-config: give one, not both")
+        sc = load_scenario(scenario) if scenario else None
+        model_ref = str(model_config) if model_config else model
+        if inference:
+            render(estimate_inference(InferenceRequest(
+                model=model_ref, gpu=gpu, batch=batch, context=context or seq, tp=tp or 1, pp=pp or 1,
+                weight_dtype=weight_dtype.value, kv_dtype=kv_dtype.value, scenario=sc)), format.value)
+            return
+        render(estimate(EstimateRequest(
+            model=model_ref, gpu=gpu, gpus=gpus, gpus_per_node=gpus_per_node, seq=seq, global_batch=global_batch,
+            tokens=tokens, mfu=mfu, hfu=hfu, dropout=dropout, precision=precision.value if precision else None,
+            layout={"tp": tp, "pp": pp, "vpp": vpp, "dp": dp, "cp": cp, "ep": ep, "zero": zero,
+                    "recompute": recompute.value if recompute else None, "sequence_parallel": sequence_parallel,
+                    "micro_batch": micro_batch},
+            scenario=sc,
+        )), format.value)
+
+    run(body)

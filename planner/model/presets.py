@@ -1,0 +1,278 @@
+"""Framework presets: what `implementation.framework` means for memory (and the knobs the time model reads).
+
+One table, `PRESETS`, says per framework what its kernels save for backward, how it lays out weights,
+gradients and optimizer state, how it splits a pipeline and what it does with FSDP parameters. `resolve`
+merges the scenario's explicit `Implementation` knobs over the preset into one frozen `Knobs` object, the
+single place the memory model (planner.model.memory) and the time model read framework behaviour from.
+
+Sources, one per preset (each field cites its file below):
+- megatron-core: Megatron-LM / NeMo 2 / Megatron-Bridge with Transformer Engine. TE's LayerNormLinear
+  saves the norm input, the (fp8 or 16-bit) norm output and fp32 statistics
+  (transformer_engine/pytorch/module/layernorm_linear.py); Megatron's fused `bias_swiglu` saves its
+  [gate, up] input (megatron/core/fusions/fused_bias_swiglu.py); TE/cuDNN fused attention saves q, k, v,
+  out and fp32 softmax statistics (transformer_engine/pytorch/attention/dot_product_attention/backends.py
+  FusedAttnFunc); vocab-parallel cross-entropy exponentiates the fp32 logits in place
+  (megatron/core/tensor_parallel/cross_entropy.py). State: Megatron DDP with a contiguous gradient buffer
+  (fp32 with grad_reduce_in_fp32, else bf16) and the distributed optimizer's fp32 main params and Adam
+  moments sharded over DP (megatron/core/optimizer/distrib_optimizer.py).
+- torchtitan: eager PyTorch modules (torchtitan/models/common/): nn.RMSNorm (CUDA `_fused_rms_norm`: input
+  and fp32 rstd), SwiGLU as `w2(silu(w1 x) * w3 x)` (4 saved tensors), SDPA flash/cuDNN with enable_gqa,
+  eager fp32 cross-entropy (torchtitan/components/loss.py). State: FSDP2 `fully_shard`, whose fp32 shard is
+  the master (16/d B/param, torch/distributed/fsdp/_fully_shard/_fsdp_param.py), resharding after forward
+  except with pipeline parallelism (torchtitan/distributed/fsdp.py `get_fsdp_reshard_after_forward_policy`);
+  torchao float8 keeps 16-bit inputs for backward (torchao/float8/float8_linear.py).
+- deepspeed: ZeRO (deepspeed/runtime/zero/stage_1_and_2.py, stage3.py `estimate_zero*_model_states_mem_needs`:
+  2 + 18/d for stages 1-2, 18/d for stage 3) and BF16_Optimizer's unsharded fp32 gradient accumulation
+  (deepspeed/runtime/bf16_optimizer.py); Megatron-DeepSpeed's fused kernels.
+- fsdp: PyTorch FSDP1 (Composer / llm-foundry / Accelerate): flat fp32 parameters sharded, gradients cast
+  back to fp32 shards (torch/distributed/fsdp/_runtime_utils.py `_post_backward_hook`), 16/d B/param.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Literal
+
+from planner.model.pipeline import PipelineSplit, SplitStyle
+from planner.schema import Fp8Recipe, Framework, GpuSku, Implementation, Layout
+
+StateLayout = Literal["megatron", "deepspeed", "fsdp2", "fsdp1"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Documented defaults of one framework; every field overridable through `Implementation` where a key exists."""
+
+    framework: Framework
+    # --- what the kernels save for backward -------------------------------------------------------------
+    fused_swiglu: bool  # Megatron's bias_swiglu saves [gate, up] + product (6f); eager SwiGLU keeps 4 tensors (8f)
+    fp8_saves_quantized_inputs: bool  # TE saves fp8 GEMM inputs; torchao Float8Linear keeps 16-bit ones
+    inplace_cross_entropy: bool  # vocab-parallel CE exponentiates in place; eager CE allocates fp32 grads
+    # what recompute "selective" means: Megatron's recompute_modules, or torchtitan's op-level policy that saves
+    # every other matmul output, attention and collective outputs (torchtitan/distributed/activation_checkpoint.py)
+    selective: Literal["modules", "op"]
+    # a stage's output kept per micro-batch in flight until its backward: Megatron frees its data once sent
+    # (deallocate_pipeline_outputs, set by megatron/training/argument_utils.py); DeepSpeed's pipe engine keeps
+    # it partitioned over TP (pipe/engine.py pipe_buffers['outputs'], pipe_partitioned); torch.distributed.
+    # pipelining keeps it whole (stage.py fwd_cache), sequence-sharded under torchtitan's TP plan
+    stage_output: Literal["freed", "tp_partitioned", "kept"]
+    # --- state layout -----------------------------------------------------------------------------------
+    state: StateLayout
+    fsdp_reduce_fp32: bool  # FSDP reduce-scatter dtype (torchtitan mixed_precision_reduce float32 default)
+    reshard_after_forward: bool  # FSDP default without pipeline parallelism
+    reshard_with_pp: bool  # FSDP default with pipeline parallelism
+    zero3_unit: Literal["layer", "live_cap"]  # FSDP: one block per unit; DeepSpeed: stage3_max_live_parameters
+    # --- pipeline ---------------------------------------------------------------------------------------
+    split: SplitStyle
+    # --- fp8 ------------------------------------------------------------------------------------------
+    fp8_recipe: Fp8Recipe  # default recipe on Hopper (Blackwell: mxfp8, see `resolve`)
+    amax_history_len: int  # delayed scaling: amax values kept per fp8 tensor
+    # --- overlap and launch (read by the time model; memory only for their buffers) -----------------------
+    tp_comm_overlap: bool
+    overlap_grad_reduce: bool
+    overlap_param_gather: bool
+    expandable_segments: bool  # PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True in the launcher
+    # --- what the time model reads (planner.model.stack) ----------------------------------------------------
+    # TE casts a weight to fp8 on a step's first micro-batch and reuses it (`is_first_microbatch`,
+    # transformer_engine/pytorch/module/linear.py); torchao casts per GEMM
+    fp8_weight_cache: bool
+    # ZeRO-3/FSDP backward prefetch: "pre" issues the next block's gather before this block's backward
+    # (FSDP2, DeepSpeed), "post" after its gradients (Composer's BACKWARD_POST with limit_all_gathers,
+    # composer/utils/parallelism.py)
+    zero3_prefetch: Literal["pre", "post"]
+    # parameters gathered ahead of use; None: the whole next block (DeepSpeed stage3_prefetch_bucket_size 5e7,
+    # deepspeed/runtime/zero/config.py)
+    prefetch_params: float | None
+    # ZeRO-3/FSDP reduce-scatter each micro-batch's gradients; Megatron's DDP once per step, bucket by bucket
+    # under the last micro-batch's backward (megatron/core/distributed/param_and_grad_buffer.py)
+    reduce_every_microbatch: bool
+    source: str
+
+
+PRESETS: dict[Framework, Preset] = {
+    "megatron-core": Preset(
+        framework="megatron-core", fused_swiglu=True, fp8_saves_quantized_inputs=True, inplace_cross_entropy=True,
+        selective="modules",
+        stage_output="freed",
+        state="megatron", fsdp_reduce_fp32=True, reshard_after_forward=True, reshard_with_pp=True,
+        zero3_unit="layer", split="megatron",
+        # Megatron TransformerConfig.fp8_recipe default "delayed"; NeMo-2 recipes fp8_amax_history_len 1024
+        fp8_recipe="delayed", amax_history_len=1024,
+        # NeMo-2 / Megatron-Bridge performance recipes: DDP overlap_grad_reduce / overlap_param_gather on
+        tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, expandable_segments=False,
+        fp8_weight_cache=True, zero3_prefetch="pre", prefetch_params=None, reduce_every_microbatch=False,
+        source="Megatron-LM megatron/core (transformer_config.py, distributed/, optimizer/distrib_optimizer.py); "
+        "TransformerEngine transformer_engine/pytorch/module/",
+    ),
+    "torchtitan": Preset(
+        framework="torchtitan", fused_swiglu=False, fp8_saves_quantized_inputs=False, inplace_cross_entropy=False,
+        selective="op",
+        stage_output="kept",
+        state="fsdp2", fsdp_reduce_fp32=True, reshard_after_forward=True, reshard_with_pp=False,
+        zero3_unit="layer", split="torchtitan", fp8_recipe="current", amax_history_len=0,
+        # torchtitan/config/configs.py: FSDP prefetches under compute; run_train.sh sets expandable_segments
+        tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, expandable_segments=True,
+        fp8_weight_cache=False, zero3_prefetch="pre", prefetch_params=None, reduce_every_microbatch=True,
+        source="torchtitan torchtitan/models/common/, torchtitan/distributed/{fsdp,pipeline_parallel}.py, run_train.sh",
+    ),
+    "deepspeed": Preset(
+        framework="deepspeed", fused_swiglu=True, fp8_saves_quantized_inputs=True, inplace_cross_entropy=True,
+        selective="modules",
+        stage_output="tp_partitioned",
+        state="deepspeed", fsdp_reduce_fp32=False, reshard_after_forward=True, reshard_with_pp=True,
+        zero3_unit="live_cap", split="megatron", fp8_recipe="delayed", amax_history_len=1024,
+        tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, expandable_segments=False,
+        fp8_weight_cache=False, zero3_prefetch="pre", prefetch_params=5e7, reduce_every_microbatch=True,
+        source="DeepSpeed deepspeed/runtime/zero/{stage_1_and_2,stage3}.py, runtime/bf16_optimizer.py",
+    ),
+    "fsdp": Preset(
+        framework="fsdp", fused_swiglu=False, fp8_saves_quantized_inputs=False, inplace_cross_entropy=False,
+        selective="modules",
+        stage_output="kept",
+        state="fsdp1", fsdp_reduce_fp32=False, reshard_after_forward=True, reshard_with_pp=True,
+        zero3_unit="layer", split="megatron", fp8_recipe="delayed", amax_history_len=1024,
+        tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, expandable_segments=False,
+        fp8_weight_cache=False, zero3_prefetch="post", prefetch_params=None, reduce_every_microbatch=True,
+        source="PyTorch torch/distributed/fsdp/ (FSDP1 FlatParameter); Composer/llm-foundry FSDP config",
+    ),
+}
+
+# Bytes per element of a saved fp8 GEMM input, data plus scales, by recipe (TE tensor/*.py):
+# per-tensor scaling (delayed, current): 1 B, one fp32 scale per tensor; MXFP8: 1 B + one E8M0 scale per 32
+# elements (mxfp8_tensor.py); blockwise: 1 B + one fp32 scale per 1×128 block (float8_blockwise_tensor.py).
+FP8_ACTIVATION_BYTES: dict[Fp8Recipe, float] = {"delayed": 1.0, "current": 1.0, "mxfp8": 1 + 1 / 32,
+                                                "blockwise": 1 + 4 / 128}
+# Bytes per GEMM weight parameter of TE's fp8 copy: row-wise data plus the column-wise (transposed) copy the
+# wgrad/dgrad GEMMs need (Hopper's fp8 GEMMs take only TN layouts, float8_tensor.py `_transpose`); MXFP8 and
+# blockwise also keep both directions with their scales (32-element E8M0; 128×128 fp32 blocks for weights).
+FP8_WEIGHT_BYTES: dict[Fp8Recipe, float] = {"delayed": 2.0, "current": 2.0, "mxfp8": 2 * (1 + 1 / 32),
+                                            "blockwise": 2 * (1 + 4 / (128 * 128))}
+# fp8 tensors with scaling state per GEMM (input, weight, grad-output): TE's FP8 meta, fp32 amax history.
+FP8_TENSORS_PER_GEMM = 3
+BLACKWELL = ("b200", "gb200", "b300", "gb300", "b100")
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """The resolved framework behaviour of one job: the preset with the scenario's explicit choices on top.
+
+    Memory reads the kernel, state, FSDP, pipeline and fp8 fields; the time model reads `framework`,
+    `fp8_recipe` / `fp8_param_gather` (fp8 GEMM rates, fp8 all-gathers), the overlap fields and
+    `cuda_graphs`. `reshard(pp)` answers per pipeline depth.
+    """
+
+    framework: Framework
+    fused_norm: bool
+    fused_swiglu: bool
+    fused_softmax: bool
+    attention: Literal["flash", "eager"]
+    dropout: float
+    fp8: bool
+    fp8_recipe: Fp8Recipe
+    fp8_param_gather: bool
+    fp8_activation_bytes: float  # bytes per element of a saved GEMM input (2.0 when no fp8 input is saved)
+    fp8_weight_bytes: float  # bytes per GEMM weight parameter of the fp8 copy (0 without fp8)
+    amax_history_len: int
+    recompute_modules: tuple[str, ...]
+    inplace_cross_entropy: bool
+    selective: Literal["modules", "op"]
+    stage_output: Literal["freed", "tp_partitioned", "kept"]
+    state: StateLayout
+    fsdp_reduce_fp32: bool
+    reshard_without_pp: bool
+    reshard_with_pp: bool
+    zero3_unit: Literal["layer", "live_cap"]
+    split: PipelineSplit
+    activation_offload: bool
+    cuda_graphs: bool
+    tp_comm_overlap: bool
+    overlap_grad_reduce: bool
+    overlap_param_gather: bool
+    expandable_segments: bool
+    preset: Preset = field(repr=False, compare=False)
+
+    def reshard(self, pp: int) -> bool:
+        return self.reshard_with_pp if pp > 1 else self.reshard_without_pp
+
+
+def default_fp8_recipe(framework: Framework, gpu: GpuSku | None = None) -> Fp8Recipe:
+    """The recipe a framework runs when the scenario names none: MXFP8 on Blackwell (TE's MXFP8BlockScaling,
+    the only block-scaled fp8 Blackwell's tensor cores run natively), else the preset's Hopper default."""
+    if gpu is not None and gpu.name.startswith(BLACKWELL) and framework != "torchtitan":
+        return "mxfp8"
+    return PRESETS[framework].fp8_recipe
+
+
+def resolve(impl: Implementation, layout: Layout | None = None, gpu: GpuSku | None = None, *,
+            precision: str | None = None, split: PipelineSplit | None = None) -> Knobs:
+    """One frozen object with every framework knob decided: explicit `impl` fields win over the preset.
+
+    `layout` (or `precision` and `split`) supplies the job's numeric recipe and Megatron's pipeline-split
+    flags; `gpu` picks the fp8 recipe default for its generation.
+    """
+    p = PRESETS[impl.framework]
+    prec = precision or (layout.precision if layout is not None else "bf16")
+    fp8 = prec == "fp8"
+    recipe = impl.fp8_recipe or default_fp8_recipe(impl.framework, gpu)
+    saves_fp8 = fp8 and p.fp8_saves_quantized_inputs
+    if split is None:
+        split = PipelineSplit(style=p.split)
+        if layout is not None:
+            split = pipeline_split(layout, p.split)
+    reshard = impl.reshard_after_forward
+    return Knobs(
+        framework=impl.framework,
+        fused_norm=impl.fused_kernels,
+        fused_swiglu=impl.fused_kernels and p.fused_swiglu,
+        fused_softmax=impl.fused_kernels,
+        attention=impl.attention,
+        dropout=impl.dropout,
+        fp8=fp8,
+        fp8_recipe=recipe,
+        fp8_param_gather=fp8 and impl.fp8_param_gather,
+        fp8_activation_bytes=FP8_ACTIVATION_BYTES[recipe] if saves_fp8 else 2.0,
+        # torchao keeps no fp8 weight cache: it casts the 16-bit (or FSDP-gathered fp8) weight per GEMM
+        fp8_weight_bytes=FP8_WEIGHT_BYTES[recipe] if fp8 and p.fp8_saves_quantized_inputs else 0.0,
+        amax_history_len=p.amax_history_len if recipe == "delayed" else 0,
+        recompute_modules=tuple(impl.recompute_modules or ("core_attn",)),
+        inplace_cross_entropy=impl.fused_kernels and p.inplace_cross_entropy,
+        stage_output=p.stage_output,
+        selective=p.selective if impl.recompute_modules is None else "modules",
+        state=p.state,
+        # the FSDP reduce dtype follows the job's gradient dtype (torchtitan mixed_precision_reduce)
+        fsdp_reduce_fp32=p.fsdp_reduce_fp32 and (layout is None or layout.fp32_grad_accumulation),
+        reshard_without_pp=p.reshard_after_forward if reshard is None else reshard,
+        reshard_with_pp=p.reshard_with_pp if reshard is None else reshard,
+        zero3_unit=p.zero3_unit,
+        split=split,
+        activation_offload=impl.activation_offload,
+        cuda_graphs=impl.cuda_graphs,
+        tp_comm_overlap=p.tp_comm_overlap,
+        overlap_grad_reduce=p.overlap_grad_reduce,
+        overlap_param_gather=p.overlap_param_gather,
+        expandable_segments=p.expandable_segments,
+        preset=p,
+    )
+
+
+def pipeline_split(layout: Layout, style: SplitStyle = "megatron") -> PipelineSplit:
+    """The pipeline split a layout asks for under a framework's split style."""
+    return PipelineSplit(
+        style=style,
+        embedding_counts=layout.account_for_embedding_in_pipeline_split,
+        loss_counts=layout.account_for_loss_in_pipeline_split,
+        first_stage_layers=layout.pipeline_first_stage_layers,
+        last_stage_layers=layout.pipeline_last_stage_layers,
+    )
+
+
+def knobs_dict(k: Knobs) -> dict[str, object]:
+    """The resolved knobs as plain values (for JSON and reports)."""
+    out: dict[str, object] = {}
+    for f in fields(k):
+        if f.name == "preset":
+            continue
+        v = getattr(k, f.name)
+        out[f.name] = list(v) if isinstance(v, tuple) else (vars(v) if isinstance(v, PipelineSplit) else v)
+    return out
+

@@ -1,0 +1,82 @@
+"""What the software stack does, as the time model needs it: one frozen object per job.
+
+The framework's behaviour is decided once, in the presets (planner/model/presets.py `resolve`, which
+merges the scenario's explicit `implementation` keys over the framework's documented defaults, each with
+its source file); `stack_of` is the time model's view of that decision, plus what depends on the GPU's
+tensor cores (a block-scaled fp8 recipe the GPU lacks runs as the one it has). Layout-level knobs
+(recompute_num_layers, dp_shard) travel in the layout arrays (`time_arrays`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from planner.model.memory import layout_arrays
+from planner.model.presets import default_fp8_recipe, resolve
+from planner.schema import Efficiency, Fp8Recipe, GpuSku, Implementation, Layout
+
+# torchtitan's selective "op" policy keeps every other matmul of a block and recomputes the rest together
+# with every element-wise op; SDPA's output is saved (activation_checkpoint.py, _get_custom_policy).
+EVERY_SECOND_MATMUL = "every_second_mm"
+
+
+@dataclass(frozen=True)
+class Stack:
+    """The framework behaviour the step time depends on (scalars: fixed for a job)."""
+
+    framework: str
+    fused_kernels: bool
+    fp8_recipe: Fp8Recipe | None  # None: bf16/fp16 GEMMs
+    fp8_param_gather: bool
+    fp8_weight_cache: bool  # fp8 weight casts reused across a step's micro-batches
+    recompute_modules: tuple[str, ...]  # what selective recompute reruns
+    zero3_prefetch: str  # "pre": next gather issued before this block's backward; "post": after it
+    prefetch_params: float | None  # parameters gathered ahead of use; None: the whole next block
+    reshard_after_forward: bool | None  # None: the framework decides per layout (FSDP2: not with PP)
+    reduce_every_microbatch: bool  # ZeRO-3/FSDP reduce-scatters each micro-batch's gradients
+    activation_offload: bool
+    cuda_graphs: bool
+
+
+def resolve_fp8_recipe(impl: Implementation, eff: Efficiency, gpu: GpuSku | None = None) -> Fp8Recipe:
+    """The recipe a job's fp8 GEMMs run: the stated one, else the framework's default for the GPU
+    (presets.default_fp8_recipe); a block-scaled recipe the GPU lacks falls back to the one it has (TE
+    emulates FP8 block scaling with MXFP8 on Blackwell; Hopper has no MXFP8 tensor cores, its block-scaled
+    GEMMs are 1×128/128×128)."""
+    recipe = impl.fp8_recipe or default_fp8_recipe(impl.framework, gpu)
+    if recipe == "blockwise" and eff.gemm_fp8_block is None and eff.gemm_mxfp8 is not None:
+        return "mxfp8"
+    if recipe == "mxfp8" and eff.gemm_mxfp8 is None and eff.gemm_fp8_block is not None:
+        return "blockwise"
+    return recipe
+
+
+def stack_of(impl: Implementation, precision: str, eff: Efficiency, gpu: GpuSku | None = None) -> Stack:
+    """The time model's view of the resolved framework knobs (planner.model.presets.resolve)."""
+    k = resolve(impl, gpu=gpu, precision=precision)
+    p = k.preset
+    fp8 = precision == "fp8"
+    return Stack(
+        framework=k.framework,
+        fused_kernels=impl.fused_kernels,
+        fp8_recipe=resolve_fp8_recipe(impl, eff, gpu) if fp8 else None,
+        fp8_param_gather=k.fp8_param_gather,
+        fp8_weight_cache=p.fp8_weight_cache,
+        recompute_modules=(EVERY_SECOND_MATMUL,) if k.selective == "op" else k.recompute_modules,
+        zero3_prefetch=p.zero3_prefetch,
+        prefetch_params=p.prefetch_params,
+        reshard_after_forward=impl.reshard_after_forward,
+        reduce_every_microbatch=p.reduce_every_microbatch,
+        activation_offload=k.activation_offload,
+        cuda_graphs=k.cuda_graphs,
+    )
+
+
+def time_arrays(layout: Layout) -> dict[str, Any]:
+    """A Layout as the numbers the array-ready time formulas take: the memory model's columns plus the
+    time-side ones (0 stands for "not set": every layer recomputed, sharding over all of dp·cp)."""
+    out: dict[str, Any] = dict(layout_arrays(layout))
+    out["recompute_num_layers"] = layout.recompute_num_layers or 0
+    out["dp_shard"] = layout.dp_shard or 0
+    return out

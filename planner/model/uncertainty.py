@@ -1,0 +1,179 @@
+"""How sure the time model is: a step-time interval from the calibration residuals, by regime.
+
+The residual of a calibration run is e = measured step / predicted step − 1 (equivalently predicted /
+measured throughput − 1; planner.interop.published.compare). Runs are grouped by regime, three
+coordinates read from what a plan states:
+
+- GPU generation (`gpu_generation`): ampere, hopper, blackwell, … from the catalog name;
+- framework family: `implementation.framework` (megatron-core, torchtitan, fsdp, deepspeed);
+- parallel regime (`parallel_regime`): sharded (ZeRO-3/FSDP), pipeline (PP > 1), tensor (TP or CP > 1,
+  no PP), data (DP only, ZeRO ≤ 2).
+
+The interval of a regime is the 10th–90th percentile of its residuals, applied to the predicted step:
+[step·(1 + p10), step·(1 + p90)]. A regime with fewer than MIN_RUNS calibration runs falls back to the
+next coarser grouping — generation × framework, then framework, then all runs pooled — and every level
+it falls back widens the band around its median by WIDEN_PER_LEVEL, so a plan in a thin or unseen
+regime gets a wider interval, never a narrower one. The residuals, the bands and the best MFU measured
+per GPU generation (planner's convention: causal attention at half, planner.model.flops) live in
+planner/data/calibration.yaml, written by `benchmarks/accuracy.py --write` from the current model; a
+test fails when that file no longer matches the model.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from planner.schema import GpuSku, Layout
+
+CALIBRATION_PATH = Path(__file__).resolve().parent.parent / "data" / "calibration.yaml"
+MIN_RUNS = 5  # residuals a grouping needs before its percentiles stand on their own
+WIDEN_PER_LEVEL = 1.5  # band half-widths grow by this factor for each coarser level a regime falls back to
+PERCENTILES = (10.0, 90.0)
+LEVELS = ("regime", "generation+framework", "framework", "pooled")
+
+# Catalog names (and their prefixes) by architecture generation.
+GENERATIONS: tuple[tuple[str, str], ...] = (
+    ("v100", "volta"), ("a100", "ampere"), ("a10", "ampere"), ("h100", "hopper"), ("h200", "hopper"),
+    ("h800", "hopper"), ("h20", "hopper"), ("gh200", "hopper"), ("b200", "blackwell"), ("gb200", "blackwell"),
+    ("b300", "blackwell"), ("gb300", "blackwell"), ("rtx-5090", "blackwell"), ("l40s", "ada"), ("l4", "ada"),
+    ("rtx-4090", "ada"), ("mi250", "cdna2"), ("mi300", "cdna3"), ("mi325", "cdna3"), ("mi355", "cdna4"),
+)
+
+
+def gpu_generation(gpu: GpuSku | str) -> str:
+    """The architecture generation of a catalog GPU (or a name), 'other' when unknown."""
+    name = (gpu if isinstance(gpu, str) else gpu.name).lower()
+    for prefix, gen in sorted(GENERATIONS, key=lambda p: -len(p[0])):
+        if name.startswith(prefix):
+            return gen
+    return "other"
+
+
+def parallel_regime(layout: Layout) -> str:
+    """sharded (ZeRO-3/FSDP), pipeline (PP > 1), tensor (TP or CP > 1) or data (DP only)."""
+    if layout.zero == 3:
+        return "sharded"
+    if layout.pp > 1:
+        return "pipeline"
+    if layout.tp > 1 or layout.cp > 1:
+        return "tensor"
+    return "data"
+
+
+@dataclass(frozen=True)
+class Regime:
+    generation: str
+    framework: str
+    parallel: str
+
+    def key(self, level: str) -> str:
+        """The grouping key of this regime at a fallback level."""
+        return {
+            "regime": f"{self.generation}/{self.framework}/{self.parallel}",
+            "generation+framework": f"{self.generation}/{self.framework}",
+            "framework": self.framework,
+            "pooled": "all",
+        }[level]
+
+
+def regime_of(layout: Layout, gpu: GpuSku | str, framework: str = "megatron-core") -> Regime:
+    """The regime a plan belongs to: GPU generation × framework family × parallel regime."""
+    return Regime(gpu_generation(gpu), framework, parallel_regime(layout))
+
+
+@dataclass(frozen=True)
+class Band:
+    """Relative errors e (measured / predicted step − 1) a regime's step time falls within."""
+
+    low: float  # 10th percentile of e, widened for fallbacks
+    high: float  # 90th percentile of e, widened for fallbacks
+    median: float
+    runs: int  # calibration runs behind it
+    level: str  # the grouping it came from (LEVELS)
+    key: str
+
+
+def _band(errors: Sequence[float]) -> dict[str, float]:
+    e = np.asarray(errors, dtype=float)
+    lo, hi = np.percentile(e, PERCENTILES)
+    return {"runs": len(e), "p10": round(float(lo), 4), "p90": round(float(hi), 4),
+            "median": round(float(np.median(e)), 4)}
+
+
+def build_calibration(records: Iterable[dict[str, Any]], reference: str = "") -> dict[str, Any]:
+    """The calibration file's content from per-run records {id, generation, framework, parallel, error,
+    mfu}: bands at every grouping level, the best measured MFU per GPU generation, and the residuals."""
+    recs = sorted(records, key=lambda r: r["id"])
+    groups: dict[str, dict[str, list[float]]] = {lvl: {} for lvl in LEVELS}
+    for r in recs:
+        reg = Regime(r["generation"], r["framework"], r["parallel"])
+        for lvl in LEVELS:
+            groups[lvl].setdefault(reg.key(lvl), []).append(r["error"])
+    best: dict[str, dict[str, Any]] = {}
+    for r in recs:
+        b = best.get(r["generation"])
+        if r.get("mfu") is not None and (b is None or r["mfu"] > b["mfu"]):
+            best[r["generation"]] = {"mfu": round(r["mfu"], 4), "run": r["id"]}
+    return {
+        "generated_by": "benchmarks/accuracy.py --write",
+        "reference": reference,
+        "percentiles": list(PERCENTILES),
+        "min_runs": MIN_RUNS,
+        "widen_per_level": WIDEN_PER_LEVEL,
+        "bands": {lvl: {k: _band(v) for k, v in sorted(groups[lvl].items())} for lvl in LEVELS},
+        "best_mfu": dict(sorted(best.items())),
+        "runs": [{"id": r["id"], "regime": Regime(r["generation"], r["framework"], r["parallel"]).key("regime"),
+                  "error": round(r["error"], 4)} for r in recs],
+    }
+
+
+@functools.lru_cache(maxsize=4)
+def _load(path: str, mtime_ns: int) -> dict[str, Any]:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def load_calibration(path: Path | None = None) -> dict[str, Any]:
+    """The calibration file (planner/data/calibration.yaml unless `path`)."""
+    p = path or CALIBRATION_PATH
+    return _load(str(p), p.stat().st_mtime_ns)
+
+
+def error_band(regime: Regime, calibration: dict[str, Any] | None = None) -> Band:
+    """The regime's band, falling back to coarser groupings (and widening) while a grouping has fewer
+    than MIN_RUNS calibration runs; the pooled band always exists."""
+    cal = calibration if calibration is not None else load_calibration()
+    min_runs = cal.get("min_runs", MIN_RUNS)
+    widen = cal.get("widen_per_level", WIDEN_PER_LEVEL)
+    for depth, lvl in enumerate(LEVELS):
+        b = cal["bands"][lvl].get(regime.key(lvl))
+        if b is None or (b["runs"] < min_runs and lvl != "pooled"):
+            continue
+        k = widen ** depth
+        return Band(low=b["median"] - k * (b["median"] - b["p10"]), high=b["median"] + k * (b["p90"] - b["median"]),
+                    median=b["median"], runs=b["runs"], level=lvl, key=regime.key(lvl))
+    raise ValueError("calibration file has no pooled band")
+
+
+def step_time_interval(
+    step_seconds: float, layout: Layout, gpu: GpuSku | str, framework: str = "megatron-core",
+    calibration: dict[str, Any] | None = None,
+) -> tuple[float, float]:
+    """[low, high] seconds the measured step of this plan falls within 80% of the time (the 10th–90th
+    percentile of the model's error in its regime, see the module docstring)."""
+    band = error_band(regime_of(layout, gpu, framework), calibration)
+    return step_seconds * (1 + band.low), step_seconds * (1 + band.high)
+
+
+def best_published_mfu(gpu: GpuSku | str, calibration: dict[str, Any] | None = None) -> float | None:
+    """The highest MFU a calibration run measured on this GPU generation (planner's FLOP convention);
+    None when no run used that generation (any estimate there extrapolates)."""
+    cal = calibration if calibration is not None else load_calibration()
+    b = cal.get("best_mfu", {}).get(gpu_generation(gpu))
+    return None if b is None else float(b["mfu"])

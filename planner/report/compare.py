@@ -1,0 +1,133 @@
+"""A comparison for people: its display rows (rounded), the sweep pivot, titles and notes, and the table,
+Markdown, CSV and JSON forms of a `CompareResult`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import IO, TYPE_CHECKING, Any
+
+import pandas as pd
+
+from planner.report.dicts import records
+from planner.report.formats import to_json, to_markdown
+from planner.report.tables import print_rows
+from planner.report.terminal import console, safe
+from planner.report.text import cell, literal, rounded
+
+if TYPE_CHECKING:
+    from planner.workflows.compare import CompareResult, Comparison
+
+
+def _num(v: Any, digits: int) -> Any:
+    return None if v is None or pd.isna(v) else rounded(v, digits)
+
+
+def display_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """The columns people read, rounded (the frame keeps full precision)."""
+    rows = []
+    for r in df.to_dict(orient="records"):
+        gap = r.get("gap")
+        rows.append({
+            "sku": r["sku"], "pricing": r["pricing"] if isinstance(r["pricing"], str) else None,
+            "usd_per_gpu_hour": _num(r["usd_per_gpu_hour"], 2),
+            "gpus": None if pd.isna(r["gpus"]) else int(r["gpus"]),
+            "nodes": None if pd.isna(r["nodes"]) else int(r["nodes"]),
+            "layout": r["layout"] if isinstance(r["layout"], str) else None,
+            "days": _num(r["days"], 2), "gpu_hours": _num(r["gpu_hours"], 0), "energy_mwh": _num(r["energy_mwh"], 1),
+            "cost_usd": _num(r["cost_usd"], 0), "upfront_usd": _num(r["upfront_usd"], 0),
+            "usd_per_m_tokens": _num(r["usd_per_million_tokens"], 3),
+            "vs_best": None if gap is None or pd.isna(gap) else ("best" if gap == 0 else f"{gap:+.1%}"),
+            "reason": r["reason"] if isinstance(r["reason"], str) else "",
+        })
+    return rows
+
+
+def source_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """Where each price comes from, once per option."""
+    cols = ["sku", "pricing", "usd_per_gpu_hour", "price_date", "price_source"]
+    priced = df[df["pricing"].notna()].drop_duplicates(["sku", "pricing"])[cols]
+    return [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in priced.to_dict(orient="records")]
+
+
+def _point(v: float) -> Any:
+    """A sweep point as shown: an int when whole, else at the decimals it was written with."""
+    if float(v).is_integer():
+        return int(v)
+    return rounded(v, min(6, len(repr(float(v)).partition(".")[2])))
+
+
+def sweep_rows(df: pd.DataFrame, by: str, skus: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """A sweep over `by` (deadline_days or budget_usd) as one row per point and one column per SKU (in
+    `skus` order, default as met): the SKU's best option's cost (deadline sweep) or days (budget sweep);
+    None where the SKU has no plan."""
+    value = "cost_usd" if by == "deadline_days" else "days"
+    ok = df[df["feasible"]]
+    table = ok.groupby([by, "sku"], sort=False)[value].min().unstack("sku")
+    skus = list(skus) or list(dict.fromkeys(df["sku"]))
+    out = []
+    for point in dict.fromkeys(df[by]):
+        row: dict[str, Any] = {by: _point(point)}
+        for s in skus:
+            v = table.at[point, s] if point in table.index and s in table.columns else None
+            row[s] = _num(v, 0 if value == "cost_usd" else 2)
+        out.append(row)
+    return out
+
+
+def titles(cmp: Comparison, swept: str | None) -> tuple[str, str]:
+    """(the options table's title, the sweep's)."""
+    name = cmp.scenario.name
+    sweep = ("cost of the cheapest plan per GPU (its best price option) by deadline, days" if swept == "deadline_days"
+             else "days of the fastest plan per GPU (its best price option) by budget, USD")
+    return f"{name}: every GPU × price option, best first", f"{name}: {sweep}"
+
+
+def notes(cmp: Comparison, swept: str | None = None) -> list[str]:
+    """What every row assumes, for the footnotes of tables and reports (`swept`: the swept column)."""
+    c, p = cmp.scenario.constraints, cmp.scenario.pricing
+    deadline = f"deadline {c.deadline_days:g} days" if c.deadline_days else "no deadline"
+    budget = f"budget ${c.budget_usd:,.0f}" if c.budget_usd else "no budget"
+    if swept == "deadline_days":
+        deadline = "deadline swept"
+    limits = [deadline, budget, f"objective {cmp.scenario.objective}"]
+    if swept == "budget_usd":
+        limits[1:] = ["budget swept, objective time (the fastest plan within each budget)"]
+    out = ["limits: " + ", ".join(limits)]
+    if "purchase" in cmp.kinds:
+        kwh = f"{p.usd_per_kwh:.2f}" if round(p.usd_per_kwh, 2) == p.usd_per_kwh else f"{p.usd_per_kwh:g}"
+        out.append(f"purchase: capex amortised over {p.amortisation_years:g} years of full use, plus GPU TDP × "
+                   f"PUE {p.pue:g} × ${kwh}/kWh")
+    missing = cmp.missing_kinds()
+    if missing:
+        out.append(f"no {', '.join(missing)} price in the catalog for these GPUs")
+    out.append("energy: the GPUs at TDP for the whole run (an upper bound, before PUE)")
+    return out
+
+
+def shown_rows(result: CompareResult) -> tuple[str, list[dict[str, Any]]]:
+    """(title, display rows): the sweep pivot when there is a sweep, else every option."""
+    title, sweep_title = titles(result.comparison, result.swept)
+    if result.sweep is not None and result.swept is not None:
+        return sweep_title, sweep_rows(result.sweep, result.swept, result.comparison.skus)
+    return title, display_rows(result.base)
+
+
+def text(result: CompareResult, fmt: str) -> str:
+    """The JSON, CSV or Markdown of a comparison: every row and column (JSON, CSV), or what the table shows."""
+    frame = result.frame
+    if fmt == "json":
+        return to_json(records(frame)) + "\n"
+    if fmt == "csv":
+        return frame.map(lambda v: literal(v) if isinstance(v, str) else v).to_csv(index=False, lineterminator="\n")
+    title, rows = shown_rows(result)
+    body = to_markdown([{k: cell(v) for k, v in r.items()} for r in rows])
+    return f"**{literal(title)}**\n\n" + body + "\n" + "".join(f"- {literal(n)}\n" for n in notes(result.comparison,
+                                                                                             result.swept))
+
+
+def print_table(result: CompareResult, file: IO[str] | None = None) -> None:
+    con = console(file)
+    title, rows = shown_rows(result)
+    print_rows(con, rows, title)
+    for n in notes(result.comparison, result.swept):
+        con.print(f"[dim]{safe(n)}[/]")

@@ -1,0 +1,230 @@
+"""The JSON objects users script against, built from the result types of the public API.
+
+`planner estimate` prints `estimate_dict`, whose `memory`, `time` and `cost` objects every plan of
+`planner solve` and `planner review` repeats; `--format csv` and `markdown` flatten the same dicts.
+Field names here are the stable interface: add fields, never rename them.
+"""
+
+from __future__ import annotations
+
+import math
+from importlib.metadata import version
+from typing import TYPE_CHECKING, Any
+
+from planner.workloads.training.layout import as_fields
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from planner.search.plans import Plan, Solution
+    from planner.workflows.inference import InferenceEstimate
+    from planner.workflows.review import Better, Finding, Review
+    from planner.workflows.solve import SolveResult
+    from planner.workloads.training.evaluation import Evaluation
+
+# The back-of-envelope rule users quote for mixed-precision Adam training state (2 + 2 + 4 + 4 + 4 +
+# 4 B: fp16 weights and grads, fp32 master, two moments and a grad copy), shown beside the exact model.
+RULE_OF_THUMB_STATE_BYTES = 20
+
+
+# --------------------------------------------------------------------------------------------
+# estimate: one evaluation
+# --------------------------------------------------------------------------------------------
+
+
+def memory_dict(ev: Evaluation) -> dict[str, Any]:
+    return {
+        "bytes": ev.memory.as_dict(),
+        "capacity_bytes": ev.capacity_bytes,
+        "fits": ev.fits,
+        "headroom_bytes": ev.headroom_bytes,
+        "binding_stage": ev.memory.stage,
+        "unit_note": "bytes; tables show GiB = 2^30 bytes",
+    }
+
+
+def time_dict(ev: Evaluation) -> dict[str, Any]:
+    t = ev.time
+    return {
+        "step_seconds": t.step_seconds,
+        "breakdown": t.breakdown,
+        "tokens_per_s": t.tokens_per_s,
+        "tflops_per_gpu": t.tflops_per_gpu,
+        "mfu": t.mfu,
+        "hfu": t.hfu,
+        "days": t.days,
+        "gpu_hours": t.gpu_hours,
+        "energy_mwh": t.energy_kwh / 1000.0,
+        "tokens": ev.tokens,
+        "mode": t.mode,
+    }
+
+
+def cost_dict(ev: Evaluation) -> dict[str, Any]:
+    return {
+        "usd": ev.cost_usd,
+        "usd_per_million_tokens": ev.usd_per_million_tokens,
+        "usd_per_gpu_hour": ev.rate.usd_per_gpu_hour if ev.rate else None,
+        "price": ev.rate.label if ev.rate else None,
+    }
+
+
+def estimate_dict(ev: Evaluation) -> dict[str, Any]:
+    """The JSON of `planner estimate`."""
+    p = ev.params
+    state = RULE_OF_THUMB_STATE_BYTES * p.total
+    label_bytes = ev.gpu.marketed_gb * 1e9 if ev.gpu.marketed_gb else ev.gpu.hbm_bytes
+    return {
+        "model": ev.model.name,
+        "gpu": ev.gpu.name,
+        "gpus": ev.layout.gpus,
+        "nodes": ev.nodes,
+        "layout": as_fields(ev.layout),
+        "seq": ev.seq,
+        "params": {"total": p.total, "active": p.active, "embedding": p.embedding + p.position,
+                   "output": p.output, "non_embedding": p.non_embedding},
+        "flops": {
+            "model_per_step": ev.flops.model,
+            "hardware_per_step": ev.flops.hardware,
+            "tokens_per_step": ev.flops.tokens,
+            "attention": "full s² counted (not causal-halved), as Megatron-LM and FlopCounterMode count",
+        },
+        "memory": memory_dict(ev),
+        "time": time_dict(ev),
+        "cost": cost_dict(ev),
+        "rules_of_thumb": {
+            "state_bytes_20_per_param": state,
+            # blog arithmetic divides by the vendor's label (80 GB = 80e9 B), not by what the driver reports
+            "min_gpus_for_state": math.ceil(state / label_bytes),
+        },
+    }
+
+
+def inference_dict(est: InferenceEstimate) -> dict[str, Any]:
+    """The JSON of `planner estimate --inference`."""
+    return {
+        "mode": "inference",
+        "model": est.model.name,
+        "gpu": est.gpu.name,
+        "gpus": est.gpus,
+        "batch": est.batch,
+        "context": est.context,
+        "weight_dtype": est.weight_dtype,
+        "kv_dtype": est.kv_dtype,
+        "params": {"total": est.params.total, "active": est.params.active},
+        "memory": {
+            "bytes": est.memory.as_dict(),
+            "capacity_bytes": est.capacity_bytes,
+            "fits": est.fits,
+            "headroom_bytes": est.headroom_bytes,
+        },
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# solve
+# --------------------------------------------------------------------------------------------
+
+
+def plan_dict(plan: Plan) -> dict[str, Any]:
+    ev = plan.evaluation
+    return {
+        "job": plan.job,
+        "sku": plan.sku,
+        "gpus": plan.gpus,
+        "nodes": plan.nodes,
+        "gpus_per_node": ev.gpus_per_node,
+        "layout": as_fields(ev.layout),
+        "memory": memory_dict(ev),
+        "time": time_dict(ev),
+        "cost": cost_dict(ev),
+        "solver_units": {"step_us": plan.step_us, "time_s": plan.time_s, "cost_cents": plan.cost_cents},
+    }
+
+
+def solution_dict(s: Solution) -> dict[str, Any]:
+    return {
+        "cost_usd": s.cost_usd,
+        "days": s.days,
+        "gpus": s.gpus,
+        "plans": [{"job": p.job, "sku": p.sku, "gpus": p.gpus, "nodes": p.nodes,
+                   "layout": as_fields(p.evaluation.layout), "cost_usd": p.evaluation.cost_usd,
+                   "days": p.evaluation.time.days} for p in s.plans],
+    }
+
+
+def solve_dict(result: SolveResult, timing: bool = True) -> dict[str, Any]:
+    """The JSON of `planner solve` (`timing=False` leaves out the seconds, for reproducible output)."""
+    solver: dict[str, Any] = {
+        "seconds": round(result.seconds, 3) if timing else None,
+        "search_space_size": result.search_space_size,
+        "candidates": result.candidates,
+        "gap": result.gap,
+        "engine": f"CP-SAT (ortools {version('ortools')})",
+        "num_workers": result.num_workers,
+        "random_seed": result.random_seed,
+    }
+    out: dict[str, Any] = {
+        "status": result.status,
+        "objective": result.objective,
+        "jobs": result.jobs,
+        "solver": solver,
+        "plans": [plan_dict(p) | {"rank": i + 1} for i, p in enumerate(result.plans)],
+    }
+    if len(result.jobs) > 1:
+        out["runner_ups"] = [solution_dict(s) for s in result.solutions[1:]]
+    out["near_optimal"] = {"margin": result.margin, "solutions": [solution_dict(s) for s in result.near_optimal]}
+    if result.pareto:
+        out["pareto"] = [solution_dict(s) for s in result.pareto]
+    if result.binding:
+        out["binding"] = result.binding
+    if result.reasons:
+        out["reasons"] = result.reasons
+    if result.skipped:
+        out["skipped_skus"] = result.skipped
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# review
+# --------------------------------------------------------------------------------------------
+
+
+def finding_dict(f: Finding) -> dict[str, str]:
+    return {"code": f.code, "severity": f.severity, "message": f.message}
+
+
+def better_dict(b: Better) -> dict[str, Any]:
+    return plan_dict(b.plan) | {"speedup": b.speedup, "format": b.format, "changes": b.changes}
+
+
+def review_dict(rev: Review) -> dict[str, Any]:
+    """The JSON of `planner review`: estimate's object plus the verdict, findings and the better plan."""
+    c, ev = rev.config, rev.evaluation
+    out: dict[str, Any] = {"source": c.source, "ok": rev.ok, "gpus_given": c.gpus, **estimate_dict(ev)}
+    out["legal"] = not rev.problems
+    out["findings"] = [finding_dict(f) for f in rev.findings]
+    out["better"] = better_dict(rev.better) if rev.better else None
+    if rev.published is not None and c.case is not None:
+        p = rev.published
+        out["published"] = {"id": c.case.id, "quantity": p.quantity, "measured": p.measured,
+                            "predicted": p.predicted, "error": p.error, "predicted_tflops": p.predicted_tflops}
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# compare
+# --------------------------------------------------------------------------------------------
+
+
+def records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """A comparison frame as JSON-ready rows: missing values left out (a row without a plan carries
+    `reason`, not numbers)."""
+    import numpy as np
+    import pandas as pd
+
+    out = []
+    for r in df.to_dict(orient="records"):
+        out.append({str(k): (v.item() if isinstance(v, np.generic) else v) for k, v in r.items()
+                    if not (pd.api.types.is_scalar(v) and pd.isna(v))})
+    return out

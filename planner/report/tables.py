@@ -1,0 +1,321 @@
+"""Rich terminal tables for people: estimate, inference, solve, review and catalog rows.
+
+Every dynamic value reaches rich as a Text cell or through `safe`, so user text (scenario and job names,
+flags quoted in findings) prints literally: no markup interpretation, no control characters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from planner.report.dicts import estimate_dict, memory_dict
+from planner.report.terminal import safe
+from planner.report.text import cell, gib, layout_text, literal, numeric, rounded, setting_text
+from planner.schema import GIB
+
+if TYPE_CHECKING:
+    from planner.schema import GpuSku, ModelSpec
+    from planner.search.plans import Plan
+    from planner.workflows.inference import InferenceEstimate
+    from planner.workflows.review import Review
+    from planner.workflows.solve import SolveResult
+    from planner.workloads.training.evaluation import Evaluation
+
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
+
+
+def _table(title: str, *columns: str, right: tuple[str, ...] = ()) -> Table:
+    t = Table(title=Text(literal(title)), title_justify="left")
+    for c in columns:
+        t.add_column(c, justify="right" if c in right else "left")
+    return t
+
+
+def print_rows(con: Console, rows: list[dict[str, Any]], title: str) -> None:
+    """A list of dicts as a rich table: numeric columns right-aligned, rows with a `reason` (no plan) dimmed."""
+    if not rows:
+        con.print("(none)")
+        return
+    table = _table(title, *rows[0], right=tuple(c for c in rows[0] if numeric(rows, c)))
+    for r in rows:
+        table.add_row(*(Text(cell(v)) for v in r.values()), style="dim" if r.get("reason") else None)
+    con.print(table)
+
+
+# --------------------------------------------------------------------------------------------
+# catalog
+# --------------------------------------------------------------------------------------------
+
+
+def gpu_rows(gpus: Iterable[GpuSku]) -> list[dict[str, Any]]:
+    from planner.pricing import select_price
+
+    rows = []
+    for g in gpus:
+        price = select_price(g, "on-demand")
+        rows.append({
+            "name": g.name,
+            "description": g.description,
+            "bf16_tflops": g.peak("bf16"),
+            "fp8_tflops": g.peak_tflops.get("fp8"),
+            "memory_gib": rounded(g.hbm_bytes / GIB, 2),
+            "hbm_tb_s": g.hbm_bandwidth_tbs,
+            "node": g.node_size,
+            "scale_up_gb_s": g.intra_node_gbs,
+            "network_gbit_s": g.network_gbps,
+            "tdp_w": g.tdp_w,
+            "usd_per_gpu_hour": price.usd_per_gpu_hour if price else None,
+            "price": f"{price.provider} {price.date}" if price else None,
+        })
+    return rows
+
+
+def model_rows(models: Iterable[ModelSpec]) -> list[dict[str, Any]]:
+    from planner.model.params import count_params
+
+    rows = []
+    for m in models:
+        c = count_params(m)
+        rows.append({
+            "name": m.name,
+            "params": c.total,
+            "active": c.active,
+            "layers": m.layers,
+            "hidden": m.hidden,
+            "heads": m.heads,
+            "kv_heads": m.n_kv_heads,
+            "ffn": m.ffn_hidden,
+            "vocab": m.vocab,
+            "experts": f"{m.moe.top_k}/{m.moe.experts}" if m.moe else "",
+            "source": m.source or "",
+        })
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# estimate
+# --------------------------------------------------------------------------------------------
+
+
+def memory_table(mem: dict[str, Any], title: str) -> Table:
+    t = _table(title, "component", "GiB = 2^30 bytes", right=("GiB = 2^30 bytes",))
+    for k, v in mem["bytes"].items():
+        if k in ("total", "rule_of_thumb"):
+            continue
+        t.add_row(k, gib(v, 2, unit=False))
+    t.add_row("[bold]total[/]", f"[bold]{gib(mem['bytes']['total'], 2, unit=False)}[/]")
+    t.add_row("capacity", gib(mem["capacity_bytes"], 2, unit=False))
+    head = mem["headroom_bytes"]
+    verdict = (f"[green]fits, {gib(head, 2, unit=False)} GiB free[/]" if head >= 0
+               else f"[red]short by {gib(-head, 2, unit=False)} GiB[/]")
+    t.add_row("verdict", verdict)
+    if "rule_of_thumb" in mem["bytes"]:
+        rule = gib(mem["bytes"]["rule_of_thumb"], 2, unit=False)
+        t.add_row("[dim]rule of thumb (1.2 × weights)[/]", f"[dim]{rule}[/]")
+    return t
+
+
+def print_estimate(con: Console, ev: Evaluation) -> None:
+    out = estimate_dict(ev)
+    nodes = f"{ev.nodes:,} node" + ("s" if ev.nodes > 1 else "")
+    lay = ev.layout
+    con.print(
+        f"[bold]{safe(ev.model.name)}[/] on [bold]{lay.gpus:,} × {safe(ev.gpu.name)}[/] ({nodes})  "
+        f"{layout_text(lay)}, global batch {lay.global_batch} × seq {ev.seq} "
+        f"({lay.grad_accumulation} micro-batches/step)"
+    )
+    p = out["params"]
+    con.print(f"parameters {p['total']:,} total, {p['active']:,} active per token")
+    stage = out["memory"]["binding_stage"]
+    con.print(memory_table(out["memory"], f"Per-GPU memory, pipeline stage {stage}"))
+    f, t = out["flops"], out["time"]
+    ft = _table("Compute and time", "quantity", "value", right=("value",))
+    ft.add_row("model FLOPs / step", f"{f['model_per_step']:.4e}")
+    ft.add_row("hardware FLOPs / step (with recompute)", f"{f['hardware_per_step']:.4e}")
+    ft.add_row("tokens / step", f"{f['tokens_per_step']:,}")
+    ft.add_row("step time", f"{t['step_seconds']:.3f} s ({t['mode']})")
+    for k, v in t["breakdown"].items():
+        if v:
+            ft.add_row(f"  {k}", f"{v:.3f} s")
+    ft.add_row("MFU / HFU", f"{t['mfu']:.1%} / {t['hfu']:.1%}")
+    ft.add_row("model TFLOP/s per GPU", f"{t['tflops_per_gpu']:.1f}")
+    ft.add_row("tokens / s", f"{t['tokens_per_s']:,.0f}")
+    ft.add_row(f"days for {t['tokens']:.3g} tokens", f"{t['days']:,.1f}")
+    ft.add_row("GPU-hours", f"{t['gpu_hours']:,.0f}")
+    ft.add_row("energy (GPU TDP)", f"{t['energy_mwh']:,.1f} MWh")
+    c = out["cost"]
+    if c["usd"] is not None:
+        ft.add_row("cost", Text(f"${c['usd']:,.0f} at ${c['usd_per_gpu_hour']:.2f}/GPU-h ({literal(c['price'])})"))
+        ft.add_row("$ per million tokens", f"{c['usd_per_million_tokens']:.3f}")
+    r = out["rules_of_thumb"]
+    ft.add_row("[dim]rule of thumb: 20 B/param state[/]",
+               f"[dim]{r['state_bytes_20_per_param'] / 1e12:.2f} TB → ≥ {r['min_gpus_for_state']:,} GPUs[/]")
+    con.print(ft)
+
+
+def print_inference(con: Console, est: InferenceEstimate) -> None:
+    con.print(
+        f"[bold]{safe(est.model.name)}[/] serving on {est.gpus} × {safe(est.gpu.name)}: batch {est.batch} × "
+        f"context {est.context:,}, weights {est.weight_dtype}, KV cache {est.kv_dtype}"
+    )
+    from planner.report.dicts import inference_dict
+
+    con.print(memory_table(inference_dict(est)["memory"], "Per-GPU inference memory"))
+
+
+# --------------------------------------------------------------------------------------------
+# solve
+# --------------------------------------------------------------------------------------------
+
+
+def short_row(p: Plan) -> dict[str, Any]:
+    """One plan in a line: what the runner-ups table and solve's Markdown show."""
+    ev = p.evaluation
+    return {
+        "job": p.job, "sku": p.sku, "gpus": p.gpus, "nodes": p.nodes, "layout": layout_text(ev.layout),
+        "memory_gib": rounded(ev.memory.total / GIB, 1), "mfu": rounded(ev.time.mfu, 3),
+        "days": rounded(ev.time.days, 2), "gpu_hours": round(ev.time.gpu_hours), "cost_usd": round(ev.cost_usd or 0.0),
+        "usd_per_m_tokens": rounded(ev.usd_per_million_tokens or 0.0, 3),
+    }
+
+
+def print_solve(con: Console, result: SolveResult) -> None:
+    gap = f", gap {result.gap:.2%}" if result.gap else ""
+    con.print(f"[bold]{result.status}[/] ({result.objective}) in {result.seconds:.2f} s{gap}: "
+              f"{result.search_space_size:,} layouts, {result.candidates:,} candidates")
+    if not result.plans:
+        con.print("[red]no plan satisfies the scenario[/]")
+        for r in result.reasons:
+            con.print(f"  • {safe(r)}")
+        return
+    for p in (result.plans if len(result.jobs) > 1 else result.plans[:1]):
+        print_plan(con, p)
+    if len(result.jobs) > 1:
+        best = result.solutions[0]
+        con.print(f"[bold]all jobs[/]: ${best.cost_usd:,.0f}, last one done in {best.days:,.1f} days, "
+                  f"{best.gpus:,} GPUs")
+        alt = [{"rank": i + 2, "cost_usd": round(s.cost_usd), "days": rounded(s.days, 2), "gpus": s.gpus,
+                "plans": "; ".join(f"{p.job}: {p.gpus} × {p.sku}" for p in s.plans)}
+               for i, s in enumerate(result.solutions[1:])]
+        if alt:
+            print_rows(con, alt, "Runner-ups")
+    elif len(result.plans) > 1:
+        # runner-ups against the optimum, in the first objective's terms
+        key = "time_s" if result.objective == "time" else "cost_cents"
+        best_value = getattr(result.plans[0], key)
+        rows = []
+        for i, p in enumerate(result.plans):
+            row = {"rank": i + 1} | short_row(p)
+            del row["job"]
+            row["vs_best"] = f"{getattr(p, key) / best_value - 1:+.1%}" if best_value else ""
+            rows.append(row)
+        print_rows(con, rows, f"Plan and runner-ups (vs_best: {'days' if key == 'time_s' else 'cost'})")
+    n_near = len(result.near_optimal)
+    con.print(f"{n_near} plan{'s' if n_near != 1 else ''} within {result.margin:.0%} of the optimum "
+              "(ties under the model's error)")
+    if result.pareto:
+        print_rows(con, [{"cost_usd": round(s.cost_usd), "days": rounded(s.days, 2), "gpus": s.gpus,
+                          "plans": "; ".join(f"{p.gpus} × {p.sku} {layout_text(p.evaluation.layout)}"
+                                             for p in s.plans)} for s in result.pareto],
+                   "Cost vs wall-clock Pareto front")
+    if result.binding:
+        con.print("[bold]Binding constraints[/]")
+        for b in result.binding:
+            con.print(f"  • {safe(b)}")
+    if result.skipped:
+        con.print("[dim]skipped SKUs: " + safe("; ".join(result.skipped)) + "[/]")
+
+
+def print_plan(con: Console, p: Plan) -> None:
+    ev = p.evaluation
+    t = ev.time
+    con.print(f"[bold]{safe(p.job)}[/]: [bold]{p.gpus:,} × {safe(p.sku)}[/] ({p.nodes:,} "
+              f"node{'s' if p.nodes != 1 else ''} of {ev.gpus_per_node}), {layout_text(ev.layout)}, global batch "
+              f"{ev.layout.global_batch} ({ev.layout.grad_accumulation} micro-batches/step)")
+    con.print(memory_table(memory_dict(ev), f"Per-GPU memory, pipeline stage {ev.memory.stage}"))
+    ft = _table("Time and cost", "quantity", "value", right=("value",))
+    ft.add_row("step time", f"{t.step_seconds:.3f} s")
+    for k, v in t.breakdown.items():
+        if v:
+            ft.add_row(f"  {k}", f"{v:.3f} s")
+    ft.add_row("MFU / HFU", f"{t.mfu:.1%} / {t.hfu:.1%}")
+    ft.add_row("tokens / s", f"{t.tokens_per_s:,.0f}")
+    ft.add_row("days", f"{t.days:,.2f}")
+    ft.add_row("GPU-hours", f"{t.gpu_hours:,.0f}")
+    ft.add_row("energy (GPU TDP)", f"{t.energy_kwh / 1000:,.1f} MWh")
+    if ev.cost_usd is not None and ev.rate is not None:
+        ft.add_row("cost", Text(f"${ev.cost_usd:,.0f} at ${ev.rate.usd_per_gpu_hour:.2f}/GPU-h "
+                                f"({literal(ev.rate.label)})"))
+        ft.add_row("$ per million tokens", f"{ev.usd_per_million_tokens:.3f}")
+    con.print(ft)
+
+
+# --------------------------------------------------------------------------------------------
+# review
+# --------------------------------------------------------------------------------------------
+
+
+def verdict(rev: Review) -> str:
+    ev = rev.evaluation
+    if not ev.fits:
+        return f"does not fit: short by {gib(-ev.headroom_bytes)} on pipeline stage {ev.memory.stage}"
+    room = f"{gib(ev.headroom_bytes)} free on the most loaded pipeline stage ({ev.memory.stage})"
+    return f"fits, {room}" + ("" if not rev.problems else "; but the layout breaks a rule")
+
+
+def summary_rows(rev: Review) -> list[dict[str, Any]]:
+    """The review in quantity/value rows (its Markdown)."""
+    ev = rev.evaluation
+    t = ev.time
+    rows: list[tuple[str, Any]] = [
+        ("configuration", f"{rev.config.source}: {ev.model.name} on {ev.layout.gpus} × {ev.gpu.name}"),
+        ("layout", layout_text(ev.layout)),
+        ("verdict", verdict(rev)),
+        ("memory per GPU (GiB)", f"{gib(ev.memory.total, unit=False)} of {gib(ev.capacity_bytes, unit=False)}, "
+                                 f"pipeline stage {ev.memory.stage}"),
+        ("step time (s)", round(t.step_seconds, 3)),
+        ("MFU", round(t.mfu, 3)),
+        ("tokens / s", round(t.tokens_per_s)),
+        (f"days for {ev.tokens:.3g} tokens", round(t.days, 2)),
+        ("cost (USD)", round(ev.cost_usd) if ev.cost_usd is not None else None),
+    ]
+    if rev.published is not None and rev.config.case is not None:
+        p = rev.published
+        rows.append((f"measured {p.quantity}", p.measured))
+        rows.append((f"predicted {p.quantity}", round(p.predicted, 3)))
+    if rev.better is not None:
+        rows.append(("better on the same hardware", f"{layout_text(rev.better.plan.evaluation.layout)}, "
+                                                     f"{rev.better.speedup:.2f}× faster"))
+    return [{"quantity": k, "value": v} for k, v in rows]
+
+
+def print_review(con: Console, rev: Review) -> None:
+    print_estimate(con, rev.evaluation)
+    style = "green" if rev.ok else "bold red"
+    con.print(f"[{style}]{verdict(rev)}[/]")
+    if rev.published is not None and rev.config.case is not None:
+        p = rev.published
+        con.print(f"published run {safe(rev.config.case.id)}: measured {p.quantity} {p.measured:,.2f}, predicted "
+                  f"{p.predicted:,.2f} ({p.error:+.1%})")
+    if rev.findings:
+        t = _table("Findings", "severity", "code", "message")
+        for f in rev.findings:
+            t.add_row(Text(f.severity, style=SEVERITY_STYLE[f.severity]), f.code, Text(literal(f.message)))
+        con.print(t)
+    b = rev.better
+    if b is not None:
+        ev = b.plan.evaluation
+        con.print(f"[bold]Better on the same hardware[/]: {layout_text(ev.layout)}, {b.speedup:.2f}× the reviewed "
+                  f"speed (step {ev.time.step_seconds:.3f} s, MFU {ev.time.mfu:.1%}, {ev.time.days:,.1f} days, "
+                  f"{gib(ev.memory.total)} per GPU)")
+        if b.changes:
+            ct = _table(f"Changes ({b.format})", "key", "from", "to")
+            for ch in b.changes:
+                ct.add_row(*(Text(literal(v)) for v in (ch["key"], setting_text(ch["from"]),
+                                                         setting_text(ch["to"]))))
+            con.print(ct)

@@ -1,0 +1,98 @@
+"""Numbers and layouts as people read them: one formatter each for GiB, days, dollars and a layout, and
+user text made safe to print. A leaf: explanations and findings phrase their sentences with it too.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from planner.model.perf import SECONDS_PER_DAY
+from planner.schema import GIB, Layout
+
+# Control characters (C0 but tab and newline, DEL, C1): a terminal would act on them (ANSI escapes move
+# the cursor, recolour, set a window title or a hyperlink), so user text shows them escaped instead.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def gib(nbytes: float, digits: int = 1, unit: bool = True) -> str:
+    """Bytes as GiB (2^30 B): '12.3 GiB', or '12.34' with digits=2, unit=False (a table column)."""
+    text = f"{nbytes / GIB:,.{digits}f}"
+    return f"{text} GiB" if unit else text
+
+
+def days(seconds: float) -> str:
+    """A duration: '29.9 days', or '5.0 hours' below a day."""
+    d = seconds / SECONDS_PER_DAY
+    return f"{d:,.1f} days" if d >= 1 else f"{seconds / 3600:,.1f} hours"
+
+
+def usd(amount: float) -> str:
+    """Whole dollars: '$414,301'."""
+    return f"${amount:,.0f}"
+
+
+def layout_text(layout: Layout) -> str:
+    """'TP8 PP16 VPP2 DP12 CP2 EP4 ZeRO-1 rc=selective SP mbs1': sizes of 1 left out but TP, PP and DP."""
+    return (f"TP{layout.tp} PP{layout.pp}" + (f" VPP{layout.vpp}" if layout.vpp > 1 else "") + f" DP{layout.dp}"
+            + (f" CP{layout.cp}" if layout.cp > 1 else "") + (f" EP{layout.ep}" if layout.ep > 1 else "")
+            + f" ZeRO-{layout.zero} rc={layout.recompute}" + (" SP" if layout.sequence_parallel else "")
+            + f" mbs{layout.micro_batch}")
+
+
+def flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested dicts → dotted keys, for CSV and Markdown of a single result."""
+    if isinstance(obj, dict):
+        rows: list[tuple[str, Any]] = []
+        for k, v in obj.items():
+            rows += flatten(v, f"{prefix}.{k}" if prefix else str(k))
+        return rows
+    if isinstance(obj, list):
+        return [(prefix, "; ".join(str(x) for x in obj))]
+    return [(prefix, obj)]
+
+
+def literal(value: Any) -> str:
+    """User text (a scenario or job name, a flag, a file name) as it should appear on a terminal: control
+    characters shown as escapes ('\\x1b'), never acted on."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
+
+
+class Shown(float):
+    """A float that prints with a fixed number of decimals (display rows only)."""
+
+    digits: int
+
+    def __new__(cls, value: float, digits: int) -> Shown:
+        obj = super().__new__(cls, value)
+        obj.digits = digits
+        return obj
+
+
+def rounded(value: float, digits: int) -> Any:
+    """A number for a display row: an int at 0 digits, else a Shown at `digits` decimals."""
+    return round(float(value)) if digits == 0 else Shown(round(float(value), digits), digits)
+
+
+def setting_text(value: Any) -> str:
+    """One side of a configuration change: (absent) where the key is not there, (set) for a switch."""
+    return "(absent)" if value is None else "(set)" if value == "" else str(value)
+
+
+def cell(v: Any) -> str:
+    """A table cell: '—' for nothing, numbers with thousands separators (a Shown at its decimals, other
+    floats at two), user text literal."""
+    if v is None:
+        return "—"
+    if isinstance(v, Shown):
+        return f"{v:,.{v.digits}f}"
+    if isinstance(v, float):
+        return f"{v:,.2f}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return literal(v)
+
+
+def numeric(rows: Any, col: str) -> bool:
+    """Whether a column of dict rows holds numbers (right-aligned)."""
+    return any(isinstance(r.get(col), int | float) and not isinstance(r.get(col), bool) for r in rows)

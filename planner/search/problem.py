@@ -1,0 +1,147 @@
+"""A scenario resolved once into what the search needs: jobs (each a workload with its limits), SKU
+options (GPU, node size, inventory, hourly rate) and the global limits. Nothing downstream reads the
+Scenario again: catalog lookups, prices and efficiencies are settled here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner.errors import InputError
+from planner.pricing import HourlyRate, hourly_rate
+from planner.scenario import FixedLayout, Job, Scenario, resolve_model
+from planner.schema import GpuSku, ModelSpec
+from planner.workloads import Workload
+from planner.workloads.grid import GpuCounts
+from planner.workloads.training.workload import TrainingWorkload
+
+# Without any inventory or cap a job could be spread over millions of GPUs; the largest published
+# training fleets are 16-32k GPUs (Llama 3: 16,384 H100), so an uncapped search stops at 32,768.
+DEFAULT_MAX_GPUS = 32_768
+
+
+@dataclass(frozen=True)
+class SkuOption:
+    """One GPU type the scenario allows, with what the scenario says about it."""
+
+    gpu: GpuSku
+    node: int  # GPUs per node (NVLink domain) in this scenario
+    inventory: int | None  # the scenario's cap on this SKU across all jobs; None = not capped
+    rate: HourlyRate
+
+    @property
+    def name(self) -> str:
+        return self.gpu.name
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job: its workload and its own limits."""
+
+    name: str
+    workload: Workload
+    deadline_days: float | None
+    min_gpus: int | None = None
+    max_gpus: int | None = None
+    sku: str | None = None  # the catalog name of the one SKU the job must use
+    gpus: int | None = None  # the one GPU count the job must use
+
+    def counts(self, cap: int) -> GpuCounts:
+        """The GPU counts this job may run on, at most `cap`."""
+        return GpuCounts(cap, self.min_gpus or 1, self.gpus)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What `solve` searches: jobs, SKU options and the limits that couple the jobs."""
+
+    jobs: tuple[JobSpec, ...]
+    skus: tuple[SkuOption, ...]
+    objective: str  # cost | time | cost-then-time
+    skipped: tuple[str, ...] = ()  # SKUs left out, with the reason
+    max_gpus: int | None = None  # all jobs together
+    min_gpus: int | None = None
+    budget_usd: float | None = None
+    lifted_caps: bool = False  # built for an explanation: inventories and GPU caps ignored
+
+    def cap(self, sku: SkuOption, job: JobSpec) -> int:
+        """Most GPUs of `sku` that `job` may use on its own."""
+        if self.lifted_caps:
+            return DEFAULT_MAX_GPUS
+        caps = [DEFAULT_MAX_GPUS, sku.inventory, self.max_gpus, job.max_gpus]
+        return min(c for c in caps if c is not None)
+
+    def skus_for(self, job: JobSpec) -> list[SkuOption]:
+        """The SKUs one job may use (all, or the one it fixes)."""
+        return [s for s in self.skus if job.sku is None or s.name == job.sku]
+
+
+def scenario_jobs(scenario: Scenario) -> list[JobSpec]:
+    """The scenario's main job (top-level model/job/layout, constraints.deadline_days) and its `jobs:`."""
+    from planner.catalog import get_gpu
+
+    def spec(name: str, workload: TrainingWorkload, deadline: float | None, lo: int | None,
+             hi: int | None) -> JobSpec:
+        fixed = workload.fixed
+        return JobSpec(name, workload, deadline, lo, hi, get_gpu(fixed.sku).name if fixed.sku else None, fixed.gpus)
+
+    def workload(model: str | ModelSpec, job: Job, fixed: FixedLayout) -> TrainingWorkload:
+        return TrainingWorkload(resolve_model(model), job, fixed, scenario.implementation, scenario.overheads,
+                                scenario.efficiency)
+
+    main = workload(scenario.model, scenario.job, scenario.layout)
+    out = [spec(scenario.name, main, scenario.constraints.deadline_days, None, None)]
+    for j in scenario.jobs:
+        out.append(spec(j.name, workload(j.model, j.job, j.layout), j.deadline_days, j.min_gpus, j.max_gpus))
+    names = [j.name for j in out]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise InputError(f"jobs: names must be unique (the main job is named by `name:`); repeated: {', '.join(dup)}")
+    return out
+
+
+def resolve_problem(scenario: Scenario, *, lift_caps: bool = False) -> Problem:
+    """Catalog lookups, inventory and prices. SKUs without a price of the scenario's kind are skipped
+    (and listed) when the scenario allows all SKUs; a SKU named explicitly must have one."""
+    from planner.catalog import get_gpu, load_gpus
+
+    hw = scenario.hardware
+    jobs = scenario_jobs(scenario)
+    inventory = hw.max_gpus
+    if hw.skus == "all":
+        # an inventory written per SKU is the list of what one has
+        names = list(inventory) if isinstance(inventory, dict) else list(load_gpus())
+        explicit = isinstance(inventory, dict)
+    else:
+        names, explicit = list(hw.skus), True
+    fixed_skus = {j.sku for j in jobs if j.sku is not None}
+    if len(jobs) == 1 and fixed_skus:
+        names, explicit = list(fixed_skus), True
+    skus: list[SkuOption] = []
+    skipped: list[str] = []
+    seen: set[str] = set()
+    for name in names:
+        gpu = get_gpu(name)
+        if gpu.name in seen:
+            continue
+        seen.add(gpu.name)
+        try:
+            rate = hourly_rate(gpu, scenario.pricing)
+        except InputError:
+            if explicit:
+                raise
+            skipped.append(f"{gpu.name} (no {scenario.pricing.kind} price)")
+            continue
+        if isinstance(inventory, dict):
+            cap = next((v for k, v in inventory.items() if get_gpu(k).name == gpu.name), None)
+        else:
+            cap = inventory
+        skus.append(SkuOption(gpu, hw.gpus_per_node or gpu.node_size, cap, rate))
+    if not skus:
+        raise InputError("hardware: no GPU SKU with a price to search (" + "; ".join(skipped) + ")")
+    for j in jobs:
+        if j.sku is not None and j.sku not in seen:
+            raise InputError(f"layout.sku: {j.sku} is not among the scenario's SKUs")
+    c = scenario.constraints
+    return Problem(tuple(jobs), tuple(skus), scenario.objective, tuple(skipped), c.max_gpus, c.min_gpus,
+                   c.budget_usd, lift_caps)

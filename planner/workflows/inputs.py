@@ -1,0 +1,117 @@
+"""The one reading of "flags over the scenario's keys over defaults" that `estimate` and `review` share:
+which model, GPU, node size, tokens, prices, overheads and efficiencies a configuration runs with, and
+its layout from the scenario's `layout:` block and the flags."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from planner.errors import InputError, format_validation_error
+from planner.model.params import count_params
+from planner.pricing import priced
+from planner.scenario import EfficiencyOverride, Pricing, Scenario, resolve_model
+from planner.schema import GpuSku, Implementation, Layout, ModelSpec, Overheads
+from planner.workloads.training.evaluation import Evaluation, evaluate
+from planner.workloads.training.legality import layout_problems
+
+# Without --tokens: the compute-optimal budget of Hoffmann et al. 2022 (Chinchilla), ~20 tokens per parameter.
+CHINCHILLA_TOKENS_PER_PARAM = 20.0
+
+
+def pick(*values: Any) -> Any:
+    """The first value given (not None)."""
+    return next((v for v in values if v is not None), None)
+
+
+@dataclass
+class Inputs:
+    """Everything one evaluation needs, resolved: what `estimate` and `review` both evaluate."""
+
+    model: ModelSpec
+    layout: Layout
+    gpu: GpuSku
+    gpus_per_node: int
+    seq: int
+    tokens: float
+    implementation: Implementation
+    overheads: Overheads
+    efficiency: EfficiencyOverride
+    pricing: Pricing | None  # None: the SKU has no price of that kind (no cost is reported)
+
+    def evaluate(self, layout: Layout | None = None) -> Evaluation:
+        return evaluate(
+            self.model, layout or self.layout, self.gpu, seq=self.seq, tokens=self.tokens,
+            gpus_per_node=self.gpus_per_node, implementation=self.implementation, overheads=self.overheads,
+            efficiency=self.efficiency, pricing=self.pricing,
+        )
+
+
+def default_tokens(model: ModelSpec) -> float:
+    return CHINCHILLA_TOKENS_PER_PARAM * count_params(model).total
+
+
+def given_model(model: str | ModelSpec | None, sc: Scenario | None) -> ModelSpec | None:
+    """The model named by a flag, else by the scenario; None when neither names one."""
+    ref = pick(model, sc.model if sc else None)
+    return resolve_model(ref) if ref is not None else None
+
+
+def given_gpus(gpus: int | None, sc: Scenario | None) -> int | None:
+    """The GPU count: a flag, the scenario's `estimate.gpus`, or its `layout.gpus`."""
+    return pick(gpus, sc.estimate.gpus if sc and sc.estimate else None, sc.layout.gpus if sc else None)
+
+
+def hardware(sc: Scenario | None, model: ModelSpec, *, gpu: str | None, gpus_per_node: int | None,
+             tokens: float | None) -> dict[str, Any]:
+    """GPU, node size, tokens, prices, overheads and efficiencies (Inputs' fields): flags over the
+    scenario over defaults."""
+    from planner.catalog import get_gpu
+
+    target = sc.estimate if sc else None
+    name = pick(gpu, target.gpu if target else None, sc.layout.sku if sc else None)
+    if name is None:
+        raise InputError("--gpu: give a GPU from `planner catalog gpus` (or `estimate: {gpu: ...}` in the scenario)")
+    sku = get_gpu(name)
+    return {
+        "gpu": sku,
+        "gpus_per_node": pick(gpus_per_node, target.gpus_per_node if target else None,
+                              sc.hardware.gpus_per_node if sc else None, sku.node_size),
+        "tokens": float(pick(tokens, sc.job.tokens if sc else None, default_tokens(model))),
+        "pricing": priced(sku, sc.pricing if sc else Pricing()),
+        "overheads": sc.overheads if sc else Overheads(),
+        "efficiency": sc.efficiency if sc else EfficiencyOverride(),
+    }
+
+
+def layout(sc: Scenario | None, model: ModelSpec, *, overrides: Mapping[str, Any], gpus: int | None,
+           global_batch: int | None, precision: str | None, node: int, seq: int, strict: bool) -> Layout:
+    """The scenario's `layout:` with the flags' `overrides`, dp derived from `gpus`. `strict` (estimate)
+    refuses a count the other sizes do not divide and any illegal layout; otherwise (review) dp is the
+    count over the other sizes, at least 1, and an illegal layout is returned to be judged."""
+    fixed: dict[str, Any] = sc.layout.model_dump(exclude={"sku", "gpus"}, exclude_none=True) if sc else {}
+    fixed.update({k: v for k, v in overrides.items() if v is not None})
+    tp, pp, cp = fixed.get("tp", 1), fixed.get("pp", 1), fixed.get("cp", 1)
+    if "dp" not in fixed:
+        if gpus is None:
+            fixed["dp"] = 1
+        elif strict and gpus % (tp * pp * cp):
+            raise InputError(f"--gpus: {gpus} is not divisible by tp·pp·cp = {tp}·{pp}·{cp} = {tp * pp * cp}")
+        else:
+            fixed["dp"] = max(1, gpus // (tp * pp * cp))
+    batch = pick(global_batch, sc.job.global_batch if sc else None, fixed["dp"] * fixed.get("micro_batch", 1))
+    recipe: dict[str, Any] = {"precision": pick(precision, sc.job.precision if sc else None, "bf16")}
+    if sc:
+        recipe |= {"optimizer": sc.job.optimizer, "fp32_grad_accumulation": sc.job.fp32_grad_accumulation}
+    try:
+        out = Layout(global_batch=batch, **recipe, **fixed)
+    except ValidationError as e:
+        raise InputError(format_validation_error(e, "layout")) from None
+    if strict:
+        problems = layout_problems(model, out, gpus=gpus, node_size=node, seq=seq)
+        if problems:
+            raise InputError("illegal layout: " + "; ".join(problems))
+    return out

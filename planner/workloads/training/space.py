@@ -1,0 +1,153 @@
+"""The training layouts a job may run with, as a grid of integer columns.
+
+The SKU-independent grid is built by crossing small axes (dp × micro-batch, cp, ep, tp × SP,
+pp × vpp × ZeRO, recompute) and filtering after each cross, so it never exists in its unfiltered form.
+Legality is decided by `layout_problems` itself, evaluated once per distinct combination of the fields
+a rule reads and broadcast back, so the solver and `planner estimate` reject exactly the same layouts.
+Per SKU, `runnable` adds what depends on the hardware (TP inside a node, GPU counts sold).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from planner.workloads.grid import Columns, GpuCounts, Grid, axis, cross, divisors, rows, where
+from planner.workloads.training.layout import RECOMPUTE, SEARCHED
+from planner.workloads.training.legality import layout_problems
+
+if TYPE_CHECKING:
+    from planner.workloads.training.workload import TrainingWorkload
+
+# Context parallelism splits the sequence into 2·cp chunks for a load-balanced ring. Below ~1k tokens
+# per rank the KV exchange of each ring step (fixed size) can no longer hide behind that step's
+# attention compute (shrinking with the chunk), and no published run goes there; a layout that fixes
+# cp is searched as given.
+MIN_TOKENS_PER_CP_RANK = 1024
+
+
+def axis_domains(w: TrainingWorkload, max_node: int) -> dict[str, list[int]]:
+    """Values each layout field may take before legality: the space `solve` and the exhaustive
+    enumerator both search. A field the scenario fixes has that one value."""
+    m, seq, batch = w.model, w.seq, w.global_batch
+    cps = [c for c in divisors(seq) if c == 1 or seq // c >= MIN_TOKENS_PER_CP_RANK]
+    # splits that count the embedding and the loss as layers (Megatron's flags, torchtitan's default weights)
+    counted = (bool(w.fixed.account_for_embedding_in_pipeline_split)
+               + bool(w.fixed.account_for_loss_in_pipeline_split))
+    units = m.layers + (2 if w.implementation.framework == "torchtitan" else counted)
+    dom: dict[str, list[int]] = {
+        "tp": [t for t in divisors(m.heads) if t <= max_node],
+        # even splits, plus even depths up to 16 and power-of-two depths with a shorter last stage
+        # (uneven splits, e.g. BLOOM's 70 layers on 12 stages, DeepSeek-V3's 61 on 16)
+        "pp": sorted(set(divisors(m.layers)) | {p for p in range(2, 17, 2) if p <= m.layers}
+                     | {2**i for i in range(m.layers.bit_length()) if 2**i <= m.layers} | set(divisors(units))),
+        "vpp": sorted(set(divisors(m.layers)) | set(divisors(units))),
+        "dp": divisors(batch),
+        "cp": cps,
+        "ep": divisors(m.moe.experts) if m.moe else [1],
+        "zero": [0, 1, 2, 3],
+        "recompute": list(range(len(RECOMPUTE))),
+        "sequence_parallel": [0, 1],
+        "micro_batch": divisors(batch),
+    }
+    for f in SEARCHED:
+        v = getattr(w.fixed, f)
+        if v is not None:
+            dom[f] = [RECOMPUTE.index(v) if f == "recompute" else int(v)]
+    return dom
+
+
+def fixed_field_problems(w: TrainingWorkload, node: int) -> list[str]:
+    """What `layout_problems` says about the fields the scenario fixes (others at their defaults)."""
+    fixed = {f: v[0] for f, v in axis_domains(w, node).items() if getattr(w.fixed, f) is not None}
+    if "dp" not in fixed and "micro_batch" in fixed:
+        fixed["dp"] = 1
+    return layout_problems(w.model, w.template.layout(**fixed), node_size=node, seq=w.seq,
+                           framework=w.implementation.framework)
+
+
+def legal(w: TrainingWorkload, t: Columns, fields: Sequence[str], node: int | None = None) -> np.ndarray:
+    """layout_problems on each distinct combination of `fields` (others at their defaults), broadcast
+    back to the rows. `fields` must hold every field the rules about them read, so a default never
+    decides; a `global_batch` column stands for the micro-batches per step where a rule reads those."""
+    if rows(t) == 0:
+        return np.zeros(0, dtype=bool)
+    # Columns are small non-negative integers: index each by its present values (bincount, no sort)
+    # and combine the indices in mixed radix, so finding the distinct combinations is O(rows).
+    code = np.zeros(rows(t), dtype=np.int64)
+    values = []
+    for f in fields:
+        present = np.flatnonzero(np.bincount(t[f]))
+        code = code * len(present) + np.searchsorted(present, t[f])
+        values.append(present)
+    used = np.flatnonzero(np.bincount(code))
+    ok = np.zeros(int(used[-1]) + 1, dtype=bool)
+    for c in used.tolist():
+        row, rest = {}, c
+        for f, vals in zip(reversed(fields), reversed(values), strict=True):
+            rest, i = divmod(rest, len(vals))
+            row[f] = int(vals[i])
+        ok[c] = not layout_problems(w.model, w.template.layout(**row), node_size=node, seq=w.seq,
+                                    framework=w.implementation.framework)
+    return ok[code]
+
+
+def _filtered(w: TrainingWorkload, t: Columns, fields: Sequence[str]) -> Columns:
+    return where(t, legal(w, t, fields))
+
+
+def empty_grid() -> Grid:
+    return Grid({f: np.zeros(0, dtype=np.int32) for f in (*SEARCHED, "gpus")}, SEARCHED)
+
+
+def build_grid(w: TrainingWorkload, nodes: Sequence[int], counts: GpuCounts) -> Grid:
+    """The legal layouts of the job on nodes of any of these sizes, on GPU counts `counts` allows."""
+    cap = counts.cap
+    dom = axis_domains(w, max(nodes))
+    # data side: dp × micro-batch × cp × ep × (tp, SP), filtered as each axis joins
+    t = _filtered(w, cross(axis("dp", dom["dp"]), axis("micro_batch", dom["micro_batch"])), ["dp", "micro_batch"])
+    t = cross(t, _filtered(w, axis("cp", dom["cp"]), ["cp"]))
+    t = where(t, t["dp"] * t["cp"] <= cap)
+    t = _filtered(w, cross(t, axis("ep", dom["ep"])), ["ep", "dp", "cp"])
+    tp = _filtered(w, cross(axis("tp", dom["tp"]), axis("sequence_parallel", dom["sequence_parallel"])),
+                   ["tp", "sequence_parallel"])
+    t = cross(t, tp)
+    t = where(t, t["tp"] * t["dp"] * t["cp"] <= cap)
+    # model side: pp × vpp × ZeRO × recompute
+    pipe = cross(cross(axis("pp", dom["pp"]), axis("vpp", dom["vpp"])), axis("zero", dom["zero"]))
+    pipe["global_batch"] = pipe["pp"]  # neutral here: as many micro-batches as stages
+    pipe = _filtered(w, pipe, ["pp", "vpp", "zero", "global_batch"])
+    del pipe["global_batch"]
+    pipe = cross(pipe, axis("recompute", dom["recompute"]))
+    if rows(t) == 0 or rows(pipe) == 0:
+        return empty_grid()
+    # Join the two sides through a (data row × model row) mask, so rows that fail the join rules are
+    # never materialised: GPU counts sold and within the cap, and interleaving, which couples pp and vpp
+    # with the micro-batches per step (Layout.grad_accumulation).
+    gpus = (t["tp"] * t["dp"] * t["cp"])[:, None] * pipe["pp"][None, :]  # Layout.gpus
+    ok = counts.sold(nodes)[np.minimum(gpus, cap + 1)]
+    steps = w.global_batch // (t["dp"] * t["micro_batch"])
+    ga, ga_index = np.unique(steps, return_inverse=True)
+    inter = cross({"global_batch": ga}, {"pp": pipe["pp"], "vpp": pipe["vpp"]})
+    ok &= legal(w, inter, ["pp", "vpp", "global_batch"]).reshape(len(ga), -1)[ga_index.reshape(-1)]
+    ia, ib = np.nonzero(ok)
+    # int32 halves the gather; grid_arrays hands the models int64 (their byte products overflow int32)
+    cols = {**{k: v.astype(np.int32)[ia] for k, v in t.items()},
+            **{k: v.astype(np.int32)[ib] for k, v in pipe.items()}, "gpus": gpus.astype(np.int32)[ia, ib]}
+    return Grid(cols, SEARCHED)
+
+
+def runnable(w: TrainingWorkload, grid: Grid, node: int, counts: GpuCounts) -> np.ndarray:
+    """Rows runnable on a SKU with nodes of `node` GPUs: TP inside a node, a GPU count it is sold in."""
+    if len(grid) == 0:
+        return np.zeros(0, dtype=bool)
+    key = ("tp_on_node", node)
+    if key not in grid.memo:
+        tps = np.flatnonzero(np.bincount(grid.cols["tp"]))
+        ok = np.zeros(tps[-1] + 1, dtype=bool)
+        ok[tps] = legal(w, {"tp": tps}, ["tp"], node=node)
+        grid.memo[key] = ok
+    sold = counts.sold([node])  # a lookup, not a % per row
+    return grid.memo[key][grid.cols["tp"]] & sold[np.minimum(grid.gpus, counts.cap + 1)]

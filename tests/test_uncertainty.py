@@ -1,0 +1,80 @@
+"""Step-time intervals from the calibration residuals: regimes, fallback for thin or unseen regimes, and the
+best measured MFU per GPU generation (planner.model.uncertainty)."""
+
+from __future__ import annotations
+
+import pytest
+
+from planner.catalog import get_gpu
+from planner.model.uncertainty import (
+    Regime,
+    best_published_mfu,
+    build_calibration,
+    error_band,
+    gpu_generation,
+    load_calibration,
+    parallel_regime,
+    regime_of,
+    step_time_interval,
+)
+from planner.schema import Layout
+
+# Eight runs in one regime, three in another of the same generation and framework, one elsewhere.
+RECORDS = [
+    *({"id": f"a{i}", "generation": "hopper", "framework": "megatron-core", "parallel": "pipeline",
+       "error": e, "mfu": 0.40 + e / 10} for i, e in enumerate([-0.1, -0.05, 0.0, 0.02, 0.04, 0.06, 0.08, 0.2])),
+    *({"id": f"b{i}", "generation": "hopper", "framework": "megatron-core", "parallel": "tensor",
+       "error": e, "mfu": 0.45} for i, e in enumerate([0.1, 0.12, 0.14])),
+    {"id": "c0", "generation": "ampere", "framework": "fsdp", "parallel": "sharded", "error": -0.3, "mfu": 0.6},
+]
+CAL = build_calibration(RECORDS)
+
+
+def test_regimes_are_read_from_the_plan() -> None:
+    assert gpu_generation(get_gpu("h100-sxm")) == "hopper"
+    assert gpu_generation("gb200") == "blackwell" and gpu_generation("a100-40gb") == "ampere"
+    assert gpu_generation("tpu-v9") == "other"
+    assert parallel_regime(Layout(dp=8, zero=3, global_batch=8)) == "sharded"
+    assert parallel_regime(Layout(tp=8, pp=4, global_batch=8)) == "pipeline"
+    assert parallel_regime(Layout(tp=8, global_batch=8)) == "tensor"
+    assert parallel_regime(Layout(dp=8, global_batch=8)) == "data"
+    assert regime_of(Layout(tp=8, global_batch=8), "h100", "torchtitan") == Regime("hopper", "torchtitan", "tensor")
+
+
+def test_a_populated_regime_uses_its_own_percentiles() -> None:
+    band = error_band(Regime("hopper", "megatron-core", "pipeline"), CAL)
+    assert band.level == "regime" and band.runs == 8
+    assert -0.1 < band.low < 0.0 < 0.08 < band.high < 0.2
+
+
+def test_thin_and_unseen_regimes_fall_back_and_widen() -> None:
+    thin = error_band(Regime("hopper", "megatron-core", "tensor"), CAL)  # 3 runs: generation × framework
+    assert thin.level == "generation+framework" and thin.runs == 11
+    own = CAL["bands"]["generation+framework"]["hopper/megatron-core"]
+    assert thin.high - thin.median == pytest.approx(1.5 * (own["p90"] - own["median"]))
+    unseen = error_band(Regime("blackwell", "torchtitan", "sharded"), CAL)
+    assert unseen.level == "pooled"
+    pooled = CAL["bands"]["pooled"]["all"]
+    assert unseen.high - unseen.low > pooled["p90"] - pooled["p10"]  # widened, never narrower
+
+
+def test_interval_scales_the_predicted_step() -> None:
+    lay = Layout(tp=8, pp=4, global_batch=64)
+    band = error_band(regime_of(lay, "h100"), CAL)
+    lo, hi = step_time_interval(10.0, lay, "h100", calibration=CAL)
+    assert (lo, hi) == pytest.approx((10 * (1 + band.low), 10 * (1 + band.high)))
+
+
+def test_best_mfu_per_generation() -> None:
+    assert best_published_mfu("h100", CAL) == pytest.approx(0.45)
+    assert best_published_mfu("a100-80gb", CAL) == pytest.approx(0.6)
+    assert best_published_mfu("b200", CAL) is None  # no calibration run: anything there extrapolates
+
+
+def test_shipped_calibration_has_every_level() -> None:
+    cal = load_calibration()
+    assert cal["bands"]["pooled"]["all"]["runs"] >= 40
+    assert {"ampere", "hopper"} <= set(cal["best_mfu"])
+    assert all(0 < b["mfu"] < 1 for b in cal["best_mfu"].values())
+    lo, hi = step_time_interval(1.0, Layout(tp=8, pp=8, global_batch=64), "h100")
+    assert lo < 1.0 < hi
