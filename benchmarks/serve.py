@@ -1,6 +1,6 @@
 """Serving model accuracy and search speed, measured in one run.
 
-1. Accuracy: every row of planner/data/serving_validation.yaml re-created (planner.serving_validation) with the
+1. Accuracy: every row of planner/data/serving_validation.yaml re-created (workloads/serving/validation.py) with the
    default ServingEfficiency — the calibration rows (the serving reference's TensorRT-LLM throughputs) and the
    validation rows (other shapes and models of the same harness, NIM latency at concurrency, TensorRT-LLM
    v0.5/v0.6 static batching and first-token latency). Signed error per row, median |error| per source.
@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from planner.search.serving import solve_serving  # noqa: E402
-from planner.serving_evaluation import evaluate_deployment  # noqa: E402
-from planner.serving_scenario import ServingScenario  # noqa: E402
-from planner.serving_validation import load_rows, run, summary  # noqa: E402
+from planner.workloads.serving.evaluation import evaluate_deployment  # noqa: E402
+from planner.workloads.serving.scenario import ServingScenario  # noqa: E402
+from planner.workloads.serving.validation import load_rows, run, summary  # noqa: E402
 
 TEN_SKUS = ["a100-40gb", "a100-80gb", "a100-80gb-pcie", "h100-sxm", "h100-pcie", "h100-nvl", "h200", "b200",
             "b300", "l40s"]

@@ -9,9 +9,9 @@ import json
 import pytest
 
 from planner.errors import InputError
-from planner.model.serving_sim import LengthDist
-from planner.serving_evaluation import evaluate_deployment, evaluate_disaggregated
-from planner.serving_validation import load_rows, median_error, run
+from planner.workloads.serving.evaluation import evaluate_deployment, evaluate_disaggregated
+from planner.workloads.serving.simulation import LengthDist
+from planner.workloads.serving.validation import load_rows, median_error, run
 
 
 def test_evaluate_json_has_exactly_the_documented_fields() -> None:

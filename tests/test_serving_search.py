@@ -18,7 +18,7 @@ from planner.search.serving import (
     selection_problem,
     solve_serving,
 )
-from planner.serving_scenario import load_serving_scenario
+from planner.workloads.serving.scenario import load_serving_scenario
 
 SCENARIOS = Path(__file__).parent.parent / "scenarios"
 

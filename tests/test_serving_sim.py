@@ -11,8 +11,9 @@ import pytest
 from pydantic import ValidationError
 
 from planner.catalog import get_gpu, get_model
-from planner.model.serving import EngineOverride, ServingEfficiency, resolve_engine, serving_model
-from planner.model.serving_sim import (
+from planner.model.serving import ServingEfficiency, serving_model
+from planner.workloads.serving.engines import EngineOverride, resolve_engine
+from planner.workloads.serving.simulation import (
     LengthDist,
     analytic_bounds,
     md1_wait,

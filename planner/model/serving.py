@@ -32,19 +32,16 @@ table over token counts once per deployment and the search evaluates whole grids
 
 from __future__ import annotations
 
-import functools
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, PositiveInt
+from pydantic import Field
 
-from planner.errors import InputError
 from planner.model import comm
 from planner.model.memory import QUANT_GROUP, kv_cache_bytes_per_token
 from planner.model.params import attention_dims, attention_weights, count_params, mlp_weights
-from planner.schema import GIB, Efficiency, GpuSku, ModelSpec, Overheads, Strict
+from planner.schema import Efficiency, GpuSku, ModelSpec, Overheads, Strict
 
 Num = Any
 
@@ -160,55 +157,6 @@ class ServingEfficiency(Strict):
 # --------------------------------------------------------------------------------------------
 
 
-class EngineTier(Strict):
-    """Defaults that depend on the GPU: the first tier the GPU's memory reaches applies."""
-
-    min_memory_gib: float = Field(ge=0)
-    exclude: list[str] = Field([], description="catalog-name substrings this tier does not apply to")
-    max_num_seqs: PositiveInt
-    token_budget: PositiveInt
-
-
-class EngineSpec(Strict):
-    """An inference engine's default scheduling (catalogs/engines.yaml)."""
-
-    name: str
-    description: str = ""
-    chunked_prefill: bool = Field(description="prompts are split into chunks that fit the token budget")
-    mixed_batches: bool = Field(description="prefill and decode tokens share one iteration")
-    memory_fraction: float = Field(gt=0, le=1)
-    memory_fraction_of: Literal["total", "free"] = Field(
-        description="total: weights, activations and KV within this fraction of the GPU (vLLM, SGLang); "
-        "free: the KV pool is this fraction of what is left after weights (TensorRT-LLM)"
-    )
-    block_size: PositiveInt = Field(description="tokens per KV-cache block (page)")
-    reserve_ratio_init: float = Field(
-        ge=0, le=1, description="share of a request's remaining output reserved in KV when admitting it"
-    )
-    reserve_ratio_min: float = Field(ge=0, le=1)
-    reserve_ratio_decay_steps: PositiveInt = Field(description="iterations from init to min; reset on preemption")
-    prefix_caching: bool = True
-    cuda_graph_max_batch: int = Field(ge=0, description="decode batches up to this size replay a CUDA graph")
-    overlap_scheduler: bool = Field(description="host work of iteration i+1 overlaps the GPU step i")
-    tiers: list[EngineTier]
-    source: str
-
-
-class EngineOverride(Strict):
-    """An engine preset by name with any field changed (`engine: {name: vllm, max_num_seqs: 128}`)."""
-
-    name: str = "vllm"
-    max_num_seqs: PositiveInt | None = None
-    token_budget: PositiveInt | None = None
-    chunked_prefill: bool | None = None
-    mixed_batches: bool | None = None
-    memory_fraction: float | None = Field(None, gt=0, le=1)
-    block_size: PositiveInt | None = None
-    prefix_caching: bool | None = None
-    cuda_graph_max_batch: int | None = Field(None, ge=0)
-    overlap_scheduler: bool | None = None
-
-
 @dataclass(frozen=True)
 class EngineConfig:
     """An engine preset resolved for one GPU: the numbers the simulator runs with."""
@@ -229,40 +177,6 @@ class EngineConfig:
     overlap_scheduler: bool
 
 
-@functools.lru_cache
-def load_engines() -> dict[str, EngineSpec]:
-    """Engine presets from catalogs/engines.yaml, keyed by name."""
-    from planner.catalog import _load
-
-    return _load("engines.yaml", "engines", EngineSpec)
-
-
-def resolve_engine(engine: str | EngineOverride, gpu: GpuSku) -> EngineConfig:
-    """The engine's defaults for this GPU, with a scenario's overrides applied."""
-    over = EngineOverride(name=engine) if isinstance(engine, str) else engine
-    specs = load_engines()
-    spec = specs.get(over.name.lower())
-    if spec is None:
-        raise InputError(f"unknown engine {over.name!r}; known engines: {', '.join(sorted(specs))}")
-    gib = gpu.hbm_bytes / GIB
-    tier = next(
-        (t for t in spec.tiers if gib >= t.min_memory_gib and not any(x in gpu.name for x in t.exclude)),
-        spec.tiers[-1],
-    )
-    values: dict[str, Any] = {
-        "name": spec.name, "max_num_seqs": tier.max_num_seqs, "token_budget": tier.token_budget,
-        "chunked_prefill": spec.chunked_prefill, "mixed_batches": spec.mixed_batches,
-        "memory_fraction": spec.memory_fraction, "memory_fraction_of": spec.memory_fraction_of,
-        "block_size": spec.block_size, "reserve_ratio_init": spec.reserve_ratio_init,
-        "reserve_ratio_min": spec.reserve_ratio_min, "reserve_ratio_decay_steps": spec.reserve_ratio_decay_steps,
-        "prefix_caching": spec.prefix_caching, "cuda_graph_max_batch": spec.cuda_graph_max_batch,
-        "overlap_scheduler": spec.overlap_scheduler,
-    }
-    for key, value in over.model_dump(exclude={"name"}).items():
-        if value is not None:
-            values[key] = value
-    return EngineConfig(**values)
-
 
 # --------------------------------------------------------------------------------------------
 # Dtypes and GEMM rates
@@ -274,14 +188,14 @@ def peak_tflops(gpu: GpuSku, dtype: str) -> float | None:
     if dtype in ("bf16", "fp16"):
         return gpu.peak(dtype)
     if dtype in gpu.peak_tflops:
-        return gpu.peak_tflops[dtype]  # type: ignore[index]
+        return gpu.peak_tflops[dtype]
     return LOW_PRECISION_PEAKS.get(gpu.name, {}).get(dtype)
 
 
 def weight_bytes_per_param(dtype: str) -> float:
     """Bytes a quantised weight occupies, its scales included."""
     if dtype not in DTYPE_BYTES:
-        raise InputError(f"unknown dtype {dtype!r}; known: {', '.join(DTYPES)}")
+        raise ValueError(f"unknown dtype {dtype!r}; known: {', '.join(DTYPES)}")
     return DTYPE_BYTES[dtype] + SCALE_BYTES.get(dtype, 0.0)
 
 
@@ -309,7 +223,7 @@ def gemm_path(
     low = peak_tflops(gpu, weight_dtype)
     if weight_dtype == "int4" or low is None:
         if weight_dtype == "fp4":
-            raise InputError(f"fp4 weights need fp4 tensor cores (Blackwell); {gpu.name} has none")
+            raise ValueError(f"fp4 weights need fp4 tensor cores (Blackwell); {gpu.name} has none")
         return GemmPath("bf16", bf16, False, True)
     share = (seff or ServingEfficiency()).fp4_gemm if weight_dtype == "fp4" else (eff.gemm_fp8 or eff.gemm)
     return GemmPath(weight_dtype, low * 1e12 * share, True, False)
@@ -383,7 +297,7 @@ class ServingModel:
         """Weights streamed, FLOPs and operand traffic of one stage's GEMMs for `tokens` tokens, of which
         `seqs` produce logits."""
         stream = self.hbm * self.seff.weight_stream
-        read = self.dense_weight_read + self.head_bytes
+        read: Num = self.dense_weight_read + self.head_bytes
         if self.experts:
             touched = 1.0 - (1.0 - self.top_k / self.experts) ** np.asarray(tokens, dtype=float)
             read = read + self.moe_layers * self.experts * touched * self.expert_bytes
@@ -500,11 +414,11 @@ def serving_model(
     kv_dtype = kv_dtype or "bf16"
     for name, value in (("tp", tp), ("pp", pp), ("ep", ep)):
         if not isinstance(value, (int, np.integer)) or value < 1:
-            raise InputError(f"{name} must be a positive integer, got {value!r}")
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if ep > 1 and (m.moe is None or ep != tp):
-        raise InputError(f"ep={ep}: expert parallelism needs an MoE model and ep equal to tp ({tp})")
+        raise ValueError(f"ep={ep}: expert parallelism needs an MoE model and ep equal to tp ({tp})")
     if pp > m.layers:
-        raise InputError(f"pp={pp} exceeds the model's {m.layers} layers")
+        raise ValueError(f"pp={pp} exceeds the model's {m.layers} layers")
     path = gemm_path(gpu, weight_dtype, eff, seff)
     wb = weight_bytes_per_param(weight_dtype)
     kvb = weight_bytes_per_param(kv_dtype)
@@ -565,39 +479,4 @@ def serving_model(
         attn_flops_prefill=2.0 * (qk + v) * layers / tp, attn_flops_decode=2.0 * decode_w * layers / tp,
         experts=experts, top_k=top_k, hbm=gpu.hbm_bandwidth_tbs * 1e12 * eff.hbm,
         attn_rate=peak16 * eff.gemm * eff.flash_attention, ln=comm.links(gpu, eff),
-    )
-
-
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def trtllm_bench_engine(
-    model: ServingModel, input_len: int, output_len: int, kv_fraction: float = 0.95
-) -> EngineOverride:
-    """The batch limits `trtllm-bench throughput` picks for a dataset (NVIDIA/TensorRT-LLM
-    tensorrt_llm/bench/build/tuning.py, calc_engine_setting and finetune_setting): the requests the KV memory
-    holds at ISL+OSL, capped at 4096 and rounded up optimistically, and a token budget of that batch times
-    (1 + ISL/OSL) capped at 32768. The published perf-overview runs add CUDA graphs up to 8192 with padding
-    and a KV fraction of 0.95 (docs/source/performance/perf-overview.md)."""
-    n = model.tp * model.pp
-    per_token = model.kv_bytes_per_token * n  # the harness counts KV over the whole replica
-    available = float(model.gpu.hbm_bytes) * n - model.weight_bytes * n
-    requests = kv_fraction * available / (per_token * (input_len + output_len))
-    raw_bs = min(requests, 4096) / model.pp
-    raw_token = min(raw_bs * (1 + input_len / output_len), 32768)
-    if raw_bs < 256:
-        bs = max(64, 32 * ceil_div(math.ceil(raw_bs), 32))
-    elif raw_bs < 1024:
-        bs = 128 * ceil_div(math.ceil(raw_bs), 128)
-    else:
-        bs = 256 * ceil_div(math.ceil(raw_bs), 256)
-    if raw_token < 4096:
-        tokens = max(2048, 256 * ceil_div(math.ceil(raw_token), 256))
-    elif raw_token < 8192:
-        tokens = 512 * ceil_div(math.ceil(raw_token), 512)
-    else:
-        tokens = 1024 * ceil_div(math.ceil(raw_token), 1024)
-    return EngineOverride(
-        name="trtllm", max_num_seqs=bs, token_budget=tokens, memory_fraction=kv_fraction, cuda_graph_max_batch=8192
     )

@@ -3,7 +3,7 @@ within its latency SLOs. The public function behind `planner serve SCENARIO.yaml
 
 1. Candidates. Every (SKU, TP, batch limit) whose weights and one request fit is a replica type. For each
    request-size class its capacity is the highest Poisson rate at which the simulated replica
-   (planner.model.serving_sim) still meets the SLO percentiles: a bisection bracketed by the analytic bound,
+   (planner.workloads.serving.simulation) still meets the SLO percentiles: a bisection bracketed by the analytic bound,
    with common random numbers (the same lengths and unit-rate arrival sequence at every rate and candidate).
 2. Selection (Mélange, Griggs et al. 2024, arXiv 2404.14527: a cost-aware bin packing). Each class's traffic is
    cut into equal slices; CP-SAT assigns slices to replica types and chooses integer replica counts so that every
@@ -30,12 +30,13 @@ from typing import Any
 import numpy as np
 
 from planner.errors import InfeasibleError, InputError
-from planner.model.serving import EngineConfig, ServingModel, resolve_engine, serving_model
-from planner.model.serving_sim import SimResult, StepTable, analytic_bounds, simulate
+from planner.model.serving import EngineConfig, ServingModel
 from planner.pricing import hourly_rate
 from planner.schema import GpuSku, ModelSpec
-from planner.serving_evaluation import max_concurrency
-from planner.serving_scenario import ServingScenario, TrafficClass, load_serving_scenario
+from planner.workloads.serving.engines import resolve_engine
+from planner.workloads.serving.evaluation import max_concurrency, replica_model
+from planner.workloads.serving.scenario import ServingScenario, TrafficClass, load_serving_scenario
+from planner.workloads.serving.simulation import SimResult, StepTable, analytic_bounds, simulate
 
 SCALE = 1_000_000  # load units per replica
 COST_UNITS = 10_000  # 1e-4 $/hour per unit
@@ -322,7 +323,7 @@ def serving_candidates(
             if tp > node or m.heads % tp:
                 continue
             try:
-                sm = serving_model(m, g, tp=tp, weight_dtype=sv.weight_dtype, kv_dtype=sv.kv_dtype,
+                sm = replica_model(m, g, tp=tp, weight_dtype=sv.weight_dtype, kv_dtype=sv.kv_dtype,
                                    seff=sv.efficiency)
             except InputError as e:
                 notes.append(f"{g.name}: {e}")

@@ -32,10 +32,11 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field, PositiveInt, ValidationError, model_validator
 
 from planner.errors import InputError, format_validation_error
-from planner.model.serving import EngineOverride, KvDtype, ServingEfficiency, WeightDtype
-from planner.model.serving_sim import LengthDist
+from planner.model.serving import KvDtype, ServingEfficiency, WeightDtype
 from planner.scenario import Hardware, Pricing, _number, read_yaml
 from planner.schema import ModelSpec, Strict
+from planner.workloads.serving.engines import EngineOverride
+from planner.workloads.serving.simulation import LengthDist
 
 PositiveNumber = Annotated[float, BeforeValidator(_number), Field(gt=0, allow_inf_nan=False)]
 

@@ -10,16 +10,10 @@ from typing import Any
 import numpy as np
 
 from planner.errors import InputError
-from planner.model.serving import (
-    DTYPES,
-    EngineConfig,
-    EngineOverride,
-    ServingEfficiency,
-    ServingModel,
-    resolve_engine,
-    serving_model,
-)
-from planner.model.serving_sim import (
+from planner.model.serving import DTYPES, EngineConfig, ServingEfficiency, ServingModel, serving_model
+from planner.schema import GpuSku, ModelSpec, Overheads
+from planner.workloads.serving.engines import EngineOverride, resolve_engine
+from planner.workloads.serving.simulation import (
     PERCENTILES,
     AnalyticBounds,
     DisaggResult,
@@ -30,7 +24,6 @@ from planner.model.serving_sim import (
     simulate,
     simulate_disaggregated,
 )
-from planner.schema import GpuSku, ModelSpec, Overheads
 
 # Requests one evaluation simulates: enough for a stable p99 after warm-up, bounded so that one deployment
 # stays well under a second (about ITERATION_BUDGET engine iterations: requests x output / concurrency).
@@ -102,6 +95,15 @@ def _resolve(model: str | ModelSpec, gpu: str | GpuSku) -> tuple[ModelSpec, GpuS
     m = resolve_model(model) if isinstance(model, str) else model
     g = get_gpu(gpu) if isinstance(gpu, str) else gpu
     return m, g
+
+
+def replica_model(model: ModelSpec, gpu: GpuSku, **layout: Any) -> ServingModel:
+    """The physics of one replica (planner.model.serving.serving_model); a layout or dtype the model refuses
+    (fp4 without fp4 tensor cores, ep without experts, tp not dividing the heads) is an InputError."""
+    try:
+        return serving_model(model, gpu, **layout)
+    except ValueError as e:
+        raise InputError(str(e)) from None
 
 
 def _check_dtype(name: str, value: str) -> None:
@@ -196,7 +198,7 @@ def evaluate_deployment(
     lin, lout = LengthDist.of(input_len), LengthDist.of(output_len)
     if tp * pp > 1024:
         raise InputError(f"tp × pp = {tp * pp} GPUs per replica is beyond any scale-up domain")
-    sm = serving_model(m, g, tp=tp, pp=pp, ep=ep, weight_dtype=weight_dtype, kv_dtype=kv_dtype, seff=efficiency)
+    sm = replica_model(m, g, tp=tp, pp=pp, ep=ep, weight_dtype=weight_dtype, kv_dtype=kv_dtype, seff=efficiency)
     eng = resolve_engine(engine, g)
     mean_in, mean_out = lin.expected(), lout.expected()
     pool = sm.kv_pool_tokens(eng)
@@ -282,8 +284,8 @@ def evaluate_disaggregated(
     _check_dtype("kv_dtype", kv_dtype)
     if not (isinstance(qps, (int, float)) and math.isfinite(qps) and qps > 0):
         raise InputError(f"qps must be a positive finite number, got {qps!r}")
-    psm = serving_model(m, pg, tp=prefill_tp, weight_dtype=weight_dtype, kv_dtype=kv_dtype, seff=efficiency)
-    dsm = serving_model(m, dg, tp=decode_tp, weight_dtype=weight_dtype, kv_dtype=kv_dtype, seff=efficiency)
+    psm = replica_model(m, pg, tp=prefill_tp, weight_dtype=weight_dtype, kv_dtype=kv_dtype, seff=efficiency)
+    dsm = replica_model(m, dg, tp=decode_tp, weight_dtype=weight_dtype, kv_dtype=kv_dtype, seff=efficiency)
     pe, de = resolve_engine(engine, pg), resolve_engine(engine, dg)
     for name, sm, eng in (("prefill", psm, pe), ("decode", dsm, de)):
         if sm.kv_pool_tokens(eng) <= 0:

@@ -18,17 +18,13 @@ import numpy as np
 import yaml
 
 from planner.errors import InputError
-from planner.model.serving import (
-    EngineOverride,
-    ServingEfficiency,
-    resolve_engine,
-    serving_model,
-    trtllm_bench_engine,
-)
-from planner.model.serving_sim import simulate
+from planner.model.serving import ServingEfficiency
 from planner.schema import ModelSpec
+from planner.workloads.serving.engines import EngineOverride, resolve_engine, trtllm_bench_engine
+from planner.workloads.serving.evaluation import replica_model
+from planner.workloads.serving.simulation import simulate
 
-DATA = Path(__file__).parent / "data" / "serving_validation.yaml"
+DATA = Path(__file__).parents[2] / "data" / "serving_validation.yaml"
 METRICS = ("output_tokens_per_s", "ttft_ms", "tpot_ms")
 # Closed-loop runs: requests per client (the first wave is warm-up) and a floor.
 CLIENT_REQUESTS = 6
@@ -87,7 +83,7 @@ def predict(row: Row, seff: ServingEfficiency | None = None, max_requests: int |
 
     m = row.model if isinstance(row.model, ModelSpec) else get_model(row.model)
     gpu = get_gpu(row.gpu)
-    sm = serving_model(m, gpu, tp=row.tp, pp=row.pp, weight_dtype=row.weight_dtype, kv_dtype=row.kv_dtype, seff=seff)
+    sm = replica_model(m, gpu, tp=row.tp, pp=row.pp, weight_dtype=row.weight_dtype, kv_dtype=row.kv_dtype, seff=seff)
     n_gpu = row.tp * row.pp
     if row.mode == "max-load":
         over = trtllm_bench_engine(sm, row.input, row.output) if row.engine == "trtllm-bench" else _override(row.engine)
