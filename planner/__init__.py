@@ -66,6 +66,13 @@ _EXPORTS = {
     "CompareRequest": "planner.workflows.compare",
     "CompareResult": "planner.workflows.compare",
     "run_comparison": "planner.workflows.compare",
+    "serve": "planner.workflows.serve",
+    "evaluate_deployment": "planner.workflows.serve",
+    "load_serving_scenario": "planner.workflows.serve",
+    "ServingScenario": "planner.workflows.serve",
+    "ServingSolution": "planner.workflows.serve",
+    "DeploymentResult": "planner.workflows.serve",
+    "serving_json_schema": "planner.workloads.serving.scenario",
     # output
     "render": "planner.report.output",
     "to_dict": "planner.report.output",
@@ -78,6 +85,7 @@ __all__ = [
     "CompareRequest",
     "CompareResult",
     "Comparison",
+    "DeploymentResult",
     "EstimateRequest",
     "Evaluation",
     "Finding",
@@ -95,6 +103,8 @@ __all__ = [
     "Review",
     "ReviewRequest",
     "Scenario",
+    "ServingScenario",
+    "ServingSolution",
     "Solution",
     "SolveResult",
     "TrainingWorkload",
@@ -104,17 +114,21 @@ __all__ = [
     "estimate",
     "estimate_inference",
     "evaluate",
+    "evaluate_deployment",
     "get_gpu",
     "get_model",
     "inference_memory",
     "load_gpus",
     "load_models",
     "load_scenario",
+    "load_serving_scenario",
     "model_from_hf_config",
     "render",
     "review",
     "run_comparison",
     "scenario_json_schema",
+    "serve",
+    "serving_json_schema",
     "solve",
     "step_flops",
     "to_dict",
@@ -147,6 +161,15 @@ if TYPE_CHECKING:  # for type checkers and editors
     from planner.workflows.estimate import EstimateRequest, estimate
     from planner.workflows.inference import InferenceEstimate, InferenceRequest, estimate_inference
     from planner.workflows.review import Better, Finding, Review, ReviewRequest, review
+    from planner.workflows.serve import (
+        DeploymentResult,
+        ServingScenario,
+        ServingSolution,
+        evaluate_deployment,
+        load_serving_scenario,
+        serve,
+    )
     from planner.workflows.solve import SolveResult, solve
     from planner.workloads import Workload
+    from planner.workloads.serving.scenario import serving_json_schema
     from planner.workloads.training.workload import TrainingWorkload

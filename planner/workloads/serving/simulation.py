@@ -213,7 +213,8 @@ def _run_seconds(first: float, grow: float, floor: float, extra: float, steps: i
     else:
         below = min(steps, math.ceil((floor - first) / grow))
     rest = steps * (steps - 1) / 2 - below * (below - 1) / 2
-    return floor * below + (steps - below) * first + grow * rest + steps * extra
+    floored = floor * below if below else 0.0  # floor may be -inf (no floor): never -inf × 0
+    return floored + (steps - below) * first + grow * rest + steps * extra
 
 
 def poisson_arrivals(qps: float, n: int, rng: np.random.Generator) -> np.ndarray:
