@@ -41,15 +41,16 @@ def catalog_models(format: Annotated[Format, typer.Option("--format", "-f")] = F
 
 
 def schema_command(out: Annotated[Path | None, typer.Option(help="write to this file instead of stdout")] = None,
+                   serving: Annotated[bool, typer.Option("--serving", help="the serving scenario format")] = False,
                    ) -> None:
     """JSON Schema of the scenario format, for editors."""
 
     def body() -> None:
         import json
 
-        from planner import scenario_json_schema
+        from planner import scenario_json_schema, serving_json_schema
 
-        text = json.dumps(scenario_json_schema(), indent=2)
+        text = json.dumps(serving_json_schema() if serving else scenario_json_schema(), indent=2)
         if out:
             out.write_text(text + "\n")
         else:

@@ -419,6 +419,11 @@ def serving_model(
         raise ValueError(f"ep={ep}: expert parallelism needs an MoE model and ep equal to tp ({tp})")
     if pp > m.layers:
         raise ValueError(f"pp={pp} exceeds the model's {m.layers} layers")
+    # engines shard attention heads evenly and KV heads evenly or replicated (vLLM QKVParallelLinear)
+    kv = m.n_kv_heads
+    if m.heads % tp or (kv % tp if kv >= tp else tp % kv):
+        raise ValueError(f"tp={tp}: the model's {m.heads} attention heads and {kv} KV heads do not split over "
+                         f"{tp} GPUs")
     path = gemm_path(gpu, weight_dtype, eff, seff)
     wb = weight_bytes_per_param(weight_dtype)
     kvb = weight_bytes_per_param(kv_dtype)
