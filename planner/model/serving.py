@@ -112,10 +112,6 @@ class ServingEfficiency(Strict):
         description="GPU time each kernel costs beyond its work (launch inside a graph, ramp-up and tail wave; "
         "calibrated)",
     )
-    launch_us: float = Field(
-        5.0, ge=0,
-        description="CPU time to launch one kernel outside a CUDA graph (PyTorch eager dispatch + cudaLaunch)",
-    )
     host_overhead_ms: float = Field(
         1.0, ge=0,
         description="engine host work per iteration besides the per-request part (scheduler pass, launching the "
@@ -354,8 +350,9 @@ class ServingModel:
         return total
 
     def launch_seconds(self) -> float:
-        """CPU time to launch one iteration's kernels outside a CUDA graph."""
-        return self.pp * self.kernels() * self.seff.launch_us * 1e-6
+        """CPU time to launch one iteration's kernels outside a CUDA graph: the catalog's `kernel_launch_us`, the
+        same eager-issue cost the training model charges."""
+        return self.pp * self.kernels() * self.eff.kernel_launch_us * 1e-6
 
     def step_seconds(
         self, tokens: Num, seqs: Num, decode_ctx: Num, prefill_pairs: Num, graphed: Any, overlap: bool
