@@ -55,10 +55,17 @@ serving:
 
 
 def test_scenario_fleet_json_and_exit_statuses(tmp_path: Path) -> None:
-    r = runner.invoke(app, ["serve", str(_scenario(tmp_path, "{ttft_ms: 2000, tpot_ms: 100}")), "--format", "json"])
+    r = runner.invoke(app, ["serve", str(_scenario(tmp_path, "{ttft_ms: 2000, tpot_ms: 100}")), "--format", "json",
+                            "--pareto", "--plots", str(tmp_path / "plots")])
     assert r.exit_code == 0, r.output
-    plan = json.loads(r.output)["plan"]
+    out = json.loads(r.output)
+    plan = out["plan"]
     assert plan["pools"][0]["sku"] == "h100-sxm" and plan["usd_per_hour"] > 0 and plan["slo_met"]
+    # cost never falls as the request rate rises
+    costs = [p["usd_per_hour"] for p in out["pareto"]]
+    assert len(costs) == 5 and costs == sorted(costs)
+    assert {p.name for p in (tmp_path / "plots").iterdir()} == {"capacity.png", "capacity.svg", "cost_vs_qps.png",
+                                                                "cost_vs_qps.svg"}
     # a TPOT below one weight read of the model on any GPU: no fleet, exit 1 with the numbers
     r = runner.invoke(app, ["serve", str(_scenario(tmp_path, "{ttft_ms: 2000, tpot_ms: 0.5}"))])
     assert r.exit_code == 1 and "TPOT" in r.output and "ms" in r.output, r.output

@@ -25,6 +25,8 @@ def serve_command(
     format: Annotated[Format, typer.Option("--format", "-f", help="output format")] = Format.table,
     pareto: Annotated[bool, typer.Option("--pareto", help="also trace the cheapest fleet against request rate")]
     = False,
+    plots: Annotated[Path | None, typer.Option("--plots", help="write the plots (PNG and SVG) to this directory")]
+    = None,
     model: Annotated[str | None, typer.Option("--model", help="catalog model or HF config.json (one deployment)")]
     = None,
     gpu: Annotated[str | None, typer.Option("--gpu", help="GPU SKU (one deployment)")] = None,
@@ -47,7 +49,7 @@ def serve_command(
 
     def body() -> int:
         from planner import InputError, evaluate_deployment, serve
-        from planner.report import render, spinner
+        from planner.report import render, spinner, write_plots
 
         if scenario is not None:
             if model is not None or gpu is not None:
@@ -55,11 +57,13 @@ def serve_command(
             with spinner(f"planning {scenario.name}"):
                 result = serve(scenario, pareto=pareto)
             render(result, format.value)
+            if plots is not None:
+                write_plots(result, plots)
             return 0
         if model is None or gpu is None:
             raise InputError("give a serving scenario file, or --model and --gpu for one deployment")
-        if pareto:
-            raise InputError("--pareto needs a serving scenario file")
+        if pareto or plots is not None:
+            raise InputError("--pareto and --plots need a serving scenario file")
         clients = concurrency if concurrency is not None or qps is not None else 1
         deployment = evaluate_deployment(
             model, gpu, tp=tp, pp=pp, concurrency=clients, qps=qps, input_len=input_len, output_len=output_len,

@@ -232,12 +232,15 @@ def figures(result: CompareResult) -> dict[str, Any]:
     return plots.figures(result.base, cmp.pareto(), result.sweep, result.swept, cmp.scenario.constraints.deadline_days)
 
 
-def write_plots(result: CompareResult, out_dir: Path, figs: dict[str, Any] | None = None) -> list[Path]:
-    """The comparison's plots (`figs`, default `figures(result)`) as PNG and SVG in `out_dir` (created);
-    the paths written."""
+def write_plots(result: CompareResult | ServingSolution, out_dir: Path, figs: dict[str, Any] | None = None
+                ) -> list[Path]:
+    """The comparison's (or a serving plan's) plots (`figs`, default `figures(result)`) as PNG and SVG in
+    `out_dir` (created); the paths written."""
     from planner.report import plots
 
-    return plots.save(figures(result) if figs is None else figs, out_dir)
+    if figs is None:
+        figs = serving_view.figures(result) if isinstance(result, ServingSolution) else figures(result)
+    return plots.save(figs, out_dir)
 
 
 def html_page(result: CompareResult, scenario_yaml: str, figs: dict[str, Any] | None = None) -> str:

@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from planner.search.serving import ServingSolution
     from planner.workloads.serving.evaluation import DeploymentResult
 
-__all__ = ["cost_figure", "deployment_dict", "print_deployment", "print_serving", "serving_dict", "serving_rows",
-           "serving_text", "throughput_latency_figure"]
+__all__ = ["capacity_figure", "cost_figure", "deployment_dict", "figures", "print_deployment", "print_serving",
+           "serving_dict", "serving_rows", "serving_text"]
 
 
 def deployment_dict(r: DeploymentResult) -> dict[str, Any]:
@@ -122,21 +122,39 @@ def print_deployment(con: Console, r: DeploymentResult) -> None:
                    f"KV {r.kv_cache_bytes / 2**30:.1f}); up to {r.max_concurrency} requests at once"))
 
 
-def throughput_latency_figure(points: list[dict[str, Any]]) -> Figure:
-    """Output tokens/s per GPU against TPOT p99, one line per SKU (rows: sku, tpot_ms, tokens_per_s_per_gpu)."""
+def capacity_figure(s: ServingSolution) -> Figure:
+    """Each replica type's capacity per dollar (requests/s within the SLOs per $/hour, all classes at their
+    shares) against its batch limit: one line per SKU and TP."""
     from planner.report.plots import _figure, sku_colors
 
     fig = _figure()
     ax = fig.add_subplot()
-    skus = sorted({p["sku"] for p in points})
+    shares = [c.share for c in s.scenario.serving.traffic.resolved_classes()]
+    skus = sorted({c.sku for c in s.candidates})
     colors = sku_colors(skus)
-    for sku in skus:
-        pts = sorted((p["tpot_ms"], p["tokens_per_s_per_gpu"]) for p in points if p["sku"] == sku)
-        ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", color=colors[sku], label=sku)
-    ax.set_xlabel("TPOT p99 (ms)")
-    ax.set_ylabel("output tokens/s per GPU")
-    ax.legend()
+    for sku, tp in sorted({(c.sku, c.tp) for c in s.candidates}):
+        pts = []
+        for c in sorted((c for c in s.candidates if (c.sku, c.tp) == (sku, tp)), key=lambda c: c.batch_limit):
+            if all(r > 0 for r in c.rates):  # the replica's rate at the traffic mix: shares over class capacities
+                pts.append((c.batch_limit, 1.0 / sum(sh / r for sh, r in zip(shares, c.rates, strict=True))
+                            / c.usd_per_hour))
+        if pts:
+            ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", color=colors[sku],
+                    linestyle="-" if tp == 1 else "--", label=f"{sku} tp{tp}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch limit (max_num_seqs)")
+    ax.set_ylabel("requests/s within the SLOs per $/hour")
+    ax.legend(fontsize="small")
     return fig
+
+
+def figures(s: ServingSolution) -> dict[str, Figure]:
+    """The serving plots by name: capacity per dollar per replica type, and cost against request rate when the
+    solution has a pareto trace."""
+    figs = {"capacity": capacity_figure(s)}
+    if s.pareto:
+        figs["cost_vs_qps"] = cost_figure(s)
+    return figs
 
 
 def cost_figure(s: ServingSolution) -> Figure:
