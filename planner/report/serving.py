@@ -57,7 +57,8 @@ def serving_text(s: ServingSolution, fmt: str) -> str:
             f"${p.usd_per_million_output_tokens:.3f} per million output tokens\n\n")
     body = to_markdown(rows)
     if s.pareto:
-        body += "\nCost against request rate:\n\n" + to_markdown([pt.to_dict() for pt in s.pareto])
+        body += "\nCost against request rate:\n\n" + to_markdown(
+            [pt.to_dict() | {"skus": ", ".join(pt.skus)} for pt in s.pareto])
     return head + body
 
 
