@@ -72,3 +72,13 @@ def test_scenario_fleet_json_and_exit_statuses(tmp_path: Path) -> None:
     bad = _scenario(tmp_path, "{ttft_ms: 2000, tpot_ms: -1}")
     r = runner.invoke(app, ["serve", str(bad)])
     assert r.exit_code == 2 and str(bad) in r.output and "serving.slo.tpot_ms" in r.output, r.output
+
+
+def test_schema_serving_flag_describes_the_serving_block() -> None:
+    r = runner.invoke(app, ["schema", "--serving"])
+    assert r.exit_code == 0, r.output
+    schema = json.loads(r.output)
+    assert schema["title"] == "planner serving scenario"
+    assert set(schema["required"]) == {"model", "serving"}
+    serving = schema["$defs"]["ServingSpec"]["properties"]
+    assert {"traffic", "slo", "engine", "weight_dtype", "kv_dtype", "search"} <= set(serving)
