@@ -60,7 +60,7 @@ def test_cpsat_selection_equals_exhaustive(seed: int) -> None:
 
 @pytest.fixture(scope="module")
 def mix_solution():
-    return solve_serving(SCENARIOS / "serve_mix.yaml", pareto=[10.0, 30.0])
+    return solve_serving(SCENARIOS / "serving" / "mix.yaml", pareto=[10.0, 30.0])
 
 
 def test_mix_of_two_skus_beats_the_best_single_sku(mix_solution) -> None:
@@ -100,7 +100,7 @@ def test_every_pool_is_rechecked_and_has_headroom(mix_solution) -> None:
 
 
 def test_shipped_scenarios_validate() -> None:
-    s = load_serving_scenario(SCENARIOS / "serve_llama70b.yaml")
+    s = load_serving_scenario(SCENARIOS / "serving" / "llama70b.yaml")
     assert s.serving.traffic.qps == 40 and s.serving.slo.percentile == 99
     assert s.serving.traffic.resolved_classes()[0].input.p99 == 6000
 
