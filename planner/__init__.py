@@ -89,6 +89,13 @@ _EXPORTS = {
     "Portfolio": "planner.portfolio",
     "load_portfolio": "planner.portfolio",
     "portfolio_json_schema": "planner.portfolio",
+    "serve": "planner.workflows.serve",
+    "evaluate_deployment": "planner.workflows.serve",
+    "load_serving_scenario": "planner.workflows.serve",
+    "ServingScenario": "planner.workflows.serve",
+    "ServingSolution": "planner.workflows.serve",
+    "DeploymentResult": "planner.workflows.serve",
+    "serving_json_schema": "planner.workloads.serving.scenario",
     # output
     "render": "planner.report.output",
     "to_dict": "planner.report.output",
@@ -115,6 +122,7 @@ __all__ = [
     "CompareRequest",
     "CompareResult",
     "Comparison",
+    "DeploymentResult",
     "EstimateRequest",
     "Evaluation",
     "Finding",
@@ -134,6 +142,8 @@ __all__ = [
     "ReviewRequest",
     "Scenario",
     "ScheduleResult",
+    "ServingScenario",
+    "ServingSolution",
     "Solution",
     "SolveResult",
     "TrainingWorkload",
@@ -143,6 +153,7 @@ __all__ = [
     "estimate",
     "estimate_inference",
     "evaluate",
+    "evaluate_deployment",
     "get_gpu",
     "get_model",
     "inference_memory",
@@ -150,6 +161,7 @@ __all__ = [
     "load_models",
     "load_portfolio",
     "load_scenario",
+    "load_serving_scenario",
     "model_from_hf_config",
     "not_in_deepspeed_config",
     "portfolio_json_schema",
@@ -158,6 +170,8 @@ __all__ = [
     "run_comparison",
     "scenario_json_schema",
     "schedule",
+    "serve",
+    "serving_json_schema",
     "solve",
     "step_flops",
     "to_dict",
@@ -210,6 +224,15 @@ if TYPE_CHECKING:  # for type checkers and editors
     from planner.workflows.inference import InferenceEstimate, InferenceRequest, estimate_inference
     from planner.workflows.review import Better, Finding, Review, ReviewRequest, review
     from planner.workflows.schedule import ScheduleResult, schedule
+    from planner.workflows.serve import (
+        DeploymentResult,
+        ServingScenario,
+        ServingSolution,
+        evaluate_deployment,
+        load_serving_scenario,
+        serve,
+    )
     from planner.workflows.solve import SolveResult, solve
     from planner.workloads import Workload
+    from planner.workloads.serving.scenario import serving_json_schema
     from planner.workloads.training.workload import TrainingWorkload

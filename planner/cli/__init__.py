@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from planner.cli import catalog, compare, estimate, review, schedule, solve
+from planner.cli import catalog, compare, estimate, review, schedule, serve, solve
 from planner.cli.common import PlannerGroup, State
 
 app = typer.Typer(
@@ -37,6 +37,7 @@ app.command("estimate")(estimate.estimate_command)
 app.command("review")(review.review_command)
 app.command("compare")(compare.compare_command)
 app.command("schedule")(schedule.schedule_command)
+app.command("serve")(serve.serve_command)
 app.add_typer(catalog.catalog_app, name="catalog")
 app.command("schema")(catalog.schema_command)
 

@@ -51,17 +51,22 @@ def schema_command(out: Annotated[Path | None, typer.Option(help="write to this 
                    = SchemaFormat.json,
                    portfolio: Annotated[bool, typer.Option("--portfolio", help="the portfolio format "
                                                            "(planner schedule) instead")] = False,
+                   serving: Annotated[bool, typer.Option("--serving", help="the serving scenario format "
+                                                         "(planner serve) instead")] = False,
                    ) -> None:
-    """JSON Schema of the scenario format (or with --portfolio, the portfolio format), for editors (as JSON,
-    or the same document in YAML)."""
+    """JSON Schema of the scenario format (--portfolio: the portfolio format, --serving: the serving scenario
+    format), for editors (as JSON, or the same document in YAML)."""
 
     def body() -> None:
         import json
 
-        from planner import portfolio_json_schema, scenario_json_schema
+        from planner import InputError, portfolio_json_schema, scenario_json_schema, serving_json_schema
 
         output_file(out, "--out")
-        schema = portfolio_json_schema() if portfolio else scenario_json_schema()
+        if portfolio and serving:
+            raise InputError("--portfolio, --serving: each names another format; give one")
+        schema = (portfolio_json_schema() if portfolio else serving_json_schema() if serving
+                  else scenario_json_schema())
         if format == SchemaFormat.yaml:
             import yaml
 

@@ -14,6 +14,7 @@ from typing import IO, Any
 from planner.report import compare as compare_view
 from planner.report import dicts, tables
 from planner.report import schedule as schedule_view
+from planner.report import serving as serving_view
 from planner.report.formats import FORMATS, machine, to_csv, to_json, to_markdown
 from planner.report.terminal import console
 from planner.report.text import literal
@@ -21,6 +22,7 @@ from planner.workflows.compare import CompareResult
 from planner.workflows.inference import InferenceEstimate
 from planner.workflows.review import Review
 from planner.workflows.schedule import ScheduleResult
+from planner.workflows.serve import DeploymentResult, ServingSolution
 from planner.workflows.solve import SolveResult
 from planner.workloads.training.evaluation import Evaluation
 
@@ -89,6 +91,16 @@ def _(result: CompareResult) -> Any:
     return dicts.records(result.frame)
 
 
+@_dict.register
+def _(result: ServingSolution) -> Any:
+    return serving_view.serving_dict(result)
+
+
+@_dict.register
+def _(result: DeploymentResult) -> Any:
+    return serving_view.deployment_dict(result)
+
+
 @singledispatch
 def text(result: Any, fmt: str) -> str:
     """JSON, CSV or Markdown of a result: one object as key/value rows unless its type says otherwise."""
@@ -116,6 +128,11 @@ def _(result: Review, fmt: str) -> str:
 @text.register
 def _(result: CompareResult, fmt: str) -> str:
     return compare_view.text(result, fmt)
+
+
+@text.register
+def _(result: ServingSolution, fmt: str) -> str:
+    return serving_view.serving_text(result, fmt)
 
 
 @singledispatch
@@ -146,6 +163,16 @@ def _(result: Review, file: IO[str] | None) -> None:
 @_table.register
 def _(result: CompareResult, file: IO[str] | None) -> None:
     compare_view.print_table(result, file)
+
+
+@_table.register
+def _(result: ServingSolution, file: IO[str] | None) -> None:
+    serving_view.print_serving(console(file), result)
+
+
+@_table.register
+def _(result: DeploymentResult, file: IO[str] | None) -> None:
+    serving_view.print_deployment(console(file), result)
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,12 +235,15 @@ def figures(result: CompareResult) -> dict[str, Any]:
                          cmp.goodput(result.base))
 
 
-def write_plots(result: CompareResult, out_dir: Path, figs: dict[str, Any] | None = None) -> list[Path]:
-    """The comparison's plots (`figs`, default `figures(result)`) as PNG and SVG in `out_dir` (created);
-    the paths written."""
+def write_plots(result: CompareResult | ServingSolution, out_dir: Path, figs: dict[str, Any] | None = None
+                ) -> list[Path]:
+    """The comparison's (or a serving plan's) plots (`figs`, default `figures(result)`) as PNG and SVG in
+    `out_dir` (created); the paths written."""
     from planner.report import plots
 
-    return plots.save(figures(result) if figs is None else figs, out_dir)
+    if figs is None:
+        figs = serving_view.figures(result) if isinstance(result, ServingSolution) else figures(result)
+    return plots.save(figs, out_dir)
 
 
 def html_page(result: CompareResult, scenario_yaml: str, figs: dict[str, Any] | None = None) -> str:

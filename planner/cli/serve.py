@@ -1,0 +1,74 @@
+"""`planner serve`: serving capacity planning.
+
+`planner serve SCENARIO.yaml` finds the cheapest fleet (SKU or mix of SKUs, TP, replicas, batch limit) that
+serves the scenario's traffic within its latency SLOs; `--pareto` traces cost against request rate.
+`planner serve --model M --gpu G --tp N --concurrency C --input-len I --output-len O` evaluates one deployment.
+Exit status: 0 done, 1 no fleet meets the SLOs (the numbers that rule it out on stderr), 2 bad input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from planner.cli.common import run
+from planner.report import Format
+
+DTYPES = "bf16, fp16, fp8, int8, int4, fp4"
+
+
+def serve_command(
+    scenario: Annotated[Path | None, typer.Argument(help="serving scenario YAML (a `serving:` block)",
+                                                    show_default=False)] = None,
+    format: Annotated[Format, typer.Option("--format", "-f", help="output format")] = Format.table,
+    pareto: Annotated[bool, typer.Option("--pareto", help="also trace the cheapest fleet against request rate")]
+    = False,
+    plots: Annotated[Path | None, typer.Option("--plots", help="write the plots (PNG and SVG) to this directory")]
+    = None,
+    model: Annotated[str | None, typer.Option("--model", help="catalog model or HF config.json (one deployment)")]
+    = None,
+    gpu: Annotated[str | None, typer.Option("--gpu", help="GPU SKU (one deployment)")] = None,
+    tp: Annotated[int, typer.Option("--tp", min=1, max=1024, help="tensor-parallel GPUs per replica")] = 1,
+    pp: Annotated[int, typer.Option("--pp", min=1, max=1024, help="pipeline stages per replica")] = 1,
+    concurrency: Annotated[int | None, typer.Option(
+        "--concurrency", min=1, max=100_000, help="closed-loop clients (default 1 unless --qps)")] = None,
+    qps: Annotated[float | None, typer.Option("--qps", min=1e-6, max=1e6, help="Poisson request rate instead")]
+    = None,
+    input_len: Annotated[int, typer.Option("--input-len", min=1, max=10_000_000, help="prompt tokens")] = 1024,
+    output_len: Annotated[int, typer.Option("--output-len", min=1, max=10_000_000, help="output tokens")] = 256,
+    weight_dtype: Annotated[str, typer.Option("--weight-dtype", help=DTYPES)] = "bf16",
+    kv_dtype: Annotated[str, typer.Option("--kv-dtype", help=DTYPES)] = "bf16",
+    engine: Annotated[str, typer.Option("--engine", help="vllm, trtllm or sglang")] = "vllm",
+    requests: Annotated[int | None, typer.Option("--requests", min=50, max=100_000, help="requests to simulate")]
+    = None,
+    seed: Annotated[int, typer.Option("--seed", help="seeds request lengths and arrivals")] = 0,
+) -> None:
+    """Serving capacity: the cheapest fleet for a scenario's traffic within its SLOs, or one deployment."""
+
+    def body() -> int:
+        from planner import InputError, evaluate_deployment, serve
+        from planner.report import render, spinner, write_plots
+
+        if scenario is not None:
+            if model is not None or gpu is not None:
+                raise InputError("give a scenario file or --model/--gpu (one deployment), not both")
+            with spinner(f"planning {scenario.name}"):
+                result = serve(scenario, pareto=pareto)
+            render(result, format.value)
+            if plots is not None:
+                write_plots(result, plots)
+            return 0
+        if model is None or gpu is None:
+            raise InputError("give a serving scenario file, or --model and --gpu for one deployment")
+        if pareto or plots is not None:
+            raise InputError("--pareto and --plots need a serving scenario file")
+        clients = concurrency if concurrency is not None or qps is not None else 1
+        deployment = evaluate_deployment(
+            model, gpu, tp=tp, pp=pp, concurrency=clients, qps=qps, input_len=input_len, output_len=output_len,
+            weight_dtype=weight_dtype, kv_dtype=kv_dtype, engine=engine, requests=requests, seed=seed)
+        render(deployment, format.value)
+        return 0
+
+    run(body)

@@ -1,0 +1,318 @@
+"""Evaluate one serving deployment: a model on a GPU with a TP (and PP) layout, under an engine, at a client
+concurrency or a request rate. The public function behind `planner serve --model M --gpu G --tp N ...`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from planner.errors import InputError
+from planner.model.serving import DTYPES, EngineConfig, ServingEfficiency, ServingModel, serving_model
+from planner.schema import GpuSku, ModelSpec, Overheads
+from planner.workloads.serving.engines import EngineOverride, resolve_engine
+from planner.workloads.serving.simulation import (
+    PERCENTILES,
+    AnalyticBounds,
+    DisaggResult,
+    LengthDist,
+    SimResult,
+    analytic_bounds,
+    poisson_arrivals,
+    simulate,
+    simulate_disaggregated,
+)
+
+# Requests one evaluation simulates: enough for a stable p99 after warm-up, bounded so that one deployment
+# stays well under a second (about ITERATION_BUDGET engine iterations: requests x output / concurrency).
+MIN_REQUESTS = 400
+REQUESTS_PER_CLIENT = 8
+MAX_REQUESTS = 4000
+ITERATION_BUDGET = 40_000
+FEWEST_REQUESTS = 50
+
+
+@dataclass(frozen=True)
+class DeploymentResult:
+    """Latency percentiles, throughput and memory of one deployment (one replica of tp×pp GPUs).
+
+    Latencies in ms over the requests after warm-up; throughput for the whole replica; memory per GPU. When the
+    deployment does not fit, latencies and throughput are None and `fits` is False.
+    """
+
+    model: str
+    gpu: str
+    tp: int
+    pp: int
+    engine: str
+    weight_dtype: str
+    kv_dtype: str
+    concurrency: int | None
+    qps: float | None
+    input_len: float
+    output_len: float
+    ttft_ms: dict[str, float] | None
+    tpot_ms: dict[str, float] | None
+    output_tokens_per_s: float | None
+    requests_per_s: float | None
+    weights_bytes: int
+    kv_cache_bytes: int  # KV of the requests the deployment holds at once (min(concurrency, max_concurrency))
+    workspace_bytes: int  # activations of one token-budget forward and the framework reserve
+    fits: bool
+    max_concurrency: int  # requests of this shape the KV pool and the batch limit hold at once
+    kv_pool_tokens: int
+    engine_config: EngineConfig | None = None
+    bounds: AnalyticBounds | None = None
+    sim: SimResult | None = field(default=None, repr=False)
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.kv_cache_bytes + self.workspace_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON of `planner serve ... --format json`: exactly these keys."""
+        return {
+            "ttft_ms": self.ttft_ms,
+            "tpot_ms": self.tpot_ms,
+            "throughput": {
+                "output_tokens_per_s": self.output_tokens_per_s,
+                "requests_per_s": self.requests_per_s,
+            },
+            "memory": {
+                "bytes": {"weights": self.weights_bytes, "kv_cache": self.kv_cache_bytes, "total": self.total_bytes},
+                "fits": self.fits,
+            },
+            "max_concurrency": self.max_concurrency,
+        }
+
+
+def _resolve(model: str | ModelSpec, gpu: str | GpuSku) -> tuple[ModelSpec, GpuSku]:
+    from planner.catalog import get_gpu
+    from planner.scenario import resolve_model
+
+    m = resolve_model(model) if isinstance(model, str) else model
+    g = get_gpu(gpu) if isinstance(gpu, str) else gpu
+    return m, g
+
+
+def replica_model(model: ModelSpec, gpu: GpuSku, **layout: Any) -> ServingModel:
+    """The physics of one replica (planner.model.serving.serving_model); a layout or dtype the model refuses
+    (fp4 without fp4 tensor cores, ep without experts, tp not dividing the heads) is an InputError."""
+    try:
+        return serving_model(model, gpu, **layout)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+
+
+def _check_dtype(name: str, value: str) -> None:
+    if value not in DTYPES:
+        raise InputError(f"--{name.replace('_', '-')}: unknown dtype {value!r}; known: {', '.join(DTYPES)}")
+
+
+def workspace_bytes(sm: ServingModel, engine: EngineConfig, overheads: Overheads | None = None) -> int:
+    o = overheads or Overheads()
+    return math.ceil(sm.workspace_bytes(engine.token_budget, engine.max_num_seqs) + o.reserve_bytes
+                     + o.comm_buffer_bytes)
+
+
+def max_concurrency(sm: ServingModel, engine: EngineConfig, input_len: float, output_len: float,
+                    kv_tokens: int | None = None) -> int:
+    """Requests of this shape the replica holds at once: whole-block KV footprints in the pool, capped by the
+    engine's batch limit."""
+    pool = kv_tokens if kv_tokens is not None else sm.kv_pool_tokens(engine)
+    per = math.ceil((input_len + output_len) / engine.block_size) * engine.block_size
+    return int(min(engine.max_num_seqs, pool // max(per, 1)))
+
+
+def default_requests(concurrency: int | None, qps: float | None, mean_out: float) -> int:
+    """Requests to simulate: 8 per client (at least 400, at most 4000), fewer when that many would take more than
+    ITERATION_BUDGET iterations (a single client at long outputs), never fewer than 3 per client or 50."""
+    clients = concurrency or 64
+    n = min(MAX_REQUESTS, max(MIN_REQUESTS, REQUESTS_PER_CLIENT * clients))
+    affordable = int(ITERATION_BUDGET * clients / max(mean_out, 1.0))
+    return max(FEWEST_REQUESTS, 3 * clients, min(n, affordable)) if qps is None else n
+
+
+def evaluate_deployment(
+    model: str | ModelSpec,
+    gpu: str | GpuSku,
+    tp: int = 1,
+    concurrency: int | None = 1,
+    input_len: int | LengthDist = 1024,
+    output_len: int | LengthDist = 256,
+    *,
+    weight_dtype: str = "bf16",
+    kv_dtype: str | None = None,
+    engine: str | EngineOverride = "vllm",
+    pp: int = 1,
+    ep: int = 1,
+    qps: float | None = None,
+    requests: int | None = None,
+    prefix_hit_rate: float = 0.0,
+    seed: int = 0,
+    efficiency: ServingEfficiency | None = None,
+) -> DeploymentResult:
+    """Evaluate one serving deployment by simulating its engine (`planner serve --model M --gpu G --tp N
+    --concurrency C --input-len I --output-len O [--weight-dtype fp8 --kv-dtype fp8] --format json`).
+
+    Args:
+        model: catalog name, Hugging Face config.json path, or ModelSpec.
+        gpu: catalog name or alias, or GpuSku.
+        tp: tensor-parallel GPUs per replica; pp: pipeline stages (GPUs per replica = tp × pp);
+            ep: expert parallelism for MoE models (1, or equal to tp).
+        concurrency: closed loop — this many clients, each sending its next request when the last finishes
+            (what `--max-concurrency` benchmark clients do). Give `qps` instead for Poisson arrivals.
+        input_len, output_len: tokens per request, fixed (int) or a LengthDist (mean and p99, or histogram).
+        weight_dtype: bf16, fp16, fp8, int8, int4 (weight-only), fp4 (Blackwell/MI355X tensor cores).
+        kv_dtype: KV-cache dtype; default bf16.
+        engine: `vllm`, `trtllm`, `sglang` (catalogs/engines.yaml), or an EngineOverride.
+        requests: requests to simulate (default: 8 per client, at least 400, at most 4000).
+        prefix_hit_rate: share of each prompt served from the prefix cache.
+        seed: seeds lengths and arrivals; the same inputs give the same result.
+        efficiency: serving efficiency overrides (ServingEfficiency); the GPU's catalog efficiency still applies.
+
+    Returns:
+        DeploymentResult; `to_dict()` has exactly `ttft_ms.{p50,p90,p99}`, `tpot_ms.{p50,p90,p99}`,
+        `throughput.{output_tokens_per_s,requests_per_s}` (the replica), `memory.bytes.{weights,kv_cache,total}`
+        (per GPU; kv_cache is what min(concurrency, max_concurrency) requests hold), `memory.fits` and
+        `max_concurrency`. A deployment whose weights and workspace do not fit, or whose KV pool cannot hold
+        one request, has `fits` False and null latencies.
+
+    Raises:
+        InputError: unknown model, GPU, engine or dtype; a number out of its physical range.
+    """
+    m, g = _resolve(model, gpu)
+    _check_dtype("weight_dtype", weight_dtype)
+    kv_dtype = kv_dtype or "bf16"
+    _check_dtype("kv_dtype", kv_dtype)
+    if (concurrency is None) == (qps is None):
+        raise InputError("give --concurrency (closed loop) or --qps (Poisson arrivals), not both")
+    if concurrency is not None and (not isinstance(concurrency, (int, np.integer)) or concurrency < 1):
+        raise InputError(f"--concurrency must be a positive integer, got {concurrency!r}")
+    if qps is not None and not (isinstance(qps, (int, float)) and math.isfinite(qps) and qps > 0):
+        raise InputError(f"--qps must be a positive finite number, got {qps!r}")
+    if not (0.0 <= prefix_hit_rate < 1.0):
+        raise InputError(f"prefix_hit_rate must be in [0, 1), got {prefix_hit_rate!r}")
+    lin, lout = LengthDist.of(input_len), LengthDist.of(output_len)
+    if tp * pp > 1024:
+        raise InputError(f"tp × pp = {tp * pp} GPUs per replica is beyond any scale-up domain")
+    sm = replica_model(m, g, tp=tp, pp=pp, ep=ep, weight_dtype=weight_dtype, kv_dtype=kv_dtype, seff=efficiency)
+    eng = resolve_engine(engine, g)
+    mean_in, mean_out = lin.expected(), lout.expected()
+    pool = sm.kv_pool_tokens(eng)
+    cap = max_concurrency(sm, eng, mean_in, mean_out, pool)
+    work = workspace_bytes(sm, eng)
+    weights = math.ceil(sm.weight_bytes)
+    held = min(concurrency or cap, cap)
+    kv_bytes = math.ceil(held * (mean_in + mean_out) * sm.kv_bytes_per_token)
+    fits = pool > 0 and cap >= 1
+    common = dict(
+        model=m.name, gpu=g.name, tp=tp, pp=pp, engine=eng.name, weight_dtype=weight_dtype, kv_dtype=kv_dtype,
+        concurrency=concurrency, qps=qps, input_len=mean_in, output_len=mean_out, weights_bytes=weights,
+        kv_cache_bytes=kv_bytes, workspace_bytes=work, max_concurrency=cap, kv_pool_tokens=pool,
+        engine_config=eng,
+    )
+    if not fits:
+        return DeploymentResult(ttft_ms=None, tpot_ms=None, output_tokens_per_s=None, requests_per_s=None,
+                                fits=False, **common)  # type: ignore[arg-type]
+    rng = np.random.default_rng(seed)
+    n = requests or default_requests(concurrency, qps, mean_out)
+    ins, outs = lin.sample(n, rng), lout.sample(n, rng)
+    if qps is not None:
+        sim = simulate(sm, eng, ins, outs, arrivals=poisson_arrivals(qps, n, rng), kv_tokens=pool,
+                       prefix_hit=prefix_hit_rate)
+    else:
+        sim = simulate(sm, eng, ins, outs, concurrency=concurrency, kv_tokens=pool, prefix_hit=prefix_hit_rate)
+    bounds = analytic_bounds(sm, eng, mean_in, mean_out, pool, prefix_hit=prefix_hit_rate)
+    return DeploymentResult(
+        ttft_ms=sim.percentiles("ttft"), tpot_ms=sim.percentiles("tpot"),
+        output_tokens_per_s=sim.output_tokens_per_s, requests_per_s=sim.requests_per_s, fits=sim.unserved == 0,
+        bounds=bounds, sim=sim, **common,  # type: ignore[arg-type]
+    )
+
+
+@dataclass(frozen=True)
+class DisaggregatedResult:
+    """A prefill pool and a decode pool: latency percentiles (ms), throughput, and the KV hand-off."""
+
+    ttft_ms: dict[str, float]
+    tpot_ms: dict[str, float]
+    output_tokens_per_s: float
+    requests_per_s: float
+    kv_transfer_ms: float  # mean per request
+    link: str  # nvlink | network
+    gpus: int
+    result: DisaggResult = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ttft_ms": self.ttft_ms, "tpot_ms": self.tpot_ms,
+            "throughput": {"output_tokens_per_s": self.output_tokens_per_s, "requests_per_s": self.requests_per_s},
+            "kv_transfer_ms": self.kv_transfer_ms, "link": self.link, "gpus": self.gpus,
+        }
+
+
+def evaluate_disaggregated(
+    model: str | ModelSpec,
+    qps: float,
+    input_len: int | LengthDist = 1024,
+    output_len: int | LengthDist = 256,
+    *,
+    prefill_gpu: str | GpuSku = "h100-sxm",
+    prefill_tp: int = 1,
+    prefill_replicas: int = 1,
+    decode_gpu: str | GpuSku | None = None,
+    decode_tp: int = 1,
+    decode_replicas: int = 1,
+    weight_dtype: str = "bf16",
+    kv_dtype: str | None = None,
+    engine: str | EngineOverride = "vllm",
+    requests: int = 600,
+    seed: int = 0,
+    efficiency: ServingEfficiency | None = None,
+) -> DisaggregatedResult:
+    """Evaluate disaggregated prefill and decode pools at a Poisson `qps` (DistServe/Splitwise). The KV cache of
+    each prompt moves from its prefill replica to a decode replica over NVLink when both pools fit one scale-up
+    domain of the same SKU, else over the prefill GPUs' NICs, each GPU sending its own shard.
+    """
+    m, pg = _resolve(model, prefill_gpu)
+    dg = _resolve(model, decode_gpu)[1] if decode_gpu is not None else pg
+    _check_dtype("weight_dtype", weight_dtype)
+    kv_dtype = kv_dtype or "bf16"
+    _check_dtype("kv_dtype", kv_dtype)
+    if not (isinstance(qps, (int, float)) and math.isfinite(qps) and qps > 0):
+        raise InputError(f"qps must be a positive finite number, got {qps!r}")
+    psm = replica_model(m, pg, tp=prefill_tp, weight_dtype=weight_dtype, kv_dtype=kv_dtype, seff=efficiency)
+    dsm = replica_model(m, dg, tp=decode_tp, weight_dtype=weight_dtype, kv_dtype=kv_dtype, seff=efficiency)
+    pe, de = resolve_engine(engine, pg), resolve_engine(engine, dg)
+    for name, sm, eng in (("prefill", psm, pe), ("decode", dsm, de)):
+        if sm.kv_pool_tokens(eng) <= 0:
+            raise InputError(f"{name} pool: the weights leave no KV memory on {sm.gpu.name} at tp={sm.tp}")
+    gpus = prefill_tp * prefill_replicas + decode_tp * decode_replicas
+    same_domain = pg.name == dg.name and gpus <= pg.node_size
+    if same_domain:
+        link, gbs = "nvlink", pg.intra_node_gbs * pg.efficiency.intra_node
+    else:
+        link, gbs = "network", pg.network_gbps / 8 * pg.efficiency.inter_node
+    rng = np.random.default_rng(seed)
+    lin, lout = LengthDist.of(input_len), LengthDist.of(output_len)
+    ins, outs = lin.sample(requests, rng), lout.sample(requests, rng)
+    arrivals = poisson_arrivals(qps, requests, rng)
+    r = simulate_disaggregated(psm, pe, prefill_replicas, dsm, de, decode_replicas, ins, outs, arrivals, gbs)
+    return DisaggregatedResult(
+        ttft_ms=r.percentiles("ttft"), tpot_ms=r.percentiles("tpot"), output_tokens_per_s=r.output_tokens_per_s,
+        requests_per_s=r.decode.requests_per_s * decode_replicas, kv_transfer_ms=float(np.mean(r.kv_transfer_s)) * 1e3,
+        link=link, gpus=gpus, result=r,
+    )
+
+
+__all__ = [
+    "PERCENTILES",
+    "DeploymentResult",
+    "DisaggregatedResult",
+    "evaluate_deployment",
+    "evaluate_disaggregated",
+    "max_concurrency",
+]

@@ -1,0 +1,84 @@
+"""`planner serve` end to end through the CLI: the one-deployment JSON, a scenario's fleet, exit statuses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from planner.cli import app
+
+runner = CliRunner()
+ONE = ["serve", "--model", "llama-3.1-8b", "--gpu", "h100", "--tp", "1", "--concurrency", "4", "--input-len", "500",
+       "--output-len", "50", "--requests", "60"]
+
+
+def test_one_deployment_json_has_the_documented_fields() -> None:
+    r = runner.invoke(app, [*ONE, "--weight-dtype", "fp8", "--kv-dtype", "fp8", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert set(d) == {"ttft_ms", "tpot_ms", "throughput", "memory", "max_concurrency"}
+    assert set(d["ttft_ms"]) == set(d["tpot_ms"]) == {"p50", "p90", "p99"}
+    assert set(d["memory"]["bytes"]) == {"weights", "kv_cache", "total"} and d["memory"]["fits"] is True
+    # fp8 weights of an 8.0 B-parameter model (embeddings and head stay 16-bit): 8-10 GB
+    assert 8e9 < d["memory"]["bytes"]["weights"] < 10e9
+    assert d["throughput"]["output_tokens_per_s"] > 0 and d["max_concurrency"] >= 4
+
+
+def test_tables_and_markdown_render() -> None:
+    r = runner.invoke(app, ONE)
+    assert r.exit_code == 0 and "TTFT" in r.output and "TPOT" in r.output
+    r = runner.invoke(app, [*ONE, "--format", "markdown"])
+    assert r.exit_code == 0 and "| ttft_ms.p99 |" in r.output
+
+
+def test_bad_flags_exit_2_naming_the_flag() -> None:
+    for extra, named in ((["--weight-dtype", "fp5"], "--weight-dtype"), (["--tp", "3"], "tp=3")):
+        r = runner.invoke(app, [*ONE, *extra])
+        assert r.exit_code == 2 and named in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    r = runner.invoke(app, ["serve", "--gpu", "h100"])
+    assert r.exit_code == 2 and "--model" in r.output
+
+
+def _scenario(tmp_path: Path, slo: str, qps: float = 2) -> Path:
+    path = tmp_path / "s.yaml"
+    path.write_text(f"""model: llama-3.1-8b
+hardware: {{skus: [h100-sxm]}}
+serving:
+  traffic: {{qps: {qps}, input: 500, output: 60}}
+  slo: {slo}
+  weight_dtype: fp8
+  search: {{tp: [1], batch_limits: [16], requests: 60}}
+""")
+    return path
+
+
+def test_scenario_fleet_json_and_exit_statuses(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["serve", str(_scenario(tmp_path, "{ttft_ms: 2000, tpot_ms: 100}")), "--format", "json",
+                            "--pareto", "--plots", str(tmp_path / "plots")])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    plan = out["plan"]
+    assert plan["pools"][0]["sku"] == "h100-sxm" and plan["usd_per_hour"] > 0 and plan["slo_met"]
+    # cost never falls as the request rate rises
+    costs = [p["usd_per_hour"] for p in out["pareto"]]
+    assert len(costs) == 5 and costs == sorted(costs)
+    assert {p.name for p in (tmp_path / "plots").iterdir()} == {"capacity.png", "capacity.svg", "cost_vs_qps.png",
+                                                                "cost_vs_qps.svg"}
+    # a TPOT below one weight read of the model on any GPU: no fleet, exit 1 with the numbers
+    r = runner.invoke(app, ["serve", str(_scenario(tmp_path, "{ttft_ms: 2000, tpot_ms: 0.5}"))])
+    assert r.exit_code == 1 and "TPOT" in r.output and "ms" in r.output, r.output
+    bad = _scenario(tmp_path, "{ttft_ms: 2000, tpot_ms: -1}")
+    r = runner.invoke(app, ["serve", str(bad)])
+    assert r.exit_code == 2 and str(bad) in r.output and "serving.slo.tpot_ms" in r.output, r.output
+
+
+def test_schema_serving_flag_describes_the_serving_block() -> None:
+    r = runner.invoke(app, ["schema", "--serving"])
+    assert r.exit_code == 0, r.output
+    schema = json.loads(r.output)
+    assert schema["title"] == "planner serving scenario"
+    assert set(schema["required"]) == {"model", "serving"}
+    serving = schema["$defs"]["ServingSpec"]["properties"]
+    assert {"traffic", "slo", "engine", "weight_dtype", "kv_dtype", "search"} <= set(serving)
