@@ -268,6 +268,11 @@ def load_scenario(path: str | Path) -> Scenario:
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise InputError(f"{path}: a scenario is a mapping of keys (model, job, ...), got {type(data).__name__}")
+    # the other input formats, named by their own top-level key, get the command that reads them
+    for key, kind, command in (("serving", "serving scenario", "planner serve"),
+                               ("pools", "portfolio", "planner schedule")):
+        if key in data and "job" not in data:
+            raise InputError(f"{path}: {key}: a {kind}, not a training scenario; run `{command} {path}`")
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as e:

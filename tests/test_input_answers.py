@@ -209,3 +209,12 @@ def test_framework_files_deep_or_endless(tmp_path: Path, flag: str, content: str
     refused(["review", flag, str(path), "--model", "llama-2-7b", "--gpu", "h100", "--gpus", "8", "--no-better"]
             if flag != "--model-config" else ["estimate", flag, str(path), "--gpu", "h100", "--gpus", "8"],
             str(path), expected)
+
+
+@pytest.mark.parametrize(("command", "path", "other"), [
+    ("solve", "scenarios/serving/mix.yaml", "planner serve"),
+    ("compare", "scenarios/serving/llama70b.yaml", "planner serve"),
+    ("solve", "scenarios/portfolio_2027.yaml", "planner schedule"),
+])
+def test_another_commands_input_names_that_command(command: str, path: str, other: str) -> None:
+    refused([command, path], f"run `{other} {path}`")
