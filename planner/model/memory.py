@@ -33,7 +33,7 @@ from planner.model.params import (
     norm_params,
 )
 from planner.model.presets import FP8_TENSORS_PER_GEMM, Knobs, StateLayout, resolve
-from planner.schema import Implementation, Layout, ModelSpec, Overheads, Recompute
+from planner.schema import GpuSku, Implementation, Layout, ModelSpec, Overheads, Recompute
 
 # Bytes per parameter of the optimizer state besides the fp32 master copy (4 B).
 OPTIMIZER_MOMENT_BYTES = {"adam": 8, "adamw": 8, "sgd": 4, "adam8bit": 2}
@@ -611,6 +611,26 @@ def training_memory_table(
             best = {key: np.where(take, comp[key], best[key]) for key in comp}
     assert best is not None
     return {key: val.reshape(shape) for key, val in best.items()}
+
+
+class FitsOnGpu:
+    """What a per-GPU footprint means on its GPU: capacity, fits, headroom (training plans and serving
+    footprints alike). Mixed into result dataclasses that hold `gpu` and `memory` (with a `total`)."""
+
+    gpu: GpuSku
+    memory: Any
+
+    @property
+    def capacity_bytes(self) -> int:
+        return self.gpu.hbm_bytes
+
+    @property
+    def fits(self) -> bool:
+        return bool(self.memory.total <= self.capacity_bytes)
+
+    @property
+    def headroom_bytes(self) -> int:
+        return int(self.capacity_bytes - self.memory.total)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from planner.errors import InputError, format_validation_error
-from planner.model.memory import InferenceMemory, inference_memory
+from planner.model.memory import FitsOnGpu, InferenceMemory, inference_memory
 from planner.model.params import ParamCount, count_params
 from planner.scenario import Scenario
 from planner.schema import GpuSku, Layout, ModelSpec
@@ -37,7 +37,7 @@ class InferenceRequest:
 
 
 @dataclass(frozen=True)
-class InferenceEstimate:
+class InferenceEstimate(FitsOnGpu):
     model: ModelSpec
     gpu: GpuSku
     batch: int
@@ -52,18 +52,6 @@ class InferenceEstimate:
     @property
     def gpus(self) -> int:
         return self.tp * self.pp
-
-    @property
-    def capacity_bytes(self) -> int:
-        return self.gpu.hbm_bytes
-
-    @property
-    def fits(self) -> bool:
-        return self.memory.total <= self.capacity_bytes
-
-    @property
-    def headroom_bytes(self) -> int:
-        return self.capacity_bytes - self.memory.total
 
 
 def estimate_inference(request: InferenceRequest) -> InferenceEstimate:

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 
 from planner.model.flops import StepFlops, step_flops
-from planner.model.memory import MemoryBreakdown, training_memory
+from planner.model.memory import FitsOnGpu, MemoryBreakdown, training_memory
 from planner.model.params import ParamCount, count_params
 from planner.model.perf import SECONDS_PER_DAY, TimeEstimate, fixed_utilisation_time, training_time
 from planner.model.reliability import ExpectedTime, checkpoint_bytes, expected_time
@@ -24,7 +24,7 @@ from planner.workloads.training.legality import layout_problems
 
 
 @dataclass(frozen=True)
-class Evaluation:
+class Evaluation(FitsOnGpu):
     model: ModelSpec
     gpu: GpuSku
     layout: Layout
@@ -100,18 +100,6 @@ class Evaluation:
         if self.rate is None:
             return None
         return self.planned_seconds * self.gpus / 3600 * self.rate.usd_per_gpu_hour
-
-    @property
-    def capacity_bytes(self) -> int:
-        return self.gpu.hbm_bytes
-
-    @property
-    def fits(self) -> bool:
-        return self.memory.total <= self.capacity_bytes
-
-    @property
-    def headroom_bytes(self) -> int:
-        return self.capacity_bytes - self.memory.total
 
     @property
     def gpus(self) -> int:
