@@ -135,3 +135,41 @@ def test_mla_kv_cache_is_the_compressed_latent() -> None:
     mem = inference_memory(m, batch=1, context=1000, tp=8)
     assert m.mla is not None
     assert mem.kv_cache == m.layers * (m.mla.kv_lora_rank + m.mla.qk_rope_head_dim) * 2 * 1000
+
+
+shapes = st.fixed_dictionaries({
+    "tp": st.sampled_from([1, 2, 4]), "pp": st.sampled_from([1, 2, 3, 4, 8]), "vpp": st.sampled_from([1, 2, 4]),
+    "dp": st.sampled_from([1, 2, 4]), "micro_batch": st.sampled_from([1, 2]), "zero": st.sampled_from([0, 1, 3]),
+    "recompute": st.sampled_from(["none", "selective", "full"]), "sequence_parallel": st.booleans(),
+})
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(shapes, min_size=2, max_size=6), st.booleans(), st.sampled_from(["bf16", "fp8"]),
+       st.sampled_from([8, 24, 48]))
+def test_mixed_rows_in_one_call_equal_their_scalar_memory(rows: list[dict], graphs: bool, precision: str,
+                                                          batch: int) -> None:
+    """A grid mixes pipeline shapes (stages, virtual stages, micro-batches) in one call; every row equals the
+    layout evaluated alone, whatever its neighbours (CUDA graphs' per-layer buffers and fp8 caches too)."""
+    m = get_model("llama-3-8b")
+    impl = Implementation(cuda_graphs=graphs)
+    layouts = [Layout(global_batch=batch * r["dp"] * r["micro_batch"], precision=precision, **r) for r in rows]
+    arrays = {k: np.array([layout_arrays(x)[k] for x in layouts]) for k in layout_arrays(layouts[0])}
+    recipe = Recipe.of(layouts[0])
+    table = training_memory_table(m, 2048, arrays, recipe, impl, Overheads())
+    for i, x in enumerate(layouts):
+        assert int(table["total"][i]) == training_memory(m, x, 2048, impl).total, x
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 6), min_size=7, max_size=7), min_size=1, max_size=12),
+       st.lists(st.floats(0, 1e9), min_size=7, max_size=7))
+def test_dropping_covered_states_keeps_every_peak(states: list[list[int]], weights: list[float]) -> None:
+    """A rank's peak is the largest weighted in-flight state; states another covers never are, for any
+    non-negative bytes per kind."""
+    from planner.model.memory import _undominated
+
+    a, w = np.array(states, dtype=np.int64), np.array(weights)
+    kept = _undominated(a)
+    assert len(kept) <= len(a)
+    assert (kept @ w).max() == (a @ w).max()

@@ -422,7 +422,16 @@ def _chunk_vectors(m: ModelSpec, counts: tuple[int, ...], pp: int, vpp: int, ran
     return out
 
 
-@functools.lru_cache(maxsize=1024)
+def _undominated(coefs: np.ndarray) -> np.ndarray:
+    """The distinct rows of `coefs` that no other row covers (≥ in every column): bytes per kind are never
+    negative, so a covered state is never the peak."""
+    rows = np.unique(coefs, axis=0)
+    covers = np.all(rows[:, None, :] >= rows[None, :, :], axis=2)  # covers[i, j]: row i ≥ row j everywhere
+    np.fill_diagonal(covers, False)
+    return rows[~covers.any(axis=0)]
+
+
+@functools.lru_cache(maxsize=1 << 15)  # (stages, virtual stages, micro-batches) × ranks of a whole grid
 def rank_plan(m: ModelSpec, pp: int, vpp: int, microbatches: int, which: str, recipe: Recipe,
               split: pipeline.PipelineSplit) -> RankPlan:
     """The layers and in-flight coefficients of the first, second or last pipeline rank."""
@@ -431,7 +440,7 @@ def rank_plan(m: ModelSpec, pp: int, vpp: int, microbatches: int, which: str, re
     if isinstance(counts, str):  # a split the framework refuses: legality reports it; count it evenly
         counts = tuple(m.layers // (pp * vpp) + (k < m.layers % (pp * vpp)) for k in range(pp * vpp))
     chunks = _chunk_vectors(m, counts, pp, vpp, rank, recipe)
-    coefs = pipeline.inflight_states(pp, vpp, microbatches, rank) @ chunks
+    coefs = _undominated(pipeline.inflight_states(pp, vpp, microbatches, rank) @ chunks)
     offsets = np.concatenate([[0], np.cumsum(counts)])
     mine = [c * pp + rank for c in range(vpp)]
     layers_here = sum(counts[k] for k in mine)
@@ -480,6 +489,14 @@ def _flat(arrays: dict[str, Any]) -> tuple[dict[str, np.ndarray], tuple[int, ...
     shape = cols[0].shape
     n = int(np.prod(shape)) if shape else 1
     return {k_: c.reshape(-1).astype(np.int64) for k_, c in zip(keys, cols, strict=True)}, shape, n
+
+
+def _weighted(per_kind: np.ndarray, coefs: np.ndarray) -> np.ndarray:
+    """Row-wise per_kind · coefs, summed in column order (the same bits for a row alone or in a grid)."""
+    out = per_kind[:, 0] * coefs[..., 0]
+    for j in range(1, per_kind.shape[1]):
+        out = out + per_kind[:, j] * coefs[..., j]
+    return out
 
 
 def training_memory_table(
@@ -563,42 +580,52 @@ def training_memory_table(
 
     best: dict[str, np.ndarray] | None = None
     groups = list(pipeline.combos(pp, vpp, microbatches))
+    gid = np.empty(n, dtype=np.int64)  # each row's (pp, vpp, micro-batches) group: per-group values gathered
+    for g, (_, idx) in enumerate(groups):
+        gid[idx] = g
     deepest = max(p for (p, _, _), _ in groups)
+    sbh_r = x.s * x.b * m.hidden / x.r
     # with one stage the first rank is also the last; the second rank differs only with three or more
     for which in RANKS if deepest > 2 else ("first", "last") if deepest == 2 else ("first",):
-        comp: dict[str, np.ndarray] = {key: np.zeros(n) for key in
-                                       ("weights", "gradients", "optimizer", "activations", "buffers")}
-        stage = np.zeros(n, dtype=np.int64)
-        valid = np.ones(n, dtype=bool)
-        for (p, v, mb), idx in groups:
-            plan = rank_plan(m, p, v, mb, which, recipe, k.split)
-            valid[idx] = which != "second" or p > 2
-            stage[idx] = plan.rank
-            transient = rebuilt[idx]
-            if plan.head:
-                transient = np.maximum(transient, loss_transient[idx])
-            comp["activations"][idx] = (per_kind[idx] @ plan.coefs.T).max(axis=1) + transient
-            dl, ml = plan.dense_layers, plan.moe_layers
-            ends = embed[idx] * plan.embedding + head[idx] * plan.head - tied[idx] * (plan.embedding and plan.head)
-            dense_par = dl * d_dense[idx] + ml * d_moe[idx] + ends
-            expert_par = ml * e_moe[idx]
-            comp["weights"][idx] = dense_par * (wd[idx] + held_w[idx]) + expert_par * (we[idx] + held_w[idx])
-            comp["gradients"][idx] = dense_par * (gd[idx] + held_g[idx]) + expert_par * (ge[idx] + held_g[idx])
-            comp["optimizer"][idx] = dense_par * od[idx] + expert_par * oe[idx]
-            extra = buffers[idx]
-            if k.fp8 and k.fp8_weight_bytes:
-                # Transformer Engine's cached fp8 weights (row-wise and transposed, with scales); with fp8
-                # parameters (fp8_param_gather) the fp8 copy replaces the 16-bit weight, whose shard is gone
-                gemm = dl * g_dense[idx] + ml * g_moe[idx]
-                comp["weights"][idx] += gemm * k.fp8_weight_bytes
-                if k.fp8_param_gather:
-                    comp["weights"][idx] -= gemm * np.where(zero[idx] >= 3, BF16 / shard[idx], BF16)
-                # delayed scaling: an fp32 amax history per fp8 tensor (input, weight, gradient) of each GEMM
-                extra = extra + (dl + ml) * 4 * FP8_TENSORS_PER_GEMM * 4 * k.amax_history_len
-            if k.cuda_graphs:
-                # each captured layer owns static input and output buffers (Megatron transformer/cuda_graphs.py)
-                extra = extra + (dl + ml) * 2 * 2 * x.s * x.b * m.hidden / np.broadcast_to(x.r, (n,))[idx]
-            comp["buffers"][idx] = extra
+        plans = [rank_plan(m, p, v, mb, which, recipe, k.split) for (p, v, mb), _ in groups]
+
+        def per_row(values: list[Any], dtype: type = np.float64) -> np.ndarray:
+            return np.asarray(values, dtype=dtype)[gid]
+
+        valid = per_row([which != "second" or p > 2 for (p, _, _), _ in groups], bool)
+        dl, ml = per_row([pl.dense_layers for pl in plans]), per_row([pl.moe_layers for pl in plans])
+        emb, hd = per_row([pl.embedding for pl in plans], bool), per_row([pl.head for pl in plans], bool)
+        # the activation peak: the largest of the rank's candidate in-flight states; most groups have one
+        # (1F1B), interleaved ones a few more, taken group by group
+        peak = _weighted(per_kind, np.stack([pl.coefs[0] for pl in plans]).astype(np.float64)[gid])
+        for (_, idx), pl in zip(groups, plans, strict=True):
+            if len(pl.coefs) > 1:
+                peak[idx] = np.maximum(peak[idx], (per_kind[idx] @ pl.coefs[1:].T).max(axis=1))
+        ends = embed * emb + head * hd - tied * (emb & hd)
+        dense_par = dl * d_dense + ml * d_moe + ends
+        expert_par = ml * e_moe
+        weights = dense_par * (wd + held_w) + expert_par * (we + held_w)
+        extra = buffers
+        if k.fp8 and k.fp8_weight_bytes:
+            # Transformer Engine's cached fp8 weights (row-wise and transposed, with scales); with fp8
+            # parameters (fp8_param_gather) the fp8 copy replaces the 16-bit weight, whose shard is gone
+            gemm = dl * g_dense + ml * g_moe
+            weights = weights + gemm * k.fp8_weight_bytes
+            if k.fp8_param_gather:
+                weights = weights - gemm * np.where(zero >= 3, BF16 / shard, BF16)
+            # delayed scaling: an fp32 amax history per fp8 tensor (input, weight, gradient) of each GEMM
+            extra = extra + (dl + ml) * 4 * FP8_TENSORS_PER_GEMM * 4 * k.amax_history_len
+        if k.cuda_graphs:
+            # each captured layer owns static input and output buffers (Megatron transformer/cuda_graphs.py)
+            extra = extra + (dl + ml) * 2 * 2 * sbh_r
+        comp: dict[str, np.ndarray] = {
+            "weights": weights,
+            "gradients": dense_par * (gd + held_g) + expert_par * (ge + held_g),
+            "optimizer": dense_par * od + expert_par * oe,
+            "activations": peak + np.where(hd, np.maximum(rebuilt, loss_transient), rebuilt),
+            "buffers": col(extra),
+        }
+        stage = per_row([pl.rank for pl in plans], np.int64)
         allocated = sum(comp.values())
         comp["reserve"] = np.asarray(overheads.reserve_bytes + overheads.fragmentation * allocated)
         comp = {key: np.ceil(val) for key, val in comp.items()}

@@ -7,6 +7,7 @@ MoE replaces the MLP by `E·mlp + S·mlp_shared + h·E`; MLA per DeepSeek-V2 (ar
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from planner.schema import ModelSpec
@@ -101,6 +102,7 @@ def moe_mlp_params(m: ModelSpec) -> int:
     )
 
 
+@functools.lru_cache(maxsize=256)  # every layout of a model asks again; ModelSpec is frozen
 def count_params(m: ModelSpec) -> ParamCount:
     h = m.hidden
     attn_norm = norm_params(m, h)

@@ -188,12 +188,11 @@ def inflight_states(pp: int, vpp: int, microbatches: int, rank: int) -> np.ndarr
         counts[_fwd_chunk(n, group, vpp)] += 1
         seen.add(tuple(counts))
         counts[_bwd_chunk(n, group, vpp, warmup)] -= 1
-    keep: list[tuple[int, ...]] = []
-    for s in sorted(seen, key=sum, reverse=True):
-        # kept unless a larger-sum vector covers it (two distinct vectors of one sum never cover each other)
-        if not any(sum(o) > sum(s) and all(a >= b for a, b in zip(o, s, strict=True)) for o in keep):
-            keep.append(s)
-    return np.array(keep, dtype=np.int64)
+    states = np.array(sorted(seen, key=lambda c: (-sum(c), c)), dtype=np.int64)  # largest first
+    # kept unless another vector covers it (distinct vectors that cover each other cannot exist)
+    covers = np.all(states[:, None, :] >= states[None, :, :], axis=2)
+    np.fill_diagonal(covers, False)
+    return states[~covers.any(axis=0)]
 
 
 def inflight_chunks(pp: int, vpp: int, microbatches: int, rank: int) -> int:

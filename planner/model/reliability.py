@@ -28,6 +28,7 @@ turn a whole candidate table into expected seconds in one call.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -358,7 +359,14 @@ def stretch_factor(gpus: Any, nbytes: Any, reliability: ReliabilityChoice) -> An
     rel = resolve(reliability)
     if rel is None:
         return np.ones(np.broadcast(np.asarray(gpus), np.asarray(nbytes)).shape)
+    if np.ndim(gpus) == 0 and np.ndim(nbytes) == 0:  # the scalar re-check asks the same few counts many times
+        return _scalar_stretch(float(gpus), float(nbytes), rel)
     return _evaluate(0.0, gpus, nbytes, rel)["stretch"]
+
+
+@functools.lru_cache(maxsize=4096)
+def _scalar_stretch(gpus: float, nbytes: float, reliability: Reliability) -> float:
+    return float(_evaluate(0.0, gpus, nbytes, reliability)["stretch"])
 
 
 def expected_seconds(ideal_seconds: Any, gpus: Any, nbytes: Any, reliability: ReliabilityChoice) -> Any:

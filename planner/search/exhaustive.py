@@ -10,6 +10,7 @@ solver, because they define the space and the units rather than compute anything
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -57,10 +58,11 @@ def legal_layouts(problem: Problem, job: JobSpec, sku: SkuOption) -> Iterator[La
     w = training(job)
     dom = axis_domains(w, sku.node)
     counts = job.counts(problem.cap(sku, job))
+    width = [SEARCHED.index(f) for f in ("tp", "pp", "dp", "cp")]
     for values in itertools.product(*(dom[f] for f in SEARCHED)):
-        layout = w.template.layout(**dict(zip(SEARCHED, values, strict=True)))
-        if not counts.allowed(layout.gpus, sku.node):
+        if not counts.allowed(math.prod(int(values[i]) for i in width), sku.node):  # Layout.gpus, before building it
             continue
+        layout = w.template.layout(**dict(zip(SEARCHED, values, strict=True)))
         if not layout_problems(w.model, layout, node_size=sku.node, seq=w.seq, framework=w.implementation.framework):
             yield layout
 
