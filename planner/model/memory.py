@@ -425,10 +425,10 @@ def _chunk_vectors(m: ModelSpec, counts: tuple[int, ...], pp: int, vpp: int, ran
 def _undominated(coefs: np.ndarray) -> np.ndarray:
     """The distinct rows of `coefs` that no other row covers (≥ in every column): bytes per kind are never
     negative, so a covered state is never the peak."""
-    rows = np.unique(coefs, axis=0)
-    covers = np.all(rows[:, None, :] >= rows[None, :, :], axis=2)  # covers[i, j]: row i ≥ row j everywhere
-    np.fill_diagonal(covers, False)
-    return rows[~covers.any(axis=0)]
+    covers = np.all(coefs[:, None, :] >= coefs[None, :, :], axis=2)  # covers[i, j]: row i ≥ row j everywhere
+    equal = np.all(coefs[:, None, :] == coefs[None, :, :], axis=2)
+    earlier = np.tri(len(coefs), k=-1, dtype=bool).T  # earlier[i, j]: i < j, so of equal rows the first stays
+    return coefs[~(covers & (~equal | earlier)).any(axis=0)]
 
 
 @functools.lru_cache(maxsize=1 << 15)  # (stages, virtual stages, micro-batches) × ranks of a whole grid
