@@ -91,6 +91,8 @@ class PoolPlan:
     slo_met: bool
     headroom: float  # capacity over assigned load − 1
     prefill_share: float  # GPU time share of prefill tokens (splits cost between input and output)
+    ttft_slo_ms: float  # TTFT at the SLO's percentile
+    tpot_slo_ms: float
 
     @property
     def gpus(self) -> int:
@@ -549,11 +551,17 @@ def _pool_plan(
                    prefix_hit=hit)
     load = sum(q / r for q, r in zip(per, c.rates, strict=True) if q > 0)
     busy = sim.prefill_seconds + sim.decode_seconds
+    pct = s.serving.slo.percentile
     return PoolPlan(
         candidate=c, replicas=replicas, qps=qps, ttft_ms=sim.percentiles("ttft"), tpot_ms=sim.percentiles("tpot"),
         slo_met=_meets(sim, s, sum(per)), headroom=(1.0 / load - 1.0) if load > 0 else math.inf,
         prefill_share=sim.prefill_seconds / busy if busy > 0 else 0.0,
+        ttft_slo_ms=_percentile_ms(sim.ttft, pct), tpot_slo_ms=_percentile_ms(sim.tpot, pct),
     )
+
+
+def _percentile_ms(x: np.ndarray, pct: float) -> float:
+    return float(np.percentile(x, pct)) * 1e3 if len(x) else math.inf
 
 
 def _plan(
@@ -577,6 +585,25 @@ def _plan(
         usd_per_million_tokens=usd / (in_tok + out_tok) * 1e6, status=status,
         class_names=tuple(w.cls.name for w in works),
     )
+
+
+def cheapest_fleet(
+    s: ServingScenario, cands: Sequence[Candidate], class_qps: Sequence[float], *, mix: bool | None = None,
+) -> ServingPlan | None:
+    """The cheapest fleet of these candidates (as priced) that carries `class_qps` (requests/s per traffic class)
+    within the SLOs: the selection `solve_serving` makes, each pool re-simulated at its load. `mix` overrides
+    `serving.search.mix` (False: one SKU). None when some class has no candidate that serves it, or the inventory
+    and replica caps cannot hold enough replicas."""
+    if mix is not None and mix != s.serving.search.mix:
+        s = s.model_copy(update={"serving": s.serving.model_copy(
+            update={"search": s.serving.search.model_copy(update={"mix": mix})})})
+    classes = s.serving.traffic.resolved_classes()
+    if not cands or any(all(c.rates[k] <= 0 for c in cands) for k in range(len(classes))):
+        return None
+    sel = select_cpsat(selection_problem(cands, class_qps, s), s.serving.search.seed)
+    if sel is None:
+        return None
+    return _plan(sel, cands, class_qps, _workloads(classes, _sample_size(s), s.serving.search.seed), s, "optimal")
 
 
 def _infeasible_message(cands: Sequence[Candidate], classes: Sequence[TrafficClass], s: ServingScenario) -> str:
@@ -640,11 +667,7 @@ def solve_serving(scenario: ServingScenario | str | Path, *, pareto: bool | Sequ
     plan = _plan(sel, cands, class_qps, works, s, "optimal")
     single = None
     if s.serving.search.mix and len({c.sku for c in cands}) > 1:
-        sp = selection_problem(cands, class_qps, s.model_copy(
-            update={"serving": s.serving.model_copy(
-                update={"search": s.serving.search.model_copy(update={"mix": False})})}))
-        ss = select_cpsat(sp, s.serving.search.seed)
-        single = _plan(ss, cands, class_qps, works, s, "optimal") if ss else None
+        single = cheapest_fleet(s, cands, class_qps, mix=False)
     elif not s.serving.search.mix:
         single = plan
     points: list[ParetoPoint] = []
@@ -680,6 +703,7 @@ __all__ = [
     "SelectionProblem",
     "ServingPlan",
     "ServingSolution",
+    "cheapest_fleet",
     "max_rate",
     "select_cpsat",
     "select_exhaustive",
