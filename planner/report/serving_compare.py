@@ -83,7 +83,7 @@ def notes(cmp: ServingComparison, base: pd.DataFrame) -> list[str]:
     sv, p = s.serving, s.pricing
     slo = sv.slo
     out = [f"traffic {cmp.qps:g} requests/s; SLOs TTFT p{slo.percentile:g} ≤ {slo.ttft_ms:,g} ms and TPOT "
-           f"p{slo.percentile:g} ≤ {slo.tpot_ms:,g} ms, replicas sized for {sv.search.headroom:.0%} more traffic; "
+           f"p{slo.percentile:g} ≤ {slo.tpot_ms:,g} ms; capacity headroom {sv.search.headroom:.0%}; "
            "latencies re-simulated at each pool's load (the worst pool's shown)",
            "$ per million input and output tokens: the fleet's $/hour split by the GPU time prefill and decode take"]
     mix = base[base["sku"] == "mix"]

@@ -281,11 +281,14 @@ class ServingComparison:
                 slo.ttft_ms),
                ("TPOT", float(np.percentile(sim.tpot, pct)) * 1e3 if len(sim.tpot) else b.tpot_min_s * 1e3,
                 slo.tpot_ms)]
-        missed = [g for g in got if g[1] > g[2]] or got
+        missed = [g for g in got if g[1] > g[2]]
         parts = [f"{name} p{pct:g} {v:,.1f} ms (SLO {limit:,.4g} ms, {v / limit - 1:+.0%})"
-                 for name, v, limit in missed]
-        return (f"misses the SLO{who}: {', '.join(parts)} on its fastest replica ({c.label}) at "
-                f"{LIGHT_LOAD:.0%} load")
+                 for name, v, limit in missed or got]
+        if missed:
+            return (f"misses the SLO{who}: {', '.join(parts)} on its fastest replica ({c.label}) at "
+                    f"{LIGHT_LOAD:.0%} load")
+        return (f"no request rate within the SLOs{who} in the capacity search, though its fastest replica "
+                f"({c.label}) at {LIGHT_LOAD:.0%} load shows {', '.join(parts)}")
 
     def inventory_reason(self, sku: str, qps: float) -> str:
         """Every class is servable, so the caps bind: the GPUs the fleet needs without them."""
