@@ -6,6 +6,7 @@ built from flags and a scenario) and returns a result type that `render` and `to
     estimate(EstimateRequest) -> Evaluation          estimate_inference(InferenceRequest) -> InferenceEstimate
     solve(Scenario, ...) -> SolveResult              review(ReviewRequest, ...) -> Review
     compare(Scenario, ...) -> pandas.DataFrame       run_comparison(CompareRequest) -> CompareResult
+    serve(ServingScenario) -> ServingSolution        compare_serving(ServingScenario) -> ServingCompareResult
     schedule(Portfolio, ...) -> ScheduleResult
 
 Names are imported on first use so that `planner --help` does not pay for pydantic, numpy or OR-Tools.
@@ -84,6 +85,10 @@ _EXPORTS = {
     "CompareRequest": "planner.workflows.compare",
     "CompareResult": "planner.workflows.compare",
     "run_comparison": "planner.workflows.compare",
+    "compare_serving": "planner.workflows.compare_serving",
+    "is_serving_file": "planner.workflows.compare_serving",
+    "ServingComparison": "planner.workflows.compare_serving",
+    "ServingCompareResult": "planner.workflows.compare_serving",
     "schedule": "planner.workflows.schedule",
     "ScheduleResult": "planner.workflows.schedule",
     "Portfolio": "planner.portfolio",
@@ -142,6 +147,8 @@ __all__ = [
     "ReviewRequest",
     "Scenario",
     "ScheduleResult",
+    "ServingCompareResult",
+    "ServingComparison",
     "ServingScenario",
     "ServingSolution",
     "Solution",
@@ -149,6 +156,7 @@ __all__ = [
     "TrainingWorkload",
     "Workload",
     "compare",
+    "compare_serving",
     "count_params",
     "estimate",
     "estimate_inference",
@@ -157,6 +165,7 @@ __all__ = [
     "get_gpu",
     "get_model",
     "inference_memory",
+    "is_serving_file",
     "load_gpus",
     "load_models",
     "load_portfolio",
@@ -220,6 +229,12 @@ if TYPE_CHECKING:  # for type checkers and editors
     from planner.search import NEAR_OPTIMAL_MARGIN
     from planner.search.plans import Plan, Solution
     from planner.workflows.compare import CompareRequest, CompareResult, Comparison, compare, run_comparison
+    from planner.workflows.compare_serving import (
+        ServingCompareResult,
+        ServingComparison,
+        compare_serving,
+        is_serving_file,
+    )
     from planner.workflows.estimate import EstimateRequest, estimate
     from planner.workflows.inference import InferenceEstimate, InferenceRequest, estimate_inference
     from planner.workflows.review import Better, Finding, Review, ReviewRequest, review

@@ -213,7 +213,7 @@ def test_framework_files_deep_or_endless(tmp_path: Path, flag: str, content: str
 
 @pytest.mark.parametrize(("command", "path", "other"), [
     ("solve", "scenarios/serving/mix.yaml", "planner serve"),
-    ("compare", "scenarios/serving/llama70b.yaml", "planner serve"),
+    ("compare", "scenarios/portfolio_2027.yaml", "planner schedule"),  # compare reads serving scenarios too
     ("solve", "scenarios/portfolio_2027.yaml", "planner schedule"),
 ])
 def test_another_commands_input_names_that_command(command: str, path: str, other: str) -> None:

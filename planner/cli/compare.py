@@ -1,5 +1,6 @@
 """`planner compare SCENARIO.yaml`: every GPU × price option side by side, each with its optimal plan;
-deadline or budget sweeps, plots, and a self-contained HTML report.
+deadline or budget sweeps, plots, and a self-contained HTML report. A serving scenario (a `serving:` block)
+gets the cheapest fleet per GPU × price option, the mix of GPUs when it is cheaper, and `--qps` sweeps.
 
 Exit status: 0 some option has a plan, 1 none has (each row says why), 2 the input is wrong.
 """
@@ -18,7 +19,7 @@ from planner.cli.common import output_dir, output_file, run, write_report
 from planner.report import Format
 
 # What each swept flag may reach (the scenario keys' own bounds).
-SWEEP_HIGH = {"--deadline": MAX_DAYS, "--budget": MAX_BUDGET_USD}
+SWEEP_HIGH = {"--deadline": MAX_DAYS, "--budget": MAX_BUDGET_USD, "--qps": 1e6}  # --qps: as `planner serve --qps`
 
 
 def parse_sweep(text: str, flag: str) -> list[float]:
@@ -65,6 +66,8 @@ def compare_command(
     = None,
     budget: Annotated[str | None, typer.Option("--budget", help="sweep the budget, USD: LO..HI:STEP or a list")]
     = None,
+    qps: Annotated[str | None, typer.Option(
+        "--qps", help="serving scenarios: sweep the request rate, requests/s: LO..HI:STEP or a list")] = None,
     kinds: Annotated[str | None, typer.Option(
         "--kinds", help="price kinds to compare, comma-separated (default on-demand,reserved-1y,reserved-3y,purchase;"
         " also spot, capacity-block)")] = None,
@@ -77,10 +80,19 @@ def compare_command(
     confidence: ConfidenceFlag = None,
     reliability: ReliabilityFlag = ReliabilityOpt.scenario,
 ) -> None:
-    """Every GPU × price option (on-demand per provider, reserved, purchase) with its optimal plan."""
+    """Every GPU × price option (on-demand per provider, reserved, purchase) with its optimal plan (training) or
+    its cheapest fleet within the SLOs (serving)."""
 
     def body() -> int:
-        from planner import CompareRequest, load_scenario, run_comparison, with_basis
+        from planner import (
+            CompareRequest,
+            InputError,
+            compare_serving,
+            is_serving_file,
+            load_scenario,
+            run_comparison,
+            with_basis,
+        )
         from planner.report import figures, html_page, progress_bar, write_plots
 
         output_file(out, "--out")
@@ -88,7 +100,23 @@ def compare_command(
         output_dir(plots, "--plots")
         deadlines = parse_sweep(deadline, "--deadline") if deadline else []
         budgets = parse_sweep(budget, "--budget") if budget else []
+        rates = parse_sweep(qps, "--qps") if qps else []
         chosen = [k.strip() for k in kinds.split(",") if k.strip()] if kinds else None
+        if is_serving_file(scenario):
+            training = {"--deadline": deadline, "--budget": budget, "--workers": workers, "--confidence": confidence,
+                        "--reliability": None if reliability is ReliabilityOpt.scenario else reliability}
+            given = [flag for flag, value in training.items() if value is not None]
+            if given:
+                raise InputError(f"{given[0]}: applies to training scenarios; {scenario} is a serving scenario "
+                                 "(sweep its request rate with --qps)")
+            with progress_bar(scenario.name) as say:
+                served = compare_serving(scenario, qps=rates, progress=say,
+                                         **({"kinds": tuple(chosen)} if chosen is not None else {}))
+            write_report(served, format.value, out, plots, html, figures=figures, write_plots=write_plots,
+                         page=html_page, source=scenario)
+            return 0 if served.feasible else 1
+        if rates:
+            raise InputError(f"--qps: sweeps a serving scenario's request rate; {scenario} is a training scenario")
         sc = with_basis(load_scenario(scenario), reliability=reliability_value(reliability),
                         confidence=confidence)
         request = CompareRequest(sc, deadlines=tuple(deadlines), budgets=tuple(budgets), workers=workers,

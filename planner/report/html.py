@@ -39,6 +39,10 @@ CAPTIONS = {
     "days_vs_budget": "Days of the fastest plan within each budget, each GPU at its best price option.",
     "memory": "Per-GPU memory of each GPU's chosen plan (binding pipeline stage); the bar marks the capacity.",
     "step_time": "Seconds per optimizer step of each GPU's chosen plan, by component.",
+    "throughput_latency": "Output tokens/s per GPU against TPOT and TTFT at the SLO percentile: each GPU at its "
+                          "fleet's TP and largest batch limit, closed-loop clients doubling; dashed: the SLOs.",
+    "cost_vs_qps": "$ per million output tokens (decode's share of the fleet's $/hour) of the cheapest fleet per GPU "
+                   "at the scenario's pricing, and of the mix, against request rate.",
 }
 
 

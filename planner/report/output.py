@@ -15,10 +15,12 @@ from planner.report import compare as compare_view
 from planner.report import dicts, tables
 from planner.report import schedule as schedule_view
 from planner.report import serving as serving_view
+from planner.report import serving_compare as serving_compare_view
 from planner.report.formats import FORMATS, machine, to_csv, to_json, to_markdown
 from planner.report.terminal import console
 from planner.report.text import literal
 from planner.workflows.compare import CompareResult
+from planner.workflows.compare_serving import ServingCompareResult
 from planner.workflows.inference import InferenceEstimate
 from planner.workflows.review import Review
 from planner.workflows.schedule import ScheduleResult
@@ -92,6 +94,11 @@ def _(result: CompareResult) -> Any:
 
 
 @_dict.register
+def _(result: ServingCompareResult) -> Any:
+    return dicts.records(result.frame)
+
+
+@_dict.register
 def _(result: ServingSolution) -> Any:
     return serving_view.serving_dict(result)
 
@@ -131,6 +138,11 @@ def _(result: CompareResult, fmt: str) -> str:
 
 
 @text.register
+def _(result: ServingCompareResult, fmt: str) -> str:
+    return serving_compare_view.text(result, fmt)
+
+
+@text.register
 def _(result: ServingSolution, fmt: str) -> str:
     return serving_view.serving_text(result, fmt)
 
@@ -163,6 +175,11 @@ def _(result: Review, file: IO[str] | None) -> None:
 @_table.register
 def _(result: CompareResult, file: IO[str] | None) -> None:
     compare_view.print_table(result, file)
+
+
+@_table.register
+def _(result: ServingCompareResult, file: IO[str] | None) -> None:
+    serving_compare_view.print_table(result, file)
 
 
 @_table.register
@@ -225,18 +242,20 @@ def review_markdown(rev: Review) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def figures(result: CompareResult) -> dict[str, Any]:
+def figures(result: CompareResult | ServingCompareResult) -> dict[str, Any]:
     """The comparison's matplotlib figures by name: pareto, cost_vs_deadline or days_vs_budget (with a
-    sweep), memory, step_time, goodput."""
+    sweep), memory, step_time, goodput; of a serving comparison throughput_latency and cost_vs_qps."""
     from planner.report import plots
 
+    if isinstance(result, ServingCompareResult):
+        return serving_compare_view.figures(result)
     cmp = result.comparison
     return plots.figures(result.base, cmp.pareto(), result.sweep, result.swept, cmp.scenario.constraints.deadline_days,
                          cmp.goodput(result.base))
 
 
-def write_plots(result: CompareResult | ServingSolution, out_dir: Path, figs: dict[str, Any] | None = None
-                ) -> list[Path]:
+def write_plots(result: CompareResult | ServingCompareResult | ServingSolution, out_dir: Path,
+                figs: dict[str, Any] | None = None) -> list[Path]:
     """The comparison's (or a serving plan's) plots (`figs`, default `figures(result)`) as PNG and SVG in
     `out_dir` (created); the paths written."""
     from planner.report import plots
@@ -246,11 +265,14 @@ def write_plots(result: CompareResult | ServingSolution, out_dir: Path, figs: di
     return plots.save(figs, out_dir)
 
 
-def html_page(result: CompareResult, scenario_yaml: str, figs: dict[str, Any] | None = None) -> str:
+def html_page(result: CompareResult | ServingCompareResult, scenario_yaml: str, figs: dict[str, Any] | None = None
+              ) -> str:
     """One self-contained HTML page of the comparison: tables, plots (`figs`, default `figures(result)`),
     price sources, the scenario."""
     from planner.report.html import render as page
 
+    if isinstance(result, ServingCompareResult):
+        return serving_compare_view.html_page(result, scenario_yaml, figs)
     cmp = result.comparison
     title, sweep_title = compare_view.titles(cmp, result.swept)
     sweep = (compare_view.sweep_rows(result.sweep, result.swept, cmp.skus)

@@ -91,6 +91,8 @@ class PoolPlan:
     slo_met: bool
     headroom: float  # capacity over assigned load − 1
     prefill_share: float  # GPU time share of prefill tokens (splits cost between input and output)
+    ttft_slo_ms: float  # TTFT at the SLO's percentile
+    tpot_slo_ms: float
 
     @property
     def gpus(self) -> int:
@@ -223,8 +225,16 @@ def _workloads(classes: Sequence[TrafficClass], n: int, seed: int) -> list[_Work
     for i, c in enumerate(classes):
         rng = np.random.default_rng([seed, i])
         out.append(_Workload(c, c.input.sample(n, rng), c.output.sample(n, rng),
-                             np.cumsum(rng.exponential(1.0, size=n))))
+                             _unit_rate(np.cumsum(rng.exponential(1.0, size=n)))))
     return out
+
+
+def _unit_rate(arrivals: np.ndarray) -> np.ndarray:
+    """Arrival times rescaled so that the sample's own rate is exactly 1 (so `arrivals / q` offers exactly q). A
+    few hundred Poisson arrivals run 5-15 % above or below their mean rate, and with common random numbers that
+    error is the same at every rate: a slow sample overstated every capacity, and one more than 10 % slow failed
+    the keep-up check at every rate (no capacity at all)."""
+    return arrivals * (len(arrivals) / arrivals[-1])
 
 
 class _Counter:
@@ -255,11 +265,12 @@ def max_rate(
         return 0.0
 
     n = min(len(w.inputs), max(s.serving.search.requests, STEADY_TURNOVERS * b.max_batch))
+    unit = _unit_rate(w.unit_arrivals[:n])
 
     def ok(q: float) -> bool:
         if counter is not None:
             counter.n += 1
-        sim = simulate(sm, eng, w.inputs[:n], w.outputs[:n], arrivals=w.unit_arrivals[:n] / q, kv_tokens=pool,
+        sim = simulate(sm, eng, w.inputs[:n], w.outputs[:n], arrivals=unit / q, kv_tokens=pool,
                        prefix_hit=hit, table=table)
         return _meets(sim, s, q)
 
@@ -549,11 +560,17 @@ def _pool_plan(
                    prefix_hit=hit)
     load = sum(q / r for q, r in zip(per, c.rates, strict=True) if q > 0)
     busy = sim.prefill_seconds + sim.decode_seconds
+    pct = s.serving.slo.percentile
     return PoolPlan(
         candidate=c, replicas=replicas, qps=qps, ttft_ms=sim.percentiles("ttft"), tpot_ms=sim.percentiles("tpot"),
         slo_met=_meets(sim, s, sum(per)), headroom=(1.0 / load - 1.0) if load > 0 else math.inf,
         prefill_share=sim.prefill_seconds / busy if busy > 0 else 0.0,
+        ttft_slo_ms=_percentile_ms(sim.ttft, pct), tpot_slo_ms=_percentile_ms(sim.tpot, pct),
     )
+
+
+def _percentile_ms(x: np.ndarray, pct: float) -> float:
+    return float(np.percentile(x, pct)) * 1e3 if len(x) else math.inf
 
 
 def _plan(
@@ -577,6 +594,25 @@ def _plan(
         usd_per_million_tokens=usd / (in_tok + out_tok) * 1e6, status=status,
         class_names=tuple(w.cls.name for w in works),
     )
+
+
+def cheapest_fleet(
+    s: ServingScenario, cands: Sequence[Candidate], class_qps: Sequence[float], *, mix: bool | None = None,
+) -> ServingPlan | None:
+    """The cheapest fleet of these candidates (as priced) that carries `class_qps` (requests/s per traffic class)
+    within the SLOs: the selection `solve_serving` makes, each pool re-simulated at its load. `mix` overrides
+    `serving.search.mix` (False: one SKU). None when some class has no candidate that serves it, or the inventory
+    and replica caps cannot hold enough replicas."""
+    if mix is not None and mix != s.serving.search.mix:
+        s = s.model_copy(update={"serving": s.serving.model_copy(
+            update={"search": s.serving.search.model_copy(update={"mix": mix})})})
+    classes = s.serving.traffic.resolved_classes()
+    if not cands or any(all(c.rates[k] <= 0 for c in cands) for k in range(len(classes))):
+        return None
+    sel = select_cpsat(selection_problem(cands, class_qps, s), s.serving.search.seed)
+    if sel is None:
+        return None
+    return _plan(sel, cands, class_qps, _workloads(classes, _sample_size(s), s.serving.search.seed), s, "optimal")
 
 
 def _infeasible_message(cands: Sequence[Candidate], classes: Sequence[TrafficClass], s: ServingScenario) -> str:
@@ -640,11 +676,7 @@ def solve_serving(scenario: ServingScenario | str | Path, *, pareto: bool | Sequ
     plan = _plan(sel, cands, class_qps, works, s, "optimal")
     single = None
     if s.serving.search.mix and len({c.sku for c in cands}) > 1:
-        sp = selection_problem(cands, class_qps, s.model_copy(
-            update={"serving": s.serving.model_copy(
-                update={"search": s.serving.search.model_copy(update={"mix": False})})}))
-        ss = select_cpsat(sp, s.serving.search.seed)
-        single = _plan(ss, cands, class_qps, works, s, "optimal") if ss else None
+        single = cheapest_fleet(s, cands, class_qps, mix=False)
     elif not s.serving.search.mix:
         single = plan
     points: list[ParetoPoint] = []
@@ -680,6 +712,7 @@ __all__ = [
     "SelectionProblem",
     "ServingPlan",
     "ServingSolution",
+    "cheapest_fleet",
     "max_rate",
     "select_cpsat",
     "select_exhaustive",
