@@ -164,12 +164,12 @@ def test_mixed_rows_in_one_call_equal_their_scalar_memory(rows: list[dict], grap
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.lists(st.integers(0, 6), min_size=7, max_size=7), min_size=1, max_size=12),
        st.lists(st.floats(0, 1e9), min_size=7, max_size=7))
-def test_dropping_covered_states_keeps_every_peak(states: list[list[int]], weights: list[float]) -> None:
+def test_dropping_covered_states_keeps_every_peak(states: list[list[int]], weights: list[int]) -> None:
     """A rank's peak is the largest weighted in-flight state; states another covers never are, for any
     non-negative bytes per kind."""
     from planner.model.memory import _undominated
 
-    a, w = np.array(states, dtype=np.int64), np.array(weights)
+    a, w = np.array(states, dtype=np.int64), np.array(weights, dtype=np.int64)  # integers: sums exact
     kept = _undominated(a)
     assert len(kept) <= len(a)
     assert (kept @ w).max() == (a @ w).max()
