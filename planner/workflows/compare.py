@@ -505,14 +505,12 @@ class CompareRequest:
             raise InputError("--deadline and --budget: sweep one limit at a time")
 
 
-@dataclass
-class CompareResult:
-    """Every option under the scenario's own limits (`base`), and under each sweep point (`sweep`)."""
+class SweptRows:
+    """Rows at the scenario's own values (`base`) and, with a sweep, at each of its points (`sweep`): training
+    and serving comparisons alike."""
 
-    comparison: Comparison
     base: pd.DataFrame
-    sweep: pd.DataFrame | None = None
-    swept: str | None = None  # the swept column: deadline_days or budget_usd
+    sweep: pd.DataFrame | None
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -521,8 +519,18 @@ class CompareResult:
 
     @property
     def feasible(self) -> bool:
-        """Some option has a plan (at some sweep point)."""
+        """Some option has a plan or a fleet (at some sweep point)."""
         return bool(self.frame["feasible"].any())
+
+
+@dataclass
+class CompareResult(SweptRows):
+    """Every option under the scenario's own limits (`base`), and under each sweep point (`sweep`)."""
+
+    comparison: Comparison
+    base: pd.DataFrame
+    sweep: pd.DataFrame | None = None
+    swept: str | None = None  # the swept column: deadline_days or budget_usd
 
 
 def run_comparison(request: CompareRequest, *, progress: Progress | None = None) -> CompareResult:

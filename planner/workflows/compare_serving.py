@@ -30,7 +30,7 @@ from planner.report.text import gib
 from planner.scenario import Pricing, read_yaml
 from planner.schema import GIB, GpuSku, ModelSpec
 from planner.search.serving import Candidate, ServingPlan, cheapest_fleet, serving_candidates
-from planner.workflows.compare import DEFAULT_KINDS, KIND_ORDER, PriceOption, price_options
+from planner.workflows.compare import DEFAULT_KINDS, KIND_ORDER, PriceOption, SweptRows, price_options
 from planner.workloads.serving.engines import resolve_engine
 from planner.workloads.serving.evaluation import default_requests, max_concurrency, replica_model, workspace_bytes
 from planner.workloads.serving.scenario import ServingScenario, is_serving_scenario, load_serving_scenario
@@ -407,7 +407,7 @@ def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 @dataclass
-class ServingCompareResult:
+class ServingCompareResult(SweptRows):
     """Every option at the scenario's request rate (`base`), and at each rate of a sweep (`sweep`)."""
 
     comparison: ServingComparison
@@ -415,16 +415,6 @@ class ServingCompareResult:
     sweep: pd.DataFrame | None = None
     swept: str | None = None  # "qps" with a sweep
     _trace: pd.DataFrame | None = field(default=None, repr=False)
-
-    @property
-    def frame(self) -> pd.DataFrame:
-        """The sweep's rows when there is one, else the base rows."""
-        return self.sweep if self.sweep is not None else self.base
-
-    @property
-    def feasible(self) -> bool:
-        """Some option has a fleet (at some rate)."""
-        return bool(self.frame["feasible"].any())
 
     def cost_curve(self) -> pd.DataFrame:
         """The cost-against-QPS trace: the sweep when one was asked for, else at the default rates."""
