@@ -96,6 +96,8 @@ _EXPORTS = {
     "portfolio_json_schema": "planner.portfolio",
     "serve": "planner.workflows.serve",
     "evaluate_deployment": "planner.workflows.serve",
+    "evaluate_disaggregated": "planner.workflows.serve",
+    "DisaggregatedResult": "planner.workflows.serve",
     "load_serving_scenario": "planner.workflows.serve",
     "ServingScenario": "planner.workflows.serve",
     "ServingSolution": "planner.workflows.serve",
@@ -128,6 +130,7 @@ __all__ = [
     "CompareResult",
     "Comparison",
     "DeploymentResult",
+    "DisaggregatedResult",
     "EstimateRequest",
     "Evaluation",
     "Finding",
@@ -162,6 +165,7 @@ __all__ = [
     "estimate_inference",
     "evaluate",
     "evaluate_deployment",
+    "evaluate_disaggregated",
     "get_gpu",
     "get_model",
     "inference_memory",
@@ -241,9 +245,11 @@ if TYPE_CHECKING:  # for type checkers and editors
     from planner.workflows.schedule import ScheduleResult, schedule
     from planner.workflows.serve import (
         DeploymentResult,
+        DisaggregatedResult,
         ServingScenario,
         ServingSolution,
         evaluate_deployment,
+        evaluate_disaggregated,
         load_serving_scenario,
         serve,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from planner.cli import app
@@ -82,3 +83,65 @@ def test_schema_serving_flag_describes_the_serving_block() -> None:
     assert set(schema["required"]) == {"model", "serving"}
     serving = schema["$defs"]["ServingSpec"]["properties"]
     assert {"traffic", "slo", "engine", "weight_dtype", "kv_dtype", "search"} <= set(serving)
+
+
+# Disaggregated pools at 8 requests/s of 2,000-token prompts: one prefill H100 and three decode H100s, against four
+# co-located H100 replicas (2 requests/s each) — the same GPUs at the same load.
+DISAGG = ["serve", "--model", "llama-3.1-8b", "--gpu", "h100", "--input-len", "2000", "--output-len", "200",
+          "--requests", "300", "--format", "json"]
+
+
+def test_disaggregated_json_is_finite_and_decode_pool_has_lower_tpot_than_colocated() -> None:
+    r = runner.invoke(app, [*DISAGG, "--qps", "8", "--prefill-replicas", "1", "--decode-replicas", "3"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert set(d) == {"ttft_ms", "tpot_ms", "throughput", "kv_transfer_ms", "link", "gpus", "memory"}
+    assert set(d["ttft_ms"]) == set(d["tpot_ms"]) == {"p50", "p90", "p99"}
+    assert set(d["throughput"]) == {"output_tokens_per_s", "requests_per_s"}
+    assert d["gpus"] == 4 and d["link"] == "nvlink" and d["kv_transfer_ms"] > 0
+    for pool in ("prefill", "decode"):
+        mem = d["memory"][pool]
+        assert mem["fits"] is True and 0 < mem["bytes"]["weights"] < mem["bytes"]["total"] <= 80e9
+    # at 8 requests/s the pools carry the load: 8 x 200 output tokens/s within the simulation's noise
+    assert 0.8 * 1600 < d["throughput"]["output_tokens_per_s"] < 1.2 * 1600
+    colocated = runner.invoke(app, [*DISAGG, "--qps", "2"])
+    assert colocated.exit_code == 0, colocated.output
+    co = json.loads(colocated.output)
+    # a decode replica runs no prefill, so no 2,000-token prompt stalls its steps (DistServe §2): lower TPOT p99
+    assert d["tpot_ms"]["p99"] < 0.95 * co["tpot_ms"]["p99"]
+    # a different decode SKU crosses the network; the hand-off is then slower than over NVLink
+    r = runner.invoke(app, [*DISAGG, "--qps", "2", "--prefill-replicas", "1", "--decode-replicas", "1",
+                            "--decode-gpu", "a100-80gb", "--decode-tp", "2"])
+    assert r.exit_code == 0, r.output
+    other = json.loads(r.output)
+    assert other["link"] == "network" and other["gpus"] == 3 and other["kv_transfer_ms"] > d["kv_transfer_ms"]
+
+
+def test_disaggregated_tables_render() -> None:
+    args = [a for a in DISAGG if a not in ("--format", "json")] + ["--qps", "2", "--prefill-replicas", "1",
+                                                                   "--decode-replicas", "1"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0 and "TPOT" in r.output and "decode" in r.output and "nvlink" in r.output, r.output
+    for fmt, cell in (("markdown", "| kv_transfer_ms |"), ("csv", "memory.decode.fits,")):
+        r = runner.invoke(app, [*args, "--format", fmt])
+        assert r.exit_code == 0 and cell in r.output, r.output
+
+
+@pytest.mark.parametrize(("extra", "named"), [
+    (["--qps", "2", "--prefill-replicas", "1"], "--decode-replicas"),
+    (["--prefill-replicas", "1", "--decode-replicas", "1"], "--qps"),
+    (["--qps", "2", "--prefill-replicas", "1", "--decode-replicas", "1", "--concurrency", "4"], "--concurrency"),
+    (["--qps", "2", "--prefill-replicas", "1", "--decode-replicas", "1", "--pp", "2"], "--pp"),
+    (["--qps", "2", "--decode-tp", "2"], "--decode-tp"),
+    (["--qps", "2", "--decode-gpu", "a100"], "--decode-gpu"),
+    (["--qps", "2", "--prefill-replicas", "1", "--decode-replicas", "1", "--decode-tp", "3"], "--decode-tp"),
+    (["--qps", "2", "--prefill-replicas", "1", "--decode-replicas", "1", "--decode-gpu", "nope"], "--decode-gpu"),
+    (["--qps", "2", "--prefill-replicas", "0", "--decode-replicas", "1"], "--prefill-replicas"),
+    (["--qps", "2", "--prefill-replicas", "1", "--decode-replicas", "inf"], "--decode-replicas"),
+    (["--qps", "2", "--prefill-replicas", "1", "--decode-replicas", "1", "--decode-tp", "nan"], "--decode-tp"),
+    (["--qps", "2", "--prefill-replicas", "1048576", "--decode-replicas", "1"], "--prefill-replicas"),
+    (["--qps", "2", "--prefill-replicas", "1", "--decode-replicas", "1", "--output-len", "1"], "--output-len"),
+])
+def test_disaggregated_flag_misuse_exits_2_naming_the_flag(extra: list[str], named: str) -> None:
+    r = runner.invoke(app, [*DISAGG, *extra])
+    assert r.exit_code == 2 and named in r.output and len(r.output.strip().splitlines()) == 1, r.output

@@ -2,7 +2,9 @@
 
 `planner serve SCENARIO.yaml` finds the cheapest fleet (SKU or mix of SKUs, TP, replicas, batch limit) that
 serves the scenario's traffic within its latency SLOs; `--pareto` traces cost against request rate.
-`planner serve --model M --gpu G --tp N --concurrency C --input-len I --output-len O` evaluates one deployment.
+`planner serve --model M --gpu G --tp N --concurrency C --input-len I --output-len O` evaluates one deployment;
+with `--qps Q --prefill-replicas P --decode-replicas D [--decode-gpu G2 --decode-tp N2]` it is disaggregated:
+P replicas of G × tp N run prefill and D replicas of G2 × tp N2 decode (DistServe/Splitwise).
 Exit status: 0 done, 1 no fleet meets the SLOs (the numbers that rule it out on stderr), 2 bad input.
 """
 
@@ -14,6 +16,7 @@ from typing import Annotated
 import typer
 
 from planner.cli.common import run
+from planner.limits import MAX_GPUS
 from planner.report import Format
 
 DTYPES = "bf16, fp16, fp8, int8, int4, fp4"
@@ -44,11 +47,22 @@ def serve_command(
     requests: Annotated[int | None, typer.Option("--requests", min=50, max=100_000, help="requests to simulate")]
     = None,
     seed: Annotated[int, typer.Option("--seed", help="seeds request lengths and arrivals")] = 0,
+    prefill_replicas: Annotated[int | None, typer.Option(
+        "--prefill-replicas", min=1, max=MAX_GPUS, help="disaggregated: prefill replicas of --gpu × --tp (needs --qps)",
+        show_default=False)] = None,
+    decode_replicas: Annotated[int | None, typer.Option(
+        "--decode-replicas", min=1, max=MAX_GPUS, help="disaggregated: decode replicas of --decode-gpu × --decode-tp",
+        show_default=False)] = None,
+    decode_gpu: Annotated[str | None, typer.Option("--decode-gpu", help="decode pool's GPU SKU (default: --gpu)",
+                                                   show_default=False)] = None,
+    decode_tp: Annotated[int | None, typer.Option("--decode-tp", min=1, max=1024,
+                                                  help="decode pool's tensor-parallel GPUs per replica (default: --tp)",
+                                                  show_default=False)] = None,
 ) -> None:
     """Serving capacity: the cheapest fleet for a scenario's traffic within its SLOs, or one deployment."""
 
     def body() -> int:
-        from planner import InputError, evaluate_deployment, serve
+        from planner import InputError, evaluate_deployment, evaluate_disaggregated, serve
         from planner.report import render, spinner, write_plots
 
         if scenario is not None:
@@ -64,6 +78,26 @@ def serve_command(
             raise InputError("give a serving scenario file, or --model and --gpu for one deployment")
         if pareto or plots is not None:
             raise InputError("--pareto and --plots need a serving scenario file")
+        if prefill_replicas is not None or decode_replicas is not None:
+            if prefill_replicas is None or decode_replicas is None:
+                missing = "--prefill-replicas" if prefill_replicas is None else "--decode-replicas"
+                raise InputError(f"{missing}: disaggregated pools need both --prefill-replicas and --decode-replicas")
+            if concurrency is not None:
+                raise InputError("--concurrency: disaggregated pools are evaluated at a Poisson --qps, not closed loop")
+            if qps is None:
+                raise InputError("--qps: disaggregated pools need a request rate")
+            if pp > 1:
+                raise InputError("--pp: disaggregated pools run tensor parallelism only (pp 1)")
+            pools = evaluate_disaggregated(
+                model, qps, input_len, output_len, prefill_gpu=gpu, prefill_tp=tp, prefill_replicas=prefill_replicas,
+                decode_gpu=decode_gpu, decode_tp=decode_tp if decode_tp is not None else tp,
+                decode_replicas=decode_replicas, weight_dtype=weight_dtype, kv_dtype=kv_dtype, engine=engine,
+                requests=requests, seed=seed)
+            render(pools, format.value)
+            return 0
+        for flag, value in (("--decode-gpu", decode_gpu), ("--decode-tp", decode_tp)):
+            if value is not None:
+                raise InputError(f"{flag}: needs --prefill-replicas and --decode-replicas (disaggregated pools)")
         clients = concurrency if concurrency is not None or qps is not None else 1
         deployment = evaluate_deployment(
             model, gpu, tp=tp, pp=pp, concurrency=clients, qps=qps, input_len=input_len, output_len=output_len,

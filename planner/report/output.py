@@ -24,7 +24,7 @@ from planner.workflows.compare_serving import ServingCompareResult
 from planner.workflows.inference import InferenceEstimate
 from planner.workflows.review import Review
 from planner.workflows.schedule import ScheduleResult
-from planner.workflows.serve import DeploymentResult, ServingSolution
+from planner.workflows.serve import DeploymentResult, DisaggregatedResult, ServingSolution
 from planner.workflows.solve import SolveResult
 from planner.workloads.training.evaluation import Evaluation
 
@@ -106,6 +106,11 @@ def _(result: ServingSolution) -> Any:
 @_dict.register
 def _(result: DeploymentResult) -> Any:
     return serving_view.deployment_dict(result)
+
+
+@_dict.register
+def _(result: DisaggregatedResult) -> Any:
+    return serving_view.disaggregated_dict(result)
 
 
 @singledispatch
@@ -190,6 +195,11 @@ def _(result: ServingSolution, file: IO[str] | None) -> None:
 @_table.register
 def _(result: DeploymentResult, file: IO[str] | None) -> None:
     serving_view.print_deployment(console(file), result)
+
+
+@_table.register
+def _(result: DisaggregatedResult, file: IO[str] | None) -> None:
+    serving_view.print_disaggregated(console(file), result)
 
 
 # --------------------------------------------------------------------------------------------

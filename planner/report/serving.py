@@ -13,14 +13,20 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from planner.search.serving import ServingSolution
-    from planner.workloads.serving.evaluation import DeploymentResult
+    from planner.workloads.serving.evaluation import DeploymentResult, DisaggregatedResult
 
-__all__ = ["capacity_figure", "cost_figure", "deployment_dict", "figures", "print_deployment", "print_serving",
-           "serving_dict", "serving_rows", "serving_text"]
+__all__ = ["capacity_figure", "cost_figure", "deployment_dict", "disaggregated_dict", "figures", "print_deployment",
+           "print_disaggregated", "print_serving", "serving_dict", "serving_rows", "serving_text"]
 
 
 def deployment_dict(r: DeploymentResult) -> dict[str, Any]:
     """`planner serve --model ... --format json`: exactly ttft_ms, tpot_ms, throughput, memory, max_concurrency."""
+    return r.to_dict()
+
+
+def disaggregated_dict(r: DisaggregatedResult) -> dict[str, Any]:
+    """`planner serve --model ... --prefill-replicas P --decode-replicas D --format json`: ttft_ms, tpot_ms,
+    throughput, kv_transfer_ms, link, gpus, memory per pool."""
     return r.to_dict()
 
 
@@ -121,6 +127,31 @@ def print_deployment(con: Console, r: DeploymentResult) -> None:
     con.print(Text(f"{r.output_tokens_per_s:,.0f} output tokens/s, {r.requests_per_s:.2f} requests/s; "
                    f"{r.total_bytes / 2**30:.1f} GiB per GPU (weights {r.weights_bytes / 2**30:.1f}, "
                    f"KV {r.kv_cache_bytes / 2**30:.1f}); up to {r.max_concurrency} requests at once"))
+
+
+def print_disaggregated(con: Console, r: DisaggregatedResult) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    con.print(Text(literal(
+        f"{r.model}, {r.engine}, weights {r.weight_dtype}, KV {r.kv_dtype}: {r.qps:g} requests/s, "
+        f"{r.input_len:g} in / {r.output_len:g} out, disaggregated on {r.gpus} GPUs")))
+    if r.prefill is not None and r.decode is not None:
+        t = Table(title="Pools (memory per GPU, GiB)", title_justify="left")
+        for col in ("pool", "gpu", "tp", "replicas", "weights", "KV", "total", "requests at once"):
+            t.add_column(col, justify="left" if col in ("pool", "gpu") else "right")
+        for name, p in (("prefill", r.prefill), ("decode", r.decode)):
+            t.add_row(name, Text(literal(p.gpu)), str(p.tp), str(p.replicas), f"{p.weights_bytes / 2**30:.1f}",
+                      f"{p.kv_cache_bytes / 2**30:.1f}", f"{p.total_bytes / 2**30:.1f}", str(p.max_concurrency))
+        con.print(t)
+    t = Table(title="Latency (ms)", title_justify="left")
+    for col in ("", "p50", "p90", "p99"):
+        t.add_column(col, justify="right")
+    t.add_row("TTFT", *(f"{r.ttft_ms[k]:.1f}" for k in ("p50", "p90", "p99")))
+    t.add_row("TPOT", *(f"{r.tpot_ms[k]:.2f}" for k in ("p50", "p90", "p99")))
+    con.print(t)
+    con.print(Text(f"{r.output_tokens_per_s:,.0f} output tokens/s, {r.requests_per_s:.2f} requests/s; KV hand-off "
+                   f"{r.kv_transfer_ms:.2f} ms per request over {r.link}"))
 
 
 def capacity_figure(s: ServingSolution) -> Figure:

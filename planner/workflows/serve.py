@@ -1,6 +1,7 @@
 """`serve(scenario)`: the cheapest fleet of GPU SKUs, TP sizes, replicas and batch limits that serves a
 traffic level within its latency SLOs; `evaluate_deployment(...)`: one deployment's latency percentiles,
-throughput and memory. The public API behind `planner serve`.
+throughput and memory; `evaluate_disaggregated(...)`: the same for separate prefill and decode pools
+(DistServe/Splitwise). The public API behind `planner serve`.
 
 The physics is planner.model.serving, the engine simulation and the scalar re-check are the serving
 workload (planner.workloads.serving), the fleet selection is planner.search.serving (CP-SAT).
@@ -12,11 +13,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from planner.search.serving import ServingSolution, solve_serving
-from planner.workloads.serving.evaluation import DeploymentResult, evaluate_deployment
+from planner.workloads.serving.evaluation import (
+    DeploymentResult,
+    DisaggregatedResult,
+    evaluate_deployment,
+    evaluate_disaggregated,
+)
 from planner.workloads.serving.scenario import ServingScenario, load_serving_scenario
 
-__all__ = ["DeploymentResult", "ServingScenario", "ServingSolution", "evaluate_deployment", "load_serving_scenario",
-           "serve"]
+__all__ = ["DeploymentResult", "DisaggregatedResult", "ServingScenario", "ServingSolution", "evaluate_deployment",
+           "evaluate_disaggregated", "load_serving_scenario", "serve"]
 
 
 def serve(scenario: ServingScenario | str | Path, *, pareto: bool | Sequence[float] = False) -> ServingSolution:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from planner.errors import InputError
+from planner.limits import MAX_GPUS
 from planner.model.serving import DTYPES, EngineConfig, ServingEfficiency, ServingModel, serving_model
 from planner.schema import GpuSku, ModelSpec, Overheads
 from planner.workloads.serving.engines import EngineOverride, resolve_engine
@@ -32,6 +33,8 @@ REQUESTS_PER_CLIENT = 8
 MAX_REQUESTS = 4000
 ITERATION_BUDGET = 40_000
 FEWEST_REQUESTS = 50
+# Requests of a disaggregated evaluation by default: one Poisson stream through both pools, 60 per p99 sample.
+DISAGG_REQUESTS = 600
 
 
 @dataclass(frozen=True)
@@ -234,6 +237,33 @@ def evaluate_deployment(
 
 
 @dataclass(frozen=True)
+class DisaggPool:
+    """One pool of a disaggregated deployment: its replica layout and memory per GPU. `kv_cache_bytes` is what
+    `max_concurrency` requests hold (prompts alone on the prefill pool, prompt and output on the decode pool)."""
+
+    gpu: str
+    tp: int
+    replicas: int
+    weights_bytes: int
+    kv_cache_bytes: int
+    workspace_bytes: int
+    max_concurrency: int
+    kv_pool_tokens: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.kv_cache_bytes + self.workspace_bytes
+
+    @property
+    def fits(self) -> bool:
+        return self.kv_pool_tokens > 0 and self.max_concurrency >= 1
+
+    def memory_dict(self) -> dict[str, Any]:
+        return {"bytes": {"weights": self.weights_bytes, "kv_cache": self.kv_cache_bytes, "total": self.total_bytes},
+                "fits": self.fits}
+
+
+@dataclass(frozen=True)
 class DisaggregatedResult:
     """A prefill pool and a decode pool: latency percentiles (ms), throughput, and the KV hand-off."""
 
@@ -245,13 +275,35 @@ class DisaggregatedResult:
     link: str  # nvlink | network
     gpus: int
     result: DisaggResult = field(repr=False)
+    model: str = ""
+    engine: str = ""
+    weight_dtype: str = "bf16"
+    kv_dtype: str = "bf16"
+    qps: float = 0.0
+    input_len: float = 0.0
+    output_len: float = 0.0
+    prefill: DisaggPool | None = None
+    decode: DisaggPool | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The JSON of `planner serve ... --prefill-replicas P --decode-replicas D --format json`; `memory` per
+        pool (per GPU) as the one-deployment JSON has it."""
+        d: dict[str, Any] = {
             "ttft_ms": self.ttft_ms, "tpot_ms": self.tpot_ms,
             "throughput": {"output_tokens_per_s": self.output_tokens_per_s, "requests_per_s": self.requests_per_s},
             "kv_transfer_ms": self.kv_transfer_ms, "link": self.link, "gpus": self.gpus,
         }
+        if self.prefill is not None and self.decode is not None:
+            d["memory"] = {"prefill": self.prefill.memory_dict(), "decode": self.decode.memory_dict()}
+        return d
+
+
+def _pool(sm: ServingModel, eng: EngineConfig, replicas: int, input_len: float, output_len: float) -> DisaggPool:
+    pool = sm.kv_pool_tokens(eng)
+    cap = max_concurrency(sm, eng, input_len, output_len, pool)
+    return DisaggPool(gpu=sm.gpu.name, tp=sm.tp, replicas=replicas, weights_bytes=math.ceil(sm.weight_bytes),
+                      kv_cache_bytes=math.ceil(cap * (input_len + output_len) * sm.kv_bytes_per_token),
+                      workspace_bytes=workspace_bytes(sm, eng), max_concurrency=cap, kv_pool_tokens=pool)
 
 
 def evaluate_disaggregated(
@@ -269,27 +321,50 @@ def evaluate_disaggregated(
     weight_dtype: str = "bf16",
     kv_dtype: str | None = None,
     engine: str | EngineOverride = "vllm",
-    requests: int = 600,
+    requests: int | None = None,
     seed: int = 0,
     efficiency: ServingEfficiency | None = None,
 ) -> DisaggregatedResult:
     """Evaluate disaggregated prefill and decode pools at a Poisson `qps` (DistServe/Splitwise). The KV cache of
     each prompt moves from its prefill replica to a decode replica over NVLink when both pools fit one scale-up
     domain of the same SKU, else over the prefill GPUs' NICs, each GPU sending its own shard.
+
+    Returns:
+        DisaggregatedResult; `to_dict()` has `ttft_ms.{p50,p90,p99}`, `tpot_ms.{p50,p90,p99}`,
+        `throughput.{output_tokens_per_s,requests_per_s}` (both pools together), `kv_transfer_ms` (mean),
+        `link` (nvlink or network), `gpus` and `memory.{prefill,decode}` (`bytes.{weights,kv_cache,total}` per
+        GPU, `fits`), as `planner serve --prefill-replicas P --decode-replicas D --format json` prints it.
+
+    Raises:
+        InputError: unknown model, GPU, engine or dtype; a pool whose layout the model refuses or whose weights
+        leave no KV memory; answers of one token (no decode phase).
     """
     m, pg = _resolve(model, prefill_gpu)
-    dg = _resolve(model, decode_gpu)[1] if decode_gpu is not None else pg
+    try:
+        dg = _resolve(m, decode_gpu)[1] if decode_gpu is not None else pg
+    except InputError as e:
+        raise InputError(f"--decode-gpu: {e}") from None
     _check_dtype("weight_dtype", weight_dtype)
     kv_dtype = kv_dtype or "bf16"
     _check_dtype("kv_dtype", kv_dtype)
     if not (isinstance(qps, (int, float)) and math.isfinite(qps) and qps > 0):
         raise InputError(f"qps must be a positive finite number, got {qps!r}")
-    psm = replica_model(m, pg, tp=prefill_tp, weight_dtype=weight_dtype, kv_dtype=kv_dtype, seff=efficiency)
-    dsm = replica_model(m, dg, tp=decode_tp, weight_dtype=weight_dtype, kv_dtype=kv_dtype, seff=efficiency)
+    if min(prefill_tp, prefill_replicas, decode_tp, decode_replicas) < 1:
+        raise InputError("disaggregated pools need at least one prefill and one decode replica of tp >= 1")
+    if prefill_tp * prefill_replicas + decode_tp * decode_replicas > MAX_GPUS:
+        raise InputError(f"--prefill-replicas/--decode-replicas: the pools together exceed {MAX_GPUS:,} GPUs")
+    try:
+        psm = replica_model(m, pg, tp=prefill_tp, weight_dtype=weight_dtype, kv_dtype=kv_dtype, seff=efficiency)
+    except InputError as e:
+        raise InputError(f"prefill pool (--gpu {pg.name} --tp {prefill_tp}): {e}") from None
+    try:
+        dsm = replica_model(m, dg, tp=decode_tp, weight_dtype=weight_dtype, kv_dtype=kv_dtype, seff=efficiency)
+    except InputError as e:
+        raise InputError(f"decode pool (--decode-gpu {dg.name} --decode-tp {decode_tp}): {e}") from None
     pe, de = resolve_engine(engine, pg), resolve_engine(engine, dg)
-    for name, sm, eng in (("prefill", psm, pe), ("decode", dsm, de)):
+    for name, sm, eng in (("prefill pool (--gpu/--tp)", psm, pe), ("decode pool (--decode-gpu/--decode-tp)", dsm, de)):
         if sm.kv_pool_tokens(eng) <= 0:
-            raise InputError(f"{name} pool: the weights leave no KV memory on {sm.gpu.name} at tp={sm.tp}")
+            raise InputError(f"{name}: the weights leave no KV memory on {sm.gpu.name} at tp={sm.tp}")
     gpus = prefill_tp * prefill_replicas + decode_tp * decode_replicas
     same_domain = pg.name == dg.name and gpus <= pg.node_size
     if same_domain:
@@ -297,20 +372,28 @@ def evaluate_disaggregated(
     else:
         link, gbs = "network", pg.network_gbps / 8 * pg.efficiency.inter_node
     rng = np.random.default_rng(seed)
+    requests = requests or DISAGG_REQUESTS
     lin, lout = LengthDist.of(input_len), LengthDist.of(output_len)
     ins, outs = lin.sample(requests, rng), lout.sample(requests, rng)
+    if not (outs > 1).any():
+        raise InputError("--output-len: disaggregated pools need answers of 2 tokens or more (the decode pool "
+                         "makes tokens 2..O)")
     arrivals = poisson_arrivals(qps, requests, rng)
     r = simulate_disaggregated(psm, pe, prefill_replicas, dsm, de, decode_replicas, ins, outs, arrivals, gbs)
     return DisaggregatedResult(
         ttft_ms=r.percentiles("ttft"), tpot_ms=r.percentiles("tpot"), output_tokens_per_s=r.output_tokens_per_s,
         requests_per_s=r.decode.requests_per_s * decode_replicas, kv_transfer_ms=float(np.mean(r.kv_transfer_s)) * 1e3,
-        link=link, gpus=gpus, result=r,
+        link=link, gpus=gpus, result=r, model=m.name, engine=pe.name, weight_dtype=weight_dtype, kv_dtype=kv_dtype,
+        qps=float(qps), input_len=lin.expected(), output_len=lout.expected(),
+        prefill=_pool(psm, pe, prefill_replicas, lin.expected(), 1.0),
+        decode=_pool(dsm, de, decode_replicas, lin.expected(), lout.expected()),
     )
 
 
 __all__ = [
     "PERCENTILES",
     "DeploymentResult",
+    "DisaggPool",
     "DisaggregatedResult",
     "evaluate_deployment",
     "evaluate_disaggregated",
