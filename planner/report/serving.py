@@ -11,6 +11,7 @@ from planner.report.text import literal, rounded
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from rich.console import Console
+    from rich.table import Table
 
     from planner.search.serving import ServingSolution
     from planner.workloads.serving.evaluation import DeploymentResult, DisaggregatedResult
@@ -106,7 +107,6 @@ def print_serving(con: Console, s: ServingSolution) -> None:
 
 
 def print_deployment(con: Console, r: DeploymentResult) -> None:
-    from rich.table import Table
     from rich.text import Text
 
     load = f"{r.concurrency} clients" if r.concurrency is not None else f"{r.qps:g} requests/s"
@@ -118,15 +118,22 @@ def print_deployment(con: Console, r: DeploymentResult) -> None:
                        f"{r.max_concurrency} requests fit the KV pool", style="bold red"))
         return
     assert r.ttft_ms is not None and r.tpot_ms is not None
-    t = Table(title="Latency (ms)", title_justify="left")
-    for col in ("", "p50", "p90", "p99"):
-        t.add_column(col, justify="right")
-    t.add_row("TTFT", *(f"{r.ttft_ms[k]:.1f}" for k in ("p50", "p90", "p99")))
-    t.add_row("TPOT", *(f"{r.tpot_ms[k]:.2f}" for k in ("p50", "p90", "p99")))
-    con.print(t)
+    con.print(latency_table(r.ttft_ms, r.tpot_ms))
     con.print(Text(f"{r.output_tokens_per_s:,.0f} output tokens/s, {r.requests_per_s:.2f} requests/s; "
                    f"{r.total_bytes / 2**30:.1f} GiB per GPU (weights {r.weights_bytes / 2**30:.1f}, "
                    f"KV {r.kv_cache_bytes / 2**30:.1f}); up to {r.max_concurrency} requests at once"))
+
+
+def latency_table(ttft_ms: dict[str, float], tpot_ms: dict[str, float]) -> Table:
+    """TTFT and TPOT percentiles, ms, one row each."""
+    from rich.table import Table
+
+    t = Table(title="Latency (ms)", title_justify="left")
+    for col in ("", "p50", "p90", "p99"):
+        t.add_column(col, justify="right")
+    t.add_row("TTFT", *(f"{ttft_ms[k]:.1f}" for k in ("p50", "p90", "p99")))
+    t.add_row("TPOT", *(f"{tpot_ms[k]:.2f}" for k in ("p50", "p90", "p99")))
+    return t
 
 
 def print_disaggregated(con: Console, r: DisaggregatedResult) -> None:
@@ -144,12 +151,7 @@ def print_disaggregated(con: Console, r: DisaggregatedResult) -> None:
             t.add_row(name, Text(literal(p.gpu)), str(p.tp), str(p.replicas), f"{p.weights_bytes / 2**30:.1f}",
                       f"{p.kv_cache_bytes / 2**30:.1f}", f"{p.total_bytes / 2**30:.1f}", str(p.max_concurrency))
         con.print(t)
-    t = Table(title="Latency (ms)", title_justify="left")
-    for col in ("", "p50", "p90", "p99"):
-        t.add_column(col, justify="right")
-    t.add_row("TTFT", *(f"{r.ttft_ms[k]:.1f}" for k in ("p50", "p90", "p99")))
-    t.add_row("TPOT", *(f"{r.tpot_ms[k]:.2f}" for k in ("p50", "p90", "p99")))
-    con.print(t)
+    con.print(latency_table(r.ttft_ms, r.tpot_ms))
     con.print(Text(f"{r.output_tokens_per_s:,.0f} output tokens/s, {r.requests_per_s:.2f} requests/s; KV hand-off "
                    f"{r.kv_transfer_ms:.2f} ms per request over {r.link}"))
 
