@@ -15,8 +15,8 @@ from typing import Annotated
 
 import typer
 
+from planner import MAX_GPUS
 from planner.cli.common import run
-from planner.limits import MAX_GPUS
 from planner.report import Format
 
 DTYPES = "bf16, fp16, fp8, int8, int4, fp4"
