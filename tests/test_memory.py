@@ -167,9 +167,9 @@ def test_mixed_rows_in_one_call_equal_their_scalar_memory(rows: list[dict], grap
 def test_dropping_covered_states_keeps_every_peak(states: list[list[int]], weights: list[int]) -> None:
     """A rank's peak is the largest weighted in-flight state; states another covers never are, for any
     non-negative bytes per kind."""
-    from planner.model.memory import _undominated
+    from planner.model.pipeline import undominated
 
     a, w = np.array(states, dtype=np.int64), np.array(weights, dtype=np.int64)  # integers: sums exact
-    kept = _undominated(a)
+    kept = undominated(a)
     assert len(kept) <= len(a)
     assert (kept @ w).max() == (a @ w).max()

@@ -422,15 +422,6 @@ def _chunk_vectors(m: ModelSpec, counts: tuple[int, ...], pp: int, vpp: int, ran
     return out
 
 
-def _undominated(coefs: np.ndarray) -> np.ndarray:
-    """The distinct rows of `coefs` that no other row covers (≥ in every column): bytes per kind are never
-    negative, so a covered state is never the peak."""
-    covers = np.all(coefs[:, None, :] >= coefs[None, :, :], axis=2)  # covers[i, j]: row i ≥ row j everywhere
-    equal = np.all(coefs[:, None, :] == coefs[None, :, :], axis=2)
-    earlier = np.tri(len(coefs), k=-1, dtype=bool).T  # earlier[i, j]: i < j, so of equal rows the first stays
-    return coefs[~(covers & (~equal | earlier)).any(axis=0)]
-
-
 @functools.lru_cache(maxsize=1 << 15)  # (stages, virtual stages, micro-batches) × ranks of a whole grid
 def rank_plan(m: ModelSpec, pp: int, vpp: int, microbatches: int, which: str, recipe: Recipe,
               split: pipeline.PipelineSplit) -> RankPlan:
@@ -440,7 +431,7 @@ def rank_plan(m: ModelSpec, pp: int, vpp: int, microbatches: int, which: str, re
     if isinstance(counts, str):  # a split the framework refuses: legality reports it; count it evenly
         counts = tuple(m.layers // (pp * vpp) + (k < m.layers % (pp * vpp)) for k in range(pp * vpp))
     chunks = _chunk_vectors(m, counts, pp, vpp, rank, recipe)
-    coefs = _undominated(pipeline.inflight_states(pp, vpp, microbatches, rank) @ chunks)
+    coefs = pipeline.undominated(pipeline.inflight_states(pp, vpp, microbatches, rank) @ chunks)
     offsets = np.concatenate([[0], np.cumsum(counts)])
     mine = [c * pp + rank for c in range(vpp)]
     layers_here = sum(counts[k] for k in mine)

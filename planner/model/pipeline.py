@@ -188,11 +188,16 @@ def inflight_states(pp: int, vpp: int, microbatches: int, rank: int) -> np.ndarr
         counts[_fwd_chunk(n, group, vpp)] += 1
         seen.add(tuple(counts))
         counts[_bwd_chunk(n, group, vpp, warmup)] -= 1
-    states = np.array(sorted(seen, key=lambda c: (-sum(c), c)), dtype=np.int64)  # largest first
-    # kept unless another vector covers it (distinct vectors that cover each other cannot exist)
-    covers = np.all(states[:, None, :] >= states[None, :, :], axis=2)
-    np.fill_diagonal(covers, False)
-    return states[~covers.any(axis=0)]
+    return undominated(np.array(sorted(seen, key=lambda c: (-sum(c), c)), dtype=np.int64))  # largest first
+
+
+def undominated(rows: np.ndarray) -> np.ndarray:
+    """The rows no other row covers (≥ in every column), in their order; of equal rows the first. Weighted by
+    any non-negative bytes per column, a covered row is never the largest."""
+    covers = np.all(rows[:, None, :] >= rows[None, :, :], axis=2)  # covers[i, j]: row i ≥ row j everywhere
+    equal = np.all(rows[:, None, :] == rows[None, :, :], axis=2)
+    earlier = np.tri(len(rows), k=-1, dtype=bool).T  # earlier[i, j]: i < j
+    return rows[~(covers & (~equal | earlier)).any(axis=0)]
 
 
 def inflight_chunks(pp: int, vpp: int, microbatches: int, rank: int) -> int:

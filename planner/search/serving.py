@@ -565,12 +565,8 @@ def _pool_plan(
         candidate=c, replicas=replicas, qps=qps, ttft_ms=sim.percentiles("ttft"), tpot_ms=sim.percentiles("tpot"),
         slo_met=_meets(sim, s, sum(per)), headroom=(1.0 / load - 1.0) if load > 0 else math.inf,
         prefill_share=sim.prefill_seconds / busy if busy > 0 else 0.0,
-        ttft_slo_ms=_percentile_ms(sim.ttft, pct), tpot_slo_ms=_percentile_ms(sim.tpot, pct),
+        ttft_slo_ms=sim.at("ttft", pct), tpot_slo_ms=sim.at("tpot", pct),
     )
-
-
-def _percentile_ms(x: np.ndarray, pct: float) -> float:
-    return float(np.percentile(x, pct)) * 1e3 if len(x) else math.inf
 
 
 def _plan(

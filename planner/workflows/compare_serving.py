@@ -277,10 +277,9 @@ class ServingComparison:
         sim = simulate(c.model, c.engine, cls.input.sample(n, rng), cls.output.sample(n, rng),
                        arrivals=poisson_arrivals(rate, n, rng), prefix_hit=hit)
         pct = slo.percentile
-        got = [("TTFT", float(np.percentile(sim.ttft, pct)) * 1e3 if len(sim.ttft) else b.ttft_min_s * 1e3,
-                slo.ttft_ms),
-               ("TPOT", float(np.percentile(sim.tpot, pct)) * 1e3 if len(sim.tpot) else b.tpot_min_s * 1e3,
-                slo.tpot_ms)]
+        # a metric no request reached (none finished) falls back to the replica's analytic best
+        got = [(name.upper(), v if math.isfinite(v := sim.at(name, pct)) else floor_s * 1e3, limit)
+               for name, floor_s, limit in (("ttft", b.ttft_min_s, slo.ttft_ms), ("tpot", b.tpot_min_s, slo.tpot_ms))]
         missed = [g for g in got if g[1] > g[2]]
         parts = [f"{name} p{pct:g} {v:,.1f} ms (SLO {limit:,.4g} ms, {v / limit - 1:+.0%})"
                  for name, v, limit in missed or got]
@@ -376,8 +375,7 @@ class ServingComparison:
                     "sku": sku, "tp": tp, "batch_limit": c.batch_limit, "concurrency": conc,
                     "output_tokens_per_s_per_gpu": sim.output_tokens_per_s / c.gpus,
                     "requests_per_s": sim.requests_per_s, "percentile": pct,
-                    "ttft_ms": float(np.percentile(sim.ttft, pct)) * 1e3 if len(sim.ttft) else math.inf,
-                    "tpot_ms": float(np.percentile(sim.tpot, pct)) * 1e3 if len(sim.tpot) else math.inf,
+                    "ttft_ms": sim.at("ttft", pct), "tpot_ms": sim.at("tpot", pct),
                 })
             say(n + 1, len(self.gpus), "tracing throughput against latency")
         return pd.DataFrame(rows, columns=list(CURVE_COLUMNS))

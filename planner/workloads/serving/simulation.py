@@ -148,10 +148,12 @@ class SimResult:
 
     def percentiles(self, what: str) -> dict[str, float]:
         """p50/p90/p99 of ttft, tpot or e2e, in milliseconds."""
+        return {f"p{p}": self.at(what, p) for p in PERCENTILES}
+
+    def at(self, what: str, pct: float) -> float:
+        """The `pct` percentile of ttft, tpot or e2e, in milliseconds; inf when no request has one."""
         x = getattr(self, what)
-        if len(x) == 0:
-            return {f"p{p}": math.inf for p in PERCENTILES}
-        return {f"p{p}": float(np.percentile(x, p)) * 1e3 for p in PERCENTILES}
+        return float(np.percentile(x, pct)) * 1e3 if len(x) else math.inf
 
     def attainment(self, ttft_s: float, tpot_s: float) -> float:
         """Share of requests meeting both SLOs (DistServe's goodput definition)."""
