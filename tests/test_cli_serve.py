@@ -145,3 +145,9 @@ def test_disaggregated_tables_render() -> None:
 def test_disaggregated_flag_misuse_exits_2_naming_the_flag(extra: list[str], named: str) -> None:
     r = runner.invoke(app, [*DISAGG, *extra])
     assert r.exit_code == 2 and named in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_disaggregated_request_longer_than_a_pool_holds_exits_1_with_the_numbers() -> None:
+    r = runner.invoke(app, [*DISAGG, "--qps", "2", "--prefill-replicas", "1", "--decode-replicas", "1",
+                            "--input-len", "9000000"])
+    assert r.exit_code == 1 and "9,000,000 tokens" in r.output and "KV cache" in r.output, r.output

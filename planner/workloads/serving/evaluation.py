@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from planner.errors import InputError
+from planner.errors import InfeasibleError, InputError
 from planner.limits import MAX_GPUS
 from planner.model.serving import DTYPES, EngineConfig, ServingEfficiency, ServingModel, serving_model
 from planner.schema import GpuSku, ModelSpec, Overheads
@@ -338,6 +338,7 @@ def evaluate_disaggregated(
     Raises:
         InputError: unknown model, GPU, engine or dtype; a pool whose layout the model refuses or whose weights
         leave no KV memory; answers of one token (no decode phase).
+        InfeasibleError: a request longer than a pool's KV cache holds (exit 1).
     """
     m, pg = _resolve(model, prefill_gpu)
     try:
@@ -378,6 +379,12 @@ def evaluate_disaggregated(
     if not (outs > 1).any():
         raise InputError("--output-len: disaggregated pools need answers of 2 tokens or more (the decode pool "
                          "makes tokens 2..O)")
+    # the pools' simulations pair every request's prefill with its decode: each must hold the longest request
+    for name, sm, eng, need in (("prefill pool", psm, pe, int(ins.max())), ("decode pool", dsm, de,
+                                                                            int((ins + outs).max()))):
+        if need > (pool := sm.kv_pool_tokens(eng)):
+            raise InfeasibleError(f"{name}: a request of {need:,} tokens exceeds the {pool:,}-token KV cache of "
+                                  f"one replica ({sm.gpu.name}, tp={sm.tp})")
     arrivals = poisson_arrivals(qps, requests, rng)
     r = simulate_disaggregated(psm, pe, prefill_replicas, dsm, de, decode_replicas, ins, outs, arrivals, gbs)
     return DisaggregatedResult(
