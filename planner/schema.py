@@ -433,14 +433,21 @@ class GpuSku(Strict):
             raise ValueError("peak_tflops needs bf16 or fp16")
         return self
 
+    def supports(self, dtype: str) -> bool:
+        """Whether the GPU has tensor cores for a compute dtype (bf16 and fp16 stand in for each other)."""
+        table = self.peak_tflops
+        return dtype in table or (dtype in ("bf16", "fp16") and ("bf16" in table or "fp16" in table))
+
     def peak(self, dtype: str) -> float:
         """Dense peak TFLOP/s for a compute dtype, falling back bf16 ↔ fp16 (V100 has no bf16)."""
+        from planner.errors import InputError
+
         table = self.peak_tflops
         if dtype in table:
             return table[dtype]
-        if dtype in ("bf16", "fp16"):
+        if dtype in ("bf16", "fp16") and self.supports(dtype):
             return table.get("bf16") or table["fp16"]
-        raise KeyError(f"{self.name} has no {dtype} tensor-core peak")
+        raise InputError(f"{self.name} has no {dtype} tensor cores: precision {dtype} cannot run on it")
 
 
 class GpuDefinition(Strict):

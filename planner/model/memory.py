@@ -631,6 +631,36 @@ def training_memory_table(
     return {key: val.reshape(shape) for key, val in best.items()}
 
 
+def training_memory_floor(
+    m: ModelSpec, seq: int, arrays: dict[str, Any], recipe: Recipe, impl: Implementation, overheads: Overheads
+) -> np.ndarray:
+    """A lower bound of `training_memory_table`'s total over a set of layouts that share tp, pp, vpp, dp, cp and
+    ep (arrays of those), whatever their micro-batch size and count, recompute mode and sequence
+    parallelism, with ZeRO within [zero_min, zero_max]: for each ZeRO stage, the weights, gradients and
+    optimizer state of the rank the table picks for one member of the set, and the reserve they alone
+    cause. A rank's state reads its layers (the split of pp and vpp) and the sharding, none of the free
+    fields, and the table's total is the most loaded rank's, at least this rank's. Planner.search.pruning
+    skips sets that fit on no SKU; a property test holds the floor under every row of real grids."""
+    a = {k: np.asarray(v, dtype=np.int64) for k, v in arrays.items()}
+    n = len(a["tp"])
+    out = np.full(n, np.inf)
+    for z in range(4):
+        rows = np.flatnonzero((a["zero_min"] <= z) & (z <= a["zero_max"]))
+        if len(rows) == 0:
+            continue
+        one = {f: a[f][rows] for f in ("tp", "pp", "vpp", "dp", "cp", "ep")}
+        # the state reads no micro-batch count: as many micro-batches as stages keeps the table's pipeline
+        # schedules to one per (pp, vpp)
+        one.update(global_batch=one["dp"] * a["micro_batch_min"][rows] * one["pp"])
+        one.update(micro_batch=a["micro_batch_min"][rows], zero=np.full(len(rows), z),
+                   recompute=np.zeros(len(rows), dtype=np.int64), sequence_parallel=np.zeros(len(rows), dtype=np.int64))
+        t = training_memory_table(m, seq, one, recipe, impl, overheads)
+        state = t["weights"] + t["gradients"] + t["optimizer"]  # each rounded up: at most 1 byte over, each
+        reserve = np.ceil(overheads.reserve_bytes + overheads.fragmentation * (state - 3))
+        out[rows] = np.minimum(out[rows], state + reserve)
+    return out
+
+
 class FitsOnGpu:
     """What a per-GPU footprint means on its GPU: capacity, fits, headroom (training plans and serving
     footprints alike). Mixed into result dataclasses that hold `gpu` and `memory` (with a `total`)."""

@@ -45,7 +45,7 @@ bound. MFU and HFU count FLOPs in planner's convention (causal attention at half
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, cast
 
@@ -669,13 +669,21 @@ def _hidden(c: _Context, comm_s: Any, window: Any) -> Any:
     return vmax(0.0, comm_s - window) + c.eff.comm_interference * vmin(comm_s, window)
 
 
-def _tp(c: _Context, s: _Step, g: _Groups, cmp: _Compute) -> Any:
+def _hidden_floor(c: _Context, comm_s: Any) -> Any:
+    """The least `_hidden` charges a collective over any window: comm − (1 − i)·w below the collective's
+    length, i·comm beyond it (i = comm_interference ≤ 1), so never less than i·comm."""
+    return c.eff.comm_interference * comm_s
+
+
+def _tp(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -> Any:
     """Tensor-parallel collectives of one micro-batch: 4 per layer (2 forward, 2 backward) and 2 more per
     fully recomputed layer; SP's reduce-scatter + all-gather move an all-reduce's bytes. With TE's
     userbuffers (`tp_overlap`, SP only) each collective is pipelined with the GEMM next to it
     (transformer_engine/pytorch/module/base.py: qkv/fc1 forward and proj/fc2 dgrad ring-exchange all-gathers
     in TP chunks, proj/fc2 forward reduce-scatters in 4 chunks, the wgrad input all-gathers and dgrad
-    reduce-scatters in bulk behind qkv/fc1's other backward GEMM); the first or last chunk stays exposed."""
+    reduce-scatters in bulk behind qkv/fc1's other backward GEMM); the first or last chunk stays exposed.
+    `floor`: the chunks' exposed tails over their GEMMs dropped and the smaller of the two paths, a lower
+    bound over sequence parallelism on or off (u = tp_overlap·SP mixes them convexly)."""
     lay = cmp.layer
     act = s.tok * c.h
     plain = (4 + 2 * s.full) * comm.all_reduce(act * ACT, g.tp)
@@ -685,30 +693,37 @@ def _tp(c: _Context, s: _Step, g: _Groups, cmp: _Compute) -> Any:
     rs = comm.reduce_scatter(act * ACT, g.tp)
     share = c.eff.tp_overlap_sm_share
 
+    def tail(x: Any, gemm: Any) -> Any:  # what the GEMM beside a chunked collective does not cover
+        return 0.0 if floor else vmax(0.0, x - gemm)
+
     def ring(x: Any, gemm: Any) -> Any:
-        return x / s.tp + vmax(0.0, x * (1 - 1 / s.tp) - gemm)
+        return x / s.tp + tail(x * (1 - 1 / s.tp), gemm)
 
     def pipelined(x: Any, gemm: Any) -> Any:
-        return x / UB_PIPELINE_SPLITS + vmax(0.0, x * (1 - 1 / UB_PIPELINE_SPLITS) - gemm) + share * vmin(x, gemm)
+        return x / UB_PIPELINE_SPLITS + tail(x * (1 - 1 / UB_PIPELINE_SPLITS), gemm) + share * vmin(x, gemm)
 
     def bulk(x: Any, gemm: Any) -> Any:
-        return vmax(0.0, x - gemm) + share * vmin(x, gemm)
+        return tail(x, gemm) + share * vmin(x, gemm)
 
     fwd = ring(ag, lay.qkv) + pipelined(rs, lay.out) + ring(ag, lay.up) + pipelined(rs, lay.down)
     bwd = (ring(ag, lay.out) + ring(ag, lay.down) + bulk(ag, lay.qkv) + bulk(ag, lay.up) + bulk(rs, lay.qkv)
            + bulk(rs, lay.up))
     userbuffers = fwd * (1 + s.full) + bwd
+    if floor:
+        return s.layers * vmin(plain, userbuffers)
     u = c.eff.tp_overlap * s.sp
     return s.layers * ((1 - u) * plain + u * userbuffers)
 
 
-def _cp(c: _Context, s: _Step, g: _Groups, cmp: _Compute) -> Any:
+def _cp(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -> Any:
     """Context parallel: ring exchange of K/V (forward), K/V and dK/dV (backward), behind attention."""
     if _scalar(s.cp) and s.cp == 1:
         return 0.0
     lay = cmp.layer
     step = (s.cp > 1) * comm.p2p(s.tok * c.kv_width / s.t * ACT, g.cp)
     ring = (s.cp - 1) * step * (3 + s.full)
+    if floor:
+        return s.layers * _hidden_floor(c, ring)
     window = c.eff.cp_overlap * (lay.attn_f * (1 + s.full) + lay.attn_b)
     return s.layers * _hidden(c, ring, window)
 
@@ -864,6 +879,100 @@ def _components(c: _Context, a: dict[str, Any]) -> dict[str, Any]:
     }
     out["step_seconds"] = sum(out[k] for k in BREAKDOWN_KEYS)
     return out
+
+
+
+# --------------------------------------------------------------------------------------------
+# A floor under the step time, for the search's pruning
+# --------------------------------------------------------------------------------------------
+
+
+def _relaxed(c: _Context, aligned: bool) -> _Context:
+    """The context the floor is computed in: activation offload moves nothing and, across micro-batch sizes
+    (`aligned`), no GEMM pays the alignment penalty (whether the token count is aligned depends on the size).
+    Both drop a term ≥ 0, and what is left of the compute is, per step, non-increasing in the micro-batch
+    size (fewer micro-batches of the same tokens: the GEMMs' fixed traffic, the kernel launches and the
+    gradient accumulation are paid fewer times)."""
+    return replace(c, unaligned_penalty=0.0 if aligned else c.unaligned_penalty,
+                   stack=replace(c.stack, activation_offload=False))
+
+
+def _micro_floor(c: _Context, s: _Step, g: _Groups) -> Any:
+    """At most the seconds of one micro-batch on the slowest stage (`t_micro` of `_components`) at the same
+    micro-batch size, for any recompute mode, sequence-parallel choice and ZeRO stage: compute without
+    recompute, TP and CP at their floors, EP and PP as they are, ZeRO-3 traffic dropped (`s` is built
+    without recompute and with SP wherever TP > 1)."""
+    cmp = _compute(c, s, _params(c, s))
+    return cmp.micro + _tp(c, s, g, cmp, floor=True) + _cp(c, s, g, cmp, floor=True) + _ep(c, s, g) + _pp(c, s, g)
+
+
+def step_time_floor(
+    m: ModelSpec,
+    gpu: GpuSku,
+    seq: int,
+    arrays: dict[str, Any],
+    *,
+    impl: Implementation | None = None,
+    efficiency: Efficiency | None = None,
+    gpus_per_node: int | None = None,
+    recipe: Recipe | None = None,
+) -> np.ndarray:
+    """A lower bound of `step_time_table`'s step seconds over a set of layouts that share tp, pp, vpp, dp, cp
+    and ep (arrays of those, and global_batch), whatever their micro-batch size within [micro_batch_min,
+    micro_batch_max], ZeRO stage within [zero_min, zero_max], recompute mode and sequence parallelism:
+
+        floor = m_hi · t(b_hi) + (p − 1)/v · t(b_lo) + the least data-parallel term + optimizer + embedding sync
+
+    with t the `_micro_floor` in the `_relaxed` context and m_hi the micro-batches per step at the largest
+    micro-batch size b_hi. Per step every term of t is non-increasing in the micro-batch size (the same
+    tokens in fewer, larger pieces; a collective's latency paid fewer times), so b_hi bounds the steady state
+    of every layout in the set; per micro-batch every term grows with it, so the smallest, b_lo, bounds the
+    bubble. Data-parallel traffic is exposed the least behind the longest forward and backward any layout of
+    the set runs (at b_hi, without SP, with the most recompute, every GEMM misaligned): `_hidden` only falls
+    as its window grows; activation offload likewise, where the set has one micro-batch size. The search
+    prunes whole sets whose floor already loses (planner.search.pruning); a property test holds it under every
+    row of real grids."""
+    base = _context(m, gpu, seq, impl or _DEFAULT_IMPL, efficiency or gpu.efficiency, gpus_per_node or gpu.node_size,
+                    recipe or _DEFAULT_RECIPE)
+    a = {k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()}
+    one_size = bool((a["micro_batch_min"] == a["micro_batch_max"]).all())
+    c = _relaxed(base, aligned=not one_size)
+    tp, z_lo, z_hi = a["tp"], a["zero_min"], a["zero_max"]
+    free = {"recompute": np.zeros_like(tp), "sequence_parallel": (tp > 1) * 1.0, "zero": z_hi}
+    hi = _step(c, {**a, **free, "micro_batch": a["micro_batch_max"]})
+    lo = _step(c, {**a, **free, "micro_batch": a["micro_batch_min"]})
+    g, p = _Groups(c, hi), _params(c, hi)
+    steady = hi.micro * _micro_floor(c, hi, g)
+    fill = _bubble(lo, _micro_floor(c, lo, _Groups(c, lo)))
+    # the longest passes of the set: each GEMM at most 1 + unaligned_penalty times its time without the penalty
+    slack = 1.0 + base.unaligned_penalty - c.unaligned_penalty
+
+    def longest(sp: float) -> _Compute:
+        runs = [_compute(c, _step(c, {**a, **free, "micro_batch": a["micro_batch_max"],
+                                      "recompute": np.full_like(tp, rc), "sequence_parallel": np.full_like(tp, sp)}), p)
+                for rc in (1.0, 2.0)]
+        return _Compute(layer=runs[0].layer, fwd=slack * vmax(runs[0].fwd, runs[1].fwd),
+                        bwd=slack * vmax(runs[0].bwd, runs[1].bwd), micro=0.0)
+
+    window = longest(0.0)  # without SP the element-wise work is the largest
+    # data-parallel traffic: the least of the ZeRO stages the set holds (ZeRO-2 reduces at least as ZeRO-1)
+    replicated = _dp(c, replace(hi, zero=0.0), g, p, window)
+    sharded = _dp(c, replace(hi, zero=1.0), g, p, window)
+    z3 = _sharded(c, replace(hi, zero=3.0), g, p, window)
+    dp = np.minimum(np.minimum(np.where(z_lo == 0, replicated, np.inf),
+                               np.where((z_lo <= 2) & (z_hi >= 1), sharded, np.inf)),
+                    np.where(z_hi == 3, hi.micro * z3.micro + z3.step, np.inf))
+    # the optimizer steps the smallest shard at the highest stage (ZeRO ≥ 1 shards over dp·cp)
+    out = steady + fill + dp + _optimizer(c, hi, p) + _embedding_sync(c, hi, p)
+    if base.stack.activation_offload:
+        # at one micro-batch size, the offload traffic the longest passes leave exposed, the lesser over SP
+        # (larger with larger micro-batches, so a range of them keeps none of it)
+        exposed = [_offload(base, _step(base, {**a, **free, "micro_batch": a["micro_batch_max"],
+                                                "sequence_parallel": np.full_like(tp, sp)}), w.fwd, w.bwd)
+                   for sp, w in ((0.0, window), (1.0, longest(1.0)))]
+        one = a["micro_batch_min"] == a["micro_batch_max"]
+        out = out + one * hi.micro * vmin(exposed[0], exposed[1])
+    return np.broadcast_to(np.asarray(out, dtype=np.float64), tp.shape).copy()
 
 
 # --------------------------------------------------------------------------------------------

@@ -237,14 +237,18 @@ def rank_layers_table(layers: int, pp: Any, vpp: Any, rank: str, split: Pipeline
     shape = np.broadcast(np.asarray(pp), np.asarray(vpp)).shape
     out = np.zeros(int(np.prod(shape)) or 1, dtype=np.int64)
     for (p, v), idx in combos(pp, vpp):
-        got = virtual_stage_layers(layers, p, v, split)
-        if isinstance(got, str):
-            continue
-        per_rank = [sum(got[c * p + r] for c in range(v)) for r in range(p)]
-        pick = {"first": per_rank[0], "second": per_rank[min(1, p - 1)], "last": per_rank[-1],
-                "max": max(per_rank)}
-        out[idx] = pick[rank]
+        out[idx] = _rank_layers(layers, p, v, split).get(rank, 0)
     return out.reshape(shape) if shape else int(out[0])
+
+
+@functools.lru_cache(maxsize=4096)
+def _rank_layers(layers: int, p: int, v: int, split: PipelineSplit) -> dict[str, int]:
+    """rank_layers_table's picks for one (pp, vpp); empty where the split is refused."""
+    got = virtual_stage_layers(layers, p, v, split)
+    if isinstance(got, str):
+        return {}
+    per_rank = [sum(got[c * p + r] for c in range(v)) for r in range(p)]
+    return {"first": per_rank[0], "second": per_rank[min(1, p - 1)], "last": per_rank[-1], "max": max(per_rank)}
 
 
 def max_stage_layers(layers: int, pp: Any, vpp: Any, split: PipelineSplit = PipelineSplit()) -> Any:

@@ -195,6 +195,8 @@ def solve_dict(result: SolveResult, timing: bool = True) -> dict[str, Any]:
     solver: dict[str, Any] = {
         "seconds": round(result.seconds, 3) if timing else None,
         "search_space_size": result.search_space_size,
+        "layouts_evaluated": result.layouts_evaluated,
+        "layouts_pruned": result.search_space_size - result.layouts_evaluated,
         "candidates": result.candidates,
         "gap": result.gap,
         "engine": f"CP-SAT (ortools {version('ortools')})",

@@ -220,7 +220,7 @@ def solve_rows(result: SolveResult) -> list[dict[str, Any]]:
 
 def solve_markdown(result: SolveResult) -> str:
     head = (f"**{result.status}** ({result.objective}), {result.seconds:.2f} s, "
-            f"{result.search_space_size:,} layouts searched\n\n")
+            f"{result.search_space_size:,} layouts searched, {result.layouts_evaluated:,} evaluated\n\n")
     if not result.plans:
         return head + "".join(f"- {literal(r)}\n" for r in result.reasons)
     body = to_markdown([{"rank": i + 1} | tables.short_row(p) for i, p in enumerate(result.plans)])

@@ -225,8 +225,10 @@ def short_row(p: Plan) -> dict[str, Any]:
 
 def print_solve(con: Console, result: SolveResult) -> None:
     gap = f", gap {result.gap:.2%}" if result.gap else ""
+    pruned = result.search_space_size - result.layouts_evaluated
+    looked = f" ({pruned:,} pruned by bounds)" if pruned else ""
     con.print(f"[bold]{result.status}[/] ({result.objective}) in {result.seconds:.2f} s{gap}: "
-              f"{result.search_space_size:,} layouts, {result.candidates:,} candidates")
+              f"{result.search_space_size:,} layouts{looked}, {result.candidates:,} candidates")
     if not result.plans:
         con.print("[red]no plan satisfies the scenario[/]")
         for r in result.reasons:

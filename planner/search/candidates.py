@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from planner.model.perf import SECONDS_PER_DAY
-from planner.search.problem import JobSpec, Problem
+from planner.search.problem import JobSpec, Problem, SkuOption
 from planner.workloads.expected import IDEAL, Basis, planned_units
 from planner.workloads.grid import Grid
 
@@ -114,7 +114,7 @@ class SkuStats:
     sku: str
     capacity: int
     legal: int  # layouts runnable on it within the caps
-    fits: int  # ... that also fit in memory
+    fits: int | None  # ... that also fit in memory (None: not counted, a pruned search evaluates a part)
     min_memory: int | None  # smallest per-GPU bytes of any legal layout
     min_memory_row: int | None  # grid row of that layout
 
@@ -150,6 +150,40 @@ def per_group_min_float(group: np.ndarray, value: np.ndarray) -> np.ndarray:
     return value == low[group]
 
 
+def sku_candidates(job: JobSpec, sku: SkuOption, index: int, grid: Grid, fit_rows: np.ndarray,
+                   memory: np.ndarray) -> tuple[CandidateTable, np.ndarray]:
+    """One SKU's candidates from the rows of `grid` that fit on it (`memory`: bytes per fitting row): the
+    fastest layout per GPU count, among equally fast ones the least memory, then the first in grid order;
+    with each one's planned step (µs × the quantile factor: what orders one GPU count's layouts). `rank` is
+    left at 0 (`ranked` sets it over the whole table)."""
+    w = job.workload
+    step = w.step_seconds(grid, fit_rows, sku.gpu, sku.node)
+    factor = np.broadcast_to(np.asarray(w.step_factor(grid, fit_rows, sku.gpu), dtype=np.float64), step.shape)
+    # the planned step: the failure stretch is the same for every layout of one GPU count, so the
+    # planned time and cost order a group's layouts as step µs × the quantile factor does
+    planned = microseconds(step).astype(np.float64) * factor
+    gpus = grid.gpus[fit_rows]
+    first = np.flatnonzero(per_group_min_float(gpus, planned))
+    first = first[per_group_min(gpus[first], memory[first])]
+    _, once = np.unique(gpus[first], return_index=True)
+    first = first[once]
+    step_us, time_s, cost_cents = integer_units(step[first], gpus[first], sku.rate.usd_per_gpu_hour, w.steps,
+                                                w.checkpoint_bytes, w.basis, factor[first])
+    n = len(first)
+    return CandidateTable(
+        sku=np.full(n, sku.name, dtype=object), sku_index=np.full(n, index, dtype=np.int64),
+        gpus=gpus[first].astype(np.int64), row=fit_rows[first].astype(np.int64), memory=memory[first].astype(np.int64),
+        step_us=step_us, time_s=time_s, cost_cents=cost_cents, rank=np.zeros(n, dtype=np.int64)), planned[first]
+
+
+def ranked(table: CandidateTable) -> CandidateTable:
+    """The table with its tie-break: fewer GPUs, more memory headroom, catalog order, grid order."""
+    order = np.lexsort((table.row, table.sku_index, table.memory, table.gpus))
+    rank = np.empty(len(table), dtype=np.int64)
+    rank[order] = np.arange(len(table))
+    return replace(table, rank=rank)
+
+
 def job_candidates(problem: Problem, job: JobSpec) -> JobCandidates:
     w = job.workload
     skus = problem.skus_for(job)
@@ -168,33 +202,9 @@ def job_candidates(problem: Problem, job: JobSpec) -> JobCandidates:
         fit_rows = np.flatnonzero(legal & (mem <= sku.gpu.hbm_bytes))
         stats.append(SkuStats(sku.name, sku.gpu.hbm_bytes, n_legal, len(fit_rows),
                               None if low is None else int(mem[low]), low))
-        if len(fit_rows) == 0:
-            continue
-        step = w.step_seconds(grid, fit_rows, sku.gpu, sku.node)
-        factor = np.broadcast_to(np.asarray(w.step_factor(grid, fit_rows, sku.gpu), dtype=np.float64), step.shape)
-        # the planned step: the failure stretch is the same for every layout of one GPU count, so the
-        # planned time and cost order a group's layouts as step µs × the quantile factor does
-        planned = microseconds(step).astype(np.float64) * factor
-        gpus = grid.gpus[fit_rows]
-        # the fastest layout per GPU count; among equally fast ones the least memory, then grid order
-        first = np.flatnonzero(per_group_min_float(gpus, planned))
-        first = first[per_group_min(gpus[first], mem[fit_rows[first]])]
-        _, once = np.unique(gpus[first], return_index=True)
-        first = first[once]
-        best = fit_rows[first]
-        step_us, time_s, cost_cents = integer_units(step[first], gpus[first], sku.rate.usd_per_gpu_hour, w.steps,
-                                                    w.checkpoint_bytes, w.basis, factor[first])
-        n = len(best)
-        parts.append(CandidateTable(
-            sku=np.full(n, sku.name, dtype=object), sku_index=np.full(n, sku_index[sku.name], dtype=np.int64),
-            gpus=gpus[first].astype(np.int64), row=best.astype(np.int64), memory=mem[best].astype(np.int64),
-            step_us=step_us, time_s=time_s, cost_cents=cost_cents, rank=np.zeros(n, dtype=np.int64)))
-    table = CandidateTable.concat(parts)
-    # tie-break: fewer GPUs, more memory headroom, catalog order, grid order
-    order = np.lexsort((table.row, table.sku_index, table.memory, table.gpus))
-    rank = np.empty(len(table), dtype=np.int64)
-    rank[order] = np.arange(len(table))
-    return JobCandidates(job, grid, mem, replace(table, rank=rank), stats)
+        if len(fit_rows):
+            parts.append(sku_candidates(job, sku, sku_index[sku.name], grid, fit_rows, mem[fit_rows])[0])
+    return JobCandidates(job, grid, mem, ranked(CandidateTable.concat(parts)), stats)
 
 
 def all_candidates(problem: Problem) -> list[JobCandidates]:

@@ -48,6 +48,7 @@ class JobSpec:
     max_gpus: int | None = None
     sku: str | None = None  # the catalog name of the one SKU the job must use
     gpus: int | None = None  # the one GPU count the job must use
+    precision: str = "bf16"  # the GEMM dtype: a GPU without its tensor cores cannot run the job
 
     def counts(self, cap: int) -> GpuCounts:
         """The GPU counts this job may run on, at most `cap`."""
@@ -75,8 +76,8 @@ class Problem:
         return min(c for c in caps if c is not None)
 
     def skus_for(self, job: JobSpec) -> list[SkuOption]:
-        """The SKUs one job may use (all, or the one it fixes)."""
-        return [s for s in self.skus if job.sku is None or s.name == job.sku]
+        """The SKUs one job may use (all, or the one it fixes) that have tensor cores for its precision."""
+        return [s for s in self.skus if (job.sku is None or s.name == job.sku) and s.gpu.supports(job.precision)]
 
 
 def basis_of(scenario: Scenario) -> Basis:
@@ -94,7 +95,7 @@ def scenario_jobs(scenario: Scenario) -> list[JobSpec]:
              hi: int | None) -> JobSpec:
         fixed = workload.fixed
         return JobSpec(name, workload, deadline, lo, hi, get_gpu(fixed.sku, custom).name if fixed.sku else None,
-                       fixed.gpus)
+                       fixed.gpus, workload.job.precision)
 
     def workload(model: str | ModelSpec, job: Job, fixed: FixedLayout, where: str = "") -> TrainingWorkload:
         spec_ = resolve_model(model)
@@ -159,6 +160,15 @@ def resolve_problem(scenario: Scenario, *, lift_caps: bool = False) -> Problem:
     for j in jobs:
         if j.sku is not None and j.sku not in seen:
             raise InputError(f"layout.sku: {j.sku} is not among the scenario's SKUs")
+    # a GPU without tensor cores for a job's precision cannot run it: listed, not searched, for that job
+    idle = [s for s in skus if not any(s.gpu.supports(j.precision) for j in jobs)]
+    skipped += [f"{s.name} (no {'/'.join(sorted({j.precision for j in jobs}))} tensor cores)" for s in idle]
+    skus = [s for s in skus if s not in idle]
+    for j in jobs:
+        if not any(s.gpu.supports(j.precision) and (j.sku is None or s.name == j.sku) for s in skus):
+            where = "job.precision" if j is jobs[0] else f"jobs.{j.name}.job.precision"
+            raise InputError(f"{where}: {j.precision} needs {j.precision} tensor cores, which no GPU the scenario "
+                             f"allows has")
     c = scenario.constraints
     return Problem(tuple(jobs), tuple(skus), scenario.objective, tuple(skipped), c.max_gpus, c.min_gpus,
                    c.budget_usd, lift_caps)

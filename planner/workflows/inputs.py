@@ -62,6 +62,9 @@ class Inputs:
     efficiency: EfficiencyOverride
     pricing: Pricing | None  # None: the SKU has no price of that kind (no cost is reported)
 
+    def __post_init__(self) -> None:
+        runs_on(self.gpu, self.layout.precision)
+
     def evaluate(self, layout: Layout | None = None) -> Evaluation:
         return evaluate(
             self.model, layout or self.layout, self.gpu, seq=self.seq, tokens=self.tokens,
@@ -107,6 +110,13 @@ def hardware(sc: Scenario | None, model: ModelSpec, *, gpu: str | None, gpus_per
         "overheads": sc.overheads if sc else Overheads(),
         "efficiency": sc.efficiency if sc else EfficiencyOverride(),
     }
+
+
+def runs_on(gpu: GpuSku, precision: str) -> None:
+    """InputError where the GPU has no tensor cores for the layout's precision (fp8 before Hopper)."""
+    if not gpu.supports(precision):
+        raise InputError(f"--gpu: {gpu.name} has no {precision} tensor cores, which precision {precision} "
+                         f"(--precision, job.precision) needs")
 
 
 def layout(sc: Scenario | None, model: ModelSpec, *, overrides: Mapping[str, Any], gpus: int | None,

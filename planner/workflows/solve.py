@@ -21,6 +21,7 @@ from planner.search.cpsat import OBJECTIVES, Selector
 from planner.search.explain import explain_binding, explain_infeasible
 from planner.search.plans import Plan, PlanBook, Solution
 from planner.search.problem import resolve_problem
+from planner.search.pruning import pruned_candidates
 
 __all__ = ["NEAR_OPTIMAL_MARGIN", "Plan", "Solution", "SolveResult", "solve"]
 
@@ -34,8 +35,9 @@ class SolveResult:
     status: str  # optimal | feasible (time limit: best found, see gap) | infeasible | unknown
     objective: str
     seconds: float
-    search_space_size: int
+    search_space_size: int  # legal (SKU, layout) pairs
     candidates: int
+    layouts_evaluated: int  # pairs whose memory and step time were computed (the rest pruned by bounds)
     solutions: list[Solution] = field(default_factory=list)  # best first: the optimum and runner-ups
     near_optimal: list[Solution] = field(default_factory=list)
     margin: float = NEAR_OPTIMAL_MARGIN
@@ -97,29 +99,44 @@ def solve(
     margin: float = NEAR_OPTIMAL_MARGIN,
     num_workers: int = 1,
     progress: Callable[[str], None] | None = None,
+    prune: bool = True,
 ) -> SolveResult:
     """Search every SKU, GPU count and layout the scenario allows; best plans first.
 
     `time_limit_s` bounds the whole call: when it runs out the best plan found so far is returned with
     status 'feasible' and its optimality gap. `num_workers=1` keeps CP-SAT deterministic (the default;
     more workers only help the multi-job models, and may pick another of several equal optima).
+    `prune=False` evaluates every layout (planner.search.pruning skips those that cannot matter, with the
+    same plans, runner-ups and near-optimal set).
     """
     say = progress or (lambda _msg: None)
     start = time.monotonic()
     say("resolving the scenario")
     problem = resolve_problem(scenario)
-    say("evaluating the layout grid")
-    cands = all_candidates(problem)
-    selector = Selector(problem, cands, num_workers=num_workers, seed=SEED, deadline_at=start + time_limit_s)
     objectives = OBJECTIVES[problem.objective]
+    k = top_k or scenario.top_k
+    say("evaluating the layout grid")
+    cands, pruning = None, None
+    if prune and len(problem.jobs) == 1 and not (pareto or explain or problem.lifted_caps):
+        got = pruned_candidates(problem, problem.jobs[0], objectives[0], k, margin)
+        if got is not None:
+            cands, pruning = [got[0]], got[1]
+    if cands is not None:
+        selector = Selector(problem, cands, num_workers=num_workers, seed=SEED, deadline_at=start + time_limit_s)
+        best = selector.lexicographic(objectives)
+    if cands is None or best.selection is None:  # no floor, or no plan: explanations read every layout
+        cands, pruning = all_candidates(problem), None
+        selector = Selector(problem, cands, num_workers=num_workers, seed=SEED, deadline_at=start + time_limit_s)
+        best = selector.lexicographic(objectives)
+    space = sum(c.space_size for c in cands)
     result = SolveResult(
-        status="infeasible", objective=problem.objective, seconds=0.0,
-        search_space_size=sum(c.space_size for c in cands), candidates=sum(len(c.table) for c in cands),
+        status="infeasible", objective=problem.objective, seconds=0.0, search_space_size=space,
+        candidates=sum(len(c.table) for c in cands), layouts_evaluated=pruning.evaluated if pruning else space,
         margin=margin, skipped=list(problem.skipped), jobs=[j.name for j in problem.jobs], num_workers=num_workers,
         implementation=scenario.implementation,
     )
-    say(f"CP-SAT over {result.candidates:,} candidates ({result.search_space_size:,} layouts)")
-    best = selector.lexicographic(objectives)
+    say(f"CP-SAT over {result.candidates:,} candidates ({result.layouts_evaluated:,} of "
+        f"{result.search_space_size:,} layouts evaluated)")
     result.status, result.gap = best.status, best.gap
     if best.selection is None:
         if best.status == "infeasible":
@@ -135,7 +152,6 @@ def solve(
         return result
     plans = PlanBook(problem, cands)
     say("ranking runner-ups")
-    k = top_k or scenario.top_k
     near = selector.ranked(objectives, NEAR_OPTIMAL_MAX, within=margin, found=[best.selection])
     ranked = near[:k] if len(near) >= k else selector.ranked(objectives, k, found=near)
     result.solutions = [plans.solution(s) for s in ranked]

@@ -95,6 +95,7 @@ class Grid:
     cols: Columns
     fields: tuple[str, ...]  # the layout columns (the others are derived, like gpus)
     memo: dict[Any, np.ndarray] = field(default_factory=dict, repr=False)  # masks a workload derives once
+    order: np.ndarray | None = field(default=None, repr=False)  # a part of a grid: each row's place in the whole
 
     def __len__(self) -> int:
         return rows(self.cols)
@@ -109,4 +110,24 @@ class Grid:
 
     def subset(self, keep: np.ndarray) -> Grid:
         """The rows `keep` (sorted indices), renumbered from 0 in the same order."""
-        return Grid({k: v[keep] for k, v in self.cols.items()}, self.fields)
+        return Grid({k: v[keep] for k, v in self.cols.items()}, self.fields,
+                    order=None if self.order is None else self.order[keep])
+
+
+@dataclass(frozen=True)
+class Slices:
+    """A workload's layouts in slices: sets of rows on one GPU count that share what the workload's
+    step-time floor reads, so one floor covers every row of a slice. `rows` materialises the grid rows of
+    the slices a mask selects: a part of the whole grid, with `Grid.order` set and each row's slice in
+    the column `slice`. `groups` are coarser slices, each the union of the slices `group` maps to it: a
+    group's floor is cheaper to find for all and looser, a slice's tighter for the few groups that pass."""
+
+    cols: Columns  # per slice: what the floor reads
+    gpus: np.ndarray  # per slice
+    size: np.ndarray  # rows per slice
+    rows: Callable[[np.ndarray], Grid] | None
+    groups: Slices | None = None
+    group: np.ndarray | None = None  # per slice: its group
+
+    def __len__(self) -> int:
+        return len(self.gpus)

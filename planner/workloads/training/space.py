@@ -10,11 +10,12 @@ Per SKU, `runnable` adds what depends on the hardware (TP inside a node, GPU cou
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from planner.workloads.grid import Columns, GpuCounts, Grid, axis, cross, divisors, rows, where
+from planner.workloads.grid import Columns, GpuCounts, Grid, Slices, axis, cross, divisors, rows, where
 from planner.workloads.training.layout import RECOMPUTE, SEARCHED
 from planner.workloads.training.legality import layout_problems
 
@@ -102,8 +103,112 @@ def empty_grid() -> Grid:
     return Grid({f: np.zeros(0, dtype=np.int32) for f in (*SEARCHED, "gpus")}, SEARCHED)
 
 
-def build_grid(w: TrainingWorkload, nodes: Sequence[int], counts: GpuCounts) -> Grid:
-    """The legal layouts of the job on nodes of any of these sizes, on GPU counts `counts` allows."""
+# what the step-time floor reads of a layout: the fields every row of one slice shares (perf.step_time_floor)
+SLICE_FIELDS = ("tp", "pp", "vpp", "dp", "cp", "ep")
+
+
+@dataclass(frozen=True)
+class Lattice:
+    """The legal layouts of one job before they are rows: data-side rows (dp, micro-batch, cp, ep, tp, SP)
+    joined with pipeline shapes (pp, vpp), each admitted pair standing for every (ZeRO, recompute) row of its
+    shape. Whatever subset is asked for, rows come out in one global order (data row, then pipeline row),
+    the order of the whole grid, so ties between layouts break the same way in a part and in the whole."""
+
+    data: Columns
+    pipe: Columns  # pp, vpp, zero, recompute; the rows of one shape are contiguous
+    shape: np.ndarray  # per pipeline row: its shape's index
+    ok: np.ndarray  # data rows × shapes: the join admits the pair (GPU count sold, interleaving legal)
+
+    @property
+    def shapes(self) -> int:
+        return self.ok.shape[1]
+
+    def rows(self, ok: np.ndarray | None = None, slice_of: np.ndarray | None = None) -> Grid:
+        """The grid rows of the admitted (data row, shape) pairs `ok` (default: all), in global order, with
+        each row's global position (`order`: data row × pipeline rows + pipeline row) and, given the slice
+        of every (data row, shape) pair, each row's slice (column `slice`)."""
+        pairs = self.ok if ok is None else ok
+        ia, ib = np.nonzero(pairs[:, self.shape])
+        t, pipe = self.data, self.pipe
+        # int32 halves the gather; grid_arrays hands the models int64 (their byte products overflow int32)
+        cols = {**{k: v.astype(np.int32)[ia] for k, v in t.items()},
+                **{k: v.astype(np.int32)[ib] for k, v in pipe.items()}}
+        cols["gpus"] = (t["tp"] * t["dp"] * t["cp"]).astype(np.int32)[ia] * pipe["pp"].astype(np.int32)[ib]
+        if slice_of is not None:
+            cols["slice"] = slice_of[ia, self.shape[ib]].astype(np.int32)
+        return Grid(cols, SEARCHED, order=ia.astype(np.int64) * len(self.shape) + ib)
+
+    def slices(self) -> Slices:
+        """The admitted layouts in slices of one micro-batch size, grouped (`Slices.groups`) by SLICE_FIELDS
+        alone: per slice those fields, the micro-batch and ZeRO ranges its rows span, its GPU count and how
+        many rows it holds."""
+        t, pipe, n_k = self.data, self.pipe, self.shapes
+        di, kj = np.nonzero(self.ok)
+        first_pipe = np.searchsorted(self.shape, np.arange(n_k))  # each shape's first pipeline row
+        z_lo = np.minimum.reduceat(pipe["zero"], first_pipe).astype(np.int64)
+        z_hi = np.maximum.reduceat(pipe["zero"], first_pipe).astype(np.int64)
+        weight = np.bincount(self.shape, minlength=n_k)[kj]  # rows each admitted pair stands for
+        coarse = _numbered(group_ids(t, ("tp", "dp", "cp", "ep"))[di] * n_k + kj)
+        fine = _numbered(group_ids(t, ("tp", "dp", "cp", "ep", "micro_batch"))[di] * n_k + kj)
+
+        def level(sid: np.ndarray) -> tuple[Columns, np.ndarray, np.ndarray]:
+            n = int(sid.max()) + 1 if len(sid) else 0
+            first = np.full(n, len(sid), dtype=np.int64)
+            np.minimum.at(first, sid, np.arange(len(sid)))
+            d0, k0 = di[first], kj[first]
+            mb = t["micro_batch"][di]
+            mb_lo = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+            mb_hi = np.zeros(n, dtype=np.int64)
+            np.minimum.at(mb_lo, sid, mb)
+            np.maximum.at(mb_hi, sid, mb)
+            cols = {f: t[f][d0].astype(np.int64) for f in ("tp", "dp", "cp", "ep")}
+            cols.update(pp=pipe["pp"][first_pipe][k0].astype(np.int64),
+                        vpp=pipe["vpp"][first_pipe][k0].astype(np.int64), micro_batch_min=mb_lo,
+                        micro_batch_max=mb_hi, zero_min=z_lo[k0], zero_max=z_hi[k0])
+            gpus = cols["tp"] * cols["dp"] * cols["cp"] * cols["pp"]
+            return cols, gpus, np.bincount(sid, weights=weight, minlength=n).astype(np.int64)
+
+        slice_of = np.full(self.ok.shape, -1, dtype=np.int64)
+        slice_of[di, kj] = fine
+
+        def rows_of(selected: np.ndarray) -> Grid:
+            ok = np.zeros_like(self.ok)
+            pick = selected[fine]
+            ok[di[pick], kj[pick]] = True
+            return self.rows(ok, slice_of)
+
+        group = np.zeros(int(fine.max()) + 1 if len(fine) else 0, dtype=np.int64)
+        group[fine] = coarse
+        groups = Slices(*level(coarse), rows=None)
+        return Slices(*level(fine), rows=rows_of, groups=groups, group=group)
+
+
+def _numbered(code: np.ndarray) -> np.ndarray:
+    """Each code's rank among the distinct codes (non-negative ints), in code order."""
+    used = np.flatnonzero(np.bincount(code)) if len(code) else np.zeros(0, dtype=np.int64)
+    index = np.zeros(int(used[-1]) + 1 if len(used) else 1, dtype=np.int64)
+    index[used] = np.arange(len(used))
+    return index[code]
+
+
+def group_ids(t: Columns, fields: Sequence[str]) -> np.ndarray:
+    """Each row's index among the distinct combinations of `fields` in use (small non-negative ints)."""
+    code = np.zeros(rows(t), dtype=np.int64)
+    for f in fields:
+        present = np.flatnonzero(np.bincount(t[f]))
+        lookup = np.zeros(int(present[-1]) + 1, dtype=np.int64)
+        lookup[present] = np.arange(len(present))
+        code = code * len(present) + lookup[t[f]]
+        used = np.flatnonzero(np.bincount(code))  # renumber as we go: the radix stays the rows' count
+        lookup = np.zeros(int(used[-1]) + 1, dtype=np.int64)
+        lookup[used] = np.arange(len(used))
+        code = lookup[code]
+    return code
+
+
+def lattice(w: TrainingWorkload, nodes: Sequence[int], counts: GpuCounts) -> Lattice | None:
+    """The legal layouts of the job on nodes of any of these sizes, on GPU counts `counts` allows, as a
+    lattice (None when there are none)."""
     cap = counts.cap
     dom = axis_domains(w, max(nodes))
     # data side: dp × micro-batch × cp × ep × (tp, SP), filtered as each axis joins
@@ -115,28 +220,33 @@ def build_grid(w: TrainingWorkload, nodes: Sequence[int], counts: GpuCounts) -> 
                    ["tp", "sequence_parallel"])
     t = cross(t, tp)
     t = where(t, t["tp"] * t["dp"] * t["cp"] <= cap)
-    # model side: pp × vpp × ZeRO × recompute
+    # model side: pp × vpp × ZeRO × recompute (crossed in that order: one shape's rows stay together)
     pipe = cross(cross(axis("pp", dom["pp"]), axis("vpp", dom["vpp"])), axis("zero", dom["zero"]))
     pipe["global_batch"] = pipe["pp"]  # neutral here: as many micro-batches as stages
     pipe = _filtered(w, pipe, ["pp", "vpp", "zero", "global_batch"])
     del pipe["global_batch"]
     pipe = cross(pipe, axis("recompute", dom["recompute"]))
     if rows(t) == 0 or rows(pipe) == 0:
-        return empty_grid()
-    # Join the two sides through a (data row × model row) mask, so rows that fail the join rules are
-    # never materialised: GPU counts sold and within the cap, and interleaving, which couples pp and vpp
-    # with the micro-batches per step (Layout.grad_accumulation).
-    gpus = (t["tp"] * t["dp"] * t["cp"])[:, None] * pipe["pp"][None, :]  # Layout.gpus
+        return None
+    new_shape = np.r_[True, (np.diff(pipe["pp"]) != 0) | (np.diff(pipe["vpp"]) != 0)]
+    shape = np.cumsum(new_shape) - 1
+    first = np.flatnonzero(new_shape)
+    pp, vpp = pipe["pp"][first], pipe["vpp"][first]
+    # The join's rules read the shape, never ZeRO or recompute: GPU counts sold and within the cap, and
+    # interleaving, which couples pp and vpp with the micro-batches per step (Layout.grad_accumulation).
+    gpus = (t["tp"] * t["dp"] * t["cp"])[:, None] * pp[None, :]  # Layout.gpus
     ok = counts.sold(nodes)[np.minimum(gpus, cap + 1)]
     steps = w.global_batch // (t["dp"] * t["micro_batch"])
     ga, ga_index = np.unique(steps, return_inverse=True)
-    inter = cross({"global_batch": ga}, {"pp": pipe["pp"], "vpp": pipe["vpp"]})
+    inter = cross({"global_batch": ga}, {"pp": pp, "vpp": vpp})
     ok &= legal(w, inter, ["pp", "vpp", "global_batch"]).reshape(len(ga), -1)[ga_index.reshape(-1)]
-    ia, ib = np.nonzero(ok)
-    # int32 halves the gather; grid_arrays hands the models int64 (their byte products overflow int32)
-    cols = {**{k: v.astype(np.int32)[ia] for k, v in t.items()},
-            **{k: v.astype(np.int32)[ib] for k, v in pipe.items()}, "gpus": gpus.astype(np.int32)[ia, ib]}
-    return Grid(cols, SEARCHED)
+    return Lattice(t, pipe, shape, ok)
+
+
+def build_grid(w: TrainingWorkload, nodes: Sequence[int], counts: GpuCounts) -> Grid:
+    """The legal layouts of the job on nodes of any of these sizes, on GPU counts `counts` allows."""
+    lat = lattice(w, nodes, counts)
+    return empty_grid() if lat is None else lat.rows()
 
 
 def runnable(w: TrainingWorkload, grid: Grid, node: int, counts: GpuCounts) -> np.ndarray:

@@ -19,7 +19,7 @@ from planner.pricing import HourlyRate
 from planner.scenario import EfficiencyOverride, FixedLayout, Job
 from planner.schema import GpuSku, Implementation, Layout, ModelSpec, Overheads
 from planner.workloads.expected import IDEAL, Basis
-from planner.workloads.grid import GpuCounts, Grid, chunked
+from planner.workloads.grid import GpuCounts, Grid, Slices, chunked
 from planner.workloads.training import space
 from planner.workloads.training.evaluation import Evaluation, evaluate, merged_efficiency
 from planner.workloads.training.layout import Template, grid_arrays
@@ -71,6 +71,48 @@ class TrainingWorkload:
     def runnable(self, grid: Grid, node: int, counts: GpuCounts) -> np.ndarray:
         """Rows runnable on one SKU (nodes of `node` GPUs) on the GPU counts `counts` allows."""
         return space.runnable(self, grid, node, counts)
+
+    def slices(self, nodes: Sequence[int], counts: GpuCounts) -> Slices | None:
+        """The grid's layouts in slices sharing tp, pp, vpp, dp, cp and ep (what the step-time floor reads);
+        None where no floor applies (a fixed MFU or HFU makes every layout of a GPU count equally fast)."""
+        if self.efficiency.mfu is not None or self.efficiency.hfu is not None:
+            return None
+        lat = space.lattice(self, nodes, counts)
+        return None if lat is None else lat.slices()
+
+    def slice_runnable(self, slices: Slices, node: int, counts: GpuCounts) -> np.ndarray:
+        """Slices runnable on one SKU: both rules `runnable` applies read only tp and the GPU count."""
+        tp = slices.cols["tp"]
+        tps = np.flatnonzero(np.bincount(tp))
+        ok = np.zeros(tps[-1] + 1, dtype=bool)
+        ok[tps] = space.legal(self, {"tp": tps}, ["tp"], node=node)
+        return ok[tp] & counts.sold([node])[np.minimum(slices.gpus, counts.cap + 1)]
+
+    def memory_floor(self, slices: Slices) -> np.ndarray:
+        """Per slice, at most the per-GPU bytes `memory` gives any of its rows
+        (planner.model.memory.training_memory_floor)."""
+        return memory_model.training_memory_floor(self.model, self.seq, slices.cols, self.template.recipe,
+                                                  self.implementation, self.overheads)
+
+    def step_floor(self, slices: Slices, ids: np.ndarray, gpu: GpuSku, node: int) -> np.ndarray:
+        """Per selected slice, at most the step seconds `step_seconds` gives any of its rows on `gpu`
+        (planner.model.perf.step_time_floor)."""
+        arrays = {k: v[ids] for k, v in slices.cols.items()}
+        arrays["global_batch"] = np.full(len(ids), self.global_batch, dtype=np.int64)
+        return perf_model.step_time_floor(self.model, gpu, self.seq, arrays, impl=self.implementation,
+                                          efficiency=merged_efficiency(gpu, self.efficiency), gpus_per_node=node,
+                                          recipe=self.template.recipe)
+
+    def floor_factor(self, slices: Slices, ids: np.ndarray, gpu: GpuSku) -> np.ndarray | float:
+        """Per selected slice, at most `step_factor` of any of its rows: the least over the regimes its ZeRO
+        range spans (ZeRO-3 is the sharded regime whatever the rest)."""
+        if self.basis.confidence is None:
+            return 1.0
+        c = slices.cols
+        pp, tp, cp, z_lo, z_hi = (c[f][ids] for f in ("pp", "tp", "cp", "zero_min", "zero_max"))
+        q = self._regime_factors(gpu)
+        rest = np.where(pp > 1, q[1], np.where((tp > 1) | (cp > 1), q[2], q[3]))
+        return np.minimum(np.where(z_lo < 3, rest, np.inf), np.where(z_hi == 3, q[0], np.inf))
 
     def layout(self, grid: Grid, row: int) -> Layout:
         return self.template.layout(**grid.codes(row))
@@ -142,10 +184,14 @@ class TrainingWorkload:
         c = grid.cols
         zero, pp, tp, cp = (c[f][rows] for f in ("zero", "pp", "tp", "cp"))
         parallel = np.where(zero == 3, 0, np.where(pp > 1, 1, np.where((tp > 1) | (cp > 1), 2, 3)))
-        gen, fw = gpu_generation(gpu), self.implementation.framework
-        q = [1.0 + error_quantile(Regime(gen, fw, name), self.basis.confidence)
-             for name in ("sharded", "pipeline", "tensor", "data")]
-        return np.asarray(q)[parallel]
+        return self._regime_factors(gpu)[parallel]
+
+    def _regime_factors(self, gpu: GpuSku) -> np.ndarray:
+        """1 + the basis' step-error quantile of the sharded, pipeline, tensor and data regimes on `gpu`."""
+        gen, fw, conf = gpu_generation(gpu), self.implementation.framework, self.basis.confidence
+        assert conf is not None
+        return np.asarray([1.0 + error_quantile(Regime(gen, fw, name), conf)
+                           for name in ("sharded", "pipeline", "tensor", "data")])
 
     # ----------------------------------------------------------------------------------------
     # one plan, the scalar way
