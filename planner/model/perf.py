@@ -94,6 +94,7 @@ BACKWARD_KERNELS = 2.0  # backward launches about twice the forward's kernels (d
 # Transformer Engine's userbuffers split a pipelined reduce-scatter into 4 chunks and a ring-exchange
 # all-gather into TP chunks (transformer_engine/pytorch/module/base.py initialize_ub defaults).
 UB_PIPELINE_SPLITS = 4
+UNBOUNDED_S = 1e30  # a compute window longer than any collective (step_time_floor)
 
 _DEFAULT_IMPL = Implementation()
 _DEFAULT_RECIPE = Recipe()
@@ -897,12 +898,11 @@ def _relaxed(c: _Context, aligned: bool) -> _Context:
                    stack=replace(c.stack, activation_offload=False))
 
 
-def _micro_floor(c: _Context, s: _Step, g: _Groups) -> Any:
+def _micro_floor(c: _Context, s: _Step, g: _Groups, cmp: _Compute) -> Any:
     """At most the seconds of one micro-batch on the slowest stage (`t_micro` of `_components`) at the same
     micro-batch size, for any recompute mode, sequence-parallel choice and ZeRO stage: compute without
     recompute, TP and CP at their floors, EP and PP as they are, ZeRO-3 traffic dropped (`s` is built
-    without recompute and with SP wherever TP > 1)."""
-    cmp = _compute(c, s, _params(c, s))
+    without recompute and with SP wherever TP > 1; `cmp` its compute)."""
     return cmp.micro + _tp(c, s, g, cmp, floor=True) + _cp(c, s, g, cmp, floor=True) + _ep(c, s, g) + _pp(c, s, g)
 
 
@@ -928,8 +928,8 @@ def step_time_floor(
     tokens in fewer, larger pieces; a collective's latency paid fewer times), so b_hi bounds the steady state
     of every layout in the set; per micro-batch every term grows with it, so the smallest, b_lo, bounds the
     bubble. Data-parallel traffic is exposed the least behind the longest forward and backward any layout of
-    the set runs (at b_hi, without SP, with the most recompute, every GEMM misaligned): `_hidden` only falls
-    as its window grows; activation offload likewise, where the set has one micro-batch size. The search
+    the set runs (`_hidden` only falls as its window grows): where the set has one micro-batch size, those
+    without SP and with the most recompute, and activation offload likewise; across sizes, any. The search
     prunes whole sets whose floor already loses (planner.search.pruning); a property test holds it under every
     row of real grids."""
     base = _context(m, gpu, seq, impl or _DEFAULT_IMPL, efficiency or gpu.efficiency, gpus_per_node or gpu.node_size,
@@ -942,19 +942,19 @@ def step_time_floor(
     hi = _step(c, {**a, **free, "micro_batch": a["micro_batch_max"]})
     lo = _step(c, {**a, **free, "micro_batch": a["micro_batch_min"]})
     g, p = _Groups(c, hi), _params(c, hi)
-    steady = hi.micro * _micro_floor(c, hi, g)
-    fill = _bubble(lo, _micro_floor(c, lo, _Groups(c, lo)))
-    # the longest passes of the set: each GEMM at most 1 + unaligned_penalty times its time without the penalty
-    slack = 1.0 + base.unaligned_penalty - c.unaligned_penalty
-
+    cmp = _compute(c, hi, p)
+    steady = hi.micro * _micro_floor(c, hi, g, cmp)
+    fill = _bubble(lo, _micro_floor(c, lo, _Groups(c, lo), _compute(c, lo, _params(c, lo))))
+    # the longest passes of the set: at one micro-batch size, the most recompute without SP; across sizes,
+    # unbounded (the exposure floors at comm_interference × the traffic)
     def longest(sp: float) -> _Compute:
         runs = [_compute(c, _step(c, {**a, **free, "micro_batch": a["micro_batch_max"],
                                       "recompute": np.full_like(tp, rc), "sequence_parallel": np.full_like(tp, sp)}), p)
                 for rc in (1.0, 2.0)]
-        return _Compute(layer=runs[0].layer, fwd=slack * vmax(runs[0].fwd, runs[1].fwd),
-                        bwd=slack * vmax(runs[0].bwd, runs[1].bwd), micro=0.0)
+        return _Compute(layer=runs[0].layer, fwd=vmax(runs[0].fwd, runs[1].fwd), bwd=vmax(runs[0].bwd, runs[1].bwd),
+                        micro=0.0)
 
-    window = longest(0.0)  # without SP the element-wise work is the largest
+    window = longest(0.0) if one_size else replace(cmp, fwd=UNBOUNDED_S, bwd=UNBOUNDED_S)
     # data-parallel traffic: the least of the ZeRO stages the set holds (ZeRO-2 reduces at least as ZeRO-1)
     replicated = _dp(c, replace(hi, zero=0.0), g, p, window)
     sharded = _dp(c, replace(hi, zero=1.0), g, p, window)
@@ -964,14 +964,13 @@ def step_time_floor(
                     np.where(z_hi == 3, hi.micro * z3.micro + z3.step, np.inf))
     # the optimizer steps the smallest shard at the highest stage (ZeRO ≥ 1 shards over dp·cp)
     out = steady + fill + dp + _optimizer(c, hi, p) + _embedding_sync(c, hi, p)
-    if base.stack.activation_offload:
-        # at one micro-batch size, the offload traffic the longest passes leave exposed, the lesser over SP
-        # (larger with larger micro-batches, so a range of them keeps none of it)
+    if base.stack.activation_offload and one_size:
+        # the offload traffic the longest passes leave exposed, the lesser over SP (across micro-batch sizes
+        # none is kept: it is larger with larger ones)
         exposed = [_offload(base, _step(base, {**a, **free, "micro_batch": a["micro_batch_max"],
                                                 "sequence_parallel": np.full_like(tp, sp)}), w.fwd, w.bwd)
                    for sp, w in ((0.0, window), (1.0, longest(1.0)))]
-        one = a["micro_batch_min"] == a["micro_batch_max"]
-        out = out + one * hi.micro * vmin(exposed[0], exposed[1])
+        out = out + hi.micro * vmin(exposed[0], exposed[1])
     return np.broadcast_to(np.asarray(out, dtype=np.float64), tp.shape).copy()
 
 
