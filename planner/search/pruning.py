@@ -1,26 +1,34 @@
-"""A search that prunes: the candidates that can matter to a solve, from a fraction of the layouts.
+"""A search that prunes: the candidates an answer needs, from a fraction of the layouts.
 
 The job's layouts come in slices (planner.workloads.grid.Slices) whose rows share what the workload's
-step-time floor reads; on one SKU a slice's floor, through the planned-time transform (monotone in the
+floors read; on one SKU a slice's step-time floor, through the planned-time transform (monotone in the
 step and in the quantile factor, planner.workloads.expected), bounds the planned time and cost of every
-row in it from below. Slices are evaluated best bound first, and a (SKU, slice) pair is never evaluated
-when its bound on the first objective exceeds
-- the deadline or the budget: no row of it is feasible;
-- the threshold: the larger of the k-th best feasible candidate's value and the near-optimal cap of the
-  best one (`near_cap`, as `Selector.ranked` computes it). Every row of such a pair is beaten on the first
-  objective by k feasible candidates and lies above the near-optimal cap, so neither the plan, nor the
-  runner-ups, nor the near-optimal set can hold it. The threshold only falls as candidates are found, so
-  one pass over the pairs below it settles the search.
+row in it from below, and its memory floor tells the SKUs it cannot fit. Slices are bounded in groups
+first (cheap, loose), the slices of groups still needed get their own bounds, and slices are evaluated in
+the goal's order while any unevaluated one could still change the answer:
 
-A (SKU, GPU count) with a pruned slice may keep a candidate slower than its true best; both lie above the
-threshold, where nothing the solve reports is chosen. Only one job with limits per plan qualifies:
-several jobs share inventories and a budget, and the Pareto front and the binding-constraint explanation
-look past the threshold (planner.workflows.solve decides).
+- `pruned_candidates` (one solve): the plan, the k runner-ups and the near-optimal set. A pair whose bound
+  on the first objective exceeds the deadline, the budget, or the threshold — the larger of the k-th best
+  feasible candidate's value and the near-optimal cap of the best (`near_cap`, as `Selector.ranked`
+  computes it) — is beaten on that objective by k feasible candidates and lies above the cap.
+- `front_candidates` (a comparison at any deadline or budget): per SKU the plans no other beats on both
+  time and cost. A pair is skipped once a candidate on its SKU is strictly faster and, at every price the
+  SKU is offered at, strictly cheaper than its bounds: under any deadline, budget and objective that
+  candidate wins.
+- `reach_candidates` (a comparison's "needs N GPUs" beyond an inventory): per SKU the fewest GPUs that fit
+  at all and that meet each deadline in a range. A pair is skipped once a candidate on fewer or as many GPUs
+  is at least as fast as its bound, or when it is slower than the loosest deadline or larger than the count
+  that already meets the tightest.
+
+A (SKU, GPU count) with a skipped slice may keep a candidate slower than its true best; either lies where
+nothing the answer reads can pick it (above the threshold, dominated, beyond the counts needed). Property
+tests hold the answers to those of evaluating every layout.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -33,23 +41,24 @@ from planner.search.candidates import (
     SkuStats,
     budget_cents,
     deadline_seconds,
-    integer_units,
     ranked,
     sku_candidates,
 )
 from planner.search.problem import JobSpec, Problem
 from planner.workloads import Workload
+from planner.workloads.expected import cost_cents, job_microseconds, planned_units
 from planner.workloads.grid import GpuCounts, Grid, Slices
 
-# The first batch: the best-bounded pairs holding this share of the space (at least FIRST_ROWS layouts),
-# enough to find the k candidates that set the threshold; without them the batch grows GROWTH-fold.
+# The first batch: the pairs first in the goal's order holding this share of the space (at least
+# FIRST_ROWS layouts); each further batch before the goal settles is GROWTH times larger.
 FIRST_SHARE = 1 / 128
 FIRST_ROWS = 4096
 GROWTH = 4
+KEY_GPUS = 1 << 32  # reach order: GPUs first, then seconds (below a century, 3.2e9 s < 2^32)
 
 
 class Prunable(Workload, Protocol):
-    """A workload whose layouts come in slices with a step-time floor (planner.workloads.training)."""
+    """A workload whose layouts come in slices with floors (planner.workloads.training)."""
 
     def slices(self, nodes: list[int], counts: GpuCounts) -> Slices | None: ...
 
@@ -79,13 +88,19 @@ def near_cap(best: int, margin: float) -> int:
     return int(best * (1 + margin))
 
 
+# --------------------------------------------------------------------------------------------
+# Pairs, candidates found, goals
+# --------------------------------------------------------------------------------------------
+
+
 @dataclass
 class _Pairs:
-    """(SKU, slice) pairs worth evaluating, with their lower bound on the first objective."""
+    """(SKU, slice) pairs with lower bounds of their rows' planned job µs (hence seconds and cents)."""
 
     sku: np.ndarray  # position in the job's SKU list
     slice: np.ndarray
-    bound: np.ndarray
+    job_us: np.ndarray
+    gpus: np.ndarray
     size: np.ndarray  # layouts in the slice
     done: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # evaluated
 
@@ -93,98 +108,42 @@ class _Pairs:
         if len(self.done) != len(self.sku):
             self.done = np.zeros(len(self.sku), dtype=bool)
 
+    @property
+    def time_s(self) -> np.ndarray:
+        return np.ceil(self.job_us / 1e6).astype(np.int64)
+
     def take(self, mask: np.ndarray) -> _Pairs:
-        return _Pairs(self.sku[mask], self.slice[mask], self.bound[mask], self.size[mask], self.done[mask])
+        return _Pairs(self.sku[mask], self.slice[mask], self.job_us[mask], self.gpus[mask], self.size[mask],
+                      self.done[mask])
 
     @classmethod
-    def concat(cls, parts: list[_Pairs]) -> _Pairs:
+    def concat(cls, parts: Sequence[_Pairs]) -> _Pairs:
         if not parts:
             empty = np.zeros(0, dtype=np.int64)
-            return cls(empty, empty, empty, empty)
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("sku", "slice", "bound", "size", "done")))
+            return cls(empty, empty, empty, empty, empty)
+        return cls(*(np.concatenate([getattr(p, f) for p in parts])
+                     for f in ("sku", "slice", "job_us", "gpus", "size", "done")))
 
 
-@dataclass
-class _Part:
-    """One evaluated batch: its grid rows, their memory, and its candidates (rows local to the part)."""
+@dataclass(frozen=True)
+class _Found:
+    """The best candidate per (SKU, GPU count) evaluated so far, with its position in the job's SKU list and
+    its planned job µs."""
 
-    grid: Grid
-    memory: np.ndarray
     table: CandidateTable
-    planned: np.ndarray
+    sku: np.ndarray
+    job_us: np.ndarray
 
 
-def pruned_candidates(problem: Problem, job: JobSpec, objective: str, keep: int,
-                      margin: float) -> tuple[JobCandidates, Pruning] | None:
-    """The job's candidate table as far as the `keep` best plans (by `objective`: cost | time) and the
-    near-optimal set within `margin` need it; None where the workload offers no floor."""
-    w = job.workload
-    if not hasattr(w, "slices"):
-        return None
-    pw: Prunable = w  # type: ignore[assignment]
-    skus = problem.skus_for(job)
-    sl = pw.slices(sorted({s.node for s in skus}), job.counts(max(problem.cap(s, job) for s in skus)))
-    if sl is None or sl.groups is None or sl.group is None:
-        return None
-    bounds = _Bounds(problem, job, pw, objective)
-    coarse, stats = bounds.groups(sl)
-    space = sum(s.legal for s in stats)
-    limits = _Limits(deadline_seconds(job.deadline_days), budget_cents(problem.budget_usd), problem.min_gpus)
-    column = "cost_cents" if objective == "cost" else "time_s"
-    children = _Children(sl.group)
-    c_order = np.lexsort((coarse.slice, coarse.sku, coarse.bound))
-    refined = np.zeros(len(coarse.sku), dtype=bool)
-    pool: list[_Pairs] = []  # fine pairs, refined so far
-    parts: list[_Part] = []
-    evaluated = 0
-    threshold = math.inf
-    batch = max(FIRST_ROWS, int(space * FIRST_SHARE))
-    while True:
-        # refine: the groups below the threshold or, before there is one, the next best-bounded ones
-        if threshold == math.inf:
-            nxt = c_order[~refined[c_order]]
-            upto = int(np.searchsorted(np.cumsum(coarse.size[nxt]), batch)) + 1
-            todo = np.zeros_like(refined)
-            todo[nxt[:upto]] = True
-            frontier = coarse.bound[nxt[upto]] if upto < len(nxt) else math.inf
-            batch *= GROWTH
-        else:
-            todo = ~refined & (coarse.bound <= threshold)
-            frontier = threshold
-        if todo.any():
-            pool.append(bounds.slices(sl, coarse.take(todo), children))
-            refined |= todo
-        fine = _Pairs.concat(pool)
-        pool = [fine]
-        # evaluate: every refined slice below the frontier (no unrefined group can hold a better one)
-        due = ~fine.done & (fine.bound <= frontier)
-        if not due.any():
-            if threshold != math.inf or refined.all():
-                break
-            continue
-        parts.append(_evaluate(problem, job, pw, sl, fine.take(due)))
-        evaluated += int(fine.size[due].sum())
-        fine.done[due] = True
-        best = _merge(parts)[0]
-        values = np.sort(getattr(best, column)[limits.met(best.time_s, best.cost_cents, best.gpus)])
-        if len(values) >= keep:
-            threshold = max(int(values[keep - 1]), near_cap(int(values[0]), margin))
-    return _job_candidates(job, parts, stats), Pruning(space, evaluated)
+class _Goal(Protocol):
+    """What an answer needs: the order pairs are evaluated in, which still matter, and when the rest of what
+    matters may be evaluated at once."""
 
+    def key(self, p: _Pairs) -> np.ndarray: ...
 
-class _Children:
-    """Each group's slices (CSR over the slice → group map)."""
+    def needed(self, p: _Pairs, found: _Found | None) -> np.ndarray: ...
 
-    def __init__(self, group: np.ndarray) -> None:
-        self.order = np.argsort(group, kind="stable")
-        self.start = np.searchsorted(group[self.order], np.arange(int(group.max()) + 2 if len(group) else 1))
-
-    def of(self, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(slices, the position in `groups` of each one's group)."""
-        lo, hi = self.start[groups], self.start[groups + 1]
-        which = np.repeat(np.arange(len(groups)), hi - lo)
-        pos = np.arange(int((hi - lo).sum())) - np.repeat(np.cumsum(hi - lo) - (hi - lo), hi - lo)
-        return self.order[lo[which] + pos], which
+    def settled(self, found: _Found | None) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -196,115 +155,387 @@ class _Limits:
     budget_cents: int | None
     min_gpus: int | None
 
-    def met(self, time_s: np.ndarray, cost_cents: np.ndarray, gpus: np.ndarray) -> np.ndarray:
+    def met(self, time_s: np.ndarray, cost: np.ndarray, gpus: np.ndarray) -> np.ndarray:
         """Plans (or lower bounds of plans) that meet every limit."""
         ok = np.ones(len(gpus), dtype=bool)
         if self.deadline_s is not None:
             ok &= time_s <= self.deadline_s
         if self.budget_cents is not None:
-            ok &= cost_cents <= self.budget_cents
+            ok &= cost <= self.budget_cents
         if self.min_gpus is not None:
             ok &= gpus >= self.min_gpus
         return ok
 
 
-class _Bounds:
-    """Lower bounds of the planned time and cost of (SKU, slice) pairs, through the workload's floors."""
+@dataclass(frozen=True)
+class _Best:
+    """One solve: the `keep` best plans by `objective` and the near-optimal set within `margin`."""
 
-    def __init__(self, problem: Problem, job: JobSpec, w: Prunable, objective: str) -> None:
-        self.problem, self.job, self.w, self.objective = problem, job, w, objective
+    rates: np.ndarray  # per SKU position: $/GPU-hour
+    objective: str  # cost | time
+    keep: int
+    margin: float
+    limits: _Limits
+
+    def _cost(self, p: _Pairs) -> np.ndarray:
+        return cost_cents(p.job_us, p.gpus, self.rates[p.sku])  # each pair at its SKU's rate
+
+    def key(self, p: _Pairs) -> np.ndarray:
+        return self._cost(p) if self.objective == "cost" else p.time_s
+
+    def threshold(self, found: _Found | None) -> float:
+        if found is None:
+            return math.inf
+        t = found.table
+        values = np.sort((t.cost_cents if self.objective == "cost" else t.time_s)[
+            self.limits.met(t.time_s, t.cost_cents, t.gpus)])
+        if len(values) < self.keep:
+            return math.inf
+        return max(int(values[self.keep - 1]), near_cap(int(values[0]), self.margin))
+
+    def needed(self, p: _Pairs, found: _Found | None) -> np.ndarray:
+        return self.limits.met(p.time_s, self._cost(p), p.gpus) & (self.key(p) <= self.threshold(found))
+
+    def settled(self, found: _Found | None) -> bool:
+        return self.threshold(found) < math.inf
+
+
+@dataclass(frozen=True)
+class _Front:
+    """A comparison: per SKU the candidates no other on it beats on time and on cost at all its prices."""
+
+    rates: list[np.ndarray]  # per SKU position: every $/GPU-hour it is offered at
+    min_gpus: int | None
+
+    def key(self, p: _Pairs) -> np.ndarray:
+        return p.job_us.astype(np.float64) * p.gpus  # GPU-µs: the cost at any rate, in order
+
+    def needed(self, p: _Pairs, found: _Found | None) -> np.ndarray:
+        keep = np.ones(len(p.sku), dtype=bool)
+        if found is None:
+            return keep
+        t = found.table
+        for i in np.unique(p.sku).tolist():
+            mine = (found.sku == i) & (t.gpus >= (self.min_gpus or 0))
+            if not mine.any():
+                continue
+            at = np.flatnonzero(p.sku == i)
+            order = np.argsort(t.time_s[mine], kind="stable")
+            times = t.time_s[mine][order]
+            gpu_us = np.minimum.accumulate((found.job_us[mine].astype(np.float64) * t.gpus[mine])[order])
+            n = np.searchsorted(times, p.time_s[at], side="left")  # candidates strictly faster than the bound
+            best = np.where(n > 0, gpu_us[np.maximum(n - 1, 0)], np.inf)
+            bound = self.key(p.take(at))
+            cheaper = np.ones(len(at), dtype=bool)
+            for rate in self.rates[i].tolist():
+                k = rate / 3.6e7
+                cheaper &= np.ceil(best * k) < np.ceil(bound * k)  # cost_cents, rounded as it rounds
+            keep[at] = ~(np.isfinite(best) & cheaper)
+        return keep
+
+    def settled(self, found: _Found | None) -> bool:
+        return False
+
+
+@dataclass(frozen=True)
+class _Reach:
+    """A comparison beyond the inventories: per SKU the fewest GPUs that fit, and that meet any deadline in
+    [shortest_s, longest_s] with at least `min_gpus` GPUs."""
+
+    shortest_s: float
+    longest_s: float
+    min_gpus: int | None
+
+    def key(self, p: _Pairs) -> np.ndarray:
+        return p.gpus * KEY_GPUS + np.minimum(p.time_s, KEY_GPUS - 1)
+
+    def needed(self, p: _Pairs, found: _Found | None) -> np.ndarray:
+        keep = p.time_s <= self.longest_s
+        if found is None:
+            return keep
+        t = found.table
+        for i in np.unique(p.sku).tolist():
+            at = np.flatnonzero(p.sku == i)
+            mine = found.sku == i
+            first = t.gpus[mine].min() if mine.any() else np.inf  # the fewest GPUs anything fits on
+            counted = mine & (t.gpus >= (self.min_gpus or 0))
+            fast = counted & (t.time_s <= self.shortest_s)
+            stop = t.gpus[fast].min() if fast.any() else np.inf  # meets every deadline of the range
+            order = np.argsort(t.gpus[counted], kind="stable")
+            best = np.full(len(at), np.inf)
+            if len(order):
+                fastest = np.minimum.accumulate(t.time_s[counted][order])
+                n = np.searchsorted(t.gpus[counted][order], p.gpus[at], side="right")  # on as many GPUs or fewer
+                best = np.where(n > 0, fastest[np.maximum(n - 1, 0)], np.inf)
+            keep[at] = (p.gpus[at] < first) | (keep[at] & (p.gpus[at] <= stop) & (best > p.time_s[at]))
+        return keep
+
+    def settled(self, found: _Found | None) -> bool:
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+# The search
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Part:
+    """One evaluated batch: its grid rows, their memory, and its candidates (rows local to the part)."""
+
+    grid: Grid
+    memory: np.ndarray
+    table: CandidateTable
+    planned: np.ndarray
+    sku: np.ndarray  # per candidate: its position in the job's SKU list
+
+
+class _Search:
+    """Bounds, refinement and evaluation of one job's (SKU, slice) pairs for a goal."""
+
+    def __init__(self, problem: Problem, job: JobSpec, w: Prunable, sl: Slices) -> None:
+        assert sl.groups is not None and sl.group is not None and sl.rows is not None
+        self.problem, self.job, self.w, self.sl = problem, job, w, sl
         self.skus = problem.skus_for(job)
-        self.limits = _Limits(deadline_seconds(job.deadline_days), budget_cents(problem.budget_usd), problem.min_gpus)
-        self.memory: np.ndarray | None = None  # per group: the memory floor
+        self.memory = w.memory_floor(sl.groups)  # per group
+        order = np.argsort(sl.group, kind="stable")
+        self._children = (order, np.searchsorted(sl.group[order], np.arange(len(sl.groups) + 1)))
+        self.live: list[np.ndarray] = []  # per SKU: its runnable groups
+        for sku in self.skus:
+            self.live.append(np.flatnonzero(w.slice_runnable(sl.groups, sku.node,
+                                                             job.counts(problem.cap(sku, job)))))
+
+    @property
+    def stats(self) -> list[SkuStats]:
+        """Per SKU its legal layouts (what fits is known only where evaluated)."""
+        groups = self.sl.groups
+        assert groups is not None
+        return [SkuStats(s.name, s.gpu.hbm_bytes, int(groups.size[live].sum()), None, None, None)
+                for s, live in zip(self.skus, self.live, strict=True)]
 
     def _pairs(self, sl: Slices, i: int, ids: np.ndarray) -> _Pairs:
+        """Pairs of SKU `i` with slices `ids` of `sl`, bounded."""
         sku, w = self.skus[i], self.w
         floor = w.step_floor(sl, ids, sku.gpu, sku.node)
         factor = w.floor_factor(sl, ids, sku.gpu)
         gpus = sl.gpus[ids]
-        _, time_s, cost = integer_units(floor, gpus, sku.rate.usd_per_gpu_hour, w.steps, w.checkpoint_bytes,
+        _, job_us, _, _ = planned_units(floor, gpus, sku.rate.usd_per_gpu_hour, w.steps, w.checkpoint_bytes,
                                         w.basis, factor)
-        ok = self.limits.met(time_s, cost, gpus)
-        bound = cost if self.objective == "cost" else time_s
-        return _Pairs(np.full(int(ok.sum()), i), ids[ok], bound[ok], sl.size[ids[ok]])
+        return _Pairs(np.full(len(ids), i), ids, job_us, gpus, sl.size[ids])
 
-    def groups(self, sl: Slices) -> tuple[_Pairs, list[SkuStats]]:
-        """Every runnable (SKU, group) pair whose memory floor fits the GPU and whose bounds admit the limits;
-        per SKU the legal layout count."""
-        groups = sl.groups
+    def groups(self) -> _Pairs:
+        """Every runnable (SKU, group) pair whose memory floor fits the SKU's GPU."""
+        groups = self.sl.groups
         assert groups is not None
-        self.memory = self.w.memory_floor(groups)
-        parts, stats = [], []
-        for i, sku in enumerate(self.skus):
-            live = np.flatnonzero(self.w.slice_runnable(groups, sku.node, self.job.counts(self.problem.cap(sku,
-                                                                                                        self.job))))
-            stats.append(SkuStats(sku.name, sku.gpu.hbm_bytes, int(groups.size[live].sum()), None, None, None))
+        parts = []
+        for i, (sku, live) in enumerate(zip(self.skus, self.live, strict=True)):
             live = live[self.memory[live] <= sku.gpu.hbm_bytes]
             if len(live):
                 parts.append(self._pairs(groups, i, live))
-        return _Pairs.concat(parts), stats
-
-    def slices(self, sl: Slices, groups: _Pairs, children: _Children) -> _Pairs:
-        """The slices of the given (SKU, group) pairs with their own, tighter bounds."""
-        parts = []
-        for i in np.unique(groups.sku).tolist():
-            ids, _ = children.of(groups.slice[groups.sku == i])
-            parts.append(self._pairs(sl, i, ids))
         return _Pairs.concat(parts)
 
+    def slices_of(self, groups: np.ndarray) -> np.ndarray:
+        """The slices of these groups."""
+        order, start = self._children
+        lo, hi = start[groups], start[groups + 1]
+        n = hi - lo
+        return order[np.repeat(lo, n) + np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)]
 
-def _evaluate(problem: Problem, job: JobSpec, w: Prunable, sl: Slices, todo: _Pairs) -> _Part:
-    """Memory of every row of the slices in `todo` (once, whatever the SKU), step times of the rows that fit
-    on each SKU, and the candidates they give."""
-    need = np.zeros(len(sl), dtype=bool)
-    need[todo.slice] = True
-    assert sl.rows is not None
-    grid = sl.rows(need)
-    memory = w.memory(grid, np.arange(len(grid)))
-    of_slice = grid.cols["slice"]
+    def refine(self, groups: _Pairs) -> _Pairs:
+        """The slices of the given (SKU, group) pairs with their own, tighter bounds."""
+        return _Pairs.concat([self._pairs(self.sl, i, self.slices_of(groups.slice[groups.sku == i]))
+                              for i in np.unique(groups.sku).tolist()])
+
+    def evaluate(self, todo: _Pairs) -> _Part:
+        """Memory of every row of the slices in `todo` (once, whatever the SKU), step times of the rows that fit
+        on each SKU, and the candidates they give."""
+        sl, w = self.sl, self.w
+        assert sl.rows is not None
+        need = np.zeros(len(sl), dtype=bool)
+        need[todo.slice] = True
+        grid = sl.rows(need)
+        memory = w.memory(grid, np.arange(len(grid)))
+        of_slice = grid.cols["slice"]
+        index = {s.name: i for i, s in enumerate(self.problem.skus)}
+        tables, planned, skus = [], [], []
+        for i in np.unique(todo.sku).tolist():
+            sku = self.skus[i]
+            mine = np.zeros(len(sl), dtype=bool)
+            mine[todo.slice[todo.sku == i]] = True
+            fit = np.flatnonzero(mine[of_slice] & (memory <= sku.gpu.hbm_bytes))
+            if len(fit):
+                t, p = sku_candidates(self.job, sku, index[sku.name], grid, fit, memory[fit])
+                tables.append(t)
+                planned.append(p)
+                skus.append(np.full(len(t), i))
+        empty = np.zeros(0, dtype=np.int64)
+        return _Part(grid, memory, CandidateTable.concat(tables),
+                     np.concatenate(planned) if planned else np.zeros(0), np.concatenate(skus) if skus else empty)
+
+    def found(self, parts: list[_Part]) -> _Found:
+        table, pick, _ = _merge(parts)
+        sku = np.concatenate([p.sku for p in parts])[pick] if parts else np.zeros(0, dtype=np.int64)
+        planned = np.concatenate([p.planned for p in parts])[pick] if parts else np.zeros(0)
+        w = self.w
+        return _Found(table, sku, job_microseconds(planned, table.gpus, w.steps, w.checkpoint_bytes, w.basis))
+
+    def run(self, goal: _Goal) -> tuple[list[_Part], int]:
+        """Evaluate what the goal needs, in its order: (the evaluated parts, layouts evaluated)."""
+        coarse = self.groups()
+        coarse = coarse.take(goal.needed(coarse, None))
+        key_c = goal.key(coarse)
+        order = np.lexsort((coarse.slice, coarse.sku, key_c))
+        refined = np.zeros(len(coarse.sku), dtype=bool)
+        fine = _Pairs.concat([])
+        parts: list[_Part] = []
+        found: _Found | None = None
+        evaluated = 0
+        batch = max(FIRST_ROWS, int(sum(x.legal for x in self.stats) * FIRST_SHARE))
+        while True:
+            wanted = ~refined & goal.needed(coarse, found)
+            if goal.settled(found):  # everything that still matters, at once
+                todo, frontier = wanted, math.inf
+            else:  # the next pairs in order; no group after them can hold a slice before the frontier
+                nxt = order[wanted[order]]
+                upto = int(np.searchsorted(np.cumsum(coarse.size[nxt]), batch)) + 1
+                todo = np.zeros_like(refined)
+                todo[nxt[:upto]] = True
+                frontier = float(key_c[nxt[upto]]) if upto < len(nxt) else math.inf
+                batch *= GROWTH
+            if todo.any():
+                fresh = self.refine(coarse.take(todo))
+                fine = _Pairs.concat([fine, fresh.take(goal.needed(fresh, found))])
+                refined |= todo
+            due = ~fine.done & goal.needed(fine, found) & (goal.key(fine) <= frontier)
+            if due.any():
+                parts.append(self.evaluate(fine.take(due)))
+                evaluated += int(fine.size[due].sum())
+                fine.done[due] = True
+                found = self.found(parts)
+            elif not (~refined & goal.needed(coarse, found)).any():
+                return parts, evaluated
+
+
+def _search(problem: Problem, job: JobSpec) -> _Search | None:
+    w = job.workload
+    if not hasattr(w, "slices"):
+        return None
+    pw: Prunable = w  # type: ignore[assignment]
     skus = problem.skus_for(job)
-    index = {s.name: i for i, s in enumerate(problem.skus)}
-    tables, planned = [], []
-    for i in np.unique(todo.sku).tolist():
-        sku = skus[i]
-        mine = np.zeros(len(sl), dtype=bool)
-        mine[todo.slice[todo.sku == i]] = True
-        fit = np.flatnonzero(mine[of_slice] & (memory <= sku.gpu.hbm_bytes))
-        if len(fit):
-            t, p = sku_candidates(job, sku, index[sku.name], grid, fit, memory[fit])
-            tables.append(t)
-            planned.append(p)
-    return _Part(grid, memory, CandidateTable.concat(tables),
-                 np.concatenate(planned) if planned else np.zeros(0, dtype=np.float64))
+    if not skus:
+        return None
+    sl = pw.slices(sorted({s.node for s in skus}), job.counts(max(problem.cap(s, job) for s in skus)))
+    if sl is None or sl.groups is None or sl.group is None:
+        return None
+    return _Search(problem, job, pw, sl)
+
+
+# --------------------------------------------------------------------------------------------
+# Entry points
+# --------------------------------------------------------------------------------------------
+
+
+def pruned_candidates(problem: Problem, job: JobSpec, objective: str, keep: int,
+                      margin: float) -> tuple[JobCandidates, Pruning] | None:
+    """The job's candidate table as far as the `keep` best plans (by `objective`: cost | time) and the
+    near-optimal set within `margin` need it; None where the workload offers no floors."""
+    s = _search(problem, job)
+    if s is None:
+        return None
+    limits = _Limits(deadline_seconds(job.deadline_days), budget_cents(problem.budget_usd), problem.min_gpus)
+    rates = np.asarray([sku.rate.usd_per_gpu_hour for sku in s.skus])
+    parts, evaluated = s.run(_Best(rates, objective, keep, margin, limits))
+    stats = s.stats
+    return _job_candidates(job, parts, stats), Pruning(sum(x.legal for x in stats), evaluated)
+
+
+def front_candidates(problem: Problem, job: JobSpec,
+                     rates: dict[str, Sequence[float]]) -> tuple[JobCandidates, Pruning] | None:
+    """The job's candidate table as far as a comparison at any deadline, budget or objective needs it: per SKU
+    the candidates no other on it beats on time and on cost at every rate in `rates[sku]`. A SKU where nothing
+    fits gets its legal count and least memory from every one of its layouts (the comparison says why)."""
+    s = _search(problem, job)
+    if s is None:
+        return None
+    goal = _Front([np.asarray(rates[sku.name], dtype=np.float64) for sku in s.skus], problem.min_gpus)
+    parts, evaluated = s.run(goal)
+    stats = s.stats
+    empty = [i for i in range(len(s.skus)) if not any((p.sku == i).any() for p in parts)]
+    least: dict[int, tuple[int, int]] = {}
+    if empty:  # nothing fits: the least memory any legal layout needs, from all of them
+        ids = [s.slices_of(s.live[i]) for i in empty]
+        extra = s.evaluate(_Pairs.concat([_Pairs(np.full(len(x), i), x, np.zeros(len(x), dtype=np.int64),
+                                                 s.sl.gpus[x], s.sl.size[x]) for i, x in zip(empty, ids, strict=True)]))
+        evaluated += int(sum(s.sl.size[x].sum() for x in ids))
+        parts.append(extra)
+        of_slice = extra.grid.cols["slice"]
+        for i, x in zip(empty, ids, strict=True):
+            mine = np.zeros(len(s.sl), dtype=bool)
+            mine[x] = True
+            rows = np.flatnonzero(mine[of_slice])
+            if len(rows):  # argmin: the first of equals, in grid order, as job_candidates reports it
+                least[i] = (len(parts) - 1, int(rows[np.argmin(extra.memory[rows])]))
+    cands = _job_candidates(job, parts, stats, least)
+    return cands, Pruning(sum(x.legal for x in stats), evaluated)
+
+
+def reach_candidates(problem: Problem, job: JobSpec, shortest_s: float | None,
+                     longest_s: float | None) -> CandidateTable | None:
+    """The job's candidates as far as "the fewest GPUs that fit" and "the fewest that meet a deadline in
+    [shortest_s, longest_s]" need them (None: no deadline that end), per SKU."""
+    s = _search(problem, job)
+    if s is None:
+        return None
+    lo = math.inf if shortest_s is None else shortest_s
+    hi = math.inf if longest_s is None else longest_s
+    parts, _ = s.run(_Reach(lo, hi, problem.min_gpus))
+    return _job_candidates(job, parts, s.stats).table
+
+
+# --------------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------------
 
 
 def _merge(parts: list[_Part]) -> tuple[CandidateTable, np.ndarray, np.ndarray]:
     """The best candidate per (SKU, GPU count) over every part, chosen as `sku_candidates` chooses within one
-    grid (fastest planned step, least memory, first in grid order); with each one's part and global order."""
+    grid (fastest planned step, least memory, first in grid order); with each one's index into the parts'
+    concatenated candidates and its global order."""
     table = CandidateTable.concat([p.table for p in parts])
-    part = np.concatenate([np.full(len(p.table), k) for k, p in enumerate(parts)]).astype(np.int64)
-    order = np.concatenate([p.grid.order[p.table.row] for p in parts if p.grid.order is not None])
-    planned = np.concatenate([p.planned for p in parts])
+    order = np.concatenate([p.grid.order[p.table.row] for p in parts if p.grid.order is not None]) \
+        if parts else np.zeros(0, dtype=np.int64)
+    planned = np.concatenate([p.planned for p in parts]) if parts else np.zeros(0)
     idx = np.lexsort((order, table.memory, planned, table.gpus, table.sku_index))
     key = table.sku_index[idx] * (1 << 32) + table.gpus[idx]
     first = idx[np.r_[True, key[1:] != key[:-1]]] if len(idx) else idx
-    return table.take(first), part[first], order[first]
+    return table.take(first), first, order[first]
 
 
-def _job_candidates(job: JobSpec, parts: list[_Part], stats: list[SkuStats]) -> JobCandidates:
-    """The merged candidates on a grid of just their rows, in the whole grid's order (the rank's last
-    tie-break reads it)."""
-    if not parts:
+def _job_candidates(job: JobSpec, parts: list[_Part], stats: list[SkuStats],
+                    least: dict[int, tuple[int, int]] | None = None) -> JobCandidates:
+    """The merged candidates on a grid of just their rows (and, for SKUs in `least`, the (part, row) of
+    their least-memory layout, named in their stats), in the whole grid's order: the rank's last tie-break
+    reads it."""
+    least = least or {}
+    table, pick, _ = _merge(parts)
+    part = np.concatenate([np.full(len(p.table), k) for k, p in enumerate(parts)])[pick] if parts else pick
+    want_part = np.concatenate([part, np.asarray([k for k, _ in least.values()], dtype=np.int64)])
+    want_row = np.concatenate([table.row, np.asarray([r for _, r in least.values()], dtype=np.int64)])
+    if len(want_row) == 0:
         grid = Grid({"gpus": np.zeros(0, dtype=np.int32)}, ())
         return JobCandidates(job, grid, np.zeros(0, dtype=np.int64), CandidateTable.empty(), stats)
-    table, part, _ = _merge(parts)
-    picks = [np.flatnonzero(part == k) for k in range(len(parts))]
-    grids = [parts[k].grid.subset(table.row[p]) for k, p in enumerate(picks)]
+    picks = [np.flatnonzero(want_part == k) for k in range(len(parts))]
+    grids = [parts[k].grid.subset(want_row[p]) for k, p in enumerate(picks)]
     cols = {c: np.concatenate([g.cols[c] for g in grids]) for c in grids[0].cols}
-    memory = np.concatenate([parts[k].memory[table.row[p]] for k, p in enumerate(picks)])
+    memory = np.concatenate([parts[k].memory[want_row[p]] for k, p in enumerate(picks)])
     glob = np.concatenate([g.order for g in grids if g.order is not None])
     sort = np.argsort(glob, kind="stable")
     grid = Grid({c: v[sort] for c, v in cols.items()}, grids[0].fields, order=glob[sort])
-    row = np.empty(len(table), dtype=np.int64)
-    row[np.concatenate(picks)[sort]] = np.arange(len(table))
-    return JobCandidates(job, grid, memory[sort], ranked(replace(table, row=row)), stats)
+    position = np.empty(len(want_row), dtype=np.int64)
+    position[np.concatenate(picks)[sort]] = np.arange(len(want_row))
+    n = len(table)
+    stats = list(stats)
+    for j, i in enumerate(least):
+        at = int(position[n + j])
+        stats[i] = replace(stats[i], min_memory=int(memory[sort][at]), min_memory_row=at)
+    return JobCandidates(job, grid, memory[sort], ranked(replace(table, row=position[:n])), stats)
