@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from test_solver import small_scenarios
@@ -143,3 +144,28 @@ def test_gpt3_evaluates_a_small_share_of_its_layouts() -> None:
     assert result.search_space_size >= 10 * result.layouts_evaluated
     d = result.to_dict()["solver"]
     assert d["layouts_evaluated"] + d["layouts_pruned"] == d["search_space_size"]
+
+
+def frames_equal(sc: Scenario, **sweep: Any) -> None:
+    from planner.workflows.compare import CompareRequest, run_comparison
+
+    pruned = run_comparison(CompareRequest(sc, workers=1, **sweep))
+    full = run_comparison(CompareRequest(sc, workers=1, prune=False, **sweep))
+    pd.testing.assert_frame_equal(pruned.base, full.base)
+    if sweep:
+        pd.testing.assert_frame_equal(pruned.sweep, full.sweep)
+    # the pruned search of what lies beyond an inventory answers the same "needs N GPUs"
+    assert any("needs" in str(r) or "fits on" in str(r) for r in full.frame["reason"])
+
+
+def test_comparison_beyond_inventories_prunes_to_the_same_rows() -> None:
+    frames_equal(load_scenario("scenarios/compare_gpt3.yaml"), deadlines=tuple(float(d) for d in range(10, 95, 5)))
+
+
+@pytest.mark.parametrize("sweep", [{"deadlines": (3.0, 7.0, 30.0)}, {"budgets": (2e4, 1e5, 1e6)}])
+def test_comparison_sweeps_prune_to_the_same_rows(sweep: dict[str, Any]) -> None:
+    sc = Scenario.model_validate({
+        "name": "inventories", "model": "llama-2-13b", "job": {"tokens": 2e11, "seq_len": 4096, "global_batch": 256},
+        "hardware": {"max_gpus": {"h100-sxm": 64, "a100-80gb": 32, "l40s": 16, "rtx-4090": 8}},
+        "constraints": {"deadline_days": 10}})
+    frames_equal(sc, **sweep)

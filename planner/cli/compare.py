@@ -7,6 +7,7 @@ Exit status: 0 some option has a plan, 1 none has (each row says why), 2 the inp
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Annotated
@@ -119,8 +120,9 @@ def compare_command(
             raise InputError(f"--qps: sweeps a serving scenario's request rate; {scenario} is a training scenario")
         sc = with_basis(load_scenario(scenario), reliability=reliability_value(reliability),
                         confidence=confidence)
-        request = CompareRequest(sc, deadlines=tuple(deadlines), budgets=tuple(budgets), workers=workers,
-                                 **({"kinds": tuple(chosen)} if chosen is not None else {}))
+        request = CompareRequest(sc, deadlines=tuple(deadlines), budgets=tuple(budgets), workers=workers)
+        if chosen is not None:
+            request = dataclasses.replace(request, kinds=tuple(chosen))
         with progress_bar(scenario.name) as say:
             result = run_comparison(request, progress=say)
         write_report(result, format.value, out, plots, html, figures=figures, write_plots=write_plots,

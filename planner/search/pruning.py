@@ -11,17 +11,14 @@ the goal's order while any unevaluated one could still change the answer:
   on the first objective exceeds the deadline, the budget, or the threshold — the larger of the k-th best
   feasible candidate's value and the near-optimal cap of the best (`near_cap`, as `Selector.ranked`
   computes it) — is beaten on that objective by k feasible candidates and lies above the cap.
-- `front_candidates` (a comparison at any deadline or budget): per SKU the plans no other beats on both
-  time and cost. A pair is skipped once a candidate on its SKU is strictly faster and, at every price the
-  SKU is offered at, strictly cheaper than its bounds: under any deadline, budget and objective that
-  candidate wins.
-- `reach_candidates` (a comparison's "needs N GPUs" beyond an inventory): per SKU the fewest GPUs that fit
-  at all and that meet each deadline in a range. A pair is skipped once a candidate on fewer or as many GPUs
-  is at least as fast as its bound, or when it is slower than the loosest deadline or larger than the count
-  that already meets the tightest.
+- `reach_candidates` (a comparison's "needs N GPUs" beyond an inventory): per SKU the fewest GPUs above
+  the inventory that fit at all and that meet each deadline in a range. A pair is skipped when it is within
+  the inventory (the comparison's own table answers there), once a candidate on fewer or as many GPUs is at
+  least as fast as its bound, or when it is slower than the loosest deadline or larger than the count that
+  already meets the tightest.
 
 A (SKU, GPU count) with a skipped slice may keep a candidate slower than its true best; either lies where
-nothing the answer reads can pick it (above the threshold, dominated, beyond the counts needed). Property
+nothing the answer reads can pick it (above the threshold, beyond the counts needed). Property
 tests hold the answers to those of evaluating every layout.
 """
 
@@ -201,47 +198,11 @@ class _Best:
 
 
 @dataclass(frozen=True)
-class _Front:
-    """A comparison: per SKU the candidates no other on it beats on time and on cost at all its prices."""
-
-    rates: list[np.ndarray]  # per SKU position: every $/GPU-hour it is offered at
-    min_gpus: int | None
-
-    def key(self, p: _Pairs) -> np.ndarray:
-        return p.job_us.astype(np.float64) * p.gpus  # GPU-µs: the cost at any rate, in order
-
-    def needed(self, p: _Pairs, found: _Found | None) -> np.ndarray:
-        keep = np.ones(len(p.sku), dtype=bool)
-        if found is None:
-            return keep
-        t = found.table
-        for i in np.unique(p.sku).tolist():
-            mine = (found.sku == i) & (t.gpus >= (self.min_gpus or 0))
-            if not mine.any():
-                continue
-            at = np.flatnonzero(p.sku == i)
-            order = np.argsort(t.time_s[mine], kind="stable")
-            times = t.time_s[mine][order]
-            gpu_us = np.minimum.accumulate((found.job_us[mine].astype(np.float64) * t.gpus[mine])[order])
-            n = np.searchsorted(times, p.time_s[at], side="left")  # candidates strictly faster than the bound
-            best = np.where(n > 0, gpu_us[np.maximum(n - 1, 0)], np.inf)
-            bound = self.key(p.take(at))
-            cheaper = np.ones(len(at), dtype=bool)
-            for rate in self.rates[i].tolist():
-                k = rate / 3.6e7
-                cheaper &= np.ceil(best * k) < np.ceil(bound * k)  # cost_cents, rounded as it rounds
-            keep[at] = ~(np.isfinite(best) & cheaper)
-        return keep
-
-    def settled(self, found: _Found | None) -> bool:
-        return False
-
-
-@dataclass(frozen=True)
 class _Reach:
-    """A comparison beyond the inventories: per SKU the fewest GPUs that fit, and that meet any deadline in
-    [shortest_s, longest_s] with at least `min_gpus` GPUs."""
+    """A comparison beyond the inventories: per SKU the fewest GPUs above `above` (its inventory) that fit,
+    and that meet any deadline in [shortest_s, longest_s] with at least `min_gpus` GPUs."""
 
+    above: np.ndarray  # per SKU position: counts up to this one are the comparison's own table
     shortest_s: float
     longest_s: float
     min_gpus: int | None
@@ -250,9 +211,10 @@ class _Reach:
         return p.gpus * KEY_GPUS + np.minimum(p.time_s, KEY_GPUS - 1)
 
     def needed(self, p: _Pairs, found: _Found | None) -> np.ndarray:
-        keep = p.time_s <= self.longest_s
-        if found is None:
-            return keep
+        beyond = p.gpus > self.above[p.sku]
+        if found is None:  # anything beyond may be the fewest GPUs that fit
+            return beyond
+        keep = beyond & (p.time_s <= self.longest_s)
         t = found.table
         for i in np.unique(p.sku).tolist():
             at = np.flatnonzero(p.sku == i)
@@ -267,7 +229,7 @@ class _Reach:
                 fastest = np.minimum.accumulate(t.time_s[counted][order])
                 n = np.searchsorted(t.gpus[counted][order], p.gpus[at], side="right")  # on as many GPUs or fewer
                 best = np.where(n > 0, fastest[np.maximum(n - 1, 0)], np.inf)
-            keep[at] = (p.gpus[at] < first) | (keep[at] & (p.gpus[at] <= stop) & (best > p.time_s[at]))
+            keep[at] = beyond[at] & ((p.gpus[at] < first) | (keep[at] & (p.gpus[at] <= stop) & (best > p.time_s[at])))
         return keep
 
     def settled(self, found: _Found | None) -> bool:
@@ -449,46 +411,16 @@ def pruned_candidates(problem: Problem, job: JobSpec, objective: str, keep: int,
     return _job_candidates(job, parts, stats), Pruning(sum(x.legal for x in stats), evaluated)
 
 
-def front_candidates(problem: Problem, job: JobSpec,
-                     rates: dict[str, Sequence[float]]) -> tuple[JobCandidates, Pruning] | None:
-    """The job's candidate table as far as a comparison at any deadline, budget or objective needs it: per SKU
-    the candidates no other on it beats on time and on cost at every rate in `rates[sku]`. A SKU where nothing
-    fits gets its legal count and least memory from every one of its layouts (the comparison says why)."""
+def reach_candidates(problem: Problem, job: JobSpec, above: dict[str, int], shortest_s: float,
+                     longest_s: float) -> CandidateTable | None:
+    """The job's candidates on more GPUs than `above[sku]` as far as "the fewest that fit" and "the fewest
+    that meet a deadline in [shortest_s, longest_s]" need them, per SKU (`problem` lifts the inventories).
+    Those are the answers a comparison looks for beyond an inventory: within it, its own table has them."""
     s = _search(problem, job)
     if s is None:
         return None
-    goal = _Front([np.asarray(rates[sku.name], dtype=np.float64) for sku in s.skus], problem.min_gpus)
-    parts, evaluated = s.run(goal)
-    stats = s.stats
-    empty = [i for i in range(len(s.skus)) if not any((p.sku == i).any() for p in parts)]
-    least: dict[int, tuple[int, int]] = {}
-    if empty:  # nothing fits: the least memory any legal layout needs, from all of them
-        ids = [s.slices_of(s.live[i]) for i in empty]
-        extra = s.evaluate(_Pairs.concat([_Pairs(np.full(len(x), i), x, np.zeros(len(x), dtype=np.int64),
-                                                 s.sl.gpus[x], s.sl.size[x]) for i, x in zip(empty, ids, strict=True)]))
-        evaluated += int(sum(s.sl.size[x].sum() for x in ids))
-        parts.append(extra)
-        of_slice = extra.grid.cols["slice"]
-        for i, x in zip(empty, ids, strict=True):
-            mine = np.zeros(len(s.sl), dtype=bool)
-            mine[x] = True
-            rows = np.flatnonzero(mine[of_slice])
-            if len(rows):  # argmin: the first of equals, in grid order, as job_candidates reports it
-                least[i] = (len(parts) - 1, int(rows[np.argmin(extra.memory[rows])]))
-    cands = _job_candidates(job, parts, stats, least)
-    return cands, Pruning(sum(x.legal for x in stats), evaluated)
-
-
-def reach_candidates(problem: Problem, job: JobSpec, shortest_s: float | None,
-                     longest_s: float | None) -> CandidateTable | None:
-    """The job's candidates as far as "the fewest GPUs that fit" and "the fewest that meet a deadline in
-    [shortest_s, longest_s]" need them (None: no deadline that end), per SKU."""
-    s = _search(problem, job)
-    if s is None:
-        return None
-    lo = math.inf if shortest_s is None else shortest_s
-    hi = math.inf if longest_s is None else longest_s
-    parts, _ = s.run(_Reach(lo, hi, problem.min_gpus))
+    caps = np.asarray([above.get(sku.name, 0) for sku in s.skus], dtype=np.int64)
+    parts, _ = s.run(_Reach(caps, shortest_s, longest_s, problem.min_gpus))
     return _job_candidates(job, parts, s.stats).table
 
 

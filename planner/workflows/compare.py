@@ -45,6 +45,7 @@ from planner.search.candidates import (
 from planner.search.cpsat import OBJECTIVES, preference
 from planner.search.plans import Plan, PlanBook, Solution, check_solution
 from planner.search.problem import Problem, resolve_problem
+from planner.search.pruning import reach_candidates
 
 __all__ = ["DEFAULT_KINDS", "CompareRequest", "CompareResult", "Comparison", "Point", "PriceOption", "compare",
            "price_options", "run_comparison"]
@@ -184,7 +185,7 @@ class Comparison:
     """Every (SKU, price option) of one scenario, evaluated once; rows for any deadline or budget."""
 
     def __init__(self, scenario: Scenario, *, kinds: Sequence[str] = DEFAULT_KINDS,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, prune: bool = True) -> None:
         from planner.catalog import load_gpus
 
         if scenario.jobs:
@@ -210,6 +211,7 @@ class Comparison:
             raise InputError(f"pricing: no SKU of the scenario has a {' / '.join(self.kinds)} price in the catalog")
         self.problem = replace(base, skus=priced)
         say(0, 0, f"evaluating the layout grid on {len(priced)} SKUs")
+        self.prune = prune
         cands = job_candidates(self.problem, self.job)
         self.options: list[Option] = []
         for sku in priced:
@@ -224,7 +226,9 @@ class Comparison:
                 problem = replace(self.problem, skus=(replace(sku, rate=offer.rate),))
                 priced_part = repriced(part, offer.rate.usd_per_gpu_hour, sku.gpu)
                 self.options.append(Option(offer, problem, priced_part, stats, cap, label))
-        self.relaxed: dict[str, CandidateTable] | None = None  # caps lifted, for "needs N GPUs" reasons
+        self.relaxed: dict[str, CandidateTable] | None = None  # caps lifted, for "needs N GPUs" reasons (beyond
+        # each cap only, when pruned: within it the option's own table answers)
+        self._reach: tuple[float, float] = (math.inf, -math.inf)  # the deadlines (s) `relaxed` answers for
         self._plans: dict[int, PlanBook] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -238,8 +242,10 @@ class Comparison:
         return Point(c.deadline_days, c.budget_usd, self.scenario.objective)
 
     def ensure_relaxed(self, points: Sequence[Point]) -> None:
-        """Build the caps-lifted tables once, if any option may miss a deadline because of its cap."""
-        if self.relaxed is not None or not any(o.cap_label for o in self.options):
+        """Build the caps-lifted tables if any option may miss a deadline because of its cap: pruned, beyond each
+        cap and as far as "fits on N GPUs" and "needs N GPUs" for these points' deadlines (and those asked
+        before) need them."""
+        if not any(o.cap_label for o in self.options):
             return
         limits = [deadline_seconds(p.deadline_days) for p in points]
         tight = min((x for x in limits if x is not None), default=None)
@@ -247,9 +253,17 @@ class Comparison:
                                                                 int(o.cands.table.time_s.min()) > tight))
                    for o in self.options):
             return
+        seconds = [math.inf if x is None else float(x) for x in limits]
+        reach = (min(self._reach[0], *seconds), max(self._reach[1], *seconds))
+        if self.relaxed is not None and reach == self._reach:
+            return
         lifted = replace(resolve_problem(self._placeholder, lift_caps=True), skus=self.problem.skus)
-        t = job_candidates(lifted, lifted.jobs[0]).table
+        caps = {o.price.sku: o.cap for o in self.options}
+        t = reach_candidates(lifted, lifted.jobs[0], caps, *reach) if self.prune else None
+        if t is None:
+            t = job_candidates(lifted, lifted.jobs[0]).table
         self.relaxed = {s.name: t.take(t.sku == s.name) for s in self.problem.skus}
+        self._reach = reach
 
     def plan(self, i: int, k: int) -> Plan:
         if i not in self._plans:
@@ -367,13 +381,7 @@ class Comparison:
         in input order. `workers` > 1 runs the points in that many processes; by default only sweeps of
         PARALLEL_MIN_ROWS rows or more do (from a script, guard its entry with `if __name__ == "__main__"`,
         as every process pool needs)."""
-        if deadlines and budgets:
-            raise InputError("--deadline and --budget: sweep one limit at a time")
-        c = self.scenario.constraints
-        if deadlines:
-            points = [Point(d, c.budget_usd, self.scenario.objective) for d in deadlines]
-        else:
-            points = [Point(c.deadline_days, b, "time") for b in budgets]
+        points = self.points(deadlines, budgets)
         if not points:
             return self.frame()
         self.ensure_relaxed(points)  # once here, not in every worker
@@ -397,6 +405,15 @@ class Comparison:
                     say(n + 1, len(points), "sweeping")
                 results = [f.result() for f in futures]
         return to_frame([r for rows in results for r in rows])
+
+    def points(self, deadlines: Sequence[float] = (), budgets: Sequence[float] = ()) -> list[Point]:
+        """A sweep's points: every deadline (the scenario's objective) or every budget (the fastest plan)."""
+        if deadlines and budgets:
+            raise InputError("--deadline and --budget: sweep one limit at a time")
+        c = self.scenario.constraints
+        if deadlines:
+            return [Point(d, c.budget_usd, self.scenario.objective) for d in deadlines]
+        return [Point(c.deadline_days, b, "time") for b in budgets]
 
     def goodput(self, base: pd.DataFrame | None = None, points: int = GOODPUT_POINTS) -> pd.DataFrame:
         """Goodput against GPU count for the best row's plan (`base`, default this comparison's rows): ideal
@@ -499,6 +516,7 @@ class CompareRequest:
     deadlines: tuple[float, ...] = ()
     budgets: tuple[float, ...] = ()
     workers: int | None = None  # processes for sweep points (default: see Comparison.sweep)
+    prune: bool = True  # False: evaluate every layout (the same rows; planner.search.pruning)
 
     def __post_init__(self) -> None:
         if self.deadlines and self.budgets:
@@ -536,7 +554,8 @@ class CompareResult(SweptRows):
 def run_comparison(request: CompareRequest, *, progress: Progress | None = None) -> CompareResult:
     """Evaluate every option once, then the scenario's own limits and any sweep."""
     say = progress or (lambda _d, _t, _m: None)
-    cmp = Comparison(request.scenario, kinds=request.kinds, progress=say)
+    cmp = Comparison(request.scenario, kinds=request.kinds, progress=say, prune=request.prune)
+    cmp.ensure_relaxed([cmp.base, *cmp.points(request.deadlines, request.budgets)])  # once for every point
     say(0, 0, "choosing a plan per option")
     base = cmp.frame()
     if not (request.deadlines or request.budgets):
