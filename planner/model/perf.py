@@ -503,8 +503,10 @@ def _step(c: _Context, a: dict[str, Any]) -> _Step:
     rc = a["recompute"]
     # the slowest stage: the most layers one rank holds under the framework's split (ceil(L/p) where refused)
     depth = c.dense_layers + c.moe_layers
-    layers = max_stage_layers(depth, pp, a["vpp"], c.split)
-    layers = np.where(layers > 0, layers, -(-depth // pp))
+    layers = a.get("stage_layers")  # given where several steps of the same shapes are built (step_time_floor)
+    if layers is None:
+        layers = max_stage_layers(depth, pp, a["vpp"], c.split)
+        layers = np.where(layers > 0, layers, -(-depth // pp))
     rnl = a.get("recompute_num_layers", 0)
     full_share = vmin(1.0, (rnl + (rnl == 0) * layers) / layers)
     micro = a["global_batch"] / (dp * mbs)
@@ -938,7 +940,10 @@ def step_time_floor(
     one_size = bool((a["micro_batch_min"] == a["micro_batch_max"]).all())
     c = _relaxed(base, aligned=not one_size)
     tp, z_lo, z_hi = a["tp"], a["zero_min"], a["zero_max"]
-    free = {"recompute": np.zeros_like(tp), "sequence_parallel": (tp > 1) * 1.0, "zero": z_hi}
+    depth = c.dense_layers + c.moe_layers
+    layers = max_stage_layers(depth, a["pp"], a["vpp"], c.split)  # the same for every step below
+    free = {"recompute": np.zeros_like(tp), "sequence_parallel": (tp > 1) * 1.0, "zero": z_hi,
+            "stage_layers": np.where(layers > 0, layers, -(-depth // a["pp"]))}
     hi = _step(c, {**a, **free, "micro_batch": a["micro_batch_max"]})
     lo = _step(c, {**a, **free, "micro_batch": a["micro_batch_min"]})
     g, p = _Groups(c, hi), _params(c, hi)
