@@ -43,7 +43,7 @@ from planner.search.candidates import (
 )
 from planner.search.problem import JobSpec, Problem
 from planner.workloads import Workload
-from planner.workloads.expected import cost_cents, job_microseconds, planned_units
+from planner.workloads.expected import cost_cents, planned_units
 from planner.workloads.grid import GpuCounts, Grid, Slices
 
 # The first batch: the pairs first in the goal's order holding this share of the space (at least
@@ -124,12 +124,10 @@ class _Pairs:
 
 @dataclass(frozen=True)
 class _Found:
-    """The best candidate per (SKU, GPU count) evaluated so far, with its position in the job's SKU list and
-    its planned job µs."""
+    """The best candidate per (SKU, GPU count) evaluated so far, with its position in the job's SKU list."""
 
     table: CandidateTable
     sku: np.ndarray
-    job_us: np.ndarray
 
 
 class _Goal(Protocol):
@@ -229,7 +227,8 @@ class _Reach:
                 fastest = np.minimum.accumulate(t.time_s[counted][order])
                 n = np.searchsorted(t.gpus[counted][order], p.gpus[at], side="right")  # on as many GPUs or fewer
                 best = np.where(n > 0, fastest[np.maximum(n - 1, 0)], np.inf)
-            keep[at] = beyond[at] & ((p.gpus[at] < first) | (keep[at] & (p.gpus[at] <= stop) & (best > p.time_s[at])))
+            faster = best > p.time_s[at]  # no candidate on as many GPUs or fewer is as fast as the bound
+            keep[at] = beyond[at] & ((p.gpus[at] < first) | (keep[at] & (p.gpus[at] <= stop) & faster))
         return keep
 
     def settled(self, found: _Found | None) -> bool:
@@ -336,10 +335,7 @@ class _Search:
 
     def found(self, parts: list[_Part]) -> _Found:
         table, pick, _ = _merge(parts)
-        sku = np.concatenate([p.sku for p in parts])[pick] if parts else np.zeros(0, dtype=np.int64)
-        planned = np.concatenate([p.planned for p in parts])[pick] if parts else np.zeros(0)
-        w = self.w
-        return _Found(table, sku, job_microseconds(planned, table.gpus, w.steps, w.checkpoint_bytes, w.basis))
+        return _Found(table, np.concatenate([p.sku for p in parts])[pick])
 
     def run(self, goal: _Goal) -> tuple[list[_Part], int]:
         """Evaluate what the goal needs, in its order: (the evaluated parts, layouts evaluated)."""

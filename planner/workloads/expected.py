@@ -30,7 +30,7 @@ from planner.model.perf import SECONDS_PER_DAY
 from planner.model.reliability import MAX_SECONDS, stretch_factor
 from planner.schema import Reliability
 
-__all__ = ["IDEAL", "Basis", "cost_cents", "job_microseconds", "planned_seconds", "planned_units"]
+__all__ = ["IDEAL", "Basis", "cost_cents", "planned_seconds", "planned_units"]
 
 
 @dataclass(frozen=True)
@@ -76,17 +76,10 @@ def planned_units(step_seconds: Any, gpus: Any, usd_per_gpu_hour: float, steps: 
     at the ideal basis and factor 1 the job is exactly step µs × steps. A job that cannot finish is clipped
     at a century (MAX_SECONDS), which no deadline admits."""
     step_us = np.ceil(np.asarray(step_seconds, dtype=np.float64) * 1e6).astype(np.int64)
-    job_us = job_microseconds(step_us * np.asarray(factor, dtype=np.float64), gpus, steps, checkpoint_bytes, basis)
+    job = step_us * np.asarray(factor, dtype=np.float64) * steps * basis.stretch(gpus, checkpoint_bytes)
+    job_us = np.ceil(np.minimum(job, MAX_SECONDS * 1e6)).astype(np.int64)
     time_s = np.ceil(job_us / 1e6).astype(np.int64)
     return step_us, job_us, time_s, cost_cents(job_us, gpus, usd_per_gpu_hour)
-
-
-def job_microseconds(planned_step_us: Any, gpus: Any, steps: float, checkpoint_bytes: Any,
-                     basis: Basis = IDEAL) -> Any:
-    """Planned µs of the whole job from its planned step (whole µs × the quantile factor), rounded up, a job
-    that cannot finish clipped at a century: `planned_units`' job µs."""
-    job = np.asarray(planned_step_us, dtype=np.float64) * steps * basis.stretch(gpus, checkpoint_bytes)
-    return np.ceil(np.minimum(job, MAX_SECONDS * 1e6)).astype(np.int64)
 
 
 def planned_days(seconds: float) -> float:
