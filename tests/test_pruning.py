@@ -31,6 +31,13 @@ STACKS: dict[str, dict[str, Any]] = {
         "model": "deepseek-v2-lite", "job": {"seq_len": 4096, "global_batch": 128, "precision": "fp8",
                                              "fp32_grad_accumulation": False},
         "implementation": {"framework": "megatron-core", "cuda_graphs": True, "fp8_param_gather": True}},
+    "llama torchtitan HSDP": {
+        "model": "llama-2-13b", "job": {"seq_len": 4096, "global_batch": 64},
+        "implementation": {"framework": "torchtitan"}, "layout": {"dp_shard": 2}},
+    "gpt3 partial recompute, split flags": {
+        "model": "gpt3-175b", "job": {"seq_len": 2048, "global_batch": 128},
+        "layout": {"recompute": "full", "recompute_num_layers": 1, "account_for_embedding_in_pipeline_split": True,
+                   "account_for_loss_in_pipeline_split": True}},
     "llama fsdp offload, 90 % confidence": {
         "model": "llama-2-13b", "job": {"seq_len": 4096, "global_batch": 64},
         "implementation": {"framework": "fsdp", "activation_offload": True},

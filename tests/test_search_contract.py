@@ -59,3 +59,34 @@ def test_preference_is_the_solvers_optimum(seven: tuple) -> None:
     for objective, keys in OBJECTIVES.items():
         best = Selector(problem, [c]).lexicographic(keys).selection
         assert best is not None and best.picks[0] == int(preference(c.table, keys)[0]), objective
+
+
+FIXED_EXTRAS = [
+    {"recompute": "full", "recompute_num_layers": 4},
+    {"recompute": "full", "recompute_num_layers": 2, "recompute_method": "uniform"},
+    {"dp_shard": 2},
+    {"account_for_embedding_in_pipeline_split": True, "account_for_loss_in_pipeline_split": True},
+]
+
+
+@pytest.mark.parametrize("extras", FIXED_EXTRAS, ids=lambda e: ",".join(e))
+def test_grid_rows_evaluate_as_the_scalar_model_with_fixed_extras(extras: dict) -> None:
+    """The knobs a scenario fixes beside the searched fields (partial recompute, HSDP, Megatron's split flags)
+    reach the grid's memory and step time as they reach `evaluate`, and do not empty the grid."""
+    sc = Scenario.model_validate({
+        "name": "extras", "model": "llama-2-13b", "job": {"tokens": 2e10, "seq_len": 4096, "global_batch": 64},
+        "hardware": {"skus": ["h100-sxm"], "max_gpus": 32}, "layout": extras,
+    })
+    p = resolve_problem(sc)
+    job, sku = p.jobs[0], p.skus[0]
+    c = job_candidates(p, job)
+    assert len(c.table) and c.space_size > 0
+    w = job.workload
+    rows = np.random.default_rng(0).choice(len(c.grid), size=min(150, len(c.grid)), replace=False)
+    step = w.step_seconds(c.grid, rows, sku.gpu, sku.node)
+    for r, s in zip(rows.tolist(), step.tolist(), strict=True):
+        lay = w.layout(c.grid, r)
+        assert w.problems(lay, sku.node) == []
+        ev = w.evaluate(lay, sku.gpu, sku.node, sku.rate)
+        assert c.memory[r] == ev.memory.total
+        assert s == pytest.approx(ev.time.step_seconds, rel=1e-12)

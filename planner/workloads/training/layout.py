@@ -71,8 +71,13 @@ class Template:
 
     @classmethod
     def of(cls, job: Job, fixed: FixedLayout) -> Template:
-        recipe = Recipe(job.precision, job.optimizer, job.fp32_grad_accumulation, bool(fixed.offload_optimizer))
         extras = tuple((k, getattr(fixed, k)) for k in EXTRAS if getattr(fixed, k) is not None)
+        # the recipe carries the fixed extras too: the grid's memory and time read them as the scalar model does
+        recipe = Recipe(job.precision, job.optimizer, job.fp32_grad_accumulation, bool(fixed.offload_optimizer),
+                        fixed.recompute_num_layers, fixed.recompute_method or Recipe.recompute_method, fixed.dp_shard,
+                        bool(fixed.account_for_embedding_in_pipeline_split),
+                        bool(fixed.account_for_loss_in_pipeline_split), fixed.pipeline_first_stage_layers,
+                        fixed.pipeline_last_stage_layers)
         return cls(job.global_batch, recipe, extras)
 
     def layout(self, **codes: Any) -> Layout:

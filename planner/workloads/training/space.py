@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 # attention compute (shrinking with the chunk), and no published run goes there; a layout that fixes
 # cp is searched as given.
 MIN_TOKENS_PER_CP_RANK = 1024
+# The layout extras a scenario may fix whose legality rules read searched fields (planner.workloads.training.
+# legality): dp_shard must divide dp·cp, recompute_num_layers needs full recompute.
+EXTRA_READS = {"dp_shard": ("dp", "cp"), "recompute_num_layers": ("recompute",)}
 
 
 def axis_domains(w: TrainingWorkload, max_node: int) -> dict[str, list[int]]:
@@ -90,8 +93,11 @@ def legal(w: TrainingWorkload, t: Columns, fields: Sequence[str], node: int | No
         for f, vals in zip(reversed(fields), reversed(values), strict=True):
             rest, i = divmod(rest, len(vals))
             row[f] = int(vals[i])
-        ok[c] = not layout_problems(w.model, w.template.layout(**row), node_size=node, seq=w.seq,
-                                    framework=w.implementation.framework)
+        layout = w.template.layout(**row)
+        # a fixed extra's rule is checked where the fields it reads are, not against their defaults
+        unread = {k: None for k, reads in EXTRA_READS.items() if not set(reads) <= set(fields)}
+        ok[c] = not layout_problems(w.model, layout.model_copy(update=unread) if unread else layout, node_size=node,
+                                    seq=w.seq, framework=w.implementation.framework)
     return ok[code]
 
 
@@ -225,7 +231,7 @@ def lattice(w: TrainingWorkload, nodes: Sequence[int], counts: GpuCounts) -> Lat
     pipe["global_batch"] = pipe["pp"]  # neutral here: as many micro-batches as stages
     pipe = _filtered(w, pipe, ["pp", "vpp", "zero", "global_batch"])
     del pipe["global_batch"]
-    pipe = cross(pipe, axis("recompute", dom["recompute"]))
+    pipe = cross(pipe, _filtered(w, axis("recompute", dom["recompute"]), ["recompute"]))
     if rows(t) == 0 or rows(pipe) == 0:
         return None
     new_shape = np.r_[True, (np.diff(pipe["pp"]) != 0) | (np.diff(pipe["vpp"]) != 0)]

@@ -99,6 +99,7 @@ class TrainingWorkload:
         (planner.model.perf.step_time_floor)."""
         arrays = {k: v[ids] for k, v in slices.cols.items()}
         arrays["global_batch"] = np.full(len(ids), self.global_batch, dtype=np.int64)
+        arrays = self._time_extras(arrays)
         return perf_model.step_time_floor(self.model, gpu, self.seq, arrays, impl=self.implementation,
                                           efficiency=merged_efficiency(gpu, self.efficiency), gpus_per_node=node,
                                           recipe=self.template.recipe)
@@ -163,11 +164,18 @@ class TrainingWorkload:
         recipe = self.template.recipe
 
         def part(sel: np.ndarray) -> np.ndarray:
-            return perf_model.step_time_table(self.model, gpu, self.seq, grid_arrays(grid.cols, sel, self.global_batch),
-                                              impl=self.implementation, efficiency=efficiency, gpus_per_node=node,
-                                              recipe=recipe)["step_seconds"]
+            arrays = self._time_extras(grid_arrays(grid.cols, sel, self.global_batch))
+            return perf_model.step_time_table(self.model, gpu, self.seq, arrays, impl=self.implementation,
+                                              efficiency=efficiency, gpus_per_node=node, recipe=recipe)["step_seconds"]
 
         return chunked(part, rows, np.float64)
+
+    def _time_extras(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Model-table arrays with the fixed knobs the time model reads per layout (perf._step: partial
+        recompute, the HSDP shard group) where the scenario sets them, as `time_arrays` gives them for one."""
+        r, n = self.template.recipe, len(arrays["tp"])
+        given = {"recompute_num_layers": r.recompute_num_layers, "dp_shard": r.dp_shard}
+        return arrays | {k: np.full(n, v, dtype=np.int64) for k, v in given.items() if v}
 
     @functools.cached_property
     def checkpoint_bytes(self) -> int:
