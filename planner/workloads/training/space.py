@@ -109,8 +109,10 @@ def empty_grid() -> Grid:
     return Grid({f: np.zeros(0, dtype=np.int32) for f in (*SEARCHED, "gpus")}, SEARCHED)
 
 
-# what the step-time floor reads of a layout: the fields every row of one slice shares (perf.step_time_floor)
-SLICE_FIELDS = ("tp", "pp", "vpp", "dp", "cp", "ep")
+# What the step-time floor reads of a layout besides the pipeline shape (pp, vpp): every row of a group shares
+# these (perf.step_time_floor), every row of a slice also the micro-batch size.
+GROUP_FIELDS = ("tp", "dp", "cp", "ep")
+SLICE_FIELDS = (*GROUP_FIELDS, "micro_batch")
 
 
 @dataclass(frozen=True)
@@ -145,17 +147,17 @@ class Lattice:
         return Grid(cols, SEARCHED, order=ia.astype(np.int64) * len(self.shape) + ib)
 
     def slices(self) -> Slices:
-        """The admitted layouts in slices of one micro-batch size, grouped (`Slices.groups`) by SLICE_FIELDS
-        alone: per slice those fields, the micro-batch and ZeRO ranges its rows span, its GPU count and how
-        many rows it holds."""
+        """The admitted layouts in slices (SLICE_FIELDS and the pipeline shape), grouped (`Slices.groups`) by
+        GROUP_FIELDS and the shape: per slice or group those fields, the micro-batch and ZeRO ranges its rows
+        span, its GPU count and how many rows it holds."""
         t, pipe, n_k = self.data, self.pipe, self.shapes
         di, kj = np.nonzero(self.ok)
         first_pipe = np.searchsorted(self.shape, np.arange(n_k))  # each shape's first pipeline row
         z_lo = np.minimum.reduceat(pipe["zero"], first_pipe).astype(np.int64)
         z_hi = np.maximum.reduceat(pipe["zero"], first_pipe).astype(np.int64)
         weight = np.bincount(self.shape, minlength=n_k)[kj]  # rows each admitted pair stands for
-        coarse = _numbered(group_ids(t, ("tp", "dp", "cp", "ep"))[di] * n_k + kj)
-        fine = _numbered(group_ids(t, ("tp", "dp", "cp", "ep", "micro_batch"))[di] * n_k + kj)
+        coarse = _numbered(group_ids(t, GROUP_FIELDS)[di] * n_k + kj)
+        fine = _numbered(group_ids(t, SLICE_FIELDS)[di] * n_k + kj)
 
         def level(sid: np.ndarray) -> tuple[Columns, np.ndarray, np.ndarray]:
             n = int(sid.max()) + 1 if len(sid) else 0
@@ -167,7 +169,7 @@ class Lattice:
             mb_hi = np.zeros(n, dtype=np.int64)
             np.minimum.at(mb_lo, sid, mb)
             np.maximum.at(mb_hi, sid, mb)
-            cols = {f: t[f][d0].astype(np.int64) for f in ("tp", "dp", "cp", "ep")}
+            cols = {f: t[f][d0].astype(np.int64) for f in GROUP_FIELDS}
             cols.update(pp=pipe["pp"][first_pipe][k0].astype(np.int64),
                         vpp=pipe["vpp"][first_pipe][k0].astype(np.int64), micro_batch_min=mb_lo,
                         micro_batch_max=mb_hi, zero_min=z_lo[k0], zero_max=z_hi[k0])
