@@ -153,3 +153,51 @@ def test_other_flags(template: list[str], value: str) -> None:
     path = write(scenario_text([]).encode())
     # output paths stay inside the example's own folder
     check([part.replace("{s}", str(path)).replace("{d}", str(path.parent)).replace("{v}", value) for part in template])
+
+
+SERVE_FLAGS = ["--tp", "--pp", "--concurrency", "--qps", "--input-len", "--output-len", "--weight-dtype",
+               "--kv-dtype", "--engine", "--requests", "--seed", "--prefill-replicas", "--decode-replicas",
+               "--decode-gpu", "--decode-tp", "--model", "--gpu"]
+
+
+@FEW
+@given(flags=st.lists(st.tuples(st.sampled_from(SERVE_FLAGS), FLAG_VALUES), min_size=1, max_size=3))
+def test_serve_flags(flags: list[tuple[str, str]]) -> None:
+    args = ["serve", "--model", "llama-3-8b", "--gpu", "h100-sxm", "--requests", "50"]
+    for flag, value in flags:
+        args += [flag, value]
+    check([*args, "--format", "json"])
+
+
+# A small serving scenario: one SKU, a few TP and batch choices, a short simulation.
+SERVING: dict[str, Any] = {
+    "name": "hostile-serving",
+    "model": "llama-3-8b",
+    "hardware": {"skus": ["h100-sxm"]},
+    "serving": {"traffic": {"qps": 5, "input": {"mean": 512}, "output": {"mean": 128}},
+                "slo": {"ttft_ms": 2000, "tpot_ms": 100, "percentile": 90},
+                "search": {"tp": [1, 2], "batch_limits": [32]}},
+}
+SERVING_KEYS = [("serving", "traffic", "qps"), ("serving", "traffic", "input"), ("serving", "traffic", "output"),
+                ("serving", "slo", "ttft_ms"), ("serving", "slo", "percentile"), ("serving", "engine"),
+                ("serving", "weight_dtype"), ("serving", "search", "tp"), ("serving", "search", "batch_limits"),
+                ("hardware", "skus"), ("model",), ("serving", "unknown_key")]
+
+
+def serving_text(edits: list[tuple[tuple[str, ...], Any]]) -> str:
+    data = json.loads(json.dumps(SERVING))
+    for path, value in edits:
+        node = data
+        for key in path[:-1]:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        node[path[-1]] = value
+    return yaml.safe_dump(data, allow_unicode=True)
+
+
+@FEW
+@given(edits=st.lists(st.tuples(st.sampled_from(SERVING_KEYS), VALUE), max_size=2),
+       command=st.sampled_from(["serve", "compare"]))
+def test_serving_scenarios(edits: list[tuple[tuple[str, ...], Any]], command: str) -> None:
+    check([command, str(write(serving_text(edits).encode())), "--format", "json"])
