@@ -47,8 +47,9 @@ VALUE = st.recursive(LEAF, lambda inner: st.one_of(st.lists(inner, max_size=3),
                      max_leaves=6)
 
 
-def scenario_text(edits: list[tuple[tuple[str, ...], Any]]) -> str:
-    data = json.loads(json.dumps(BASE))
+def scenario_text(edits: list[tuple[tuple[str, ...], Any]], base: dict[str, Any] = BASE) -> str:
+    """`base` (the training scenario by default) with each (key path, value) edit applied, as YAML."""
+    data = json.loads(json.dumps(base))
     for path, value in edits:
         node = data
         for key in path[:-1]:
@@ -184,20 +185,8 @@ SERVING_KEYS = [("serving", "traffic", "qps"), ("serving", "traffic", "input"), 
                 ("hardware", "skus"), ("model",), ("serving", "unknown_key")]
 
 
-def serving_text(edits: list[tuple[tuple[str, ...], Any]]) -> str:
-    data = json.loads(json.dumps(SERVING))
-    for path, value in edits:
-        node = data
-        for key in path[:-1]:
-            if not isinstance(node.get(key), dict):
-                node[key] = {}
-            node = node[key]
-        node[path[-1]] = value
-    return yaml.safe_dump(data, allow_unicode=True)
-
-
 @FEW
 @given(edits=st.lists(st.tuples(st.sampled_from(SERVING_KEYS), VALUE), max_size=2),
        command=st.sampled_from(["serve", "compare"]))
 def test_serving_scenarios(edits: list[tuple[tuple[str, ...], Any]], command: str) -> None:
-    check([command, str(write(serving_text(edits).encode())), "--format", "json"])
+    check([command, str(write(scenario_text(edits, SERVING).encode())), "--format", "json"])
