@@ -9,10 +9,10 @@ from typing import IO, TYPE_CHECKING, Any
 import pandas as pd
 
 from planner.report.dicts import records
-from planner.report.formats import to_json, to_markdown
-from planner.report.tables import print_rows
-from planner.report.terminal import console, safe
-from planner.report.text import cell, literal, rounded
+from planner.report.formats import to_json
+from planner.report.tables import print_titled, titled_markdown
+from planner.report.terminal import console
+from planner.report.text import literal, rounded
 
 if TYPE_CHECKING:
     from planner.workflows.compare import CompareResult, Comparison
@@ -123,15 +123,8 @@ def text(result: CompareResult, fmt: str) -> str:
         return to_json(records(frame)) + "\n"
     if fmt == "csv":
         return frame.map(lambda v: literal(v) if isinstance(v, str) else v).to_csv(index=False, lineterminator="\n")
-    title, rows = shown_rows(result)
-    body = to_markdown([{k: cell(v) for k, v in r.items()} for r in rows])
-    return f"**{literal(title)}**\n\n" + body + "\n" + "".join(f"- {literal(n)}\n" for n in notes(result.comparison,
-                                                                                             result.swept))
+    return titled_markdown(*shown_rows(result), notes(result.comparison, result.swept))
 
 
 def print_table(result: CompareResult, file: IO[str] | None = None) -> None:
-    con = console(file)
-    title, rows = shown_rows(result)
-    print_rows(con, rows, title)
-    for n in notes(result.comparison, result.swept):
-        con.print(f"[dim]{safe(n)}[/]")
+    print_titled(console(file), *shown_rows(result), notes(result.comparison, result.swept))

@@ -10,10 +10,10 @@ from typing import IO, TYPE_CHECKING, Any
 import pandas as pd
 
 from planner.report.dicts import records
-from planner.report.formats import to_json, to_markdown
-from planner.report.tables import print_rows
-from planner.report.terminal import console, safe
-from planner.report.text import cell, literal, rounded
+from planner.report.formats import to_json
+from planner.report.tables import print_titled, titled_markdown
+from planner.report.terminal import console
+from planner.report.text import literal, rounded
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -118,18 +118,11 @@ def text(result: ServingCompareResult, fmt: str) -> str:
     if fmt == "csv":
         flat = frame.drop(columns=["pools"])
         return flat.map(lambda v: literal(v) if isinstance(v, str) else v).to_csv(index=False, lineterminator="\n")
-    title, rows = _shown(result)
-    body = to_markdown([{k: cell(v) for k, v in r.items()} for r in rows])
-    return (f"**{literal(title)}**\n\n" + body + "\n"
-            + "".join(f"- {literal(n)}\n" for n in notes(result.comparison, result.base)))
+    return titled_markdown(*_shown(result), notes(result.comparison, result.base))
 
 
 def print_table(result: ServingCompareResult, file: IO[str] | None = None) -> None:
-    con = console(file)
-    title, rows = _shown(result)
-    print_rows(con, rows, title)
-    for n in notes(result.comparison, result.base):
-        con.print(f"[dim]{safe(n)}[/]")
+    print_titled(console(file), *_shown(result), notes(result.comparison, result.base))
 
 
 # --------------------------------------------------------------------------------------------

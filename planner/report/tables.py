@@ -47,6 +47,21 @@ def print_rows(con: Console, rows: list[dict[str, Any]], title: str) -> None:
     con.print(table)
 
 
+def print_titled(con: Console, title: str, rows: list[dict[str, Any]], notes: Iterable[str]) -> None:
+    """A comparison's table (`print_rows`) and its notes, dimmed: training and serving comparisons alike."""
+    print_rows(con, rows, title)
+    for n in notes:
+        con.print(f"[dim]{safe(n)}[/]")
+
+
+def titled_markdown(title: str, rows: list[dict[str, Any]], notes: Iterable[str]) -> str:
+    """The Markdown of `print_titled`: a bold title, the table, the notes as a list."""
+    from planner.report.formats import to_markdown
+
+    body = to_markdown([{k: cell(v) for k, v in r.items()} for r in rows])
+    return f"**{literal(title)}**\n\n" + body + "\n" + "".join(f"- {literal(n)}\n" for n in notes)
+
+
 def _days(d: float | None) -> str:
     return "never (planned stops leave no time to train)" if d is None else f"{d:,.2f}"
 

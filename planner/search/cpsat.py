@@ -284,7 +284,7 @@ class Selector:
         is at most (1 + within) × the best."""
         out = list(found)
         forbid = [s.picks for s in out]
-        cap = int(value_of(out[0], objectives[0]) * (1 + within)) if within is not None and out else None
+        cap = near_cap(value_of(out[0], objectives[0]), within) if within is not None and out else None
         while len(out) < count and not self.out_of_time():
             o = self.lexicographic(objectives, off, forbid=forbid,
                                    bounds={objectives[0]: cap} if cap is not None else None)
@@ -293,7 +293,7 @@ class Selector:
             out.append(o.selection)
             forbid.append(o.selection.picks)
             if within is not None and cap is None:
-                cap = int(value_of(o.selection, objectives[0]) * (1 + within))
+                cap = near_cap(value_of(o.selection, objectives[0]), within)
         return out
 
     def pareto(self, off: frozenset[str] = frozenset(), max_points: int = 40) -> list[Selection]:
@@ -325,6 +325,12 @@ class Selector:
             return []
         names = {v.index: k for k, v in m.lits.items()}
         return [names[i] for i in solver.sufficient_assumptions_for_infeasibility() if i in names]
+
+
+def near_cap(best: int, margin: float) -> int:
+    """The near-optimal set's bound on the first objective: at most (1 + margin) × the best (`Selector.ranked`,
+    and what planner.search.pruning must keep)."""
+    return int(best * (1 + margin))
 
 
 def value_of(sel: Selection, name: str) -> int:

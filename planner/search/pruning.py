@@ -41,6 +41,7 @@ from planner.search.candidates import (
     ranked,
     sku_candidates,
 )
+from planner.search.cpsat import near_cap
 from planner.search.problem import JobSpec, Problem
 from planner.workloads import Workload
 from planner.workloads.expected import cost_cents, planned_units
@@ -74,15 +75,6 @@ class Pruning:
 
     space: int
     evaluated: int  # pairs whose memory and step time were computed
-
-    @property
-    def pruned(self) -> int:
-        return self.space - self.evaluated
-
-
-def near_cap(best: int, margin: float) -> int:
-    """The near-optimal set's bound on the first objective (Selector.ranked): at most (1 + margin) × the best."""
-    return int(best * (1 + margin))
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -261,11 +261,20 @@ def runnable(w: TrainingWorkload, grid: Grid, node: int, counts: GpuCounts) -> n
     """Rows runnable on a SKU with nodes of `node` GPUs: TP inside a node, a GPU count it is sold in."""
     if len(grid) == 0:
         return np.zeros(0, dtype=bool)
+    return runnable_on(w, grid.cols["tp"], grid.gpus, node, counts, grid.memo)
+
+
+def runnable_on(w: TrainingWorkload, tp: np.ndarray, gpus: np.ndarray, node: int, counts: GpuCounts,
+                memo: dict[Any, np.ndarray] | None = None) -> np.ndarray:
+    """`runnable`'s two rules on columns of tp and GPU counts (grid rows or slices); `memo` keeps the per-TP
+    verdict of a grid."""
     key = ("tp_on_node", node)
-    if key not in grid.memo:
-        tps = np.flatnonzero(np.bincount(grid.cols["tp"]))
+    if memo is None or key not in memo:
+        tps = np.flatnonzero(np.bincount(tp))
         ok = np.zeros(tps[-1] + 1, dtype=bool)
         ok[tps] = legal(w, {"tp": tps}, ["tp"], node=node)
-        grid.memo[key] = ok
+        if memo is None:
+            memo = {}
+        memo[key] = ok
     sold = counts.sold([node])  # a lookup, not a % per row
-    return grid.memo[key][grid.cols["tp"]] & sold[np.minimum(grid.gpus, counts.cap + 1)]
+    return memo[key][tp] & sold[np.minimum(gpus, counts.cap + 1)]

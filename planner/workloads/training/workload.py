@@ -82,11 +82,7 @@ class TrainingWorkload:
 
     def slice_runnable(self, slices: Slices, node: int, counts: GpuCounts) -> np.ndarray:
         """Slices runnable on one SKU: both rules `runnable` applies read only tp and the GPU count."""
-        tp = slices.cols["tp"]
-        tps = np.flatnonzero(np.bincount(tp))
-        ok = np.zeros(tps[-1] + 1, dtype=bool)
-        ok[tps] = space.legal(self, {"tp": tps}, ["tp"], node=node)
-        return ok[tp] & counts.sold([node])[np.minimum(slices.gpus, counts.cap + 1)]
+        return space.runnable_on(self, slices.cols["tp"], slices.gpus, node, counts)
 
     def memory_floor(self, slices: Slices) -> np.ndarray:
         """Per slice, at most the per-GPU bytes `memory` gives any of its rows
