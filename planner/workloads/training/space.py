@@ -68,8 +68,16 @@ def fixed_field_problems(w: TrainingWorkload, node: int) -> list[str]:
     fixed = {f: v[0] for f, v in axis_domains(w, node).items() if getattr(w.fixed, f) is not None}
     if "dp" not in fixed and "micro_batch" in fixed:
         fixed["dp"] = 1
-    return layout_problems(w.model, w.template.layout(**fixed), node_size=node, seq=w.seq,
-                           framework=w.implementation.framework)
+    return _problems(w, fixed, node)
+
+
+def _problems(w: TrainingWorkload, codes: dict[str, int], node: int | None) -> list[str]:
+    """layout_problems of a layout given by some fields' codes (others at their defaults); a fixed extra's
+    rule is checked where the fields it reads are given, not against their defaults."""
+    layout = w.template.layout(**codes)
+    unread = {k: None for k, reads in EXTRA_READS.items() if not set(reads) <= set(codes)}
+    return layout_problems(w.model, layout.model_copy(update=unread) if unread else layout, node_size=node,
+                           seq=w.seq, framework=w.implementation.framework)
 
 
 def legal(w: TrainingWorkload, t: Columns, fields: Sequence[str], node: int | None = None) -> np.ndarray:
@@ -93,11 +101,7 @@ def legal(w: TrainingWorkload, t: Columns, fields: Sequence[str], node: int | No
         for f, vals in zip(reversed(fields), reversed(values), strict=True):
             rest, i = divmod(rest, len(vals))
             row[f] = int(vals[i])
-        layout = w.template.layout(**row)
-        # a fixed extra's rule is checked where the fields it reads are, not against their defaults
-        unread = {k: None for k, reads in EXTRA_READS.items() if not set(reads) <= set(fields)}
-        ok[c] = not layout_problems(w.model, layout.model_copy(update=unread) if unread else layout, node_size=node,
-                                    seq=w.seq, framework=w.implementation.framework)
+        ok[c] = not _problems(w, row, node)
     return ok[code]
 
 
