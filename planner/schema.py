@@ -493,6 +493,9 @@ Framework = Literal["megatron-core", "torchtitan", "deepspeed", "fsdp"]
 # Transformer Engine's fp8 scaling recipes (transformer_engine/common/recipe/__init__.py): DelayedScaling,
 # Float8CurrentScaling, MXFP8BlockScaling (Blackwell), Float8BlockScaling (DeepSeek-V3-style 1x128/128x128 blocks).
 # Megatron-Core's --recompute-modules (megatron/core/transformer/transformer_config.py recompute_modules).
+# Megatron-Core's --moe-token-dispatcher-type (megatron/core/transformer/moe/token_dispatcher.py); flex runs
+# DeepEP or HybridEP (--moe-flex-dispatcher-backend), which send a token once per destination node.
+TokenDispatcher = Literal["alltoall", "allgather", "flex"]
 RecomputeModule = Literal["core_attn", "mlp", "moe_act", "layernorm", "mla_up_proj", "moe", "shared_experts"]
 
 
@@ -559,10 +562,19 @@ class Layout(Strict):
         return self.global_batch // (self.dp * self.micro_batch)
 
 
+# Flash-attention kernels planner tells apart by speed (planner.model.perf `_flash_kernel_share`).
+AttentionKernel = Literal["native", "fa2", "triton"]
+
+
 class Implementation(Strict):
     """Which kernels the framework runs: changes what autograd saves, not the math."""
 
     attention: Literal["flash", "eager"] = Field("flash", description="flash: no s² tensor saved")
+    attention_kernel: AttentionKernel | None = Field(
+        None, description="which flash kernel runs: native (the GPU generation's own: cuDNN/TE fused attention, "
+        "FlashAttention-3 on Hopper), fa2 (FlashAttention-2, PyTorch SDPA's flash backend), triton (the Triton "
+        "FlashAttention of llm-foundry's attn_impl: triton); null = the framework's default",
+    )
     fused_kernels: bool | None = Field(
         None, description="fused norms/SwiGLU/softmax (Megatron, TE); False = eager PyTorch ops, as Hugging Face "
         "writes them; null = the framework's default (fused: megatron-core, deepspeed; eager: torchtitan, fsdp)",
@@ -586,6 +598,11 @@ class Implementation(Strict):
         None,
         description="FSDP/ZeRO-3: free gathered parameters after forward and gather again for backward; "
         "null = the framework's default (FSDP2: yes, except torchtitan with pipeline parallelism)",
+    )
+    moe_token_dispatcher: TokenDispatcher | None = Field(
+        None, description="how MoE tokens reach their experts (Megatron --moe-token-dispatcher-type): alltoall (one "
+        "copy per routed expert), allgather (every rank gathers the EP group's tokens), flex (DeepEP/HybridEP: one "
+        "copy per destination node, forwarded over NVLink); null = alltoall, what the MoE recipes set",
     )
     activation_offload: bool = Field(False, description="activations offloaded to CPU memory between fwd and bwd")
     cuda_graphs: bool = Field(False, description="CUDA graphs capture the step (fewer launches, static buffers)")

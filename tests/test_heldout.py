@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import validation
 
 # Levels measured on the held-out set (VALIDATION.md); the issue's targets are validation.*_TARGET.
-MEDIAN_NOW = 0.15
+MEDIAN_NOW = 0.11
 FIT_NOW = 0.88
 MEMORY_WITHIN_NOW = 15  # of the reserved / allocated peaks within MEMORY_TARGET
 # A layout planner cannot state: Megatron-Core folds expert parallelism over TP·DP·CP (ETP = 1), planner's ep
@@ -168,3 +168,75 @@ def test_eager_kernels_are_the_default_of_pytorch_native_frameworks() -> None:
     assert resolve(Implementation(framework="fsdp")).fused_kernels is False
     assert resolve(Implementation(framework="megatron-core")).fused_swiglu is True
     assert resolve(Implementation(framework="torchtitan", fused_kernels=True)).fused_norm is True
+
+
+def test_triton_attention_kernel_runs_at_the_fa2_papers_ratios() -> None:
+    """llm-foundry's attn_impl: triton: FlashAttention-2 is 1.3-1.5× faster forward and about 2× backward
+    (Dao 2023 §4.1); the attention time grows accordingly, on Hopper on top of FA2's own share."""
+    from planner.model.perf import TRITON_FLASH_BACKWARD, TRITON_FLASH_FORWARD, training_time
+    from planner.schema import Implementation, Layout
+
+    m = get_model("llama-3.1-8b")
+    lay = Layout(dp=8, global_batch=8)
+    fwd_bwd = (1 + 2.5) / (1 / TRITON_FLASH_FORWARD + 2.5 / TRITON_FLASH_BACKWARD)  # planner.model.perf FLASH_BACKWARD
+
+    def attention(kernel: str, gpu: str) -> float:
+        impl = Implementation(framework="fsdp", attention_kernel=kernel, fused_kernels=True)
+        long, short = (training_time(m, lay, get_gpu(gpu), s, 1e9, impl=impl).breakdown["compute"] / s
+                       for s in (32768, 16384))
+        return long - short
+
+    for gpu in ("a100-80gb", "h100-sxm"):
+        assert attention("fa2", gpu) / attention("triton", gpu) == pytest.approx(fwd_bwd, rel=0.05)
+    assert 1 / 2.0 <= fwd_bwd <= 1 / 1.3
+
+
+def test_mosaicml_runs_with_their_triton_kernel_reach_the_target(held_out: tuple[list, list]) -> None:
+    """The MosaicML runs state attn_impl triton; so expressed, they are within the held-out target."""
+    results, _ = held_out
+    mosaic = [r for r in results if r.family == "MosaicML FSDP"]
+    assert len(mosaic) == 12
+    assert statistics.median(abs(r.error) for r in mosaic) <= validation.MEDIAN_TARGET
+    assert max(abs(r.error) for r in mosaic) <= validation.WORST_TARGET
+
+
+def test_remote_nodes_matches_sampled_routing() -> None:
+    """The expected number of other nodes a token's top-k experts touch, against sampled routing."""
+    import numpy as np
+
+    from planner.model.perf import remote_nodes
+
+    rng = np.random.default_rng(0)
+    for experts, k, nodes in ((128, 8, 2), (256, 8, 4), (64, 6, 8), (8, 2, 2)):
+        picks = np.argsort(rng.random((20_000, experts)), axis=1)[:, :k]  # k distinct experts per token
+        node_of = picks // (experts // nodes)
+        touched = np.array([len(set(row)) for row in node_of])
+        # a token's own node is node 0 here: the other nodes it reaches
+        other = np.array([len(set(row) - {0}) for row in node_of])
+        assert touched.mean() >= other.mean()
+        assert remote_nodes(experts, k, nodes) == pytest.approx(other.mean(), rel=0.03)
+
+
+def test_flex_dispatcher_sends_a_token_once_per_node(held_out: tuple[list, list]) -> None:
+    """HybridEP / DeepEP (Megatron's flex dispatcher) deduplicate a token's copies per destination node: across
+    nodes Qwen3-30B-A3B (top-8 of 128) crosses the network once instead of ~4 times; inside one node it moves what
+    all-to-all moves. The HybridEP run of the Megatron-Bridge docs is then predicted within the target."""
+    from planner.model.perf import training_time
+    from planner.schema import Implementation, Layout
+
+    results, _ = held_out
+    (hybrid,) = [r for r in results if r.id == "mbridge-doc-h100-bf16-qwen3-30b-a3b-16gpu-hybridep"]
+    assert abs(hybrid.error) <= validation.MEDIAN_TARGET
+    m = hybrid.evaluation.model
+    gpu = get_gpu("h100-sxm")
+
+    def ep_time(dispatcher: str, ep: int) -> float:
+        lay = Layout(dp=ep, ep=ep, global_batch=ep * 4)
+        impl = Implementation(moe_token_dispatcher=dispatcher)  # type: ignore[arg-type]
+        return training_time(m, lay, gpu, 4096, 1e9, impl=impl, gpus_per_node=8).breakdown["ep_comm"]
+
+    assert ep_time("flex", 16) < ep_time("alltoall", 16) / 2.5
+    assert ep_time("flex", 8) == pytest.approx(ep_time("alltoall", 8), rel=0.01)
+    # all-gather moves the EP group's tokens (ep of them), all-to-all top-k copies: the same at ep = top-k = 8
+    assert ep_time("allgather", 8) == pytest.approx(ep_time("alltoall", 8), rel=0.01)
+    assert ep_time("allgather", 16) > ep_time("alltoall", 16)

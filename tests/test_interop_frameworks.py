@@ -440,8 +440,9 @@ def legal_layouts(draw: st.DrawFn, extras: bool = False) -> tuple[ModelSpec, Lay
 
 
 @st.composite
-def megatron_implementations(draw: st.DrawFn, layout: Layout) -> Implementation:
-    """The implementation keys Megatron-LM arguments carry, for a layout's precision and recompute."""
+def megatron_implementations(draw: st.DrawFn, layout: Layout, moe: bool = False) -> Implementation:
+    """The implementation keys Megatron-LM arguments carry, for a layout's precision and recompute (and the
+    token dispatcher of an MoE model)."""
     fp8 = layout.precision == "fp8"
     return Implementation(
         fp8_recipe=draw(st.sampled_from([None, "delayed", "current", "mxfp8", "blockwise"])) if fp8 else None,
@@ -450,6 +451,7 @@ def megatron_implementations(draw: st.DrawFn, layout: Layout) -> Implementation:
         if layout.recompute == "selective" else None,
         activation_offload=draw(st.booleans()),
         cuda_graphs=draw(st.booleans()),
+        moe_token_dispatcher=draw(st.sampled_from(["alltoall", "allgather", "flex"])) if moe else None,
     )
 
 
@@ -462,7 +464,7 @@ def test_megatron_round_trip(case: tuple[ModelSpec, Layout], with_model: bool, d
     m, layout = case
     if not with_model:  # the pipeline-split flags need the layer count to derive the chunks
         assume(not (layout.account_for_embedding_in_pipeline_split or layout.account_for_loss_in_pipeline_split))
-    impl = data.draw(megatron_implementations(layout))
+    impl = data.draw(megatron_implementations(layout, moe=with_model and m.moe is not None))
     text = megatron_args_from_layout(m if with_model else None, layout, SEQ, impl)
     cfg = parse_megatron_args(text, model=m if with_model else None)  # the vocabulary is the tokenizer's
     # Megatron's "adam" is AdamW (decoupled weight decay); everything else reads back as written.
@@ -531,3 +533,19 @@ def test_torchtitan_round_trip(case: tuple[ModelSpec, Layout]) -> None:
     assert cfg.seq == SEQ and cfg.model == m
     # op-level selective checkpointing and FSDP's CPU offload are listed, as for any file that uses them
     assert set(cfg.unsupported) <= {"activation_checkpoint.selective_ac_option", "training.enable_cpu_offload"}
+
+
+def test_megatron_token_dispatcher_is_read() -> None:
+    """--moe-token-dispatcher-type sets implementation.moe_token_dispatcher (Megatron's default allgather when
+    absent; --moe-enable-deepep is the older spelling of flex); a dense model has no dispatcher."""
+    moe = "--num-layers 4 --hidden-size 512 --num-attention-heads 8 --seq-length 1024 --num-experts 8 " \
+          "--moe-router-topk 2 --expert-model-parallel-size 2 --max-position-embeddings 1024 --vocab-size 32000"
+    for extra, want in (("", "allgather"), ("--moe-token-dispatcher-type alltoall", "alltoall"),
+                        ("--moe-token-dispatcher-type flex --moe-flex-dispatcher-backend hybridep", "flex"),
+                        ("--moe-enable-deepep", "flex")):
+        cfg = parse_megatron_args(f"{moe} {extra}")
+        assert cfg.implementation().moe_token_dispatcher == want, extra
+        assert cfg.unknown == []
+    dense = parse_megatron_args("--num-layers 4 --hidden-size 512 --num-attention-heads 8 --seq-length 1024 "
+                                "--max-position-embeddings 1024 --vocab-size 32000")
+    assert dense.implementation().moe_token_dispatcher is None

@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from planner.errors import InputError, format_validation_error
 from planner.model.pipeline import PipelineSplit, virtual_stage_layers
+from planner.model.presets import DEFAULT_TOKEN_DISPATCHER
 from planner.schema import (
     MAX_EXPERTS,
     MAX_GLOBAL_BATCH,
@@ -45,6 +46,7 @@ from planner.schema import (
     Precision,
     Recompute,
     RecomputeModule,
+    TokenDispatcher,
 )
 from planner.workloads.training.legality import last_stage_layers
 
@@ -150,6 +152,8 @@ UNDERSTOOD_FLAGS: dict[str, Kind] = {
     "--external-cuda-graph": "switch",
     "--cuda-graph-impl": "str",
     "--heterogeneous-layers-config-path": "str",
+    "--moe-token-dispatcher-type": "str",
+    "--moe-enable-deepep": "switch",
 }
 
 # Flags that change neither memory nor the time model, listed in MegatronConfig.ignored when seen.
@@ -205,7 +209,7 @@ IGNORED_FLAGS: frozenset[str] = _flag_set(
     --no-overlap-p2p-communication --align-grad-reduce --align-param-gather
     --no-async-tensor-model-parallel-allreduce --async-tensor-model-parallel-allreduce --distributed-backend
     --distributed-timeout-minutes --ddp-bucket-size --ddp-average-in-collective --defer-embedding-wgrad-compute
-    --use-contiguous-parameters-in-local-ddp --moe-grouped-gemm --moe-permute-fusion --moe-token-dispatcher-type
+    --use-contiguous-parameters-in-local-ddp --moe-grouped-gemm --moe-permute-fusion --moe-flex-dispatcher-backend
     --moe-router-load-balancing-type --moe-aux-loss-coeff --moe-z-loss-coeff --moe-router-pre-softmax
     --moe-router-score-function --moe-router-topk-scaling-factor --moe-router-dtype
     --moe-router-enable-expert-bias --moe-router-bias-update-rate --moe-input-jitter-eps""",
@@ -261,6 +265,7 @@ class MegatronConfig:
     pipeline_last_stage_layers: int | None = None
     activation_offload: bool = False
     cuda_graphs: bool = False
+    moe_token_dispatcher: TokenDispatcher | None = None
     ignored: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
     unsupported: dict[str, str] = field(default_factory=dict)
@@ -289,7 +294,7 @@ class MegatronConfig:
             attention=self.attention, dropout=self.dropout, framework="megatron-core",
             fp8_recipe=self.fp8_recipe, fp8_param_gather=self.fp8_param_gather,
             recompute_modules=self.recompute_modules, activation_offload=self.activation_offload,
-            cuda_graphs=self.cuda_graphs,
+            cuda_graphs=self.cuda_graphs, moe_token_dispatcher=self.moe_token_dispatcher,
         )
 
     def to_layout(self, gpus: int) -> Layout:
@@ -886,6 +891,9 @@ def parse_megatron_args(
     cuda_graphs = (args.switch("--enable-cuda-graph") or args.switch("--external-cuda-graph")
                    or graph_impl not in (None, "none"))
 
+    # --moe-token-dispatcher-type (default allgather); flex runs DeepEP/HybridEP, as --moe-enable-deepep did
+    dispatcher = args.choice("--moe-token-dispatcher-type", ("allgather", "alltoall", "flex", "alltoall_seq"),
+                             "flex" if args.switch("--moe-enable-deepep") else "allgather")
     spec = _model(args, tp, model, unsupported, notes)
     layers = spec.layers if spec else args.int("--num-layers")
     vpp = _vpp(args, layers, pp)
@@ -925,6 +933,8 @@ def parse_megatron_args(
         account_for_embedding_in_pipeline_split=split.embedding_counts,
         account_for_loss_in_pipeline_split=split.loss_counts, pipeline_first_stage_layers=first,
         pipeline_last_stage_layers=last, activation_offload=act_offload, cuda_graphs=cuda_graphs,
+        moe_token_dispatcher=("alltoall" if dispatcher == "alltoall_seq" else dispatcher)  # type: ignore[arg-type]
+        if spec is not None and spec.moe is not None else None,
         sequence_parallel=sequence_parallel,
         micro_batch=args.int("--micro-batch-size"), global_batch=args.int("--global-batch-size"),
         precision=precision, fp32_grad_accumulation=fp32_grads, optimizer=optimizer, offload_optimizer=offload,
@@ -1035,6 +1045,8 @@ def megatron_args_from_layout(
         lines.append(f"--context-parallel-size {layout.cp}")
     if layout.ep > 1:
         lines.append(f"--expert-model-parallel-size {layout.ep}")
+    if model is not None and model.moe is not None:
+        lines.append(f"--moe-token-dispatcher-type {impl.moe_token_dispatcher or DEFAULT_TOKEN_DISPATCHER}")
     if layout.sequence_parallel:
         lines.append("--sequence-parallel")
     if layout.zero == 1:

@@ -343,6 +343,16 @@ def recipe_keys(run: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], li
             grads = True
     if grads is not None:
         lay["fp32_grad_accumulation"] = grads
+    # the flash kernel: llm-foundry's attn_impl triton is slower than FlashAttention-2 (planner.model.perf)
+    said = f"{setting('attention', 'attn_impl') or ''} {par.get('other') or ''}".lower()
+    if re.search(r"attn_impl:?\s*triton", said):
+        impl["attention_kernel"] = "triton"
+    # the MoE token dispatcher, the first one the recipe names
+    named = re.search(r"flex|hybridep|deepep|all-?to-?all|all-?gather",
+                      f"{setting('dispatcher') or ''} {setting('moe') or ''}".lower())
+    if named:
+        word = named.group(0).replace("-", "")
+        impl["moe_token_dispatcher"] = word if word in ("alltoall", "allgather") else "flex"
     # fp8
     recipe = str(setting("fp8_recipe") or "").strip().lower()
     name = next((v for k_, v in FP8_RECIPES.items() if recipe.startswith(k_)), None)

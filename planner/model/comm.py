@@ -128,6 +128,16 @@ def all_to_all(nbytes: Num, g: Group) -> Num:
     return vmax(local_t, remote_t) + g.base_lat + g.step_lat
 
 
+def node_dedup_dispatch(nbytes: Num, remote_bytes: Num, g: Group) -> Num:
+    """A node-aware MoE dispatch (DeepEP / HybridEP): `remote_bytes` leave through the rank's own NIC, one
+    copy per destination node, and the `nbytes` of per-expert copies are spread inside the destination
+    nodes over NVLink (a rank's own share stays put)."""
+    ln = g.links
+    local_t = (g.local - 1) / g.local * nbytes / ln.intra_bw
+    remote_t = g.spans * remote_bytes / ln.nic_bw
+    return vmax(local_t, remote_t) + g.base_lat + g.step_lat
+
+
 def p2p(nbytes: Num, g: Group) -> Num:
     """One send of `nbytes` to the next rank of the group (pipeline stages, ring attention): over the
     NIC when the group crosses nodes (its slowest hop), else NVLink; plus one step of latency."""

@@ -76,6 +76,11 @@ CAUSAL_EXECUTED = 0.5  # flash kernels skip the masked half of the score blocks
 # "1.5-2.0x faster than FlashAttention-2" on H100 (Shah et al. 2024, arXiv 2407.08608, abstract): FA2 kernels run
 # at 1/1.75 of the generation's native flash rate. Ampere's native kernel is FA2 itself.
 FA2_ON_NEWER_GPUS = 1 / 1.75
+# The Triton FlashAttention (llm-foundry's attn_impl: triton): FlashAttention-2 is "around 1.3-1.5× faster than
+# FlashAttention in Triton in the forward pass and around 2× faster in the backward pass" on A100 (Dao 2023,
+# arXiv 2307.08691, §4.1). Its rates relative to FA2's, forward and backward; like FA2 it has no Hopper path.
+TRITON_FLASH_FORWARD = 1 / 1.4
+TRITON_FLASH_BACKWARD = 1 / 2.0
 NATIVE_FLASH_GENERATIONS = ("hopper", "blackwell")
 CROSS_ENTROPY_BYTES = 24  # per logit: fp32 upcast, max, exp-sum, softmax and its gradient (fwd + bwd)
 UNFUSED_BYTES = 2.0  # unfused element-wise ops (as Hugging Face writes them) each re-read and re-write
@@ -212,6 +217,7 @@ class _Context:
     unaligned_penalty: float  # extra time of a GEMM with a misaligned dimension
     attn_rate: float  # FLOP/s of 16-bit batched attention GEMMs
     flash_rate: float
+    flash_backward: float  # flash backward seconds over forward (FLASH_BACKWARD at the forward's rate)
     hbm: float  # bytes/s achieved
     ew_hbm: float  # bytes/s of element-wise work, unfused kernels counted as moving more bytes
     quant_bytes: float  # fp8 quantization bytes per GEMM-input element (0 in 16-bit)
@@ -257,11 +263,15 @@ def fp8_gemm_efficiency(eff: Efficiency, recipe: str) -> float:
     return base
 
 
-def _flash_kernel_share(stack: Stack, gpu: GpuSku) -> float:
-    """The framework's flash kernel's rate over the generation's native one (FA2_ON_NEWER_GPUS)."""
-    if stack.attention_kernel == "fa2" and gpu_generation(gpu) in NATIVE_FLASH_GENERATIONS:
-        return FA2_ON_NEWER_GPUS
-    return 1.0
+def _flash_kernel_share(stack: Stack, gpu: GpuSku) -> tuple[float, float]:
+    """The framework's flash kernel's forward and backward rates over the generation's native one
+    (FA2_ON_NEWER_GPUS; TRITON_FLASH_FORWARD/BACKWARD of FA2's for the Triton kernel)."""
+    if stack.attention_kernel == "native":
+        return 1.0, 1.0
+    fa2 = FA2_ON_NEWER_GPUS if gpu_generation(gpu) in NATIVE_FLASH_GENERATIONS else 1.0
+    if stack.attention_kernel == "triton":
+        return fa2 * TRITON_FLASH_FORWARD, fa2 * TRITON_FLASH_BACKWARD
+    return fa2, fa2
 
 
 def _build_context(
@@ -286,6 +296,7 @@ def _build_context(
     else:
         gemm_rate, quant = peak16 * eff.gemm, 0.0
     hbm = gpu.hbm_bandwidth_tbs * 1e12 * eff.hbm
+    flash_f, flash_b = _flash_kernel_share(stack, gpu)
     operand_bytes = 1 if fp8 else ACT
     attn_in_n = (attention_weights(m) - v * h) / h
     kernels = (KERNELS_FUSED if stack.fused_kernels else KERNELS_UNFUSED) + (7 * KERNELS_PER_FP8_GEMM if fp8 else 0)
@@ -324,7 +335,8 @@ def _build_context(
         align=ALIGN_BYTES // operand_bytes,
         unaligned_penalty=1.0 / eff.gemm_unaligned - 1.0,
         attn_rate=peak16 * eff.gemm,
-        flash_rate=peak16 * eff.gemm * eff.flash_attention * _flash_kernel_share(stack, gpu),
+        flash_rate=peak16 * eff.gemm * eff.flash_attention * flash_f,
+        flash_backward=FLASH_BACKWARD * flash_f / flash_b,
         hbm=hbm,
         ew_hbm=hbm if stack.fused_kernels else hbm / UNFUSED_BYTES,
         quant_bytes=quant,
@@ -452,7 +464,7 @@ def _layer(c: _Context, s: _Step, moe: bool) -> _Layer:
     if c.flash:
         attn_flops = 2.0 * tok * c.seq * (c.q_width + c.v_width) / t * CAUSAL_EXECUTED
         attn_f = attn_flops / c.flash_rate
-        attn_b = FLASH_BACKWARD * attn_f
+        attn_b = c.flash_backward * attn_f
     else:
         heads = c.heads / t
         d_qk, d_v = c.q_width / c.heads, c.v_width / c.heads
@@ -732,11 +744,32 @@ def _cp(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -
 
 
 def _ep(c: _Context, s: _Step, g: _Groups) -> Any:
-    """Expert parallel: dispatch and combine all-to-all, forward and backward (and recompute)."""
+    """Expert parallel: dispatch and combine, forward and backward (and recompute), by the token dispatcher
+    (megatron/core/transformer/moe/token_dispatcher.py): all-to-all of one copy per routed expert; all-gather
+    of the EP group's tokens and reduce-scatter of their outputs; or flex (DeepEP / HybridEP), which sends a
+    token over the network once per node holding one of its experts and forwards the copies over NVLink."""
     if not c.moe_layers:
         return 0.0
-    a2a = comm.all_to_all(s.tok / s.r * c.moe_top_k * c.h * ACT, g.ep)
-    return s.layers * c.moe_layers / (c.dense_layers + c.moe_layers) * (4 + 2 * s.full) * a2a
+    tokens = s.tok / s.r
+    copies = tokens * c.moe_top_k * c.h * ACT
+    if c.stack.moe_token_dispatcher == "allgather":
+        move = comm.all_gather(tokens * c.h * ACT * g.ep.n, g.ep)
+    elif c.stack.moe_token_dispatcher == "flex":
+        move = comm.node_dedup_dispatch(copies, tokens * c.h * ACT * remote_nodes(c.moe_experts, c.moe_top_k,
+                                                                                   g.ep.nodes), g.ep)
+    else:
+        move = comm.all_to_all(copies, g.ep)
+    return s.layers * c.moe_layers / (c.dense_layers + c.moe_layers) * (4 + 2 * s.full) * move
+
+
+def remote_nodes(experts: int, top_k: int, nodes: Any) -> Any:
+    """Expected number of other nodes holding at least one of a token's top-k experts, experts spread evenly
+    over `nodes` and routing balanced (hypergeometric: a node is missed with probability C(E − E/n, k)/C(E, k))."""
+    per_node = experts / nodes
+    missed: Any = 1.0
+    for i in range(top_k):
+        missed = missed * vmax(0.0, (experts - per_node - i) / (experts - i))
+    return (nodes - 1) * (1.0 - missed)
 
 
 def _pp(c: _Context, s: _Step, g: _Groups) -> Any:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from planner.model.pipeline import PipelineSplit, SplitStyle
-from planner.schema import Fp8Recipe, Framework, GpuSku, Implementation, Layout
+from planner.schema import AttentionKernel, Fp8Recipe, Framework, GpuSku, Implementation, Layout, TokenDispatcher
 
 StateLayout = Literal["megatron", "deepspeed", "fsdp2", "fsdp1"]
 
@@ -67,8 +67,9 @@ class Preset:
     # which flash-attention kernels run: "native" uses the GPU generation's own tensor-core path (TE's cuDNN
     # fused attention, transformer_engine/pytorch/attention/dot_product_attention/backends.py FusedAttention);
     # "fa2" is FlashAttention-2, written for Ampere's mma.sync (PyTorch SDPA's flash backend,
-    # aten/src/ATen/native/transformers/cuda/flash_attn/; flash-attn 2.x and llm-foundry's Triton kernel)
-    attention_kernel: Literal["native", "fa2"]
+    # aten/src/ATen/native/transformers/cuda/flash_attn/; flash-attn 2.x); "triton" is the Triton FlashAttention
+    # llm-foundry runs with attn_impl: triton (llmfoundry/models/layers/flash_attn_triton.py)
+    attention_kernel: AttentionKernel
     # --- pipeline ---------------------------------------------------------------------------------------
     split: SplitStyle
     # --- fp8 ------------------------------------------------------------------------------------------
@@ -140,7 +141,8 @@ PRESETS: dict[Framework, Preset] = {
         source="DeepSpeed deepspeed/runtime/zero/{stage_1_and_2,stage3}.py, runtime/bf16_optimizer.py",
     ),
     "fsdp": Preset(
-        # Composer/llm-foundry run eager PyTorch modules around a Triton flash-attention kernel
+        # eager PyTorch modules around PyTorch SDPA (Accelerate, Composer); llm-foundry's MPT may name its
+        # Triton kernel instead (implementation.attention_kernel: triton)
         framework="fsdp", attention_kernel="fa2",
         fused_kernels=False, fused_swiglu=False, fp8_saves_quantized_inputs=False,
         inplace_cross_entropy=False,
@@ -166,6 +168,9 @@ FP8_WEIGHT_BYTES: dict[Fp8Recipe, float] = {"delayed": 2.0, "current": 2.0, "mxf
                                             "blockwise": 2 * (1 + 4 / (128 * 128))}
 # fp8 tensors with scaling state per GEMM (input, weight, grad-output): TE's FP8 meta, fp32 amax history.
 FP8_TENSORS_PER_GEMM = 3
+# The MoE recipes of NeMo 2 / Megatron-Bridge set --moe-token-dispatcher-type alltoall (Megatron-Core's own
+# default is allgather); torchtitan (torchtitan/distributed/expert_parallel.py) and DeepSpeed-MoE all-to-all too.
+DEFAULT_TOKEN_DISPATCHER: TokenDispatcher = "alltoall"
 BLACKWELL = ("b200", "gb200", "b300", "gb300", "b100")
 
 
@@ -184,6 +189,7 @@ class Knobs:
     fused_swiglu: bool
     fused_softmax: bool
     attention: Literal["flash", "eager"]
+    attention_kernel: AttentionKernel
     dropout: float
     fp8: bool
     fp8_recipe: Fp8Recipe
@@ -203,6 +209,7 @@ class Knobs:
     split: PipelineSplit
     activation_offload: bool
     cuda_graphs: bool
+    moe_token_dispatcher: TokenDispatcher
     tp_comm_overlap: bool
     overlap_grad_reduce: bool
     overlap_param_gather: bool
@@ -246,6 +253,7 @@ def resolve(impl: Implementation, layout: Layout | None = None, gpu: GpuSku | No
         fused_swiglu=fused and p.fused_swiglu,
         fused_softmax=fused,
         attention=impl.attention,
+        attention_kernel=impl.attention_kernel or p.attention_kernel,
         dropout=impl.dropout,
         fp8=fp8,
         fp8_recipe=recipe,
@@ -267,6 +275,7 @@ def resolve(impl: Implementation, layout: Layout | None = None, gpu: GpuSku | No
         split=split,
         activation_offload=impl.activation_offload,
         cuda_graphs=impl.cuda_graphs,
+        moe_token_dispatcher=impl.moe_token_dispatcher or DEFAULT_TOKEN_DISPATCHER,
         tp_comm_overlap=p.tp_comm_overlap,
         overlap_grad_reduce=p.overlap_grad_reduce,
         overlap_param_gather=p.overlap_param_gather,

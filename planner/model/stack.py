@@ -27,7 +27,7 @@ class Stack:
 
     framework: str
     fused_kernels: bool
-    attention_kernel: str  # "native" or "fa2" (planner.model.presets.Preset.attention_kernel)
+    attention_kernel: str  # "native", "fa2" or "triton" (planner.model.presets.Preset.attention_kernel)
     fp8_recipe: Fp8Recipe | None  # None: bf16/fp16 GEMMs
     fp8_param_gather: bool
     fp8_weight_cache: bool  # fp8 weight casts reused across a step's micro-batches
@@ -38,6 +38,7 @@ class Stack:
     reduce_every_microbatch: bool  # ZeRO-3/FSDP reduce-scatters each micro-batch's gradients
     activation_offload: bool
     cuda_graphs: bool
+    moe_token_dispatcher: str  # "alltoall", "allgather" or "flex" (planner.schema.TokenDispatcher)
 
 
 def resolve_fp8_recipe(impl: Implementation, eff: Efficiency, gpu: GpuSku | None = None) -> Fp8Recipe:
@@ -61,7 +62,7 @@ def stack_of(impl: Implementation, precision: str, eff: Efficiency, gpu: GpuSku 
     return Stack(
         framework=k.framework,
         fused_kernels=k.fused_kernels,
-        attention_kernel=p.attention_kernel,
+        attention_kernel=k.attention_kernel,
         fp8_recipe=resolve_fp8_recipe(impl, eff, gpu) if fp8 else None,
         fp8_param_gather=k.fp8_param_gather,
         fp8_weight_cache=p.fp8_weight_cache,
@@ -72,6 +73,7 @@ def stack_of(impl: Implementation, precision: str, eff: Efficiency, gpu: GpuSku 
         reduce_every_microbatch=p.reduce_every_microbatch,
         activation_offload=k.activation_offload,
         cuda_graphs=k.cuda_graphs,
+        moe_token_dispatcher=k.moe_token_dispatcher,
     )
 
 
