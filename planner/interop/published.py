@@ -66,8 +66,11 @@ def overlaps_of(other: str, settings: dict[str, Any] | None = None) -> dict[str,
     `parallelism.other` flags and, where the entry has them, its recipe's `framework_settings`."""
     flags: dict[str, float] = {}
     tp = str((settings or {}).get("tp_comm_overlap", "")).lower()
-    if "--tp-comm-overlap" in other or tp.startswith("true"):
-        flags["tp_overlap"] = 1.0  # Transformer Engine pipelines TP collectives with the GEMMs
+    # Transformer Engine pipelines TP collectives with the GEMMs; torchtitan's async TP does the same through
+    # Inductor's micro-pipelined all-gather/reduce-scatter matmuls (parallelize_llama.py enable_async_tensor_parallel)
+    async_tp = _flag((settings or {}).get("async_tp", (settings or {}).get("enable_async_tensor_parallel")))
+    if "--tp-comm-overlap" in other or tp.startswith("true") or async_tp:
+        flags["tp_overlap"] = 1.0
     if "DDP impl = local" in other or "BF16_Optimizer" in other:
         # Megatron's "local" DDP and DeepSpeed's pipeline engine reduce gradients after backward
         flags["dp_overlap"] = 0.0

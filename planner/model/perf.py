@@ -364,12 +364,13 @@ def param_tensors(m: ModelSpec) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def _gemm(c: _Context, rate: float, mm: Any, n: Any, k: Any) -> Any:
+def _gemm(c: _Context, rate: float, mm: Any, n: Any, k: Any, sixteen_bit: bool = False) -> Any:
     """Seconds of one M×K·K×N GEMM: math at the large-GEMM rate plus its operand traffic, slower
-    when a dimension breaks the 128-byte alignment tensor-core kernels are tiled for."""
-    a = c.align
+    when a dimension breaks the 128-byte alignment tensor-core kernels are tiled for. `sixteen_bit`: a
+    16-bit GEMM in an fp8 job (its operands twice as wide)."""
+    a, balance = (ALIGN_BYTES // ACT, rate / c.hbm) if sixteen_bit else (c.align, c.balance)
     misaligned = 1.0 - (mm % a == 0) * (n % a == 0) * (k % a == 0)
-    return 2.0 * mm * n * k / rate * (1.0 + c.balance * (1.0 / mm + 1.0 / n + 1.0 / k)) * (
+    return 2.0 * mm * n * k / rate * (1.0 + balance * (1.0 / mm + 1.0 / n + 1.0 / k)) * (
         1.0 + c.unaligned_penalty * misaligned
     )
 
@@ -650,7 +651,9 @@ def _compute(c: _Context, s: _Step, p: _Params) -> _Compute:
     launch_f = c.kernels_fwd * c.launch_s
     fwd_layer = vmax(lay.fwd, launch_f)
     bwd_layer = vmax(lay.bwd + recompute, BACKWARD_KERNELS * launch_f + (s.full > 0) * launch_f)
-    head_f = _gemm(c, c.gemm_rate, s.tok, p.vocab, c.h)
+    # the output layer stays 16-bit in fp8 recipes: Megatron's is a tensor_parallel.ColumnParallelLinear, not a TE
+    # module (megatron/core/models/gpt/gpt_model.py); torchtitan's float8 skips it (Float8 filter_fqns ["output"])
+    head_f = _gemm(c, c.attn_rate, s.tok, p.vocab, c.h, sixteen_bit=True)
     head_ew = s.tok * p.vocab * (CROSS_ENTROPY_BYTES / 2) / c.hbm  # each of forward and backward
     fwd = s.layers * fwd_layer + head_f + head_ew
     bwd = s.layers * bwd_layer + 2 * head_f + head_ew
