@@ -27,7 +27,7 @@ import validation
 
 # Levels measured on the held-out set (VALIDATION.md); the issue's targets are validation.*_TARGET.
 MEDIAN_NOW = 0.11
-FIT_NOW = 0.88
+FIT_NOW = 0.92
 MEMORY_WITHIN_NOW = 15  # of the reserved / allocated peaks within MEMORY_TARGET
 # A layout planner cannot state: Megatron-Core folds expert parallelism over TP·DP·CP (ETP = 1), planner's ep
 # divides dp·cp only.
@@ -273,3 +273,21 @@ def test_async_tp_overlaps_tensor_parallel_collectives(held_out: tuple[list, lis
     plain, overlapped = (by_id[f"torchtitan-2412-h100-llama3.1-70b-256gpu-2d{s}"] for s in ("", "-asynctp"))
     assert overlapped.evaluation.time.step_seconds < 0.9 * plain.evaluation.time.step_seconds
     assert abs(overlapped.error) <= validation.MEDIAN_TARGET
+
+
+def test_eager_logits_are_sharded_over_tensor_parallelism(held_out: tuple[list, list]) -> None:
+    """torchtitan's column-parallel output layer leaves the 16-bit logits sharded over TP (loss_parallel): every
+    torchtitan configuration that ran, the 8B one at TP 8 and 12 sequences of 8192 tokens included, fits."""
+    from planner.model.memory import ActivationShape, extras_bytes
+    from planner.model.presets import resolve
+    from planner.schema import Implementation
+
+    m = get_model("llama-3.1-8b")
+    k = resolve(Implementation(framework="torchtitan"))
+    # with sequence parallelism every tensor of the loss chunk is sharded: hidden-width ones over the sequence,
+    # the 16-bit and fp32 logits over the vocabulary
+    loss = {t: extras_bytes(m, k, ActivationShape(s=8192, b=12, t=t, r=t, dropout=False))[1] for t in (1, 8)}
+    assert loss[8] == pytest.approx(loss[1] / 8, rel=0.001)
+    results, _ = held_out
+    titan = [r for r in results if r.family.startswith("torchtitan")]
+    assert len(titan) == 24 and all(r.fits for r in titan)

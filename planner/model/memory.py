@@ -462,14 +462,16 @@ def extras_bytes(m: ModelSpec, k: Knobs, x: ActivationShape) -> tuple[Any, Any, 
 
     The embedding keeps the int64 token ids (and a dropout mask); the loss chunk the final norm, the output
     layer's 16-bit input and the fp32 logits the cross-entropy saves (4sbV/t: Megatron's vocab-parallel CE
-    exponentiates them in place; Hugging Face also returns 16-bit logits, 2sbV). While the loss runs, the
+    exponentiates them in place; eager models also return 16-bit logits, 2sbV/t). While the loss runs, the
     16-bit logits sit next to their fp32 copy (2sbV/t); an eager cross-entropy's backward also allocates its
     fp32 gradient input and output (8sbV/t, torch log_softmax_backward)."""
     sb = x.s * x.b
     embedding = 8 * sb + (sb * m.hidden / x.r if x.dropout else 0)
     loss = norm_saved(m, k, x, m.hidden) + 2 * sb * m.hidden / x.r + 4 * sb * m.vocab / x.t
     if not k.fused_norm:
-        loss = loss + 2 * sb * m.vocab  # Hugging Face also returns the 16-bit logits
+        # eager models return the 16-bit logits (Hugging Face, torchtitan); a column-parallel output layer leaves
+        # them sharded over TP (torchtitan's loss_parallel: parallelize_llama.py apply_tp, output Shard(-1))
+        loss = loss + 2 * sb * m.vocab / x.t
     transient = (2 if k.inplace_cross_entropy else 8) * sb * m.vocab / x.t
     return embedding, loss, transient
 

@@ -25,7 +25,9 @@ Sources, one per preset (each field cites its file below):
   2 + 18/d for stages 1-2, 18/d for stage 3) and BF16_Optimizer's unsharded fp32 gradient accumulation
   (deepspeed/runtime/bf16_optimizer.py); Megatron-DeepSpeed's fused kernels.
 - fsdp: PyTorch FSDP1 (Composer / llm-foundry / Accelerate): flat fp32 parameters sharded, gradients cast
-  back to fp32 shards (torch/distributed/fsdp/_runtime_utils.py `_post_backward_hook`), 16/d B/param.
+  back to fp32 shards (torch/distributed/fsdp/_runtime_utils.py `_post_backward_hook`), 16/d B/param. fp8
+  runs Transformer Engine's modules (Composer's amp_fp8 wraps te.fp8_autocast around llm-foundry's te.Linear,
+  composer/core/precision.py; Accelerate's default fp8 backend is TE), which save fp8 GEMM inputs.
 """
 
 from __future__ import annotations
@@ -144,7 +146,7 @@ PRESETS: dict[Framework, Preset] = {
         # eager PyTorch modules around PyTorch SDPA (Accelerate, Composer); llm-foundry's MPT may name its
         # Triton kernel instead (implementation.attention_kernel: triton)
         framework="fsdp", attention_kernel="fa2",
-        fused_kernels=False, fused_swiglu=False, fp8_saves_quantized_inputs=False,
+        fused_kernels=False, fused_swiglu=False, fp8_saves_quantized_inputs=True,
         inplace_cross_entropy=False,
         selective="modules",
         stage_output="kept",
