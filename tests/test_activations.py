@@ -221,7 +221,7 @@ def measure_mixtral(s, b, h, a, kv, f, experts, top_k) -> tuple[int, float, floa
     measured = saved_bytes(call, x, params=layer.parameters(), exclude=[cos, sin])
     moe = MoESpec(experts=experts, top_k=top_k, expert_ffn=f)
     m = ModelSpec(layers=2, hidden=h, heads=a, kv_heads=kv, ffn_hidden=f, vocab=512, max_seq=s, moe=moe)
-    impl = Implementation(attention="eager", fused_kernels=False, dropout=0.0)
+    impl = Implementation(attention="eager", fused_kernels=False, dropout=0.0, framework="fsdp")  # HF eager experts
     x_ = ActivationShape(s=s, b=b, t=1, r=1, dropout=False)
     planned = layer_activation_bytes(m, impl, x_, "none", True)
     # the same layer with a dense SwiGLU MLP, less that MLP's 8sbf: attention, norms, MLP input

@@ -27,7 +27,7 @@ import validation
 
 # Levels measured on the held-out set (VALIDATION.md); the issue's targets are validation.*_TARGET.
 MEDIAN_NOW = 0.11
-FIT_NOW = 0.92
+FIT_NOW = 0.93
 MEMORY_WITHIN_NOW = 15  # of the reserved / allocated peaks within MEMORY_TARGET
 # A layout planner cannot state: Megatron-Core folds expert parallelism over TP·DP·CP (ETP = 1), planner's ep
 # divides dp·cp only.
@@ -291,3 +291,21 @@ def test_eager_logits_are_sharded_over_tensor_parallelism(held_out: tuple[list, 
     results, _ = held_out
     titan = [r for r in results if r.family.startswith("torchtitan")]
     assert len(titan) == 24 and all(r.fits for r in titan)
+
+
+def test_megatron_weighs_routed_tokens_inside_the_expert_activation(held_out: tuple[list, list]) -> None:
+    """Megatron-Core multiplies the routing weights in the experts' fused SwiGLU (weighted_bias_swiglu_impl), so
+    the expert output is not kept for the combine: 2h bytes less per routed copy, 4 more for the fp32 weight.
+    Qwen3-30B-A3B at micro-batch 8 on B300, as Megatron-Bridge ran it, then fits."""
+    from planner.model.memory import ActivationShape, layer_activation_bytes
+    from planner.schema import Implementation
+
+    m = get_model("mixtral-8x7b")
+    x = ActivationShape(s=4096, b=1, t=1, r=1, dropout=False)
+    mega, eager = (layer_activation_bytes(m, Implementation(framework=f, fused_kernels=True), x, "none", True)
+                   for f in ("megatron-core", "deepspeed"))
+    assert m.moe is not None
+    assert eager - mega == pytest.approx(4096 * m.moe.top_k * (2 * m.hidden - 4))
+    results, _ = held_out
+    (qwen,) = [r for r in results if r.id == "mbridge-26.04-b300-mxfp8-qwen3-30b-a3b-8gpu"]
+    assert qwen.fits

@@ -285,10 +285,12 @@ def _moe_saved(m: ModelSpec, k: Knobs, x: ActivationShape) -> tuple[Any, Any, An
     assert m.moe is not None
     e, h, sb = m.moe, m.hidden, x.s * x.b
     # Token dispatch and combine: fp32 router probabilities (4E), per routed copy the permuted input (the
-    # experts' GEMM input), the expert output kept for the routing-weight product (2h), and the top-k weight
-    # and index (4 + 8). Measured on HF Mixtral's eager experts, which also keep the weighted output (2h),
-    # its fp32 weight (4), int64 positions (16) and the weights' sum (4).
-    per_copy = x.gemm_in * h / x.r + 2 * h / x.r + 12 + (2 * h / x.r + 20 if not k.fused_norm else 0)
+    # experts' GEMM input), the expert output kept for the routing-weight product (2h; Megatron-Core weighs
+    # inside the activation and keeps the fp32 weight instead), and the top-k weight and index (4 + 8).
+    # Measured on HF Mixtral's eager experts, which also keep the weighted output (2h), its fp32 weight (4),
+    # int64 positions (16) and the weights' sum (4).
+    weighed = 4 if k.preset.moe_probs_in_activation else 2 * h / x.r
+    per_copy = x.gemm_in * h / x.r + weighed + 12 + (2 * h / x.r + 20 if not k.fused_norm else 0)
     routing = sb * (4 * e.experts + e.top_k * per_copy + (4 if not k.fused_norm else 0))
     routed = e.top_k * sb * mlp_inner_saved(m, k, e.expert_ffn, x.gemm_in) / x.t
     shared = sb * mlp_inner_saved(m, k, e.shared_experts * e.shared_ffn, x.gemm_in) / x.t if e.shared_experts else 0

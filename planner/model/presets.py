@@ -60,6 +60,10 @@ class Preset:
     # it partitioned over TP (pipe/engine.py pipe_buffers['outputs'], pipe_partitioned); torch.distributed.
     # pipelining keeps it whole (stage.py fwd_cache), sequence-sharded under torchtitan's TP plan
     stage_output: Literal["freed", "tp_partitioned", "kept"]
+    # MoE routing weights applied inside the experts' activation (Megatron-Core TEGroupedMLP's
+    # weighted_bias_swiglu_impl, megatron/core/transformer/moe/experts.py): the expert output is not kept for
+    # the weighted combine; eager experts multiply after fc2 and keep it
+    moe_probs_in_activation: bool
     # --- state layout -----------------------------------------------------------------------------------
     state: StateLayout
     fsdp_reduce_fp32: bool  # FSDP reduce-scatter dtype (torchtitan mixed_precision_reduce float32 default)
@@ -105,7 +109,7 @@ PRESETS: dict[Framework, Preset] = {
         fused_kernels=True, fused_swiglu=True, fp8_saves_quantized_inputs=True,
         inplace_cross_entropy=True,
         selective="modules",
-        stage_output="freed",
+        stage_output="freed", moe_probs_in_activation=True,
         state="megatron", fsdp_reduce_fp32=True, reshard_after_forward=True, reshard_with_pp=True,
         zero3_unit="layer", split="megatron",
         # Megatron TransformerConfig.fp8_recipe default "delayed"; NeMo-2 recipes fp8_amax_history_len 1024
@@ -122,7 +126,7 @@ PRESETS: dict[Framework, Preset] = {
         fused_kernels=False, fused_swiglu=False, fp8_saves_quantized_inputs=False,
         inplace_cross_entropy=False,
         selective="op",
-        stage_output="kept",
+        stage_output="kept", moe_probs_in_activation=False,
         state="fsdp2", fsdp_reduce_fp32=True, reshard_after_forward=True, reshard_with_pp=False,
         zero3_unit="layer", split="torchtitan", fp8_recipe="current", amax_history_len=0,
         # torchtitan/config/configs.py: FSDP prefetches under compute; run_train.sh sets expandable_segments
@@ -135,7 +139,7 @@ PRESETS: dict[Framework, Preset] = {
         fused_kernels=True, fused_swiglu=True, fp8_saves_quantized_inputs=True,
         inplace_cross_entropy=True,
         selective="modules",
-        stage_output="tp_partitioned",
+        stage_output="tp_partitioned", moe_probs_in_activation=False,
         state="deepspeed", fsdp_reduce_fp32=False, reshard_after_forward=True, reshard_with_pp=True,
         zero3_unit="live_cap", split="megatron", fp8_recipe="delayed", amax_history_len=1024,
         tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, expandable_segments=False,
@@ -149,7 +153,7 @@ PRESETS: dict[Framework, Preset] = {
         fused_kernels=False, fused_swiglu=False, fp8_saves_quantized_inputs=True,
         inplace_cross_entropy=False,
         selective="modules",
-        stage_output="kept",
+        stage_output="kept", moe_probs_in_activation=False,
         state="fsdp1", fsdp_reduce_fp32=False, reshard_after_forward=True, reshard_with_pp=True,
         zero3_unit="layer", split="megatron", fp8_recipe="delayed", amax_history_len=1024,
         tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, expandable_segments=False,
