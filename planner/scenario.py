@@ -148,6 +148,7 @@ class FixedLayout(Strict):
     offload_optimizer: bool | None = None
     recompute_num_layers: Annotated[int, Field(ge=1, le=MAX_LAYERS)] | None = None
     dp_shard: GpuCount | None = None
+    expert_tp: GpuCount | None = None
     account_for_embedding_in_pipeline_split: bool | None = None
     account_for_loss_in_pipeline_split: bool | None = None
     recompute_method: Literal["uniform", "block"] | None = None

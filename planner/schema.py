@@ -296,6 +296,16 @@ class Efficiency(Strict):
             "§3.3; DeepSpeed stage3_prefetch_bucket_size); the first layer's gather is always exposed"
         ),
     )
+    ep_overlap: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description=(
+            "fraction of a micro-batch's compute that hides the MoE dispatch and combine: Megatron-Core's "
+            "--overlap-moe-expert-parallel-comm runs one micro-batch's all-to-all under another's forward or "
+            "backward (megatron/core/pipeline_parallel/combined_1f1b.py); 0 = exposed, as by default"
+        ),
+    )
     cp_overlap: float = Field(
         1.0,
         ge=0,
@@ -529,6 +539,11 @@ class Layout(Strict):
         None,
         description="ZeRO/FSDP sharding group size within dp·cp (HSDP: shard inside, replicate across); "
         "null = shard over the whole dp·cp group",
+    )
+    expert_tp: GpuCount | None = Field(
+        None,
+        description="tensor parallelism of the routed experts (Megatron --expert-tensor-parallel-size), a divisor "
+        "of tp; below tp, expert parallelism folds over TP·DP·CP (ep·expert_tp divides tp·dp·cp); null = tp",
     )
     account_for_embedding_in_pipeline_split: bool = Field(
         False, description="the embedding counts as a layer when splitting layers over pipeline stages (Megatron)"

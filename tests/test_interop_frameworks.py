@@ -429,6 +429,10 @@ def legal_layouts(draw: st.DrawFn, extras: bool = False) -> tuple[ModelSpec, Lay
             "account_for_embedding_in_pipeline_split": draw(st.booleans()),
             "account_for_loss_in_pipeline_split": draw(st.booleans()),
         })
+    if extras and m.moe is not None and layout.sequence_parallel and draw(st.booleans()):
+        # Megatron-Core's EP folding: experts unsplit, EP over TP·DP·CP
+        fold = [e for e in (1, 2, 4, 8) if (tp * dp * cp) % e == 0 and m.moe.experts % e == 0]
+        layout = layout.model_copy(update={"expert_tp": 1, "ep": draw(st.sampled_from(fold))})
     if extras and layout.recompute == "full" and draw(st.booleans()):
         chunk = m.layers // (pp * vpp)
         method = draw(st.sampled_from(["block", "uniform"]))

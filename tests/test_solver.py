@@ -49,6 +49,8 @@ def small_scenarios(draw: Any) -> dict[str, Any]:
         "sequence_parallel": st.booleans(),
         "vpp": st.just(1),
     }))
+    if moe and draw(st.integers(0, 3)) == 0:  # Megatron-Core's EP folding over TP·DP·CP
+        fixed = {**fixed, "expert_tp": 1, "sequence_parallel": True}
     tokens = draw(st.sampled_from([2e9, 2e10, 2e11, 2e12]))
     sc: dict[str, Any] = {
         "name": "main",

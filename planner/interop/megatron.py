@@ -266,6 +266,7 @@ class MegatronConfig:
     activation_offload: bool = False
     cuda_graphs: bool = False
     moe_token_dispatcher: TokenDispatcher | None = None
+    expert_tp: int | None = None
     ignored: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
     unsupported: dict[str, str] = field(default_factory=dict)
@@ -325,7 +326,7 @@ class MegatronConfig:
                 account_for_embedding_in_pipeline_split=self.account_for_embedding_in_pipeline_split,
                 account_for_loss_in_pipeline_split=self.account_for_loss_in_pipeline_split,
                 pipeline_first_stage_layers=self.pipeline_first_stage_layers,
-                pipeline_last_stage_layers=self.pipeline_last_stage_layers,
+                pipeline_last_stage_layers=self.pipeline_last_stage_layers, expert_tp=self.expert_tp,
             )
         except ValidationError as exc:
             raise InputError(format_validation_error(exc, "Megatron-LM arguments")) from exc
@@ -863,9 +864,10 @@ def parse_megatron_args(
     pp = args.need_int("--pipeline-model-parallel-size", 1)
     cp = args.need_int("--context-parallel-size", 1)
     ep = args.need_int("--expert-model-parallel-size", 1)
+    # --expert-tensor-parallel-size (default: tp); below tp, EP folds over TP·DP·CP (layout.expert_tp)
     etp = args.int("--expert-tensor-parallel-size")
-    if etp is not None and etp != tp:
-        unsupported["--expert-tensor-parallel-size"] = f"expert TP {etp} ≠ TP {tp}; planner splits experts by TP"
+    if etp == tp:
+        etp = None
     first = args.int("--decoder-first-pipeline-num-layers")
     last = args.int("--decoder-last-pipeline-num-layers")
     layers = args.int("--num-layers")
@@ -935,6 +937,7 @@ def parse_megatron_args(
         pipeline_last_stage_layers=last, activation_offload=act_offload, cuda_graphs=cuda_graphs,
         moe_token_dispatcher=("alltoall" if dispatcher == "alltoall_seq" else dispatcher)  # type: ignore[arg-type]
         if spec is not None and spec.moe is not None else None,
+        expert_tp=etp,
         sequence_parallel=sequence_parallel,
         micro_batch=args.int("--micro-batch-size"), global_batch=args.int("--global-batch-size"),
         precision=precision, fp32_grad_accumulation=fp32_grads, optimizer=optimizer, offload_optimizer=offload,
@@ -1045,6 +1048,8 @@ def megatron_args_from_layout(
         lines.append(f"--context-parallel-size {layout.cp}")
     if layout.ep > 1:
         lines.append(f"--expert-model-parallel-size {layout.ep}")
+    if layout.expert_tp is not None:
+        lines.append(f"--expert-tensor-parallel-size {layout.expert_tp}")
     if model is not None and model.moe is not None:
         lines.append(f"--moe-token-dispatcher-type {impl.moe_token_dispatcher or DEFAULT_TOKEN_DISPATCHER}")
     if layout.sequence_parallel:

@@ -76,6 +76,10 @@ def overlaps_of(other: str, settings: dict[str, Any] | None = None) -> dict[str,
         flags["dp_overlap"] = 0.0
     if "overlap_grad_reduce false" in str((settings or {}).get("ddp", "")).lower():
         flags["dp_overlap"] = 0.0
+    # Megatron-Core's EP all-to-all overlap (--overlap-moe-expert-parallel-comm)
+    moe = str((settings or {}).get("moe_a2a_overlap", "")).lower()
+    if re.search(r"overlap_moe_expert_parallel_comm:?\s*true", moe) or "--overlap-moe-expert-parallel-comm" in other:
+        flags["ep_overlap"] = 1.0
     return flags
 
 
@@ -401,6 +405,9 @@ def recipe_keys(run: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], li
         notes.append("HSDP: shards within a node")
     elif "SHARD_GRAD_OP" in sharding:
         impl["reshard_after_forward"] = False
+    etp = _count(setting("expert_tensor_parallel_size", "expert_tp"))
+    if etp and etp != par.get("tp", 1):
+        lay["expert_tp"] = etp
     shard = _count(setting("data_parallel_shard_degree", "dp_shard"))
     if shard:
         lay["dp_shard"] = shard

@@ -63,6 +63,7 @@ class Recipe:
     account_for_loss_in_pipeline_split: bool = False
     pipeline_first_stage_layers: int | None = None
     pipeline_last_stage_layers: int | None = None
+    expert_tp: int | None = None  # None: the experts are split over TP like the rest of the layer
 
     @classmethod
     def of(cls, layout: Layout) -> Recipe:
@@ -70,7 +71,7 @@ class Recipe:
             layout.precision, layout.optimizer, layout.fp32_grad_accumulation, layout.offload_optimizer,
             layout.recompute_num_layers, layout.recompute_method, layout.dp_shard,
             layout.account_for_embedding_in_pipeline_split, layout.account_for_loss_in_pipeline_split,
-            layout.pipeline_first_stage_layers, layout.pipeline_last_stage_layers,
+            layout.pipeline_first_stage_layers, layout.pipeline_last_stage_layers, layout.expert_tp,
         )
 
     def split(self, style: pipeline.SplitStyle = "megatron") -> pipeline.PipelineSplit:
@@ -147,8 +148,9 @@ def state_bytes_per_param(
 # --------------------------------------------------------------------------------------------
 
 
-def layer_params_on_rank(m: ModelSpec, tp: Any, ep: Any, moe_layer: bool) -> tuple[Any, Any]:
-    """(non-expert, expert) parameters of one layer on one TP×EP rank; norms are replicated."""
+def layer_params_on_rank(m: ModelSpec, tp: Any, ep: Any, moe_layer: bool, etp: Any = None) -> tuple[Any, Any]:
+    """(non-expert, expert) parameters of one layer on one TP×EP rank; norms are replicated. The routed experts
+    split over `etp` (expert tensor parallelism; None: tp, Megatron's default)."""
     h = m.hidden
     norms = norm_params(m, h) * m.norms_per_layer
     if not moe_layer or m.moe is None:
@@ -156,17 +158,18 @@ def layer_params_on_rank(m: ModelSpec, tp: Any, ep: Any, moe_layer: bool) -> tup
     e = m.moe
     shared = e.shared_experts * mlp_params(m, e.shared_ffn)
     dense = (attention_params(m) + shared) / tp + norms + h * e.experts  # router replicated
-    experts = e.experts / ep * mlp_params(m, e.expert_ffn) / tp  # expert TP = TP (Megatron default)
+    experts = e.experts / ep * mlp_params(m, e.expert_ffn) / (tp if etp is None else etp)
     return dense, experts
 
 
-def layer_gemm_weights_on_rank(m: ModelSpec, tp: Any, ep: Any, moe_layer: bool) -> tuple[Any, Any]:
+def layer_gemm_weights_on_rank(m: ModelSpec, tp: Any, ep: Any, moe_layer: bool, etp: Any = None
+                               ) -> tuple[Any, Any]:
     """(non-expert, expert) matmul weights of one layer on one rank: what Transformer Engine casts to fp8."""
     if not moe_layer or m.moe is None:
         return (attention_weights(m) + mlp_weights(m, m.ffn_hidden)) / tp, 0.0
     e = m.moe
     dense = (attention_weights(m) + e.shared_experts * mlp_weights(m, e.shared_ffn)) / tp
-    return dense, e.experts / ep * mlp_weights(m, e.expert_ffn) / tp
+    return dense, e.experts / ep * mlp_weights(m, e.expert_ffn) / (tp if etp is None else etp)
 
 
 def ends_params(m: ModelSpec, tp: Any) -> tuple[Any, Any]:
@@ -512,7 +515,10 @@ def training_memory_table(
     # ---- state bytes per parameter ---------------------------------------------------------------------
     group = dp * cp  # the distributed optimizer and FSDP shard over DP×CP (Megatron, torchtitan)
     shard = np.minimum(recipe.dp_shard, group) if recipe.dp_shard else group  # HSDP: shard inside dp_shard
-    expert_shard = np.maximum(1, shard // ep)
+    # expert state shards over expert data parallelism: tp·dp·cp / (ep·expert_tp) ranks (dp·cp/ep when the
+    # experts split over TP like the rest; Megatron-Core parallel_state.py expert_data_parallel group)
+    etp = tp if recipe.expert_tp is None else recipe.expert_tp
+    expert_shard = np.maximum(1, shard * tp // (ep * etp))
     wd, gd, od = (col(v) for v in state_bytes_per_param(recipe, zero, shard, k.state))
     we, ge, oe = (col(v) for v in state_bytes_per_param(recipe, zero, expert_shard, k.state))
     fsdp = k.state in ("fsdp2", "fsdp1")
@@ -554,9 +560,9 @@ def training_memory_table(
 
     # ---- per-layer parameters on this rank -----------------------------------------------------------------
     d_dense = col(layer_params_on_rank(m, tp, ep, False)[0])
-    d_moe, e_moe = (col(v) for v in layer_params_on_rank(m, tp, ep, True))
+    d_moe, e_moe = (col(v) for v in layer_params_on_rank(m, tp, ep, True, etp))
     g_dense = col(layer_gemm_weights_on_rank(m, tp, ep, False)[0])
-    g_moe_dense, g_moe_expert = layer_gemm_weights_on_rank(m, tp, ep, True)
+    g_moe_dense, g_moe_expert = layer_gemm_weights_on_rank(m, tp, ep, True, etp)
     g_moe = col(g_moe_dense) + col(g_moe_expert)
     embed, head = (col(v) for v in ends_params(m, tp))
     tied = col(m.vocab * m.hidden / tp) if m.tied_embeddings else col(0.0)

@@ -436,15 +436,18 @@ def _layer(c: _Context, s: _Step, moe: bool) -> _Layer:
     shared: Any = 0.0
     gate = 2 if c.gated else 1
     if moe:
-        routed = tok * c.moe_top_k  # routed token copies processed on this GPU (balanced routing)
+        # routed token copies processed on this GPU (balanced routing): the TP group's tokens at 1/et of the
+        # expert width; with expert_tp below tp the rank's own sequence shard's at more of it
+        et = s.et
+        routed = tok * c.moe_top_k * et / t
         local = c.moe_experts / s.ep  # experts on this GPU, each a GEMM of routed/local rows
         rows = routed / local
         other = _gemm(c, c.gemm_rate, tok / r, c.moe_experts, h)  # router
-        u, uf, ub = _linear(c, rows, gate * c.expert_ffn / t, h, w)
-        d, df, db = _linear(c, rows, h, c.expert_ffn / t, w)
+        u, uf, ub = _linear(c, rows, gate * c.expert_ffn / et, h, w)
+        d, df, db = _linear(c, rows, h, c.expert_ffn / et, w)
         up, down, upf, upb, dnf, dnb = local * u, local * d, local * uf, local * ub, local * df, local * db
-        act = routed * c.act_bytes * c.expert_ffn / t
-        ew = ew + act + 4 * ACT * routed * h / r  # permute + unpermute
+        act = routed * c.act_bytes * c.expert_ffn / et
+        ew = ew + act + 4 * ACT * tok * c.moe_top_k * h / r  # permute + unpermute
         if c.shared_ffn:
             su, suf, sub = _linear(c, tok, gate * c.shared_ffn / t, h, w)
             sd, sdf, sdb = _linear(c, tok, h, c.shared_ffn / t, w)
@@ -509,6 +512,8 @@ class _Step:
     sel: Any  # 1.0 with selective recompute
     weight_casts: Any  # fp8 weight casts per micro-batch
     dp_shard: Any  # ZeRO-3/FSDP sharding group (HSDP), 0 = all of dp·cp
+    et: Any  # expert tensor parallelism (tp unless the layout sets expert_tp)
+    folded: Any  # 1.0 where expert_tp is set: Megatron-Core's expert rank order tp-ep-dp over tp·dp·cp
 
 
 def _step(c: _Context, a: dict[str, Any]) -> _Step:
@@ -521,6 +526,7 @@ def _step(c: _Context, a: dict[str, Any]) -> _Step:
         layers = max_stage_layers(depth, pp, a["vpp"], c.split)
         layers = np.where(layers > 0, layers, -(-depth // pp))
     rnl = a.get("recompute_num_layers", 0)
+    etp = a.get("expert_tp", 0)
     full_share = vmin(1.0, (rnl + (rnl == 0) * layers) / layers)
     micro = a["global_batch"] / (dp * mbs)
     s_q = c.seq / cp
@@ -529,6 +535,7 @@ def _step(c: _Context, a: dict[str, Any]) -> _Step:
         r=1 + (a["sequence_parallel"] > 0) * (tp - 1), sp=(a["sequence_parallel"] > 0) * (tp > 1) * 1.0,
         s_q=s_q, tok=mbs * s_q, micro=micro, layers=layers, full=(rc == 2) * full_share, sel=(rc == 1) * 1.0,
         weight_casts=1.0 / micro if c.stack.fp8_weight_cache else 1.0, dp_shard=a.get("dp_shard", 0),
+        et=etp + (etp == 0) * tp, folded=(etp > 0) * 1.0,
     )
 
 
@@ -544,10 +551,10 @@ class _Params:
 
 
 def _params(c: _Context, s: _Step) -> _Params:
-    d_par, e_par = layer_params_on_rank(c.m, s.tp, s.ep, False)
+    d_par, e_par = layer_params_on_rank(c.m, s.tp, s.ep, False, s.et)
     if c.moe_layers:
         moe_frac = c.moe_layers / (c.dense_layers + c.moe_layers)
-        dm, em = layer_params_on_rank(c.m, s.tp, s.ep, True)
+        dm, em = layer_params_on_rank(c.m, s.tp, s.ep, True, s.et)
         d_par = d_par * (1 - moe_frac) + dm * moe_frac
         e_par = em * moe_frac
     vocab = _padded_vocab(c, s.t)
@@ -584,12 +591,14 @@ class _Groups:
         return comm.group(self._s.pp, self._s.tp * self._n_dp, self._ln)
 
     @cached_property
-    def ep(self) -> comm.Group:
-        return comm.group(self._s.ep, self._s.tp * self._s.cp, self._ln)
+    def ep(self) -> comm.Group:  # inside DP after TP·CP; folded (expert_tp set): right after the expert TP ranks
+        s = self._s
+        return comm.group(s.ep, s.et * (1 + (1 - s.folded) * (s.cp - 1)), self._ln)
 
     @cached_property
-    def edp(self) -> comm.Group:  # expert weights: data parallel over dp·cp/ep
-        return comm.group(self._n_dp / self._s.ep, self._s.tp * self._s.ep, self._ln)
+    def edp(self) -> comm.Group:  # expert weights: data parallel over tp·dp·cp/(ep·expert_tp)
+        s = self._s
+        return comm.group(self._n_dp * s.tp / (s.ep * s.et), s.et * s.ep, self._ln)
 
     @property
     def hsdp(self) -> bool:
@@ -704,9 +713,12 @@ def _tp(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -
     bound over sequence parallelism on or off (u = tp_overlap·SP mixes them convexly)."""
     lay = cmp.layer
     act = s.tok * c.h
+    # an MoE layer whose experts are not split over TP (expert_tp < tp) has no TP collectives around them:
+    # the token dispatcher moves the sequence-parallel input itself (half a layer's TP traffic)
+    layers = s.layers * (1 - 0.5 * c.moe_layers / (c.dense_layers + c.moe_layers) * (s.et < s.tp))
     plain = (4 + 2 * s.full) * comm.all_reduce(act * ACT, g.tp)
     if not c.eff.tp_overlap:
-        return s.layers * plain
+        return layers * plain
     ag = comm.all_gather(act * (1 if c.stack.fp8_recipe else ACT), g.tp)  # TE gathers fp8 inputs in fp8
     rs = comm.reduce_scatter(act * ACT, g.tp)
     share = c.eff.tp_overlap_sm_share
@@ -728,9 +740,9 @@ def _tp(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -
            + bulk(rs, lay.up))
     userbuffers = fwd * (1 + s.full) + bwd
     if floor:
-        return s.layers * vmin(plain, userbuffers)
+        return layers * vmin(plain, userbuffers)
     u = c.eff.tp_overlap * s.sp
-    return s.layers * ((1 - u) * plain + u * userbuffers)
+    return layers * ((1 - u) * plain + u * userbuffers)
 
 
 def _cp(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -> Any:
@@ -746,11 +758,12 @@ def _cp(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -
     return s.layers * _hidden(c, ring, window)
 
 
-def _ep(c: _Context, s: _Step, g: _Groups) -> Any:
+def _ep(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -> Any:
     """Expert parallel: dispatch and combine, forward and backward (and recompute), by the token dispatcher
     (megatron/core/transformer/moe/token_dispatcher.py): all-to-all of one copy per routed expert; all-gather
     of the EP group's tokens and reduce-scatter of their outputs; or flex (DeepEP / HybridEP), which sends a
-    token over the network once per node holding one of its experts and forwards the copies over NVLink."""
+    token over the network once per node holding one of its experts and forwards the copies over NVLink.
+    With `ep_overlap` that share of it runs under another micro-batch's compute (`floor`: at its least)."""
     if not c.moe_layers:
         return 0.0
     tokens = s.tok / s.r
@@ -762,7 +775,12 @@ def _ep(c: _Context, s: _Step, g: _Groups) -> Any:
                                                                                    g.ep.nodes), g.ep)
     else:
         move = comm.all_to_all(copies, g.ep)
-    return s.layers * c.moe_layers / (c.dense_layers + c.moe_layers) * (4 + 2 * s.full) * move
+    total = s.layers * c.moe_layers / (c.dense_layers + c.moe_layers) * (4 + 2 * s.full) * move
+    o = c.eff.ep_overlap
+    if not o:
+        return total
+    hidden = _hidden_floor(c, total) if floor else _hidden(c, total, cmp.fwd + cmp.bwd)
+    return (1 - o) * total + o * hidden
 
 
 def remote_nodes(experts: int, top_k: int, nodes: Any) -> Any:
@@ -890,7 +908,7 @@ def _embedding_sync(c: _Context, s: _Step, p: _Params) -> Any:
 def _optimizer(c: _Context, s: _Step, p: _Params) -> Any:
     """The optimizer steps the local shard (ZeRO ≥ 1) or every local parameter, and zeroes the grads."""
     shard = 1 + (s.zero >= 1) * (s.dp * s.cp - 1)
-    local = p.dense / shard + p.expert / (1 + (s.zero >= 1) * (s.dp * s.cp / s.ep - 1))
+    local = p.dense / shard + p.expert / (1 + (s.zero >= 1) * (s.dp * s.cp * s.tp / (s.ep * s.et) - 1))
     return (local * c.opt_bytes + (p.dense + p.expert) * c.grad_bytes) / c.hbm
 
 
@@ -902,7 +920,7 @@ def _components(c: _Context, a: dict[str, Any]) -> dict[str, Any]:
     cmp = _compute(c, s, p)
     tp = _tp(c, s, g, cmp)
     cp = _cp(c, s, g, cmp)
-    ep = _ep(c, s, g)
+    ep = _ep(c, s, g, cmp)
     pp = _pp(c, s, g)
     sharded = _sharded(c, s, g, p, cmp)
     t_micro = cmp.micro + tp + cp + ep + pp + sharded.micro
@@ -941,7 +959,8 @@ def _micro_floor(c: _Context, s: _Step, g: _Groups, cmp: _Compute) -> Any:
     micro-batch size, for any recompute mode, sequence-parallel choice and ZeRO stage: compute without
     recompute, TP and CP at their floors, EP and PP as they are, ZeRO-3 traffic dropped (`s` is built
     without recompute and with SP wherever TP > 1; `cmp` its compute)."""
-    return cmp.micro + _tp(c, s, g, cmp, floor=True) + _cp(c, s, g, cmp, floor=True) + _ep(c, s, g) + _pp(c, s, g)
+    return (cmp.micro + _tp(c, s, g, cmp, floor=True) + _cp(c, s, g, cmp, floor=True)
+            + _ep(c, s, g, cmp, floor=True) + _pp(c, s, g))
 
 
 def step_time_floor(

@@ -27,9 +27,9 @@ __all__ = ["EXTRAS", "JSON_FIELDS", "RECOMPUTE", "RECOMPUTE_CODES", "SEARCHED", 
 
 # The fields the search varies, in grid-column order.
 SEARCHED = ("tp", "pp", "vpp", "dp", "cp", "ep", "zero", "recompute", "sequence_parallel", "micro_batch")
-# Knobs a scenario may fix that the search carries through unchanged (partial recompute, HSDP, Megatron's
-# pipeline-split flags).
-EXTRAS = ("recompute_num_layers", "dp_shard", "account_for_embedding_in_pipeline_split",
+# Knobs a scenario may fix that the search carries through unchanged (partial recompute, HSDP, expert tensor
+# parallelism, Megatron's pipeline-split flags).
+EXTRAS = ("recompute_num_layers", "dp_shard", "expert_tp", "account_for_embedding_in_pipeline_split",
           "account_for_loss_in_pipeline_split", "recompute_method", "pipeline_first_stage_layers",
           "pipeline_last_stage_layers")
 # The JSON object of a layout, in this order, plus grad_accumulation.
@@ -77,7 +77,7 @@ class Template:
                         fixed.recompute_num_layers, fixed.recompute_method or Recipe.recompute_method, fixed.dp_shard,
                         bool(fixed.account_for_embedding_in_pipeline_split),
                         bool(fixed.account_for_loss_in_pipeline_split), fixed.pipeline_first_stage_layers,
-                        fixed.pipeline_last_stage_layers)
+                        fixed.pipeline_last_stage_layers, fixed.expert_tp)
         return cls(job.global_batch, recipe, extras)
 
     def layout(self, **codes: Any) -> Layout:

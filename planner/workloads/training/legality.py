@@ -66,8 +66,20 @@ def layout_problems(
             out.append(f"ep: {layout.ep} needs a mixture-of-experts model")
         elif m.moe.experts % layout.ep:
             out.append(f"ep: {layout.ep} does not divide experts ({m.moe.experts})")
-        if (layout.dp * layout.cp) % layout.ep:
-            out.append(f"ep: {layout.ep} must divide dp·cp ({layout.dp * layout.cp})")
+        if layout.expert_tp is None and (layout.dp * layout.cp) % layout.ep:
+            out.append(f"ep: {layout.ep} must divide dp·cp ({layout.dp * layout.cp}); with expert_tp below tp it "
+                       "may fold over TP too")
+    if layout.expert_tp is not None:
+        # Megatron-Core's MoE parallel folding: ETP × EP × EDP = TP × CP × DP (parallel_state.py)
+        et, ranks = layout.expert_tp, t * layout.dp * layout.cp
+        if m.moe is None:
+            out.append("expert_tp: needs a mixture-of-experts model")
+        elif t % et:
+            out.append(f"expert_tp: {et} does not divide tp ({t})")
+        elif ranks % (layout.ep * et):
+            out.append(f"expert_tp: ep·expert_tp = {layout.ep}·{et} must divide tp·dp·cp ({ranks})")
+        elif et < t and not layout.sequence_parallel:
+            out.append("expert_tp: below tp the MoE layers take sequence-parallel input (set sequence_parallel)")
     if layout.sequence_parallel and t == 1:
         out.append("sequence_parallel: needs tp > 1")
     if layout.global_batch % (layout.dp * layout.micro_batch):

@@ -28,8 +28,11 @@ if TYPE_CHECKING:
 # cp is searched as given.
 MIN_TOKENS_PER_CP_RANK = 1024
 # The layout extras a scenario may fix whose legality rules read searched fields (planner.workloads.training.
-# legality): dp_shard must divide dp·cp, recompute_num_layers needs full recompute.
-EXTRA_READS = {"dp_shard": ("dp", "cp"), "recompute_num_layers": ("recompute",)}
+# legality): dp_shard must divide dp·cp, recompute_num_layers needs full recompute, expert_tp folds EP over
+# tp·dp·cp with sequence-parallel input.
+EXTRA_READS = {"dp_shard": ("dp", "cp"), "recompute_num_layers": ("recompute",),
+               "expert_tp": ("tp", "dp", "cp", "ep", "sequence_parallel")}
+
 
 
 def axis_domains(w: TrainingWorkload, max_node: int) -> dict[str, list[int]]:
@@ -227,10 +230,15 @@ def lattice(w: TrainingWorkload, nodes: Sequence[int], counts: GpuCounts) -> Lat
     t = _filtered(w, cross(axis("dp", dom["dp"]), axis("micro_batch", dom["micro_batch"])), ["dp", "micro_batch"])
     t = cross(t, _filtered(w, axis("cp", dom["cp"]), ["cp"]))
     t = where(t, t["dp"] * t["cp"] <= cap)
-    t = _filtered(w, cross(t, axis("ep", dom["ep"])), ["ep", "dp", "cp"])
+    folded = w.fixed.expert_tp is not None  # EP may then fold over TP too: judged once TP has joined
+    t = cross(t, axis("ep", dom["ep"]))
+    if not folded:
+        t = _filtered(w, t, ["ep", "dp", "cp"])
     tp = _filtered(w, cross(axis("tp", dom["tp"]), axis("sequence_parallel", dom["sequence_parallel"])),
                    ["tp", "sequence_parallel"])
     t = cross(t, tp)
+    if folded:
+        t = _filtered(w, t, ["ep", "dp", "cp", "tp", "sequence_parallel"])
     t = where(t, t["tp"] * t["dp"] * t["cp"] <= cap)
     # model side: pp × vpp × ZeRO × recompute (crossed in that order: one shape's rows stay together)
     pipe = cross(cross(axis("pp", dom["pp"]), axis("vpp", dom["vpp"])), axis("zero", dom["zero"]))
