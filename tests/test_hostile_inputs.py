@@ -35,7 +35,9 @@ KEYS = [("job", "tokens"), ("job", "seq_len"), ("job", "global_batch"), ("hardwa
         ("constraints", "deadline_days"), ("constraints", "budget_usd"), ("constraints", "min_gpus"),
         ("pricing", "usd_per_gpu_hour"), ("pricing", "pue"), ("layout", "tp"), ("layout", "micro_batch"),
         ("layout", "sku"), ("efficiency", "gemm"), ("overheads", "reserve_bytes"), ("estimate", "gpus"),
-        ("model",), ("top_k",), ("objective",), ("hardware", "skus"), ("unknown_key",)]
+        ("model",), ("top_k",), ("objective",), ("hardware", "skus"), ("unknown_key",), ("layout", "expert_tp"),
+        ("implementation", "moe_token_dispatcher"), ("implementation", "attention_kernel"),
+        ("efficiency", "ep_overlap")]
 
 HOSTILE_NUMBERS = st.sampled_from([0, -1, 3, 7, 1e-30, 1e20, 10**30, math.inf, -math.inf, math.nan, 2**63])
 HOSTILE_TEXT = st.sampled_from(["", "inf", "nan", "-5", "1e400", "h100-sxm", "b200", "[link=file:///x]y",
@@ -125,7 +127,8 @@ MEGATRON = ("--num-layers 4 --hidden-size 512 --num-attention-heads 8 --seq-leng
             "--max-position-embeddings 2048 --micro-batch-size 1 --global-batch-size 8 --bf16 --vocab-size 32000")
 MEGATRON_FLAGS = ["--tensor-model-parallel-size", "--pipeline-model-parallel-size", "--num-experts",
                   "--moe-layer-freq", "--seq-length", "--global-batch-size", "--hidden-dropout",
-                  "--num-layers-per-virtual-pipeline-stage", "--recompute-num-layers", "--nproc_per_node"]
+                  "--num-layers-per-virtual-pipeline-stage", "--recompute-num-layers", "--nproc_per_node",
+                  "--expert-tensor-parallel-size", "--moe-token-dispatcher-type", "--expert-model-parallel-size"]
 
 
 @FEW

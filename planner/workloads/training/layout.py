@@ -55,9 +55,12 @@ def grid_arrays(cols: Mapping[str, np.ndarray], rows: np.ndarray | None, global_
 
 
 def as_fields(layout: Layout) -> dict[str, Any]:
-    """The JSON object of a layout: the searched fields, global batch, precision, micro-batches per step."""
+    """The JSON object of a layout: the searched fields, global batch, precision, micro-batches per step, and the
+    fixed extras a scenario set (expert_tp, dp_shard, partial recompute, pipeline-split flags)."""
     d = {k: getattr(layout, k) for k in JSON_FIELDS}
     d["grad_accumulation"] = layout.grad_accumulation
+    defaults = Layout.model_fields
+    d |= {k: getattr(layout, k) for k in EXTRAS if getattr(layout, k) != defaults[k].default}
     return d
 
 
