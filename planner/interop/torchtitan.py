@@ -55,6 +55,7 @@ class TorchtitanConfig:
     pp: int = 1
     cp: int = 1
     ep: int = 1
+    expert_tp: int | None = None  # parallelism.expert_tensor_parallel_degree where the file sets one
     vpp: int = 1
     reshard_after_forward: Literal["default", "always", "never"] = "default"
     local_batch: int = 8
@@ -129,7 +130,7 @@ class TorchtitanConfig:
                 fp32_grad_accumulation=self.fp32_grad_accumulation, optimizer=self.optimizer,
                 offload_optimizer=self.offload_optimizer and fsdp,  # CPU offload is an FSDP option
                 dp_shard=shard * self.cp if hsdp else None,
-                recompute_num_layers=self.recompute_num_layers,
+                recompute_num_layers=self.recompute_num_layers, expert_tp=self.expert_tp,
             )
         except ValidationError as exc:
             raise InputError(format_validation_error(exc, self.where)) from exc
@@ -216,6 +217,7 @@ def parse_torchtitan_toml(
 
     tp, pp = t.int("tensor_parallel_degree", 1, *par), t.int("pipeline_parallel_degree", 1, *par)
     cp, ep = t.int("context_parallel_degree", 1, *par), t.int("expert_parallel_degree", 1, *par)
+    etp = t.int("expert_tensor_parallel_degree", 0, *par, minimum=0)  # 0: not set (the experts split like TP)
     replicate = t.int("data_parallel_replicate_degree", 1, *par)
     shard = t.int("data_parallel_shard_degree", -1, *par)
     if replicate > 1 and shard == -1:
@@ -318,6 +320,7 @@ def parse_torchtitan_toml(
     return TorchtitanConfig(
         model_name=model_name, model=model, flavor=flavor, replicate=replicate, shard=shard, tp=tp, pp=pp, cp=cp,
         ep=ep, vpp=vpp, reshard_after_forward=reshard,  # type: ignore[arg-type]
+        expert_tp=etp if etp and etp != tp else None,
         local_batch=local, global_batch=global_batch, pp_microbatch=pp_micro, seq=seq, recompute=recompute,
         precision=precision, fp32_grad_accumulation=reduce == "float32", optimizer=optimizer,
         offload_optimizer=bool(offload and offload[1] is True), recompute_num_layers=recompute_num_layers,
@@ -370,6 +373,8 @@ def torchtitan_toml_from_layout(layout: Layout, seq: int, model: ModelSpec | str
     )
     if layout.ep > 1:
         parallel["expert_parallel_degree"] = layout.ep
+    if layout.expert_tp is not None:
+        parallel["expert_tensor_parallel_degree"] = layout.expert_tp
     if layout.pp > 1:
         parallel["pipeline_parallel_microbatch_size"] = layout.micro_batch
         parallel["pipeline_parallel_schedule"] = "Interleaved1F1B" if layout.vpp > 1 else "1F1B"
