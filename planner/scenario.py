@@ -149,6 +149,8 @@ class FixedLayout(Strict):
     recompute_num_layers: Annotated[int, Field(ge=1, le=MAX_LAYERS)] | None = None
     dp_shard: GpuCount | None = None
     expert_tp: GpuCount | None = None
+    pipeline_layout: tuple[Annotated[int, Field(ge=0, le=MAX_LAYERS)], ...] | None = Field(None, min_length=1,
+                                                                                        max_length=MAX_LAYERS)
     account_for_embedding_in_pipeline_split: bool | None = None
     account_for_loss_in_pipeline_split: bool | None = None
     recompute_method: Literal["uniform", "block"] | None = None

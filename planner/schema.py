@@ -540,6 +540,12 @@ class Layout(Strict):
         description="ZeRO/FSDP sharding group size within dp·cp (HSDP: shard inside, replicate across); "
         "null = shard over the whole dp·cp group",
     )
+    pipeline_layout: tuple[Annotated[int, Field(ge=0, le=MAX_LAYERS)], ...] | None = Field(
+        None, min_length=1, max_length=MAX_LAYERS,
+        description="decoder layers of each virtual pipeline stage k = chunk·pp + rank, pp·vpp of them (Megatron "
+        "--pipeline-model-parallel-layout; the embedding sits with the first, the loss with the last); null = the "
+        "framework's split",
+    )
     expert_tp: GpuCount | None = Field(
         None,
         description="tensor parallelism of the routed experts (Megatron --expert-tensor-parallel-size), a divisor "

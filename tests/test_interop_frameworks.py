@@ -12,6 +12,7 @@ Fixtures (tests/fixtures/frameworks/) are public configurations written out from
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -429,6 +430,12 @@ def legal_layouts(draw: st.DrawFn, extras: bool = False) -> tuple[ModelSpec, Lay
             "account_for_embedding_in_pipeline_split": draw(st.booleans()),
             "account_for_loss_in_pipeline_split": draw(st.booleans()),
         })
+    if extras and pp > 1 and not (layout.account_for_embedding_in_pipeline_split
+                                  or layout.account_for_loss_in_pipeline_split) and draw(st.integers(0, 3)) == 0:
+        # an explicit layout: the layers cut anywhere into pp·vpp stages (Megatron --pipeline-model-parallel-layout)
+        cuts = sorted(draw(st.lists(st.integers(0, m.layers), min_size=pp * vpp - 1, max_size=pp * vpp - 1)))
+        edges = [0, *cuts, m.layers]
+        layout = layout.model_copy(update={"pipeline_layout": tuple(b - a for a, b in itertools.pairwise(edges))})
     if extras and m.moe is not None and layout.sequence_parallel and draw(st.booleans()):
         # Megatron-Core's EP folding: experts unsplit, EP over TP·DP·CP
         fold = [e for e in (1, 2, 4, 8) if (tp * dp * cp) % e == 0 and m.moe.experts % e == 0]

@@ -163,3 +163,51 @@ def test_inflight_states_equal_the_whole_schedule_walk() -> None:
     for pp, vpp, mb in itertools.product((2, 3, 4, 8), (2, 3, 5), (1, 2, 5, 8, 12, 17, 32)):
         for rank in range(pp):
             assert sorted(map(tuple, inflight_states(pp, vpp, mb, rank).tolist())) == walked(pp, vpp, mb, rank)
+
+
+def test_explicit_layout_is_read_as_megatron_reads_it() -> None:
+    """--pipeline-model-parallel-layout: Megatron-Core's own docstring example, and DeepSeek-V3's PP4·VPP4 layout
+    from Megatron-Bridge (embedding + 4, 4 × 14, 1 + MTP + loss)."""
+    from planner.errors import InputError
+    from planner.interop.megatron import pipeline_layout_from_str, pipeline_layout_str
+
+    assert pipeline_layout_from_str("Ettt|(tt|)*29,m|L") == ((3, *[2] * 29, 0, 0), 1)
+    assert pipeline_layout_from_str("Et*4|(t*4|)*14tmL") == ((4, *[4] * 14, 1), 1)
+    assert pipeline_layout_from_str(pipeline_layout_str((3, 4, 5))) == ((3, 4, 5), 0)
+    for bad in ("tt|L", "Ett|tt", "Ex|tL", "E(t|)*999999L"):
+        with pytest.raises(InputError, match="--pipeline-model-parallel-layout"):
+            pipeline_layout_from_str(bad)
+
+
+def test_explicit_layout_equal_to_a_split_gives_the_same_memory_and_time() -> None:
+    """Llama 3.1 405B as PP8·VPP8 with the embedding and loss counted as layers is the layout 1, 2 × 62, 1: the
+    same stages, memory and step time whichever way it is written."""
+    from planner.catalog import get_gpu
+    from planner.model.memory import training_memory
+    from planner.model.perf import training_time
+
+    m = get_model("llama-3.1-405b")
+    flags = Layout(tp=8, pp=8, vpp=8, dp=2, sequence_parallel=True, global_batch=32, recompute="selective",
+                   account_for_embedding_in_pipeline_split=True, account_for_loss_in_pipeline_split=True)
+    chunks = (1, *[2] * 62, 1)
+    explicit = flags.model_copy(update={"account_for_embedding_in_pipeline_split": False,
+                                        "account_for_loss_in_pipeline_split": False, "pipeline_layout": chunks})
+    assert virtual_stage_layers(126, 8, 8, PipelineSplit(chunks=chunks)) == virtual_stage_layers(
+        126, 8, 8, PipelineSplit(embedding_counts=True, loss_counts=True))
+    assert layout_problems(m, explicit, seq=8192) == []
+    assert training_memory(m, explicit, 8192).total == training_memory(m, flags, 8192).total
+    gpu = get_gpu("h100-sxm")
+    assert training_time(m, explicit, gpu, 8192, 1e9).step_seconds == pytest.approx(
+        training_time(m, flags, gpu, 8192, 1e9).step_seconds)
+
+
+def test_explicit_layout_legality() -> None:
+    m = get_model("llama-3.1-8b")
+    base = Layout(pp=2, vpp=2, global_batch=8, pipeline_layout=(8, 8, 8, 8))
+    assert layout_problems(m, base, seq=4096) == []
+    assert any("has 4 stages, pp·vpp = 4·2" in p for p in layout_problems(m, base.model_copy(update={"pp": 4}),
+                                                                          seq=4096))
+    assert any("places 31 layers" in p
+               for p in layout_problems(m, base.model_copy(update={"pipeline_layout": (8, 8, 8, 7)}), seq=4096))
+    assert any("does not combine" in p for p in layout_problems(
+        m, base.model_copy(update={"account_for_loss_in_pipeline_split": True}), seq=4096))

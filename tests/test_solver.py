@@ -286,3 +286,20 @@ def test_duplicate_job_names_are_input_errors(bad: dict[str, Any]) -> None:
 
     with pytest.raises(InputError, match="unique"):
         run(base(**bad))
+
+
+def test_fixed_pipeline_layout_is_searched_as_written() -> None:
+    """A scenario's explicit layout fixes pp·vpp (here 4 stages: pp 4, or pp 2 with vpp 2); the search finds the
+    same plans with and without pruning, every one of them re-checked."""
+    chunks = [7, 9, 9, 7]
+    data = base(model="llama-3.1-8b", objective="time",
+                layout={"pipeline_layout": chunks, "zero": 1, "sequence_parallel": False},
+                hardware={"skus": ["h100-sxm"], "max_gpus": 32})
+    pruned, full = run(data, top_k=3), run(data, top_k=3, prune=False)
+    assert [p.evaluation.layout for p in pruned.plans] == [p.evaluation.layout for p in full.plans]
+    problem = resolve_problem(Scenario.model_validate(data))
+    for s in full.solutions:
+        assert check_solution(problem, s) == []
+        for p in s.plans:
+            lay = p.evaluation.layout
+            assert lay.pp * lay.vpp == len(chunks) and list(lay.pipeline_layout or ()) == chunks

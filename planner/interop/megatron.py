@@ -263,6 +263,7 @@ class MegatronConfig:
     account_for_loss_in_pipeline_split: bool = False
     pipeline_first_stage_layers: int | None = None
     pipeline_last_stage_layers: int | None = None
+    pipeline_layout: tuple[int, ...] | None = None
     activation_offload: bool = False
     cuda_graphs: bool = False
     moe_token_dispatcher: TokenDispatcher | None = None
@@ -327,6 +328,7 @@ class MegatronConfig:
                 account_for_loss_in_pipeline_split=self.account_for_loss_in_pipeline_split,
                 pipeline_first_stage_layers=self.pipeline_first_stage_layers,
                 pipeline_last_stage_layers=self.pipeline_last_stage_layers, expert_tp=self.expert_tp,
+                pipeline_layout=self.pipeline_layout,
             )
         except ValidationError as exc:
             raise InputError(format_validation_error(exc, "Megatron-LM arguments")) from exc
@@ -720,7 +722,52 @@ def _vocab(args: _Args, tp: int, reference: ModelSpec | None) -> tuple[int, str]
 # --------------------------------------------------------------------------------------------
 
 
+# Megatron-Core's layer characters (megatron/core/transformer/pipeline_parallel_layer_layout.py): embedding,
+# transformer (decoder) layer, multi-token-prediction layer, loss
+LAYOUT_CHARS = frozenset("EtmL")
+
+
+def pipeline_layout_from_str(text: str) -> tuple[tuple[int, ...], int]:
+    """(decoder layers per virtual stage, MTP layers) of a --pipeline-model-parallel-layout string, read as
+    Megatron-Core's `parse_str_to_list` reads it: commas dropped, `(…)*n` then `x*n` unrolled, stages split at
+    `|` ("Et*3|(tt|)*29,m|L"); the embedding must open the first stage and the loss close the last."""
+    flag = "--pipeline-model-parallel-layout"
+    s = text.replace(",", "").replace(" ", "").strip("'\"")
+    for pattern in (r"\(([^()]+)\)\*(\d+)", r"(.)\*(\d+)"):
+        for _ in range(MAX_LAYERS):
+            m = re.search(pattern, s)
+            if m is None:
+                break
+            times = int(m.group(2))
+            if times > MAX_LAYERS or len(m.group(1)) * times > 16 * MAX_LAYERS:
+                raise InputError(f"{flag}: repetition *{times} is longer than any model")
+            s = s[:m.start()] + m.group(1) * times + s[m.end():]
+    stages = s.split("|")
+    bad = set(s) - LAYOUT_CHARS - {"|"}
+    if bad or not stages or len(stages) > MAX_LAYERS:
+        raise InputError(f"{flag}: {text!r} is not a layout of E, t, m and L stages separated by | "
+                         f"(unexpected {''.join(sorted(bad)) or 'length'})")
+    if "E" not in stages[0] or "L" not in stages[-1] or s.count("E") != 1 or s.count("L") != 1:
+        raise InputError(f"{flag}: {text!r} must hold the embedding (E) in its first stage and the loss (L) in its "
+                         "last, once each")
+    return tuple(st.count("t") for st in stages), s.count("m")
+
+
+def pipeline_layout_str(chunks: tuple[int, ...]) -> str:
+    """A --pipeline-model-parallel-layout string for decoder layers per virtual stage."""
+    parts = ["t" * n for n in chunks]
+    parts[0], parts[-1] = "E" + parts[0], parts[-1] + "L"
+    return "|".join(parts)
+
+
 def _vpp(args: _Args, layers: int | None, pp: int) -> int:
+    layout_text = args.raw("--pipeline-model-parallel-layout")
+    if layout_text is not None:  # the layout's stages are pp·vpp
+        n_stages = len(pipeline_layout_from_str(layout_text)[0])
+        if n_stages % pp:
+            raise InputError(f"--pipeline-model-parallel-layout: {n_stages} stages are not a multiple of "
+                             f"--pipeline-model-parallel-size {pp}")
+        return n_stages // pp
     per_virtual = args.int("--num-layers-per-virtual-pipeline-stage")
     if per_virtual is not None:
         if layers is None:
@@ -735,8 +782,8 @@ def _vpp(args: _Args, layers: int | None, pp: int) -> int:
                 "--account-for-*-in-pipeline-split flags count them, / --pipeline-model-parallel-size)"
             )
         return units // pp // per_virtual
-    stages = args.int("--num-virtual-stages-per-pipeline-rank")
-    return stages or args.need_int("--virtual-pipeline-model-parallel-size", 1)
+    per_rank = args.int("--num-virtual-stages-per-pipeline-rank")
+    return per_rank or args.need_int("--virtual-pipeline-model-parallel-size", 1)
 
 
 @dataclass(frozen=True)
@@ -875,10 +922,13 @@ def parse_megatron_args(
         last = None  # planner's default for a depth that does not divide the layers
     split = PipelineSplit("megatron", args.switch("--account-for-embedding-in-pipeline-split"),
                           args.switch("--account-for-loss-in-pipeline-split"), first, last)
-    if "--pipeline-model-parallel-layout" in args:
-        unsupported["--pipeline-model-parallel-layout"] = (
-            "an explicit per-stage layout is not read; planner splits the layers as the other flags say"
-        )
+    layout_text = args.raw("--pipeline-model-parallel-layout")
+    chunks: tuple[int, ...] | None = None
+    if layout_text is not None:
+        chunks, mtp = pipeline_layout_from_str(layout_text)
+        split = PipelineSplit("megatron", chunks=chunks)  # the layout replaces the other split flags
+        if mtp:
+            notes.append(f"--pipeline-model-parallel-layout: {mtp} MTP layer(s) are not modelled")
     for flag, why in (
         ("--multi-latent-attention", "the MLA shape flags are not read; give the model with --model"),
         ("--heterogeneous-layers-config-path", "per-layer shapes are not read; give the model with --model"),
@@ -933,8 +983,9 @@ def parse_megatron_args(
         recompute_method=rc.method, fp8_recipe=fp8_recipe,  # type: ignore[arg-type]
         fp8_param_gather=precision == "fp8" and args.switch("--fp8-param-gather"),
         account_for_embedding_in_pipeline_split=split.embedding_counts,
-        account_for_loss_in_pipeline_split=split.loss_counts, pipeline_first_stage_layers=first,
-        pipeline_last_stage_layers=last, activation_offload=act_offload, cuda_graphs=cuda_graphs,
+        account_for_loss_in_pipeline_split=split.loss_counts,
+        pipeline_first_stage_layers=None if chunks else first, pipeline_last_stage_layers=None if chunks else last,
+        pipeline_layout=chunks, activation_offload=act_offload, cuda_graphs=cuda_graphs,
         moe_token_dispatcher=("alltoall" if dispatcher == "alltoall_seq" else dispatcher)  # type: ignore[arg-type]
         if spec is not None and spec.moe is not None else None,
         expert_tp=etp,
@@ -1026,7 +1077,9 @@ def megatron_args_from_layout(
     lines += [f"--tensor-model-parallel-size {layout.tp}", f"--pipeline-model-parallel-size {layout.pp}"]
     first, last = layout.pipeline_first_stage_layers, layout.pipeline_last_stage_layers
     counted = layout.account_for_embedding_in_pipeline_split or layout.account_for_loss_in_pipeline_split
-    if model is not None and layout.pp > 1 and model.layers % layout.pp and first is last is None and not counted:
+    if layout.pipeline_layout is not None:
+        lines.append(f"--pipeline-model-parallel-layout {shlex.quote(pipeline_layout_str(layout.pipeline_layout))}")
+    elif model is not None and layout.pp > 1 and model.layers % layout.pp and first is last is None and not counted:
         last = last_stage_layers(model.layers, layout.pp)
     if first is not None:
         lines.append(f"--decoder-first-pipeline-num-layers {first}")
@@ -1036,7 +1089,7 @@ def megatron_args_from_layout(
         lines.append("--account-for-embedding-in-pipeline-split")
     if layout.account_for_loss_in_pipeline_split:
         lines.append("--account-for-loss-in-pipeline-split")
-    if layout.vpp > 1:
+    if layout.vpp > 1 and layout.pipeline_layout is None:  # a layout's stages say the chunks themselves
         # Megatron derives chunks from layers per chunk only for even splits; uneven ones name the chunk count
         units = (model.layers + layout.account_for_embedding_in_pipeline_split
                  + layout.account_for_loss_in_pipeline_split) if model is not None else 0

@@ -64,6 +64,7 @@ class Recipe:
     pipeline_first_stage_layers: int | None = None
     pipeline_last_stage_layers: int | None = None
     expert_tp: int | None = None  # None: the experts are split over TP like the rest of the layer
+    pipeline_layout: tuple[int, ...] | None = None  # layers per virtual stage, as written
 
     @classmethod
     def of(cls, layout: Layout) -> Recipe:
@@ -72,12 +73,13 @@ class Recipe:
             layout.recompute_num_layers, layout.recompute_method, layout.dp_shard,
             layout.account_for_embedding_in_pipeline_split, layout.account_for_loss_in_pipeline_split,
             layout.pipeline_first_stage_layers, layout.pipeline_last_stage_layers, layout.expert_tp,
+            tuple(layout.pipeline_layout) if layout.pipeline_layout is not None else None,
         )
 
     def split(self, style: pipeline.SplitStyle = "megatron") -> pipeline.PipelineSplit:
         return pipeline.PipelineSplit(style, self.account_for_embedding_in_pipeline_split,
                                       self.account_for_loss_in_pipeline_split, self.pipeline_first_stage_layers,
-                                      self.pipeline_last_stage_layers)
+                                      self.pipeline_last_stage_layers, self.pipeline_layout)
 
 
 def knobs(impl: Implementation, recipe: Recipe) -> Knobs:

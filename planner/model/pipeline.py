@@ -11,6 +11,9 @@ Split (virtual stage k = chunk·p + rank holds a contiguous run of layers, in or
   rank's count must split into its v chunks. Without any of these, a depth that does not divide L runs
   as ⌈L/p⌉ per stage and the rest on the last (Megatron-DeepSpeed's uniform partition, Megatron-Core's
   --decoder-last-pipeline-num-layers).
+- An explicit layout (Megatron's --pipeline-model-parallel-layout, `layout.pipeline_layout`): the decoder layers of
+  each virtual stage as written, e.g. DeepSeek-V3's PP4·VPP4 recipe 4, 4 × 14, 1 (the embedding with the first, MTP
+  and the loss with the last).
 - torchtitan (torchtitan/distributed/pipeline_parallel.py `_generate_llm_fqn_per_model_part`): the
   embedding and the output each weigh one layer (`pipeline_parallel_first/last_stage_less_layers` = 1);
   (L + 2) units over p·v stages, ⌊(L + 2)/(p·v)⌋ each and one more on the first (L + 2) mod (p·v)
@@ -54,6 +57,7 @@ class PipelineSplit:
     loss_counts: bool = False  # Megatron account_for_loss_in_pipeline_split
     first_stage_layers: int | None = None  # Megatron decoder_first_pipeline_num_layers
     last_stage_layers: int | None = None  # Megatron decoder_last_pipeline_num_layers
+    chunks: tuple[int, ...] | None = None  # Megatron pipeline_model_parallel_layout: layers per virtual stage
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -67,6 +71,17 @@ def virtual_stage_layers(
     """Transformer layers of each virtual stage k = chunk·pp + rank (k = 0 holds the embedding, k = pp·vpp − 1
     the output layer and loss), or why the framework refuses the split (a sentence naming the knob)."""
     stages = pp * vpp
+    if split.chunks is not None:
+        # an explicit layout (megatron/core/transformer/pipeline_parallel_layer_layout.py): it replaces the split
+        if split.first_stage_layers is not None or split.last_stage_layers is not None or split.embedding_counts \
+                or split.loss_counts:
+            return ("pipeline_layout does not combine with first/last stage layer counts or counting the embedding "
+                    "or loss as a layer")
+        if len(split.chunks) != stages:
+            return f"pipeline_layout has {len(split.chunks)} stages, pp·vpp = {pp}·{vpp} = {stages}"
+        if sum(split.chunks) != layers:
+            return f"pipeline_layout places {sum(split.chunks)} layers, the model has {layers}"
+        return split.chunks
     if split.style == "torchtitan":
         if stages == 1:
             return (layers,)

@@ -298,6 +298,7 @@ def pipeline_split(layout: Layout, style: SplitStyle = "megatron") -> PipelineSp
         loss_counts=layout.account_for_loss_in_pipeline_split,
         first_stage_layers=layout.pipeline_first_stage_layers,
         last_stage_layers=layout.pipeline_last_stage_layers,
+        chunks=tuple(layout.pipeline_layout) if layout.pipeline_layout is not None else None,
     )
 
 

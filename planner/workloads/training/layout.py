@@ -31,7 +31,7 @@ SEARCHED = ("tp", "pp", "vpp", "dp", "cp", "ep", "zero", "recompute", "sequence_
 # parallelism, Megatron's pipeline-split flags).
 EXTRAS = ("recompute_num_layers", "dp_shard", "expert_tp", "account_for_embedding_in_pipeline_split",
           "account_for_loss_in_pipeline_split", "recompute_method", "pipeline_first_stage_layers",
-          "pipeline_last_stage_layers")
+          "pipeline_last_stage_layers", "pipeline_layout")
 # The JSON object of a layout, in this order, plus grad_accumulation.
 JSON_FIELDS = (*SEARCHED, "global_batch", "precision")
 # code → recompute mode; the code is the mode's index, the code the memory and time tables read
@@ -80,7 +80,8 @@ class Template:
                         fixed.recompute_num_layers, fixed.recompute_method or Recipe.recompute_method, fixed.dp_shard,
                         bool(fixed.account_for_embedding_in_pipeline_split),
                         bool(fixed.account_for_loss_in_pipeline_split), fixed.pipeline_first_stage_layers,
-                        fixed.pipeline_last_stage_layers, fixed.expert_tp)
+                        fixed.pipeline_last_stage_layers, fixed.expert_tp,
+                        tuple(fixed.pipeline_layout) if fixed.pipeline_layout is not None else None)
         return cls(job.global_batch, recipe, extras)
 
     def layout(self, **codes: Any) -> Layout:

@@ -6,8 +6,8 @@ Each rule returns a message that names the field, so the same checks explain a r
 
 from __future__ import annotations
 
-from planner.model.pipeline import PipelineSplit, split_problem
-from planner.model.presets import PRESETS
+from planner.model.pipeline import split_problem
+from planner.model.presets import PRESETS, pipeline_split
 from planner.schema import Framework, Layout, ModelSpec
 
 
@@ -47,9 +47,7 @@ def layout_problems(
         out.append(f"tp: {t} and kv_heads ({m.n_kv_heads}) must divide one another")
     if m.ffn_hidden % t:
         out.append(f"tp: {t} does not divide ffn_hidden ({m.ffn_hidden})")
-    split = PipelineSplit(PRESETS[framework].split, layout.account_for_embedding_in_pipeline_split,
-                          layout.account_for_loss_in_pipeline_split, layout.pipeline_first_stage_layers,
-                          layout.pipeline_last_stage_layers)
+    split = pipeline_split(layout, PRESETS[framework].split)
     if v > 1 and p == 1:
         out.append("vpp: virtual stages need pp > 1")
     elif (why := split_problem(m.layers, p, v, split)) is not None:

@@ -29,9 +29,9 @@ if TYPE_CHECKING:
 MIN_TOKENS_PER_CP_RANK = 1024
 # The layout extras a scenario may fix whose legality rules read searched fields (planner.workloads.training.
 # legality): dp_shard must divide dp·cp, recompute_num_layers needs full recompute, expert_tp folds EP over
-# tp·dp·cp with sequence-parallel input.
+# tp·dp·cp with sequence-parallel input, pipeline_layout has pp·vpp stages.
 EXTRA_READS = {"dp_shard": ("dp", "cp"), "recompute_num_layers": ("recompute",),
-               "expert_tp": ("tp", "dp", "cp", "ep", "sequence_parallel")}
+               "expert_tp": ("tp", "dp", "cp", "ep", "sequence_parallel"), "pipeline_layout": ("pp", "vpp")}
 
 
 
@@ -59,6 +59,10 @@ def axis_domains(w: TrainingWorkload, max_node: int) -> dict[str, list[int]]:
         "sequence_parallel": [0, 1],
         "micro_batch": divisors(batch),
     }
+    if w.fixed.pipeline_layout is not None:  # an explicit layout has pp·vpp stages
+        stages = len(w.fixed.pipeline_layout)
+        dom["pp"] = [p for p in divisors(stages) if p <= m.layers]
+        dom["vpp"] = divisors(stages)
     for f in SEARCHED:
         v = getattr(w.fixed, f)
         if v is not None:
