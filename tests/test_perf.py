@@ -438,3 +438,32 @@ def test_utilisation_stays_below_one_at_long_context(model: ModelSpec, seq: int,
     lay = Layout(tp=8, cp=cp, dp=1, sequence_parallel=True, recompute="full", global_batch=1)
     est = training_time(model, lay, sku, seq, 1e9)
     assert 0 < est.mfu <= est.hfu <= max(sku.efficiency.gemm, sku.efficiency.gemm_fp8 or 0)
+
+
+def test_mla_up_projection_recompute_reruns_the_up_projections() -> None:
+    """recompute_modules [mla_up_proj] reruns MLA's q/kv up-projections in backward: the added time is those
+    GEMMs' FLOPs at a GEMM rate (between 30 % and 100 % of the bf16 peak); a model without MLA pays nothing."""
+    from planner.catalog import get_gpu, get_model
+    from planner.model.perf import training_time
+    from planner.schema import Implementation, Layout
+
+    gpu = get_gpu("h100-sxm")
+    m = get_model("deepseek-v3")
+    assert m.mla is not None
+    x = m.mla
+    up = (x.q_lora_rank * m.heads * (x.qk_nope_head_dim + x.qk_rope_head_dim)
+          + x.kv_lora_rank * m.heads * (x.qk_nope_head_dim + x.v_head_dim))
+    lay = Layout(tp=8, pp=16, dp=8, ep=8, sequence_parallel=True, global_batch=64, recompute="selective")
+    seq = 4096
+    none, mla = (training_time(m, lay, gpu, seq, 1e9, impl=Implementation(recompute_modules=mods)).breakdown
+                 for mods in (["moe_act"], ["moe_act", "mla_up_proj"]))
+    extra = mla["compute"] - none["compute"]
+    layers = -(-m.layers // lay.pp)
+    flops = 2 * seq * up / lay.tp * layers * lay.grad_accumulation  # every micro-batch, the slowest stage's layers
+    rate = flops / extra
+    assert 0.3 * gpu.peak("bf16") * 1e12 < rate < gpu.peak("bf16") * 1e12
+    dense = get_model("llama-3.1-8b")
+    plain = Layout(dp=8, global_batch=8, recompute="selective")
+    a, b = (training_time(dense, plain, gpu, seq, 1e9, impl=Implementation(recompute_modules=mods)).step_seconds
+            for mods in (["core_attn"], ["core_attn", "mla_up_proj"]))
+    assert a == b

@@ -194,6 +194,7 @@ class _Context:
     v_width: int  # a·d_v
     rope_width: float  # Q and K widths the rotary embedding touches
     attn_in_n: float  # output width of the input projection(s): Q, K, V (or MLA's) over h
+    mla_up_share: float  # MLA: the up-projections' share of those FLOPs (recompute_modules mla_up_proj reruns it)
     k_share: float  # K's share of the input projection's width (torchtitan recomputes wk)
     gated: bool  # SwiGLU: gate and up GEMMs
     ffn: int
@@ -299,6 +300,11 @@ def _build_context(
     flash_f, flash_b = _flash_kernel_share(stack, gpu)
     operand_bytes = 1 if fp8 else ACT
     attn_in_n = (attention_weights(m) - v * h) / h
+    mla_up = 0.0
+    if m.mla is not None:  # q_lora → heads·(nope + rope) and kv_lora → heads·(nope + v) (planner.model.params)
+        x = m.mla
+        mla_up = (x.q_lora_rank * m.heads * (x.qk_nope_head_dim + x.qk_rope_head_dim) if x.q_lora_rank else 0) \
+            + x.kv_lora_rank * m.heads * (x.qk_nope_head_dim + x.v_head_dim)
     kernels = (KERNELS_FUSED if stack.fused_kernels else KERNELS_UNFUSED) + (7 * KERNELS_PER_FP8_GEMM if fp8 else 0)
     return _Context(
         m=m,
@@ -315,6 +321,7 @@ def _build_context(
         v_width=v,
         rope_width=rope_width,
         attn_in_n=attn_in_n,
+        mla_up_share=mla_up / (attn_in_n * h),
         k_share=(kv_width / 2 / h) / attn_in_n,
         gated=swiglu,
         ffn=m.ffn_hidden,
@@ -646,6 +653,8 @@ def _selective(c: _Context, lay: _Layer) -> Any:
         work = work + lay.act_ew
     if "layernorm" in mods:
         work = work + lay.norm_ew
+    if "mla_up_proj" in mods:
+        work = work + lay.qkv * c.mla_up_share
     if EVERY_SECOND_MATMUL in mods:
         work = work + lay.every_second_mm + lay.ew
     return work
