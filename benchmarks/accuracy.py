@@ -177,7 +177,8 @@ def calibration_content(results: list[Result], reference: str) -> dict[str, Any]
     """What `--write` stores: the residual bands by regime and the best measured MFU per generation."""
     records = [{"id": r.case.id, "generation": gpu_generation(r.case.gpu), "framework": r.case.impl.framework,
                 "parallel": parallel_regime(r.case.layout), "error": r.error, "mfu": measured_mfu(r),
-                "micro_batch": r.case.layout.micro_batch, "recompute": r.case.layout.recompute}
+                "micro_batch": r.case.layout.micro_batch, "recompute": r.case.layout.recompute,
+                "ep": r.case.layout.ep}
                for r in results]
     return build_calibration(records, reference)
 

@@ -78,3 +78,15 @@ def test_shipped_calibration_has_every_level() -> None:
     assert all(0 < b["mfu"] < 1 for b in cal["best_mfu"].values())
     lo, hi = step_time_interval(1.0, Layout(tp=8, pp=8, global_batch=64), "h100")
     assert lo < 1.0 < hi
+
+
+def test_expert_parallel_plans_are_flagged_extrapolated() -> None:
+    """No calibration run dispatches MoE tokens over expert-parallel ranks: a plan that does carries the
+    `extrapolated` warning saying so; the same GPU and regime without EP does not get that reason."""
+    from planner.model.uncertainty import extrapolation
+    from planner.schema import Layout
+
+    moe = extrapolation(Layout(tp=8, dp=8, ep=8, sequence_parallel=True, global_batch=64), "h100-sxm")
+    dense = extrapolation(Layout(tp=8, dp=8, sequence_parallel=True, global_batch=64), "h100-sxm")
+    assert any("expert parallelism 8" in r for r in moe)
+    assert not any("expert parallelism" in r for r in dense)

@@ -123,11 +123,12 @@ def build_calibration(records: Iterable[dict[str, Any]], reference: str = "") ->
             best[r["generation"]] = {"mfu": round(r["mfu"], 4), "run": r["id"]}
     coverage: dict[str, dict[str, Any]] = {}
     for r in recs:  # what the runs measured per generation: a plan outside it extrapolates (`extrapolation`)
-        c = coverage.setdefault(r["generation"], {"micro_batch": [], "recompute": []})
+        c = coverage.setdefault(r["generation"], {"micro_batch": [], "recompute": [], "ep": 1})
         if r.get("micro_batch") is not None:
             c["micro_batch"] = [min([r["micro_batch"], *c["micro_batch"]]), max([r["micro_batch"], *c["micro_batch"]])]
         if r.get("recompute") is not None and r["recompute"] not in c["recompute"]:
             c["recompute"] = sorted([*c["recompute"], r["recompute"]])
+        c["ep"] = max(c["ep"], r.get("ep") or 1)
     return {
         "generated_by": "benchmarks/accuracy.py --write",
         "reference": reference,
@@ -225,8 +226,8 @@ def _key_at(regime_key: str, level: str) -> str:
 def extrapolation(layout: Layout, gpu: GpuSku | str, framework: str = "megatron-core", mfu: float | None = None,
                   calibration: dict[str, Any] | None = None) -> list[str]:
     """Why a plan lies outside what the calibration runs measured (empty when inside): an MFU above the best
-    any run reached on that GPU generation, or a generation, parallel regime, recompute mode or micro-batch
-    no run there used. Each reason is one sentence for the `extrapolated` warning."""
+    any run reached on that GPU generation, or a generation, parallel regime, recompute mode, micro-batch or
+    expert parallelism no run there used. Each reason is one sentence for the `extrapolated` warning."""
     cal = calibration if calibration is not None else load_calibration()
     regime = regime_of(layout, gpu, framework)
     gen = regime.generation
@@ -243,6 +244,9 @@ def extrapolation(layout: Layout, gpu: GpuSku | str, framework: str = "megatron-
         if cov["recompute"] and layout.recompute not in cov["recompute"]:
             out.append(f"recompute {layout.recompute}: no calibration run on {gen} GPUs used it "
                        f"(measured: {', '.join(cov['recompute'])})")
+        if layout.ep > cov.get("ep", 1):
+            out.append(f"expert parallelism {layout.ep}: no calibration run on {gen} GPUs dispatched MoE tokens over "
+                       f"more than {cov.get('ep', 1)} rank(s); the all-to-all and grouped GEMMs are not calibrated")
         lo_hi = cov["micro_batch"]
         if lo_hi and not lo_hi[0] <= layout.micro_batch <= lo_hi[1]:
             out.append(f"micro-batch {layout.micro_batch} is outside the calibration runs on {gen} GPUs "
