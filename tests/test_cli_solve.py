@@ -16,6 +16,7 @@ from planner.scenario import load_scenario
 from planner.schema import Layout
 from planner.search.problem import basis_of, scenario_jobs
 from planner.workloads.training.evaluation import evaluate
+from planner.workloads.training.layout import EXTRAS
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 runner = CliRunner()
@@ -33,10 +34,13 @@ def recheck(path: Path, out: dict[str, Any]) -> None:
     for plan in out["plans"] if len(jobs) > 1 else out["plans"][:1]:
         job = jobs[plan["job"]]
         lay = plan["layout"]
-        layout = Layout(**{k: lay[k] for k in ("tp", "pp", "vpp", "dp", "cp", "ep", "zero", "recompute",
-                                                "sequence_parallel", "micro_batch", "global_batch", "precision")})
-        gpu = get_gpu(plan["sku"])
+        fields = ("tp", "pp", "vpp", "dp", "cp", "ep", "zero", "recompute", "sequence_parallel", "micro_batch",
+                  "global_batch", "precision", *EXTRAS)  # the fixed extras a plan's JSON names where it runs them
         w = job.workload
+        r = w.template.recipe  # the job's numeric recipe, which the plan's JSON layout does not repeat
+        layout = Layout(**{k: lay[k] for k in fields if k in lay}, optimizer=r.optimizer,
+                        fp32_grad_accumulation=r.fp32_grad_accumulation, offload_optimizer=r.offload_optimizer)
+        gpu = get_gpu(plan["sku"])
         ev = evaluate(w.model, layout, gpu, seq=w.seq, tokens=w.tokens, gpus_per_node=plan["gpus_per_node"],
                       implementation=sc.implementation, overheads=sc.overheads, efficiency=sc.efficiency,
                       pricing=sc.pricing, basis=basis_of(sc))
