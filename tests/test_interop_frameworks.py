@@ -560,3 +560,17 @@ def test_megatron_token_dispatcher_is_read() -> None:
     dense = parse_megatron_args("--num-layers 4 --hidden-size 512 --num-attention-heads 8 --seq-length 1024 "
                                 "--max-position-embeddings 1024 --vocab-size 32000")
     assert dense.implementation().moe_token_dispatcher is None
+
+
+def test_torchtitan_module_fqns_carry_an_explicit_pipeline_layout() -> None:
+    """parallelism.module_fqns_per_model_part (one list of module names per model part) holds an uneven layout:
+    written from layout.pipeline_layout with the embedding in the first part and norm + output in the last, and
+    read back as layers per part; a part count that pp does not divide is refused."""
+    layout = Layout(pp=2, vpp=2, dp=4, zero=3, recompute="full", global_batch=32, pipeline_layout=(7, 9, 9, 7))
+    text = torchtitan_toml_from_layout(layout, SEQ, "llama-3.1-8b")
+    assert '"tok_embeddings", "layers.0"' in text and '"layers.31", "norm", "output"]]' in text
+    back = parse_torchtitan_toml(text).to_layout(layout.gpus)
+    assert (back.pp, back.vpp, back.pipeline_layout) == (2, 2, (7, 9, 9, 7))
+    bad = text.replace("pipeline_parallel_degree = 2", "pipeline_parallel_degree = 3")
+    with pytest.raises(InputError, match="module_fqns_per_model_part has 4 model parts"):
+        parse_torchtitan_toml(bad)

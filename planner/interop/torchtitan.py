@@ -15,6 +15,7 @@ Keys are read where the current JobConfig keeps them ([parallelism], [training],
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ class TorchtitanConfig:
     cp: int = 1
     ep: int = 1
     expert_tp: int | None = None  # parallelism.expert_tensor_parallel_degree where the file sets one
+    pipeline_layout: tuple[int, ...] | None = None  # parallelism.module_fqns_per_model_part, as layers per part
     vpp: int = 1
     reshard_after_forward: Literal["default", "always", "never"] = "default"
     local_batch: int = 8
@@ -131,9 +133,38 @@ class TorchtitanConfig:
                 offload_optimizer=self.offload_optimizer and fsdp,  # CPU offload is an FSDP option
                 dp_shard=shard * self.cp if hsdp else None,
                 recompute_num_layers=self.recompute_num_layers, expert_tp=self.expert_tp,
+                pipeline_layout=self.pipeline_layout,
             )
         except ValidationError as exc:
             raise InputError(format_validation_error(exc, self.where)) from exc
+
+
+def _model_parts(t: _Toml, par: tuple[str, ...], pp: int) -> tuple[int, ...] | None:
+    """Transformer layers per model part of parallelism.module_fqns_per_model_part (torchtitan/config/
+    job_config.py: one list of module FQNs per pipeline stage, `layers.N` for the blocks), or None."""
+    found = t.find("module_fqns_per_model_part", *par)
+    if found is None:
+        return None
+    name, parts = found
+    if not isinstance(parts, list) or not parts or not all(
+            isinstance(p, list) and all(isinstance(f, str) for f in p) for p in parts):
+        raise InputError(f"{t.where}: {name} must be a list of lists of module names")
+    if len(parts) % pp:
+        raise InputError(f"{t.where}: {name} has {len(parts)} model parts, not a multiple of "
+                         f"pipeline_parallel_degree {pp}")
+    return tuple(sum(1 for f in p if re.fullmatch(r"layers\.\d+", f)) for p in parts)
+
+
+def module_fqns(chunks: tuple[int, ...]) -> list[list[str]]:
+    """parallelism.module_fqns_per_model_part for decoder layers per stage: the embedding with the first part,
+    the final norm and output with the last (torchtitan's Llama module names)."""
+    parts, start = [], 0
+    for n in chunks:
+        parts.append([f"layers.{i}" for i in range(start, start + n)])
+        start += n
+    parts[0].insert(0, "tok_embeddings")
+    parts[-1] += ["norm", "output"]
+    return parts
 
 
 class _Toml:
@@ -250,6 +281,9 @@ def parse_torchtitan_toml(
         )
     if t.find("pipeline_parallel_split_points", *par) and pp > 1:
         unsupported["parallelism.pipeline_parallel_split_points"] = "uneven pipeline stages are not modelled"
+    chunks = _model_parts(t, par, pp)
+    if chunks is not None:
+        vpp = len(chunks) // pp
 
     recompute_num_layers: int | None = None
     mode = t.str("mode", "selective", "activation_checkpoint")
@@ -320,7 +354,7 @@ def parse_torchtitan_toml(
     return TorchtitanConfig(
         model_name=model_name, model=model, flavor=flavor, replicate=replicate, shard=shard, tp=tp, pp=pp, cp=cp,
         ep=ep, vpp=vpp, reshard_after_forward=reshard,  # type: ignore[arg-type]
-        expert_tp=etp if etp and etp != tp else None,
+        expert_tp=etp if etp and etp != tp else None, pipeline_layout=chunks,
         local_batch=local, global_batch=global_batch, pp_microbatch=pp_micro, seq=seq, recompute=recompute,
         precision=precision, fp32_grad_accumulation=reduce == "float32", optimizer=optimizer,
         offload_optimizer=bool(offload and offload[1] is True), recompute_num_layers=recompute_num_layers,
@@ -328,7 +362,10 @@ def parse_torchtitan_toml(
     )
 
 
-def _toml_value(value: int | str | bool | list[str]) -> str:
+TomlValue = int | str | bool | list[str] | list[list[str]]
+
+
+def _toml_value(value: TomlValue) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -350,7 +387,7 @@ def torchtitan_toml_from_layout(layout: Layout, seq: int, model: ModelSpec | str
     """
     spec = get_model(model) if isinstance(model, str) else model
     impl = implementation or Implementation(framework="torchtitan")
-    parallel: dict[str, int | str | bool | list[str]] = {}
+    parallel: dict[str, TomlValue] = {}
     if layout.zero == 0:
         if layout.cp > 1:
             raise InputError("zero 0 with cp > 1: torchtitan shards parameters over the context-parallel ranks (FSDP)")
@@ -378,7 +415,9 @@ def torchtitan_toml_from_layout(layout: Layout, seq: int, model: ModelSpec | str
     if layout.pp > 1:
         parallel["pipeline_parallel_microbatch_size"] = layout.micro_batch
         parallel["pipeline_parallel_schedule"] = "Interleaved1F1B" if layout.vpp > 1 else "1F1B"
-        if layout.vpp > 2:
+        if layout.pipeline_layout is not None:
+            parallel["module_fqns_per_model_part"] = module_fqns(layout.pipeline_layout)
+        elif layout.vpp > 2:
             if spec is None:
                 raise InputError("vpp > 2: pipeline_parallel_layers_per_stage needs the model's layer count (model=)")
             # torchtitan's split counts the embedding and the output as one layer each
@@ -389,7 +428,7 @@ def torchtitan_toml_from_layout(layout: Layout, seq: int, model: ModelSpec | str
                                  f"of {spec.layers} layers + embedding + output in torchtitan")
             parallel["pipeline_parallel_layers_per_stage"] = per_stage
 
-    checkpoint: dict[str, int | str | bool | list[str]] = {"mode": layout.recompute}
+    checkpoint: dict[str, TomlValue] = {"mode": layout.recompute}
     if layout.recompute == "selective":
         checkpoint["selective_ac_option"] = "op"
     elif layout.recompute == "full" and layout.recompute_num_layers is not None and spec is not None:
@@ -400,7 +439,7 @@ def torchtitan_toml_from_layout(layout: Layout, seq: int, model: ModelSpec | str
         if every > 1:
             checkpoint.update(mode="selective", selective_ac_option=str(every))
 
-    training: dict[str, int | str | bool | list[str]] = {
+    training: dict[str, TomlValue] = {
         # with PP one step's micro-batches all run in one pipeline schedule; without, local = micro-batch
         "local_batch_size": layout.global_batch // layout.dp if layout.pp > 1 else layout.micro_batch,
         "global_batch_size": layout.global_batch,
@@ -418,12 +457,12 @@ def torchtitan_toml_from_layout(layout: Layout, seq: int, model: ModelSpec | str
     if layout.optimizer not in ("adam", "adamw"):
         raise InputError(f"optimizer {layout.optimizer}: torchtitan builds Adam or AdamW")
 
-    sections: list[tuple[str, dict[str, int | str | bool | list[str]]]] = []
+    sections: list[tuple[str, dict[str, TomlValue]]] = []
     flavor = next((k for k, v in FLAVORS.items() if spec is not None and v == spec.name), None)
-    model_section: dict[str, int | str | bool | list[str]] = {}
+    model_section: dict[str, TomlValue] = {}
     if flavor:
         model_section.update(name=flavor[0], flavor=flavor[1])
-    float8: dict[str, int | str | bool | list[str]] = {}
+    float8: dict[str, TomlValue] = {}
     if layout.precision == "fp8":
         model_section["converters"] = ["mx"] if impl.fp8_recipe == "mxfp8" else ["float8"]
         if impl.fp8_recipe == "blockwise":
