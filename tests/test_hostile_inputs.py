@@ -108,7 +108,7 @@ def test_scenarios_every_command(content: bytes, command: str) -> None:
 
 FLAG_VALUES = st.sampled_from(["0", "-1", "1", "3", "8", "nan", "inf", "-inf", "1e400", "99999999999999999999",
                                "abc", "", "1.5", "1e15", "/", "/dev/null", "[1]*999999999"])
-ESTIMATE_FLAGS = ["--gpus", "--gpus-per-node", "--tp", "--pp", "--vpp", "--dp", "--cp", "--ep", "--zero",
+ESTIMATE_FLAGS = ["--gpus", "--gpus-per-node", "--tp", "--pp", "--vpp", "--dp", "--cp", "--ep", "--expert-tp", "--zero",
                   "--micro-batch", "--global-batch", "--seq", "--dropout", "--tokens", "--mfu", "--hfu",
                   "--precision", "--recompute", "--model", "--gpu", "--model-config", "--batch", "--context"]
 

@@ -52,6 +52,8 @@ def estimate_command(
         min=1, max=MAX_GPUS, help="data parallel size (derived when omitted)")] = None,
     cp: Annotated[int | None, typer.Option(min=1, max=MAX_GPUS, help="context parallel size")] = None,
     ep: Annotated[int | None, typer.Option(min=1, max=MAX_EXPERTS, help="expert parallel size")] = None,
+    expert_tp: Annotated[int | None, typer.Option(
+        min=1, max=MAX_GPUS, help="expert tensor parallel size (below --tp: EP folds over TP·DP·CP)")] = None,
     zero: Annotated[int | None, typer.Option(min=0, max=3, help="ZeRO stage 0-3")] = None,
     recompute: Annotated[RecomputeOpt | None, typer.Option(help="activation recomputation")] = None,
     sequence_parallel: Annotated[bool | None, typer.Option("--sequence-parallel/--no-sequence-parallel")] = None,
@@ -97,7 +99,7 @@ def estimate_command(
         render(estimate(EstimateRequest(
             model=model_ref, gpu=gpu, gpus=gpus, gpus_per_node=gpus_per_node, seq=seq, global_batch=global_batch,
             tokens=tokens, mfu=mfu, hfu=hfu, dropout=dropout, precision=precision.value if precision else None,
-            layout={"tp": tp, "pp": pp, "vpp": vpp, "dp": dp, "cp": cp, "ep": ep, "zero": zero,
+            layout={"tp": tp, "pp": pp, "vpp": vpp, "dp": dp, "cp": cp, "ep": ep, "expert_tp": expert_tp, "zero": zero,
                     "recompute": recompute.value if recompute else None, "sequence_parallel": sequence_parallel,
                     "micro_batch": micro_batch},
             scenario=sc, reliability=reliability_value(reliability),
