@@ -35,7 +35,7 @@ def recheck(path: Path, out: dict[str, Any]) -> None:
         job = jobs[plan["job"]]
         lay = plan["layout"]
         fields = ("tp", "pp", "vpp", "dp", "cp", "ep", "zero", "recompute", "sequence_parallel", "micro_batch",
-                  "global_batch", "precision", *EXTRAS)  # the fixed extras a plan's JSON names where it runs them
+                  "global_batch", "precision", "expert_tp", *EXTRAS)  # and the fixed extras a plan runs
         w = job.workload
         r = w.template.recipe  # the job's numeric recipe, which the plan's JSON layout does not repeat
         layout = Layout(**{k: lay[k] for k in fields if k in lay}, optimizer=r.optimizer,

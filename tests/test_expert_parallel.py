@@ -58,8 +58,8 @@ def test_folded_expert_state_shards_over_the_expert_data_parallel_ranks() -> Non
     assert folded.optimizer == pytest.approx(plain.optimizer, rel=0.05)
     table = training_memory_table(MIXTRAL, 4096, {"tp": 4, "pp": 1, "vpp": 1, "dp": 2, "cp": 1, "ep": 8, "zero": 1,
                                                   "recompute": 0, "sequence_parallel": 1, "micro_batch": 1,
-                                                  "global_batch": 16},
-                                  Recipe(expert_tp=1), impl, Overheads())
+                                                  "global_batch": 16, "expert_tp": 1},
+                                  Recipe(), impl, Overheads())
     assert float(table["total"]) == pytest.approx(folded.total)
 
 
@@ -84,3 +84,23 @@ def test_search_with_expert_tp_fixed_finds_folded_layouts() -> None:
     layouts = [p.evaluation.layout for s in full.near_optimal + full.solutions for p in s.plans]
     assert all(lay.expert_tp == 1 for lay in layouts)
     assert any(lay.ep > lay.dp * lay.cp for lay in layouts)  # EP drawn from the TP ranks too
+
+
+def test_search_tries_folding_on_its_own() -> None:
+    """Without expert_tp in the scenario, a Megatron-Core MoE search tries the experts unsplit (expert_tp 1, EP
+    folded over TP·DP·CP) beside the experts split like TP, once each: the same plans with and without pruning,
+    each re-checked, and a layout whose EP is drawn from TP ranks among them where it wins."""
+    sc = Scenario.model_validate({
+        "model": "mixtral-8x7b", "job": {"tokens": 1e10, "seq_len": 4096, "global_batch": 64},
+        "hardware": {"skus": ["h100-sxm"], "max_gpus": 64}, "objective": "cost",
+        "layout": {"sequence_parallel": True, "tp": 8, "zero": 1, "vpp": 1, "pp": 1},
+    })
+    pruned, full = solve(sc, top_k=5), solve(sc, top_k=5, prune=False)
+    assert [p.evaluation.layout for p in pruned.plans] == [p.evaluation.layout for p in full.plans]
+    problem = resolve_problem(sc)
+    for s in pruned.solutions:
+        assert check_solution(problem, s) == []
+    layouts = [p.evaluation.layout for p in full.plans]
+    assert len(set(layouts)) == len(layouts)
+    best = layouts[0]  # here the cheapest: 8 experts on 8 ranks of TP 8 × DP 2, unsplit
+    assert best.expert_tp == 1 and best.ep > best.dp * best.cp

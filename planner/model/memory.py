@@ -63,7 +63,6 @@ class Recipe:
     account_for_loss_in_pipeline_split: bool = False
     pipeline_first_stage_layers: int | None = None
     pipeline_last_stage_layers: int | None = None
-    expert_tp: int | None = None  # None: the experts are split over TP like the rest of the layer
     pipeline_layout: tuple[int, ...] | None = None  # layers per virtual stage, as written
 
     @classmethod
@@ -72,7 +71,7 @@ class Recipe:
             layout.precision, layout.optimizer, layout.fp32_grad_accumulation, layout.offload_optimizer,
             layout.recompute_num_layers, layout.recompute_method, layout.dp_shard,
             layout.account_for_embedding_in_pipeline_split, layout.account_for_loss_in_pipeline_split,
-            layout.pipeline_first_stage_layers, layout.pipeline_last_stage_layers, layout.expert_tp,
+            layout.pipeline_first_stage_layers, layout.pipeline_last_stage_layers,
             tuple(layout.pipeline_layout) if layout.pipeline_layout is not None else None,
         )
 
@@ -100,7 +99,7 @@ def layout_arrays(layout: Layout) -> dict[str, int]:
         "tp": layout.tp, "pp": layout.pp, "vpp": layout.vpp, "dp": layout.dp, "cp": layout.cp, "ep": layout.ep,
         "zero": layout.zero, "recompute": RECOMPUTE_CODES[layout.recompute],
         "sequence_parallel": int(layout.sequence_parallel), "micro_batch": layout.micro_batch,
-        "global_batch": layout.global_batch,
+        "global_batch": layout.global_batch, "expert_tp": layout.expert_tp or 0,
     }
 
 
@@ -519,7 +518,8 @@ def training_memory_table(
     shard = np.minimum(recipe.dp_shard, group) if recipe.dp_shard else group  # HSDP: shard inside dp_shard
     # expert state shards over expert data parallelism: tp·dp·cp / (ep·expert_tp) ranks (dp·cp/ep when the
     # experts split over TP like the rest; Megatron-Core parallel_state.py expert_data_parallel group)
-    etp = tp if recipe.expert_tp is None else recipe.expert_tp
+    etp_code = a["expert_tp"] if "expert_tp" in a else np.zeros_like(tp)  # 0: the experts split over TP
+    etp = np.where(etp_code > 0, etp_code, tp)
     expert_shard = np.maximum(1, shard * tp // (ep * etp))
     wd, gd, od = (col(v) for v in state_bytes_per_param(recipe, zero, shard, k.state))
     we, ge, oe = (col(v) for v in state_bytes_per_param(recipe, zero, expert_shard, k.state))
@@ -660,7 +660,7 @@ def training_memory_floor(
         rows = np.flatnonzero((a["zero_min"] <= z) & (z <= a["zero_max"]))
         if len(rows) == 0:
             continue
-        one = {f: a[f][rows] for f in ("tp", "pp", "vpp", "dp", "cp", "ep")}
+        one: dict[str, Any] = {f: a[f][rows] for f in ("tp", "pp", "vpp", "dp", "cp", "ep", "expert_tp") if f in a}
         # the state reads no micro-batch count: as many micro-batches as stages keeps the table's pipeline
         # schedules to one per (pp, vpp)
         one.update(global_batch=one["dp"] * a["micro_batch_min"][rows] * one["pp"])

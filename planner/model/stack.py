@@ -4,7 +4,7 @@ The framework's behaviour is decided once, in the presets (planner/model/presets
 merges the scenario's explicit `implementation` keys over the framework's documented defaults, each with
 its source file); `stack_of` is the time model's view of that decision, plus what depends on the GPU's
 tensor cores (a block-scaled fp8 recipe the GPU lacks runs as the one it has). Layout-level knobs
-(recompute_num_layers, dp_shard, expert_tp) travel in the layout arrays (`time_arrays`).
+(recompute_num_layers, dp_shard) travel in the layout arrays (`time_arrays`).
 """
 
 from __future__ import annotations
@@ -83,5 +83,4 @@ def time_arrays(layout: Layout) -> dict[str, Any]:
     out: dict[str, Any] = dict(layout_arrays(layout))
     out["recompute_num_layers"] = layout.recompute_num_layers or 0
     out["dp_shard"] = layout.dp_shard or 0
-    out["expert_tp"] = layout.expert_tp or 0
     return out

@@ -20,7 +20,7 @@ from planner.search.problem import JobSpec, Problem, SkuOption
 from planner.workloads.training.evaluation import Evaluation
 from planner.workloads.training.layout import SEARCHED
 from planner.workloads.training.legality import layout_problems
-from planner.workloads.training.space import axis_domains
+from planner.workloads.training.space import axis_domains, redundant_expert_tp
 from planner.workloads.training.workload import TrainingWorkload
 
 
@@ -62,7 +62,10 @@ def legal_layouts(problem: Problem, job: JobSpec, sku: SkuOption) -> Iterator[La
     for values in itertools.product(*(dom[f] for f in SEARCHED)):
         if not counts.allowed(math.prod(int(values[i]) for i in width), sku.node):  # Layout.gpus, before building it
             continue
-        layout = w.template.layout(**dict(zip(SEARCHED, values, strict=True)))
+        codes = dict(zip(SEARCHED, values, strict=True))
+        if redundant_expert_tp(dom, codes["tp"], codes["expert_tp"]):
+            continue
+        layout = w.template.layout(**codes)
         if not layout_problems(w.model, layout, node_size=sku.node, seq=w.seq, framework=w.implementation.framework):
             yield layout
 

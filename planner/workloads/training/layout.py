@@ -26,10 +26,11 @@ __all__ = ["EXTRAS", "JSON_FIELDS", "RECOMPUTE", "RECOMPUTE_CODES", "SEARCHED", 
            "encode", "grid_arrays", "layout_arrays"]
 
 # The fields the search varies, in grid-column order.
-SEARCHED = ("tp", "pp", "vpp", "dp", "cp", "ep", "zero", "recompute", "sequence_parallel", "micro_batch")
-# Knobs a scenario may fix that the search carries through unchanged (partial recompute, HSDP, expert tensor
-# parallelism, Megatron's pipeline-split flags).
-EXTRAS = ("recompute_num_layers", "dp_shard", "expert_tp", "account_for_embedding_in_pipeline_split",
+SEARCHED = ("tp", "pp", "vpp", "dp", "cp", "ep", "zero", "recompute", "sequence_parallel", "micro_batch",
+            "expert_tp")
+# Knobs a scenario may fix that the search carries through unchanged (partial recompute, HSDP, Megatron's
+# pipeline-split flags and explicit layouts).
+EXTRAS = ("recompute_num_layers", "dp_shard", "account_for_embedding_in_pipeline_split",
           "account_for_loss_in_pipeline_split", "recompute_method", "pipeline_first_stage_layers",
           "pipeline_last_stage_layers", "pipeline_layout")
 # The JSON object of a layout, in this order, plus grad_accumulation.
@@ -56,7 +57,7 @@ def grid_arrays(cols: Mapping[str, np.ndarray], rows: np.ndarray | None, global_
 
 def as_fields(layout: Layout) -> dict[str, Any]:
     """The JSON object of a layout: the searched fields, global batch, precision, micro-batches per step, and the
-    fixed extras a scenario set (expert_tp, dp_shard, partial recompute, pipeline-split flags)."""
+    fixed extras a scenario set (dp_shard, partial recompute, pipeline-split flags, an explicit layout)."""
     d = {k: getattr(layout, k) for k in JSON_FIELDS}
     d["grad_accumulation"] = layout.grad_accumulation
     defaults = Layout.model_fields
@@ -80,7 +81,7 @@ class Template:
                         fixed.recompute_num_layers, fixed.recompute_method or Recipe.recompute_method, fixed.dp_shard,
                         bool(fixed.account_for_embedding_in_pipeline_split),
                         bool(fixed.account_for_loss_in_pipeline_split), fixed.pipeline_first_stage_layers,
-                        fixed.pipeline_last_stage_layers, fixed.expert_tp,
+                        fixed.pipeline_last_stage_layers,
                         tuple(fixed.pipeline_layout) if fixed.pipeline_layout is not None else None)
         return cls(job.global_batch, recipe, extras)
 
@@ -91,6 +92,8 @@ class Template:
             values["recompute"] = RECOMPUTE[values["recompute"]]
         if "sequence_parallel" in values:
             values["sequence_parallel"] = bool(values["sequence_parallel"])
+        if values.get("expert_tp") == 0:  # code 0: the experts split over TP like the rest (unset)
+            values["expert_tp"] = None
         values.setdefault("global_batch", self.global_batch)
         r = self.recipe
         return Layout(precision=r.precision, optimizer=r.optimizer, fp32_grad_accumulation=r.fp32_grad_accumulation,

@@ -28,10 +28,13 @@ if TYPE_CHECKING:
 # cp is searched as given.
 MIN_TOKENS_PER_CP_RANK = 1024
 # The layout extras a scenario may fix whose legality rules read searched fields (planner.workloads.training.
-# legality): dp_shard must divide dp·cp, recompute_num_layers needs full recompute, expert_tp folds EP over
-# tp·dp·cp with sequence-parallel input, pipeline_layout has pp·vpp stages.
-EXTRA_READS = {"dp_shard": ("dp", "cp"), "recompute_num_layers": ("recompute",),
-               "expert_tp": ("tp", "dp", "cp", "ep", "sequence_parallel"), "pipeline_layout": ("pp", "vpp")}
+# legality): dp_shard must divide dp·cp, recompute_num_layers needs full recompute, pipeline_layout has pp·vpp
+# stages.
+EXTRA_READS = {"dp_shard": ("dp", "cp"), "recompute_num_layers": ("recompute",), "pipeline_layout": ("pp", "vpp")}
+# Frameworks whose MoE layers may split experts otherwise than TP (Megatron-Core --expert-tensor-parallel-size,
+# torchtitan expert_tensor_parallel_degree): their search tries the experts unsplit (expert_tp 1), EP folded over
+# TP·DP·CP, next to the experts split like TP (code 0).
+EXPERT_TP_FRAMEWORKS = ("megatron-core", "torchtitan")
 
 
 
@@ -58,6 +61,7 @@ def axis_domains(w: TrainingWorkload, max_node: int) -> dict[str, list[int]]:
         "recompute": list(range(len(RECOMPUTE))),
         "sequence_parallel": [0, 1],
         "micro_batch": divisors(batch),
+        "expert_tp": [0, 1] if m.moe and w.implementation.framework in EXPERT_TP_FRAMEWORKS else [0],
     }
     if w.fixed.pipeline_layout is not None:  # an explicit layout has pp·vpp stages
         stages = len(w.fixed.pipeline_layout)
@@ -68,6 +72,12 @@ def axis_domains(w: TrainingWorkload, max_node: int) -> dict[str, list[int]]:
         if v is not None:
             dom[f] = [RECOMPUTE.index(v) if f == "recompute" else int(v)]
     return dom
+
+
+def redundant_expert_tp(dom: dict[str, list[int]], tp: Any, expert_tp: Any) -> Any:
+    """Where an expert_tp code restates the default (experts over all of TP: code ≥ tp) while the domain also
+    holds the default (code 0): one layout, searched once."""
+    return (0 in dom["expert_tp"]) & (expert_tp >= tp)
 
 
 def fixed_field_problems(w: TrainingWorkload, node: int) -> list[str]:
@@ -122,7 +132,7 @@ def empty_grid() -> Grid:
 
 # What the step-time floor reads of a layout besides the pipeline shape (pp, vpp): every row of a group shares
 # these (perf.step_time_floor), every row of a slice also the micro-batch size.
-GROUP_FIELDS = ("tp", "dp", "cp", "ep")
+GROUP_FIELDS = ("tp", "dp", "cp", "ep", "expert_tp")
 SLICE_FIELDS = (*GROUP_FIELDS, "micro_batch")
 
 
@@ -234,15 +244,24 @@ def lattice(w: TrainingWorkload, nodes: Sequence[int], counts: GpuCounts) -> Lat
     t = _filtered(w, cross(axis("dp", dom["dp"]), axis("micro_batch", dom["micro_batch"])), ["dp", "micro_batch"])
     t = cross(t, _filtered(w, axis("cp", dom["cp"]), ["cp"]))
     t = where(t, t["dp"] * t["cp"] <= cap)
-    folded = w.fixed.expert_tp is not None  # EP may then fold over TP too: judged once TP has joined
+    folded = any(dom["expert_tp"])  # EP may then fold over TP too: judged once TP has joined
     t = cross(t, axis("ep", dom["ep"]))
     if not folded:
-        t = _filtered(w, t, ["ep", "dp", "cp"])
+        t = _filtered(w, cross(t, axis("expert_tp", dom["expert_tp"])), ["ep", "dp", "cp", "expert_tp"])
     tp = _filtered(w, cross(axis("tp", dom["tp"]), axis("sequence_parallel", dom["sequence_parallel"])),
                    ["tp", "sequence_parallel"])
     t = cross(t, tp)
     if folded:
-        t = _filtered(w, t, ["ep", "dp", "cp", "tp", "sequence_parallel"])
+        t = cross(t, axis("expert_tp", dom["expert_tp"]))
+        t = where(t, ~redundant_expert_tp(dom, t["tp"], t["expert_tp"]))
+        # the expert rules read dp and cp only through whether ep (or ep·expert_tp, with tp) divides dp·cp (every
+        # other rule on these fields has been judged): gcd(dp·cp, experts·max tp) keeps every such divisibility,
+        # so each distinct (ep, expert_tp, tp, SP, that gcd) is judged once, as dp with cp = 1 and as many sequences
+        experts = w.model.moe.experts if w.model.moe else 1
+        ranks = np.gcd(t["dp"] * t["cp"], experts * max(dom["tp"]))
+        key = {"ep": t["ep"], "expert_tp": t["expert_tp"], "tp": t["tp"], "sequence_parallel": t["sequence_parallel"],
+               "dp": ranks, "global_batch": ranks}
+        t = where(t, legal(w, key, list(key)))
     t = where(t, t["tp"] * t["dp"] * t["cp"] <= cap)
     # model side: pp × vpp × ZeRO × recompute (crossed in that order: one shape's rows stay together)
     pipe = cross(cross(axis("pp", dom["pp"]), axis("vpp", dom["vpp"])), axis("zero", dom["zero"]))

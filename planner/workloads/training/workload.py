@@ -168,10 +168,9 @@ class TrainingWorkload:
 
     def _time_extras(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Model-table arrays with the fixed knobs the time model reads per layout (perf._step: partial
-        recompute, the HSDP shard group, expert TP) where the scenario sets them, as `time_arrays` gives them for
-        one."""
+        recompute, the HSDP shard group) where the scenario sets them, as `time_arrays` gives them for one."""
         r, n = self.template.recipe, len(arrays["tp"])
-        given = {"recompute_num_layers": r.recompute_num_layers, "dp_shard": r.dp_shard, "expert_tp": r.expert_tp}
+        given = {"recompute_num_layers": r.recompute_num_layers, "dp_shard": r.dp_shard}
         return arrays | {k: np.full(n, v, dtype=np.int64) for k, v in given.items() if v}
 
     @functools.cached_property
