@@ -646,8 +646,8 @@ def training_memory_table(
 def training_memory_floor(
     m: ModelSpec, seq: int, arrays: dict[str, Any], recipe: Recipe, impl: Implementation, overheads: Overheads
 ) -> np.ndarray:
-    """A lower bound of `training_memory_table`'s total over a set of layouts that share tp, pp, vpp, dp, cp and
-    ep (arrays of those), whatever their micro-batch size and count, recompute mode and sequence
+    """A lower bound of `training_memory_table`'s total over a set of layouts that share tp, pp, vpp, dp, cp, ep and
+    expert_tp (arrays of those), whatever their micro-batch size and count, recompute mode and sequence
     parallelism, with ZeRO within [zero_min, zero_max]: for each ZeRO stage, the weights, gradients and
     optimizer state of the rank the table picks for one member of the set, and the reserve they alone
     cause. A rank's state reads its layers (the split of pp and vpp) and the sharding, none of the free

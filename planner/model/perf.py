@@ -983,8 +983,8 @@ def step_time_floor(
     gpus_per_node: int | None = None,
     recipe: Recipe | None = None,
 ) -> np.ndarray:
-    """A lower bound of `step_time_table`'s step seconds over a set of layouts that share tp, pp, vpp, dp, cp
-    and ep (arrays of those, and global_batch), whatever their micro-batch size within [micro_batch_min,
+    """A lower bound of `step_time_table`'s step seconds over a set of layouts that share tp, pp, vpp, dp, cp,
+    ep and expert_tp (arrays of those, and global_batch), whatever their micro-batch size within [micro_batch_min,
     micro_batch_max], ZeRO stage within [zero_min, zero_max], recompute mode and sequence parallelism:
 
         floor = m_hi · t(b_hi) + (p − 1)/v · t(b_lo) + the least data-parallel term + optimizer + embedding sync
