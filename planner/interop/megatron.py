@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import math
 import re
 import shlex
@@ -727,6 +728,7 @@ def _vocab(args: _Args, tp: int, reference: ModelSpec | None) -> tuple[int, str]
 LAYOUT_CHARS = frozenset("EtmL")
 
 
+@functools.lru_cache(maxsize=64)  # read once for the virtual stages and once for the split
 def pipeline_layout_from_str(text: str) -> tuple[tuple[int, ...], int]:
     """(decoder layers per virtual stage, MTP layers) of a --pipeline-model-parallel-layout string, read as
     Megatron-Core's `parse_str_to_list` reads it: commas dropped, `(…)*n` then `x*n` unrolled, stages split at
