@@ -585,6 +585,8 @@ class Layout(Strict):
 
 # Flash-attention kernels planner tells apart by speed (planner.model.perf `_flash_kernel_share`).
 AttentionKernel = Literal["native", "fa2", "triton"]
+# How the loss reads the logits (planner.model.memory `extras_bytes`): what it keeps and what backward allocates.
+CrossEntropyKernel = Literal["fp32", "vocab_parallel", "fused"]
 
 
 class Implementation(Strict):
@@ -599,6 +601,12 @@ class Implementation(Strict):
     fused_kernels: bool | None = Field(
         None, description="fused norms/SwiGLU/softmax (Megatron, TE); False = eager PyTorch ops, as Hugging Face "
         "writes them; null = the framework's default (fused: megatron-core, deepspeed; eager: torchtitan, fsdp)",
+    )
+    cross_entropy: CrossEntropyKernel | None = Field(
+        None, description="how the loss reads the logits: fp32 (eager PyTorch on an fp32 copy: torchtitan, Hugging "
+        "Face), vocab_parallel (Megatron's: the fp32 copy exponentiated in place), fused (one kernel on the 16-bit "
+        "logits, keeping them and an fp32 log-sum-exp: flash-attn's cross_entropy, llm-foundry's default "
+        "loss_fn fused_crossentropy); null = the framework's default",
     )
     dropout: float = Field(0.0, ge=0, lt=1, description="hidden and attention dropout probability")
     framework: Framework = Field(

@@ -27,7 +27,7 @@ import validation
 
 # Levels measured on the held-out set (VALIDATION.md); the issue's targets are validation.*_TARGET.
 MEDIAN_NOW = 0.11
-FIT_NOW = 0.93
+FIT_NOW = 0.94
 MEMORY_WITHIN_NOW = 15  # of the reserved / allocated peaks within MEMORY_TARGET
 # Every held-out layout can be stated (Megatron-Core's EP folding over TP·DP·CP as layout.expert_tp).
 REFUSED: dict[str, str] = {}
@@ -290,6 +290,30 @@ def test_eager_logits_are_sharded_over_tensor_parallelism(held_out: tuple[list, 
     results, _ = held_out
     titan = [r for r in results if r.family.startswith("torchtitan")]
     assert len(titan) == 24 and all(r.fits for r in titan)
+
+
+def test_a_fused_cross_entropy_keeps_only_the_16_bit_logits(held_out: tuple[list, list]) -> None:
+    """llm-foundry's MPT runs flash-attn's fused cross-entropy by default (loss_fn fused_crossentropy): it keeps
+    the 16-bit logits and an fp32 log-sum-exp and writes one 16-bit gradient, where an eager loss keeps fp32
+    log-probabilities and allocates fp32 gradients. MPT-3B at 3 × 8192 tokens a micro-batch, without
+    checkpointing, ran on 80 GB GPUs (bf16 on A100 and H100, fp8 on H100): it fits so, not with an fp32 loss."""
+    from planner.model.memory import ActivationShape, extras_bytes
+    from planner.model.presets import resolve
+    from planner.schema import Implementation
+
+    m = get_model("llama-3.1-8b")
+    x = ActivationShape(s=8192, b=2, t=1, r=1, dropout=False)
+    sbv = 8192 * 2 * m.vocab
+    _, fused, fused_transient = extras_bytes(m, resolve(Implementation(framework="fsdp", cross_entropy="fused")), x)
+    _, eager, eager_transient = extras_bytes(m, resolve(Implementation(framework="fsdp")), x)
+    assert eager - fused == pytest.approx(4 * sbv, rel=0.001)  # the fp32 log-probabilities, less the fp32 lse
+    assert (fused_transient, eager_transient) == (2 * sbv, 8 * sbv)
+    results, _ = held_out
+    assert next(r for r in results if r.id == "mosaicml-mpt-3b-h100-8gpu-seq8192-fp8").fits
+    run = next(r for r in validation.load_runs() if r["id"] == "mosaicml-mpt-3b-h100-8gpu-seq8192-fp8")
+    sc = validation.scenario_of(run)
+    as_eager = sc.model_copy(update={"implementation": sc.implementation.model_copy(update={"cross_entropy": "fp32"})})
+    assert not estimate(EstimateRequest(scenario=as_eager)).fits
 
 
 def test_megatron_weighs_routed_tokens_inside_the_expert_activation(held_out: tuple[list, list]) -> None:

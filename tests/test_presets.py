@@ -247,7 +247,10 @@ def test_recipe_keys_read_framework_settings() -> None:
               "framework_settings": {"framework": "Composer + llm-foundry", "fsdp": "FULL_SHARD",
                                      "fsdp_mixed_precision": "PURE (bf16 reduce)"}}
     impl, lay, _ = recipe_keys(mosaic)
-    assert impl == {"framework": "fsdp"} and lay == {"fp32_grad_accumulation": False}
+    # llm-foundry's default loss is flash-attn's fused cross-entropy; a recipe that names its loss_fn wins
+    assert impl == {"framework": "fsdp", "cross_entropy": "fused"} and lay == {"fp32_grad_accumulation": False}
+    mosaic["framework_settings"]["loss_fn"] = "torch_crossentropy"
+    assert "cross_entropy" not in recipe_keys(mosaic)[0]
 
 
 def test_published_nvidia_runs_fit_and_bloom_within_15_percent() -> None:

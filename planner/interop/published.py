@@ -354,6 +354,11 @@ def recipe_keys(run: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], li
     said = f"{setting('attention', 'attn_impl') or ''} {par.get('other') or ''}".lower()
     if re.search(r"attn_impl:?\s*triton", said):
         impl["attention_kernel"] = "triton"
+    # the loss kernel: llm-foundry's MPT defaults to flash-attn's fused cross-entropy (loss_fn fused_crossentropy,
+    # llmfoundry/models/mpt/modeling_mpt.py ComposerMPTCausalLM, v0.1.0 on)
+    loss = str(setting("loss_fn", "cross_entropy") or "").lower()
+    if "fused" in loss or (not loss and "llm-foundry" in str(setting("framework") or "").lower()):
+        impl["cross_entropy"] = "fused"
     # the MoE token dispatcher, the first one the recipe names
     named = re.search(r"flex|hybridep|deepep|all-?to-?all|all-?gather",
                       f"{setting('dispatcher') or ''} {setting('moe') or ''}".lower())

@@ -467,18 +467,23 @@ def extras_bytes(m: ModelSpec, k: Knobs, x: ActivationShape) -> tuple[Any, Any, 
     """(embedding chunk, loss chunk) bytes per micro-batch in flight, and the loss's transient working set.
 
     The embedding keeps the int64 token ids (and a dropout mask); the loss chunk the final norm, the output
-    layer's 16-bit input and the fp32 logits the cross-entropy saves (4sbV/t: Megatron's vocab-parallel CE
-    exponentiates them in place; eager models also return 16-bit logits, 2sbV/t). While the loss runs, the
-    16-bit logits sit next to their fp32 copy (2sbV/t); an eager cross-entropy's backward also allocates its
-    fp32 gradient input and output (8sbV/t, torch log_softmax_backward)."""
+    layer's 16-bit input and what the cross-entropy saves: the fp32 logits (4sbV/t: Megatron's vocab-parallel CE
+    exponentiates them in place, eager log_softmax keeps its fp32 output; eager models also return 16-bit
+    logits, 2sbV/t), or under a fused kernel only the 16-bit logits and an fp32 log-sum-exp (flash-attn
+    losses/cross_entropy.py saves logits and lse). While the loss runs, the 16-bit logits sit next to the fp32
+    copy (2sbV/t); an eager cross-entropy's backward also allocates its fp32 gradient input and output (8sbV/t,
+    torch log_softmax_backward); a fused one writes one 16-bit gradient (2sbV/t)."""
     sb = x.s * x.b
     embedding = 8 * sb + (sb * m.hidden / x.r if x.dropout else 0)
-    loss = norm_saved(m, k, x, m.hidden) + 2 * sb * m.hidden / x.r + 4 * sb * m.vocab / x.t
+    loss = norm_saved(m, k, x, m.hidden) + 2 * sb * m.hidden / x.r
+    if k.cross_entropy == "fused":
+        return embedding, loss + 2 * sb * m.vocab / x.t + 4 * sb, 2 * sb * m.vocab / x.t
+    loss = loss + 4 * sb * m.vocab / x.t
     if not k.fused_norm:
         # eager models return the 16-bit logits (Hugging Face, torchtitan); a column-parallel output layer leaves
         # them sharded over TP (torchtitan's loss_parallel: parallelize_llama.py apply_tp, output Shard(-1))
         loss = loss + 2 * sb * m.vocab / x.t
-    transient = (2 if k.inplace_cross_entropy else 8) * sb * m.vocab / x.t
+    transient = (2 if k.cross_entropy == "vocab_parallel" else 8) * sb * m.vocab / x.t
     return embedding, loss, transient
 
 

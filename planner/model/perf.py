@@ -82,7 +82,10 @@ FA2_ON_NEWER_GPUS = 1 / 1.75
 TRITON_FLASH_FORWARD = 1 / 1.4
 TRITON_FLASH_BACKWARD = 1 / 2.0
 NATIVE_FLASH_GENERATIONS = ("hopper", "blackwell")
-CROSS_ENTROPY_BYTES = 24  # per logit: fp32 upcast, max, exp-sum, softmax and its gradient (fwd + bwd)
+# Bytes per logit the loss moves, forward and backward: the fp32 upcast, max, exp-sum, softmax and its gradient;
+# a fused kernel reads the 16-bit logits once each way and writes their 16-bit gradient (flash-attn's
+# losses/cross_entropy.py)
+CROSS_ENTROPY_BYTES = {"fp32": 24, "vocab_parallel": 24, "fused": 6}
 UNFUSED_BYTES = 2.0  # unfused element-wise ops (as Hugging Face writes them) each re-read and re-write
 # Optimizer step, bytes per parameter of the local shard: AdamW reads and writes fp32 master, m and v
 # (24), reads the fp32 gradient (4) twice (norm for clipping, then the update) and writes the 16-bit
@@ -672,7 +675,7 @@ def _compute(c: _Context, s: _Step, p: _Params) -> _Compute:
     # the output layer stays 16-bit in fp8 recipes: Megatron's is a tensor_parallel.ColumnParallelLinear, not a TE
     # module (megatron/core/models/gpt/gpt_model.py); torchtitan's float8 skips it (Float8 filter_fqns ["output"])
     head_f = _gemm(c, c.attn_rate, s.tok, p.vocab, c.h, sixteen_bit=True)
-    head_ew = s.tok * p.vocab * (CROSS_ENTROPY_BYTES / 2) / c.hbm  # each of forward and backward
+    head_ew = s.tok * p.vocab * (CROSS_ENTROPY_BYTES[c.stack.cross_entropy] / 2) / c.hbm  # each of fwd and bwd
     fwd = s.layers * fwd_layer + head_f + head_ew
     bwd = s.layers * bwd_layer + 2 * head_f + head_ew
     # the wgrad GEMMs accumulate into the gradient buffer: read + write of every local gradient

@@ -36,7 +36,16 @@ from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from planner.model.pipeline import PipelineSplit, SplitStyle
-from planner.schema import AttentionKernel, Fp8Recipe, Framework, GpuSku, Implementation, Layout, TokenDispatcher
+from planner.schema import (
+    AttentionKernel,
+    CrossEntropyKernel,
+    Fp8Recipe,
+    Framework,
+    GpuSku,
+    Implementation,
+    Layout,
+    TokenDispatcher,
+)
 
 StateLayout = Literal["megatron", "deepspeed", "fsdp2", "fsdp1"]
 
@@ -51,7 +60,10 @@ class Preset:
     fused_kernels: bool
     fused_swiglu: bool  # Megatron's bias_swiglu saves [gate, up] + product (6f); eager SwiGLU keeps 4 tensors (8f)
     fp8_saves_quantized_inputs: bool  # TE saves fp8 GEMM inputs; torchao Float8Linear keeps 16-bit ones
-    inplace_cross_entropy: bool  # vocab-parallel CE exponentiates in place; eager CE allocates fp32 grads
+    # the loss kernel: Megatron's vocab-parallel CE exponentiates its fp32 copy in place
+    # (megatron/core/tensor_parallel/cross_entropy.py); eager CE keeps fp32 log-probabilities and allocates fp32
+    # gradients (torch log_softmax_backward); without fused kernels a framework runs the eager one
+    cross_entropy: CrossEntropyKernel
     # what recompute "selective" means: Megatron's recompute_modules, or torchtitan's op-level policy that saves
     # every other matmul output, attention and collective outputs (torchtitan/distributed/activation_checkpoint.py)
     selective: Literal["modules", "op"]
@@ -107,7 +119,7 @@ PRESETS: dict[Framework, Preset] = {
     "megatron-core": Preset(
         framework="megatron-core", attention_kernel="native",
         fused_kernels=True, fused_swiglu=True, fp8_saves_quantized_inputs=True,
-        inplace_cross_entropy=True,
+        cross_entropy="vocab_parallel",
         selective="modules",
         stage_output="freed", moe_probs_in_activation=True,
         state="megatron", fsdp_reduce_fp32=True, reshard_after_forward=True, reshard_with_pp=True,
@@ -124,7 +136,7 @@ PRESETS: dict[Framework, Preset] = {
         # eager unless torch.compile is on (torchtitan/config/job_config.py `compile` defaults to off)
         framework="torchtitan", attention_kernel="fa2",
         fused_kernels=False, fused_swiglu=False, fp8_saves_quantized_inputs=False,
-        inplace_cross_entropy=False,
+        cross_entropy="fp32",
         selective="op",
         stage_output="kept", moe_probs_in_activation=False,
         state="fsdp2", fsdp_reduce_fp32=True, reshard_after_forward=True, reshard_with_pp=False,
@@ -137,7 +149,7 @@ PRESETS: dict[Framework, Preset] = {
     "deepspeed": Preset(
         framework="deepspeed", attention_kernel="fa2",
         fused_kernels=True, fused_swiglu=True, fp8_saves_quantized_inputs=True,
-        inplace_cross_entropy=True,
+        cross_entropy="vocab_parallel",
         selective="modules",
         stage_output="tp_partitioned", moe_probs_in_activation=False,
         state="deepspeed", fsdp_reduce_fp32=False, reshard_after_forward=True, reshard_with_pp=True,
@@ -151,7 +163,7 @@ PRESETS: dict[Framework, Preset] = {
         # Triton kernel instead (implementation.attention_kernel: triton)
         framework="fsdp", attention_kernel="fa2",
         fused_kernels=False, fused_swiglu=False, fp8_saves_quantized_inputs=True,
-        inplace_cross_entropy=False,
+        cross_entropy="fp32",
         selective="modules",
         stage_output="kept", moe_probs_in_activation=False,
         state="fsdp1", fsdp_reduce_fp32=False, reshard_after_forward=True, reshard_with_pp=True,
@@ -204,7 +216,7 @@ class Knobs:
     fp8_weight_bytes: float  # bytes per GEMM weight parameter of the fp8 copy (0 without fp8)
     amax_history_len: int
     recompute_modules: tuple[str, ...]
-    inplace_cross_entropy: bool
+    cross_entropy: CrossEntropyKernel
     selective: Literal["modules", "op"]
     stage_output: Literal["freed", "tp_partitioned", "kept"]
     state: StateLayout
@@ -269,7 +281,7 @@ def resolve(impl: Implementation, layout: Layout | None = None, gpu: GpuSku | No
         fp8_weight_bytes=FP8_WEIGHT_BYTES[recipe] if fp8 and p.fp8_saves_quantized_inputs else 0.0,
         amax_history_len=p.amax_history_len if recipe == "delayed" else 0,
         recompute_modules=tuple(impl.recompute_modules or ("core_attn",)),
-        inplace_cross_entropy=fused and p.inplace_cross_entropy,
+        cross_entropy=impl.cross_entropy or (p.cross_entropy if fused else "fp32"),
         stage_output=p.stage_output,
         selective=p.selective if impl.recompute_modules is None else "modules",
         state=p.state,

@@ -39,6 +39,7 @@ class Stack:
     activation_offload: bool
     cuda_graphs: bool
     moe_token_dispatcher: str  # "alltoall", "allgather" or "flex" (planner.schema.TokenDispatcher)
+    cross_entropy: str  # the loss kernel (planner.schema.CrossEntropyKernel)
 
 
 def resolve_fp8_recipe(impl: Implementation, eff: Efficiency, gpu: GpuSku | None = None) -> Fp8Recipe:
@@ -74,6 +75,7 @@ def stack_of(impl: Implementation, precision: str, eff: Efficiency, gpu: GpuSku 
         activation_offload=k.activation_offload,
         cuda_graphs=k.cuda_graphs,
         moe_token_dispatcher=k.moe_token_dispatcher,
+        cross_entropy=k.cross_entropy,
     )
 
 
