@@ -586,7 +586,7 @@ class Layout(Strict):
 # Flash-attention kernels planner tells apart by speed (planner.model.perf `_flash_kernel_share`).
 AttentionKernel = Literal["native", "fa2", "triton"]
 # How the loss reads the logits (planner.model.memory `extras_bytes`): what it keeps and what backward allocates.
-CrossEntropyKernel = Literal["fp32", "vocab_parallel", "fused"]
+CrossEntropyKernel = Literal["fp32", "vocab_parallel", "fused", "fused_inplace"]
 
 
 class Implementation(Strict):
@@ -605,8 +605,10 @@ class Implementation(Strict):
     cross_entropy: CrossEntropyKernel | None = Field(
         None, description="how the loss reads the logits: fp32 (eager PyTorch on an fp32 copy: torchtitan, Hugging "
         "Face), vocab_parallel (Megatron's: the fp32 copy exponentiated in place), fused (one kernel on the 16-bit "
-        "logits, keeping them and an fp32 log-sum-exp: flash-attn's cross_entropy, llm-foundry's default "
-        "loss_fn fused_crossentropy); null = the framework's default",
+        "logits, keeping them and an fp32 log-sum-exp, writing a new 16-bit gradient: flash-attn's cross_entropy, "
+        "llm-foundry's default loss_fn fused_crossentropy), fused_inplace (the same, the gradient written over the "
+        "logits in forward: Transformer Engine's parallel cross-entropy, Megatron --cross-entropy-fusion-impl te); "
+        "null = the framework's default",
     )
     dropout: float = Field(0.0, ge=0, lt=1, description="hidden and attention dropout probability")
     framework: Framework = Field(

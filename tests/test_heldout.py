@@ -28,7 +28,7 @@ import validation
 # Levels measured on the held-out set (VALIDATION.md); the issue's targets are validation.*_TARGET.
 MEDIAN_NOW = 0.11
 FIT_NOW = 0.94
-MEMORY_WITHIN_NOW = 15  # of the reserved / allocated peaks within MEMORY_TARGET
+MEMORY_WITHIN_NOW = 17  # of the reserved / allocated peaks within MEMORY_TARGET
 # Every held-out layout can be stated (Megatron-Core's EP folding over TP·DP·CP as layout.expert_tp).
 REFUSED: dict[str, str] = {}
 
@@ -296,7 +296,9 @@ def test_a_fused_cross_entropy_keeps_only_the_16_bit_logits(held_out: tuple[list
     """llm-foundry's MPT runs flash-attn's fused cross-entropy by default (loss_fn fused_crossentropy): it keeps
     the 16-bit logits and an fp32 log-sum-exp and writes one 16-bit gradient, where an eager loss keeps fp32
     log-probabilities and allocates fp32 gradients. MPT-3B at 3 × 8192 tokens a micro-batch, without
-    checkpointing, ran on 80 GB GPUs (bf16 on A100 and H100, fp8 on H100): it fits so, not with an fp32 loss."""
+    checkpointing, ran on 80 GB GPUs (bf16 on A100 and H100, fp8 on H100): it fits so, not with an fp32 loss.
+    Transformer Engine's parallel cross-entropy (Megatron --cross-entropy-fusion-impl te) keeps the same and
+    allocates no gradient: it is written over the logits in forward."""
     from planner.model.memory import ActivationShape, extras_bytes
     from planner.model.presets import resolve
     from planner.schema import Implementation
@@ -308,12 +310,32 @@ def test_a_fused_cross_entropy_keeps_only_the_16_bit_logits(held_out: tuple[list
     _, eager, eager_transient = extras_bytes(m, resolve(Implementation(framework="fsdp")), x)
     assert eager - fused == pytest.approx(4 * sbv, rel=0.001)  # the fp32 log-probabilities, less the fp32 lse
     assert (fused_transient, eager_transient) == (2 * sbv, 8 * sbv)
+    # Transformer Engine's kernel writes the gradient over the logits in forward: the same kept, nothing more
+    _, te, te_transient = extras_bytes(m, resolve(Implementation(framework="fsdp", cross_entropy="fused_inplace")), x)
+    assert (te, te_transient) == (fused, 0)
     results, _ = held_out
     assert next(r for r in results if r.id == "mosaicml-mpt-3b-h100-8gpu-seq8192-fp8").fits
     run = next(r for r in validation.load_runs() if r["id"] == "mosaicml-mpt-3b-h100-8gpu-seq8192-fp8")
     sc = validation.scenario_of(run)
     as_eager = sc.model_copy(update={"implementation": sc.implementation.model_copy(update={"cross_entropy": "fp32"})})
     assert not estimate(EstimateRequest(scenario=as_eager)).fits
+
+
+def test_torchtitan_compiles_its_loss_with_the_model(held_out: tuple[list, list]) -> None:
+    """torchtitan runs its loss under torch.compile when it compiles the model (components/loss.py, 2025 on):
+    Inductor keeps the bf16 logits and a log-sum-exp, not fp32 log-probabilities. The June 2025 H200 runs'
+    reserved peaks (Llama 3.1 8B, 2 × 8192 tokens a GPU) come within 15 % so; with an eager fp32 loss planner
+    over-predicts them by more than 40 %."""
+    results, _ = held_out
+    for gpus in (32, 64):
+        rid = f"torchtitan-2506-h200-llama3.1-8b-{gpus}gpu-fsdp-float8"
+        got = next(r for r in results if r.id == rid)
+        assert got.memory_error is not None and abs(got.memory_error) <= validation.MEMORY_TARGET
+        run = next(r for r in validation.load_runs() if r["id"] == rid)
+        sc = validation.scenario_of(run)
+        eager = sc.model_copy(update={"implementation": sc.implementation.model_copy(update={"cross_entropy": "fp32"})})
+        peak = estimate(EstimateRequest(scenario=eager)).memory.reserved
+        assert peak / got.measured_memory > 1.4
 
 
 def test_megatron_weighs_routed_tokens_inside_the_expert_activation(held_out: tuple[list, list]) -> None:

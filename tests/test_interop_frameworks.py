@@ -562,6 +562,50 @@ def test_megatron_token_dispatcher_is_read() -> None:
     assert dense.implementation().moe_token_dispatcher is None
 
 
+def test_megatron_cross_entropy_fusion_is_read_and_written() -> None:
+    """--cross-entropy-loss-fusion with --cross-entropy-fusion-impl te runs Transformer Engine's parallel
+    cross-entropy (implementation.cross_entropy fused_inplace); the native fusion, te without the fusion switch,
+    or neither keeps Megatron's vocab-parallel loss (the framework default, None). The exported flags read back
+    to the same kernel."""
+    dense = "--num-layers 4 --hidden-size 512 --num-attention-heads 8 --seq-length 1024 " \
+            "--max-position-embeddings 1024 --vocab-size 32000 --micro-batch-size 1 --global-batch-size 8"
+    for extra, want in (("", None), ("--cross-entropy-loss-fusion", None),
+                        ("--cross-entropy-loss-fusion --cross-entropy-fusion-impl native", None),
+                        ("--cross-entropy-fusion-impl te", None),
+                        ("--cross-entropy-loss-fusion --cross-entropy-fusion-impl te", "fused_inplace")):
+        cfg = parse_megatron_args(f"{dense} {extra}")
+        assert cfg.implementation().cross_entropy == want, extra
+        assert cfg.unknown == [] and not any("cross-entropy" in flag for flag in cfg.ignored), extra
+    fused = parse_megatron_args(f"{dense} --cross-entropy-loss-fusion --cross-entropy-fusion-impl te")
+    args = megatron_args_from_layout(fused.model, fused.to_layout(8), 1024, fused.implementation())
+    assert "--cross-entropy-fusion-impl te" in args
+    assert parse_megatron_args(args, model=fused.model).implementation().cross_entropy == "fused_inplace"
+    with pytest.raises(InputError, match="--cross-entropy-fusion-impl"):
+        parse_megatron_args(f"{dense} --cross-entropy-fusion-impl triton")
+
+
+def test_torchtitan_compiled_loss_is_the_fused_cross_entropy() -> None:
+    """A loss under torch.compile ([compile] enable with "loss" among the components, torchtitan's default, or an
+    older file's [training] compile) keeps only the bf16 logits: cross_entropy fused; compiling the model alone,
+    or nothing, leaves the eager fp32 loss. A fused loss is written as a compiled loss and reads back so."""
+    base = "[parallelism]\ndata_parallel_shard_degree = 8\n"
+    for extra, want in (("", None), ("[compile]\nenable = true\n", "fused"),
+                        ('[compile]\nenable = true\ncomponents = ["model"]\n', None),
+                        ('[compile]\nenable = true\ncomponents = ["model", "loss"]\n', "fused"),
+                        ("[compile]\nenable = false\n", None), ("[training]\ncompile = true\n", "fused")):
+        assert parse_torchtitan_toml(base + extra).implementation().cross_entropy == want, extra
+    with pytest.raises(InputError, match=r"compile\.enable must be true or false"):
+        parse_torchtitan_toml(base + '[compile]\nenable = "yes"\n')
+    with pytest.raises(InputError, match=r"compile\.components"):
+        parse_torchtitan_toml(base + "[compile]\nenable = true\ncomponents = 3\n")
+    layout = Layout(dp=8, zero=3, recompute="selective", global_batch=16, micro_batch=2)
+    impl = Implementation(framework="torchtitan", cross_entropy="fused")
+    text = torchtitan_toml_from_layout(layout, SEQ, "llama-3.1-8b", impl)
+    assert '[compile]\nenable = true\ncomponents = ["loss"]' in text
+    assert parse_torchtitan_toml(text).implementation().cross_entropy == "fused"
+    assert "[compile]" not in torchtitan_toml_from_layout(layout, SEQ, "llama-3.1-8b")
+
+
 def test_torchtitan_module_fqns_carry_an_explicit_pipeline_layout() -> None:
     """parallelism.module_fqns_per_model_part (one list of module names per model part) holds an uneven layout:
     written from layout.pipeline_layout with the embedding in the first part and norm + output in the last, and

@@ -242,6 +242,9 @@ def test_recipe_keys_read_framework_settings() -> None:
     impl, lay, _ = recipe_keys(tt)
     assert impl == {"framework": "torchtitan", "reshard_after_forward": False}
     assert lay == {"dp_shard": 8, "recompute": "selective"}
+    # torchtitan compiles its loss with the model (components/loss.py build_cross_entropy_loss, 2025 on)
+    tt["framework_settings"]["loss_fn"] = "cross_entropy_loss under torch.compile"
+    assert recipe_keys(tt)[0]["cross_entropy"] == "fused"
     assert framework_of({"id": "bloom-176b", "source": {"title": "BigScience BLOOM"}, "parallelism": {}}) == "deepspeed"
     mosaic = {"id": "mosaicml-mpt-7b", "source": {"title": "llm-foundry"}, "parallelism": {},
               "framework_settings": {"framework": "Composer + llm-foundry", "fsdp": "FULL_SHARD",

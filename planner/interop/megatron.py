@@ -38,6 +38,7 @@ from planner.schema import (
     MAX_GPUS,
     MAX_LAYERS,
     MAX_SEQ,
+    CrossEntropyKernel,
     Fp8Recipe,
     Implementation,
     Layout,
@@ -155,6 +156,8 @@ UNDERSTOOD_FLAGS: dict[str, Kind] = {
     "--heterogeneous-layers-config-path": "str",
     "--moe-token-dispatcher-type": "str",
     "--moe-enable-deepep": "switch",
+    "--cross-entropy-loss-fusion": "switch",
+    "--cross-entropy-fusion-impl": "str",
 }
 
 # Flags that change neither memory nor the time model, listed in MegatronConfig.ignored when seen.
@@ -204,8 +207,8 @@ IGNORED_FLAGS: frozenset[str] = _flag_set(
     --check-for-nan-in-loss-and-grad --no-check-for-nan-in-loss-and-grad""",
     # fusions, communication overlap and router tuning: speed, not the tensors planner counts
     """ --no-masked-softmax-fusion --no-bias-gelu-fusion --no-bias-swiglu-fusion --no-bias-dropout-fusion
-    --no-rope-fusion --no-persist-layer-norm --no-gradient-accumulation-fusion --cross-entropy-loss-fusion
-    --cross-entropy-fusion-impl --overlap-grad-reduce --overlap-param-gather
+    --no-rope-fusion --no-persist-layer-norm --no-gradient-accumulation-fusion --overlap-grad-reduce
+    --overlap-param-gather
     --overlap-param-gather-with-optimizer-step --tp-comm-overlap --overlap-p2p-comm
     --no-overlap-p2p-communication --align-grad-reduce --align-param-gather
     --no-async-tensor-model-parallel-allreduce --async-tensor-model-parallel-allreduce --distributed-backend
@@ -268,6 +271,7 @@ class MegatronConfig:
     activation_offload: bool = False
     cuda_graphs: bool = False
     moe_token_dispatcher: TokenDispatcher | None = None
+    cross_entropy: CrossEntropyKernel | None = None  # None: Megatron's vocab-parallel loss
     expert_tp: int | None = None
     ignored: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
@@ -298,6 +302,7 @@ class MegatronConfig:
             fp8_recipe=self.fp8_recipe, fp8_param_gather=self.fp8_param_gather,
             recompute_modules=self.recompute_modules, activation_offload=self.activation_offload,
             cuda_graphs=self.cuda_graphs, moe_token_dispatcher=self.moe_token_dispatcher,
+            cross_entropy=self.cross_entropy,
         )
 
     def to_layout(self, gpus: int) -> Layout:
@@ -948,6 +953,12 @@ def parse_megatron_args(
     # --moe-token-dispatcher-type (default allgather); flex runs DeepEP/HybridEP, as --moe-enable-deepep did
     dispatcher = args.choice("--moe-token-dispatcher-type", ("allgather", "alltoall", "flex", "alltoall_seq"),
                              "flex" if args.switch("--moe-enable-deepep") else "allgather")
+    # --cross-entropy-loss-fusion with --cross-entropy-fusion-impl te runs Transformer Engine's parallel
+    # cross-entropy on the 16-bit logits (megatron/core/models/common/language_module/language_module.py);
+    # the native fusion keeps Megatron's fp32 copy
+    ce_impl = args.choice("--cross-entropy-fusion-impl", ("native", "te"), "native")
+    fused_te = args.switch("--cross-entropy-loss-fusion") and ce_impl == "te"
+    cross_entropy = "fused_inplace" if fused_te else None
     spec = _model(args, tp, model, unsupported, notes)
     layers = spec.layers if spec else args.int("--num-layers")
     vpp = _vpp(args, layers, pp)
@@ -990,7 +1001,7 @@ def parse_megatron_args(
         pipeline_layout=chunks, activation_offload=act_offload, cuda_graphs=cuda_graphs,
         moe_token_dispatcher=("alltoall" if dispatcher == "alltoall_seq" else dispatcher)  # type: ignore[arg-type]
         if spec is not None and spec.moe is not None else None,
-        expert_tp=etp,
+        expert_tp=etp, cross_entropy=cross_entropy,  # type: ignore[arg-type]
         sequence_parallel=sequence_parallel,
         micro_batch=args.int("--micro-batch-size"), global_batch=args.int("--global-batch-size"),
         precision=precision, fp32_grad_accumulation=fp32_grads, optimizer=optimizer, offload_optimizer=offload,
@@ -1148,6 +1159,8 @@ def megatron_args_from_layout(
         lines.append("--cpu-offloading")
     if impl.cuda_graphs:
         lines.append("--cuda-graph-impl transformer_engine")
+    if impl.cross_entropy == "fused_inplace":
+        lines += ["--cross-entropy-loss-fusion", "--cross-entropy-fusion-impl te"]
     lines += [f"--attention-dropout {impl.dropout}", f"--hidden-dropout {impl.dropout}"]
     if impl.attention == "eager":
         lines.append("--attention-backend unfused")

@@ -355,9 +355,15 @@ def recipe_keys(run: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], li
     if re.search(r"attn_impl:?\s*triton", said):
         impl["attention_kernel"] = "triton"
     # the loss kernel: llm-foundry's MPT defaults to flash-attn's fused cross-entropy (loss_fn fused_crossentropy,
-    # llmfoundry/models/mpt/modeling_mpt.py ComposerMPTCausalLM, v0.1.0 on)
+    # llmfoundry/models/mpt/modeling_mpt.py ComposerMPTCausalLM, v0.1.0 on); Megatron's
+    # cross_entropy_fusion_impl 'te' runs Transformer Engine's, which writes the gradient over the logits; a loss
+    # under torch.compile is one Inductor kernel on the 16-bit logits as well (torchtitan components/loss.py)
     loss = str(setting("loss_fn", "cross_entropy") or "").lower()
-    if "fused" in loss or (not loss and "llm-foundry" in str(setting("framework") or "").lower()):
+    said_te = re.search(r"cross_entropy_fusion_impl\W+te\b", " ".join(str(v) for v in fs.values()).lower())
+    if said_te:
+        impl["cross_entropy"] = "fused_inplace"
+    elif "fused" in loss or "torch.compile" in loss or (
+            not loss and "llm-foundry" in str(setting("framework") or "").lower()):
         impl["cross_entropy"] = "fused"
     # the MoE token dispatcher, the first one the recipe names
     named = re.search(r"flex|hybridep|deepep|all-?to-?all|all-?gather",

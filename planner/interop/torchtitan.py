@@ -6,10 +6,11 @@ turns it off by default, torchtitan/distributed/fsdp.py) parameters stay gathere
 which is ZeRO-2's memory. data_parallel_replicate_degree alone is DDP (ZeRO-0); with a shard degree as well
 it is HSDP (`layout.dp_shard`). -1 for the shard degree means "the GPUs the other degrees leave".
 `TorchtitanConfig.implementation()` carries the framework, the resharding policy, torchao float8 (tensorwise
-scaling is current scaling; FSDP float8 all-gather is `fp8_param_gather`) and MX (mxfp8).
+scaling is current scaling; FSDP float8 all-gather is `fp8_param_gather`), MX (mxfp8) and a compiled loss
+(cross_entropy `fused`).
 
 Keys are read where the current JobConfig keeps them ([parallelism], [training], [activation_checkpoint],
-[model], [optimizer], [float8], [mx]) and, for older files, under [training] or [experimental].
+[model], [optimizer], [float8], [mx], [compile]) and, for older files, under [training] or [experimental].
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class TorchtitanConfig:
     recompute_num_layers: int | None = None
     fp8_recipe: Fp8Recipe | None = None
     fp8_param_gather: bool = False
+    compiled_loss: bool = False  # the loss under torch.compile: one Inductor kernel on the bf16 logits
     unsupported: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     where: str = "torchtitan config"
@@ -101,6 +103,7 @@ class TorchtitanConfig:
         return (base or Implementation()).model_copy(update={
             "framework": "torchtitan", "reshard_after_forward": policy, "fp8_recipe": self.fp8_recipe,
             "fp8_param_gather": self.fp8_param_gather, "recompute_modules": None,
+            "cross_entropy": "fused" if self.compiled_loss else (base.cross_entropy if base else None),
         })
 
     def to_layout(self, gpus: int) -> Layout:
@@ -337,6 +340,8 @@ def parse_torchtitan_toml(
         fp8_gather = float8.get("enable_fsdp_float8_all_gather") is True
     reduce = t.str("mixed_precision_reduce", "float32", "training", "parallelism")
 
+    compiled_loss = _compiled_loss(t)
+
     offload = t.find("enable_cpu_offload", "training", "parallelism")
     if offload and offload[1] is True:
         unsupported[offload[0]] = (
@@ -358,8 +363,30 @@ def parse_torchtitan_toml(
         local_batch=local, global_batch=global_batch, pp_microbatch=pp_micro, seq=seq, recompute=recompute,
         precision=precision, fp32_grad_accumulation=reduce == "float32", optimizer=optimizer,
         offload_optimizer=bool(offload and offload[1] is True), recompute_num_layers=recompute_num_layers,
-        fp8_recipe=fp8_recipe, fp8_param_gather=fp8_gather, unsupported=unsupported, notes=notes, where=where,
+        fp8_recipe=fp8_recipe, fp8_param_gather=fp8_gather, compiled_loss=compiled_loss, unsupported=unsupported,
+        notes=notes, where=where,
     )
+
+
+def _compiled_loss(t: _Toml) -> bool:
+    """Whether the loss runs under torch.compile. Inductor fuses the fp32 upcast, log-softmax and its gradient
+    into kernels that keep only the bf16 logits and a log-sum-exp (planner's `fused` cross-entropy).
+
+    [compile] enable with "loss" among components (default ["model", "loss"], torchtitan config/configs.py
+    CompileConfig); older files' [training] compile compiled the loss with the model (components/loss.py
+    build_cross_entropy_loss from February 2025; train.py left it eager between December 2024 and then).
+    """
+    found = t.find("enable", "compile") or t.find("compile", "training")
+    if found is None:
+        return False
+    name, enabled = found
+    if not isinstance(enabled, bool):
+        raise InputError(f"{t.where}: {name} must be true or false, got {enabled!r}")
+    components = t.find("components", "compile") if name == "compile.enable" else None
+    if components is not None and (not isinstance(components[1], list)
+                                   or not all(isinstance(c, str) for c in components[1])):
+        raise InputError(f"{t.where}: compile.components must be a list of names, got {components[1]!r}")
+    return enabled and (components is None or "loss" in components[1])
 
 
 TomlValue = int | str | bool | list[str] | list[list[str]]
@@ -473,6 +500,8 @@ def torchtitan_toml_from_layout(layout: Layout, seq: int, model: ModelSpec | str
         sections.append(("model", model_section))
     if float8:
         sections.append(("float8", float8))
+    if impl.cross_entropy == "fused":  # the loss under torch.compile, the model left eager as planner times it
+        sections.append(("compile", {"enable": True, "components": ["loss"]}))
     sections.append(("optimizer", {"name": "Adam" if layout.optimizer == "adam" else "AdamW"}))
     sections += [("parallelism", parallel), ("activation_checkpoint", checkpoint), ("training", training)]
     return "\n".join(

@@ -476,8 +476,9 @@ def extras_bytes(m: ModelSpec, k: Knobs, x: ActivationShape) -> tuple[Any, Any, 
     sb = x.s * x.b
     embedding = 8 * sb + (sb * m.hidden / x.r if x.dropout else 0)
     loss = norm_saved(m, k, x, m.hidden) + 2 * sb * m.hidden / x.r
-    if k.cross_entropy == "fused":
-        return embedding, loss + 2 * sb * m.vocab / x.t + 4 * sb, 2 * sb * m.vocab / x.t
+    if k.cross_entropy in ("fused", "fused_inplace"):
+        transient = 2 * sb * m.vocab / x.t if k.cross_entropy == "fused" else 0.0
+        return embedding, loss + 2 * sb * m.vocab / x.t + 4 * sb, transient
     loss = loss + 4 * sb * m.vocab / x.t
     if not k.fused_norm:
         # eager models return the 16-bit logits (Hugging Face, torchtitan); a column-parallel output layer leaves

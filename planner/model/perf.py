@@ -84,8 +84,9 @@ TRITON_FLASH_BACKWARD = 1 / 2.0
 NATIVE_FLASH_GENERATIONS = ("hopper", "blackwell")
 # Bytes per logit the loss moves, forward and backward: the fp32 upcast, max, exp-sum, softmax and its gradient;
 # a fused kernel reads the 16-bit logits once each way and writes their 16-bit gradient (flash-attn's
-# losses/cross_entropy.py)
-CROSS_ENTROPY_BYTES = {"fp32": 24, "vocab_parallel": 24, "fused": 6}
+# losses/cross_entropy.py); Transformer Engine's reads them twice in forward (online softmax, then the gradient
+# written over them) and scales that gradient in place in backward (pytorch/triton/cross_entropy.py)
+CROSS_ENTROPY_BYTES = {"fp32": 24, "vocab_parallel": 24, "fused": 6, "fused_inplace": 10}
 UNFUSED_BYTES = 2.0  # unfused element-wise ops (as Hugging Face writes them) each re-read and re-write
 # Optimizer step, bytes per parameter of the local shard: AdamW reads and writes fp32 master, m and v
 # (24), reads the fp32 gradient (4) twice (norm for clipping, then the update) and writes the 16-bit
