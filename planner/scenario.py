@@ -27,12 +27,17 @@ from planner.limits import (
     MAX_USD_PER_GPU_HOUR,
 )
 from planner.schema import (
+    FP32_PARAM_FRAMEWORKS,
+    MASTER_WEIGHTS_HELP,
+    MOMENT_DTYPE_HELP,
     BatchSize,
     Efficiency,
     GpuCount,
     GpuDefinition,
     Implementation,
+    MasterWeights,
     ModelSpec,
+    MomentDtype,
     Optimizer,
     Overheads,
     Precision,
@@ -41,6 +46,7 @@ from planner.schema import (
     Reliability,
     SeqLen,
     Strict,
+    check_optimizer_state,
 )
 
 
@@ -79,9 +85,12 @@ class Job(Strict):
     fp32_grad_accumulation: bool = Field(
         True, description="fp32 gradient buffer and reduction (Megatron --grad-reduce-in-fp32; NeMo 2 turns it off)"
     )
+    master_weights: MasterWeights = Field("fp32", description=MASTER_WEIGHTS_HELP)
+    moment_dtype: MomentDtype = Field("fp32", description=MOMENT_DTYPE_HELP)
 
     @model_validator(mode="after")
     def _at_least_one_step(self) -> Job:
+        check_optimizer_state(self.optimizer, self.moment_dtype)
         step = self.seq_len * self.global_batch
         if self.tokens < step:
             raise ValueError(
@@ -246,6 +255,11 @@ class Scenario(Strict):
             for sku in self.pricing.usd_per_gpu_hour or {}:
                 if _canonical_sku(sku) not in skus:
                     raise ValueError(f"pricing.usd_per_gpu_hour names {sku!r}, not among hardware.skus {skus}")
+        framework = self.implementation.framework
+        for key, job in [("job", self.job)] + [(f"jobs.{j.name}.job", j.job) for j in self.jobs]:
+            if framework in FP32_PARAM_FRAMEWORKS and job.master_weights != "fp32":
+                raise ValueError(f"{key}.master_weights {job.master_weights}: {framework} keeps its sharded fp32 "
+                                 "parameters as the master; only fp32")
         return self
 
 

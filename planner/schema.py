@@ -498,8 +498,29 @@ class GpuDefinition(Strict):
 Recompute = Literal["none", "selective", "full"]
 Precision = Literal["bf16", "fp16", "fp8"]
 Optimizer = Literal["adam", "adamw", "sgd", "adam8bit"]
+# What the optimizer keeps as the master copy of a 16-bit parameter (planner.model.memory `MASTER_WEIGHT_BYTES`):
+# fp32; remainder, the 16 low bits that with the bf16 parameter make the fp32 value (Apex DistributedFusedAdam
+# store_param_remainders, as NeMo 1 sets it; Megatron-Core's precision-aware optimizer by default); fp16; none, the
+# 16-bit parameters updated in place (Apex with optim.dtype bf16 on a bf16 model).
+MasterWeights = Literal["fp32", "remainder", "fp16", "none"]
+# The dtype of the optimizer's moments (Megatron --exp-avg-dtype / --exp-avg-sq-dtype, Apex optim.dtype).
+MomentDtype = Literal["fp32", "bf16", "fp16", "fp8"]
+MASTER_WEIGHTS_HELP = ("master copy of the 16-bit parameters: fp32, remainder (the 16 bits bf16 drops: Apex "
+                       "store_param_remainders, Megatron --use-precision-aware-optimizer), fp16, or none (the 16-bit "
+                       "parameters are updated in place: Apex optim.dtype bf16)")
+MOMENT_DTYPE_HELP = ("dtype of the optimizer's moments (Megatron --exp-avg-dtype/--exp-avg-sq-dtype with "
+                     "--use-precision-aware-optimizer, Apex optim.dtype); adam8bit keeps its own 8-bit moments")
+
+
+def check_optimizer_state(optimizer: str, moment_dtype: str) -> None:
+    """8-bit Adam quantises its moments itself: another moment dtype would be a second, contradictory answer."""
+    if optimizer == "adam8bit" and moment_dtype != "fp32":
+        raise ValueError(f"moment_dtype {moment_dtype}: adam8bit keeps its moments in 8 bits; leave moment_dtype fp32")
 # The software stack a job runs on; each sets documented defaults for the knobs below (planner/model/presets).
 Framework = Literal["megatron-core", "torchtitan", "deepspeed", "fsdp"]
+# Frameworks whose sharded parameters stay fp32 and are the master copy (FSDP's mixed precision casts to bf16 only
+# for compute: torch.distributed.fsdp MixedPrecisionPolicy); the others keep 16-bit parameters and a master apart.
+FP32_PARAM_FRAMEWORKS = frozenset({"torchtitan", "fsdp"})
 # Transformer Engine's fp8 scaling recipes (transformer_engine/common/recipe/__init__.py): DelayedScaling,
 # Float8CurrentScaling, MXFP8BlockScaling (Blackwell), Float8BlockScaling (DeepSeek-V3-style 1x128/128x128 blocks).
 # Megatron-Core's --recompute-modules (megatron/core/transformer/transformer_config.py recompute_modules).
@@ -527,6 +548,8 @@ class Layout(Strict):
     fp32_grad_accumulation: bool = Field(True, description="fp32 main_grad buffer (Megatron)")
     optimizer: Optimizer = "adamw"
     offload_optimizer: bool = Field(False, description="optimizer state and master weights in CPU RAM")
+    master_weights: MasterWeights = Field("fp32", description=MASTER_WEIGHTS_HELP)
+    moment_dtype: MomentDtype = Field("fp32", description=MOMENT_DTYPE_HELP)
     recompute_num_layers: int | None = Field(
         None,
         ge=1,
@@ -573,6 +596,11 @@ class Layout(Strict):
         description="layers on the last pipeline stage (Megatron --decoder-last-pipeline-num-layers); null with an "
         "uneven depth = ⌈layers/pp⌉ per stage and the rest on the last",
     )
+
+    @model_validator(mode="after")
+    def _optimizer_state(self) -> Layout:
+        check_optimizer_state(self.optimizer, self.moment_dtype)
+        return self
 
     @property
     def gpus(self) -> int:

@@ -218,3 +218,31 @@ def test_framework_files_deep_or_endless(tmp_path: Path, flag: str, content: str
 ])
 def test_another_commands_input_names_that_command(command: str, path: str, other: str) -> None:
     refused([command, path], f"run `{other} {path}`")
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    ("job: {tokens: 2e9, seq_len: 4096, global_batch: 64, master_weights: remainder}\n"
+     "implementation: {framework: torchtitan}\n", ("job.master_weights remainder", "torchtitan", "only fp32")),
+    ("job: {tokens: 2e9, seq_len: 4096, global_batch: 64, optimizer: adam8bit, moment_dtype: bf16}\n",
+     ("moment_dtype bf16", "adam8bit")),
+    ("job: {tokens: 2e9, seq_len: 4096, global_batch: 64, moment_dtype: fp4}\n", ("job.moment_dtype",)),
+])
+def test_an_optimizer_state_a_framework_cannot_keep_is_refused(tmp_path: Path, extra: str,
+                                                               expected: tuple[str, ...]) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("model: llama-2-7b\nhardware: {skus: [h100-sxm], max_gpus: 8}\n" + extra)
+    refused(["solve", str(path)], str(path), *expected)
+
+
+def test_a_narrowed_optimizer_state_is_planned_with(tmp_path: Path) -> None:
+    """Apex's bf16 optimizer state (no master, bf16 moments) reaches the plan: less optimizer memory than fp32."""
+    peaks = []
+    for state in ("", ", master_weights: none, moment_dtype: bf16"):
+        path = tmp_path / "s.yaml"
+        path.write_text(SCENARIO.replace("global_batch: 64", "global_batch: 64" + state)
+                        + "layout: {sku: h100-sxm, gpus: 8, tp: 1, pp: 1, zero: 1, micro_batch: 1}\n")
+        result = runner.invoke(app, ["solve", str(path), "--format", "json"])
+        assert result.exit_code == 0, result.output
+        plan = json.loads(result.stdout)["plans"][0]
+        peaks.append(plan["memory"]["bytes"]["optimizer"])
+    assert peaks[1] < peaks[0] / 2

@@ -584,6 +584,37 @@ def test_megatron_cross_entropy_fusion_is_read_and_written() -> None:
         parse_megatron_args(f"{dense} --cross-entropy-fusion-impl triton")
 
 
+def test_megatron_precision_aware_optimizer_is_read_and_written() -> None:
+    """--use-precision-aware-optimizer narrows the optimizer state (megatron/core/optimizer/distrib_optimizer.py):
+    with bf16 parameters the fp32 master keeps only its 16-bit remainder unless --no-store-param-remainders,
+    --exp-avg-dtype / --exp-avg-sq-dtype set the moments, --main-grads-dtype bf16 the gradients. The exported
+    flags read back to the same state; a narrowed dtype without the switch is refused as Megatron refuses it."""
+    dense = "--num-layers 4 --hidden-size 512 --num-attention-heads 8 --seq-length 1024 --bf16 " \
+            "--max-position-embeddings 1024 --vocab-size 32000 --micro-batch-size 1 --global-batch-size 8"
+    for extra, want in (
+            ("", ("fp32", "fp32", True)),
+            ("--use-precision-aware-optimizer", ("remainder", "fp32", True)),
+            ("--use-precision-aware-optimizer --no-store-param-remainders", ("fp32", "fp32", True)),
+            ("--use-precision-aware-optimizer --exp-avg-dtype bf16 --exp-avg-sq-dtype bf16 --main-grads-dtype bf16",
+             ("remainder", "bf16", False)),
+            ("--use-precision-aware-optimizer --no-store-param-remainders --main-params-dtype fp16 "
+             "--exp-avg-dtype fp8 --exp-avg-sq-dtype fp8", ("fp16", "fp8", True))):
+        cfg = parse_megatron_args(f"{dense} {extra}")
+        layout = cfg.to_layout(8)
+        assert (layout.master_weights, layout.moment_dtype, layout.fp32_grad_accumulation) == want, extra
+        assert cfg.unknown == [] and cfg.unsupported == {}, extra
+        args = megatron_args_from_layout(cfg.model, layout, 1024, cfg.implementation())
+        back = parse_megatron_args(args, model=cfg.model).to_layout(8)
+        assert (back.master_weights, back.moment_dtype, back.fp32_grad_accumulation) == want, args
+    with pytest.raises(InputError, match="--exp-avg-dtype bf16: Megatron needs --use-precision-aware-optimizer"):
+        parse_megatron_args(f"{dense} --exp-avg-dtype bf16")
+    with pytest.raises(InputError, match="one dtype"):
+        parse_megatron_args(f"{dense} --use-precision-aware-optimizer --exp-avg-dtype fp8 --exp-avg-sq-dtype bf16")
+    none = Layout(dp=8, global_batch=8, master_weights="none", moment_dtype="bf16")
+    with pytest.raises(InputError, match="master_weights none"):
+        megatron_args_from_layout(get_model("llama-3.1-8b"), none, 1024, Implementation())
+
+
 def test_torchtitan_compiled_loss_is_the_fused_cross_entropy() -> None:
     """A loss under torch.compile ([compile] enable with "loss" among the components, torchtitan's default, or an
     older file's [training] compile) keeps only the bf16 logits: cross_entropy fused; compiling the model alone,

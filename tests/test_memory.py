@@ -62,6 +62,31 @@ def test_adam_and_sgd_state_match_torch() -> None:
         assert state / n == OPTIMIZER_MOMENT_BYTES[name]
 
 
+def test_narrowed_optimizer_state_matches_torch_and_the_remainder_completes_fp32() -> None:
+    """A bf16 model stepped by AdamW directly keeps bf16 moments and no master (Apex with optim.dtype bf16):
+    master_weights none, moment_dtype bf16, read off a real step. The 16-bit remainder Apex and Megatron keep
+    instead of an fp32 master holds exactly what the bf16 parameter drops: the two make the fp32 value bit for bit."""
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Sequential(torch.nn.Linear(64, 96), torch.nn.Linear(96, 32)).to(torch.bfloat16)
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.randn(4, 64, dtype=torch.bfloat16)).float().sum().backward()
+    opt.step()
+    n = sum(p.numel() for p in model.parameters())
+    state = sum(t.numel() * t.element_size() for s in opt.state.values() for t in s.values()
+                if torch.is_tensor(t) and t.dim() > 0)
+    master, moments = Recipe(master_weights="none", moment_dtype="bf16").optimizer_bytes()
+    assert state / n == master + moments == 4
+    bf16_state = Recipe(master_weights="none", moment_dtype="bf16", fp32_grad_accumulation=False)
+    assert per_param(bf16_state, 1, 8) == 4 + 4 / 8
+    # the remainder: the low 16 bits of each fp32 word (the bf16 parameter is the high 16, truncated)
+    fp32 = torch.randn(1000, dtype=torch.float32)
+    bits = fp32.view(torch.int32)
+    high, low = bits >> 16, bits & 0xFFFF
+    assert torch.equal(((high << 16) | low).view(torch.float32), fp32)
+    assert Recipe(master_weights="remainder").optimizer_bytes()[0] * 8 == 16
+    assert per_param(Recipe(master_weights="remainder"), 1, 8) == pytest.approx(6 + 10 / 8)
+
+
 @pytest.mark.parametrize(("p", "v", "m", "expected_layers_per_l"), [
     (4, 1, 16, 1.0),  # 1F1B: the first stage holds p micro-batches of L/p layers = L
     (8, 1, 4, 0.5),  # fewer micro-batches than stages

@@ -254,6 +254,14 @@ def test_recipe_keys_read_framework_settings() -> None:
     assert impl == {"framework": "fsdp", "cross_entropy": "fused"} and lay == {"fp32_grad_accumulation": False}
     mosaic["framework_settings"]["loss_fn"] = "torch_crossentropy"
     assert "cross_entropy" not in recipe_keys(mosaic)[0]
+    # NeMo 1's Apex DistributedFusedAdam keeps the bf16 parameters' remainders; in bf16 (optim.dtype) no master
+    nemo1 = {"id": "nemo-24.07-gpt3", "source": {"title": "NeMo"}, "parallelism": {}, "precision": "fp8",
+             "framework_settings": {"framework": "NeMo-1 megatron_gpt_pretraining",
+                                    "distributed_optimizer": "Apex distributed_fused_adam"}}
+    assert recipe_keys(nemo1)[1] == {"master_weights": "remainder"}
+    nemo1["framework_settings"]["optimizer_dtype"] = "bf16 (yaml optim.dtype)"
+    assert recipe_keys(nemo1)[1] == {"master_weights": "none", "moment_dtype": "bf16"}
+    assert recipe_keys({**nemo1, "precision": "fp16"})[1] == {}  # an fp16 model keeps an fp32 master (store_params)
 
 
 def test_published_nvidia_runs_fit_and_bloom_within_15_percent() -> None:

@@ -25,7 +25,7 @@ import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 from pydantic import ValidationError
 
@@ -42,8 +42,10 @@ from planner.schema import (
     Fp8Recipe,
     Implementation,
     Layout,
+    MasterWeights,
     ModelSpec,
     MoESpec,
+    MomentDtype,
     Optimizer,
     Precision,
     Recompute,
@@ -137,6 +139,7 @@ UNDERSTOOD_FLAGS: dict[str, Kind] = {
     "--main-params-dtype": "str",
     "--exp-avg-dtype": "str",
     "--exp-avg-sq-dtype": "str",
+    "--no-store-param-remainders": "switch",
     # read only to be reported as unsupported
     "--multi-latent-attention": "switch",
     "--qk-layernorm": "switch",
@@ -254,6 +257,8 @@ class MegatronConfig:
     fp32_grad_accumulation: bool = True
     optimizer: Optimizer = "adamw"
     offload_optimizer: bool = False
+    master_weights: MasterWeights = "fp32"
+    moment_dtype: MomentDtype = "fp32"
     seq: int | None = None
     dropout: float = 0.1  # --hidden-dropout
     attention_dropout: float = 0.1
@@ -328,7 +333,8 @@ class MegatronConfig:
                 recompute=self.recompute, sequence_parallel=self.sequence_parallel, micro_batch=self.micro_batch,
                 global_batch=global_batch, precision=self.precision,
                 fp32_grad_accumulation=self.fp32_grad_accumulation, optimizer=self.optimizer,
-                offload_optimizer=self.offload_optimizer, recompute_num_layers=self.recompute_num_layers,
+                offload_optimizer=self.offload_optimizer, master_weights=self.master_weights,
+                moment_dtype=self.moment_dtype, recompute_num_layers=self.recompute_num_layers,
                 recompute_method=self.recompute_method,
                 account_for_embedding_in_pipeline_split=self.account_for_embedding_in_pipeline_split,
                 account_for_loss_in_pipeline_split=self.account_for_loss_in_pipeline_split,
@@ -863,16 +869,37 @@ def _precision(args: _Args, unsupported: dict[str, str]) -> tuple[Precision, boo
     if args.switch("--bf16") and args.switch("--fp16"):
         raise InputError("--bf16 and --fp16 are both given (Megatron accepts one)")
     fp8 = args.choice("--fp8-format", ("e4m3", "hybrid"))
-    for flag in ("--main-grads-dtype", "--main-params-dtype", "--exp-avg-dtype", "--exp-avg-sq-dtype"):
-        dtype = args.raw(flag)
-        if dtype is not None and dtype != "fp32":
-            unsupported[flag] = f"{dtype} optimizer state or main copies; planner counts fp32"
     if args.switch("--fp16"):
         # validate_args turns on fp32 accumulation for bf16 only; fp16 keeps fp16 gradient buffers.
         return ("fp8" if fp8 else "fp16"), args.switch("--accumulate-allreduce-grads-in-fp32")
     if not args.switch("--bf16"):
         unsupported["--bf16"] = "neither --bf16 nor --fp16: fp32 training is not modelled; taken as bf16"
-    return ("fp8" if fp8 else "bf16"), not args.switch("--grad-reduce-in-bf16")
+    bf16_grads = args.switch("--grad-reduce-in-bf16") or (
+        args.switch("--use-precision-aware-optimizer")
+        and args.choice("--main-grads-dtype", ("fp32", "bf16"), "fp32") == "bf16")
+    return ("fp8" if fp8 else "bf16"), not bf16_grads
+
+
+def _optimizer_state(args: _Args) -> tuple[MasterWeights, MomentDtype]:
+    """The master copy and moment dtype of Megatron-Core's precision-aware optimizer (megatron/core/optimizer/
+    distrib_optimizer.py: with bf16 parameters it keeps only the 16-bit remainder of an fp32 master unless
+    --no-store-param-remainders); without --use-precision-aware-optimizer, Megatron keeps everything fp32."""
+    dtypes = {flag: args.choice(flag, choices, "fp32") for flag, choices in (
+        ("--main-params-dtype", ("fp32", "fp16")), ("--exp-avg-dtype", ("fp32", "fp16", "bf16", "fp8")),
+        ("--exp-avg-sq-dtype", ("fp32", "fp16", "bf16", "fp8")), ("--main-grads-dtype", ("fp32", "bf16")))}
+    if not args.switch("--use-precision-aware-optimizer"):
+        narrowed = [flag for flag, dtype in dtypes.items() if dtype != "fp32"]
+        if narrowed:
+            raise InputError(f"{narrowed[0]} {dtypes[narrowed[0]]}: Megatron needs --use-precision-aware-optimizer "
+                             "for an optimizer state other than fp32")
+        return "fp32", "fp32"
+    if dtypes["--exp-avg-dtype"] != dtypes["--exp-avg-sq-dtype"]:
+        raise InputError(f"--exp-avg-dtype {dtypes['--exp-avg-dtype']} and --exp-avg-sq-dtype "
+                         f"{dtypes['--exp-avg-sq-dtype']}: planner models both Adam moments in one dtype")
+    moments = cast(MomentDtype, dtypes["--exp-avg-dtype"])
+    if args.switch("--bf16") and not args.switch("--no-store-param-remainders"):
+        return "remainder", moments
+    return ("fp16" if dtypes["--main-params-dtype"] == "fp16" else "fp32"), moments
 
 
 def _optimizer(args: _Args, unsupported: dict[str, str]) -> tuple[Optimizer, bool]:
@@ -968,6 +995,7 @@ def parse_megatron_args(
         notes.append("--sequence-parallel with TP 1: Megatron turns it off")
     precision, fp32_grads = _precision(args, unsupported)
     optimizer, offload = _optimizer(args, unsupported)
+    master_weights, moment_dtype = _optimizer_state(args)
     hidden_dropout = args.float("--hidden-dropout", 0.1)
     attention_dropout = args.float("--attention-dropout", 0.1)
     for flag, p in (("--hidden-dropout", hidden_dropout), ("--attention-dropout", attention_dropout)):
@@ -1005,10 +1033,32 @@ def parse_megatron_args(
         sequence_parallel=sequence_parallel,
         micro_batch=args.int("--micro-batch-size"), global_batch=args.int("--global-batch-size"),
         precision=precision, fp32_grad_accumulation=fp32_grads, optimizer=optimizer, offload_optimizer=offload,
-        seq=args.int("--seq-length"), dropout=hidden_dropout, attention_dropout=attention_dropout,
+        master_weights=master_weights, moment_dtype=moment_dtype, seq=args.int("--seq-length"),
+        dropout=hidden_dropout, attention_dropout=attention_dropout,
         attention=attention, ignored=lists["ignored"], unknown=lists["unknown"], unsupported=unsupported,
         notes=notes, launched_gpus=_launched_gpus(lists["launch"]),
     )
+
+
+def _optimizer_state_flags(layout: Layout) -> list[str]:
+    """Megatron-Core's precision-aware optimizer flags for the layout's master copy and moments (and the CPU
+    offload, which needs it); none when everything is fp32 and on the GPU."""
+    master, moments = layout.master_weights, layout.moment_dtype
+    if master == "none":
+        raise InputError("master_weights none: Megatron-Core always keeps a master copy (fp32, its remainder or fp16)")
+    if master == "remainder" and layout.precision == "fp16":
+        raise InputError("master_weights remainder: the remainder completes bf16 parameters, not --fp16 ones")
+    if not layout.offload_optimizer and master == "fp32" and moments == "fp32":
+        return []
+    flags = ["--optimizer-cpu-offload"] if layout.offload_optimizer else []
+    flags.append("--use-precision-aware-optimizer")
+    if master == "fp16":
+        flags.append("--main-params-dtype fp16")
+    if master in ("fp32", "fp16") and layout.precision != "fp16":
+        flags.append("--no-store-param-remainders")  # Megatron's default keeps only the remainder of bf16 params
+    if moments != "fp32":
+        flags += [f"--exp-avg-dtype {moments}", f"--exp-avg-sq-dtype {moments}"]
+    return flags
 
 
 def _launched_gpus(launch: list[str]) -> int | None:
@@ -1153,8 +1203,7 @@ def megatron_args_from_layout(
     if layout.optimizer == "adam8bit":
         raise InputError("optimizer adam8bit: Megatron-LM has no 8-bit optimizer flag")
     lines.append(f"--optimizer {'sgd' if layout.optimizer == 'sgd' else 'adam'}")
-    if layout.offload_optimizer:
-        lines += ["--optimizer-cpu-offload", "--use-precision-aware-optimizer"]
+    lines += _optimizer_state_flags(layout)
     if impl.activation_offload:
         lines.append("--cpu-offloading")
     if impl.cuda_graphs:

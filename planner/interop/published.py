@@ -325,7 +325,8 @@ def framework_of(run: dict[str, Any]) -> str:
 def recipe_keys(run: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
     """The scenario keys a run's recipe sets: (implementation fields, layout fields, notes on what was read).
 
-    Reads `framework_settings:` (grad_reduce_in_fp32 / grad_reduce_dtype / fsdp_mixed_precision, fp8_recipe,
+    Reads `framework_settings:` (grad_reduce_in_fp32 / grad_reduce_dtype / fsdp_mixed_precision, an Apex
+    distributed_optimizer and its optimizer_dtype, fp8_recipe,
     fp8_param_gather, recompute and its modules / num_layers / method, Megatron's pipeline-split flags and
     first/last-stage layer counts, FSDP sharding and resharding, data_parallel_shard_degree, activation
     offload, CUDA graphs) and the framework; values may be YAML booleans or prose that starts with one.
@@ -350,6 +351,16 @@ def recipe_keys(run: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], li
             grads = True
     if grads is not None:
         lay["fp32_grad_accumulation"] = grads
+    # Apex DistributedFusedAdam as NeMo 1 sets it up for a bf16 model (megatron_amp_O2; nemo/collections/nlp/models/
+    # language_modeling/megatron_base_model.py setup_optimization): its state in optim.dtype, fp32 by default,
+    # keeping only the 16-bit remainders of the bf16 parameters; in bf16 it keeps no master at all
+    apex = "apex" in str(setting("distributed_optimizer") or "").lower()
+    if apex and not str(run.get("precision") or "").lower().startswith("fp16"):
+        state = str(setting("optimizer_dtype") or "fp32").lower()
+        if state.startswith(("bf16", "bfloat16")):
+            lay["master_weights"], lay["moment_dtype"] = "none", "bf16"
+        else:
+            lay["master_weights"] = "remainder"
     # the flash kernel: llm-foundry's attn_impl triton is slower than FlashAttention-2 (planner.model.perf)
     said = f"{setting('attention', 'attn_impl') or ''} {par.get('other') or ''}".lower()
     if re.search(r"attn_impl:?\s*triton", said):

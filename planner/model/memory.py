@@ -35,9 +35,15 @@ from planner.model.params import (
 from planner.model.presets import FP8_TENSORS_PER_GEMM, Knobs, StateLayout, resolve
 from planner.schema import GpuSku, Implementation, Layout, ModelSpec, Overheads, Recompute
 
-# Bytes per parameter of the optimizer state besides the fp32 master copy (4 B).
+# Bytes per parameter of the optimizer state besides the master copy, with fp32 moments (Adam's two, SGD's one;
+# 8-bit Adam's two quantised moments: bitsandbytes optim/adamw.py).
 OPTIMIZER_MOMENT_BYTES = {"adam": 8, "adamw": 8, "sgd": 4, "adam8bit": 2}
-MASTER_BYTES = 4
+# A moment in a narrower dtype (Megatron-Core's precision-aware optimizer, transformer_engine/pytorch/optimizers/
+# fused_adam.py exp_avg_dtype / exp_avg_sq_dtype; Apex DistributedFusedAdam's dtype).
+MOMENT_DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
+# The master copy of a 16-bit parameter: fp32; its 16-bit remainder (apex/contrib/optimizers/distributed_fused_adam.py
+# store_param_remainders: the bf16 parameter holds the other 16 bits); fp16; none (the 16-bit parameter is the master).
+MASTER_WEIGHT_BYTES = {"fp32": 4, "remainder": 2, "fp16": 2, "none": 0}
 # FSDP keeps parameters sharded in their original dtype: the fp32 shard is the master (FSDP2 _fsdp_param.py)
 FSDP_PARAM_BYTES = 4
 # DeepSpeed ZeRO-3's gathered parameters are capped at stage3_max_live_parameters (deepspeed/runtime/zero/
@@ -64,6 +70,8 @@ class Recipe:
     pipeline_first_stage_layers: int | None = None
     pipeline_last_stage_layers: int | None = None
     pipeline_layout: tuple[int, ...] | None = None  # layers per virtual stage, as written
+    master_weights: str = "fp32"
+    moment_dtype: str = "fp32"
 
     @classmethod
     def of(cls, layout: Layout) -> Recipe:
@@ -73,7 +81,15 @@ class Recipe:
             layout.account_for_embedding_in_pipeline_split, layout.account_for_loss_in_pipeline_split,
             layout.pipeline_first_stage_layers, layout.pipeline_last_stage_layers,
             tuple(layout.pipeline_layout) if layout.pipeline_layout is not None else None,
+            layout.master_weights, layout.moment_dtype,
         )
+
+    def optimizer_bytes(self) -> tuple[float, float]:
+        """(master, moments) bytes per parameter the optimizer keeps, before any sharding or offload."""
+        moments = float(OPTIMIZER_MOMENT_BYTES[self.optimizer])
+        if self.optimizer != "adam8bit":
+            moments *= MOMENT_DTYPE_BYTES[self.moment_dtype] / MOMENT_DTYPE_BYTES["fp32"]
+        return float(MASTER_WEIGHT_BYTES[self.master_weights]), moments
 
     def split(self, style: pipeline.SplitStyle = "megatron") -> pipeline.PipelineSplit:
         return pipeline.PipelineSplit(style, self.account_for_embedding_in_pipeline_split,
@@ -110,17 +126,16 @@ def state_bytes_per_param(
 
     - megatron: bf16 weights, a contiguous gradient buffer (fp32 with grad_reduce_in_fp32, else bf16), fp32
       main params and moments; ZeRO-1 is the distributed optimizer (6 + 12/d, distrib_optimizer.py), 2 and 3
-      Megatron-FSDP's optim_grads / optim_grads_params.
+      Megatron-FSDP's optim_grads / optim_grads_params. The recipe's master_weights and moment_dtype narrow the
+      optimizer's part (Apex's bf16 state: 4 + 4/d).
     - deepspeed: stages 1-2 keep 16-bit weights plus (2 + 4 + 4 + 8)/d (16-bit and fp32 gradient partitions,
       fp32 master, moments: stage_1_and_2.py's estimator), stage 1 the 16-bit gradients whole; stage 3 18/d
       (stage3.py); without ZeRO sharding of gradients, BF16_Optimizer accumulates into an unsharded fp32
       buffer next to the 16-bit gradients (bf16_optimizer.py).
     - fsdp2 / fsdp1: the sharded fp32 parameter is the master and its gradient shard is fp32 (16/d with Adam);
-      ZeRO-0 is DDP over fp32 parameters (16).
+      ZeRO-0 is DDP over fp32 parameters (16). The recipe's master_weights does not apply (the scenario refuses it).
     """
-    moments = float(OPTIMIZER_MOMENT_BYTES[recipe.optimizer])
-    master = 0.0 if recipe.offload_optimizer else float(MASTER_BYTES)
-    moments = 0.0 if recipe.offload_optimizer else moments
+    master, moments = (0.0, 0.0) if recipe.offload_optimizer else recipe.optimizer_bytes()
     g16 = 4.0 if recipe.fp32_grad_accumulation else 2.0
     if state == "deepspeed":
         fp32_whole = 4.0 if recipe.fp32_grad_accumulation else 0.0  # BF16_Optimizer's fp32 accumulation buffer

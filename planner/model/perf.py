@@ -88,10 +88,20 @@ NATIVE_FLASH_GENERATIONS = ("hopper", "blackwell")
 # written over them) and scales that gradient in place in backward (pytorch/triton/cross_entropy.py)
 CROSS_ENTROPY_BYTES = {"fp32": 24, "vocab_parallel": 24, "fused": 6, "fused_inplace": 10}
 UNFUSED_BYTES = 2.0  # unfused element-wise ops (as Hugging Face writes them) each re-read and re-write
-# Optimizer step, bytes per parameter of the local shard: AdamW reads and writes fp32 master, m and v
-# (24), reads the fp32 gradient (4) twice (norm for clipping, then the update) and writes the 16-bit
-# weight (2). SGD keeps one moment, 8-bit Adam two 1-byte moments.
-OPTIMIZER_STEP_BYTES = {"adam": 34, "adamw": 34, "sgd": 26, "adam8bit": 22}
+# Optimizer step, bytes per parameter of the local shard besides reading and writing the master and moments: the
+# fp32 gradient (4) read twice (norm for clipping, then the update; Megatron casts a bf16 gradient shard to fp32
+# first, distrib_optimizer.py _copy_model_grads_to_main_grads) and the 16-bit weight written (2). AdamW with an fp32
+# master: 2·(4 + 8) + 10 = 34 B. A master kept as the 16-bit remainder, or none, also reads the 16-bit weight.
+OPTIMIZER_STEP_GRAD_READS = 2
+OPTIMIZER_STEP_WEIGHT_BYTES = 2
+
+
+def optimizer_step_bytes(recipe: Recipe) -> float:
+    """HBM bytes per local parameter one optimizer step moves (planner.model.memory Recipe.optimizer_bytes)."""
+    master, moments = recipe.optimizer_bytes()
+    reads_weight = recipe.master_weights in ("remainder", "none")
+    return (2 * (master + moments) + OPTIMIZER_STEP_GRAD_READS * 4
+            + OPTIMIZER_STEP_WEIGHT_BYTES * (2 if reads_weight else 1))
 # Kernels one layer's forward launches, counted from the layer's ops: Transformer Engine fuses
 # norm+GEMM, bias+dropout+residual and the activation (norm, QKV, rotary, attention, projection, add, norm,
 # fc1, activation, fc2, add, plus bookkeeping: 12); eager PyTorch issues each op apart (RMSNorm alone is 5
@@ -231,7 +241,7 @@ class _Context:
     grad_bytes: int
     param_bytes: int  # bytes per gathered parameter (1 with fp8 parameter all-gather)
     gathers_per_layer: int  # collectives a ZeRO-3 stack issues per layer and pass
-    opt_bytes: int
+    opt_bytes: float
 
     @property
     def mlp_in_n(self) -> int:
@@ -356,7 +366,7 @@ def _build_context(
         grad_bytes=4 if recipe.fp32_grad_accumulation else 2,
         param_bytes=1 if stack.fp8_param_gather else ACT,
         gathers_per_layer=param_tensors(m) if stack.framework == "deepspeed" else 1,
-        opt_bytes=OPTIMIZER_STEP_BYTES[recipe.optimizer],
+        opt_bytes=optimizer_step_bytes(recipe),
     )
 
 

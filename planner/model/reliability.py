@@ -39,15 +39,13 @@ import pandas as pd
 from planner.model.memory import Recipe, state_bytes_per_param
 from planner.model.params import count_params
 from planner.model.perf import SECONDS_PER_DAY, TimeEstimate
-from planner.schema import Framework, Layout, ModelSpec, Reliability, StorageBandwidth
+from planner.schema import FP32_PARAM_FRAMEWORKS, Framework, Layout, ModelSpec, Reliability, StorageBandwidth
 
 GB = 1e9  # storage and PCIe bandwidths are quoted in decimal GB/s
-# Frameworks whose sharded parameters stay fp32 and are the master copy (FSDP's mixed precision casts to
-# bf16 only for compute: torch.distributed.fsdp MixedPrecisionPolicy; torchtitan components/checkpoint.py
-# saves the model and optimizer state dicts). The others save 16-bit weights next to the optimizer's fp32
-# master copy and moments (megatron/training/checkpointing.py generate_state_dict with the distributed
-# optimizer's sharded state; DeepSpeed's mp_rank_*_model_states.pt and zero_pp_rank_*_optim_states.pt).
-FP32_PARAM_FRAMEWORKS = frozenset({"torchtitan", "fsdp"})
+# A checkpoint of an FP32_PARAM_FRAMEWORKS job holds its fp32 parameters as the master (torchtitan
+# components/checkpoint.py saves the model and optimizer state dicts). The others save 16-bit weights next to the
+# optimizer's fp32 master copy and moments (megatron/training/checkpointing.py generate_state_dict with the
+# distributed optimizer's sharded state; DeepSpeed's mp_rank_*_model_states.pt and zero_pp_rank_*_optim_states.pt).
 # The spread of published fleets' failure rates per 1,000 node-days (Kokolis et al. 2024, arXiv 2410.21680:
 # RSC-2 2.34, RSC-1 6.50): every expected time also comes as the range those rates give.
 PUBLISHED_RATE_RANGE = (2.34, 6.50)

@@ -140,7 +140,8 @@ def layout(sc: Scenario | None, model: ModelSpec, *, overrides: Mapping[str, Any
     batch = pick(global_batch, sc.job.global_batch if sc else None, fixed["dp"] * fixed.get("micro_batch", 1))
     recipe: dict[str, Any] = {"precision": pick(precision, sc.job.precision if sc else None, "bf16")}
     if sc:
-        recipe |= {"optimizer": sc.job.optimizer, "fp32_grad_accumulation": sc.job.fp32_grad_accumulation}
+        recipe |= {"optimizer": sc.job.optimizer, "fp32_grad_accumulation": sc.job.fp32_grad_accumulation,
+                   "master_weights": sc.job.master_weights, "moment_dtype": sc.job.moment_dtype}
     try:
         out = Layout(global_batch=batch, **recipe, **fixed)
     except ValidationError as e:

@@ -480,7 +480,8 @@ def _search_scenario(c: Config) -> Scenario:
     return Scenario(
         name="review", model=c.model,
         job=Job(tokens=c.tokens, seq_len=c.seq, global_batch=lay.global_batch, precision=lay.precision,
-                optimizer=lay.optimizer, fp32_grad_accumulation=lay.fp32_grad_accumulation),
+                optimizer=lay.optimizer, fp32_grad_accumulation=lay.fp32_grad_accumulation,
+                master_weights=lay.master_weights, moment_dtype=lay.moment_dtype),
         hardware=Hardware(skus=[c.gpu.name], gpus_per_node=c.gpus_per_node),
         # the objective is time; a placeholder rate lets the solver run on a SKU without a price
         pricing=c.pricing or Pricing(usd_per_gpu_hour={c.gpu.name: 1.0}),

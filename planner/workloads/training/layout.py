@@ -82,7 +82,8 @@ class Template:
                         bool(fixed.account_for_embedding_in_pipeline_split),
                         bool(fixed.account_for_loss_in_pipeline_split), fixed.pipeline_first_stage_layers,
                         fixed.pipeline_last_stage_layers,
-                        tuple(fixed.pipeline_layout) if fixed.pipeline_layout is not None else None)
+                        tuple(fixed.pipeline_layout) if fixed.pipeline_layout is not None else None,
+                        job.master_weights, job.moment_dtype)
         return cls(job.global_batch, recipe, extras)
 
     def layout(self, **codes: Any) -> Layout:
@@ -97,4 +98,5 @@ class Template:
         values.setdefault("global_batch", self.global_batch)
         r = self.recipe
         return Layout(precision=r.precision, optimizer=r.optimizer, fp32_grad_accumulation=r.fp32_grad_accumulation,
-                      offload_optimizer=r.offload_optimizer, **dict(self.extras), **values)
+                      offload_optimizer=r.offload_optimizer, master_weights=r.master_weights,
+                      moment_dtype=r.moment_dtype, **dict(self.extras), **values)
