@@ -613,6 +613,11 @@ def test_megatron_precision_aware_optimizer_is_read_and_written() -> None:
     none = Layout(dp=8, global_batch=8, master_weights="none", moment_dtype="bf16")
     with pytest.raises(InputError, match="master_weights none"):
         megatron_args_from_layout(get_model("llama-3.1-8b"), none, 1024, Implementation())
+    # DeepSpeed and torchtitan step fp32 master partitions / shards with fp32 moments: nothing to write it as
+    with pytest.raises(InputError, match="DeepSpeed's ZeRO optimizer"):
+        deepspeed_config_from_layout(none)
+    with pytest.raises(InputError, match="torchtitan's AdamW"):
+        torchtitan_toml_from_layout(none, 1024, "llama-3.1-8b")
 
 
 def test_torchtitan_compiled_loss_is_the_fused_cross_entropy() -> None:

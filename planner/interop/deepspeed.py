@@ -349,10 +349,14 @@ def deepspeed_config_from_layout(layout: Layout, implementation: Implementation 
     (bf16 with ZeRO 0 or 1), and an activation_checkpointing section for full recompute. Not written, as
     DeepSpeed's JSON has no place for them: TP/PP/CP sizes, sequence parallelism and selective recompute
     (model code and launcher), and the optimizer, which the client code builds. InputError where DeepSpeed
-    cannot run the layout: optimizer offload without ZeRO, or ZeRO 2/3 with pipeline parallelism.
+    cannot run the layout: optimizer offload without ZeRO, a narrowed optimizer state, or ZeRO 2/3 with pipeline
+    parallelism.
     """
     if layout.offload_optimizer and layout.zero == 0:
         raise InputError("offload_optimizer: DeepSpeed offloads the optimizer only with zero_optimization.stage ≥ 1")
+    if (layout.master_weights, layout.moment_dtype) != ("fp32", "fp32"):
+        raise InputError(f"master_weights {layout.master_weights}, moment_dtype {layout.moment_dtype}: DeepSpeed's "
+                         "ZeRO optimizer steps fp32 master partitions with fp32 moments")
     if layout.pp > 1 and layout.zero >= 2:
         raise InputError(f"zero {layout.zero} with pp {layout.pp}: DeepSpeed's pipeline engine runs ZeRO 0 or 1 only")
     zero: dict[str, Any] = {"stage": layout.zero}

@@ -410,10 +410,14 @@ def torchtitan_toml_from_layout(layout: Layout, seq: int, model: ModelSpec | str
     ZeRO-1 and ZeRO-2 have no FSDP2 form: both are written as FSDP with reshard_after_forward "never"
     (ZeRO-2's memory, at most ZeRO-1's), which reads back as zero 2. InputError where torchtitan cannot run
     the layout: plain DDP combined with TP/PP/CP, ZeRO-0 with context parallelism (FSDP always shards over
-    the CP ranks), an optimizer torchtitan does not build, or virtual stages without the model's layer count.
+    the CP ranks), an optimizer torchtitan does not build or a narrowed optimizer state, or virtual stages without
+    the model's layer count.
     """
     spec = get_model(model) if isinstance(model, str) else model
     impl = implementation or Implementation(framework="torchtitan")
+    if (layout.master_weights, layout.moment_dtype) != ("fp32", "fp32"):
+        raise InputError(f"master_weights {layout.master_weights}, moment_dtype {layout.moment_dtype}: torchtitan's "
+                         "AdamW steps FSDP's fp32 parameter shards, whose moments are fp32")
     parallel: dict[str, TomlValue] = {}
     if layout.zero == 0:
         if layout.cp > 1:
