@@ -207,6 +207,13 @@ def test_async_saves_block_only_for_the_copy_and_are_exposed_for_the_write():
     assert tau >= c.exposure  # the next save never starts before the previous write ends
     assert rm.checkpoint_bytes_per_param("adamw", "torchtitan") == 12  # fp32 params are the master copy
     assert rm.checkpoint_bytes_per_param("adamw", "megatron-core") == 14
+    # a narrowed optimizer state is saved as kept: Apex's bf16 state 2 + 4, Megatron's remainder 2 + 2 + 8
+    assert rm.checkpoint_bytes_per_param("adamw", "megatron-core", "none", "bf16") == 6
+    assert rm.checkpoint_bytes_per_param("adamw", "megatron-core", "remainder") == 12
+    m = get_model("llama-2-7b")
+    narrowed = Layout(global_batch=8, master_weights="none", moment_dtype="bf16")
+    assert rm.checkpoint_bytes(m, narrowed) * 14 == pytest.approx(rm.checkpoint_bytes(m, Layout(global_batch=8)) * 6,
+                                                                  abs=14)
 
 
 # -------------------------------------------------------------------------------------------------

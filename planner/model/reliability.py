@@ -83,19 +83,24 @@ def expected_interruptions(gpus: Any, days: Any, reliability: Reliability | None
     return _check_positive("days", days, allow_zero=True) * SECONDS_PER_DAY / mtbf_seconds(gpus, reliability)
 
 
-def checkpoint_bytes_per_param(optimizer: str = "adamw", framework: Framework = "megatron-core") -> float:
-    """Bytes per parameter a training checkpoint holds: the optimizer's fp32 master copy and moments, plus
-    the 16-bit model weights where those are a separate copy. Gradients, fp8 weight caches and activations are
-    not saved, and an offloaded optimizer is saved all the same, so the recipe's precision and offload do not
-    matter. Adam: 14 B (Megatron-Core, DeepSpeed), 12 B (FSDP, torchtitan)."""
-    weights, _, optimizer_state = state_bytes_per_param(Recipe(optimizer=optimizer), 0, 1)
+def checkpoint_bytes_per_param(optimizer: str = "adamw", framework: Framework = "megatron-core",
+                               master_weights: str = "fp32", moment_dtype: str = "fp32") -> float:
+    """Bytes per parameter a training checkpoint holds: the optimizer's master copy and moments as it keeps them
+    (Megatron's distributed optimizer saves a bf16 model's int16 remainders and the moments in their dtype,
+    distrib_optimizer.py sharded_state_dict), plus the 16-bit model weights where those are a separate copy.
+    Gradients, fp8 weight caches and activations are not saved, and an offloaded optimizer is saved all the same,
+    so the recipe's precision and offload do not matter. Adam: 14 B (Megatron-Core, DeepSpeed), 12 B (FSDP,
+    torchtitan)."""
+    recipe = Recipe(optimizer=optimizer, master_weights=master_weights, moment_dtype=moment_dtype)
+    weights, _, optimizer_state = state_bytes_per_param(recipe, 0, 1)
     return float(optimizer_state) + (0.0 if framework in FP32_PARAM_FRAMEWORKS else float(weights))
 
 
 def checkpoint_bytes(m: ModelSpec, layout: Layout, framework: Framework = "megatron-core") -> int:
     """Bytes of one checkpoint of the whole model (every expert, one copy of replicated state): what a
     distributed checkpoint writes however the layout shards it."""
-    return math.ceil(count_params(m).total * checkpoint_bytes_per_param(layout.optimizer, framework))
+    per_param = checkpoint_bytes_per_param(layout.optimizer, framework, layout.master_weights, layout.moment_dtype)
+    return math.ceil(count_params(m).total * per_param)
 
 
 def storage_seconds(nbytes: Any, gpus: Any, bandwidth: StorageBandwidth, gpus_per_node: int) -> Any:

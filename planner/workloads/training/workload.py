@@ -176,8 +176,9 @@ class TrainingWorkload:
     @functools.cached_property
     def checkpoint_bytes(self) -> int:
         """One checkpoint of the whole model: the same for every layout of the job (its optimizer is fixed)."""
-        per_param = reliability_model.checkpoint_bytes_per_param(self.template.recipe.optimizer,
-                                                                 self.implementation.framework)
+        r = self.template.recipe
+        per_param = reliability_model.checkpoint_bytes_per_param(r.optimizer, self.implementation.framework,
+                                                                 r.master_weights, r.moment_dtype)
         return math.ceil(count_params(self.model).total * per_param)  # as reliability.checkpoint_bytes
 
     def step_factor(self, grid: Grid, rows: np.ndarray, gpu: GpuSku) -> np.ndarray | float:
