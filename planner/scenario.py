@@ -90,7 +90,7 @@ class Job(Strict):
 
     @model_validator(mode="after")
     def _at_least_one_step(self) -> Job:
-        check_optimizer_state(self.optimizer, self.moment_dtype)
+        check_optimizer_state(self.optimizer, self.moment_dtype, self.master_weights, self.precision)
         step = self.seq_len * self.global_batch
         if self.tokens < step:
             raise ValueError(

@@ -512,10 +512,13 @@ MOMENT_DTYPE_HELP = ("dtype of the optimizer's moments (Megatron --exp-avg-dtype
                      "--use-precision-aware-optimizer, Apex optim.dtype); adam8bit keeps its own 8-bit moments")
 
 
-def check_optimizer_state(optimizer: str, moment_dtype: str) -> None:
-    """8-bit Adam quantises its moments itself: another moment dtype would be a second, contradictory answer."""
+def check_optimizer_state(optimizer: str, moment_dtype: str, master_weights: str, precision: str) -> None:
+    """8-bit Adam quantises its moments itself: another moment dtype would be a second, contradictory answer. The
+    16-bit remainder completes a bf16 parameter (fp8 recipes keep bf16 weights), not an fp16 one."""
     if optimizer == "adam8bit" and moment_dtype != "fp32":
         raise ValueError(f"moment_dtype {moment_dtype}: adam8bit keeps its moments in 8 bits; leave moment_dtype fp32")
+    if master_weights == "remainder" and precision == "fp16":
+        raise ValueError("master_weights remainder: the 16-bit remainder completes bf16 parameters, not fp16 ones")
 # The software stack a job runs on; each sets documented defaults for the knobs below (planner/model/presets).
 Framework = Literal["megatron-core", "torchtitan", "deepspeed", "fsdp"]
 # Frameworks whose sharded parameters stay fp32 and are the master copy (FSDP's mixed precision casts to bf16 only
@@ -599,7 +602,7 @@ class Layout(Strict):
 
     @model_validator(mode="after")
     def _optimizer_state(self) -> Layout:
-        check_optimizer_state(self.optimizer, self.moment_dtype)
+        check_optimizer_state(self.optimizer, self.moment_dtype, self.master_weights, self.precision)
         return self
 
     @property

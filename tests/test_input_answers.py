@@ -226,6 +226,8 @@ def test_another_commands_input_names_that_command(command: str, path: str, othe
     ("job: {tokens: 2e9, seq_len: 4096, global_batch: 64, optimizer: adam8bit, moment_dtype: bf16}\n",
      ("moment_dtype bf16", "adam8bit")),
     ("job: {tokens: 2e9, seq_len: 4096, global_batch: 64, moment_dtype: fp4}\n", ("job.moment_dtype",)),
+    ("job: {tokens: 2e9, seq_len: 4096, global_batch: 64, precision: fp16, master_weights: remainder}\n",
+     ("master_weights remainder", "fp16")),
 ])
 def test_an_optimizer_state_a_framework_cannot_keep_is_refused(tmp_path: Path, extra: str,
                                                                expected: tuple[str, ...]) -> None:

@@ -880,7 +880,7 @@ def _precision(args: _Args, unsupported: dict[str, str]) -> tuple[Precision, boo
     return ("fp8" if fp8 else "bf16"), not bf16_grads
 
 
-def _optimizer_state(args: _Args) -> tuple[MasterWeights, MomentDtype]:
+def _optimizer_state(args: _Args, precision: Precision) -> tuple[MasterWeights, MomentDtype]:
     """The master copy and moment dtype of Megatron-Core's precision-aware optimizer (megatron/core/optimizer/
     distrib_optimizer.py: with bf16 parameters it keeps only the 16-bit remainder of an fp32 master unless
     --no-store-param-remainders); without --use-precision-aware-optimizer, Megatron keeps everything fp32."""
@@ -897,7 +897,7 @@ def _optimizer_state(args: _Args) -> tuple[MasterWeights, MomentDtype]:
         raise InputError(f"--exp-avg-dtype {dtypes['--exp-avg-dtype']} and --exp-avg-sq-dtype "
                          f"{dtypes['--exp-avg-sq-dtype']}: planner models both Adam moments in one dtype")
     moments = cast(MomentDtype, dtypes["--exp-avg-dtype"])
-    if args.switch("--bf16") and not args.switch("--no-store-param-remainders"):
+    if precision != "fp16" and not args.switch("--no-store-param-remainders"):
         return "remainder", moments
     return ("fp16" if dtypes["--main-params-dtype"] == "fp16" else "fp32"), moments
 
@@ -995,7 +995,7 @@ def parse_megatron_args(
         notes.append("--sequence-parallel with TP 1: Megatron turns it off")
     precision, fp32_grads = _precision(args, unsupported)
     optimizer, offload = _optimizer(args, unsupported)
-    master_weights, moment_dtype = _optimizer_state(args)
+    master_weights, moment_dtype = _optimizer_state(args, precision)
     hidden_dropout = args.float("--hidden-dropout", 0.1)
     attention_dropout = args.float("--attention-dropout", 0.1)
     for flag, p in (("--hidden-dropout", hidden_dropout), ("--attention-dropout", attention_dropout)):
@@ -1046,8 +1046,6 @@ def _optimizer_state_flags(layout: Layout) -> list[str]:
     master, moments = layout.master_weights, layout.moment_dtype
     if master == "none":
         raise InputError("master_weights none: Megatron-Core always keeps a master copy (fp32, its remainder or fp16)")
-    if master == "remainder" and layout.precision == "fp16":
-        raise InputError("master_weights remainder: the remainder completes bf16 parameters, not --fp16 ones")
     if not layout.offload_optimizer and master == "fp32" and moments == "fp32":
         return []
     flags = ["--optimizer-cpu-offload"] if layout.offload_optimizer else []

@@ -44,8 +44,8 @@ from planner.schema import FP32_PARAM_FRAMEWORKS, Framework, Layout, ModelSpec, 
 GB = 1e9  # storage and PCIe bandwidths are quoted in decimal GB/s
 # A checkpoint of an FP32_PARAM_FRAMEWORKS job holds its fp32 parameters as the master (torchtitan
 # components/checkpoint.py saves the model and optimizer state dicts). The others save 16-bit weights next to the
-# optimizer's fp32 master copy and moments (megatron/training/checkpointing.py generate_state_dict with the
-# distributed optimizer's sharded state; DeepSpeed's mp_rank_*_model_states.pt and zero_pp_rank_*_optim_states.pt).
+# optimizer's master copy and moments as it keeps them (megatron/training/checkpointing.py generate_state_dict with
+# the distributed optimizer's sharded state; DeepSpeed's mp_rank_*_model_states.pt and zero_pp_rank_*_optim_states.pt).
 # The spread of published fleets' failure rates per 1,000 node-days (Kokolis et al. 2024, arXiv 2410.21680:
 # RSC-2 2.34, RSC-1 6.50): every expected time also comes as the range those rates give.
 PUBLISHED_RATE_RANGE = (2.34, 6.50)
