@@ -274,6 +274,20 @@ def test_async_tp_overlaps_tensor_parallel_collectives(held_out: tuple[list, lis
     assert abs(overlapped.error) <= validation.MEDIAN_TARGET
 
 
+def test_nemo1_userbuffer_switch_is_read_as_stated() -> None:
+    """NeMo 1 recipes state TE's TP overlap as their yaml key (`ub_tp_comm_overlap: true`, launcher 24.07
+    conf/training/llama/llama2_70b.yaml); "false" keeps it off."""
+    from planner.interop.published import overlaps_of
+
+    assert overlaps_of("", {"tp_comm_overlap": "ub_tp_comm_overlap true, ub_cfg_h100_h8192_tp4_mbs1_seqlen4096"}) \
+        == {"tp_overlap": 1.0}
+    assert overlaps_of("", {"tp_comm_overlap": "ub_tp_comm_overlap true (yaml)"}) == {"tp_overlap": 1.0}
+    assert overlaps_of("", {"tp_comm_overlap": "True, userbuffers_fp8_h100_h8192_tp4_mbs1_seqlen8192"}) \
+        == {"tp_overlap": 1.0}
+    assert overlaps_of("", {"tp_comm_overlap": "ub_tp_comm_overlap false in yaml (overrides unknown)"}) == {}
+    assert overlaps_of("", {"tp_comm_overlap": False}) == {}
+
+
 def test_eager_logits_are_sharded_over_tensor_parallelism(held_out: tuple[list, list]) -> None:
     """torchtitan's column-parallel output layer leaves the 16-bit logits sharded over TP (loss_parallel): every
     torchtitan configuration that ran, the 8B one at TP 8 and 12 sequences of 8192 tokens included, fits."""

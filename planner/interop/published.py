@@ -69,7 +69,8 @@ def overlaps_of(other: str, settings: dict[str, Any] | None = None) -> dict[str,
     # Transformer Engine pipelines TP collectives with the GEMMs; torchtitan's async TP does the same through
     # Inductor's micro-pipelined all-gather/reduce-scatter matmuls (parallelize_llama.py enable_async_tensor_parallel)
     async_tp = _flag((settings or {}).get("async_tp", (settings or {}).get("enable_async_tensor_parallel")))
-    if "--tp-comm-overlap" in other or tp.startswith("true") or async_tp:
+    # "True, <ub cfg>" as a recipe reads, or NeMo 1's yaml key stated verbatim ("ub_tp_comm_overlap true (yaml)")
+    if "--tp-comm-overlap" in other or re.match(r"(ub_tp_comm_overlap:?\s*)?true", tp) or async_tp:
         flags["tp_overlap"] = 1.0
     if "DDP impl = local" in other or "BF16_Optimizer" in other:
         # Megatron's "local" DDP and DeepSpeed's pipeline engine reduce gradients after backward
