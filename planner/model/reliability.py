@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
@@ -96,10 +96,21 @@ def checkpoint_bytes_per_param(optimizer: str = "adamw", framework: Framework = 
     return float(optimizer_state) + (0.0 if framework in FP32_PARAM_FRAMEWORKS else float(weights))
 
 
-def checkpoint_bytes(m: ModelSpec, layout: Layout, framework: Framework = "megatron-core") -> int:
+class OptimizerState(Protocol):
+    """What sizes a checkpoint: a Layout or a memory Recipe."""
+
+    @property
+    def optimizer(self) -> str: ...
+    @property
+    def master_weights(self) -> str: ...
+    @property
+    def moment_dtype(self) -> str: ...
+
+
+def checkpoint_bytes(m: ModelSpec, state: OptimizerState, framework: Framework = "megatron-core") -> int:
     """Bytes of one checkpoint of the whole model (every expert, one copy of replicated state): what a
     distributed checkpoint writes however the layout shards it."""
-    per_param = checkpoint_bytes_per_param(layout.optimizer, framework, layout.master_weights, layout.moment_dtype)
+    per_param = checkpoint_bytes_per_param(state.optimizer, framework, state.master_weights, state.moment_dtype)
     return math.ceil(count_params(m).total * per_param)
 
 

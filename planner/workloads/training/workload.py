@@ -4,7 +4,6 @@ and the scalar evaluation every chosen plan is re-checked with."""
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -13,7 +12,6 @@ import numpy as np
 from planner.model import memory as memory_model
 from planner.model import perf as perf_model
 from planner.model import reliability as reliability_model
-from planner.model.params import count_params
 from planner.model.uncertainty import Regime, error_quantile, gpu_generation
 from planner.pricing import HourlyRate
 from planner.scenario import EfficiencyOverride, FixedLayout, Job
@@ -176,10 +174,7 @@ class TrainingWorkload:
     @functools.cached_property
     def checkpoint_bytes(self) -> int:
         """One checkpoint of the whole model: the same for every layout of the job (its optimizer is fixed)."""
-        r = self.template.recipe
-        per_param = reliability_model.checkpoint_bytes_per_param(r.optimizer, self.implementation.framework,
-                                                                 r.master_weights, r.moment_dtype)
-        return math.ceil(count_params(self.model).total * per_param)  # as reliability.checkpoint_bytes
+        return reliability_model.checkpoint_bytes(self.model, self.template.recipe, self.implementation.framework)
 
     def step_factor(self, grid: Grid, rows: np.ndarray, gpu: GpuSku) -> np.ndarray | float:
         """1 + the basis' step-error quantile in each row's regime (planner.model.uncertainty.parallel_regime,
