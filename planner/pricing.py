@@ -17,6 +17,7 @@ class HourlyRate:
     usd_per_gpu_hour: float  # what an hour of one GPU costs, all in
     label: str  # e.g. "Lambda on-demand 2026-09-20"
     source: str
+    max_gpus: int | None = None  # the offer's largest cluster (Price.max_gpus); None: not limited
 
 
 def select_price(gpu: GpuSku, kind: str, provider: str | None = None) -> Price | None:
@@ -42,9 +43,9 @@ def hourly_rate(gpu: GpuSku, pricing: Pricing) -> HourlyRate:
         assert price.usd_per_gpu is not None
         capex = price.usd_per_gpu / (pricing.amortisation_years * HOURS_PER_YEAR)
         power = gpu.tdp_w / 1000.0 * pricing.pue * pricing.usd_per_kwh
-        return HourlyRate(capex + power, label, price.source)
+        return HourlyRate(capex + power, label, price.source, price.max_gpus)
     assert price.usd_per_gpu_hour is not None
-    return HourlyRate(price.usd_per_gpu_hour, label, price.source)
+    return HourlyRate(price.usd_per_gpu_hour, label, price.source, price.max_gpus)
 
 
 def priced(gpu: GpuSku, pricing: Pricing) -> Pricing | None:

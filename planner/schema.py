@@ -173,6 +173,10 @@ class Price(Strict):
     date: str
     source: str
     note: str | None = None
+    max_gpus: GpuCount | None = Field(
+        None, description="the most GPUs the offer rents or sells as one cluster, where its source says (a peer "
+        "marketplace's single cards: 1); null: not stated. The search caps the SKU there at this price"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Price:

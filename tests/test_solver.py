@@ -303,3 +303,31 @@ def test_fixed_pipeline_layout_is_searched_as_written() -> None:
         for p in s.plans:
             lay = p.evaluation.layout
             assert lay.pp * lay.vpp == len(chunks) and list(lay.pipeline_layout or ()) == chunks
+
+
+def test_a_price_offer_caps_its_sku() -> None:
+    """A price whose source sells no more than N GPUs together (`max_gpus`: the catalog's peer-marketplace RTX 4090
+    is single cards) caps the SKU at that price, under the scenario's own inventory; the optimum is the exhaustive
+    reference's and stays within the offer."""
+    sc = Scenario.model_validate(base(hardware={"skus": ["rtx-4090", "h100-sxm"], "max_gpus": 64}))
+    assert {s.name: s.inventory for s in resolve_problem(sc).skus} == {"rtx-4090": 1, "h100-sxm": 64}
+    offer = {"provider": "test cloud", "kind": "on-demand", "usd_per_gpu_hour": 0.5, "date": "2026-12-06",
+             "source": "test", "max_gpus": 16}
+    data = base(gpus=[{"name": "h100-offer", "base": "h100-sxm", "prices": [offer]}],
+                hardware={"skus": ["h100-offer"], "max_gpus": 64}, layout=SMALL)
+    problem = resolve_problem(Scenario.model_validate(data))
+    assert [s.inventory for s in problem.skus] == [16]
+    result = run(data)
+    assert result.status == "optimal" and result.plans[0].gpus <= 16
+    assert keys_of(result, "cost") == enumerate_plans(problem).best
+
+
+def test_an_estimate_beyond_its_price_offer_says_so() -> None:
+    from planner import EstimateRequest, estimate
+    from planner.report.dicts import warnings_list
+
+    sc = Scenario.model_validate({"name": "g", "model": "llama-2-7b",
+                                  "job": {"tokens": 1e9, "seq_len": 4096, "global_batch": 64},
+                                  "estimate": {"gpu": "rtx-4090", "gpus": 64}, "layout": {"tp": 4, "pp": 4}})
+    codes = {w["code"]: w["message"] for w in warnings_list(estimate(EstimateRequest(scenario=sc)))}
+    assert "1 × rtx-4090" in codes["beyond_price_offer"]

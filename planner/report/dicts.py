@@ -84,11 +84,16 @@ def reliability_dict(ev: Evaluation) -> dict[str, Any]:
 
 
 def warnings_list(ev: Evaluation) -> list[dict[str, Any]]:
-    """`warnings[]`: `extrapolated` when the plan lies outside what the calibration runs measured, with why."""
+    """`warnings[]`: `extrapolated` when the plan lies outside what the calibration runs measured, with why;
+    `beyond_price_offer` when its GPU count is more than the price's offer rents together."""
+    out = []
     reasons = ev.warnings
-    if not reasons:
-        return []
-    return [{"code": "extrapolated", "message": "extrapolated: " + "; ".join(reasons), "reasons": reasons}]
+    if reasons:
+        out.append({"code": "extrapolated", "message": "extrapolated: " + "; ".join(reasons), "reasons": reasons})
+    if ev.beyond_offer:
+        out.append({"code": "beyond_price_offer", "message": "beyond the price's offer: " + ev.beyond_offer,
+                    "reasons": [ev.beyond_offer]})
+    return out
 
 
 def cost_dict(ev: Evaluation) -> dict[str, Any]:

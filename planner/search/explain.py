@@ -16,7 +16,7 @@ import numpy as np
 from planner.report.text import days, gib, layout_text, usd
 from planner.search.candidates import JobCandidates, budget_cents, deadline_seconds, microseconds
 from planner.search.cpsat import Selection, Selector, value_of
-from planner.search.problem import DEFAULT_MAX_GPUS
+from planner.search.problem import DEFAULT_MAX_GPUS, SkuOption
 
 
 def describe(c: JobCandidates, k: int) -> str:
@@ -30,6 +30,14 @@ def describe_selection(sel: Selector, s: Selection) -> str:
     return f"{usd(s.cost_cents / 100)} in {days(s.time_s)} on " + "; ".join(parts)
 
 
+def cap_label(sku: SkuOption) -> str:
+    """'h100-sxm inventory 512', or the price offer's size where that is the cap."""
+    assert sku.inventory is not None
+    if sku.rate.max_gpus is not None and sku.inventory == sku.rate.max_gpus:
+        return f"{sku.name} inventory {sku.inventory:,} (the most its price, {sku.rate.label}, rents together)"
+    return f"{sku.name} inventory {sku.inventory:,}"
+
+
 def group_label(sel: Selector, name: str) -> str:
     """'the 30-day deadline of gpt3', 'the $5,000 budget', 'the h100-sxm inventory (512)', ..."""
     p = sel.problem
@@ -41,7 +49,7 @@ def group_label(sel: Selector, name: str) -> str:
         return f"the {usd((budget_cents(p.budget_usd) or 0) / 100)} budget"
     if kind == "inventory":
         sku = next(s for s in p.skus if s.name == what)
-        return f"the {what} inventory ({sku.inventory:,} GPUs)"
+        return f"the {cap_label(sku)}"
     if kind == "max_gpus":
         return f"max_gpus ({p.max_gpus:,})"
     return f"min_gpus ({p.min_gpus:,})"
@@ -91,7 +99,7 @@ def explain_infeasible(sel: Selector, relaxed: Sequence[JobCandidates] | None) -
         ok = np.flatnonzero(rt.time_s <= limit)
         if len(ok):
             m = int(ok[np.lexsort((rt.cost_cents[ok], rt.gpus[ok]))[0]])
-            have = [f"{s.name} inventory {s.inventory:,}" for s in p.skus if s.inventory is not None]
+            have = [cap_label(s) for s in p.skus if s.inventory is not None]
             if p.max_gpus is not None:
                 have.append(f"max_gpus {p.max_gpus:,}")
             reasons.append(f"{c.job.name}: meeting its deadline needs at least {int(rt.gpus[m]):,} GPUs: "

@@ -29,7 +29,7 @@ class SkuOption:
 
     gpu: GpuSku
     node: int  # GPUs per node (NVLink domain) in this scenario
-    inventory: int | None  # the scenario's cap on this SKU across all jobs; None = not capped
+    inventory: int | None  # the cap on this SKU across all jobs (scenario, or the price's offer); None = none
     rate: HourlyRate
 
     @property
@@ -154,6 +154,8 @@ def resolve_problem(scenario: Scenario, *, lift_caps: bool = False) -> Problem:
             cap = next((v for k, v in inventory.items() if get_gpu(k, custom).name == gpu.name), None)
         else:
             cap = inventory
+        if rate.max_gpus is not None:  # the price buys no more than its offer rents together
+            cap = rate.max_gpus if cap is None else min(cap, rate.max_gpus)
         skus.append(SkuOption(gpu, hw.gpus_per_node or gpu.node_size, cap, rate))
     if not skus:
         raise InputError("hardware: no GPU SKU with a price to search (" + "; ".join(skipped) + ")")

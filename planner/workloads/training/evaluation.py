@@ -65,6 +65,15 @@ class Evaluation(FitsOnGpu):
         """`extrapolated`: why the plan lies outside what the calibration runs measured (empty inside)."""
         return extrapolation(self.layout, self.gpu, self.framework, self.time.mfu)
 
+    @property
+    def beyond_offer(self) -> str | None:
+        """Why the cost is not one the price's offer sells: more GPUs than it rents together (Price.max_gpus)."""
+        r = self.rate
+        if r is None or r.max_gpus is None or self.layout.gpus <= r.max_gpus:
+            return None
+        return (f"{r.label} rents at most {r.max_gpus:,} × {self.gpu.name} together; {self.layout.gpus:,} are costed "
+                f"at its rate")
+
     # -- planned: expected with failures, at the planning quantile ------------------------------------
 
     @functools.cached_property
