@@ -223,19 +223,16 @@ class Comparison:
             elif self.problem.max_gpus is not None and self.problem.max_gpus == cap:
                 label = f"max_gpus {cap:,}"
             for offer in offers[sku.name]:
-                ocap = offer.rate.max_gpus
-                if ocap is not None and ocap < cap:
-                    # an offer that rents fewer GPUs together is its own, smaller search (as solve caps it)
-                    own = replace(sku, rate=offer.rate, inventory=ocap)
-                    problem = replace(self.problem, skus=(own,))
-                    opart, ostats = compact(job_candidates(problem, self.job), sku.name)
-                    priced_part = repriced(opart, offer.rate.usd_per_gpu_hour, sku.gpu)
-                    self.options.append(Option(offer, problem, priced_part, ostats, ocap,
-                                               f"inventory {ocap:,}, the most this price rents together"))
-                    continue
                 problem = replace(self.problem, skus=(replace(sku, rate=offer.rate),))
-                priced_part = repriced(part, offer.rate.usd_per_gpu_hour, sku.gpu)
-                self.options.append(Option(offer, problem, priced_part, stats, cap, label))
+                own, ostats, ocap, olabel = part, stats, cap, label
+                if offer.rate.max_gpus is not None and offer.rate.max_gpus < cap:
+                    # an offer that rents fewer GPUs together is its own, smaller search (as solve caps it)
+                    ocap = offer.rate.max_gpus
+                    olabel = f"inventory {ocap:,}, the most this price rents together"
+                    problem = replace(problem, skus=(replace(problem.skus[0], inventory=ocap),))
+                    own, ostats = compact(job_candidates(problem, self.job), sku.name)
+                priced_part = repriced(own, offer.rate.usd_per_gpu_hour, sku.gpu)
+                self.options.append(Option(offer, problem, priced_part, ostats, ocap, olabel))
         self.relaxed: dict[str, CandidateTable] | None = None  # caps lifted, for "needs N GPUs" reasons (beyond
         # each cap only, when pruned: within it the option's own table answers)
         self._reach: tuple[float, float] = (math.inf, -math.inf)  # the deadlines (s) `relaxed` answers for
