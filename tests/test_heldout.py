@@ -262,7 +262,8 @@ def test_the_output_layer_stays_16_bit_in_fp8_recipes() -> None:
 
 def test_async_tp_overlaps_tensor_parallel_collectives(held_out: tuple[list, list]) -> None:
     """torchtitan's async TP (micro-pipelined collective matmuls) overlaps TP traffic as TE's userbuffers do: the
-    70B 2-D run with it measured 15 % faster than without, and is predicted faster and within the target."""
+    70B 2-D run with it measured 6 % faster than without (876 against 829 tokens/s per GPU); both are predicted
+    within the target, the overlapped one faster."""
     from planner.interop.published import overlaps_of
 
     assert overlaps_of("", {"async_tp": True}) == {"tp_overlap": 1.0}
@@ -270,8 +271,27 @@ def test_async_tp_overlaps_tensor_parallel_collectives(held_out: tuple[list, lis
     results, _ = held_out
     by_id = {r.id: r for r in results}
     plain, overlapped = (by_id[f"torchtitan-2412-h100-llama3.1-70b-256gpu-2d{s}"] for s in ("", "-asynctp"))
-    assert overlapped.evaluation.time.step_seconds < 0.9 * plain.evaluation.time.step_seconds
-    assert abs(overlapped.error) <= validation.MEDIAN_TARGET
+    assert overlapped.evaluation.time.step_seconds < plain.evaluation.time.step_seconds
+    assert max(abs(overlapped.error), abs(plain.error)) <= validation.MEDIAN_TARGET
+
+
+def test_fp8_tensor_parallelism_gathers_in_fp8(held_out: tuple[list, list]) -> None:
+    """Under sequence parallelism fp8 stacks all-gather GEMM inputs and output gradients already quantized
+    (torchao Float8ColwiseParallel / Float8RowwiseParallel, TE's fp8 gathers); the reduce-scatters stay 16-bit.
+    The measured float8 70B 2-D run (TP 8 without async TP) is predicted within the target, and the same layout's
+    exposed TP time in fp8 is three quarters of the 16-bit one (one gather at half the bytes per pair)."""
+    results, _ = held_out
+    by_id = {r.id: r for r in results}
+    plain = by_id["torchtitan-2412-h100-llama3.1-70b-256gpu-2d"]
+    assert plain.evaluation.layout.precision == "fp8" and plain.evaluation.layout.sequence_parallel
+    assert abs(plain.error) <= validation.MEDIAN_TARGET
+    run = next(r for r in validation.load_runs() if r["id"] == plain.id)
+    sixteen = dict(run, planner=dict(run["planner"], job=dict(run["planner"]["job"], precision="bf16"),
+                                     implementation={k: v for k, v in run["planner"]["implementation"].items()
+                                                     if k != "fp8_recipe"}))
+    bf16 = validation.evaluate_run(sixteen)
+    ratio = plain.evaluation.time.breakdown["tp_comm"] / bf16.evaluation.time.breakdown["tp_comm"]
+    assert ratio == pytest.approx(0.75, abs=0.02)
 
 
 def test_nemo1_userbuffer_switch_is_read_as_stated() -> None:

@@ -739,10 +739,14 @@ def _tp(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -
     # an MoE layer whose experts are not split over TP (expert_tp < tp) has no TP collectives around them:
     # the token dispatcher moves the sequence-parallel input itself (half a layer's TP traffic)
     layers = s.layers * (1 - 0.5 * c.moe_layers / (c.dense_layers + c.moe_layers) * (s.et < s.tp))
-    plain = (4 + 2 * s.full) * comm.all_reduce(act * ACT, g.tp)
+    # each all-reduce's worth is an all-gather and a reduce-scatter under SP; fp8 stacks gather the GEMM inputs
+    # and output gradients already quantized (TE base.py grad_output_preprocess and layernorm_linear.py gather
+    # fp8; torchao float8_tensor_parallel.py casts before redistribute), the reduce-scatters stay 16-bit
+    ag = comm.all_gather(act * (1 if c.stack.fp8_recipe else ACT), g.tp)
+    fp8_gather_saving = comm.all_gather(act * ACT, g.tp) - ag
+    plain = (4 + 2 * s.full) * (comm.all_reduce(act * ACT, g.tp) - s.sp * fp8_gather_saving)
     if not c.eff.tp_overlap:
         return layers * plain
-    ag = comm.all_gather(act * (1 if c.stack.fp8_recipe else ACT), g.tp)  # TE gathers fp8 inputs in fp8
     rs = comm.reduce_scatter(act * ACT, g.tp)
     share = c.eff.tp_overlap_sm_share
 
