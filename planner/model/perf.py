@@ -82,11 +82,16 @@ FA2_ON_NEWER_GPUS = 1 / 1.75
 TRITON_FLASH_FORWARD = 1 / 1.4
 TRITON_FLASH_BACKWARD = 1 / 2.0
 NATIVE_FLASH_GENERATIONS = ("hopper", "blackwell")
-# Bytes per logit the loss moves, forward and backward: the fp32 upcast, max, exp-sum, softmax and its gradient;
-# a fused kernel reads the 16-bit logits once each way and writes their 16-bit gradient (flash-attn's
-# losses/cross_entropy.py); Transformer Engine's reads them twice in forward (online softmax, then the gradient
-# written over them) and scales that gradient in place in backward (pytorch/triton/cross_entropy.py)
-CROSS_ENTROPY_BYTES = {"fp32": 24, "vocab_parallel": 24, "fused": 6, "fused_inplace": 10}
+# Bytes per logit the loss moves, forward and backward, pass by pass. Megatron's vocab-parallel loss
+# (megatron/core/tensor_parallel/cross_entropy.py): upcast (2 + 4), max (4), subtract, exp and divide in place
+# (8 each), sum (4); backward scales the saved softmax in place (8) and autograd casts it down (4 + 2): 52. Its
+# jit-fused variant (fusions/fused_cross_entropy.py) moves about as much: Inductor copies in-place results back.
+# Eager PyTorch on an fp32 copy: upcast (6), log_softmax's max, sum and write passes (16), nll's zero-filled
+# gradient (4), log_softmax_backward (16) and the downcast (6): 48. A fused kernel reads the 16-bit logits once
+# each way and writes their 16-bit gradient (flash-attn's losses/cross_entropy.py); Transformer Engine's reads
+# them twice in forward (online softmax, then the gradient written over them) and scales that gradient in place
+# in backward (pytorch/triton/cross_entropy.py)
+CROSS_ENTROPY_BYTES = {"fp32": 48, "vocab_parallel": 52, "fused": 6, "fused_inplace": 10}
 UNFUSED_BYTES = 2.0  # unfused element-wise ops (as Hugging Face writes them) each re-read and re-write
 # Optimizer step, bytes per parameter of the local shard besides reading and writing the master and moments: the
 # fp32 gradient (4) read twice (norm for clipping, then the update; Megatron casts a bf16 gradient shard to fp32
