@@ -29,7 +29,7 @@ import validation
 # Levels measured on the held-out set (VALIDATION.md); the issue's targets are validation.*_TARGET.
 MEDIAN_NOW = validation.MEDIAN_TARGET  # the issue's target, met (9.4 %)
 FIT_NOW = validation.FIT_TARGET  # the issue's target, met
-MEMORY_WITHIN_NOW = 17  # of the reserved / allocated peaks within MEMORY_TARGET
+MEMORY_WITHIN_NOW = 18  # of the reserved / allocated peaks within MEMORY_TARGET
 # Every held-out layout can be stated (Megatron-Core's EP folding over TP·DP·CP as layout.expert_tp).
 REFUSED: dict[str, str] = {}
 
@@ -318,13 +318,51 @@ def test_eager_logits_are_sharded_over_tensor_parallelism(held_out: tuple[list, 
 
     m = get_model("llama-3.1-8b")
     k = resolve(Implementation(framework="torchtitan"))
-    # with sequence parallelism every tensor of the loss chunk is sharded: hidden-width ones over the sequence,
-    # the 16-bit and fp32 logits over the vocabulary
+    # the 16-bit and fp32 logits shard over the vocabulary (the hidden-width tensors, as this shape states them,
+    # over the sequence)
     loss = {t: extras_bytes(m, k, ActivationShape(s=8192, b=12, t=t, r=t, dropout=False))[1] for t in (1, 8)}
     assert loss[8] == pytest.approx(loss[1] / 8, rel=0.001)
     results, _ = held_out
     titan = [r for r in results if r.family.startswith("torchtitan")]
     assert len(titan) == 24 and all(r.fits for r in titan)
+
+
+def test_dtensor_tensor_parallelism_keeps_the_gathered_input(held_out: tuple[list, list]) -> None:
+    """torchtitan's TP plan all-gathers a block's input to Replicate before its column-parallel projections, and
+    autograd keeps that full tensor for their weight gradients; Megatron/TE keep the local shard and gather it
+    again in backward. PyTorch's saved tensors show it (a concatenation stands in for the all-gather: three
+    projections of one gathered input save it once, whole); planner's shape keeps it whole under torchtitan
+    (fp8 where torchao's float8 TP gathers fp8), the shard under Megatron, and the 70B 2-D async-TP run's reserved
+    peak comes within the target."""
+    import torch
+
+    from planner.model.memory import activation_shape
+    from planner.model.presets import resolve
+    from planner.schema import Implementation
+
+    tp, rows, width = 8, 64, 32
+    shard = torch.randn(rows, width, dtype=torch.bfloat16, requires_grad=True)
+    weights = [torch.randn(width, width, dtype=torch.bfloat16, requires_grad=True) for _ in range(3)]
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved[t.data_ptr()] = t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        gathered = torch.cat([shard] * tp)
+        outs = [torch.nn.functional.linear(gathered, w) for w in weights]
+    assert saved[gathered.data_ptr()] == tp * rows * width * 2 and sum(o.numel() for o in outs) > 0
+
+    arrays = {"tp": 8, "cp": 1, "micro_batch": 1, "sequence_parallel": 1}
+    col = {fw: activation_shape(8192, arrays, resolve(Implementation(framework=fw))).col_in
+           for fw in ("torchtitan", "megatron-core")}
+    assert float(col["torchtitan"]) == 2.0 and float(col["megatron-core"]) == 2.0 / 8
+    fp8 = resolve(Implementation(framework="torchtitan", fp8_recipe="current"), precision="fp8")
+    assert float(activation_shape(8192, arrays, fp8).col_in) == 1.0
+    results, _ = held_out
+    run = next(r for r in results if r.id == "torchtitan-2412-h100-llama3.1-70b-256gpu-2d-asynctp")
+    assert run.memory_error is not None and abs(run.memory_error) <= validation.MEMORY_TARGET
 
 
 def test_a_fused_cross_entropy_keeps_only_the_16_bit_logits(held_out: tuple[list, list]) -> None:

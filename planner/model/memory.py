@@ -213,6 +213,14 @@ class ActivationShape:
     r: Any  # t with sequence parallelism, else 1: divides the hidden-width tensors
     dropout: bool
     gemm_in: float = 2.0
+    # bytes per element of a column-parallel GEMM's input where the framework keeps it all-gathered over TP
+    # (Preset.tp_keeps_gathered_input); None: the local shard, gemm_in / r
+    gathered: Any = None
+
+    @property
+    def col_in(self) -> Any:
+        """Bytes per token and hidden unit that a column-parallel GEMM (Q/K/V, fc1) keeps as its input."""
+        return self.gemm_in / self.r if self.gathered is None else self.gathered
 
 
 def _knobs(impl: Implementation | Knobs) -> Knobs:
@@ -268,7 +276,7 @@ def attention_saved(m: ModelSpec, impl: Implementation | Knobs, x: ActivationSha
     s, b, t = x.s, x.b, x.t
     sb, h = s * b, m.hidden
     q_w, k_w, v_w = _qkv_widths(m, k, b)
-    proj_in = x.gemm_in * sb * h / x.r  # the normalised input of the Q/K/V (or MLA down) projections
+    proj_in = x.col_in * sb * h  # the normalised input of the Q/K/V (or MLA down) projections
     if m.mla is not None:
         # each low-rank latent is a norm input (16-bit + fp32 rstd) and an up-projection input
         latents = [m.mla.kv_lora_rank] + ([m.mla.q_lora_rank] if m.mla.q_lora_rank else [])
@@ -327,7 +335,7 @@ def recompute_dropped(m: ModelSpec, k: Knobs, x: ActivationShape, moe_layer: boo
     dropped: Any = core_attention_saved(m, k, x) if "core_attn" in mods else 0
     stats = (8 if m.norm == "layernorm" else 4) * sb / x.r
     if "layernorm" in mods:
-        dropped = dropped + x.gemm_in * sb * h / x.r * (1 if m.shared_block_input else 2)
+        dropped = dropped + x.col_in * sb * h * (1 if m.shared_block_input else 2)
     if "mla_up_proj" in mods and m.mla is not None:
         q_w, k_w, v_w = _qkv_widths(m, k, x.b)
         dropped = dropped + 2 * sb * (q_w + k_w + v_w) / x.t
@@ -340,7 +348,7 @@ def recompute_dropped(m: ModelSpec, k: Knobs, x: ActivationShape, moe_layer: boo
         if "shared_experts" in mods:
             dropped = dropped + shared
     elif "mlp" in mods:
-        fc1_in = 0 if m.shared_block_input or "layernorm" in mods else x.gemm_in * sb * h / x.r
+        fc1_in = 0 if m.shared_block_input or "layernorm" in mods else x.col_in * sb * h
         dropped = dropped + stats + fc1_in + sb * mlp_inner_saved(m, k, m.ffn_hidden, x.gemm_in) / x.t
     return dropped
 
@@ -372,7 +380,7 @@ def layer_activation_bytes(
     total = m.norms_per_layer * norm_saved(m, k, x, h) + attention_saved(m, k, x)
     sb = x.s * x.b
     if not m.shared_block_input:
-        total += x.gemm_in * sb * h / x.r  # the normalised MLP input (fc1 / router / shared-expert input)
+        total += x.col_in * sb * h  # the normalised MLP input (fc1 / router / shared-expert input)
     if moe_layer and m.moe is not None:
         routing, routed, shared = _moe_saved(m, k, x)
         total += routing + routed + shared
@@ -475,7 +483,18 @@ def activation_shape(seq: int, arrays: dict[str, Any], impl: Implementation | Kn
         r=np.where(arrays["sequence_parallel"] > 0, tp, 1),
         dropout=k.dropout > 0,
         gemm_in=k.fp8_activation_bytes,
+        gathered=_gathered_bytes(k, tp),
     )
+
+
+def _gathered_bytes(k: Knobs, tp: Any) -> Any:
+    """Bytes per element of the all-gathered GEMM input a framework keeps (None where it keeps the shard):
+    16-bit, or fp8 where torchao's Float8ColwiseParallel casts before gathering (per-tensor scaling only,
+    torchao/float8/float8_tensor_parallel.py; the float8 Linear then saves that fp8 input)."""
+    if not k.preset.tp_keeps_gathered_input:
+        return None
+    fp8_gather = k.fp8 and k.fp8_recipe in ("delayed", "current")
+    return np.where(np.asarray(tp) > 1, 1.0 if fp8_gather else 2.0, k.fp8_activation_bytes)
 
 
 def extras_bytes(m: ModelSpec, k: Knobs, x: ActivationShape) -> tuple[Any, Any, Any]:
@@ -490,7 +509,8 @@ def extras_bytes(m: ModelSpec, k: Knobs, x: ActivationShape) -> tuple[Any, Any, 
     torch log_softmax_backward); a fused one writes one 16-bit gradient (2sbV/t)."""
     sb = x.s * x.b
     embedding = 8 * sb + (sb * m.hidden / x.r if x.dropout else 0)
-    loss = norm_saved(m, k, x, m.hidden) + 2 * sb * m.hidden / x.r
+    # the output layer's 16-bit input: all-gathered where the framework keeps it so (16-bit: float8 skips it)
+    loss = norm_saved(m, k, x, m.hidden) + 2 * sb * m.hidden / (x.r if x.gathered is None else 1)
     if k.cross_entropy in ("fused", "fused_inplace"):
         transient = 2 * sb * m.vocab / x.t if k.cross_entropy == "fused" else 0.0
         return embedding, loss + 2 * sb * m.vocab / x.t + 4 * sb, transient

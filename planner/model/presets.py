@@ -60,6 +60,12 @@ class Preset:
     fused_kernels: bool
     fused_swiglu: bool  # Megatron's bias_swiglu saves [gate, up] + product (6f); eager SwiGLU keeps 4 tensors (8f)
     fp8_saves_quantized_inputs: bool  # TE saves fp8 GEMM inputs; torchao Float8Linear keeps 16-bit ones
+    # what a column-parallel GEMM under sequence parallelism keeps for its weight gradient: Megatron and TE keep
+    # the local sequence shard and all-gather it again in backward (megatron/core/tensor_parallel/layers.py,
+    # transformer_engine/pytorch/module/layernorm_linear.py); torchtitan's DTensor plan redistributes the block
+    # input to Replicate before wq/wk/wv, w1/w3 and the output layer (parallelize_llama.py apply_tp,
+    # PrepareModuleInput) and autograd keeps that all-gathered tensor
+    tp_keeps_gathered_input: bool
     # the loss kernel: Megatron's vocab-parallel CE exponentiates its fp32 copy in place
     # (megatron/core/tensor_parallel/cross_entropy.py); eager CE keeps fp32 log-probabilities and allocates fp32
     # gradients (torch log_softmax_backward); without fused kernels a framework runs the eager one
@@ -118,7 +124,7 @@ class Preset:
 PRESETS: dict[Framework, Preset] = {
     "megatron-core": Preset(
         framework="megatron-core", attention_kernel="native",
-        fused_kernels=True, fused_swiglu=True, fp8_saves_quantized_inputs=True,
+        fused_kernels=True, fused_swiglu=True, fp8_saves_quantized_inputs=True, tp_keeps_gathered_input=False,
         cross_entropy="vocab_parallel",
         selective="modules",
         stage_output="freed", moe_probs_in_activation=True,
@@ -135,7 +141,7 @@ PRESETS: dict[Framework, Preset] = {
     "torchtitan": Preset(
         # eager unless torch.compile is on (torchtitan/config/job_config.py `compile` defaults to off)
         framework="torchtitan", attention_kernel="fa2",
-        fused_kernels=False, fused_swiglu=False, fp8_saves_quantized_inputs=False,
+        fused_kernels=False, fused_swiglu=False, fp8_saves_quantized_inputs=False, tp_keeps_gathered_input=True,
         cross_entropy="fp32",
         selective="op",
         stage_output="kept", moe_probs_in_activation=False,
@@ -148,7 +154,7 @@ PRESETS: dict[Framework, Preset] = {
     ),
     "deepspeed": Preset(
         framework="deepspeed", attention_kernel="fa2",
-        fused_kernels=True, fused_swiglu=True, fp8_saves_quantized_inputs=True,
+        fused_kernels=True, fused_swiglu=True, fp8_saves_quantized_inputs=True, tp_keeps_gathered_input=False,
         cross_entropy="vocab_parallel",
         selective="modules",
         stage_output="tp_partitioned", moe_probs_in_activation=False,
@@ -162,7 +168,7 @@ PRESETS: dict[Framework, Preset] = {
         # eager PyTorch modules around PyTorch SDPA (Accelerate, Composer); llm-foundry's MPT may name its
         # Triton kernel instead (implementation.attention_kernel: triton)
         framework="fsdp", attention_kernel="fa2",
-        fused_kernels=False, fused_swiglu=False, fp8_saves_quantized_inputs=True,
+        fused_kernels=False, fused_swiglu=False, fp8_saves_quantized_inputs=True, tp_keeps_gathered_input=False,
         cross_entropy="fp32",
         selective="modules",
         stage_output="kept", moe_probs_in_activation=False,
