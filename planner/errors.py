@@ -10,6 +10,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+# The pydantic error type of a YAML boolean given for an integer (planner.schema.Strict); its field in the context.
+BOOLEAN_COUNT = "boolean_count"
+
 
 class InputError(Exception):
     """Bad user input: a scenario, catalog entry or argument planner cannot use. CLI exit status 2."""
@@ -44,7 +47,8 @@ def format_validation_error(err: ValidationError, where: str) -> str:
     model-level validator have no key path and print as "where: message". For a union field (a catalog
     name or an inline spec), the branch that does not match the input's shape is left out.
     """
-    errors = [(_clean_loc(e["loc"]), e["msg"]) for e in err.errors(include_url=False)]
+    errors = [(_clean_loc(e["loc"]) + ((str(e["ctx"]["field"]),) if e["type"] == BOOLEAN_COUNT else ()), e["msg"])
+              for e in err.errors(include_url=False)]
     deeper = {path[:i] for path, _ in errors for i in range(len(path))}
     lines: dict[str, None] = {}  # ordered and de-duplicated in linear time
     for path, msg in errors:

@@ -6,10 +6,15 @@ typo in a scenario or a catalog is reported with the file and the key rather tha
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import functools
+import types
+import typing
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
+from planner.errors import BOOLEAN_COUNT
 from planner.limits import (
     MAX_BYTES_PER_GPU,
     MAX_EXPERTS,
@@ -43,10 +48,54 @@ BytesPerGpu = Annotated[int, Field(ge=0, le=MAX_BYTES_PER_GPU)]
 
 
 class Strict(BaseModel):
-    """Base for every planner model: unknown keys are errors, NaN and infinities are refused,
-    instances are immutable."""
+    """Base for every planner model: unknown keys are errors, NaN and infinities are refused, a YAML boolean
+    is not a count, instances are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_boolean_counts(cls, data: Any) -> Any:
+        # pydantic's lax int reads true as 1: `max_gpus: true` would plan for one GPU
+        if isinstance(data, dict):
+            for key in _integer_fields(cls).intersection(data):
+                value = data[key]
+                if isinstance(value, (list, tuple, dict)):
+                    value = next((v for v in (value.values() if isinstance(value, dict) else value)
+                                  if isinstance(v, bool)), None)
+                if isinstance(value, bool):
+                    raise PydanticCustomError(BOOLEAN_COUNT, "expected an integer, got a boolean", {"field": key})
+        return data
+
+
+@functools.cache
+def _integer_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The fields that hold integers (an int, an int literal, a sequence or a mapping of them) and no boolean."""
+    return frozenset(name for name, field in model.model_fields.items() if _integer_annotation(field.annotation))
+
+
+def _integer_annotation(annotation: Any) -> bool:
+    leaves: set[type] = set()
+
+    def walk(t: Any) -> None:
+        origin = typing.get_origin(t)
+        if origin is Literal:
+            leaves.update(type(v) for v in typing.get_args(t))
+        elif origin is Annotated:
+            walk(typing.get_args(t)[0])  # the type, not its constraints
+        elif origin in (typing.Union, types.UnionType, tuple, list):
+            for arg in typing.get_args(t):
+                if arg is not Ellipsis:
+                    walk(arg)
+        elif origin is dict:
+            walk(typing.get_args(t)[1])  # the values (keys are names)
+        elif isinstance(t, type):
+            leaves.add(t)
+        else:
+            leaves.add(object)  # anything else (Any, a forward reference): leave it to pydantic
+
+    walk(annotation)
+    return int in leaves and bool not in leaves and object not in leaves
 
 
 # --------------------------------------------------------------------------------------------

@@ -194,3 +194,22 @@ SERVING_KEYS = [("serving", "traffic", "qps"), ("serving", "traffic", "input"), 
        command=st.sampled_from(["serve", "compare"]))
 def test_serving_scenarios(edits: list[tuple[tuple[str, ...], Any]], command: str) -> None:
     check([command, str(write(scenario_text(edits, SERVING).encode())), "--format", "json"])
+
+
+def test_a_yaml_boolean_is_not_a_count() -> None:
+    """pydantic's lax int reads `true` as 1; a count typed as a boolean is refused with its key, in a mapping
+    (a per-SKU cap), a list (a pipeline layout) and a scenario GPU's catalog entry alike. Boolean switches and
+    0..1 fractions still take booleans."""
+    gpu = {"name": "h100-cap", "base": "h100-sxm", "prices": [{"provider": "p", "kind": "on-demand",
+                                                               "usd_per_gpu_hour": 2.0, "max_gpus": True}]}
+    for path, value, key in [(("hardware", "max_gpus"), True, "hardware.max_gpus"),
+                             (("hardware", "max_gpus"), {"h100-sxm": False}, "hardware.max_gpus"),
+                             (("job", "global_batch"), True, "job.global_batch"),
+                             (("layout", "pipeline_layout"), [True, 2], "layout.pipeline_layout"),
+                             (("gpus",), [gpu], "max_gpus")]:
+        result = runner.invoke(app, ["estimate", str(write(scenario_text([(path, value)]).encode()))])
+        assert result.exit_code == 2, (path, result.stdout, result.stderr)
+        assert key in result.stderr and "expected an integer, got a boolean" in result.stderr, result.stderr
+    switched = scenario_text([(("layout", "tp"), 2), (("layout", "sequence_parallel"), True),
+                              (("efficiency", "tp_overlap"), True)])
+    assert runner.invoke(app, ["estimate", str(write(switched.encode()))]).exit_code == 0
