@@ -151,3 +151,20 @@ def test_disaggregated_request_longer_than_a_pool_holds_exits_1_with_the_numbers
     r = runner.invoke(app, [*DISAGG, "--qps", "2", "--prefill-replicas", "1", "--decode-replicas", "1",
                             "--input-len", "9000000"])
     assert r.exit_code == 1 and "9,000,000 tokens" in r.output and "KV cache" in r.output, r.output
+
+
+def test_a_rate_the_replica_cannot_keep_up_with_is_flagged() -> None:
+    """At --qps 1e6 one H100 completes a few requests a second: the queue grows without bound and a finite run's
+    percentiles describe no steady state. The table says so, JSON keeps its keys and says it on stderr; a rate the
+    replica serves is not flagged (the same keep-up test the fleet search applies)."""
+    rate = ["serve", "--model", "llama-3.1-8b", "--gpu", "h100", "--input-len", "500", "--output-len", "50",
+            "--requests", "100"]
+    table = runner.invoke(app, [*rate, "--qps", "1e6"])
+    assert table.exit_code == 0 and "overloaded: 1e+06 requests/s offered" in table.stdout, table.output
+    js = runner.invoke(app, [*rate, "--qps", "1e6", "--format", "json"])
+    assert js.exit_code == 0 and "warning: overloaded" in js.stderr
+    assert set(json.loads(js.stdout)) == {"ttft_ms", "tpot_ms", "throughput", "memory", "max_concurrency"}
+    light = runner.invoke(app, [*rate, "--qps", "0.5"])
+    assert light.exit_code == 0 and "overloaded" not in light.output, light.output
+    split = runner.invoke(app, [*rate, "--qps", "1e6", "--prefill-replicas", "1", "--decode-replicas", "1"])
+    assert split.exit_code == 0 and "overloaded" in split.stdout and "replica completes" in split.stdout

@@ -5,7 +5,8 @@ serves the scenario's traffic within its latency SLOs; `--pareto` traces cost ag
 `planner serve --model M --gpu G --tp N --concurrency C --input-len I --output-len O` evaluates one deployment;
 with `--qps Q --prefill-replicas P --decode-replicas D [--decode-gpu G2 --decode-tp N2]` it is disaggregated:
 P replicas of G × tp N run prefill and D replicas of G2 × tp N2 decode (DistServe/Splitwise).
-Exit status: 0 done, 1 no fleet meets the SLOs (the numbers that rule it out on stderr), 2 bad input.
+A --qps the deployment does not keep up with is flagged (overloaded: its queue grows, the latencies shown are those
+of a finite run). Exit status: 0 done, 1 no fleet meets the SLOs (the numbers that rule it out on stderr), 2 bad input.
 """
 
 from __future__ import annotations
@@ -16,10 +17,16 @@ from typing import Annotated
 import typer
 
 from planner import MAX_GPUS
-from planner.cli.common import run
+from planner.cli.common import run, say
 from planner.report import Format
 
 DTYPES = "bf16, fp16, fp8, int8, int4, fp4"
+
+
+def warn_overload(note: str | None, fmt: Format) -> None:
+    """Machine formats keep their keys: an overloaded deployment is said on stderr (the table shows it)."""
+    if note and fmt != Format.table:
+        say(f"warning: {note}")
 
 
 def serve_command(
@@ -94,6 +101,7 @@ def serve_command(
                 decode_replicas=decode_replicas, weight_dtype=weight_dtype, kv_dtype=kv_dtype, engine=engine,
                 requests=requests, seed=seed)
             render(pools, format.value)
+            warn_overload(pools.overload, format)
             return 0
         for flag, value in (("--decode-gpu", decode_gpu), ("--decode-tp", decode_tp)):
             if value is not None:
@@ -103,6 +111,7 @@ def serve_command(
             model, gpu, tp=tp, pp=pp, concurrency=clients, qps=qps, input_len=input_len, output_len=output_len,
             weight_dtype=weight_dtype, kv_dtype=kv_dtype, engine=engine, requests=requests, seed=seed)
         render(deployment, format.value)
+        warn_overload(deployment.overload, format)
         return 0
 
     run(body)

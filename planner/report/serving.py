@@ -122,6 +122,8 @@ def print_deployment(con: Console, r: DeploymentResult) -> None:
     con.print(Text(f"{r.output_tokens_per_s:,.0f} output tokens/s, {r.requests_per_s:.2f} requests/s; "
                    f"{r.total_bytes / 2**30:.1f} GiB per GPU (weights {r.weights_bytes / 2**30:.1f}, "
                    f"KV {r.kv_cache_bytes / 2**30:.1f}); up to {r.max_concurrency} requests at once"))
+    if r.overload:
+        con.print(Text(r.overload, style="bold red"))
 
 
 def latency_table(ttft_ms: dict[str, float], tpot_ms: dict[str, float]) -> Table:
@@ -154,6 +156,8 @@ def print_disaggregated(con: Console, r: DisaggregatedResult) -> None:
     con.print(latency_table(r.ttft_ms, r.tpot_ms))
     con.print(Text(f"{r.output_tokens_per_s:,.0f} output tokens/s, {r.requests_per_s:.2f} requests/s; KV hand-off "
                    f"{r.kv_transfer_ms:.2f} ms per request over {r.link}"))
+    if r.overload:
+        con.print(Text(r.overload, style="bold red"))
 
 
 def capacity_figure(s: ServingSolution) -> Figure:

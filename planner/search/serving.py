@@ -45,7 +45,6 @@ RATE_TOLERANCE = 0.04  # capacities are found to within 4 % (below the model's o
 STEP_FACTOR = 1.3
 MAX_EXPANSIONS = 8
 MIN_RATE_SHARE = 1e-3  # below this share of the analytic bound a class counts as unservable
-STABLE_SHARE = 0.9  # completions keep pace with arrivals to within 10 %
 STEADY_TURNOVERS = 4  # a simulation holds at least this many times the requests the replica holds at once
 SATURATION = 1.02  # a larger batch limit that adds less than 2 % capacity ends the limits of that (SKU, TP)
 
@@ -246,8 +245,7 @@ def _meets(sim: SimResult, s: ServingScenario, offered: float) -> bool:
     """The SLO percentiles hold and the replica keeps up: requests finish, while requests still arrive, at the
     offered rate (a queue that grows through a finite run can still show passable percentiles)."""
     slo = s.serving.slo
-    stable = sim.completion_rate >= STABLE_SHARE * offered
-    return stable and sim.meets(slo.ttft_ms / 1e3, slo.tpot_ms / 1e3, slo.percentile, slo.attainment)
+    return sim.keeps_up(offered) and sim.meets(slo.ttft_ms / 1e3, slo.tpot_ms / 1e3, slo.percentile, slo.attainment)
 
 
 def max_rate(

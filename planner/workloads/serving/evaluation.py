@@ -74,6 +74,13 @@ class DeploymentResult:
     def total_bytes(self) -> int:
         return self.weights_bytes + self.kv_cache_bytes + self.workspace_bytes
 
+    @property
+    def overload(self) -> str | None:
+        """Why the latencies describe no steady state, when the replica does not keep up with --qps; else None."""
+        if self.qps is None or self.sim is None or self.sim.keeps_up():
+            return None
+        return overload_note(self.qps, self.sim.completion_rate, len(self.sim.e2e))
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON of `planner serve ... --format json`: exactly these keys."""
         return {
@@ -89,6 +96,13 @@ class DeploymentResult:
             },
             "max_concurrency": self.max_concurrency,
         }
+
+
+def overload_note(offered: float, completing: float, requests: int, what: str = "the replica") -> str:
+    """The overload warning: the offered rate, the rate requests completed at while they arrived."""
+    return (f"overloaded: {offered:g} requests/s offered, {what} completes {completing:.3g}/s while requests "
+            f"arrive; its queue grows without bound, and the latencies are those of a finite run of {requests} "
+            "requests, not a steady state")
 
 
 def _resolve(model: str | ModelSpec, gpu: str | GpuSku) -> tuple[ModelSpec, GpuSku]:
@@ -284,6 +298,18 @@ class DisaggregatedResult:
     output_len: float = 0.0
     prefill: DisaggPool | None = None
     decode: DisaggPool | None = None
+
+    @property
+    def overload(self) -> str | None:
+        """Why the latencies describe no steady state, when a pool's replica does not keep up with its share of
+        --qps (requests go round-robin over the replicas); else None."""
+        if self.prefill is None or self.decode is None:
+            return None
+        for name, sim, pool in (("a prefill replica", self.result.prefill, self.prefill),
+                                ("a decode replica", self.result.decode, self.decode)):
+            if not sim.keeps_up():
+                return overload_note(self.qps / pool.replicas, sim.completion_rate, len(sim.e2e), name)
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON of `planner serve ... --prefill-replicas P --decode-replicas D --format json`; `memory` per

@@ -48,6 +48,7 @@ Z99 = 2.3263478740408408  # standard normal 99th percentile
 CLIENT_GAP_S = 0.005
 MAX_RUN = 4096  # decode iterations advanced at once
 PERCENTILES = (50, 90, 99)
+STABLE_SHARE = 0.9  # completions keep pace with arrivals to within 10 %: below, the replica is overloaded
 
 
 class LengthDist(Strict):
@@ -142,6 +143,7 @@ class SimResult:
     mean_batch: float  # running requests per iteration, time-weighted
     unserved: int  # requests that can never fit the KV pool
     completion_rate: float = 0.0  # requests/s finishing while requests still arrive: below the offered rate = overload
+    arrival_rate: float = 0.0  # requests/s arriving over the same window (the sample's rate, not the nominal one)
     prefill_seconds: float = 0.0  # iteration time attributed to prefill tokens (by token share)
     decode_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -149,6 +151,12 @@ class SimResult:
     def percentiles(self, what: str) -> dict[str, float]:
         """p50/p90/p99 of ttft, tpot or e2e, in milliseconds."""
         return {f"p{p}": self.at(what, p) for p in PERCENTILES}
+
+    def keeps_up(self, offered: float | None = None) -> bool:
+        """Requests finish, while requests still arrive, at the offered rate (req/s; default the rate this run's
+        requests arrived at, which a short Poisson sample sets off the nominal one); below it the queue grows
+        without bound, and a finite run's percentiles understate a steady state that never comes."""
+        return self.completion_rate >= STABLE_SHARE * (self.arrival_rate if offered is None else offered)
 
     def at(self, what: str, pct: float) -> float:
         """The `pct` percentile of ttft, tpot or e2e, in milliseconds; inf when no request has one."""
@@ -557,6 +565,8 @@ def simulate(
     first_stat = float(np.min(arrive_a[stat])) if stat.any() else 0.0
     in_window = served & (finish_a >= first_stat) & (finish_a <= last_arrival)
     completion_rate = float(in_window.sum() / max(last_arrival - first_stat, 1e-12))
+    arrived = int((np.isfinite(arrive_a) & (idx >= start)).sum())
+    arrival_rate = float(max(arrived - 1, 0) / max(last_arrival - first_stat, 1e-12))
     return SimResult(
         ttft=ttft,
         tpot=tpot,
@@ -570,6 +580,7 @@ def simulate(
         mean_batch=batch_time / t if t > 0 else 0.0,
         unserved=int((~served).sum()),
         completion_rate=completion_rate,
+        arrival_rate=arrival_rate,
         prefill_seconds=pre_time,
         decode_seconds=dec_time,
     )
