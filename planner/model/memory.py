@@ -619,8 +619,11 @@ def training_memory_table(
         # DeepSpeed: gathered parameters capped at stage3_max_live_parameters, and their gradients
         cap = overheads.zero3_live_params
         live = (np.minimum(2 * unit, cap) if cap is not None else 2 * unit) * (BF16 + BF16)
-    buffers = (overheads.comm_buffer_bytes + np.where(pp > 1, 2 * 2 * x.s * x.b * m.hidden / x.r, 0)
-               + np.where(gathered, live, 0))
+    sbh_r = x.s * x.b * m.hidden / x.r
+    # one 16-bit send and one receive buffer of a stage activation in flight (Megatron); per micro-batch under
+    # torch.distributed.pipelining, counted per rank below
+    pipe_pair = 0.0 if k.preset.recv_buffer_per_microbatch else 2 * 2 * sbh_r
+    buffers = overheads.comm_buffer_bytes + np.where(pp > 1, pipe_pair, 0) + np.where(gathered, live, 0)
 
     best: dict[str, np.ndarray] | None = None
     groups = list(pipeline.combos(pp, vpp, microbatches))
@@ -628,7 +631,6 @@ def training_memory_table(
     for g, (_, idx) in enumerate(groups):
         gid[idx] = g
     deepest = max(p for (p, _, _), _ in groups)
-    sbh_r = x.s * x.b * m.hidden / x.r
     # with one stage the first rank is also the last; the second rank differs only with three or more
     for which in RANKS if deepest > 2 else ("first", "last") if deepest == 2 else ("first",):
         plans = [rank_plan(m, p, v, mb, which, recipe, k.split) for (p, v, mb), _ in groups]
@@ -650,6 +652,12 @@ def training_memory_table(
         expert_par = ml * e_moe
         weights = dense_par * (wd + held_w) + expert_par * (we + held_w)
         extra = buffers
+        if k.preset.recv_buffer_per_microbatch:
+            # the rank's v stages: a forward-input buffer each but the first stage's, an input-gradient buffer
+            # each but the last stage's, one per micro-batch
+            recv = per_row([(2 * v - (which == "first") - (which == "last")) * mb if p > 1 else 0
+                            for (p, v, mb), _ in groups])
+            extra = extra + recv * 2 * sbh_r
         if k.fp8 and k.fp8_weight_bytes:
             # Transformer Engine's cached fp8 weights (row-wise and transposed, with scales); with fp8
             # parameters (fp8_param_gather) the fp8 copy replaces the 16-bit weight, whose shard is gone

@@ -78,6 +78,11 @@ class Preset:
     # it partitioned over TP (pipe/engine.py pipe_buffers['outputs'], pipe_partitioned); torch.distributed.
     # pipelining keeps it whole (stage.py fwd_cache), sequence-sharded under torchtitan's TP plan
     stage_output: Literal["freed", "tp_partitioned", "kept"]
+    # a stage's receive buffers: Megatron posts one send and one receive of a micro-batch's activation at a time
+    # (megatron/core/pipeline_parallel/p2p_communication.py); torch.distributed.pipelining allocates, per stage it
+    # hosts, a forward-input buffer (not the first stage) and an input-gradient buffer (not the last) for every
+    # micro-batch of the step and keeps them (stage.py _prepare_forward_infra, _prepare_backward_infra)
+    recv_buffer_per_microbatch: bool
     # MoE routing weights applied inside the experts' activation (Megatron-Core TEGroupedMLP's
     # weighted_bias_swiglu_impl, megatron/core/transformer/moe/experts.py): the expert output is not kept for
     # the weighted combine; eager experts multiply after fc2 and keep it
@@ -127,7 +132,7 @@ PRESETS: dict[Framework, Preset] = {
         fused_kernels=True, fused_swiglu=True, fp8_saves_quantized_inputs=True, tp_keeps_gathered_input=False,
         cross_entropy="vocab_parallel",
         selective="modules",
-        stage_output="freed", moe_probs_in_activation=True,
+        stage_output="freed", recv_buffer_per_microbatch=False, moe_probs_in_activation=True,
         state="megatron", fsdp_reduce_fp32=True, reshard_after_forward=True, reshard_with_pp=True,
         zero3_unit="layer", split="megatron",
         # Megatron TransformerConfig.fp8_recipe default "delayed"; NeMo-2 recipes fp8_amax_history_len 1024
@@ -144,7 +149,7 @@ PRESETS: dict[Framework, Preset] = {
         fused_kernels=False, fused_swiglu=False, fp8_saves_quantized_inputs=False, tp_keeps_gathered_input=True,
         cross_entropy="fp32",
         selective="op",
-        stage_output="kept", moe_probs_in_activation=False,
+        stage_output="kept", recv_buffer_per_microbatch=True, moe_probs_in_activation=False,
         state="fsdp2", fsdp_reduce_fp32=True, reshard_after_forward=True, reshard_with_pp=False,
         zero3_unit="layer", split="torchtitan", fp8_recipe="current", amax_history_len=0,
         # torchtitan/config/configs.py: FSDP prefetches under compute; run_train.sh sets expandable_segments
@@ -157,7 +162,7 @@ PRESETS: dict[Framework, Preset] = {
         fused_kernels=True, fused_swiglu=True, fp8_saves_quantized_inputs=True, tp_keeps_gathered_input=False,
         cross_entropy="vocab_parallel",
         selective="modules",
-        stage_output="tp_partitioned", moe_probs_in_activation=False,
+        stage_output="tp_partitioned", recv_buffer_per_microbatch=False, moe_probs_in_activation=False,
         state="deepspeed", fsdp_reduce_fp32=False, reshard_after_forward=True, reshard_with_pp=True,
         zero3_unit="live_cap", split="megatron", fp8_recipe="delayed", amax_history_len=1024,
         tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, expandable_segments=False,
@@ -171,7 +176,7 @@ PRESETS: dict[Framework, Preset] = {
         fused_kernels=False, fused_swiglu=False, fp8_saves_quantized_inputs=True, tp_keeps_gathered_input=False,
         cross_entropy="fp32",
         selective="modules",
-        stage_output="kept", moe_probs_in_activation=False,
+        stage_output="kept", recv_buffer_per_microbatch=False, moe_probs_in_activation=False,
         state="fsdp1", fsdp_reduce_fp32=False, reshard_after_forward=True, reshard_with_pp=True,
         zero3_unit="layer", split="megatron", fp8_recipe="delayed", amax_history_len=1024,
         tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, expandable_segments=False,
