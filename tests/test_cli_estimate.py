@@ -156,3 +156,23 @@ def test_inline_model_errors_name_the_missing_keys(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert f"{sc}: model.heads: Field required" in result.output
     assert "function-after" not in result.output and "model.str" not in result.output
+
+
+def test_framework_and_fp8_recipe_flags_set_the_implementation(tmp_path: Path) -> None:
+    """`--framework` and `--fp8-recipe` are implementation.framework and implementation.fp8_recipe on the command
+    line (over a scenario's keys): torchtitan's eager kernels keep more for backward than Transformer Engine's
+    fused ones, so the same 8B layout needs more activation memory; a bad value is one line naming the flag."""
+    args = ["estimate", "--model", "llama-3.1-8b", "--gpu", "h100", "--gpus", "8", "--zero", "3", "--micro-batch",
+            "1", "--seq", "4096"]
+    te, titan = run_json(*args), run_json(*args, "--framework", "torchtitan")
+    assert titan["memory"]["bytes"]["activations"] > te["memory"]["bytes"]["activations"]
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text("name: s\nmodel: llama-3.1-8b\njob: {tokens: 1.0e9, seq_len: 4096, global_batch: 8}\n"
+                        "implementation: {framework: torchtitan}\n")
+    over = run_json("estimate", str(scenario), "--gpu", "h100", "--gpus", "8", "--zero", "3", "--micro-batch", "1",
+                    "--framework", "megatron-core")
+    assert over["memory"]["bytes"]["activations"] == te["memory"]["bytes"]["activations"]
+    fp8 = run_json(*args, "--precision", "fp8", "--fp8-recipe", "current")
+    assert fp8["time"]["step_seconds"] < te["time"]["step_seconds"]
+    bad = runner.invoke(app, [*args, "--framework", "jax"])
+    assert bad.exit_code == 2 and "--framework" in bad.output

@@ -111,7 +111,8 @@ FLAG_VALUES = st.sampled_from(["0", "-1", "1", "3", "8", "nan", "inf", "-inf", "
                                "abc", "", "1.5", "1e15", "/", "/dev/null", "[1]*999999999"])
 ESTIMATE_FLAGS = ["--gpus", "--gpus-per-node", "--tp", "--pp", "--vpp", "--dp", "--cp", "--ep", "--expert-tp", "--zero",
                   "--micro-batch", "--global-batch", "--seq", "--dropout", "--tokens", "--mfu", "--hfu",
-                  "--precision", "--recompute", "--model", "--gpu", "--model-config", "--batch", "--context"]
+                  "--precision", "--recompute", "--model", "--gpu", "--model-config", "--batch", "--context",
+                  "--framework", "--fp8-recipe"]
 
 
 @FEW

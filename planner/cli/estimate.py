@@ -28,6 +28,20 @@ class PrecisionOpt(StrEnum):
     fp8 = "fp8"
 
 
+class FrameworkOpt(StrEnum):
+    megatron_core = "megatron-core"
+    torchtitan = "torchtitan"
+    deepspeed = "deepspeed"
+    fsdp = "fsdp"
+
+
+class Fp8RecipeOpt(StrEnum):
+    delayed = "delayed"
+    current = "current"
+    mxfp8 = "mxfp8"
+    blockwise = "blockwise"
+
+
 class ServeDtype(StrEnum):
     bf16 = "bf16"
     fp16 = "fp16"
@@ -63,6 +77,10 @@ def estimate_command(
         min=1, max=MAX_GLOBAL_BATCH, help="sequences per optimizer step")] = None,
     seq: Annotated[int | None, typer.Option(min=1, max=MAX_SEQ, help="sequence length")] = None,
     precision: Annotated[PrecisionOpt | None, typer.Option(help="GEMM precision")] = None,
+    framework: Annotated[FrameworkOpt | None, typer.Option(
+        help="training stack whose kernels, state layout and overlaps to model (implementation.framework)")] = None,
+    fp8_recipe: Annotated[Fp8RecipeOpt | None, typer.Option(
+        help="fp8 scaling recipe with --precision fp8 (implementation.fp8_recipe)")] = None,
     dropout: Annotated[float | None, typer.Option(min=0.0, max=0.99, help="dropout probability")] = None,
     tokens: Annotated[float | None, typer.Option(
         min=1.0, max=MAX_TOKENS, help="tokens to train (default 20 per parameter)")] = None,
@@ -103,6 +121,8 @@ def estimate_command(
                     "recompute": recompute.value if recompute else None, "sequence_parallel": sequence_parallel,
                     "micro_batch": micro_batch},
             scenario=sc, reliability=reliability_value(reliability),
+            implementation={"framework": framework.value if framework else None,
+                            "fp8_recipe": fp8_recipe.value if fp8_recipe else None},
         )), format.value)
 
     run(body)

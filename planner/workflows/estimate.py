@@ -37,6 +37,7 @@ class EstimateRequest:
     dropout: float | None = None
     precision: str | None = None
     layout: dict[str, Any] = field(default_factory=dict)  # tp, pp, vpp, dp, cp, ep, zero, recompute, ...
+    implementation: dict[str, Any] = field(default_factory=dict)  # framework, fp8_recipe, ... over the scenario's
     scenario: Scenario | None = None
     # failures, checkpoints and restarts (docs/goodput.md): "none" for the ideal time; None: the scenario's
     # `reliability`, else the defaults
@@ -61,12 +62,15 @@ def resolve(req: EstimateRequest) -> Inputs:
         raise InputError("--model: give a catalog model, --model-config FILE, or a scenario")
     hw = inputs.hardware(sc, model, gpu=req.gpu, gpus_per_node=req.gpus_per_node, tokens=req.tokens)
     seq = pick(req.seq, sc.job.seq_len if sc else None, model.max_seq)
+    impl = sc.implementation if sc else Implementation()
+    given = {k: v for k, v in req.implementation.items() if v is not None}
+    if req.dropout is not None:
+        given["dropout"] = req.dropout
+    if given:
+        impl = inputs.validated(Implementation, {**impl.model_dump(exclude_unset=True), **given}, "implementation")
     layout = inputs.layout(sc, model, overrides=req.layout, gpus=inputs.given_gpus(req.gpus, sc),
                            global_batch=req.global_batch, precision=req.precision, node=hw["gpus_per_node"],
-                           seq=seq, strict=True)
-    impl = sc.implementation if sc else Implementation()
-    if req.dropout is not None:
-        impl = impl.model_copy(update={"dropout": req.dropout})
+                           seq=seq, strict=True, framework=impl.framework)
     if req.mfu is not None or req.hfu is not None:
         hw["efficiency"] = hw["efficiency"].model_copy(update={"mfu": req.mfu, "hfu": req.hfu})
     return Inputs(model=model, layout=layout, seq=seq, implementation=impl, **hw)

@@ -119,8 +119,17 @@ def runs_on(gpu: GpuSku, precision: str) -> None:
                          f"(--precision, job.precision) needs")
 
 
+def validated(kind: type[Any], data: Mapping[str, Any], where: str) -> Any:
+    """`data` as the pydantic model `kind`; an InputError naming `where` and the key when it is not one."""
+    try:
+        return kind.model_validate(dict(data))
+    except ValidationError as e:
+        raise InputError(format_validation_error(e, where)) from None
+
+
 def layout(sc: Scenario | None, model: ModelSpec, *, overrides: Mapping[str, Any], gpus: int | None,
-           global_batch: int | None, precision: str | None, node: int, seq: int, strict: bool) -> Layout:
+           global_batch: int | None, precision: str | None, node: int, seq: int, strict: bool,
+           framework: str | None = None) -> Layout:
     """The scenario's `layout:` with the flags' `overrides`, dp derived from `gpus`. `strict` (estimate)
     refuses a count the other sizes do not divide and any illegal layout; otherwise (review) dp is the
     count over the other sizes, at least 1, and an illegal layout is returned to be judged."""
@@ -148,7 +157,7 @@ def layout(sc: Scenario | None, model: ModelSpec, *, overrides: Mapping[str, Any
         raise InputError(format_validation_error(e, "layout")) from None
     if strict:
         problems = layout_problems(model, out, gpus=gpus, node_size=node, seq=seq,
-                                   framework=sc.implementation.framework if sc else "megatron-core")
+                                   framework=framework or (sc.implementation.framework if sc else "megatron-core"))
         if problems:
             raise InputError("illegal layout: " + "; ".join(problems))
     return out
