@@ -14,7 +14,7 @@ from planner.errors import InputError, format_validation_error
 from planner.model.params import count_params
 from planner.pricing import priced
 from planner.scenario import MAX_TOKENS, EfficiencyOverride, Pricing, Scenario, resolve_model
-from planner.schema import GpuCount, GpuSku, Implementation, Layout, ModelSpec, Overheads, SeqLen
+from planner.schema import Framework, GpuCount, GpuSku, Implementation, Layout, ModelSpec, Overheads, SeqLen
 from planner.workloads.training.evaluation import Evaluation, evaluate
 from planner.workloads.training.legality import layout_problems, sequence_problem
 
@@ -129,7 +129,7 @@ def validated(kind: type[Any], data: Mapping[str, Any], where: str) -> Any:
 
 def layout(sc: Scenario | None, model: ModelSpec, *, overrides: Mapping[str, Any], gpus: int | None,
            global_batch: int | None, precision: str | None, node: int, seq: int, strict: bool,
-           framework: str | None = None) -> Layout:
+           framework: Framework | None = None) -> Layout:
     """The scenario's `layout:` with the flags' `overrides`, dp derived from `gpus`. `strict` (estimate)
     refuses a count the other sizes do not divide and any illegal layout; otherwise (review) dp is the
     count over the other sizes, at least 1, and an illegal layout is returned to be judged."""
