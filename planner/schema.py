@@ -238,6 +238,12 @@ class Price(Strict):
 
 Fp8Recipe = Literal["delayed", "current", "mxfp8", "blockwise"]
 
+
+def compute_dtype(precision: str, fp8_recipe: str | None) -> str:
+    """The tensor-core format a job needs: its precision, or `mxfp8` for fp8 under MX block scaling (whose
+    32-element E8M0 scales only Blackwell's tensor cores apply; GpuSku.block_scaled_fp8)."""
+    return "mxfp8" if precision == "fp8" and fp8_recipe == "mxfp8" else precision
+
 # HBM bytes per element TE's quantization kernels move per fp8 GEMM, by recipe (Efficiency.fp8_quantize_bytes)
 FP8_QUANTIZE_BYTES: dict[Fp8Recipe, float] = {"delayed": 6.0, "current": 12.0, "mxfp8": 10.0, "blockwise": 10.0}
 
@@ -486,6 +492,9 @@ class GpuSku(Strict):
         description="the board power its peaks and efficiencies were measured at, when `tdp_w` is a lower "
         "power limit (a scenario's `gpus:` entry that caps a catalog part); null = tdp_w",
     )
+    block_scaled_fp8: bool = Field(
+        False, description="tensor cores that apply MX block scales in the GEMM (MXFP8: Blackwell); without them "
+        "Transformer Engine refuses the mxfp8 recipe")
     efficiency: Efficiency = Efficiency()
     prices: list[Price] = []
     source: str
@@ -497,8 +506,11 @@ class GpuSku(Strict):
         return self
 
     def supports(self, dtype: str) -> bool:
-        """Whether the GPU has tensor cores for a compute dtype (bf16 and fp16 stand in for each other)."""
+        """Whether the GPU has tensor cores for a compute dtype (bf16 and fp16 stand in for each other; mxfp8,
+        planner.schema.compute_dtype, needs block-scaled fp8)."""
         table = self.peak_tflops
+        if dtype == "mxfp8":
+            return "fp8" in table and self.block_scaled_fp8
         return dtype in table or (dtype in ("bf16", "fp16") and ("bf16" in table or "fp16" in table))
 
     def peak(self, dtype: str) -> float:
@@ -533,6 +545,7 @@ class GpuDefinition(Strict):
     tdp_w: int | None = Field(
         None, ge=1, le=100_000, description="board power; below the base's it is a power limit (slower clocks)"
     )
+    block_scaled_fp8: bool | None = Field(None, description="MX block-scaled fp8 tensor cores (default: the base's)")
     efficiency: dict[str, float] | None = Field(None, description="overrides of the base's Efficiency fields")
     prices: list[Price] | None = None
 

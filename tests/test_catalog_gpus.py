@@ -296,3 +296,46 @@ def test_scenario_gpu_errors_name_the_entry(entry: dict, expected: str) -> None:
     with pytest.raises(InputError, match="gpus\\[0\\]") as info:
         catalog.derive_gpus([GpuDefinition(**entry)])
     assert expected in str(info.value)
+
+
+def test_mxfp8_needs_block_scaled_tensor_cores() -> None:
+    """Transformer Engine runs the MXFP8 recipe from compute capability 10.0 (check_mxfp8_support): a Hopper GPU is
+    refused for it with the key named, skipped with the reason when a Blackwell one is allowed beside it, and a
+    scenario GPU derived from a Blackwell part keeps the capability."""
+    from typer.testing import CliRunner
+
+    from planner.catalog import derive_gpus, get_gpu
+    from planner.cli import app
+    from planner.schema import GpuDefinition, compute_dtype
+
+    assert compute_dtype("fp8", "mxfp8") == "mxfp8" and compute_dtype("bf16", "mxfp8") == "bf16"
+    assert get_gpu("b200").supports("mxfp8") and not get_gpu("h100").supports("mxfp8")
+    assert get_gpu("h100").supports(compute_dtype("fp8", "blockwise"))
+    (capped,) = derive_gpus([GpuDefinition(name="b200-700w", base="b200", tdp_w=700)])
+    assert capped.supports("mxfp8")
+    runner = CliRunner()
+    flags = ["estimate", "--model", "llama-3.1-8b", "--gpus", "8", "--zero", "3", "--seq", "4096", "--precision",
+             "fp8", "--fp8-recipe", "mxfp8"]
+    hopper = runner.invoke(app, [*flags, "--gpu", "h100"])
+    assert hopper.exit_code == 2 and "--fp8-recipe" in hopper.output and len(hopper.output.strip().splitlines()) == 1
+    assert runner.invoke(app, [*flags, "--gpu", "b200"]).exit_code == 0
+
+
+def test_a_search_with_mxfp8_leaves_hopper_out() -> None:
+    """solve and compare search MXFP8 jobs on block-scaled tensor cores only: Hopper is listed as skipped, and a
+    scenario that allows nothing else is refused at implementation.fp8_recipe."""
+    import pytest
+
+    from planner.errors import InputError
+    from planner.scenario import Scenario
+    from planner.search.problem import resolve_problem
+
+    doc = {"name": "mx", "model": "llama-3.1-8b", "job": {"tokens": 1e11, "seq_len": 8192, "global_batch": 256,
+                                                          "precision": "fp8"},
+           "implementation": {"fp8_recipe": "mxfp8"}, "hardware": {"skus": ["h100-sxm", "b200"], "max_gpus": 64}}
+    problem = resolve_problem(Scenario.model_validate(doc))
+    assert [s.name for s in problem.skus] == ["b200"]
+    assert any(s.startswith("h100-sxm (no mxfp8") for s in problem.skipped)
+    doc["hardware"] = {"skus": ["h100-sxm"], "max_gpus": 64}
+    with pytest.raises(InputError, match=r"implementation\.fp8_recipe: mxfp8 needs block-scaled fp8"):
+        resolve_problem(Scenario.model_validate(doc))

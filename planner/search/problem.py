@@ -11,7 +11,7 @@ from planner.errors import InputError
 from planner.model.reliability import resolve as resolve_reliability
 from planner.pricing import HourlyRate, hourly_rate
 from planner.scenario import FixedLayout, Job, Scenario, resolve_model
-from planner.schema import GpuSku, ModelSpec
+from planner.schema import GpuSku, ModelSpec, compute_dtype
 from planner.workloads import Workload
 from planner.workloads.expected import Basis
 from planner.workloads.grid import GpuCounts
@@ -48,7 +48,7 @@ class JobSpec:
     max_gpus: int | None = None
     sku: str | None = None  # the catalog name of the one SKU the job must use
     gpus: int | None = None  # the one GPU count the job must use
-    precision: str = "bf16"  # the GEMM dtype: a GPU without its tensor cores cannot run the job
+    precision: str = "bf16"  # the tensor-core format (schema.compute_dtype): a GPU without it cannot run the job
 
     def counts(self, cap: int) -> GpuCounts:
         """The GPU counts this job may run on, at most `cap`."""
@@ -95,7 +95,7 @@ def scenario_jobs(scenario: Scenario) -> list[JobSpec]:
              hi: int | None) -> JobSpec:
         fixed = workload.fixed
         return JobSpec(name, workload, deadline, lo, hi, get_gpu(fixed.sku, custom).name if fixed.sku else None,
-                       fixed.gpus, workload.job.precision)
+                       fixed.gpus, compute_dtype(workload.job.precision, scenario.implementation.fp8_recipe))
 
     def workload(model: str | ModelSpec, job: Job, fixed: FixedLayout, where: str = "") -> TrainingWorkload:
         spec_ = resolve_model(model)
@@ -168,8 +168,10 @@ def resolve_problem(scenario: Scenario, *, lift_caps: bool = False) -> Problem:
     skus = [s for s in skus if s not in idle]
     for j in jobs:
         if not any(s.gpu.supports(j.precision) and (j.sku is None or s.name == j.sku) for s in skus):
-            where = "job.precision" if j is jobs[0] else f"jobs.{j.name}.job.precision"
-            raise InputError(f"{where}: {j.precision} needs {j.precision} tensor cores, which no GPU the scenario "
+            key = "implementation.fp8_recipe" if j.precision == "mxfp8" else "job.precision"
+            where = key if j is jobs[0] or key.startswith("implementation") else f"jobs.{j.name}.{key}"
+            cores = "block-scaled fp8 (Blackwell)" if j.precision == "mxfp8" else j.precision
+            raise InputError(f"{where}: {j.precision} needs {cores} tensor cores, which no GPU the scenario "
                              f"allows has")
     c = scenario.constraints
     return Problem(tuple(jobs), tuple(skus), scenario.objective, tuple(skipped), c.max_gpus, c.min_gpus,

@@ -14,7 +14,17 @@ from planner.errors import InputError, format_validation_error
 from planner.model.params import count_params
 from planner.pricing import priced
 from planner.scenario import MAX_TOKENS, EfficiencyOverride, Pricing, Scenario, resolve_model
-from planner.schema import Framework, GpuCount, GpuSku, Implementation, Layout, ModelSpec, Overheads, SeqLen
+from planner.schema import (
+    Framework,
+    GpuCount,
+    GpuSku,
+    Implementation,
+    Layout,
+    ModelSpec,
+    Overheads,
+    SeqLen,
+    compute_dtype,
+)
 from planner.workloads.training.evaluation import Evaluation, evaluate
 from planner.workloads.training.legality import layout_problems, sequence_problem
 
@@ -63,7 +73,7 @@ class Inputs:
     pricing: Pricing | None  # None: the SKU has no price of that kind (no cost is reported)
 
     def __post_init__(self) -> None:
-        runs_on(self.gpu, self.layout.precision)
+        runs_on(self.gpu, self.layout.precision, self.implementation.fp8_recipe)
 
     def evaluate(self, layout: Layout | None = None) -> Evaluation:
         return evaluate(
@@ -112,11 +122,16 @@ def hardware(sc: Scenario | None, model: ModelSpec, *, gpu: str | None, gpus_per
     }
 
 
-def runs_on(gpu: GpuSku, precision: str) -> None:
-    """InputError where the GPU has no tensor cores for the layout's precision (fp8 before Hopper)."""
+def runs_on(gpu: GpuSku, precision: str, fp8_recipe: str | None = None) -> None:
+    """InputError where the GPU has no tensor cores for the layout's precision (fp8 before Hopper) or its fp8
+    recipe (MXFP8 before Blackwell)."""
     if not gpu.supports(precision):
         raise InputError(f"--gpu: {gpu.name} has no {precision} tensor cores, which precision {precision} "
                          f"(--precision, job.precision) needs")
+    if not gpu.supports(compute_dtype(precision, fp8_recipe)):
+        raise InputError(f"--gpu: {gpu.name} has no block-scaled fp8 tensor cores, which the mxfp8 recipe "
+                         f"(--fp8-recipe, implementation.fp8_recipe) needs; on it fp8 runs per-tensor (delayed, "
+                         f"current) or blockwise scaling")
 
 
 def validated(kind: type[Any], data: Mapping[str, Any], where: str) -> Any:
