@@ -75,7 +75,9 @@ def estimate_command(
         min=1, max=MAX_GLOBAL_BATCH, help="sequences per micro-batch")] = None,
     global_batch: Annotated[int | None, typer.Option(
         min=1, max=MAX_GLOBAL_BATCH, help="sequences per optimizer step")] = None,
-    seq: Annotated[int | None, typer.Option(min=1, max=MAX_SEQ, help="sequence length")] = None,
+    seq: Annotated[int | None, typer.Option(
+        min=1, max=MAX_SEQ, help="sequence length (default: the scenario's job.seq_len, else the model's context)"
+    )] = None,
     precision: Annotated[PrecisionOpt | None, typer.Option(help="GEMM precision")] = None,
     framework: Annotated[FrameworkOpt | None, typer.Option(
         help="training stack whose kernels, state layout and overlaps to model (implementation.framework)")] = None,
