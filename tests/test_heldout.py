@@ -70,6 +70,27 @@ def test_torchtitan_pipeline_runs_are_expressible(held_out: tuple[list, list]) -
     assert all(r.evaluation.layout.zero == 3 and r.fits for r in pp_runs)
 
 
+def test_op_level_checkpoint_gathers_tp_inputs_again(held_out: tuple[list, list]) -> None:
+    """torchtitan's op-level selective checkpoint saves reduce-scatter outputs but no all-gather (activation_
+    checkpoint.py _save_list), so its backward replay gathers the attention and MLP inputs again under SP: the 8B
+    TP 8 run's exposed TP time is 4 all-reduces and 2 all-gathers a layer, 1.25 × that without recompute (bf16, one
+    all-gather is half an all-reduce's bytes); Megatron's selective recompute (core attention) adds none."""
+    results, _ = held_out
+    by_id = {r.id: r for r in results}
+    run_id = "torchtitan-2506-h100-llama3-8b-64gpu-fsdp8-tp8-bf16"
+    assert by_id[run_id].evaluation.layout.recompute == "selective"
+    run = next(r for r in validation.load_runs() if r["id"] == run_id)
+
+    def tp_time(recompute: str, framework: str) -> float:
+        p = run["planner"]
+        changed = dict(run, planner=dict(p, layout=dict(p["layout"], recompute=recompute),
+                                         implementation=dict(p["implementation"], framework=framework)))
+        return validation.evaluate_run(changed).evaluation.time.breakdown["tp_comm"]
+
+    assert tp_time("selective", "torchtitan") / tp_time("none", "torchtitan") == pytest.approx(1.25, abs=0.01)
+    assert tp_time("selective", "megatron-core") == pytest.approx(tp_time("none", "megatron-core"))
+
+
 def test_pipelining_keeps_a_receive_buffer_per_micro_batch(held_out: tuple[list, list]) -> None:
     """torch.distributed.pipelining allocates a forward-input and an input-gradient buffer for every micro-batch of
     the step on a middle stage (stage.py _prepare_forward_infra / _prepare_backward_infra), where Megatron posts one

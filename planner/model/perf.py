@@ -750,6 +750,11 @@ def _tp(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -
     ag = comm.all_gather(act * (1 if c.stack.fp8_recipe else ACT), g.tp)
     fp8_gather_saving = comm.all_gather(act * ACT, g.tp) - ag
     plain = (4 + 2 * s.full) * (comm.all_reduce(act * ACT, g.tp) - s.sp * fp8_gather_saving)
+    # torchtitan's op-level checkpoint saves reduce-scatter outputs but no all-gather or all-reduce
+    # (activation_checkpoint.py _save_list): its backward replay gathers the attention and MLP inputs again
+    # under SP, or repeats the two all-reduces without it
+    op_rc = s.sel * (EVERY_SECOND_MATMUL in c.stack.recompute_modules)
+    plain = plain + op_rc * 2 * (s.sp * ag + (1 - s.sp) * comm.all_reduce(act * ACT, g.tp))
     if not c.eff.tp_overlap:
         return layers * plain
     rs = comm.reduce_scatter(act * ACT, g.tp)
@@ -770,7 +775,7 @@ def _tp(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -
     fwd = ring(ag, lay.qkv) + pipelined(rs, lay.out) + ring(ag, lay.up) + pipelined(rs, lay.down)
     bwd = (ring(ag, lay.out) + ring(ag, lay.down) + bulk(ag, lay.qkv) + bulk(ag, lay.up) + bulk(rs, lay.qkv)
            + bulk(rs, lay.up))
-    userbuffers = fwd * (1 + s.full) + bwd
+    userbuffers = fwd * (1 + s.full) + bwd + op_rc * (ring(ag, lay.qkv) + ring(ag, lay.up))
     if floor:
         return layers * vmin(plain, userbuffers)
     u = c.eff.tp_overlap * s.sp
