@@ -27,7 +27,6 @@ from planner.limits import (
     MAX_USD_PER_GPU_HOUR,
 )
 from planner.schema import (
-    FP32_PARAM_FRAMEWORKS,
     MASTER_WEIGHTS_HELP,
     MOMENT_DTYPE_HELP,
     BatchSize,
@@ -47,6 +46,7 @@ from planner.schema import (
     SeqLen,
     Strict,
     check_optimizer_state,
+    master_weights_problem,
 )
 
 
@@ -257,9 +257,8 @@ class Scenario(Strict):
                     raise ValueError(f"pricing.usd_per_gpu_hour names {sku!r}, not among hardware.skus {skus}")
         framework = self.implementation.framework
         for key, job in [("job", self.job)] + [(f"jobs.{j.name}.job", j.job) for j in self.jobs]:
-            if framework in FP32_PARAM_FRAMEWORKS and job.master_weights != "fp32":
-                raise ValueError(f"{key}.master_weights {job.master_weights}: {framework} keeps its sharded fp32 "
-                                 "parameters as the master; only fp32")
+            if (why := master_weights_problem(framework, job.master_weights)) is not None:
+                raise ValueError(f"{key}.master_weights {why}")
         return self
 
 

@@ -590,6 +590,13 @@ Framework = Literal["megatron-core", "torchtitan", "deepspeed", "fsdp"]
 # Frameworks whose sharded parameters stay fp32 and are the master copy (FSDP's mixed precision casts to bf16 only
 # for compute: torch.distributed.fsdp MixedPrecisionPolicy); the others keep 16-bit parameters and a master apart.
 FP32_PARAM_FRAMEWORKS = frozenset({"torchtitan", "fsdp"})
+
+
+def master_weights_problem(framework: str, master_weights: str) -> str | None:
+    """Why a framework cannot keep that master copy (FSDP's fp32 shard is the master), or None."""
+    if framework in FP32_PARAM_FRAMEWORKS and master_weights != "fp32":
+        return f"{master_weights}: {framework} keeps its sharded fp32 parameters as the master; only fp32"
+    return None
 # Transformer Engine's fp8 scaling recipes (transformer_engine/common/recipe/__init__.py): DelayedScaling,
 # Float8CurrentScaling, MXFP8BlockScaling (Blackwell), Float8BlockScaling (DeepSeek-V3-style 1x128/128x128 blocks).
 # Megatron-Core's --recompute-modules (megatron/core/transformer/transformer_config.py recompute_modules).

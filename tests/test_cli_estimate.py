@@ -176,3 +176,17 @@ def test_framework_and_fp8_recipe_flags_set_the_implementation(tmp_path: Path) -
     assert fp8["time"]["step_seconds"] < te["time"]["step_seconds"]
     bad = runner.invoke(app, [*args, "--framework", "jax"])
     assert bad.exit_code == 2 and "--framework" in bad.output
+
+
+def test_optimizer_state_flags_set_the_job() -> None:
+    """`--master-weights` and `--moment-dtype` are job.master_weights and job.moment_dtype: Apex's 16-bit remainders
+    and bf16 moments shrink the sharded optimizer state from 12 to 6 bytes a parameter; a master copy FSDP cannot
+    keep, or a remainder of fp16 parameters, is one line naming the flag."""
+    args = ["estimate", "--model", "llama-3.1-8b", "--gpu", "h100", "--gpus", "8", "--zero", "1", "--seq", "4096"]
+    fp32 = run_json(*args)["memory"]["bytes"]["optimizer"]
+    lean = run_json(*args, "--master-weights", "remainder", "--moment-dtype", "bf16")["memory"]["bytes"]["optimizer"]
+    assert lean / fp32 == pytest.approx(6 / 12, rel=0.01)
+    for extra in (["--framework", "fsdp"], ["--precision", "fp16"]):
+        bad = runner.invoke(app, [*args, "--master-weights", "remainder", *extra])
+        assert bad.exit_code == 2 and "--master-weights" in bad.output, bad.output
+        assert len(bad.output.strip().splitlines()) == 1

@@ -42,6 +42,20 @@ class Fp8RecipeOpt(StrEnum):
     blockwise = "blockwise"
 
 
+class MasterWeightsOpt(StrEnum):
+    fp32 = "fp32"
+    remainder = "remainder"
+    fp16 = "fp16"
+    none = "none"
+
+
+class MomentDtypeOpt(StrEnum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+    fp8 = "fp8"
+
+
 class ServeDtype(StrEnum):
     bf16 = "bf16"
     fp16 = "fp16"
@@ -83,6 +97,10 @@ def estimate_command(
         help="training stack whose kernels, state layout and overlaps to model (implementation.framework)")] = None,
     fp8_recipe: Annotated[Fp8RecipeOpt | None, typer.Option(
         help="fp8 scaling recipe with --precision fp8 (implementation.fp8_recipe)")] = None,
+    master_weights: Annotated[MasterWeightsOpt | None, typer.Option(
+        help="the optimizer's master copy of 16-bit parameters (job.master_weights)")] = None,
+    moment_dtype: Annotated[MomentDtypeOpt | None, typer.Option(
+        help="Adam's moment dtype (job.moment_dtype)")] = None,
     dropout: Annotated[float | None, typer.Option(min=0.0, max=0.99, help="dropout probability")] = None,
     tokens: Annotated[float | None, typer.Option(
         min=1.0, max=MAX_TOKENS, help="tokens to train (default 20 per parameter)")] = None,
@@ -125,6 +143,8 @@ def estimate_command(
             scenario=sc, reliability=reliability_value(reliability),
             implementation={"framework": framework.value if framework else None,
                             "fp8_recipe": fp8_recipe.value if fp8_recipe else None},
+            state={"master_weights": master_weights.value if master_weights else None,
+                   "moment_dtype": moment_dtype.value if moment_dtype else None},
         )), format.value)
 
     run(body)

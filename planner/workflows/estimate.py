@@ -38,6 +38,7 @@ class EstimateRequest:
     precision: str | None = None
     layout: dict[str, Any] = field(default_factory=dict)  # tp, pp, vpp, dp, cp, ep, zero, recompute, ...
     implementation: dict[str, Any] = field(default_factory=dict)  # framework, fp8_recipe, ... over the scenario's
+    state: dict[str, Any] = field(default_factory=dict)  # master_weights, moment_dtype over the scenario's job
     scenario: Scenario | None = None
     # failures, checkpoints and restarts (docs/goodput.md): "none" for the ideal time; None: the scenario's
     # `reliability`, else the defaults
@@ -70,7 +71,7 @@ def resolve(req: EstimateRequest) -> Inputs:
         impl = inputs.validated(Implementation, {**impl.model_dump(exclude_unset=True), **given}, "implementation")
     layout = inputs.layout(sc, model, overrides=req.layout, gpus=inputs.given_gpus(req.gpus, sc),
                            global_batch=req.global_batch, precision=req.precision, node=hw["gpus_per_node"],
-                           seq=seq, strict=True, framework=impl.framework)
+                           seq=seq, strict=True, framework=impl.framework, state=req.state)
     if req.mfu is not None or req.hfu is not None:
         hw["efficiency"] = hw["efficiency"].model_copy(update={"mfu": req.mfu, "hfu": req.hfu})
     return Inputs(model=model, layout=layout, seq=seq, implementation=impl, **hw)

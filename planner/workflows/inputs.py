@@ -24,6 +24,7 @@ from planner.schema import (
     Overheads,
     SeqLen,
     compute_dtype,
+    master_weights_problem,
 )
 from planner.workloads.training.evaluation import Evaluation, evaluate
 from planner.workloads.training.legality import layout_problems, sequence_problem
@@ -144,10 +145,11 @@ def validated(kind: type[Any], data: Mapping[str, Any], where: str) -> Any:
 
 def layout(sc: Scenario | None, model: ModelSpec, *, overrides: Mapping[str, Any], gpus: int | None,
            global_batch: int | None, precision: str | None, node: int, seq: int, strict: bool,
-           framework: Framework | None = None) -> Layout:
-    """The scenario's `layout:` with the flags' `overrides`, dp derived from `gpus`. `strict` (estimate)
-    refuses a count the other sizes do not divide and any illegal layout; otherwise (review) dp is the
-    count over the other sizes, at least 1, and an illegal layout is returned to be judged."""
+           framework: Framework | None = None, state: Mapping[str, Any] | None = None) -> Layout:
+    """The scenario's `layout:` with the flags' `overrides`, dp derived from `gpus`, and its job's optimizer
+    state with the flags' `state` (master_weights, moment_dtype). `strict` (estimate) refuses a count the other
+    sizes do not divide and any illegal layout; otherwise (review) dp is the count over the other sizes, at least
+    1, and an illegal layout is returned to be judged."""
     checked("--seq", seq)
     if (why := sequence_problem(model, seq)) is not None:
         raise InputError(why)
@@ -166,13 +168,18 @@ def layout(sc: Scenario | None, model: ModelSpec, *, overrides: Mapping[str, Any
     if sc:
         recipe |= {"optimizer": sc.job.optimizer, "fp32_grad_accumulation": sc.job.fp32_grad_accumulation,
                    "master_weights": sc.job.master_weights, "moment_dtype": sc.job.moment_dtype}
+    flags = {k: v for k, v in (state or {}).items() if v is not None}
+    recipe |= flags
     try:
         out = Layout(global_batch=batch, **recipe, **fixed)
     except ValidationError as e:
-        raise InputError(format_validation_error(e, "layout")) from None
+        where = "job (" + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in flags.items()) + ")" if flags else ""
+        raise InputError(format_validation_error(e, where or "layout")) from None
+    fw = framework or (sc.implementation.framework if sc else "megatron-core")
+    if (why := master_weights_problem(fw, out.master_weights)) is not None:
+        raise InputError(("--master-weights " if "master_weights" in flags else "job.master_weights ") + why)
     if strict:
-        problems = layout_problems(model, out, gpus=gpus, node_size=node, seq=seq,
-                                   framework=framework or (sc.implementation.framework if sc else "megatron-core"))
+        problems = layout_problems(model, out, gpus=gpus, node_size=node, seq=seq, framework=fw)
         if problems:
             raise InputError("illegal layout: " + "; ".join(problems))
     return out
