@@ -33,6 +33,11 @@ _EXPORTS = {
     "load_gpus": "planner.catalog",
     "load_models": "planner.catalog",
     "model_from_hf_config": "planner.interop.hf_config",
+    # the names some scenario keys accept (flag choices too)
+    "Fp8Recipe": "planner.names",
+    "Framework": "planner.names",
+    "MasterWeights": "planner.names",
+    "MomentDtype": "planner.names",
     # the physical ranges every number a user types is checked against
     "MAX_BUDGET_USD": "planner.limits",
     "MAX_DAYS": "planner.limits",
@@ -134,6 +139,8 @@ __all__ = [
     "EstimateRequest",
     "Evaluation",
     "Finding",
+    "Fp8Recipe",
+    "Framework",
     "FrameworkName",
     "GpuSku",
     "Implementation",
@@ -142,7 +149,9 @@ __all__ = [
     "InferenceRequest",
     "InputError",
     "Layout",
+    "MasterWeights",
     "ModelSpec",
+    "MomentDtype",
     "Overheads",
     "Plan",
     "Portfolio",
@@ -226,6 +235,7 @@ if TYPE_CHECKING:  # for type checkers and editors
     from planner.model.memory import inference_memory, training_memory
     from planner.model.params import count_params
     from planner.model.perf import training_time
+    from planner.names import Fp8Recipe, Framework, MasterWeights, MomentDtype
     from planner.portfolio import Portfolio, load_portfolio, portfolio_json_schema
     from planner.report.output import render, to_dict
     from planner.scenario import Scenario, load_scenario, scenario_json_schema, with_basis

@@ -28,6 +28,7 @@ from planner.limits import (
     MAX_VOCAB,
     MAX_WIDTH,
 )
+from planner.names import Fp8Recipe, Framework, MasterWeights, MomentDtype
 
 GIB = 2**30
 
@@ -234,9 +235,6 @@ class Price(Strict):
         if self.kind == "purchase" and self.usd_per_gpu is None:
             raise ValueError("a purchase price needs usd_per_gpu")
         return self
-
-
-Fp8Recipe = Literal["delayed", "current", "mxfp8", "blockwise"]
 
 
 def compute_dtype(precision: str, fp8_recipe: str | None) -> str:
@@ -564,13 +562,6 @@ class GpuDefinition(Strict):
 Recompute = Literal["none", "selective", "full"]
 Precision = Literal["bf16", "fp16", "fp8"]
 Optimizer = Literal["adam", "adamw", "sgd", "adam8bit"]
-# What the optimizer keeps as the master copy of a 16-bit parameter (planner.model.memory `MASTER_WEIGHT_BYTES`):
-# fp32; remainder, the 16 low bits that with the bf16 parameter make the fp32 value (Apex DistributedFusedAdam
-# store_param_remainders, as NeMo 1 sets it; Megatron-Core's precision-aware optimizer by default); fp16; none, the
-# 16-bit parameters updated in place (Apex with optim.dtype bf16 on a bf16 model).
-MasterWeights = Literal["fp32", "remainder", "fp16", "none"]
-# The dtype of the optimizer's moments (Megatron --exp-avg-dtype / --exp-avg-sq-dtype, Apex optim.dtype).
-MomentDtype = Literal["fp32", "bf16", "fp16", "fp8"]
 MASTER_WEIGHTS_HELP = ("master copy of the 16-bit parameters: fp32, remainder (the 16 bits bf16 drops: Apex "
                        "store_param_remainders, Megatron --use-precision-aware-optimizer), fp16, or none (the 16-bit "
                        "parameters are updated in place: Apex optim.dtype bf16)")
@@ -585,8 +576,6 @@ def check_optimizer_state(optimizer: str, moment_dtype: str, master_weights: str
         raise ValueError(f"moment_dtype {moment_dtype}: adam8bit keeps its moments in 8 bits; leave moment_dtype fp32")
     if master_weights == "remainder" and precision == "fp16":
         raise ValueError("master_weights remainder: the 16-bit remainder completes bf16 parameters, not fp16 ones")
-# The software stack a job runs on; each sets documented defaults for the knobs below (planner/model/presets).
-Framework = Literal["megatron-core", "torchtitan", "deepspeed", "fsdp"]
 # Frameworks whose sharded parameters stay fp32 and are the master copy (FSDP's mixed precision casts to bf16 only
 # for compute: torch.distributed.fsdp MixedPrecisionPolicy); the others keep 16-bit parameters and a master apart.
 FP32_PARAM_FRAMEWORKS = frozenset({"torchtitan", "fsdp"})
@@ -597,8 +586,8 @@ def master_weights_problem(framework: str, master_weights: str) -> str | None:
     if framework in FP32_PARAM_FRAMEWORKS and master_weights != "fp32":
         return f"{master_weights}: {framework} keeps its sharded fp32 parameters as the master; only fp32"
     return None
-# Transformer Engine's fp8 scaling recipes (transformer_engine/common/recipe/__init__.py): DelayedScaling,
-# Float8CurrentScaling, MXFP8BlockScaling (Blackwell), Float8BlockScaling (DeepSeek-V3-style 1x128/128x128 blocks).
+
+
 # Megatron-Core's --recompute-modules (megatron/core/transformer/transformer_config.py recompute_modules).
 # Megatron-Core's --moe-token-dispatcher-type (megatron/core/transformer/moe/token_dispatcher.py); flex runs
 # DeepEP or HybridEP (--moe-flex-dispatcher-backend), which send a token once per destination node.

@@ -191,14 +191,3 @@ def test_optimizer_state_flags_set_the_job() -> None:
         assert bad.exit_code == 2 and "--master-weights" in bad.output, bad.output
         assert len(bad.output.strip().splitlines()) == 1
 
-
-def test_flag_choices_are_the_schemas() -> None:
-    """The implementation and job flags offer exactly the values their scenario keys accept."""
-    from typing import get_args
-
-    from planner.cli import estimate as flags
-    from planner.schema import Fp8Recipe, Framework, MasterWeights, MomentDtype
-
-    for choices, literal in ((flags.FrameworkOpt, Framework), (flags.Fp8RecipeOpt, Fp8Recipe),
-                             (flags.MasterWeightsOpt, MasterWeights), (flags.MomentDtypeOpt, MomentDtype)):
-        assert [c.value for c in choices] == list(get_args(literal))

@@ -9,7 +9,18 @@ from typing import Annotated
 
 import typer
 
-from planner import MAX_EXPERTS, MAX_GLOBAL_BATCH, MAX_GPUS, MAX_LAYERS, MAX_SEQ, MAX_TOKENS
+from planner import (  # the limits and names flags share with scenario keys
+    MAX_EXPERTS,
+    MAX_GLOBAL_BATCH,
+    MAX_GPUS,
+    MAX_LAYERS,
+    MAX_SEQ,
+    MAX_TOKENS,
+    Fp8Recipe,
+    Framework,
+    MasterWeights,
+    MomentDtype,
+)
 from planner.cli.basis import ReliabilityFlag, ReliabilityOpt, reliability_value
 from planner.cli.common import model_config as given_model
 from planner.cli.common import run
@@ -23,34 +34,6 @@ class RecomputeOpt(StrEnum):
 
 
 class PrecisionOpt(StrEnum):
-    bf16 = "bf16"
-    fp16 = "fp16"
-    fp8 = "fp8"
-
-
-class FrameworkOpt(StrEnum):
-    megatron_core = "megatron-core"
-    torchtitan = "torchtitan"
-    deepspeed = "deepspeed"
-    fsdp = "fsdp"
-
-
-class Fp8RecipeOpt(StrEnum):
-    delayed = "delayed"
-    current = "current"
-    mxfp8 = "mxfp8"
-    blockwise = "blockwise"
-
-
-class MasterWeightsOpt(StrEnum):
-    fp32 = "fp32"
-    remainder = "remainder"
-    fp16 = "fp16"
-    none = "none"
-
-
-class MomentDtypeOpt(StrEnum):
-    fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
     fp8 = "fp8"
@@ -93,13 +76,13 @@ def estimate_command(
         min=1, max=MAX_SEQ, help="sequence length (default: the scenario's job.seq_len, else the model's context)"
     )] = None,
     precision: Annotated[PrecisionOpt | None, typer.Option(help="GEMM precision")] = None,
-    framework: Annotated[FrameworkOpt | None, typer.Option(
+    framework: Annotated[Framework | None, typer.Option(
         help="training stack whose kernels, state layout and overlaps to model (implementation.framework)")] = None,
-    fp8_recipe: Annotated[Fp8RecipeOpt | None, typer.Option(
+    fp8_recipe: Annotated[Fp8Recipe | None, typer.Option(
         help="fp8 scaling recipe with --precision fp8 (implementation.fp8_recipe)")] = None,
-    master_weights: Annotated[MasterWeightsOpt | None, typer.Option(
+    master_weights: Annotated[MasterWeights | None, typer.Option(
         help="the optimizer's master copy of 16-bit parameters (job.master_weights)")] = None,
-    moment_dtype: Annotated[MomentDtypeOpt | None, typer.Option(
+    moment_dtype: Annotated[MomentDtype | None, typer.Option(
         help="Adam's moment dtype (job.moment_dtype)")] = None,
     dropout: Annotated[float | None, typer.Option(min=0.0, max=0.99, help="dropout probability")] = None,
     tokens: Annotated[float | None, typer.Option(
@@ -141,10 +124,8 @@ def estimate_command(
                     "recompute": recompute.value if recompute else None, "sequence_parallel": sequence_parallel,
                     "micro_batch": micro_batch},
             scenario=sc, reliability=reliability_value(reliability),
-            implementation={"framework": framework.value if framework else None,
-                            "fp8_recipe": fp8_recipe.value if fp8_recipe else None},
-            state={"master_weights": master_weights.value if master_weights else None,
-                   "moment_dtype": moment_dtype.value if moment_dtype else None},
+            implementation={"framework": framework, "fp8_recipe": fp8_recipe},
+            state={"master_weights": master_weights, "moment_dtype": moment_dtype},
         )), format.value)
 
     run(body)
