@@ -173,8 +173,10 @@ def layout(sc: Scenario | None, model: ModelSpec, *, overrides: Mapping[str, Any
     try:
         out = Layout(global_batch=batch, **recipe, **fixed)
     except ValidationError as e:
-        where = "job (" + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in flags.items()) + ")" if flags else ""
-        raise InputError(format_validation_error(e, where or "layout")) from None
+        # the optimizer-state rules are the layout's own (no key): name the flags that set them
+        given = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in flags.items())
+        own = flags and all(not err["loc"] for err in e.errors())
+        raise InputError(format_validation_error(e, f"job ({given})" if own else "layout")) from None
     fw = framework or (sc.implementation.framework if sc else "megatron-core")
     if (why := master_weights_problem(fw, out.master_weights)) is not None:
         raise InputError(("--master-weights " if "master_weights" in flags else "job.master_weights ") + why)
