@@ -242,6 +242,7 @@ def compute_dtype(precision: str, fp8_recipe: str | None) -> str:
     32-element E8M0 scales only Blackwell's tensor cores apply; GpuSku.block_scaled_fp8)."""
     return "mxfp8" if precision == "fp8" and fp8_recipe == "mxfp8" else precision
 
+
 # HBM bytes per element TE's quantization kernels move per fp8 GEMM, by recipe (Efficiency.fp8_quantize_bytes)
 FP8_QUANTIZE_BYTES: dict[Fp8Recipe, float] = {"delayed": 6.0, "current": 12.0, "mxfp8": 10.0, "blockwise": 10.0}
 
@@ -576,6 +577,8 @@ def check_optimizer_state(optimizer: str, moment_dtype: str, master_weights: str
         raise ValueError(f"moment_dtype {moment_dtype}: adam8bit keeps its moments in 8 bits; leave moment_dtype fp32")
     if master_weights == "remainder" and precision == "fp16":
         raise ValueError("master_weights remainder: the 16-bit remainder completes bf16 parameters, not fp16 ones")
+
+
 # Frameworks whose sharded parameters stay fp32 and are the master copy (FSDP's mixed precision casts to bf16 only
 # for compute: torch.distributed.fsdp MixedPrecisionPolicy); the others keep 16-bit parameters and a master apart.
 FP32_PARAM_FRAMEWORKS = frozenset({"torchtitan", "fsdp"})

@@ -747,14 +747,15 @@ def _tp(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -
     # each all-reduce's worth is an all-gather and a reduce-scatter under SP; fp8 stacks gather the GEMM inputs
     # and output gradients already quantized (TE base.py grad_output_preprocess and layernorm_linear.py gather
     # fp8; torchao float8_tensor_parallel.py casts before redistribute), the reduce-scatters stay 16-bit
+    ar = comm.all_reduce(act * ACT, g.tp)
     ag = comm.all_gather(act * (1 if c.stack.fp8_recipe else ACT), g.tp)
     fp8_gather_saving = comm.all_gather(act * ACT, g.tp) - ag
-    plain = (4 + 2 * s.full) * (comm.all_reduce(act * ACT, g.tp) - s.sp * fp8_gather_saving)
+    plain = (4 + 2 * s.full) * (ar - s.sp * fp8_gather_saving)
     # torchtitan's op-level checkpoint saves reduce-scatter outputs but no all-gather or all-reduce
     # (activation_checkpoint.py _save_list): its backward replay gathers the attention and MLP inputs again
     # under SP, or repeats the two all-reduces without it
     op_rc = s.sel * (EVERY_SECOND_MATMUL in c.stack.recompute_modules)
-    plain = plain + op_rc * 2 * (s.sp * ag + (1 - s.sp) * comm.all_reduce(act * ACT, g.tp))
+    plain = plain + op_rc * 2 * (s.sp * ag + (1 - s.sp) * ar)
     if not c.eff.tp_overlap:
         return layers * plain
     rs = comm.reduce_scatter(act * ACT, g.tp)
