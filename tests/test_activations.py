@@ -247,14 +247,14 @@ GPT_MODELS = [(3, 64, 2, 128, 4, 512, 1000), (2, 128, 2, 256, 8, 1024, 4096), (4
 
 def transient(m: ModelSpec, impl: Implementation, x: ActivationShape, recompute: str) -> float:
     """The working sets the planner adds to the stage total that saved_tensors_hooks after the forward cannot
-    see: the one layer backward rebuilds under recompute, or (larger on these small models) the logits the
-    loss holds next to their fp32 copy; the stage peaks at the larger of the two."""
-    _, _, loss = extras_bytes(m, resolve(impl), x)
+    see: the logits the loss holds next to their fp32 copy in its backward, or the one layer backward rebuilds
+    under recompute once the loss has freed what it saved; the stage peaks at the larger of the two moments."""
+    _, saved_by_loss, loss = extras_bytes(m, resolve(impl), x)
     if recompute == "none":
         return float(loss)
     moe = m.moe is not None
     rebuilt = layer_activation_bytes(m, impl, x, "none", moe) - layer_activation_bytes(m, impl, x, recompute, moe)
-    return float(max(rebuilt, loss))
+    return float(max(rebuilt - saved_by_loss, loss))
 
 
 @pytest.mark.parametrize("recompute", ["none", "selective", "full"])

@@ -449,11 +449,30 @@ def test_nemo1_keeps_the_optimizer_state_its_yaml_names(held_out: tuple[list, li
     assert {r["planner"]["job"]["master_weights"] for r in others} == {"remainder"}
 
 
+def test_fsdp_gathers_the_output_layers_gradients_after_the_loss(held_out: tuple[list, list]) -> None:
+    """FSDP keeps the output layer's unit gathered from its forward through its backward, but its gradients and
+    their fp32 reduce-scatter copy exist only in the output layer's own backward, after the loss freed what it
+    saved. Counted so, torchtitan's FSDP-only reserved peaks (Llama 3.1 8B: 8 to 128 H100s, 8K to 256K tokens,
+    eager and compiled, bf16 and float8) come within 6 % (median 3 %); counted beside the loss's logits and
+    transient gradients they were 5 to 11 % over."""
+    results, _ = held_out
+    fsdp = [r for r in results if r.family.startswith("torchtitan") and r.memory_error is not None
+            and r.evaluation.layout.tp == r.evaluation.layout.pp == 1]
+    assert len(fsdp) == 12
+    assert all(abs(r.memory_error or 1) <= 0.06 for r in fsdp)
+    assert statistics.median(abs(r.memory_error or 1) for r in fsdp) <= 0.035
+    # the eager 8B run binds in the loss's backward (fp32 gradients of the logits): its buffers hold the gathered
+    # output matrix, not that matrix's 16-bit gradients and their fp32 copy as well
+    run = next(r for r in results if r.id == "torchtitan-2412-h100-llama3.1-8b-8gpu-fsdp")
+    output_matrix = 128_256 * 4096
+    assert run.evaluation.memory.buffers < output_matrix * (2 + 2 + 4)
+
+
 def test_torchtitan_compiles_its_loss_with_the_model(held_out: tuple[list, list]) -> None:
     """torchtitan runs its loss under torch.compile when it compiles the model (components/loss.py, 2025 on):
     Inductor keeps the bf16 logits and a log-sum-exp, not fp32 log-probabilities. The June 2025 H200 runs'
     reserved peaks (Llama 3.1 8B, 2 × 8192 tokens a GPU) come within 15 % so; with an eager fp32 loss planner
-    over-predicts them by more than 40 %."""
+    over-predicts them by more than a third."""
     results, _ = held_out
     for gpus in (32, 64):
         rid = f"torchtitan-2506-h200-llama3.1-8b-{gpus}gpu-fsdp-float8"
@@ -463,7 +482,7 @@ def test_torchtitan_compiles_its_loss_with_the_model(held_out: tuple[list, list]
         sc = validation.scenario_of(run)
         eager = sc.model_copy(update={"implementation": sc.implementation.model_copy(update={"cross_entropy": "fp32"})})
         peak = estimate(EstimateRequest(scenario=eager)).memory.reserved
-        assert peak / got.measured_memory > 1.4
+        assert peak / got.measured_memory > 1.33
 
 
 def test_megatron_weighs_routed_tokens_inside_the_expert_activation(held_out: tuple[list, list]) -> None:

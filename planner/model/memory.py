@@ -509,8 +509,7 @@ def extras_bytes(m: ModelSpec, k: Knobs, x: ActivationShape) -> tuple[Any, Any, 
     torch log_softmax_backward); a fused one writes one 16-bit gradient (2sbV/t)."""
     sb = x.s * x.b
     embedding = 8 * sb + (sb * m.hidden / x.r if x.dropout else 0)
-    # the output layer's 16-bit input: all-gathered where the framework keeps it so (16-bit: float8 skips it)
-    loss = norm_saved(m, k, x, m.hidden) + 2 * sb * m.hidden / (x.r if x.gathered is None else 1)
+    loss = _head_inputs(m, k, x)
     if k.cross_entropy in ("fused", "fused_inplace"):
         transient = 2 * sb * m.vocab / x.t if k.cross_entropy == "fused" else 0.0
         return embedding, loss + 2 * sb * m.vocab / x.t + 4 * sb, transient
@@ -521,6 +520,19 @@ def extras_bytes(m: ModelSpec, k: Knobs, x: ActivationShape) -> tuple[Any, Any, 
         loss = loss + 2 * sb * m.vocab / x.t
     transient = (2 if k.cross_entropy == "vocab_parallel" else 8) * sb * m.vocab / x.t
     return embedding, loss, transient
+
+
+def _head_inputs(m: ModelSpec, k: Knobs, x: ActivationShape) -> Any:
+    """What the final norm and the output layer keep for backward: the norm's saved input and the output layer's
+    16-bit input, all-gathered where the framework keeps it so (16-bit: float8 skips the output layer)."""
+    return norm_saved(m, k, x, m.hidden) + 2 * x.s * x.b * m.hidden / (x.r if x.gathered is None else 1)
+
+
+def head_backward_bytes(m: ModelSpec, k: Knobs, x: ActivationShape) -> Any:
+    """Bytes of one micro-batch alive while the output layer runs its backward: the loss has freed what it saved
+    and left the 16-bit gradient of the logits (the `.float()` cast's backward, or a fused kernel's output),
+    next to the output layer's and the final norm's saved inputs."""
+    return _head_inputs(m, k, x) + 2 * x.s * x.b * m.vocab / x.t
 
 
 def _flat(arrays: dict[str, Any]) -> tuple[dict[str, np.ndarray], tuple[int, ...], int]:
@@ -537,6 +549,16 @@ def _weighted(per_kind: np.ndarray, coefs: np.ndarray) -> np.ndarray:
     for j in range(1, per_kind.shape[1]):
         out = out + per_kind[:, j] * coefs[..., j]
     return out
+
+
+def _peak(per_kind: np.ndarray, plans: list[RankPlan], groups: list[Any], gid: np.ndarray) -> np.ndarray:
+    """Each row's activation peak: the largest of its rank's candidate in-flight states; most (pp, vpp,
+    micro-batches) groups have one (1F1B), interleaved ones a few more, taken group by group."""
+    got = _weighted(per_kind, np.stack([pl.coefs[0] for pl in plans]).astype(np.float64)[gid])
+    for (_, idx), pl in zip(groups, plans, strict=True):
+        if len(pl.coefs) > 1:
+            got[idx] = np.maximum(got[idx], (per_kind[idx] @ pl.coefs[1:].T).max(axis=1))
+    return got
 
 
 def training_memory_table(
@@ -587,6 +609,7 @@ def training_memory_table(
     dense_keep = np.where(rc == 2, dense_b[0], dense_rc)
     moe_keep = np.where(rc == 2, moe_b[0], moe_rc)
     emb_b, loss_b, loss_transient = (col(v) for v in extras_bytes(m, k, x))
+    head_bwd = col(head_backward_bytes(m, k, x))
     if k.activation_offload:
         # offloaded layers leave the GPU after their forward and come back for their backward (TE
         # cpu_offload.py, Megatron --cpu-offloading): what stays is the layer computing and the one in transfer
@@ -594,6 +617,9 @@ def training_memory_table(
     sbh = x.s * x.b * m.hidden
     output_b = col({"freed": 0, "tp_partitioned": 2 * sbh / x.t, "kept": 2 * sbh / x.r}[k.stage_output])
     per_kind = np.stack([dense_keep, dense_rc, moe_keep, moe_rc, emb_b, loss_b, output_b], axis=1)
+    # the same without the loss chunk: once the loss's backward has run, what it saved is freed
+    per_kind_after_loss = per_kind.copy()
+    per_kind_after_loss[:, COEFS.index("loss")] = 0.0
     # backward rebuilds a recomputed layer (a whole group under the uniform method) before it runs it
     group_layers = recipe.recompute_num_layers if recipe.recompute_method == "uniform" else 1
     rebuilt = np.maximum(dense_b[0] - dense_rc, moe_b[0] - moe_rc if m.moe else 0)
@@ -610,20 +636,33 @@ def training_memory_table(
     embed, head = (col(v) for v in ends_params(m, tp))
     tied = col(m.vocab * m.hidden / tp) if m.tied_embeddings else col(0.0)
     # ZeRO-3 / FSDP gather units: a transformer layer, or the output layer (FSDP wraps it as its own unit)
-    unit = np.maximum(d_moe + e_moe if m.moe else d_dense, head if k.zero3_unit == "layer" else 0)
+    layer_unit = d_moe + e_moe if m.moe else d_dense
     if k.zero3_unit == "layer":
-        # FSDP (and Megatron-FSDP): in backward the unit being computed, the prefetched next one, the unit's
-        # 16-bit gradients and their reduce-scatter copy in the reduce dtype; held parameters are counted above
-        live = np.where(held, unit * (BF16 + reduce_bytes), unit * (2 * gather_bytes + BF16 + reduce_bytes))
+        # FSDP (and Megatron-FSDP): in a layer's backward the unit being computed, the prefetched next one, the
+        # unit's 16-bit gradients and their reduce-scatter copy in the reduce dtype; held parameters are
+        # counted above
+        live = np.where(held, layer_unit * (BF16 + reduce_bytes),
+                        layer_unit * (2 * gather_bytes + BF16 + reduce_bytes))
+        # the output layer's unit stays gathered from its forward through its backward (FSDP2 keeps the last
+        # unit: torchtitan apply_fsdp reshard_after_forward=False for [norm, output]; FSDP1 and FSDP2 keep the
+        # root's): while the loss runs its backward it and the prefetched last block are gathered; its
+        # gradients and their reduce-scatter copy come in its own backward, after the loss freed what it saved
+        head_at_loss = np.where(held, 0.0, (head + layer_unit) * gather_bytes)
+        head_in_backward = np.where(held, head * (BF16 + reduce_bytes),
+                                    head * (gather_bytes + BF16 + reduce_bytes) + layer_unit * gather_bytes)
     else:
         # DeepSpeed: gathered parameters capped at stage3_max_live_parameters, and their gradients
         cap = overheads.zero3_live_params
+        unit = np.maximum(layer_unit, head)
         live = (np.minimum(2 * unit, cap) if cap is not None else 2 * unit) * (BF16 + BF16)
+        head_at_loss = head_in_backward = live
+    live, head_at_loss, head_in_backward = (np.where(gathered, v, 0.0) for v in (live, head_at_loss,
+                                                                                  head_in_backward))
     sbh_r = x.s * x.b * m.hidden / x.r
     # one 16-bit send and one receive buffer of a stage activation in flight (Megatron); per micro-batch under
     # torch.distributed.pipelining, counted per rank below
     pipe_pair = 0.0 if k.preset.recv_buffer_per_microbatch else 2 * 2 * sbh_r
-    buffers = overheads.comm_buffer_bytes + np.where(pp > 1, pipe_pair, 0) + np.where(gathered, live, 0)
+    buffers = overheads.comm_buffer_bytes + np.where(pp > 1, pipe_pair, 0)
 
     best: dict[str, np.ndarray] | None = None
     groups = list(pipeline.combos(pp, vpp, microbatches))
@@ -641,12 +680,16 @@ def training_memory_table(
         valid = per_row([which != "second" or p > 2 for (p, _, _), _ in groups], bool)
         dl, ml = per_row([pl.dense_layers for pl in plans]), per_row([pl.moe_layers for pl in plans])
         emb, hd = per_row([pl.embedding for pl in plans], bool), per_row([pl.head for pl in plans], bool)
-        # the activation peak: the largest of the rank's candidate in-flight states; most groups have one
-        # (1F1B), interleaved ones a few more, taken group by group
-        peak = _weighted(per_kind, np.stack([pl.coefs[0] for pl in plans]).astype(np.float64)[gid])
-        for (_, idx), pl in zip(groups, plans, strict=True):
-            if len(pl.coefs) > 1:
-                peak[idx] = np.maximum(peak[idx], (per_kind[idx] @ pl.coefs[1:].T).max(axis=1))
+        peak = _peak(per_kind, plans, groups, gid)
+        # the moments a rank peaks at, as (activations, unit buffers): a layer's backward, which rebuilds what
+        # recompute dropped; on the loss's rank also the loss's backward and the output layer's
+        acts, units = peak + rebuilt, live
+        if hd.any():
+            after_loss = _peak(per_kind_after_loss, plans, groups, gid)
+            acts = np.where(hd, after_loss + rebuilt, acts)
+            for a_, u_ in ((peak + loss_transient, head_at_loss), (after_loss + head_bwd, head_in_backward)):
+                take = hd & (a_ + u_ > acts + units)
+                acts, units = np.where(take, a_, acts), np.where(take, u_, units)
         ends = embed * emb + head * hd - tied * (emb & hd)
         dense_par = dl * d_dense + ml * d_moe + ends
         expert_par = ml * e_moe
@@ -674,8 +717,8 @@ def training_memory_table(
             "weights": weights,
             "gradients": dense_par * (gd + held_g) + expert_par * (ge + held_g),
             "optimizer": dense_par * od + expert_par * oe,
-            "activations": peak + np.where(hd, np.maximum(rebuilt, loss_transient), rebuilt),
-            "buffers": col(extra),
+            "activations": acts,
+            "buffers": col(extra) + units,
         }
         stage = per_row([pl.rank for pl in plans], np.int64)
         allocated = sum(comp.values())
