@@ -721,6 +721,11 @@ class Implementation(Strict):
     recompute_modules: list[RecomputeModule] | None = Field(
         None, description="what selective recompute recomputes (Megatron --recompute-modules); null = core_attn"
     )
+    op_sac_saves_attention: bool | None = Field(
+        None, description="torchtitan's op-level selective checkpoint keeps the attention kernel's output; false: "
+        "it reruns attention in backward, as torchtitan did for cuDNN attention (its Blackwell kernel) before "
+        "b39377f (December 2025) put every SDPA backend on its save list; null = kept",
+    )
     reshard_after_forward: bool | None = Field(
         None,
         description="FSDP/ZeRO-3: free gathered parameters after forward and gather again for backward; "

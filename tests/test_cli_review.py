@@ -139,7 +139,8 @@ def test_torchtitan_llama3_8b() -> None:
     args = ["--torchtitan", str(FIXTURES / "torchtitan_llama3_8b.toml"), "--gpu", "h100", "--gpus", "64"]
     code, out = review(*args)
     assert code == 0 and out["model"] == "llama-3.1-8b" and out["layout"]["zero"] == 3
-    assert any("selective_ac_option" in f["message"] for f in out["findings"] if f["code"] == "unsupported_setting")
+    # the op-level selective checkpoint is modelled (the torchtitan preset's selective recompute)
+    assert not any("selective_ac_option" in f["message"] for f in out["findings"] if f["code"] == "unsupported_setting")
     better = out["better"]
     assert better["format"] == "torchtitan" and better["speedup"] > 1
     assert all("." in ch["key"] for ch in better["changes"])  # section.key of the TOML

@@ -29,7 +29,7 @@ import validation
 # Levels measured on the held-out set (VALIDATION.md); the issue's targets are validation.*_TARGET.
 MEDIAN_NOW = validation.MEDIAN_TARGET  # the issue's target, met (9.4 %)
 FIT_NOW = validation.FIT_TARGET  # the issue's target, met
-MEMORY_WITHIN_NOW = 18  # of the reserved / allocated peaks within MEMORY_TARGET
+MEMORY_WITHIN_NOW = 21  # of the reserved / allocated peaks within MEMORY_TARGET
 # Every held-out layout can be stated (Megatron-Core's EP folding over TP·DP·CP as layout.expert_tp).
 REFUSED: dict[str, str] = {}
 
@@ -196,6 +196,34 @@ def test_flash_attention_kernels_follow_the_framework() -> None:
         attention_share("h100-sxm", "megatron-core") / FA2_ON_NEWER_GPUS, rel=0.05)
     assert attention_share("a100-80gb", "torchtitan") == pytest.approx(
         attention_share("a100-80gb", "megatron-core"), rel=0.05)
+    # torchtitan puts SDPA's cuDNN backend first on Blackwell (models/attention.py): the generation's own kernel
+    assert attention_share("b200", "torchtitan") == pytest.approx(
+        attention_share("b200", "megatron-core"), rel=0.05)
+
+
+def test_op_checkpoint_without_attention_on_its_save_list(held_out: tuple[list, list]) -> None:
+    """torchtitan's op-level checkpoint before b39377f left cuDNN attention (its Blackwell kernel) off the save
+    list: backward reruns the attention and the layer keeps neither its output nor its log-sum-exp. The torchao
+    B200 runs (torchtitan @6fc499f) then come within 15 % of their reserved peaks; the time grows by the
+    attention's forward."""
+    from planner.model.memory import ActivationShape, layer_activation_bytes
+    from planner.model.perf import training_time
+    from planner.model.presets import resolve
+    from planner.schema import Implementation, Layout
+
+    results, _ = held_out
+    torchao = [r for r in results if r.id.startswith("torchao-2508-b200")]
+    assert len(torchao) == 3
+    assert all(abs(r.memory_error or 1) <= validation.MEMORY_TARGET for r in torchao)
+    m = get_model("llama-3.1-8b")
+    x = ActivationShape(s=8192, b=1, t=1, r=1, dropout=False)
+    saved, rerun = (layer_activation_bytes(m, resolve(Implementation(framework="torchtitan", op_sac_saves_attention=v)),
+                                           x, "selective", False) for v in (None, False))
+    assert saved - rerun == 2 * 8192 * 4096 + 4 * 32 * 8192  # the 16-bit output and the fp32 log-sum-exp
+    lay = Layout(dp=8, global_batch=8, recompute="selective", zero=3)
+    kept, again = (training_time(m, lay, get_gpu("b200"), 8192, 1e9, impl=Implementation(
+        framework="torchtitan", op_sac_saves_attention=v)).breakdown["compute"] for v in (None, False))
+    assert again > kept
 
 
 def test_eager_kernels_are_the_default_of_pytorch_native_frameworks() -> None:

@@ -26,6 +26,7 @@ from planner.errors import InputError
 from planner.interop.deepspeed import deepspeed_config_from_layout, parse_deepspeed_config
 from planner.interop.megatron import megatron_args_from_layout, padded_vocab, parse_megatron_args
 from planner.interop.torchtitan import parse_torchtitan_toml, torchtitan_toml_from_layout
+from planner.model.presets import resolve
 from planner.schema import Implementation, Layout, ModelSpec
 from planner.workloads.training.legality import layout_problems
 
@@ -340,7 +341,8 @@ def test_torchtitan_llama3_8b() -> None:
     assert cfg.model_name == "llama-3.1-8b" and cfg.model == get_model("llama-3.1-8b")
     assert cfg.shard == -1 and cfg.seq == 8192
     assert cfg.to_layout(64) == Layout(dp=64, zero=3, recompute="selective", micro_batch=1, global_batch=64)
-    assert set(cfg.unsupported) == {"activation_checkpoint.selective_ac_option"}  # the "op" policy
+    assert cfg.unsupported == {}  # the "op" policy is the torchtitan preset's selective recompute
+    assert resolve(cfg.implementation()).selective == "op"
 
 
 def test_torchtitan_llama3_70b() -> None:

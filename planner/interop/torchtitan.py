@@ -296,10 +296,7 @@ def parse_torchtitan_toml(
     if mode == "selective":
         option = t.str("selective_ac_option", "2", "activation_checkpoint")
         if option == "op":
-            unsupported["activation_checkpoint.selective_ac_option"] = (
-                "op-level selective checkpointing saves matmul and attention outputs by a per-op policy; "
-                "planner's selective recompute is the attention core only (Megatron's), so memory is approximate"
-            )
+            pass  # recompute "selective" under the torchtitan preset is its op-level policy (presets.Preset.selective)
         elif option.isdigit() and int(option) == 1:
             recompute = "full"  # every layer wrapped
         elif option.isdigit() and int(option) > 1:

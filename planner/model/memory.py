@@ -357,15 +357,16 @@ def op_policy_saved(m: ModelSpec, k: Knobs, x: ActivationShape) -> Any:
     """A dense layer under torchtitan's op-level selective checkpointing (torchtitan/distributed/
     activation_checkpoint.py `_get_custom_policy`): the layer input, the outputs of every other matmul in
     forward order (q, v, w1, w2 of q, k, v, o, w1, w3, w2; a row-parallel output is a full-width partial sum),
-    the attention kernel's output and fp32 log-sum-exp, and the reduce-scatter outputs of sequence
-    parallelism. Everything else is recomputed in backward."""
+    the attention kernel's output and fp32 log-sum-exp (where its kernel is on the save list), and the
+    reduce-scatter outputs of sequence parallelism. Everything else is recomputed in backward."""
     sb, h, t, r = x.s * x.b, m.hidden, x.t, x.r
     q_w, _, v_w = _qkv_widths(m, k, x.b)
     _, v_dim = attention_dims(m)
     ffn_out = m.ffn_hidden if m.mlp == "swiglu" else h  # GeLU's second matmul is fc2 (h wide, row-parallel)
     saved = 2 * sb * h / r + 2 * sb * (q_w + v_w) / t + 2 * sb * ffn_out / t * (m.mlp == "swiglu")
     saved = saved + 2 * sb * h * (m.mlp == "swiglu") + (2 * sb * m.ffn_hidden / t if m.mlp != "swiglu" else 0)
-    saved = saved + 2 * sb * v_dim / t + 4 * m.heads * sb / t
+    if k.op_sac_saves_attention:
+        saved = saved + 2 * sb * v_dim / t + 4 * m.heads * sb / t
     return saved + np.where(r > 1, 2 * 2 * sb * h / r, 0)
 
 

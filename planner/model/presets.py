@@ -99,6 +99,8 @@ class Preset:
     # aten/src/ATen/native/transformers/cuda/flash_attn/; flash-attn 2.x); "triton" is the Triton FlashAttention
     # llm-foundry runs with attn_impl: triton (llmfoundry/models/layers/flash_attn_triton.py)
     attention_kernel: AttentionKernel
+    # the kernel on Blackwell where the framework picks another there (None: `attention_kernel`)
+    attention_kernel_blackwell: AttentionKernel | None
     # --- pipeline ---------------------------------------------------------------------------------------
     split: SplitStyle
     # --- fp8 ------------------------------------------------------------------------------------------
@@ -128,7 +130,7 @@ class Preset:
 
 PRESETS: dict[Framework, Preset] = {
     "megatron-core": Preset(
-        framework="megatron-core", attention_kernel="native",
+        framework="megatron-core", attention_kernel="native", attention_kernel_blackwell=None,
         fused_kernels=True, fused_swiglu=True, fp8_saves_quantized_inputs=True, tp_keeps_gathered_input=False,
         cross_entropy="vocab_parallel",
         selective="modules",
@@ -146,6 +148,9 @@ PRESETS: dict[Framework, Preset] = {
     "torchtitan": Preset(
         # eager unless torch.compile is on (torchtitan/config/job_config.py `compile` defaults to off)
         framework="torchtitan", attention_kernel="fa2",
+        # SDPA's cuDNN backend first on compute capability 10.0 (torchtitan/models/attention.py
+        # ScaledDotProductAttention._init_backend, May 2025 on)
+        attention_kernel_blackwell="native",
         fused_kernels=False, fused_swiglu=False, fp8_saves_quantized_inputs=False, tp_keeps_gathered_input=True,
         cross_entropy="fp32",
         selective="op",
@@ -158,7 +163,7 @@ PRESETS: dict[Framework, Preset] = {
         source="torchtitan torchtitan/models/common/, torchtitan/distributed/{fsdp,pipeline_parallel}.py, run_train.sh",
     ),
     "deepspeed": Preset(
-        framework="deepspeed", attention_kernel="fa2",
+        framework="deepspeed", attention_kernel="fa2", attention_kernel_blackwell=None,
         fused_kernels=True, fused_swiglu=True, fp8_saves_quantized_inputs=True, tp_keeps_gathered_input=False,
         cross_entropy="vocab_parallel",
         selective="modules",
@@ -172,7 +177,7 @@ PRESETS: dict[Framework, Preset] = {
     "fsdp": Preset(
         # eager PyTorch modules around PyTorch SDPA (Accelerate, Composer); llm-foundry's MPT may name its
         # Triton kernel instead (implementation.attention_kernel: triton)
-        framework="fsdp", attention_kernel="fa2",
+        framework="fsdp", attention_kernel="fa2", attention_kernel_blackwell=None,
         fused_kernels=False, fused_swiglu=False, fp8_saves_quantized_inputs=True, tp_keeps_gathered_input=False,
         cross_entropy="fp32",
         selective="modules",
@@ -219,6 +224,7 @@ class Knobs:
     fused_softmax: bool
     attention: Literal["flash", "eager"]
     attention_kernel: AttentionKernel
+    op_sac_saves_attention: bool  # torchtitan's op-level checkpoint keeps the attention kernel's output
     dropout: float
     fp8: bool
     fp8_recipe: Fp8Recipe
@@ -268,6 +274,7 @@ def resolve(impl: Implementation, layout: Layout | None = None, gpu: GpuSku | No
     prec = precision or (layout.precision if layout is not None else "bf16")
     fp8 = prec == "fp8"
     recipe = impl.fp8_recipe or default_fp8_recipe(impl.framework, gpu)
+    blackwell = gpu is not None and gpu.name.startswith(BLACKWELL)
     saves_fp8 = fp8 and p.fp8_saves_quantized_inputs
     if split is None:
         split = PipelineSplit(style=p.split)
@@ -282,7 +289,9 @@ def resolve(impl: Implementation, layout: Layout | None = None, gpu: GpuSku | No
         fused_swiglu=fused and p.fused_swiglu,
         fused_softmax=fused,
         attention=impl.attention,
-        attention_kernel=impl.attention_kernel or p.attention_kernel,
+        attention_kernel=impl.attention_kernel or (p.attention_kernel_blackwell if blackwell else None)
+        or p.attention_kernel,
+        op_sac_saves_attention=impl.op_sac_saves_attention is not False,
         dropout=impl.dropout,
         fp8=fp8,
         fp8_recipe=recipe,

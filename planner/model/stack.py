@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from planner.model.memory import layout_arrays
-from planner.model.presets import default_fp8_recipe, resolve
+from planner.model.presets import Knobs, default_fp8_recipe, resolve
 from planner.schema import Efficiency, Fp8Recipe, GpuSku, Implementation, Layout
 
 # torchtitan's selective "op" policy keeps every other matmul of a block and recomputes the rest together
@@ -55,6 +55,12 @@ def resolve_fp8_recipe(impl: Implementation, eff: Efficiency, gpu: GpuSku | None
     return recipe
 
 
+def _op_policy(k: Knobs) -> tuple[str, ...]:
+    """What torchtitan's op-level checkpoint reruns: every second matmul, and the attention kernel where its
+    output is not on the save list."""
+    return (EVERY_SECOND_MATMUL,) if k.op_sac_saves_attention else (EVERY_SECOND_MATMUL, "core_attn")
+
+
 def stack_of(impl: Implementation, precision: str, eff: Efficiency, gpu: GpuSku | None = None) -> Stack:
     """The time model's view of the resolved framework knobs (planner.model.presets.resolve)."""
     k = resolve(impl, gpu=gpu, precision=precision)
@@ -67,7 +73,7 @@ def stack_of(impl: Implementation, precision: str, eff: Efficiency, gpu: GpuSku 
         fp8_recipe=resolve_fp8_recipe(impl, eff, gpu) if fp8 else None,
         fp8_param_gather=k.fp8_param_gather,
         fp8_weight_cache=p.fp8_weight_cache,
-        recompute_modules=(EVERY_SECOND_MATMUL,) if k.selective == "op" else k.recompute_modules,
+        recompute_modules=_op_policy(k) if k.selective == "op" else k.recompute_modules,
         zero3_prefetch=p.zero3_prefetch,
         prefetch_params=p.prefetch_params,
         reshard_after_forward=impl.reshard_after_forward,
