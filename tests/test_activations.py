@@ -316,6 +316,47 @@ def test_llama_model(shape, attn):
     assert ratio(measured, planned) == pytest.approx(1.0, abs=TOL), (measured, planned)
 
 
+def _loss_bytes_per_logit(framework: str, tp: int) -> float:
+    """What the planner's loss chunk and its backward working set add per logit of a rank (two vocabularies
+    apart, so the norm and output-layer inputs cancel)."""
+    from loss_oracle import ROWS
+
+    def total(vocab: int) -> float:
+        m = gpt_spec(1, ROWS, 64, 4, 256, vocab)
+        _, saved, transient = extras_bytes(m, resolve(Implementation(framework=framework)),
+                                           ActivationShape(s=ROWS, b=1, t=tp, r=1, dropout=False))
+        return float(saved + transient)
+
+    return (total(8000) - total(4000)) * tp / (ROWS * 4000)
+
+
+@pytest.mark.parametrize("framework,keep", [("fsdp", True), ("torchtitan", False)])
+def test_eager_cross_entropy_working_set_is_pytorchs(framework: str, keep: bool) -> None:
+    """The eager loss's peak over its forward and backward, per logit, as PyTorch allocates it: fp32
+    log-probabilities saved, the nll gradient and the log-softmax gradient in fp32 (12 B), plus the 16-bit
+    logits where the trainer holds them through backward (Hugging Face, Composer: 14 B; torchtitan drops them,
+    train.py `del pred`)."""
+    from loss_oracle import ROWS, eager_peak
+
+    measured = (eager_peak(keep, 8000) - eager_peak(keep, 4000)) / (ROWS * 4000)
+    assert measured == pytest.approx(_loss_bytes_per_logit(framework, 1), abs=0.05)
+    assert round(measured) == (14 if keep else 12)
+
+
+def test_dtensor_loss_parallel_working_set_is_pytorchs() -> None:
+    """torchtitan's TP loss (loss_parallel): the decomposed log-softmax and its fused nll/log-softmax backward
+    allocate a zero gradient, an exponential and their sum next to the saved fp32 log-probabilities: 16 B per
+    logit of the rank's shard at the peak, where PyTorch's fused kernels take 12."""
+    from loss_oracle import ROWS, loss_parallel_peak
+
+    big, small = loss_parallel_peak(8000), loss_parallel_peak(4000)
+    if big is None or small is None:
+        pytest.skip("this PyTorch has no loss_parallel local functions, or a process group is already up")
+    measured = (big - small) / (ROWS * 4000)
+    assert measured == pytest.approx(_loss_bytes_per_logit("torchtitan", 8), abs=0.05)
+    assert round(measured) == 16
+
+
 def test_saved_storages_counts_views_once():
     """The oracle itself: q, k and v views of one QKV buffer are one storage; parameters are out."""
     w = torch.nn.Parameter(torch.randn(24, 8, dtype=BF16))

@@ -504,10 +504,12 @@ def extras_bytes(m: ModelSpec, k: Knobs, x: ActivationShape) -> tuple[Any, Any, 
     The embedding keeps the int64 token ids (and a dropout mask); the loss chunk the final norm, the output
     layer's 16-bit input and what the cross-entropy saves: the fp32 logits (4sbV/t: Megatron's vocab-parallel CE
     exponentiates them in place, eager log_softmax keeps its fp32 output; eager models also return 16-bit
-    logits, 2sbV/t), or under a fused kernel only the 16-bit logits and an fp32 log-sum-exp (flash-attn
-    losses/cross_entropy.py saves logits and lse). While the loss runs, the 16-bit logits sit next to the fp32
-    copy (2sbV/t); an eager cross-entropy's backward also allocates its fp32 gradient input and output (8sbV/t,
-    torch log_softmax_backward); a fused one writes one 16-bit gradient (2sbV/t)."""
+    logits, 2sbV/t, which the trainer holds through backward unless it drops them first), or under a fused
+    kernel only the 16-bit logits and an fp32 log-sum-exp (flash-attn losses/cross_entropy.py saves logits and
+    lse). In backward Megatron's kernel writes a 16-bit gradient (2sbV/t); an eager cross-entropy allocates its
+    fp32 gradient input and output (8sbV/t, torch nll_loss_backward and log_softmax_backward), DTensor's
+    loss_parallel a zero gradient, an exponential and their sum (12sbV/t); a fused one writes one 16-bit
+    gradient (2sbV/t)."""
     sb = x.s * x.b
     embedding = 8 * sb + (sb * m.hidden / x.r if x.dropout else 0)
     loss = _head_inputs(m, k, x)
@@ -515,12 +517,15 @@ def extras_bytes(m: ModelSpec, k: Knobs, x: ActivationShape) -> tuple[Any, Any, 
         transient = 2 * sb * m.vocab / x.t if k.cross_entropy == "fused" else 0.0
         return embedding, loss + 2 * sb * m.vocab / x.t + 4 * sb, transient
     loss = loss + 4 * sb * m.vocab / x.t
-    if not k.fused_norm:
-        # eager models return the 16-bit logits (Hugging Face, torchtitan); a column-parallel output layer leaves
-        # them sharded over TP (torchtitan's loss_parallel: parallelize_llama.py apply_tp, output Shard(-1))
+    if not k.fused_norm and not k.preset.frees_logits_before_backward:
+        # eager models return the 16-bit logits (Hugging Face); a column-parallel output layer leaves them
+        # sharded over TP
         loss = loss + 2 * sb * m.vocab / x.t
-    transient = (2 if k.cross_entropy == "vocab_parallel" else 8) * sb * m.vocab / x.t
-    return embedding, loss, transient
+    if k.cross_entropy == "vocab_parallel":
+        grad_bytes: Any = 2
+    else:
+        grad_bytes = np.where(k.preset.dtensor_loss_parallel & (np.asarray(x.t) > 1), 12, 8)
+    return embedding, loss, grad_bytes * sb * m.vocab / x.t
 
 
 def _head_inputs(m: ModelSpec, k: Knobs, x: ActivationShape) -> Any:

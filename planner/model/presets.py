@@ -87,6 +87,14 @@ class Preset:
     # weighted_bias_swiglu_impl, megatron/core/transformer/moe/experts.py): the expert output is not kept for
     # the weighted combine; eager experts multiply after fc2 and keep it
     moe_probs_in_activation: bool
+    # the training loop drops its reference to the 16-bit logits before backward (torchtitan train.py `del pred`,
+    # "need to free to before bwd to avoid peaking memory"); Hugging Face and Composer return them in the
+    # model's output, which the trainer holds through backward
+    frees_logits_before_backward: bool
+    # a TP-sharded eager loss runs DTensor's loss_parallel (torch/distributed/tensor/parallel/loss.py): a
+    # decomposed log-softmax, and a backward that allocates a zero gradient, exp of the log-probabilities and
+    # their sum, each fp32, next to the saved log-probabilities (`_nll_loss_and_log_softmax_backward`)
+    dtensor_loss_parallel: bool
     # --- state layout -----------------------------------------------------------------------------------
     state: StateLayout
     fsdp_reduce_fp32: bool  # FSDP reduce-scatter dtype (torchtitan mixed_precision_reduce float32 default)
@@ -135,6 +143,7 @@ PRESETS: dict[Framework, Preset] = {
         cross_entropy="vocab_parallel",
         selective="modules",
         stage_output="freed", recv_buffer_per_microbatch=False, moe_probs_in_activation=True,
+        frees_logits_before_backward=False, dtensor_loss_parallel=False,
         state="megatron", fsdp_reduce_fp32=True, reshard_after_forward=True, reshard_with_pp=True,
         zero3_unit="layer", split="megatron",
         # Megatron TransformerConfig.fp8_recipe default "delayed"; NeMo-2 recipes fp8_amax_history_len 1024
@@ -155,6 +164,7 @@ PRESETS: dict[Framework, Preset] = {
         cross_entropy="fp32",
         selective="op",
         stage_output="kept", recv_buffer_per_microbatch=True, moe_probs_in_activation=False,
+        frees_logits_before_backward=True, dtensor_loss_parallel=True,
         state="fsdp2", fsdp_reduce_fp32=True, reshard_after_forward=True, reshard_with_pp=False,
         zero3_unit="layer", split="torchtitan", fp8_recipe="current", amax_history_len=0,
         # torchtitan/config/configs.py: FSDP prefetches under compute; run_train.sh sets expandable_segments
@@ -168,6 +178,7 @@ PRESETS: dict[Framework, Preset] = {
         cross_entropy="vocab_parallel",
         selective="modules",
         stage_output="tp_partitioned", recv_buffer_per_microbatch=False, moe_probs_in_activation=False,
+        frees_logits_before_backward=False, dtensor_loss_parallel=False,
         state="deepspeed", fsdp_reduce_fp32=False, reshard_after_forward=True, reshard_with_pp=True,
         zero3_unit="live_cap", split="megatron", fp8_recipe="delayed", amax_history_len=1024,
         tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, expandable_segments=False,
@@ -182,6 +193,7 @@ PRESETS: dict[Framework, Preset] = {
         cross_entropy="fp32",
         selective="modules",
         stage_output="kept", recv_buffer_per_microbatch=False, moe_probs_in_activation=False,
+        frees_logits_before_backward=False, dtensor_loss_parallel=False,
         state="fsdp1", fsdp_reduce_fp32=False, reshard_after_forward=True, reshard_with_pp=True,
         zero3_unit="layer", split="megatron", fp8_recipe="delayed", amax_history_len=1024,
         tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, expandable_segments=False,
