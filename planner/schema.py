@@ -737,6 +737,11 @@ class Implementation(Strict):
         "copy per destination node, forwarded over NVLink); null = alltoall, what the MoE recipes set",
     )
     activation_offload: bool = Field(False, description="activations offloaded to CPU memory between fwd and bwd")
+    activation_offload_layers: int | None = Field(
+        None, ge=1, le=MAX_LAYERS, description="how many transformer layers' activations go to CPU memory, spread "
+        "over the model (Megatron --cpu-offloading-num-layers, which implies --cpu-offloading); null = every layer "
+        "when activation_offload is on",
+    )
     cuda_graphs: bool = Field(False, description="CUDA graphs capture the step (fewer launches, static buffers)")
 
 

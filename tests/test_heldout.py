@@ -497,6 +497,27 @@ def test_fsdp_gathers_the_output_layers_gradients_after_the_loss(held_out: tuple
     assert run.evaluation.memory.buffers < output_matrix * (2 + 2 + 4)
 
 
+def test_megatron_fsdp_keeps_fp8_parameter_shards_and_offloads_what_does_not_fit(
+        held_out: tuple[list, list]) -> None:
+    """Megatron-FSDP with fp8 parameters keeps the 1-byte shard between uses; a gathered unit brings its fp8 copy
+    and drops its transpose cache after use (megatron_fsdp.py), so no rank holds the whole model's fp8 weights.
+    The GB200 and GB300 Llama 3 70B recipes then offload the activations of just enough layers
+    (--cpu-offloading-num-layers 40 and 20 of 80): both predicted within 3 % under capacity, and five fewer
+    offloaded layers would not fit."""
+    import copy
+
+    for rid, layers in (("mbridge-26.04-gb200-fp8cs-llama3-70b-64gpu", 40),
+                        ("mbridge-26.04-gb300-fp8cs-llama3-70b-64gpu", 20)):
+        run = next(r for r in validation.load_runs() if r["id"] == rid)
+        assert run["planner"]["implementation"]["activation_offload_layers"] == layers
+        got = validation.evaluate_run(run).evaluation
+        assert got.memory.weights < 2 * 2**30  # 70B over 64 ranks: the fp8 shard, 16-bit norms
+        assert 0.97 * got.capacity_bytes < got.memory.total <= got.capacity_bytes
+        fewer = copy.deepcopy(run)
+        fewer["planner"]["implementation"]["activation_offload_layers"] = layers - 5
+        assert validation.evaluate_run(fewer).evaluation.memory.total > got.capacity_bytes
+
+
 def test_torchtitan_compiles_its_loss_with_the_model(held_out: tuple[list, list]) -> None:
     """torchtitan runs its loss under torch.compile when it compiles the model (components/loss.py, 2025 on):
     Inductor keeps the bf16 logits and a log-sum-exp, not fp32 log-probabilities. The June 2025 H200 runs'

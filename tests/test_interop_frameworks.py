@@ -214,6 +214,10 @@ def test_megatron_pipeline_split_fp8_and_offload_flags() -> None:
         "current", True, True, True)
     back = parse_megatron_args(megatron_args_from_layout(cfg.model, layout, 8192, impl), model=cfg.model)
     assert back.to_layout(512) == layout and back.implementation() == impl
+    # --cpu-offloading-num-layers N turns offload on for N layers (megatron/training/arguments.py)
+    partial = parse_megatron_args(text.replace("--cpu-offloading", "--cpu-offloading-num-layers 40")).implementation()
+    assert (partial.activation_offload, partial.activation_offload_layers) == (True, 40)
+    assert "--cpu-offloading-num-layers 40" in megatron_args_from_layout(cfg.model, layout, 8192, partial)
     # Megatron's first/last-stage layer counts
     uneven = parse_megatron_args(text.replace("--num-layers-per-virtual-pipeline-stage 2 --account-for-embedding-in-"
                                               "pipeline-split --account-for-loss-in-pipeline-split",
@@ -462,7 +466,8 @@ def megatron_implementations(draw: st.DrawFn, layout: Layout, moe: bool = False)
         fp8_param_gather=fp8 and draw(st.booleans()),
         recompute_modules=draw(st.sampled_from([None, ["core_attn", "mlp"], ["layernorm", "moe_act"]]))
         if layout.recompute == "selective" else None,
-        activation_offload=draw(st.booleans()),
+        activation_offload=(offload := draw(st.booleans())),
+        activation_offload_layers=draw(st.one_of(st.none(), st.integers(1, 64))) if offload else None,
         cuda_graphs=draw(st.booleans()),
         moe_token_dispatcher=draw(st.sampled_from(["alltoall", "allgather", "flex"])) if moe else None,
     )

@@ -384,6 +384,10 @@ def test_activation_offload_pays_the_host_link_it_cannot_hide() -> None:
     slow = H100.efficiency.model_copy(update={"host_link_gbs": 5.0})
     off = training_time(LLAMA70, lay, H100, 8192, 1e9, impl=Implementation(activation_offload=True), efficiency=slow)
     assert off.step_seconds > base
+    # Megatron --cpu-offloading-num-layers: half the layers move half the bytes
+    half = training_time(LLAMA70, lay, H100, 8192, 1e9, impl=Implementation(activation_offload_layers=40),
+                         efficiency=slow)
+    assert base < half.step_seconds < off.step_seconds
 
 
 def test_tiny_layers_run_at_the_cpus_pace_unless_graphed() -> None:

@@ -274,6 +274,7 @@ class MegatronConfig:
     pipeline_last_stage_layers: int | None = None
     pipeline_layout: tuple[int, ...] | None = None
     activation_offload: bool = False
+    activation_offload_layers: int | None = None
     cuda_graphs: bool = False
     moe_token_dispatcher: TokenDispatcher | None = None
     cross_entropy: CrossEntropyKernel | None = None  # None: Megatron's vocab-parallel loss
@@ -306,7 +307,8 @@ class MegatronConfig:
             attention=self.attention, dropout=self.dropout, framework="megatron-core",
             fp8_recipe=self.fp8_recipe, fp8_param_gather=self.fp8_param_gather,
             recompute_modules=self.recompute_modules, activation_offload=self.activation_offload,
-            cuda_graphs=self.cuda_graphs, moe_token_dispatcher=self.moe_token_dispatcher,
+            activation_offload_layers=self.activation_offload_layers, cuda_graphs=self.cuda_graphs,
+            moe_token_dispatcher=self.moe_token_dispatcher,
             cross_entropy=self.cross_entropy,
         )
 
@@ -970,9 +972,10 @@ def parse_megatron_args(
     ):
         if flag in args:
             unsupported[flag] = why
-    act_offload = args.switch("--cpu-offloading") or args.switch("--fine-grained-activation-offloading")
-    if act_offload and args.int("--cpu-offloading-num-layers") is not None:
-        notes.append("--cpu-offloading-num-layers: planner offloads every layer's activations")
+    # --cpu-offloading-num-layers N > 0 turns --cpu-offloading on (megatron/training/arguments.py)
+    offload_layers = args.int("--cpu-offloading-num-layers") or None
+    act_offload = (args.switch("--cpu-offloading") or args.switch("--fine-grained-activation-offloading")
+                   or offload_layers is not None)
     graph_impl = args.choice("--cuda-graph-impl", ("none", "local", "transformer_engine", "full_iteration"))
     cuda_graphs = (args.switch("--enable-cuda-graph") or args.switch("--external-cuda-graph")
                    or graph_impl not in (None, "none"))
@@ -1026,7 +1029,8 @@ def parse_megatron_args(
         account_for_embedding_in_pipeline_split=split.embedding_counts,
         account_for_loss_in_pipeline_split=split.loss_counts,
         pipeline_first_stage_layers=None if chunks else first, pipeline_last_stage_layers=None if chunks else last,
-        pipeline_layout=chunks, activation_offload=act_offload, cuda_graphs=cuda_graphs,
+        pipeline_layout=chunks, activation_offload=act_offload, activation_offload_layers=offload_layers,
+        cuda_graphs=cuda_graphs,
         moe_token_dispatcher=("alltoall" if dispatcher == "alltoall_seq" else dispatcher)  # type: ignore[arg-type]
         if spec is not None and spec.moe is not None else None,
         expert_tp=etp, cross_entropy=cross_entropy,  # type: ignore[arg-type]
@@ -1202,7 +1206,9 @@ def megatron_args_from_layout(
         raise InputError("optimizer adam8bit: Megatron-LM has no 8-bit optimizer flag")
     lines.append(f"--optimizer {'sgd' if layout.optimizer == 'sgd' else 'adam'}")
     lines += _optimizer_state_flags(layout)
-    if impl.activation_offload:
+    if impl.activation_offload_layers is not None:
+        lines.append(f"--cpu-offloading-num-layers {impl.activation_offload_layers}")
+    elif impl.activation_offload:
         lines.append("--cpu-offloading")
     if impl.cuda_graphs:
         lines.append("--cuda-graph-impl transformer_engine")

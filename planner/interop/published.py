@@ -443,6 +443,10 @@ def recipe_keys(run: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], li
             impl["reshard_after_forward"] = flag
     if _flag(setting("activation_offload", "activation_cpu_offload", "cpu_offloading")):
         impl["activation_offload"] = True
+    offload_layers = setting("cpu_offloading_num_layers")
+    if isinstance(offload_layers, int) and not isinstance(offload_layers, bool) and offload_layers > 0:
+        impl["activation_offload"] = True
+        impl["activation_offload_layers"] = offload_layers
     if _flag(setting("cuda_graphs", "cuda_graph", "enable_cuda_graph")):
         impl["cuda_graphs"] = True
     if par.get("zero_stage") is None and _flag(setting("distributed_optimizer")):

@@ -601,7 +601,9 @@ def training_memory_table(
     # set_requires_gradient_sync(False)).
     reshard = np.where(pp > 1, k.reshard_with_pp, k.reshard_without_pp)
     held = gathered & fsdp & (((zero == 3) & ~reshard) | (zero < 3) | (pp > 1))
-    gather_bytes = 1.0 if k.fp8_param_gather and fsdp else float(BF16)  # torchtitan float8 all-gather
+    # gathered parameters: fp8 parameters gather in fp8 (torchao's float8 all-gather, Megatron
+    # --fp8-param-gather), and a Transformer Engine unit then holds its row-wise and transposed copies
+    gather_bytes = (k.fp8_weight_bytes or 1.0) if k.fp8_param_gather else float(BF16)
     reduce_bytes = 4.0 if (k.fsdp_reduce_fp32 if fsdp else recipe.fp32_grad_accumulation) else 2.0
     held_g = np.where(held & (pp > 1), reduce_bytes, 0.0)
     held_w = np.where(held, gather_bytes, 0.0)
@@ -616,10 +618,13 @@ def training_memory_table(
     moe_keep = np.where(rc == 2, moe_b[0], moe_rc)
     emb_b, loss_b, loss_transient = (col(v) for v in extras_bytes(m, k, x))
     head_bwd = col(head_backward_bytes(m, k, x))
-    if k.activation_offload:
+    offloaded = k.offloaded_share(m.layers)
+    if offloaded:
         # offloaded layers leave the GPU after their forward and come back for their backward (TE
-        # cpu_offload.py, Megatron --cpu-offloading): what stays is the layer computing and the one in transfer
-        dense_keep, dense_rc, moe_keep, moe_rc = (np.zeros(n),) * 4
+        # cpu_offload.py, Megatron --cpu-offloading, --cpu-offloading-num-layers): the others keep theirs, and
+        # the layer computing and the one in transfer are on the GPU
+        dense_keep, dense_rc, moe_keep, moe_rc = (v * (1.0 - offloaded) for v in (dense_keep, dense_rc, moe_keep,
+                                                                                    moe_rc))
     sbh = x.s * x.b * m.hidden
     output_b = col({"freed": 0, "tp_partitioned": 2 * sbh / x.t, "kept": 2 * sbh / x.r}[k.stage_output])
     per_kind = np.stack([dense_keep, dense_rc, moe_keep, moe_rc, emb_b, loss_b, output_b], axis=1)
@@ -630,7 +635,7 @@ def training_memory_table(
     group_layers = recipe.recompute_num_layers if recipe.recompute_method == "uniform" else 1
     rebuilt = np.maximum(dense_b[0] - dense_rc, moe_b[0] - moe_rc if m.moe else 0)
     rebuilt = np.where(rc == 2, rebuilt + ((group_layers or 1) - 1) * dense_b[0], np.where(rc > 0, rebuilt, 0))
-    if k.activation_offload:
+    if offloaded:
         rebuilt = rebuilt + 2 * np.maximum(dense_b[0], moe_b[0])
 
     # ---- per-layer parameters on this rank -----------------------------------------------------------------
@@ -709,11 +714,15 @@ def training_memory_table(
             extra = extra + recv * 2 * sbh_r
         if k.fp8 and k.fp8_weight_bytes:
             # Transformer Engine's cached fp8 weights (row-wise and transposed, with scales); with fp8
-            # parameters (fp8_param_gather) the fp8 copy replaces the 16-bit weight, whose shard is gone
+            # parameters (fp8_param_gather) the fp8 copy replaces the 16-bit weight. Sharded, the 1-byte shard
+            # is all a rank keeps between uses: a gathered unit brings its fp8 copies and drops them with its
+            # transpose cache (Megatron-FSDP megatron_fsdp.py release_params_fp8_transpose_cache, unless
+            # keep_fp8_transpose_cache), counted with the live units
             gemm = dl * g_dense + ml * g_moe
-            weights = weights + gemm * k.fp8_weight_bytes
             if k.fp8_param_gather:
-                weights = weights - gemm * np.where(zero >= 3, BF16 / shard, BF16)
+                weights = weights + gemm * np.where(gathered, (1.0 - BF16) / shard, k.fp8_weight_bytes - BF16)
+            else:
+                weights = weights + gemm * k.fp8_weight_bytes
             # delayed scaling: an fp32 amax history per fp8 tensor (input, weight, gradient) of each GEMM
             extra = extra + (dl + ml) * 4 * FP8_TENSORS_PER_GEMM * 4 * k.amax_history_len
         if k.cuda_graphs:

@@ -57,7 +57,7 @@ from planner.model.flops import StepFlops, step_flops
 from planner.model.memory import ActivationShape, Recipe, layer_activation_bytes, layer_params_on_rank
 from planner.model.params import attention_dims, attention_weights
 from planner.model.pipeline import PipelineSplit, max_stage_layers
-from planner.model.presets import PRESETS
+from planner.model.presets import PRESETS, offloaded_share
 from planner.model.stack import EVERY_SECOND_MATMUL, Stack, stack_of, time_arrays
 from planner.model.uncertainty import gpu_generation
 from planner.schema import FP8_QUANTIZE_BYTES, Efficiency, GpuSku, Implementation, Layout, ModelSpec
@@ -702,7 +702,8 @@ def _compute(c: _Context, s: _Step, p: _Params) -> _Compute:
 def _offload(c: _Context, s: _Step, fwd: Any, bwd: Any) -> Any:
     """Activation offload: the saved activations go to host memory during forward and come back during
     backward over the host link; what the compute of that pass does not hide is exposed."""
-    if not c.stack.activation_offload:
+    share = offloaded_share(c.stack.activation_offload, c.stack.activation_offload_layers, c.m.layers)
+    if not share:
         return 0.0
     x = ActivationShape(s=s.s_q, b=s.mbs, t=s.t, r=s.r, dropout=c.dropout)
     impl = Implementation(attention="flash" if c.flash else "eager", fused_kernels=c.ew_hbm == c.hbm)
@@ -710,7 +711,7 @@ def _offload(c: _Context, s: _Step, fwd: Any, bwd: Any) -> Any:
     if c.moe_layers:
         w = c.moe_layers / (c.dense_layers + c.moe_layers)
         per_layer = per_layer * (1 - w) + layer_activation_bytes(c.m, impl, x, "none", True) * w
-    move = s.layers * per_layer / (c.eff.host_link_gbs * 1e9)
+    move = share * s.layers * per_layer / (c.eff.host_link_gbs * 1e9)
     return vmax(0.0, move - fwd) + vmax(0.0, move - bwd)
 
 

@@ -255,6 +255,7 @@ class Knobs:
     zero3_unit: Literal["layer", "live_cap"]
     split: PipelineSplit
     activation_offload: bool
+    activation_offload_layers: int | None  # None: every layer's activations (with activation_offload)
     cuda_graphs: bool
     moe_token_dispatcher: TokenDispatcher
     tp_comm_overlap: bool
@@ -265,6 +266,18 @@ class Knobs:
 
     def reshard(self, pp: int) -> bool:
         return self.reshard_with_pp if pp > 1 else self.reshard_without_pp
+
+    def offloaded_share(self, layers: int) -> float:
+        """The share of a model's layers whose activations go to host memory (0 without offload)."""
+        return offloaded_share(self.activation_offload, self.activation_offload_layers, layers)
+
+
+def offloaded_share(offload: bool, offload_layers: int | None, layers: int) -> float:
+    """Megatron offloads the activations of `cpu_offloading_num_layers` layers spread evenly over the model (TE
+    cpu_offload.py `layer_window_map`), every layer where the count is not given."""
+    if not offload:
+        return 0.0
+    return 1.0 if offload_layers is None else min(1.0, offload_layers / layers)
 
 
 def default_fp8_recipe(framework: Framework, gpu: GpuSku | None = None) -> Fp8Recipe:
@@ -323,7 +336,8 @@ def resolve(impl: Implementation, layout: Layout | None = None, gpu: GpuSku | No
         reshard_with_pp=p.reshard_with_pp if reshard is None else reshard,
         zero3_unit=p.zero3_unit,
         split=split,
-        activation_offload=impl.activation_offload,
+        activation_offload=impl.activation_offload or impl.activation_offload_layers is not None,
+        activation_offload_layers=impl.activation_offload_layers,
         cuda_graphs=impl.cuda_graphs,
         moe_token_dispatcher=impl.moe_token_dispatcher or DEFAULT_TOKEN_DISPATCHER,
         tp_comm_overlap=p.tp_comm_overlap,

@@ -37,6 +37,7 @@ class Stack:
     reshard_after_forward: bool | None  # None: the framework decides per layout (FSDP2: not with PP)
     reduce_every_microbatch: bool  # ZeRO-3/FSDP reduce-scatters each micro-batch's gradients
     activation_offload: bool
+    activation_offload_layers: int | None  # None: every layer (planner.model.presets.offloaded_share)
     cuda_graphs: bool
     moe_token_dispatcher: str  # "alltoall", "allgather" or "flex" (planner.schema.TokenDispatcher)
     cross_entropy: str  # the loss kernel (planner.schema.CrossEntropyKernel)
@@ -79,6 +80,7 @@ def stack_of(impl: Implementation, precision: str, eff: Efficiency, gpu: GpuSku 
         reshard_after_forward=impl.reshard_after_forward,
         reduce_every_microbatch=p.reduce_every_microbatch,
         activation_offload=k.activation_offload,
+        activation_offload_layers=k.activation_offload_layers,
         cuda_graphs=k.cuda_graphs,
         moe_token_dispatcher=k.moe_token_dispatcher,
         cross_entropy=k.cross_entropy,
