@@ -738,9 +738,9 @@ class Implementation(Strict):
     )
     activation_offload: bool = Field(False, description="activations offloaded to CPU memory between fwd and bwd")
     activation_offload_layers: int | None = Field(
-        None, ge=1, le=MAX_LAYERS, description="how many transformer layers' activations go to CPU memory, spread "
-        "over the model (Megatron --cpu-offloading-num-layers, which implies --cpu-offloading); null = every layer "
-        "when activation_offload is on",
+        None, ge=1, le=MAX_LAYERS, description="how many transformer layers' activations go to CPU memory "
+        "(Megatron --cpu-offloading-num-layers, which implies --cpu-offloading; Transformer Engine offloads the "
+        "first N); null = every layer when activation_offload is on",
     )
     cuda_graphs: bool = Field(False, description="CUDA graphs capture the step (fewer launches, static buffers)")
 

@@ -273,8 +273,9 @@ class Knobs:
 
 
 def offloaded_share(offload: bool, offload_layers: int | None, layers: int) -> float:
-    """Megatron offloads the activations of `cpu_offloading_num_layers` layers spread evenly over the model (TE
-    cpu_offload.py `layer_window_map`), every layer where the count is not given."""
+    """Megatron offloads the activations of `cpu_offloading_num_layers` layers, every layer where the count is not
+    given: Transformer Engine offloads the first N and reloads them last, so the saved activations peak at L − N
+    layers' worth (transformer_engine/pytorch/cpu_offload.py OffloadSynchronizer._default_offload_sync_init)."""
     if not offload:
         return 0.0
     return 1.0 if offload_layers is None else min(1.0, offload_layers / layers)
