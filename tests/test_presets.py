@@ -236,6 +236,10 @@ def test_recipe_keys_read_framework_settings() -> None:
     assert lay == {"fp32_grad_accumulation": False, "precision": "fp8", "recompute": "full",
                    "recompute_num_layers": 2, "recompute_method": "block",
                    "account_for_embedding_in_pipeline_split": True, "account_for_loss_in_pipeline_split": True}
+    # Megatron --cpu-offloading-num-layers N turns offload on for N layers
+    offload = {**run, "framework_settings": {**run["framework_settings"], "cpu_offloading_num_layers": 40}}
+    impl, _, _ = recipe_keys(offload)
+    assert (impl["activation_offload"], impl["activation_offload_layers"]) == (True, 40)
     tt = {"id": "torchtitan-h100-llama3-8b", "source": {"title": "torchtitan"}, "parallelism": {},
           "framework_settings": {"framework": "torchtitan @abc", "fsdp_reshard_after_forward": "never",
                                  "data_parallel_shard_degree": 8, "activation_checkpoint": "selective (op)"}}
