@@ -24,7 +24,9 @@ ROWS = 256  # tokens
 
 
 class LiveBytes(TorchDispatchMode):
-    """Bytes of the storages ops have created and that are still alive; `peak` is their maximum."""
+    """Bytes of the storages ops have created and that are still alive; `peak` is their maximum. An output on an
+    input's storage (a view or an in-place result: at this dispatch level views carry no autograd view metadata)
+    is not a new allocation."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -33,13 +35,15 @@ class LiveBytes(TorchDispatchMode):
         self._alive: set[int] = set()
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        inputs = {t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0]
+                  if type(t) is torch.Tensor and t.device.type == "cpu"}
         out = func(*args, **(kwargs or {}))
         for t in tree_flatten(out)[0]:
-            if type(t) is not torch.Tensor or t._is_view() or t.device.type != "cpu":
+            if type(t) is not torch.Tensor or t.device.type != "cpu":
                 continue
             storage = t.untyped_storage()
             key, size = storage.data_ptr(), storage.nbytes()
-            if size == 0 or key in self._alive:
+            if size == 0 or key in self._alive or key in inputs:
                 continue
             self._alive.add(key)
             self.live += size

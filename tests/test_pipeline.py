@@ -211,3 +211,16 @@ def test_explicit_layout_legality() -> None:
                for p in layout_problems(m, base.model_copy(update={"pipeline_layout": (8, 8, 8, 7)}), seq=4096))
     assert any("does not combine" in p for p in layout_problems(
         m, base.model_copy(update={"account_for_loss_in_pipeline_split": True}), seq=4096))
+
+
+def test_a_real_pipelined_step_holds_what_the_schedule_says() -> None:
+    """End to end: a torch.distributed.pipelining step on 2 gloo ranks (tests/pipeline_oracle.py), its saved block
+    activations followed storage by storage. At each rank's byte peak the live activations are the planner's
+    in-flight chunks: min(p − rank, M) under 1F1B, 2(p − rank − 1) + (v − 1)p + 1 under interleaving."""
+    pytest.importorskip("torch.distributed.pipelining")
+    from pipeline_oracle import chunks_in_flight
+
+    pp, m = 2, 6
+    for schedule, vpp in (("1f1b", 1), ("interleaved", 2)):
+        planned = [float(inflight_states(pp, vpp, m, rank).sum(axis=1).max()) for rank in range(pp)]
+        assert chunks_in_flight(schedule, pp, m) == planned
