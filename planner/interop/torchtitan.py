@@ -294,10 +294,9 @@ def parse_torchtitan_toml(
         raise InputError(f"{where}: activation_checkpoint.mode must be none, selective or full, got {mode!r}")
     recompute: Recompute = mode  # type: ignore[assignment]
     if mode == "selective":
+        # "op": the torchtitan preset's selective recompute is its op-level policy (presets.Preset.selective)
         option = t.str("selective_ac_option", "2", "activation_checkpoint")
-        if option == "op":
-            pass  # recompute "selective" under the torchtitan preset is its op-level policy (presets.Preset.selective)
-        elif option.isdigit() and int(option) == 1:
+        if option.isdigit() and int(option) == 1:
             recompute = "full"  # every layer wrapped
         elif option.isdigit() and int(option) > 1:
             # one layer in N wrapped in full checkpointing (torchtitan activation_checkpoint.py): as many recomputed
@@ -313,7 +312,7 @@ def parse_torchtitan_toml(
                 )
             else:
                 recompute_num_layers = -(-layers_per_rank // int(option))
-        else:
+        elif option != "op":
             raise InputError(f"{where}: activation_checkpoint.selective_ac_option must be 'op' or an integer")
 
     local = t.int("local_batch_size", 0, "training") or t.int("batch_size", 8, "training")
