@@ -4,7 +4,7 @@ rank holds at its peak, under Schedule1F1B and ScheduleInterleaved1F1B.
 `chunks_in_flight(schedule, pp, microbatches)` spawns `pp` ranks; each hosts one stage (1F1B) or two (interleaved)
 of identical residual MLP blocks, runs a warm-up step and a measured step under a dispatch mode that follows every
 storage an op creates (tests/loss_oracle.py), and reports how many block activations (the ReLU outputs autograd
-keeps, one per block and micro-batch) were alive at the rank's peak, in model chunks.
+keeps, one per block and micro-batch) were alive at once at most, in model chunks.
 """
 
 from __future__ import annotations
@@ -38,22 +38,20 @@ def _worker(rank: int, world: int, init: str, schedule: str, microbatches: int, 
     from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleInterleaved1F1B
 
     class ReluCount(LiveBytes):
-        """Live ReLU outputs (one per block and micro-batch in flight) at the byte peak."""
+        """The most ReLU outputs (one per block and micro-batch in flight) alive at once."""
 
         def __init__(self) -> None:
             super().__init__()
             self.relus: set[int] = set()
-            self.relus_at_peak = 0
+            self.most = 0
 
         def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-            peak = self.peak
             result = super().__torch_dispatch__(func, types, args, kwargs)
             if func is torch.ops.aten.relu.default:
                 key = result.untyped_storage().data_ptr()
                 self.relus.add(key)
                 weakref.finalize(result.untyped_storage(), self.relus.discard, key)
-            if self.peak > peak:
-                self.relus_at_peak = len(self.relus)
+                self.most = max(self.most, len(self.relus))
             return result
 
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
@@ -82,13 +80,13 @@ def _worker(rank: int, world: int, init: str, schedule: str, microbatches: int, 
                 else:
                     sched.step()
         with open(f"{out}.{rank}", "w") as f:
-            f.write(str(mode.relus_at_peak / BLOCKS_PER_CHUNK))
+            f.write(str(mode.most / BLOCKS_PER_CHUNK))
     finally:
         dist.destroy_process_group()
 
 
 def chunks_in_flight(schedule: str, pp: int, microbatches: int) -> list[float]:
-    """Per rank, the model chunks' worth of micro-batch activations alive at that rank's peak."""
+    """Per rank, the most model chunks' worth of micro-batch activations alive at once."""
     with tempfile.TemporaryDirectory() as tmp:
         init = f"file://{os.path.join(tmp, 'rendezvous')}"
         out = os.path.join(tmp, "result")

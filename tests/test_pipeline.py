@@ -215,8 +215,8 @@ def test_explicit_layout_legality() -> None:
 
 def test_a_real_pipelined_step_holds_what_the_schedule_says() -> None:
     """End to end: a torch.distributed.pipelining step on 2 gloo ranks (tests/pipeline_oracle.py), its saved block
-    activations followed storage by storage. At each rank's byte peak the live activations are the planner's
-    in-flight chunks: min(p − rank, M) under 1F1B, 2(p − rank − 1) + (v − 1)p + 1 under interleaving."""
+    activations followed storage by storage. The most alive at once on each rank are the planner's in-flight
+    chunks: min(p − rank, M) under 1F1B, 2(p − rank − 1) + (v − 1)p + 1 under interleaving."""
     pytest.importorskip("torch.distributed.pipelining")
     from pipeline_oracle import chunks_in_flight
 
