@@ -210,14 +210,21 @@ def test_megatron_pipeline_split_fp8_and_offload_flags() -> None:
     assert not layout_problems(cfg.model, layout, seq=8192)  # type: ignore[arg-type]
     assert (layout.precision, layout.fp32_grad_accumulation) == ("fp8", False)
     impl = cfg.implementation()
+    # --cpu-offloading alone: Megatron's --cpu-offloading-num-layers defaults to 0, no layer is offloaded
     assert (impl.fp8_recipe, impl.fp8_param_gather, impl.activation_offload, impl.cuda_graphs) == (
-        "current", True, True, True)
+        "current", True, False, True)
+    assert any("--cpu-offloading without" in n for n in cfg.notes)
     back = parse_megatron_args(megatron_args_from_layout(cfg.model, layout, 8192, impl), model=cfg.model)
     assert back.to_layout(512) == layout and back.implementation() == impl
-    # --cpu-offloading-num-layers N turns offload on for N layers (megatron/training/arguments.py)
+    # --cpu-offloading-num-layers N turns offload on for N layers (megatron/training/arguments.py); without a
+    # count Megatron offloads none; planner's every layer is written as all but the last, as TE allows
     partial = parse_megatron_args(text.replace("--cpu-offloading", "--cpu-offloading-num-layers 40")).implementation()
     assert (partial.activation_offload, partial.activation_offload_layers) == (True, 40)
     assert "--cpu-offloading-num-layers 40" in megatron_args_from_layout(cfg.model, layout, 8192, partial)
+    every = impl.model_copy(update={"activation_offload": True, "activation_offload_layers": None})
+    assert "--cpu-offloading-num-layers 125" in megatron_args_from_layout(cfg.model, layout, 8192, every)
+    with pytest.raises(InputError, match="activation_offload_layers"):
+        megatron_args_from_layout(None, layout, 8192, every)
     # Megatron's first/last-stage layer counts
     uneven = parse_megatron_args(text.replace("--num-layers-per-virtual-pipeline-stage 2 --account-for-embedding-in-"
                                               "pipeline-split --account-for-loss-in-pipeline-split",
@@ -467,7 +474,7 @@ def megatron_implementations(draw: st.DrawFn, layout: Layout, moe: bool = False)
         recompute_modules=draw(st.sampled_from([None, ["core_attn", "mlp"], ["layernorm", "moe_act"]]))
         if layout.recompute == "selective" else None,
         activation_offload=(offload := draw(st.booleans())),
-        activation_offload_layers=draw(st.one_of(st.none(), st.integers(1, 64))) if offload else None,
+        activation_offload_layers=draw(st.integers(1, 64)) if offload else None,  # Megatron states a count
         cuda_graphs=draw(st.booleans()),
         moe_token_dispatcher=draw(st.sampled_from(["alltoall", "allgather", "flex"])) if moe else None,
     )

@@ -972,10 +972,13 @@ def parse_megatron_args(
     ):
         if flag in args:
             unsupported[flag] = why
-    # --cpu-offloading-num-layers N > 0 turns --cpu-offloading on (megatron/training/arguments.py)
+    # --cpu-offloading-num-layers N > 0 turns --cpu-offloading on (megatron/training/arguments.py); its default is
+    # 0, and Transformer Engine then offloads no layer (cpu_offload.py OffloadSynchronizer)
     offload_layers = args.int("--cpu-offloading-num-layers") or None
-    act_offload = (args.switch("--cpu-offloading") or args.switch("--fine-grained-activation-offloading")
-                   or offload_layers is not None)
+    act_offload = args.switch("--fine-grained-activation-offloading") or offload_layers is not None
+    if args.switch("--cpu-offloading") and offload_layers is None:
+        notes.append("--cpu-offloading without --cpu-offloading-num-layers offloads no layer (Megatron's count "
+                     "defaults to 0)")
     graph_impl = args.choice("--cuda-graph-impl", ("none", "local", "transformer_engine", "full_iteration"))
     cuda_graphs = (args.switch("--enable-cuda-graph") or args.switch("--external-cuda-graph")
                    or graph_impl not in (None, "none"))
@@ -1206,10 +1209,13 @@ def megatron_args_from_layout(
         raise InputError("optimizer adam8bit: Megatron-LM has no 8-bit optimizer flag")
     lines.append(f"--optimizer {'sgd' if layout.optimizer == 'sgd' else 'adam'}")
     lines += _optimizer_state_flags(layout)
-    if impl.activation_offload_layers is not None:
-        lines.append(f"--cpu-offloading-num-layers {impl.activation_offload_layers}")
-    elif impl.activation_offload:
-        lines.append("--cpu-offloading")
+    if impl.activation_offload or impl.activation_offload_layers is not None:
+        # Megatron offloads a count of layers, at most all but the last (Transformer Engine keeps that one)
+        count = impl.activation_offload_layers or (model.layers - 1 if model is not None else None)
+        if count is None or count < 1:
+            raise InputError("activation offload of every layer: Megatron-LM offloads --cpu-offloading-num-layers "
+                             "N < the model's layers; give implementation.activation_offload_layers")
+        lines.append(f"--cpu-offloading-num-layers {count}")
     if impl.cuda_graphs:
         lines.append("--cuda-graph-impl transformer_engine")
     if impl.cross_entropy == "fused_inplace":
