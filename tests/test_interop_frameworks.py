@@ -221,6 +221,9 @@ def test_megatron_pipeline_split_fp8_and_offload_flags() -> None:
     partial = parse_megatron_args(text.replace("--cpu-offloading", "--cpu-offloading-num-layers 40")).implementation()
     assert (partial.activation_offload, partial.activation_offload_layers) == (True, 40)
     assert "--cpu-offloading-num-layers 40" in megatron_args_from_layout(cfg.model, layout, 8192, partial)
+    fine = parse_megatron_args(text.replace("--cpu-offloading", "--fine-grained-activation-offloading"))
+    assert not fine.implementation().activation_offload  # module inputs only: kept on the GPU, said so
+    assert "--fine-grained-activation-offloading" in fine.unsupported
     every = impl.model_copy(update={"activation_offload": True, "activation_offload_layers": None})
     assert "--cpu-offloading-num-layers 125" in megatron_args_from_layout(cfg.model, layout, 8192, every)
     with pytest.raises(InputError, match="activation_offload_layers"):

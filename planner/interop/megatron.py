@@ -975,7 +975,11 @@ def parse_megatron_args(
     # --cpu-offloading-num-layers N > 0 turns --cpu-offloading on (megatron/training/arguments.py); its default is
     # 0, and Transformer Engine then offloads no layer (cpu_offload.py OffloadSynchronizer)
     offload_layers = args.int("--cpu-offloading-num-layers") or None
-    act_offload = args.switch("--fine-grained-activation-offloading") or offload_layers is not None
+    act_offload = offload_layers is not None
+    if args.switch("--fine-grained-activation-offloading"):
+        # megatron/core/transformer/transformer_config.py offload_modules: the inputs of the listed submodules only
+        unsupported["--fine-grained-activation-offloading"] = (
+            "offloads the inputs of --offload-modules only; planner keeps those activations on the GPU")
     if args.switch("--cpu-offloading") and offload_layers is None:
         notes.append("--cpu-offloading without --cpu-offloading-num-layers offloads no layer (Megatron's count "
                      "defaults to 0)")
