@@ -441,8 +441,9 @@ def recipe_keys(run: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], li
         flag = True if said.startswith("always") else False if said.startswith("never") else flag
         if flag is not None:
             impl["reshard_after_forward"] = flag
-    if _flag(setting("activation_offload", "activation_cpu_offload", "cpu_offloading")):
+    if _flag(setting("activation_offload", "activation_cpu_offload")):
         impl["activation_offload"] = True
+    # Megatron's cpu_offloading offloads cpu_offloading_num_layers layers, 0 by default (megatron_args's reading)
     offload_layers = setting("cpu_offloading_num_layers")
     if isinstance(offload_layers, int) and not isinstance(offload_layers, bool) and offload_layers > 0:
         impl["activation_offload"] = True
