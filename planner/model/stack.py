@@ -17,7 +17,8 @@ from planner.model.presets import Knobs, default_fp8_recipe, resolve
 from planner.schema import Efficiency, Fp8Recipe, GpuSku, Implementation, Layout
 
 # torchtitan's selective "op" policy keeps every other matmul of a block and recomputes the rest together
-# with every element-wise op; SDPA's output is saved (activation_checkpoint.py, _get_custom_policy).
+# with every element-wise op; SDPA's output is saved unless implementation.op_sac_saves_attention says not
+# (activation_checkpoint.py, _get_custom_policy).
 EVERY_SECOND_MATMUL = "every_second_mm"
 
 
