@@ -155,6 +155,21 @@ def test_sequence_beyond_a_learned_position_table_is_refused() -> None:
     assert ev.seq == longer and rotary.position == "rope"
 
 
+def test_offloading_every_layer_is_refused() -> None:
+    """Transformer Engine offloads at most all layers but the last: more is refused naming the key, in the
+    estimate and the search alike."""
+    sc = Scenario.model_validate({"model": "llama-3.1-8b", "job": {"tokens": 1e9, "seq_len": 8192, "global_batch": 8},
+                                  "implementation": {"activation_offload_layers": 32},
+                                  "estimate": {"gpu": "h100-sxm", "gpus": 8}})
+    with pytest.raises(InputError, match=r"implementation\.activation_offload_layers: 32 .* at most 31"):
+        estimate(EstimateRequest(scenario=sc))
+    with pytest.raises(InputError, match=r"implementation\.activation_offload_layers"):
+        resolve_problem(sc)
+    fine = sc.model_copy(update={"implementation": sc.implementation.model_copy(
+        update={"activation_offload_layers": 31})})
+    assert estimate(EstimateRequest(scenario=fine)).memory.total > 0
+
+
 def test_gb200_nvl72_is_the_scale_up_domain_for_tp_cp_and_ep() -> None:
     """GB200 NVL72: all 72 GPUs share NVLink, so TP·CP (32 GPUs) and EP groups stay on NVLink; the same layout
     on 8-GPU nodes sends its CP ring and EP all-to-all over the network."""

@@ -221,6 +221,8 @@ def test_megatron_pipeline_split_fp8_and_offload_flags() -> None:
     partial = parse_megatron_args(text.replace("--cpu-offloading", "--cpu-offloading-num-layers 40")).implementation()
     assert (partial.activation_offload, partial.activation_offload_layers) == (True, 40)
     assert "--cpu-offloading-num-layers 40" in megatron_args_from_layout(cfg.model, layout, 8192, partial)
+    with pytest.raises(InputError, match="--cpu-offloading-num-layers: 126 must be below --num-layers"):
+        parse_megatron_args(text.replace("--cpu-offloading", "--cpu-offloading-num-layers 126"))
     fine = parse_megatron_args(text.replace("--cpu-offloading", "--fine-grained-activation-offloading"))
     assert not fine.implementation().activation_offload  # module inputs only: kept on the GPU, said so
     assert "--fine-grained-activation-offloading" in fine.unsupported
@@ -467,17 +469,17 @@ def legal_layouts(draw: st.DrawFn, extras: bool = False) -> tuple[ModelSpec, Lay
 
 
 @st.composite
-def megatron_implementations(draw: st.DrawFn, layout: Layout, moe: bool = False) -> Implementation:
+def megatron_implementations(draw: st.DrawFn, layout: Layout, moe: bool = False, layers: int = 64) -> Implementation:
     """The implementation keys Megatron-LM arguments carry, for a layout's precision and recompute (and the
-    token dispatcher of an MoE model)."""
+    token dispatcher of an MoE model, and the layers offload may take: all but the last)."""
     fp8 = layout.precision == "fp8"
     return Implementation(
         fp8_recipe=draw(st.sampled_from([None, "delayed", "current", "mxfp8", "blockwise"])) if fp8 else None,
         fp8_param_gather=fp8 and draw(st.booleans()),
         recompute_modules=draw(st.sampled_from([None, ["core_attn", "mlp"], ["layernorm", "moe_act"]]))
         if layout.recompute == "selective" else None,
-        activation_offload=(offload := draw(st.booleans())),
-        activation_offload_layers=draw(st.integers(1, 64)) if offload else None,  # Megatron states a count
+        activation_offload=(offload := layers > 1 and draw(st.booleans())),
+        activation_offload_layers=draw(st.integers(1, layers - 1)) if offload else None,  # Megatron states a count
         cuda_graphs=draw(st.booleans()),
         moe_token_dispatcher=draw(st.sampled_from(["alltoall", "allgather", "flex"])) if moe else None,
     )
@@ -492,7 +494,7 @@ def test_megatron_round_trip(case: tuple[ModelSpec, Layout], with_model: bool, d
     m, layout = case
     if not with_model:  # the pipeline-split flags need the layer count to derive the chunks
         assume(not (layout.account_for_embedding_in_pipeline_split or layout.account_for_loss_in_pipeline_split))
-    impl = data.draw(megatron_implementations(layout, moe=with_model and m.moe is not None))
+    impl = data.draw(megatron_implementations(layout, moe=with_model and m.moe is not None, layers=m.layers))
     text = megatron_args_from_layout(m if with_model else None, layout, SEQ, impl)
     cfg = parse_megatron_args(text, model=m if with_model else None)  # the vocabulary is the tokenizer's
     # Megatron's "adam" is AdamW (decoupled weight decay); everything else reads back as written.

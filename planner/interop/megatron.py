@@ -998,6 +998,9 @@ def parse_megatron_args(
     cross_entropy = "fused_inplace" if fused_te else None
     spec = _model(args, tp, model, unsupported, notes)
     layers = spec.layers if spec else args.int("--num-layers")
+    if offload_layers is not None and layers is not None and offload_layers >= layers:
+        raise InputError(f"--cpu-offloading-num-layers: {offload_layers} must be below --num-layers ({layers}): "
+                         "Transformer Engine keeps the last layer's activations on the GPU")
     vpp = _vpp(args, layers, pp)
     sequence_parallel = args.switch("--sequence-parallel")
     if sequence_parallel and tp == 1:

@@ -15,7 +15,7 @@ from planner.schema import GpuSku, ModelSpec, compute_dtype
 from planner.workloads import Workload
 from planner.workloads.expected import Basis
 from planner.workloads.grid import GpuCounts
-from planner.workloads.training.legality import sequence_problem
+from planner.workloads.training.legality import offload_problem, sequence_problem
 from planner.workloads.training.workload import TrainingWorkload
 
 # Without any inventory or cap a job could be spread over millions of GPUs; the largest published
@@ -100,6 +100,8 @@ def scenario_jobs(scenario: Scenario) -> list[JobSpec]:
     def workload(model: str | ModelSpec, job: Job, fixed: FixedLayout, where: str = "") -> TrainingWorkload:
         spec_ = resolve_model(model)
         if (why := sequence_problem(spec_, job.seq_len)) is not None:
+            raise InputError(where + why)
+        if (why := offload_problem(spec_, scenario.implementation.activation_offload_layers)) is not None:
             raise InputError(where + why)
         return TrainingWorkload(spec_, job, fixed, scenario.implementation, scenario.overheads,
                                 scenario.efficiency, basis_of(scenario))

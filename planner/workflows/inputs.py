@@ -27,7 +27,7 @@ from planner.schema import (
     master_weights_problem,
 )
 from planner.workloads.training.evaluation import Evaluation, evaluate
-from planner.workloads.training.legality import layout_problems, sequence_problem
+from planner.workloads.training.legality import layout_problems, offload_problem, sequence_problem
 
 # Without --tokens: the compute-optimal budget of Hoffmann et al. 2022 (Chinchilla), ~20 tokens per parameter.
 CHINCHILLA_TOKENS_PER_PARAM = 20.0
@@ -152,6 +152,8 @@ def layout(sc: Scenario | None, model: ModelSpec, *, overrides: Mapping[str, Any
     1, and an illegal layout is returned to be judged."""
     checked("--seq", seq)
     if (why := sequence_problem(model, seq)) is not None:
+        raise InputError(why)
+    if sc is not None and (why := offload_problem(model, sc.implementation.activation_offload_layers)) is not None:
         raise InputError(why)
     fixed: dict[str, Any] = sc.layout.model_dump(exclude={"sku", "gpus"}, exclude_none=True) if sc else {}
     fixed.update({k: v for k, v in overrides.items() if v is not None})

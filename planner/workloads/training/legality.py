@@ -27,6 +27,15 @@ def sequence_problem(m: ModelSpec, seq: int) -> str | None:
     return None
 
 
+def offload_problem(m: ModelSpec, offload_layers: int | None) -> str | None:
+    """Transformer Engine offloads at most every layer but the last (cpu_offload.py get_cpu_offload_context:
+    num_layers ≤ model_layers − 1; Megatron's cpu_offloading_num_layers < num_layers)."""
+    if offload_layers is not None and offload_layers >= m.layers:
+        return (f"implementation.activation_offload_layers: {offload_layers} is not below {m.name}'s {m.layers} "
+                f"layers (the last layer's activations stay on the GPU; at most {m.layers - 1})")
+    return None
+
+
 def layout_problems(
     m: ModelSpec,
     layout: Layout,
