@@ -112,7 +112,8 @@ def derive_gpus(definitions: Sequence[GpuDefinition], where: str = "gpus") -> tu
             raise InputError(f"{at}: name {d.name!r} is already a GPU; choose another name")
         fields = base.model_dump()
         source = d.source or f"{base.name} ({base.source}), changed by the scenario"
-        fields.update(name=d.name, aliases=[], source=source)
+        # the base's generation, stated or read from its name: the new name may not say it
+        fields.update(name=d.name, aliases=[], source=source, generation=d.generation or base.arch)
         if d.description:
             fields["description"] = d.description
         if d.memory_gib is not None or d.hbm_bytes is not None:

@@ -465,6 +465,27 @@ class Efficiency(Strict):
     source: str = "planner defaults (see docs in catalogs/gpus.yaml)"
 
 
+# Architecture generation by catalog-name prefix (the longest prefix wins): what a catalog entry is when its
+# `generation` is not stated. A scenario's `gpus:` entry inherits its base's generation.
+Generation = Literal["volta", "ampere", "hopper", "blackwell", "ada", "cdna2", "cdna3", "cdna4", "other"]
+GENERATION_PREFIXES: tuple[tuple[str, Generation], ...] = (
+    ("v100", "volta"), ("a100", "ampere"), ("a10", "ampere"), ("h100", "hopper"), ("h200", "hopper"),
+    ("h800", "hopper"), ("h20", "hopper"), ("gh200", "hopper"), ("b100", "blackwell"), ("b200", "blackwell"),
+    ("gb200", "blackwell"), ("b300", "blackwell"), ("gb300", "blackwell"), ("rtx-5090", "blackwell"),
+    ("l40s", "ada"), ("l4", "ada"), ("rtx-4090", "ada"), ("mi250", "cdna2"), ("mi300", "cdna3"),
+    ("mi325", "cdna3"), ("mi355", "cdna4"),
+)
+
+
+def generation_of_name(name: str) -> Generation:
+    """The architecture generation a GPU name starts with, 'other' when no prefix matches."""
+    low = name.lower()
+    for prefix, gen in sorted(GENERATION_PREFIXES, key=lambda p: -len(p[0])):
+        if low.startswith(prefix):
+            return gen
+    return "other"
+
+
 class GpuSku(Strict):
     """One accelerator as sold: dense peaks, memory, interconnect, power and prices."""
 
@@ -494,9 +515,17 @@ class GpuSku(Strict):
     block_scaled_fp8: bool = Field(
         False, description="tensor cores that apply MX block scales in the GEMM (MXFP8: Blackwell); without them "
         "Transformer Engine refuses the mxfp8 recipe")
+    generation: Generation | None = Field(
+        None, description="architecture generation (hopper, blackwell, …): which kernels and fp8 recipes the "
+        "frameworks pick on it; null = from the catalog name (a scenario GPU inherits its base's)")
     efficiency: Efficiency = Efficiency()
     prices: list[Price] = []
     source: str
+
+    @property
+    def arch(self) -> Generation:
+        """The architecture generation: the stated one, else the one the name starts with."""
+        return self.generation or generation_of_name(self.name)
 
     @model_validator(mode="after")
     def _check(self) -> GpuSku:
@@ -545,6 +574,7 @@ class GpuDefinition(Strict):
         None, ge=1, le=100_000, description="board power; below the base's it is a power limit (slower clocks)"
     )
     block_scaled_fp8: bool | None = Field(None, description="MX block-scaled fp8 tensor cores (default: the base's)")
+    generation: Generation | None = Field(None, description="architecture generation (default: the base's)")
     efficiency: dict[str, float] | None = Field(None, description="overrides of the base's Efficiency fields")
     prices: list[Price] | None = None
 

@@ -282,6 +282,31 @@ def test_scenario_gpu_inherits_from_its_base() -> None:
     assert catalog.get_gpu("H100_96GB_500W", [g]) is g
 
 
+def test_a_renamed_derivative_keeps_its_base_generation() -> None:
+    """A scenario GPU whose name says nothing of its architecture is its base's generation wherever that matters:
+    the fp8 recipe a framework defaults to (MXFP8 on Blackwell), torchtitan's attention kernel there (cuDNN), the
+    flash kernel rate (FlashAttention-2 on a Blackwell part runs below the native kernels) and the uncertainty
+    regime; an explicit `generation:` wins."""
+    from planner.model import perf
+    from planner.model.presets import default_fp8_recipe, resolve
+    from planner.model.stack import stack_of
+    from planner.model.uncertainty import gpu_generation
+    from planner.schema import GpuDefinition, Implementation
+
+    base = catalog.get_gpu("b200")
+    (mine, stated) = catalog.derive_gpus([
+        GpuDefinition(name="lab-accelerator-a", base="b200", tdp_w=800),
+        GpuDefinition(name="lab-accelerator-b", base="h100-sxm", generation="blackwell"),
+    ])
+    assert (mine.arch, gpu_generation(mine), stated.arch) == ("blackwell", "blackwell", "blackwell")
+    assert catalog.get_gpu("h100-sxm").arch == "hopper" and base.generation is None and base.arch == "blackwell"
+    assert default_fp8_recipe("megatron-core", mine) == default_fp8_recipe("megatron-core", base) == "mxfp8"
+    titan, fa2 = Implementation(framework="torchtitan"), Implementation(framework="fsdp")
+    assert resolve(titan, None, mine).attention_kernel == resolve(titan, None, base).attention_kernel == "native"
+    stack = stack_of(fa2, "bf16", mine.efficiency, mine)
+    assert perf._flash_kernel_share(stack, mine) == perf._flash_kernel_share(stack, base) != (1.0, 1.0)
+
+
 @pytest.mark.parametrize(
     ("entry", "expected"),
     [

@@ -217,7 +217,6 @@ FP8_TENSORS_PER_GEMM = 3
 # The MoE recipes of NeMo 2 / Megatron-Bridge set --moe-token-dispatcher-type alltoall (Megatron-Core's own
 # default is allgather); torchtitan (torchtitan/distributed/expert_parallel.py) and DeepSpeed-MoE all-to-all too.
 DEFAULT_TOKEN_DISPATCHER: TokenDispatcher = "alltoall"
-BLACKWELL = ("b200", "gb200", "b300", "gb300", "b100")
 
 
 @dataclass(frozen=True)
@@ -284,7 +283,7 @@ def offloaded_share(offload: bool, offload_layers: int | None, layers: int) -> f
 def default_fp8_recipe(framework: Framework, gpu: GpuSku | None = None) -> Fp8Recipe:
     """The recipe a framework runs when the scenario names none: MXFP8 on Blackwell (TE's MXFP8BlockScaling,
     the only block-scaled fp8 Blackwell's tensor cores run natively), else the preset's Hopper default."""
-    if gpu is not None and gpu.name.startswith(BLACKWELL) and framework != "torchtitan":
+    if gpu is not None and gpu.arch == "blackwell" and framework != "torchtitan":
         return "mxfp8"
     return PRESETS[framework].fp8_recipe
 
@@ -300,7 +299,7 @@ def resolve(impl: Implementation, layout: Layout | None = None, gpu: GpuSku | No
     prec = precision or (layout.precision if layout is not None else "bf16")
     fp8 = prec == "fp8"
     recipe = impl.fp8_recipe or default_fp8_recipe(impl.framework, gpu)
-    blackwell = gpu is not None and gpu.name.startswith(BLACKWELL)
+    blackwell = gpu is not None and gpu.arch == "blackwell"
     saves_fp8 = fp8 and p.fp8_saves_quantized_inputs
     if split is None:
         split = PipelineSplit(style=p.split)

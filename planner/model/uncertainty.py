@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from planner.schema import GpuSku, Layout
+from planner.schema import GpuSku, Layout, generation_of_name
 
 CALIBRATION_PATH = Path(__file__).resolve().parent.parent / "data" / "calibration.yaml"
 MIN_RUNS = 5  # residuals a grouping needs before its percentiles stand on their own
@@ -38,22 +38,9 @@ WIDEN_PER_LEVEL = 1.5  # band half-widths grow by this factor for each coarser l
 PERCENTILES = (10.0, 90.0)
 LEVELS = ("regime", "generation+framework", "framework", "pooled")
 
-# Catalog names (and their prefixes) by architecture generation.
-GENERATIONS: tuple[tuple[str, str], ...] = (
-    ("v100", "volta"), ("a100", "ampere"), ("a10", "ampere"), ("h100", "hopper"), ("h200", "hopper"),
-    ("h800", "hopper"), ("h20", "hopper"), ("gh200", "hopper"), ("b200", "blackwell"), ("gb200", "blackwell"),
-    ("b300", "blackwell"), ("gb300", "blackwell"), ("rtx-5090", "blackwell"), ("l40s", "ada"), ("l4", "ada"),
-    ("rtx-4090", "ada"), ("mi250", "cdna2"), ("mi300", "cdna3"), ("mi325", "cdna3"), ("mi355", "cdna4"),
-)
-
-
 def gpu_generation(gpu: GpuSku | str) -> str:
-    """The architecture generation of a catalog GPU (or a name), 'other' when unknown."""
-    name = (gpu if isinstance(gpu, str) else gpu.name).lower()
-    for prefix, gen in sorted(GENERATIONS, key=lambda p: -len(p[0])):
-        if name.startswith(prefix):
-            return gen
-    return "other"
+    """The architecture generation of a GPU (a scenario GPU's is its base's) or of a catalog name."""
+    return generation_of_name(gpu) if isinstance(gpu, str) else gpu.arch
 
 
 def parallel_regime(layout: Layout) -> str:
