@@ -3,10 +3,13 @@
 PyYAML's safe loader builds only plain data (no Python objects), but it silently keeps the last of two
 equal keys, recurses without bound on deep nesting, and lets a file that is not UTF-8 surface as a
 decoding traceback. This loader refuses each of those with an InputError naming the file (and the line).
+It also reads booleans as YAML 1.2 does: only true and false (any case as the core schema spells them);
+PyYAML follows YAML 1.1, where `name: off` or a country code `NO` silently becomes a boolean.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,18 @@ MAX_NODES = 20_000
 
 class _Refused(yaml.YAMLError):
     """Well-formed YAML that planner refuses to read: too deep, too large, a key given twice."""
+
+
+# YAML 1.2 core schema booleans (yaml.org/spec/1.2.2 §10.3.2); YAML 1.1's yes/no/on/off stay strings.
+_BOOL_1_2 = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+
+
+def _yaml_1_2_booleans(loader: type) -> None:
+    """Give `loader` its own resolver table in which only the YAML 1.2 spellings resolve to booleans."""
+    table = {first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+             for first, resolvers in loader.yaml_implicit_resolvers.items()}  # type: ignore[attr-defined]
+    loader.yaml_implicit_resolvers = table  # type: ignore[attr-defined]
+    loader.add_implicit_resolver("tag:yaml.org,2002:bool", _BOOL_1_2, list("tTfF"))  # type: ignore[attr-defined]
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -74,6 +89,10 @@ class _StrictCLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ig
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         _refuse_duplicate_keys(self, node)
         return super().construct_mapping(node, deep=deep)
+
+
+_yaml_1_2_booleans(_StrictLoader)
+_yaml_1_2_booleans(_StrictCLoader)
 
 
 def loads(text: str, where: str, *, trusted: bool = False) -> Any:

@@ -248,3 +248,23 @@ def test_a_narrowed_optimizer_state_is_planned_with(tmp_path: Path) -> None:
         plan = json.loads(result.stdout)["plans"][0]
         peaks.append(plan["memory"]["bytes"]["optimizer"])
     assert peaks[1] < peaks[0] / 2
+
+
+@pytest.mark.parametrize("command", ["estimate", "solve", "review"])
+def test_errors_found_after_reading_name_the_file_and_key(tmp_path: Path, command: str) -> None:
+    """A value the scenario file holds but the model rules out (a sequence beyond GPT-3's learned positions, an
+    offload count of every layer) is one line naming the file and the key; the same value from a flag names the
+    flag."""
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nmodel: gpt3-175b\njob: {tokens: 1e9, seq_len: 4096, global_batch: 64}\n"
+                    "estimate: {gpu: h100-sxm, gpus: 64}\nhardware: {skus: [h100-sxm], max_gpus: 64}\n")
+    result = runner.invoke(app, [command, str(path)])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert f"{path}: job.seq_len: 4096" in result.output
+    path.write_text(path.read_text().replace("seq_len: 4096", "seq_len: 2048")
+                    + "implementation: {activation_offload_layers: 96}\n")
+    result = runner.invoke(app, [command, str(path)])
+    assert result.exit_code == 2 and f"{path}: implementation.activation_offload_layers: 96" in result.output
+    if command == "estimate":
+        result = runner.invoke(app, [command, "--model", "gpt3-175b", "--gpu", "h100", "--gpus", "8", "--seq", "4096"])
+        assert result.exit_code == 2 and "error: --seq: 4096" in result.output

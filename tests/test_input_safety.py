@@ -75,3 +75,17 @@ def test_thousands_of_unknown_keys_print_a_few_lines(tmp_path: Path) -> None:
     message = _load(tmp_path, BASE + "".join(f"k{i}: 1\n" for i in range(5_000)))
     lines = message.splitlines()
     assert len(lines) <= 11 and "more errors" in lines[-1]
+
+
+def test_booleans_are_yaml_1_2(tmp_path: Path) -> None:
+    """Only true/false are booleans (YAML 1.2 core schema): YAML 1.1's off/no/yes/on stay the strings written, so a
+    scenario named `off` keeps its name and a string key is never a boolean; a boolean key still reads true/false."""
+    from planner import safe_yaml
+
+    assert safe_yaml.loads("a: off\nb: NO\nc: yes\nd: on\ne: true\nf: False\n", "t") == {
+        "a": "off", "b": "NO", "c": "yes", "d": "on", "e": True, "f": False}
+    assert safe_yaml.loads("a: off\ne: TRUE\n", "t", trusted=True) == {"a": "off", "e": True}
+    path = tmp_path / "s.yaml"
+    path.write_text("name: off\n" + BASE + "implementation: {cuda_graphs: true}\n")
+    sc = load_scenario(path)
+    assert sc.name == "off" and sc.implementation.cuda_graphs is True

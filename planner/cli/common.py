@@ -9,6 +9,7 @@ A closed pipe (`planner ... | head`) ends the command quietly with 0.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 import traceback
@@ -27,14 +28,15 @@ class State:
     debug = False
 
 
-def run(body: Callable[[], int | None]) -> None:
-    """Run a command body; its return value (or None for 0) is the exit status, every exception maps to one."""
-    code = outcome(body)
+def run(body: Callable[[], int | None], scenario: Path | None = None) -> None:
+    """Run a command body; its return value (or None for 0) is the exit status, every exception maps to one.
+    `scenario`: the file the command read, named in errors about its keys found after reading it."""
+    code = outcome(body, scenario)
     if code:
         raise typer.Exit(code)
 
 
-def outcome(body: Callable[[], int | None]) -> int:
+def outcome(body: Callable[[], int | None], scenario: Path | None = None) -> int:
     from planner import InfeasibleError, InputError
 
     try:
@@ -42,7 +44,7 @@ def outcome(body: Callable[[], int | None]) -> int:
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
         return code
     except InputError as e:
-        say(f"error: {e}")
+        say(f"error: {in_file(str(e), scenario)}")
         return 2
     except InfeasibleError as e:
         say(str(e))
@@ -59,6 +61,17 @@ def outcome(body: Callable[[], int | None]) -> int:
             what = " ".join(str(e).split()) or "(no message)"
             say(f"internal error: {type(e).__name__}: {what} — a bug in planner; rerun with --debug for the traceback")
         return 3
+
+
+def in_file(message: str, scenario: Path | None) -> str:
+    """An error about a scenario key (`job.seq_len: ...`, `jobs.b.layout.tp: ...`) found after the file was read,
+    prefixed with the file; messages that already name it, or a flag, stay as they are."""
+    if scenario is None or message.startswith(str(scenario)):
+        return message
+    from planner.scenario import Scenario
+
+    key = re.match(r"([a-z_]+)(?:[.\[:])", message)
+    return f"{scenario}: {message}" if key and key.group(1) in Scenario.model_fields else message
 
 
 def output_file(path: Path | None, flag: str) -> None:

@@ -129,4 +129,4 @@ def compare_command(
                      page=html_page, source=scenario)
         return 0 if result.feasible else 1
 
-    run(body)
+    run(body, scenario)

@@ -128,4 +128,4 @@ def estimate_command(
             state={"master_weights": master_weights, "moment_dtype": moment_dtype},
         )), format.value)
 
-    run(body)
+    run(body, scenario)

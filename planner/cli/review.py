@@ -97,7 +97,7 @@ def review_command(
             render(rev, format.value)
         return rev.exit_code
 
-    run(body)
+    run(body, scenario)
 
 
 def read_text(path: Path) -> str:

@@ -62,4 +62,4 @@ def solve_command(
             render(result, format.value)
         return 0 if result.plans else 1
 
-    run(body)
+    run(body, scenario)

@@ -145,13 +145,14 @@ def validated(kind: type[Any], data: Mapping[str, Any], where: str) -> Any:
 
 def layout(sc: Scenario | None, model: ModelSpec, *, overrides: Mapping[str, Any], gpus: int | None,
            global_batch: int | None, precision: str | None, node: int, seq: int, strict: bool,
-           framework: Framework | None = None, state: Mapping[str, Any] | None = None) -> Layout:
+           framework: Framework | None = None, state: Mapping[str, Any] | None = None,
+           seq_key: str = "job.seq_len") -> Layout:
     """The scenario's `layout:` with the flags' `overrides`, dp derived from `gpus`, and its job's optimizer
     state with the flags' `state` (master_weights, moment_dtype). `strict` (estimate) refuses a count the other
     sizes do not divide and any illegal layout; otherwise (review) dp is the count over the other sizes, at least
-    1, and an illegal layout is returned to be judged."""
+    1, and an illegal layout is returned to be judged. `seq_key`: where `seq` came from (the flag or the key)."""
     checked("--seq", seq)
-    if (why := sequence_problem(model, seq)) is not None:
+    if (why := sequence_problem(model, seq, seq_key)) is not None:
         raise InputError(why)
     if sc is not None and (why := offload_problem(model, sc.implementation.activation_offload_layers)) is not None:
         raise InputError(why)

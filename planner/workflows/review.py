@@ -218,7 +218,8 @@ def _from_scenario(req: ReviewRequest) -> Config:
     seq = req.seq or sc.job.seq_len
     layout = inputs.layout(sc, model, overrides={"tp": req.tp, "pp": req.pp, "micro_batch": req.micro_batch},
                            gpus=gpus, global_batch=req.global_batch, precision=None,
-                           node=common["gpus_per_node"], seq=seq, strict=False)
+                           node=common["gpus_per_node"], seq=seq, strict=False,
+                           seq_key="--seq" if req.seq else "job.seq_len")
     return Config(source="scenario", model=model, layout=layout, gpus=gpus or layout.gpus, seq=seq,
                   implementation=sc.implementation, **common)
 

@@ -17,12 +17,12 @@ def last_stage_layers(layers: int, pp: int) -> int:
     return layers - (pp - 1) * -(-layers // pp)
 
 
-def sequence_problem(m: ModelSpec, seq: int) -> str | None:
+def sequence_problem(m: ModelSpec, seq: int, key: str = "job.seq_len") -> str | None:
     """A learned position table has `max_seq` rows (GPT-3: 2048, Brown et al. 2020 §2.1): a longer sequence has
     positions with no embedding to look up. Rotary positions are computed, so a rotary model may be trained
     past the context it was built for (context extension), and only the learned table refuses."""
     if m.position == "learned" and seq > m.max_seq:
-        return (f"job.seq_len: {seq} is longer than {m.name}'s learned position table ({m.max_seq} positions); "
+        return (f"{key}: {seq} is longer than {m.name}'s learned position table ({m.max_seq} positions); "
                 f"use seq_len ≤ {m.max_seq} or a rotary model")
     return None
 
