@@ -113,7 +113,8 @@ def derive_gpus(definitions: Sequence[GpuDefinition], where: str = "gpus") -> tu
         fields = base.model_dump()
         source = d.source or f"{base.name} ({base.source}), changed by the scenario"
         # the base's generation, stated or read from its name: the new name may not say it
-        fields.update(name=d.name, aliases=[], source=source, generation=d.generation or base.arch)
+        fields.update(name=d.name, aliases=[], source=source, generation=d.generation or base.arch,
+                      base=base.base or base.name)
         if d.description:
             fields["description"] = d.description
         if d.memory_gib is not None or d.hbm_bytes is not None:

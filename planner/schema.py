@@ -518,6 +518,7 @@ class GpuSku(Strict):
     generation: Generation | None = Field(
         None, description="architecture generation (hopper, blackwell, …): which kernels and fp8 recipes the "
         "frameworks pick on it; null = from the catalog name (a scenario GPU inherits its base's)")
+    base: str | None = Field(None, description="the catalog entry a scenario GPU derives from (null: a catalog entry)")
     efficiency: Efficiency = Efficiency()
     prices: list[Price] = []
     source: str

@@ -285,20 +285,25 @@ def test_scenario_gpu_inherits_from_its_base() -> None:
 def test_a_renamed_derivative_keeps_its_base_generation() -> None:
     """A scenario GPU whose name says nothing of its architecture is its base's generation wherever that matters:
     the fp8 recipe a framework defaults to (MXFP8 on Blackwell), torchtitan's attention kernel there (cuDNN), the
-    flash kernel rate (FlashAttention-2 on a Blackwell part runs below the native kernels) and the uncertainty
-    regime; an explicit `generation:` wins."""
+    flash kernel rate (FlashAttention-2 on a Blackwell part runs below the native kernels), the uncertainty regime
+    and serving's fp4/int8 tensor cores; an explicit `generation:` wins, and a chain keeps the catalog part."""
     from planner.model import perf
     from planner.model.presets import default_fp8_recipe, resolve
+    from planner.model.serving import peak_tflops
     from planner.model.stack import stack_of
     from planner.model.uncertainty import gpu_generation
     from planner.schema import GpuDefinition, Implementation
 
     base = catalog.get_gpu("b200")
-    (mine, stated) = catalog.derive_gpus([
+    (mine, stated, chained) = catalog.derive_gpus([
         GpuDefinition(name="lab-accelerator-a", base="b200", tdp_w=800),
         GpuDefinition(name="lab-accelerator-b", base="h100-sxm", generation="blackwell"),
+        GpuDefinition(name="lab-accelerator-c", base="lab-accelerator-a"),
     ])
     assert (mine.arch, gpu_generation(mine), stated.arch) == ("blackwell", "blackwell", "blackwell")
+    assert (mine.base, stated.base) == ("b200", "h100-sxm")
+    assert chained.base == "b200" and chained.arch == "blackwell"
+    assert all(peak_tflops(mine, d) == peak_tflops(base, d) is not None for d in ("fp4", "int8"))
     assert catalog.get_gpu("h100-sxm").arch == "hopper" and base.generation is None and base.arch == "blackwell"
     assert default_fp8_recipe("megatron-core", mine) == default_fp8_recipe("megatron-core", base) == "mxfp8"
     titan, fa2 = Implementation(framework="torchtitan"), Implementation(framework="fsdp")

@@ -185,7 +185,8 @@ def peak_tflops(gpu: GpuSku, dtype: str) -> float | None:
         return gpu.peak(dtype)
     if dtype in gpu.peak_tflops:
         return gpu.peak_tflops[dtype]
-    return LOW_PRECISION_PEAKS.get(gpu.name, {}).get(dtype)
+    # a scenario GPU has the tensor cores of the catalog part it derives from
+    return LOW_PRECISION_PEAKS.get(gpu.name, LOW_PRECISION_PEAKS.get(gpu.base or "", {})).get(dtype)
 
 
 def weight_bytes_per_param(dtype: str) -> float:
