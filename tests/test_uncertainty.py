@@ -90,3 +90,19 @@ def test_expert_parallel_plans_are_flagged_extrapolated() -> None:
     dense = extrapolation(Layout(tp=8, dp=8, sequence_parallel=True, global_batch=64), "h100-sxm")
     assert any("expert parallelism 8" in r for r in moe)
     assert not any("expert parallelism" in r for r in dense)
+
+
+def test_context_parallel_and_long_sequences_beyond_calibration_are_flagged() -> None:
+    """The calibration runs on Hopper split sequences over at most CP 2 and run at most 8K tokens: a plan with a
+    wider ring or a longer sequence carries the `extrapolated` warning naming each; one inside them does not."""
+    from planner.model.uncertainty import extrapolation, load_calibration
+    from planner.schema import Layout
+
+    cov = load_calibration()["coverage"]["hopper"]
+    inside = Layout(tp=8, cp=cov["cp"], dp=4, sequence_parallel=True, global_batch=64)
+    wide = Layout(tp=8, cp=2 * cov["cp"], dp=2, sequence_parallel=True, global_batch=64)
+    assert not any("context parallelism" in r or "sequence length" in r
+                   for r in extrapolation(inside, "h100-sxm", seq=cov["seq"]))
+    reasons = extrapolation(wide, "h100-sxm", seq=16 * cov["seq"])
+    assert any(f"context parallelism {2 * cov['cp']}" in r for r in reasons)
+    assert any(f"sequence length {16 * cov['seq']:,}" in r for r in reasons)

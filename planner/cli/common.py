@@ -68,7 +68,7 @@ def in_file(message: str, scenario: Path | None) -> str:
     prefixed with the file; messages that already name it, or a flag, stay as they are."""
     if scenario is None or message.startswith(str(scenario)):
         return message
-    from planner.scenario import Scenario
+    from planner import Scenario
 
     key = re.match(r"([a-z_]+)(?:[.\[:])", message)
     return f"{scenario}: {message}" if key and key.group(1) in Scenario.model_fields else message

@@ -110,12 +110,14 @@ def build_calibration(records: Iterable[dict[str, Any]], reference: str = "") ->
             best[r["generation"]] = {"mfu": round(r["mfu"], 4), "run": r["id"]}
     coverage: dict[str, dict[str, Any]] = {}
     for r in recs:  # what the runs measured per generation: a plan outside it extrapolates (`extrapolation`)
-        c = coverage.setdefault(r["generation"], {"micro_batch": [], "recompute": [], "ep": 1})
+        c = coverage.setdefault(r["generation"], {"micro_batch": [], "recompute": [], "ep": 1, "cp": 1, "seq": 0})
         if r.get("micro_batch") is not None:
             c["micro_batch"] = [min([r["micro_batch"], *c["micro_batch"]]), max([r["micro_batch"], *c["micro_batch"]])]
         if r.get("recompute") is not None and r["recompute"] not in c["recompute"]:
             c["recompute"] = sorted([*c["recompute"], r["recompute"]])
         c["ep"] = max(c["ep"], r.get("ep") or 1)
+        c["cp"] = max(c["cp"], r.get("cp") or 1)
+        c["seq"] = max(c["seq"], r.get("seq") or 0)
     return {
         "generated_by": "benchmarks/accuracy.py --write",
         "reference": reference,
@@ -211,10 +213,11 @@ def _key_at(regime_key: str, level: str) -> str:
 
 
 def extrapolation(layout: Layout, gpu: GpuSku | str, framework: str = "megatron-core", mfu: float | None = None,
-                  calibration: dict[str, Any] | None = None) -> list[str]:
+                  calibration: dict[str, Any] | None = None, seq: int | None = None) -> list[str]:
     """Why a plan lies outside what the calibration runs measured (empty when inside): an MFU above the best
-    any run reached on that GPU generation, or a generation, parallel regime, recompute mode, micro-batch or
-    expert parallelism no run there used. Each reason is one sentence for the `extrapolated` warning."""
+    any run reached on that GPU generation, or a generation, parallel regime, recompute mode, micro-batch,
+    expert or context parallelism, or a sequence length no run there used. Each reason is one sentence for
+    the `extrapolated` warning."""
     cal = calibration if calibration is not None else load_calibration()
     regime = regime_of(layout, gpu, framework)
     gen = regime.generation
@@ -234,6 +237,13 @@ def extrapolation(layout: Layout, gpu: GpuSku | str, framework: str = "megatron-
         if layout.ep > cov.get("ep", 1):
             out.append(f"expert parallelism {layout.ep}: no calibration run on {gen} GPUs dispatched MoE tokens over "
                        f"more than {cov.get('ep', 1)} rank(s); the all-to-all and grouped GEMMs are not calibrated")
+        if layout.cp > cov.get("cp", 1):
+            out.append(f"context parallelism {layout.cp}: no calibration run on {gen} GPUs split a sequence over "
+                       f"more than {cov.get('cp', 1)} rank(s); the ring attention's steps and exchanges are not "
+                       f"calibrated there")
+        if seq is not None and cov.get("seq") and seq > cov["seq"]:
+            out.append(f"sequence length {seq:,}: longer than any calibration run on {gen} GPUs ({cov['seq']:,}); "
+                       f"the attention share of the step is extrapolated")
         lo_hi = cov["micro_batch"]
         if lo_hi and not lo_hi[0] <= layout.micro_batch <= lo_hi[1]:
             out.append(f"micro-batch {layout.micro_batch} is outside the calibration runs on {gen} GPUs "
