@@ -110,6 +110,7 @@ def gpu_rows(gpus: Iterable[GpuSku]) -> list[dict[str, Any]]:
         rows.append({
             "name": g.name,
             "description": g.description,
+            "generation": g.arch,
             "bf16_tflops": g.peak("bf16"),
             "fp8_tflops": g.peak_tflops.get("fp8"),
             "memory_gib": rounded(g.hbm_bytes / GIB, 2),
