@@ -268,3 +268,9 @@ def test_errors_found_after_reading_name_the_file_and_key(tmp_path: Path, comman
     if command == "estimate":
         result = runner.invoke(app, [command, "--model", "gpt3-175b", "--gpu", "h100", "--gpus", "8", "--seq", "4096"])
         assert result.exit_code == 2 and "error: --seq: 4096" in result.output
+        path.write_text(path.read_text().replace("activation_offload_layers: 96", "activation_offload_layers: 4")
+                        + "layout: {tp: 3}\n")
+        result = runner.invoke(app, [command, str(path)])
+        assert result.exit_code == 2 and f"{path}: estimate.gpus: 64 is not divisible" in result.output
+        result = runner.invoke(app, [command, str(path), "--gpus", "62"])
+        assert result.exit_code == 2 and "error: --gpus: 62 is not divisible" in result.output
