@@ -150,6 +150,10 @@ class ModelSpec(Strict):
     ffn_hidden: Width
     vocab: int = Field(ge=1, le=MAX_VOCAB)
     max_seq: SeqLen = Field(description="maximum sequence length (learned positions)")
+    pretrain_seq: SeqLen | None = Field(
+        None, description="the context it was pretrained at before context extension stretched it to max_seq "
+        "(config.json rope_scaling.original_max_position_embeddings): the sequence an estimate assumes when none is "
+        "given; null = max_seq")
     mlp: Literal["gelu", "swiglu", "squared-relu"] = Field(
         "swiglu", description="squared-relu: relu(x)² between two matrices (Nemotron-4), shaped like gelu"
     )
@@ -176,7 +180,14 @@ class ModelSpec(Strict):
             )
         if self.moe is not None and self.moe.dense_layers > self.layers:
             raise ValueError("moe.dense_layers exceeds layers")
+        if self.pretrain_seq is not None and self.pretrain_seq > self.max_seq:
+            raise ValueError(f"pretrain_seq ({self.pretrain_seq}) exceeds max_seq ({self.max_seq})")
         return self
+
+    @property
+    def training_seq(self) -> int:
+        """The sequence length a training estimate assumes when none is given: the pretraining context."""
+        return self.pretrain_seq or self.max_seq
 
     @property
     def n_kv_heads(self) -> int:

@@ -42,8 +42,8 @@ def _text(name: str) -> str:
 
 
 def _shape(m: ModelSpec) -> dict[str, Any]:
-    """The fields that decide the module tree, without name, source and vocabulary."""
-    return m.model_dump(exclude={"name", "source", "vocab"})
+    """The fields that decide the module tree, without name, source, vocabulary and pretraining context."""
+    return m.model_dump(exclude={"name", "source", "vocab", "pretrain_seq"})
 
 
 # --------------------------------------------------------------------------------------------

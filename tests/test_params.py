@@ -328,3 +328,26 @@ def test_hf_config_malformed_file(tmp_path: Path, text: str | bytes, message: st
 def test_hf_config_missing_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=rf"^{re.escape(str(tmp_path / 'nope.json'))}: cannot read config"):
         model_from_hf_config(tmp_path / "nope.json")
+
+
+def test_pretraining_context_from_rope_scaling() -> None:
+    """Llama 3.1 and DeepSeek-V2/V3 stretch a shorter pretraining context with rope scaling: config.json's
+    rope_scaling.original_max_position_embeddings is `pretrain_seq` (what an estimate assumes without --seq), the
+    catalog agrees with the configs (test_hf_config_matches_catalog), an ill-typed value names the key, and a
+    pretraining context longer than max_seq is refused."""
+    from pydantic import ValidationError
+    from typer.testing import CliRunner
+
+    from planner.cli import app
+
+    assert [get_model(n).training_seq for n in ("llama-3.1-8b", "deepseek-v3", "llama-2-7b")] == [8192, 4096, 4096]
+    data = _fixture("llama-3.1-8b")
+    assert model_from_hf_config(data).pretrain_seq == 8192
+    assert model_from_hf_config({**data, "rope_scaling": None}).pretrain_seq is None
+    bad = {**data["rope_scaling"], "original_max_position_embeddings": "8k"}
+    with pytest.raises(InputError, match=r"rope_scaling\.original_max_position_embeddings"):
+        model_from_hf_config({**data, "rope_scaling": bad})
+    with pytest.raises(ValidationError, match="pretrain_seq"):
+        ModelSpec.model_validate({**get_model("llama-3.1-8b").model_dump(), "pretrain_seq": 262144})
+    out = CliRunner().invoke(app, ["estimate", "--model", "llama-3.1-8b", "--gpu", "h100", "--gpus", "8"]).output
+    assert "seq 8192" in out.splitlines()[0]

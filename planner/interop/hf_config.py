@@ -246,6 +246,17 @@ def _default_name(data: Mapping[str, Any], path: Path | None) -> str:
     return "custom"
 
 
+def _pretrain_seq(cfg: _Config, max_seq: int) -> int | None:
+    """The context before rope scaling stretched it (transformers' rope_scaling
+    `original_max_position_embeddings`: Llama 3.1's llama3 scaling, YaRN), when shorter than max_seq."""
+    scaling = cfg.data.get("rope_scaling")
+    if not isinstance(scaling, Mapping) or scaling.get("original_max_position_embeddings") is None:
+        return None
+    original = cfg.check_int("rope_scaling.original_max_position_embeddings",
+                             scaling["original_max_position_embeddings"], 1)
+    return original if original < max_seq else None
+
+
 def model_from_hf_config(
     path_or_dict: str | os.PathLike[str] | Mapping[str, Any], name: str | None = None
 ) -> ModelSpec:
@@ -264,6 +275,7 @@ def model_from_hf_config(
         raise cfg.error(f"model_type {model_type!r} is not supported (supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
     try:
         fields = builder(cfg, model_type)
+        fields["pretrain_seq"] = _pretrain_seq(cfg, fields["max_seq"])
         repo = data.get("_name_or_path")
         source = f"{repo} config.json" if isinstance(repo, str) and repo else str(path or "config.json")
         return ModelSpec(name=name or _default_name(data, path), source=source, **fields)

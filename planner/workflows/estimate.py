@@ -62,7 +62,7 @@ def resolve(req: EstimateRequest) -> Inputs:
     if model is None:
         raise InputError("--model: give a catalog model, --model-config FILE, or a scenario")
     hw = inputs.hardware(sc, model, gpu=req.gpu, gpus_per_node=req.gpus_per_node, tokens=req.tokens)
-    seq = pick(req.seq, sc.job.seq_len if sc else None, model.max_seq)
+    seq = pick(req.seq, sc.job.seq_len if sc else None, model.training_seq)
     impl = sc.implementation if sc else Implementation()
     given = {k: v for k, v in req.implementation.items() if v is not None}
     if req.dropout is not None:

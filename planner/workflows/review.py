@@ -245,7 +245,7 @@ def _from_megatron(req: ReviewRequest) -> Config:
     if layout.gpus == gpus and (launch := cfg.launch_mismatch(gpus)) is not None:  # else the layout's own finding
         ignored.insert(0, Finding("gpu_count_mismatch", "warning", launch))
     return Config(source="megatron", model=model, layout=layout, gpus=gpus,
-                  seq=pick(cfg.seq, req.seq, sc.job.seq_len if sc else None, model.max_seq),
+                  seq=pick(cfg.seq, req.seq, sc.job.seq_len if sc else None, model.training_seq),
                   implementation=cfg.implementation(),
                   read=_listed(cfg.unknown, cfg.unsupported, cfg.notes, "Megatron-LM") + ignored,
                   **_common(req, model))
@@ -267,7 +267,7 @@ def _from_deepspeed(req: ReviewRequest) -> Config:
         precision=sc.job.precision if sc and cfg.precision is None else None,
     )
     return Config(source="deepspeed", model=model, layout=layout, gpus=gpus,
-                  seq=pick(req.seq, sc.job.seq_len if sc else None, model.max_seq),
+                  seq=pick(req.seq, sc.job.seq_len if sc else None, model.training_seq),
                   implementation=cfg.implementation(sc.implementation if sc else None),
                   read=_listed(cfg.unknown, cfg.unsupported, cfg.notes, "DeepSpeed"),
                   # TP, PP, CP and sequence parallelism live in the model code and launcher, not in the JSON
