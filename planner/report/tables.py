@@ -177,7 +177,7 @@ def print_estimate(con: Console, ev: Evaluation) -> None:
     con.print(
         f"[bold]{safe(ev.model.name)}[/] on [bold]{lay.gpus:,} × {safe(ev.gpu.name)}[/] ({nodes})  "
         f"{layout_text(lay)}, global batch {lay.global_batch} × seq {ev.seq} "
-        f"({lay.grad_accumulation} micro-batches/step)"
+        f"({lay.grad_accumulation} micro-batch{'es' if lay.grad_accumulation != 1 else ''}/step)"
     )
     p = out["params"]
     con.print(f"parameters {p['total']:,} total, {p['active']:,} active per token")
@@ -291,9 +291,10 @@ def print_solve(con: Console, result: SolveResult) -> None:
 def print_plan(con: Console, p: Plan) -> None:
     ev = p.evaluation
     t = ev.time
+    micro = ev.layout.grad_accumulation
     con.print(f"[bold]{safe(p.job)}[/]: [bold]{p.gpus:,} × {safe(p.sku)}[/] ({p.nodes:,} "
               f"node{'s' if p.nodes != 1 else ''} of {ev.gpus_per_node}), {layout_text(ev.layout)}, global batch "
-              f"{ev.layout.global_batch} ({ev.layout.grad_accumulation} micro-batches/step)")
+              f"{ev.layout.global_batch} ({micro} micro-batch{'es' if micro != 1 else ''}/step)")
     con.print(memory_table(memory_dict(ev), f"Per-GPU memory, pipeline stage {ev.memory.stage}"))
     ft = _table("Time and cost", "quantity", "value", right=("value",))
     ft.add_row("step time", f"{t.step_seconds:.3f} s")
