@@ -4,7 +4,8 @@ The residual of a calibration run is e = measured step / predicted step − 1 (e
 measured throughput − 1; planner.interop.published.compare). Runs are grouped by regime, three
 coordinates read from what a plan states:
 
-- GPU generation (`gpu_generation`): ampere, hopper, blackwell, … from the catalog name;
+- GPU generation (`gpu_generation`): ampere, hopper, blackwell, … (`GpuSku.arch`: stated, else from the catalog
+  name; a scenario GPU has its base's);
 - framework family: `implementation.framework` (megatron-core, torchtitan, fsdp, deepspeed);
 - parallel regime (`parallel_regime`): sharded (ZeRO-3/FSDP), pipeline (PP > 1), tensor (TP or CP > 1,
   no PP), data (DP only, ZeRO ≤ 2).
