@@ -59,7 +59,6 @@ from planner.model.params import attention_dims, attention_weights
 from planner.model.pipeline import PipelineSplit, max_stage_layers
 from planner.model.presets import PRESETS, offloaded_share
 from planner.model.stack import EVERY_SECOND_MATMUL, Stack, stack_of, time_arrays
-from planner.model.uncertainty import gpu_generation
 from planner.schema import FP8_QUANTIZE_BYTES, Efficiency, GpuSku, Implementation, Layout, ModelSpec
 
 SECONDS_PER_DAY = 86_400.0
@@ -288,7 +287,7 @@ def _flash_kernel_share(stack: Stack, gpu: GpuSku) -> tuple[float, float]:
     (FA2_ON_NEWER_GPUS; TRITON_FLASH_FORWARD/BACKWARD of FA2's for the Triton kernel)."""
     if stack.attention_kernel == "native":
         return 1.0, 1.0
-    fa2 = FA2_ON_NEWER_GPUS if gpu_generation(gpu) in NATIVE_FLASH_GENERATIONS else 1.0
+    fa2 = FA2_ON_NEWER_GPUS if gpu.arch in NATIVE_FLASH_GENERATIONS else 1.0
     if stack.attention_kernel == "triton":
         return fa2 * TRITON_FLASH_FORWARD, fa2 * TRITON_FLASH_BACKWARD
     return fa2, fa2

@@ -280,10 +280,14 @@ def offloaded_share(offload: bool, offload_layers: int | None, layers: int) -> f
     return 1.0 if offload_layers is None else min(1.0, offload_layers / layers)
 
 
+def _blackwell(gpu: GpuSku | None) -> bool:
+    return gpu is not None and gpu.arch == "blackwell"
+
+
 def default_fp8_recipe(framework: Framework, gpu: GpuSku | None = None) -> Fp8Recipe:
     """The recipe a framework runs when the scenario names none: MXFP8 on Blackwell (TE's MXFP8BlockScaling,
     the only block-scaled fp8 Blackwell's tensor cores run natively), else the preset's Hopper default."""
-    if gpu is not None and gpu.arch == "blackwell" and framework != "torchtitan":
+    if _blackwell(gpu) and framework != "torchtitan":
         return "mxfp8"
     return PRESETS[framework].fp8_recipe
 
@@ -299,7 +303,6 @@ def resolve(impl: Implementation, layout: Layout | None = None, gpu: GpuSku | No
     prec = precision or (layout.precision if layout is not None else "bf16")
     fp8 = prec == "fp8"
     recipe = impl.fp8_recipe or default_fp8_recipe(impl.framework, gpu)
-    blackwell = gpu is not None and gpu.arch == "blackwell"
     saves_fp8 = fp8 and p.fp8_saves_quantized_inputs
     if split is None:
         split = PipelineSplit(style=p.split)
@@ -314,7 +317,7 @@ def resolve(impl: Implementation, layout: Layout | None = None, gpu: GpuSku | No
         fused_swiglu=fused and p.fused_swiglu,
         fused_softmax=fused,
         attention=impl.attention,
-        attention_kernel=impl.attention_kernel or (p.attention_kernel_blackwell if blackwell else None)
+        attention_kernel=impl.attention_kernel or (p.attention_kernel_blackwell if _blackwell(gpu) else None)
         or p.attention_kernel,
         op_sac_saves_attention=impl.op_sac_saves_attention is not False,
         dropout=impl.dropout,

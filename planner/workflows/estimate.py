@@ -73,7 +73,7 @@ def resolve(req: EstimateRequest) -> Inputs:
                            global_batch=req.global_batch, precision=req.precision, node=hw["gpus_per_node"],
                            seq=seq, strict=True, framework=impl.framework, state=req.state,
                            seq_key="--seq" if req.seq is not None else "job.seq_len",
-                           gpus_from=inputs.gpus_key(req.gpus, sc))
+                           gpus_key=inputs.gpus_origin(req.gpus, sc))
     if req.mfu is not None or req.hfu is not None:
         hw["efficiency"] = hw["efficiency"].model_copy(update={"mfu": req.mfu, "hfu": req.hfu})
     return Inputs(model=model, layout=layout, seq=seq, implementation=impl, **hw)

@@ -100,7 +100,7 @@ def given_gpus(gpus: int | None, sc: Scenario | None) -> int | None:
                 sc.layout.gpus if sc else None)
 
 
-def gpus_key(gpus: int | None, sc: Scenario | None) -> str:
+def gpus_origin(gpus: int | None, sc: Scenario | None) -> str:
     """Where `given_gpus` took the count from: the flag or the scenario key, for its error messages."""
     if gpus is not None or sc is None:
         return "--gpus"
@@ -153,11 +153,11 @@ def validated(kind: type[Any], data: Mapping[str, Any], where: str) -> Any:
 def layout(sc: Scenario | None, model: ModelSpec, *, overrides: Mapping[str, Any], gpus: int | None,
            global_batch: int | None, precision: str | None, node: int, seq: int, strict: bool,
            framework: Framework | None = None, state: Mapping[str, Any] | None = None,
-           seq_key: str = "job.seq_len", gpus_from: str = "--gpus") -> Layout:
+           seq_key: str = "job.seq_len", gpus_key: str = "--gpus") -> Layout:
     """The scenario's `layout:` with the flags' `overrides`, dp derived from `gpus`, and its job's optimizer
     state with the flags' `state` (master_weights, moment_dtype). `strict` (estimate) refuses a count the other
     sizes do not divide and any illegal layout; otherwise (review) dp is the count over the other sizes, at least
-    1, and an illegal layout is returned to be judged. `seq_key`, `gpus_from`: where `seq` and `gpus` came from (the
+    1, and an illegal layout is returned to be judged. `seq_key`, `gpus_key`: where `seq` and `gpus` came from (the
     flag or the scenario key), named in errors."""
     checked("--seq", seq)
     if (why := sequence_problem(model, seq, seq_key)) is not None:
@@ -171,7 +171,7 @@ def layout(sc: Scenario | None, model: ModelSpec, *, overrides: Mapping[str, Any
         if gpus is None:
             fixed["dp"] = 1
         elif strict and gpus % (tp * pp * cp):
-            raise InputError(f"{gpus_from}: {gpus} is not divisible by tp·pp·cp = {tp}·{pp}·{cp} = {tp * pp * cp}")
+            raise InputError(f"{gpus_key}: {gpus} is not divisible by tp·pp·cp = {tp}·{pp}·{cp} = {tp * pp * cp}")
         else:
             fixed["dp"] = max(1, gpus // (tp * pp * cp))
     batch = pick(global_batch, sc.job.global_batch if sc else None, fixed["dp"] * fixed.get("micro_batch", 1))
