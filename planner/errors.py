@@ -49,11 +49,14 @@ def format_validation_error(err: ValidationError, where: str) -> str:
     """
     errors = [(_clean_loc(e["loc"]) + ((str(e["ctx"]["field"]),) if e["type"] == BOOLEAN_COUNT else ()), e["msg"])
               for e in err.errors(include_url=False)]
-    deeper = {path[:i] for path, _ in errors for i in range(len(path))}
+    # a union branch's type mismatch is noise where another branch explains the real problem, further down or
+    # at the same key (an inline spec's own validator: `model: heads (4) must be a multiple of kv_heads (3)`)
+    explained = {path[:i] for path, _ in errors for i in range(len(path))}
+    explained |= {path for path, msg in errors if not msg.startswith("Input should be a valid")}
     lines: dict[str, None] = {}  # ordered and de-duplicated in linear time
     for path, msg in errors:
-        if path in deeper and msg.startswith("Input should be a valid"):
-            continue  # the other branch of a union explains the real problem further down
+        if path in explained and msg.startswith("Input should be a valid"):
+            continue
         key = ".".join(path)
         lines[f"{where}: {key}: {msg}" if key else f"{where}: {msg}"] = None
     shown = list(lines)[:MAX_ERROR_LINES]

@@ -89,3 +89,16 @@ def test_booleans_are_yaml_1_2(tmp_path: Path) -> None:
     path.write_text("name: off\n" + BASE + "implementation: {cuda_graphs: true}\n")
     sc = load_scenario(path)
     assert sc.name == "off" and sc.implementation.cuda_graphs is True
+
+
+@pytest.mark.parametrize(("model", "expected"), [
+    ("{name: m, layers: 2, hidden: 64, heads: 4, kv_heads: 3, ffn_hidden: 128, vocab: 1000, max_seq: 8192}",
+     "model: Value error, heads (4) must be a multiple of kv_heads (3)"),
+    ("{name: m, layers: 2, hidden: 64, heads: 4, ffn_hidden: 128, vocab: 1000, max_seq: 8192, pretrain_seq: 9000}",
+     "model: Value error, pretrain_seq (9000) exceeds max_seq (8192)"),
+])
+def test_an_inline_model_error_is_not_hidden_behind_the_name_branch(tmp_path: Path, model: str, expected: str) -> None:
+    """`model:` takes a catalog name or an inline spec: when the spec's own validator refuses it, that reason is
+    the message, without the name branch's "should be a valid string"."""
+    message = _load(tmp_path, f"model: {model}\njob: {{tokens: 300e9, seq_len: 2048, global_batch: 1536}}\n")
+    assert message.splitlines() == [f"{tmp_path / 's.yaml'}: {expected}"]
