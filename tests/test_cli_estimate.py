@@ -114,7 +114,7 @@ def test_scenario_file_and_flag_override(tmp_path: Path) -> None:
         (["--model", "llama-2-7b", "--gpu", "h100", "--gpus", "0"], "--gpus"),
         (["--model", "llama-2-7b", "--gpu", "h100", "--gpus", "-4"], "--gpus"),
         (["--model", "llama-2-7b", "--gpu", "h100", "--gpus", "8", "--global-batch", "12", "--micro-batch", "1"],
-         "global_batch"),
+         "--global-batch: 12 is not divisible"),
         (["--model", "llama-2-7b", "--gpu", "h100", "--hfu", "0.4", "--mfu", "0.4"], "--mfu"),
         (["--model", "llama-2-7b", "--gpu", "h100", "--ep", "2", "--gpus", "2"], "ep"),
     ],

@@ -274,3 +274,20 @@ def test_errors_found_after_reading_name_the_file_and_key(tmp_path: Path, comman
         assert result.exit_code == 2 and f"{path}: estimate.gpus: 64 is not divisible" in result.output
         result = runner.invoke(app, [command, str(path), "--gpus", "62"])
         assert result.exit_code == 2 and "error: --gpus: 62 is not divisible" in result.output
+
+
+def test_a_broken_layout_rule_names_where_each_value_came_from(tmp_path: Path) -> None:
+    """Each broken divisibility rule names the key that set the value: the scenario's `layout.tp` (with the file),
+    the flag `--tp` when a flag overrode it, `job.global_batch` or `--global-batch` for the batch."""
+    path = tmp_path / "s.yaml"
+    path.write_text(SCENARIO + "layout: {tp: 3}\nestimate: {gpu: h100-sxm, gpus: 24}\n")
+    line = refused(["estimate", str(path)], f"error: {path}: layout.tp: 3 does not divide heads (32)",
+                   "layout.tp: 3 does not divide the node size (8)")
+    assert "--tp" not in line
+    line = refused(["estimate", str(path), "--tp", "6", "--gpus", "48"], "error: --tp: 6 does not divide heads (32)")
+    assert str(path) not in line
+    refused(["estimate", str(path), "--tp", "2", "--gpus", "48"],
+            f"error: {path}: job.global_batch: 64 is not divisible by dp·micro_batch (24·1 = 24)")
+    refused(["estimate", str(path), "--tp", "2", "--gpus", "48", "--global-batch", "63"],
+            "error: --global-batch: 63 is not divisible")
+    refused(["estimate", str(path), "--tp", "8", "--pp", "3", "--vpp", "2", "--gpus", "48"], "--pp·--vpp: 3·2: ")

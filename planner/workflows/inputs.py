@@ -194,5 +194,23 @@ def layout(sc: Scenario | None, model: ModelSpec, *, overrides: Mapping[str, Any
     if strict:
         problems = layout_problems(model, out, gpus=gpus, node_size=node, seq=seq, framework=fw)
         if problems:
-            raise InputError("illegal layout: " + "; ".join(problems))
+            origins = {k: f"--{k.replace('_', '-')}" for k, v in overrides.items() if v is not None}
+            origins.setdefault("global_batch", "--global-batch" if global_batch is not None else "job.global_batch")
+            origins["gpus"] = gpus_key
+            in_scenario = sc.layout.model_fields_set if sc else set()
+            raise InputError("; ".join(named(p, origins, in_scenario) for p in problems))
     return out
+
+
+def named(problem: str, origins: Mapping[str, str], scenario_keys: set[str]) -> str:
+    """A layout rule's 'field: why' with the field named where its value came from: the flag (`--tp`), the
+    scenario key (`layout.tp`, `job.global_batch`), or the bare field when a default set it. 'pp·vpp: …'
+    names both."""
+    field, sep, why = problem.partition(": ")
+    parts = field.split("·")
+    if not sep or any(not part.isidentifier() for part in parts):
+        return problem
+    names = [origins.get(f) or (f"layout.{f}" if f in scenario_keys else f) for f in parts]
+    if len(names) > 1 and all(n.startswith("layout.") for n in names):
+        names = [names[0], *(n.removeprefix("layout.") for n in names[1:])]
+    return f"{'·'.join(names)}: {why}"
