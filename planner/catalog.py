@@ -84,13 +84,18 @@ def clear_caches() -> None:
     load_procurement.cache_clear()
 
 
-def get_gpu(name: str, custom: Iterable[GpuSku] = ()) -> GpuSku:
+def get_gpu(name: str, custom: Iterable[GpuSku] = (), key: str | None = None) -> GpuSku:
     """The GPU whose name or alias matches `name` among a scenario's own GPUs (`custom`, see derive_gpus)
-    and the catalog; InputError with suggestions if none does."""
+    and the catalog; InputError with suggestions if none does, naming `key` (the scenario key that gave it)."""
     custom = tuple(custom)
-    if not custom:
-        return _lookup(name, load_gpus(), "GPU")
-    return _lookup(name, {**load_gpus(), **{g.name: g for g in custom}}, "GPU")
+    try:
+        if not custom:
+            return _lookup(name, load_gpus(), "GPU")
+        return _lookup(name, {**load_gpus(), **{g.name: g for g in custom}}, "GPU")
+    except InputError as e:
+        if key is None:
+            raise
+        raise InputError(f"{key}: {e}") from None
 
 
 def derive_gpus(definitions: Sequence[GpuDefinition], where: str = "gpus") -> tuple[GpuSku, ...]:

@@ -168,3 +168,27 @@ def test_a_rate_the_replica_cannot_keep_up_with_is_flagged() -> None:
     assert light.exit_code == 0 and "overloaded" not in light.output, light.output
     split = runner.invoke(app, [*rate, "--qps", "1e6", "--prefill-replicas", "1", "--decode-replicas", "1"])
     assert split.exit_code == 0 and "overloaded" in split.stdout and "replica completes" in split.stdout
+
+
+def test_a_scenario_serves_on_gpus_it_defines(tmp_path: Path) -> None:
+    """A serving scenario's `gpus:` (the training scenarios' format: a catalog `base:` with changes) are SKUs
+    like the catalog's: in hardware.skus and hardware.max_gpus, priced as their base; unknown names in either
+    key are one line naming the file and the key."""
+    path = tmp_path / "s.yaml"
+    text = _scenario(tmp_path, "{ttft_ms: 2000, tpot_ms: 100}").read_text().replace(
+        "hardware: {skus: [h100-sxm]}",
+        "gpus: [{name: h100-96gb-500w, base: h100-sxm, memory_gib: 95.0, hbm_tb_s: 2.4, tdp_w: 500}]\n"
+        "hardware: {skus: [h100-96gb-500w], max_gpus: {h100-96gb-500w: 8}}")
+    path.write_text(text)
+    r = runner.invoke(app, ["serve", str(path), "--format", "json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["plan"]["pools"][0]["sku"] == "h100-96gb-500w"
+    r = runner.invoke(app, ["compare", str(path), "--format", "json"])
+    assert r.exit_code == 0 and "h100-96gb-500w" in r.output, r.output
+    for old, new, key in (("skus: [h100-96gb-500w]", "skus: [h100-96gb-50w]", "hardware.skus"),
+                          ("{h100-96gb-500w: 8}", "{h100-96gb-50w: 8}", "hardware.max_gpus"),
+                          ("base: h100-sxm", "base: h100-sxx", "gpus[0] (h100-96gb-500w): base")):
+        path.write_text(text.replace(old, new))
+        for command in ("serve", "compare"):
+            r = runner.invoke(app, [command, str(path)])
+            assert r.exit_code == 2 and f"error: {path}: {key}: unknown GPU" in r.output, r.output

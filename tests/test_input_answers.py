@@ -291,3 +291,17 @@ def test_a_broken_layout_rule_names_where_each_value_came_from(tmp_path: Path) -
     refused(["estimate", str(path), "--tp", "2", "--gpus", "48", "--global-batch", "63"],
             "error: --global-batch: 63 is not divisible")
     refused(["estimate", str(path), "--tp", "8", "--pp", "3", "--vpp", "2", "--gpus", "48"], "--pp·--vpp: 3·2: ")
+
+
+def test_an_unknown_gpu_names_the_key_that_gave_it(tmp_path: Path) -> None:
+    """hardware.skus, hardware.max_gpus and layout.sku each name themselves (with the file) for a GPU that is
+    neither the catalog's nor the scenario's own."""
+    path = tmp_path / "s.yaml"
+    for hardware, key in (("{skus: [h100-sxn]}", "hardware.skus"),
+                          ("{skus: [h100-sxm], max_gpus: {h100-sxn: 8}}", "hardware.max_gpus"),
+                          ("{skus: all, max_gpus: {h100-sxn: 8}}", "hardware.max_gpus")):
+        path.write_text(SCENARIO.replace("hardware: {skus: [h100-sxm], max_gpus: 8}", f"hardware: {hardware}"))
+        refused(["solve", str(path)], f"error: {path}: {key}: unknown GPU 'h100-sxn'")
+    path.write_text(SCENARIO.replace("skus: [h100-sxm], max_gpus: 8", "skus: all, max_gpus: 8")
+                    + "layout: {sku: h100-sxn}\n")
+    refused(["solve", str(path)], f"error: {path}: layout.sku: unknown GPU 'h100-sxn'")

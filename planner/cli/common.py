@@ -69,9 +69,11 @@ def in_file(message: str, scenario: Path | None) -> str:
     if scenario is None or message.startswith(str(scenario)):
         return message
     from planner import Scenario
+    from planner.workloads.serving.scenario import ServingScenario
 
     key = re.match(r"([a-z_]+)(?:[.\[:])", message)
-    return f"{scenario}: {message}" if key and key.group(1) in Scenario.model_fields else message
+    keys = Scenario.model_fields.keys() | ServingScenario.model_fields.keys()
+    return f"{scenario}: {message}" if key and key.group(1) in keys else message
 
 
 def output_file(path: Path | None, flag: str) -> None:

@@ -114,4 +114,4 @@ def serve_command(
         warn_overload(deployment.overload, format)
         return 0
 
-    run(body)
+    run(body, scenario)

@@ -94,7 +94,8 @@ def scenario_jobs(scenario: Scenario) -> list[JobSpec]:
     def spec(name: str, workload: TrainingWorkload, deadline: float | None, lo: int | None,
              hi: int | None) -> JobSpec:
         fixed = workload.fixed
-        return JobSpec(name, workload, deadline, lo, hi, get_gpu(fixed.sku, custom).name if fixed.sku else None,
+        key = "layout.sku" if name == scenario.name else f"jobs.{name}.layout.sku"
+        return JobSpec(name, workload, deadline, lo, hi, get_gpu(fixed.sku, custom, key).name if fixed.sku else None,
                        fixed.gpus, compute_dtype(workload.job.precision, scenario.implementation.fp8_recipe))
 
     def workload(model: str | ModelSpec, job: Job, fixed: FixedLayout, where: str = "") -> TrainingWorkload:
@@ -141,7 +142,7 @@ def resolve_problem(scenario: Scenario, *, lift_caps: bool = False) -> Problem:
     skipped: list[str] = []
     seen: set[str] = set()
     for name in names:
-        gpu = get_gpu(name, custom)
+        gpu = get_gpu(name, custom, "hardware.skus" if hw.skus != "all" else "hardware.max_gpus")
         if gpu.name in seen:
             continue
         seen.add(gpu.name)
@@ -153,7 +154,8 @@ def resolve_problem(scenario: Scenario, *, lift_caps: bool = False) -> Problem:
             skipped.append(f"{gpu.name} (no {scenario.pricing.kind} price)")
             continue
         if isinstance(inventory, dict):
-            cap = next((v for k, v in inventory.items() if get_gpu(k, custom).name == gpu.name), None)
+            cap = next((v for k, v in inventory.items()
+                        if get_gpu(k, custom, "hardware.max_gpus").name == gpu.name), None)
         else:
             cap = inventory
         if rate.max_gpus is not None:  # the price buys no more than its offer rents together

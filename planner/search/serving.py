@@ -298,19 +298,19 @@ def max_rate(
 
 
 def _skus(s: ServingScenario) -> list[GpuSku]:
-    from planner.catalog import get_gpu, load_gpus
+    from planner.catalog import load_gpus
 
     hw = s.hardware
     if hw.skus == "all":
         out = []
-        for g in load_gpus().values():
+        for g in (*load_gpus().values(), *s.custom_gpus()):
             try:
                 hourly_rate(g, s.pricing)
             except InputError:
                 continue  # no price of this kind: not rentable under this pricing
             out.append(g)
         return out
-    return [get_gpu(n) for n in hw.skus]
+    return [s.gpu(n, "hardware.skus") for n in hw.skus]
 
 
 def serving_candidates(
@@ -410,9 +410,7 @@ def selection_problem(cands: Sequence[Candidate], class_qps: Sequence[float], s:
     inventory: dict[str, int] = {}
     total = None
     if isinstance(hw.max_gpus, dict):
-        from planner.catalog import get_gpu
-
-        inventory = {get_gpu(k).name: v for k, v in hw.max_gpus.items()}
+        inventory = {s.gpu(k, "hardware.max_gpus").name: v for k, v in hw.max_gpus.items()}
     elif isinstance(hw.max_gpus, int):
         total = hw.max_gpus
     return SelectionProblem(

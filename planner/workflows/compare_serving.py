@@ -92,7 +92,7 @@ class ServingComparison:
 
     def __init__(self, scenario: ServingScenario, *, kinds: Sequence[str] = DEFAULT_KINDS,
                  progress: Progress | None = None) -> None:
-        from planner.catalog import get_gpu, load_gpus
+        from planner.catalog import load_gpus
         from planner.scenario import resolve_model
 
         bad = [k for k in kinds if k not in KIND_ORDER]
@@ -103,7 +103,8 @@ class ServingComparison:
         self.kinds = tuple(kinds)
         self.model: ModelSpec = resolve_model(s.model)
         names = s.hardware.skus
-        gpus = list(load_gpus().values()) if names == "all" else list({g.name: g for g in map(get_gpu, names)}.values())
+        gpus = ([*load_gpus().values(), *s.custom_gpus()] if names == "all"
+                else list({(g := s.gpu(n, "hardware.skus")).name: g for n in names}.values()))
         offers = {g.name: price_options(g, s.pricing, self.kinds) for g in gpus}
         self.unpriced = [g.name for g in gpus if not offers[g.name]]
         own = {g.name: scenario_option(g, s.pricing) for g in gpus}
@@ -291,13 +292,11 @@ class ServingComparison:
 
     def inventory_reason(self, sku: str, qps: float) -> str:
         """Every class is servable, so the caps bind: the GPUs the fleet needs without them."""
-        from planner.catalog import get_gpu
-
         s = self.scenario
         hw = s.hardware
         cap = None
         if isinstance(hw.max_gpus, dict):
-            caps = {get_gpu(k).name: v for k, v in hw.max_gpus.items()}
+            caps = {s.gpu(k, "hardware.max_gpus").name: v for k, v in hw.max_gpus.items()}
             cap = f"inventory {caps[sku]:,}" if sku in caps else None
         elif isinstance(hw.max_gpus, int):
             cap = f"max_gpus {hw.max_gpus:,}"

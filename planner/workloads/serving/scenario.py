@@ -5,6 +5,7 @@ cheapest mix of GPU SKUs, TP sizes, replica counts and batch limits that meets t
 ```yaml
 name: llama70b-chat
 model: llama-3.1-70b            # catalog name, inline ModelSpec, or config.json path
+# gpus: [{name: h100-96gb-500w, base: h100-sxm, memory_gib: 95.0, tdp_w: 500}]  # own GPUs, as in training
 hardware: {skus: [h100-sxm, h200, a100-80gb], max_gpus: {h200: 16}}
 pricing: {kind: on-demand}      # default: each SKU's first on-demand catalog price
 serving:
@@ -34,7 +35,7 @@ from pydantic import BeforeValidator, Field, PositiveInt, ValidationError, model
 from planner.errors import InputError, format_validation_error
 from planner.model.serving import KvDtype, ServingEfficiency, WeightDtype
 from planner.scenario import Hardware, Pricing, _number, read_yaml
-from planner.schema import ModelSpec, Strict
+from planner.schema import GpuDefinition, GpuSku, ModelSpec, Strict
 from planner.workloads.serving.engines import EngineOverride
 from planner.workloads.serving.simulation import LengthDist
 
@@ -138,10 +139,27 @@ class ServingSpec(Strict):
 class ServingScenario(Strict):
     name: str = "serving"
     description: str | None = None
+    gpus: list[GpuDefinition] = Field(
+        default_factory=list,
+        description="GPUs this scenario defines, each inheriting from a catalog entry (`base:`); usable in "
+        "hardware.skus and hardware.max_gpus",
+    )
     model: str | ModelSpec = Field(description="catalog name, inline ModelSpec, or path to a HF config.json")
     hardware: Hardware = Hardware()
     pricing: Pricing = Pricing()
     serving: ServingSpec
+
+    def custom_gpus(self) -> tuple[GpuSku, ...]:
+        """The scenario's own `gpus:` as full SKUs (planner.catalog.derive_gpus)."""
+        from planner.catalog import derive_gpus
+
+        return derive_gpus(self.gpus)
+
+    def gpu(self, name: str, key: str) -> GpuSku:
+        """The GPU `name` names among the scenario's own and the catalog's; InputError naming `key` if none."""
+        from planner.catalog import get_gpu
+
+        return get_gpu(name, self.custom_gpus(), key)
 
 
 def is_serving_scenario(data: Any) -> bool:
@@ -161,6 +179,10 @@ def load_serving_scenario(path: str | Path) -> ServingScenario:
         scenario = ServingScenario.model_validate(data)
     except ValidationError as e:
         raise InputError(format_validation_error(e, str(path))) from None
+    try:
+        scenario.custom_gpus()
+    except InputError as e:
+        raise InputError(f"{path}: {e}") from None
     if isinstance(scenario.model, str) and scenario.model.endswith(".json"):
         model_path = Path(scenario.model)
         if not model_path.is_absolute():
