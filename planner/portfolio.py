@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from planner.errors import InputError, format_validation_error
 from planner.scenario import EfficiencyOverride, FixedLayout, Job, read_yaml
-from planner.schema import Implementation, ModelSpec, Overheads, Strict
+from planner.schema import GpuDefinition, GpuSku, Implementation, ModelSpec, Overheads, Strict
 
 STEP_DAYS = {"day": 1, "week": 7}
 # Planning more than five years ahead at daily steps makes models of millions of variables; nothing
@@ -170,12 +170,29 @@ class PortfolioJob(Strict):
 class Portfolio(Strict):
     name: str = "portfolio"
     description: str | None = None
+    gpus: list[GpuDefinition] = Field(
+        default_factory=list,
+        description="GPUs this portfolio defines, each inheriting from a catalog entry (`base:`, whose prices and "
+        "procurement terms it keeps); usable as a pool's sku and a job's layout.sku",
+    )
     horizon: Horizon
     pools: list[Pool] = Field(min_length=1)
     jobs: list[PortfolioJob] = Field(min_length=1)
     efficiency: EfficiencyOverride = EfficiencyOverride()
     implementation: Implementation = Implementation()
     overheads: Overheads = Overheads()
+
+    def custom_gpus(self) -> tuple[GpuSku, ...]:
+        """The portfolio's own `gpus:` as full SKUs (planner.catalog.derive_gpus)."""
+        from planner.catalog import derive_gpus
+
+        return derive_gpus(self.gpus)
+
+    def gpu(self, name: str, key: str | None = None) -> GpuSku:
+        """The GPU `name` names among the portfolio's own and the catalog's; InputError naming `key` if none."""
+        from planner.catalog import get_gpu
+
+        return get_gpu(name, self.custom_gpus(), key)
 
     @model_validator(mode="after")
     def _check(self) -> Portfolio:
@@ -249,9 +266,13 @@ def check_names(portfolio: Portfolio, where: str) -> None:
     from planner.catalog import get_gpu
     from planner.scenario import resolve_model
 
+    try:
+        custom = portfolio.custom_gpus()
+    except InputError as e:
+        raise InputError(f"{where}: {e}") from None
     for i, pool in enumerate(portfolio.pools):
         try:
-            get_gpu(pool.sku)
+            get_gpu(pool.sku, custom)
         except InputError as e:
             raise InputError(f"{where}: pools.{i}.sku ({pool.name}): {e}") from None
     for i, job in enumerate(portfolio.jobs):
@@ -259,6 +280,8 @@ def check_names(portfolio: Portfolio, where: str) -> None:
             resolve_model(job.model)
         except InputError as e:
             raise InputError(f"{where}: jobs.{i}.model ({job.name}): {e}") from None
+        if job.layout.sku is not None:
+            get_gpu(job.layout.sku, custom, f"{where}: jobs.{i}.layout.sku ({job.name})")
 
 
 def portfolio_json_schema() -> dict[str, Any]:

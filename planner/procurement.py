@@ -46,9 +46,11 @@ class Procurement(Strict):
     skus: list[SkuProcurement] = Field(default_factory=list)
 
     def sku(self, gpu: GpuSku) -> SkuProcurement | None:
+        """The SKU's procurement terms; a scenario's own GPU (`base:`) buys as its catalog base does."""
         from planner.catalog import get_gpu
 
-        return next((s for s in self.skus if get_gpu(s.sku).name == gpu.name), None)
+        names = {gpu.name, gpu.base} - {None}
+        return next((s for s in self.skus if get_gpu(s.sku).name in names), None)
 
 
 def server_price(gpu: GpuSku, procurement: Procurement) -> Price | None:

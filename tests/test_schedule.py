@@ -378,3 +378,28 @@ def test_schema_of_the_portfolio_format() -> None:
     assert r.exit_code == 0
     schema = json.loads(r.stdout)
     assert schema["title"] == "planner portfolio" and {"horizon", "pools", "jobs"} <= set(schema["properties"])
+
+
+def test_a_portfolio_plans_on_gpus_it_defines(tmp_path: Path) -> None:
+    """A portfolio's `gpus:` (a catalog `base:` with changes) stand in a pool's sku and a job's layout.sku; such
+    a GPU keeps its base's prices and procurement terms (the purchase pool's lead time, server price), and the
+    plan passes the independent re-check with it."""
+    data = changed({"pools__0__sku": "h100-96gb-500w", "pools__1__sku": "b200-750w", "pools__1__lead_time_weeks": None})
+    data["pools"][1].pop("lead_time_weeks")
+    data["gpus"] = [{"name": "h100-96gb-500w", "base": "h100-sxm", "memory_gib": 95.0, "tdp_w": 500},
+                    {"name": "b200-750w", "base": "b200", "tdp_w": 750}]
+    data["jobs"][2]["layout"] = {"sku": "h100-96gb-500w"}
+    f = tmp_path / "p.yaml"
+    f.write_text(yaml.safe_dump(data))
+    r = runner.invoke(app, ["schedule", str(f), "--format", "json", "--time-limit", "20"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert {j["sku"] for j in out["jobs"] if j["name"].startswith("c")} == {"h100-96gb-500w"}
+    data["jobs"][2]["layout"] = {"sku": "h100-96gb-50w"}
+    f.write_text(yaml.safe_dump(data))
+    r = runner.invoke(app, ["schedule", str(f)])
+    assert r.exit_code == 2 and f"{f}: jobs.2.layout.sku (c): unknown GPU 'h100-96gb-50w'" in r.stderr, r.output
+    data["gpus"][0]["base"] = "h100-sxx"
+    f.write_text(yaml.safe_dump(data))
+    r = runner.invoke(app, ["schedule", str(f)])
+    assert r.exit_code == 2 and f"{f}: gpus[0] (h100-96gb-500w): base: unknown GPU" in r.stderr, r.output

@@ -97,17 +97,14 @@ def _catalog_rate(gpu: GpuSku, kind: str, provider: str | None, where: str) -> t
 
 
 def pool_terms(portfolio: Portfolio) -> list[PoolTerms]:
-    from planner.catalog import get_gpu, load_procurement
+    from planner.catalog import load_procurement
     from planner.procurement import held_usd_per_gpu_hour, power_usd_per_gpu_hour, server_price
 
     proc = load_procurement()
     out = []
     for i, p in enumerate(portfolio.pools):
         where = f"pools[{i}] ({p.name})"
-        try:
-            gpu = get_gpu(p.sku)
-        except InputError as e:
-            raise InputError(f"{where}: sku: {e}") from None
+        gpu = portfolio.gpu(p.sku, f"{where}: sku")
         unit = gpu.node_size
         kwh = getattr(p, "usd_per_kwh", None)
         pue = getattr(p, "pue", None)
@@ -191,7 +188,8 @@ def job_table(portfolio: Portfolio, job: PortfolioJob, skus: list[str], cap: int
     from planner.search.problem import resolve_problem
 
     scenario = Scenario.model_validate({
-        "name": job.name, "model": job.model, "job": job.job, "layout": job.layout.model_copy(update={"gpus": None}),
+        "name": job.name, "gpus": portfolio.gpus, "model": job.model, "job": job.job,
+        "layout": job.layout.model_copy(update={"gpus": None}),
         "hardware": {"skus": skus},
         "pricing": {"usd_per_gpu_hour": dict.fromkeys(skus, 1.0)},  # costs are the pools' business
         "constraints": {"max_gpus": cap},
@@ -223,8 +221,6 @@ def job_seconds(table: JobTable, k: int, job: PortfolioJob) -> int:
 def resolve(portfolio: Portfolio, *, duration: Duration = ideal_duration,
             cache: dict[str, JobTable] | None = None) -> Resolved:
     """Prices, candidate tables and the integer instance of a portfolio."""
-    from planner.catalog import get_gpu
-
     h = portfolio.horizon
     T, step = h.periods, h.step_days
     terms = pool_terms(portfolio)
@@ -241,7 +237,7 @@ def resolve(portfolio: Portfolio, *, duration: Duration = ideal_duration,
     for j in jobs:
         allowed = [i for i, p in enumerate(portfolio.pools) if j.pools is None or p.name in j.pools]
         if j.layout.sku is not None:
-            want = get_gpu(j.layout.sku).name
+            want = portfolio.gpu(j.layout.sku, f"jobs ({j.name}): layout.sku").name
             allowed = [i for i in allowed if terms[i].gpu.name == want]
             if not allowed:
                 raise InputError(f"jobs ({j.name}): layout.sku {want} is in none of its pools")

@@ -304,7 +304,6 @@ def check_result(r: Resolved, res: ScheduleResult) -> list[str]:
     """Every constraint on the dated plan, from the portfolio's own dates and the scalar time model:
     releases, deadlines, `after:`, GPU bounds, pool SKUs, purchase lead times in days, reservation terms,
     capacity per period, and each layout re-evaluated (legal, fits in memory, runs within its slot)."""
-    from planner.catalog import get_gpu
     from planner.portfolio import PurchasePool, ReservationPool
     from planner.scenario import resolve_model
     from planner.search.schedule_resolve import lead_time_days
@@ -328,10 +327,10 @@ def check_result(r: Resolved, res: ScheduleResult) -> list[str]:
         if (spec.min_gpus and job.gpus < spec.min_gpus) or (spec.max_gpus and job.gpus > spec.max_gpus):
             bad.append(f"{job.name}: {job.gpus} GPUs outside min_gpus/max_gpus")
         pool = pools[job.pool]
-        if get_gpu(pool.sku).name != job.sku or (spec.pools is not None and job.pool not in spec.pools):
+        if pf.gpu(pool.sku).name != job.sku or (spec.pools is not None and job.pool not in spec.pools):
             bad.append(f"{job.name}: runs on {job.sku} in {job.pool}, not allowed")
         # the reported layout, evaluated from the portfolio's own inputs by the scalar model
-        gpu = get_gpu(job.sku)
+        gpu = pf.gpu(job.sku)
         ev = evaluate(resolve_model(spec.model), job.layout, gpu, seq=spec.job.seq_len,
                       tokens=float(spec.job.tokens), gpus_per_node=gpu.node_size, implementation=pf.implementation,
                       overheads=pf.overheads, efficiency=pf.efficiency)
@@ -346,7 +345,7 @@ def check_result(r: Resolved, res: ScheduleResult) -> list[str]:
             if c is not None and u > c:
                 bad.append(f"{p.name}: {u:,} GPUs used {dates[t]}, {c:,} available")
         if isinstance(p, PurchasePool):
-            lead = lead_time_days(p, get_gpu(p.sku))
+            lead = lead_time_days(p, pf.gpu(p.sku))
             for b in plan_.purchases:
                 if (b.arrival_date - b.order_date).days < lead or b.order_date < (p.order_from or h.start):
                     bad.append(f"{p.name}: ordered {b.order_date}, arrives {b.arrival_date}: lead time {lead:g} days")
