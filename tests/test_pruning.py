@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_solver import small_scenarios
 
 from planner import solve
@@ -128,6 +129,21 @@ def test_pruned_solve_equals_the_full_evaluation(data: dict[str, Any]) -> None:
     same_answer(Scenario.model_validate(data), top_k=3)
 
 
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_scenarios())
+def test_pruned_pareto_front_equals_the_full_evaluation(data: dict[str, Any]) -> None:
+    same_answer(Scenario.model_validate(data), top_k=3, pareto=True)
+
+
+@pytest.mark.parametrize("path", ["scenarios/deepseek_v3_moe.yaml", "scenarios/compare_gpt3.yaml"])
+def test_shipped_fronts_prune_to_the_same_points(path: str) -> None:
+    """--pareto reads the non-dominated plans only: the same front as evaluating every layout, from fewer."""
+    sc = load_scenario(path)
+    same_answer(sc, pareto=True)
+    result = solve(sc, pareto=True)
+    assert len(result.pareto) > 2 and result.layouts_evaluated < result.search_space_size
+
+
 @pytest.mark.parametrize("path", ["scenarios/gpt3_30days.yaml", "scenarios/finetune_7b_8gpus.yaml"])
 def test_shipped_scenarios_prune_to_the_same_plans(path: str) -> None:
     sc = load_scenario(path)
@@ -176,3 +192,15 @@ def test_comparison_sweeps_prune_to_the_same_rows(sweep: dict[str, Any]) -> None
         "hardware": {"max_gpus": {"h100-sxm": 64, "a100-80gb": 32, "l40s": 16, "rtx-4090": 8}},
         "constraints": {"deadline_days": 10}})
     frames_equal(sc, **sweep)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6)), max_size=8),
+       st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6)), min_size=1, max_size=8))
+def test_domination_as_defined(found: list[tuple[int, int]], points: list[tuple[int, int]]) -> None:
+    from planner.search.pruning import _dominated
+
+    c, t = (np.asarray([f[i] for f in found], dtype=np.int64) for i in (0, 1))
+    pc, pt = (np.asarray([p[i] for p in points], dtype=np.int64) for i in (0, 1))
+    want = [any(fc <= x and ft <= y and (fc < x or ft < y) for fc, ft in found) for x, y in points]
+    assert _dominated(c, t, pc, pt).tolist() == want

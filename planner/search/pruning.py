@@ -11,6 +11,8 @@ the goal's order while any unevaluated one could still change the answer:
   on the first objective exceeds the deadline, the budget, or the threshold — the larger of the k-th best
   feasible candidate's value and the near-optimal cap of the best (`near_cap`, as `Selector.ranked`
   computes it) — is beaten on that objective by k feasible candidates and lies above the cap.
+- with `front` (`--pareto`), also every pair whose bounds no feasible candidate found so far dominates in
+  cost and time: the front walks only non-dominated plans.
 - `reach_candidates` (a comparison's "needs N GPUs" beyond an inventory): per SKU the fewest GPUs above
   the inventory that fit at all and that meet each deadline in a range. A pair is skipped when it is within
   the inventory (the comparison's own table answers there), once a candidate on fewer or as many GPUs is at
@@ -185,6 +187,46 @@ class _Best:
 
     def settled(self, found: _Found | None) -> bool:
         return self.threshold(found) < math.inf
+
+
+@dataclass(frozen=True)
+class _Front:
+    """One solve and its cost / time front (`Selector.pareto`: cheapest, then cheapest strictly faster, ...):
+    what `best` needs, and every pair within the limits whose bounds no feasible candidate found so far
+    dominates. A candidate at most as costly and as slow as a pair's bounds, and strictly better in one,
+    precedes each of its rows wherever the walk could take them, so none of them is on the front."""
+
+    best: _Best
+
+    def key(self, p: _Pairs) -> np.ndarray:
+        return self.best.key(p)
+
+    def needed(self, p: _Pairs, found: _Found | None) -> np.ndarray:
+        limits, cost = self.best.limits, self.best._cost(p)
+        open_ = limits.met(p.time_s, cost, p.gpus)
+        if found is not None:
+            t = found.table
+            ok = limits.met(t.time_s, t.cost_cents, t.gpus)
+            open_ &= ~_dominated(t.cost_cents[ok], t.time_s[ok], cost, p.time_s)
+        return self.best.needed(p, found) | open_
+
+    def settled(self, found: _Found | None) -> bool:
+        return False  # the front's fast end is found last in cost order: keep evaluating in batches
+
+
+def _dominated(cost: np.ndarray, time_s: np.ndarray, at_cost: np.ndarray, at_time: np.ndarray) -> np.ndarray:
+    """Per point (at_cost, at_time): some (cost, time) is at most it in both and strictly below in one."""
+    if len(cost) == 0:
+        return np.zeros(len(at_cost), dtype=bool)
+    order = np.argsort(cost, kind="stable")
+    c, fastest = cost[order], np.minimum.accumulate(time_s[order])
+
+    def best_time(n: np.ndarray) -> np.ndarray:  # the fastest among the n cheapest
+        return np.where(n > 0, fastest[np.maximum(n - 1, 0)], np.iinfo(np.int64).max)
+
+    upto = best_time(np.searchsorted(c, at_cost, side="right"))  # cost ≤
+    below = best_time(np.searchsorted(c, at_cost, side="left"))  # cost <
+    return (upto < at_time) | (below <= at_time)
 
 
 @dataclass(frozen=True)
@@ -386,15 +428,17 @@ def _search(problem: Problem, job: JobSpec) -> _Search | None:
 
 
 def pruned_candidates(problem: Problem, job: JobSpec, objective: str, keep: int,
-                      margin: float) -> tuple[JobCandidates, Pruning] | None:
-    """The job's candidate table as far as the `keep` best plans (by `objective`: cost | time) and the
-    near-optimal set within `margin` need it; None where the workload offers no floors."""
+                      margin: float, front: bool = False) -> tuple[JobCandidates, Pruning] | None:
+    """The job's candidate table as far as the `keep` best plans (by `objective`: cost | time), the
+    near-optimal set within `margin` and, with `front`, the cost / time Pareto front need it; None where the
+    workload offers no floors."""
     s = _search(problem, job)
     if s is None:
         return None
     limits = _Limits(deadline_seconds(job.deadline_days), budget_cents(problem.budget_usd), problem.min_gpus)
     rates = np.asarray([sku.rate.usd_per_gpu_hour for sku in s.skus])
-    parts, evaluated = s.run(_Best(rates, objective, keep, margin, limits))
+    best = _Best(rates, objective, keep, margin, limits)
+    parts, evaluated = s.run(_Front(best) if front else best)
     stats = s.stats
     return _job_candidates(job, parts, stats), Pruning(sum(x.legal for x in stats), evaluated)
 

@@ -117,8 +117,8 @@ def solve(
     k = top_k or scenario.top_k
     say("evaluating the layout grid")
     cands, pruning = None, None
-    if prune and len(problem.jobs) == 1 and not (pareto or explain or problem.lifted_caps):
-        got = pruned_candidates(problem, problem.jobs[0], objectives[0], k, margin)
+    if prune and len(problem.jobs) == 1 and not (explain or problem.lifted_caps):
+        got = pruned_candidates(problem, problem.jobs[0], objectives[0], k, margin, front=pareto)
         if got is not None:
             cands, pruning = [got[0]], got[1]
     if cands is not None:
