@@ -178,7 +178,7 @@ def calibration_content(results: list[Result], reference: str) -> dict[str, Any]
     records = [{"id": r.case.id, "generation": gpu_generation(r.case.gpu), "framework": r.case.impl.framework,
                 "parallel": parallel_regime(r.case.layout), "error": r.error, "mfu": measured_mfu(r),
                 "micro_batch": r.case.layout.micro_batch, "recompute": r.case.layout.recompute,
-                "ep": r.case.layout.ep, "cp": r.case.layout.cp, "seq": r.case.seq}
+                "ep": r.case.layout.ep, "cp": r.case.layout.cp, "seq": r.case.seq, "moe": r.case.model.moe is not None}
                for r in results]
     return build_calibration(records, reference)
 

@@ -92,6 +92,24 @@ def test_expert_parallel_plans_are_flagged_extrapolated() -> None:
     assert not any("expert parallelism" in r for r in dense)
 
 
+def test_a_mixture_of_experts_model_is_flagged_even_without_expert_parallelism() -> None:
+    """No calibration run trains an MoE model: its router, permutation and grouped GEMMs are extrapolated at any EP
+    degree, and a plan says so once (with the all-to-all when EP > 1); an estimate of Mixtral carries it."""
+    from planner import EstimateRequest, estimate
+    from planner.model.uncertainty import extrapolation, load_calibration
+    from planner.schema import Layout
+
+    assert not any(c.get("moe") for c in load_calibration()["coverage"].values())
+    replicated = extrapolation(Layout(tp=8, dp=8, sequence_parallel=True, global_batch=64), "h100-sxm", moe=True)
+    dispatched = extrapolation(Layout(tp=8, dp=8, ep=8, sequence_parallel=True, global_batch=64), "h100-sxm",
+                               moe=True)
+    assert [r for r in replicated if "mixture-of-experts" in r] and not any("all-to-all" in r for r in replicated)
+    assert sum("mixture-of-experts" in r for r in dispatched) == 1
+    assert any("all-to-all" in r for r in dispatched) and not any("expert parallelism 8" in r for r in dispatched)
+    ev = estimate(EstimateRequest(model="mixtral-8x7b", gpu="h100-sxm", gpus=64, layout={"tp": 8, "pp": 1}))
+    assert any("mixture-of-experts model" in w for w in ev.warnings)
+
+
 def test_context_parallel_and_long_sequences_beyond_calibration_are_flagged() -> None:
     """The calibration runs on Hopper split sequences over at most CP 2 and run at most 8K tokens: a plan with a
     wider ring or a longer sequence carries the `extrapolated` warning naming each; one inside them does not."""

@@ -111,7 +111,8 @@ def build_calibration(records: Iterable[dict[str, Any]], reference: str = "") ->
             best[r["generation"]] = {"mfu": round(r["mfu"], 4), "run": r["id"]}
     coverage: dict[str, dict[str, Any]] = {}
     for r in recs:  # what the runs measured per generation: a plan outside it extrapolates (`extrapolation`)
-        c = coverage.setdefault(r["generation"], {"micro_batch": [], "recompute": [], "ep": 1, "cp": 1, "seq": 0})
+        c = coverage.setdefault(r["generation"], {"micro_batch": [], "recompute": [], "ep": 1, "cp": 1, "seq": 0,
+                                                  "moe": False})
         if r.get("micro_batch") is not None:
             c["micro_batch"] = [min([r["micro_batch"], *c["micro_batch"]]), max([r["micro_batch"], *c["micro_batch"]])]
         if r.get("recompute") is not None and r["recompute"] not in c["recompute"]:
@@ -119,6 +120,7 @@ def build_calibration(records: Iterable[dict[str, Any]], reference: str = "") ->
         c["ep"] = max(c["ep"], r.get("ep") or 1)
         c["cp"] = max(c["cp"], r.get("cp") or 1)
         c["seq"] = max(c["seq"], r.get("seq") or 0)
+        c["moe"] = c["moe"] or bool(r.get("moe"))
     return {
         "generated_by": "benchmarks/accuracy.py --write",
         "reference": reference,
@@ -214,11 +216,11 @@ def _key_at(regime_key: str, level: str) -> str:
 
 
 def extrapolation(layout: Layout, gpu: GpuSku | str, framework: str = "megatron-core", mfu: float | None = None,
-                  calibration: dict[str, Any] | None = None, seq: int | None = None) -> list[str]:
+                  calibration: dict[str, Any] | None = None, seq: int | None = None, moe: bool = False) -> list[str]:
     """Why a plan lies outside what the calibration runs measured (empty when inside): an MFU above the best
     any run reached on that GPU generation, or a generation, parallel regime, recompute mode, micro-batch,
-    expert or context parallelism, or a sequence length no run there used. Each reason is one sentence for
-    the `extrapolated` warning."""
+    mixture-of-experts model (`moe`), expert or context parallelism, or a sequence length no run there used.
+    Each reason is one sentence for the `extrapolated` warning."""
     cal = calibration if calibration is not None else load_calibration()
     regime = regime_of(layout, gpu, framework)
     gen = regime.generation
@@ -235,7 +237,11 @@ def extrapolation(layout: Layout, gpu: GpuSku | str, framework: str = "megatron-
         if cov["recompute"] and layout.recompute not in cov["recompute"]:
             out.append(f"recompute {layout.recompute}: no calibration run on {gen} GPUs used it "
                        f"(measured: {', '.join(cov['recompute'])})")
-        if layout.ep > cov.get("ep", 1):
+        if moe and not cov.get("moe", False):
+            out.append(f"mixture-of-experts model: no calibration run on {gen} GPUs trained one; the router, token "
+                       "permutation, grouped expert GEMMs" + (" and the expert all-to-all" if layout.ep > 1 else "")
+                       + " are not calibrated")
+        elif layout.ep > cov.get("ep", 1):
             out.append(f"expert parallelism {layout.ep}: no calibration run on {gen} GPUs dispatched MoE tokens over "
                        f"more than {cov.get('ep', 1)} rank(s); the all-to-all and grouped GEMMs are not calibrated")
         if layout.cp > cov.get("cp", 1):

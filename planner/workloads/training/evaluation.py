@@ -63,7 +63,8 @@ class Evaluation(FitsOnGpu):
     @functools.cached_property
     def warnings(self) -> list[str]:
         """`extrapolated`: why the plan lies outside what the calibration runs measured (empty inside)."""
-        return extrapolation(self.layout, self.gpu, self.framework, self.time.mfu, seq=self.seq)
+        return extrapolation(self.layout, self.gpu, self.framework, self.time.mfu, seq=self.seq,
+                             moe=self.model.moe is not None)
 
     @property
     def beyond_offer(self) -> str | None:
