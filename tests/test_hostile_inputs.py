@@ -187,14 +187,45 @@ SERVING: dict[str, Any] = {
 SERVING_KEYS = [("serving", "traffic", "qps"), ("serving", "traffic", "input"), ("serving", "traffic", "output"),
                 ("serving", "slo", "ttft_ms"), ("serving", "slo", "percentile"), ("serving", "engine"),
                 ("serving", "weight_dtype"), ("serving", "search", "tp"), ("serving", "search", "batch_limits"),
-                ("hardware", "skus"), ("model",), ("serving", "unknown_key")]
+                ("hardware", "skus"), ("hardware", "max_gpus"), ("model",), ("gpus",), ("serving", "unknown_key")]
+# A scenario's own GPU: plausible keys with hostile values, named so hardware.skus / max_gpus may pick it.
+GPU_DEFINITION = st.fixed_dictionaries(
+    {"name": st.sampled_from(["h100-own", "h100-sxm", "", "a" * 300, "b200"]),
+     "base": st.sampled_from(["h100-sxm", "b200", "h100-own", "nope", ""])},
+    optional={"tdp_w": st.one_of(HOSTILE_NUMBERS, st.integers(1, 2000)),
+              "memory_gib": st.one_of(HOSTILE_NUMBERS, st.floats(1, 300)),
+              "hbm_tb_s": HOSTILE_NUMBERS, "node_size": HOSTILE_NUMBERS, "generation": HOSTILE_TEXT,
+              "efficiency": st.dictionaries(st.sampled_from(["gemm", "hbm", "nvlink"]), LEAF, max_size=2)})
+OWN_GPUS = st.lists(GPU_DEFINITION, min_size=1, max_size=2).map(
+    lambda g: [(("gpus",), g), (("hardware", "skus"), ["h100-own"]), (("hardware", "max_gpus"), {"h100-own": 8})])
 
 
 @FEW
-@given(edits=st.lists(st.tuples(st.sampled_from(SERVING_KEYS), VALUE), max_size=2),
+@given(edits=st.one_of(st.lists(st.tuples(st.sampled_from(SERVING_KEYS), VALUE), max_size=2), OWN_GPUS),
        command=st.sampled_from(["serve", "compare"]))
 def test_serving_scenarios(edits: list[tuple[tuple[str, ...], Any]], command: str) -> None:
     check([command, str(write(scenario_text(edits, SERVING).encode())), "--format", "json"])
+
+
+# A small portfolio: two weeks' horizon, one owned pool and a cloud quota, one small job.
+PORTFOLIO: dict[str, Any] = {
+    "name": "hostile-portfolio",
+    "horizon": {"start": "2027-01-04", "end": "2027-02-01", "step": "week"},
+    "pools": [{"name": "own", "kind": "owned", "sku": "h100", "gpus": 8},
+              {"name": "cloud", "kind": "on-demand", "sku": "h100", "max_gpus": 16}],
+    "jobs": [{"name": "a", "model": "gpt3-125m", "job": {"tokens": 1e11, "seq_len": 2048, "global_batch": 256},
+              "max_gpus": 16}],
+}
+PORTFOLIO_KEYS = [("horizon", "end"), ("horizon", "step"), ("pools",), ("jobs",), ("gpus",), ("name",),
+                  ("implementation", "framework"), ("efficiency", "gemm")]
+OWN_POOL = st.lists(GPU_DEFINITION, min_size=1, max_size=2).map(
+    lambda g: [(("gpus",), g), (("pools",), [{"name": "own", "kind": "owned", "sku": "h100-own", "gpus": 8}])])
+
+
+@FEW
+@given(edits=st.one_of(st.lists(st.tuples(st.sampled_from(PORTFOLIO_KEYS), VALUE), max_size=2), OWN_POOL))
+def test_portfolios(edits: list[tuple[tuple[str, ...], Any]]) -> None:
+    check(["schedule", str(write(scenario_text(edits, PORTFOLIO).encode())), "--time-limit", "5", "--format", "json"])
 
 
 def test_a_yaml_boolean_is_not_a_count() -> None:
