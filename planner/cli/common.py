@@ -68,8 +68,7 @@ def in_file(message: str, scenario: Path | None) -> str:
     prefixed with the file; messages that already name it, or a flag, stay as they are."""
     if scenario is None or message.startswith(str(scenario)):
         return message
-    from planner import Scenario
-    from planner.workloads.serving.scenario import ServingScenario
+    from planner import Scenario, ServingScenario
 
     key = re.match(r"([a-z_]+)(?:[.\[:])", message)
     keys = Scenario.model_fields.keys() | ServingScenario.model_fields.keys()
