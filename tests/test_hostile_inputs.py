@@ -50,8 +50,8 @@ VALUE = st.recursive(LEAF, lambda inner: st.one_of(st.lists(inner, max_size=3),
                      max_leaves=6)
 
 
-def scenario_text(edits: list[tuple[tuple[str, ...], Any]], base: dict[str, Any] = BASE) -> str:
-    """`base` (the training scenario by default) with each (key path, value) edit applied, as YAML."""
+def edited(base: dict[str, Any], edits: list[tuple[tuple[str, ...], Any]]) -> dict[str, Any]:
+    """A copy of `base` with each (key path, value) edit applied."""
     data = json.loads(json.dumps(base))
     for path, value in edits:
         node = data
@@ -60,7 +60,12 @@ def scenario_text(edits: list[tuple[tuple[str, ...], Any]], base: dict[str, Any]
                 node[key] = {}
             node = node[key]
         node[path[-1]] = value
-    return yaml.safe_dump(data, allow_unicode=True)
+    return data
+
+
+def scenario_text(edits: list[tuple[tuple[str, ...], Any]], base: dict[str, Any] = BASE) -> str:
+    """`base` (the training scenario by default) with each (key path, value) edit applied, as YAML."""
+    return yaml.safe_dump(edited(base, edits), allow_unicode=True)
 
 
 RAW_FILES = st.one_of(
@@ -245,3 +250,24 @@ def test_a_yaml_boolean_is_not_a_count() -> None:
     switched = scenario_text([(("layout", "tp"), 2), (("layout", "sequence_parallel"), True),
                               (("efficiency", "tp_overlap"), True)])
     assert runner.invoke(app, ["estimate", str(write(switched.encode()))]).exit_code == 0
+
+
+# torchtitan's saved config (tests/fixtures/frameworks/torchtitan_llama3_8b_config.json) with hostile values
+SAVED_TORCHTITAN = json.loads((Path(__file__).parent / "fixtures" / "frameworks"
+                               / "torchtitan_llama3_8b_config.json").read_text())
+SAVED_KEYS = [("training", "num_tokens_per_microbatch_per_dp_rank"), ("training", "num_tokens_per_train_step"),
+              ("training", "max_context_length"), ("training", "dtype"), ("parallelism", "data_parallel_shard_degree"),
+              ("parallelism", "tensor_parallel_degree"), ("parallelism", "pipeline_parallel_degree"),
+              ("parallelism", "num_pp_microbatches"), ("parallelism", "enable_sequence_parallel"),
+              ("parallelism", "module_fqns_per_model_part"), ("parallelism", "expert_parallel_degree"),
+              ("activation_checkpoint",), ("model_spec",), ("model_spec", "flavor"), ("model_spec", "converters"),
+              ("optimizer", "param_groups"), ("compile", "components"), ("loss",), ("parallelism",)]
+
+
+@FEW
+@given(edits=st.lists(st.tuples(st.sampled_from(SAVED_KEYS), VALUE), max_size=3))
+def test_torchtitan_saved_configs(edits: list[tuple[tuple[str, ...], Any]]) -> None:
+    path = Path(tempfile.mkdtemp(prefix="planner-hostile-")) / "config.json"
+    path.write_text(json.dumps(edited(SAVED_TORCHTITAN, edits), allow_nan=True))
+    check(["review", "--torchtitan", str(path), "--gpu", "h100", "--gpus", "64", "--no-better", "--format", "json"])
+

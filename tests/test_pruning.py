@@ -135,7 +135,7 @@ def test_pruned_pareto_front_equals_the_full_evaluation(data: dict[str, Any]) ->
     same_answer(Scenario.model_validate(data), top_k=3, pareto=True)
 
 
-@pytest.mark.parametrize("path", ["scenarios/deepseek_v3_moe.yaml", "scenarios/compare_gpt3.yaml"])
+@pytest.mark.parametrize("path", ["scenarios/mixtral_8x7b_ep.yaml", "scenarios/compare_gpt3.yaml"])
 def test_shipped_fronts_prune_to_the_same_points(path: str) -> None:
     """--pareto reads the non-dominated plans only: the same front as evaluating every layout, from fewer."""
     sc = load_scenario(path)

@@ -18,6 +18,7 @@ from planner.interop.frameworks import FRAMEWORKS, changes, export, round_trip, 
 from planner.interop.megatron import parse_megatron_args
 from planner.interop.published import build_case, load_runs, reference_dir
 from planner.interop.torchtitan import parse_torchtitan_toml
+from planner.interop.torchtitan_config import saved_config
 from planner.scenario import EstimateTarget, FixedLayout, Hardware, Job, Scenario
 from planner.schema import Layout
 from planner.workflows.review import ReviewRequest, review
@@ -64,6 +65,7 @@ EXPRESSIBLE: dict[str, dict[str, Any]] = {
     "megatron": {},
     "deepspeed": {"cp": 1, "vpp": 1, "sequence_parallel": False, "zero": 1, "recompute": "full"},
     "torchtitan": {"tp": 2, "zero": 3, "sequence_parallel": True},
+    "torchtitan-config": {"tp": 2, "zero": 3, "sequence_parallel": True},
 }
 
 
@@ -77,8 +79,10 @@ def test_solved_plan_round_trips(fmt: str) -> None:
         back = parse_megatron_args(text, model=m).to_layout(layout.gpus)
     elif fmt == "deepspeed":
         back = parse_deepspeed_config(json.loads(text)).to_layout(layout.gpus, tp=layout.tp, pp=layout.pp)
-    else:
+    elif fmt == "torchtitan":
         back = parse_torchtitan_toml(text, model=m).to_layout(layout.gpus)
+    else:  # a config function's fields, as torchtitan saves them
+        back = parse_torchtitan_toml(saved_config(layout, 4096, m), model=m).to_layout(layout.gpus)
     assert back == layout
     assert round_trip(fmt, layout, model=m, seq=4096) == layout
     assert changes(fmt, text, text) == []

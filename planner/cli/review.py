@@ -1,5 +1,5 @@
-"""`planner review`: a real configuration in (scenario, Megatron-LM arguments, DeepSpeed JSON, torchtitan TOML
-or a published run), a verdict, findings and a better plan on the same hardware out.
+"""`planner review`: a real configuration in (scenario, Megatron-LM arguments, DeepSpeed JSON, torchtitan TOML or
+saved config, or a published run), a verdict, findings and a better plan on the same hardware out.
 
 Exit status: 0 the configuration is legal and fits (warnings may remain), 1 it does not fit or breaks a rule
 (the error findings say which), 2 the input cannot be read. With --emit only the paste-ready text is
@@ -37,7 +37,8 @@ def review_command(
     megatron_args_file: Annotated[Path | None, typer.Option(
         "--megatron-args-file", help="launch script or file holding Megatron-LM arguments")] = None,
     deepspeed: Annotated[Path | None, typer.Option("--deepspeed", help="DeepSpeed config JSON (with a model)")] = None,
-    torchtitan: Annotated[Path | None, typer.Option("--torchtitan", help="torchtitan job TOML")] = None,
+    torchtitan: Annotated[Path | None, typer.Option(
+        "--torchtitan", help="torchtitan job TOML, or the JSON config it saves (--debug.save_config_file)")] = None,
     published: Annotated[str | None, typer.Option(
         "--published", help="a run id of published_runs.yaml: measured next to predicted")] = None,
     model: Annotated[str | None, typer.Option(help="catalog model name")] = None,

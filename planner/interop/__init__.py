@@ -9,7 +9,8 @@ class FrameworkName(StrEnum):
 
     megatron = "megatron"
     deepspeed = "deepspeed"
-    torchtitan = "torchtitan"
+    torchtitan = "torchtitan"  # the job TOML (torchtitan before February 2026)
+    torchtitan_config = "torchtitan-config"  # a config function (torchtitan from February 2026)
 
 
 FRAMEWORKS = tuple(f.value for f in FrameworkName)

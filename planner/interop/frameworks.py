@@ -1,6 +1,7 @@
 """One interface over the three framework formats: write a layout, read it back, and diff two of them.
 
-`export` gives the paste-ready text (Megatron-LM arguments, DeepSpeed JSON, torchtitan TOML),
+`export` gives the paste-ready text (Megatron-LM arguments, DeepSpeed JSON, torchtitan TOML or a torchtitan
+config function),
 `round_trip` what the framework would run from that text (the layout the format can express), and
 `changes` the keys that differ between two texts of one format, so a plan is handed back as the flags
 to change.
@@ -17,6 +18,7 @@ from planner.interop import FRAMEWORKS
 from planner.interop.deepspeed import deepspeed_config_from_layout, parse_deepspeed_config
 from planner.interop.megatron import megatron_args_from_layout, parse_megatron_args
 from planner.interop.torchtitan import parse_torchtitan_toml, torchtitan_toml_from_layout
+from planner.interop.torchtitan_config import config_function, config_settings, saved_config
 from planner.report.text import flatten
 from planner.schema import Implementation, Layout, ModelSpec
 
@@ -38,6 +40,8 @@ def export(fmt: str, layout: Layout, *, model: ModelSpec | None, seq: int,
         return json.dumps(deepspeed_config_from_layout(layout, implementation), indent=2) + "\n"
     if fmt == "torchtitan":
         return torchtitan_toml_from_layout(layout, seq, model, implementation)
+    if fmt == "torchtitan-config":
+        return config_function(layout, seq, model, implementation)
     raise InputError(f"--emit: {fmt!r} is not one of {', '.join(FRAMEWORKS)}")
 
 
@@ -61,7 +65,10 @@ def round_trip_with_implementation(fmt: str, layout: Layout, *, model: ModelSpec
         # TP and PP live in the model code and launcher, not in the JSON
         ds = parse_deepspeed_config(json.loads(text))
         return ds.to_layout(layout.gpus, tp=layout.tp, pp=layout.pp), ds.implementation(base)
-    tt = parse_torchtitan_toml(text, model=model)
+    if fmt == "torchtitan-config":  # the function's fields, read back as torchtitan saves them
+        tt = parse_torchtitan_toml(saved_config(layout, seq, model, implementation), model=model)
+    else:
+        tt = parse_torchtitan_toml(text, model=model)
     return tt.to_layout(layout.gpus), tt.implementation(base)
 
 
@@ -74,6 +81,8 @@ def settings(fmt: str, text: str) -> dict[str, str]:
             if words and words[0].startswith("--"):
                 out[words[0]] = words[1] if len(words) > 1 else ""
         return out
+    if fmt == "torchtitan-config":
+        return config_settings(text)
     data = json.loads(text) if fmt == "deepspeed" else tomllib.loads(text)
     return {k: json.dumps(v) for k, v in flatten(data)}
 

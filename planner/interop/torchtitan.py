@@ -1,4 +1,6 @@
-"""Read and write torchtitan job TOML: the parallel degrees, activation checkpointing and batch of a run.
+"""Read and write torchtitan job TOML, and read the config torchtitan saves since its TOML files gave way to
+Python config functions (February 2026; `_from_dump`, planner.interop.torchtitan_config writes that form): the
+parallel degrees, activation checkpointing and batch of a run.
 
 torchtitan trains with FSDP2 (`fully_shard`) over data_parallel_shard_degree × context_parallel_degree
 ranks, which is ZeRO-3 in planner's terms; with FSDP's reshard_after_forward off (pipeline parallelism
@@ -26,7 +28,7 @@ from pydantic import ValidationError
 
 from planner.catalog import get_model
 from planner.errors import InputError, format_validation_error
-from planner.interop.sources import read_text
+from planner.interop.sources import parse_json_object, read_text
 from planner.model.pipeline import PipelineSplit, virtual_stage_layers
 from planner.schema import Fp8Recipe, Implementation, Layout, ModelSpec, Optimizer, Precision, Recompute
 
@@ -66,6 +68,7 @@ class TorchtitanConfig:
     pp_microbatch: int = 1
     seq: int = 2048
     recompute: Recompute = "selective"
+    sequence_parallel: bool = True  # parallelism.enable_sequence_parallel: with TP, norms and dropout sharded
     precision: Precision = "bf16"
     fp32_grad_accumulation: bool = True
     optimizer: Optimizer = "adamw"
@@ -74,6 +77,8 @@ class TorchtitanConfig:
     fp8_recipe: Fp8Recipe | None = None
     fp8_param_gather: bool = False
     compiled_loss: bool = False  # the loss under torch.compile: one Inductor kernel on the bf16 logits
+    precision_read: bool = True  # False: the file cannot say (a saved Trainer.Config records no converters)
+    toml: bool = True  # a job TOML; False: a saved Trainer.Config (torchtitan from February 2026)
     unsupported: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     where: str = "torchtitan config"
@@ -129,7 +134,7 @@ class TorchtitanConfig:
             return Layout(
                 tp=self.tp, pp=self.pp, vpp=self.vpp, dp=dp, cp=self.cp, ep=self.ep, zero=zero,
                 recompute=self.recompute,
-                sequence_parallel=self.tp > 1,  # torchtitan's TP plan shards norms and dropout over the sequence
+                sequence_parallel=self.tp > 1 and self.sequence_parallel,
                 micro_batch=self.pp_microbatch if self.pp > 1 else self.local_batch,
                 global_batch=global_batch, precision=self.precision,
                 fp32_grad_accumulation=self.fp32_grad_accumulation, optimizer=self.optimizer,
@@ -180,7 +185,7 @@ class _Toml:
     def find(self, key: str, *sections: str) -> tuple[str, Any] | None:
         for section in sections:
             table = self.data.get(section)
-            if isinstance(table, Mapping) and key in table:
+            if isinstance(table, Mapping) and table.get(key) is not None:  # JSON null: not set
                 return f"{section}.{key}", table[key]
         return None
 
@@ -207,19 +212,132 @@ class _Toml:
         return str(value)
 
 
-def _read(source: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
+def _read(source: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[Mapping[str, Any], str, bool]:
+    """(the sections, the name for messages, whether it is the JSON of a resolved Trainer.Config)."""
     if isinstance(source, Mapping):
-        return source, "torchtitan config"
-    if isinstance(source, str) and ("\n" in source or "[" in source or "=" in source):
+        return source, "torchtitan config", "model_spec" in source
+    if isinstance(source, str) and ("\n" in source or "[" in source or "=" in source or "{" in source):
         text, where = source, "torchtitan config"
     else:
         text, where = read_text(source, "torchtitan config")
+    if text.lstrip().startswith("{"):
+        return parse_json_object(text, where), where, True
     try:
-        return tomllib.loads(text), where
+        return tomllib.loads(text), where, False
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{where}: invalid TOML: {exc}") from exc
     except RecursionError:
         raise InputError(f"{where}: nested too deeply to be a torchtitan config") from None
+
+
+def _section(data: Mapping[str, Any], name: str, where: str) -> Mapping[str, Any]:
+    value = data.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InputError(f"{where}: {name} must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _positive(section: Mapping[str, Any], key: str, default: int, where: str) -> int:
+    value = section.get(key)
+    if value is None or value == -1:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{where}: {key} must be a positive integer, got {value!r}")
+    return value
+
+
+def _from_dump(data: Mapping[str, Any], where: str) -> tuple[dict[str, Any], dict[str, str], list[str], bool]:
+    """The JSON torchtitan writes of a resolved Trainer.Config (`--debug.save_config_file NAME`, or printed with
+    `--debug.print_config`; trainer.py `Trainer.Config.to_dict`, February 2026 on, when Python config functions
+    replaced the job TOML) as the sections the TOML reader takes, with what it cannot tell.
+
+    Its batch is in tokens: `training.num_tokens_per_microbatch_per_dp_rank` per forward,
+    `num_tokens_per_train_step` per step (-1: one micro-batch, or `parallelism.num_pp_microbatches`, per DP rank),
+    sequences of `training.max_context_length`. Configs serialise their fields without their class
+    (configurable.py `Configurable.Config.to_dict`), so the activation-checkpoint policy is told by its fields
+    (SelectiveAC's `force_recompute_mm_shapes_by_fqns`, MemoryBudgetAC's `memory_budget`, FullAC only the common
+    ones; null: none), and the quantisation converters leave no trace (a Float8 or MXFP8 Linear config keeps only
+    Linear's public fields): the precision is bf16 unless the reader is told otherwise, or the mapping is one
+    planner wrote (`torchtitan_config.saved_config`), whose `model_spec.converters` names the converters its
+    config function passes to model_registry (float8: Float8LinearConverter, rowwise; mxfp8). The last item
+    says whether the precision was read."""
+    unsupported: dict[str, str] = {}
+    notes: list[str] = []
+    training = dict(_section(data, "training", where))
+    parallelism = dict(_section(data, "parallelism", where))
+    seq = _positive(training, "max_context_length", 2048, f"{where}: training")
+    per_forward = _positive(training, "num_tokens_per_microbatch_per_dp_rank", 16384, f"{where}: training")
+    if per_forward % seq:
+        raise InputError(f"{where}: training.num_tokens_per_microbatch_per_dp_rank {per_forward} is not a multiple "
+                         f"of training.max_context_length {seq}: planner plans whole sequences per micro-batch")
+    micro = per_forward // seq
+    pp = _positive(parallelism, "pipeline_parallel_degree", 1, f"{where}: parallelism")
+    forwards = _positive(parallelism, "num_pp_microbatches", 1, f"{where}: parallelism") if pp > 1 else 1
+    step_tokens = training.get("num_tokens_per_train_step", -1)
+    training.update(seq_len=seq, local_batch_size=micro * forwards)
+    if step_tokens not in (-1, None):
+        step = _positive(training, "num_tokens_per_train_step", 1, f"{where}: training")
+        if step % seq:
+            raise InputError(f"{where}: training.num_tokens_per_train_step {step} is not a multiple of "
+                             f"training.max_context_length {seq}")
+        training["global_batch_size"] = step // seq
+    parallelism["pipeline_parallel_microbatch_size"] = micro
+    if _positive(parallelism, "expert_parallel_degree", 1, f"{where}: parallelism") > 1:
+        # EP borrows ranks from FSDP and TP, the experts unsplit (configs.py ParallelismConfig.expert_parallel_degree)
+        parallelism["expert_tensor_parallel_degree"] = 1
+    if training.get("dtype") == "bfloat16":
+        unsupported["training.dtype"] = ("bfloat16 parameters, gradients and optimizer state without an fp32 copy "
+                                         "are not read; taken as mixed precision (set job.master_weights none)")
+    for key in ("pipeline_parallel_first_stage_less_layers", "pipeline_parallel_last_stage_less_layers"):
+        if parallelism.get(key, 1) != 1 and pp > 1 and not parallelism.get("module_fqns_per_model_part"):
+            unsupported[f"parallelism.{key}"] = "a stage split other than torchtitan's default is not read"
+    if parallelism.get("context_parallel_load_balancer", "headtail") is None:
+        unsupported["parallelism.context_parallel_load_balancer"] = (
+            "no load balancing: planner models the load-balanced ring, whose ranks do equal causal work")
+
+    checkpoint: dict[str, Any]
+    ac = data.get("activation_checkpoint")
+    if ac is None:
+        checkpoint = {"mode": "none"}
+    elif not isinstance(ac, Mapping):
+        raise InputError(f"{where}: activation_checkpoint must be a mapping or null, got {type(ac).__name__}")
+    elif "memory_budget" in ac:
+        checkpoint = {"mode": "selective", "selective_ac_option": "op"}
+        unsupported["activation_checkpoint"] = (
+            "MemoryBudgetAC (the compiler chooses what to recompute) is not modelled; taken as the per-op policy")
+    elif "force_recompute_mm_shapes_by_fqns" in ac:
+        checkpoint = {"mode": "selective", "selective_ac_option": "op"}  # SelectiveAC: the per-op policy
+    else:
+        checkpoint = {"mode": "full"}  # FullAC: every block wrapped
+
+    groups = _section(data, "optimizer", where).get("param_groups") or []
+    names = {g.get("optimizer_name") for g in groups if isinstance(g, Mapping)}
+    optimizer = {"name": names.pop()} if len(names) == 1 else {}
+    if len(names) > 0:
+        unsupported["optimizer.param_groups"] = "several optimizers over parameter groups: taken as AdamW's state"
+
+    spec = _section(data, "model_spec", where)
+    model: dict[str, Any] = {"name": spec.get("name") or "unknown", "flavor": spec.get("flavor") or "unknown"}
+    float8: dict[str, Any] = {}
+    converters = spec.get("converters")
+    if converters is not None:
+        if not isinstance(converters, list) or not all(c in ("float8", "mxfp8") for c in converters):
+            raise InputError(f"{where}: model_spec.converters must be a list of float8 / mxfp8, got {converters!r}")
+        model["converters"] = ["mx" if c == "mxfp8" else c for c in converters]
+        float8["recipe_name"] = "rowwise"  # Float8LinearConverter's only scalings are rowwise
+    else:
+        notes.append("the saved config does not record quantisation converters (Float8 / MXFP8 Linear configs "
+                     "serialise as Linear): read as bf16 unless a scenario beside it states job.precision")
+    loss = _section(data, "loss", where)
+    if "num_chunks" in loss:
+        notes.append(f"loss: ChunkedLossWrapper over {loss['num_chunks']} chunks of the sequence; planner "
+                     "counts the whole sequence's logits at once (an upper bound on the loss's memory)")
+    sections = {"training": training, "parallelism": parallelism, "activation_checkpoint": checkpoint,
+                "optimizer": optimizer, "model": model, "float8": float8,
+                "compile": dict(_section(data, "compile", where))}
+    return sections, unsupported, notes, converters is not None
 
 
 def _converters(value: Any) -> list[str]:
@@ -237,10 +355,15 @@ def parse_torchtitan_toml(
     with no catalog equivalent; without either, `model` stays None with a note. InputError for malformed
     values or an unknown activation-checkpoint mode.
     """
-    data, where = _read(path_or_text)
-    t = _Toml(data, where)
+    data, where, dump = _read(path_or_text)
     unsupported: dict[str, str] = {}
     notes: list[str] = []
+    saved_model: Any = None
+    precision_read = True
+    if dump:
+        saved_model = _section(data, "model_spec", where).get("model")
+        data, unsupported, notes, precision_read = _from_dump(data, where)
+    t = _Toml(data, where)
     par = ("parallelism", "training", "experimental")  # older files kept the degrees under [training]
 
     name, flavor = t.str("name", "llama3", "model"), t.str("flavor", "debugmodel", "model")
@@ -249,7 +372,12 @@ def parse_torchtitan_toml(
     if model is None:
         notes.append(f"model {name} flavor {flavor} has no catalog equivalent: give the model with --model")
 
+    if dump and model is not None and (why := _dims_differ(saved_model, model)) is not None:
+        unsupported["model_spec.model"] = why
     tp, pp = t.int("tensor_parallel_degree", 1, *par), t.int("pipeline_parallel_degree", 1, *par)
+    sp = t.find("enable_sequence_parallel", *par)
+    if sp is not None and not isinstance(sp[1], bool):
+        raise InputError(f"{where}: {sp[0]} must be true or false, got {sp[1]!r}")
     cp, ep = t.int("context_parallel_degree", 1, *par), t.int("expert_parallel_degree", 1, *par)
     etp = t.int("expert_tensor_parallel_degree", 0, *par, minimum=0)  # 0: not set (the experts split like TP)
     replicate = t.int("data_parallel_replicate_degree", 1, *par)
@@ -355,13 +483,28 @@ def parse_torchtitan_toml(
     return TorchtitanConfig(
         model_name=model_name, model=model, flavor=flavor, replicate=replicate, shard=shard, tp=tp, pp=pp, cp=cp,
         ep=ep, vpp=vpp, reshard_after_forward=reshard,  # type: ignore[arg-type]
+        sequence_parallel=sp is None or sp[1],
         expert_tp=etp if etp and etp != tp else None, pipeline_layout=chunks,
         local_batch=local, global_batch=global_batch, pp_microbatch=pp_micro, seq=seq, recompute=recompute,
         precision=precision, fp32_grad_accumulation=reduce == "float32", optimizer=optimizer,
         offload_optimizer=bool(offload and offload[1] is True), recompute_num_layers=recompute_num_layers,
         fp8_recipe=fp8_recipe, fp8_param_gather=fp8_gather, compiled_loss=compiled_loss, unsupported=unsupported,
-        notes=notes, where=where,
+        notes=notes, where=where, precision_read=precision_read, toml=not dump,
     )
+
+
+def _dims_differ(saved: Any, model: ModelSpec) -> str | None:
+    """Where the saved model config's shape (Decoder.Config `dim`, `vocab_size`, one entry per layer in `layers`)
+    is not `model`'s, the difference; None where it agrees or says nothing."""
+    if not isinstance(saved, Mapping):
+        return None
+    theirs = {"hidden": saved.get("dim"), "vocab": saved.get("vocab_size"),
+              "layers": len(saved["layers"]) if isinstance(saved.get("layers"), list) else None}
+    differ = [f"{k} {v} (planner's {model.name}: {getattr(model, k)})" for k, v in theirs.items()
+              if isinstance(v, int) and not isinstance(v, bool) and v != getattr(model, k)]
+    if not differ:
+        return None
+    return "the saved model has " + ", ".join(differ) + "; planned with the catalog model (give --model)"
 
 
 def _compiled_loss(t: _Toml) -> bool:
@@ -398,19 +541,12 @@ def _toml_value(value: TomlValue) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def torchtitan_toml_from_layout(layout: Layout, seq: int, model: ModelSpec | str | None = None,
-                                implementation: Implementation | None = None) -> str:
-    """The [parallelism], [activation_checkpoint] and [training] sections of a torchtitan job file.
-
-    With a model that is a torchtitan flavor, a [model] section names it; fp8 adds the float8 converter.
-    ZeRO-1 and ZeRO-2 have no FSDP2 form: both are written as FSDP with reshard_after_forward "never"
-    (ZeRO-2's memory, at most ZeRO-1's), which reads back as zero 2. InputError where torchtitan cannot run
-    the layout: plain DDP combined with TP/PP/CP, ZeRO-0 with context parallelism (FSDP always shards over
-    the CP ranks), an optimizer torchtitan does not build or a narrowed optimizer state, or virtual stages without
-    the model's layer count.
-    """
-    spec = get_model(model) if isinstance(model, str) else model
-    impl = implementation or Implementation(framework="torchtitan")
+def parallelism_section(layout: Layout, impl: Implementation, spec: ModelSpec | None) -> dict[str, TomlValue]:
+    """The [parallelism] keys of a layout (the job TOML's names; torchtitan's saved configs keep them, micro-batch
+    counts aside). ZeRO-1 and ZeRO-2 have no FSDP2 form: both are written as FSDP with reshard_after_forward
+    "never" (ZeRO-2's memory, at most ZeRO-1's). InputError where torchtitan cannot run the layout: plain DDP
+    combined with TP/PP/CP, ZeRO-0 with context parallelism (FSDP always shards over the CP ranks), a narrowed
+    optimizer state, or virtual stages without the model's layer count."""
     if (layout.master_weights, layout.moment_dtype) != ("fp32", "fp32"):
         raise InputError(f"master_weights {layout.master_weights}, moment_dtype {layout.moment_dtype}: torchtitan's "
                          "AdamW steps FSDP's fp32 parameter shards, whose moments are fp32")
@@ -454,7 +590,37 @@ def torchtitan_toml_from_layout(layout: Layout, seq: int, model: ModelSpec | str
                 raise InputError(f"vpp {layout.vpp}: no pipeline_parallel_layers_per_stage gives {stages} stages "
                                  f"of {spec.layers} layers + embedding + output in torchtitan")
             parallel["pipeline_parallel_layers_per_stage"] = per_stage
+    return parallel
 
+
+def training_checks(layout: Layout) -> None:
+    """InputError for what torchtitan's trainer cannot run: reductions or compute outside bf16/fp32, the optimizers
+    it does not build, CPU offload without FSDP."""
+    if not layout.fp32_grad_accumulation:
+        raise InputError("fp32_grad_accumulation false: torchtitan reduces and keeps gradients in float32")
+    if layout.precision == "fp16":
+        raise InputError("precision fp16: torchtitan trains in bfloat16 (mixed_precision_param)")
+    if layout.offload_optimizer and (layout.zero == 0 or layout.dp * layout.cp == 1):
+        raise InputError("offload_optimizer: torchtitan offloads through FSDP, which needs zero ≥ 1 and dp·cp > 1")
+    if layout.optimizer not in ("adam", "adamw"):
+        raise InputError(f"optimizer {layout.optimizer}: torchtitan builds Adam or AdamW")
+
+
+def torchtitan_toml_from_layout(layout: Layout, seq: int, model: ModelSpec | str | None = None,
+                                implementation: Implementation | None = None) -> str:
+    """The [parallelism], [activation_checkpoint] and [training] sections of a torchtitan job file.
+
+    With a model that is a torchtitan flavor, a [model] section names it; fp8 adds the float8 converter.
+    ZeRO-1 and ZeRO-2 have no FSDP2 form: both are written as FSDP with reshard_after_forward "never"
+    (ZeRO-2's memory, at most ZeRO-1's), which reads back as zero 2. InputError where torchtitan cannot run
+    the layout: plain DDP combined with TP/PP/CP, ZeRO-0 with context parallelism (FSDP always shards over
+    the CP ranks), an optimizer torchtitan does not build or a narrowed optimizer state, or virtual stages without
+    the model's layer count.
+    """
+    spec = get_model(model) if isinstance(model, str) else model
+    impl = implementation or Implementation(framework="torchtitan")
+    parallel = parallelism_section(layout, impl, spec)
+    training_checks(layout)
     checkpoint: dict[str, TomlValue] = {"mode": layout.recompute}
     if layout.recompute == "selective":
         checkpoint["selective_ac_option"] = "op"
@@ -473,16 +639,8 @@ def torchtitan_toml_from_layout(layout: Layout, seq: int, model: ModelSpec | str
         "seq_len": seq,
         "mixed_precision_param": "bfloat16",
     }
-    if not layout.fp32_grad_accumulation:
-        raise InputError("fp32_grad_accumulation false: torchtitan reduces and keeps gradients in float32")
-    if layout.precision == "fp16":
-        raise InputError("precision fp16: torchtitan trains in bfloat16 (mixed_precision_param)")
     if layout.offload_optimizer:
-        if layout.zero == 0 or layout.dp * layout.cp == 1:
-            raise InputError("offload_optimizer: torchtitan offloads through FSDP, which needs zero ≥ 1 and dp·cp > 1")
         training["enable_cpu_offload"] = True
-    if layout.optimizer not in ("adam", "adamw"):
-        raise InputError(f"optimizer {layout.optimizer}: torchtitan builds Adam or AdamW")
 
     sections: list[tuple[str, dict[str, TomlValue]]] = []
     flavor = next((k for k, v in FLAVORS.items() if spec is not None and v == spec.name), None)

@@ -102,13 +102,14 @@ class Config(Inputs):
     fixed: dict[str, Any] = field(default_factory=dict)  # layout fields the input's format cannot change
     case: Case | None = None
     basis: Basis = IDEAL  # failures and the step-error quantile every evaluation is judged with
+    form: str | None = None  # the format a better plan is handed back in, where the source's default is not it
 
     def evaluate(self, layout: Layout | None = None) -> Evaluation:
         return replace(super().evaluate(layout), basis=self.basis)
 
     @property
     def format(self) -> str | None:
-        return FORMAT_OF[self.source]
+        return self.form or FORMAT_OF[self.source]
 
     def problems(self, layout: Layout) -> list[str]:
         return layout_problems(self.model, layout, gpus=self.gpus, node_size=self.gpus_per_node, seq=self.seq,
@@ -133,7 +134,7 @@ class Better:
 
     plan: Plan
     speedup: float  # reviewed planned time / this plan's (the step ratio at the point estimate)
-    format: str  # megatron | deepspeed | torchtitan | layout (a scenario's fields)
+    format: str  # megatron | deepspeed | torchtitan | torchtitan-config | layout (a scenario's fields)
     changes: list[dict[str, Any]]  # {key, from, to} in that format
 
 
@@ -282,10 +283,18 @@ def _from_torchtitan(req: ReviewRequest) -> Config:
     cfg = parse_torchtitan_toml(req.torchtitan, model=_given_model(req))
     model = _need_model(cfg.model, f"{cfg.where} ([model] flavor {cfg.flavor})")
     gpus = _need_gpus(req, "torchtitan")
+    sc = req.scenario
+    if not cfg.precision_read and sc is not None and "precision" in sc.job.model_fields_set:
+        # a saved Trainer.Config cannot say whether Float8 / MXFP8 converters ran: the scenario says
+        fp8 = sc.job.precision == "fp8"
+        cfg = replace(cfg, precision=sc.job.precision, fp8_recipe=sc.implementation.fp8_recipe if fp8 else None,
+                      fp8_param_gather=fp8 and sc.implementation.fp8_param_gather,
+                      notes=[n for n in cfg.notes if "quantisation converters" not in n]
+                      + [f"precision {sc.job.precision} from the scenario's job.precision"])
     others = cfg.replicate * cfg.tp * cfg.pp * cfg.cp
     layout = cfg.to_layout(others * (_dp(gpus, others) if cfg.shard == -1 else cfg.shard))
-    sc = req.scenario
     return Config(source="torchtitan", model=model, layout=layout, gpus=gpus, seq=cfg.seq,
+                  form=None if cfg.toml else "torchtitan-config",  # a saved config: today's torchtitan
                   implementation=cfg.implementation(sc.implementation if sc else None),
                   read=_listed([], cfg.unsupported, cfg.notes, "torchtitan"), **_common(req, model))
 

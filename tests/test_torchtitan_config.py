@@ -1,0 +1,178 @@
+"""torchtitan's current configuration (February 2026 on): the Trainer.Config it saves as JSON
+(`--debug.save_config_file`) in, a config function out, and the two agreeing over legal layouts.
+
+torchtitan_llama3_8b_config.json is `--module llama3 --config llama3_8b` as Trainer.Config.to_dict writes it
+(torchtitan @b5bcd76, torchtitan/trainer.py; config_registry.py llama3_8b: 8192 tokens per micro-batch at
+8192 context, SelectiveAC, ChunkedLossWrapper over 8 chunks, AdamW), its model tree cut to the fields
+planner reads (dim, vocab_size, one entry per layer)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from test_interop_frameworks import SEQ, legal_layouts
+from typer.testing import CliRunner
+
+from planner.catalog import get_model
+from planner.cli import app
+from planner.errors import InputError
+from planner.interop.frameworks import changes, export, round_trip_with_implementation
+from planner.interop.torchtitan import parse_torchtitan_toml
+from planner.interop.torchtitan_config import config_function, config_settings, saved_config
+from planner.schema import Implementation, Layout, ModelSpec
+
+SAVED = Path(__file__).parent / "fixtures" / "frameworks" / "torchtitan_llama3_8b_config.json"
+runner = CliRunner()
+
+
+def saved(**changes: Any) -> dict[str, Any]:
+    """The fixture with `section__key` fields (or whole sections) replaced; None is JSON null."""
+    data = json.loads(SAVED.read_text())
+    for path, value in changes.items():
+        section, _, key = path.partition("__")
+        if not key:
+            data[section] = value
+        else:
+            data[section][key] = value
+    return data
+
+
+def test_the_llama3_8b_registry_config_as_saved() -> None:
+    cfg = parse_torchtitan_toml(SAVED)
+    assert (cfg.model_name, cfg.seq, cfg.toml, cfg.precision_read) == ("llama-3.1-8b", 8192, False, False)
+    assert cfg.to_layout(64) == Layout(dp=64, zero=3, recompute="selective", micro_batch=1, global_batch=64)
+    assert cfg.unsupported == {}
+    assert any("ChunkedLossWrapper over 8 chunks" in n for n in cfg.notes)
+    assert any("quantisation converters" in n for n in cfg.notes)
+
+
+def test_tokens_pipeline_and_checkpoint_policies() -> None:
+    # tokens per step and per micro-batch in whole sequences; PP runs num_pp_microbatches per schedule
+    pp = parse_torchtitan_toml(saved(
+        training__num_tokens_per_microbatch_per_dp_rank=2 * 8192, training__num_tokens_per_train_step=256 * 8192,
+        parallelism__pipeline_parallel_degree=4, parallelism__num_pp_microbatches=8,
+        parallelism__tensor_parallel_degree=2, activation_checkpoint={"preserve_rng_state": True}))
+    layout = pp.to_layout(64)  # dp 8 = 64 / (tp 2 · pp 4)
+    assert (layout.tp, layout.pp, layout.dp, layout.micro_batch, layout.global_batch) == (2, 4, 8, 2, 256)
+    assert layout.grad_accumulation == 16 and layout.recompute == "full" and layout.zero == 2
+    assert layout.sequence_parallel
+    assert parse_torchtitan_toml(saved(parallelism__tensor_parallel_degree=2,
+                                       parallelism__enable_sequence_parallel=False)).to_layout(8).sequence_parallel \
+        is False
+    assert parse_torchtitan_toml(saved(activation_checkpoint=None)).recompute == "none"
+    budget = parse_torchtitan_toml(saved(activation_checkpoint={"memory_budget": 0.5, "debug": False}))
+    assert budget.recompute == "selective" and "activation_checkpoint" in budget.unsupported
+    # EP borrows ranks from FSDP and TP, experts unsplit
+    ep = parse_torchtitan_toml(saved(parallelism__expert_parallel_degree=4, parallelism__tensor_parallel_degree=2),
+                               model=get_model("mixtral-8x7b"))
+    assert ep.to_layout(16).expert_tp == 1 and ep.to_layout(16).ep == 4
+    # what planner cannot take as it is says so
+    odd = parse_torchtitan_toml(saved(training__dtype="bfloat16", parallelism__context_parallel_load_balancer=None,
+                                      parallelism__context_parallel_degree=2))
+    assert {"training.dtype", "parallelism.context_parallel_load_balancer"} <= set(odd.unsupported)
+    other = parse_torchtitan_toml(saved(), model=get_model("llama-2-7b"))
+    assert "model_spec.model" in other.unsupported and "hidden 4096" not in other.unsupported["model_spec.model"]
+    assert "vocab 128256" in other.unsupported["model_spec.model"]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"training__num_tokens_per_microbatch_per_dp_rank": 5000}, "not a multiple of training.max_context_length"),
+    ({"training__num_tokens_per_train_step": 1000}, "num_tokens_per_train_step 1000 is not a multiple"),
+    ({"training__max_context_length": "8k"}, "max_context_length must be a positive integer"),
+    ({"parallelism__enable_sequence_parallel": "yes"}, "enable_sequence_parallel must be true or false"),
+    ({"activation_checkpoint": ["full"]}, "activation_checkpoint must be a mapping or null"),
+    ({"parallelism": 4}, "parallelism must be a mapping"),
+])
+def test_bad_saved_configs_name_the_key(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        parse_torchtitan_toml(saved(**change))
+
+
+def test_review_reads_it_and_hands_back_a_config_function(tmp_path: Path) -> None:
+    """`planner review --torchtitan config.json`: the better plan's changes are the saved config's own keys and
+    `--emit torchtitan-config` a config function; a scenario beside it gives the precision the file cannot."""
+    r = runner.invoke(app, ["review", "--torchtitan", str(SAVED), "--gpu", "h100", "--gpus", "64", "--format",
+                            "json"])
+    assert r.exit_code == 0, r.output
+    better = json.loads(r.stdout)["better"]
+    assert better["format"] == "torchtitan-config"
+    assert all(c["key"].split(".")[0] in ("parallelism", "training", "activation_checkpoint", "compile", "model_spec")
+               for c in better["changes"])
+    r = runner.invoke(app, ["review", "--torchtitan", str(SAVED), "--gpu", "h100", "--gpus", "64", "--emit",
+                            "torchtitan-config"])
+    assert r.exit_code == 0 and "config = llama3_8b()" in r.stdout and "return config" in r.stdout
+    compile(r.stdout, "plan.py", "exec")  # valid Python
+    sc = tmp_path / "s.yaml"
+    sc.write_text("model: llama-3.1-8b\njob: {tokens: 1e11, seq_len: 8192, global_batch: 64, precision: fp8}\n"
+                  "implementation: {framework: torchtitan, fp8_recipe: mxfp8}\nestimate: {gpu: b200, gpus: 64}\n")
+    r = runner.invoke(app, ["review", str(sc), "--torchtitan", str(SAVED), "--no-better", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["layout"]["precision"] == "fp8"
+    assert any("from the scenario's job.precision" in f["message"] for f in out["findings"])
+
+
+def _implementation(draw: st.DrawFn, layout: Layout) -> Implementation:
+    fp8 = layout.precision == "fp8"
+    return Implementation(framework="torchtitan",
+                          fp8_recipe=draw(st.sampled_from(["blockwise", "mxfp8"])) if fp8 else None,
+                          cross_entropy=draw(st.sampled_from([None, "fused"])))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(legal_layouts(), st.data())
+def test_config_function_round_trip(case: tuple[ModelSpec, Layout], data: st.DataObject) -> None:
+    """What the config function sets reads back, through the saved-config reader, as the layout (ZeRO-1/2 as FSDP
+    without resharding, a lone data-parallel rank unsharded) and the framework knobs it was written with; its text
+    assigns every one of those fields."""
+    m, layout = case
+    assume(layout.precision != "fp16" and layout.fp32_grad_accumulation and layout.optimizer != "sgd")
+    assume(layout.zero > 0 or (layout.cp == 1 and (layout.dp == 1 or layout.tp * layout.pp == 1)))
+    sharded = layout.zero > 0 and layout.dp * layout.cp > 1
+    assume(sharded or not layout.offload_optimizer)
+    units, stages = m.layers + 2, layout.pp * layout.vpp
+    assume(layout.vpp <= 2 or -(-units // -(-units // stages)) == stages)
+    impl = _implementation(data.draw, layout)
+    if layout.ep > 1 and layout.tp > 1:
+        with pytest.raises(InputError, match="experts split over TP"):
+            saved_config(layout, SEQ, m, impl)
+        layout = layout.model_copy(update={"expert_tp": 1, "sequence_parallel": True})
+        assume(sharded)
+    cfg = saved_config(layout, SEQ, m, impl)
+    back, knobs = round_trip_with_implementation("torchtitan-config", layout, model=m, seq=SEQ, implementation=impl)
+    assert back == layout.model_copy(update={"zero": (3 if layout.zero == 3 else 2) if sharded else 0})
+    assert (knobs.fp8_recipe, knobs.cross_entropy == "fused") == (impl.fp8_recipe, impl.cross_entropy == "fused")
+    text = config_function(layout, SEQ, m, impl)
+    compile(text, "plan.py", "exec")
+    written = config_settings(text)
+    for section in ("parallelism", "training"):
+        for key, value in cfg[section].items():
+            assert json.loads(written[f"{section}.{key}"].replace("True", "true").replace("False", "false")) == value
+
+
+def test_what_todays_torchtitan_cannot_run_is_refused() -> None:
+    m = get_model("llama-3.1-8b")
+    base = Layout(dp=8, zero=3, recompute="full", global_batch=8)
+    with pytest.raises(InputError, match="no partial recompute"):
+        saved_config(base.model_copy(update={"recompute_num_layers": 4}), SEQ, m)
+    fp8 = base.model_copy(update={"precision": "fp8"})
+    with pytest.raises(InputError, match="scales rowwise"):
+        saved_config(fp8, SEQ, m, Implementation(framework="torchtitan", fp8_recipe="current"))
+    with pytest.raises(InputError, match="fp8_param_gather"):
+        saved_config(fp8, SEQ, m, Implementation(framework="torchtitan", fp8_recipe="mxfp8", fp8_param_gather=True))
+    text = export("torchtitan-config", fp8, model=m, seq=SEQ,
+                  implementation=Implementation(framework="torchtitan", fp8_recipe="mxfp8"))
+    assert 'config.model_spec = model_registry("8B", converters=[MXFP8LinearConverter.Config()])' in text
+    # a model with no torchtitan flavor: the user's own function is the base
+    other = export("torchtitan-config", base, model=get_model("mixtral-8x7b"), seq=SEQ)
+    assert "config = base_config()" in other
+    diff = changes("torchtitan-config", export("torchtitan-config", base, model=m, seq=SEQ),
+                   export("torchtitan-config", base.model_copy(update={"recompute": "none"}), model=m, seq=SEQ))
+    assert diff == [{"key": "activation_checkpoint", "from": "FullAC.Config()", "to": "None"}]
+    assert copy.deepcopy(saved_config(base, SEQ, m))["activation_checkpoint"] == {}
