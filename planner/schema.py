@@ -748,6 +748,11 @@ class Implementation(Strict):
         "logits in forward: Transformer Engine's parallel cross-entropy, Megatron --cross-entropy-fusion-impl te); "
         "null = the framework's default",
     )
+    loss_chunks: int | None = Field(
+        None, ge=1, le=MAX_SEQ, description="the output layer and loss run over 1/N of a micro-batch's tokens at a "
+        "time, forward and backward at once, before the decoder's backward (torchtitan's ChunkedLossWrapper "
+        "num_chunks, its registry configs' default since 2026: 8); null = all tokens at once",
+    )
     dropout: float = Field(0.0, ge=0, lt=1, description="hidden and attention dropout probability")
     framework: Framework = Field(
         "megatron-core",

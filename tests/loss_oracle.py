@@ -74,6 +74,32 @@ def eager_peak(keep_logits: bool, vocab: int) -> int:
     return mode.peak
 
 
+def chunked_peak(vocab: int, chunks: int, hidden: int = 4) -> int:
+    """Peak bytes of torchtitan's ChunkedLossWrapper on ROWS tokens (components/loss.py): the decoder output
+    detached in `chunks` pieces, each piece's output matmul, fp32 cross-entropy (cross_entropy_loss) and backward
+    at once, its input gradient copied into an fp32 GradAccumulator, then the decoder's backward from that sum
+    in 16 bits."""
+    torch.manual_seed(0)
+    x = torch.randn(ROWS, hidden, dtype=torch.bfloat16, requires_grad=True)
+    w = torch.randn(vocab, hidden, dtype=torch.bfloat16, requires_grad=True)
+    labels = torch.randint(0, vocab, (ROWS,))
+    rows = ROWS // chunks
+    mode = LiveBytes()
+    with mode:
+        hidden_states = x * 1  # the final norm's output
+        pieces = [c.detach().requires_grad_(True) for c in torch.split(hidden_states, rows, dim=0)]
+        accumulated = torch.zeros(ROWS, hidden, dtype=torch.float32)
+        for i, (piece, target) in enumerate(zip(pieces, torch.split(labels, rows), strict=True)):
+            logits = piece @ w.t()
+            loss = F.cross_entropy(logits.float(), target, reduction="sum")
+            loss.backward()
+            assert piece.grad is not None
+            accumulated[i * rows:(i + 1) * rows].copy_(piece.grad)
+            piece.grad = None
+        hidden_states.backward(accumulated.to(torch.bfloat16))
+    return mode.peak
+
+
 def loss_parallel_peak(vocab: int) -> int | None:
     """Peak bytes of loss_parallel's local forward and backward on one rank's fp32 logits shard (the 16-bit
     logits it was cast from are alive in forward, as in the trainer); None where this PyTorch lacks them."""

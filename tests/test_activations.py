@@ -316,18 +316,30 @@ def test_llama_model(shape, attn):
     assert ratio(measured, planned) == pytest.approx(1.0, abs=TOL), (measured, planned)
 
 
-def _loss_bytes_per_logit(framework: str, tp: int) -> float:
+def _loss_bytes_per_logit(framework: str, tp: int, chunks: int | None = None) -> float:
     """What the planner's loss chunk and its backward working set add per logit of a rank (two vocabularies
     apart, so the norm and output-layer inputs cancel)."""
     from loss_oracle import ROWS
 
     def total(vocab: int) -> float:
         m = gpt_spec(1, ROWS, 64, 4, 256, vocab)
-        _, saved, transient = extras_bytes(m, resolve(Implementation(framework=framework)),
+        _, saved, transient = extras_bytes(m, resolve(Implementation(framework=framework, loss_chunks=chunks)),
                                            ActivationShape(s=ROWS, b=1, t=tp, r=1, dropout=False))
         return float(saved + transient)
 
     return (total(8000) - total(4000)) * tp / (ROWS * 4000)
+
+
+@pytest.mark.parametrize("chunks", [2, 8])
+def test_chunked_loss_working_set_is_pytorchs(chunks: int) -> None:
+    """torchtitan's ChunkedLossWrapper: one chunk's logits at a time, held through that chunk's backward with the
+    fp32 log-probabilities and both fp32 gradients (14 B per logit of the chunk); per logit of the micro-batch
+    that is 14/N, against 12 unchunked (which drops the logits before backward)."""
+    from loss_oracle import ROWS, chunked_peak
+
+    per_logit = (chunked_peak(8000, chunks) - chunked_peak(4000, chunks)) / (ROWS * 4000)
+    assert per_logit == pytest.approx(_loss_bytes_per_logit("torchtitan", 1, chunks), abs=0.05)
+    assert per_logit == pytest.approx(14 / chunks, abs=0.05)
 
 
 @pytest.mark.parametrize("framework,keep", [("fsdp", True), ("torchtitan", False)])

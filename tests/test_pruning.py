@@ -32,6 +32,9 @@ STACKS: dict[str, dict[str, Any]] = {
         "model": "deepseek-v2-lite", "job": {"seq_len": 4096, "global_batch": 128, "precision": "fp8",
                                              "fp32_grad_accumulation": False},
         "implementation": {"framework": "megatron-core", "cuda_graphs": True, "fp8_param_gather": True}},
+    "llama torchtitan chunked loss": {
+        "model": "llama-3.1-8b", "job": {"seq_len": 8192, "global_batch": 64},
+        "implementation": {"framework": "torchtitan", "loss_chunks": 8}},
     "llama torchtitan HSDP": {
         "model": "llama-2-13b", "job": {"seq_len": 4096, "global_batch": 64},
         "implementation": {"framework": "torchtitan"}, "layout": {"dp_shard": 2}},

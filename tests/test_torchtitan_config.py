@@ -48,8 +48,9 @@ def test_the_llama3_8b_registry_config_as_saved() -> None:
     assert (cfg.model_name, cfg.seq, cfg.toml, cfg.precision_read) == ("llama-3.1-8b", 8192, False, False)
     assert cfg.to_layout(64) == Layout(dp=64, zero=3, recompute="selective", micro_batch=1, global_batch=64)
     assert cfg.unsupported == {}
-    assert any("ChunkedLossWrapper over 8 chunks" in n for n in cfg.notes)
+    assert cfg.loss_chunks == 8 and cfg.implementation().loss_chunks == 8  # ChunkedLossWrapper(num_chunks=8)
     assert any("quantisation converters" in n for n in cfg.notes)
+    assert parse_torchtitan_toml(saved(loss={"global_vocab_size": 128256})).implementation().loss_chunks is None
 
 
 def test_tokens_pipeline_and_checkpoint_policies() -> None:
@@ -88,6 +89,7 @@ def test_tokens_pipeline_and_checkpoint_policies() -> None:
     ({"parallelism__enable_sequence_parallel": "yes"}, "enable_sequence_parallel must be true or false"),
     ({"activation_checkpoint": ["full"]}, "activation_checkpoint must be a mapping or null"),
     ({"parallelism": 4}, "parallelism must be a mapping"),
+    ({"loss": {"num_chunks": 0}}, "num_chunks must be a positive integer"),
 ])
 def test_bad_saved_configs_name_the_key(change: dict[str, Any], message: str) -> None:
     with pytest.raises(InputError, match=message):
@@ -122,7 +124,8 @@ def _implementation(draw: st.DrawFn, layout: Layout) -> Implementation:
     fp8 = layout.precision == "fp8"
     return Implementation(framework="torchtitan",
                           fp8_recipe=draw(st.sampled_from(["blockwise", "mxfp8"])) if fp8 else None,
-                          cross_entropy=draw(st.sampled_from([None, "fused"])))
+                          cross_entropy=draw(st.sampled_from([None, "fused"])),
+                          loss_chunks=draw(st.sampled_from([None, 2, 8])))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
@@ -147,7 +150,8 @@ def test_config_function_round_trip(case: tuple[ModelSpec, Layout], data: st.Dat
     cfg = saved_config(layout, SEQ, m, impl)
     back, knobs = round_trip_with_implementation("torchtitan-config", layout, model=m, seq=SEQ, implementation=impl)
     assert back == layout.model_copy(update={"zero": (3 if layout.zero == 3 else 2) if sharded else 0})
-    assert (knobs.fp8_recipe, knobs.cross_entropy == "fused") == (impl.fp8_recipe, impl.cross_entropy == "fused")
+    assert (knobs.fp8_recipe, knobs.cross_entropy == "fused", knobs.loss_chunks) == \
+        (impl.fp8_recipe, impl.cross_entropy == "fused", impl.loss_chunks)
     text = config_function(layout, SEQ, m, impl)
     compile(text, "plan.py", "exec")
     written = config_settings(text)

@@ -77,6 +77,7 @@ class TorchtitanConfig:
     fp8_recipe: Fp8Recipe | None = None
     fp8_param_gather: bool = False
     compiled_loss: bool = False  # the loss under torch.compile: one Inductor kernel on the bf16 logits
+    loss_chunks: int | None = None  # ChunkedLossWrapper num_chunks (saved configs)
     precision_read: bool = True  # False: the file cannot say (a saved Trainer.Config records no converters)
     toml: bool = True  # a job TOML; False: a saved Trainer.Config (torchtitan from February 2026)
     unsupported: dict[str, str] = field(default_factory=dict)
@@ -109,6 +110,7 @@ class TorchtitanConfig:
             "framework": "torchtitan", "reshard_after_forward": policy, "fp8_recipe": self.fp8_recipe,
             "fp8_param_gather": self.fp8_param_gather, "recompute_modules": None,
             "cross_entropy": "fused" if self.compiled_loss else (base.cross_entropy if base else None),
+            "loss_chunks": self.loss_chunks if not self.toml else (base.loss_chunks if base else None),
         })
 
     def to_layout(self, gpus: int) -> Layout:
@@ -330,12 +332,11 @@ def _from_dump(data: Mapping[str, Any], where: str) -> tuple[dict[str, Any], dic
     else:
         notes.append("the saved config does not record quantisation converters (Float8 / MXFP8 Linear configs "
                      "serialise as Linear): read as bf16 unless a scenario beside it states job.precision")
-    loss = _section(data, "loss", where)
-    if "num_chunks" in loss:
-        notes.append(f"loss: ChunkedLossWrapper over {loss['num_chunks']} chunks of the sequence; planner "
-                     "counts the whole sequence's logits at once (an upper bound on the loss's memory)")
+    loss = dict(_section(data, "loss", where))
+    if "num_chunks" in loss:  # ChunkedLossWrapper
+        loss["num_chunks"] = _positive(loss, "num_chunks", 1, f"{where}: loss")
     sections = {"training": training, "parallelism": parallelism, "activation_checkpoint": checkpoint,
-                "optimizer": optimizer, "model": model, "float8": float8,
+                "optimizer": optimizer, "model": model, "float8": float8, "loss": loss,
                 "compile": dict(_section(data, "compile", where))}
     return sections, unsupported, notes, converters is not None
 
@@ -490,6 +491,7 @@ def parse_torchtitan_toml(
         offload_optimizer=bool(offload and offload[1] is True), recompute_num_layers=recompute_num_layers,
         fp8_recipe=fp8_recipe, fp8_param_gather=fp8_gather, compiled_loss=compiled_loss, unsupported=unsupported,
         notes=notes, where=where, precision_read=precision_read, toml=not dump,
+        loss_chunks=t.int("num_chunks", 1, "loss") if dump and t.find("num_chunks", "loss") else None,
     )
 
 
@@ -621,6 +623,9 @@ def torchtitan_toml_from_layout(layout: Layout, seq: int, model: ModelSpec | str
     impl = implementation or Implementation(framework="torchtitan")
     parallel = parallelism_section(layout, impl, spec)
     training_checks(layout)
+    if (impl.loss_chunks or 1) > 1:
+        raise InputError("loss_chunks: torchtitan's job TOML has no chunked loss (ChunkedLossWrapper came with its "
+                         "config functions: --emit torchtitan-config)")
     checkpoint: dict[str, TomlValue] = {"mode": layout.recompute}
     if layout.recompute == "selective":
         checkpoint["selective_ac_option"] = "op"

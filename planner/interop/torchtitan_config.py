@@ -77,6 +77,9 @@ def saved_config(layout: Layout, seq: int, model: ModelSpec | str | None = None,
         "compile": {"enable": True, "components": ["loss"]} if impl.cross_entropy == "fused" else {"enable": False},
         "optimizer": {"param_groups": [{"optimizer_name": "Adam" if layout.optimizer == "adam" else "AdamW"}]},
     }
+    vocab = {"global_vocab_size": spec.vocab} if spec is not None else {}
+    chunks = impl.loss_chunks or 1
+    out["loss"] = {"num_chunks": chunks, "loss_fn": vocab} if chunks > 1 else vocab
     return out
 
 
@@ -114,6 +117,16 @@ def config_function(layout: Layout, seq: int, model: ModelSpec | str | None = No
         imports.append(f"from torchtitan.distributed.activation_checkpoint import {policy}")
         lines.append(f"    config.activation_checkpoint = {policy}.Config()")
     lines += [f"    config.compile.{k} = {_python(v)}" for k, v in cfg["compile"].items()]
+    loss = cfg["loss"]
+    vocab_size = loss.get("loss_fn", loss).get("global_vocab_size")
+    vocab = f"global_vocab_size={vocab_size}" if vocab_size else ""
+    if "num_chunks" in loss:
+        imports.append("from torchtitan.components.loss import ChunkedLossWrapper, CrossEntropyLoss")
+        lines.append(f"    config.loss = ChunkedLossWrapper.Config(num_chunks={loss['num_chunks']}, "
+                     f"loss_fn=CrossEntropyLoss.Config({vocab}))")
+    else:
+        imports.append("from torchtitan.components.loss import CrossEntropyLoss")
+        lines.append(f"    config.loss = CrossEntropyLoss.Config({vocab})")
     opt = cfg["optimizer"]["param_groups"][0]["optimizer_name"]
     lines.append(f"    config.optimizer.param_groups[0].optimizer_name = {_python(opt)}")
     lines.append("    return config")

@@ -512,20 +512,38 @@ def extras_bytes(m: ModelSpec, k: Knobs, x: ActivationShape) -> tuple[Any, Any, 
     gradient (2sbV/t)."""
     sb = x.s * x.b
     embedding = 8 * sb + (sb * m.hidden / x.r if x.dropout else 0)
-    loss = _head_inputs(m, k, x)
+    if k.loss_chunks > 1:
+        return embedding, *_chunked_loss(m, k, x)
+    # eager models return the 16-bit logits (Hugging Face), which a trainer holds unless it drops them first
+    # (torchtitan train.py `del pred`); a column-parallel output layer leaves them sharded over TP
+    held = not k.fused_norm and not k.preset.frees_logits_before_backward
+    saved, transient = _logit_bytes(m, k, x, held)
+    return embedding, _head_inputs(m, k, x) + saved, transient
+
+
+def _logit_bytes(m: ModelSpec, k: Knobs, x: ActivationShape, held: bool) -> tuple[Any, Any]:
+    """(saved, transient) of the cross-entropy over the logits of x's tokens (the extras_bytes doc), with the
+    16-bit logits themselves held through backward when `held`."""
+    sb = x.s * x.b
+    logits = sb * m.vocab / x.t
     if k.cross_entropy in ("fused", "fused_inplace"):
-        transient = 2 * sb * m.vocab / x.t if k.cross_entropy == "fused" else 0.0
-        return embedding, loss + 2 * sb * m.vocab / x.t + 4 * sb, transient
-    loss = loss + 4 * sb * m.vocab / x.t
-    if not k.fused_norm and not k.preset.frees_logits_before_backward:
-        # eager models return the 16-bit logits (Hugging Face); a column-parallel output layer leaves them
-        # sharded over TP
-        loss = loss + 2 * sb * m.vocab / x.t
+        return 2 * logits + 4 * sb, 2 * logits if k.cross_entropy == "fused" else 0.0
     if k.cross_entropy == "vocab_parallel":
         grad_bytes: Any = 2
     else:
         grad_bytes = np.where(k.preset.dtensor_loss_parallel & (np.asarray(x.t) > 1), 12, 8)
-    return embedding, loss, grad_bytes * sb * m.vocab / x.t
+    return (4 + (2 if held else 0)) * logits, grad_bytes * logits
+
+
+def _chunked_loss(m: ModelSpec, k: Knobs, x: ActivationShape) -> tuple[Any, Any]:
+    """(kept, transient) of a loss run over N chunks of the tokens, each chunk's output layer, cross-entropy and
+    backward at once (torchtitan components/loss.py ChunkedLossWrapper): the decoder's backward starts from
+    the final norm's saved input, its output — replicated over TP, the chunks' shared input — and the summed
+    16-bit gradient of it; while the chunks run, an fp32 accumulator of that gradient (GradAccumulator,
+    dtype float32) and one chunk's cross-entropy, whose 16-bit logits the loop holds through its backward."""
+    saved, transient = _logit_bytes(m, k, x, held=True)
+    sbh = x.s * x.b * m.hidden
+    return norm_saved(m, k, x, m.hidden) + 2 * sbh + 2 * sbh, 4 * sbh + (saved + transient) / k.loss_chunks
 
 
 def _head_inputs(m: ModelSpec, k: Knobs, x: ActivationShape) -> Any:
@@ -537,7 +555,11 @@ def _head_inputs(m: ModelSpec, k: Knobs, x: ActivationShape) -> Any:
 def head_backward_bytes(m: ModelSpec, k: Knobs, x: ActivationShape) -> Any:
     """Bytes of one micro-batch alive while the output layer runs its backward: the loss has freed what it saved
     and left the 16-bit gradient of the logits (the `.float()` cast's backward, or a fused kernel's output),
-    next to the output layer's and the final norm's saved inputs."""
+    next to the output layer's and the final norm's saved inputs. A chunked loss runs the output layer's
+    backward chunk by chunk inside the loss: its kept and transient bytes."""
+    if k.loss_chunks > 1:
+        kept, transient = _chunked_loss(m, k, x)
+        return kept + transient
     return _head_inputs(m, k, x) + 2 * x.s * x.b * m.vocab / x.t
 
 

@@ -245,6 +245,7 @@ class Knobs:
     amax_history_len: int
     recompute_modules: tuple[str, ...]
     cross_entropy: CrossEntropyKernel
+    loss_chunks: int  # 1: the loss over a micro-batch's tokens at once
     selective: Literal["modules", "op"]
     stage_output: Literal["freed", "tp_partitioned", "kept"]
     state: StateLayout
@@ -330,6 +331,7 @@ def resolve(impl: Implementation, layout: Layout | None = None, gpu: GpuSku | No
         amax_history_len=p.amax_history_len if recipe == "delayed" else 0,
         recompute_modules=tuple(impl.recompute_modules or ("core_attn",)),
         cross_entropy=impl.cross_entropy or (p.cross_entropy if fused else "fp32"),
+        loss_chunks=impl.loss_chunks or 1,
         stage_output=p.stage_output,
         selective=p.selective if impl.recompute_modules is None else "modules",
         state=p.state,
