@@ -132,13 +132,13 @@ def test_pruned_solve_equals_the_full_evaluation(data: dict[str, Any]) -> None:
     same_answer(Scenario.model_validate(data), top_k=3)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(small_scenarios())
 def test_pruned_pareto_front_equals_the_full_evaluation(data: dict[str, Any]) -> None:
     same_answer(Scenario.model_validate(data), top_k=3, pareto=True)
 
 
-@pytest.mark.parametrize("path", ["scenarios/mixtral_8x7b_ep.yaml", "scenarios/compare_gpt3.yaml"])
+@pytest.mark.parametrize("path", ["scenarios/compare_gpt3.yaml"])
 def test_shipped_fronts_prune_to_the_same_points(path: str) -> None:
     """--pareto reads the non-dominated plans only: the same front as evaluating every layout, from fewer."""
     sc = load_scenario(path)

@@ -128,7 +128,7 @@ def _implementation(draw: st.DrawFn, layout: Layout) -> Implementation:
                           loss_chunks=draw(st.sampled_from([None, 2, 8])))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
 @given(legal_layouts(), st.data())
 def test_config_function_round_trip(case: tuple[ModelSpec, Layout], data: st.DataObject) -> None:
     """What the config function sets reads back, through the saved-config reader, as the layout (ZeRO-1/2 as FSDP
