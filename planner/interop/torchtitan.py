@@ -41,6 +41,10 @@ FLAVORS: dict[tuple[str, str], str] = {
     ("llama2", "7B"): "llama-2-7b",
     ("llama2", "13B"): "llama-2-13b",
     ("llama2", "70B"): "llama-2-70b",
+    # torchtitan/models/deepseek_v3/__init__.py: "16B" has DeepSeek-V2-Lite's shape (27 layers, dim 2048, MLA with
+    # kv_lora_rank 512, 64 routed experts of 1408 + 2 shared, top-6, one dense layer), "671B" DeepSeek-V3's
+    ("deepseek_v3", "16B"): "deepseek-v2-lite",
+    ("deepseek_v3", "671B"): "deepseek-v3",
 }
 # Schedules that hold more than one model chunk per pipeline rank (torch.distributed.pipelining).
 _LOOPED = ("interleaved1f1b", "loopedbfs", "interleavedzerobubble", "zbvzerobubble", "dualpipev")

@@ -24,8 +24,9 @@ from planner.errors import InputError
 from planner.interop.torchtitan import FLAVORS, parallelism_section, training_checks
 from planner.schema import Implementation, Layout, ModelSpec
 
-# torchtitan's registry function per flavor (torchtitan/models/llama3/config_registry.py @b5bcd76)
-REGISTRY = {("llama3", "8B"): "llama3_8b", ("llama3", "70B"): "llama3_70b", ("llama3", "405B"): "llama3_405b"}
+# torchtitan's registry function per flavor (torchtitan/models/{llama3,deepseek_v3}/config_registry.py @b5bcd76)
+REGISTRY = {("llama3", "8B"): "llama3_8b", ("llama3", "70B"): "llama3_70b", ("llama3", "405B"): "llama3_405b",
+            ("deepseek_v3", "16B"): "deepseek_v3_16b", ("deepseek_v3", "671B"): "deepseek_v3_671b"}
 CONVERTER_CLASSES = {"float8": "Float8LinearConverter", "mxfp8": "MXFP8LinearConverter"}
 
 
