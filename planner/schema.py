@@ -773,6 +773,11 @@ class Implementation(Strict):
         "it reruns attention in backward, as torchtitan did for cuDNN attention (its Blackwell kernel) before "
         "b39377f (December 2025) put every SDPA backend on its save list; null = kept",
     )
+    pipeline_outputs_kept: bool = Field(
+        False, description="the last pipeline stage keeps every micro-batch's output (its 16-bit logits) until the "
+        "step ends: torch.distributed.pipelining merges them for step()'s return (stage.py output_chunks), as "
+        "torchtitan ran it before e5ef99aab (October 2025) passed return_outputs=False",
+    )
     reshard_after_forward: bool | None = Field(
         None,
         description="FSDP/ZeRO-3: free gathered parameters after forward and gather again for backward; "

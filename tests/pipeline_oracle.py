@@ -4,7 +4,8 @@ rank holds at its peak, under Schedule1F1B and ScheduleInterleaved1F1B.
 `chunks_in_flight(schedule, pp, microbatches)` spawns `pp` ranks; each hosts one stage (1F1B) or two (interleaved)
 of identical residual MLP blocks, runs a warm-up step and a measured step under a dispatch mode that follows every
 storage an op creates (tests/loss_oracle.py), and reports how many block activations (the ReLU outputs autograd
-keeps, one per block and micro-batch) were alive at once at most, in model chunks.
+keeps, one per block and micro-batch) were alive at once at most, in model chunks, and how many micro-batch
+outputs the last stage holds when the step returns.
 """
 
 from __future__ import annotations
@@ -79,24 +80,35 @@ def _worker(rank: int, world: int, init: str, schedule: str, microbatches: int, 
                     sched.step(target=target, losses=[])
                 else:
                     sched.step()
+        # the last stage's outputs step() merges at the end (stage.py output_chunks, cleared by the next step)
+        held = len(stages[-1].output_chunks) if rank == world - 1 else 0
         with open(f"{out}.{rank}", "w") as f:
-            f.write(str(mode.most / BLOCKS_PER_CHUNK))
+            f.write(f"{mode.most / BLOCKS_PER_CHUNK} {held}")
     finally:
         dist.destroy_process_group()
 
 
-def chunks_in_flight(schedule: str, pp: int, microbatches: int) -> list[float]:
-    """Per rank, the most model chunks' worth of micro-batch activations alive at once."""
+def pipelined_step(schedule: str, pp: int, microbatches: int) -> tuple[list[float], list[int]]:
+    """Per rank, the most model chunks' worth of micro-batch activations alive at once, and the micro-batch
+    outputs its last stage still holds when step() returns (step() run as torchtitan ran it before
+    return_outputs=False: outputs kept for the merge)."""
     with tempfile.TemporaryDirectory() as tmp:
         init = f"file://{os.path.join(tmp, 'rendezvous')}"
         out = os.path.join(tmp, "result")
         mp.start_processes(_worker, args=(pp, init, schedule, microbatches, out), nprocs=pp, join=True,
                            start_method="spawn")
-        got = []
+        chunks, held = [], []
         for r in range(pp):
             with open(f"{out}.{r}") as f:
-                got.append(float(f.read()))
-        return got
+                most, kept = f.read().split()
+            chunks.append(float(most))
+            held.append(int(kept))
+        return chunks, held
+
+
+def chunks_in_flight(schedule: str, pp: int, microbatches: int) -> list[float]:
+    """Per rank, the most model chunks' worth of micro-batch activations alive at once."""
+    return pipelined_step(schedule, pp, microbatches)[0]
 
 
 if __name__ == "__main__":

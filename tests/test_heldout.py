@@ -95,11 +95,16 @@ def test_pipelining_keeps_a_receive_buffer_per_micro_batch(held_out: tuple[list,
     """torch.distributed.pipelining allocates a forward-input and an input-gradient buffer for every micro-batch of
     the step on a middle stage (stage.py _prepare_forward_infra / _prepare_backward_infra), where Megatron posts one
     of each: doubling the 405B 1F1B run's micro-batches from 8 to 16 adds 8 × 2 sequence-sharded activations to its
-    most loaded (middle) rank, and the interleaved run's reserved peak (72.7 GiB) is predicted within 5 %."""
+    most loaded (middle) rank, and the interleaved run's reserved peak (72.7 GiB) is predicted within 5 %.
+    (With every micro-batch's logits kept on the last stage, as @9dec370's pipelining did, 16 micro-batches move
+    the peak to the last rank.)"""
     results, _ = held_out
     by_id = {r.id: r for r in results}
     assert abs(by_id["torchtitan-2412-h100-llama3.1-405b-512gpu-interleaved-1f1b"].memory_error or 1) <= 0.05
     run = next(r for r in validation.load_runs() if r["id"] == "torchtitan-2412-h100-llama3.1-405b-512gpu-1f1b")
+    # the receive buffers alone: without the last stage's kept logits, which at 16 micro-batches outweigh them
+    run = dict(run, planner=dict(run["planner"], implementation=dict(run["planner"]["implementation"],
+                                                                     pipeline_outputs_kept=False)))
     job = run["planner"]["job"]
     doubled = dict(run, planner=dict(run["planner"], job=dict(job, global_batch=2 * job["global_batch"])))
     base, more = (validation.evaluate_run(r).evaluation.memory for r in (run, doubled))

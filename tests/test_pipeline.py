@@ -17,7 +17,7 @@ import pytest
 
 from planner.catalog import get_model
 from planner.model import pipeline
-from planner.model.memory import Recipe, rank_plan
+from planner.model.memory import Recipe, pipeline_outputs_held, rank_plan
 from planner.model.pipeline import PipelineSplit, inflight_states, schedule_order, virtual_stage_layers
 from planner.schema import Layout
 from planner.workloads.training.legality import layout_problems
@@ -218,9 +218,13 @@ def test_a_real_pipelined_step_holds_what_the_schedule_says() -> None:
     activations followed storage by storage. The most alive at once on each rank are the planner's in-flight
     chunks: min(p − rank, M) under 1F1B, 2(p − rank − 1) + (v − 1)p + 1 under interleaving."""
     pytest.importorskip("torch.distributed.pipelining")
-    from pipeline_oracle import chunks_in_flight
+    from pipeline_oracle import pipelined_step
 
     pp, m = 2, 6
     for schedule, vpp in (("1f1b", 1), ("interleaved", 2)):
         planned = [float(inflight_states(pp, vpp, m, rank).sum(axis=1).max()) for rank in range(pp)]
-        assert chunks_in_flight(schedule, pp, m) == planned
+        chunks, held = pipelined_step(schedule, pp, m)
+        assert chunks == planned
+        # step() keeps every micro-batch's output on the last rank for its merge (implementation.
+        # pipeline_outputs_kept, as torchtitan ran it before return_outputs=False)
+        assert held == [0] * (pp - 1) + [pipeline_outputs_held(pp, m)]

@@ -417,6 +417,10 @@ def parse_torchtitan_toml(
         )
     if t.find("pipeline_parallel_split_points", *par) and pp > 1:
         unsupported["parallelism.pipeline_parallel_split_points"] = "uneven pipeline stages are not modelled"
+    if pp > 1 and not dump:
+        notes.append("torchtitan before e5ef99aab (October 2025) kept the last stage's logits of every micro-batch "
+                     "until the step ended (torch.distributed.pipelining merged them for step()); for a run of "
+                     "that version set implementation.pipeline_outputs_kept in a scenario beside the file")
     chunks = _model_parts(t, par, pp)
     if chunks is not None:
         vpp = len(chunks) // pp

@@ -750,6 +750,9 @@ def training_memory_table(
         if k.cuda_graphs:
             # each captured layer owns static input and output buffers (Megatron transformer/cuda_graphs.py)
             extra = extra + (dl + ml) * 2 * 2 * sbh_r
+        if k.pipeline_outputs_kept:  # the last stage's 16-bit logits of every micro-batch
+            kept = per_row([pipeline_outputs_held(p, mb) for (p, _, mb), _ in groups])
+            extra = extra + np.where(hd, kept, 0.0) * 2 * x.s * x.b * m.vocab / x.t
         comp: dict[str, np.ndarray] = {
             "weights": weights,
             "gradients": dense_par * (gd + held_g) + expert_par * (ge + held_g),
@@ -770,6 +773,13 @@ def training_memory_table(
             best = {key: np.where(take, comp[key], best[key]) for key in comp}
     assert best is not None
     return {key: val.reshape(shape) for key, val in best.items()}
+
+
+def pipeline_outputs_held(pp: int, microbatches: int) -> int:
+    """Micro-batch outputs the last stage holds through a step when torch.distributed.pipelining keeps them for
+    step() to merge (stage.py forward_one_chunk appends each to output_chunks; the next step clears them):
+    every one of the step's, with more than one stage."""
+    return microbatches if pp > 1 else 0
 
 
 def training_memory_floor(

@@ -236,6 +236,7 @@ class Knobs:
     attention: Literal["flash", "eager"]
     attention_kernel: AttentionKernel
     op_sac_saves_attention: bool  # torchtitan's op-level checkpoint keeps the attention kernel's output
+    pipeline_outputs_kept: bool  # the last stage holds every micro-batch's logits until the step ends
     dropout: float
     fp8: bool
     fp8_recipe: Fp8Recipe
@@ -321,6 +322,7 @@ def resolve(impl: Implementation, layout: Layout | None = None, gpu: GpuSku | No
         attention_kernel=impl.attention_kernel or (p.attention_kernel_blackwell if _blackwell(gpu) else None)
         or p.attention_kernel,
         op_sac_saves_attention=impl.op_sac_saves_attention is not False,
+        pipeline_outputs_kept=impl.pipeline_outputs_kept,
         dropout=impl.dropout,
         fp8=fp8,
         fp8_recipe=recipe,
