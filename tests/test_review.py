@@ -154,3 +154,27 @@ def test_deepspeed_better_plan_changes_only_json_keys() -> None:
 def test_bad_requests_name_what_is_missing(request_fields: dict[str, object], match: str) -> None:
     with pytest.raises(InputError, match=match):
         review(ReviewRequest(**request_fields), better=False)  # type: ignore[arg-type]
+
+
+def test_the_inputs_own_overlaps_are_timed() -> None:
+    """Megatron-LM leaves gradient reduction after the backward unless --overlap-grad-reduce is given
+    (arguments.py, store_true) and pipelines TP collectives with --tp-comm-overlap; torchtitan's async TP does the
+    latter. The review times what the input sets (a note says so), unless the scenario's `efficiency:` says."""
+    args = ("--num-layers 32 --hidden-size 4096 --num-attention-heads 32 --seq-length 4096 --max-position-embeddings "
+            "4096 --vocab-size 32000 --micro-batch-size 1 --global-batch-size 64 --tensor-model-parallel-size 2 "
+            "--sequence-parallel --bf16 --use-distributed-optimizer")
+    plain, both = (review(ReviewRequest(megatron_args=a, gpu="h100", gpus=16), better=False)
+                   for a in (args, args + " --overlap-grad-reduce --overlap-param-gather --tp-comm-overlap"))
+    b0, b1 = plain.evaluation.time.breakdown, both.evaluation.time.breakdown
+    assert b0["dp_comm"] > b1["dp_comm"] and b0["tp_comm"] > b1["tp_comm"]
+    notes = [f.message for f in plain.findings if f.code == "note"]
+    assert any("dp_overlap 0" in n for n in notes) and not any("tp_overlap" in n for n in notes)
+    assert not any("--overlap-grad-reduce" in f.message for f in both.findings if f.code == "ignored_flags")
+    sc = scenario({}).model_copy(update={"efficiency": scenario({}).efficiency.model_copy(update={"dp_overlap": 1.0})})
+    stated = review(ReviewRequest(megatron_args=args, scenario=sc, gpu="h100", gpus=16), better=False)
+    assert stated.evaluation.time.breakdown["dp_comm"] == pytest.approx(b1["dp_comm"])
+    toml = ("[parallelism]\ntensor_parallel_degree = 2\nenable_async_tensor_parallel = true\n"
+            "[training]\nseq_len = 4096\n")
+    tt = review(ReviewRequest(torchtitan=toml, model="llama-2-7b", gpu="h100", gpus=16), better=False)
+    assert any("tp_overlap 1" in f.message for f in tt.findings)
+    assert parse_torchtitan_toml(toml).async_tp and not parse_torchtitan_toml(toml.replace("= 2", "= 1")).async_tp

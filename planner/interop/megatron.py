@@ -5,7 +5,8 @@
 variables the text sets to plain values (and `${NAME:-default}`) are substituted, `$(...)` is not evaluated,
 and both branches of an `if` are read, a repeated flag's last value winning as in argparse. Every other
 flag is accounted for: a documented set (`IGNORED_FLAGS`: paths, logging, learning-rate schedule, seeds,
-fusions, communication overlap) is listed in `MegatronConfig.ignored`; anything else lands in
+fusions, communication overlap) is listed in `MegatronConfig.ignored` (`overlaps()` reads the overlap switches
+there); anything else lands in
 `MegatronConfig.unknown` for the caller to warn about; flags that change the answer in a way planner does
 not model go to `MegatronConfig.unsupported` with the reason. Nothing is dropped silently.
 
@@ -299,6 +300,18 @@ class MegatronConfig:
     @property
     def gpus_needed_per_dp_replica(self) -> int:
         return self.tp * self.pp * self.cp
+
+    def overlaps(self) -> dict[str, float]:
+        """The communication overlaps the arguments switch, as Efficiency fields: --tp-comm-overlap pipelines
+        the TP collectives with their GEMMs (Transformer Engine userbuffers); without --overlap-grad-reduce the
+        gradient reduction waits for the backward to finish (its default, megatron/training/arguments.py
+        store_true), where planner's megatron-core preset overlaps it as NeMo and Megatron-Bridge recipes do."""
+        out: dict[str, float] = {}
+        if "--tp-comm-overlap" in self.ignored:
+            out["tp_overlap"] = 1.0
+        if "--overlap-grad-reduce" not in self.ignored:
+            out["dp_overlap"] = 0.0
+        return out
 
     def implementation(self) -> Implementation:
         """The kernels the arguments select. Flash attention regenerates its dropout mask, so only the

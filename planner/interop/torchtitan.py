@@ -82,6 +82,7 @@ class TorchtitanConfig:
     fp8_param_gather: bool = False
     compiled_loss: bool = False  # the loss under torch.compile: one Inductor kernel on the bf16 logits
     loss_chunks: int | None = None  # ChunkedLossWrapper num_chunks (saved configs)
+    async_tp: bool = False  # TP collectives micro-pipelined with their matmuls (Inductor's async TP)
     precision_read: bool = True  # False: the file cannot say (a saved Trainer.Config records no converters)
     toml: bool = True  # a job TOML; False: a saved Trainer.Config (torchtitan from February 2026)
     unsupported: dict[str, str] = field(default_factory=dict)
@@ -474,6 +475,10 @@ def parse_torchtitan_toml(
     reduce = t.str("mixed_precision_reduce", "float32", "training", "parallelism")
 
     compiled_loss = _compiled_loss(t)
+    # async TP: [experimental] (2024), [parallelism] (2025), compile (saved configs, 2026)
+    async_tp = t.find("enable_async_tensor_parallel", "parallelism", "experimental", "compile")
+    if async_tp is not None and not isinstance(async_tp[1], bool):
+        raise InputError(f"{where}: {async_tp[0]} must be true or false, got {async_tp[1]!r}")
 
     offload = t.find("enable_cpu_offload", "training", "parallelism")
     if offload and offload[1] is True:
@@ -499,6 +504,7 @@ def parse_torchtitan_toml(
         offload_optimizer=bool(offload and offload[1] is True), recompute_num_layers=recompute_num_layers,
         fp8_recipe=fp8_recipe, fp8_param_gather=fp8_gather, compiled_loss=compiled_loss, unsupported=unsupported,
         notes=notes, where=where, precision_read=precision_read, toml=not dump,
+        async_tp=async_tp is not None and async_tp[1] and tp > 1,
         loss_chunks=t.int("num_chunks", 1, "loss") if dump and t.find("num_chunks", "loss") else None,
     )
 

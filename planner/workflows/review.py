@@ -241,15 +241,35 @@ def _from_megatron(req: ReviewRequest) -> Config:
     else:
         layout = cfg.to_layout(n * dp)
     sc = req.scenario
-    ignored = [Finding("ignored_flags", "info", f"{len(cfg.ignored)} flags change neither memory nor time: "
-                       + " ".join(cfg.ignored))] if cfg.ignored else []
+    read = [f for f in cfg.ignored if f not in OVERLAP_FLAGS]
+    ignored = [Finding("ignored_flags", "info", f"{len(read)} flags change neither memory nor time: "
+                       + " ".join(read))] if read else []
     if layout.gpus == gpus and (launch := cfg.launch_mismatch(gpus)) is not None:  # else the layout's own finding
         ignored.insert(0, Finding("gpu_count_mismatch", "warning", launch))
+    common, overlap_notes = _with_overlaps(_common(req, model), cfg.overlaps())
     return Config(source="megatron", model=model, layout=layout, gpus=gpus,
                   seq=pick(cfg.seq, req.seq, sc.job.seq_len if sc else None, model.training_seq),
                   implementation=cfg.implementation(),
-                  read=_listed(cfg.unknown, cfg.unsupported, cfg.notes, "Megatron-LM") + ignored,
-                  **_common(req, model))
+                  read=_listed(cfg.unknown, cfg.unsupported, cfg.notes + overlap_notes, "Megatron-LM") + ignored,
+                  **common)
+
+
+# Megatron-LM switches the review reads as overlaps (MegatronConfig.overlaps); the others in IGNORED_FLAGS are speed
+# settings planner's time model has no term for
+OVERLAP_FLAGS = ("--tp-comm-overlap", "--overlap-grad-reduce")
+OVERLAP_TEXT = {
+    ("tp_overlap", 1.0): "TP collectives pipelined with their GEMMs (tp_overlap 1)",
+    ("dp_overlap", 0.0): "gradient reduction after the backward, not overlapped with it (dp_overlap 0)",
+}
+
+
+def _with_overlaps(common: dict[str, Any], overlaps: Mapping[str, float]) -> tuple[dict[str, Any], list[str]]:
+    """The input's own communication overlaps as efficiency fields, where the scenario's `efficiency:` sets none
+    of its own; with a note per field taken."""
+    eff = common["efficiency"]
+    taken = {k: v for k, v in overlaps.items() if getattr(eff, k) is None}
+    notes = [f"as the input sets it: {OVERLAP_TEXT.get((k, v), f'{k} {v:g}')}" for k, v in taken.items()]
+    return {**common, "efficiency": eff.model_copy(update=taken)}, notes
 
 
 def _from_deepspeed(req: ReviewRequest) -> Config:
@@ -284,6 +304,7 @@ def _from_torchtitan(req: ReviewRequest) -> Config:
     model = _need_model(cfg.model, f"{cfg.where} ([model] flavor {cfg.flavor})")
     gpus = _need_gpus(req, "torchtitan")
     sc = req.scenario
+    common, overlap_notes = _with_overlaps(_common(req, model), {"tp_overlap": 1.0} if cfg.async_tp else {})
     if not cfg.precision_read and sc is not None and "precision" in sc.job.model_fields_set:
         # a saved Trainer.Config cannot say whether Float8 / MXFP8 converters ran: the scenario says
         fp8 = sc.job.precision == "fp8"
@@ -296,7 +317,7 @@ def _from_torchtitan(req: ReviewRequest) -> Config:
     return Config(source="torchtitan", model=model, layout=layout, gpus=gpus, seq=cfg.seq,
                   form=None if cfg.toml else "torchtitan-config",  # a saved config: today's torchtitan
                   implementation=cfg.implementation(sc.implementation if sc else None),
-                  read=_listed([], cfg.unsupported, cfg.notes, "torchtitan"), **_common(req, model))
+                  read=_listed([], cfg.unsupported, cfg.notes + overlap_notes, "torchtitan"), **common)
 
 
 def _from_published(req: ReviewRequest) -> Config:
