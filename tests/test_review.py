@@ -178,3 +178,10 @@ def test_the_inputs_own_overlaps_are_timed() -> None:
     tt = review(ReviewRequest(torchtitan=toml, model="llama-2-7b", gpu="h100", gpus=16), better=False)
     assert any("tp_overlap 1" in f.message for f in tt.findings)
     assert parse_torchtitan_toml(toml).async_tp and not parse_torchtitan_toml(toml.replace("= 2", "= 1")).async_tp
+    # DeepSpeed overlaps the gradient reduction only with overlap_comm, on by default at stage 3 alone
+    cases = ((2, None, True), (2, True, False), (3, None, False), (3, False, True), (0, None, True))
+    for zero, overlap, taken in cases:
+        ds = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1, "bf16": {"enabled": True},
+              "zero_optimization": {"stage": zero} | ({} if overlap is None else {"overlap_comm": overlap})}
+        r = review(ReviewRequest(deepspeed=ds, model="llama-2-7b", gpu="h100", gpus=8), better=False)
+        assert any("dp_overlap 0" in f.message for f in r.findings) == taken, (zero, overlap)

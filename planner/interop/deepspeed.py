@@ -56,6 +56,7 @@ class DeepSpeedConfig:
     recompute: Recompute = "none"
     optimizer: Optimizer | None = None
     activation_offload: bool = False  # activation_checkpointing.cpu_checkpointing
+    overlap_comm: bool = False  # zero_optimization.overlap_comm as DeepSpeed resolves it
     unknown: list[str] = field(default_factory=list)
     unsupported: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -68,6 +69,12 @@ class DeepSpeedConfig:
             return None
         assert self.train_batch and self.micro_batch and self.grad_accum
         return self.train_batch // (self.micro_batch * self.grad_accum)
+
+    def overlaps(self) -> dict[str, float]:
+        """The gradient reduction's overlap with the backward, as an Efficiency field: DeepSpeed overlaps it only
+        with zero_optimization.overlap_comm, true by default at stage 3 alone (runtime/zero/config.py
+        overlap_comm_valid); without ZeRO the engine all-reduces after the backward."""
+        return {} if self.zero > 0 and self.overlap_comm else {"dp_overlap": 0.0}
 
     def implementation(self, base: Implementation | None = None) -> Implementation:
         """DeepSpeed's framework knobs over `base` (the model code's kernels: a scenario's implementation)."""
@@ -251,6 +258,10 @@ def parse_deepspeed_config(path_or_dict: str | os.PathLike[str] | Mapping[str, A
             "parameter offload is not modelled: planner keeps the ZeRO-3 weight shards in GPU memory "
             "(memory overestimated) and leaves out their PCIe traffic (time underestimated)"
         )
+    overlap = zero_section.get("overlap_comm")
+    if overlap is not None and not isinstance(overlap, bool):
+        raise InputError(f"{where}: key 'zero_optimization.overlap_comm' must be true or false, "
+                         f"got {json.dumps(overlap)}")
     hpz = zero_section.get("zero_hpz_partition_size", 1)
     if isinstance(hpz, int) and hpz > 1:
         unsupported["zero_optimization.zero_hpz_partition_size"] = (
@@ -324,7 +335,7 @@ def parse_deepspeed_config(path_or_dict: str | os.PathLike[str] | Mapping[str, A
     return DeepSpeedConfig(
         zero=stage, offload_optimizer=offload, micro_batch=micro, grad_accum=accum, train_batch=train,
         precision=precision, grad_accum_dtype=accum_dtype, recompute=recompute, optimizer=optimizer,
-        activation_offload=cpu_checkpoints,
+        activation_offload=cpu_checkpoints, overlap_comm=stage == 3 if overlap is None else overlap,
         unknown=[k for k in data if k not in KNOWN_KEYS], unsupported=unsupported, notes=notes, where=where,
     )
 

@@ -287,13 +287,14 @@ def _from_deepspeed(req: ReviewRequest) -> Config:
         global_batch=pick(req.global_batch, sc.job.global_batch if sc and cfg.train_batch is None else None),
         precision=sc.job.precision if sc and cfg.precision is None else None,
     )
+    common, overlap_notes = _with_overlaps(_common(req, model), cfg.overlaps())
     return Config(source="deepspeed", model=model, layout=layout, gpus=gpus,
                   seq=pick(req.seq, sc.job.seq_len if sc else None, model.training_seq),
                   implementation=cfg.implementation(sc.implementation if sc else None),
-                  read=_listed(cfg.unknown, cfg.unsupported, cfg.notes, "DeepSpeed"),
+                  read=_listed(cfg.unknown, cfg.unsupported, cfg.notes + overlap_notes, "DeepSpeed"),
                   # TP, PP, CP and sequence parallelism live in the model code and launcher, not in the JSON
                   fixed={"tp": tp, "pp": pp, "cp": 1, "vpp": 1, "ep": 1, "sequence_parallel": False},
-                  **_common(req, model))
+                  **common)
 
 
 def _from_torchtitan(req: ReviewRequest) -> Config:
