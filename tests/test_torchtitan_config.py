@@ -3,8 +3,8 @@
 
 torchtitan_llama3_8b_config.json is `--module llama3 --config llama3_8b` as Trainer.Config.to_dict writes it
 (torchtitan @b5bcd76, torchtitan/trainer.py; config_registry.py llama3_8b: 8192 tokens per micro-batch at
-8192 context, SelectiveAC, ChunkedLossWrapper over 8 chunks, AdamW), its model tree cut to the fields
-planner reads (dim, vocab_size, one entry per layer)."""
+8192 context, SelectiveAC, ChunkedLossWrapper over 8 chunks, AdamW, FlexAttention), its model tree cut to the
+fields planner reads (dim, vocab_size, one entry per layer with its attention's inner_attention)."""
 
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ def test_the_llama3_8b_registry_config_as_saved() -> None:
     assert cfg.unsupported == {}
     assert cfg.loss_chunks == 8 and cfg.implementation().loss_chunks == 8  # ChunkedLossWrapper(num_chunks=8)
     assert any("quantisation converters" in n for n in cfg.notes)
+    assert any("FlexAttention (triton kernels" in n for n in cfg.notes)  # llama3_8b's attn_backend="flex"
     assert parse_torchtitan_toml(saved(loss={"global_vocab_size": 128256})).implementation().loss_chunks is None
 
 

@@ -380,6 +380,9 @@ def parse_torchtitan_toml(
 
     if dump and model is not None and (why := _dims_differ(saved_model, model)) is not None:
         unsupported["model_spec.model"] = why
+    if dump and (flex := _flex_attention(saved_model)) is not None:
+        notes.append(f"attention: FlexAttention ({flex}; block-causal masks over packed documents, torchtitan's "
+                     "default from 2026) is timed as the preset's SDPA flash kernel")
     tp, pp = t.int("tensor_parallel_degree", 1, *par), t.int("pipeline_parallel_degree", 1, *par)
     sp = t.find("enable_sequence_parallel", *par)
     if sp is not None and not isinstance(sp[1], bool):
@@ -507,6 +510,21 @@ def parse_torchtitan_toml(
         async_tp=async_tp is not None and async_tp[1] and tp > 1,
         loss_chunks=t.int("num_chunks", 1, "loss") if dump and t.find("num_chunks", "loss") else None,
     )
+
+
+def _flex_attention(saved: Any) -> str | None:
+    """The FlexAttention backend a saved model's first layer runs ("triton", or its kernel_options BACKEND), None
+    for another attention (VarlenAttention keeps `window_size`; FlexAttention.Config holds `block_size` and
+    `kernel_options`, torchtitan/models/common/attention.py)."""
+    layers = saved.get("layers") if isinstance(saved, Mapping) else None
+    first = layers[0] if isinstance(layers, list) and layers else None
+    attention = first.get("attention") if isinstance(first, Mapping) else None
+    inner = attention.get("inner_attention") if isinstance(attention, Mapping) else None
+    if not isinstance(inner, Mapping) or "block_size" not in inner:
+        return None
+    options = inner.get("kernel_options")
+    backend = options.get("BACKEND") if isinstance(options, Mapping) else None
+    return f"{str(backend).lower()} backend" if backend else "triton kernels"
 
 
 def _dims_differ(saved: Any, model: ModelSpec) -> str | None:
