@@ -175,6 +175,10 @@ def test_what_todays_torchtitan_cannot_run_is_refused() -> None:
                   implementation=Implementation(framework="torchtitan", fp8_recipe="mxfp8"))
     assert 'config.model_spec = model_registry("8B", converters=[MXFP8LinearConverter.Config()])' in text
     # a model with no torchtitan flavor: the user's own function is the base
+    split = saved_config(Layout(pp=2, vpp=2, dp=4, zero=2, recompute="full", global_batch=16,
+                                pipeline_layout=(8, 8, 8, 8)), SEQ, m)
+    parts = split["parallelism"]["module_fqns_per_model_part"]
+    assert parts[0][0] == "tok_embeddings" and parts[-1][-2:] == ["norm", "lm_head"]  # today's module names
     other = export("torchtitan-config", base, model=get_model("mixtral-8x7b"), seq=SEQ)
     assert "config = base_config()" in other
     diff = changes("torchtitan-config", export("torchtitan-config", base, model=m, seq=SEQ),

@@ -45,6 +45,9 @@ def saved_config(layout: Layout, seq: int, model: ModelSpec | str | None = None,
                          "each expert whole (expert_tp 1)")
     parallelism: dict[str, Any] = {k: v for k, v in toml.items()
                                    if k not in ("pipeline_parallel_microbatch_size", "expert_tensor_parallel_degree")}
+    if isinstance(parts := parallelism.get("module_fqns_per_model_part"), list):
+        # the output projection is `lm_head` in today's models (distributed/pipeline_parallel.py), `output` before
+        parallelism["module_fqns_per_model_part"] = [["lm_head" if f == "output" else f for f in p] for p in parts]
     if layout.tp > 1:
         parallelism["enable_sequence_parallel"] = layout.sequence_parallel
     if layout.pp > 1:  # every micro-batch of a step in one pipeline schedule
