@@ -198,3 +198,24 @@ def test_deepseek_flavors_are_the_catalog_models() -> None:
         assert cfg.model_name == name and "model_spec.model" not in cfg.unsupported
         m = get_model(name)
         assert (m.hidden, m.vocab, m.layers) == shape
+
+
+def test_loss_chunks_must_divide_a_micro_batchs_tokens(tmp_path: Path) -> None:
+    """ChunkedLossWrapper asserts equal chunks of the tokens a rank holds: a saved config that breaks it is an
+    error finding (exit 1), a scenario that does is refused naming the key."""
+    odd = saved(loss={"num_chunks": 7, "loss_fn": {}})
+    r = runner.invoke(app, ["review", "--torchtitan", _write(tmp_path, odd), "--gpu", "h100", "--gpus", "64",
+                            "--no-better", "--format", "json"])
+    assert r.exit_code == 1, r.output
+    assert any(f["code"] == "loss_chunks_not_divisible" for f in json.loads(r.stdout)["findings"])
+    sc = tmp_path / "s.yaml"
+    sc.write_text("model: llama-3.1-8b\njob: {tokens: 1e11, seq_len: 8192, global_batch: 64}\n"
+                  "implementation: {framework: torchtitan, loss_chunks: 7}\nestimate: {gpu: h100, gpus: 8}\n")
+    r = runner.invoke(app, ["estimate", str(sc)])
+    assert r.exit_code == 2 and f"{sc}: implementation.loss_chunks: 7 does not divide the 8,192 tokens" in r.output
+
+
+def _write(tmp_path: Path, data: dict[str, Any]) -> str:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    return str(path)

@@ -30,7 +30,7 @@ from planner.workflows.inputs import Inputs, default_tokens, pick
 from planner.workloads.expected import IDEAL, Basis
 from planner.workloads.training.evaluation import Evaluation, merged_efficiency
 from planner.workloads.training.layout import as_fields
-from planner.workloads.training.legality import layout_problems
+from planner.workloads.training.legality import layout_problems, loss_chunk_problem
 
 if TYPE_CHECKING:
     from planner.interop.published import Case, Comparison
@@ -315,10 +315,12 @@ def _from_torchtitan(req: ReviewRequest) -> Config:
                       + [f"precision {sc.job.precision} from the scenario's job.precision"])
     others = cfg.replicate * cfg.tp * cfg.pp * cfg.cp
     layout = cfg.to_layout(others * (_dp(gpus, others) if cfg.shard == -1 else cfg.shard))
+    chunks = [Finding("loss_chunks_not_divisible", "error", why)
+              for why in [loss_chunk_problem(layout, cfg.seq, cfg.loss_chunks, "loss.num_chunks")] if why]
     return Config(source="torchtitan", model=model, layout=layout, gpus=gpus, seq=cfg.seq,
                   form=None if cfg.toml else "torchtitan-config",  # a saved config: today's torchtitan
                   implementation=cfg.implementation(sc.implementation if sc else None),
-                  read=_listed([], cfg.unsupported, cfg.notes + overlap_notes, "torchtitan"), **common)
+                  read=chunks + _listed([], cfg.unsupported, cfg.notes + overlap_notes, "torchtitan"), **common)
 
 
 def _from_published(req: ReviewRequest) -> Config:

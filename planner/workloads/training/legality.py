@@ -36,6 +36,18 @@ def offload_problem(m: ModelSpec, offload_layers: int | None) -> str | None:
     return None
 
 
+def loss_chunk_problem(layout: Layout, seq: int, chunks: int | None,
+                       key: str = "implementation.loss_chunks") -> str | None:
+    """torchtitan's ChunkedLossWrapper splits a micro-batch's tokens on each rank (micro_batch·seq/cp, the decoder's
+    flat token dimension) into equal chunks and asserts they divide (components/loss.py `_chunk_local`)."""
+    tokens = layout.micro_batch * seq // layout.cp
+    if chunks is not None and chunks > 1 and tokens % chunks:
+        return (f"{key}: {chunks} does not divide the {tokens:,} tokens per rank of a micro-batch "
+                f"(micro_batch·seq/cp = {layout.micro_batch}·{seq}/{layout.cp}); torchtitan's ChunkedLossWrapper "
+                "needs equal chunks")
+    return None
+
+
 def layout_problems(
     m: ModelSpec,
     layout: Layout,
