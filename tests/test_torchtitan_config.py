@@ -202,12 +202,14 @@ def test_deepseek_flavors_are_the_catalog_models() -> None:
 
 def test_loss_chunks_must_divide_a_micro_batchs_tokens(tmp_path: Path) -> None:
     """ChunkedLossWrapper asserts equal chunks of the tokens a rank holds: a saved config that breaks it is an
-    error finding (exit 1), a scenario that does is refused naming the key."""
+    error finding (exit 1), a scenario that does is refused naming the key, and the solver offers no such layout
+    (the same answer as the exhaustive enumeration, which checks the rule on each whole layout)."""
     odd = saved(loss={"num_chunks": 7, "loss_fn": {}})
     r = runner.invoke(app, ["review", "--torchtitan", _write(tmp_path, odd), "--gpu", "h100", "--gpus", "64",
                             "--no-better", "--format", "json"])
     assert r.exit_code == 1, r.output
-    assert any(f["code"] == "loss_chunks_not_divisible" for f in json.loads(r.stdout)["findings"])
+    assert any(f["code"] == "illegal_layout" and "loss_chunks: 7 does not divide" in f["message"]
+               for f in json.loads(r.stdout)["findings"])
     sc = tmp_path / "s.yaml"
     sc.write_text("model: llama-3.1-8b\njob: {tokens: 1e11, seq_len: 8192, global_batch: 64}\n"
                   "implementation: {framework: torchtitan, loss_chunks: 7}\nestimate: {gpu: h100, gpus: 8}\n")
@@ -219,3 +221,28 @@ def _write(tmp_path: Path, data: dict[str, Any]) -> str:
     path = tmp_path / "config.json"
     path.write_text(json.dumps(data))
     return str(path)
+
+
+def test_the_solver_offers_no_layout_the_loss_chunks_rule_breaks() -> None:
+    """With 3 chunks a 4096-token micro-batch splits only when the micro-batch (over cp) holds a multiple of 3
+    sequences: the solver's space is the exhaustive enumeration's, which checks the rule on every whole layout, and
+    its plans keep it."""
+    from planner.scenario import Scenario
+    from planner.search.exhaustive import enumerate_plans
+    from planner.search.problem import resolve_problem
+    from planner.workflows.solve import solve
+
+    sc = Scenario.model_validate({
+        "name": "chunks", "model": "llama-2-7b", "job": {"tokens": 2e9, "seq_len": 4096, "global_batch": 48},
+        "hardware": {"skus": ["h100-sxm"], "max_gpus": 16}, "objective": "cost",
+        "implementation": {"framework": "torchtitan", "loss_chunks": 3},
+        "layout": {"zero": 1, "vpp": 1, "sequence_parallel": False, "pp": 1}})
+    result = solve(sc, top_k=3)
+    ref = enumerate_plans(resolve_problem(sc))
+    assert result.search_space_size == ref.space_size > 0
+    assert result.plans and ref.best is not None and result.solutions[0].cost_cents == ref.best[0]
+    for plan in result.plans:
+        lay = plan.evaluation.layout
+        assert (lay.micro_batch * 4096 // lay.cp) % 3 == 0 and not plan.evaluation.problems
+    free = sc.model_copy(update={"implementation": sc.implementation.model_copy(update={"loss_chunks": None})})
+    assert solve(free, top_k=1).search_space_size > result.search_space_size

@@ -27,7 +27,7 @@ from planner.schema import (
     master_weights_problem,
 )
 from planner.workloads.training.evaluation import Evaluation, evaluate
-from planner.workloads.training.legality import layout_problems, loss_chunk_problem, offload_problem, sequence_problem
+from planner.workloads.training.legality import layout_problems, offload_problem, sequence_problem
 
 # Without --tokens: the compute-optimal budget of Hoffmann et al. 2022 (Chinchilla), ~20 tokens per parameter.
 CHINCHILLA_TOKENS_PER_PARAM = 20.0
@@ -191,10 +191,9 @@ def layout(sc: Scenario | None, model: ModelSpec, *, overrides: Mapping[str, Any
     fw = framework or (sc.implementation.framework if sc else "megatron-core")
     if (why := master_weights_problem(fw, out.master_weights)) is not None:
         raise InputError(("--master-weights " if "master_weights" in flags else "job.master_weights ") + why)
-    if strict and sc is not None and (why := loss_chunk_problem(out, seq, sc.implementation.loss_chunks)):
-        raise InputError(why)
     if strict:
-        problems = layout_problems(model, out, gpus=gpus, node_size=node, seq=seq, framework=fw)
+        problems = layout_problems(model, out, gpus=gpus, node_size=node, seq=seq, framework=fw,
+                                   loss_chunks=sc.implementation.loss_chunks if sc else None)
         if problems:
             origins = {k: f"--{k.replace('_', '-')}" for k, v in overrides.items() if v is not None}
             origins.setdefault("global_batch", "--global-batch" if global_batch is not None else "job.global_batch")

@@ -30,7 +30,7 @@ from planner.workflows.inputs import Inputs, default_tokens, pick
 from planner.workloads.expected import IDEAL, Basis
 from planner.workloads.training.evaluation import Evaluation, merged_efficiency
 from planner.workloads.training.layout import as_fields
-from planner.workloads.training.legality import layout_problems, loss_chunk_problem
+from planner.workloads.training.legality import layout_problems
 
 if TYPE_CHECKING:
     from planner.interop.published import Case, Comparison
@@ -113,7 +113,7 @@ class Config(Inputs):
 
     def problems(self, layout: Layout) -> list[str]:
         return layout_problems(self.model, layout, gpus=self.gpus, node_size=self.gpus_per_node, seq=self.seq,
-                               framework=self.implementation.framework)
+                               framework=self.implementation.framework, loss_chunks=self.implementation.loss_chunks)
 
     def runnable(self, layout: Layout) -> Evaluation | None:
         """The evaluation of a legal layout that fits; None otherwise."""
@@ -315,12 +315,10 @@ def _from_torchtitan(req: ReviewRequest) -> Config:
                       + [f"precision {sc.job.precision} from the scenario's job.precision"])
     others = cfg.replicate * cfg.tp * cfg.pp * cfg.cp
     layout = cfg.to_layout(others * (_dp(gpus, others) if cfg.shard == -1 else cfg.shard))
-    chunks = [Finding("loss_chunks_not_divisible", "error", why)
-              for why in [loss_chunk_problem(layout, cfg.seq, cfg.loss_chunks, "loss.num_chunks")] if why]
     return Config(source="torchtitan", model=model, layout=layout, gpus=gpus, seq=cfg.seq,
                   form=None if cfg.toml else "torchtitan-config",  # a saved config: today's torchtitan
                   implementation=cfg.implementation(sc.implementation if sc else None),
-                  read=chunks + _listed([], cfg.unsupported, cfg.notes + overlap_notes, "torchtitan"), **common)
+                  read=_listed([], cfg.unsupported, cfg.notes + overlap_notes, "torchtitan"), **common)
 
 
 def _from_published(req: ReviewRequest) -> Config:

@@ -190,7 +190,8 @@ def evaluate(
         memory=memory,
         time=time,
         rate=rate,
-        problems=layout_problems(model, layout, node_size=node, seq=seq, framework=impl.framework),
+        problems=layout_problems(model, layout, node_size=node, seq=seq, framework=impl.framework,
+                                 loss_chunks=impl.loss_chunks),
         framework=impl.framework,
         basis=basis,
     )

@@ -36,13 +36,12 @@ def offload_problem(m: ModelSpec, offload_layers: int | None) -> str | None:
     return None
 
 
-def loss_chunk_problem(layout: Layout, seq: int, chunks: int | None,
-                       key: str = "implementation.loss_chunks") -> str | None:
+def loss_chunk_problem(layout: Layout, seq: int, chunks: int | None) -> str | None:
     """torchtitan's ChunkedLossWrapper splits a micro-batch's tokens on each rank (micro_batch·seq/cp, the decoder's
     flat token dimension) into equal chunks and asserts they divide (components/loss.py `_chunk_local`)."""
     tokens = layout.micro_batch * seq // layout.cp
     if chunks is not None and chunks > 1 and tokens % chunks:
-        return (f"{key}: {chunks} does not divide the {tokens:,} tokens per rank of a micro-batch "
+        return (f"implementation.loss_chunks: {chunks} does not divide the {tokens:,} tokens per rank of a micro-batch "
                 f"(micro_batch·seq/cp = {layout.micro_batch}·{seq}/{layout.cp}); torchtitan's ChunkedLossWrapper "
                 "needs equal chunks")
     return None
@@ -55,11 +54,15 @@ def layout_problems(
     node_size: int | None = None,
     seq: int | None = None,
     framework: Framework = "megatron-core",
+    loss_chunks: int | None = None,
 ) -> list[str]:
     """Every rule the layout breaks, as 'field: what is wrong (what is allowed)'; empty when legal. Pipeline
-    splits and FSDP with pipeline parallelism follow what `framework` runs (planner.model.pipeline)."""
+    splits and FSDP with pipeline parallelism follow what `framework` runs (planner.model.pipeline); `loss_chunks`
+    (implementation.loss_chunks) must divide a micro-batch's tokens per rank."""
     out: list[str] = []
     if seq is not None and (why := sequence_problem(m, seq)) is not None:
+        out.append(why)
+    if seq is not None and (why := loss_chunk_problem(layout, seq, loss_chunks)) is not None:
         out.append(why)
     t, p, v = layout.tp, layout.pp, layout.vpp
     if m.heads % t:

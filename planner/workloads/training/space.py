@@ -93,8 +93,10 @@ def _problems(w: TrainingWorkload, codes: dict[str, int], node: int | None) -> l
     rule is checked where the fields it reads are given, not against their defaults."""
     layout = w.template.layout(**codes)
     unread = {k: None for k, reads in EXTRA_READS.items() if not set(reads) <= set(codes)}
+    # the loss-chunk rule reads the micro-batch and cp together: judged where both are given
+    chunks = w.implementation.loss_chunks if {"micro_batch", "cp"} <= set(codes) else None
     return layout_problems(w.model, layout.model_copy(update=unread) if unread else layout, node_size=node,
-                           seq=w.seq, framework=w.implementation.framework)
+                           seq=w.seq, framework=w.implementation.framework, loss_chunks=chunks)
 
 
 def legal(w: TrainingWorkload, t: Columns, fields: Sequence[str], node: int | None = None) -> np.ndarray:
@@ -243,6 +245,8 @@ def lattice(w: TrainingWorkload, nodes: Sequence[int], counts: GpuCounts) -> Lat
     # data side: dp × micro-batch × cp × ep × (tp, SP), filtered as each axis joins
     t = _filtered(w, cross(axis("dp", dom["dp"]), axis("micro_batch", dom["micro_batch"])), ["dp", "micro_batch"])
     t = cross(t, _filtered(w, axis("cp", dom["cp"]), ["cp"]))
+    if (w.implementation.loss_chunks or 1) > 1:  # a rule on micro_batch and cp together
+        t = where(t, legal(w, {"micro_batch": t["micro_batch"], "cp": t["cp"]}, ["micro_batch", "cp"]))
     t = where(t, t["dp"] * t["cp"] <= cap)
     folded = any(dom["expert_tp"])  # EP may then fold over TP too: judged once TP has joined
     t = cross(t, axis("ep", dom["ep"]))
