@@ -35,7 +35,8 @@ def test_tables_and_markdown_render() -> None:
 
 
 def test_bad_flags_exit_2_naming_the_flag() -> None:
-    for extra, named in ((["--weight-dtype", "fp5"], "--weight-dtype"), (["--tp", "3"], "tp=3")):
+    for extra, named in ((["--weight-dtype", "fp5"], "--weight-dtype"), (["--tp", "3"], "tp=3"),
+                         (["--seed", "-1"], "--seed")):
         r = runner.invoke(app, [*ONE, *extra])
         assert r.exit_code == 2 and named in r.output and len(r.output.strip().splitlines()) == 1, r.output
     r = runner.invoke(app, ["serve", "--gpu", "h100"])

@@ -192,6 +192,7 @@ SERVING: dict[str, Any] = {
 SERVING_KEYS = [("serving", "traffic", "qps"), ("serving", "traffic", "input"), ("serving", "traffic", "output"),
                 ("serving", "slo", "ttft_ms"), ("serving", "slo", "percentile"), ("serving", "engine"),
                 ("serving", "weight_dtype"), ("serving", "search", "tp"), ("serving", "search", "batch_limits"),
+                ("serving", "search", "seed"),
                 ("hardware", "skus"), ("hardware", "max_gpus"), ("model",), ("gpus",), ("serving", "unknown_key")]
 # A scenario's own GPU: plausible keys with hostile values, named so hardware.skus / max_gpus may pick it.
 GPU_DEFINITION = st.fixed_dictionaries(

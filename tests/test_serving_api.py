@@ -95,3 +95,14 @@ def test_latency_at_concurrency_within_target() -> None:
     assert median_error(res, "ttft_ms") <= 0.20
     assert median_error(res, "tpot_ms") <= 0.20
     assert median_error(res, "output_tokens_per_s") <= 0.20
+
+
+def test_a_seed_numpy_cannot_take_is_bad_input() -> None:
+    """A negative seed (or one past 2^63) is an InputError from the API, not numpy's ValueError."""
+    import pytest
+
+    from planner import evaluate_deployment
+    from planner.errors import InputError
+
+    with pytest.raises(InputError, match="seed must be an integer"):
+        evaluate_deployment("llama-3-8b", "h100-sxm", concurrency=1, seed=-1)

@@ -53,7 +53,8 @@ def serve_command(
     engine: Annotated[str, typer.Option("--engine", help="vllm, trtllm or sglang")] = "vllm",
     requests: Annotated[int | None, typer.Option("--requests", min=50, max=100_000, help="requests to simulate")]
     = None,
-    seed: Annotated[int, typer.Option("--seed", help="seeds request lengths and arrivals")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=2**63 - 1,
+                                      help="seeds request lengths and arrivals")] = 0,
     prefill_replicas: Annotated[int | None, typer.Option(
         "--prefill-replicas", min=1, max=MAX_GPUS, help="disaggregated: prefill replicas of --gpu × --tp (needs --qps)",
         show_default=False)] = None,

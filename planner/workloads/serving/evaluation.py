@@ -98,6 +98,13 @@ class DeploymentResult:
         }
 
 
+def _rng(seed: int) -> np.random.Generator:
+    """The request sampler; a seed numpy cannot take (negative, past 2^63) is bad input."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise InputError(f"seed must be an integer in [0, 2^63), got {seed!r}")
+    return np.random.default_rng(seed)
+
+
 def overload_note(offered: float, completing: float, requests: int, what: str = "the replica") -> str:
     """The overload warning: the offered rate, the rate requests completed at while they arrived."""
     return (f"overloaded: {offered:g} requests/s offered, {what} completes {completing:.3g}/s while requests "
@@ -234,7 +241,7 @@ def evaluate_deployment(
     if not fits:
         return DeploymentResult(ttft_ms=None, tpot_ms=None, output_tokens_per_s=None, requests_per_s=None,
                                 fits=False, **common)  # type: ignore[arg-type]
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed)
     n = requests or default_requests(concurrency, qps, mean_out)
     ins, outs = lin.sample(n, rng), lout.sample(n, rng)
     if qps is not None:
@@ -398,7 +405,7 @@ def evaluate_disaggregated(
         link, gbs = "nvlink", pg.intra_node_gbs * pg.efficiency.intra_node
     else:
         link, gbs = "network", pg.network_gbps / 8 * pg.efficiency.inter_node
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed)
     requests = requests or DISAGG_REQUESTS
     lin, lout = LengthDist.of(input_len), LengthDist.of(output_len)
     ins, outs = lin.sample(requests, rng), lout.sample(requests, rng)

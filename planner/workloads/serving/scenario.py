@@ -120,7 +120,7 @@ class ServingSearch(Strict):
     max_replicas: PositiveInt = Field(512, description="replicas per candidate at most")
     requests: PositiveInt = Field(300, ge=50, le=20000, description="requests per simulation")
     slices: PositiveInt = Field(10, le=100, description="parts each class's traffic is split into for assignment")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="seeds the sampled request lengths and arrivals")
 
 
 class ServingSpec(Strict):
