@@ -91,6 +91,8 @@ def test_tokens_pipeline_and_checkpoint_policies() -> None:
     ({"activation_checkpoint": ["full"]}, "activation_checkpoint must be a mapping or null"),
     ({"parallelism": 4}, "parallelism must be a mapping"),
     ({"loss": {"num_chunks": 0}}, "num_chunks must be a positive integer"),
+    ({"optimizer": {"param_groups": -1}}, "param_groups must be a list"),
+    ({"optimizer": {"param_groups": [{"optimizer_name": ["AdamW"]}]}}, "optimizer_name must be a name"),
 ])
 def test_bad_saved_configs_name_the_key(change: dict[str, Any], message: str) -> None:
     with pytest.raises(InputError, match=message):

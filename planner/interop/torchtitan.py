@@ -320,7 +320,12 @@ def _from_dump(data: Mapping[str, Any], where: str) -> tuple[dict[str, Any], dic
         checkpoint = {"mode": "full"}  # FullAC: every block wrapped
 
     groups = _section(data, "optimizer", where).get("param_groups") or []
-    names = {g.get("optimizer_name") for g in groups if isinstance(g, Mapping)}
+    if not isinstance(groups, list):
+        raise InputError(f"{where}: optimizer.param_groups must be a list, got {type(groups).__name__}")
+    given = [g.get("optimizer_name") for g in groups if isinstance(g, Mapping)]
+    if not all(isinstance(n, str) for n in given):
+        raise InputError(f"{where}: optimizer.param_groups[].optimizer_name must be a name (AdamW, Adam, ...)")
+    names = set(given)
     optimizer = {"name": names.pop()} if len(names) == 1 else {}
     if len(names) > 0:
         unsupported["optimizer.param_groups"] = "several optimizers over parameter groups: taken as AdamW's state"
