@@ -25,6 +25,10 @@ MAX_LATENCY_US = 1e6
 # Prices: the dearest on-demand GPU-hour listed is ~$14 (hardware.md); a GPU with its server share ~$80k.
 MAX_USD_PER_GPU_HOUR = 1_000.0
 MAX_USD_PER_GPU = 10_000_000.0
+# Serving request rates: below one request per 11.6 days a fleet is an idle replica (and simulated arrival times lose
+# the millisecond resolution latencies need); the busiest public APIs serve ~1e5 requests/s, 1e6 is 10× that.
+MIN_QPS = 1e-6
+MAX_QPS = 1e6
 # A deadline beyond ten years or a budget beyond a trillion dollars is a typo, not a plan.
 MAX_DAYS = 3650.0
 MAX_BUDGET_USD = 1e12

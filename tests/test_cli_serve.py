@@ -193,3 +193,20 @@ def test_a_scenario_serves_on_gpus_it_defines(tmp_path: Path) -> None:
         for command in ("serve", "compare"):
             r = runner.invoke(app, [command, str(path)])
             assert r.exit_code == 2 and f"error: {path}: {key}: unknown GPU" in r.output, r.output
+
+
+def test_the_smallest_request_rate_is_served_by_one_replica(tmp_path: Path) -> None:
+    """Any positive rate needs a replica (a vanishing load still takes one capacity unit); rates outside
+    [MIN_QPS, MAX_QPS] are refused naming the key or flag, where they used to end in an internal error."""
+    from planner import MIN_QPS
+
+    path = _scenario(tmp_path, "{ttft_ms: 2000, tpot_ms: 100}", qps=MIN_QPS)
+    for command in ("serve", "compare"):
+        r = runner.invoke(app, [command, str(path), "--format", "json"])
+        assert r.exit_code == 0, r.output
+    plan = json.loads(runner.invoke(app, ["serve", str(path), "--format", "json"]).output)["plan"]
+    assert plan["gpus"] == 1 and plan["pools"][0]["replicas"] == 1
+    r = runner.invoke(app, ["serve", str(_scenario(tmp_path, "{ttft_ms: 2000, tpot_ms: 100}", qps=1e-30))])
+    assert r.exit_code == 2 and "serving.traffic.qps" in r.output
+    r = runner.invoke(app, ["compare", str(path), "--qps", "1e-9"])
+    assert r.exit_code == 2 and "--qps: 1e-9" in r.output

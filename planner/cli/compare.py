@@ -14,13 +14,14 @@ from typing import Annotated
 
 import typer
 
-from planner import MAX_BUDGET_USD, MAX_DAYS, MAX_SWEEP_POINTS, MAX_WORKERS
+from planner import MAX_BUDGET_USD, MAX_DAYS, MAX_QPS, MAX_SWEEP_POINTS, MAX_WORKERS, MIN_QPS
 from planner.cli.basis import ConfidenceFlag, ReliabilityFlag, ReliabilityOpt, reliability_value
 from planner.cli.common import output_dir, output_file, run, write_report
 from planner.report import Format
 
 # What each swept flag may reach (the scenario keys' own bounds).
-SWEEP_HIGH = {"--deadline": MAX_DAYS, "--budget": MAX_BUDGET_USD, "--qps": 1e6}  # --qps: as `planner serve --qps`
+SWEEP_HIGH = {"--deadline": MAX_DAYS, "--budget": MAX_BUDGET_USD, "--qps": MAX_QPS}  # --qps: as `planner serve --qps`
+SWEEP_LOW = {"--qps": MIN_QPS}
 
 
 def parse_sweep(text: str, flag: str) -> list[float]:
@@ -28,15 +29,16 @@ def parse_sweep(text: str, flag: str) -> list[float]:
     the flag's bound, at most MAX_SWEEP_POINTS of them."""
     from planner import InputError
 
-    high = SWEEP_HIGH.get(flag, math.inf)
+    high, low = SWEEP_HIGH.get(flag, math.inf), SWEEP_LOW.get(flag, 0.0)
 
     def number(s: str) -> float:
         try:
             v = float(s.strip().replace("_", ""))
         except ValueError:
             raise InputError(f"{flag}: {s.strip()!r} is not a number (give LO..HI:STEP or a comma list)") from None
-        if not math.isfinite(v) or v <= 0 or v > high:
-            raise InputError(f"{flag}: {s.strip()} must be a positive number up to {high:g}")
+        if not math.isfinite(v) or v <= 0 or v > high or v < low:
+            lo = f"from {low:g} " if low else "positive, "
+            raise InputError(f"{flag}: {s.strip()} must be a number {lo}up to {high:g}")
         return v
 
     def count(n: int) -> int:

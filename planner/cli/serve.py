@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from planner import MAX_GPUS
+from planner import MAX_GPUS, MAX_QPS, MIN_QPS
 from planner.cli.common import run, say
 from planner.report import Format
 
@@ -44,7 +44,7 @@ def serve_command(
     pp: Annotated[int, typer.Option("--pp", min=1, max=1024, help="pipeline stages per replica")] = 1,
     concurrency: Annotated[int | None, typer.Option(
         "--concurrency", min=1, max=100_000, help="closed-loop clients (default 1 unless --qps)")] = None,
-    qps: Annotated[float | None, typer.Option("--qps", min=1e-6, max=1e6, help="Poisson request rate instead")]
+    qps: Annotated[float | None, typer.Option("--qps", min=MIN_QPS, max=MAX_QPS, help="Poisson request rate instead")]
     = None,
     input_len: Annotated[int, typer.Option("--input-len", min=1, max=10_000_000, help="prompt tokens")] = 1024,
     output_len: Annotated[int, typer.Option("--output-len", min=1, max=10_000_000, help="output tokens")] = 256,

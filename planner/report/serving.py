@@ -59,7 +59,7 @@ def serving_text(s: ServingSolution, fmt: str) -> str:
     if fmt == "csv":
         return to_csv(rows)
     p = s.plan
-    head = (f"**{p.status}**: ${p.usd_per_hour:,.2f}/hour for {p.qps:g} requests/s on {p.gpus} GPUs; "
+    head = (f"**{p.status}**: ${p.usd_per_hour:,.2f}/hour for {p.qps:g} requests/s on {_gpus(p.gpus)}; "
             f"${p.usd_per_million_input_tokens:.3f} per million input tokens, "
             f"${p.usd_per_million_output_tokens:.3f} per million output tokens\n\n")
     body = to_markdown(rows)
@@ -89,7 +89,7 @@ def print_serving(con: Console, s: ServingSolution) -> None:
     for r in rows:
         t.add_row(*(Text(literal(v)) for v in r.values()))
     con.print(t)
-    con.print(Text(f"${p.usd_per_hour:,.2f}/hour on {p.gpus} GPUs; ${p.usd_per_million_input_tokens:.3f} per "
+    con.print(Text(f"${p.usd_per_hour:,.2f}/hour on {_gpus(p.gpus)}; ${p.usd_per_million_input_tokens:.3f} per "
                    f"million input tokens, ${p.usd_per_million_output_tokens:.3f} per million output tokens"))
     single = s.best_single_sku
     if single is not None and single is not p and single.usd_per_hour > p.usd_per_hour:
@@ -209,3 +209,7 @@ def cost_figure(s: ServingSolution) -> Figure:
     ax.set_xlabel("requests/s")
     ax.set_ylabel("$ per million output tokens (whole fleet)")
     return fig
+
+
+def _gpus(n: int) -> str:
+    return f"{n:,} GPU" + ("" if n == 1 else "s")

@@ -395,7 +395,9 @@ def selection_problem(cands: Sequence[Candidate], class_qps: Sequence[float], s:
     slices = sv.search.slices
     load = tuple(
         tuple(
-            (math.ceil(SCALE * (q * (1 + sv.search.headroom) / slices) / r - 1e-9) if r > 0 else None) if q > 0 else 0
+            # any positive rate takes at least one unit: a vanishing rate still needs a replica to serve it
+            (max(1, math.ceil(SCALE * (q * (1 + sv.search.headroom) / slices) / r - 1e-9)) if r > 0 else None)
+            if q > 0 else 0
             for q, r in zip(class_qps, c.rates, strict=True)
         )
         for c in cands

@@ -33,6 +33,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field, PositiveInt, ValidationError, model_validator
 
 from planner.errors import InputError, format_validation_error
+from planner.limits import MAX_QPS, MIN_QPS
 from planner.model.serving import KvDtype, ServingEfficiency, WeightDtype
 from planner.scenario import Hardware, Pricing, _number, read_yaml
 from planner.schema import GpuDefinition, GpuSku, ModelSpec, Strict
@@ -40,6 +41,7 @@ from planner.workloads.serving.engines import EngineOverride
 from planner.workloads.serving.simulation import LengthDist
 
 PositiveNumber = Annotated[float, BeforeValidator(_number), Field(gt=0, allow_inf_nan=False)]
+Rate = Annotated[float, BeforeValidator(_number), Field(ge=MIN_QPS, le=MAX_QPS, allow_inf_nan=False)]  # requests/s
 
 
 def _length(v: Any) -> Any:
@@ -69,7 +71,7 @@ class TrafficClass(Strict):
 class Traffic(Strict):
     """The load to serve: a Poisson request rate and the request lengths (one distribution, or classes)."""
 
-    qps: PositiveNumber = Field(description="mean requests per second at peak")
+    qps: Rate = Field(description="mean requests per second at peak")
     input: Length | None = None
     output: Length | None = None
     prefix_hit_rate: float = Field(0.0, ge=0, lt=1, description="share of prompt tokens served from the prefix cache")
@@ -133,7 +135,7 @@ class ServingSpec(Strict):
     kv_dtype: KvDtype | None = Field(None, description="default bf16")
     search: ServingSearch = ServingSearch()
     efficiency: ServingEfficiency = ServingEfficiency()
-    pareto_qps: list[PositiveNumber] | None = Field(None, description="request rates for the cost-vs-QPS trace")
+    pareto_qps: list[Rate] | None = Field(None, description="request rates for the cost-vs-QPS trace")
 
 
 class ServingScenario(Strict):
