@@ -170,6 +170,10 @@ def test_the_inputs_own_overlaps_are_timed() -> None:
     notes = [f.message for f in plain.findings if f.code == "note"]
     assert any("dp_overlap 0" in n for n in notes) and not any("tp_overlap" in n for n in notes)
     assert not any("--overlap-grad-reduce" in f.message for f in both.findings if f.code == "ignored_flags")
+    # and says what the switch would save: the step with the reduction overlapped, less the step as given
+    hint = [f for f in plain.findings if f.code == "gradient_reduction_not_overlapped"]
+    assert len(hint) == 1 and hint[0].message.startswith("--overlap-grad-reduce --overlap-param-gather would hide")
+    assert not any(f.code == "gradient_reduction_not_overlapped" for f in both.findings)
     sc = scenario({}).model_copy(update={"efficiency": scenario({}).efficiency.model_copy(update={"dp_overlap": 1.0})})
     stated = review(ReviewRequest(megatron_args=args, scenario=sc, gpu="h100", gpus=16), better=False)
     assert stated.evaluation.time.breakdown["dp_comm"] == pytest.approx(b1["dp_comm"])

@@ -103,6 +103,7 @@ class Config(Inputs):
     case: Case | None = None
     basis: Basis = IDEAL  # failures and the step-error quantile every evaluation is judged with
     form: str | None = None  # the format a better plan is handed back in, where the source's default is not it
+    overlap_switch: str | None = None  # the input's setting that would overlap its unoverlapped gradient reduction
 
     def evaluate(self, layout: Layout | None = None) -> Evaluation:
         return replace(super().evaluate(layout), basis=self.basis)
@@ -247,7 +248,8 @@ def _from_megatron(req: ReviewRequest) -> Config:
     if layout.gpus == gpus and (launch := cfg.launch_mismatch(gpus)) is not None:  # else the layout's own finding
         ignored.insert(0, Finding("gpu_count_mismatch", "warning", launch))
     common, overlap_notes = _with_overlaps(_common(req, model), cfg.overlaps())
-    return Config(source="megatron", model=model, layout=layout, gpus=gpus,
+    return Config(source="megatron", model=model, layout=layout, gpus=gpus, overlap_switch=_switch(
+                      common, "--overlap-grad-reduce" + (" --overlap-param-gather" if layout.zero == 1 else "")),
                   seq=pick(cfg.seq, req.seq, sc.job.seq_len if sc else None, model.training_seq),
                   implementation=cfg.implementation(),
                   read=_listed(cfg.unknown, cfg.unsupported, cfg.notes + overlap_notes, "Megatron-LM") + ignored,
@@ -261,6 +263,11 @@ OVERLAP_TEXT = {
     ("tp_overlap", 1.0): "TP collectives pipelined with their GEMMs (tp_overlap 1)",
     ("dp_overlap", 0.0): "gradient reduction after the backward, not overlapped with it (dp_overlap 0)",
 }
+
+
+def _switch(common: dict[str, Any], switch: str) -> str | None:
+    """`switch` where the input leaves the gradient reduction unoverlapped (dp_overlap 0 taken from it)."""
+    return switch if common["efficiency"].dp_overlap == 0.0 else None
 
 
 def _with_overlaps(common: dict[str, Any], overlaps: Mapping[str, float]) -> tuple[dict[str, Any], list[str]]:
@@ -289,6 +296,7 @@ def _from_deepspeed(req: ReviewRequest) -> Config:
     )
     common, overlap_notes = _with_overlaps(_common(req, model), cfg.overlaps())
     return Config(source="deepspeed", model=model, layout=layout, gpus=gpus,
+                  overlap_switch=_switch(common, "zero_optimization.overlap_comm: true") if cfg.zero > 0 else None,
                   seq=pick(req.seq, sc.job.seq_len if sc else None, model.training_seq),
                   implementation=cfg.implementation(sc.implementation if sc else None),
                   read=_listed(cfg.unknown, cfg.unsupported, cfg.notes + overlap_notes, "DeepSpeed"),
@@ -447,6 +455,20 @@ def _time(ev: Evaluation) -> list[Finding]:
             f"exposed communication {exposed:.2f} s is {exposed / t.step_seconds:.0%} of the step "
             f"(compute {t.breakdown.get('compute', 0.0):.2f} s); largest: {top} {comm[top]:.2f} s"))
     return out
+
+
+def _overlap(c: Config, ev: Evaluation) -> list[Finding]:
+    """What the input's own switch would save by overlapping its gradient reduction with the backward, where it
+    leaves it off and that saves at least MICRO_BATCH_GAIN's share of the step."""
+    if c.overlap_switch is None:
+        return []
+    on = replace(c, efficiency=c.efficiency.model_copy(update={"dp_overlap": None})).evaluate(c.layout)
+    saved = ev.time.step_seconds - on.time.step_seconds
+    if saved < MICRO_BATCH_GAIN * ev.time.step_seconds:
+        return []
+    return [Finding("gradient_reduction_not_overlapped", "warning",
+                    f"{c.overlap_switch} would hide {saved:.2f} s of the {ev.time.step_seconds:.2f} s step "
+                    f"({saved / ev.time.step_seconds:.0%}) behind the backward")]
 
 
 def _neighbours(c: Config, ev: Evaluation) -> list[Finding]:
@@ -615,7 +637,7 @@ def review(request: ReviewRequest, *, better: bool = True, time_limit_s: float =
     c = load_config(request)
     ev = c.evaluate(c.layout)
     problems = c.problems(c.layout)
-    findings = [*_legality(c, ev, problems), *_memory(ev), *_time(ev), *_neighbours(c, ev)]
+    findings = [*_legality(c, ev, problems), *_memory(ev), *_time(ev), *_overlap(c, ev), *_neighbours(c, ev)]
     plan = None
     if better:
         plan, found = search_better(c, ev, time_limit_s=time_limit_s)
