@@ -29,6 +29,8 @@ MAX_USD_PER_GPU = 10_000_000.0
 # the millisecond resolution latencies need); the busiest public APIs serve ~1e5 requests/s, 1e6 is 10× that.
 MIN_QPS = 1e-6
 MAX_QPS = 1e6
+# Seeds of the sampled serving requests: numpy's generators take non-negative integers; 2^63 − 1 keeps them int64.
+MAX_SEED = 2**63 - 1
 # A deadline beyond ten years or a budget beyond a trillion dollars is a typo, not a plan.
 MAX_DAYS = 3650.0
 MAX_BUDGET_USD = 1e12

@@ -18,8 +18,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, model_validator
 
 from planner.errors import InputError, format_validation_error
-from planner.scenario import EfficiencyOverride, FixedLayout, Job, read_yaml
-from planner.schema import GpuDefinition, GpuSku, Implementation, ModelSpec, Overheads, Strict
+from planner.scenario import EfficiencyOverride, FixedLayout, Job, OwnGpus, read_yaml
+from planner.schema import GpuDefinition, Implementation, ModelSpec, Overheads, Strict
 
 STEP_DAYS = {"day": 1, "week": 7}
 # Planning more than five years ahead at daily steps makes models of millions of variables; nothing
@@ -167,7 +167,7 @@ class PortfolioJob(Strict):
         return self
 
 
-class Portfolio(Strict):
+class Portfolio(OwnGpus, Strict):
     name: str = "portfolio"
     description: str | None = None
     gpus: list[GpuDefinition] = Field(
@@ -181,18 +181,6 @@ class Portfolio(Strict):
     efficiency: EfficiencyOverride = EfficiencyOverride()
     implementation: Implementation = Implementation()
     overheads: Overheads = Overheads()
-
-    def custom_gpus(self) -> tuple[GpuSku, ...]:
-        """The portfolio's own `gpus:` as full SKUs (planner.catalog.derive_gpus)."""
-        from planner.catalog import derive_gpus
-
-        return derive_gpus(self.gpus)
-
-    def gpu(self, name: str, key: str | None = None) -> GpuSku:
-        """The GPU `name` names among the portfolio's own and the catalog's; InputError naming `key` if none."""
-        from planner.catalog import get_gpu
-
-        return get_gpu(name, self.custom_gpus(), key)
 
     @model_validator(mode="after")
     def _check(self) -> Portfolio:

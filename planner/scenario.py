@@ -10,7 +10,7 @@ searches everything left free.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 from pydantic import BeforeValidator, Field, ValidationError, create_model, model_validator
 from pydantic.fields import FieldInfo
@@ -33,6 +33,7 @@ from planner.schema import (
     Efficiency,
     GpuCount,
     GpuDefinition,
+    GpuSku,
     Implementation,
     MasterWeights,
     ModelSpec,
@@ -214,7 +215,27 @@ class ConcurrentJob(Strict):
     layout: FixedLayout = FixedLayout()
 
 
-class Scenario(Strict):
+class OwnGpus:
+    """What a file that may define GPUs under `gpus:` (training and serving scenarios, portfolios) offers: those
+    GPUs as full SKUs, and a lookup among them and the catalog."""
+
+    if TYPE_CHECKING:
+        gpus: list[GpuDefinition]
+
+    def custom_gpus(self) -> tuple[GpuSku, ...]:
+        """The file's own `gpus:` as full SKUs (planner.catalog.derive_gpus)."""
+        from planner.catalog import derive_gpus
+
+        return derive_gpus(self.gpus)
+
+    def gpu(self, name: str, key: str | None = None) -> GpuSku:
+        """The GPU `name` names among the file's own and the catalog's; InputError naming `key` if none."""
+        from planner.catalog import get_gpu
+
+        return get_gpu(name, self.custom_gpus(), key)
+
+
+class Scenario(OwnGpus, Strict):
     name: str = "scenario"
     description: str | None = None
     gpus: list[GpuDefinition] = Field(

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from planner import MAX_GPUS, MAX_QPS, MIN_QPS
+from planner import MAX_GPUS, MAX_QPS, MAX_SEED, MIN_QPS
 from planner.cli.common import run, say
 from planner.report import Format
 
@@ -53,7 +53,7 @@ def serve_command(
     engine: Annotated[str, typer.Option("--engine", help="vllm, trtllm or sglang")] = "vllm",
     requests: Annotated[int | None, typer.Option("--requests", min=50, max=100_000, help="requests to simulate")]
     = None,
-    seed: Annotated[int, typer.Option("--seed", min=0, max=2**63 - 1,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED,
                                       help="seeds request lengths and arrivals")] = 0,
     prefill_replicas: Annotated[int | None, typer.Option(
         "--prefill-replicas", min=1, max=MAX_GPUS, help="disaggregated: prefill replicas of --gpu × --tp (needs --qps)",

@@ -246,15 +246,6 @@ def _section(data: Mapping[str, Any], name: str, where: str) -> Mapping[str, Any
     return value
 
 
-def _positive(section: Mapping[str, Any], key: str, default: int, where: str) -> int:
-    value = section.get(key)
-    if value is None or value == -1:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"{where}: {key} must be a positive integer, got {value!r}")
-    return value
-
-
 def _from_dump(data: Mapping[str, Any], where: str) -> tuple[dict[str, Any], dict[str, str], list[str], bool]:
     """The JSON torchtitan writes of a resolved Trainer.Config (`--debug.save_config_file NAME`, or printed with
     `--debug.print_config`; trainer.py `Trainer.Config.to_dict`, February 2026 on, when Python config functions
@@ -274,24 +265,26 @@ def _from_dump(data: Mapping[str, Any], where: str) -> tuple[dict[str, Any], dic
     notes: list[str] = []
     training = dict(_section(data, "training", where))
     parallelism = dict(_section(data, "parallelism", where))
-    seq = _positive(training, "max_context_length", 2048, f"{where}: training")
-    per_forward = _positive(training, "num_tokens_per_microbatch_per_dp_rank", 16384, f"{where}: training")
+    raw = _Toml({"training": training, "parallelism": parallelism, "loss": _section(data, "loss", where)}, where)
+    seq = raw.int("max_context_length", 2048, "training")
+    per_forward = raw.int("num_tokens_per_microbatch_per_dp_rank", 16384, "training")
     if per_forward % seq:
         raise InputError(f"{where}: training.num_tokens_per_microbatch_per_dp_rank {per_forward} is not a multiple "
                          f"of training.max_context_length {seq}: planner plans whole sequences per micro-batch")
     micro = per_forward // seq
-    pp = _positive(parallelism, "pipeline_parallel_degree", 1, f"{where}: parallelism")
-    forwards = _positive(parallelism, "num_pp_microbatches", 1, f"{where}: parallelism") if pp > 1 else 1
-    step_tokens = training.get("num_tokens_per_train_step", -1)
+    pp = raw.int("pipeline_parallel_degree", 1, "parallelism")
+    forwards = raw.int("num_pp_microbatches", 1, "parallelism") if pp > 1 else 1
+    # -1 (the default): one gradient-accumulation step's tokens
+    step = raw.int("num_tokens_per_train_step", 0, "training") if training.get(
+        "num_tokens_per_train_step", -1) not in (-1, None) else 0
     training.update(seq_len=seq, local_batch_size=micro * forwards)
-    if step_tokens not in (-1, None):
-        step = _positive(training, "num_tokens_per_train_step", 1, f"{where}: training")
+    if step:
         if step % seq:
             raise InputError(f"{where}: training.num_tokens_per_train_step {step} is not a multiple of "
                              f"training.max_context_length {seq}")
         training["global_batch_size"] = step // seq
     parallelism["pipeline_parallel_microbatch_size"] = micro
-    if _positive(parallelism, "expert_parallel_degree", 1, f"{where}: parallelism") > 1:
+    if raw.int("expert_parallel_degree", 1, "parallelism") > 1:
         # EP borrows ranks from FSDP and TP, the experts unsplit (configs.py ParallelismConfig.expert_parallel_degree)
         parallelism["expert_tensor_parallel_degree"] = 1
     if training.get("dtype") == "bfloat16":
@@ -325,9 +318,8 @@ def _from_dump(data: Mapping[str, Any], where: str) -> tuple[dict[str, Any], dic
     given = [g.get("optimizer_name") for g in groups if isinstance(g, Mapping)]
     if not all(isinstance(n, str) for n in given):
         raise InputError(f"{where}: optimizer.param_groups[].optimizer_name must be a name (AdamW, Adam, ...)")
-    names = set(given)
-    optimizer = {"name": names.pop()} if len(names) == 1 else {}
-    if len(names) > 0:
+    optimizer = {"name": given[0]} if len(set(given)) == 1 else {}
+    if len(set(given)) > 1:
         unsupported["optimizer.param_groups"] = "several optimizers over parameter groups: taken as AdamW's state"
 
     spec = _section(data, "model_spec", where)
@@ -342,9 +334,7 @@ def _from_dump(data: Mapping[str, Any], where: str) -> tuple[dict[str, Any], dic
     else:
         notes.append("the saved config does not record quantisation converters (Float8 / MXFP8 Linear configs "
                      "serialise as Linear): read as bf16 unless a scenario beside it states job.precision")
-    loss = dict(_section(data, "loss", where))
-    if "num_chunks" in loss:  # ChunkedLossWrapper
-        loss["num_chunks"] = _positive(loss, "num_chunks", 1, f"{where}: loss")
+    loss = {"num_chunks": raw.int("num_chunks", 1, "loss")}  # ChunkedLossWrapper's; 1: the loss over all tokens
     sections = {"training": training, "parallelism": parallelism, "activation_checkpoint": checkpoint,
                 "optimizer": optimizer, "model": model, "float8": float8, "loss": loss,
                 "compile": dict(_section(data, "compile", where))}
@@ -483,6 +473,7 @@ def parse_torchtitan_toml(
     reduce = t.str("mixed_precision_reduce", "float32", "training", "parallelism")
 
     compiled_loss = _compiled_loss(t)
+    loss_chunks = t.int("num_chunks", 1, "loss") if dump else 1  # ChunkedLossWrapper (saved configs)
     # async TP: [experimental] (2024), [parallelism] (2025), compile (saved configs, 2026)
     async_tp = t.find("enable_async_tensor_parallel", "parallelism", "experimental", "compile")
     if async_tp is not None and not isinstance(async_tp[1], bool):
@@ -513,7 +504,7 @@ def parse_torchtitan_toml(
         fp8_recipe=fp8_recipe, fp8_param_gather=fp8_gather, compiled_loss=compiled_loss, unsupported=unsupported,
         notes=notes, where=where, precision_read=precision_read, toml=not dump,
         async_tp=async_tp is not None and async_tp[1] and tp > 1,
-        loss_chunks=t.int("num_chunks", 1, "loss") if dump and t.find("num_chunks", "loss") else None,
+        loss_chunks=loss_chunks if loss_chunks > 1 else None,
     )
 
 

@@ -87,9 +87,9 @@ def basis_of(scenario: Scenario) -> Basis:
 
 def scenario_jobs(scenario: Scenario) -> list[JobSpec]:
     """The scenario's main job (top-level model/job/layout, constraints.deadline_days) and its `jobs:`."""
-    from planner.catalog import derive_gpus, get_gpu
+    from planner.catalog import get_gpu
 
-    custom = derive_gpus(scenario.gpus)
+    custom = scenario.custom_gpus()
 
     def spec(name: str, workload: TrainingWorkload, deadline: float | None, lo: int | None,
              hi: int | None) -> JobSpec:
@@ -122,9 +122,9 @@ def scenario_jobs(scenario: Scenario) -> list[JobSpec]:
 def resolve_problem(scenario: Scenario, *, lift_caps: bool = False) -> Problem:
     """Catalog lookups, inventory and prices. SKUs without a price of the scenario's kind are skipped
     (and listed) when the scenario allows all SKUs; a SKU named explicitly must have one."""
-    from planner.catalog import derive_gpus, get_gpu, load_gpus
+    from planner.catalog import get_gpu, load_gpus
 
-    custom = derive_gpus(scenario.gpus)  # the scenario's own `gpus:`, searched with the catalog's
+    custom = scenario.custom_gpus()  # the scenario's own `gpus:`, searched with the catalog's
     hw = scenario.hardware
     jobs = scenario_jobs(scenario)
     inventory = hw.max_gpus

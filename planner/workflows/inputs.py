@@ -111,14 +111,14 @@ def hardware(sc: Scenario | None, model: ModelSpec, *, gpu: str | None, gpus_per
              tokens: float | None) -> dict[str, Any]:
     """GPU, node size, tokens, prices, overheads and efficiencies (Inputs' fields): flags over the
     scenario over defaults."""
-    from planner.catalog import derive_gpus, get_gpu
+    from planner.catalog import get_gpu
 
     target = sc.estimate if sc else None
     name = pick(gpu, target.gpu if target else None, sc.layout.sku if sc else None)
     if name is None:
         raise InputError("--gpu: give a GPU from `planner catalog gpus` and --gpus a count (or a scenario's "
                          "`estimate: {gpu: ..., gpus: ...}` block)")
-    sku = get_gpu(name, derive_gpus(sc.gpus) if sc and sc.gpus else ())
+    sku = sc.gpu(name) if sc else get_gpu(name)
     return {
         "gpu": sku,
         "gpus_per_node": pick(checked("--gpus-per-node", gpus_per_node), target.gpus_per_node if target else None,

@@ -50,6 +50,13 @@ COMM_SHARE = 0.50
 MICRO_BATCH_GAIN = 0.05
 RECOMPUTE_ORDER = ("none", "selective", "full")
 COMM_KEYS = ("tp_comm", "pp_comm", "dp_comm", "cp_comm", "ep_comm")
+# Megatron-LM switches the review reads as overlaps (MegatronConfig.overlaps); the others in IGNORED_FLAGS are speed
+# settings planner's time model has no term for
+OVERLAP_FLAGS = ("--tp-comm-overlap", "--overlap-grad-reduce")
+OVERLAP_TEXT = {
+    ("tp_overlap", 1.0): "TP collectives pipelined with their GEMMs (tp_overlap 1)",
+    ("dp_overlap", 0.0): "gradient reduction after the backward, not overlapped with it (dp_overlap 0)",
+}
 # The format a better plan is handed back in, per input; a published run is a Megatron launch.
 FORMAT_OF: dict[str, str | None] = {
     "scenario": None, "megatron": "megatron", "deepspeed": "deepspeed", "torchtitan": "torchtitan",
@@ -255,14 +262,6 @@ def _from_megatron(req: ReviewRequest) -> Config:
                   read=_listed(cfg.unknown, cfg.unsupported, cfg.notes + overlap_notes, "Megatron-LM") + ignored,
                   **common)
 
-
-# Megatron-LM switches the review reads as overlaps (MegatronConfig.overlaps); the others in IGNORED_FLAGS are speed
-# settings planner's time model has no term for
-OVERLAP_FLAGS = ("--tp-comm-overlap", "--overlap-grad-reduce")
-OVERLAP_TEXT = {
-    ("tp_overlap", 1.0): "TP collectives pipelined with their GEMMs (tp_overlap 1)",
-    ("dp_overlap", 0.0): "gradient reduction after the backward, not overlapped with it (dp_overlap 0)",
-}
 
 
 def _switch(common: dict[str, Any], switch: str) -> str | None:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from planner.errors import InfeasibleError, InputError
-from planner.limits import MAX_GPUS
+from planner.limits import MAX_GPUS, MAX_SEED
 from planner.model.serving import DTYPES, EngineConfig, ServingEfficiency, ServingModel, serving_model
 from planner.schema import GpuSku, ModelSpec, Overheads
 from planner.workloads.serving.engines import EngineOverride, resolve_engine
@@ -100,8 +100,8 @@ class DeploymentResult:
 
 def _rng(seed: int) -> np.random.Generator:
     """The request sampler; a seed numpy cannot take (negative, past 2^63) is bad input."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        raise InputError(f"seed must be an integer in [0, 2^63), got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise InputError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
     return np.random.default_rng(seed)
 
 

@@ -33,10 +33,10 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field, PositiveInt, ValidationError, model_validator
 
 from planner.errors import InputError, format_validation_error
-from planner.limits import MAX_QPS, MIN_QPS
+from planner.limits import MAX_QPS, MAX_SEED, MIN_QPS
 from planner.model.serving import KvDtype, ServingEfficiency, WeightDtype
-from planner.scenario import Hardware, Pricing, _number, read_yaml
-from planner.schema import GpuDefinition, GpuSku, ModelSpec, Strict
+from planner.scenario import Hardware, OwnGpus, Pricing, _number, read_yaml
+from planner.schema import GpuDefinition, ModelSpec, Strict
 from planner.workloads.serving.engines import EngineOverride
 from planner.workloads.serving.simulation import LengthDist
 
@@ -122,7 +122,7 @@ class ServingSearch(Strict):
     max_replicas: PositiveInt = Field(512, description="replicas per candidate at most")
     requests: PositiveInt = Field(300, ge=50, le=20000, description="requests per simulation")
     slices: PositiveInt = Field(10, le=100, description="parts each class's traffic is split into for assignment")
-    seed: int = Field(0, ge=0, le=2**63 - 1, description="seeds the sampled request lengths and arrivals")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seeds the sampled request lengths and arrivals")
 
 
 class ServingSpec(Strict):
@@ -138,7 +138,7 @@ class ServingSpec(Strict):
     pareto_qps: list[Rate] | None = Field(None, description="request rates for the cost-vs-QPS trace")
 
 
-class ServingScenario(Strict):
+class ServingScenario(OwnGpus, Strict):
     name: str = "serving"
     description: str | None = None
     gpus: list[GpuDefinition] = Field(
@@ -150,18 +150,6 @@ class ServingScenario(Strict):
     hardware: Hardware = Hardware()
     pricing: Pricing = Pricing()
     serving: ServingSpec
-
-    def custom_gpus(self) -> tuple[GpuSku, ...]:
-        """The scenario's own `gpus:` as full SKUs (planner.catalog.derive_gpus)."""
-        from planner.catalog import derive_gpus
-
-        return derive_gpus(self.gpus)
-
-    def gpu(self, name: str, key: str) -> GpuSku:
-        """The GPU `name` names among the scenario's own and the catalog's; InputError naming `key` if none."""
-        from planner.catalog import get_gpu
-
-        return get_gpu(name, self.custom_gpus(), key)
 
 
 def is_serving_scenario(data: Any) -> bool:
