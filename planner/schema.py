@@ -637,6 +637,7 @@ def master_weights_problem(framework: str, master_weights: str) -> str | None:
 # Megatron-Core's --moe-token-dispatcher-type (megatron/core/transformer/moe/token_dispatcher.py); flex runs
 # DeepEP or HybridEP (--moe-flex-dispatcher-backend), which send a token once per destination node.
 TokenDispatcher = Literal["alltoall", "allgather", "flex"]
+CpExchange = Literal["ring", "allgather", "alltoall"]
 RecomputeModule = Literal["core_attn", "mlp", "moe_act", "layernorm", "mla_up_proj", "moe", "shared_experts"]
 
 
@@ -787,6 +788,20 @@ class Implementation(Strict):
         None, description="how MoE tokens reach their experts (Megatron --moe-token-dispatcher-type): alltoall (one "
         "copy per routed expert), allgather (every rank gathers the EP group's tokens), flex (DeepEP/HybridEP: one "
         "copy per destination node, forwarded over NVLink); null = alltoall, what the MoE recipes set",
+    )
+    cp_exchange: CpExchange | None = Field(
+        None, description="how context parallelism moves K/V between ranks: ring (Transformer Engine's p2p ring, "
+        "Megatron --cp-comm-type p2p: each K/V chunk goes to the next rank under the attention of the current "
+        "one), allgather (PyTorch's context_parallel with its default rotate method, as torchtitan runs it: one "
+        "all-gather of every rank's K/V per attention call, dK/dV passed around the ring in fp32; "
+        "torch/distributed/tensor/experimental/_attention.py), alltoall (the same with K/V passed chunk by chunk: "
+        "torchtitan context_parallel_rotate_method alltoall); null = the framework's default (torchtitan: "
+        "allgather, the others: ring)",
+    )
+    kv_repeat: bool = Field(
+        False, description="the attention kernel receives K and V repeated to every query head, as torchtitan's "
+        "models did (repeat_kv before SDPA) until ff0829c10 (January 2026): they are saved, exchanged under "
+        "context parallelism and buffered at the query heads' width",
     )
     activation_offload: bool = Field(False, description="activations offloaded to CPU memory between fwd and bwd")
     activation_offload_layers: int | None = Field(

@@ -673,3 +673,27 @@ def test_torchtitan_module_fqns_carry_an_explicit_pipeline_layout() -> None:
     bad = text.replace("pipeline_parallel_degree = 2", "pipeline_parallel_degree = 3")
     with pytest.raises(InputError, match="module_fqns_per_model_part has 4 model parts"):
         parse_torchtitan_toml(bad)
+
+
+def test_torchtitan_context_parallel_exchange_and_repeated_kv() -> None:
+    """A job TOML's context_parallel_rotate_method ([experimental] in 2024, [parallelism] in 2025) is the stack's
+    K/V exchange, and the TOML era's models repeated K/V per query head before SDPA (kv_repeat, unless a scenario
+    beside the file states it); an all-to-all rotation is written back and reads back the same."""
+    base = "[parallelism]\ndata_parallel_shard_degree = 2\ncontext_parallel_degree = 4\n"
+    plain = parse_torchtitan_toml(base)
+    assert (plain.implementation().cp_exchange, plain.implementation().kv_repeat) == (None, True)
+    assert resolve(plain.implementation()).cp_exchange == "allgather"  # torchtitan's default rotate method
+    assert any("kv_repeat" in note for note in plain.notes)
+    rotate = 'context_parallel_rotate_method = "alltoall"\n'
+    for text in (base + rotate, "[experimental]\n" + rotate + base):
+        assert parse_torchtitan_toml(text).implementation().cp_exchange == "alltoall"
+    beside = Implementation.model_validate({"framework": "torchtitan", "kv_repeat": False})
+    assert plain.implementation(beside).kv_repeat is False
+    assert plain.implementation(Implementation(framework="torchtitan")).kv_repeat is True
+    with pytest.raises(InputError, match=r"parallelism\.context_parallel_rotate_method must be 'allgather' or"):
+        parse_torchtitan_toml(base + 'context_parallel_rotate_method = "ring"\n')
+    layout = Layout(dp=2, cp=4, zero=3, recompute="full", global_batch=2, micro_batch=1)
+    text = torchtitan_toml_from_layout(layout, SEQ, "llama-3.1-8b",
+                                       Implementation(framework="torchtitan", cp_exchange="alltoall"))
+    assert parse_torchtitan_toml(text).implementation().cp_exchange == "alltoall"
+    assert "rotate_method" not in torchtitan_toml_from_layout(layout, SEQ, "llama-3.1-8b")

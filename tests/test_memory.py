@@ -198,3 +198,28 @@ def test_dropping_covered_states_keeps_every_peak(states: list[list[int]], weigh
     kept = undominated(a)
     assert len(kept) <= len(a)
     assert (kept @ w).max() == (a @ w).max()
+
+
+def test_context_parallel_exchange_holds_what_pytorch_allocates() -> None:
+    """PyTorch's context-parallel attention backward (torchtitan's CP) run on 4 and 2 gloo ranks
+    (tests/cp_oracle.py), every storage followed: what it holds beyond the kernel's own backward is planner's
+    `cp_exchange_bytes` for both rotate methods, on K/V repeated per query head as torchtitan fed SDPA. A
+    collective that completes late keeps its input a little longer, never less."""
+    pytest.importorskip("torch.distributed.tensor.experimental._context_parallel")
+    from cp_oracle import BATCH, HEAD_DIM, HEADS, TOKENS, exchange_bytes
+
+    from planner.model.memory import ActivationShape, cp_exchange_bytes
+    from planner.model.presets import resolve
+    from planner.schema import ModelSpec
+
+    m = ModelSpec(layers=1, hidden=HEADS * HEAD_DIM, heads=HEADS, kv_heads=1, ffn_hidden=512, vocab=512,
+                  max_seq=4 * TOKENS)
+    x = ActivationShape(s=TOKENS, b=BATCH, t=1, r=1, dropout=False)
+    for (method, cp), measured in exchange_bytes().items():
+        k = resolve(Implementation(framework="torchtitan", kv_repeat=True, cp_exchange=method))
+        planned = float(cp_exchange_bytes(m, k, x, cp))
+        assert planned <= measured <= 1.15 * planned, (method, cp, measured, planned)
+    # Transformer Engine's ring is not counted, and one rank exchanges nothing
+    ring = resolve(Implementation(framework="megatron-core"))
+    assert cp_exchange_bytes(m, ring, x, 4) == 0.0
+    assert float(cp_exchange_bytes(m, resolve(Implementation(framework="torchtitan")), x, 1)) == 0.0

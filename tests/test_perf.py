@@ -481,3 +481,28 @@ def test_the_optimizer_step_moves_the_state_it_keeps() -> None:
     assert [optimizer_step_bytes(Recipe(optimizer=o)) for o in ("adamw", "sgd", "adam8bit")] == [34, 26, 22]
     assert optimizer_step_bytes(Recipe(master_weights="none", moment_dtype="bf16")) == 20
     assert optimizer_step_bytes(Recipe(master_weights="remainder")) == 32
+
+
+def test_pytorch_context_parallel_moves_repeated_kv_and_waits_for_the_last_gradient_hop() -> None:
+    """PyTorch's context parallelism (torchtitan) exchanges K/V as the kernel gets them: repeated per query head,
+    heads/kv_heads times the bytes, an all-gather behind one kernel call per pass; and its last fp32 dK/dV hop
+    runs after every backward call, under none. Across nodes (CP beyond TP·CP = 8) the exchange is exposed;
+    Transformer Engine's ring of the compact K/V stays under the attention."""
+    llama = ModelSpec(layers=8, hidden=8192, heads=64, kv_heads=8, ffn_hidden=28672, vocab=128256, max_seq=131072)
+    lay = Layout(tp=8, cp=4, dp=1, sequence_parallel=True, recompute="full", global_batch=1)
+    seq = 131072
+
+    def cp_seconds(**impl: object) -> float:
+        return training_time(llama, lay, H100, seq, 1e9, impl=Implementation(**impl)).breakdown["cp_comm"]
+
+    ring = cp_seconds(framework="megatron-core")
+    compact = cp_seconds(framework="torchtitan")
+    repeated = cp_seconds(framework="torchtitan", kv_repeat=True)
+    assert ring < compact < repeated
+    # heads/kv_heads = 8 times the bytes, less of them hidden
+    assert repeated / compact > 6
+    # at least the last dK/dV hop of every layer: this rank's K and V (64 heads of 128 over TP 8) in fp32, over
+    # the NIC (the CP group's ranks sit TP = 8 apart, one per node)
+    kv = (seq / lay.cp) * 2 * llama.heads * llama.d_head / lay.tp * 2
+    hop = comm.p2p(2 * kv, comm.group(lay.cp, lay.tp, comm.links(H100)))
+    assert repeated >= llama.layers * hop

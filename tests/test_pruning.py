@@ -34,10 +34,10 @@ STACKS: dict[str, dict[str, Any]] = {
         "implementation": {"framework": "megatron-core", "cuda_graphs": True, "fp8_param_gather": True}},
     "llama torchtitan chunked loss": {
         "model": "llama-3.1-8b", "job": {"seq_len": 8192, "global_batch": 64},
-        "implementation": {"framework": "torchtitan", "loss_chunks": 8}},
+        "implementation": {"framework": "torchtitan", "loss_chunks": 8, "kv_repeat": True}},
     "llama torchtitan HSDP": {
         "model": "llama-2-13b", "job": {"seq_len": 4096, "global_batch": 64},
-        "implementation": {"framework": "torchtitan"}, "layout": {"dp_shard": 2}},
+        "implementation": {"framework": "torchtitan", "cp_exchange": "alltoall"}, "layout": {"dp_shard": 2}},
     "gpt3 partial recompute, split flags": {
         "model": "gpt3-175b", "job": {"seq_len": 2048, "global_batch": 128},
         "layout": {"recompute": "full", "recompute_num_layers": 1, "account_for_embedding_in_pipeline_split": True,

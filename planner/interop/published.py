@@ -40,6 +40,7 @@ class Software:
     framework: Framework = "megatron-core"  # planner's implementation.framework for the stack that ran
     fused_kernels: bool = True  # Megatron/TE fuse norms, activations, bias-dropout-add; eager PyTorch does not
     grad_reduce_16bit: bool = False  # gradients reduced in bf16 (NeMo-2 grad_reduce_in_fp32: false, FSDP bf16 reduce)
+    kv_repeat: bool = False  # K/V repeated per query head before the attention kernel (Implementation.kv_repeat)
 
 
 ERA_2021 = Software(attention="eager", dropout=0.1)  # Megatron-LM 2021-2022: fused softmax, no flash
@@ -55,8 +56,9 @@ DEEPSPEED_2021 = Software(attention="eager", dropout=0.1, framework="deepspeed")
 # PURE and (mid-2023) DEFAULT mixed precision reduce gradients in bf16 (composer/trainer/mosaic_fsdp.py
 # get_mixed_precision: reduce_dtype unset takes FSDP's param_dtype)
 COMPOSER = Software(attention="flash", dropout=0.0, framework="fsdp", fused_kernels=False, grad_reduce_16bit=True)
-# torchtitan: FSDP2, eager RMSNorm, SwiGLU and rotary around SDPA's flash kernel, no dropout
-TORCHTITAN = Software(attention="flash", dropout=0.0, framework="torchtitan", fused_kernels=False)
+# torchtitan: FSDP2, eager RMSNorm, SwiGLU and rotary around SDPA's flash kernel, no dropout; K/V repeated per
+# query head before SDPA until ff0829c10 (January 2026), after every published torchtitan run
+TORCHTITAN = Software(attention="flash", dropout=0.0, framework="torchtitan", fused_kernels=False, kv_repeat=True)
 # Model families whose published configs are Llama-style: SwiGLU, RMSNorm, rotary, no biases, untied head.
 LLAMA_STYLE = ("llama", "mistral", "mixtral", "qwen", "deepseek", "gemma", "gpt-oss", "olmo", "yi-")
 
@@ -583,7 +585,7 @@ def build_case(run: dict[str, Any]) -> Case | str:
         id=run["id"], model=model, layout=layout, gpu=gpu, gpus_per_node=hw.get("gpus_per_node") or 8,
         seq=run["model"]["seq_len"],
         impl=Implementation(attention=sw.attention, dropout=sw.dropout, fused_kernels=sw.fused_kernels,
-                            **impl_keys),
+                            kv_repeat=sw.kv_repeat, **impl_keys),
         efficiency=gpu.efficiency.model_copy(update=overlaps_of(other, run.get("framework_settings"))),
         hardware_flops=hardware_flops, measured_tflops=measured.tflops, measured_step=measured.step,
         measured_tokens_per_gpu=measured.tokens_per_gpu, notes=notes, measured_memory=measured.memory,

@@ -30,7 +30,16 @@ from planner.catalog import get_model
 from planner.errors import InputError, format_validation_error
 from planner.interop.sources import parse_json_object, read_text
 from planner.model.pipeline import PipelineSplit, virtual_stage_layers
-from planner.schema import Fp8Recipe, Implementation, Layout, ModelSpec, Optimizer, Precision, Recompute
+from planner.schema import (
+    CpExchange,
+    Fp8Recipe,
+    Implementation,
+    Layout,
+    ModelSpec,
+    Optimizer,
+    Precision,
+    Recompute,
+)
 
 # torchtitan model flavors whose shapes equal a catalog entry (dim, layers, heads, kv heads, multiple_of and
 # ffn_dim_multiplier give the catalog's ffn_hidden; vocab from the tokenizer; untied output).
@@ -83,6 +92,7 @@ class TorchtitanConfig:
     compiled_loss: bool = False  # the loss under torch.compile: one Inductor kernel on the bf16 logits
     loss_chunks: int | None = None  # ChunkedLossWrapper num_chunks (saved configs)
     async_tp: bool = False  # TP collectives micro-pipelined with their matmuls (Inductor's async TP)
+    cp_rotate: CpExchange | None = None  # context_parallel_rotate_method where the file states it
     precision_read: bool = True  # False: the file cannot say (a saved Trainer.Config records no converters)
     toml: bool = True  # a job TOML; False: a saved Trainer.Config (torchtitan from February 2026)
     unsupported: dict[str, str] = field(default_factory=dict)
@@ -111,7 +121,12 @@ class TorchtitanConfig:
     def implementation(self, base: Implementation | None = None) -> Implementation:
         """The kernels and framework knobs the file selects, over `base` (a scenario's implementation)."""
         policy = {"always": True, "never": False}.get(self.reshard_after_forward)
+        stated = base.model_fields_set if base else set()
         return (base or Implementation()).model_copy(update={
+            # job TOMLs come from torchtitan before its config functions (February 2026), which repeated K/V per
+            # query head before SDPA until ff0829c10 (January 2026); a scenario beside the file may say otherwise
+            "kv_repeat": base.kv_repeat if base and "kv_repeat" in stated else self.toml,
+            "cp_exchange": self.cp_rotate or (base.cp_exchange if base else None),
             "framework": "torchtitan", "reshard_after_forward": policy, "fp8_recipe": self.fp8_recipe,
             "fp8_param_gather": self.fp8_param_gather, "recompute_modules": None,
             "cross_entropy": "fused" if self.compiled_loss else (base.cross_entropy if base else None),
@@ -383,6 +398,13 @@ def parse_torchtitan_toml(
     if sp is not None and not isinstance(sp[1], bool):
         raise InputError(f"{where}: {sp[0]} must be true or false, got {sp[1]!r}")
     cp, ep = t.int("context_parallel_degree", 1, *par), t.int("expert_parallel_degree", 1, *par)
+    rotate = t.find("context_parallel_rotate_method", *par)  # [experimental] (2024), [parallelism] (2025)
+    if cp > 1 and not dump:
+        notes.append("context parallelism exchanges K/V repeated per query head, as torchtitan's models fed SDPA "
+                     "before ff0829c10 (January 2026); for a later run set implementation.kv_repeat: false in a "
+                     "scenario beside the file")
+    if rotate is not None and rotate[1] not in ("allgather", "alltoall"):
+        raise InputError(f"{where}: {rotate[0]} must be 'allgather' or 'alltoall', got {rotate[1]!r}")
     etp = t.int("expert_tensor_parallel_degree", 0, *par, minimum=0)  # 0: not set (the experts split like TP)
     replicate = t.int("data_parallel_replicate_degree", 1, *par)
     shard = t.int("data_parallel_shard_degree", -1, *par)
@@ -505,6 +527,7 @@ def parse_torchtitan_toml(
         notes=notes, where=where, precision_read=precision_read, toml=not dump,
         async_tp=async_tp is not None and async_tp[1] and tp > 1,
         loss_chunks=loss_chunks if loss_chunks > 1 else None,
+        cp_rotate=rotate[1] if rotate is not None else None,
     )
 
 
@@ -650,6 +673,8 @@ def torchtitan_toml_from_layout(layout: Layout, seq: int, model: ModelSpec | str
     spec = get_model(model) if isinstance(model, str) else model
     impl = implementation or Implementation(framework="torchtitan")
     parallel = parallelism_section(layout, impl, spec)
+    if layout.cp > 1 and impl.cp_exchange == "alltoall":
+        parallel["context_parallel_rotate_method"] = "alltoall"  # the default gathers every rank's K/V at once
     training_checks(layout)
     if (impl.loss_chunks or 1) > 1:
         raise InputError("loss_chunks: torchtitan's job TOML has no chunked loss (ChunkedLossWrapper came with its "

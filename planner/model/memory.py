@@ -264,6 +264,8 @@ def _qkv_widths(m: ModelSpec, k: Knobs, b: Any) -> tuple[Any, Any, Any]:
     # eager repeat_kv materialises K and V for every head, except MQA at micro-batch 1 where the expand
     # stays a view (measured, formulas §2.3)
     kv_heads: Any = m.n_kv_heads
+    if k.kv_repeat:  # the kernel's K/V inputs are the repeated copies (Implementation.kv_repeat)
+        return qk, m.heads * m.d_head, m.heads * m.d_head
     if k.attention == "eager":
         mqa_view = np.logical_and(m.n_kv_heads == 1 and not k.fused_norm, b == 1)
         kv_heads = np.where(mqa_view, m.n_kv_heads, m.heads)
@@ -293,6 +295,29 @@ def attention_saved(m: ModelSpec, impl: Implementation | Knobs, x: ActivationSha
     if x.dropout:
         saved += sb * h / x.r  # mask of the dropout after the output projection
     return saved
+
+
+# PyTorch's context-parallel attention backward (torch/distributed/tensor/experimental/_attention.py
+# _templated_ring_attention_backward, convert_to_f32), beside what a single-GPU attention backward allocates: fp32
+# dQ (2 × the 16-bit queries) and the kernel's dQ of the call before (1 ×); fp32 dK/dV accumulators (2 × the
+# 16-bit K and V), the K/V concatenated to send (1 ×), the kernel's dK/dV of the call before (1 ×), the fp32 dK/dV
+# concatenated to send and the one received (4 ×); plus the rotater's K/V: the all-gather's every rank's copy
+# (cp ×), the all-to-all's chunks in flight (cp − 1, at most 2 ×). Measured on gloo ranks (tests/cp_oracle.py).
+CP_BACKWARD_Q = 3
+CP_BACKWARD_KV = 8
+CP_ALLTOALL_CHUNKS = 2
+
+
+def cp_exchange_bytes(m: ModelSpec, impl: Implementation | Knobs, x: ActivationShape, cp: Any) -> Any:
+    """Bytes one layer's attention backward holds for the context-parallel exchange on the busiest CP rank, for
+    one micro-batch (x: its shard on this rank). Transformer Engine's ring is not counted."""
+    k = _knobs(impl)
+    if k.cp_exchange == "ring":
+        return 0.0
+    q_w, k_w, v_w = _qkv_widths(m, k, x.b)
+    q16, kv16 = (2 * x.s * x.b * w / x.t for w in (q_w, k_w + v_w))
+    rotater = cp if k.cp_exchange == "allgather" else np.minimum(cp - 1, CP_ALLTOALL_CHUNKS)
+    return np.where(np.asarray(cp) > 1, CP_BACKWARD_Q * q16 + (CP_BACKWARD_KV + rotater) * kv16, 0.0)
 
 
 def mlp_inner_saved(m: ModelSpec, impl: Implementation | Knobs, ffn: int, gemm_in: float = 2.0) -> float:
@@ -360,8 +385,8 @@ def op_policy_saved(m: ModelSpec, k: Knobs, x: ActivationShape) -> Any:
     the attention kernel's output and fp32 log-sum-exp (where its kernel is on the save list), and the
     reduce-scatter outputs of sequence parallelism. Everything else is recomputed in backward."""
     sb, h, t, r = x.s * x.b, m.hidden, x.t, x.r
-    q_w, _, v_w = _qkv_widths(m, k, x.b)
-    _, v_dim = attention_dims(m)
+    q_w, v_dim = attention_dims(m)
+    v_w = v_dim if m.mla is not None else m.n_kv_heads * m.d_head  # the V projection's output, before any repeat
     ffn_out = m.ffn_hidden if m.mlp == "swiglu" else h  # GeLU's second matmul is fc2 (h wide, row-parallel)
     saved = 2 * sb * h / r + 2 * sb * (q_w + v_w) / t + 2 * sb * ffn_out / t * (m.mlp == "swiglu")
     saved = saved + 2 * sb * h * (m.mlp == "swiglu") + (2 * sb * m.ffn_hidden / t if m.mlp != "swiglu" else 0)
@@ -659,6 +684,7 @@ def training_memory_table(
     rebuilt = np.where(rc == 2, rebuilt + ((group_layers or 1) - 1) * dense_b[0], np.where(rc > 0, rebuilt, 0))
     if offloaded:
         rebuilt = rebuilt + 2 * np.maximum(dense_b[0], moe_b[0])
+    rebuilt = rebuilt + col(cp_exchange_bytes(m, k, x, cp))  # held through the layer's attention backward
 
     # ---- per-layer parameters on this rank -----------------------------------------------------------------
     d_dense = col(layer_params_on_rank(m, tp, ep, False)[0])

@@ -207,7 +207,8 @@ class _Context:
     # model shape
     h: int
     heads: int
-    kv_width: float  # K and V widths per token summed over KV heads (what CP exchanges)
+    kv_width: float  # K and V widths per token summed over KV heads (the K/V projections' outputs)
+    kernel_kv_width: float  # K and V as the attention kernel gets them (and CP exchanges): repeated per query head
     q_width: int  # a·d_qk
     v_width: int  # a·d_v
     rope_width: float  # Q and K widths the rotary embedding touches
@@ -307,6 +308,7 @@ def _build_context(
         rope_width = float((m.heads + m.n_kv_heads) * m.d_head) if m.position == "rope" else 0.0
     e = m.moe
     stack = stack_of(impl, recipe.precision, eff, gpu)
+    kernel_kv = float(2 * m.heads * m.d_head) if stack.kv_repeat and m.mla is None else kv_width
     fp8 = stack.fp8_recipe is not None
     peak16 = gpu.peak("fp16" if recipe.precision == "fp16" else "bf16") * 1e12
     if stack.fp8_recipe is not None:
@@ -335,6 +337,7 @@ def _build_context(
         h=h,
         heads=m.heads,
         kv_width=kv_width,
+        kernel_kv_width=kernel_kv,
         q_width=qk,
         v_width=v,
         rope_width=rope_width,
@@ -457,6 +460,8 @@ def _layer(c: _Context, s: _Step, moe: bool) -> _Layer:
     norm_bytes = hid * c.norms * 2 * ACT
     # norms (read + write), two bias-dropout-residual adds (two reads, one write, a mask), rotary
     ew = norm_bytes + hid * 2 * (3 * ACT + drop) + tok * c.rope_width / t * 2 * ACT
+    if c.kernel_kv_width != c.kv_width:  # repeat_kv reads K and V and writes a copy per query head
+        ew = ew + tok * (c.kv_width + c.kernel_kv_width) / t * ACT
     other = 0.0
     shared: Any = 0.0
     gate = 2 if c.gated else 1
@@ -784,16 +789,36 @@ def _tp(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -
 
 
 def _cp(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -> Any:
-    """Context parallel: ring exchange of K/V (forward), K/V and dK/dV (backward), behind attention."""
+    """Context parallel, per the stack's K/V exchange (`cp_exchange`). Transformer Engine's ring passes each K/V
+    chunk to the next rank under the attention of the current one (forward and recompute), K/V and dK/dV in
+    backward. PyTorch's context_parallel (torch/distributed/tensor/experimental/_attention.py, torchtitan) runs
+    the kernel once per rank's chunk, the load-balanced causal work split evenly over the cp calls: the
+    all-gather rotater fetches every rank's K/V in one collective behind the first call of each forward and
+    backward, the all-to-all one a chunk behind each call; dK/dV go around the ring in fp32, each hop behind a
+    backward call, the last one after them."""
     if _scalar(s.cp) and s.cp == 1:
         return 0.0
     lay = cmp.layer
-    step = (s.cp > 1) * comm.p2p(s.tok * c.kv_width / s.t * ACT, g.cp)
-    ring = (s.cp - 1) * step * (3 + s.full)
+    kv = s.tok * c.kernel_kv_width / s.t * ACT  # this rank's K and V, 16-bit
+    if c.stack.cp_exchange == "ring":
+        step = (s.cp > 1) * comm.p2p(kv, g.cp)
+        ring = (s.cp - 1) * step * (3 + s.full)
+        if floor:
+            return s.layers * _hidden_floor(c, ring)
+        window = c.eff.cp_overlap * (lay.attn_f * (1 + s.full) + lay.attn_b)
+        return s.layers * _hidden(c, ring, window)
+    calls_f, calls_b = c.eff.cp_overlap * lay.attn_f / s.cp, c.eff.cp_overlap * lay.attn_b / s.cp
+    if c.stack.cp_exchange == "allgather":
+        fetch, fetches = comm.all_gather(s.cp * kv, g.cp), 1.0
+    else:
+        fetch, fetches = comm.p2p(kv, g.cp), s.cp - 1
+    dkv = comm.p2p(2 * kv, g.cp)  # fp32 dK and dV
     if floor:
-        return s.layers * _hidden_floor(c, ring)
-    window = c.eff.cp_overlap * (lay.attn_f * (1 + s.full) + lay.attn_b)
-    return s.layers * _hidden(c, ring, window)
+        hidden = _hidden_floor(c, fetches * fetch * (2 + s.full) + (s.cp - 1) * dkv)
+    else:
+        hidden = fetches * ((1 + s.full) * _hidden(c, fetch, calls_f) + _hidden(c, fetch, calls_b)) \
+            + (s.cp - 1) * _hidden(c, dkv, calls_b)
+    return (s.cp > 1) * s.layers * (hidden + dkv)
 
 
 def _ep(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -> Any:

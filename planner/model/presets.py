@@ -38,6 +38,7 @@ from typing import Literal
 from planner.model.pipeline import PipelineSplit, SplitStyle
 from planner.schema import (
     AttentionKernel,
+    CpExchange,
     CrossEntropyKernel,
     Fp8Recipe,
     Framework,
@@ -130,6 +131,11 @@ class Preset:
     # parameters gathered ahead of use; None: the whole next block (DeepSpeed stage3_prefetch_bucket_size 5e7,
     # deepspeed/runtime/zero/config.py)
     prefetch_params: float | None
+    # how context parallelism moves K/V (Implementation.cp_exchange): Transformer Engine's p2p ring
+    # (transformer_engine/pytorch/attention/dot_product_attention/context_parallel.py AttnFuncWithCPAndKVP2P),
+    # or PyTorch's context_parallel, whose rotate method torchtitan leaves at its default all-gather
+    # (torchtitan config_manager.py context_parallel_rotate_method "allgather")
+    cp_exchange: CpExchange
     # ZeRO-3/FSDP reduce-scatter each micro-batch's gradients; Megatron's DDP once per step, bucket by bucket
     # under the last micro-batch's backward (megatron/core/distributed/param_and_grad_buffer.py)
     reduce_every_microbatch: bool
@@ -151,6 +157,7 @@ PRESETS: dict[Framework, Preset] = {
         # NeMo-2 / Megatron-Bridge performance recipes: DDP overlap_grad_reduce / overlap_param_gather on
         tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, expandable_segments=False,
         fp8_weight_cache=True, zero3_prefetch="pre", prefetch_params=None, reduce_every_microbatch=False,
+        cp_exchange="ring",
         source="Megatron-LM megatron/core (transformer_config.py, distributed/, optimizer/distrib_optimizer.py); "
         "TransformerEngine transformer_engine/pytorch/module/",
     ),
@@ -170,6 +177,7 @@ PRESETS: dict[Framework, Preset] = {
         # torchtitan/config/configs.py: FSDP prefetches under compute; run_train.sh sets expandable_segments
         tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, expandable_segments=True,
         fp8_weight_cache=False, zero3_prefetch="pre", prefetch_params=None, reduce_every_microbatch=True,
+        cp_exchange="allgather",
         source="torchtitan torchtitan/models/common/, torchtitan/distributed/{fsdp,pipeline_parallel}.py, run_train.sh",
     ),
     "deepspeed": Preset(
@@ -183,6 +191,7 @@ PRESETS: dict[Framework, Preset] = {
         zero3_unit="live_cap", split="megatron", fp8_recipe="delayed", amax_history_len=1024,
         tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, expandable_segments=False,
         fp8_weight_cache=False, zero3_prefetch="pre", prefetch_params=5e7, reduce_every_microbatch=True,
+        cp_exchange="ring",
         source="DeepSpeed deepspeed/runtime/zero/{stage_1_and_2,stage3}.py, runtime/bf16_optimizer.py",
     ),
     "fsdp": Preset(
@@ -198,6 +207,7 @@ PRESETS: dict[Framework, Preset] = {
         zero3_unit="layer", split="megatron", fp8_recipe="delayed", amax_history_len=1024,
         tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, expandable_segments=False,
         fp8_weight_cache=False, zero3_prefetch="post", prefetch_params=None, reduce_every_microbatch=True,
+        cp_exchange="ring",
         source="PyTorch torch/distributed/fsdp/ (FSDP1 FlatParameter); Composer/llm-foundry FSDP config",
     ),
 }
@@ -259,6 +269,8 @@ class Knobs:
     activation_offload_layers: int | None  # None: every layer's activations (with activation_offload)
     cuda_graphs: bool
     moe_token_dispatcher: TokenDispatcher
+    cp_exchange: CpExchange
+    kv_repeat: bool  # the attention kernel gets K and V at the query heads' width
     tp_comm_overlap: bool
     overlap_grad_reduce: bool
     overlap_param_gather: bool
@@ -347,6 +359,8 @@ def resolve(impl: Implementation, layout: Layout | None = None, gpu: GpuSku | No
         activation_offload_layers=impl.activation_offload_layers,
         cuda_graphs=impl.cuda_graphs,
         moe_token_dispatcher=impl.moe_token_dispatcher or DEFAULT_TOKEN_DISPATCHER,
+        cp_exchange=impl.cp_exchange or p.cp_exchange,
+        kv_repeat=impl.kv_repeat,
         tp_comm_overlap=p.tp_comm_overlap,
         overlap_grad_reduce=p.overlap_grad_reduce,
         overlap_param_gather=p.overlap_param_gather,

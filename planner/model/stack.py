@@ -41,6 +41,8 @@ class Stack:
     activation_offload_layers: int | None  # None: every layer (planner.model.presets.offloaded_share)
     cuda_graphs: bool
     moe_token_dispatcher: str  # "alltoall", "allgather" or "flex" (planner.schema.TokenDispatcher)
+    cp_exchange: str  # "ring", "allgather" or "alltoall" (planner.schema.CpExchange)
+    kv_repeat: bool  # K and V reach the attention kernel at the query heads' width
     cross_entropy: str  # the loss kernel (planner.schema.CrossEntropyKernel)
 
 
@@ -84,6 +86,8 @@ def stack_of(impl: Implementation, precision: str, eff: Efficiency, gpu: GpuSku 
         activation_offload_layers=k.activation_offload_layers,
         cuda_graphs=k.cuda_graphs,
         moe_token_dispatcher=k.moe_token_dispatcher,
+        cp_exchange=k.cp_exchange,
+        kv_repeat=k.kv_repeat,
         cross_entropy=k.cross_entropy,
     )
 
