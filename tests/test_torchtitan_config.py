@@ -248,3 +248,27 @@ def test_the_solver_offers_no_layout_the_loss_chunks_rule_breaks() -> None:
         assert (lay.micro_batch * 4096 // lay.cp) % 3 == 0 and not plan.evaluation.problems
     free = sc.model_copy(update={"implementation": sc.implementation.model_copy(update={"loss_chunks": None})})
     assert solve(free, top_k=1).search_space_size > result.search_space_size
+
+
+def test_bf16_optimizer_moments() -> None:
+    """torchtitan's fused_opt_states_bf16 (April 2026) keeps Adam's moments in bf16 beside FSDP's fp32 parameter
+    shards: a saved config with it is job.moment_dtype bf16 (FSDP2's optimizer state 8/d → 4/d bytes per
+    parameter), a plan with bf16 moments is written with it and reads back; a job TOML cannot say it."""
+    groups = json.loads(SAVED.read_text())["optimizer"]["param_groups"]
+    cfg = parse_torchtitan_toml(saved(optimizer={"param_groups": groups, "implementation": "fused_opt_states_bf16"}))
+    layout = cfg.to_layout(8)
+    assert layout.moment_dtype == "bf16" and layout.master_weights == "fp32"
+    assert parse_torchtitan_toml(saved()).to_layout(8).moment_dtype == "fp32"
+    with pytest.raises(InputError, match=r"optimizer\.implementation must be one of"):
+        parse_torchtitan_toml(saved(optimizer={"param_groups": groups, "implementation": "apex"}))
+    m = get_model("llama-3.1-8b")
+    text = config_function(layout, SEQ, m)
+    assert 'config.optimizer.implementation = "fused_opt_states_bf16"' in text
+    assert "optimizer.implementation" not in config_function(layout.model_copy(update={"moment_dtype": "fp32"}),
+                                                            SEQ, m)
+    back, _ = round_trip_with_implementation("torchtitan-config", layout, model=m, seq=SEQ)
+    assert back.moment_dtype == "bf16"
+    with pytest.raises(InputError, match="job TOML keeps fp32 moments"):
+        export("torchtitan", layout, model=m, seq=SEQ)
+    with pytest.raises(InputError, match="moment_dtype fp8"):
+        saved_config(layout.model_copy(update={"moment_dtype": "fp8"}), SEQ, m)

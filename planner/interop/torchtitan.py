@@ -30,6 +30,7 @@ from planner.catalog import get_model
 from planner.errors import InputError, format_validation_error
 from planner.interop.sources import parse_json_object, read_text
 from planner.model.pipeline import PipelineSplit, virtual_stage_layers
+from planner.names import MomentDtype
 from planner.schema import (
     CpExchange,
     Fp8Recipe,
@@ -40,6 +41,10 @@ from planner.schema import (
     Precision,
     Recompute,
 )
+
+# torchtitan's optimizer kernels (Trainer.Config optimizer.implementation); the last keeps Adam's moments in bf16
+OPTIMIZER_IMPLEMENTATIONS = ("for-loop", "foreach", "fused", "fused_opt_states_bf16")
+BF16_MOMENTS = "fused_opt_states_bf16"
 
 # torchtitan model flavors whose shapes equal a catalog entry (dim, layers, heads, kv heads, multiple_of and
 # ffn_dim_multiplier give the catalog's ffn_hidden; vocab from the tokenizer; untied output).
@@ -85,6 +90,7 @@ class TorchtitanConfig:
     precision: Precision = "bf16"
     fp32_grad_accumulation: bool = True
     optimizer: Optimizer = "adamw"
+    moment_dtype: MomentDtype = "fp32"  # bf16: optimizer.implementation fused_opt_states_bf16 (saved configs)
     offload_optimizer: bool = False
     recompute_num_layers: int | None = None
     fp8_recipe: Fp8Recipe | None = None
@@ -160,6 +166,7 @@ class TorchtitanConfig:
                 micro_batch=self.pp_microbatch if self.pp > 1 else self.local_batch,
                 global_batch=global_batch, precision=self.precision,
                 fp32_grad_accumulation=self.fp32_grad_accumulation, optimizer=self.optimizer,
+                moment_dtype=self.moment_dtype,
                 offload_optimizer=self.offload_optimizer and fsdp,  # CPU offload is an FSDP option
                 dp_shard=shard * self.cp if hsdp else None,
                 recompute_num_layers=self.recompute_num_layers, expert_tp=self.expert_tp,
@@ -336,6 +343,11 @@ def _from_dump(data: Mapping[str, Any], where: str) -> tuple[dict[str, Any], dic
     optimizer = {"name": given[0]} if len(set(given)) == 1 else {}
     if len(set(given)) > 1:
         unsupported["optimizer.param_groups"] = "several optimizers over parameter groups: taken as AdamW's state"
+    kernel = _section(data, "optimizer", where).get("implementation", "fused")
+    if kernel not in OPTIMIZER_IMPLEMENTATIONS:
+        raise InputError(f"{where}: optimizer.implementation must be one of {', '.join(OPTIMIZER_IMPLEMENTATIONS)}, "
+                         f"got {kernel!r}")
+    optimizer["implementation"] = kernel
 
     spec = _section(data, "model_spec", where)
     model: dict[str, Any] = {"name": spec.get("name") or "unknown", "flavor": spec.get("flavor") or "unknown"}
@@ -512,6 +524,9 @@ def parse_torchtitan_toml(
         optimizer = "adam"
     elif opt_name != "AdamW":
         unsupported["optimizer.name"] = f"{opt_name!r} is not modelled; its state is taken as AdamW's"
+    # torchtitan's fused Adam/AdamW with bf16 moments on FSDP's fp32 shards (components/optimizer/optimizer.py
+    # fused_opt_states_bf16, April 2026)
+    moment_dtype: MomentDtype = "bf16" if t.str("implementation", "fused", "optimizer") == BF16_MOMENTS else "fp32"
     if t.find("early_step_in_backward", "optimizer") == ("optimizer.early_step_in_backward", True):
         unsupported["optimizer.early_step_in_backward"] = "gradients freed during the backward are not modelled"
 
@@ -521,7 +536,7 @@ def parse_torchtitan_toml(
         sequence_parallel=sp is None or sp[1],
         expert_tp=etp if etp and etp != tp else None, pipeline_layout=chunks,
         local_batch=local, global_batch=global_batch, pp_microbatch=pp_micro, seq=seq, recompute=recompute,
-        precision=precision, fp32_grad_accumulation=reduce == "float32", optimizer=optimizer,
+        precision=precision, fp32_grad_accumulation=reduce == "float32", optimizer=optimizer, moment_dtype=moment_dtype,
         offload_optimizer=bool(offload and offload[1] is True), recompute_num_layers=recompute_num_layers,
         fp8_recipe=fp8_recipe, fp8_param_gather=fp8_gather, compiled_loss=compiled_loss, unsupported=unsupported,
         notes=notes, where=where, precision_read=precision_read, toml=not dump,
@@ -598,11 +613,12 @@ def parallelism_section(layout: Layout, impl: Implementation, spec: ModelSpec | 
     """The [parallelism] keys of a layout (the job TOML's names; torchtitan's saved configs keep them, micro-batch
     counts aside). ZeRO-1 and ZeRO-2 have no FSDP2 form: both are written as FSDP with reshard_after_forward
     "never" (ZeRO-2's memory, at most ZeRO-1's). InputError where torchtitan cannot run the layout: plain DDP
-    combined with TP/PP/CP, ZeRO-0 with context parallelism (FSDP always shards over the CP ranks), a narrowed
-    optimizer state, or virtual stages without the model's layer count."""
-    if (layout.master_weights, layout.moment_dtype) != ("fp32", "fp32"):
+    combined with TP/PP/CP, ZeRO-0 with context parallelism (FSDP always shards over the CP ranks), an optimizer
+    state narrower than fp32 master weights and fp32 or bf16 moments, or virtual stages without the model's layer
+    count."""
+    if layout.master_weights != "fp32" or layout.moment_dtype not in ("fp32", "bf16"):
         raise InputError(f"master_weights {layout.master_weights}, moment_dtype {layout.moment_dtype}: torchtitan's "
-                         "AdamW steps FSDP's fp32 parameter shards, whose moments are fp32")
+                         "AdamW steps FSDP's fp32 parameter shards, with fp32 moments or (fused_opt_states_bf16) bf16")
     parallel: dict[str, TomlValue] = {}
     if layout.zero == 0:
         if layout.cp > 1:
@@ -679,6 +695,10 @@ def torchtitan_toml_from_layout(layout: Layout, seq: int, model: ModelSpec | str
     if (impl.loss_chunks or 1) > 1:
         raise InputError("loss_chunks: torchtitan's job TOML has no chunked loss (ChunkedLossWrapper came with its "
                          "config functions: --emit torchtitan-config)")
+    if layout.moment_dtype != "fp32":
+        raise InputError(f"moment_dtype {layout.moment_dtype}: torchtitan's job TOML keeps fp32 moments (bf16 ones, "
+                         f"optimizer.implementation {BF16_MOMENTS}, came with its config functions: --emit "
+                         "torchtitan-config)")
     checkpoint: dict[str, TomlValue] = {"mode": layout.recompute}
     if layout.recompute == "selective":
         checkpoint["selective_ac_option"] = "op"

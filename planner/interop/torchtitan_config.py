@@ -21,7 +21,7 @@ from typing import Any
 
 from planner.catalog import get_model
 from planner.errors import InputError
-from planner.interop.torchtitan import FLAVORS, parallelism_section, training_checks
+from planner.interop.torchtitan import BF16_MOMENTS, FLAVORS, parallelism_section, training_checks
 from planner.schema import Implementation, Layout, ModelSpec
 
 # torchtitan's registry function per flavor (torchtitan/models/{llama3,deepseek_v3}/config_registry.py @b5bcd76)
@@ -79,7 +79,8 @@ def saved_config(layout: Layout, seq: int, model: ModelSpec | str | None = None,
         "parallelism": parallelism, "training": training, "activation_checkpoint": checkpoint,
         # the loss under torch.compile, the model left eager as planner times it
         "compile": {"enable": True, "components": ["loss"]} if impl.cross_entropy == "fused" else {"enable": False},
-        "optimizer": {"param_groups": [{"optimizer_name": "Adam" if layout.optimizer == "adam" else "AdamW"}]},
+        "optimizer": {"param_groups": [{"optimizer_name": "Adam" if layout.optimizer == "adam" else "AdamW"}],
+                      "implementation": BF16_MOMENTS if layout.moment_dtype == "bf16" else "fused"},
     }
     vocab = {"global_vocab_size": spec.vocab} if spec is not None else {}
     chunks = impl.loss_chunks or 1
@@ -133,6 +134,8 @@ def config_function(layout: Layout, seq: int, model: ModelSpec | str | None = No
         lines.append(f"    config.loss = CrossEntropyLoss.Config({vocab})")
     opt = cfg["optimizer"]["param_groups"][0]["optimizer_name"]
     lines.append(f"    config.optimizer.param_groups[0].optimizer_name = {_python(opt)}")
+    if cfg["optimizer"]["implementation"] == BF16_MOMENTS:  # the registry functions run the fused kernel
+        lines.append(f"    config.optimizer.implementation = {_python(BF16_MOMENTS)}")
     lines.append("    return config")
     return "\n".join([*sorted(set(imports)), "", "", *lines]) + "\n"
 
