@@ -164,20 +164,23 @@ def test_mla_kv_cache_is_the_compressed_latent() -> None:
 
 shapes = st.fixed_dictionaries({
     "tp": st.sampled_from([1, 2, 4]), "pp": st.sampled_from([1, 2, 3, 4, 8]), "vpp": st.sampled_from([1, 2, 4]),
-    "dp": st.sampled_from([1, 2, 4]), "micro_batch": st.sampled_from([1, 2]), "zero": st.sampled_from([0, 1, 3]),
+    "dp": st.sampled_from([1, 2, 4]), "cp": st.sampled_from([1, 1, 2, 4]), "micro_batch": st.sampled_from([1, 2]),
+    "zero": st.sampled_from([0, 1, 3]),
     "recompute": st.sampled_from(["none", "selective", "full"]), "sequence_parallel": st.booleans(),
 })
 
 
 @settings(max_examples=25, deadline=None)
 @given(st.lists(shapes, min_size=2, max_size=6), st.booleans(), st.sampled_from(["bf16", "fp8"]),
-       st.sampled_from([8, 24, 48]))
+       st.sampled_from([8, 24, 48]), st.sampled_from([None, "allgather", "alltoall"]))
 def test_mixed_rows_in_one_call_equal_their_scalar_memory(rows: list[dict], graphs: bool, precision: str,
-                                                          batch: int) -> None:
+                                                          batch: int, exchange: str | None) -> None:
     """A grid mixes pipeline shapes (stages, virtual stages, micro-batches) in one call; every row equals the
-    layout evaluated alone, whatever its neighbours (CUDA graphs' per-layer buffers and fp8 caches too)."""
+    layout evaluated alone, whatever its neighbours (CUDA graphs' per-layer buffers, fp8 caches and PyTorch's
+    context-parallel buffers too)."""
     m = get_model("llama-3-8b")
-    impl = Implementation(cuda_graphs=graphs)
+    impl = Implementation(cuda_graphs=graphs) if exchange is None else \
+        Implementation(framework="torchtitan", cuda_graphs=graphs, cp_exchange=exchange, kv_repeat=True)
     layouts = [Layout(global_batch=batch * r["dp"] * r["micro_batch"], precision=precision, **r) for r in rows]
     arrays = {k: np.array([layout_arrays(x)[k] for x in layouts]) for k in layout_arrays(layouts[0])}
     recipe = Recipe.of(layouts[0])

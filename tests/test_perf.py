@@ -208,6 +208,7 @@ IMPLS = [
     Implementation(),
     Implementation(attention="eager", dropout=0.1),
     Implementation(framework="torchtitan", fused_kernels=False, reshard_after_forward=None),
+    Implementation(framework="torchtitan", kv_repeat=True, cp_exchange="alltoall"),
     Implementation(framework="fsdp", fused_kernels=False, activation_offload=True),
     Implementation(framework="deepspeed", cuda_graphs=True),
 ]
