@@ -697,3 +697,15 @@ def test_torchtitan_context_parallel_exchange_and_repeated_kv() -> None:
                                        Implementation(framework="torchtitan", cp_exchange="alltoall"))
     assert parse_torchtitan_toml(text).implementation().cp_exchange == "alltoall"
     assert "rotate_method" not in torchtitan_toml_from_layout(layout, SEQ, "llama-3.1-8b")
+
+
+def test_megatron_cp_comm_type_is_read() -> None:
+    """--cp-comm-type (one type, or one per layer): p2p is planner's ring; Transformer Engine's all-to-all and
+    all-gather exchanges are named as timed as the ring, where CP > 1; anything else is bad input."""
+    text = _text("megatron_llama3_8b_fp8.sh")
+    assert "--cp-comm-type" not in parse_megatron_args(text + " --cp-comm-type p2p").unsupported
+    assert "--cp-comm-type" not in parse_megatron_args(text + " --cp-comm-type a2a").unsupported  # CP 1
+    cfg = parse_megatron_args(text + " --context-parallel-size 2 --cp-comm-type p2p a2a+p2p allgather")
+    assert "a2a+p2p, allgather" in cfg.unsupported["--cp-comm-type"] and cfg.unknown == []
+    with pytest.raises(InputError, match=r"--cp-comm-type: 'ring' is not one of"):
+        parse_megatron_args(text + " --cp-comm-type ring")

@@ -160,10 +160,13 @@ UNDERSTOOD_FLAGS: dict[str, Kind] = {
     "--heterogeneous-layers-config-path": "str",
     "--moe-token-dispatcher-type": "str",
     "--moe-enable-deepep": "switch",
+    "--cp-comm-type": "list",
     "--cross-entropy-loss-fusion": "switch",
     "--cross-entropy-fusion-impl": "str",
 }
 
+# Transformer Engine's context-parallel exchanges (Megatron --cp-comm-type)
+CP_COMM_TYPES = ("p2p", "a2a", "allgather", "a2a+p2p")
 # Flags that change neither memory nor the time model, listed in MegatronConfig.ignored when seen.
 def _flag_set(*groups: str) -> frozenset[str]:
     return frozenset(word for group in groups for word in group.split())
@@ -1000,6 +1003,16 @@ def parse_megatron_args(
     cuda_graphs = (args.switch("--enable-cuda-graph") or args.switch("--external-cuda-graph")
                    or graph_impl not in (None, "none"))
 
+    # --cp-comm-type (one for all layers, or one per layer): Transformer Engine's context-parallel exchange;
+    # p2p, the default, is planner's ring (megatron/training/arguments.py)
+    comm_types = args.values.get("--cp-comm-type")
+    kinds = comm_types if isinstance(comm_types, list) else ["p2p"]
+    if bad := [k for k in kinds if k not in CP_COMM_TYPES]:
+        raise InputError(f"--cp-comm-type: {bad[0]!r} is not one of {', '.join(CP_COMM_TYPES)}")
+    if cp > 1 and (other := sorted(set(kinds) - {"p2p"})):
+        unsupported["--cp-comm-type"] = (
+            f"{', '.join(other)}: Transformer Engine's all-to-all (Ulysses) and all-gather exchanges are timed as its "
+            "p2p ring")
     # --moe-token-dispatcher-type (default allgather); flex runs DeepEP/HybridEP, as --moe-enable-deepep did
     dispatcher = args.choice("--moe-token-dispatcher-type", ("allgather", "alltoall", "flex", "alltoall_seq"),
                              "flex" if args.switch("--moe-enable-deepep") else "allgather")
