@@ -26,7 +26,8 @@ function below, each one formula:
 - `_tp`, `_cp`, `_ep`, `_pp` — communication on the link it crosses (planner.model.comm): TP collectives
   per layer, exposed, or pipelined chunk by chunk with the GEMMs under Transformer Engine's userbuffers
   (`tp_overlap`: ring-exchange all-gathers split TP ways, 4-way pipelined and bulk reduce-scatters that
-  take `tp_overlap_sm_share` of the SMs); CP ring K/V; EP all-to-all; PP activations per chunk.
+  take `tp_overlap_sm_share` of the SMs); CP K/V by the stack's exchange (Transformer Engine's ring, PyTorch's
+  all-gather or all-to-all rotation with fp32 dK/dV); EP all-to-all; PP activations per chunk.
 - `_sharded` — ZeRO-3/FSDP parameter gathers and gradient reduce-scatters, with the framework's prefetch:
   forward gathers one block ahead; backward gathers issued before a block's backward (FSDP2, DeepSpeed)
   or after it (FSDP1's BACKWARD_POST, exposed); resharding after forward or not; every micro-batch or,
