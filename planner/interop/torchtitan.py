@@ -30,13 +30,13 @@ from planner.catalog import get_model
 from planner.errors import InputError, format_validation_error
 from planner.interop.sources import parse_json_object, read_text
 from planner.model.pipeline import PipelineSplit, virtual_stage_layers
-from planner.names import MomentDtype
 from planner.schema import (
     CpExchange,
     Fp8Recipe,
     Implementation,
     Layout,
     ModelSpec,
+    MomentDtype,
     Optimizer,
     Precision,
     Recompute,
