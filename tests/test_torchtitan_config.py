@@ -272,3 +272,34 @@ def test_bf16_optimizer_moments() -> None:
         export("torchtitan", layout, model=m, seq=SEQ)
     with pytest.raises(InputError, match="moment_dtype fp8"):
         saved_config(layout.model_copy(update={"moment_dtype": "fp8"}), SEQ, m)
+
+
+def test_todays_step_cuda_graph() -> None:
+    """torchtitan captures the forward and backward in one CUDA graph unless training.disable_cuda_graphs
+    (August 2026; never with PP): a saved config's graphs are read, a config function states them (today's trainer
+    refuses graphs under PP and EP, so those plans write them off), and a whole-step graph adds none of Megatron's
+    per-layer static buffers."""
+    today = parse_torchtitan_toml(SAVED)  # llama3_8b: disable_cuda_graphs false, no PP
+    assert today.implementation().cuda_graphs is True and any("one CUDA graph" in n for n in today.notes)
+    assert parse_torchtitan_toml(saved(training__disable_cuda_graphs=True)).implementation().cuda_graphs is False
+    older = saved()
+    del older["training"]["disable_cuda_graphs"]
+    assert parse_torchtitan_toml(older).implementation().cuda_graphs is False
+    piped = saved(parallelism__pipeline_parallel_degree=2, parallelism__num_pp_microbatches=2)
+    assert parse_torchtitan_toml(piped).implementation().cuda_graphs is False
+    with pytest.raises(InputError, match=r"training\.disable_cuda_graphs must be true or false"):
+        parse_torchtitan_toml(saved(training__disable_cuda_graphs="no"))
+    m = get_model("llama-3.1-8b")
+    base = Layout(dp=8, zero=3, recompute="full", global_batch=8)
+    graphs = Implementation(framework="torchtitan", cuda_graphs=True)
+    assert saved_config(base, SEQ, m)["training"]["disable_cuda_graphs"] is True
+    assert saved_config(base, SEQ, m, graphs)["training"]["disable_cuda_graphs"] is False
+    assert "config.training.disable_cuda_graphs = False" in config_function(base, SEQ, m, graphs)
+    with pytest.raises(InputError, match="pipeline parallelism"):
+        saved_config(Layout(pp=2, dp=4, zero=2, recompute="full", global_batch=8), SEQ, m, graphs)
+    from planner.model.memory import training_memory
+    plain = training_memory(m, base, SEQ, Implementation(framework="torchtitan")).total
+    assert training_memory(m, base, SEQ, graphs).total == plain
+    megatron = base.model_copy(update={"zero": 1})
+    assert training_memory(m, megatron, SEQ, Implementation(cuda_graphs=True)).total > \
+        training_memory(m, megatron, SEQ, Implementation()).total

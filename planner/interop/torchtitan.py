@@ -99,6 +99,7 @@ class TorchtitanConfig:
     loss_chunks: int | None = None  # ChunkedLossWrapper num_chunks (saved configs)
     async_tp: bool = False  # TP collectives micro-pipelined with their matmuls (Inductor's async TP)
     cp_rotate: CpExchange | None = None  # context_parallel_rotate_method where the file states it
+    cuda_graphs: bool = False  # the forward and backward captured as one CUDA graph (saved configs, August 2026)
     precision_read: bool = True  # False: the file cannot say (a saved Trainer.Config records no converters)
     toml: bool = True  # a job TOML; False: a saved Trainer.Config (torchtitan from February 2026)
     unsupported: dict[str, str] = field(default_factory=dict)
@@ -133,6 +134,7 @@ class TorchtitanConfig:
             # query head before SDPA until ff0829c10 (January 2026); a scenario beside the file may say otherwise
             "kv_repeat": base.kv_repeat if base and "kv_repeat" in stated else self.toml,
             "cp_exchange": self.cp_rotate or (base.cp_exchange if base else None),
+            "cuda_graphs": base.cuda_graphs if base and "cuda_graphs" in stated else self.cuda_graphs,
             "framework": "torchtitan", "reshard_after_forward": policy, "fp8_recipe": self.fp8_recipe,
             "fp8_param_gather": self.fp8_param_gather, "recompute_modules": None,
             "cross_entropy": "fused" if self.compiled_loss else (base.cross_entropy if base else None),
@@ -508,6 +510,15 @@ def parse_torchtitan_toml(
 
     compiled_loss = _compiled_loss(t)
     loss_chunks = t.int("num_chunks", 1, "loss") if dump else 1  # ChunkedLossWrapper (saved configs)
+    # torchtitan captures the forward and backward in one CUDA graph unless training.disable_cuda_graphs
+    # (trainer.py, f84224af0, August 2026; never with pipeline parallelism); configs saved before have no key
+    no_graphs = t.find("disable_cuda_graphs", "training") if dump else None
+    if no_graphs is not None and not isinstance(no_graphs[1], bool):
+        raise InputError(f"{where}: {no_graphs[0]} must be true or false, got {no_graphs[1]!r}")
+    cuda_graphs = no_graphs is not None and not no_graphs[1] and pp == 1
+    if cuda_graphs:
+        notes.append("the forward and backward run as one CUDA graph (training.disable_cuda_graphs false, "
+                     "torchtitan's default from August 2026): kernels replay without their CPU launches")
     # async TP: [experimental] (2024), [parallelism] (2025), compile (saved configs, 2026)
     async_tp = t.find("enable_async_tensor_parallel", "parallelism", "experimental", "compile")
     if async_tp is not None and not isinstance(async_tp[1], bool):
@@ -542,7 +553,7 @@ def parse_torchtitan_toml(
         notes=notes, where=where, precision_read=precision_read, toml=not dump,
         async_tp=async_tp is not None and async_tp[1] and tp > 1,
         loss_chunks=loss_chunks if loss_chunks > 1 else None,
-        cp_rotate=rotate[1] if rotate is not None else None,
+        cp_rotate=rotate[1] if rotate is not None else None, cuda_graphs=cuda_graphs,
     )
 
 

@@ -61,6 +61,15 @@ def saved_config(layout: Layout, seq: int, model: ModelSpec | str | None = None,
     }
     if layout.offload_optimizer:
         training["enable_cpu_offload"] = True
+    # today's trainer captures the step in one CUDA graph by default, and refuses to under pipeline or expert
+    # parallelism (trainer.py _validate_cuda_graphs): off unless the plan was timed with graphs
+    if impl.cuda_graphs and layout.pp > 1:
+        raise InputError("cuda_graphs with pp > 1: torchtitan's CUDA graphs do not support pipeline parallelism")
+    if impl.cuda_graphs and layout.ep > 1:
+        raise InputError("cuda_graphs with ep > 1: torchtitan graphs expert parallelism only with dispatchers that "
+                         "never synchronise the host (HybridEP non-blocking, MinimalAsyncEP), which planner does "
+                         "not write")
+    training["disable_cuda_graphs"] = not impl.cuda_graphs
     checkpoint: dict[str, Any] | None = {
         "none": None, "full": {}, "selective": {"force_recompute_mm_shapes_by_fqns": ["moe.router.gate"]},
     }[layout.recompute]

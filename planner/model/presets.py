@@ -136,6 +136,10 @@ class Preset:
     # or PyTorch's context_parallel, whose rotate method torchtitan leaves at its default all-gather
     # (torchtitan config_manager.py context_parallel_rotate_method "allgather")
     cp_exchange: CpExchange
+    # CUDA graphs per layer, each with static input and output buffers (Megatron transformer/cuda_graphs.py), or
+    # one graph of the whole forward and backward whose only static inputs are the step's tokens and labels
+    # (torchtitan/distributed/cudagraph.py wrap_with_cuda_graph, its default without PP since August 2026)
+    graph_static_buffers: bool
     # ZeRO-3/FSDP reduce-scatter each micro-batch's gradients; Megatron's DDP once per step, bucket by bucket
     # under the last micro-batch's backward (megatron/core/distributed/param_and_grad_buffer.py)
     reduce_every_microbatch: bool
@@ -158,6 +162,7 @@ PRESETS: dict[Framework, Preset] = {
         tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, expandable_segments=False,
         fp8_weight_cache=True, zero3_prefetch="pre", prefetch_params=None, reduce_every_microbatch=False,
         cp_exchange="ring",
+        graph_static_buffers=True,
         source="Megatron-LM megatron/core (transformer_config.py, distributed/, optimizer/distrib_optimizer.py); "
         "TransformerEngine transformer_engine/pytorch/module/",
     ),
@@ -178,6 +183,7 @@ PRESETS: dict[Framework, Preset] = {
         tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, expandable_segments=True,
         fp8_weight_cache=False, zero3_prefetch="pre", prefetch_params=None, reduce_every_microbatch=True,
         cp_exchange="allgather",
+        graph_static_buffers=False,
         source="torchtitan torchtitan/models/common/, torchtitan/distributed/{fsdp,pipeline_parallel}.py, run_train.sh",
     ),
     "deepspeed": Preset(
@@ -192,6 +198,7 @@ PRESETS: dict[Framework, Preset] = {
         tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, expandable_segments=False,
         fp8_weight_cache=False, zero3_prefetch="pre", prefetch_params=5e7, reduce_every_microbatch=True,
         cp_exchange="ring",
+        graph_static_buffers=True,
         source="DeepSpeed deepspeed/runtime/zero/{stage_1_and_2,stage3}.py, runtime/bf16_optimizer.py",
     ),
     "fsdp": Preset(
@@ -208,6 +215,7 @@ PRESETS: dict[Framework, Preset] = {
         tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, expandable_segments=False,
         fp8_weight_cache=False, zero3_prefetch="post", prefetch_params=None, reduce_every_microbatch=True,
         cp_exchange="ring",
+        graph_static_buffers=True,
         source="PyTorch torch/distributed/fsdp/ (FSDP1 FlatParameter); Composer/llm-foundry FSDP config",
     ),
 }
