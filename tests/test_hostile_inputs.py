@@ -262,7 +262,9 @@ SAVED_KEYS = [("training", "num_tokens_per_microbatch_per_dp_rank"), ("training"
               ("parallelism", "num_pp_microbatches"), ("parallelism", "enable_sequence_parallel"),
               ("parallelism", "module_fqns_per_model_part"), ("parallelism", "expert_parallel_degree"),
               ("activation_checkpoint",), ("model_spec",), ("model_spec", "flavor"), ("model_spec", "converters"),
-              ("optimizer", "param_groups"), ("compile", "components"), ("loss",), ("parallelism",)]
+              ("optimizer", "param_groups"), ("optimizer", "implementation"), ("compile", "components"), ("loss",),
+              ("parallelism",), ("parallelism", "context_parallel_degree"),
+              ("parallelism", "context_parallel_rotate_method"), ("training", "disable_cuda_graphs")]
 
 
 @FEW
