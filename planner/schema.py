@@ -609,7 +609,8 @@ MASTER_WEIGHTS_HELP = ("master copy of the 16-bit parameters: fp32, remainder (t
                        "store_param_remainders, Megatron --use-precision-aware-optimizer), fp16, or none (the 16-bit "
                        "parameters are updated in place: Apex optim.dtype bf16)")
 MOMENT_DTYPE_HELP = ("dtype of the optimizer's moments (Megatron --exp-avg-dtype/--exp-avg-sq-dtype with "
-                     "--use-precision-aware-optimizer, Apex optim.dtype); adam8bit keeps its own 8-bit moments")
+                     "--use-precision-aware-optimizer, Apex optim.dtype, torchtitan optimizer.implementation "
+                     "fused_opt_states_bf16); adam8bit keeps its own 8-bit moments")
 
 
 def check_optimizer_state(optimizer: str, moment_dtype: str, master_weights: str, precision: str) -> None:
