@@ -241,9 +241,9 @@ DEFAULT_TOKEN_DISPATCHER: TokenDispatcher = "alltoall"
 class Knobs:
     """The resolved framework behaviour of one job: the preset with the scenario's explicit choices on top.
 
-    Memory reads the kernel, state, FSDP, pipeline and fp8 fields; the time model reads `framework`,
-    `fp8_recipe` / `fp8_param_gather` (fp8 GEMM rates, fp8 all-gathers), the overlap fields and
-    `cuda_graphs`. `reshard(pp)` answers per pipeline depth.
+    Memory reads the kernel, state, FSDP, pipeline, fp8 and context-parallel fields; the time model reads
+    `framework`, `fp8_recipe` / `fp8_param_gather` (fp8 GEMM rates, fp8 all-gathers), the overlap fields,
+    `cp_exchange` / `kv_repeat` and `cuda_graphs`. `reshard(pp)` answers per pipeline depth.
     """
 
     framework: Framework
