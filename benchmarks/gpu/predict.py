@@ -15,7 +15,7 @@ from common import ROOT  # noqa: F401  (puts the repository on sys.path)
 
 from planner.model import perf
 from planner.model.memory import Recipe
-from planner.schema import Efficiency, GpuSku, Implementation, ModelSpec
+from planner.schema import AttentionKernel, Efficiency, GpuSku, Implementation, ModelSpec
 
 # _gemm reads only GPU- and precision-dependent fields of the context (rate, balance, align,
 # unaligned_penalty); the model shape the context also carries does not enter, so any model will do.
@@ -69,3 +69,13 @@ def _gpu_for_shapes() -> GpuSku:
     from planner.catalog import get_gpu
 
     return get_gpu("h100-sxm")  # shapes do not depend on the GPU; any catalog entry builds the context
+
+
+def attention_rates(gpu: GpuSku, kernel: AttentionKernel = "native",
+                    efficiency: Efficiency | None = None) -> tuple[float, float]:
+    """(forward, backward) attention FLOP/s planner charges for `kernel` (native, fa2 or triton) in bf16, FLOPs in
+    its convention (causal counts half; a backward counts perf.FLASH_BACKWARD forwards): the context's
+    `flash_rate`, and the same over the kernel's backward share (`flash_backward`)."""
+    c = perf._build_context(_PROBE, gpu, 2048, Implementation(attention_kernel=kernel), efficiency or gpu.efficiency,
+                            gpu.node_size, Recipe(precision="bf16"))
+    return float(c.flash_rate), float(perf.FLASH_BACKWARD * c.flash_rate / c.flash_backward)
