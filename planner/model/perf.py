@@ -706,7 +706,10 @@ def _compute(c: _Context, s: _Step, p: _Params) -> _Compute:
 
 def _offload(c: _Context, s: _Step, fwd: Any, bwd: Any) -> Any:
     """Activation offload: the saved activations go to host memory during forward and come back during
-    backward over the host link; what the compute of that pass does not hide is exposed."""
+    backward over the host link; what the compute of that pass does not hide is exposed. Transformer Engine
+    spreads the N offloaded layers' copies evenly over the L layers, each under L/N layers' compute
+    (transformer_engine/pytorch/cpu_offload.py AsyncDoubleBufferGroupOffloadHandler layer_window_map), so the
+    pass as a whole is the window."""
     share = offloaded_share(c.stack.activation_offload, c.stack.activation_offload_layers, c.m.layers)
     if not share:
         return 0.0
