@@ -58,6 +58,13 @@ def test_json_has_the_promised_fields() -> None:
     assert out["params"]["total"] == 6_738_415_616
     assert out["params"]["active"] == out["params"]["total"]
     assert out["flops"]["hardware_per_step"] > out["flops"]["model_per_step"] > 0
+    # the count and its label agree: causal attention scores at half (planner.model.flops)
+    from planner.catalog import get_model
+    from planner.model.flops import step_flops
+
+    half = step_flops(get_model("llama-2-7b"), 4096, out["flops"]["tokens_per_step"], "full")
+    assert out["flops"]["model_per_step"] == pytest.approx(half.model)
+    assert "half" in out["flops"]["attention"]
     for key in ("step_seconds", "mfu", "hfu", "tflops_per_gpu", "days", "gpu_hours", "breakdown"):
         assert key in out["time"]
     assert "usd" in out["cost"]

@@ -123,7 +123,8 @@ def estimate_dict(ev: Evaluation) -> dict[str, Any]:
             "model_per_step": ev.flops.model,
             "hardware_per_step": ev.flops.hardware,
             "tokens_per_step": ev.flops.tokens,
-            "attention": "full s² counted (not causal-halved), as Megatron-LM and FlopCounterMode count",
+            # planner.model.flops step_flops, as planner.workloads.training.evaluation counts them
+            "attention": "causal scores counted at half: what flash kernels execute and Megatron-LM counts",
         },
         "memory": memory_dict(ev),
         "time": time_dict(ev),
