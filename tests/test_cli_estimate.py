@@ -198,3 +198,17 @@ def test_optimizer_state_flags_set_the_job() -> None:
         assert bad.exit_code == 2 and "--master-weights" in bad.output, bad.output
         assert len(bad.output.strip().splitlines()) == 1
 
+
+
+def test_json_names_the_framework_knobs_it_used(tmp_path: Path) -> None:
+    """`implementation`: every framework knob the models used, the scenario's choices over the framework's
+    documented defaults (torchtitan's all-gather context-parallel exchange, Megatron-Core's ring)."""
+    sc = tmp_path / "s.yaml"
+    sc.write_text("name: knobs\nmodel: llama-3.1-8b\njob: {seq_len: 8192, global_batch: 64, tokens: 1.0e10}\n"
+                  "implementation: {framework: torchtitan, kv_repeat: true}\n"
+                  "layout: {dp: 4, cp: 2, zero: 3, recompute: full}\nestimate: {gpu: h100-sxm, gpus: 8}\n")
+    knobs = run_json("estimate", str(sc))["implementation"]
+    assert (knobs["framework"], knobs["cp_exchange"], knobs["kv_repeat"], knobs["state"]) == \
+        ("torchtitan", "allgather", True, "fsdp2")
+    plain = run_json("estimate", "--model", "llama-2-7b", "--gpu", "h100-sxm", "--gpus", "8")["implementation"]
+    assert (plain["framework"], plain["cp_exchange"], plain["kv_repeat"]) == ("megatron-core", "ring", False)

@@ -11,6 +11,7 @@ import math
 from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 
+from planner.model.presets import knobs_dict
 from planner.workloads.training.layout import as_fields
 
 if TYPE_CHECKING:
@@ -96,6 +97,12 @@ def warnings_list(ev: Evaluation) -> list[dict[str, Any]]:
     return out
 
 
+def implementation_dict(ev: Evaluation) -> dict[str, Any]:
+    """The `implementation` object: every framework knob the memory and time models used, the scenario's
+    choices over the framework's documented defaults (`Evaluation.knobs`)."""
+    return knobs_dict(ev.knobs)
+
+
 def cost_dict(ev: Evaluation) -> dict[str, Any]:
     return {
         "usd": ev.cost_usd,
@@ -131,6 +138,7 @@ def estimate_dict(ev: Evaluation) -> dict[str, Any]:
         "reliability": reliability_dict(ev),
         "cost": cost_dict(ev),
         "warnings": warnings_list(ev),
+        "implementation": implementation_dict(ev),
         "rules_of_thumb": {
             "state_bytes_20_per_param": state,
             # blog arithmetic divides by the vendor's label (80 GB = 80e9 B), not by what the driver reports

@@ -14,6 +14,7 @@ from planner.model.flops import StepFlops, step_flops
 from planner.model.memory import FitsOnGpu, MemoryBreakdown, training_memory
 from planner.model.params import ParamCount, count_params
 from planner.model.perf import SECONDS_PER_DAY, TimeEstimate, fixed_utilisation_time, training_time
+from planner.model.presets import Knobs, resolve
 from planner.model.reliability import ExpectedTime, checkpoint_bytes, expected_time
 from planner.model.uncertainty import error_band, error_quantile, extrapolation, regime_of
 from planner.pricing import HourlyRate, hourly_rate
@@ -39,6 +40,7 @@ class Evaluation(FitsOnGpu):
     problems: list[str]  # legality violations; empty for a runnable layout
     framework: Framework = "megatron-core"
     basis: Basis = field(default=IDEAL)  # failures and confidence the plan is judged with
+    implementation: Implementation | None = None  # the scenario's framework knobs (None: the defaults)
 
     # -- how sure: the step-time band of the plan's regime, and what lies outside the calibration --------
 
@@ -59,6 +61,12 @@ class Evaluation(FitsOnGpu):
         """Expected days (with failures) at the low and high ends of the step-time band."""
         lo, hi = self.band
         return self.expected.days * (1 + lo), self.expected.days * (1 + hi)
+
+    @functools.cached_property
+    def knobs(self) -> Knobs:
+        """Every framework knob the memory and time models used: the scenario's choices over the framework's
+        documented defaults, for this layout and GPU (planner.model.presets.resolve)."""
+        return resolve(self.implementation or Implementation(framework=self.framework), self.layout, self.gpu)
 
     @functools.cached_property
     def warnings(self) -> list[str]:
@@ -194,4 +202,5 @@ def evaluate(
                                  loss_chunks=impl.loss_chunks),
         framework=impl.framework,
         basis=basis,
+        implementation=impl,
     )
