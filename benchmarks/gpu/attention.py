@@ -23,12 +23,11 @@ counterpart and is compared with FlashAttention-2's) and the ratio measured ÷ p
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from dataclasses import dataclass
 
 import torch
-from common import device, fmt, header, median, num, resolve_gpu, table, time_op
+from common import device, fmt, median, num, script_main, table, time_op
 from predict import attention_rates
 
 from planner.schema import AttentionKernel, GpuSku
@@ -186,17 +185,7 @@ def run(gpu: GpuSku, smoke: bool, *, warmup: int | None = None, iters: int | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    from common import common_args
-
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    common_args(p)
-    p.add_argument("--warmup", type=int, help="untimed calls per case (default 3; smoke 1)")
-    p.add_argument("--iters", type=int, help="timed calls per case, median kept (default 10; smoke 2)")
-    a = p.parse_args(argv)
-    gpu = resolve_gpu(a.gpu, a.smoke)
-    print(header(gpu, a.smoke, "planner GPU benchmarks: attention"))
-    print(run(gpu, a.smoke, warmup=a.warmup, iters=a.iters))
-    return 0
+    return script_main(__doc__, "attention", run, "case", 3, 10, argv)
 
 
 if __name__ == "__main__":

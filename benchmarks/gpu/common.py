@@ -223,3 +223,20 @@ def common_args(parser: Any) -> None:
 def num(x: float) -> str:
     """Three decimals, or two significant digits below 0.01 (a smoke run's CPU numbers)."""
     return format(x, ".3f") if x == 0 or abs(x) >= 0.01 else format(x, ".2g")
+
+
+def script_main(doc: str | None, title: str, run: Callable[..., str], unit: str, warmup: int, iters: int,
+                argv: list[str] | None = None) -> int:
+    """The command line of one benchmark script: --gpu, --smoke, --warmup and --iters (defaults `warmup` and
+    `iters` per `unit`; 1 and 2 in a smoke run), then its report under the device header."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=(doc or title).splitlines()[0])
+    common_args(p)
+    p.add_argument("--warmup", type=int, help=f"untimed runs per {unit} (default {warmup}; smoke 1)")
+    p.add_argument("--iters", type=int, help=f"timed runs per {unit}, median kept (default {iters}; smoke 2)")
+    a = p.parse_args(argv)
+    gpu = resolve_gpu(a.gpu, a.smoke)
+    print(header(gpu, a.smoke, f"planner GPU benchmarks: {title}"))
+    print(run(gpu, a.smoke, warmup=a.warmup, iters=a.iters))
+    return 0

@@ -17,11 +17,10 @@ efficiency.hbm, and ratio = measured ÷ (spec × efficiency.hbm), i.e. measured 
 
 from __future__ import annotations
 
-import argparse
 import gc
 
 import torch
-from common import GIB, device, header, median, num, resolve_gpu, table, time_op
+from common import GIB, device, median, num, script_main, table, time_op
 from predict import predicted_hbm_bytes_per_s
 
 from planner.schema import GpuSku
@@ -86,17 +85,7 @@ def run(gpu: GpuSku, smoke: bool, *, warmup: int | None = None, iters: int | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    from common import common_args
-
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    common_args(p)
-    p.add_argument("--warmup", type=int, help="untimed calls per size (default 2; smoke 1)")
-    p.add_argument("--iters", type=int, help="timed calls per size, median kept (default 10; smoke 2)")
-    a = p.parse_args(argv)
-    gpu = resolve_gpu(a.gpu, a.smoke)
-    print(header(gpu, a.smoke, "planner GPU benchmarks: HBM"))
-    print(run(gpu, a.smoke, warmup=a.warmup, iters=a.iters))
-    return 0
+    return script_main(__doc__, "HBM", run, "size", 2, 10, argv)
 
 
 if __name__ == "__main__":

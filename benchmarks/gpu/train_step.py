@@ -34,14 +34,13 @@ in use afterwards (`torch.cuda.mem_get_info`: CUDA context and the allocator's c
 
 from __future__ import annotations
 
-import argparse
 import gc
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from common import GIB, device, header, median, num, resolve_gpu, synchronize, table
+from common import GIB, device, median, num, script_main, synchronize, table
 
 from planner.interop.hf_config import model_from_hf_config
 from planner.model.memory import training_memory
@@ -295,17 +294,7 @@ def report(gpu: GpuSku, smoke: bool, spec: ModelSpec, n_torch: int, n_planner: i
 
 
 def main(argv: list[str] | None = None) -> int:
-    from common import common_args
-
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    common_args(p)
-    p.add_argument("--warmup", type=int, help="untimed steps per layout (default 3; smoke 1)")
-    p.add_argument("--iters", type=int, help="timed steps per layout, median kept (default 5; smoke 2)")
-    a = p.parse_args(argv)
-    gpu = resolve_gpu(a.gpu, a.smoke)
-    print(header(gpu, a.smoke, "planner GPU benchmarks: training steps"))
-    print(run(gpu, a.smoke, warmup=a.warmup, iters=a.iters))
-    return 0
+    return script_main(__doc__, "training steps", run, "layout", 3, 5, argv)
 
 
 if __name__ == "__main__":
