@@ -135,7 +135,8 @@ MEGATRON = ("--num-layers 4 --hidden-size 512 --num-attention-heads 8 --seq-leng
 MEGATRON_FLAGS = ["--tensor-model-parallel-size", "--pipeline-model-parallel-size", "--num-experts",
                   "--moe-layer-freq", "--seq-length", "--global-batch-size", "--hidden-dropout",
                   "--num-layers-per-virtual-pipeline-stage", "--recompute-num-layers", "--nproc_per_node",
-                  "--expert-tensor-parallel-size", "--moe-token-dispatcher-type", "--expert-model-parallel-size"]
+                  "--expert-tensor-parallel-size", "--moe-token-dispatcher-type", "--expert-model-parallel-size",
+                  "--context-parallel-size", "--cp-comm-type"]
 
 
 @FEW
