@@ -51,6 +51,7 @@ from planner.interop.published import (  # noqa: E402
 from planner.model.flops import step_flops  # noqa: E402
 from planner.model.memory import training_memory  # noqa: E402
 from planner.model.perf import training_time, utilisation_peak  # noqa: E402
+from planner.model.presets import resolve  # noqa: E402
 from planner.model.uncertainty import (  # noqa: E402
     CALIBRATION_PATH,
     build_calibration,
@@ -178,7 +179,8 @@ def calibration_content(results: list[Result], reference: str) -> dict[str, Any]
     records = [{"id": r.case.id, "generation": gpu_generation(r.case.gpu), "framework": r.case.impl.framework,
                 "parallel": parallel_regime(r.case.layout), "error": r.error, "mfu": measured_mfu(r),
                 "micro_batch": r.case.layout.micro_batch, "recompute": r.case.layout.recompute,
-                "ep": r.case.layout.ep, "cp": r.case.layout.cp, "seq": r.case.seq, "moe": r.case.model.moe is not None}
+                "ep": r.case.layout.ep, "cp": r.case.layout.cp, "seq": r.case.seq, "moe": r.case.model.moe is not None,
+                "cp_exchange": resolve(r.case.impl).cp_exchange}
                for r in results]
     return build_calibration(records, reference)
 

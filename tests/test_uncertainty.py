@@ -124,3 +124,23 @@ def test_context_parallel_and_long_sequences_beyond_calibration_are_flagged() ->
     reasons = extrapolation(wide, "h100-sxm", seq=16 * cov["seq"])
     assert any(f"context parallelism {2 * cov['cp']}" in r for r in reasons)
     assert any(f"sequence length {16 * cov['seq']:,}" in r for r in reasons)
+
+
+def test_context_parallelism_through_an_uncalibrated_exchange_is_flagged() -> None:
+    """The Hopper calibration runs split sequences over Transformer Engine's ring only: a CP 2 plan through
+    PyTorch's all-gather exchange (torchtitan) is `extrapolated`, saying which exchange was measured; the same
+    layout through the ring is not, and an estimate of a torchtitan CP plan carries the reason."""
+    from planner import EstimateRequest, estimate
+    from planner.model.uncertainty import extrapolation, load_calibration
+    from planner.schema import Layout
+
+    cov = load_calibration()["coverage"]["hopper"]
+    assert cov["cp_exchanges"] == ["ring"] and cov["cp"] >= 2
+    lay = Layout(tp=8, cp=2, dp=4, sequence_parallel=True, global_batch=64)
+    assert not any("K/V exchange" in r for r in extrapolation(lay, "h100-sxm", cp_exchange="ring"))
+    gathered = extrapolation(lay, "h100-sxm", cp_exchange="allgather")
+    assert any("allgather K/V exchange" in r and "measured: ring" in r for r in gathered)
+    ev = estimate(EstimateRequest(model="llama-3.1-8b", gpu="h100-sxm", gpus=8, seq=8192,
+                                  layout={"dp": 4, "cp": 2, "zero": 3, "recompute": "full"},
+                                  implementation={"framework": "torchtitan"}))
+    assert any("allgather K/V exchange" in w for w in ev.warnings)

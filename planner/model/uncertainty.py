@@ -111,14 +111,16 @@ def build_calibration(records: Iterable[dict[str, Any]], reference: str = "") ->
             best[r["generation"]] = {"mfu": round(r["mfu"], 4), "run": r["id"]}
     coverage: dict[str, dict[str, Any]] = {}
     for r in recs:  # what the runs measured per generation: a plan outside it extrapolates (`extrapolation`)
-        c = coverage.setdefault(r["generation"], {"micro_batch": [], "recompute": [], "ep": 1, "cp": 1, "seq": 0,
-                                                  "moe": False})
+        c = coverage.setdefault(r["generation"], {"micro_batch": [], "recompute": [], "ep": 1, "cp": 1,
+                                                  "cp_exchanges": [], "seq": 0, "moe": False})
         if r.get("micro_batch") is not None:
             c["micro_batch"] = [min([r["micro_batch"], *c["micro_batch"]]), max([r["micro_batch"], *c["micro_batch"]])]
         if r.get("recompute") is not None and r["recompute"] not in c["recompute"]:
             c["recompute"] = sorted([*c["recompute"], r["recompute"]])
         c["ep"] = max(c["ep"], r.get("ep") or 1)
         c["cp"] = max(c["cp"], r.get("cp") or 1)
+        if (r.get("cp") or 1) > 1 and r.get("cp_exchange") and r["cp_exchange"] not in c["cp_exchanges"]:
+            c["cp_exchanges"] = sorted([*c["cp_exchanges"], r["cp_exchange"]])
         c["seq"] = max(c["seq"], r.get("seq") or 0)
         c["moe"] = c["moe"] or bool(r.get("moe"))
     return {
@@ -216,11 +218,12 @@ def _key_at(regime_key: str, level: str) -> str:
 
 
 def extrapolation(layout: Layout, gpu: GpuSku | str, framework: str = "megatron-core", mfu: float | None = None,
-                  calibration: dict[str, Any] | None = None, seq: int | None = None, moe: bool = False) -> list[str]:
+                  calibration: dict[str, Any] | None = None, seq: int | None = None, moe: bool = False,
+                  cp_exchange: str | None = None) -> list[str]:
     """Why a plan lies outside what the calibration runs measured (empty when inside): an MFU above the best
     any run reached on that GPU generation, or a generation, parallel regime, recompute mode, micro-batch,
-    mixture-of-experts model (`moe`), expert or context parallelism, or a sequence length no run there used.
-    Each reason is one sentence for the `extrapolated` warning."""
+    mixture-of-experts model (`moe`), expert or context parallelism (or its K/V exchange, `cp_exchange`), or a
+    sequence length no run there used. Each reason is one sentence for the `extrapolated` warning."""
     cal = calibration if calibration is not None else load_calibration()
     regime = regime_of(layout, gpu, framework)
     gen = regime.generation
@@ -248,6 +251,10 @@ def extrapolation(layout: Layout, gpu: GpuSku | str, framework: str = "megatron-
             out.append(f"context parallelism {layout.cp}: no calibration run on {gen} GPUs split a sequence over "
                        f"more than {cov.get('cp', 1)} rank(s); the ring attention's steps and exchanges are not "
                        f"calibrated there")
+        elif layout.cp > 1 and cp_exchange and "cp_exchanges" in cov and cp_exchange not in cov["cp_exchanges"]:
+            measured = ", ".join(cov["cp_exchanges"]) or "none"
+            out.append(f"context parallelism through the {cp_exchange} K/V exchange: no calibration run on {gen} GPUs "
+                       f"exchanged K/V that way (measured: {measured})")
         if seq is not None and cov.get("seq") and seq > cov["seq"]:
             out.append(f"sequence length {seq:,}: longer than any calibration run on {gen} GPUs ({cov['seq']:,}); "
                        f"the attention share of the step is extrapolated")

@@ -72,7 +72,7 @@ class Evaluation(FitsOnGpu):
     def warnings(self) -> list[str]:
         """`extrapolated`: why the plan lies outside what the calibration runs measured (empty inside)."""
         return extrapolation(self.layout, self.gpu, self.framework, self.time.mfu, seq=self.seq,
-                             moe=self.model.moe is not None)
+                             moe=self.model.moe is not None, cp_exchange=self.knobs.cp_exchange)
 
     @property
     def beyond_offer(self) -> str | None:
