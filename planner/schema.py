@@ -638,7 +638,7 @@ def master_weights_problem(framework: str, master_weights: str) -> str | None:
 # Megatron-Core's --moe-token-dispatcher-type (megatron/core/transformer/moe/token_dispatcher.py); flex runs
 # DeepEP or HybridEP (--moe-flex-dispatcher-backend), which send a token once per destination node.
 TokenDispatcher = Literal["alltoall", "allgather", "flex"]
-CpExchange = Literal["ring", "allgather", "alltoall"]
+CpExchange = Literal["ring", "allgather", "alltoall", "ulysses"]
 RecomputeModule = Literal["core_attn", "mlp", "moe_act", "layernorm", "mla_up_proj", "moe", "shared_experts"]
 
 
@@ -796,8 +796,10 @@ class Implementation(Strict):
         "one), allgather (PyTorch's context_parallel with its default rotate method, as torchtitan runs it: one "
         "all-gather of every rank's K/V per attention call, dK/dV passed around the ring in fp32; "
         "torch/distributed/tensor/experimental/_attention.py), alltoall (the same with K/V passed chunk by chunk: "
-        "torchtitan context_parallel_rotate_method alltoall); null = the framework's default (torchtitan: "
-        "allgather, the others: ring)",
+        "torchtitan context_parallel_rotate_method alltoall), ulysses (Transformer Engine's all-to-all, "
+        "DeepSpeed-Ulysses, Megatron --cp-comm-type a2a: Q, K and V go from sequence shards to head shards before "
+        "attention and the output back after, none of it under compute; each CP rank takes whole heads); null = "
+        "the framework's default (torchtitan: allgather, the others: ring)",
     )
     kv_repeat: bool = Field(
         False, description="the attention kernel receives K and V repeated to every query head, as torchtitan's "

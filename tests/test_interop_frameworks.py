@@ -709,3 +709,20 @@ def test_megatron_cp_comm_type_is_read() -> None:
     assert "a2a+p2p, allgather" in cfg.unsupported["--cp-comm-type"] and cfg.unknown == []
     with pytest.raises(InputError, match=r"--cp-comm-type: 'ring' is not one of"):
         parse_megatron_args(text + " --cp-comm-type ring")
+
+
+def test_megatron_a2a_context_parallelism_is_ulysses() -> None:
+    """--cp-comm-type a2a on every layer is Transformer Engine's all-to-all exchange (implementation.cp_exchange
+    ulysses), written back as such; its layout rule wants each TP rank's query and K/V heads to split cp ways."""
+    text = _text("megatron_llama3_8b_fp8.sh") + " --context-parallel-size 2 --cp-comm-type a2a"
+    cfg = parse_megatron_args(text, model=get_model("llama-3.1-8b"))
+    assert cfg.implementation().cp_exchange == "ulysses" and "--cp-comm-type" not in cfg.unsupported
+    layout = cfg.to_layout(8)
+    assert "--cp-comm-type a2a" in megatron_args_from_layout(cfg.model, layout, SEQ, cfg.implementation())
+    assert "--cp-comm-type" not in megatron_args_from_layout(cfg.model, layout, SEQ, Implementation())
+    m = get_model("llama-3.1-8b")  # 32 query heads, 8 K/V heads
+    ok = Layout(tp=2, cp=4, dp=1, sequence_parallel=True, global_batch=8)
+    bad = Layout(tp=4, cp=4, dp=1, sequence_parallel=True, global_batch=8)
+    assert not [p for p in layout_problems(m, ok, cp_exchange="ulysses") if p.startswith("cp:")]
+    assert any("2 K/V heads per TP rank" in p for p in layout_problems(m, bad, cp_exchange="ulysses"))
+    assert not [p for p in layout_problems(m, bad) if p.startswith("cp:")]  # the ring has no such rule

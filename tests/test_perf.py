@@ -507,3 +507,23 @@ def test_pytorch_context_parallel_moves_repeated_kv_and_waits_for_the_last_gradi
     kv = (seq / lay.cp) * 2 * llama.heads * llama.d_head / lay.tp * 2
     hop = comm.p2p(2 * kv, comm.group(lay.cp, lay.tp, comm.links(H100)))
     assert repeated >= llama.layers * hop
+
+
+def test_ulysses_moves_qkv_and_the_output_exposed() -> None:
+    """Transformer Engine's all-to-all CP exchange (Megatron --cp-comm-type a2a) sends Q, K and V to head shards
+    and the output back, and the same bytes in backward, with nothing computing beside them: an all-to-all of
+    (Q + K + V + O) per pass, forward, recompute forward and backward."""
+    from planner.model.perf import _build_context
+
+    llama = ModelSpec(layers=8, hidden=8192, heads=64, kv_heads=8, ffn_hidden=28672, vocab=128256, max_seq=131072)
+    lay = Layout(tp=8, cp=4, dp=1, sequence_parallel=True, recompute="full", global_batch=1)
+    seq = 131072
+    impl = Implementation(cp_exchange="ulysses")
+    est = training_time(llama, lay, H100, seq, 1e9, impl=impl)
+    c = _build_context(llama, H100, seq, impl, H100.efficiency, 8, Recipe.of(lay))
+    tokens = seq // lay.cp
+    per_rank = tokens * (c.q_width + c.v_width + c.kernel_kv_width) / lay.tp * 2
+    move = comm.all_to_all(per_rank, comm.group(lay.cp, lay.tp, comm.links(H100)))
+    assert est.breakdown["cp_comm"] == pytest.approx(llama.layers * 3 * move)
+    assert training_time(llama, lay.model_copy(update={"recompute": "selective"}), H100, seq, 1e9,
+                         impl=impl).breakdown["cp_comm"] == pytest.approx(llama.layers * 2 * move)

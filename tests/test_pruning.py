@@ -31,7 +31,8 @@ STACKS: dict[str, dict[str, Any]] = {
     "deepseek-v2-lite megatron fp8 graphs": {
         "model": "deepseek-v2-lite", "job": {"seq_len": 4096, "global_batch": 128, "precision": "fp8",
                                              "fp32_grad_accumulation": False},
-        "implementation": {"framework": "megatron-core", "cuda_graphs": True, "fp8_param_gather": True}},
+        "implementation": {"framework": "megatron-core", "cuda_graphs": True, "fp8_param_gather": True,
+                           "cp_exchange": "ulysses"}},
     "llama torchtitan chunked loss": {
         "model": "llama-3.1-8b", "job": {"seq_len": 8192, "global_batch": 64},
         "implementation": {"framework": "torchtitan", "loss_chunks": 8, "kv_repeat": True}},

@@ -303,3 +303,28 @@ def test_todays_step_cuda_graph() -> None:
     megatron = base.model_copy(update={"zero": 1})
     assert training_memory(m, megatron, SEQ, Implementation(cuda_graphs=True)).total > \
         training_memory(m, megatron, SEQ, Implementation()).total
+
+
+def test_the_solver_keeps_the_ulysses_heads_rule() -> None:
+    """With the all-to-all CP exchange every TP rank's heads must split cp ways: the solver's space is the
+    exhaustive enumeration's (which checks the rule on whole layouts), its optimum the same, and its plans keep
+    the rule; the ring's space is larger."""
+    from planner.scenario import Scenario
+    from planner.search.exhaustive import enumerate_plans
+    from planner.search.problem import resolve_problem
+    from planner.workflows.solve import solve
+
+    sc = Scenario.model_validate({
+        "name": "ulysses", "model": "llama-3.1-8b", "job": {"tokens": 2e9, "seq_len": 16384, "global_batch": 16},
+        "hardware": {"skus": ["h100-sxm"], "max_gpus": 16}, "objective": "cost",
+        "implementation": {"cp_exchange": "ulysses"}, "layout": {"zero": 1, "vpp": 1, "pp": 1, "micro_batch": 1}})
+    result = solve(sc, top_k=3)
+    ref = enumerate_plans(resolve_problem(sc))
+    assert result.search_space_size == ref.space_size > 0
+    assert result.plans and ref.best is not None and result.solutions[0].cost_cents == ref.best[0]
+    m = get_model("llama-3.1-8b")  # 32 query heads, 8 K/V heads
+    for plan in result.plans:
+        lay = plan.evaluation.layout
+        assert (m.n_kv_heads // lay.tp) % lay.cp == 0 and not plan.evaluation.problems
+    ring = sc.model_copy(update={"implementation": sc.implementation.model_copy(update={"cp_exchange": None})})
+    assert solve(ring, top_k=1).search_space_size > result.search_space_size

@@ -39,6 +39,7 @@ from planner.schema import (
     MAX_GPUS,
     MAX_LAYERS,
     MAX_SEQ,
+    CpExchange,
     CrossEntropyKernel,
     Fp8Recipe,
     Implementation,
@@ -282,6 +283,7 @@ class MegatronConfig:
     cuda_graphs: bool = False
     moe_token_dispatcher: TokenDispatcher | None = None
     cross_entropy: CrossEntropyKernel | None = None  # None: Megatron's vocab-parallel loss
+    cp_exchange: CpExchange | None = None  # ulysses: --cp-comm-type a2a on every layer; None: the p2p ring
     expert_tp: int | None = None
     ignored: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
@@ -325,7 +327,7 @@ class MegatronConfig:
             recompute_modules=self.recompute_modules, activation_offload=self.activation_offload,
             activation_offload_layers=self.activation_offload_layers, cuda_graphs=self.cuda_graphs,
             moe_token_dispatcher=self.moe_token_dispatcher,
-            cross_entropy=self.cross_entropy,
+            cross_entropy=self.cross_entropy, cp_exchange=self.cp_exchange,
         )
 
     def to_layout(self, gpus: int) -> Layout:
@@ -1009,10 +1011,11 @@ def parse_megatron_args(
     kinds = comm_types if isinstance(comm_types, list) else ["p2p"]
     if bad := [k for k in kinds if k not in CP_COMM_TYPES]:
         raise InputError(f"--cp-comm-type: {bad[0]!r} is not one of {', '.join(CP_COMM_TYPES)}")
-    if cp > 1 and (other := sorted(set(kinds) - {"p2p"})):
+    ulysses = cp > 1 and set(kinds) == {"a2a"}  # Transformer Engine's all-to-all on every layer
+    if cp > 1 and not ulysses and (other := sorted(set(kinds) - {"p2p"})):
         unsupported["--cp-comm-type"] = (
-            f"{', '.join(other)}: Transformer Engine's all-to-all (Ulysses) and all-gather exchanges are timed as its "
-            "p2p ring")
+            f"{', '.join(other)}: Transformer Engine's all-gather, hierarchical a2a+p2p and per-layer mixes of "
+            "exchanges are timed as its p2p ring (a2a on every layer is implementation.cp_exchange ulysses)")
     # --moe-token-dispatcher-type (default allgather); flex runs DeepEP/HybridEP, as --moe-enable-deepep did
     dispatcher = args.choice("--moe-token-dispatcher-type", ("allgather", "alltoall", "flex", "alltoall_seq"),
                              "flex" if args.switch("--moe-enable-deepep") else "allgather")
@@ -1070,6 +1073,7 @@ def parse_megatron_args(
         moe_token_dispatcher=("alltoall" if dispatcher == "alltoall_seq" else dispatcher)  # type: ignore[arg-type]
         if spec is not None and spec.moe is not None else None,
         expert_tp=etp, cross_entropy=cross_entropy,  # type: ignore[arg-type]
+        cp_exchange="ulysses" if ulysses else None,
         sequence_parallel=sequence_parallel,
         micro_batch=args.int("--micro-batch-size"), global_batch=args.int("--global-batch-size"),
         precision=precision, fp32_grad_accumulation=fp32_grads, optimizer=optimizer, offload_optimizer=offload,
@@ -1200,6 +1204,8 @@ def megatron_args_from_layout(
             lines.append(f"--num-virtual-stages-per-pipeline-rank {layout.vpp}")
     if layout.cp > 1:
         lines.append(f"--context-parallel-size {layout.cp}")
+        if impl.cp_exchange == "ulysses":
+            lines.append("--cp-comm-type a2a")
     if layout.ep > 1:
         lines.append(f"--expert-model-parallel-size {layout.ep}")
     if layout.expert_tp is not None:

@@ -799,11 +799,17 @@ def _cp(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -
     the kernel once per rank's chunk, the load-balanced causal work split evenly over the cp calls: the
     all-gather rotater fetches every rank's K/V in one collective behind the first call of each forward and
     backward, the all-to-all one a chunk behind each call; dK/dV go around the ring in fp32, each hop behind a
-    backward call, the last one after them."""
+    backward call, the last one after them. Transformer Engine's all-to-all (`ulysses`) moves Q, K and V to head
+    shards before attention and the output back, exposed."""
     if _scalar(s.cp) and s.cp == 1:
         return 0.0
     lay = cmp.layer
     kv = s.tok * c.kernel_kv_width / s.t * ACT  # this rank's K and V, 16-bit
+    if c.stack.cp_exchange == "ulysses":
+        # Q, K, V to head shards and the output back (flash_attn_a2a_communicate); backward: dO, then dQ, dK, dV.
+        # Nothing computes while they move: the attention needs all of them
+        move = comm.all_to_all(s.tok * (c.q_width + c.v_width) / s.t * ACT + kv, g.cp)
+        return (s.cp > 1) * s.layers * (2 + s.full) * move
     if c.stack.cp_exchange == "ring":
         step = (s.cp > 1) * comm.p2p(kv, g.cp)
         ring = (s.cp - 1) * step * (3 + s.full)

@@ -199,7 +199,7 @@ def evaluate(
         time=time,
         rate=rate,
         problems=layout_problems(model, layout, node_size=node, seq=seq, framework=impl.framework,
-                                 loss_chunks=impl.loss_chunks),
+                                 loss_chunks=impl.loss_chunks, cp_exchange=impl.cp_exchange),
         framework=impl.framework,
         basis=basis,
         implementation=impl,

@@ -47,6 +47,19 @@ def loss_chunk_problem(layout: Layout, seq: int, chunks: int | None) -> str | No
     return None
 
 
+def cp_heads_problem(m: ModelSpec, layout: Layout, cp_exchange: str | None) -> str | None:
+    """Transformer Engine's all-to-all exchange hands each CP rank whole heads of Q and of K/V
+    (context_parallel.py flash_attn_a2a_communicate splits the heads dimension cp ways)."""
+    if cp_exchange != "ulysses" or layout.cp == 1:
+        return None
+    q = m.heads // layout.tp
+    kv = m.heads // layout.tp if m.mla is not None else max(1, m.n_kv_heads // layout.tp)
+    if q % layout.cp or kv % layout.cp:
+        return (f"cp: {layout.cp} does not divide the {q} query and {kv} K/V heads per TP rank; "
+                "implementation.cp_exchange ulysses (Transformer Engine's all-to-all) gives each CP rank whole heads")
+    return None
+
+
 def layout_problems(
     m: ModelSpec,
     layout: Layout,
@@ -55,14 +68,18 @@ def layout_problems(
     seq: int | None = None,
     framework: Framework = "megatron-core",
     loss_chunks: int | None = None,
+    cp_exchange: str | None = None,
 ) -> list[str]:
     """Every rule the layout breaks, as 'field: what is wrong (what is allowed)'; empty when legal. Pipeline
     splits and FSDP with pipeline parallelism follow what `framework` runs (planner.model.pipeline); `loss_chunks`
-    (implementation.loss_chunks) must divide a micro-batch's tokens per rank."""
+    (implementation.loss_chunks) must divide a micro-batch's tokens per rank, and the `ulysses` CP exchange
+    (implementation.cp_exchange) each TP rank's heads."""
     out: list[str] = []
     if seq is not None and (why := sequence_problem(m, seq)) is not None:
         out.append(why)
     if seq is not None and (why := loss_chunk_problem(layout, seq, loss_chunks)) is not None:
+        out.append(why)
+    if (why := cp_heads_problem(m, layout, cp_exchange)) is not None:
         out.append(why)
     t, p, v = layout.tp, layout.pp, layout.vpp
     if m.heads % t:

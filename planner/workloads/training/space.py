@@ -93,10 +93,12 @@ def _problems(w: TrainingWorkload, codes: dict[str, int], node: int | None) -> l
     rule is checked where the fields it reads are given, not against their defaults."""
     layout = w.template.layout(**codes)
     unread = {k: None for k, reads in EXTRA_READS.items() if not set(reads) <= set(codes)}
-    # the loss-chunk rule reads the micro-batch and cp together: judged where both are given
+    # the loss-chunk rule reads the micro-batch and cp together, the heads rule of the all-to-all CP exchange tp
+    # and cp: each judged where both are given
     chunks = w.implementation.loss_chunks if {"micro_batch", "cp"} <= set(codes) else None
+    exchange = w.implementation.cp_exchange if {"tp", "cp"} <= set(codes) else None
     return layout_problems(w.model, layout.model_copy(update=unread) if unread else layout, node_size=node,
-                           seq=w.seq, framework=w.implementation.framework, loss_chunks=chunks)
+                           seq=w.seq, framework=w.implementation.framework, loss_chunks=chunks, cp_exchange=exchange)
 
 
 def legal(w: TrainingWorkload, t: Columns, fields: Sequence[str], node: int | None = None) -> np.ndarray:
@@ -255,6 +257,8 @@ def lattice(w: TrainingWorkload, nodes: Sequence[int], counts: GpuCounts) -> Lat
     tp = _filtered(w, cross(axis("tp", dom["tp"]), axis("sequence_parallel", dom["sequence_parallel"])),
                    ["tp", "sequence_parallel"])
     t = cross(t, tp)
+    if w.implementation.cp_exchange == "ulysses":  # a rule on tp and cp together
+        t = where(t, legal(w, {"tp": t["tp"], "cp": t["cp"]}, ["tp", "cp"]))
     if folded:
         t = cross(t, axis("expert_tp", dom["expert_tp"]))
         t = where(t, ~redundant_expert_tp(dom, t["tp"], t["expert_tp"]))

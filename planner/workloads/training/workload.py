@@ -115,7 +115,8 @@ class TrainingWorkload:
     def problems(self, layout: Layout, node: int) -> list[str]:
         """Every rule the layout breaks on nodes of `node` GPUs."""
         return layout_problems(self.model, layout, node_size=node, seq=self.seq,
-                               framework=self.implementation.framework, loss_chunks=self.implementation.loss_chunks)
+                               framework=self.implementation.framework, loss_chunks=self.implementation.loss_chunks,
+                               cp_exchange=self.implementation.cp_exchange)
 
     def fixed_field_problems(self, node: int) -> list[str]:
         """Why no layout is legal, when the fields the scenario fixes already rule them all out."""
