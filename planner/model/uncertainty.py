@@ -249,7 +249,7 @@ def extrapolation(layout: Layout, gpu: GpuSku | str, framework: str = "megatron-
                        f"more than {cov.get('ep', 1)} rank(s); the all-to-all and grouped GEMMs are not calibrated")
         if layout.cp > cov.get("cp", 1):
             out.append(f"context parallelism {layout.cp}: no calibration run on {gen} GPUs split a sequence over "
-                       f"more than {cov.get('cp', 1)} rank(s); the ring attention's steps and exchanges are not "
+                       f"more than {cov.get('cp', 1)} rank(s); its attention steps and K/V exchanges are not "
                        f"calibrated there")
         elif layout.cp > 1 and cp_exchange and "cp_exchanges" in cov and cp_exchange not in cov["cp_exchanges"]:
             measured = ", ".join(cov["cp_exchanges"]) or "none"
