@@ -726,3 +726,17 @@ def test_megatron_a2a_context_parallelism_is_ulysses() -> None:
     assert not [p for p in layout_problems(m, ok, cp_exchange="ulysses") if p.startswith("cp:")]
     assert any("2 K/V heads per TP rank" in p for p in layout_problems(m, bad, cp_exchange="ulysses"))
     assert not [p for p in layout_problems(m, bad) if p.startswith("cp:")]  # the ring has no such rule
+
+
+def test_each_framework_writes_only_its_own_cp_exchange() -> None:
+    """torchtitan's context parallelism is PyTorch's (all-gather or all-to-all rotation), Megatron-LM's is
+    Transformer Engine's (ring or all-to-all heads): a plan timed with the other's exchange is refused by name."""
+    m = get_model("llama-3.1-8b")
+    layout = Layout(dp=2, cp=4, zero=3, recompute="full", global_batch=2, micro_batch=1)
+    for exchange in ("ring", "ulysses"):
+        with pytest.raises(InputError, match=f"cp_exchange {exchange}: torchtitan's context parallelism"):
+            torchtitan_toml_from_layout(layout, SEQ, m, Implementation(framework="torchtitan", cp_exchange=exchange))
+    megatron = Layout(tp=2, cp=4, dp=1, sequence_parallel=True, global_batch=8)
+    with pytest.raises(InputError, match="cp_exchange allgather: that is PyTorch's"):
+        megatron_args_from_layout(m, megatron, SEQ, Implementation(cp_exchange="allgather"))
+    assert "--cp-comm-type" not in megatron_args_from_layout(m, megatron, SEQ, Implementation(cp_exchange="ring"))

@@ -207,7 +207,8 @@ def test_context_parallel_exchange_holds_what_pytorch_allocates() -> None:
     """PyTorch's context-parallel attention backward (torchtitan's CP) run on 4 and 2 gloo ranks
     (tests/cp_oracle.py), every storage followed: what it holds beyond the kernel's own backward is planner's
     `cp_exchange_bytes` for both rotate methods, on K/V repeated per query head as torchtitan fed SDPA. A
-    collective that completes late keeps its input a little longer, never less."""
+    collective that completes late keeps its inputs a while longer (the concatenated K/V and fp32 dK/dV it sends:
+    at most 3 × the 16-bit K/V more), never less."""
     pytest.importorskip("torch.distributed.tensor.experimental._context_parallel")
     from cp_oracle import BATCH, HEAD_DIM, HEADS, TOKENS, exchange_bytes
 
@@ -218,10 +219,11 @@ def test_context_parallel_exchange_holds_what_pytorch_allocates() -> None:
     m = ModelSpec(layers=1, hidden=HEADS * HEAD_DIM, heads=HEADS, kv_heads=1, ffn_hidden=512, vocab=512,
                   max_seq=4 * TOKENS)
     x = ActivationShape(s=TOKENS, b=BATCH, t=1, r=1, dropout=False)
+    kv16 = 2 * BATCH * TOKENS * 2 * HEADS * HEAD_DIM
     for (method, cp), measured in exchange_bytes().items():
         k = resolve(Implementation(framework="torchtitan", kv_repeat=True, cp_exchange=method))
         planned = float(cp_exchange_bytes(m, k, x, cp))
-        assert planned <= measured <= 1.15 * planned, (method, cp, measured, planned)
+        assert planned <= measured <= planned + 3 * kv16, (method, cp, measured, planned)
     # Transformer Engine's ring is not counted, and one rank exchanges nothing
     ring = resolve(Implementation(framework="megatron-core"))
     assert cp_exchange_bytes(m, ring, x, 4) == 0.0

@@ -1204,6 +1204,9 @@ def megatron_args_from_layout(
             lines.append(f"--num-virtual-stages-per-pipeline-rank {layout.vpp}")
     if layout.cp > 1:
         lines.append(f"--context-parallel-size {layout.cp}")
+        if impl.cp_exchange in ("allgather", "alltoall"):
+            raise InputError(f"cp_exchange {impl.cp_exchange}: that is PyTorch's context parallelism; Megatron-LM "
+                             "exchanges K/V by Transformer Engine's ring (p2p) or all-to-all (cp_exchange ulysses)")
         if impl.cp_exchange == "ulysses":
             lines.append("--cp-comm-type a2a")
     if layout.ep > 1:
