@@ -228,3 +228,16 @@ def test_context_parallel_exchange_holds_what_pytorch_allocates() -> None:
     ring = resolve(Implementation(framework="megatron-core"))
     assert cp_exchange_bytes(m, ring, x, 4) == 0.0
     assert float(cp_exchange_bytes(m, resolve(Implementation(framework="torchtitan")), x, 1)) == 0.0
+
+
+def test_transformer_engine_exchanges_carry_no_pytorch_cp_buffers() -> None:
+    """PyTorch's context-parallel buffers belong to its rotations only: Transformer Engine's ring and all-to-all
+    (Ulysses) exchanges are not charged them."""
+    from planner.model.memory import ActivationShape, cp_exchange_bytes
+    from planner.model.presets import resolve
+
+    m = get_model("llama-3.1-8b")
+    x = ActivationShape(s=4096, b=1, t=1, r=1, dropout=False)
+    for exchange in ("ring", "ulysses"):
+        assert cp_exchange_bytes(m, resolve(Implementation(cp_exchange=exchange)), x, 4) == 0.0
+    assert float(cp_exchange_bytes(m, resolve(Implementation(cp_exchange="allgather")), x, 4)) > 0

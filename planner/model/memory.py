@@ -309,10 +309,10 @@ CP_ALLTOALL_CHUNKS = 2
 
 
 def cp_exchange_bytes(m: ModelSpec, impl: Implementation | Knobs, x: ActivationShape, cp: Any) -> Any:
-    """Bytes one layer's attention backward holds for the context-parallel exchange on the busiest CP rank, for
-    one micro-batch (x: its shard on this rank). Transformer Engine's ring is not counted."""
+    """Bytes one layer's attention backward holds for PyTorch's context-parallel exchange on the busiest CP rank,
+    for one micro-batch (x: its shard on this rank). Transformer Engine's ring and all-to-all are not counted."""
     k = _knobs(impl)
-    if k.cp_exchange == "ring":
+    if k.cp_exchange not in ("allgather", "alltoall"):
         return 0.0
     q_w, k_w, v_w = _qkv_widths(m, k, x.b)
     q16, kv16 = (2 * x.s * x.b * w / x.t for w in (q_w, k_w + v_w))
