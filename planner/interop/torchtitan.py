@@ -43,8 +43,8 @@ from planner.schema import (
 )
 
 # torchtitan's optimizer kernels (Trainer.Config optimizer.implementation); the last keeps Adam's moments in bf16
-OPTIMIZER_IMPLEMENTATIONS = ("for-loop", "foreach", "fused", "fused_opt_states_bf16")
 BF16_MOMENTS = "fused_opt_states_bf16"
+OPTIMIZER_IMPLEMENTATIONS = ("for-loop", "foreach", "fused", BF16_MOMENTS)
 
 # torchtitan model flavors whose shapes equal a catalog entry (dim, layers, heads, kv heads, multiple_of and
 # ffn_dim_multiplier give the catalog's ffn_hidden; vocab from the tokenizer; untied output).
@@ -336,7 +336,8 @@ def _from_dump(data: Mapping[str, Any], where: str) -> tuple[dict[str, Any], dic
     else:
         checkpoint = {"mode": "full"}  # FullAC: every block wrapped
 
-    groups = _section(data, "optimizer", where).get("param_groups") or []
+    opt_section = _section(data, "optimizer", where)
+    groups = opt_section.get("param_groups") or []
     if not isinstance(groups, list):
         raise InputError(f"{where}: optimizer.param_groups must be a list, got {type(groups).__name__}")
     given = [g.get("optimizer_name") for g in groups if isinstance(g, Mapping)]
@@ -345,7 +346,7 @@ def _from_dump(data: Mapping[str, Any], where: str) -> tuple[dict[str, Any], dic
     optimizer = {"name": given[0]} if len(set(given)) == 1 else {}
     if len(set(given)) > 1:
         unsupported["optimizer.param_groups"] = "several optimizers over parameter groups: taken as AdamW's state"
-    kernel = _section(data, "optimizer", where).get("implementation", "fused")
+    kernel = opt_section.get("implementation", "fused")
     if kernel not in OPTIMIZER_IMPLEMENTATIONS:
         raise InputError(f"{where}: optimizer.implementation must be one of {', '.join(OPTIMIZER_IMPLEMENTATIONS)}, "
                          f"got {kernel!r}")

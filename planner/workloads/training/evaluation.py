@@ -38,9 +38,12 @@ class Evaluation(FitsOnGpu):
     time: TimeEstimate
     rate: HourlyRate | None
     problems: list[str]  # legality violations; empty for a runnable layout
-    framework: Framework = "megatron-core"
     basis: Basis = field(default=IDEAL)  # failures and confidence the plan is judged with
-    implementation: Implementation | None = None  # the scenario's framework knobs (None: the defaults)
+    implementation: Implementation = field(default_factory=Implementation)  # the scenario's framework knobs
+
+    @property
+    def framework(self) -> Framework:
+        return self.implementation.framework
 
     # -- how sure: the step-time band of the plan's regime, and what lies outside the calibration --------
 
@@ -66,7 +69,7 @@ class Evaluation(FitsOnGpu):
     def knobs(self) -> Knobs:
         """Every framework knob the memory and time models used: the scenario's choices over the framework's
         documented defaults, for this layout and GPU (planner.model.presets.resolve)."""
-        return resolve(self.implementation or Implementation(framework=self.framework), self.layout, self.gpu)
+        return resolve(self.implementation, self.layout, self.gpu)
 
     @functools.cached_property
     def warnings(self) -> list[str]:
@@ -200,7 +203,6 @@ def evaluate(
         rate=rate,
         problems=layout_problems(model, layout, node_size=node, seq=seq, framework=impl.framework,
                                  loss_chunks=impl.loss_chunks, cp_exchange=impl.cp_exchange),
-        framework=impl.framework,
         basis=basis,
         implementation=impl,
     )
