@@ -157,7 +157,7 @@ def extrapolate(sc: Scenario, space: int, rng: random.Random) -> tuple[float, fl
     for sku, fields in tuples:
         layout = w.template.layout(**fields)
         if job.counts(p.cap(sku, job)).allowed(layout.gpus, sku.node):
-            layout_problems(w.model, layout, node_size=sku.node, seq=w.seq)
+            layout_problems(w.model, layout, node_size=sku.node, seq=w.seq, impl=w.implementation)
     per_check = (time.perf_counter() - t) / SAMPLE
     # evaluating: random legal layouts (from the solver's grid: the same set the enumerator reaches)
     grid = job_candidates(p, job).grid

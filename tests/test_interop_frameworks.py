@@ -723,8 +723,9 @@ def test_megatron_a2a_context_parallelism_is_ulysses() -> None:
     m = get_model("llama-3.1-8b")  # 32 query heads, 8 K/V heads
     ok = Layout(tp=2, cp=4, dp=1, sequence_parallel=True, global_batch=8)
     bad = Layout(tp=4, cp=4, dp=1, sequence_parallel=True, global_batch=8)
-    assert not [p for p in layout_problems(m, ok, cp_exchange="ulysses") if p.startswith("cp:")]
-    assert any("2 K/V heads per TP rank" in p for p in layout_problems(m, bad, cp_exchange="ulysses"))
+    ulysses = Implementation(cp_exchange="ulysses")
+    assert not [p for p in layout_problems(m, ok, impl=ulysses) if p.startswith("cp:")]
+    assert any("2 K/V heads per TP rank" in p for p in layout_problems(m, bad, impl=ulysses))
     assert not [p for p in layout_problems(m, bad) if p.startswith("cp:")]  # the ring has no such rule
 
 

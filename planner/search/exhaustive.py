@@ -66,8 +66,7 @@ def legal_layouts(problem: Problem, job: JobSpec, sku: SkuOption) -> Iterator[La
         if redundant_expert_tp(dom, codes["tp"], codes["expert_tp"]):
             continue
         layout = w.template.layout(**codes)
-        if not layout_problems(w.model, layout, node_size=sku.node, seq=w.seq, framework=w.implementation.framework,
-                               loss_chunks=w.implementation.loss_chunks, cp_exchange=w.implementation.cp_exchange):
+        if not layout_problems(w.model, layout, node_size=sku.node, seq=w.seq, impl=w.implementation):
             yield layout
 
 

@@ -192,9 +192,8 @@ def layout(sc: Scenario | None, model: ModelSpec, *, overrides: Mapping[str, Any
     if (why := master_weights_problem(fw, out.master_weights)) is not None:
         raise InputError(("--master-weights " if "master_weights" in flags else "job.master_weights ") + why)
     if strict:
-        problems = layout_problems(model, out, gpus=gpus, node_size=node, seq=seq, framework=fw,
-                                   loss_chunks=sc.implementation.loss_chunks if sc else None,
-                                   cp_exchange=sc.implementation.cp_exchange if sc else None)
+        impl = (sc.implementation if sc else Implementation()).model_copy(update={"framework": fw})
+        problems = layout_problems(model, out, gpus=gpus, node_size=node, seq=seq, impl=impl)
         if problems:
             origins = {k: f"--{k.replace('_', '-')}" for k, v in overrides.items() if v is not None}
             origins.setdefault("global_batch", "--global-batch" if global_batch is not None else "job.global_batch")

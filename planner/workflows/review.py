@@ -121,8 +121,7 @@ class Config(Inputs):
 
     def problems(self, layout: Layout) -> list[str]:
         return layout_problems(self.model, layout, gpus=self.gpus, node_size=self.gpus_per_node, seq=self.seq,
-                               framework=self.implementation.framework, loss_chunks=self.implementation.loss_chunks,
-                               cp_exchange=self.implementation.cp_exchange)
+                               impl=self.implementation)
 
     def runnable(self, layout: Layout) -> Evaluation | None:
         """The evaluation of a legal layout that fits; None otherwise."""

@@ -201,8 +201,7 @@ def evaluate(
         memory=memory,
         time=time,
         rate=rate,
-        problems=layout_problems(model, layout, node_size=node, seq=seq, framework=impl.framework,
-                                 loss_chunks=impl.loss_chunks, cp_exchange=impl.cp_exchange),
+        problems=layout_problems(model, layout, node_size=node, seq=seq, impl=impl),
         basis=basis,
         implementation=impl,
     )

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from planner.model.pipeline import split_problem
 from planner.model.presets import PRESETS, pipeline_split
-from planner.schema import Framework, Layout, ModelSpec
+from planner.schema import Implementation, Layout, ModelSpec
+
+_DEFAULT_IMPL = Implementation()
 
 
 def last_stage_layers(layers: int, pp: int) -> int:
@@ -66,20 +68,19 @@ def layout_problems(
     gpus: int | None = None,
     node_size: int | None = None,
     seq: int | None = None,
-    framework: Framework = "megatron-core",
-    loss_chunks: int | None = None,
-    cp_exchange: str | None = None,
+    impl: Implementation = _DEFAULT_IMPL,
 ) -> list[str]:
     """Every rule the layout breaks, as 'field: what is wrong (what is allowed)'; empty when legal. Pipeline
-    splits and FSDP with pipeline parallelism follow what `framework` runs (planner.model.pipeline); `loss_chunks`
-    (implementation.loss_chunks) must divide a micro-batch's tokens per rank, and the `ulysses` CP exchange
-    (implementation.cp_exchange) each TP rank's heads."""
+    splits and FSDP with pipeline parallelism follow what the framework runs (planner.model.pipeline); the
+    implementation's `loss_chunks` must divide a micro-batch's tokens per rank, and the `ulysses` CP exchange
+    each TP rank's heads."""
+    framework = impl.framework
     out: list[str] = []
     if seq is not None and (why := sequence_problem(m, seq)) is not None:
         out.append(why)
-    if seq is not None and (why := loss_chunk_problem(layout, seq, loss_chunks)) is not None:
+    if seq is not None and (why := loss_chunk_problem(layout, seq, impl.loss_chunks)) is not None:
         out.append(why)
-    if (why := cp_heads_problem(m, layout, cp_exchange)) is not None:
+    if (why := cp_heads_problem(m, layout, impl.cp_exchange)) is not None:
         out.append(why)
     t, p, v = layout.tp, layout.pp, layout.vpp
     if m.heads % t:

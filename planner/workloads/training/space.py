@@ -31,6 +31,9 @@ MIN_TOKENS_PER_CP_RANK = 1024
 # legality): dp_shard must divide dp·cp, recompute_num_layers needs full recompute, pipeline_layout has pp·vpp
 # stages.
 EXTRA_READS = {"dp_shard": ("dp", "cp"), "recompute_num_layers": ("recompute",), "pipeline_layout": ("pp", "vpp")}
+# The implementation keys whose legality rules read searched fields: the loss chunks must divide a micro-batch's
+# tokens per CP rank, the Ulysses exchange each TP rank's heads CP ways.
+IMPL_READS = {"loss_chunks": ("micro_batch", "cp"), "cp_exchange": ("tp", "cp")}
 # Frameworks whose MoE layers may split experts otherwise than TP (Megatron-Core --expert-tensor-parallel-size,
 # torchtitan expert_tensor_parallel_degree): their search tries the experts unsplit (expert_tp 1), EP folded over
 # TP·DP·CP, next to the experts split like TP (code 0).
@@ -90,15 +93,13 @@ def fixed_field_problems(w: TrainingWorkload, node: int) -> list[str]:
 
 def _problems(w: TrainingWorkload, codes: dict[str, int], node: int | None) -> list[str]:
     """layout_problems of a layout given by some fields' codes (others at their defaults); a fixed extra's
-    rule is checked where the fields it reads are given, not against their defaults."""
+    rule, and an implementation key's, is checked where the fields it reads are given, not against defaults."""
     layout = w.template.layout(**codes)
     unread = {k: None for k, reads in EXTRA_READS.items() if not set(reads) <= set(codes)}
-    # the loss-chunk rule reads the micro-batch and cp together, the heads rule of the all-to-all CP exchange tp
-    # and cp: each judged where both are given
-    chunks = w.implementation.loss_chunks if {"micro_batch", "cp"} <= set(codes) else None
-    exchange = w.implementation.cp_exchange if {"tp", "cp"} <= set(codes) else None
+    blank = {k: None for k, reads in IMPL_READS.items() if not set(reads) <= set(codes)}
+    impl = w.implementation.model_copy(update=blank) if blank else w.implementation
     return layout_problems(w.model, layout.model_copy(update=unread) if unread else layout, node_size=node,
-                           seq=w.seq, framework=w.implementation.framework, loss_chunks=chunks, cp_exchange=exchange)
+                           seq=w.seq, impl=impl)
 
 
 def legal(w: TrainingWorkload, t: Columns, fields: Sequence[str], node: int | None = None) -> np.ndarray:

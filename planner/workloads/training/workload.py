@@ -114,9 +114,7 @@ class TrainingWorkload:
 
     def problems(self, layout: Layout, node: int) -> list[str]:
         """Every rule the layout breaks on nodes of `node` GPUs."""
-        return layout_problems(self.model, layout, node_size=node, seq=self.seq,
-                               framework=self.implementation.framework, loss_chunks=self.implementation.loss_chunks,
-                               cp_exchange=self.implementation.cp_exchange)
+        return layout_problems(self.model, layout, node_size=node, seq=self.seq, impl=self.implementation)
 
     def fixed_field_problems(self, node: int) -> list[str]:
         """Why no layout is legal, when the fields the scenario fixes already rule them all out."""
