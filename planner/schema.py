@@ -638,7 +638,7 @@ def master_weights_problem(framework: str, master_weights: str) -> str | None:
 # Megatron-Core's --moe-token-dispatcher-type (megatron/core/transformer/moe/token_dispatcher.py); flex runs
 # DeepEP or HybridEP (--moe-flex-dispatcher-backend), which send a token once per destination node.
 TokenDispatcher = Literal["alltoall", "allgather", "flex"]
-CpExchange = Literal["ring", "allgather", "alltoall", "ulysses"]
+CpExchange = Literal["ring", "allgather", "alltoall", "ulysses", "te_allgather"]
 RecomputeModule = Literal["core_attn", "mlp", "moe_act", "layernorm", "mla_up_proj", "moe", "shared_experts"]
 
 
@@ -798,8 +798,10 @@ class Implementation(Strict):
         "torch/distributed/tensor/experimental/_attention.py), alltoall (the same with K/V passed chunk by chunk: "
         "torchtitan context_parallel_rotate_method alltoall), ulysses (Transformer Engine's all-to-all, "
         "DeepSpeed-Ulysses, Megatron --cp-comm-type a2a: Q, K and V go from sequence shards to head shards before "
-        "attention and the output back after, none of it under compute; each CP rank takes whole heads); null = "
-        "the framework's default (torchtitan: allgather, the others: ring)",
+        "attention and the output back after, none of it under compute; each CP rank takes whole heads), "
+        "te_allgather (Transformer Engine's all-gather, Megatron --cp-comm-type all_gather: every rank's K/V "
+        "gathered before the attention of each pass, exposed, and dK/dV reduce-scattered in 16 bits after the "
+        "backward); null = the framework's default (torchtitan: allgather, the others: ring)",
     )
     kv_repeat: bool = Field(
         False, description="the attention kernel receives K and V repeated to every query head, as torchtitan's "

@@ -700,13 +700,14 @@ def test_torchtitan_context_parallel_exchange_and_repeated_kv() -> None:
 
 
 def test_megatron_cp_comm_type_is_read() -> None:
-    """--cp-comm-type (one type, or one per layer): p2p is planner's ring; Transformer Engine's all-to-all and
-    all-gather exchanges are named as timed as the ring, where CP > 1; anything else is bad input."""
+    """--cp-comm-type (one type, or one per layer): p2p is planner's ring; hierarchical a2a+p2p and per-layer mixes
+    are named as timed as the ring, where CP > 1; anything else is bad input."""
     text = _text("megatron_llama3_8b_fp8.sh")
     assert "--cp-comm-type" not in parse_megatron_args(text + " --cp-comm-type p2p").unsupported
     assert "--cp-comm-type" not in parse_megatron_args(text + " --cp-comm-type a2a").unsupported  # CP 1
     cfg = parse_megatron_args(text + " --context-parallel-size 2 --cp-comm-type p2p a2a+p2p allgather")
     assert "a2a+p2p, allgather" in cfg.unsupported["--cp-comm-type"] and cfg.unknown == []
+    assert cfg.implementation().cp_exchange is None  # a mix: the ring
     with pytest.raises(InputError, match=r"--cp-comm-type: 'ring' is not one of"):
         parse_megatron_args(text + " --cp-comm-type ring")
 
@@ -729,12 +730,26 @@ def test_megatron_a2a_context_parallelism_is_ulysses() -> None:
     assert not [p for p in layout_problems(m, bad) if p.startswith("cp:")]  # the ring has no such rule
 
 
+def test_megatron_all_gather_context_parallelism_is_transformer_engines() -> None:
+    """--cp-comm-type all_gather (Transformer Engine's spelling; Megatron's help says allgather) on every layer is
+    Transformer Engine's all-gather exchange (implementation.cp_exchange te_allgather), written back in the
+    spelling Transformer Engine's attention accepts (context_parallel.py attn_forward_func_with_cp)."""
+    text = _text("megatron_llama3_8b_fp8.sh") + " --context-parallel-size 2"
+    for spelling in ("all_gather", "allgather"):
+        cfg = parse_megatron_args(text + f" --cp-comm-type {spelling}", model=get_model("llama-3.1-8b"))
+        assert cfg.implementation().cp_exchange == "te_allgather" and "--cp-comm-type" not in cfg.unsupported
+        args = megatron_args_from_layout(cfg.model, cfg.to_layout(8), SEQ, cfg.implementation())
+        assert "--cp-comm-type all_gather" in args
+        again = parse_megatron_args(args, model=get_model("llama-3.1-8b"))
+        assert again.implementation().cp_exchange == "te_allgather"
+
+
 def test_each_framework_writes_only_its_own_cp_exchange() -> None:
     """torchtitan's context parallelism is PyTorch's (all-gather or all-to-all rotation), Megatron-LM's is
     Transformer Engine's (ring or all-to-all heads): a plan timed with the other's exchange is refused by name."""
     m = get_model("llama-3.1-8b")
     layout = Layout(dp=2, cp=4, zero=3, recompute="full", global_batch=2, micro_batch=1)
-    for exchange in ("ring", "ulysses"):
+    for exchange in ("ring", "ulysses", "te_allgather"):
         with pytest.raises(InputError, match=f"cp_exchange {exchange}: torchtitan's context parallelism"):
             torchtitan_toml_from_layout(layout, SEQ, m, Implementation(framework="torchtitan", cp_exchange=exchange))
     megatron = Layout(tp=2, cp=4, dp=1, sequence_parallel=True, global_batch=8)

@@ -172,14 +172,14 @@ shapes = st.fixed_dictionaries({
 
 @settings(max_examples=25, deadline=None)
 @given(st.lists(shapes, min_size=2, max_size=6), st.booleans(), st.sampled_from(["bf16", "fp8"]),
-       st.sampled_from([8, 24, 48]), st.sampled_from([None, "allgather", "alltoall"]))
+       st.sampled_from([8, 24, 48]), st.sampled_from([None, "allgather", "alltoall", "te_allgather"]))
 def test_mixed_rows_in_one_call_equal_their_scalar_memory(rows: list[dict], graphs: bool, precision: str,
                                                           batch: int, exchange: str | None) -> None:
     """A grid mixes pipeline shapes (stages, virtual stages, micro-batches) in one call; every row equals the
     layout evaluated alone, whatever its neighbours (CUDA graphs' per-layer buffers, fp8 caches and PyTorch's
     context-parallel buffers too)."""
     m = get_model("llama-3-8b")
-    impl = Implementation(cuda_graphs=graphs) if exchange is None else \
+    impl = Implementation(cuda_graphs=graphs, cp_exchange=exchange) if exchange in (None, "te_allgather") else \
         Implementation(framework="torchtitan", cuda_graphs=graphs, cp_exchange=exchange, kv_repeat=True)
     layouts = [Layout(global_batch=batch * r["dp"] * r["micro_batch"], precision=precision, **r) for r in rows]
     arrays = {k: np.array([layout_arrays(x)[k] for x in layouts]) for k in layout_arrays(layouts[0])}
@@ -241,3 +241,20 @@ def test_transformer_engine_exchanges_carry_no_pytorch_cp_buffers() -> None:
     for exchange in ("ring", "ulysses"):
         assert cp_exchange_bytes(m, resolve(Implementation(cp_exchange=exchange)), x, 4) == 0.0
     assert float(cp_exchange_bytes(m, resolve(Implementation(cp_exchange="allgather")), x, 4)) > 0
+
+
+def test_transformer_engine_all_gather_holds_the_whole_sequence_k_v() -> None:
+    """Transformer Engine's all-gather exchange holds, until its backward returns, the gathered K/V, the
+    full-length 16-bit dK/dV, each step's dK/dV (2·cp + 1 half-chunks) and the dK/dV reordered to rank order
+    (context_parallel.py AttnFuncWithCPAndKVAllGather.backward): (4·cp + 1/2) × this rank's 16-bit K/V, none at
+    CP 1."""
+    from planner.model.memory import ActivationShape, cp_exchange_bytes
+    from planner.model.presets import resolve
+
+    m = get_model("llama-3.1-8b")  # 8 K/V heads of 128
+    x = ActivationShape(s=4096, b=1, t=1, r=1, dropout=False)
+    kv16 = 4096 * 2 * 8 * 128 * 2
+    k = resolve(Implementation(cp_exchange="te_allgather"))
+    for cp in (2, 4, 8):
+        assert float(cp_exchange_bytes(m, k, x, cp)) == (4 * cp + 0.5) * kv16
+    assert float(cp_exchange_bytes(m, k, x, 1)) == 0.0

@@ -209,6 +209,7 @@ IMPLS = [
     Implementation(attention="eager", dropout=0.1),
     Implementation(framework="torchtitan", fused_kernels=False, reshard_after_forward=None),
     Implementation(framework="torchtitan", kv_repeat=True, cp_exchange="alltoall"),
+    Implementation(cp_exchange="te_allgather", recompute_modules=("core_attn", "mlp")),
     Implementation(framework="fsdp", fused_kernels=False, activation_offload=True),
     Implementation(framework="deepspeed", cuda_graphs=True),
 ]
@@ -507,6 +508,31 @@ def test_pytorch_context_parallel_moves_repeated_kv_and_waits_for_the_last_gradi
     kv = (seq / lay.cp) * 2 * llama.heads * llama.d_head / lay.tp * 2
     hop = comm.p2p(2 * kv, comm.group(lay.cp, lay.tp, comm.links(H100)))
     assert repeated >= llama.layers * hop
+
+
+def test_transformer_engine_all_gather_is_exposed_every_pass() -> None:
+    """Transformer Engine's all-gather CP exchange (Megatron --cp-comm-type all_gather; context_parallel.py
+    AttnFuncWithCPAndKVAllGather, "KV all-gather between CP ranks is exposed") gathers every rank's K/V before the
+    attention of each pass (forward, recompute forward, backward) and reduce-scatters the 16-bit dK/dV after the
+    backward, with nothing computing beside them: it costs more than the ring, which hides its hops under the
+    attention, and a recompute pass adds one gather."""
+    from planner.model.perf import TE_ALLGATHER_GRAD_BYTES, TE_ALLGATHER_PASS_BYTES, _build_context
+
+    llama = ModelSpec(layers=8, hidden=8192, heads=64, kv_heads=8, ffn_hidden=28672, vocab=128256, max_seq=131072)
+    lay = Layout(tp=8, cp=4, dp=1, sequence_parallel=True, recompute="full", global_batch=1)
+    seq = 131072
+    impl = Implementation(cp_exchange="te_allgather")
+    est = training_time(llama, lay, H100, seq, 1e9, impl=impl)
+    c = _build_context(llama, H100, seq, impl, H100.efficiency, 8, Recipe.of(lay))
+    gathered = seq * c.kernel_kv_width / lay.tp * 2  # every rank's 16-bit K and V of this TP shard
+    g = comm.group(lay.cp, lay.tp, comm.links(H100))
+    gather = comm.all_gather(gathered, g) + TE_ALLGATHER_PASS_BYTES * gathered / c.hbm
+    grads = comm.reduce_scatter(gathered, g) + TE_ALLGATHER_GRAD_BYTES * gathered / c.hbm
+    assert est.breakdown["cp_comm"] == pytest.approx(llama.layers * (3 * gather + grads))
+    selective = training_time(llama, lay.model_copy(update={"recompute": "selective"}), H100, seq, 1e9, impl=impl)
+    assert selective.breakdown["cp_comm"] == pytest.approx(llama.layers * (2 * gather + grads))
+    ring = training_time(llama, lay, H100, seq, 1e9, impl=Implementation(cp_exchange="ring"))
+    assert est.breakdown["cp_comm"] > ring.breakdown["cp_comm"]
 
 
 def test_ulysses_moves_qkv_and_the_output_exposed() -> None:

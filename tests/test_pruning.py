@@ -33,6 +33,9 @@ STACKS: dict[str, dict[str, Any]] = {
                                              "fp32_grad_accumulation": False},
         "implementation": {"framework": "megatron-core", "cuda_graphs": True, "fp8_param_gather": True,
                            "cp_exchange": "ulysses"}},
+    "llama megatron te all-gather cp": {
+        "model": "llama-3.1-8b", "job": {"seq_len": 16384, "global_batch": 16},
+        "implementation": {"framework": "megatron-core", "cp_exchange": "te_allgather"}},
     "llama torchtitan chunked loss": {
         "model": "llama-3.1-8b", "job": {"seq_len": 8192, "global_batch": 64},
         "implementation": {"framework": "torchtitan", "loss_chunks": 8, "kv_repeat": True}},

@@ -166,8 +166,10 @@ UNDERSTOOD_FLAGS: dict[str, Kind] = {
     "--cross-entropy-fusion-impl": "str",
 }
 
-# Transformer Engine's context-parallel exchanges (Megatron --cp-comm-type)
-CP_COMM_TYPES = ("p2p", "a2a", "allgather", "a2a+p2p")
+# Transformer Engine's context-parallel exchanges (Megatron --cp-comm-type): Megatron's help spells the all-gather
+# "allgather", Transformer Engine's attention "all_gather" (transformer_config.py cp_comm_type; context_parallel.py
+# attn_forward_func_with_cp), which is what Megatron hands it
+CP_COMM_TYPES = ("p2p", "a2a", "allgather", "all_gather", "a2a+p2p")
 # Flags that change neither memory nor the time model, listed in MegatronConfig.ignored when seen.
 def _flag_set(*groups: str) -> frozenset[str]:
     return frozenset(word for group in groups for word in group.split())
@@ -283,7 +285,7 @@ class MegatronConfig:
     cuda_graphs: bool = False
     moe_token_dispatcher: TokenDispatcher | None = None
     cross_entropy: CrossEntropyKernel | None = None  # None: Megatron's vocab-parallel loss
-    cp_exchange: CpExchange | None = None  # ulysses: --cp-comm-type a2a on every layer; None: the p2p ring
+    cp_exchange: CpExchange | None = None  # one --cp-comm-type on every layer (a2a, all_gather); None: the p2p ring
     expert_tp: int | None = None
     ignored: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
@@ -1011,11 +1013,14 @@ def parse_megatron_args(
     kinds = comm_types if isinstance(comm_types, list) else ["p2p"]
     if bad := [k for k in kinds if k not in CP_COMM_TYPES]:
         raise InputError(f"--cp-comm-type: {bad[0]!r} is not one of {', '.join(CP_COMM_TYPES)}")
-    ulysses = cp > 1 and set(kinds) == {"a2a"}  # Transformer Engine's all-to-all on every layer
-    if cp > 1 and not ulysses and (other := sorted(set(kinds) - {"p2p"})):
+    # one exchange on every layer: Transformer Engine's all-to-all or all-gather
+    one_type: dict[str, CpExchange] = {"a2a": "ulysses", "allgather": "te_allgather", "all_gather": "te_allgather"}
+    exchange = one_type.get(kinds[0]) if cp > 1 and all(k == kinds[0] for k in kinds) else None
+    if cp > 1 and exchange is None and (other := sorted(set(kinds) - {"p2p"})):
         unsupported["--cp-comm-type"] = (
-            f"{', '.join(other)}: Transformer Engine's all-gather, hierarchical a2a+p2p and per-layer mixes of "
-            "exchanges are timed as its p2p ring (a2a on every layer is implementation.cp_exchange ulysses)")
+            f"{', '.join(other)}: Transformer Engine's hierarchical a2a+p2p and per-layer mixes of exchanges are "
+            "timed as its p2p ring (one type on every layer: a2a is implementation.cp_exchange ulysses, all_gather "
+            "te_allgather)")
     # --moe-token-dispatcher-type (default allgather); flex runs DeepEP/HybridEP, as --moe-enable-deepep did
     dispatcher = args.choice("--moe-token-dispatcher-type", ("allgather", "alltoall", "flex", "alltoall_seq"),
                              "flex" if args.switch("--moe-enable-deepep") else "allgather")
@@ -1073,7 +1078,7 @@ def parse_megatron_args(
         moe_token_dispatcher=("alltoall" if dispatcher == "alltoall_seq" else dispatcher)  # type: ignore[arg-type]
         if spec is not None and spec.moe is not None else None,
         expert_tp=etp, cross_entropy=cross_entropy,  # type: ignore[arg-type]
-        cp_exchange="ulysses" if ulysses else None,
+        cp_exchange=exchange,
         sequence_parallel=sequence_parallel,
         micro_batch=args.int("--micro-batch-size"), global_batch=args.int("--global-batch-size"),
         precision=precision, fp32_grad_accumulation=fp32_grads, optimizer=optimizer, offload_optimizer=offload,
@@ -1206,9 +1211,12 @@ def megatron_args_from_layout(
         lines.append(f"--context-parallel-size {layout.cp}")
         if impl.cp_exchange in ("allgather", "alltoall"):
             raise InputError(f"cp_exchange {impl.cp_exchange}: that is PyTorch's context parallelism; Megatron-LM "
-                             "exchanges K/V by Transformer Engine's ring (p2p) or all-to-all (cp_exchange ulysses)")
+                             "exchanges K/V by Transformer Engine's ring (p2p), all-to-all (cp_exchange ulysses) or "
+                             "all-gather (cp_exchange te_allgather)")
         if impl.cp_exchange == "ulysses":
             lines.append("--cp-comm-type a2a")
+        elif impl.cp_exchange == "te_allgather":
+            lines.append("--cp-comm-type all_gather")  # Transformer Engine's spelling, which Megatron passes on
     if layout.ep > 1:
         lines.append(f"--expert-model-parallel-size {layout.ep}")
     if layout.expert_tp is not None:

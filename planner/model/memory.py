@@ -306,16 +306,25 @@ def attention_saved(m: ModelSpec, impl: Implementation | Knobs, x: ActivationSha
 CP_BACKWARD_Q = 3
 CP_BACKWARD_KV = 8
 CP_ALLTOALL_CHUNKS = 2
+# Transformer Engine's all-gather exchange (context_parallel.py AttnFuncWithCPAndKVAllGather.backward), in units of
+# the 16-bit K/V of the whole sequence (cp × this rank's), all alive until it returns: the gathered K/V (1 ×), the
+# full-length 16-bit dK/dV it accumulates into (1 ×), each step's dK/dV made contiguous (the two steps cover
+# 2·cp + 1 of the 2·cp half-chunks: 1 + 1/(2·cp) ×) and dK/dV reordered to rank order (1 ×).
+TE_ALLGATHER_KV = 4
 
 
 def cp_exchange_bytes(m: ModelSpec, impl: Implementation | Knobs, x: ActivationShape, cp: Any) -> Any:
-    """Bytes one layer's attention backward holds for PyTorch's context-parallel exchange on the busiest CP rank,
-    for one micro-batch (x: its shard on this rank). Transformer Engine's ring and all-to-all are not counted."""
+    """Bytes one layer's attention backward holds for the context-parallel exchange on the busiest CP rank, for one
+    micro-batch (x: its shard on this rank): PyTorch's rotations and Transformer Engine's all-gather. Transformer
+    Engine's ring and all-to-all send buffers (one K/V chunk; the head-sharded Q, K, V) are not counted."""
     k = _knobs(impl)
-    if k.cp_exchange not in ("allgather", "alltoall"):
+    if k.cp_exchange not in ("allgather", "alltoall", "te_allgather"):
         return 0.0
     q_w, k_w, v_w = _qkv_widths(m, k, x.b)
     q16, kv16 = (2 * x.s * x.b * w / x.t for w in (q_w, k_w + v_w))
+    if k.cp_exchange == "te_allgather":
+        held = (TE_ALLGATHER_KV * cp + 0.5) * kv16  # the steps' dK/dV: cp + 1/2 of the local K/V
+        return np.where(np.asarray(cp) > 1, held, 0.0)
     rotater = cp if k.cp_exchange == "allgather" else np.minimum(cp - 1, CP_ALLTOALL_CHUNKS)
     return np.where(np.asarray(cp) > 1, CP_BACKWARD_Q * q16 + (CP_BACKWARD_KV + rotater) * kv16, 0.0)
 

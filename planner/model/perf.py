@@ -118,6 +118,12 @@ BACKWARD_KERNELS = 2.0  # backward launches about twice the forward's kernels (d
 # Transformer Engine's userbuffers split a pipelined reduce-scatter into 4 chunks and a ring-exchange
 # all-gather into TP chunks (transformer_engine/pytorch/module/base.py initialize_ub defaults).
 UB_PIPELINE_SPLITS = 4
+# Transformer Engine's all-gather CP exchange (context_parallel.py AttnFuncWithCPAndKVAllGather), HBM bytes moved
+# per pass in units of the gathered 16-bit K/V (cp × this rank's): every pass reorders the gathered K/V into
+# sequence order (index_select: read + write); backward also makes each step's dK/dV contiguous (2), adds them
+# into the full-length dK/dV (read both, write: 3) and reorders those back to rank order (2)
+TE_ALLGATHER_PASS_BYTES = 2
+TE_ALLGATHER_GRAD_BYTES = 7
 UNBOUNDED_S = 1e30  # a compute window longer than any collective (step_time_floor)
 
 _DEFAULT_IMPL = Implementation()
@@ -800,7 +806,8 @@ def _cp(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -
     all-gather rotater fetches every rank's K/V in one collective behind the first call of each forward and
     backward, the all-to-all one a chunk behind each call; dK/dV go around the ring in fp32, each hop behind a
     backward call, the last one after them. Transformer Engine's all-to-all (`ulysses`) moves Q, K and V to head
-    shards before attention and the output back, exposed."""
+    shards before attention and the output back, exposed; its all-gather (`te_allgather`) gathers every rank's K/V
+    before the attention of each pass and reduce-scatters dK/dV after the backward, none of it under compute."""
     if _scalar(s.cp) and s.cp == 1:
         return 0.0
     lay = cmp.layer
@@ -810,6 +817,13 @@ def _cp(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -
         # Nothing computes while they move: the attention needs all of them
         move = comm.all_to_all(s.tok * (c.q_width + c.v_width) / s.t * ACT + kv, g.cp)
         return (s.cp > 1) * s.layers * (2 + s.full) * move
+    if c.stack.cp_exchange == "te_allgather":
+        # AttnFuncWithCPAndKVAllGather: "KV all-gather between CP ranks is exposed" (forward, recompute and
+        # backward each gather again); the 16-bit dK/dV of the whole sequence are reduce-scattered after backward
+        gathered = s.cp * kv
+        passes = (2 + s.full) * (comm.all_gather(gathered, g.cp) + TE_ALLGATHER_PASS_BYTES * gathered / c.hbm)
+        grads = comm.reduce_scatter(gathered, g.cp) + TE_ALLGATHER_GRAD_BYTES * gathered / c.hbm
+        return (s.cp > 1) * s.layers * (passes + grads)
     if c.stack.cp_exchange == "ring":
         step = (s.cp > 1) * comm.p2p(kv, g.cp)
         ring = (s.cp - 1) * step * (3 + s.full)

@@ -132,9 +132,9 @@ class Preset:
     # deepspeed/runtime/zero/config.py)
     prefetch_params: float | None
     # how context parallelism moves K/V (Implementation.cp_exchange): Transformer Engine's p2p ring
-    # (transformer_engine/pytorch/attention/dot_product_attention/context_parallel.py AttnFuncWithCPAndKVP2P),
-    # or PyTorch's context_parallel, whose rotate method torchtitan leaves at its default all-gather
-    # (torchtitan config_manager.py context_parallel_rotate_method "allgather")
+    # (transformer_engine/pytorch/attention/dot_product_attention/context_parallel.py AttnFuncWithCPAndKVP2P; its
+    # all-to-all and all-gather are `ulysses` and `te_allgather`), or PyTorch's context_parallel, whose rotate
+    # method torchtitan leaves at its default all-gather (torchtitan config_manager.py context_parallel_rotate_method)
     cp_exchange: CpExchange
     # CUDA graphs per layer, each with static input and output buffers (Megatron transformer/cuda_graphs.py), or
     # one graph of the whole forward and backward whose only static inputs are the step's tokens and labels

@@ -41,7 +41,7 @@ class Stack:
     activation_offload_layers: int | None  # None: every layer (planner.model.presets.offloaded_share)
     cuda_graphs: bool
     moe_token_dispatcher: str  # "alltoall", "allgather" or "flex" (planner.schema.TokenDispatcher)
-    cp_exchange: str  # "ring", "allgather", "alltoall" or "ulysses" (planner.schema.CpExchange)
+    cp_exchange: str  # "ring", "allgather", "alltoall", "ulysses" or "te_allgather" (planner.schema.CpExchange)
     kv_repeat: bool  # K and V reach the attention kernel at the query heads' width
     cross_entropy: str  # the loss kernel (planner.schema.CrossEntropyKernel)
 
