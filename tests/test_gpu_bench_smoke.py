@@ -28,6 +28,7 @@ def test_run_all_smoke():
     for text in ("| torch |", "| CUDA (torch build) |", "| catalog SKU (predictions) | h100-sxm", "SMOKE",
                  "## GEMM throughput", "**Median ratio measured ÷ predicted: bf16 ", "## HBM bandwidth",
                  "## Attention throughput", "**Median ratio measured ÷ predicted: flash fwd ",
+                 "## MoE blocks", "**Median ratio measured ÷ predicted: experts fwd ",
                  "## Training steps", "**Median step-time ratio measured ÷ predicted: "):
         assert text in out, text
     assert "FAILED" not in out

@@ -11,11 +11,14 @@ optimizer step are charged at.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from common import ROOT  # noqa: F401  (puts the repository on sys.path)
 
 from planner.model import perf
 from planner.model.memory import Recipe
-from planner.schema import AttentionKernel, Efficiency, GpuSku, Implementation, ModelSpec
+from planner.model.stack import time_arrays
+from planner.schema import AttentionKernel, Efficiency, GpuSku, Implementation, Layout, ModelSpec
 
 # _gemm reads only GPU- and precision-dependent fields of the context (rate, balance, align,
 # unaligned_penalty); the model shape the context also carries does not enter, so any model will do.
@@ -79,3 +82,24 @@ def attention_rates(gpu: GpuSku, kernel: AttentionKernel = "native",
     c = perf._build_context(_PROBE, gpu, 2048, Implementation(attention_kernel=kernel), efficiency or gpu.efficiency,
                             gpu.node_size, Recipe(precision="bf16"))
     return float(c.flash_rate), float(perf.FLASH_BACKWARD * c.flash_rate / c.flash_backward)
+
+
+@dataclass(frozen=True)
+class MoeBlockSeconds:
+    experts_fwd: float  # the local experts' GEMMs, forward
+    block_fwd_bwd: float  # router, experts, activation and token permutation, forward + backward
+
+
+def moe_block_seconds(gpu: GpuSku, model: ModelSpec, tokens: int, ep: int) -> MoeBlockSeconds:
+    """What `training_time` charges one EP rank's MoE block for a micro-batch of `tokens` tokens (bf16, TP 1,
+    EP `ep`, routing balanced), from `perf._layer` as it is: the expert GEMMs (`up` + `down`), the router GEMM
+    (`other`) and the element-wise work the MoE layer adds to a dense layer's (the experts' activation and the
+    permute and unpermute); a backward of twice the GEMMs and perf.BACKWARD_BYTES times the element-wise work."""
+    c = perf._build_context(model, gpu, tokens, Implementation(), gpu.efficiency, gpu.node_size,
+                            Recipe(precision="bf16"))
+    s = perf._step(c, time_arrays(Layout(dp=ep, ep=ep, global_batch=ep)))
+    moe, dense = perf._layer(c, s, True), perf._layer(c, s, False)
+    gemm = float(moe.up + moe.down + moe.other)
+    ew = float(moe.ew - (dense.ew - dense.act_ew))  # the dense layer's norms, residuals and rotary are not here
+    return MoeBlockSeconds(experts_fwd=float(moe.up + moe.down),
+                           block_fwd_bwd=3.0 * gemm + (1.0 + perf.BACKWARD_BYTES) * ew)

@@ -1,4 +1,5 @@
-"""All GPU benchmarks in one markdown report: the device header, then GEMM, HBM, attention and training steps.
+"""All GPU benchmarks in one markdown report: the device header, then GEMM, HBM, attention, MoE blocks and training
+steps.
 
     python benchmarks/gpu/run_all.py --gpu h100-sxm > out.md     # on the GPU machine
     python benchmarks/gpu/run_all.py --smoke                     # CPU check of the scripts, well under a minute
@@ -16,11 +17,12 @@ import traceback
 import attention
 import gemm
 import hbm
+import moe
 import torch
 import train_step
 from common import common_args, header, resolve_gpu
 
-SECTIONS = {"gemm": gemm.run, "hbm": hbm.run, "attention": attention.run, "train": train_step.run}
+SECTIONS = {"gemm": gemm.run, "hbm": hbm.run, "attention": attention.run, "moe": moe.run, "train": train_step.run}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gemm-iters", type=int, help="timed calls per GEMM (default 10)")
     p.add_argument("--hbm-iters", type=int, help="timed calls per HBM size (default 10)")
     p.add_argument("--attention-iters", type=int, help="timed calls per attention case (default 10)")
+    p.add_argument("--moe-iters", type=int, help="timed calls per MoE case (default 10)")
     p.add_argument("--train-iters", type=int, help="timed training steps per layout (default 5)")
     a = p.parse_args(argv)
     wanted = [s.strip() for s in a.only.split(",") if s.strip()]
@@ -43,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(1)
     gpu = resolve_gpu(a.gpu, a.smoke)
     print(header(gpu, a.smoke), flush=True)
-    iters = {"gemm": a.gemm_iters, "hbm": a.hbm_iters, "attention": a.attention_iters, "train": a.train_iters}
+    iters = {"gemm": a.gemm_iters, "hbm": a.hbm_iters, "attention": a.attention_iters, "moe": a.moe_iters,
+             "train": a.train_iters}
     failed = []
     start = time.perf_counter()
     for name in wanted:
