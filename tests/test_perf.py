@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -510,46 +511,51 @@ def test_pytorch_context_parallel_moves_repeated_kv_and_waits_for_the_last_gradi
     assert repeated >= llama.layers * hop
 
 
+# a long-context 70B-class stack at TP 8 × CP 4, 131,072 tokens: Transformer Engine's exposed CP exchanges
+LONG_LLAMA = ModelSpec(layers=8, hidden=8192, heads=64, kv_heads=8, ffn_hidden=28672, vocab=128256, max_seq=131072)
+LONG_LAYOUT = Layout(tp=8, cp=4, dp=1, sequence_parallel=True, recompute="full", global_batch=1)
+LONG_SEQ = 131072
+
+
+def cp_comm_seconds(impl: Implementation, recompute: str = "full") -> float:
+    lay = LONG_LAYOUT.model_copy(update={"recompute": recompute})
+    return training_time(LONG_LLAMA, lay, H100, LONG_SEQ, 1e9, impl=impl).breakdown["cp_comm"]
+
+
+def long_context(impl: Implementation) -> tuple[Any, comm.Group]:
+    """The time model's context for LONG_LLAMA under `impl`, and its CP group (ranks TP apart, one per node)."""
+    from planner.model.perf import _build_context
+
+    c = _build_context(LONG_LLAMA, H100, LONG_SEQ, impl, H100.efficiency, 8, Recipe.of(LONG_LAYOUT))
+    return c, comm.group(LONG_LAYOUT.cp, LONG_LAYOUT.tp, comm.links(H100))
+
+
 def test_transformer_engine_all_gather_is_exposed_every_pass() -> None:
     """Transformer Engine's all-gather CP exchange (Megatron --cp-comm-type all_gather; context_parallel.py
     AttnFuncWithCPAndKVAllGather, "KV all-gather between CP ranks is exposed") gathers every rank's K/V before the
     attention of each pass (forward, recompute forward, backward) and reduce-scatters the 16-bit dK/dV after the
     backward, with nothing computing beside them: it costs more than the ring, which hides its hops under the
     attention, and a recompute pass adds one gather."""
-    from planner.model.perf import TE_ALLGATHER_GRAD_BYTES, TE_ALLGATHER_PASS_BYTES, _build_context
+    from planner.model.perf import TE_ALLGATHER_GRAD_BYTES, TE_ALLGATHER_PASS_BYTES
 
-    llama = ModelSpec(layers=8, hidden=8192, heads=64, kv_heads=8, ffn_hidden=28672, vocab=128256, max_seq=131072)
-    lay = Layout(tp=8, cp=4, dp=1, sequence_parallel=True, recompute="full", global_batch=1)
-    seq = 131072
     impl = Implementation(cp_exchange="te_allgather")
-    est = training_time(llama, lay, H100, seq, 1e9, impl=impl)
-    c = _build_context(llama, H100, seq, impl, H100.efficiency, 8, Recipe.of(lay))
-    gathered = seq * c.kernel_kv_width / lay.tp * 2  # every rank's 16-bit K and V of this TP shard
-    g = comm.group(lay.cp, lay.tp, comm.links(H100))
+    c, g = long_context(impl)
+    gathered = LONG_SEQ * c.kernel_kv_width / LONG_LAYOUT.tp * 2  # every rank's 16-bit K and V of this TP shard
     gather = comm.all_gather(gathered, g) + TE_ALLGATHER_PASS_BYTES * gathered / c.hbm
     grads = comm.reduce_scatter(gathered, g) + TE_ALLGATHER_GRAD_BYTES * gathered / c.hbm
-    assert est.breakdown["cp_comm"] == pytest.approx(llama.layers * (3 * gather + grads))
-    selective = training_time(llama, lay.model_copy(update={"recompute": "selective"}), H100, seq, 1e9, impl=impl)
-    assert selective.breakdown["cp_comm"] == pytest.approx(llama.layers * (2 * gather + grads))
-    ring = training_time(llama, lay, H100, seq, 1e9, impl=Implementation(cp_exchange="ring"))
-    assert est.breakdown["cp_comm"] > ring.breakdown["cp_comm"]
+    assert cp_comm_seconds(impl) == pytest.approx(LONG_LLAMA.layers * (3 * gather + grads))
+    assert cp_comm_seconds(impl, "selective") == pytest.approx(LONG_LLAMA.layers * (2 * gather + grads))
+    assert cp_comm_seconds(impl) > cp_comm_seconds(Implementation(cp_exchange="ring"))
 
 
 def test_ulysses_moves_qkv_and_the_output_exposed() -> None:
     """Transformer Engine's all-to-all CP exchange (Megatron --cp-comm-type a2a) sends Q, K and V to head shards
     and the output back, and the same bytes in backward, with nothing computing beside them: an all-to-all of
     (Q + K + V + O) per pass, forward, recompute forward and backward."""
-    from planner.model.perf import _build_context
-
-    llama = ModelSpec(layers=8, hidden=8192, heads=64, kv_heads=8, ffn_hidden=28672, vocab=128256, max_seq=131072)
-    lay = Layout(tp=8, cp=4, dp=1, sequence_parallel=True, recompute="full", global_batch=1)
-    seq = 131072
     impl = Implementation(cp_exchange="ulysses")
-    est = training_time(llama, lay, H100, seq, 1e9, impl=impl)
-    c = _build_context(llama, H100, seq, impl, H100.efficiency, 8, Recipe.of(lay))
-    tokens = seq // lay.cp
-    per_rank = tokens * (c.q_width + c.v_width + c.kernel_kv_width) / lay.tp * 2
-    move = comm.all_to_all(per_rank, comm.group(lay.cp, lay.tp, comm.links(H100)))
-    assert est.breakdown["cp_comm"] == pytest.approx(llama.layers * 3 * move)
-    assert training_time(llama, lay.model_copy(update={"recompute": "selective"}), H100, seq, 1e9,
-                         impl=impl).breakdown["cp_comm"] == pytest.approx(llama.layers * 2 * move)
+    c, g = long_context(impl)
+    tokens = LONG_SEQ // LONG_LAYOUT.cp
+    per_rank = tokens * (c.q_width + c.v_width + c.kernel_kv_width) / LONG_LAYOUT.tp * 2
+    move = comm.all_to_all(per_rank, g)
+    assert cp_comm_seconds(impl) == pytest.approx(LONG_LLAMA.layers * 3 * move)
+    assert cp_comm_seconds(impl, "selective") == pytest.approx(LONG_LLAMA.layers * 2 * move)

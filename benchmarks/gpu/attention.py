@@ -27,7 +27,7 @@ import statistics
 from dataclasses import dataclass
 
 import torch
-from common import device, fmt, median, num, script_main, table, time_op
+from common import device, fmt, median, num, repetitions, script_main, table, time_op
 from predict import attention_rates
 
 from planner.schema import AttentionKernel, GpuSku
@@ -178,8 +178,7 @@ def report(gpu: GpuSku, rows: list[Row], skipped: dict[str, str], smoke: bool) -
 
 def run(gpu: GpuSku, smoke: bool, *, warmup: int | None = None, iters: int | None = None) -> str:
     dev = device(smoke)
-    warmup = warmup if warmup is not None else (1 if smoke else 3)
-    iters = iters if iters is not None else (2 if smoke else 10)
+    warmup, iters = repetitions(smoke, warmup, iters, 3, 10)
     rows, skipped = measure(gpu, dev, smoke, warmup, iters)
     return report(gpu, rows, skipped, smoke)
 

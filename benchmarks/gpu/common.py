@@ -196,6 +196,13 @@ def time_op(fn: Callable[[], Any], dev: torch.device, *, warmup: int, iters: int
     return times
 
 
+def repetitions(smoke: bool, warmup: int | None, iters: int | None, default_warmup: int,
+                default_iters: int) -> tuple[int, int]:
+    """(warm-up, timed) runs: the ones asked for, else the script's defaults; 1 and 2 in a smoke run."""
+    return (warmup if warmup is not None else (1 if smoke else default_warmup),
+            iters if iters is not None else (2 if smoke else default_iters))
+
+
 def median(xs: Iterable[float]) -> float:
     return statistics.median(list(xs))
 

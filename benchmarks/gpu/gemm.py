@@ -33,7 +33,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
-from common import GIB, device, fmt, header, l2_flusher, median, num, resolve_gpu, table, time_op
+from common import GIB, device, fmt, header, l2_flusher, median, num, repetitions, resolve_gpu, table, time_op
 from predict import dense_peak_flops, layer_gemms, predicted_gemm_seconds
 
 from planner.catalog import get_model
@@ -241,8 +241,7 @@ def report(gpu: GpuSku, rows: list[Row], skipped: dict[str, str], oom: list[str]
 def run(gpu: GpuSku, smoke: bool, *, warmup: int | None = None, iters: int | None = None,
         dtypes: tuple[str, ...] = ("bf16", "fp8")) -> str:
     dev = device(smoke)
-    warmup = warmup if warmup is not None else (1 if smoke else 3)
-    iters = iters if iters is not None else (2 if smoke else 10)
+    warmup, iters = repetitions(smoke, warmup, iters, 3, 10)
     skipped: dict[str, str] = {}
     wanted = []
     for d in dtypes:

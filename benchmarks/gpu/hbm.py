@@ -20,7 +20,7 @@ from __future__ import annotations
 import gc
 
 import torch
-from common import GIB, device, median, num, script_main, table, time_op
+from common import GIB, device, median, num, repetitions, script_main, table, time_op
 from predict import predicted_hbm_bytes_per_s
 
 from planner.schema import GpuSku
@@ -46,8 +46,7 @@ def kernel(name: str, size: int, dev: torch.device):
 
 def run(gpu: GpuSku, smoke: bool, *, warmup: int | None = None, iters: int | None = None) -> str:
     dev = device(smoke)
-    warmup = warmup if warmup is not None else (1 if smoke else 2)
-    iters = iters if iters is not None else (2 if smoke else 10)
+    warmup, iters = repetitions(smoke, warmup, iters, 2, 10)
     spec = gpu.hbm_bandwidth_tbs * 1e12
     predicted = predicted_hbm_bytes_per_s(gpu)
     rows, best = [], {}

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from common import device, fmt, median, num, script_main, synchronize, table, time_op
+from common import device, fmt, median, num, repetitions, script_main, synchronize, table, time_op
 from predict import moe_block_seconds
 
 from planner.schema import GpuSku, ModelSpec, MoESpec
@@ -211,6 +211,14 @@ class Row:
     launch_us: float
 
     @property
+    def experts_flops_per_s(self) -> float:
+        return self.case.expert_flops / self.experts_fwd_s
+
+    @property
+    def predicted_experts_flops_per_s(self) -> float:
+        return self.case.expert_flops / self.predicted_experts_fwd_s
+
+    @property
     def host_us_per_kernel(self) -> float:
         return self.block_issue_s / max(self.kernels, 1) * 1e6
 
@@ -257,19 +265,16 @@ def report(gpu: GpuSku, rows: list[Row], skipped: dict[str, str], smoke: bool) -
     if not rows:
         return "\n".join(out)
 
-    def rate(r: Row, seconds: float, passes: float) -> float:
-        return passes * r.case.expert_flops / seconds
-
-    ratio_f = statistics.median(rate(r, r.experts_fwd_s, 1) / rate(r, r.predicted_experts_fwd_s, 1) for r in rows)
+    ratio_f = statistics.median(r.experts_flops_per_s / r.predicted_experts_flops_per_s for r in rows)
     ratio_b = statistics.median(r.predicted_block_s / r.block_gpu_s for r in rows)
     host = statistics.median(r.host_us_per_kernel for r in rows)
     out.append(f"\n**Median ratio measured ÷ predicted: experts fwd {num(ratio_f)}, block GPU time "
                f"{num(ratio_b)}; host {host:.1f} µs per kernel** ({len(rows)} cases; > 1: faster than planner "
                "predicts)\n")
     body = [[r.case.name, f"{r.case.local}/{r.case.experts} top{r.case.top_k}", f"{r.case.rows:,}",
-             fmt(r.experts_fwd_s * 1e3, ".3f"), f"{rate(r, r.experts_fwd_s, 1) / 1e12:.3g}",
-             f"{rate(r, r.predicted_experts_fwd_s, 1) / 1e12:.3g}",
-             num(rate(r, r.experts_fwd_s, 1) / rate(r, r.predicted_experts_fwd_s, 1)),
+             fmt(r.experts_fwd_s * 1e3, ".3f"), f"{r.experts_flops_per_s / 1e12:.3g}",
+             f"{r.predicted_experts_flops_per_s / 1e12:.3g}",
+             num(r.experts_flops_per_s / r.predicted_experts_flops_per_s),
              fmt(r.experts_both_s * 1e3, ".3f"), fmt(r.block_gpu_s * 1e3, ".3f"), fmt(r.predicted_block_s * 1e3, ".3f"),
              fmt(r.block_issue_s * 1e3, ".3f"), str(r.kernels), f"{r.host_us_per_kernel:.1f}",
              fmt(r.wall_s * 1e3, ".3f"), fmt(r.synced_wall_s * 1e3, ".3f")] for r in rows]
@@ -281,8 +286,7 @@ def report(gpu: GpuSku, rows: list[Row], skipped: dict[str, str], smoke: bool) -
 
 def run(gpu: GpuSku, smoke: bool, *, warmup: int | None = None, iters: int | None = None) -> str:
     dev = device(smoke)
-    warmup = warmup if warmup is not None else (1 if smoke else 3)
-    iters = iters if iters is not None else (2 if smoke else 10)
+    warmup, iters = repetitions(smoke, warmup, iters, 3, 10)
     rows, skipped = measure(gpu, dev, smoke, warmup, iters)
     return report(gpu, rows, skipped, smoke)
 

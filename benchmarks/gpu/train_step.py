@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from common import GIB, device, median, num, script_main, synchronize, table
+from common import GIB, device, median, num, repetitions, script_main, synchronize, table
 
 from planner.interop.hf_config import model_from_hf_config
 from planner.model.memory import training_memory
@@ -205,8 +205,7 @@ def ratio(a: float | None, b: float | None) -> str:
 
 def run(gpu: GpuSku, smoke: bool, *, warmup: int | None = None, iters: int | None = None) -> str:
     dev = device(smoke)
-    warmup = warmup if warmup is not None else (1 if smoke else 3)
-    iters = iters if iters is not None else (2 if smoke else 5)
+    warmup, iters = repetitions(smoke, warmup, iters, 3, 5)
     model, opt, spec, config = build(smoke, dev)
     n_torch = sum(p.numel() for p in model.parameters())
     n_planner = count_params(spec).total
