@@ -27,12 +27,17 @@ if TYPE_CHECKING:
     from planner.workloads.training.evaluation import Evaluation
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
+# Columns of sentences (a finding's message, why a row has no plan): their cells wrap at word boundaries within
+# this many characters rather than stretching the table across a line per row; nothing is cut.
+PROSE_COLUMNS = ("message", "reason")
+PROSE_WIDTH = 100
 
 
 def _table(title: str, *columns: str, right: tuple[str, ...] = ()) -> Table:
     t = Table(title=Text(literal(title)), title_justify="left")
     for c in columns:
-        t.add_column(c, justify="right" if c in right else "left")
+        t.add_column(c, justify="right" if c in right else "left",
+                     max_width=PROSE_WIDTH if c in PROSE_COLUMNS else None, overflow="fold")
     return t
 
 

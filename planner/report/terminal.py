@@ -1,9 +1,9 @@
 """The one console every table is printed on.
 
-Its width does not depend on whether stdout is a terminal: tables take their natural width and lines
-are never wrapped or cut by planner (a terminal narrower than a table folds it; a pipe or a file gets
-every column). Colours follow the terminal, as rich decides. User text goes through `safe` before it
-meets rich markup.
+Its width does not depend on whether stdout is a terminal: tables take their natural width (cells of
+prose wrap within planner.report.tables.PROSE_WIDTH) and nothing is cut by planner (a terminal narrower
+than a table folds it; a pipe or a file gets every column). Colours follow the terminal, as rich decides.
+User text goes through `safe` before it meets rich markup.
 """
 
 from __future__ import annotations
