@@ -638,7 +638,7 @@ def master_weights_problem(framework: str, master_weights: str) -> str | None:
 # Megatron-Core's --moe-token-dispatcher-type (megatron/core/transformer/moe/token_dispatcher.py); flex runs
 # DeepEP or HybridEP (--moe-flex-dispatcher-backend), which send a token once per destination node.
 TokenDispatcher = Literal["alltoall", "allgather", "flex"]
-CpExchange = Literal["ring", "allgather", "alltoall", "ulysses", "te_allgather"]
+CpExchange = Literal["ring", "allgather", "alltoall", "ulysses", "te_allgather", "hierarchical"]
 RecomputeModule = Literal["core_attn", "mlp", "moe_act", "layernorm", "mla_up_proj", "moe", "shared_experts"]
 
 
@@ -801,7 +801,15 @@ class Implementation(Strict):
         "attention and the output back after, none of it under compute; each CP rank takes whole heads), "
         "te_allgather (Transformer Engine's all-gather, Megatron --cp-comm-type all_gather: every rank's K/V "
         "gathered before the attention of each pass, exposed, and dK/dV reduce-scattered in 16 bits after the "
-        "backward); null = the framework's default (torchtitan: allgather, the others: ring)",
+        "backward), hierarchical (Transformer Engine's a2a+p2p, Megatron --cp-comm-type a2a+p2p: the all-to-all "
+        "over groups of cp_a2a_size neighbouring CP ranks, then the p2p ring over the cp/cp_a2a_size groups); "
+        "null = the framework's default (torchtitan: allgather, the others: ring)",
+    )
+    cp_a2a_size: int | None = Field(
+        None, ge=2, le=MAX_GPUS, description="the all-to-all level of the hierarchical CP exchange: CP ranks per "
+        "head-sharding group, neighbours in CP rank order (Megatron --hierarchical-context-parallel-sizes A P, "
+        "megatron/core/parallel_state.py create_hierarchical_groups); it must divide cp and each TP rank's query and "
+        "K/V heads; only with cp_exchange hierarchical",
     )
     kv_repeat: bool = Field(
         False, description="the attention kernel receives K and V repeated to every query head, as torchtitan's "
@@ -815,6 +823,13 @@ class Implementation(Strict):
         "first N); null = every layer when activation_offload is on",
     )
     cuda_graphs: bool = Field(False, description="CUDA graphs capture the step (fewer launches, static buffers)")
+
+    @model_validator(mode="after")
+    def _hierarchical_cp(self) -> Implementation:
+        if (self.cp_exchange == "hierarchical") != (self.cp_a2a_size is not None):
+            raise ValueError("cp_exchange hierarchical and cp_a2a_size go together: the hierarchical exchange needs "
+                             "its all-to-all group size, and no other exchange has one")
+        return self
 
 
 class Overheads(Strict):

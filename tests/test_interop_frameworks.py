@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from planner.catalog import get_model
 from planner.errors import InputError
@@ -744,14 +745,50 @@ def test_megatron_all_gather_context_parallelism_is_transformer_engines() -> Non
         assert again.implementation().cp_exchange == "te_allgather"
 
 
+def test_megatron_a2a_p2p_is_the_hierarchical_exchange() -> None:
+    """--cp-comm-type a2a+p2p with two levels of --hierarchical-context-parallel-sizes (all-to-all, then p2p) is
+    implementation.cp_exchange hierarchical with cp_a2a_size the first level, written back as such; without the
+    sizes it is timed as the ring (a note says so), sizes that do not multiply to the CP size are bad input. The
+    all-to-all level must divide cp and each TP rank's heads."""
+    m = get_model("llama-3.1-8b")  # 32 query heads, 8 K/V heads
+    text = _text("megatron_llama3_8b_fp8.sh") + " --context-parallel-size 4 --cp-comm-type a2a+p2p"
+    cfg = parse_megatron_args(text + " --hierarchical-context-parallel-sizes 2 2", model=m)
+    impl = cfg.implementation()
+    assert (impl.cp_exchange, impl.cp_a2a_size) == ("hierarchical", 2) and "--cp-comm-type" not in cfg.unsupported
+    args = megatron_args_from_layout(cfg.model, cfg.to_layout(8), SEQ, impl)
+    assert "--cp-comm-type a2a+p2p" in args and "--hierarchical-context-parallel-sizes 2 2" in args
+    again = parse_megatron_args(args, model=m).implementation()
+    assert (again.cp_exchange, again.cp_a2a_size) == ("hierarchical", 2)
+    bare = parse_megatron_args(text, model=m)
+    assert bare.implementation().cp_exchange is None and "a2a+p2p" in bare.unsupported["--cp-comm-type"]
+    with pytest.raises(InputError, match="is not the context parallel size 4"):
+        parse_megatron_args(text + " --hierarchical-context-parallel-sizes 2 4", model=m)
+    with pytest.raises(InputError, match="expected positive integers"):
+        parse_megatron_args(text + " --hierarchical-context-parallel-sizes 2 x", model=m)
+    lay = Layout(tp=2, cp=4, dp=1, sequence_parallel=True, global_batch=8)
+    ok = Implementation(cp_exchange="hierarchical", cp_a2a_size=2)
+    assert not [p for p in layout_problems(m, lay, impl=ok) if p.startswith(("cp", "implementation"))]
+    thin = layout_problems(m, lay.model_copy(update={"tp": 8}), impl=ok)  # 1 K/V head per TP rank
+    assert any(p.startswith("implementation.cp_a2a_size: 2 does not divide") for p in thin)
+    odd = layout_problems(m, lay.model_copy(update={"cp": 6}), impl=Implementation(cp_exchange="hierarchical",
+                                                                                     cp_a2a_size=4))
+    assert any("does not split into all-to-all groups" in p for p in odd)
+    with pytest.raises(ValidationError, match="go together"):
+        Implementation(cp_a2a_size=2)
+    with pytest.raises(ValidationError, match="go together"):
+        Implementation(cp_exchange="hierarchical")
+
+
 def test_each_framework_writes_only_its_own_cp_exchange() -> None:
     """torchtitan's context parallelism is PyTorch's (all-gather or all-to-all rotation), Megatron-LM's is
     Transformer Engine's (ring or all-to-all heads): a plan timed with the other's exchange is refused by name."""
     m = get_model("llama-3.1-8b")
     layout = Layout(dp=2, cp=4, zero=3, recompute="full", global_batch=2, micro_batch=1)
-    for exchange in ("ring", "ulysses", "te_allgather"):
+    for exchange in ("ring", "ulysses", "te_allgather", "hierarchical"):
+        impl = Implementation(framework="torchtitan", cp_exchange=exchange,
+                              cp_a2a_size=2 if exchange == "hierarchical" else None)
         with pytest.raises(InputError, match=f"cp_exchange {exchange}: torchtitan's context parallelism"):
-            torchtitan_toml_from_layout(layout, SEQ, m, Implementation(framework="torchtitan", cp_exchange=exchange))
+            torchtitan_toml_from_layout(layout, SEQ, m, impl)
     megatron = Layout(tp=2, cp=4, dp=1, sequence_parallel=True, global_batch=8)
     with pytest.raises(InputError, match="cp_exchange allgather: that is PyTorch's"):
         megatron_args_from_layout(m, megatron, SEQ, Implementation(cp_exchange="allgather"))

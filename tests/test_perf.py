@@ -211,6 +211,7 @@ IMPLS = [
     Implementation(framework="torchtitan", fused_kernels=False, reshard_after_forward=None),
     Implementation(framework="torchtitan", kv_repeat=True, cp_exchange="alltoall"),
     Implementation(cp_exchange="te_allgather", recompute_modules=("core_attn", "mlp")),
+    Implementation(cp_exchange="hierarchical", cp_a2a_size=2),
     Implementation(framework="fsdp", fused_kernels=False, activation_offload=True),
     Implementation(framework="deepspeed", cuda_graphs=True),
 ]
@@ -559,3 +560,25 @@ def test_ulysses_moves_qkv_and_the_output_exposed() -> None:
     move = comm.all_to_all(per_rank, g)
     assert cp_comm_seconds(impl) == pytest.approx(LONG_LLAMA.layers * 3 * move)
     assert cp_comm_seconds(impl, "selective") == pytest.approx(LONG_LLAMA.layers * 2 * move)
+
+
+def test_hierarchical_exchange_is_ulysses_in_groups_then_the_ring() -> None:
+    """Transformer Engine's a2a+p2p (Megatron --cp-comm-type a2a+p2p --hierarchical-context-parallel-sizes A P):
+    the all-to-all of Q, K, V and O within groups of A neighbouring CP ranks, exposed in every pass, then the ring
+    of the head-sharded K/V (as many bytes as the rank's own) over the P groups, under the attention. With A = cp
+    it is the all-to-all alone; the ring hidden under the attention makes it cost less than the ring's exposed
+    share plus a full-group all-to-all would."""
+    ulysses = cp_comm_seconds(Implementation(cp_exchange="ulysses"))
+    assert cp_comm_seconds(Implementation(cp_exchange="hierarchical", cp_a2a_size=4)) == pytest.approx(ulysses)
+    impl = Implementation(cp_exchange="hierarchical", cp_a2a_size=2)
+    c, _ = long_context(impl)
+    tokens = LONG_SEQ // LONG_LAYOUT.cp
+    per_rank = tokens * (c.q_width + c.v_width + c.kernel_kv_width) / LONG_LAYOUT.tp * 2
+    pairs = comm.group(2, LONG_LAYOUT.tp, comm.links(H100))
+    a2a = LONG_LLAMA.layers * 3 * comm.all_to_all(per_rank, pairs)
+    both = cp_comm_seconds(impl)
+    ring_share = both - a2a
+    assert ring_share >= 0  # the ring over the 2 groups: at most its exposed part
+    kv = tokens * c.kernel_kv_width / LONG_LAYOUT.tp * 2
+    hop = comm.p2p(kv, comm.group(2, LONG_LAYOUT.tp * 2, comm.links(H100)))
+    assert ring_share <= LONG_LLAMA.layers * 4 * hop + 1e-12

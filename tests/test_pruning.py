@@ -36,6 +36,9 @@ STACKS: dict[str, dict[str, Any]] = {
     "llama megatron te all-gather cp": {
         "model": "llama-3.1-8b", "job": {"seq_len": 16384, "global_batch": 16},
         "implementation": {"framework": "megatron-core", "cp_exchange": "te_allgather"}},
+    "llama megatron hierarchical cp": {
+        "model": "llama-3.1-8b", "job": {"seq_len": 16384, "global_batch": 16},
+        "implementation": {"framework": "megatron-core", "cp_exchange": "hierarchical", "cp_a2a_size": 2}},
     "llama torchtitan chunked loss": {
         "model": "llama-3.1-8b", "job": {"seq_len": 8192, "global_batch": 64},
         "implementation": {"framework": "torchtitan", "loss_chunks": 8, "kv_repeat": True}},

@@ -68,6 +68,9 @@ def small_scenarios(draw: Any) -> dict[str, Any]:
         sc["constraints"]["budget_usd"] = draw(st.sampled_from([10.0, 100.0, 1000.0]))
     if draw(st.booleans()):
         sc["constraints"]["max_gpus"] = draw(st.sampled_from([2, 8]))
+    if draw(st.integers(0, 4)) == 0:  # Transformer Engine's all-to-all CP exchanges: a rule on tp and cp together
+        sc["implementation"] = draw(st.sampled_from([{"cp_exchange": "ulysses"},
+                                                     {"cp_exchange": "hierarchical", "cp_a2a_size": 2}]))
     mode = draw(st.sampled_from(["model", "mfu", "hfu"]))
     if mode != "model":
         sc["efficiency"] = {mode: 0.4}

@@ -162,6 +162,7 @@ UNDERSTOOD_FLAGS: dict[str, Kind] = {
     "--moe-token-dispatcher-type": "str",
     "--moe-enable-deepep": "switch",
     "--cp-comm-type": "list",
+    "--hierarchical-context-parallel-sizes": "list",
     "--cross-entropy-loss-fusion": "switch",
     "--cross-entropy-fusion-impl": "str",
 }
@@ -170,6 +171,23 @@ UNDERSTOOD_FLAGS: dict[str, Kind] = {
 # "allgather", Transformer Engine's attention "all_gather" (transformer_config.py cp_comm_type; context_parallel.py
 # attn_forward_func_with_cp), which is what Megatron hands it
 CP_COMM_TYPES = ("p2p", "a2a", "allgather", "all_gather", "a2a+p2p")
+
+
+def _hierarchical_cp_sizes(args: _Args, cp: int) -> list[int] | None:
+    """--hierarchical-context-parallel-sizes as integers (None when not given); their product must be the CP size
+    (megatron/core/parallel_state.py asserts it)."""
+    words = args.values.get("--hierarchical-context-parallel-sizes")
+    if words is None:
+        return None
+    sizes = []
+    for w in words if isinstance(words, list) else [str(words)]:
+        if not re.fullmatch(r"\d{1,7}", w) or int(w) < 1:
+            raise InputError(f"--hierarchical-context-parallel-sizes: expected positive integers, got {w[:40]!r}")
+        sizes.append(int(w))
+    if math.prod(sizes) != cp:
+        raise InputError(f"--hierarchical-context-parallel-sizes: {' × '.join(map(str, sizes))} is not the context "
+                         f"parallel size {cp}")
+    return sizes
 # Flags that change neither memory nor the time model, listed in MegatronConfig.ignored when seen.
 def _flag_set(*groups: str) -> frozenset[str]:
     return frozenset(word for group in groups for word in group.split())
@@ -285,7 +303,8 @@ class MegatronConfig:
     cuda_graphs: bool = False
     moe_token_dispatcher: TokenDispatcher | None = None
     cross_entropy: CrossEntropyKernel | None = None  # None: Megatron's vocab-parallel loss
-    cp_exchange: CpExchange | None = None  # one --cp-comm-type on every layer (a2a, all_gather); None: the p2p ring
+    cp_exchange: CpExchange | None = None  # one --cp-comm-type on every layer (a2a, all_gather, a2a+p2p); None: p2p
+    cp_a2a_size: int | None = None  # a2a+p2p: the first level of --hierarchical-context-parallel-sizes
     expert_tp: int | None = None
     ignored: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
@@ -329,7 +348,7 @@ class MegatronConfig:
             recompute_modules=self.recompute_modules, activation_offload=self.activation_offload,
             activation_offload_layers=self.activation_offload_layers, cuda_graphs=self.cuda_graphs,
             moe_token_dispatcher=self.moe_token_dispatcher,
-            cross_entropy=self.cross_entropy, cp_exchange=self.cp_exchange,
+            cross_entropy=self.cross_entropy, cp_exchange=self.cp_exchange, cp_a2a_size=self.cp_a2a_size,
         )
 
     def to_layout(self, gpus: int) -> Layout:
@@ -1013,14 +1032,24 @@ def parse_megatron_args(
     kinds = comm_types if isinstance(comm_types, list) else ["p2p"]
     if bad := [k for k in kinds if k not in CP_COMM_TYPES]:
         raise InputError(f"--cp-comm-type: {bad[0]!r} is not one of {', '.join(CP_COMM_TYPES)}")
-    # one exchange on every layer: Transformer Engine's all-to-all or all-gather
-    one_type: dict[str, CpExchange] = {"a2a": "ulysses", "allgather": "te_allgather", "all_gather": "te_allgather"}
+    # one exchange on every layer: Transformer Engine's all-to-all, all-gather or a2a+p2p (over the two levels of
+    # --hierarchical-context-parallel-sizes, all-to-all first: megatron/core/parallel_state.py)
+    one_type: dict[str, CpExchange] = {"a2a": "ulysses", "allgather": "te_allgather", "all_gather": "te_allgather",
+                                       "a2a+p2p": "hierarchical"}
     exchange = one_type.get(kinds[0]) if cp > 1 and all(k == kinds[0] for k in kinds) else None
+    a2a_size = None
+    if exchange == "hierarchical":
+        levels = _hierarchical_cp_sizes(args, cp)
+        if levels is None or len(levels) != 2 or levels[0] == 1:
+            exchange = None
+        else:
+            a2a_size = levels[0]
     if cp > 1 and exchange is None and (other := sorted(set(kinds) - {"p2p"})):
         unsupported["--cp-comm-type"] = (
-            f"{', '.join(other)}: Transformer Engine's hierarchical a2a+p2p and per-layer mixes of exchanges are "
-            "timed as its p2p ring (one type on every layer: a2a is implementation.cp_exchange ulysses, all_gather "
-            "te_allgather)")
+            f"{', '.join(other)}: per-layer mixes of exchanges, and a2a+p2p without two levels of "
+            "--hierarchical-context-parallel-sizes (all-to-all, then p2p), are timed as Transformer Engine's p2p ring "
+            "(one type on every layer: a2a is implementation.cp_exchange ulysses, all_gather te_allgather, a2a+p2p "
+            "hierarchical)")
     # --moe-token-dispatcher-type (default allgather); flex runs DeepEP/HybridEP, as --moe-enable-deepep did
     dispatcher = args.choice("--moe-token-dispatcher-type", ("allgather", "alltoall", "flex", "alltoall_seq"),
                              "flex" if args.switch("--moe-enable-deepep") else "allgather")
@@ -1078,7 +1107,7 @@ def parse_megatron_args(
         moe_token_dispatcher=("alltoall" if dispatcher == "alltoall_seq" else dispatcher)  # type: ignore[arg-type]
         if spec is not None and spec.moe is not None else None,
         expert_tp=etp, cross_entropy=cross_entropy,  # type: ignore[arg-type]
-        cp_exchange=exchange,
+        cp_exchange=exchange, cp_a2a_size=a2a_size,
         sequence_parallel=sequence_parallel,
         micro_batch=args.int("--micro-batch-size"), global_batch=args.int("--global-batch-size"),
         precision=precision, fp32_grad_accumulation=fp32_grads, optimizer=optimizer, offload_optimizer=offload,
@@ -1211,10 +1240,13 @@ def megatron_args_from_layout(
         lines.append(f"--context-parallel-size {layout.cp}")
         if impl.cp_exchange in ("allgather", "alltoall"):
             raise InputError(f"cp_exchange {impl.cp_exchange}: that is PyTorch's context parallelism; Megatron-LM "
-                             "exchanges K/V by Transformer Engine's ring (p2p), all-to-all (cp_exchange ulysses) or "
-                             "all-gather (cp_exchange te_allgather)")
+                             "exchanges K/V by Transformer Engine's ring (p2p), all-to-all (cp_exchange ulysses), "
+                             "all-gather (cp_exchange te_allgather) or a2a+p2p (cp_exchange hierarchical)")
         if impl.cp_exchange == "ulysses":
             lines.append("--cp-comm-type a2a")
+        elif impl.cp_exchange == "hierarchical" and impl.cp_a2a_size is not None:
+            lines.append("--cp-comm-type a2a+p2p")
+            lines.append(f"--hierarchical-context-parallel-sizes {impl.cp_a2a_size} {layout.cp // impl.cp_a2a_size}")
         elif impl.cp_exchange == "te_allgather":
             lines.append("--cp-comm-type all_gather")  # Transformer Engine's spelling, which Megatron passes on
     if layout.ep > 1:

@@ -631,7 +631,7 @@ def parallelism_section(layout: Layout, impl: Implementation, spec: ModelSpec | 
     if layout.master_weights != "fp32" or layout.moment_dtype not in ("fp32", "bf16"):
         raise InputError(f"master_weights {layout.master_weights}, moment_dtype {layout.moment_dtype}: torchtitan's "
                          "AdamW steps FSDP's fp32 parameter shards, with fp32 moments or (fused_opt_states_bf16) bf16")
-    if layout.cp > 1 and impl.cp_exchange in ("ring", "ulysses", "te_allgather"):
+    if layout.cp > 1 and impl.cp_exchange in ("ring", "ulysses", "te_allgather", "hierarchical"):
         raise InputError(f"cp_exchange {impl.cp_exchange}: torchtitan's context parallelism is PyTorch's, which "
                          "rotates K/V by all-gather or all-to-all (cp_exchange allgather or alltoall)")
     parallel: dict[str, TomlValue] = {}

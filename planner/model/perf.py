@@ -608,6 +608,7 @@ class _Groups:
 
     def __init__(self, c: _Context, s: _Step) -> None:
         self._ln, self._s = c.ln, s
+        self._a2a = vmin(c.stack.cp_a2a_size, s.cp)
         self._n_dp = s.dp * s.cp
         self._shard_n = s.dp_shard + (s.dp_shard == 0) * self._n_dp
 
@@ -618,6 +619,14 @@ class _Groups:
     @cached_property
     def cp(self) -> comm.Group:
         return comm.group(self._s.cp, self._s.tp, self._ln)
+
+    @cached_property
+    def cp_a2a(self) -> comm.Group:  # the hierarchical exchange's first level: neighbouring CP ranks
+        return comm.group(self._a2a, self._s.tp, self._ln)
+
+    @cached_property
+    def cp_p2p(self) -> comm.Group:  # its second level: one rank of each first-level group
+        return comm.group(self._s.cp / self._a2a, self._s.tp * self._a2a, self._ln)
 
     @cached_property
     def dp(self) -> comm.Group:  # dense gradients and optimizer shards span DP × CP
@@ -807,16 +816,27 @@ def _cp(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -
     backward, the all-to-all one a chunk behind each call; dK/dV go around the ring in fp32, each hop behind a
     backward call, the last one after them. Transformer Engine's all-to-all (`ulysses`) moves Q, K and V to head
     shards before attention and the output back, exposed; its all-gather (`te_allgather`) gathers every rank's K/V
-    before the attention of each pass and reduce-scatters dK/dV after the backward, none of it under compute."""
+    before the attention of each pass and reduce-scatters dK/dV after the backward, none of it under compute; its
+    a2a+p2p (`hierarchical`) runs the all-to-all within groups of `cp_a2a_size` ranks and the ring across them."""
     if _scalar(s.cp) and s.cp == 1:
         return 0.0
     lay = cmp.layer
     kv = s.tok * c.kernel_kv_width / s.t * ACT  # this rank's K and V, 16-bit
-    if c.stack.cp_exchange == "ulysses":
+    if c.stack.cp_exchange in ("ulysses", "hierarchical"):
         # Q, K, V to head shards and the output back (flash_attn_a2a_communicate); backward: dO, then dQ, dK, dV.
-        # Nothing computes while they move: the attention needs all of them
-        move = comm.all_to_all(s.tok * (c.q_width + c.v_width) / s.t * ACT + kv, g.cp)
-        return (s.cp > 1) * s.layers * (2 + s.full) * move
+        # Nothing computes while they move: the attention needs all of them. The hierarchical exchange does so in
+        # groups of cp_a2a_size neighbouring CP ranks, then passes the head-sharded K/V (as many bytes as this
+        # rank's own) around the ring of the groups under the attention (AttnFuncWithCPAndKVP2P, cp_size_a2a > 1)
+        a2a = g.cp if c.stack.cp_exchange == "ulysses" else g.cp_a2a
+        move = (s.cp > 1) * s.layers * (2 + s.full) * comm.all_to_all(
+            s.tok * (c.q_width + c.v_width) / s.t * ACT + kv, a2a)
+        if c.stack.cp_exchange == "ulysses":
+            return move
+        rounds = s.cp / c.stack.cp_a2a_size
+        ring = (rounds > 1) * (rounds - 1) * comm.p2p(kv, g.cp_p2p) * (3 + s.full)
+        if floor:
+            return move + s.layers * _hidden_floor(c, ring)
+        return move + s.layers * _hidden(c, ring, c.eff.cp_overlap * (lay.attn_f * (1 + s.full) + lay.attn_b))
     if c.stack.cp_exchange == "te_allgather":
         # AttnFuncWithCPAndKVAllGather: "KV all-gather between CP ranks is exposed" (forward, recompute and
         # backward each gather again); the 16-bit dK/dV of the whole sequence are reduce-scattered after backward

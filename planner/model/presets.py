@@ -243,7 +243,7 @@ class Knobs:
 
     Memory reads the kernel, state, FSDP, pipeline, fp8 and context-parallel fields; the time model reads
     `framework`, `fp8_recipe` / `fp8_param_gather` (fp8 GEMM rates, fp8 all-gathers), the overlap fields,
-    `cp_exchange` / `kv_repeat` and `cuda_graphs`. `reshard(pp)` answers per pipeline depth.
+    `cp_exchange` / `cp_a2a_size` / `kv_repeat` and `cuda_graphs`. `reshard(pp)` answers per pipeline depth.
     """
 
     framework: Framework
@@ -278,6 +278,7 @@ class Knobs:
     cuda_graphs: bool
     moe_token_dispatcher: TokenDispatcher
     cp_exchange: CpExchange
+    cp_a2a_size: int | None  # the all-to-all level of the hierarchical exchange
     kv_repeat: bool  # the attention kernel gets K and V at the query heads' width
     tp_comm_overlap: bool
     overlap_grad_reduce: bool
@@ -368,6 +369,7 @@ def resolve(impl: Implementation, layout: Layout | None = None, gpu: GpuSku | No
         cuda_graphs=impl.cuda_graphs,
         moe_token_dispatcher=impl.moe_token_dispatcher or DEFAULT_TOKEN_DISPATCHER,
         cp_exchange=impl.cp_exchange or p.cp_exchange,
+        cp_a2a_size=impl.cp_a2a_size,
         kv_repeat=impl.kv_repeat,
         tp_comm_overlap=p.tp_comm_overlap,
         overlap_grad_reduce=p.overlap_grad_reduce,

@@ -41,7 +41,8 @@ class Stack:
     activation_offload_layers: int | None  # None: every layer (planner.model.presets.offloaded_share)
     cuda_graphs: bool
     moe_token_dispatcher: str  # "alltoall", "allgather" or "flex" (planner.schema.TokenDispatcher)
-    cp_exchange: str  # "ring", "allgather", "alltoall", "ulysses" or "te_allgather" (planner.schema.CpExchange)
+    cp_exchange: str  # "ring", "allgather", "alltoall", "ulysses", "te_allgather" or "hierarchical" (schema.CpExchange)
+    cp_a2a_size: int  # the hierarchical exchange's all-to-all group (1 for the others)
     kv_repeat: bool  # K and V reach the attention kernel at the query heads' width
     cross_entropy: str  # the loss kernel (planner.schema.CrossEntropyKernel)
 
@@ -87,6 +88,7 @@ def stack_of(impl: Implementation, precision: str, eff: Efficiency, gpu: GpuSku 
         cuda_graphs=k.cuda_graphs,
         moe_token_dispatcher=k.moe_token_dispatcher,
         cp_exchange=k.cp_exchange,
+        cp_a2a_size=k.cp_a2a_size or 1,
         kv_repeat=k.kv_repeat,
         cross_entropy=k.cross_entropy,
     )

@@ -49,16 +49,24 @@ def loss_chunk_problem(layout: Layout, seq: int, chunks: int | None) -> str | No
     return None
 
 
-def cp_heads_problem(m: ModelSpec, layout: Layout, cp_exchange: str | None) -> str | None:
-    """Transformer Engine's all-to-all exchange hands each CP rank whole heads of Q and of K/V
-    (context_parallel.py flash_attn_a2a_communicate splits the heads dimension cp ways)."""
-    if cp_exchange != "ulysses" or layout.cp == 1:
+def cp_heads_problem(m: ModelSpec, layout: Layout, impl: Implementation) -> str | None:
+    """Transformer Engine's all-to-all exchange hands each rank of its group whole heads of Q and of K/V
+    (context_parallel.py flash_attn_a2a_communicate splits the heads dimension over the group): the whole CP
+    group (`ulysses`) or groups of `cp_a2a_size` neighbouring CP ranks, which must divide cp (`hierarchical`:
+    Megatron's hierarchical_context_parallel_sizes multiply to the CP size)."""
+    if impl.cp_exchange not in ("ulysses", "hierarchical") or layout.cp == 1:
         return None
+    group = layout.cp if impl.cp_exchange == "ulysses" else impl.cp_a2a_size or layout.cp
+    if layout.cp % group:
+        return (f"cp: {layout.cp} does not split into all-to-all groups of implementation.cp_a2a_size {group} "
+                "(the hierarchical exchange's levels multiply to cp)")
     q = m.heads // layout.tp
     kv = m.heads // layout.tp if m.mla is not None else max(1, m.n_kv_heads // layout.tp)
-    if q % layout.cp or kv % layout.cp:
-        return (f"cp: {layout.cp} does not divide the {q} query and {kv} K/V heads per TP rank; "
-                "implementation.cp_exchange ulysses (Transformer Engine's all-to-all) gives each CP rank whole heads")
+    if q % group or kv % group:
+        key = "cp" if impl.cp_exchange == "ulysses" else "implementation.cp_a2a_size"
+        return (f"{key}: {group} does not divide the {q} query and {kv} K/V heads per TP rank; the all-to-all of "
+                f"implementation.cp_exchange {impl.cp_exchange} (Transformer Engine's) gives each rank of its group "
+                "whole heads")
     return None
 
 
@@ -72,15 +80,15 @@ def layout_problems(
 ) -> list[str]:
     """Every rule the layout breaks, as 'field: what is wrong (what is allowed)'; empty when legal. Pipeline
     splits and FSDP with pipeline parallelism follow what the framework runs (planner.model.pipeline); the
-    implementation's `loss_chunks` must divide a micro-batch's tokens per rank, and the `ulysses` CP exchange
-    each TP rank's heads."""
+    implementation's `loss_chunks` must divide a micro-batch's tokens per rank, and the all-to-all CP exchanges
+    (`ulysses`, `hierarchical`) each TP rank's heads."""
     framework = impl.framework
     out: list[str] = []
     if seq is not None and (why := sequence_problem(m, seq)) is not None:
         out.append(why)
     if seq is not None and (why := loss_chunk_problem(layout, seq, impl.loss_chunks)) is not None:
         out.append(why)
-    if (why := cp_heads_problem(m, layout, impl.cp_exchange)) is not None:
+    if (why := cp_heads_problem(m, layout, impl)) is not None:
         out.append(why)
     t, p, v = layout.tp, layout.pp, layout.vpp
     if m.heads % t:

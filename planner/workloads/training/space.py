@@ -32,8 +32,8 @@ MIN_TOKENS_PER_CP_RANK = 1024
 # stages.
 EXTRA_READS = {"dp_shard": ("dp", "cp"), "recompute_num_layers": ("recompute",), "pipeline_layout": ("pp", "vpp")}
 # The implementation keys whose legality rules read searched fields: the loss chunks must divide a micro-batch's
-# tokens per CP rank, the Ulysses exchange each TP rank's heads CP ways.
-IMPL_READS = {"loss_chunks": ("micro_batch", "cp"), "cp_exchange": ("tp", "cp")}
+# tokens per CP rank, the all-to-all exchanges each TP rank's heads over their group (within cp).
+IMPL_READS = {"loss_chunks": ("micro_batch", "cp"), "cp_exchange": ("tp", "cp"), "cp_a2a_size": ("tp", "cp")}
 # Frameworks whose MoE layers may split experts otherwise than TP (Megatron-Core --expert-tensor-parallel-size,
 # torchtitan expert_tensor_parallel_degree): their search tries the experts unsplit (expert_tp 1), EP folded over
 # TP·DP·CP, next to the experts split like TP (code 0).
@@ -258,7 +258,7 @@ def lattice(w: TrainingWorkload, nodes: Sequence[int], counts: GpuCounts) -> Lat
     tp = _filtered(w, cross(axis("tp", dom["tp"]), axis("sequence_parallel", dom["sequence_parallel"])),
                    ["tp", "sequence_parallel"])
     t = cross(t, tp)
-    if w.implementation.cp_exchange == "ulysses":  # a rule on tp and cp together
+    if w.implementation.cp_exchange in ("ulysses", "hierarchical"):  # a rule on tp and cp together
         t = where(t, legal(w, {"tp": t["tp"], "cp": t["cp"]}, ["tp", "cp"]))
     if folded:
         t = cross(t, axis("expert_tp", dom["expert_tp"]))
