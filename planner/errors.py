@@ -40,6 +40,15 @@ MAX_ERROR_LINES = 10
 _TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "literal", "none", "is-instance"}
 
 
+def _message(e: Any) -> str:
+    """The error's message; a validator's own sentence without pydantic's "Value error, " in front of it."""
+    msg = str(e["msg"])
+    return msg.removeprefix(VALUE_ERROR) if e["type"] == "value_error" else msg
+
+
+VALUE_ERROR = "Value error, "
+
+
 def format_validation_error(err: ValidationError, where: str) -> str:
     """One line per pydantic error, "where: key.path: message", so a user can find the offending key.
 
@@ -47,7 +56,7 @@ def format_validation_error(err: ValidationError, where: str) -> str:
     model-level validator have no key path and print as "where: message". For a union field (a catalog
     name or an inline spec), the branch that does not match the input's shape is left out.
     """
-    errors = [(_clean_loc(e["loc"]) + ((str(e["ctx"]["field"]),) if e["type"] == BOOLEAN_COUNT else ()), e["msg"])
+    errors = [(_clean_loc(e["loc"]) + ((str(e["ctx"]["field"]),) if e["type"] == BOOLEAN_COUNT else ()), _message(e))
               for e in err.errors(include_url=False)]
     # a union branch's type mismatch is noise where another branch explains the real problem, further down or
     # at the same key (an inline spec's own validator: `model: heads (4) must be a multiple of kv_heads (3)`)

@@ -93,9 +93,9 @@ def test_booleans_are_yaml_1_2(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("model", "expected"), [
     ("{name: m, layers: 2, hidden: 64, heads: 4, kv_heads: 3, ffn_hidden: 128, vocab: 1000, max_seq: 8192}",
-     "model: Value error, heads (4) must be a multiple of kv_heads (3)"),
+     "model: heads (4) must be a multiple of kv_heads (3)"),
     ("{name: m, layers: 2, hidden: 64, heads: 4, ffn_hidden: 128, vocab: 1000, max_seq: 8192, pretrain_seq: 9000}",
-     "model: Value error, pretrain_seq (9000) exceeds max_seq (8192)"),
+     "model: pretrain_seq (9000) exceeds max_seq (8192)"),
 ])
 def test_an_inline_model_error_is_not_hidden_behind_the_name_branch(tmp_path: Path, model: str, expected: str) -> None:
     """`model:` takes a catalog name or an inline spec: when the spec's own validator refuses it, that reason is

@@ -152,7 +152,7 @@ def test_one_worker_is_deterministic() -> None:
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"horizon__end": "2026-01-01"}, "horizon: Value error, end must be at least one week after start"),
+    ({"horizon__end": "2026-01-01"}, "horizon: end must be at least one week after start"),
     ({"pools__0__gpus": -8}, "pools.0.owned.gpus"),
     ({"pools__1__usd_per_gpu": float("inf")}, "pools.1.purchase.usd_per_gpu"),
     ({"pools__3__usd_per_gpu_hour": float("nan")}, "pools.3.on-demand.usd_per_gpu_hour"),
