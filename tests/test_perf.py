@@ -545,7 +545,7 @@ def test_transformer_engine_all_gather_is_exposed_every_pass() -> None:
     gather = comm.all_gather(gathered, g) + TE_ALLGATHER_PASS_BYTES * gathered / c.hbm
     grads = comm.reduce_scatter(gathered, g) + TE_ALLGATHER_GRAD_BYTES * gathered / c.hbm
     assert cp_comm_seconds(impl) == pytest.approx(LONG_LLAMA.layers * (3 * gather + grads))
-    assert cp_comm_seconds(impl, "selective") == pytest.approx(LONG_LLAMA.layers * (2 * gather + grads))
+    assert cp_comm_seconds(impl, "none") == pytest.approx(LONG_LLAMA.layers * (2 * gather + grads))
     assert cp_comm_seconds(impl) > cp_comm_seconds(Implementation(cp_exchange="ring"))
 
 
@@ -559,7 +559,18 @@ def test_ulysses_moves_qkv_and_the_output_exposed() -> None:
     per_rank = tokens * (c.q_width + c.v_width + c.kernel_kv_width) / LONG_LAYOUT.tp * 2
     move = comm.all_to_all(per_rank, g)
     assert cp_comm_seconds(impl) == pytest.approx(LONG_LLAMA.layers * 3 * move)
-    assert cp_comm_seconds(impl, "selective") == pytest.approx(LONG_LLAMA.layers * 2 * move)
+    assert cp_comm_seconds(impl, "none") == pytest.approx(LONG_LLAMA.layers * 2 * move)
+
+
+def test_an_exchange_runs_again_where_recompute_reruns_the_attention() -> None:
+    """Selective recompute of the core attention (Megatron's default module) reruns its CP exchange as full
+    recompute does; selective recompute of the MLP alone does not."""
+    for impl in (Implementation(cp_exchange="ulysses"), Implementation(cp_exchange="te_allgather")):
+        core = cp_comm_seconds(impl, "selective")
+        assert core == pytest.approx(cp_comm_seconds(impl, "full"))
+        mlp = impl.model_copy(update={"recompute_modules": ["mlp"]})
+        assert cp_comm_seconds(mlp, "selective") == pytest.approx(cp_comm_seconds(impl, "none"))
+        assert cp_comm_seconds(impl, "none") < core
 
 
 def test_hierarchical_exchange_is_ulysses_in_groups_then_the_ring() -> None:
@@ -582,3 +593,19 @@ def test_hierarchical_exchange_is_ulysses_in_groups_then_the_ring() -> None:
     kv = tokens * c.kernel_kv_width / LONG_LAYOUT.tp * 2
     hop = comm.p2p(kv, comm.group(2, LONG_LAYOUT.tp * 2, comm.links(H100)))
     assert ring_share <= LONG_LLAMA.layers * 4 * hop + 1e-12
+
+
+def test_the_expert_all_to_all_runs_again_where_recompute_reruns_the_moe_layer() -> None:
+    """Megatron's selective recompute of "moe" checkpoints the whole MoE layer, its dispatch and combine included
+    (megatron/core/transformer/moe/moe_layer.py): the all-to-all reruns in backward as under full recompute; a
+    selective recompute of the core attention alone leaves it as without recompute."""
+    lay = Layout(tp=1, dp=8, ep=8, global_batch=64)
+
+    def ep_seconds(recompute: str, modules: list[str] | None = None) -> float:
+        impl = Implementation(recompute_modules=modules)
+        est = training_time(MOE, lay.model_copy(update={"recompute": recompute}), H100, 4096, 1e9, impl=impl)
+        return est.breakdown["ep_comm"]
+
+    assert ep_seconds("selective", ["moe"]) == pytest.approx(ep_seconds("full"))
+    assert ep_seconds("selective", ["core_attn"]) == pytest.approx(ep_seconds("none"))
+    assert ep_seconds("none") < ep_seconds("full")

@@ -817,39 +817,43 @@ def _cp(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -
     backward call, the last one after them. Transformer Engine's all-to-all (`ulysses`) moves Q, K and V to head
     shards before attention and the output back, exposed; its all-gather (`te_allgather`) gathers every rank's K/V
     before the attention of each pass and reduce-scatters dK/dV after the backward, none of it under compute; its
-    a2a+p2p (`hierarchical`) runs the all-to-all within groups of `cp_a2a_size` ranks and the ring across them."""
+    a2a+p2p (`hierarchical`) runs the all-to-all within groups of `cp_a2a_size` ranks and the ring across them.
+    Every exchange runs again where recompute reruns the core attention: full recompute, or selective with
+    core_attn among what it reruns (Megatron's default; torchtitan's op policy where SDPA's output is not saved)."""
     if _scalar(s.cp) and s.cp == 1:
         return 0.0
     lay = cmp.layer
     kv = s.tok * c.kernel_kv_width / s.t * ACT  # this rank's K and V, 16-bit
+    # attention passes before the backward: the forward, and the recompute's
+    fwd = 1 + s.full + s.sel * ("core_attn" in c.stack.recompute_modules)
     if c.stack.cp_exchange in ("ulysses", "hierarchical"):
         # Q, K, V to head shards and the output back (flash_attn_a2a_communicate); backward: dO, then dQ, dK, dV.
         # Nothing computes while they move: the attention needs all of them. The hierarchical exchange does so in
         # groups of cp_a2a_size neighbouring CP ranks, then passes the head-sharded K/V (as many bytes as this
         # rank's own) around the ring of the groups under the attention (AttnFuncWithCPAndKVP2P, cp_size_a2a > 1)
         a2a = g.cp if c.stack.cp_exchange == "ulysses" else g.cp_a2a
-        move = (s.cp > 1) * s.layers * (2 + s.full) * comm.all_to_all(
+        move = (s.cp > 1) * s.layers * (fwd + 1) * comm.all_to_all(
             s.tok * (c.q_width + c.v_width) / s.t * ACT + kv, a2a)
         if c.stack.cp_exchange == "ulysses":
             return move
         rounds = s.cp / c.stack.cp_a2a_size
-        ring = (rounds > 1) * (rounds - 1) * comm.p2p(kv, g.cp_p2p) * (3 + s.full)
+        ring = (rounds > 1) * (rounds - 1) * comm.p2p(kv, g.cp_p2p) * (fwd + 2)
         if floor:
             return move + s.layers * _hidden_floor(c, ring)
-        return move + s.layers * _hidden(c, ring, c.eff.cp_overlap * (lay.attn_f * (1 + s.full) + lay.attn_b))
+        return move + s.layers * _hidden(c, ring, c.eff.cp_overlap * (lay.attn_f * fwd + lay.attn_b))
     if c.stack.cp_exchange == "te_allgather":
         # AttnFuncWithCPAndKVAllGather: "KV all-gather between CP ranks is exposed" (forward, recompute and
         # backward each gather again); the 16-bit dK/dV of the whole sequence are reduce-scattered after backward
         gathered = s.cp * kv
-        passes = (2 + s.full) * (comm.all_gather(gathered, g.cp) + TE_ALLGATHER_PASS_BYTES * gathered / c.hbm)
+        passes = (fwd + 1) * (comm.all_gather(gathered, g.cp) + TE_ALLGATHER_PASS_BYTES * gathered / c.hbm)
         grads = comm.reduce_scatter(gathered, g.cp) + TE_ALLGATHER_GRAD_BYTES * gathered / c.hbm
         return (s.cp > 1) * s.layers * (passes + grads)
     if c.stack.cp_exchange == "ring":
         step = (s.cp > 1) * comm.p2p(kv, g.cp)
-        ring = (s.cp - 1) * step * (3 + s.full)
+        ring = (s.cp - 1) * step * (fwd + 2)  # K/V in every pass, dK/dV besides in backward
         if floor:
             return s.layers * _hidden_floor(c, ring)
-        window = c.eff.cp_overlap * (lay.attn_f * (1 + s.full) + lay.attn_b)
+        window = c.eff.cp_overlap * (lay.attn_f * fwd + lay.attn_b)
         return s.layers * _hidden(c, ring, window)
     calls_f, calls_b = c.eff.cp_overlap * lay.attn_f / s.cp, c.eff.cp_overlap * lay.attn_b / s.cp
     if c.stack.cp_exchange == "allgather":
@@ -858,9 +862,9 @@ def _cp(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -
         fetch, fetches = comm.p2p(kv, g.cp), s.cp - 1
     dkv = comm.p2p(2 * kv, g.cp)  # fp32 dK and dV
     if floor:
-        hidden = _hidden_floor(c, fetches * fetch * (2 + s.full) + (s.cp - 1) * dkv)
+        hidden = _hidden_floor(c, fetches * fetch * (fwd + 1) + (s.cp - 1) * dkv)
     else:
-        hidden = fetches * ((1 + s.full) * _hidden(c, fetch, calls_f) + _hidden(c, fetch, calls_b)) \
+        hidden = fetches * (fwd * _hidden(c, fetch, calls_f) + _hidden(c, fetch, calls_b)) \
             + (s.cp - 1) * _hidden(c, dkv, calls_b)
     return (s.cp > 1) * s.layers * (hidden + dkv)
 
@@ -882,7 +886,10 @@ def _ep(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -
                                                                                    g.ep.nodes), g.ep)
     else:
         move = comm.all_to_all(copies, g.ep)
-    total = s.layers * c.moe_layers / (c.dense_layers + c.moe_layers) * (4 + 2 * s.full) * move
+    # dispatch and combine in forward and backward, and again where recompute reruns the MoE layer: full, or
+    # selective with "moe" (megatron/core/transformer/moe/moe_layer.py checkpoints router, dispatch, experts, combine)
+    reruns = s.full + s.sel * ("moe" in c.stack.recompute_modules)
+    total = s.layers * c.moe_layers / (c.dense_layers + c.moe_layers) * (4 + 2 * reruns) * move
     o = c.eff.ep_overlap
     if not o:
         return total
