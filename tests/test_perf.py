@@ -609,3 +609,23 @@ def test_the_expert_all_to_all_runs_again_where_recompute_reruns_the_moe_layer()
     assert ep_seconds("selective", ["moe"]) == pytest.approx(ep_seconds("full"))
     assert ep_seconds("selective", ["core_attn"]) == pytest.approx(ep_seconds("none"))
     assert ep_seconds("none") < ep_seconds("full")
+
+
+def test_selective_recompute_of_the_mlp_reruns_its_tp_collectives() -> None:
+    """Megatron's selective recompute of "mlp" reruns the MLP block's forward, its all-gather and reduce-scatter
+    under SP included: one all-reduce's worth more per layer, with or without TE's userbuffers; recomputing the
+    core attention alone adds none (its collectives sit outside it)."""
+    lay = Layout(tp=8, dp=2, sequence_parallel=True, recompute="selective", global_batch=16)
+
+    def tp_seconds(modules: list[str] | None, recompute: str = "selective", overlap: float = 0.0) -> float:
+        eff = H100.efficiency.model_copy(update={"tp_overlap": overlap})
+        est = training_time(SMALL, lay.model_copy(update={"recompute": recompute}), H100, 4096, 1e9,
+                            impl=Implementation(recompute_modules=modules), efficiency=eff)
+        return est.breakdown["tp_comm"]
+
+    for overlap in (0.0, 1.0):
+        none = tp_seconds(None, "none", overlap)
+        assert tp_seconds(["core_attn"], overlap=overlap) == pytest.approx(none)
+        assert none < tp_seconds(["mlp"], overlap=overlap) < tp_seconds(None, "full", overlap)
+    ar = comm.all_reduce(4096 * SMALL.hidden * 2, comm.group(8, 1, comm.links(H100)))
+    assert tp_seconds(["mlp"]) - tp_seconds(None, "none") == pytest.approx(lay.grad_accumulation * SMALL.layers * ar)

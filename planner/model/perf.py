@@ -755,8 +755,9 @@ def _hidden_floor(c: _Context, comm_s: Any) -> Any:
 
 
 def _tp(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -> Any:
-    """Tensor-parallel collectives of one micro-batch: 4 per layer (2 forward, 2 backward) and 2 more per
-    fully recomputed layer; SP's reduce-scatter + all-gather move an all-reduce's bytes. With TE's
+    """Tensor-parallel collectives of one micro-batch: 4 per layer (2 forward, 2 backward), 2 more per fully
+    recomputed layer and 1 per layer whose MLP block selective recompute reruns; SP's reduce-scatter + all-gather
+    move an all-reduce's bytes. With TE's
     userbuffers (`tp_overlap`, SP only) each collective is pipelined with the GEMM next to it
     (transformer_engine/pytorch/module/base.py: qkv/fc1 forward and proj/fc2 dgrad ring-exchange all-gathers
     in TP chunks, proj/fc2 forward reduce-scatters in 4 chunks, the wgrad input all-gathers and dgrad
@@ -767,7 +768,8 @@ def _tp(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -
     act = s.tok * c.h
     # an MoE layer whose experts are not split over TP (expert_tp < tp) has no TP collectives around them:
     # the token dispatcher moves the sequence-parallel input itself (half a layer's TP traffic)
-    layers = s.layers * (1 - 0.5 * c.moe_layers / (c.dense_layers + c.moe_layers) * (s.et < s.tp))
+    moe_share = c.moe_layers / (c.dense_layers + c.moe_layers)
+    layers = s.layers * (1 - 0.5 * moe_share * (s.et < s.tp))
     # each all-reduce's worth is an all-gather and a reduce-scatter under SP; fp8 stacks gather the GEMM inputs
     # and output gradients already quantized (TE base.py grad_output_preprocess and layernorm_linear.py gather
     # fp8; torchao float8_tensor_parallel.py casts before redistribute), the reduce-scatters stay 16-bit
@@ -780,8 +782,13 @@ def _tp(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -
     # under SP, or repeats the two all-reduces without it
     op_rc = s.sel * (EVERY_SECOND_MATMUL in c.stack.recompute_modules)
     plain = plain + op_rc * 2 * (s.sp * ag + (1 - s.sp) * ar)
+    # Megatron's selective recompute of the MLP block ("mlp"; "moe" where the experts split like TP) reruns its
+    # forward with the collectives around it: one all-reduce's worth per such layer (transformer_layer.py, mlp.py)
+    mods = c.stack.recompute_modules
+    mlp_rc = s.sel * ((1 - moe_share) * ("mlp" in mods) + moe_share * ("moe" in mods) * (s.et >= s.tp))
+    mlp_plain = mlp_rc * (ar - s.sp * fp8_gather_saving)
     if not c.eff.tp_overlap:
-        return layers * plain
+        return layers * plain + s.layers * mlp_plain
     rs = comm.reduce_scatter(act * ACT, g.tp)
     share = c.eff.tp_overlap_sm_share
 
@@ -801,10 +808,11 @@ def _tp(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -
     bwd = (ring(ag, lay.out) + ring(ag, lay.down) + bulk(ag, lay.qkv) + bulk(ag, lay.up) + bulk(rs, lay.qkv)
            + bulk(rs, lay.up))
     userbuffers = fwd * (1 + s.full) + bwd + op_rc * (ring(ag, lay.qkv) + ring(ag, lay.up))
+    mlp_userbuffers = mlp_rc * (ring(ag, lay.up) + pipelined(rs, lay.down))
     if floor:
-        return layers * vmin(plain, userbuffers)
+        return layers * vmin(plain, userbuffers) + s.layers * vmin(mlp_plain, mlp_userbuffers)
     u = c.eff.tp_overlap * s.sp
-    return layers * ((1 - u) * plain + u * userbuffers)
+    return layers * ((1 - u) * plain + u * userbuffers) + s.layers * ((1 - u) * mlp_plain + u * mlp_userbuffers)
 
 
 def _cp(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -> Any:
