@@ -156,6 +156,25 @@ def test_bad_requests_name_what_is_missing(request_fields: dict[str, object], ma
         review(ReviewRequest(**request_fields), better=False)  # type: ignore[arg-type]
 
 
+def test_the_expert_all_to_all_overlap_is_read_from_megatron_arguments() -> None:
+    """--overlap-moe-expert-parallel-comm (with --delay-wgrad-compute, as Megatron-Bridge's MoE recipes set them)
+    runs one micro-batch's expert all-to-all under another's compute: the review times it so (ep_overlap 1, a
+    note says so); without expert parallelism there is nothing to overlap and no note."""
+    args = ("--num-layers 8 --hidden-size 2048 --num-attention-heads 16 --seq-length 4096 --max-position-embeddings "
+            "4096 --vocab-size 32000 --micro-batch-size 1 --global-batch-size 64 --num-experts 64 --moe-router-topk 8 "
+            "--moe-ffn-hidden-size 768 --expert-model-parallel-size 8 --moe-token-dispatcher-type alltoall --bf16 "
+            "--use-distributed-optimizer --overlap-grad-reduce")
+    overlap = " --overlap-moe-expert-parallel-comm --delay-wgrad-compute --moe-shared-expert-overlap"
+    plain, both = (review(ReviewRequest(megatron_args=a, gpu="h100", gpus=16), better=False)
+                   for a in (args, args + overlap))
+    assert both.evaluation.time.breakdown["ep_comm"] < plain.evaluation.time.breakdown["ep_comm"]
+    assert any("ep_overlap 1" in f.message for f in both.findings)
+    assert not any(f.code == "unknown_setting" for f in both.findings)
+    dense = args.replace("--expert-model-parallel-size 8", "--expert-model-parallel-size 1")
+    single = review(ReviewRequest(megatron_args=dense + overlap, gpu="h100", gpus=16), better=False)
+    assert not any("ep_overlap" in f.message for f in single.findings)
+
+
 def test_the_inputs_own_overlaps_are_timed() -> None:
     """Megatron-LM leaves gradient reduction after the backward unless --overlap-grad-reduce is given
     (arguments.py, store_true) and pipelines TP collectives with --tp-comm-overlap; torchtitan's async TP does the

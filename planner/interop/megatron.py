@@ -244,7 +244,9 @@ IGNORED_FLAGS: frozenset[str] = _flag_set(
     --use-contiguous-parameters-in-local-ddp --moe-grouped-gemm --moe-permute-fusion --moe-flex-dispatcher-backend
     --moe-router-load-balancing-type --moe-aux-loss-coeff --moe-z-loss-coeff --moe-router-pre-softmax
     --moe-router-score-function --moe-router-topk-scaling-factor --moe-router-dtype
-    --moe-router-enable-expert-bias --moe-router-bias-update-rate --moe-input-jitter-eps""",
+    --moe-router-enable-expert-bias --moe-router-bias-update-rate --moe-input-jitter-eps
+    --overlap-moe-expert-parallel-comm --delay-wgrad-compute --moe-shared-expert-overlap --cuda-graph-scope
+    --cuda-graph-modules""",
     # process setup; the allocator's cache flushing is inside planner's fragmentation allowance
     """ --use-mcore-models --use-legacy-models --use-cpu-initialization --no-initialization --manual-gc
     --manual-gc-interval --empty-unused-memory-level""",
@@ -329,12 +331,15 @@ class MegatronConfig:
 
     def overlaps(self) -> dict[str, float]:
         """The communication overlaps the arguments switch, as Efficiency fields: --tp-comm-overlap pipelines
-        the TP collectives with their GEMMs (Transformer Engine userbuffers); without --overlap-grad-reduce the
+        the TP collectives with their GEMMs (Transformer Engine userbuffers); --overlap-moe-expert-parallel-comm runs
+        one micro-batch's expert all-to-all under another's compute; without --overlap-grad-reduce the
         gradient reduction waits for the backward to finish (its default, megatron/training/arguments.py
         store_true), where planner's megatron-core preset overlaps it as NeMo and Megatron-Bridge recipes do."""
         out: dict[str, float] = {}
         if "--tp-comm-overlap" in self.ignored:
             out["tp_overlap"] = 1.0
+        if "--overlap-moe-expert-parallel-comm" in self.ignored and self.ep > 1:
+            out["ep_overlap"] = 1.0
         if "--overlap-grad-reduce" not in self.ignored:
             out["dp_overlap"] = 0.0
         return out

@@ -55,6 +55,7 @@ COMM_KEYS = ("tp_comm", "pp_comm", "dp_comm", "cp_comm", "ep_comm")
 OVERLAP_FLAGS = ("--tp-comm-overlap", "--overlap-grad-reduce")
 OVERLAP_TEXT = {
     ("tp_overlap", 1.0): "TP collectives pipelined with their GEMMs (tp_overlap 1)",
+    ("ep_overlap", 1.0): "expert all-to-all under another micro-batch's compute (ep_overlap 1)",
     ("dp_overlap", 0.0): "gradient reduction after the backward, not overlapped with it (dp_overlap 0)",
 }
 # The format a better plan is handed back in, per input; a published run is a Megatron launch.
