@@ -136,7 +136,8 @@ MEGATRON_FLAGS = ["--tensor-model-parallel-size", "--pipeline-model-parallel-siz
                   "--moe-layer-freq", "--seq-length", "--global-batch-size", "--hidden-dropout",
                   "--num-layers-per-virtual-pipeline-stage", "--recompute-num-layers", "--nproc_per_node",
                   "--expert-tensor-parallel-size", "--moe-token-dispatcher-type", "--expert-model-parallel-size",
-                  "--context-parallel-size", "--cp-comm-type", "--hierarchical-context-parallel-sizes"]
+                  "--context-parallel-size", "--cp-comm-type", "--hierarchical-context-parallel-sizes",
+                  "--multi-latent-attention", "--q-lora-rank", "--kv-lora-rank", "--qk-pos-emb-head-dim"]
 
 
 @FEW

@@ -27,6 +27,7 @@ from planner.errors import InputError
 from planner.interop.deepspeed import deepspeed_config_from_layout, parse_deepspeed_config
 from planner.interop.megatron import megatron_args_from_layout, padded_vocab, parse_megatron_args
 from planner.interop.torchtitan import parse_torchtitan_toml, torchtitan_toml_from_layout
+from planner.model.params import count_params
 from planner.model.presets import resolve
 from planner.schema import Implementation, Layout, ModelSpec
 from planner.workloads.training.legality import layout_problems
@@ -777,6 +778,42 @@ def test_megatron_a2a_p2p_is_the_hierarchical_exchange() -> None:
         Implementation(cp_a2a_size=2)
     with pytest.raises(ValidationError, match="go together"):
         Implementation(cp_exchange="hierarchical")
+
+
+DEEPSEEK_V3_ARGS = """
+--num-layers 61 --hidden-size 7168 --ffn-hidden-size 18432 --num-attention-heads 128
+--multi-latent-attention --q-lora-rank 1536 --kv-lora-rank 512 --qk-head-dim 128 --qk-pos-emb-head-dim 64
+--v-head-dim 128 --qk-layernorm --normalization RMSNorm --swiglu --untie-embeddings-and-output-weights
+--disable-bias-linear --position-embedding-type rope --rotary-scaling-factor 40 --mscale 1.0 --mscale-all-dim 1.0
+--num-experts 256 --moe-layer-freq ([0]*3+[1]*58) --moe-ffn-hidden-size 2048 --moe-shared-expert-intermediate-size 2048
+--moe-router-topk 8 --moe-router-score-function sigmoid --moe-router-enable-expert-bias --moe-router-num-groups 8
+--moe-router-group-topk 4 --moe-router-fusion --moe-permute-fusion --moe-grouped-gemm --overlap-moe-expert-parallel-comm
+--vocab-size 129280 --tokenizer-type HuggingFaceTokenizer --max-position-embeddings 163840 --seq-length 4096
+--micro-batch-size 1 --global-batch-size 8192 --bf16 --tensor-model-parallel-size 2
+--pipeline-model-parallel-size 16 --expert-model-parallel-size 64
+"""
+
+
+def test_megatron_multi_latent_attention_is_read() -> None:
+    """DeepSeek-V3 as Megatron-LM arguments (multi-latent attention, dense first layers, a shared expert): the
+    shape is the catalog's to the parameter, with the MLA widths from their flags; the MoE and RoPE tuning flags
+    around it are known. Without --qk-layernorm Megatron builds no latent norms, which a note says planner counts;
+    an MLA flag left out takes Megatron's default."""
+    cfg = parse_megatron_args(DEEPSEEK_V3_ARGS)
+    catalog = get_model("deepseek-v3")
+    assert cfg.unknown == [] and cfg.unsupported == {}
+    assert cfg.model is not None and cfg.model.mla == catalog.mla and cfg.model.moe == catalog.moe
+    assert count_params(cfg.model).total == count_params(catalog).total == 671_026_404_352
+    again = parse_megatron_args(DEEPSEEK_V3_ARGS, model=catalog)
+    assert not any("another shape" in n for n in again.notes)
+    bare = parse_megatron_args(DEEPSEEK_V3_ARGS.replace("--qk-layernorm", "").replace("--v-head-dim 128", ""))
+    assert any("without --qk-layernorm" in n for n in bare.notes)
+    assert bare.model is not None and bare.model.mla is not None and bare.model.mla.v_head_dim == 128
+    # and written back: the same shape read again
+    layout = Layout(tp=2, pp=16, dp=8, ep=64, expert_tp=1, sequence_parallel=True, global_batch=8192)
+    back = parse_megatron_args(megatron_args_from_layout(catalog, layout, 4096, Implementation()), model=catalog)
+    assert back.unknown == [] and back.unsupported == {} and not any("another shape" in n for n in back.notes)
+    assert back.model is not None and (back.model.mla, back.model.moe) == (catalog.mla, catalog.moe)
 
 
 def test_each_framework_writes_only_its_own_cp_exchange() -> None:

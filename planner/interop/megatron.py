@@ -45,6 +45,7 @@ from planner.schema import (
     Implementation,
     Layout,
     MasterWeights,
+    MLASpec,
     ModelSpec,
     MoESpec,
     MomentDtype,
@@ -92,6 +93,13 @@ UNDERSTOOD_FLAGS: dict[str, Kind] = {
     "--moe-ffn-hidden-size": "int",
     "--moe-shared-expert-intermediate-size": "int",
     "--moe-layer-freq": "str",
+    # multi-latent attention (megatron/training/arguments.py _add_mla_args; defaults there)
+    "--multi-latent-attention": "switch",
+    "--q-lora-rank": "int",
+    "--kv-lora-rank": "int",
+    "--qk-head-dim": "int",
+    "--qk-pos-emb-head-dim": "int",
+    "--v-head-dim": "int",
     # parallel layout
     "--tensor-model-parallel-size": "int",
     "--pipeline-model-parallel-size": "int",
@@ -105,6 +113,7 @@ UNDERSTOOD_FLAGS: dict[str, Kind] = {
     "--use-distributed-optimizer": "switch",
     "--use-torch-fsdp2": "switch",
     "--use-megatron-fsdp": "switch",
+    "--use-custom-fsdp": "switch",  # its name until 2025
     "--data-parallel-sharding-strategy": "str",
     # activation recompute
     "--recompute-granularity": "str",
@@ -143,8 +152,11 @@ UNDERSTOOD_FLAGS: dict[str, Kind] = {
     "--exp-avg-sq-dtype": "str",
     "--no-store-param-remainders": "switch",
     # read only to be reported as unsupported
-    "--multi-latent-attention": "switch",
     "--qk-layernorm": "switch",
+    "--use-tp-pp-dp-mapping": "switch",
+    "--first-last-layers-bf16": "switch",
+    "--num-layers-at-start-in-bf16": "int",
+    "--num-layers-at-end-in-bf16": "int",
     "--mtp-num-layers": "int",
     "--decoder-first-pipeline-num-layers": "int",
     "--decoder-last-pipeline-num-layers": "int",
@@ -226,9 +238,11 @@ IGNORED_FLAGS: frozenset[str] = _flag_set(
     --tensorboard-queue-size --log-throughput --log-timers-to-tensorboard --log-validation-ppl-to-tensorboard
     --log-memory-to-tensorboard --log-params-norm --log-num-zeros-in-grad --timing-log-level
     --timing-log-option --wandb-project --wandb-exp-name --wandb-save-dir --profile --profile-step-start
-    --profile-step-end --profile-ranks --use-pytorch-profiler --log-progress --logging-level""",
+    --profile-step-end --profile-ranks --use-pytorch-profiler --log-progress --logging-level --log-straggler
+    --disable-straggler-on-startup --straggler-minmax-count --enable-experimental""",
     # numerics that keep every tensor shape: RoPE base/scaling, norm epsilon, fp8 scaling recipe, seeds
     """ --seed --rotary-base --rotary-percent --rotary-seq-len-interpolation-factor --use-rope-scaling
+    --rotary-scaling-factor --mscale --mscale-all-dim --te-rng-tracker --inference-rng-tracker
     --rope-scaling-factor --norm-epsilon --layernorm-epsilon --apply-layernorm-1p --attention-softmax-in-fp32
     --apply-query-key-layer-scaling --fp8-margin --fp8-interval --fp8-amax-history-len
     --fp8-amax-compute-algo --no-fp8-wgrad --calculate-per-token-loss --deterministic-mode
@@ -246,7 +260,10 @@ IGNORED_FLAGS: frozenset[str] = _flag_set(
     --moe-router-score-function --moe-router-topk-scaling-factor --moe-router-dtype
     --moe-router-enable-expert-bias --moe-router-bias-update-rate --moe-input-jitter-eps
     --overlap-moe-expert-parallel-comm --delay-wgrad-compute --moe-shared-expert-overlap --cuda-graph-scope
-    --cuda-graph-modules""",
+    --cuda-graph-modules --moe-router-fusion --moe-router-padding-for-fp8 --moe-router-num-groups
+    --moe-router-group-topk --moe-apply-probs-on-input --moe-router-force-load-balancing --moe-hybridep-num-sms
+    --moe-token-drop-policy --moe-pad-expert-input-to-capacity --high-priority-stream-groups
+    --nccl-communicator-config-path""",
     # process setup; the allocator's cache flushing is inside planner's fragmentation allowance
     """ --use-mcore-models --use-legacy-models --use-cpu-initialization --no-initialization --manual-gc
     --manual-gc-interval --empty-unused-memory-level""",
@@ -658,18 +675,40 @@ def _moe(args: _Args, layers: int, ffn: int, unsupported: dict[str, str]) -> MoE
                     "dense and MoE layers interleaved; planner models the dense layers first"
                 )
     shared = args.int("--moe-shared-expert-intermediate-size")
+    expert_ffn = args.need_int("--moe-ffn-hidden-size", ffn)
     try:
         return MoESpec(
             experts=experts,
             top_k=args.need_int("--moe-router-topk", 2),
-            expert_ffn=args.need_int("--moe-ffn-hidden-size", ffn),
-            # Megatron builds the shared experts as one MLP of this width; one expert of it counts the same.
+            expert_ffn=expert_ffn,
+            # Megatron builds the shared experts as one MLP of this width; one expert of it counts the same (as
+            # the catalog states one: no width where it is the routed experts')
             shared_experts=1 if shared else 0,
-            shared_expert_ffn=shared,
+            shared_expert_ffn=shared if shared != expert_ffn else None,
             dense_layers=dense_layers,
         )
     except ValidationError as exc:
         raise InputError(format_validation_error(exc, "Megatron-LM arguments (--num-experts)")) from exc
+
+
+def _mla(args: _Args, notes: list[str]) -> MLASpec | None:
+    """Multi-latent attention's shape from its flags, Megatron's defaults where one is not given
+    (megatron/training/arguments.py: q_lora_rank None = a full-rank query projection, kv_lora_rank 32, qk_head_dim
+    128, qk_pos_emb_head_dim 64, v_head_dim 128). Megatron builds the latent RMSNorms only with --qk-layernorm;
+    planner counts them always (q_lora_rank + kv_lora_rank weights a layer)."""
+    if not args.switch("--multi-latent-attention"):
+        return None
+    if not args.switch("--qk-layernorm"):
+        notes.append("--multi-latent-attention without --qk-layernorm: Megatron builds no latent RMSNorms, which "
+                     "planner counts (q_lora_rank + kv_lora_rank weights a layer)")
+    try:
+        return MLASpec(
+            q_lora_rank=args.int("--q-lora-rank"), kv_lora_rank=args.need_int("--kv-lora-rank", 32),
+            qk_nope_head_dim=args.need_int("--qk-head-dim", 128),
+            qk_rope_head_dim=args.need_int("--qk-pos-emb-head-dim", 64), v_head_dim=args.need_int("--v-head-dim", 128),
+        )
+    except ValidationError as exc:
+        raise InputError(format_validation_error(exc, "Megatron-LM arguments (--multi-latent-attention)")) from exc
 
 
 def _model(
@@ -679,7 +718,7 @@ def _model(
     given = [f for f in shape if f in args]
     if not given:
         return None
-    if "--multi-latent-attention" in args or "--heterogeneous-layers-config-path" in args:
+    if "--heterogeneous-layers-config-path" in args:
         return None  # reported as unsupported by the caller; the model comes from --model
     missing = [f for f in shape if f not in args]
     if missing:
@@ -688,13 +727,18 @@ def _model(
     swiglu = args.switch("--swiglu") or args.switch("--quick-geglu")
     # validate_args: SwiGLU keeps 4h-MLP parameters, rounded down to a multiple of 64.
     ffn = args.need_int("--ffn-hidden-size", int(4 * hidden * 2 / 3 / 64) * 64 if swiglu else 4 * hidden)
+    mla = _mla(args, notes)
     kv_channels = args.int("--kv-channels")
-    if kv_channels is None and hidden % heads:
+    if kv_channels is None and hidden % heads and mla is None:
         raise InputError(
             f"--hidden-size {hidden} is not divisible by --num-attention-heads {heads}: give --kv-channels"
         )
     head_dim = None if kv_channels is None or (hidden % heads == 0 and kv_channels == hidden // heads) else kv_channels
+    if mla is not None:
+        head_dim = None  # MLA's head widths are its own (qk_head_dim + qk_pos_emb_head_dim, v_head_dim)
     kv_heads = args.need_int("--num-query-groups", 1) if args.switch("--group-query-attention") else heads
+    if mla is not None:
+        kv_heads = heads  # every head has its own K and V, decompressed from the shared latent
     if "--num-query-groups" in args and not args.switch("--group-query-attention"):
         notes.append("--num-query-groups without --group-query-attention: Megatron ignores it (multi-head attention)")
     seq = args.int("--seq-length")
@@ -714,7 +758,7 @@ def _model(
         bias = "qkv" if args.switch("--add-qkv-bias") else "none"
     else:
         bias = "all"  # add_bias_linear defaults on: q/k/v, output projection and both MLP matrices
-    if args.switch("--qk-layernorm"):
+    if args.switch("--qk-layernorm") and mla is None:
         unsupported["--qk-layernorm"] = (
             "the per-head query and key norms (2·kv-channels parameters a layer) are not counted"
         )
@@ -729,7 +773,7 @@ def _model(
         "mlp": "swiglu" if swiglu else "gelu", "norm": "rmsnorm" if norm == "RMSNorm" else "layernorm",
         "bias": bias, "position": "learned" if learned else "rope",
         "tied_embeddings": not args.switch("--untie-embeddings-and-output-weights"),
-        "moe": _moe(args, layers, ffn, unsupported),
+        "moe": _moe(args, layers, ffn, unsupported), "mla": mla,
     }
     try:
         spec = ModelSpec(
@@ -741,7 +785,7 @@ def _model(
         differ = [
             f"{key} {getattr(spec, key)} ≠ {getattr(reference, key)}"
             for key in ("layers", "hidden", "heads", "n_kv_heads", "d_head", "ffn_hidden", "mlp", "norm", "bias",
-                        "position", "tied_embeddings", "moe")
+                        "position", "tied_embeddings", "moe", "mla")
             if getattr(spec, key) != getattr(reference, key)
         ]
         if spec.position == "learned" and spec.max_seq != reference.max_seq:
@@ -898,7 +942,7 @@ def _recompute(args: _Args, layers: int | None, pp: int, vpp: int, split: Pipeli
 def _zero(args: _Args, unsupported: dict[str, str]) -> Literal[0, 1, 2, 3]:
     if args.switch("--use-torch-fsdp2"):
         return 3
-    if args.switch("--use-megatron-fsdp"):
+    if args.switch("--use-megatron-fsdp") or args.switch("--use-custom-fsdp"):
         strategies = {"no_shard": 0, "optim": 1, "optim_grads": 2, "optim_grads_params": 3}
         strategy = args.choice("--data-parallel-sharding-strategy", tuple(strategies))
         if strategy is None:
@@ -1010,8 +1054,9 @@ def parse_megatron_args(
         if mtp:
             notes.append(f"--pipeline-model-parallel-layout: {mtp} MTP layer(s) are not modelled")
     for flag, why in (
-        ("--multi-latent-attention", "the MLA shape flags are not read; give the model with --model"),
         ("--heterogeneous-layers-config-path", "per-layer shapes are not read; give the model with --model"),
+        ("--use-tp-pp-dp-mapping", "ranks in TP → PP → DP order are placed as TP → CP → DP → PP"),
+        ("--first-last-layers-bf16", "the first and last layers' GEMMs run in bf16; every layer is timed in fp8"),
         ("--moe-expert-capacity-factor", "token dropping and padding to an expert capacity are not modelled"),
     ):
         if flag in args:
@@ -1163,7 +1208,6 @@ def _model_flags(m: ModelSpec, tp: int) -> list[str]:
         "parallel_block": m.parallel_block and "parallel attention/MLP blocks have no Megatron-LM flag",
         "embedding_norm": m.embedding_norm and "a norm after the embedding has no Megatron-LM flag",
         "position_offset": m.position_offset > 0 and "extra position rows have no Megatron-LM flag",
-        "mla": m.mla is not None and "multi-latent attention flags are not written by planner",
     }
     for key, why in refuse.items():
         if why:
@@ -1177,9 +1221,15 @@ def _model_flags(m: ModelSpec, tp: int) -> list[str]:
         f"--ffn-hidden-size {m.ffn_hidden}",
         f"--num-attention-heads {m.heads}",
     ]
-    if m.n_kv_heads != m.heads:
+    if m.mla is not None:
+        # the latent RMSNorms planner counts need --qk-layernorm (megatron/core/transformer/multi_latent_attention.py)
+        x = m.mla
+        flags += ["--multi-latent-attention", "--qk-layernorm", f"--kv-lora-rank {x.kv_lora_rank}",
+                  f"--qk-head-dim {x.qk_nope_head_dim}", f"--qk-pos-emb-head-dim {x.qk_rope_head_dim}",
+                  f"--v-head-dim {x.v_head_dim}"] + ([f"--q-lora-rank {x.q_lora_rank}"] if x.q_lora_rank else [])
+    elif m.n_kv_heads != m.heads:
         flags += ["--group-query-attention", f"--num-query-groups {m.n_kv_heads}"]
-    if m.head_dim is not None:
+    if m.head_dim is not None and m.mla is None:
         flags.append(f"--kv-channels {m.head_dim}")
     flags.append(f"--max-position-embeddings {m.max_seq}")
     if m.mlp == "swiglu":
