@@ -170,6 +170,11 @@ def test_the_expert_all_to_all_overlap_is_read_from_megatron_arguments() -> None
     assert both.evaluation.time.breakdown["ep_comm"] < plain.evaluation.time.breakdown["ep_comm"]
     assert any("ep_overlap 1" in f.message for f in both.findings)
     assert not any(f.code == "unknown_setting" for f in both.findings)
+    # without the switch, the review says what it would save: the step as given less the step with it
+    (hint,) = [f for f in plain.findings if f.code == "expert_all_to_all_not_overlapped"]
+    saved = plain.evaluation.time.step_seconds - both.evaluation.time.step_seconds
+    assert hint.message.startswith(f"--overlap-moe-expert-parallel-comm --delay-wgrad-compute would hide {saved:.2f} s")
+    assert not any(f.code == "expert_all_to_all_not_overlapped" for f in both.findings)
     dense = args.replace("--expert-model-parallel-size 8", "--expert-model-parallel-size 1")
     single = review(ReviewRequest(megatron_args=dense + overlap, gpu="h100", gpus=16), better=False)
     assert not any("ep_overlap" in f.message for f in single.findings)

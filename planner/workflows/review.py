@@ -52,7 +52,7 @@ RECOMPUTE_ORDER = ("none", "selective", "full")
 COMM_KEYS = ("tp_comm", "pp_comm", "dp_comm", "cp_comm", "ep_comm")
 # Megatron-LM switches the review reads as overlaps (MegatronConfig.overlaps); the others in IGNORED_FLAGS are speed
 # settings planner's time model has no term for
-OVERLAP_FLAGS = ("--tp-comm-overlap", "--overlap-grad-reduce")
+OVERLAP_FLAGS = ("--tp-comm-overlap", "--overlap-grad-reduce", "--overlap-moe-expert-parallel-comm")
 OVERLAP_TEXT = {
     ("tp_overlap", 1.0): "TP collectives pipelined with their GEMMs (tp_overlap 1)",
     ("ep_overlap", 1.0): "expert all-to-all under another micro-batch's compute (ep_overlap 1)",
@@ -112,6 +112,7 @@ class Config(Inputs):
     basis: Basis = IDEAL  # failures and the step-error quantile every evaluation is judged with
     form: str | None = None  # the format a better plan is handed back in, where the source's default is not it
     overlap_switch: str | None = None  # the input's setting that would overlap its unoverlapped gradient reduction
+    ep_switch: str | None = None  # the input's setting that would overlap its exposed expert all-to-all
 
     def evaluate(self, layout: Layout | None = None) -> Evaluation:
         return replace(super().evaluate(layout), basis=self.basis)
@@ -256,8 +257,10 @@ def _from_megatron(req: ReviewRequest) -> Config:
     if layout.gpus == gpus and (launch := cfg.launch_mismatch(gpus)) is not None:  # else the layout's own finding
         ignored.insert(0, Finding("gpu_count_mismatch", "warning", launch))
     common, overlap_notes = _with_overlaps(_common(req, model), cfg.overlaps())
+    ep_exposed = layout.ep > 1 and not common["efficiency"].ep_overlap
     return Config(source="megatron", model=model, layout=layout, gpus=gpus, overlap_switch=_switch(
                       common, "--overlap-grad-reduce" + (" --overlap-param-gather" if layout.zero == 1 else "")),
+                  ep_switch="--overlap-moe-expert-parallel-comm --delay-wgrad-compute" if ep_exposed else None,
                   seq=pick(cfg.seq, req.seq, sc.job.seq_len if sc else None, model.training_seq),
                   implementation=cfg.implementation(),
                   read=_listed(cfg.unknown, cfg.unsupported, cfg.notes + overlap_notes, "Megatron-LM") + ignored,
@@ -458,17 +461,23 @@ def _time(ev: Evaluation) -> list[Finding]:
 
 
 def _overlap(c: Config, ev: Evaluation) -> list[Finding]:
-    """What the input's own switch would save by overlapping its gradient reduction with the backward, where it
-    leaves it off and that saves at least MICRO_BATCH_GAIN's share of the step."""
-    if c.overlap_switch is None:
-        return []
-    on = replace(c, efficiency=c.efficiency.model_copy(update={"dp_overlap": None})).evaluate(c.layout)
-    saved = ev.time.step_seconds - on.time.step_seconds
-    if saved < MICRO_BATCH_GAIN * ev.time.step_seconds:
-        return []
-    return [Finding("gradient_reduction_not_overlapped", "warning",
-                    f"{c.overlap_switch} would hide {saved:.2f} s of the {ev.time.step_seconds:.2f} s step "
-                    f"({saved / ev.time.step_seconds:.0%}) behind the backward")]
+    """What the input's own switches would save, where it leaves them off and that saves at least
+    MICRO_BATCH_GAIN's share of the step: the gradient reduction overlapped with the backward, and (Megatron-Core,
+    combined_1f1b.py) one micro-batch's expert all-to-all run under another's compute."""
+    out = []
+    for switch, code, update, where in (
+        (c.overlap_switch, "gradient_reduction_not_overlapped", {"dp_overlap": None}, "behind the backward"),
+        (c.ep_switch, "expert_all_to_all_not_overlapped", {"ep_overlap": 1.0}, "under another micro-batch's compute"),
+    ):
+        if switch is None:
+            continue
+        on = replace(c, efficiency=c.efficiency.model_copy(update=update)).evaluate(c.layout)
+        saved = ev.time.step_seconds - on.time.step_seconds
+        if saved >= MICRO_BATCH_GAIN * ev.time.step_seconds:
+            step = ev.time.step_seconds
+            text = f"{switch} would hide {saved:.2f} s of the {step:.2f} s step ({saved / step:.0%}) {where}"
+            out.append(Finding(code, "warning", text))
+    return out
 
 
 def _neighbours(c: Config, ev: Evaluation) -> list[Finding]:
