@@ -757,11 +757,11 @@ def _hidden_floor(c: _Context, comm_s: Any) -> Any:
 def _tp(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -> Any:
     """Tensor-parallel collectives of one micro-batch: 4 per layer (2 forward, 2 backward), 2 more per fully
     recomputed layer and 1 per layer whose MLP block selective recompute reruns; SP's reduce-scatter + all-gather
-    move an all-reduce's bytes. With TE's
-    userbuffers (`tp_overlap`, SP only) each collective is pipelined with the GEMM next to it
-    (transformer_engine/pytorch/module/base.py: qkv/fc1 forward and proj/fc2 dgrad ring-exchange all-gathers
-    in TP chunks, proj/fc2 forward reduce-scatters in 4 chunks, the wgrad input all-gathers and dgrad
-    reduce-scatters in bulk behind qkv/fc1's other backward GEMM); the first or last chunk stays exposed.
+    move an all-reduce's bytes. With TE's userbuffers (`tp_overlap`, SP only) each collective is pipelined with
+    the GEMM next to it (transformer_engine/pytorch/module/base.py: qkv/fc1 forward and proj/fc2 dgrad
+    ring-exchange all-gathers in TP chunks, proj/fc2 forward reduce-scatters in 4 chunks, the wgrad input
+    all-gathers and dgrad reduce-scatters in bulk behind qkv/fc1's other backward GEMM); the first or last chunk
+    stays exposed.
     `floor`: the chunks' exposed tails over their GEMMs dropped and the smaller of the two paths, a lower
     bound over sequence parallelism on or off (u = tp_overlap·SP mixes them convexly)."""
     lay = cmp.layer
