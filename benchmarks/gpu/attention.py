@@ -27,7 +27,7 @@ import statistics
 from dataclasses import dataclass
 
 import torch
-from common import device, fmt, median, num, repetitions, script_main, table, time_op
+from common import fmt, measured_report, median, num, script_main, table, time_op
 from predict import attention_rates
 
 from planner.schema import AttentionKernel, GpuSku
@@ -177,10 +177,7 @@ def report(gpu: GpuSku, rows: list[Row], skipped: dict[str, str], smoke: bool) -
 
 
 def run(gpu: GpuSku, smoke: bool, *, warmup: int | None = None, iters: int | None = None) -> str:
-    dev = device(smoke)
-    warmup, iters = repetitions(smoke, warmup, iters, 3, 10)
-    rows, skipped = measure(gpu, dev, smoke, warmup, iters)
-    return report(gpu, rows, skipped, smoke)
+    return measured_report(measure, report, gpu, smoke, warmup, iters, 3, 10)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -203,6 +203,14 @@ def repetitions(smoke: bool, warmup: int | None, iters: int | None, default_warm
             iters if iters is not None else (2 if smoke else default_iters))
 
 
+def measured_report(measure: Callable[..., tuple[Any, Any]], report: Callable[..., str], gpu: GpuSku, smoke: bool,
+                    warmup: int | None, iters: int | None, default_warmup: int, default_iters: int) -> str:
+    """A script's `run`: `measure(gpu, device, smoke, warmup, iters)` → (rows, skipped), then its report."""
+    warmup, iters = repetitions(smoke, warmup, iters, default_warmup, default_iters)
+    rows, skipped = measure(gpu, device(smoke), smoke, warmup, iters)
+    return report(gpu, rows, skipped, smoke)
+
+
 def median(xs: Iterable[float]) -> float:
     return statistics.median(list(xs))
 

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from common import device, fmt, median, num, repetitions, script_main, synchronize, table, time_op
+from common import fmt, measured_report, median, num, script_main, synchronize, table, time_op
 from predict import moe_block_seconds
 
 from planner.schema import GpuSku, ModelSpec, MoESpec
@@ -285,10 +285,7 @@ def report(gpu: GpuSku, rows: list[Row], skipped: dict[str, str], smoke: bool) -
 
 
 def run(gpu: GpuSku, smoke: bool, *, warmup: int | None = None, iters: int | None = None) -> str:
-    dev = device(smoke)
-    warmup, iters = repetitions(smoke, warmup, iters, 3, 10)
-    rows, skipped = measure(gpu, dev, smoke, warmup, iters)
-    return report(gpu, rows, skipped, smoke)
+    return measured_report(measure, report, gpu, smoke, warmup, iters, 3, 10)
 
 
 def main(argv: list[str] | None = None) -> int:
