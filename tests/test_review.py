@@ -180,6 +180,27 @@ def test_the_expert_all_to_all_overlap_is_read_from_megatron_arguments() -> None
     assert not any("ep_overlap" in f.message for f in single.findings)
 
 
+def test_review_names_a_faster_transformer_engine_cp_exchange() -> None:
+    """A Megatron run with context parallelism is timed under Transformer Engine's other exchanges on the same
+    layout (ring, all-to-all where the heads split, all-gather, every a2a+p2p split); the fastest that fits and
+    gains at least 5 % is named with its flags, its step and its speed-up, and it is what that run would be."""
+    args = ("--num-layers 8 --hidden-size 4096 --num-attention-heads 32 --group-query-attention --num-query-groups 8 "
+            "--seq-length 131072 --max-position-embeddings 131072 --vocab-size 32000 --micro-batch-size 1 "
+            "--global-batch-size 2 --bf16 --use-distributed-optimizer --overlap-grad-reduce --swiglu "
+            "--tensor-model-parallel-size 2 --sequence-parallel --context-parallel-size 8 --recompute-granularity full "
+            "--recompute-method uniform --recompute-num-layers 1")
+    gathered = review(ReviewRequest(megatron_args=args + " --cp-comm-type all_gather", gpu="h100", gpus=16),
+                      better=False)
+    (hint,) = [f for f in gathered.findings if f.code == "cp_exchange"]
+    assert "--cp-comm-type a2a+p2p --hierarchical-context-parallel-sizes" in hint.message
+    sizes = hint.message.split("--hierarchical-context-parallel-sizes ")[1].split(")")[0]
+    named = review(ReviewRequest(megatron_args=args + f" --cp-comm-type a2a+p2p --hierarchical-context-parallel-sizes "
+                                 f"{sizes}", gpu="h100", gpus=16), better=False)
+    speedup = gathered.evaluation.time.step_seconds / named.evaluation.time.step_seconds
+    assert speedup >= 1.05 and f"{speedup:.2f}× faster than through te_allgather" in hint.message
+    assert not any(f.code == "cp_exchange" for f in named.findings)
+
+
 def test_the_inputs_own_overlaps_are_timed() -> None:
     """Megatron-LM leaves gradient reduction after the backward unless --overlap-grad-reduce is given
     (arguments.py, store_true) and pipelines TP collectives with --tp-comm-overlap; torchtitan's async TP does the

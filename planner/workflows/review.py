@@ -481,7 +481,8 @@ def _overlap(c: Config, ev: Evaluation) -> list[Finding]:
 
 
 def _neighbours(c: Config, ev: Evaluation) -> list[Finding]:
-    """Layouts one setting away that fit and run faster: micro-batch, recompute, ZeRO-1 for ZeRO-3."""
+    """Layouts one setting away that fit and run faster: micro-batch, recompute, the CP exchange, ZeRO-1 for
+    ZeRO-3."""
     from planner.workloads.grid import divisors
 
     lay, out = ev.layout, []
@@ -509,6 +510,7 @@ def _neighbours(c: Config, ev: Evaluation) -> list[Finding]:
             f"recompute {lay.recompute} is stronger than needed: {best.layout.recompute} fits "
             f"({gib(best.memory.total)} of {gib(best.capacity_bytes)}) and is "
             f"{ev.time.step_seconds / best.time.step_seconds:.2f}× faster ({_step(ev, best)}){left}"))
+    out += _cp_exchanges(c, ev)
     if lay.zero == 3 and (z1 := variant(zero=1)) is not None:
         ratio = ev.time.step_seconds / z1.time.step_seconds
         speed = ("as fast" if abs(ratio - 1) < 0.005 else f"{ratio:.2f}× faster" if ratio > 1
@@ -518,6 +520,45 @@ def _neighbours(c: Config, ev: Evaluation) -> list[Finding]:
             f"ZeRO-3 gathers every layer's weights each micro-batch, but ZeRO-1 fits ({gib(z1.memory.total)} of "
             f"{gib(z1.capacity_bytes)}) and is {speed} ({_step(ev, z1)})"))
     return out
+
+
+# Transformer Engine's context-parallel exchanges, as Megatron's --cp-comm-type names them
+TE_EXCHANGES: dict[str, str] = {"ring": "p2p", "ulysses": "a2a", "te_allgather": "all_gather",
+                                "hierarchical": "a2a+p2p"}
+
+
+def _cp_exchanges(c: Config, ev: Evaluation) -> list[Finding]:
+    """Transformer Engine's other context-parallel exchanges on the same layout (ring, all-to-all, all-gather and
+    every a2a+p2p split), where one is legal, fits and runs at least MICRO_BATCH_GAIN faster: the best of them."""
+    from planner.workloads.grid import divisors
+
+    lay, impl = ev.layout, c.implementation
+    if lay.cp == 1 or impl.framework != "megatron-core":
+        return []
+    current = impl.cp_exchange or "ring"
+    options = [impl.model_copy(update={"cp_exchange": x, "cp_a2a_size": None}) for x in ("ring", "ulysses",
+                                                                                         "te_allgather")]
+    options += [impl.model_copy(update={"cp_exchange": "hierarchical", "cp_a2a_size": a})
+                for a in divisors(lay.cp) if 1 < a < lay.cp]
+    runs = []
+    for o in options:
+        if (o.cp_exchange, o.cp_a2a_size) == (current, impl.cp_a2a_size):
+            continue
+        other = replace(c, implementation=o)
+        if not other.problems(lay) and (e := other.evaluate(lay)).fits:
+            runs.append((e, o))
+    if not runs:
+        return []
+    best, o = min(runs, key=lambda r: r[0].time.step_seconds)
+    if ev.time.step_seconds <= (1 + MICRO_BATCH_GAIN) * best.time.step_seconds:
+        return []
+    flag = f"--cp-comm-type {TE_EXCHANGES[o.cp_exchange or 'ring']}" + (
+        f" --hierarchical-context-parallel-sizes {o.cp_a2a_size} {lay.cp // o.cp_a2a_size}" if o.cp_a2a_size else "")
+    key = f"implementation.cp_exchange {o.cp_exchange}" + (f", cp_a2a_size {o.cp_a2a_size}" if o.cp_a2a_size else "")
+    return [Finding("cp_exchange", "warning",
+                    f"context parallelism through {key} ({flag}) fits ({gib(best.memory.total)} of "
+                    f"{gib(best.capacity_bytes)}) and is {ev.time.step_seconds / best.time.step_seconds:.2f}× faster "
+                    f"than through {current} ({_step(ev, best)})")]
 
 
 # --------------------------------------------------------------------------------------------
