@@ -175,6 +175,11 @@ def test_the_expert_all_to_all_overlap_is_read_from_megatron_arguments() -> None
     saved = plain.evaluation.time.step_seconds - both.evaluation.time.step_seconds
     assert hint.message.startswith(f"--overlap-moe-expert-parallel-comm --delay-wgrad-compute would hide {saved:.2f} s")
     assert not any(f.code == "expert_all_to_all_not_overlapped" for f in both.findings)
+    # nor where Megatron-Core refuses the switch (transformer_config.py): full recompute, or PP without virtual stages
+    for refused in (" --recompute-granularity full --recompute-method uniform --recompute-num-layers 1",
+                    " --pipeline-model-parallel-size 2"):
+        r = review(ReviewRequest(megatron_args=args + refused, gpu="h100", gpus=16), better=False)
+        assert not any(f.code == "expert_all_to_all_not_overlapped" for f in r.findings), refused
     dense = args.replace("--expert-model-parallel-size 8", "--expert-model-parallel-size 1")
     single = review(ReviewRequest(megatron_args=dense + overlap, gpu="h100", gpus=16), better=False)
     assert not any("ep_overlap" in f.message for f in single.findings)

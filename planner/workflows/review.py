@@ -23,7 +23,7 @@ from planner.model.reliability import resolve as resolve_reliability
 from planner.pricing import priced
 from planner.report.text import gib, setting_text
 from planner.scenario import Constraints, EfficiencyOverride, Pricing, Scenario
-from planner.schema import Layout, ModelSpec, Overheads, Reliability
+from planner.schema import Implementation, Layout, ModelSpec, Overheads, Reliability
 from planner.search import NEAR_OPTIMAL_MARGIN
 from planner.workflows import inputs
 from planner.workflows.inputs import Inputs, default_tokens, pick
@@ -257,7 +257,7 @@ def _from_megatron(req: ReviewRequest) -> Config:
     if layout.gpus == gpus and (launch := cfg.launch_mismatch(gpus)) is not None:  # else the layout's own finding
         ignored.insert(0, Finding("gpu_count_mismatch", "warning", launch))
     common, overlap_notes = _with_overlaps(_common(req, model), cfg.overlaps())
-    ep_exposed = layout.ep > 1 and not common["efficiency"].ep_overlap
+    ep_exposed = _ep_overlap_allowed(layout, cfg.implementation()) and not common["efficiency"].ep_overlap
     return Config(source="megatron", model=model, layout=layout, gpus=gpus, overlap_switch=_switch(
                       common, "--overlap-grad-reduce" + (" --overlap-param-gather" if layout.zero == 1 else "")),
                   ep_switch="--overlap-moe-expert-parallel-comm --delay-wgrad-compute" if ep_exposed else None,
@@ -266,6 +266,15 @@ def _from_megatron(req: ReviewRequest) -> Config:
                   read=_listed(cfg.unknown, cfg.unsupported, cfg.notes + overlap_notes, "Megatron-LM") + ignored,
                   **common)
 
+
+
+def _ep_overlap_allowed(layout: Layout, impl: Implementation) -> bool:
+    """Whether Megatron-Core accepts --overlap-moe-expert-parallel-comm for this run (transformer_config.py
+    __post_init__): expert parallelism through the all-to-all or flex dispatcher, virtual stages where PP > 1, and
+    no full recompute or recompute of the MoE layer."""
+    return (layout.ep > 1 and impl.moe_token_dispatcher in (None, "alltoall", "flex")
+            and (layout.pp == 1 or layout.vpp > 1) and layout.recompute != "full"
+            and "moe" not in (impl.recompute_modules or []))
 
 
 def _switch(common: dict[str, Any], switch: str) -> str | None:
