@@ -41,6 +41,17 @@ def _random_problem(rng: np.random.Generator, mix: bool, inventory: bool) -> Sel
     )
 
 
+def test_any_scenario_seed_reaches_the_solver() -> None:
+    """A scenario's seed may be any non-negative int64 (numpy's generators take it); CP-SAT's own random_seed is an
+    int32, so the seed is folded into its range: the largest seed solves, to the same optimum."""
+    from planner.limits import MAX_SEED
+
+    p = _random_problem(np.random.default_rng(3), mix=True, inventory=False)
+    small, large = select_cpsat(p, 0), select_cpsat(p, MAX_SEED)
+    assert small is not None and large is not None
+    assert (large.cost_units, large.gpus) == (small.cost_units, small.gpus)
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_cpsat_selection_equals_exhaustive(seed: int) -> None:
     rng = np.random.default_rng(seed)

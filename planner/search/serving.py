@@ -422,6 +422,10 @@ def selection_problem(cands: Sequence[Candidate], class_qps: Sequence[float], s:
     )
 
 
+# CP-SAT's random_seed is an int32 (ortools/sat/sat_parameters.proto); scenario seeds reach 2^63 − 1 (MAX_SEED)
+CPSAT_SEEDS = 2**31
+
+
 def select_cpsat(p: SelectionProblem, seed: int = 0) -> Selection | None:
     """Minimise $/hour, then GPUs, then rank, with CP-SAT (two solves: the cost optimum, then the tie-break
     with cost fixed). None when nothing fits the inventory."""
@@ -467,7 +471,7 @@ def select_cpsat(p: SelectionProblem, seed: int = 0) -> Selection | None:
 
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = 1
-    solver.parameters.random_seed = seed
+    solver.parameters.random_seed = seed % CPSAT_SEEDS  # the scenario's seed, folded into CP-SAT's int32 range
     solver.parameters.max_time_in_seconds = 30.0
     model, n, x = build(None)
     status = solver.solve(model)
