@@ -816,6 +816,30 @@ def test_megatron_multi_latent_attention_is_read() -> None:
     assert back.model is not None and (back.model.mla, back.model.moe) == (catalog.mla, catalog.moe)
 
 
+def test_todays_megatron_flags_are_known() -> None:
+    """Flags of today's Megatron-LM launches are known: those that change neither memory nor time are listed as
+    ignored, those planner does not model are named with why (hybrid layer patterns leave the model to --model),
+    and FSDP2 without resharding after forward is read (implementation.reshard_after_forward false)."""
+    text = _text("megatron_llama3_8b_fp8.sh")
+    speed = ("--tp-comm-overlap-cfg ub.yaml --use-nccl-ub --ddp-num-buckets 4 --ddp-pad-buckets-for-high-nccl-busbw "
+             "--rope-type yarn --yarn-beta-fast 32 --no-one-logger --enable-ft-package --dist-ckpt-workers 4 "
+             "--check-for-large-grads --fsdp-double-buffer --optimizer-cuda-graph")
+    cfg = parse_megatron_args(f"{text} {speed}")
+    assert cfg.unknown == [] and cfg.unsupported == {}
+    assert {"--use-nccl-ub", "--rope-type", "--fsdp-double-buffer"} <= set(cfg.ignored)
+    noted = ("--window-size (4096,0) --num-distributed-optimizer-instances 2 --keep-fp8-transpose-cache "
+             "--freeze-all-layers --yaml-cfg args.yaml")
+    cfg = parse_megatron_args(f"{text} {noted}")
+    noted_flags = {"--window-size", "--num-distributed-optimizer-instances", "--keep-fp8-transpose-cache",
+                   "--freeze-all-layers", "--yaml-cfg"}
+    assert cfg.unknown == [] and noted_flags <= set(cfg.unsupported)
+    hybrid = parse_megatron_args(f"{text} --hybrid-layer-pattern M-M*-M-")
+    assert hybrid.model is None and "give the model with --model" in hybrid.unsupported["--hybrid-layer-pattern"]
+    for extra, reshard in (("", None), (" --torch-fsdp2-no-reshard-after-forward", False)):
+        fsdp2 = parse_megatron_args(f"{text} --use-torch-fsdp2{extra}")
+        assert fsdp2.zero == 3 and fsdp2.implementation().reshard_after_forward is reshard
+
+
 def test_each_framework_writes_only_its_own_cp_exchange() -> None:
     """torchtitan's context parallelism is PyTorch's (all-gather or all-to-all rotation), Megatron-LM's is
     Transformer Engine's (ring or all-to-all heads): a plan timed with the other's exchange is refused by name."""

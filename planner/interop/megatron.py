@@ -114,6 +114,7 @@ UNDERSTOOD_FLAGS: dict[str, Kind] = {
     "--use-torch-fsdp2": "switch",
     "--use-megatron-fsdp": "switch",
     "--use-custom-fsdp": "switch",  # its name until 2025
+    "--torch-fsdp2-no-reshard-after-forward": "switch",
     "--data-parallel-sharding-strategy": "str",
     # activation recompute
     "--recompute-granularity": "str",
@@ -157,6 +158,19 @@ UNDERSTOOD_FLAGS: dict[str, Kind] = {
     "--first-last-layers-bf16": "switch",
     "--num-layers-at-start-in-bf16": "int",
     "--num-layers-at-end-in-bf16": "int",
+    "--window-size": "str",
+    "--window-attn-skip-freq": "str",
+    "--hybrid-layer-pattern": "str",
+    "--hybrid-override-pattern": "str",
+    "--linear-attention-freq": "str",
+    "--num-distributed-optimizer-instances": "int",
+    "--outer-dp-sharding-strategy": "str",
+    "--keep-fp8-transpose-cache": "switch",
+    "--fp4-param-gather": "switch",
+    "--te-precision-config-file": "str",
+    "--yaml-cfg": "str",
+    "--freeze-all-layers": "switch",
+    "--fp16-lm-cross-entropy": "switch",
     "--mtp-num-layers": "int",
     "--decoder-first-pipeline-num-layers": "int",
     "--decoder-last-pipeline-num-layers": "int",
@@ -239,10 +253,17 @@ IGNORED_FLAGS: frozenset[str] = _flag_set(
     --log-memory-to-tensorboard --log-params-norm --log-num-zeros-in-grad --timing-log-level
     --timing-log-option --wandb-project --wandb-exp-name --wandb-save-dir --profile --profile-step-start
     --profile-step-end --profile-ranks --use-pytorch-profiler --log-progress --logging-level --log-straggler
-    --disable-straggler-on-startup --straggler-minmax-count --enable-experimental""",
+    --disable-straggler-on-startup --straggler-minmax-count --enable-experimental --no-one-logger --one-logger-async
+    --one-logger-project --one-logger-run-name --app-tag-run-name --app-tag-run-version --enable-ft-package
+    --calc-ft-timeouts --dist-ckpt-format --dist-ckpt-workers --ckpt-fully-parallel-save
+    --ckpt-drop-redundant-extra-state --dataloader-defer-npy-index-mmap --dataloader-fast-cache-load
+    --no-data-sharding --enable-msc --disable-msc --object-storage-cache-path""",
     # numerics that keep every tensor shape: RoPE base/scaling, norm epsilon, fp8 scaling recipe, seeds
     """ --seed --rotary-base --rotary-percent --rotary-seq-len-interpolation-factor --use-rope-scaling
-    --rotary-scaling-factor --mscale --mscale-all-dim --te-rng-tracker --inference-rng-tracker
+    --rotary-scaling-factor --mscale --mscale-all-dim --te-rng-tracker --inference-rng-tracker --rope-type
+    --no-rope-freq --yarn-beta-fast --yarn-beta-slow --yarn-original-max-position-embeddings
+    --yarn-correction-range-round-to-int --no-yarn-correction-range-round-to-int --openai-gelu --check-for-large-grads
+    --head-lr-mult --apply-wd-to-qk-layernorm --no-weight-decay-cond-type
     --rope-scaling-factor --norm-epsilon --layernorm-epsilon --apply-layernorm-1p --attention-softmax-in-fp32
     --apply-query-key-layer-scaling --fp8-margin --fp8-interval --fp8-amax-history-len
     --fp8-amax-compute-algo --no-fp8-wgrad --calculate-per-token-loss --deterministic-mode
@@ -263,7 +284,11 @@ IGNORED_FLAGS: frozenset[str] = _flag_set(
     --cuda-graph-modules --moe-router-fusion --moe-router-padding-for-fp8 --moe-router-num-groups
     --moe-router-group-topk --moe-apply-probs-on-input --moe-router-force-load-balancing --moe-hybridep-num-sms
     --moe-token-drop-policy --moe-pad-expert-input-to-capacity --high-priority-stream-groups
-    --nccl-communicator-config-path""",
+    --nccl-communicator-config-path --tp-comm-overlap-cfg --use-nccl-ub --ddp-num-buckets
+    --ddp-pad-buckets-for-high-nccl-busbw --ddp-reduce-scatter-with-fp32-accumulation --create-all-gather-group
+    --suggested-communication-unit-size --fsdp-double-buffer --fsdp-manual-registration --disable-symmetric-registration
+    --no-align-param-gather --no-gradient-reduce-div-fusion --optimizer-cuda-graph --overlap-cpu-optimizer-d2h-h2d
+    --no-pin-cpu-grads --no-pin-cpu-params --use-torch-optimizer-for-cpu-offload --reuse-grad-buf-for-mxfp8-param-ag""",
     # process setup; the allocator's cache flushing is inside planner's fragmentation allowance
     """ --use-mcore-models --use-legacy-models --use-cpu-initialization --no-initialization --manual-gc
     --manual-gc-interval --empty-unused-memory-level""",
@@ -320,6 +345,7 @@ class MegatronConfig:
     activation_offload: bool = False
     activation_offload_layers: int | None = None
     cuda_graphs: bool = False
+    reshard_after_forward: bool | None = None  # --torch-fsdp2-no-reshard-after-forward: False (FSDP2's ZeRO-2)
     moe_token_dispatcher: TokenDispatcher | None = None
     cross_entropy: CrossEntropyKernel | None = None  # None: Megatron's vocab-parallel loss
     cp_exchange: CpExchange | None = None  # one --cp-comm-type on every layer (a2a, all_gather, a2a+p2p); None: p2p
@@ -371,6 +397,7 @@ class MegatronConfig:
             activation_offload_layers=self.activation_offload_layers, cuda_graphs=self.cuda_graphs,
             moe_token_dispatcher=self.moe_token_dispatcher,
             cross_entropy=self.cross_entropy, cp_exchange=self.cp_exchange, cp_a2a_size=self.cp_a2a_size,
+            reshard_after_forward=self.reshard_after_forward,
         )
 
     def to_layout(self, gpus: int) -> Layout:
@@ -718,7 +745,8 @@ def _model(
     given = [f for f in shape if f in args]
     if not given:
         return None
-    if "--heterogeneous-layers-config-path" in args:
+    if any(f in args for f in ("--heterogeneous-layers-config-path", "--hybrid-layer-pattern",
+                               "--hybrid-override-pattern")):
         return None  # reported as unsupported by the caller; the model comes from --model
     missing = [f for f in shape if f not in args]
     if missing:
@@ -1058,6 +1086,19 @@ def parse_megatron_args(
         ("--use-tp-pp-dp-mapping", "ranks in TP → PP → DP order are placed as TP → CP → DP → PP"),
         ("--first-last-layers-bf16", "the first and last layers' GEMMs run in bf16; every layer is timed in fp8"),
         ("--moe-expert-capacity-factor", "token dropping and padding to an expert capacity are not modelled"),
+        ("--window-size", "sliding-window attention is timed and sized as full causal attention"),
+        ("--hybrid-layer-pattern", "hybrid (Mamba, linear-attention) layers are not read; give the model with --model"),
+        ("--hybrid-override-pattern", "hybrid (Mamba) layers are not read; give the model with --model"),
+        ("--linear-attention-freq", "linear-attention layers are not modelled (counted as softmax attention)"),
+        ("--num-distributed-optimizer-instances", "the optimizer state is taken as sharded over all of DP, not within "
+         "each of its instances"),
+        ("--outer-dp-sharding-strategy", "Megatron-FSDP's hybrid sharding is taken as sharding over all of DP"),
+        ("--keep-fp8-transpose-cache", "Megatron-FSDP's kept fp8 transpose cache is not counted"),
+        ("--fp4-param-gather", "FP4 parameters are not modelled"),
+        ("--te-precision-config-file", "per-module precision overrides are not read"),
+        ("--yaml-cfg", "arguments in a YAML file are not read"),
+        ("--freeze-all-layers", "frozen layers (no gradients or optimizer state) are not modelled"),
+        ("--fp16-lm-cross-entropy", "the 16-bit loss is sized as Megatron's fp32 one"),
     ):
         if flag in args:
             unsupported[flag] = why
@@ -1154,6 +1195,8 @@ def parse_megatron_args(
         pipeline_first_stage_layers=None if chunks else first, pipeline_last_stage_layers=None if chunks else last,
         pipeline_layout=chunks, activation_offload=act_offload, activation_offload_layers=offload_layers,
         cuda_graphs=cuda_graphs,
+        # Megatron's FSDP2 reshards after forward unless told not to (arguments.py torch_fsdp2_reshard_after_forward)
+        reshard_after_forward=False if args.switch("--torch-fsdp2-no-reshard-after-forward") else None,
         moe_token_dispatcher=("alltoall" if dispatcher == "alltoall_seq" else dispatcher)  # type: ignore[arg-type]
         if spec is not None and spec.moe is not None else None,
         expert_tp=etp, cross_entropy=cross_entropy,  # type: ignore[arg-type]
