@@ -823,6 +823,12 @@ class Implementation(Strict):
         "first N); null = every layer when activation_offload is on",
     )
     cuda_graphs: bool = Field(False, description="CUDA graphs capture the step (fewer launches, static buffers)")
+    cuda_graph_scope: Literal["layer", "step"] | None = Field(
+        None, description="what one CUDA graph captures: layer (a graph per layer, each with static input and output "
+        "buffers: Megatron --cuda-graph-impl local or transformer_engine) or step (the whole forward and backward, "
+        "whose only static inputs are the tokens and labels: Megatron --cuda-graph-impl full_iteration, torchtitan's "
+        "graph); null = the framework's (torchtitan: step, the others: layer); read only with cuda_graphs",
+    )
 
     @model_validator(mode="after")
     def _hierarchical_cp(self) -> Implementation:

@@ -38,7 +38,8 @@ KEYS = [("job", "tokens"), ("job", "seq_len"), ("job", "global_batch"), ("hardwa
         ("model",), ("top_k",), ("objective",), ("hardware", "skus"), ("unknown_key",), ("layout", "expert_tp"),
         ("implementation", "moe_token_dispatcher"), ("implementation", "attention_kernel"),
         ("implementation", "cross_entropy"), ("implementation", "activation_offload_layers"),
-        ("implementation", "loss_chunks"), ("efficiency", "ep_overlap"), ("gpus",), ("name",)]
+        ("implementation", "loss_chunks"), ("efficiency", "ep_overlap"), ("gpus",), ("name",),
+        ("implementation", "cp_exchange"), ("implementation", "cp_a2a_size"), ("implementation", "cuda_graph_scope")]
 
 HOSTILE_NUMBERS = st.sampled_from([0, -1, 3, 7, 1e-30, 1e20, 10**30, math.inf, -math.inf, math.nan, 2**63])
 HOSTILE_TEXT = st.sampled_from(["", "inf", "nan", "-5", "1e400", "h100-sxm", "b200", "[link=file:///x]y",

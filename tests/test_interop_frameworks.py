@@ -840,6 +840,26 @@ def test_todays_megatron_flags_are_known() -> None:
         assert fsdp2.zero == 3 and fsdp2.implementation().reshard_after_forward is reshard
 
 
+def test_megatron_full_iteration_graphs_capture_the_step() -> None:
+    """--cuda-graph-impl full_iteration captures the whole forward and backward (implementation.cuda_graph_scope
+    step): none of the per-layer graphs' static input and output buffers (transformer_engine and local keep them),
+    and it is written back as such."""
+    from planner.model.memory import training_memory
+
+    m = get_model("llama-3.1-8b")
+    text = _text("megatron_llama3_8b_fp8.sh")
+    step = parse_megatron_args(text + " --cuda-graph-impl full_iteration", model=m)
+    layer = parse_megatron_args(text + " --cuda-graph-impl transformer_engine", model=m)
+    assert (step.implementation().cuda_graph_scope, layer.implementation().cuda_graph_scope) == ("step", None)
+    lay = layer.to_layout(8)
+    plain = training_memory(m, lay, SEQ, layer.implementation().model_copy(update={"cuda_graphs": False})).total
+    assert training_memory(m, lay, SEQ, step.implementation()).total == plain
+    assert training_memory(m, lay, SEQ, layer.implementation()).total > plain
+    back = megatron_args_from_layout(m, lay, SEQ, step.implementation())
+    assert "--cuda-graph-impl full_iteration" in back
+    assert parse_megatron_args(back, model=m).implementation().cuda_graph_scope == "step"
+
+
 def test_each_framework_writes_only_its_own_cp_exchange() -> None:
     """torchtitan's context parallelism is PyTorch's (all-gather or all-to-all rotation), Megatron-LM's is
     Transformer Engine's (ring or all-to-all heads): a plan timed with the other's exchange is refused by name."""

@@ -345,6 +345,7 @@ class MegatronConfig:
     activation_offload: bool = False
     activation_offload_layers: int | None = None
     cuda_graphs: bool = False
+    cuda_graph_scope: Literal["layer", "step"] | None = None  # full_iteration: the whole step
     reshard_after_forward: bool | None = None  # --torch-fsdp2-no-reshard-after-forward: False (FSDP2's ZeRO-2)
     moe_token_dispatcher: TokenDispatcher | None = None
     cross_entropy: CrossEntropyKernel | None = None  # None: Megatron's vocab-parallel loss
@@ -395,6 +396,7 @@ class MegatronConfig:
             fp8_recipe=self.fp8_recipe, fp8_param_gather=self.fp8_param_gather,
             recompute_modules=self.recompute_modules, activation_offload=self.activation_offload,
             activation_offload_layers=self.activation_offload_layers, cuda_graphs=self.cuda_graphs,
+            cuda_graph_scope=self.cuda_graph_scope,
             moe_token_dispatcher=self.moe_token_dispatcher,
             cross_entropy=self.cross_entropy, cp_exchange=self.cp_exchange, cp_a2a_size=self.cp_a2a_size,
             reshard_after_forward=self.reshard_after_forward,
@@ -1195,6 +1197,8 @@ def parse_megatron_args(
         pipeline_first_stage_layers=None if chunks else first, pipeline_last_stage_layers=None if chunks else last,
         pipeline_layout=chunks, activation_offload=act_offload, activation_offload_layers=offload_layers,
         cuda_graphs=cuda_graphs,
+        # --cuda-graph-impl full_iteration captures the whole forward and backward (megatron/training/training.py)
+        cuda_graph_scope="step" if graph_impl == "full_iteration" else None,
         # Megatron's FSDP2 reshards after forward unless told not to (arguments.py torch_fsdp2_reshard_after_forward)
         reshard_after_forward=False if args.switch("--torch-fsdp2-no-reshard-after-forward") else None,
         moe_token_dispatcher=("alltoall" if dispatcher == "alltoall_seq" else dispatcher)  # type: ignore[arg-type]
@@ -1397,7 +1401,8 @@ def megatron_args_from_layout(
                              "N < the model's layers; give implementation.activation_offload_layers")
         lines.append(f"--cpu-offloading-num-layers {count}")
     if impl.cuda_graphs:
-        lines.append("--cuda-graph-impl transformer_engine")
+        scope = "full_iteration" if impl.cuda_graph_scope == "step" else "transformer_engine"
+        lines.append(f"--cuda-graph-impl {scope}")
     if impl.cross_entropy == "fused_inplace":
         lines += ["--cross-entropy-loss-fusion", "--cross-entropy-fusion-impl te"]
     lines += [f"--attention-dropout {impl.dropout}", f"--hidden-dropout {impl.dropout}"]

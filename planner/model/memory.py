@@ -782,7 +782,7 @@ def training_memory_table(
                 weights = weights + gemm * k.fp8_weight_bytes
             # delayed scaling: an fp32 amax history per fp8 tensor (input, weight, gradient) of each GEMM
             extra = extra + (dl + ml) * 4 * FP8_TENSORS_PER_GEMM * 4 * k.amax_history_len
-        if k.cuda_graphs and k.preset.graph_static_buffers:
+        if k.layer_graph_buffers:
             # each captured layer owns static input and output buffers (Megatron transformer/cuda_graphs.py)
             extra = extra + (dl + ml) * 2 * 2 * sbh_r
         if k.pipeline_outputs_kept:  # the last stage's 16-bit logits of every micro-batch

@@ -276,6 +276,7 @@ class Knobs:
     activation_offload: bool
     activation_offload_layers: int | None  # None: every layer's activations (with activation_offload)
     cuda_graphs: bool
+    layer_graph_buffers: bool  # per-layer graphs, each holding static input and output buffers
     moe_token_dispatcher: TokenDispatcher
     cp_exchange: CpExchange
     cp_a2a_size: int | None  # the all-to-all level of the hierarchical exchange
@@ -367,6 +368,8 @@ def resolve(impl: Implementation, layout: Layout | None = None, gpu: GpuSku | No
         activation_offload=impl.activation_offload or impl.activation_offload_layers is not None,
         activation_offload_layers=impl.activation_offload_layers,
         cuda_graphs=impl.cuda_graphs,
+        layer_graph_buffers=impl.cuda_graphs and (impl.cuda_graph_scope == "layer" if impl.cuda_graph_scope
+                                                  else p.graph_static_buffers),
         moe_token_dispatcher=impl.moe_token_dispatcher or DEFAULT_TOKEN_DISPATCHER,
         cp_exchange=impl.cp_exchange or p.cp_exchange,
         cp_a2a_size=impl.cp_a2a_size,
