@@ -35,6 +35,7 @@ _EXPORTS = {
     "model_from_hf_config": "planner.interop.hf_config",
     # the names some scenario keys accept (flag choices too)
     "Fp8Recipe": "planner.names",
+    "CpExchange": "planner.names",
     "Framework": "planner.names",
     "MasterWeights": "planner.names",
     "MomentDtype": "planner.names",
@@ -140,6 +141,7 @@ __all__ = [
     "CompareRequest",
     "CompareResult",
     "Comparison",
+    "CpExchange",
     "DeploymentResult",
     "DisaggregatedResult",
     "EstimateRequest",
@@ -244,7 +246,7 @@ if TYPE_CHECKING:  # for type checkers and editors
     from planner.model.memory import inference_memory, training_memory
     from planner.model.params import count_params
     from planner.model.perf import training_time
-    from planner.names import Fp8Recipe, Framework, MasterWeights, MomentDtype
+    from planner.names import CpExchange, Fp8Recipe, Framework, MasterWeights, MomentDtype
     from planner.portfolio import Portfolio, load_portfolio, portfolio_json_schema
     from planner.report.output import render, to_dict
     from planner.scenario import Scenario, load_scenario, scenario_json_schema, with_basis

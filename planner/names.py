@@ -17,3 +17,6 @@ Fp8Recipe = Literal["delayed", "current", "mxfp8", "blockwise"]
 MasterWeights = Literal["fp32", "remainder", "fp16", "none"]
 # The dtype of the optimizer's moments (Megatron --exp-avg-dtype / --exp-avg-sq-dtype, Apex optim.dtype).
 MomentDtype = Literal["fp32", "bf16", "fp16", "fp8"]
+# How context parallelism moves K/V (planner.model.perf `_cp`): Transformer Engine's ring (p2p), all-to-all
+# (ulysses), all-gather and a2a+p2p (hierarchical); PyTorch's context_parallel rotations (allgather, alltoall).
+CpExchange = Literal["ring", "allgather", "alltoall", "ulysses", "te_allgather", "hierarchical"]

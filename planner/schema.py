@@ -28,7 +28,7 @@ from planner.limits import (
     MAX_VOCAB,
     MAX_WIDTH,
 )
-from planner.names import Fp8Recipe, Framework, MasterWeights, MomentDtype
+from planner.names import CpExchange, Fp8Recipe, Framework, MasterWeights, MomentDtype
 
 GIB = 2**30
 
@@ -638,7 +638,6 @@ def master_weights_problem(framework: str, master_weights: str) -> str | None:
 # Megatron-Core's --moe-token-dispatcher-type (megatron/core/transformer/moe/token_dispatcher.py); flex runs
 # DeepEP or HybridEP (--moe-flex-dispatcher-backend), which send a token once per destination node.
 TokenDispatcher = Literal["alltoall", "allgather", "flex"]
-CpExchange = Literal["ring", "allgather", "alltoall", "ulysses", "te_allgather", "hierarchical"]
 RecomputeModule = Literal["core_attn", "mlp", "moe_act", "layernorm", "mla_up_proj", "moe", "shared_experts"]
 
 

@@ -185,6 +185,26 @@ def test_framework_and_fp8_recipe_flags_set_the_implementation(tmp_path: Path) -
     assert bad.exit_code == 2 and "--framework" in bad.output
 
 
+def test_cp_exchange_flags_set_the_implementation() -> None:
+    """`--cp-exchange` and `--cp-a2a-size` are implementation.cp_exchange and cp_a2a_size on the command line: the
+    exposed all-gather costs more than the ring; the heads rule of an all-to-all is judged against the flags (one
+    line naming --cp), and the hierarchical exchange without its group size is one line naming the flag."""
+    args = ["estimate", "--model", "llama-3.1-8b", "--gpu", "h100", "--gpus", "16", "--cp", "4", "--seq", "32768",
+            "--global-batch", "16"]
+    ring = run_json(*args, "--cp-exchange", "ring")
+    gathered = run_json(*args, "--cp-exchange", "te_allgather")
+    assert gathered["implementation"]["cp_exchange"] == "te_allgather"
+    assert gathered["time"]["breakdown"]["cp_comm"] > ring["time"]["breakdown"]["cp_comm"]
+    split = run_json(*args, "--tp", "2", "--cp-exchange", "hierarchical", "--cp-a2a-size", "2")
+    assert (split["implementation"]["cp_exchange"], split["implementation"]["cp_a2a_size"]) == ("hierarchical", 2)
+    for extra, flag in ((["--tp", "4", "--cp-exchange", "ulysses"], "--cp:"),
+                        (["--cp-exchange", "hierarchical"], "--cp-exchange"), (["--cp-a2a-size", "2"], "--cp-a2a-size"),
+                        (["--cp-exchange", "bogus"], "--cp-exchange")):
+        bad = runner.invoke(app, [*args, *extra])
+        assert bad.exit_code == 2 and flag in bad.output and "Value error" not in bad.output, bad.output
+        assert len(bad.output.strip().splitlines()) == 1
+
+
 def test_optimizer_state_flags_set_the_job() -> None:
     """`--master-weights` and `--moment-dtype` are job.master_weights and job.moment_dtype: Apex's 16-bit remainders
     and bf16 moments shrink the sharded optimizer state from 12 to 6 bytes a parameter; a master copy FSDP cannot

@@ -118,7 +118,7 @@ FLAG_VALUES = st.sampled_from(["0", "-1", "1", "3", "8", "nan", "inf", "-inf", "
 ESTIMATE_FLAGS = ["--gpus", "--gpus-per-node", "--tp", "--pp", "--vpp", "--dp", "--cp", "--ep", "--expert-tp", "--zero",
                   "--micro-batch", "--global-batch", "--seq", "--dropout", "--tokens", "--mfu", "--hfu",
                   "--precision", "--recompute", "--model", "--gpu", "--model-config", "--batch", "--context",
-                  "--framework", "--fp8-recipe", "--master-weights", "--moment-dtype"]
+                  "--framework", "--fp8-recipe", "--master-weights", "--moment-dtype", "--cp-exchange", "--cp-a2a-size"]
 
 
 @FEW

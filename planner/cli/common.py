@@ -219,7 +219,8 @@ class PlannerGroup(TyperGroup):
 
                 rich_utils.rich_format_error(e)  # type: ignore[arg-type]
             else:
-                say("error: " + " ".join(e.format_message().split()))
+                # typer words a refused Literal choice "Value error, ...": the sentence alone
+                say("error: " + " ".join(e.format_message().replace("Value error, ", "").split()))
             sys.exit(e.exit_code)
         except typer.Abort:
             sys.exit(130)

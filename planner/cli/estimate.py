@@ -16,6 +16,7 @@ from planner import (  # the limits and names flags share with scenario keys
     MAX_LAYERS,
     MAX_SEQ,
     MAX_TOKENS,
+    CpExchange,
     Fp8Recipe,
     Framework,
     MasterWeights,
@@ -80,6 +81,11 @@ def estimate_command(
         help="training stack whose kernels, state layout and overlaps to model (implementation.framework)")] = None,
     fp8_recipe: Annotated[Fp8Recipe | None, typer.Option(
         help="fp8 scaling recipe with --precision fp8 (implementation.fp8_recipe)")] = None,
+    cp_exchange: Annotated[CpExchange | None, typer.Option(
+        help="how context parallelism moves K/V (implementation.cp_exchange)")] = None,
+    cp_a2a_size: Annotated[int | None, typer.Option(
+        min=2, max=MAX_GPUS, help="all-to-all group of --cp-exchange hierarchical (implementation.cp_a2a_size)"
+    )] = None,
     master_weights: Annotated[MasterWeights | None, typer.Option(
         help="the optimizer's master copy of 16-bit parameters (job.master_weights)")] = None,
     moment_dtype: Annotated[MomentDtype | None, typer.Option(
@@ -124,7 +130,8 @@ def estimate_command(
                     "recompute": recompute.value if recompute else None, "sequence_parallel": sequence_parallel,
                     "micro_batch": micro_batch},
             scenario=sc, reliability=reliability_value(reliability),
-            implementation={"framework": framework, "fp8_recipe": fp8_recipe},
+            implementation={"framework": framework, "fp8_recipe": fp8_recipe, "cp_exchange": cp_exchange,
+                            "cp_a2a_size": cp_a2a_size},
             state={"master_weights": master_weights, "moment_dtype": moment_dtype},
         )), format.value)
 

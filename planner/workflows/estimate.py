@@ -68,10 +68,12 @@ def resolve(req: EstimateRequest) -> Inputs:
     if req.dropout is not None:
         given["dropout"] = req.dropout
     if given:
-        impl = inputs.validated(Implementation, {**impl.model_dump(exclude_unset=True), **given}, "implementation")
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in given)
+        impl = inputs.validated(Implementation, {**impl.model_dump(exclude_unset=True), **given},
+                                f"implementation ({flags})")
     layout = inputs.layout(sc, model, overrides=req.layout, gpus=inputs.given_gpus(req.gpus, sc),
                            global_batch=req.global_batch, precision=req.precision, node=hw["gpus_per_node"],
-                           seq=seq, strict=True, framework=impl.framework, state=req.state,
+                           seq=seq, strict=True, implementation=impl, state=req.state,
                            seq_key="--seq" if req.seq is not None else "job.seq_len",
                            gpus_key=inputs.gpus_origin(req.gpus, sc))
     if req.mfu is not None or req.hfu is not None:

@@ -15,7 +15,6 @@ from planner.model.params import count_params
 from planner.pricing import priced
 from planner.scenario import MAX_TOKENS, EfficiencyOverride, Pricing, Scenario, resolve_model
 from planner.schema import (
-    Framework,
     GpuCount,
     GpuSku,
     Implementation,
@@ -152,7 +151,7 @@ def validated(kind: type[Any], data: Mapping[str, Any], where: str) -> Any:
 
 def layout(sc: Scenario | None, model: ModelSpec, *, overrides: Mapping[str, Any], gpus: int | None,
            global_batch: int | None, precision: str | None, node: int, seq: int, strict: bool,
-           framework: Framework | None = None, state: Mapping[str, Any] | None = None,
+           implementation: Implementation | None = None, state: Mapping[str, Any] | None = None,
            seq_key: str = "job.seq_len", gpus_key: str = "--gpus") -> Layout:
     """The scenario's `layout:` with the flags' `overrides`, dp derived from `gpus`, and its job's optimizer
     state with the flags' `state` (master_weights, moment_dtype). `strict` (estimate) refuses a count the other
@@ -188,11 +187,11 @@ def layout(sc: Scenario | None, model: ModelSpec, *, overrides: Mapping[str, Any
         given = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in flags.items())
         own = flags and all(not err["loc"] for err in e.errors())
         raise InputError(format_validation_error(e, f"job ({given})" if own else "layout")) from None
-    fw = framework or (sc.implementation.framework if sc else "megatron-core")
+    impl = implementation or (sc.implementation if sc else Implementation())
+    fw = impl.framework
     if (why := master_weights_problem(fw, out.master_weights)) is not None:
         raise InputError(("--master-weights " if "master_weights" in flags else "job.master_weights ") + why)
     if strict:
-        impl = (sc.implementation if sc else Implementation()).model_copy(update={"framework": fw})
         problems = layout_problems(model, out, gpus=gpus, node_size=node, seq=seq, impl=impl)
         if problems:
             origins = {k: f"--{k.replace('_', '-')}" for k, v in overrides.items() if v is not None}
