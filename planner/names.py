@@ -20,3 +20,5 @@ MomentDtype = Literal["fp32", "bf16", "fp16", "fp8"]
 # How context parallelism moves K/V (planner.model.perf `_cp`): Transformer Engine's ring (p2p), all-to-all
 # (ulysses), all-gather and a2a+p2p (hierarchical); PyTorch's context_parallel rotations (allgather, alltoall).
 CpExchange = Literal["ring", "allgather", "alltoall", "ulysses", "te_allgather", "hierarchical"]
+# What one CUDA graph captures (planner.model.memory's static buffers): a layer, or the whole forward and backward.
+CudaGraphScope = Literal["layer", "step"]

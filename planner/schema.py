@@ -28,7 +28,7 @@ from planner.limits import (
     MAX_VOCAB,
     MAX_WIDTH,
 )
-from planner.names import CpExchange, Fp8Recipe, Framework, MasterWeights, MomentDtype
+from planner.names import CpExchange, CudaGraphScope, Fp8Recipe, Framework, MasterWeights, MomentDtype
 
 GIB = 2**30
 
@@ -822,7 +822,7 @@ class Implementation(Strict):
         "first N); null = every layer when activation_offload is on",
     )
     cuda_graphs: bool = Field(False, description="CUDA graphs capture the step (fewer launches, static buffers)")
-    cuda_graph_scope: Literal["layer", "step"] | None = Field(
+    cuda_graph_scope: CudaGraphScope | None = Field(
         None, description="what one CUDA graph captures: layer (a graph per layer, each with static input and output "
         "buffers: Megatron --cuda-graph-impl local or transformer_engine) or step (the whole forward and backward, "
         "whose only static inputs are the tokens and labels: Megatron --cuda-graph-impl full_iteration, torchtitan's "

@@ -41,6 +41,7 @@ from planner.schema import (
     MAX_SEQ,
     CpExchange,
     CrossEntropyKernel,
+    CudaGraphScope,
     Fp8Recipe,
     Implementation,
     Layout,
@@ -193,10 +194,27 @@ UNDERSTOOD_FLAGS: dict[str, Kind] = {
     "--cross-entropy-fusion-impl": "str",
 }
 
-# Transformer Engine's context-parallel exchanges (Megatron --cp-comm-type): Megatron's help spells the all-gather
-# "allgather", Transformer Engine's attention "all_gather" (transformer_config.py cp_comm_type; context_parallel.py
-# attn_forward_func_with_cp), which is what Megatron hands it
-CP_COMM_TYPES = ("p2p", "a2a", "allgather", "all_gather", "a2a+p2p")
+# Transformer Engine's context-parallel exchanges as Megatron's --cp-comm-type names them. Megatron's help spells the
+# all-gather "allgather", Transformer Engine's attention "all_gather" (transformer_config.py cp_comm_type;
+# context_parallel.py attn_forward_func_with_cp), which is what Megatron hands it and what planner writes
+CP_COMM_TYPE_OF: dict[CpExchange, str] = {"ring": "p2p", "ulysses": "a2a", "te_allgather": "all_gather",
+                                          "hierarchical": "a2a+p2p"}
+EXCHANGE_OF: dict[str, CpExchange] = {v: k for k, v in CP_COMM_TYPE_OF.items()} | {"allgather": "te_allgather"}
+CP_COMM_TYPES = tuple(EXCHANGE_OF)
+# Megatron-LM switches the review reads as overlaps (MegatronConfig.overlaps): listed apart from the ignored ones
+OVERLAP_FLAGS = ("--tp-comm-overlap", "--overlap-grad-reduce", "--overlap-moe-expert-parallel-comm")
+
+
+def cp_exchange_args(impl: Implementation, cp: int) -> list[str]:
+    """The --cp-comm-type of a Transformer Engine exchange (and its hierarchical sizes); none for the ring, the
+    default."""
+    exchange = impl.cp_exchange or "ring"
+    if exchange == "ring":
+        return []
+    out = [f"--cp-comm-type {CP_COMM_TYPE_OF[exchange]}"]
+    if exchange == "hierarchical" and impl.cp_a2a_size:
+        out.append(f"--hierarchical-context-parallel-sizes {impl.cp_a2a_size} {cp // impl.cp_a2a_size}")
+    return out
 
 
 def _hierarchical_cp_sizes(args: _Args, cp: int) -> list[int] | None:
@@ -345,7 +363,7 @@ class MegatronConfig:
     activation_offload: bool = False
     activation_offload_layers: int | None = None
     cuda_graphs: bool = False
-    cuda_graph_scope: Literal["layer", "step"] | None = None  # full_iteration: the whole step
+    cuda_graph_scope: CudaGraphScope | None = None  # full_iteration: the whole step
     reshard_after_forward: bool | None = None  # --torch-fsdp2-no-reshard-after-forward: False (FSDP2's ZeRO-2)
     moe_token_dispatcher: TokenDispatcher | None = None
     cross_entropy: CrossEntropyKernel | None = None  # None: Megatron's vocab-parallel loss
@@ -1127,9 +1145,8 @@ def parse_megatron_args(
         raise InputError(f"--cp-comm-type: {bad[0]!r} is not one of {', '.join(CP_COMM_TYPES)}")
     # one exchange on every layer: Transformer Engine's all-to-all, all-gather or a2a+p2p (over the two levels of
     # --hierarchical-context-parallel-sizes, all-to-all first: megatron/core/parallel_state.py)
-    one_type: dict[str, CpExchange] = {"a2a": "ulysses", "allgather": "te_allgather", "all_gather": "te_allgather",
-                                       "a2a+p2p": "hierarchical"}
-    exchange = one_type.get(kinds[0]) if cp > 1 and all(k == kinds[0] for k in kinds) else None
+    exchange = EXCHANGE_OF[kinds[0]] if cp > 1 and all(k == kinds[0] for k in kinds) else None
+    exchange = None if exchange == "ring" else exchange
     a2a_size = None
     if exchange == "hierarchical":
         levels = _hierarchical_cp_sizes(args, cp)
@@ -1344,13 +1361,7 @@ def megatron_args_from_layout(
             raise InputError(f"cp_exchange {impl.cp_exchange}: that is PyTorch's context parallelism; Megatron-LM "
                              "exchanges K/V by Transformer Engine's ring (p2p), all-to-all (cp_exchange ulysses), "
                              "all-gather (cp_exchange te_allgather) or a2a+p2p (cp_exchange hierarchical)")
-        if impl.cp_exchange == "ulysses":
-            lines.append("--cp-comm-type a2a")
-        elif impl.cp_exchange == "hierarchical" and impl.cp_a2a_size is not None:
-            lines.append("--cp-comm-type a2a+p2p")
-            lines.append(f"--hierarchical-context-parallel-sizes {impl.cp_a2a_size} {layout.cp // impl.cp_a2a_size}")
-        elif impl.cp_exchange == "te_allgather":
-            lines.append("--cp-comm-type all_gather")  # Transformer Engine's spelling, which Megatron passes on
+        lines += cp_exchange_args(impl, layout.cp)
     if layout.ep > 1:
         lines.append(f"--expert-model-parallel-size {layout.ep}")
     if layout.expert_tp is not None:

@@ -260,6 +260,11 @@ class _Context:
         """fc1 width: gate and up for SwiGLU."""
         return (2 if self.gated else 1) * self.ffn
 
+    @property
+    def moe_share(self) -> float:
+        """The share of the decoder's layers that are MoE layers."""
+        return self.moe_layers / (self.dense_layers + self.moe_layers)
+
 
 _CACHE: dict[tuple[Any, ...], tuple[tuple[Any, ...], _Context]] = {}
 
@@ -590,7 +595,7 @@ class _Params:
 def _params(c: _Context, s: _Step) -> _Params:
     d_par, e_par = layer_params_on_rank(c.m, s.tp, s.ep, False, s.et)
     if c.moe_layers:
-        moe_frac = c.moe_layers / (c.dense_layers + c.moe_layers)
+        moe_frac = c.moe_share
         dm, em = layer_params_on_rank(c.m, s.tp, s.ep, True, s.et)
         d_par = d_par * (1 - moe_frac) + dm * moe_frac
         e_par = em * moe_frac
@@ -702,7 +707,7 @@ def _selective(c: _Context, lay: _Layer) -> Any:
 def _compute(c: _Context, s: _Step, p: _Params) -> _Compute:
     lay = _layer(c, s, False)
     if c.moe_layers:
-        lay = lay.mix(_layer(c, s, True), c.moe_layers / (c.dense_layers + c.moe_layers))
+        lay = lay.mix(_layer(c, s, True), c.moe_share)
     recompute = s.full * lay.fwd + (0.0 if _scalar(s.sel) and not s.sel else s.sel * _selective(c, lay))
     # a layer runs at the CPU's pace when its kernels take longer to issue than to execute
     launch_f = c.kernels_fwd * c.launch_s
@@ -732,7 +737,7 @@ def _offload(c: _Context, s: _Step, fwd: Any, bwd: Any) -> Any:
     impl = Implementation(attention="flash" if c.flash else "eager", fused_kernels=c.ew_hbm == c.hbm)
     per_layer = layer_activation_bytes(c.m, impl, x, "none", False)
     if c.moe_layers:
-        w = c.moe_layers / (c.dense_layers + c.moe_layers)
+        w = c.moe_share
         per_layer = per_layer * (1 - w) + layer_activation_bytes(c.m, impl, x, "none", True) * w
     move = share * s.layers * per_layer / (c.eff.host_link_gbs * 1e9)
     return vmax(0.0, move - fwd) + vmax(0.0, move - bwd)
@@ -768,8 +773,7 @@ def _tp(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -
     act = s.tok * c.h
     # an MoE layer whose experts are not split over TP (expert_tp < tp) has no TP collectives around them:
     # the token dispatcher moves the sequence-parallel input itself (half a layer's TP traffic)
-    moe_share = c.moe_layers / (c.dense_layers + c.moe_layers)
-    layers = s.layers * (1 - 0.5 * moe_share * (s.et < s.tp))
+    layers = s.layers * (1 - 0.5 * c.moe_share * (s.et < s.tp))
     # each all-reduce's worth is an all-gather and a reduce-scatter under SP; fp8 stacks gather the GEMM inputs
     # and output gradients already quantized (TE base.py grad_output_preprocess and layernorm_linear.py gather
     # fp8; torchao float8_tensor_parallel.py casts before redistribute), the reduce-scatters stay 16-bit
@@ -785,7 +789,7 @@ def _tp(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -
     # Megatron's selective recompute of the MLP block ("mlp"; "moe" where the experts split like TP) reruns its
     # forward with the collectives around it: one all-reduce's worth per such layer (transformer_layer.py, mlp.py)
     mods = c.stack.recompute_modules
-    mlp_rc = s.sel * ((1 - moe_share) * ("mlp" in mods) + moe_share * ("moe" in mods) * (s.et >= s.tp))
+    mlp_rc = s.sel * ((1 - c.moe_share) * ("mlp" in mods) + c.moe_share * ("moe" in mods) * (s.et >= s.tp))
     mlp_plain = mlp_rc * (ar - s.sp * fp8_gather_saving)
     if not c.eff.tp_overlap:
         return layers * plain + s.layers * mlp_plain
@@ -834,6 +838,15 @@ def _cp(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -
     kv = s.tok * c.kernel_kv_width / s.t * ACT  # this rank's K and V, 16-bit
     # attention passes before the backward: the forward, and the recompute's
     fwd = 1 + s.full + s.sel * ("core_attn" in c.stack.recompute_modules)
+
+    def p2p_ring(hops: Any, group: comm.Group) -> Any:
+        """Transformer Engine's p2p ring: K/V in every pass and dK/dV besides in backward, each hop under the
+        attention of the chunk before it."""
+        total = hops * comm.p2p(kv, group) * (fwd + 2)
+        if floor:
+            return s.layers * _hidden_floor(c, total)
+        return s.layers * _hidden(c, total, c.eff.cp_overlap * (lay.attn_f * fwd + lay.attn_b))
+
     if c.stack.cp_exchange in ("ulysses", "hierarchical"):
         # Q, K, V to head shards and the output back (flash_attn_a2a_communicate); backward: dO, then dQ, dK, dV.
         # Nothing computes while they move: the attention needs all of them. The hierarchical exchange does so in
@@ -845,10 +858,7 @@ def _cp(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -
         if c.stack.cp_exchange == "ulysses":
             return move
         rounds = s.cp / c.stack.cp_a2a_size
-        ring = (rounds > 1) * (rounds - 1) * comm.p2p(kv, g.cp_p2p) * (fwd + 2)
-        if floor:
-            return move + s.layers * _hidden_floor(c, ring)
-        return move + s.layers * _hidden(c, ring, c.eff.cp_overlap * (lay.attn_f * fwd + lay.attn_b))
+        return move + p2p_ring((rounds > 1) * (rounds - 1), g.cp_p2p)
     if c.stack.cp_exchange == "te_allgather":
         # AttnFuncWithCPAndKVAllGather: "KV all-gather between CP ranks is exposed" (forward, recompute and
         # backward each gather again); the 16-bit dK/dV of the whole sequence are reduce-scattered after backward
@@ -857,12 +867,7 @@ def _cp(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -
         grads = comm.reduce_scatter(gathered, g.cp) + TE_ALLGATHER_GRAD_BYTES * gathered / c.hbm
         return (s.cp > 1) * s.layers * (passes + grads)
     if c.stack.cp_exchange == "ring":
-        step = (s.cp > 1) * comm.p2p(kv, g.cp)
-        ring = (s.cp - 1) * step * (fwd + 2)  # K/V in every pass, dK/dV besides in backward
-        if floor:
-            return s.layers * _hidden_floor(c, ring)
-        window = c.eff.cp_overlap * (lay.attn_f * fwd + lay.attn_b)
-        return s.layers * _hidden(c, ring, window)
+        return p2p_ring((s.cp > 1) * (s.cp - 1), g.cp)
     calls_f, calls_b = c.eff.cp_overlap * lay.attn_f / s.cp, c.eff.cp_overlap * lay.attn_b / s.cp
     if c.stack.cp_exchange == "allgather":
         fetch, fetches = comm.all_gather(s.cp * kv, g.cp), 1.0
@@ -897,7 +902,7 @@ def _ep(c: _Context, s: _Step, g: _Groups, cmp: _Compute, floor: bool = False) -
     # dispatch and combine in forward and backward, and again where recompute reruns the MoE layer: full, or
     # selective with "moe" (megatron/core/transformer/moe/moe_layer.py checkpoints router, dispatch, experts, combine)
     reruns = s.full + s.sel * ("moe" in c.stack.recompute_modules)
-    total = s.layers * c.moe_layers / (c.dense_layers + c.moe_layers) * (4 + 2 * reruns) * move
+    total = s.layers * c.moe_share * (4 + 2 * reruns) * move
     o = c.eff.ep_overlap
     if not o:
         return total

@@ -40,6 +40,7 @@ from planner.schema import (
     AttentionKernel,
     CpExchange,
     CrossEntropyKernel,
+    CudaGraphScope,
     Fp8Recipe,
     Framework,
     GpuSku,
@@ -136,10 +137,11 @@ class Preset:
     # all-to-all and all-gather are `ulysses` and `te_allgather`), or PyTorch's context_parallel, whose rotate
     # method torchtitan leaves at its default all-gather (torchtitan config_manager.py context_parallel_rotate_method)
     cp_exchange: CpExchange
-    # CUDA graphs per layer, each with static input and output buffers (Megatron transformer/cuda_graphs.py), or
-    # one graph of the whole forward and backward whose only static inputs are the step's tokens and labels
-    # (torchtitan/distributed/cudagraph.py wrap_with_cuda_graph, its default without PP since August 2026)
-    graph_static_buffers: bool
+    # what a CUDA graph captures (Implementation.cuda_graph_scope): a layer, each graph with static input and output
+    # buffers (Megatron transformer/cuda_graphs.py), or the whole forward and backward, whose only static inputs are
+    # the step's tokens and labels (torchtitan/distributed/cudagraph.py wrap_with_cuda_graph, its default without
+    # PP since August 2026)
+    graph_scope: CudaGraphScope
     # ZeRO-3/FSDP reduce-scatter each micro-batch's gradients; Megatron's DDP once per step, bucket by bucket
     # under the last micro-batch's backward (megatron/core/distributed/param_and_grad_buffer.py)
     reduce_every_microbatch: bool
@@ -162,7 +164,7 @@ PRESETS: dict[Framework, Preset] = {
         tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, expandable_segments=False,
         fp8_weight_cache=True, zero3_prefetch="pre", prefetch_params=None, reduce_every_microbatch=False,
         cp_exchange="ring",
-        graph_static_buffers=True,
+        graph_scope="layer",
         source="Megatron-LM megatron/core (transformer_config.py, distributed/, optimizer/distrib_optimizer.py); "
         "TransformerEngine transformer_engine/pytorch/module/",
     ),
@@ -183,7 +185,7 @@ PRESETS: dict[Framework, Preset] = {
         tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, expandable_segments=True,
         fp8_weight_cache=False, zero3_prefetch="pre", prefetch_params=None, reduce_every_microbatch=True,
         cp_exchange="allgather",
-        graph_static_buffers=False,
+        graph_scope="step",
         source="torchtitan torchtitan/models/common/, torchtitan/distributed/{fsdp,pipeline_parallel}.py, run_train.sh",
     ),
     "deepspeed": Preset(
@@ -198,7 +200,7 @@ PRESETS: dict[Framework, Preset] = {
         tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, expandable_segments=False,
         fp8_weight_cache=False, zero3_prefetch="pre", prefetch_params=5e7, reduce_every_microbatch=True,
         cp_exchange="ring",
-        graph_static_buffers=True,
+        graph_scope="layer",
         source="DeepSpeed deepspeed/runtime/zero/{stage_1_and_2,stage3}.py, runtime/bf16_optimizer.py",
     ),
     "fsdp": Preset(
@@ -215,7 +217,7 @@ PRESETS: dict[Framework, Preset] = {
         tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, expandable_segments=False,
         fp8_weight_cache=False, zero3_prefetch="post", prefetch_params=None, reduce_every_microbatch=True,
         cp_exchange="ring",
-        graph_static_buffers=True,
+        graph_scope="layer",
         source="PyTorch torch/distributed/fsdp/ (FSDP1 FlatParameter); Composer/llm-foundry FSDP config",
     ),
 }
@@ -368,8 +370,7 @@ def resolve(impl: Implementation, layout: Layout | None = None, gpu: GpuSku | No
         activation_offload=impl.activation_offload or impl.activation_offload_layers is not None,
         activation_offload_layers=impl.activation_offload_layers,
         cuda_graphs=impl.cuda_graphs,
-        layer_graph_buffers=impl.cuda_graphs and (impl.cuda_graph_scope == "layer" if impl.cuda_graph_scope
-                                                  else p.graph_static_buffers),
+        layer_graph_buffers=impl.cuda_graphs and (impl.cuda_graph_scope or p.graph_scope) == "layer",
         moe_token_dispatcher=impl.moe_token_dispatcher or DEFAULT_TOKEN_DISPATCHER,
         cp_exchange=impl.cp_exchange or p.cp_exchange,
         cp_a2a_size=impl.cp_a2a_size,

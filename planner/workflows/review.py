@@ -50,9 +50,6 @@ COMM_SHARE = 0.50
 MICRO_BATCH_GAIN = 0.05
 RECOMPUTE_ORDER = ("none", "selective", "full")
 COMM_KEYS = ("tp_comm", "pp_comm", "dp_comm", "cp_comm", "ep_comm")
-# Megatron-LM switches the review reads as overlaps (MegatronConfig.overlaps); the others in IGNORED_FLAGS are speed
-# settings planner's time model has no term for
-OVERLAP_FLAGS = ("--tp-comm-overlap", "--overlap-grad-reduce", "--overlap-moe-expert-parallel-comm")
 OVERLAP_TEXT = {
     ("tp_overlap", 1.0): "TP collectives pipelined with their GEMMs (tp_overlap 1)",
     ("ep_overlap", 1.0): "expert all-to-all under another micro-batch's compute (ep_overlap 1)",
@@ -236,7 +233,7 @@ def _from_scenario(req: ReviewRequest) -> Config:
 
 
 def _from_megatron(req: ReviewRequest) -> Config:
-    from planner.interop.megatron import parse_megatron_args
+    from planner.interop.megatron import OVERLAP_FLAGS, parse_megatron_args
 
     assert req.megatron_args is not None
     given = _given_model(req)
@@ -257,12 +254,13 @@ def _from_megatron(req: ReviewRequest) -> Config:
     if layout.gpus == gpus and (launch := cfg.launch_mismatch(gpus)) is not None:  # else the layout's own finding
         ignored.insert(0, Finding("gpu_count_mismatch", "warning", launch))
     common, overlap_notes = _with_overlaps(_common(req, model), cfg.overlaps())
-    ep_exposed = _ep_overlap_allowed(layout, cfg.implementation()) and not common["efficiency"].ep_overlap
+    impl = cfg.implementation()
+    ep_exposed = _ep_overlap_allowed(layout, impl) and not common["efficiency"].ep_overlap
     return Config(source="megatron", model=model, layout=layout, gpus=gpus, overlap_switch=_switch(
                       common, "--overlap-grad-reduce" + (" --overlap-param-gather" if layout.zero == 1 else "")),
                   ep_switch="--overlap-moe-expert-parallel-comm --delay-wgrad-compute" if ep_exposed else None,
                   seq=pick(cfg.seq, req.seq, sc.job.seq_len if sc else None, model.training_seq),
-                  implementation=cfg.implementation(),
+                  implementation=impl,
                   read=_listed(cfg.unknown, cfg.unsupported, cfg.notes + overlap_notes, "Megatron-LM") + ignored,
                   **common)
 
@@ -531,14 +529,10 @@ def _neighbours(c: Config, ev: Evaluation) -> list[Finding]:
     return out
 
 
-# Transformer Engine's context-parallel exchanges, as Megatron's --cp-comm-type names them
-TE_EXCHANGES: dict[str, str] = {"ring": "p2p", "ulysses": "a2a", "te_allgather": "all_gather",
-                                "hierarchical": "a2a+p2p"}
-
-
 def _cp_exchanges(c: Config, ev: Evaluation) -> list[Finding]:
     """Transformer Engine's other context-parallel exchanges on the same layout (ring, all-to-all, all-gather and
     every a2a+p2p split), where one is legal, fits and runs at least MICRO_BATCH_GAIN faster: the best of them."""
+    from planner.interop.megatron import CP_COMM_TYPE_OF, cp_exchange_args
     from planner.workloads.grid import divisors
 
     lay, impl = ev.layout, c.implementation
@@ -561,8 +555,7 @@ def _cp_exchanges(c: Config, ev: Evaluation) -> list[Finding]:
     best, o = min(runs, key=lambda r: r[0].time.step_seconds)
     if ev.time.step_seconds <= (1 + MICRO_BATCH_GAIN) * best.time.step_seconds:
         return []
-    flag = f"--cp-comm-type {TE_EXCHANGES[o.cp_exchange or 'ring']}" + (
-        f" --hierarchical-context-parallel-sizes {o.cp_a2a_size} {lay.cp // o.cp_a2a_size}" if o.cp_a2a_size else "")
+    flag = " ".join(cp_exchange_args(o, lay.cp)) or f"--cp-comm-type {CP_COMM_TYPE_OF['ring']}"
     key = f"implementation.cp_exchange {o.cp_exchange}" + (f", cp_a2a_size {o.cp_a2a_size}" if o.cp_a2a_size else "")
     return [Finding("cp_exchange", "warning",
                     f"context parallelism through {key} ({flag}) fits ({gib(best.memory.total)} of "
