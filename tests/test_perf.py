@@ -595,6 +595,21 @@ def test_hierarchical_exchange_is_ulysses_in_groups_then_the_ring() -> None:
     assert ring_share <= LONG_LLAMA.layers * 4 * hop + 1e-12
 
 
+def test_hierarchical_ring_is_exactly_its_hops_when_nothing_hides_them() -> None:
+    """With no attention to hide under (cp_overlap 0, no interference), the hierarchical exchange is its all-to-all
+    within pairs plus every hop of the ring over the two groups: K/V in the forward and the recompute, K/V and
+    dK/dV in backward, four hops a layer."""
+    impl = Implementation(cp_exchange="hierarchical", cp_a2a_size=2)
+    eff = H100.efficiency.model_copy(update={"cp_overlap": 0.0, "comm_interference": 0.0})
+    c, _ = long_context(impl)
+    tokens = LONG_SEQ // LONG_LAYOUT.cp
+    per_rank = tokens * (c.q_width + c.v_width + c.kernel_kv_width) / LONG_LAYOUT.tp * 2
+    a2a = 3 * comm.all_to_all(per_rank, comm.group(2, LONG_LAYOUT.tp, comm.links(H100)))
+    hop = comm.p2p(tokens * c.kernel_kv_width / LONG_LAYOUT.tp * 2, comm.group(2, 2 * LONG_LAYOUT.tp, comm.links(H100)))
+    est = training_time(LONG_LLAMA, LONG_LAYOUT, H100, LONG_SEQ, 1e9, impl=impl, efficiency=eff)
+    assert est.breakdown["cp_comm"] == pytest.approx(LONG_LLAMA.layers * (a2a + 4 * hop))
+
+
 def test_the_expert_all_to_all_runs_again_where_recompute_reruns_the_moe_layer() -> None:
     """Megatron's selective recompute of "moe" checkpoints the whole MoE layer, its dispatch and combine included
     (megatron/core/transformer/moe/moe_layer.py): the all-to-all reruns in backward as under full recompute; a
