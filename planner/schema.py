@@ -162,6 +162,10 @@ class ModelSpec(Strict):
         "none", description="qkv: q/k/v biases (Qwen2); attention: q/k/v/o (Llama attention_bias); all: + MLP"
     )
     position: Literal["learned", "rope"] = "rope"
+    qk_norm: Literal["none", "head"] = Field(
+        "none", description="norms on the queries and keys before rotary: head = one norm of head_dim shared by "
+        "every head (Qwen3, Megatron --qk-layernorm)"
+    )
     tied_embeddings: bool = False
     parallel_block: bool = Field(False, description="attention and MLP run side by side (Falcon, GPT-J, NeoX)")
     parallel_norms: Literal[1, 2] = Field(1, description="norms of a parallel block: 1 shared (Falcon-7B), 2 (NeoX)")
@@ -182,6 +186,9 @@ class ModelSpec(Strict):
             raise ValueError("moe.dense_layers exceeds layers")
         if self.pretrain_seq is not None and self.pretrain_seq > self.max_seq:
             raise ValueError(f"pretrain_seq ({self.pretrain_seq}) exceeds max_seq ({self.max_seq})")
+        if self.mla is not None and self.qk_norm != "none":
+            raise ValueError("qk_norm: multi-latent attention's query and key norms are its latent norms, counted "
+                             "with mla; leave qk_norm out")
         return self
 
     @property

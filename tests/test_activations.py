@@ -176,6 +176,38 @@ def test_llama_layer_mqa_batch1():
 
 
 # --------------------------------------------------------------------------------------------
+# Query/key norms: Hugging Face Qwen3DecoderLayer
+# --------------------------------------------------------------------------------------------
+
+# (s, b, h, a, kv, d, f): head_dim apart from h / a and equal to it, GQA and MHA
+QWEN3_SHAPES = [(64, 2, 128, 4, 2, 64, 352), (128, 1, 256, 8, 8, 32, 688)]
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("shape", QWEN3_SHAPES, ids=lambda v: "s{}b{}h{}a{}kv{}d{}f{}".format(*v))
+def test_qwen3_layer_query_key_norms(shape, attn):
+    from transformers import Qwen3Config
+    from transformers.models.qwen3.modeling_qwen3 import Qwen3DecoderLayer, Qwen3RotaryEmbedding
+
+    s, b, h, a, kv, d, f = shape
+    torch.manual_seed(0)
+    cfg = Qwen3Config(hidden_size=h, intermediate_size=f, num_attention_heads=a, num_key_value_heads=kv, head_dim=d,
+                      num_hidden_layers=2, vocab_size=512, max_position_embeddings=s, attn_implementation=attn)
+    layer = Qwen3DecoderLayer(cfg, layer_idx=1).to(BF16)
+    call, x, cos, sin = hf_layer_call(layer, Qwen3RotaryEmbedding(cfg), b, s, attn)
+    measured = saved_bytes(call, x, params=layer.parameters(), exclude=[cos, sin])
+    m = ModelSpec(layers=2, hidden=h, heads=a, kv_heads=kv, head_dim=d if d != h // a else None, ffn_hidden=f,
+                  vocab=512, max_seq=s, qk_norm="head")
+    impl = Implementation(attention="eager" if attn == "eager" else "flash", fused_kernels=False, dropout=0.0)
+    x_ = ActivationShape(s=s, b=b, t=1, r=1, dropout=False)
+    planned = layer_activation_bytes(m, impl, x_, "none", False)
+    assert ratio(measured, planned) == pytest.approx(1.0, abs=TOL), (measured, planned)
+    # what the norms add: each keeps an fp32 copy of its input, its 16-bit output and an fp32 rstd per head
+    without = layer_activation_bytes(m.model_copy(update={"qk_norm": "none"}), impl, x_, "none", False)
+    assert planned - without == 6 * s * b * (a + kv) * d + 4 * s * b * (a + kv)
+
+
+# --------------------------------------------------------------------------------------------
 # Hugging Face MixtralDecoderLayer (experts_implementation="eager")
 # --------------------------------------------------------------------------------------------
 

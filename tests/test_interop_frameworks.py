@@ -419,7 +419,7 @@ def test_torchtitan_degrees_and_errors() -> None:
 # Round trips over legal layouts
 # --------------------------------------------------------------------------------------------
 
-MODELS = ("llama-3.1-8b", "mixtral-8x7b")
+MODELS = ("llama-3.1-8b", "mixtral-8x7b", "qwen3-30b-a3b")
 
 
 @st.composite
@@ -874,3 +874,30 @@ def test_each_framework_writes_only_its_own_cp_exchange() -> None:
     with pytest.raises(InputError, match="cp_exchange allgather: that is PyTorch's"):
         megatron_args_from_layout(m, megatron, SEQ, Implementation(cp_exchange="allgather"))
     assert "--cp-comm-type" not in megatron_args_from_layout(m, megatron, SEQ, Implementation(cp_exchange="ring"))
+
+
+QWEN3_30B_A3B_ARGS = """
+--num-layers 48 --hidden-size 2048 --ffn-hidden-size 6144 --num-attention-heads 32 --group-query-attention
+--num-query-groups 4 --kv-channels 128 --qk-layernorm --normalization RMSNorm --swiglu --disable-bias-linear
+--untie-embeddings-and-output-weights --position-embedding-type rope --rotary-base 1000000 --num-experts 128
+--moe-router-topk 8 --moe-ffn-hidden-size 768 --moe-grouped-gemm --vocab-size 151936 --max-position-embeddings 40960
+--seq-length 4096 --micro-batch-size 1 --global-batch-size 1024 --bf16 --expert-model-parallel-size 8
+"""
+
+
+def test_megatron_query_key_norms_are_counted() -> None:
+    """Qwen3-30B-A3B as Megatron-LM arguments: --qk-layernorm puts a norm of kv-channels on every head's query and
+    key (megatron/core/transformer/attention.py), which makes the shape the catalog's to the parameter; written
+    back, the flag returns."""
+    catalog = get_model("qwen3-30b-a3b")
+    cfg = parse_megatron_args(QWEN3_30B_A3B_ARGS)
+    assert cfg.unknown == [] and cfg.unsupported == {}
+    assert cfg.model is not None and _shape(cfg.model) == _shape(catalog)
+    assert count_params(cfg.model.model_copy(update={"vocab": catalog.vocab})).total == count_params(catalog).total
+    assert count_params(catalog).total == 30_532_122_624
+    without = parse_megatron_args(QWEN3_30B_A3B_ARGS.replace("--qk-layernorm", ""))
+    assert without.model is not None and without.model.qk_norm == "none"
+    layout = Layout(dp=8, ep=8, global_batch=1024)
+    text = megatron_args_from_layout(catalog, layout, 4096, Implementation())
+    assert "--qk-layernorm" in text.split()
+    assert _shape(parse_megatron_args(text, model=catalog).model) == _shape(catalog)

@@ -219,6 +219,13 @@ VARIANTS = {
     "gpt2-n-inner-untied": _edited("gpt2", n_inner=1000, tie_word_embeddings=False, activation_function="relu"),
     "deepseek-v2-no-dense-layer": _edited("deepseek-v2-lite", first_k_dense_replace=0, num_hidden_layers=3),
     "deepseek-v3-full-rank-q": _edited("deepseek-v3", q_lora_rank=None, num_hidden_layers=4),
+    "qwen3-attention-bias-tied": _edited("qwen3-8b", attention_bias=True, tie_word_embeddings=True,
+                                         num_hidden_layers=2),
+    "qwen3-default-head-dim": {k: v for k, v in _edited("qwen3-8b", hidden_size=2048, num_hidden_layers=2).items()
+                               if k != "head_dim"},
+    "qwen3-moe-dense-first-layers": _edited("qwen3-30b-a3b", mlp_only_layers=[0, 1], num_hidden_layers=4),
+    "qwen3-moe-no-head-dim": {k: v for k, v in _edited("qwen3-30b-a3b", num_hidden_layers=2).items()
+                              if k != "head_dim"},
 }
 
 
@@ -259,6 +266,7 @@ def test_hf_config_unknown_model_type() -> None:
         ("deepseek-v3", "kv_lora_rank"),
         ("deepseek-v2-lite", "q_lora_rank"),
         ("deepseek-v3", "n_shared_experts"),
+        ("qwen3-30b-a3b", "moe_intermediate_size"),
     ],
 )
 def test_hf_config_missing_key(name: str, key: str) -> None:
@@ -293,10 +301,14 @@ def test_hf_config_ill_typed_key(name: str, key: str, value: Any) -> None:
         ("deepseek-v3", "moe_layer_freq", 2),
         ("deepseek-v3", "attention_bias", True),
         ("deepseek-v2-lite", "mlp_bias", True),
+        ("qwen3-30b-a3b", "decoder_sparse_step", 2),
+        ("qwen3-30b-a3b", "mlp_only_layers", [3, 7]),
+        ("qwen3-30b-a3b", "num_experts", 0),
     ],
 )
 def test_hf_config_unsupported_option(name: str, key: str, value: Any) -> None:
-    with pytest.raises(InputError, match=rf"^config\.json: {key}={json.dumps(value)} is not supported"):
+    said = re.escape(f"{key}={json.dumps(value)}")
+    with pytest.raises(InputError, match=rf"^config\.json: {said} is not supported"):
         model_from_hf_config(_edited(name, **{key: value}))
 
 

@@ -75,8 +75,8 @@ def _head_dim(cfg: _Config, hidden: int, heads: int) -> int | None:
     return None if d is None or (hidden % heads == 0 and d == hidden // heads) else d
 
 
-# transformers' class defaults when the key is absent (an explicit null means "= heads" in all four).
-_KV_DEFAULT = {"mistral": 8, "mixtral": 8, "qwen2": 32}
+# transformers' class defaults when the key is absent (an explicit null means "= heads" in all of them).
+_KV_DEFAULT = {"mistral": 8, "mixtral": 8, "qwen2": 32, "qwen3": 32, "qwen3_moe": 4}
 
 
 def _gated(cfg: _Config, model_type: str) -> Fields:
@@ -210,11 +210,53 @@ def _deepseek(cfg: _Config, model_type: str) -> Fields:
     }
 
 
+def _qk_normed(cfg: _Config, model_type: str) -> Fields:
+    """Qwen3 and Qwen3-MoE: the gated block with an RMSNorm of head_dim on each head's query and key
+    (Qwen3Attention q_norm/k_norm). Every attention projection carries attention_bias."""
+    hidden, heads = cfg.need("hidden_size"), cfg.need("num_attention_heads")
+    kv = cfg.data.get("num_key_value_heads", _KV_DEFAULT.get(model_type))
+    kv_heads = heads if kv is None else cfg.check_int("num_key_value_heads", kv, 1)
+    d = cfg.optional("head_dim", 128 if model_type == "qwen3" else None)  # Qwen3Config's default
+    head_dim = None if d is None or (hidden % heads == 0 and d == hidden // heads) else d
+    ffn = cfg.need("intermediate_size")
+    moe = None
+    dense_layers = 0
+    layers = cfg.need("num_hidden_layers")
+    if model_type == "qwen3_moe":
+        experts = cfg.need("num_experts", minimum=0)
+        if experts == 0:
+            raise cfg.refuse("num_experts", "a Qwen3-MoE config without experts is a dense Qwen3; use model_type qwen3")
+        if cfg.data.get("decoder_sparse_step", 1) != 1:
+            raise cfg.refuse("decoder_sparse_step", "planner models an MoE MLP in every layer after the dense ones")
+        only = cfg.data.get("mlp_only_layers") or []
+        if not isinstance(only, list) or sorted(only) != list(range(len(only))) or len(only) > layers:
+            raise cfg.refuse("mlp_only_layers", "planner models dense MLPs in the first layers only (0, 1, …)")
+        dense_layers = len(only)
+        moe = MoESpec(experts=experts, top_k=cfg.need("num_experts_per_tok"),
+                      expert_ffn=cfg.need("moe_intermediate_size"), dense_layers=dense_layers)
+    return {
+        "layers": layers,
+        "hidden": hidden,
+        "heads": heads,
+        "kv_heads": _mha_none(kv_heads, heads),
+        "head_dim": head_dim,
+        "ffn_hidden": ffn,
+        "vocab": cfg.need("vocab_size"),
+        "max_seq": cfg.need("max_position_embeddings"),
+        "bias": "attention" if cfg.flag("attention_bias", False) else "none",
+        "qk_norm": "head",
+        "tied_embeddings": cfg.flag("tie_word_embeddings", False),
+        "moe": moe,
+    }
+
+
 _BUILDERS: dict[str, Callable[[_Config, str], Fields]] = {
     "llama": _gated,
     "mistral": _gated,
     "mixtral": _gated,
     "qwen2": _gated,
+    "qwen3": _qk_normed,
+    "qwen3_moe": _qk_normed,
     "gpt2": _gpt2,
     "falcon": _falcon,
     "deepseek_v2": _deepseek,

@@ -806,10 +806,9 @@ def _model(
         bias = "qkv" if args.switch("--add-qkv-bias") else "none"
     else:
         bias = "all"  # add_bias_linear defaults on: q/k/v, output projection and both MLP matrices
-    if args.switch("--qk-layernorm") and mla is None:
-        unsupported["--qk-layernorm"] = (
-            "the per-head query and key norms (2·kv-channels parameters a layer) are not counted"
-        )
+    # --qk-layernorm without MLA: one norm of kv-channels on every head's query and key
+    # (megatron/core/transformer/attention.py SelfAttention q_layernorm / k_layernorm)
+    qk_norm = "head" if args.switch("--qk-layernorm") and mla is None else "none"
     if args.int("--mtp-num-layers", 0, minimum=0):
         unsupported["--mtp-num-layers"] = "multi-token-prediction layers are not modelled"
 
@@ -819,7 +818,7 @@ def _model(
         "layers": layers, "hidden": hidden, "heads": heads, "kv_heads": None if kv_heads == heads else kv_heads,
         "head_dim": head_dim, "ffn_hidden": ffn, "vocab": vocab, "max_seq": max_seq,
         "mlp": "swiglu" if swiglu else "gelu", "norm": "rmsnorm" if norm == "RMSNorm" else "layernorm",
-        "bias": bias, "position": "learned" if learned else "rope",
+        "bias": bias, "position": "learned" if learned else "rope", "qk_norm": qk_norm,
         "tied_embeddings": not args.switch("--untie-embeddings-and-output-weights"),
         "moe": _moe(args, layers, ffn, unsupported), "mla": mla,
     }
@@ -1293,6 +1292,8 @@ def _model_flags(m: ModelSpec, tp: int) -> list[str]:
                   f"--v-head-dim {x.v_head_dim}"] + ([f"--q-lora-rank {x.q_lora_rank}"] if x.q_lora_rank else [])
     elif m.n_kv_heads != m.heads:
         flags += ["--group-query-attention", f"--num-query-groups {m.n_kv_heads}"]
+    if m.qk_norm == "head":
+        flags.append("--qk-layernorm")
     if m.head_dim is not None and m.mla is None:
         flags.append(f"--kv-channels {m.head_dim}")
     flags.append(f"--max-position-embeddings {m.max_seq}")

@@ -59,6 +59,11 @@ FLAVORS: dict[tuple[str, str], str] = {
     # kv_lora_rank 512, 64 routed experts of 1408 + 2 shared, top-6, one dense layer), "671B" DeepSeek-V3's
     ("deepseek_v3", "16B"): "deepseek-v2-lite",
     ("deepseek_v3", "671B"): "deepseek-v3",
+    # torchtitan/models/qwen3/__init__.py qwen3_configs: Qwen3's shapes with per-head query/key RMSNorms
+    ("qwen3", "8B"): "qwen3-8b",
+    ("qwen3", "32B"): "qwen3-32b",
+    ("qwen3", "30B-A3B"): "qwen3-30b-a3b",
+    ("qwen3", "235B-A22B"): "qwen3-235b-a22b",
 }
 # Schedules that hold more than one model chunk per pipeline rank (torch.distributed.pipelining).
 _LOOPED = ("interleaved1f1b", "loopedbfs", "interleavedzerobubble", "zbvzerobubble", "dualpipev")

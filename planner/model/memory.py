@@ -31,6 +31,8 @@ from planner.model.params import (
     mlp_params,
     mlp_weights,
     norm_params,
+    qk_norm_params,
+    qk_norm_width,
 )
 from planner.model.presets import FP8_TENSORS_PER_GEMM, Knobs, StateLayout, resolve
 from planner.schema import GpuSku, Implementation, Layout, ModelSpec, Overheads, Recompute
@@ -168,12 +170,14 @@ def layer_params_on_rank(m: ModelSpec, tp: Any, ep: Any, moe_layer: bool, etp: A
     """(non-expert, expert) parameters of one layer on one TP×EP rank; norms are replicated. The routed experts
     split over `etp` (expert tensor parallelism; None: tp, Megatron's default)."""
     h = m.hidden
-    norms = norm_params(m, h) * m.norms_per_layer
+    qk_norms = qk_norm_params(m)  # one norm of head_dim for every head: replicated like the layer norms
+    norms = norm_params(m, h) * m.norms_per_layer + qk_norms
+    attention = attention_params(m) - qk_norms
     if not moe_layer or m.moe is None:
-        return (attention_params(m) + mlp_params(m, m.ffn_hidden)) / tp + norms, 0.0
+        return (attention + mlp_params(m, m.ffn_hidden)) / tp + norms, 0.0
     e = m.moe
     shared = e.shared_experts * mlp_params(m, e.shared_ffn)
-    dense = (attention_params(m) + shared) / tp + norms + h * e.experts  # router replicated
+    dense = (attention + shared) / tp + norms + h * e.experts  # router replicated
     experts = e.experts / ep * mlp_params(m, e.expert_ffn) / (tp if etp is None else etp)
     return dense, experts
 
@@ -238,6 +242,18 @@ def norm_saved(m: ModelSpec, impl: Implementation | Knobs, x: ActivationShape, w
     return (2 * sb * width + stats) / x.r
 
 
+def qk_norm_saved(m: ModelSpec, impl: Implementation | Knobs, x: ActivationShape) -> Any:
+    """The query and key norms (Qwen3): what `norm_saved` keeps for their inputs, the heads split over TP, with
+    fp32 statistics for each head's vector."""
+    if m.qk_norm == "none":
+        return 0.0
+    k = _knobs(impl)
+    sb = x.s * x.b
+    stats = (8 if m.norm == "layernorm" else 4) * sb * (m.heads + m.n_kv_heads) / x.t
+    per_element = 6 if m.norm == "rmsnorm" and not k.fused_norm else 2
+    return per_element * sb * qk_norm_width(m) / x.t + stats
+
+
 def _score_saved(m: ModelSpec, k: Knobs, x: ActivationShape) -> Any:
     """The s² tensors unfused attention keeps: softmax output (HF also an fp32 copy), dropout mask and output."""
     score = m.heads * x.s * x.s * x.b / x.t
@@ -284,6 +300,7 @@ def attention_saved(m: ModelSpec, impl: Implementation | Knobs, x: ActivationSha
         latents = [m.mla.kv_lora_rank] + ([m.mla.q_lora_rank] if m.mla.q_lora_rank else [])
         proj_in += sum(2 * sb * w + x.gemm_in * sb * w + 4 * sb for w in latents)
     saved = proj_in + 2 * sb * (q_w + k_w + v_w) / t  # q, k, v
+    saved += qk_norm_saved(m, k, x)
     _, v_dim = attention_dims(m)
     saved += 2 * sb * v_dim / t  # attention output = the 16-bit input of the output projection
     if x.gemm_in < 2:

@@ -2,7 +2,8 @@
 
 Closed forms per block (checked against transformers' modules on the meta device in tests):
 GPT-2/3 `L(12h² + 13h) + Vh + s·h + 2h`; Llama `L[h·a·d + 2h·k·d + a·d·h + 3hf + 2h] + 2Vh + h`;
-MoE replaces the MLP by `E·mlp + S·mlp_shared + h·E`; MLA per DeepSeek-V2 (arXiv 2405.04434, §2.1).
+MoE replaces the MLP by `E·mlp + S·mlp_shared + h·E`; MLA per DeepSeek-V2 (arXiv 2405.04434, §2.1); Qwen3's
+query and key norms `2d` per layer (RMSNorm).
 """
 
 from __future__ import annotations
@@ -68,8 +69,19 @@ def attention_weights(m: ModelSpec) -> int:
     return h * a * d + 2 * h * k * d + a * d * h
 
 
+def qk_norm_width(m: ModelSpec) -> int:
+    """Q and K elements per token the query/key norms normalise: (a + k)·d (0 without them)."""
+    return 0 if m.qk_norm == "none" else (m.heads + m.n_kv_heads) * m.d_head
+
+
+def qk_norm_params(m: ModelSpec) -> int:
+    """One layer's query and key norms: one norm of head_dim each, shared by the heads (transformers
+    Qwen3Attention q_norm/k_norm; Megatron-Core qk_layernorm)."""
+    return 2 * norm_params(m, m.d_head) if m.qk_norm == "head" else 0
+
+
 def attention_params(m: ModelSpec) -> int:
-    """One layer's attention: weights, biases and MLA's inner RMSNorms on the low-rank latents."""
+    """One layer's attention: weights, biases, query/key norms and MLA's inner RMSNorms on the low-rank latents."""
     if m.mla is not None:
         return attention_weights(m) + (m.mla.q_lora_rank or 0) + m.mla.kv_lora_rank
     bias = 0
@@ -77,7 +89,7 @@ def attention_params(m: ModelSpec) -> int:
         bias += (m.heads + 2 * m.n_kv_heads) * m.d_head
     if m.bias in ("attention", "all"):
         bias += m.hidden
-    return attention_weights(m) + bias
+    return attention_weights(m) + bias + qk_norm_params(m)
 
 
 def mlp_weights(m: ModelSpec, ffn: int) -> int:

@@ -56,7 +56,7 @@ from planner.model import comm
 from planner.model.comm import vmax, vmin
 from planner.model.flops import StepFlops, step_flops
 from planner.model.memory import ActivationShape, Recipe, layer_activation_bytes, layer_params_on_rank
-from planner.model.params import attention_dims, attention_weights
+from planner.model.params import attention_dims, attention_weights, qk_norm_width
 from planner.model.pipeline import PipelineSplit, max_stage_layers
 from planner.model.presets import PRESETS, offloaded_share
 from planner.model.stack import EVERY_SECOND_MATMUL, Stack, stack_of, time_arrays
@@ -114,6 +114,8 @@ def optimizer_step_bytes(recipe: Recipe) -> float:
 KERNELS_FUSED = 12
 KERNELS_UNFUSED = 28
 KERNELS_PER_FP8_GEMM = 1
+KERNELS_PER_NORM_FUSED = 1  # one norm kernel (TE, Apex, Inductor)
+KERNELS_PER_NORM_UNFUSED = 5  # Hugging Face's RMSNorm: upcast, pow, mean, rsqrt-multiply, weight multiply
 BACKWARD_KERNELS = 2.0  # backward launches about twice the forward's kernels (dgrad and wgrad)
 # Transformer Engine's userbuffers split a pipelined reduce-scatter into 4 chunks and a ring-exchange
 # all-gather into TP chunks (transformer_engine/pytorch/module/base.py initialize_ub defaults).
@@ -219,6 +221,7 @@ class _Context:
     q_width: int  # a·d_qk
     v_width: int  # a·d_v
     rope_width: float  # Q and K widths the rotary embedding touches
+    qk_norm_width: float  # Q and K widths the query/key norms touch (Qwen3, OLMo 2)
     attn_in_n: float  # output width of the input projection(s): Q, K, V (or MLA's) over h
     mla_up_share: float  # MLA: the up-projections' share of those FLOPs (recompute_modules mla_up_proj reruns it)
     k_share: float  # K's share of the input projection's width (torchtitan recomputes wk)
@@ -338,6 +341,8 @@ def _build_context(
         mla_up = (x.q_lora_rank * m.heads * (x.qk_nope_head_dim + x.qk_rope_head_dim) if x.q_lora_rank else 0) \
             + x.kv_lora_rank * m.heads * (x.qk_nope_head_dim + x.v_head_dim)
     kernels = (KERNELS_FUSED if stack.fused_kernels else KERNELS_UNFUSED) + (7 * KERNELS_PER_FP8_GEMM if fp8 else 0)
+    if m.qk_norm != "none":  # a query norm and a key norm
+        kernels += 2 * (KERNELS_PER_NORM_FUSED if stack.fused_kernels else KERNELS_PER_NORM_UNFUSED)
     return _Context(
         m=m,
         seq=seq,
@@ -353,6 +358,7 @@ def _build_context(
         q_width=qk,
         v_width=v,
         rope_width=rope_width,
+        qk_norm_width=float(qk_norm_width(m)),
         attn_in_n=attn_in_n,
         mla_up_share=mla_up / (attn_in_n * h),
         k_share=(kv_width / 2 / h) / attn_in_n,
@@ -396,7 +402,8 @@ def param_tensors(m: ModelSpec) -> int:
     norm = 2 if m.norm == "layernorm" else 1
     linears_attn, linears_mlp = 2, (3 if m.mlp == "swiglu" else 2)
     biases = {"none": 0, "qkv": 1, "attention": 2, "all": 2 + linears_mlp}[m.bias]
-    return m.norms_per_layer * norm + linears_attn + linears_mlp + biases
+    qk_norms = 0 if m.qk_norm == "none" else 2 * norm
+    return m.norms_per_layer * norm + qk_norms + linears_attn + linears_mlp + biases
 
 
 # --------------------------------------------------------------------------------------------
@@ -470,8 +477,8 @@ def _layer(c: _Context, s: _Step, moe: bool) -> _Layer:
     hid = tok * h / r  # hidden-width elements on this rank
     drop = 1 if c.dropout else 0
     norm_bytes = hid * c.norms * 2 * ACT
-    # norms (read + write), two bias-dropout-residual adds (two reads, one write, a mask), rotary
-    ew = norm_bytes + hid * 2 * (3 * ACT + drop) + tok * c.rope_width / t * 2 * ACT
+    # norms (read + write), two bias-dropout-residual adds (two reads, one write, a mask), rotary, query/key norms
+    ew = norm_bytes + hid * 2 * (3 * ACT + drop) + tok * (c.rope_width + c.qk_norm_width) / t * 2 * ACT
     if c.kernel_kv_width != c.kv_width:  # repeat_kv reads K and V and writes a copy per query head
         ew = ew + tok * (c.kv_width + c.kernel_kv_width) / t * ACT
     other = 0.0
