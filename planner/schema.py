@@ -166,6 +166,13 @@ class ModelSpec(Strict):
         "none", description="norms on the queries and keys before rotary: head = one norm of head_dim shared by "
         "every head (Qwen3, Megatron --qk-layernorm)"
     )
+    sliding_window: int | None = Field(
+        None, ge=1, le=MAX_SEQ, description="keys a query of a sliding-window layer attends to, itself included "
+        "(Mistral 7B v0.1: 4096); null: every layer attends to the whole causal prefix"
+    )
+    window_layers: int | None = Field(
+        None, ge=0, le=MAX_LAYERS, description="how many layers use the sliding window (default: all of them)"
+    )
     tied_embeddings: bool = False
     parallel_block: bool = Field(False, description="attention and MLP run side by side (Falcon, GPT-J, NeoX)")
     parallel_norms: Literal[1, 2] = Field(1, description="norms of a parallel block: 1 shared (Falcon-7B), 2 (NeoX)")
@@ -186,10 +193,20 @@ class ModelSpec(Strict):
             raise ValueError("moe.dense_layers exceeds layers")
         if self.pretrain_seq is not None and self.pretrain_seq > self.max_seq:
             raise ValueError(f"pretrain_seq ({self.pretrain_seq}) exceeds max_seq ({self.max_seq})")
+        if self.window_layers is not None and (self.sliding_window is None or self.window_layers > self.layers):
+            raise ValueError(f"window_layers ({self.window_layers}) needs a sliding_window and at most layers "
+                             f"({self.layers}) layers")
         if self.mla is not None and self.qk_norm != "none":
             raise ValueError("qk_norm: multi-latent attention's query and key norms are its latent norms, counted "
                              "with mla; leave qk_norm out")
         return self
+
+    @property
+    def n_window_layers(self) -> int:
+        """Layers that attend through the sliding window."""
+        if self.sliding_window is None:
+            return 0
+        return self.layers if self.window_layers is None else self.window_layers
 
     @property
     def training_seq(self) -> int:

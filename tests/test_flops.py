@@ -17,7 +17,7 @@ pytest.importorskip("transformers")
 from oracles import GPTLayer, GPTModel, gpt_spec, llama_config, mixtral_config  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from planner.model.flops import step_flops  # noqa: E402
+from planner.model.flops import causal_keys_per_query, step_flops  # noqa: E402
 from planner.schema import ModelSpec, MoESpec  # noqa: E402
 
 REL = 1e-3
@@ -127,3 +127,25 @@ def test_mixtral(shape):
         moe=MoESpec(experts=experts, top_k=top_k, expert_ffn=f),
     )
     assert got == pytest.approx(step_flops(m, s, b * s, causal=False).model, rel=REL)
+
+
+@pytest.mark.parametrize(("s", "w", "windowed"), [(512, 128, None), (512, 128, 5), (300, 64, 2), (128, 256, None)])
+def test_sliding_window_keys_are_the_masks(s: int, w: int, windowed: int | None) -> None:
+    """Keys a query attends to, averaged over positions and layers, against the pairs transformers' sliding-window
+    causal mask (masking_utils, what Mistral's and Qwen2's attention use) and its causal mask allow; planner counts
+    the continuous triangle (s/2 a query under the causal mask), so the two differ by half a key per query."""
+    from transformers.masking_utils import causal_mask_function, sliding_window_causal_mask_function
+
+    q, k = torch.arange(s).view(-1, 1), torch.arange(s).view(1, -1)
+    allowed_window = int(sliding_window_causal_mask_function(w)(0, 0, q, k).sum()) / s
+    allowed_full = int(causal_mask_function(0, 0, q, k).sum()) / s
+    m = ModelSpec(layers=8, hidden=256, heads=4, ffn_hidden=512, vocab=512, max_seq=s, sliding_window=w,
+                  window_layers=windowed)
+    n = 8 if windowed is None else windowed
+    expected = (n * allowed_window + (8 - n) * allowed_full) / 8
+    assert causal_keys_per_query(m, s) == pytest.approx(expected, abs=0.5 + 1e-9)
+    full = m.model_copy(update={"sliding_window": None, "window_layers": None})
+    assert causal_keys_per_query(full, s) == s / 2
+    # model FLOPs count the window's keys; the sources' full-s² convention (causal=False) does not change
+    assert step_flops(m, s, s).model < step_flops(full, s, s).model or w >= s
+    assert step_flops(m, s, s, causal=False).model == step_flops(full, s, s, causal=False).model

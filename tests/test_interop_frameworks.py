@@ -830,9 +830,10 @@ def test_todays_megatron_flags_are_known() -> None:
     noted = ("--window-size (4096,0) --num-distributed-optimizer-instances 2 --keep-fp8-transpose-cache "
              "--freeze-all-layers --yaml-cfg args.yaml")
     cfg = parse_megatron_args(f"{text} {noted}")
-    noted_flags = {"--window-size", "--num-distributed-optimizer-instances", "--keep-fp8-transpose-cache",
-                   "--freeze-all-layers", "--yaml-cfg"}
-    assert cfg.unknown == [] and noted_flags <= set(cfg.unsupported)
+    noted_flags = {"--num-distributed-optimizer-instances", "--keep-fp8-transpose-cache", "--freeze-all-layers",
+                   "--yaml-cfg"}
+    assert cfg.unknown == [] and noted_flags <= set(cfg.unsupported) and "--window-size" not in cfg.unsupported
+    assert cfg.model is not None and cfg.model.sliding_window == 4097  # 4,096 keys before the query, and itself
     hybrid = parse_megatron_args(f"{text} --hybrid-layer-pattern M-M*-M-")
     assert hybrid.model is None and "give the model with --model" in hybrid.unsupported["--hybrid-layer-pattern"]
     for extra, reshard in (("", None), (" --torch-fsdp2-no-reshard-after-forward", False)):
@@ -901,3 +902,25 @@ def test_megatron_query_key_norms_are_counted() -> None:
     text = megatron_args_from_layout(catalog, layout, 4096, Implementation())
     assert "--qk-layernorm" in text.split()
     assert _shape(parse_megatron_args(text, model=catalog).model) == _shape(catalog)
+
+
+def test_megatron_sliding_windows_are_read_and_written() -> None:
+    """--window-size (left, 0) is a window of left + 1 keys (Transformer Engine's window_size), and
+    --window-attn-skip-freq N leaves every N-th layer full (megatron/core/transformer/utils.py
+    is_layer_window_attention): gpt-oss's alternate layers; written back, the same shape returns."""
+    base = QWEN3_30B_A3B_ARGS.replace("--qk-layernorm", "")
+    cfg = parse_megatron_args(base + ' --window-size "(127, 0)" --window-attn-skip-freq 2')
+    assert cfg.model is not None and (cfg.model.sliding_window, cfg.model.window_layers) == (128, 24)
+    assert cfg.unsupported == {}
+    every = parse_megatron_args(base + " --window-size (4095,0)")
+    assert every.model is not None and (every.model.sliding_window, every.model.n_window_layers) == (4096, 48)
+    two_sided = parse_megatron_args(base + ' --window-size "(128, 128)"')
+    assert two_sided.model is not None and two_sided.model.sliding_window is None
+    assert "--window-size" in two_sided.unsupported
+    layout = Layout(dp=8, ep=8, global_batch=1024)
+    text = megatron_args_from_layout(cfg.model, layout, 4096, Implementation())
+    back = parse_megatron_args(text, model=cfg.model).model
+    assert back is not None and (back.sliding_window, back.window_layers) == (128, 24)
+    odd = cfg.model.model_copy(update={"window_layers": 41})  # 48 // N is never 7: no N leaves 41 windowed
+    with pytest.raises(InputError, match="window-attn-skip-freq"):
+        megatron_args_from_layout(odd, layout, 4096, Implementation())

@@ -363,3 +363,28 @@ def test_pretraining_context_from_rope_scaling() -> None:
         ModelSpec.model_validate({**get_model("llama-3.1-8b").model_dump(), "pretrain_seq": 262144})
     out = CliRunner().invoke(app, ["estimate", "--model", "llama-3.1-8b", "--gpu", "h100", "--gpus", "8"]).output
     assert "seq 8192" in out.splitlines()[0]
+
+
+WINDOWS = {
+    "mistral-default": _fixture("mistral-7b"),
+    "mistral-none": _edited("mistral-7b", sliding_window=None),
+    "mixtral-window": _edited("mixtral-8x7b", sliding_window=2048),
+    "qwen2-off": _fixture("qwen2.5-7b"),
+    "qwen2-from-layer-20": _edited("qwen2.5-7b", use_sliding_window=True, sliding_window=4096, max_window_layers=20),
+    "qwen3-layer-types": _edited("qwen3-8b", use_sliding_window=True, sliding_window=1024,
+                                 layer_types=["full_attention", "sliding_attention"] * 18),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(WINDOWS))
+def test_hf_config_sliding_windows_are_transformers(variant: str) -> None:
+    """The sliding window and the layers that use it, as transformers builds the attention (its config's
+    layer_types, or every layer where the model has none)."""
+    data = WINDOWS[variant]
+    spec = model_from_hf_config(data)
+    cfg = transformers.AutoConfig.for_model(**data)
+    window = getattr(cfg, "sliding_window", None)
+    kinds = getattr(cfg, "layer_types", None)
+    windowed = 0 if window is None else (kinds.count("sliding_attention") if kinds else cfg.num_hidden_layers)
+    assert spec.n_window_layers == windowed
+    assert spec.sliding_window == (window if windowed else None)

@@ -644,3 +644,19 @@ def test_selective_recompute_of_the_mlp_reruns_its_tp_collectives() -> None:
         assert none < tp_seconds(["mlp"], overlap=overlap) < tp_seconds(None, "full", overlap)
     ar = comm.all_reduce(4096 * SMALL.hidden * 2, comm.group(8, 1, comm.links(H100)))
     assert tp_seconds(["mlp"]) - tp_seconds(None, "none") == pytest.approx(lay.grad_accumulation * SMALL.layers * ar)
+
+
+def test_a_sliding_window_runs_the_keys_it_attends_to() -> None:
+    """Flash attention executes the keys a query attends to: a 4,096-key window over a 32K sequence leaves about
+    a quarter of the causal triangle's work in the windowed layers, so the step takes less; with the sequence
+    inside the window nothing changes. (The sources' full-s² MFU convention is not planner's; see flops.py.)"""
+    windowed = SMALL.model_copy(update={"sliding_window": 4096, "max_seq": 32768})
+    full = windowed.model_copy(update={"sliding_window": None})
+    half = windowed.model_copy(update={"window_layers": 12})
+    lay = Layout(tp=1, pp=1, dp=8, zero=1, micro_batch=1, global_batch=8)
+    steps = [training_time(m, lay, H100, 32768, 1e9).step_seconds for m in (windowed, half, full)]
+    assert steps[0] < steps[1] < steps[2]
+    # the attention the window saves: (s/2 − (w − w²/2s)) keys a query, all layers, forward and backward
+    assert steps[2] - steps[0] == pytest.approx(2 * (steps[2] - steps[1]), rel=1e-6)
+    assert training_time(windowed, lay, H100, 4096, 1e9).step_seconds == pytest.approx(
+        training_time(full, lay, H100, 4096, 1e9).step_seconds)

@@ -1,7 +1,7 @@
 """Build a ModelSpec from a Hugging Face config.json, as transformers saves it.
 
-Only the keys that change the module tree are read. Everything else (dtype, RoPE base and scaling,
-token ids, dropout, sliding windows, router loss weights, quantization) is ignored. A key that selects
+Only the keys that change the module tree or the attention's work are read (sliding windows). Everything else
+(dtype, RoPE base and scaling, token ids, dropout, router loss weights, quantization) is ignored. A key that selects
 a layout planner cannot count exactly is refused with an InputError naming it, rather than guessed at.
 Missing optional keys take the default of the transformers config class, so a spec built here has the
 parameter count of `AutoModelForCausalLM.from_config` on the same file.
@@ -79,6 +79,33 @@ def _head_dim(cfg: _Config, hidden: int, heads: int) -> int | None:
 _KV_DEFAULT = {"mistral": 8, "mixtral": 8, "qwen2": 32, "qwen3": 32, "qwen3_moe": 4}
 
 
+# sliding_window when the key is absent (MistralConfig 4096, MixtralConfig none), and the first windowed layer of
+# Qwen2/Qwen3 (max_window_layers) when use_sliding_window turns the window on.
+_WINDOW_DEFAULT = {"mistral": 4096, "qwen2": 4096, "qwen3": 4096, "qwen3_moe": 4096}
+_MAX_WINDOW_LAYERS_DEFAULT = {"qwen2": 28, "qwen3": 28}
+
+
+def _window(cfg: _Config, model_type: str, layers: int) -> Fields:
+    """sliding_window and window_layers as transformers builds the attention: Mistral and Mixtral window every
+    layer; Qwen2 and Qwen3 only with use_sliding_window, in the layers layer_types marks (or from
+    max_window_layers on); Qwen3-MoE every layer then."""
+    if model_type in ("qwen2", "qwen3", "qwen3_moe") and not cfg.flag("use_sliding_window", False):
+        return {}
+    window = cfg.data.get("sliding_window", _WINDOW_DEFAULT.get(model_type))
+    if window is None:
+        return {}
+    window = cfg.check_int("sliding_window", window, 1)
+    kinds = cfg.data.get("layer_types")
+    if isinstance(kinds, list) and len(kinds) == layers:
+        windowed = sum(kind == "sliding_attention" for kind in kinds)
+    elif model_type in _MAX_WINDOW_LAYERS_DEFAULT:
+        first = cfg.data.get("max_window_layers", _MAX_WINDOW_LAYERS_DEFAULT[model_type])
+        windowed = layers - min(layers, cfg.check_int("max_window_layers", first, 0))
+    else:
+        windowed = layers
+    return {"sliding_window": window, "window_layers": None if windowed == layers else windowed} if windowed else {}
+
+
 def _gated(cfg: _Config, model_type: str) -> Fields:
     """Llama, Mistral, Mixtral, Qwen2: RMSNorm, SwiGLU, RoPE; the head is untied unless the config ties it."""
     hidden, heads = cfg.need("hidden_size"), cfg.need("num_attention_heads")
@@ -109,6 +136,7 @@ def _gated(cfg: _Config, model_type: str) -> Fields:
         "bias": bias,
         "tied_embeddings": cfg.flag("tie_word_embeddings", False),
         "moe": moe,
+        **_window(cfg, model_type, cfg.need("num_hidden_layers")),
     }
 
 
@@ -247,6 +275,7 @@ def _qk_normed(cfg: _Config, model_type: str) -> Fields:
         "qk_norm": "head",
         "tied_embeddings": cfg.flag("tie_word_embeddings", False),
         "moe": moe,
+        **_window(cfg, model_type, layers),
     }
 
 

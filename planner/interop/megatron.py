@@ -738,6 +738,27 @@ def _moe(args: _Args, layers: int, ffn: int, unsupported: dict[str, str]) -> MoE
         raise InputError(format_validation_error(exc, "Megatron-LM arguments (--num-experts)")) from exc
 
 
+def _window(args: _Args, layers: int, unsupported: dict[str, str]) -> tuple[int | None, int | None]:
+    """(sliding_window, window_layers) from --window-size (left, right), a query seeing `left` keys before itself
+    (Transformer Engine's window_size), and --window-attn-skip-freq N: every N-th layer attends fully
+    (megatron/core/transformer/utils.py is_layer_window_attention)."""
+    raw = args.raw("--window-size")
+    if raw is None:
+        return None, None
+    sides = [int(n) for n in re.findall(r"-?\d+", raw)]
+    if len(sides) != 2 or sides[0] < 0 or sides[1] != 0:
+        unsupported["--window-size"] = f"{raw}: only a causal window (left, 0) is modelled; timed as full attention"
+        return None, None
+    window = sides[0] + 1
+    freq = args.raw("--window-attn-skip-freq")
+    if freq is None:
+        return window, None
+    if freq.strip().isdigit() and int(freq) > 0:
+        return window, layers - layers // int(freq)
+    unsupported["--window-attn-skip-freq"] = f"{freq}: a per-layer pattern is not read; every layer is windowed"
+    return window, None
+
+
 def _mla(args: _Args, notes: list[str]) -> MLASpec | None:
     """Multi-latent attention's shape from its flags, Megatron's defaults where one is not given
     (megatron/training/arguments.py: q_lora_rank None = a full-rank query projection, kv_lora_rank 32, qk_head_dim
@@ -809,6 +830,7 @@ def _model(
     # --qk-layernorm without MLA: one norm of kv-channels on every head's query and key
     # (megatron/core/transformer/attention.py SelfAttention q_layernorm / k_layernorm)
     qk_norm = "head" if args.switch("--qk-layernorm") and mla is None else "none"
+    window, window_layers = _window(args, layers, unsupported)
     if args.int("--mtp-num-layers", 0, minimum=0):
         unsupported["--mtp-num-layers"] = "multi-token-prediction layers are not modelled"
 
@@ -821,6 +843,7 @@ def _model(
         "bias": bias, "position": "learned" if learned else "rope", "qk_norm": qk_norm,
         "tied_embeddings": not args.switch("--untie-embeddings-and-output-weights"),
         "moe": _moe(args, layers, ffn, unsupported), "mla": mla,
+        "sliding_window": window, "window_layers": window_layers,
     }
     try:
         spec = ModelSpec(
@@ -1105,7 +1128,6 @@ def parse_megatron_args(
         ("--use-tp-pp-dp-mapping", "ranks in TP → PP → DP order are placed as TP → CP → DP → PP"),
         ("--first-last-layers-bf16", "the first and last layers' GEMMs run in bf16; every layer is timed in fp8"),
         ("--moe-expert-capacity-factor", "token dropping and padding to an expert capacity are not modelled"),
-        ("--window-size", "sliding-window attention is timed and sized as full causal attention"),
         ("--hybrid-layer-pattern", "hybrid (Mamba, linear-attention) layers are not read; give the model with --model"),
         ("--hybrid-override-pattern", "hybrid (Mamba) layers are not read; give the model with --model"),
         ("--linear-attention-freq", "linear-attention layers are not modelled (counted as softmax attention)"),
@@ -1294,6 +1316,15 @@ def _model_flags(m: ModelSpec, tp: int) -> list[str]:
         flags += ["--group-query-attention", f"--num-query-groups {m.n_kv_heads}"]
     if m.qk_norm == "head":
         flags.append("--qk-layernorm")
+    if m.sliding_window is not None:
+        flags.append(f'--window-size "({m.sliding_window - 1}, 0)"')
+        if m.window_layers is not None:
+            freq = next((n for n in range(1, m.layers + 1) if m.layers - m.layers // n == m.window_layers), None)
+            if freq is None:
+                raise InputError(f"model {m.name}: window_layers {m.window_layers}: Megatron-LM windows all layers "
+                                 f"but every N-th (--window-attn-skip-freq); no N leaves {m.window_layers} of "
+                                 f"{m.layers}")
+            flags.append(f"--window-attn-skip-freq {freq}")
     if m.head_dim is not None and m.mla is None:
         flags.append(f"--kv-channels {m.head_dim}")
     flags.append(f"--max-position-embeddings {m.max_seq}")

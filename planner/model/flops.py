@@ -22,11 +22,25 @@ from planner.model.params import attention_dims, matmul_params_per_token
 from planner.schema import ModelSpec, Recompute
 
 
+def causal_keys_per_query(m: ModelSpec, seq: int) -> float:
+    """Keys one query attends to under the causal mask, averaged over positions and layers: s/2 with full
+    attention; a window of w keys (itself included) over s > w positions leaves w − w²/(2s) of them, the causal
+    triangle less what falls before the window (Beltagy et al. 2020, arXiv 2004.05150 §3.1: O(s·w) work)."""
+    full = seq / 2
+    w = m.sliding_window
+    if w is None or w >= seq:
+        return full
+    windowed = w - w * w / (2 * seq)
+    n = m.n_window_layers
+    return (n * windowed + (m.layers - n) * full) / m.layers
+
+
 def attention_forward_flops_per_token(m: ModelSpec, seq: int, causal: bool = False) -> float:
-    """QKᵀ and softmax·V of one token against `seq` keys, all layers, forward only."""
+    """QKᵀ and softmax·V of one token against `seq` keys, all layers, forward only; `causal` counts the keys
+    the causal mask (and a sliding window) leaves, what a flash kernel executes."""
     qk, v = attention_dims(m)
-    flops = 2.0 * seq * (qk + v) * m.layers
-    return flops / 2 if causal else flops
+    keys = causal_keys_per_query(m, seq) if causal else seq
+    return 2.0 * keys * (qk + v) * m.layers
 
 
 def head_matmul_params(m: ModelSpec) -> int:

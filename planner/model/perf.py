@@ -54,7 +54,7 @@ import numpy as np
 
 from planner.model import comm
 from planner.model.comm import vmax, vmin
-from planner.model.flops import StepFlops, step_flops
+from planner.model.flops import StepFlops, causal_keys_per_query, step_flops
 from planner.model.memory import ActivationShape, Recipe, layer_activation_bytes, layer_params_on_rank
 from planner.model.params import attention_dims, attention_weights, qk_norm_width
 from planner.model.pipeline import PipelineSplit, max_stage_layers
@@ -71,7 +71,6 @@ ALIGN_BYTES = 128  # A100/H100 tensor-core GEMMs run best on dimensions in multi
 VOCAB_PAD = 128  # Megatron-LM pads the vocabulary to a multiple of 128 × TP (--make-vocab-size-divisible-by)
 BACKWARD_BYTES = 2.0  # element-wise backward reads the saved input and the incoming gradient, writes one
 FLASH_BACKWARD = 2.5  # flash backward: 5 matmuls against the forward's 2 (it recomputes QKᵀ)
-CAUSAL_EXECUTED = 0.5  # flash kernels skip the masked half of the score blocks
 # FlashAttention-2 on Hopper and later: it uses none of wgmma, TMA or warp specialisation, and FlashAttention-3 is
 # "1.5-2.0x faster than FlashAttention-2" on H100 (Shah et al. 2024, arXiv 2407.08608, abstract): FA2 kernels run
 # at 1/1.75 of the generation's native flash rate. Ampere's native kernel is FA2 itself.
@@ -221,7 +220,8 @@ class _Context:
     q_width: int  # a·d_qk
     v_width: int  # a·d_v
     rope_width: float  # Q and K widths the rotary embedding touches
-    qk_norm_width: float  # Q and K widths the query/key norms touch (Qwen3, OLMo 2)
+    qk_norm_width: float  # Q and K widths the query/key norms touch (Qwen3)
+    causal_keys: float  # keys a query attends to, averaged over positions and layers: what flash kernels execute
     attn_in_n: float  # output width of the input projection(s): Q, K, V (or MLA's) over h
     mla_up_share: float  # MLA: the up-projections' share of those FLOPs (recompute_modules mla_up_proj reruns it)
     k_share: float  # K's share of the input projection's width (torchtitan recomputes wk)
@@ -359,6 +359,7 @@ def _build_context(
         v_width=v,
         rope_width=rope_width,
         qk_norm_width=float(qk_norm_width(m)),
+        causal_keys=causal_keys_per_query(m, seq),
         attn_in_n=attn_in_n,
         mla_up_share=mla_up / (attn_in_n * h),
         k_share=(kv_width / 2 / h) / attn_in_n,
@@ -515,7 +516,7 @@ def _layer(c: _Context, s: _Step, moe: bool) -> _Layer:
     every_second = qkv * c.k_share + out + (up / 2 if c.gated else down)
     # core attention: queries on this rank against all `seq` keys, heads split by TP
     if c.flash:
-        attn_flops = 2.0 * tok * c.seq * (c.q_width + c.v_width) / t * CAUSAL_EXECUTED
+        attn_flops = 2.0 * tok * c.causal_keys * (c.q_width + c.v_width) / t
         attn_f = attn_flops / c.flash_rate
         attn_b = c.flash_backward * attn_f
     else:
