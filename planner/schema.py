@@ -166,6 +166,10 @@ class ModelSpec(Strict):
         "none", description="norms on the queries and keys before rotary: head = one norm of head_dim shared by "
         "every head (Qwen3, Megatron --qk-layernorm)"
     )
+    attention_sinks: bool = Field(
+        False, description="a learned logit per head that every query's softmax includes (gpt-oss sinks; "
+        "Megatron-Core softmax_type learnable)"
+    )
     sliding_window: int | None = Field(
         None, ge=1, le=MAX_SEQ, description="keys a query of a sliding-window layer attends to, itself included "
         "(Mistral 7B v0.1: 4096); null: every layer attends to the whole causal prefix"
@@ -196,6 +200,8 @@ class ModelSpec(Strict):
         if self.window_layers is not None and (self.sliding_window is None or self.window_layers > self.layers):
             raise ValueError(f"window_layers ({self.window_layers}) needs a sliding_window and at most layers "
                              f"({self.layers}) layers")
+        if self.mla is not None and self.attention_sinks:
+            raise ValueError("attention_sinks: multi-latent attention with sinks is not modelled")
         if self.mla is not None and self.qk_norm != "none":
             raise ValueError("qk_norm: multi-latent attention's query and key norms are its latent norms, counted "
                              "with mla; leave qk_norm out")

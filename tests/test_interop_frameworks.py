@@ -269,6 +269,22 @@ def test_megatron_export_refuses_what_it_cannot_say() -> None:
     attention_bias = get_model("llama-3.1-8b").model_copy(update={"bias": "attention"})
     with pytest.raises(InputError, match="bias"):
         megatron_args_from_layout(attention_bias, Layout(dp=8, global_batch=64), SEQ)
+    with pytest.raises(InputError, match="attention_sinks"):
+        megatron_args_from_layout(get_model("gpt-oss-20b"), Layout(dp=8, ep=8, global_batch=64), SEQ)
+
+
+def test_megatron_router_has_the_linear_layers_bias() -> None:
+    """Megatron-Core's TopKRouter holds a bias of one per expert when the linear layers have biases
+    (megatron/core/transformer/moe/router.py, add_bias_linear), as gpt-oss's router does: Megatron arguments
+    without --disable-bias-linear count it, 128 a layer here."""
+    biased = parse_megatron_args(QWEN3_30B_A3B_ARGS.replace("--disable-bias-linear", ""))
+    plain = parse_megatron_args(QWEN3_30B_A3B_ARGS)
+    assert biased.model is not None and plain.model is not None and biased.model.bias == "all"
+    with_biases = plain.model.model_copy(update={"bias": "all"})
+    assert count_params(biased.model).total == count_params(with_biases).total
+    router = count_params(with_biases).per_layer_moe - count_params(plain.model).per_layer_moe
+    # q/k/v and o biases, each expert's fc1 (gate and up) and fc2 biases, and the router's
+    assert router == (32 + 2 * 4) * 128 + 2048 + 128 * (2 * 768 + 2048) + 128
 
 
 # --------------------------------------------------------------------------------------------

@@ -226,6 +226,8 @@ VARIANTS = {
     "qwen3-moe-dense-first-layers": _edited("qwen3-30b-a3b", mlp_only_layers=[0, 1], num_hidden_layers=4),
     "qwen3-moe-no-head-dim": {k: v for k, v in _edited("qwen3-30b-a3b", num_hidden_layers=2).items()
                               if k != "head_dim"},
+    "gpt-oss-defaults": {k: v for k, v in _edited("gpt-oss-20b", num_hidden_layers=3, num_local_experts=8).items()
+                         if k not in ("layer_types", "head_dim", "sliding_window")},
 }
 
 
@@ -304,6 +306,7 @@ def test_hf_config_ill_typed_key(name: str, key: str, value: Any) -> None:
         ("qwen3-30b-a3b", "decoder_sparse_step", 2),
         ("qwen3-30b-a3b", "mlp_only_layers", [3, 7]),
         ("qwen3-30b-a3b", "num_experts", 0),
+        ("gpt-oss-20b", "attention_bias", False),
     ],
 )
 def test_hf_config_unsupported_option(name: str, key: str, value: Any) -> None:
@@ -371,6 +374,9 @@ WINDOWS = {
     "mixtral-window": _edited("mixtral-8x7b", sliding_window=2048),
     "qwen2-off": _fixture("qwen2.5-7b"),
     "qwen2-from-layer-20": _edited("qwen2.5-7b", use_sliding_window=True, sliding_window=4096, max_window_layers=20),
+    "gpt-oss": _fixture("gpt-oss-120b"),
+    "gpt-oss-default-layer-types": {k: v for k, v in _edited("gpt-oss-20b", num_hidden_layers=5).items()
+                                    if k != "layer_types"},
     "qwen3-layer-types": _edited("qwen3-8b", use_sliding_window=True, sliding_window=1024,
                                  layer_types=["full_attention", "sliding_attention"] * 18),
 }

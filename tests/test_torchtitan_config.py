@@ -189,14 +189,15 @@ def test_what_todays_torchtitan_cannot_run_is_refused() -> None:
     assert copy.deepcopy(saved_config(base, SEQ, m))["activation_checkpoint"] == {}
 
 
-def test_deepseek_and_qwen3_flavors_are_the_catalog_models() -> None:
-    """torchtitan's deepseek_v3 "16B" has DeepSeek-V2-Lite's shape and "671B" DeepSeek-V3's, its qwen3 flavors
-    the Qwen3 models' (torchtitan/models/qwen3/__init__.py): a saved config of either names the catalog model, and a
-    saved model tree of that shape raises no difference."""
+def test_torchtitan_flavors_are_the_catalog_models() -> None:
+    """torchtitan's deepseek_v3 "16B" has DeepSeek-V2-Lite's shape and "671B" DeepSeek-V3's, its qwen3 and gpt_oss
+    flavors the Qwen3 and gpt-oss models' (torchtitan/models/{qwen3,gpt_oss}/__init__.py): a saved config of either
+    names the catalog model, and a saved model tree of that shape raises no difference."""
     for family, flavor, name, shape in (("deepseek_v3", "16B", "deepseek-v2-lite", (2048, 102400, 27)),
                                         ("deepseek_v3", "671B", "deepseek-v3", (7168, 129280, 61)),
                                         ("qwen3", "8B", "qwen3-8b", (4096, 151936, 36)),
-                                        ("qwen3", "30B-A3B", "qwen3-30b-a3b", (2048, 151936, 48))):
+                                        ("qwen3", "30B-A3B", "qwen3-30b-a3b", (2048, 151936, 48)),
+                                        ("gpt_oss", "120b", "gpt-oss-120b", (2880, 201088, 36))):
         dim, vocab, layers = shape
         cfg = parse_torchtitan_toml(saved(model_spec={"name": family, "flavor": flavor, "model": {
             "dim": dim, "vocab_size": vocab, "layers": [{}] * layers}}))

@@ -81,14 +81,14 @@ _KV_DEFAULT = {"mistral": 8, "mixtral": 8, "qwen2": 32, "qwen3": 32, "qwen3_moe"
 
 # sliding_window when the key is absent (MistralConfig 4096, MixtralConfig none), and the first windowed layer of
 # Qwen2/Qwen3 (max_window_layers) when use_sliding_window turns the window on.
-_WINDOW_DEFAULT = {"mistral": 4096, "qwen2": 4096, "qwen3": 4096, "qwen3_moe": 4096}
+_WINDOW_DEFAULT = {"mistral": 4096, "qwen2": 4096, "qwen3": 4096, "qwen3_moe": 4096, "gpt_oss": 128}
 _MAX_WINDOW_LAYERS_DEFAULT = {"qwen2": 28, "qwen3": 28}
 
 
 def _window(cfg: _Config, model_type: str, layers: int) -> Fields:
     """sliding_window and window_layers as transformers builds the attention: Mistral and Mixtral window every
     layer; Qwen2 and Qwen3 only with use_sliding_window, in the layers layer_types marks (or from
-    max_window_layers on); Qwen3-MoE every layer then."""
+    max_window_layers on); Qwen3-MoE every layer then; gpt-oss the layers layer_types marks (or every other)."""
     if model_type in ("qwen2", "qwen3", "qwen3_moe") and not cfg.flag("use_sliding_window", False):
         return {}
     window = cfg.data.get("sliding_window", _WINDOW_DEFAULT.get(model_type))
@@ -98,6 +98,8 @@ def _window(cfg: _Config, model_type: str, layers: int) -> Fields:
     kinds = cfg.data.get("layer_types")
     if isinstance(kinds, list) and len(kinds) == layers:
         windowed = sum(kind == "sliding_attention" for kind in kinds)
+    elif model_type == "gpt_oss":
+        windowed = (layers + 1) // 2  # GptOssConfig: layers 0, 2, 4, … slide, the others attend fully
     elif model_type in _MAX_WINDOW_LAYERS_DEFAULT:
         first = cfg.data.get("max_window_layers", _MAX_WINDOW_LAYERS_DEFAULT[model_type])
         windowed = layers - min(layers, cfg.check_int("max_window_layers", first, 0))
@@ -279,6 +281,35 @@ def _qk_normed(cfg: _Config, model_type: str) -> Fields:
     }
 
 
+def _gpt_oss(cfg: _Config, model_type: str) -> Fields:
+    """gpt-oss: every layer an MoE of biased SwiGLU experts behind a biased router, biased q/k/v/o projections, a
+    learned sink logit per head, sliding-window attention in alternate layers (GptOssConfig layer_types)."""
+    if not cfg.flag("attention_bias", True):
+        raise cfg.refuse("attention_bias", "gpt-oss's experts and router keep their biases; planner models them "
+                         "together with the attention biases only")
+    hidden, heads = cfg.need("hidden_size"), cfg.need("num_attention_heads")
+    kv = cfg.data.get("num_key_value_heads", 8)
+    kv_heads = heads if kv is None else cfg.check_int("num_key_value_heads", kv, 1)
+    d = cfg.optional("head_dim", 64)
+    ffn = cfg.need("intermediate_size")
+    layers = cfg.need("num_hidden_layers")
+    return {
+        "layers": layers,
+        "hidden": hidden,
+        "heads": heads,
+        "kv_heads": _mha_none(kv_heads, heads),
+        "head_dim": None if hidden % heads == 0 and d == hidden // heads else d,
+        "ffn_hidden": ffn,
+        "vocab": cfg.need("vocab_size"),
+        "max_seq": cfg.need("max_position_embeddings"),
+        "bias": "all",
+        "attention_sinks": True,
+        "tied_embeddings": cfg.flag("tie_word_embeddings", False),
+        "moe": MoESpec(experts=cfg.need("num_local_experts"), top_k=cfg.need("num_experts_per_tok"), expert_ffn=ffn),
+        **_window(cfg, model_type, layers),
+    }
+
+
 _BUILDERS: dict[str, Callable[[_Config, str], Fields]] = {
     "llama": _gated,
     "mistral": _gated,
@@ -286,6 +317,7 @@ _BUILDERS: dict[str, Callable[[_Config, str], Fields]] = {
     "qwen2": _gated,
     "qwen3": _qk_normed,
     "qwen3_moe": _qk_normed,
+    "gpt_oss": _gpt_oss,
     "gpt2": _gpt2,
     "falcon": _falcon,
     "deepseek_v2": _deepseek,

@@ -1293,6 +1293,9 @@ def _model_flags(m: ModelSpec, tp: int) -> list[str]:
         "parallel_block": m.parallel_block and "parallel attention/MLP blocks have no Megatron-LM flag",
         "embedding_norm": m.embedding_norm and "a norm after the embedding has no Megatron-LM flag",
         "position_offset": m.position_offset > 0 and "extra position rows have no Megatron-LM flag",
+        # TransformerConfig.softmax_type "learnable" (dot_product_attention.py softmax_offset) has no argument in
+        # megatron/training/arguments.py; Megatron-Bridge's gpt-oss provider sets it
+        "attention_sinks": m.attention_sinks and "learnable softmax offsets (attention sinks) have no Megatron-LM flag",
     }
     for key, why in refuse.items():
         if why:

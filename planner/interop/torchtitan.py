@@ -64,6 +64,10 @@ FLAVORS: dict[tuple[str, str], str] = {
     ("qwen3", "32B"): "qwen3-32b",
     ("qwen3", "30B-A3B"): "qwen3-30b-a3b",
     ("qwen3", "235B-A22B"): "qwen3-235b-a22b",
+    # torchtitan/models/gpt_oss/__init__.py gptoss_configs: biased projections, experts and router, sinks, a
+    # 128-key window in alternate layers
+    ("gpt_oss", "20b"): "gpt-oss-20b",
+    ("gpt_oss", "120b"): "gpt-oss-120b",
 }
 # Schedules that hold more than one model chunk per pipeline rank (torch.distributed.pipelining).
 _LOOPED = ("interleaved1f1b", "loopedbfs", "interleavedzerobubble", "zbvzerobubble", "dualpipev")

@@ -33,6 +33,7 @@ from planner.model.params import (
     norm_params,
     qk_norm_params,
     qk_norm_width,
+    router_params,
 )
 from planner.model.presets import FP8_TENSORS_PER_GEMM, Knobs, StateLayout, resolve
 from planner.schema import GpuSku, Implementation, Layout, ModelSpec, Overheads, Recompute
@@ -177,7 +178,7 @@ def layer_params_on_rank(m: ModelSpec, tp: Any, ep: Any, moe_layer: bool, etp: A
         return (attention + mlp_params(m, m.ffn_hidden)) / tp + norms, 0.0
     e = m.moe
     shared = e.shared_experts * mlp_params(m, e.shared_ffn)
-    dense = (attention + shared) / tp + norms + h * e.experts  # router replicated
+    dense = (attention + shared) / tp + norms + router_params(m)  # router replicated
     experts = e.experts / ep * mlp_params(m, e.expert_ffn) / (tp if etp is None else etp)
     return dense, experts
 

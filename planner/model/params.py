@@ -89,7 +89,8 @@ def attention_params(m: ModelSpec) -> int:
         bias += (m.heads + 2 * m.n_kv_heads) * m.d_head
     if m.bias in ("attention", "all"):
         bias += m.hidden
-    return attention_weights(m) + bias + qk_norm_params(m)
+    sinks = m.heads if m.attention_sinks else 0  # GptOssAttention.sinks; Megatron softmax_offset
+    return attention_weights(m) + bias + qk_norm_params(m) + sinks
 
 
 def mlp_weights(m: ModelSpec, ffn: int) -> int:
@@ -103,15 +104,18 @@ def mlp_params(m: ModelSpec, ffn: int) -> int:
     return mlp_weights(m, ffn) + bias
 
 
+def router_params(m: ModelSpec) -> int:
+    """The linear router of one MoE block, with a bias where the linear layers have one (Megatron-Core's
+    TopKRouter with add_bias_linear; GptOssTopKRouter)."""
+    assert m.moe is not None
+    return (m.hidden + (1 if m.bias == "all" else 0)) * m.moe.experts
+
+
 def moe_mlp_params(m: ModelSpec) -> int:
     """One MoE block: routed experts, shared experts and the linear router."""
     assert m.moe is not None
     e = m.moe
-    return (
-        e.experts * mlp_params(m, e.expert_ffn)
-        + e.shared_experts * mlp_params(m, e.shared_ffn)
-        + m.hidden * e.experts
-    )
+    return e.experts * mlp_params(m, e.expert_ffn) + e.shared_experts * mlp_params(m, e.shared_ffn) + router_params(m)
 
 
 @functools.lru_cache(maxsize=256)  # every layout of a model asks again; ModelSpec is frozen
