@@ -18,7 +18,7 @@ from planner.model.memory import (
     training_memory,
     training_memory_table,
 )
-from planner.schema import Implementation, Layout, Overheads
+from planner.schema import Implementation, Layout, ModelSpec, Overheads
 
 
 def per_param(recipe: Recipe, zero: int, d: int) -> float:
@@ -160,6 +160,30 @@ def test_mla_kv_cache_is_the_compressed_latent() -> None:
     mem = inference_memory(m, batch=1, context=1000, tp=8)
     assert m.mla is not None
     assert mem.kv_cache == m.layers * (m.mla.kv_lora_rank + m.mla.qk_rope_head_dim) * 2 * 1000
+
+
+@pytest.mark.parametrize("context", [12, 40])
+def test_sliding_window_layers_cache_only_the_window(context: int) -> None:
+    """The K/V cache transformers keeps for a Mistral-shaped model with a 16-key window, every layer windowed
+    and half of them: a windowed layer holds the last 15 tokens after a forward (DynamicSlidingWindowLayer; the
+    next token's K and V make 16, what a serving engine's window blocks hold), a full layer every token."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    w, layers = 16, 4
+    for windowed in (layers, 2):
+        kinds = ["sliding_attention"] * windowed + ["full_attention"] * (layers - windowed)
+        cfg = transformers.Qwen2Config(hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                                       num_key_value_heads=2, num_hidden_layers=layers, vocab_size=100,
+                                       max_position_embeddings=256, use_sliding_window=True, sliding_window=w,
+                                       layer_types=kinds)
+        model = transformers.AutoModelForCausalLM.from_config(cfg).to(torch.bfloat16)
+        cache = model(torch.randint(0, 100, (1, context)), use_cache=True).past_key_values
+        held = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+        m = ModelSpec(layers=layers, hidden=64, heads=4, kv_heads=2, ffn_hidden=128, vocab=100, max_seq=256,
+                      sliding_window=w, window_layers=windowed)
+        per_layer_token = 2 * 2 * 16 * 2  # K and V, 2 heads of 16, bf16
+        next_token = windowed * per_layer_token if context >= w else 0
+        assert inference_memory(m, batch=1, context=context).kv_cache == held + next_token
 
 
 shapes = st.fixed_dictionaries({

@@ -972,13 +972,18 @@ class InferenceMemory:
         }
 
 
-def kv_cache_bytes_per_token(m: ModelSpec, tp: int, dtype_bytes: float) -> float:
+def kv_cache_bytes_per_token(m: ModelSpec, tp: int, dtype_bytes: float, context: int | None = None) -> float:
     """K and V of one token, all layers, on one TP rank. MLA caches the compressed latent and the
-    shared RoPE key instead (DeepSeek-V2 §2.1.2), replicated over TP; KV heads below TP are replicated."""
+    shared RoPE key instead (DeepSeek-V2 §2.1.2), replicated over TP; KV heads below TP are replicated.
+    With `context`, averaged over a sequence of that many tokens: a sliding-window layer keeps only the last
+    `sliding_window` tokens' K and V (vLLM's and SGLang's sliding-window KV managers free the rest)."""
     if m.mla is not None:
         return m.layers * (m.mla.kv_lora_rank + m.mla.qk_rope_head_dim) * dtype_bytes
     heads_per_rank = max(1, m.n_kv_heads // tp) if m.n_kv_heads >= tp else 1
-    return m.layers * 2 * heads_per_rank * m.d_head * dtype_bytes
+    layers: float = m.layers
+    if context is not None and m.sliding_window is not None and m.sliding_window < context:
+        layers -= m.n_window_layers * (1 - m.sliding_window / context)
+    return layers * 2 * heads_per_rank * m.d_head * dtype_bytes
 
 
 def inference_memory(
@@ -999,7 +1004,7 @@ def inference_memory(
     if weight_dtype in ("int8", "int4"):
         wb += 2.0 / QUANT_GROUP
     weights = c.total * wb / (tp * pp)
-    kv = kv_cache_bytes_per_token(m, tp, SERVING_BYTES[kv_dtype]) / pp * batch * context
+    kv = kv_cache_bytes_per_token(m, tp, SERVING_BYTES[kv_dtype], context) / pp * batch * context
     chunk = min(context, prefill_chunk)
     ffn = max(m.ffn_hidden, (m.moe.expert_ffn * m.moe.top_k) if m.moe else 0)
     # one layer's transient tensors for a prefill chunk, plus fp32 logits of the last position
