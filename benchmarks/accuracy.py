@@ -54,6 +54,7 @@ from planner.model.perf import training_time, utilisation_peak  # noqa: E402
 from planner.model.presets import resolve  # noqa: E402
 from planner.model.uncertainty import (  # noqa: E402
     CALIBRATION_PATH,
+    attention_variants,
     build_calibration,
     error_band,
     gpu_generation,
@@ -180,7 +181,7 @@ def calibration_content(results: list[Result], reference: str) -> dict[str, Any]
                 "parallel": parallel_regime(r.case.layout), "error": r.error, "mfu": measured_mfu(r),
                 "micro_batch": r.case.layout.micro_batch, "recompute": r.case.layout.recompute,
                 "ep": r.case.layout.ep, "cp": r.case.layout.cp, "seq": r.case.seq, "moe": r.case.model.moe is not None,
-                "cp_exchange": resolve(r.case.impl).cp_exchange}
+                "cp_exchange": resolve(r.case.impl).cp_exchange, "attention": attention_variants(r.case.model)}
                for r in results]
     return build_calibration(records, reference)
 

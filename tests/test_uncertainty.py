@@ -144,3 +144,23 @@ def test_context_parallelism_through_an_uncalibrated_exchange_is_flagged() -> No
                                   layout={"dp": 4, "cp": 2, "zero": 3, "recompute": "full"},
                                   implementation={"framework": "torchtitan"}))
     assert any("allgather K/V exchange" in w for w in ev.warnings)
+
+
+def test_sliding_windows_and_sinks_are_flagged_extrapolated() -> None:
+    """No calibration run's model has a sliding window or attention sinks: a plan for one says its attention is
+    extrapolated (gpt-oss both, Mistral 7B v0.1 the window); Llama does not get that reason."""
+    from planner import EstimateRequest, estimate
+    from planner.model.uncertainty import extrapolation, load_calibration
+    from planner.schema import Layout
+
+    assert not any(c.get("attention") for c in load_calibration()["coverage"].values())
+    lay = Layout(tp=8, dp=8, sequence_parallel=True, global_batch=64)
+    both = extrapolation(lay, "h100-sxm", attention=["sliding window", "attention sinks"])
+    assert [r for r in both if r.startswith("sliding window and attention sinks: no calibration run")]
+    assert not any("sliding window" in r for r in extrapolation(lay, "h100-sxm"))
+    oss = estimate(EstimateRequest(model="gpt-oss-20b", gpu="h100-sxm", gpus=8, layout={"ep": 8}, seq=4096))
+    assert any(w.startswith("sliding window and attention sinks") for w in oss.warnings)
+    mistral = estimate(EstimateRequest(model="mistral-7b", gpu="h100-sxm", gpus=8, seq=8192))
+    assert any(w.startswith("sliding window:") for w in mistral.warnings)
+    llama = estimate(EstimateRequest(model="llama-3.1-8b", gpu="h100-sxm", gpus=8, seq=8192))
+    assert not any("sliding window" in w for w in llama.warnings)

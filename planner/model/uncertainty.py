@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from planner.schema import GpuSku, Layout, generation_of_name
+from planner.schema import GpuSku, Layout, ModelSpec, generation_of_name
 
 CALIBRATION_PATH = Path(__file__).resolve().parent.parent / "data" / "calibration.yaml"
 MIN_RUNS = 5  # residuals a grouping needs before its percentiles stand on their own
@@ -112,7 +112,7 @@ def build_calibration(records: Iterable[dict[str, Any]], reference: str = "") ->
     coverage: dict[str, dict[str, Any]] = {}
     for r in recs:  # what the runs measured per generation: a plan outside it extrapolates (`extrapolation`)
         c = coverage.setdefault(r["generation"], {"micro_batch": [], "recompute": [], "ep": 1, "cp": 1,
-                                                  "cp_exchanges": [], "seq": 0, "moe": False})
+                                                  "cp_exchanges": [], "seq": 0, "moe": False, "attention": []})
         if r.get("micro_batch") is not None:
             c["micro_batch"] = [min([r["micro_batch"], *c["micro_batch"]]), max([r["micro_batch"], *c["micro_batch"]])]
         if r.get("recompute") is not None and r["recompute"] not in c["recompute"]:
@@ -123,6 +123,7 @@ def build_calibration(records: Iterable[dict[str, Any]], reference: str = "") ->
             c["cp_exchanges"] = sorted([*c["cp_exchanges"], r["cp_exchange"]])
         c["seq"] = max(c["seq"], r.get("seq") or 0)
         c["moe"] = c["moe"] or bool(r.get("moe"))
+        c["attention"] = sorted({*c["attention"], *r.get("attention", [])})
     return {
         "generated_by": "benchmarks/accuracy.py --write",
         "reference": reference,
@@ -217,13 +218,20 @@ def _key_at(regime_key: str, level: str) -> str:
     return Regime(gen, fw, par).key(level)
 
 
+def attention_variants(m: ModelSpec) -> list[str]:
+    """What a model's attention does beyond causal softmax attention over every key: a sliding window, sinks."""
+    return [name for name, used in (("sliding window", m.sliding_window is not None),
+                                    ("attention sinks", m.attention_sinks)) if used]
+
+
 def extrapolation(layout: Layout, gpu: GpuSku | str, framework: str = "megatron-core", mfu: float | None = None,
                   calibration: dict[str, Any] | None = None, seq: int | None = None, moe: bool = False,
-                  cp_exchange: str | None = None) -> list[str]:
+                  cp_exchange: str | None = None, attention: Sequence[str] = ()) -> list[str]:
     """Why a plan lies outside what the calibration runs measured (empty when inside): an MFU above the best
     any run reached on that GPU generation, or a generation, parallel regime, recompute mode, micro-batch,
-    mixture-of-experts model (`moe`), expert or context parallelism (or its K/V exchange, `cp_exchange`), or a
-    sequence length no run there used. Each reason is one sentence for the `extrapolated` warning."""
+    mixture-of-experts model (`moe`), expert or context parallelism (or its K/V exchange, `cp_exchange`), an
+    attention variant (`attention`: attention_variants) or a sequence length no run there used. Each reason is one
+    sentence for the `extrapolated` warning."""
     cal = calibration if calibration is not None else load_calibration()
     regime = regime_of(layout, gpu, framework)
     gen = regime.generation
@@ -255,6 +263,10 @@ def extrapolation(layout: Layout, gpu: GpuSku | str, framework: str = "megatron-
             measured = ", ".join(cov["cp_exchanges"]) or "none"
             out.append(f"context parallelism through the {cp_exchange} K/V exchange: no calibration run on {gen} GPUs "
                        f"exchanged K/V that way (measured: {measured})")
+        unmeasured = [a for a in attention if a not in cov.get("attention", [])]
+        if unmeasured:
+            out.append(f"{' and '.join(unmeasured)}: no calibration run on {gen} GPUs used it; the attention kernels "
+                       f"it takes are timed as flash attention over the keys each query attends to")
         if seq is not None and cov.get("seq") and seq > cov["seq"]:
             out.append(f"sequence length {seq:,}: longer than any calibration run on {gen} GPUs ({cov['seq']:,}); "
                        f"the attention share of the step is extrapolated")

@@ -16,7 +16,7 @@ from planner.model.params import ParamCount, count_params
 from planner.model.perf import SECONDS_PER_DAY, TimeEstimate, fixed_utilisation_time, training_time
 from planner.model.presets import Knobs, resolve
 from planner.model.reliability import ExpectedTime, checkpoint_bytes, expected_time
-from planner.model.uncertainty import error_band, error_quantile, extrapolation, regime_of
+from planner.model.uncertainty import attention_variants, error_band, error_quantile, extrapolation, regime_of
 from planner.pricing import HourlyRate, hourly_rate
 from planner.scenario import EfficiencyOverride, Pricing
 from planner.schema import Efficiency, Framework, GpuSku, Implementation, Layout, ModelSpec, Overheads
@@ -75,7 +75,8 @@ class Evaluation(FitsOnGpu):
     def warnings(self) -> list[str]:
         """`extrapolated`: why the plan lies outside what the calibration runs measured (empty inside)."""
         return extrapolation(self.layout, self.gpu, self.framework, self.time.mfu, seq=self.seq,
-                             moe=self.model.moe is not None, cp_exchange=self.knobs.cp_exchange)
+                             moe=self.model.moe is not None, cp_exchange=self.knobs.cp_exchange,
+                             attention=attention_variants(self.model))
 
     @property
     def beyond_offer(self) -> str | None:
