@@ -77,8 +77,17 @@ RAW_FILES = st.one_of(
     st.just("name: café\n".encode("latin-1")),
     st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")),
 )
+# An inline model (attention variants included) whose own keys are the hostile ones.
+INLINE = edited(BASE, [(("model",), {"name": "inline", "layers": 4, "hidden": 512, "heads": 8, "kv_heads": 2,
+                                     "ffn_hidden": 1024, "vocab": 1000, "max_seq": 8192, "qk_norm": "head",
+                                     "sliding_window": 1024, "window_layers": 2, "attention_sinks": True,
+                                     "moe": {"experts": 8, "top_k": 2, "expert_ffn": 256}})])
+MODEL_KEYS = [("model", k) for k in ("sliding_window", "window_layers", "attention_sinks", "qk_norm", "head_dim",
+                                     "bias", "kv_heads", "layers", "max_seq")] + [("model", "moe", "top_k")]
 SCENARIOS = st.one_of(
     st.lists(st.tuples(st.sampled_from(KEYS), VALUE), max_size=3).map(lambda e: scenario_text(e).encode()),
+    st.lists(st.tuples(st.sampled_from(MODEL_KEYS), VALUE), max_size=2).map(
+        lambda e: scenario_text(e, INLINE).encode()),
     RAW_FILES,
 )
 
