@@ -149,3 +149,45 @@ def test_static_batch_runs_prefill_then_decode(llama8b) -> None:
     sim = simulate(sm, eng, np.full(bs, 128), np.full(bs, 64), arrivals=np.zeros(bs), warmup=0.0)
     assert sim.iterations == 1 + 63  # one prefill of the whole batch, then 63 decode steps
     assert np.ptp(sim.ttft) == 0
+
+
+def test_sliding_window_layers_keep_only_the_window() -> None:
+    """gpt-oss windows half its layers to 128 keys: the engines' window managers free those layers' blocks
+    behind the window, so a long request holds about half the KV of the same model without windows, more requests
+    fit the pool, decode reads less and a prompt's windowed layers compute fewer (query, key) pairs."""
+    from planner.model.memory import kv_cache_bytes_per_token
+    from planner.workloads.serving.evaluation import max_concurrency
+
+    gpu = get_gpu("h100")
+    m = get_model("gpt-oss-20b")
+    full = m.model_copy(update={"sliding_window": None, "window_layers": None})
+    sm = serving_model(m, gpu, seff=NO_HOST)
+    twin = serving_model(full, gpu, seff=NO_HOST)
+    assert sm.kv_bytes_per_token == twin.kv_bytes_per_token and sm.window_share == 0.5
+    for c in (64, 128, 8192, 100_000):  # the memory model's per-token average, checked against transformers' cache
+        assert float(sm.kv_tokens(c)) * sm.kv_bytes_per_token == pytest.approx(
+            kv_cache_bytes_per_token(m, 1, 2, c) * c)
+        assert twin.kv_tokens(c) == c
+    assert float(sm.kv_tokens(8192)) == 4096 + 64
+    eng = resolve_engine("vllm", gpu)
+    assert max_concurrency(sm, eng, 8192, 1024) >= 1.9 * max_concurrency(twin, eng, 8192, 1024)
+    assert sm.decode_step_seconds(64, 32_768, eng) < 0.8 * twin.decode_step_seconds(64, 32_768, eng)
+    # pairs of a windowed layer: Σ min(p + 1, w) over the prompt's positions, in its continuous form
+    w, n = 128, 10_000
+    exact = sum(min(p + 1, w) for p in range(n))
+    assert float(sm.prefill_pairs(n)) == pytest.approx(0.5 * n * n / 2 + 0.5 * exact, rel=1e-3)
+    assert float(sm.prefill_pairs(n, 6_000)) == pytest.approx(
+        0.5 * (n * n - 6_000 ** 2) / 2 + 0.5 * sum(min(p + 1, w) for p in range(6_000, n)), rel=1e-3)
+    # the simulator charges the same footprint: a pool that holds 12 windowed requests holds 6 without windows
+    pool = int(12 * sm.kv_tokens(9216))
+    ins, outs = np.full(120, 8192), np.full(120, 1024)
+    win = simulate(sm, eng, ins, outs, concurrency=12, kv_tokens=pool)
+    base = simulate(twin, eng, ins, outs, concurrency=12, kv_tokens=pool)
+    assert win.unserved == base.unserved == 0
+    assert win.mean_batch > 1.5 * base.mean_batch and win.preemptions <= base.preemptions
+    assert win.output_tokens_per_s > 1.3 * base.output_tokens_per_s
+    # a request longer than the pool in tokens fits when its windowed layers hold only the window
+    one = simulate(sm, eng, np.array([int(1.6 * pool)]), np.array([8]), arrivals=np.zeros(1), kv_tokens=pool)
+    assert one.unserved == 0
+    assert simulate(twin, eng, np.array([int(1.6 * pool)]), np.array([8]), arrivals=np.zeros(1),
+                    kv_tokens=pool).unserved == 1

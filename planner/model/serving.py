@@ -32,6 +32,7 @@ table over token counts once per deployment and the search evaluates whole grids
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -265,6 +266,10 @@ class ServingModel:
     hbm: float  # achieved copy bandwidth, bytes/s
     attn_rate: float
     ln: comm.Links
+    # sliding-window layers keep and read only the last `window` tokens' K and V (vLLM's and SGLang's window
+    # managers free the blocks behind it); `window_share` of the KV bytes and decode attention is theirs
+    window: float = math.inf
+    window_share: float = 0.0
 
     # ---- memory -------------------------------------------------------------------------
 
@@ -287,6 +292,15 @@ class ServingModel:
             return 0
         blocks = int(pool // (self.kv_bytes_per_token * engine.block_size))
         return blocks * engine.block_size
+
+    def kv_tokens(self, context: Num) -> Num:
+        """KV cache of one sequence of `context` tokens in units of `kv_bytes_per_token` (every layer's K and V of
+        one token): its context, less what the sliding-window layers have freed beyond the window. Decode
+        attention reads the same keys, so this is also the sequence's share of `decode_ctx`."""
+        b = self.window_share
+        if not b:
+            return context
+        return (1.0 - b) * context + b * np.minimum(context, self.window)
 
     # ---- time ---------------------------------------------------------------------------
 
@@ -373,14 +387,16 @@ class ServingModel:
     # ---- closed forms -------------------------------------------------------------------
 
     def prefill_pairs(self, prompt: Num, cached: Num = 0) -> Num:
-        """(query, key) pairs of a prompt's causal attention after `cached` prefix tokens."""
-        new = prompt - cached
-        return new * cached + new * new / 2.0
+        """(query, key) pairs of a prompt's causal attention after `cached` prefix tokens, averaged over layers:
+        a chunk of c tokens after s0 cached ones has c·s0 + c²/2; a sliding-window layer gives a query at most
+        `window` keys."""
+        return window_pairs(prompt, cached, self.window, self.window_share)
 
     def decode_step_seconds(self, batch: Num, context: Num, engine: EngineConfig) -> Num:
         """One decode-only iteration of `batch` requests at mean context `context`."""
         graphed = batch <= engine.cuda_graph_max_batch
-        return self.step_seconds(batch, batch, batch * context, 0.0, graphed, engine.overlap_scheduler)
+        return self.step_seconds(batch, batch, batch * self.kv_tokens(context), 0.0, graphed,
+                                 engine.overlap_scheduler)
 
     def prefill_seconds(self, prompt: Num, engine: EngineConfig, cached: Num = 0) -> Num:
         """Prefill of one prompt alone, in chunks of the token budget when the engine chunks."""
@@ -391,6 +407,22 @@ class ServingModel:
         pairs = self.prefill_pairs(prompt, cached)
         step = self.step_seconds(per, 1.0, 0.0, pairs / chunks, False, engine.overlap_scheduler)
         return chunks * step
+
+
+def window_pairs(end: Num, start: Num, window: float, share: float) -> Num:
+    """Causal (query, key) pairs of the queries at positions [start, end), averaged over layers of which `share`
+    attend through a `window`-key sliding window: P(end) − P(start) with P(n) = n²/2 in full layers and
+    min(n, w)²/2 + w·max(n − w, 0) in windowed ones (the continuous forms of Σ keys a query)."""
+    new = end - start
+    full = new * start + new * new / 2.0
+    if not share:
+        return full
+
+    def w_prefix(n: Num) -> Num:
+        low = np.minimum(n, window)
+        return low * low / 2.0 + window * np.maximum(n - window, 0.0)
+
+    return (1.0 - share) * full + share * (w_prefix(end) - w_prefix(start))
 
 
 def serving_model(
@@ -482,4 +514,6 @@ def serving_model(
         attn_flops_prefill=2.0 * (qk + v) * layers / tp, attn_flops_decode=2.0 * decode_w * layers / tp,
         experts=experts, top_k=top_k, hbm=gpu.hbm_bandwidth_tbs * 1e12 * eff.hbm,
         attn_rate=peak16 * eff.gemm * eff.flash_attention, ln=comm.links(gpu, eff),
+        window=float(m.sliding_window) if m.sliding_window is not None else math.inf,
+        window_share=m.n_window_layers / m.layers if m.mla is None else 0.0,
     )

@@ -147,7 +147,7 @@ def max_concurrency(sm: ServingModel, engine: EngineConfig, input_len: float, ou
     engine's batch limit."""
     pool = kv_tokens if kv_tokens is not None else sm.kv_pool_tokens(engine)
     per = math.ceil((input_len + output_len) / engine.block_size) * engine.block_size
-    return int(min(engine.max_num_seqs, pool // max(per, 1)))
+    return int(min(engine.max_num_seqs, pool // max(float(sm.kv_tokens(per)), 1)))
 
 
 def default_requests(concurrency: int | None, qps: float | None, mean_out: float) -> int:
@@ -230,7 +230,7 @@ def evaluate_deployment(
     work = workspace_bytes(sm, eng)
     weights = math.ceil(sm.weight_bytes)
     held = min(concurrency or cap, cap)
-    kv_bytes = math.ceil(held * (mean_in + mean_out) * sm.kv_bytes_per_token)
+    kv_bytes = math.ceil(held * float(sm.kv_tokens(mean_in + mean_out)) * sm.kv_bytes_per_token)
     fits = pool > 0 and cap >= 1
     common = dict(
         model=m.name, gpu=g.name, tp=tp, pp=pp, engine=eng.name, weight_dtype=weight_dtype, kv_dtype=kv_dtype,
@@ -334,8 +334,9 @@ class DisaggregatedResult:
 def _pool(sm: ServingModel, eng: EngineConfig, replicas: int, input_len: float, output_len: float) -> DisaggPool:
     pool = sm.kv_pool_tokens(eng)
     cap = max_concurrency(sm, eng, input_len, output_len, pool)
+    per_request = float(sm.kv_tokens(input_len + output_len)) * sm.kv_bytes_per_token
     return DisaggPool(gpu=sm.gpu.name, tp=sm.tp, replicas=replicas, weights_bytes=math.ceil(sm.weight_bytes),
-                      kv_cache_bytes=math.ceil(cap * (input_len + output_len) * sm.kv_bytes_per_token),
+                      kv_cache_bytes=math.ceil(cap * per_request),
                       workspace_bytes=workspace_bytes(sm, eng), max_concurrency=cap, kv_pool_tokens=pool)
 
 
@@ -415,9 +416,11 @@ def evaluate_disaggregated(
     # the pools' simulations pair every request's prefill with its decode: each must hold the longest request
     for name, sm, eng, need in (("prefill pool", psm, pe, int(ins.max())), ("decode pool", dsm, de,
                                                                             int((ins + outs).max()))):
-        if need > (pool := sm.kv_pool_tokens(eng)):
-            raise InfeasibleError(f"{name}: a request of {need:,} tokens exceeds the {pool:,}-token KV cache of "
-                                  f"one replica ({sm.gpu.name}, tp={sm.tp})")
+        if (held := float(sm.kv_tokens(need))) > (pool := sm.kv_pool_tokens(eng)):
+            windowed = f" (its sliding-window layers' share counted for the window: {held:,.0f})" \
+                if held != need else ""
+            raise InfeasibleError(f"{name}: a request of {need:,} tokens{windowed} exceeds the {pool:,}-token KV "
+                                  f"cache of one replica ({sm.gpu.name}, tp={sm.tp})")
     arrivals = poisson_arrivals(qps, requests, rng)
     r = simulate_disaggregated(psm, pe, prefill_replicas, dsm, de, decode_replicas, ins, outs, arrivals, gbs)
     return DisaggregatedResult(

@@ -13,7 +13,10 @@ in-flight batching capacity and micro-batch schedulers, SGLang managers/schedule
 - admission reserves a share of the request's future output in the KV pool (TensorRT-LLM's
   GUARANTEED_NO_EVICT reserves it all, SGLang a decaying new-token ratio, vLLM none); when decodes outgrow the
   pool the most recently admitted request is preempted and recomputed later (vLLM, SGLang retraction);
-- prefix caching skips the cached share of each prompt's compute (its KV still counts as context).
+- prefix caching skips the cached share of each prompt's compute (its KV still counts as context);
+- sliding-window layers hold only the window (vLLM's and SGLang's window managers free the blocks behind it): a
+  request's window share is charged when it is admitted, for the window it will fill, and each further token adds
+  only its full-attention layers' K and V; decode reads and prefill pairs count the window the same way.
 
 Iteration times come from planner.model.serving: one table over token counts per deployment plus terms linear in
 sequences, decode context and prefill attention pairs, so each iteration costs a few float operations and the
@@ -272,6 +275,12 @@ def simulate(
     max_seqs = engine.max_num_seqs
     tab = table or StepTable.build(model, budget_max + max_seqs, engine.overlap_scheduler)
     bs = engine.block_size
+    # KV in units of model.kv_bytes_per_token: a token adds `a` of it (its full-attention layers); the
+    # sliding-window layers' share is charged once, at admission, for the window the request will fill
+    a = 1.0 - model.window_share
+
+    def window_charge(tokens: int) -> float:
+        return float(model.kv_tokens(tokens)) - a * tokens
 
     # per-request state
     prompt = list(inputs_l)  # tokens whose KV must exist before decoding (prompt + recomputed output)
@@ -279,6 +288,7 @@ def simulate(
     have = list(cached)  # prompt tokens already in KV
     remaining = list(outputs_l)  # output tokens still to produce
     reservation = [0.0] * n_req
+    held = [0.0] * n_req  # the window charge of an admitted request
     kd_join = [0] * n_req
     version = [0] * n_req
     arrive = [math.inf] * n_req
@@ -342,7 +352,7 @@ def simulate(
                 waiting.append(next_id)
                 next_id += 1
         # ---- preempt when the next decode tokens do not fit ---------------------------------
-        while n_run and used + n_run > cap:
+        while n_run and used + a * n_run > cap:
             while stack:
                 v, ver = stack.pop()
                 if version[v] == ver and not math.isnan(first[v]) and math.isnan(finish[v]):
@@ -351,8 +361,8 @@ def simulate(
                 break
             g = kd - kd_join[v]
             ctx = prompt[v] + g
-            ctx_sum -= ctx
-            used -= ctx
+            ctx_sum -= a * ctx + held[v]
+            used -= a * ctx + held[v]
             n_run -= 1
             reserved -= reservation[v]
             remaining[v] -= g
@@ -381,13 +391,14 @@ def simulate(
             budget -= c
         while waiting and seqs_in < max_seqs and (budget > 0 or (not engine.chunked_prefill and not chunks)):
             r = waiting[0]
-            need = prompt[r] + outputs_l[r]
+            need = float(model.kv_tokens(prompt[r] + remaining[r]))
             if need > cap:
                 waiting.popleft()
                 never[r] = True
                 release(r, t)
                 continue
-            res = prompt[r] + math.ceil(ratio * remaining[r]) + bs / 2
+            win = window_charge(prompt[r] + remaining[r])
+            res = a * (prompt[r] + math.ceil(ratio * remaining[r]) + bs / 2) + win
             if max(reserved, used) + res > cap:
                 break
             c = min(todo[r], budget) if engine.chunked_prefill else todo[r]
@@ -397,7 +408,8 @@ def simulate(
             prefilling.append(r)
             reservation[r] = res
             reserved += res
-            used += have[r]
+            held[r] = win
+            used += a * have[r] + win
             seqs_in += 1
             chunks.append((r, c))
             budget -= c
@@ -423,8 +435,8 @@ def simulate(
             # a pure decode run: nothing changes the batch before the next completion, arrival or KV overflow,
             # so advance all its iterations at once (each one's context grows by the batch)
             steps = heap[0][0] - kd
-            if used + n_run * steps > cap:
-                steps = max(1, int((cap - used) // n_run))
+            if a and used + a * n_run * steps > cap:
+                steps = max(1, int((cap - used) // (a * n_run)))
             steps = max(1, min(steps, MAX_RUN))
             g0 = tab.gpu(n_run) + tab.per_seq * n_run + tab.per_ctx * ctx_sum
             host = tab.host + tab.host_per_seq * n_run
@@ -433,7 +445,7 @@ def simulate(
                 floor, extra = max(floor, host), 0.0
             else:
                 extra = host
-            grow = tab.per_ctx * n_run
+            grow = tab.per_ctx * a * n_run
             nxt = pending[0][0] if closed and pending else (
                 arr_sorted[next_id] if not closed and next_id < n_req else math.inf)
             if nxt < t + _run_seconds(g0, grow, floor, extra, steps):
@@ -452,18 +464,18 @@ def simulate(
             iters += steps
             ratio = max(engine.reserve_ratio_min, ratio - decay * steps)
             kd += steps - 1  # the last iteration of the run goes through the common path below
-            ctx_sum += n_run * (steps - 1)
-            used += n_run * (steps - 1)
+            ctx_sum += a * n_run * (steps - 1)
+            used += a * n_run * (steps - 1)
             kd += 1
-            ctx_sum += n_run
-            used += n_run
+            ctx_sum += a * n_run
+            used += a * n_run
             while heap and heap[0][0] <= kd:
                 _, _, r, ver = heapq.heappop(heap)
                 if version[r] != ver:
                     continue
                 ctx = prompt[r] + (kd - kd_join[r])
-                ctx_sum -= ctx
-                used -= ctx
+                ctx_sum -= a * ctx + held[r]
+                used -= a * ctx + held[r]
                 n_run -= 1
                 reserved -= reservation[r]
                 finish[r] = t
@@ -475,7 +487,7 @@ def simulate(
         completing = 0
         for r, c in chunks:
             h = have[r]
-            pairs += c * h + c * c / 2.0
+            pairs += float(model.prefill_pairs(h + c, h))
             p_tokens += c
             if c >= todo[r]:
                 completing += 1
@@ -501,15 +513,15 @@ def simulate(
         # ---- advance ------------------------------------------------------------------------
         if decode:
             kd += 1
-            ctx_sum += n_run
-            used += n_run
+            ctx_sum += a * n_run
+            used += a * n_run
             while heap and heap[0][0] <= kd:
                 _, _, r, ver = heapq.heappop(heap)
                 if version[r] != ver:
                     continue
                 ctx = prompt[r] + (kd - kd_join[r])
-                ctx_sum -= ctx
-                used -= ctx
+                ctx_sum -= a * ctx + held[r]
+                used -= a * ctx + held[r]
                 n_run -= 1
                 reserved -= reservation[r]
                 finish[r] = t
@@ -518,7 +530,7 @@ def simulate(
         for r, c in chunks:
             todo[r] -= c
             have[r] += c
-            used += c
+            used += a * c
             if todo[r] > 0:
                 continue
             prefilling.remove(r)
@@ -526,13 +538,13 @@ def simulate(
                 first[r] = t
             remaining[r] -= 1
             if remaining[r] <= 0:
-                used -= prompt[r]
+                used -= a * prompt[r] + held[r]
                 reserved -= reservation[r]
                 finish[r] = t
                 release(r, t)
                 continue
             kd_join[r] = kd
-            ctx_sum += prompt[r]
+            ctx_sum += a * prompt[r] + held[r]
             n_run += 1
             heapq.heappush(heap, (kd + remaining[r], seq_no, r, version[r]))
             stack.append((r, version[r]))
@@ -612,7 +624,7 @@ class DisaggResult:
 def kv_transfer_seconds(prefill_model: ServingModel, tokens: np.ndarray, link_gbs: float) -> np.ndarray:
     """Moving a prompt's KV cache from the prefill replica to the decode replica: every prefill GPU sends its
     shard in parallel over its own link (`link_gbs` GB/s per GPU: the NIC across nodes, NVLink within one)."""
-    return tokens * prefill_model.kv_bytes_per_token / (link_gbs * 1e9)
+    return prefill_model.kv_tokens(tokens) * prefill_model.kv_bytes_per_token / (link_gbs * 1e9)
 
 
 def simulate_disaggregated(
@@ -684,7 +696,10 @@ def analytic_bounds(
     and the replica's throughput is the batch over (its prefills' share + its decode steps)."""
     cap = kv_tokens if kv_tokens is not None else model.kv_pool_tokens(engine)
     limit = min(batch_limit or engine.max_num_seqs, engine.max_num_seqs)
-    footprint = input_len + max(engine.reserve_ratio_min, 0.5) * output_len + engine.block_size / 2
+    grows = input_len + max(engine.reserve_ratio_min, 0.5) * output_len + engine.block_size / 2
+    # the full-attention layers' share of it, plus the window the sliding-window layers keep
+    footprint = (1.0 - model.window_share) * grows + float(model.kv_tokens(input_len + output_len)) \
+        - (1.0 - model.window_share) * (input_len + output_len)
     batch = int(max(0, min(limit, cap // max(footprint, 1.0))))
     cached = input_len * (prefix_hit if engine.prefix_caching else 0.0)
     prefill = float(model.prefill_seconds(input_len, engine, cached))
