@@ -70,6 +70,29 @@ def cp_heads_problem(m: ModelSpec, layout: Layout, impl: Implementation) -> str 
     return None
 
 
+# Transformer Engine's CP exchanges (Implementation.cp_exchange names) that run sliding-window attention, and the
+# one that runs learnable-softmax (sink) attention: attn_forward_func_with_cp asserts both
+# (transformer_engine/pytorch/attention/dot_product_attention/context_parallel.py; Megatron-Bridge sets gpt-oss's
+# cp_comm_type to "a2a", recipes/gpt_oss/gpt_oss.py)
+TE_CP_WITH_WINDOW = ("ulysses", "te_allgather")
+TE_CP_WITH_SINKS = ("ulysses",)
+
+
+def cp_attention_problem(m: ModelSpec, layout: Layout, impl: Implementation) -> str | None:
+    """Context parallelism under Transformer Engine (megatron-core) runs a sliding window only through its
+    all-to-all or all-gather exchange and attention sinks only through the all-to-all."""
+    if layout.cp == 1 or impl.framework != "megatron-core":
+        return None
+    exchange = impl.cp_exchange or PRESETS[impl.framework].cp_exchange
+    for feature, allowed in (("attention sinks", TE_CP_WITH_SINKS), ("a sliding window", TE_CP_WITH_WINDOW)):
+        present = m.attention_sinks if feature == "attention sinks" else m.sliding_window is not None
+        if present and exchange not in allowed:
+            return (f"cp: {layout.cp} with {feature} needs implementation.cp_exchange "
+                    f"{' or '.join(allowed)} (Transformer Engine's context parallelism refuses {exchange} for it; "
+                    "Megatron --cp-comm-type a2a" + (" or all_gather)" if len(allowed) > 1 else ")"))
+    return None
+
+
 def layout_problems(
     m: ModelSpec,
     layout: Layout,
@@ -89,6 +112,8 @@ def layout_problems(
     if seq is not None and (why := loss_chunk_problem(layout, seq, impl.loss_chunks)) is not None:
         out.append(why)
     if (why := cp_heads_problem(m, layout, impl)) is not None:
+        out.append(why)
+    if (why := cp_attention_problem(m, layout, impl)) is not None:
         out.append(why)
     t, p, v = layout.tp, layout.pp, layout.vpp
     if m.heads % t:
