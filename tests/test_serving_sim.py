@@ -8,6 +8,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from planner.catalog import get_gpu, get_model
@@ -191,3 +193,24 @@ def test_sliding_window_layers_keep_only_the_window() -> None:
     assert one.unserved == 0
     assert simulate(twin, eng, np.array([int(1.6 * pool)]), np.array([8]), arrivals=np.zeros(1),
                     kv_tokens=pool).unserved == 1
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(window=st.integers(1, 1 << 20), share=st.floats(0.0, 1.0), start=st.integers(0, 1 << 20),
+       new=st.integers(1, 1 << 20))
+def test_window_pairs_are_the_keys_each_query_sees(window: int, share: float, start: int, new: int) -> None:
+    """The closed form is ∫ min(p, w) dp over the queries' positions: equal to the midpoint sum of min(p + ½, w)
+    (exact on each linear piece), never above full causal attention, equal to it when the window covers the
+    prompt, and a mix of layers lies between the two."""
+    from planner.model.serving import window_pairs
+
+    end = start + new
+    full = window_pairs(end, start, float(window), 0.0)
+    pairs = window_pairs(end, start, float(window), 1.0)
+    midpoint = float(np.minimum(np.arange(start, end) + 0.5, window).sum())
+    assert pairs == pytest.approx(midpoint, rel=1e-9, abs=0.125)
+    assert pairs <= full * (1 + 1e-12)
+    if window >= end:
+        assert pairs == pytest.approx(full)
+    mixed = window_pairs(end, start, float(window), share)
+    assert min(pairs, full) * (1 - 1e-9) <= mixed <= max(pairs, full) * (1 + 1e-9)
