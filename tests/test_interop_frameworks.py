@@ -269,8 +269,24 @@ def test_megatron_export_refuses_what_it_cannot_say() -> None:
     attention_bias = get_model("llama-3.1-8b").model_copy(update={"bias": "attention"})
     with pytest.raises(InputError, match="bias"):
         megatron_args_from_layout(attention_bias, Layout(dp=8, global_batch=64), SEQ)
-    with pytest.raises(InputError, match="attention_sinks"):
-        megatron_args_from_layout(get_model("gpt-oss-20b"), Layout(dp=8, ep=8, global_batch=64), SEQ)
+
+
+def test_megatron_softmax_type_carries_attention_sinks() -> None:
+    """gpt-oss's learnable sinks are Megatron-Core's softmax_type "learnable", an argument since 0.16 (generated from
+    TransformerConfig): written on export and read back with the window and its skip frequency, to the parameter."""
+    oss = get_model("gpt-oss-20b")
+    lay = Layout(dp=8, ep=8, global_batch=64)
+    text = megatron_args_from_layout(oss, lay, SEQ)
+    assert "--softmax-type learnable" in text and "--window-attn-skip-freq 2" in text
+    again = parse_megatron_args(text, model=oss)
+    assert again.model is not None and again.model.attention_sinks
+    assert (again.model.sliding_window, again.model.window_layers) == (oss.sliding_window, oss.window_layers)
+    assert count_params(again.model).total == count_params(oss).total
+    assert not any("another shape" in n for n in again.notes)
+    plain = parse_megatron_args(f"{SHAPE} --softmax-type off-by-one")
+    assert plain.model is not None and not plain.model.attention_sinks and "--softmax-type" in plain.unsupported
+    with pytest.raises(InputError, match="--softmax-type"):
+        parse_megatron_args(f"{SHAPE} --softmax-type sinkful")
 
 
 def test_megatron_router_has_the_linear_layers_bias() -> None:

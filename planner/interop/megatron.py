@@ -142,6 +142,9 @@ UNDERSTOOD_FLAGS: dict[str, Kind] = {
     "--hidden-dropout": "float",
     "--use-flash-attn": "switch",
     "--attention-backend": "str",
+    # TransformerConfig.softmax_type: generated as an argument from Megatron-Core 0.16 on (core_v0.16.0
+    # megatron/training/arguments.py builds the transformer group from TransformerConfig's fields)
+    "--softmax-type": "str",
     "--transformer-impl": "str",
     # optimizer
     "--optimizer": "str",
@@ -831,6 +834,11 @@ def _model(
     # (megatron/core/transformer/attention.py SelfAttention q_layernorm / k_layernorm)
     qk_norm = "head" if args.switch("--qk-layernorm") and mla is None else "none"
     window, window_layers = _window(args, layers, unsupported)
+    # "learnable": a logit per head in every layer's softmax (dot_product_attention.py softmax_offset), gpt-oss's
+    # sinks; "off-by-one" adds a fixed zero logit, no parameter
+    softmax = args.choice("--softmax-type", ("vanilla", "off-by-one", "learnable"), "vanilla")
+    if softmax == "off-by-one":
+        unsupported["--softmax-type"] = "off-by-one: a fixed zero-logit sink with no parameter, timed as vanilla"
     if args.int("--mtp-num-layers", 0, minimum=0):
         unsupported["--mtp-num-layers"] = "multi-token-prediction layers are not modelled"
 
@@ -843,7 +851,7 @@ def _model(
         "bias": bias, "position": "learned" if learned else "rope", "qk_norm": qk_norm,
         "tied_embeddings": not args.switch("--untie-embeddings-and-output-weights"),
         "moe": _moe(args, layers, ffn, unsupported), "mla": mla,
-        "sliding_window": window, "window_layers": window_layers,
+        "sliding_window": window, "window_layers": window_layers, "attention_sinks": softmax == "learnable",
     }
     try:
         spec = ModelSpec(
@@ -855,7 +863,7 @@ def _model(
         differ = [
             f"{key} {getattr(spec, key)} ≠ {getattr(reference, key)}"
             for key in ("layers", "hidden", "heads", "n_kv_heads", "d_head", "ffn_hidden", "mlp", "norm", "bias",
-                        "position", "tied_embeddings", "moe", "mla")
+                        "position", "tied_embeddings", "moe", "mla", "attention_sinks")
             if getattr(spec, key) != getattr(reference, key)
         ]
         if spec.position == "learned" and spec.max_seq != reference.max_seq:
@@ -1293,9 +1301,6 @@ def _model_flags(m: ModelSpec, tp: int) -> list[str]:
         "parallel_block": m.parallel_block and "parallel attention/MLP blocks have no Megatron-LM flag",
         "embedding_norm": m.embedding_norm and "a norm after the embedding has no Megatron-LM flag",
         "position_offset": m.position_offset > 0 and "extra position rows have no Megatron-LM flag",
-        # TransformerConfig.softmax_type "learnable" (dot_product_attention.py softmax_offset) has no argument in
-        # megatron/training/arguments.py; Megatron-Bridge's gpt-oss provider sets it
-        "attention_sinks": m.attention_sinks and "learnable softmax offsets (attention sinks) have no Megatron-LM flag",
     }
     for key, why in refuse.items():
         if why:
@@ -1319,6 +1324,8 @@ def _model_flags(m: ModelSpec, tp: int) -> list[str]:
         flags += ["--group-query-attention", f"--num-query-groups {m.n_kv_heads}"]
     if m.qk_norm == "head":
         flags.append("--qk-layernorm")
+    if m.attention_sinks:
+        flags.append("--softmax-type learnable")  # Megatron-Core 0.16 and newer (TransformerConfig.softmax_type)
     if m.sliding_window is not None:
         flags.append(f'--window-size "({m.sliding_window - 1}, 0)"')
         if m.window_layers is not None:
