@@ -210,3 +210,18 @@ def test_the_smallest_request_rate_is_served_by_one_replica(tmp_path: Path) -> N
     assert r.exit_code == 2 and "serving.traffic.qps" in r.output
     r = runner.invoke(app, ["compare", str(path), "--qps", "1e-9"])
     assert r.exit_code == 2 and "--qps: 1e-9" in r.output
+
+
+def test_a_mixture_of_experts_deployment_says_how_far_the_published_runs_put_it() -> None:
+    """Every published MoE serving run came out slower than the model (serving_bands.yaml): an MoE deployment says
+    so under the table and, keeping the JSON keys, on stderr; a dense model, the calibrated regime, says nothing."""
+    moe = ["serve", "--model", "gpt-oss-20b", "--gpu", "b200", "--weight-dtype", "fp4", "--kv-dtype", "fp8",
+           "--concurrency", "8", "--input-len", "500", "--output-len", "50", "--requests", "60"]
+    table = runner.invoke(app, moe)
+    assert table.exit_code == 0 and "extrapolated: mixture-of-experts model" in table.stdout, table.output
+    assert "read it as an upper bound" in table.stdout
+    js = runner.invoke(app, [*moe, "--format", "json"])
+    assert js.exit_code == 0 and "warning: extrapolated: mixture-of-experts" in js.stderr
+    assert set(json.loads(js.stdout)) == {"ttft_ms", "tpot_ms", "throughput", "memory", "max_concurrency"}
+    dense = runner.invoke(app, ONE)
+    assert dense.exit_code == 0 and "extrapolated" not in dense.output

@@ -106,3 +106,21 @@ def test_a_seed_numpy_cannot_take_is_bad_input() -> None:
 
     with pytest.raises(InputError, match="seed must be an integer"):
         evaluate_deployment("llama-3-8b", "h100-sxm", concurrency=1, seed=-1)
+
+
+def test_the_quoted_error_bands_are_the_validation_run() -> None:
+    """planner/data/serving_bands.yaml (what `planner serve` quotes for MoE deployments) is what re-running every
+    published serving row gives today: a change to the serving physics must rewrite it
+    (`benchmarks/serve.py --write`)."""
+    from planner.workloads.serving.uncertainty import load_bands
+    from planner.workloads.serving.validation import bands
+
+    fresh = bands(run())
+    stored = load_bands()
+    assert set(fresh) == set(stored) == {"dense", "moe"}
+    for regime, b in fresh.items():
+        assert b["rows"] == stored[regime]["rows"] and b["models"] == stored[regime]["models"]
+        for q in ("p10", "median", "p90"):
+            assert b[q] == pytest.approx(stored[regime][q], abs=2e-3), (regime, q)
+    assert stored["moe"]["p10"] > 0  # every band quoted as an upper bound is one
+

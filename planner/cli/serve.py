@@ -6,7 +6,7 @@ serves the scenario's traffic within its latency SLOs; `--pareto` traces cost ag
 with `--qps Q --prefill-replicas P --decode-replicas D [--decode-gpu G2 --decode-tp N2]` it is disaggregated:
 P replicas of G × tp N run prefill and D replicas of G2 × tp N2 decode (DistServe/Splitwise).
 A --qps the deployment does not keep up with is flagged (overloaded: its queue grows, the latencies shown are those
-of a finite run). Exit status: 0 done, 1 no fleet meets the SLOs (the numbers that rule it out on stderr), 2 bad input.
+of a finite run), and a mixture-of-experts model is flagged extrapolated with the published runs' error band. Exit status: 0 done, 1 no fleet meets the SLOs (the numbers that rule it out on stderr), 2 bad input.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ DTYPES = "bf16, fp16, fp8, int8, int4, fp4"
 
 
 def warn_overload(note: str | None, fmt: Format) -> None:
-    """Machine formats keep their keys: an overloaded deployment is said on stderr (the table shows it)."""
+    """Machine formats keep their keys: an overloaded or extrapolated deployment is said on stderr (the table
+    shows it)."""
     if note and fmt != Format.table:
         say(f"warning: {note}")
 
@@ -79,6 +80,7 @@ def serve_command(
             with spinner(f"planning {scenario.name}"):
                 result = serve(scenario, pareto=pareto)
             render(result, format.value)
+            warn_overload(result.extrapolated, format)
             if plots is not None:
                 write_plots(result, plots)
             return 0
@@ -102,6 +104,7 @@ def serve_command(
                 decode_replicas=decode_replicas, weight_dtype=weight_dtype, kv_dtype=kv_dtype, engine=engine,
                 requests=requests, seed=seed)
             render(pools, format.value)
+            warn_overload(pools.extrapolated, format)
             warn_overload(pools.overload, format)
             return 0
         for flag, value in (("--decode-gpu", decode_gpu), ("--decode-tp", decode_tp)):
@@ -112,6 +115,7 @@ def serve_command(
             model, gpu, tp=tp, pp=pp, concurrency=clients, qps=qps, input_len=input_len, output_len=output_len,
             weight_dtype=weight_dtype, kv_dtype=kv_dtype, engine=engine, requests=requests, seed=seed)
         render(deployment, format.value)
+        warn_overload(deployment.extrapolated, format)
         warn_overload(deployment.overload, format)
         return 0
 

@@ -103,6 +103,8 @@ def print_serving(con: Console, s: ServingSolution) -> None:
             pt.add_row(f"{q.qps:g}", "infeasible" if q.usd_per_hour is None else f"{q.usd_per_hour:,.2f}",
                        "" if q.gpus is None else str(q.gpus), Text(literal(", ".join(q.skus))))
         con.print(pt)
+    if s.extrapolated:
+        con.print(Text(f"⚠ {s.extrapolated}", style="yellow"))
     con.print(Text(f"{len(s.candidates)} replica types, {s.simulations} simulations, {s.seconds:.1f} s", style="dim"))
 
 
@@ -122,6 +124,8 @@ def print_deployment(con: Console, r: DeploymentResult) -> None:
     con.print(Text(f"{r.output_tokens_per_s:,.0f} output tokens/s, {r.requests_per_s:.2f} requests/s; "
                    f"{r.total_bytes / 2**30:.1f} GiB per GPU (weights {r.weights_bytes / 2**30:.1f}, "
                    f"KV {r.kv_cache_bytes / 2**30:.1f}); up to {r.max_concurrency} requests at once"))
+    if r.extrapolated:
+        con.print(Text(f"⚠ {r.extrapolated}", style="yellow"))
     if r.overload:
         con.print(Text(r.overload, style="bold red"))
 
@@ -156,6 +160,8 @@ def print_disaggregated(con: Console, r: DisaggregatedResult) -> None:
     con.print(latency_table(r.ttft_ms, r.tpot_ms))
     con.print(Text(f"{r.output_tokens_per_s:,.0f} output tokens/s, {r.requests_per_s:.2f} requests/s; KV hand-off "
                    f"{r.kv_transfer_ms:.2f} ms per request over {r.link}"))
+    if r.extrapolated:
+        con.print(Text(f"⚠ {r.extrapolated}", style="yellow"))
     if r.overload:
         con.print(Text(r.overload, style="bold red"))
 

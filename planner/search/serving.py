@@ -37,6 +37,7 @@ from planner.workloads.serving.engines import resolve_engine
 from planner.workloads.serving.evaluation import max_concurrency, replica_model
 from planner.workloads.serving.scenario import ServingScenario, TrafficClass, load_serving_scenario
 from planner.workloads.serving.simulation import SimResult, StepTable, analytic_bounds, simulate
+from planner.workloads.serving.uncertainty import serving_note
 
 SCALE = 1_000_000  # load units per replica
 COST_UNITS = 10_000  # 1e-4 $/hour per unit
@@ -171,6 +172,7 @@ class ServingSolution:
     pareto: list[ParetoPoint]
     seconds: float
     simulations: int
+    extrapolated: str | None = None  # how far the model's regime is from the published runs (serving/uncertainty.py)
 
     def candidates_table(self) -> list[dict[str, Any]]:
         names = self.plan.class_names
@@ -682,7 +684,7 @@ def solve_serving(scenario: ServingScenario | str | Path, *, pareto: bool | Sequ
         rates = list(pareto) if not isinstance(pareto, bool) else (
             s.serving.pareto_qps or [s.serving.traffic.qps * f for f in (0.25, 0.5, 1.0, 2.0, 4.0)])
         points = serving_pareto(s, cands, rates)
-    return ServingSolution(s, plan, single, cands, points, time.perf_counter() - t0, counter.n)
+    return ServingSolution(s, plan, single, cands, points, time.perf_counter() - t0, counter.n, serving_note(m))
 
 
 def serving_pareto(s: ServingScenario, cands: Sequence[Candidate], rates: Sequence[float]) -> list[ParetoPoint]:

@@ -25,6 +25,7 @@ from planner.workloads.serving.simulation import (
     simulate,
     simulate_disaggregated,
 )
+from planner.workloads.serving.uncertainty import serving_note
 
 # Requests one evaluation simulates: enough for a stable p99 after warm-up, bounded so that one deployment
 # stays well under a second (about ITERATION_BUDGET engine iterations: requests x output / concurrency).
@@ -67,6 +68,7 @@ class DeploymentResult:
     max_concurrency: int  # requests of this shape the KV pool and the batch limit hold at once
     kv_pool_tokens: int
     engine_config: EngineConfig | None = None
+    extrapolated: str | None = None  # how far the model's regime is from the published runs (serving/uncertainty.py)
     bounds: AnalyticBounds | None = None
     sim: SimResult | None = field(default=None, repr=False)
 
@@ -236,7 +238,7 @@ def evaluate_deployment(
         model=m.name, gpu=g.name, tp=tp, pp=pp, engine=eng.name, weight_dtype=weight_dtype, kv_dtype=kv_dtype,
         concurrency=concurrency, qps=qps, input_len=mean_in, output_len=mean_out, weights_bytes=weights,
         kv_cache_bytes=kv_bytes, workspace_bytes=work, max_concurrency=cap, kv_pool_tokens=pool,
-        engine_config=eng,
+        engine_config=eng, extrapolated=serving_note(m),
     )
     if not fits:
         return DeploymentResult(ttft_ms=None, tpot_ms=None, output_tokens_per_s=None, requests_per_s=None,
@@ -305,6 +307,7 @@ class DisaggregatedResult:
     output_len: float = 0.0
     prefill: DisaggPool | None = None
     decode: DisaggPool | None = None
+    extrapolated: str | None = None
 
     @property
     def overload(self) -> str | None:
@@ -429,7 +432,7 @@ def evaluate_disaggregated(
         link=link, gpus=gpus, result=r, model=m.name, engine=pe.name, weight_dtype=weight_dtype, kv_dtype=kv_dtype,
         qps=float(qps), input_len=lin.expected(), output_len=lout.expected(),
         prefill=_pool(psm, pe, prefill_replicas, lin.expected(), 1.0),
-        decode=_pool(dsm, de, decode_replicas, lin.expected(), lout.expected()),
+        decode=_pool(dsm, de, decode_replicas, lin.expected(), lout.expected()), extrapolated=serving_note(m),
     )
 
 

@@ -168,3 +168,31 @@ def median_error(results: list[RowResult], metric: str, calibration: bool | None
     errs = [abs(r.errors()[metric]) for r in results
             if metric in r.errors() and (calibration is None or r.row.calibration == calibration)]
     return float(np.median(errs)) if errs else math.nan
+
+
+def regime_of(m: ModelSpec) -> str:
+    """The serving regimes the bands are kept for: dense models, and mixture-of-experts ones (their routed GEMMs,
+    expert weight reads and kernels are what the calibration rows, all dense, do not exercise)."""
+    return "moe" if m.moe is not None else "dense"
+
+
+def bands(results: list[RowResult]) -> dict[str, dict[str, Any]]:
+    """Per regime, the signed throughput error (predicted / measured − 1) over every published row that measured
+    throughput: its 10th, 50th and 90th percentile, the row count and the models (planner/data/serving_bands.yaml)."""
+    from planner.catalog import get_model
+
+    by: dict[str, list[tuple[float, str]]] = {}
+    for res in results:
+        err = res.errors().get("output_tokens_per_s")
+        if err is None:
+            continue
+        m = res.row.model if isinstance(res.row.model, ModelSpec) else get_model(res.row.model)
+        by.setdefault(regime_of(m), []).append((err, m.name))
+    out: dict[str, dict[str, Any]] = {}
+    for regime, rows in sorted(by.items()):
+        errs = np.array([e for e, _ in rows])
+        out[regime] = {"rows": len(rows), "p10": round(float(np.percentile(errs, 10)), 4),
+                       "median": round(float(np.median(errs)), 4), "p90": round(float(np.percentile(errs, 90)), 4),
+                       "models": sorted({n for _, n in rows})}
+    return out
+
