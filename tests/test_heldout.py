@@ -612,3 +612,19 @@ def test_megatron_ep_overlap_hides_the_dispatch_under_compute(held_out: tuple[li
     lay = qwen.evaluation.layout
     assert lay.expert_tp == 1 and lay.ep > lay.dp * lay.cp
     assert abs(qwen.error) <= validation.MEDIAN_TARGET
+
+
+def test_gradient_sharding_with_pipeline_parallelism_only_under_torchtitan() -> None:
+    """DeepSpeed's pipeline engine refuses ZeRO-2 and ZeRO-3 ("incompatible with pipeline parallelism"), and
+    Megatron-FSDP and FSDP1 trainers do not pipeline either; torchtitan runs FSDP2 inside each stage."""
+    from planner.schema import Implementation, Layout
+    from planner.workloads.training.legality import layout_problems
+
+    m = get_model("llama-3.1-8b")
+    lay = Layout(tp=1, pp=2, dp=4, zero=2, global_batch=64)
+    for framework in ("megatron-core", "deepspeed", "fsdp"):
+        problems = layout_problems(m, lay, impl=Implementation(framework=framework))
+        assert any(p.startswith(f"zero: stage 2 does not combine with pipeline parallelism under {framework}")
+                   for p in problems), (framework, problems)
+    assert not layout_problems(m, lay, impl=Implementation(framework="torchtitan"))
+    assert not layout_problems(m, lay.model_copy(update={"zero": 1}))

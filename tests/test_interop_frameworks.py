@@ -468,7 +468,7 @@ def legal_layouts(draw: st.DrawFn, extras: bool = False) -> tuple[ModelSpec, Lay
     ep = draw(st.sampled_from([e for e in (1, 2, 4, 8) if (dp * cp) % e == 0])) if m.moe else 1
     layout = Layout(
         tp=tp, pp=pp, vpp=vpp, dp=dp, cp=cp, ep=ep,
-        zero=draw(st.sampled_from([0, 1, 2] if pp > 1 else [0, 1, 2, 3])),
+        zero=draw(st.sampled_from([0, 1] if pp > 1 else [0, 1, 2, 3])),
         recompute=draw(st.sampled_from(["none", "selective", "full"])),
         sequence_parallel=tp > 1 and draw(st.booleans()),
         micro_batch=mbs, global_batch=mbs * gas * dp,

@@ -6,7 +6,8 @@ serves the scenario's traffic within its latency SLOs; `--pareto` traces cost ag
 with `--qps Q --prefill-replicas P --decode-replicas D [--decode-gpu G2 --decode-tp N2]` it is disaggregated:
 P replicas of G × tp N run prefill and D replicas of G2 × tp N2 decode (DistServe/Splitwise).
 A --qps the deployment does not keep up with is flagged (overloaded: its queue grows, the latencies shown are those
-of a finite run), and a mixture-of-experts model is flagged extrapolated with the published runs' error band. Exit status: 0 done, 1 no fleet meets the SLOs (the numbers that rule it out on stderr), 2 bad input.
+of a finite run), and a mixture-of-experts model is flagged extrapolated with the published runs' error band.
+Exit status: 0 done, 1 no fleet meets the SLOs (the numbers that rule it out on stderr), 2 bad input.
 """
 
 from __future__ import annotations

@@ -160,10 +160,12 @@ def layout_problems(
             f"global_batch: {layout.global_batch} is not divisible by dp·micro_batch "
             f"({layout.dp}·{layout.micro_batch} = {layout.dp * layout.micro_batch})"
         )
-    if layout.zero == 3 and p > 1 and framework != "torchtitan":
+    if layout.zero >= 2 and p > 1 and framework != "torchtitan":
         # torchtitan runs FSDP2 inside each pipeline stage; Megatron-FSDP, DeepSpeed's pipeline engine and FSDP1
-        # trainers do not combine parameter sharding with pipeline parallelism
-        out.append("zero: stage 3 does not combine with pipeline parallelism (use zero ≤ 1 with pp > 1)")
+        # trainers do not combine gradient or parameter sharding with pipeline parallelism (DeepSpeed's
+        # runtime/pipe/engine.py asserts "ZeRO-2 and ZeRO-3 are incompatible with pipeline parallelism")
+        out.append(f"zero: stage {layout.zero} does not combine with pipeline parallelism under {framework} "
+                   "(use zero ≤ 1 with pp > 1; torchtitan shards inside pipeline stages)")
     if layout.dp_shard is not None and (layout.dp * layout.cp) % layout.dp_shard:
         out.append(f"dp_shard: {layout.dp_shard} does not divide dp·cp ({layout.dp * layout.cp})")
     if layout.recompute_num_layers is not None and layout.recompute != "full":
