@@ -245,3 +245,18 @@ def test_html_report_renders_in_chromium(report: tuple[Path, Path, pd.DataFrame]
     table = table[:table.index("</table>")]
     assert table.count("<tr") == len(df) + 1  # header and one row per option
     assert '<div id="sweep">' in page and page.count("<img") == 2
+
+
+def test_a_mixture_of_experts_comparison_carries_the_serving_band() -> None:
+    """The table's footnotes say what `planner serve` says of an MoE model: the published MoE runs' error band."""
+    from planner.report.serving_compare import notes
+
+    moe = ServingScenario.model_validate({
+        "name": "moe-serving", "model": "gpt-oss-20b", "hardware": {"skus": ["b200"], "max_gpus": 2},
+        "serving": {"traffic": {"qps": 2, "input": 1000, "output": 100}, "slo": {"ttft_ms": 2000, "tpot_ms": 100},
+                    "weight_dtype": "fp4", "kv_dtype": "fp8", "search": {"tp": [1], "batch_limits": [16]}},
+    })
+    r = compare_serving(moe, kinds=["on-demand"])
+    assert any(n.startswith("extrapolated: mixture-of-experts model") for n in notes(r.comparison, r.base))
+    dense = compare_serving(load_serving_scenario(MIX), kinds=["on-demand"])
+    assert not any("extrapolated" in n for n in notes(dense.comparison, dense.base))

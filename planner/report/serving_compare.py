@@ -14,6 +14,7 @@ from planner.report.formats import to_json
 from planner.report.tables import print_titled, titled_markdown
 from planner.report.terminal import console
 from planner.report.text import literal, rounded
+from planner.workloads.serving.uncertainty import serving_note
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -99,6 +100,8 @@ def notes(cmp: ServingComparison, base: pd.DataFrame) -> list[str]:
     missing = [k for k in cmp.kinds if not any(o.kind == k for o in cmp.options)]
     if missing:
         out.append(f"no {', '.join(missing)} price in the catalog for these GPUs")
+    if (caveat := serving_note(cmp.model)) is not None:
+        out.append(caveat)
     return out
 
 
