@@ -111,7 +111,9 @@ def trtllm_bench_engine(
     (1 + ISL/OSL) capped at 32768. The published perf-overview runs add CUDA graphs up to 8192 with padding
     and a KV fraction of 0.95 (docs/source/performance/perf-overview.md)."""
     n = model.tp * model.pp
-    per_token = model.kv_bytes_per_token * n  # the harness counts KV over the whole replica
+    # the harness counts every attention layer's K and V over the whole replica, sliding windows or not
+    # (tensorrt_llm/bench/build/tuning.py calc_engine_setting byte_per_token)
+    per_token = model.kv_bytes_per_token * n
     available = float(model.gpu.hbm_bytes) * n - model.weight_bytes * n
     requests = kv_fraction * available / (per_token * (input_len + output_len))
     raw_bs = min(requests, 4096) / model.pp
