@@ -141,6 +141,22 @@ def test_trtllm_bench_rounds_as_its_tuning_code() -> None:
     assert over.cuda_graph_max_batch == 8192
 
 
+def test_trtllm_bench_prices_a_checkpoint_its_table_lacks_at_two_bytes() -> None:
+    """The harness sizes the engine as param_count × BYTES_PER_ELEM[quant_algo] (2 B for anything outside its
+    NVFP4 / FP8 table, gpt-oss's MXFP4 among them) and the KV by kv_cache_quant_algo likewise; windows do not enter."""
+    from planner.model.params import count_params
+
+    gpu = get_gpu("b200")
+    m = get_model("gpt-oss-20b")
+    sm = serving_model(m, gpu, weight_dtype="fp4", kv_dtype="fp8")
+    own = trtllm_bench_engine(sm, 1000, 1000)
+    harness = trtllm_bench_engine(sm, 1000, 1000, weight_bytes=2.0, kv_bytes=2.0)
+    per_token = 2 * m.layers * m.n_kv_heads * m.d_head * 2.0  # every attention layer, 16-bit
+    requests = 0.95 * (gpu.hbm_bytes - count_params(m).total * 2.0) / (per_token * 2000)
+    assert harness.max_num_seqs == 256 * math.ceil(requests / 256)  # requests ≥ 1024 here
+    assert own.max_num_seqs > harness.max_num_seqs
+
+
 def test_step_time_is_array_ready() -> None:
     gpu = get_gpu("h100")
     sm = serving_model(get_model("llama-3.1-8b"), gpu, weight_dtype="fp8")

@@ -10,7 +10,8 @@ from typing import Any, Literal
 from pydantic import Field, PositiveInt
 
 from planner.errors import InputError
-from planner.model.serving import EngineConfig, ServingModel
+from planner.model.params import count_params
+from planner.model.serving import EngineConfig, ServingModel, weight_bytes_per_param
 from planner.schema import GIB, GpuSku, Strict
 
 
@@ -103,18 +104,27 @@ def ceil_div(a: int, b: int) -> int:
 
 
 def trtllm_bench_engine(
-    model: ServingModel, input_len: int, output_len: int, kv_fraction: float = 0.95
+    model: ServingModel, input_len: int, output_len: int, kv_fraction: float = 0.95, *,
+    weight_bytes: float | None = None, kv_bytes: float | None = None,
 ) -> EngineOverride:
     """The batch limits `trtllm-bench throughput` picks for a dataset (NVIDIA/TensorRT-LLM
     tensorrt_llm/bench/build/tuning.py, calc_engine_setting and finetune_setting): the requests the KV memory
     holds at ISL+OSL, capped at 4096 and rounded up optimistically, and a token budget of that batch times
     (1 + ISL/OSL) capped at 32768. The published perf-overview runs add CUDA graphs up to 8192 with padding
-    and a KV fraction of 0.95 (docs/source/performance/perf-overview.md)."""
+    and a KV fraction of 0.95 (docs/source/performance/perf-overview.md).
+
+    The harness prices every parameter and KV element by its table of the checkpoint's quant_algo and
+    kv_cache_quant_algo (BYTES_PER_ELEM: NVFP4 0.5, FP8 1, anything else 2 B); `weight_bytes` and `kv_bytes`
+    state those where they differ from the deployment's own (gpt-oss's MXFP4 checkpoint: 2 and 2), else the
+    deployment's weights and KV are taken as they are."""
     n = model.tp * model.pp
     # the harness counts every attention layer's K and V over the whole replica, sliding windows or not
     # (tensorrt_llm/bench/build/tuning.py calc_engine_setting byte_per_token)
     per_token = model.kv_bytes_per_token * n
-    available = float(model.gpu.hbm_bytes) * n - model.weight_bytes * n
+    if kv_bytes is not None:
+        per_token *= kv_bytes / weight_bytes_per_param(model.kv_dtype)
+    engine = model.weight_bytes * n if weight_bytes is None else count_params(model.m).total * weight_bytes
+    available = float(model.gpu.hbm_bytes) * n - engine
     requests = kv_fraction * available / (per_token * (input_len + output_len))
     raw_bs = min(requests, 4096) / model.pp
     raw_token = min(raw_bs * (1 + input_len / output_len), 32768)

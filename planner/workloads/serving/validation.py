@@ -50,6 +50,9 @@ class Row:
     requests: int | None = None
     per_gpu: bool = False
     calibration: bool = False
+    # trtllm-bench's own bytes per parameter and KV element where its table prices the checkpoint otherwise
+    # (engines.trtllm_bench_engine): {weights: B, kv: B}
+    bench_bytes: dict[str, float] | None = None
     label: str = field(default="", compare=False)
 
 
@@ -86,7 +89,11 @@ def predict(row: Row, seff: ServingEfficiency | None = None, max_requests: int |
     sm = replica_model(m, gpu, tp=row.tp, pp=row.pp, weight_dtype=row.weight_dtype, kv_dtype=row.kv_dtype, seff=seff)
     n_gpu = row.tp * row.pp
     if row.mode == "max-load":
-        over = trtllm_bench_engine(sm, row.input, row.output) if row.engine == "trtllm-bench" else _override(row.engine)
+        if row.engine == "trtllm-bench":
+            b = row.bench_bytes or {}
+            over = trtllm_bench_engine(sm, row.input, row.output, weight_bytes=b.get("weights"), kv_bytes=b.get("kv"))
+        else:
+            over = _override(row.engine)
         eng = resolve_engine(over, gpu)
         n = min(row.requests or 1000, max_requests or 10**9)
         sim = simulate(sm, eng, np.full(n, row.input), np.full(n, row.output), arrivals=np.zeros(n), warmup=0.0)
