@@ -38,6 +38,7 @@ def test_regimes_are_read_from_the_plan() -> None:
     assert parallel_regime(Layout(tp=8, pp=4, global_batch=8)) == "pipeline"
     assert parallel_regime(Layout(tp=8, global_batch=8)) == "tensor"
     assert parallel_regime(Layout(dp=8, global_batch=8)) == "data"
+    assert parallel_regime(Layout(tp=2, pp=4, dp=8, ep=8, global_batch=64)) == "expert"  # EP before PP or ZeRO
     assert regime_of(Layout(tp=8, global_batch=8), "h100", "torchtitan") == Regime("hopper", "torchtitan", "tensor")
 
 
@@ -164,3 +165,15 @@ def test_sliding_windows_and_sinks_are_flagged_extrapolated() -> None:
     assert any(w.startswith("sliding window:") for w in mistral.warnings)
     llama = estimate(EstimateRequest(model="llama-3.1-8b", gpu="h100-sxm", gpus=8, seq=8192))
     assert not any("sliding window" in w for w in llama.warnings)
+
+
+def test_expert_parallel_plans_fall_back_from_the_shipped_calibration() -> None:
+    """No calibration run routes experts, so an EP plan's band comes from a coarser grouping, widened, never
+    the narrower band of the dense pipeline runs of its generation and framework."""
+    from planner.model.uncertainty import load_calibration
+
+    cal = load_calibration()
+    expert = error_band(Regime("hopper", "megatron-core", "expert"), cal)
+    dense = error_band(Regime("hopper", "megatron-core", "pipeline"), cal)
+    assert expert.level != "regime" and expert.high - expert.low > dense.high - dense.low
+

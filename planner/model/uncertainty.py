@@ -7,8 +7,9 @@ coordinates read from what a plan states:
 - GPU generation (`gpu_generation`): ampere, hopper, blackwell, … (`GpuSku.arch`: stated, else from the catalog
   name; a scenario GPU has its base's);
 - framework family: `implementation.framework` (megatron-core, torchtitan, fsdp, deepspeed);
-- parallel regime (`parallel_regime`): sharded (ZeRO-3/FSDP), pipeline (PP > 1), tensor (TP or CP > 1,
-  no PP), data (DP only, ZeRO ≤ 2).
+- parallel regime (`parallel_regime`): expert (EP > 1: routed experts, their dispatch and grouped GEMMs, which
+  no calibration run exercises, so an MoE plan falls back to a coarser, widened band), sharded (ZeRO-3/FSDP),
+  pipeline (PP > 1), tensor (TP or CP > 1, no PP), data (DP only, ZeRO ≤ 2).
 
 The interval of a regime is the 10th–90th percentile of its residuals, applied to the predicted step:
 [step·(1 + p10), step·(1 + p90)]. A regime with fewer than MIN_RUNS calibration runs falls back to the
@@ -44,8 +45,14 @@ def gpu_generation(gpu: GpuSku | str) -> str:
     return generation_of_name(gpu) if isinstance(gpu, str) else gpu.arch
 
 
+# The parallel regimes, in the order `parallel_regime` tests them (the vectorised search indexes this tuple).
+PARALLEL_REGIMES = ("expert", "sharded", "pipeline", "tensor", "data")
+
+
 def parallel_regime(layout: Layout) -> str:
-    """sharded (ZeRO-3/FSDP), pipeline (PP > 1), tensor (TP or CP > 1) or data (DP only)."""
+    """expert (EP > 1), sharded (ZeRO-3/FSDP), pipeline (PP > 1), tensor (TP or CP > 1) or data (DP only)."""
+    if layout.ep > 1:
+        return "expert"
     if layout.zero == 3:
         return "sharded"
     if layout.pp > 1:

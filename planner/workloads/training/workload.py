@@ -12,7 +12,7 @@ import numpy as np
 from planner.model import memory as memory_model
 from planner.model import perf as perf_model
 from planner.model import reliability as reliability_model
-from planner.model.uncertainty import Regime, error_quantile, gpu_generation
+from planner.model.uncertainty import PARALLEL_REGIMES, Regime, error_quantile, gpu_generation
 from planner.pricing import HourlyRate
 from planner.scenario import EfficiencyOverride, FixedLayout, Job
 from planner.schema import GpuSku, Implementation, Layout, ModelSpec, Overheads
@@ -99,15 +99,17 @@ class TrainingWorkload:
                                           recipe=self.template.recipe)
 
     def floor_factor(self, slices: Slices, ids: np.ndarray, gpu: GpuSku) -> np.ndarray | float:
-        """Per selected slice, at most `step_factor` of any of its rows: the least over the regimes its ZeRO
-        range spans (ZeRO-3 is the sharded regime whatever the rest)."""
+        """Per selected slice, at most `step_factor` of any of its rows: the expert regime where the slice's EP
+        is above 1, else the least over the regimes its ZeRO range spans (ZeRO-3 is the sharded regime whatever
+        the rest)."""
         if self.basis.confidence is None:
             return 1.0
         c = slices.cols
-        pp, tp, cp, z_lo, z_hi = (c[f][ids] for f in ("pp", "tp", "cp", "zero_min", "zero_max"))
-        q = self._regime_factors(gpu)
-        rest = np.where(pp > 1, q[1], np.where((tp > 1) | (cp > 1), q[2], q[3]))
-        return np.minimum(np.where(z_lo < 3, rest, np.inf), np.where(z_hi == 3, q[0], np.inf))
+        ep, pp, tp, cp, z_lo, z_hi = (c[f][ids] for f in ("ep", "pp", "tp", "cp", "zero_min", "zero_max"))
+        q = self._regime_factors(gpu)  # PARALLEL_REGIMES order: expert, sharded, pipeline, tensor, data
+        rest = np.where(pp > 1, q[2], np.where((tp > 1) | (cp > 1), q[3], q[4]))
+        dense = np.minimum(np.where(z_lo < 3, rest, np.inf), np.where(z_hi == 3, q[1], np.inf))
+        return np.where(ep > 1, q[0], dense)
 
     def layout(self, grid: Grid, row: int) -> Layout:
         return self.template.layout(**grid.codes(row))
@@ -181,16 +183,17 @@ class TrainingWorkload:
         if self.basis.confidence is None:
             return 1.0
         c = grid.cols
-        zero, pp, tp, cp = (c[f][rows] for f in ("zero", "pp", "tp", "cp"))
-        parallel = np.where(zero == 3, 0, np.where(pp > 1, 1, np.where((tp > 1) | (cp > 1), 2, 3)))
+        ep, zero, pp, tp, cp = (c[f][rows] for f in ("ep", "zero", "pp", "tp", "cp"))
+        # indices into PARALLEL_REGIMES, tested in parallel_regime's order
+        parallel = np.where(ep > 1, 0, np.where(zero == 3, 1, np.where(pp > 1, 2,
+                                                                   np.where((tp > 1) | (cp > 1), 3, 4))))
         return self._regime_factors(gpu)[parallel]
 
     def _regime_factors(self, gpu: GpuSku) -> np.ndarray:
-        """1 + the basis' step-error quantile of the sharded, pipeline, tensor and data regimes on `gpu`."""
+        """1 + the basis' step-error quantile of each parallel regime (PARALLEL_REGIMES) on `gpu`."""
         gen, fw, conf = gpu_generation(gpu), self.implementation.framework, self.basis.confidence
         assert conf is not None
-        return np.asarray([1.0 + error_quantile(Regime(gen, fw, name), conf)
-                           for name in ("sharded", "pipeline", "tensor", "data")])
+        return np.asarray([1.0 + error_quantile(Regime(gen, fw, name), conf) for name in PARALLEL_REGIMES])
 
     # ----------------------------------------------------------------------------------------
     # one plan, the scalar way
