@@ -147,7 +147,8 @@ MEGATRON_FLAGS = ["--tensor-model-parallel-size", "--pipeline-model-parallel-siz
                   "--num-layers-per-virtual-pipeline-stage", "--recompute-num-layers", "--nproc_per_node",
                   "--expert-tensor-parallel-size", "--moe-token-dispatcher-type", "--expert-model-parallel-size",
                   "--context-parallel-size", "--cp-comm-type", "--hierarchical-context-parallel-sizes",
-                  "--multi-latent-attention", "--q-lora-rank", "--kv-lora-rank", "--qk-pos-emb-head-dim"]
+                  "--multi-latent-attention", "--q-lora-rank", "--kv-lora-rank", "--qk-pos-emb-head-dim",
+                  "--softmax-type", "--window-size", "--window-attn-skip-freq", "--qk-layernorm"]
 
 
 @FEW
