@@ -972,18 +972,28 @@ class InferenceMemory:
         }
 
 
+def kv_kept_tokens(m: ModelSpec, context: Any) -> Any:
+    """The K and V a sequence of `context` tokens keeps, in tokens of every layer's: all of them in full-attention
+    layers, the last `sliding_window` in windowed ones (vLLM's and SGLang's sliding-window KV managers free the
+    rest; MLA's latent cache has no window here). Scalars or numpy arrays."""
+    if m.sliding_window is None or m.mla is not None:
+        return context
+    share = m.n_window_layers / m.layers
+    return (1.0 - share) * context + share * np.minimum(context, m.sliding_window)
+
+
 def kv_cache_bytes_per_token(m: ModelSpec, tp: int, dtype_bytes: float, context: int | None = None) -> float:
     """K and V of one token, all layers, on one TP rank. MLA caches the compressed latent and the
     shared RoPE key instead (DeepSeek-V2 §2.1.2), replicated over TP; KV heads below TP are replicated.
-    With `context`, averaged over a sequence of that many tokens: a sliding-window layer keeps only the last
-    `sliding_window` tokens' K and V (vLLM's and SGLang's sliding-window KV managers free the rest)."""
+    With `context`, averaged over a sequence of that many tokens (`kv_kept_tokens`: windowed layers keep the
+    window)."""
     if m.mla is not None:
         return m.layers * (m.mla.kv_lora_rank + m.mla.qk_rope_head_dim) * dtype_bytes
     heads_per_rank = max(1, m.n_kv_heads // tp) if m.n_kv_heads >= tp else 1
-    layers: float = m.layers
-    if context is not None and m.sliding_window is not None and m.sliding_window < context:
-        layers -= m.n_window_layers * (1 - m.sliding_window / context)
-    return layers * 2 * heads_per_rank * m.d_head * dtype_bytes
+    every_layer = m.layers * 2 * heads_per_rank * m.d_head * dtype_bytes
+    if context is None or context <= 0:
+        return every_layer
+    return every_layer * float(kv_kept_tokens(m, context)) / context
 
 
 def inference_memory(

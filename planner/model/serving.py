@@ -40,7 +40,7 @@ import numpy as np
 from pydantic import Field
 
 from planner.model import comm
-from planner.model.memory import QUANT_GROUP, kv_cache_bytes_per_token
+from planner.model.memory import QUANT_GROUP, kv_cache_bytes_per_token, kv_kept_tokens
 from planner.model.params import attention_dims, attention_weights, count_params, mlp_weights
 from planner.schema import Efficiency, GpuSku, ModelSpec, Overheads, Strict
 
@@ -297,10 +297,7 @@ class ServingModel:
         """KV cache of one sequence of `context` tokens in units of `kv_bytes_per_token` (every layer's K and V of
         one token): its context, less what the sliding-window layers have freed beyond the window. Decode
         attention reads the same keys, so this is also the sequence's share of `decode_ctx`."""
-        b = self.window_share
-        if not b:
-            return context
-        return (1.0 - b) * context + b * np.minimum(context, self.window)
+        return kv_kept_tokens(self.m, context)
 
     # ---- time ---------------------------------------------------------------------------
 
