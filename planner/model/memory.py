@@ -972,14 +972,20 @@ class InferenceMemory:
         }
 
 
+def kv_window_share(m: ModelSpec) -> float:
+    """The share of a token's K and V (every layer's) that sliding-window layers hold; MLA's latent cache has no
+    window here."""
+    return 0.0 if m.sliding_window is None or m.mla is not None else m.n_window_layers / m.layers
+
+
 def kv_kept_tokens(m: ModelSpec, context: Any) -> Any:
     """The K and V a sequence of `context` tokens keeps, in tokens of every layer's: all of them in full-attention
     layers, the last `sliding_window` in windowed ones (vLLM's and SGLang's sliding-window KV managers free the
-    rest; MLA's latent cache has no window here). Scalars or numpy arrays."""
-    if m.sliding_window is None or m.mla is not None:
+    rest). Scalars or numpy arrays."""
+    share, window = kv_window_share(m), m.sliding_window
+    if not share or window is None:
         return context
-    share = m.n_window_layers / m.layers
-    return (1.0 - share) * context + share * np.minimum(context, m.sliding_window)
+    return (1.0 - share) * context + share * np.minimum(context, window)
 
 
 def kv_cache_bytes_per_token(m: ModelSpec, tp: int, dtype_bytes: float, context: int | None = None) -> float:

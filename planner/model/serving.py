@@ -40,7 +40,7 @@ import numpy as np
 from pydantic import Field
 
 from planner.model import comm
-from planner.model.memory import QUANT_GROUP, kv_cache_bytes_per_token, kv_kept_tokens
+from planner.model.memory import QUANT_GROUP, kv_cache_bytes_per_token, kv_kept_tokens, kv_window_share
 from planner.model.params import attention_dims, attention_weights, count_params, mlp_weights
 from planner.schema import Efficiency, GpuSku, ModelSpec, Overheads, Strict
 
@@ -266,10 +266,16 @@ class ServingModel:
     hbm: float  # achieved copy bandwidth, bytes/s
     attn_rate: float
     ln: comm.Links
+
     # sliding-window layers keep and read only the last `window` tokens' K and V (vLLM's and SGLang's window
     # managers free the blocks behind it); `window_share` of the KV bytes and decode attention is theirs
-    window: float = math.inf
-    window_share: float = 0.0
+    @property
+    def window(self) -> float:
+        return math.inf if self.m.sliding_window is None else float(self.m.sliding_window)
+
+    @property
+    def window_share(self) -> float:
+        return kv_window_share(self.m)
 
     # ---- memory -------------------------------------------------------------------------
 
@@ -511,6 +517,4 @@ def serving_model(
         attn_flops_prefill=2.0 * (qk + v) * layers / tp, attn_flops_decode=2.0 * decode_w * layers / tp,
         experts=experts, top_k=top_k, hbm=gpu.hbm_bandwidth_tbs * 1e12 * eff.hbm,
         attn_rate=peak16 * eff.gemm * eff.flash_attention, ln=comm.links(gpu, eff),
-        window=float(m.sliding_window) if m.sliding_window is not None else math.inf,
-        window_share=m.n_window_layers / m.layers if m.mla is None else 0.0,
     )

@@ -698,8 +698,8 @@ def analytic_bounds(
     limit = min(batch_limit or engine.max_num_seqs, engine.max_num_seqs)
     grows = input_len + max(engine.reserve_ratio_min, 0.5) * output_len + engine.block_size / 2
     # the full-attention layers' share of it, plus the window the sliding-window layers keep
-    footprint = (1.0 - model.window_share) * grows + float(model.kv_tokens(input_len + output_len)) \
-        - (1.0 - model.window_share) * (input_len + output_len)
+    a = 1.0 - model.window_share
+    footprint = a * grows + float(model.kv_tokens(input_len + output_len)) - a * (input_len + output_len)
     batch = int(max(0, min(limit, cap // max(footprint, 1.0))))
     cached = input_len * (prefix_hit if engine.prefix_caching else 0.0)
     prefill = float(model.prefill_seconds(input_len, engine, cached))
