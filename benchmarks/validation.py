@@ -8,6 +8,11 @@ with `base:`, memory_gib, hbm_tb_s, tdp_w). `scenario_of` turns the block into a
 catalog (a tdp_w below the base's rating scales the compute rate, planner.model.power), the framework
 presets, the memory and time models and the calibration bands. Nothing is fitted here.
 
+A source that does not state some knobs of its layout (Meta's Llama 3 paper gives TP, CP, PP and DP but not the
+virtual stages, sequence parallelism, micro-batch or recompute) lists them under `planner: complete:`. Those
+knobs are completed the way a team tuning the run would: `planner.workflows.solve` with every stated field
+fixed, objective `time` (the fastest step that fits), never the measurement. The table shows what was chosen.
+
 Reported per family: median and worst |step-time error| (in the source's own quantity,
 planner.interop.published.compare), how many measurements fall in the predicted 10th–90th percentile band,
 how many configurations that ran are predicted to fit, and measured peak memory (reserved, as torchtitan
@@ -39,6 +44,7 @@ from planner.model.uncertainty import error_band, regime_of  # noqa: E402
 from planner.scenario import Scenario  # noqa: E402
 from planner.schema import GIB  # noqa: E402
 from planner.workflows.estimate import EstimateRequest, estimate  # noqa: E402
+from planner.workflows.solve import solve  # noqa: E402
 from planner.workloads.training.evaluation import Evaluation  # noqa: E402
 
 VALIDATION_PATH = ROOT / "planner" / "data" / "validation_runs.yaml"
@@ -52,7 +58,8 @@ WORST_TARGET = 0.25
 FIT_TARGET = 0.95
 MEMORY_TARGET = 0.15
 
-__all__ = ["HeldOut", "evaluate_run", "family_of", "load_runs", "run_all", "scenario_of", "summary"]
+__all__ = ["HeldOut", "completed_knobs", "evaluate_run", "family_of", "load_runs", "run_all", "scenario_of",
+           "summary"]
 
 
 def load_runs(path: Path = VALIDATION_PATH) -> list[dict[str, Any]]:
@@ -63,14 +70,21 @@ def family_of(run: dict[str, Any]) -> str:
     return next((name for prefix, name in FAMILIES if run["id"].startswith(prefix + "-")), "other")
 
 
-def scenario_of(run: dict[str, Any]) -> Scenario:
-    """The run's `planner:` block as a scenario: what `planner estimate SCENARIO.yaml` would read."""
+def scenario_of(run: dict[str, Any], completed: dict[str, Any] | None = None) -> Scenario:
+    """The run's `planner:` block as a scenario: what `planner estimate SCENARIO.yaml` would read, with the
+    layout knobs the source leaves unstated completed (`completed`, by default `completed_knobs(run)`)."""
+    doc = _document(run)
+    doc["layout"] = {**doc["layout"], **(completed_knobs(run) if completed is None else completed)}
+    return Scenario.model_validate(doc)
+
+
+def _document(run: dict[str, Any]) -> dict[str, Any]:
     p = run["planner"]
     job = dict(p["job"])
     job.setdefault("tokens", job["seq_len"] * job["global_batch"])  # one step: the step time is what is compared
     doc: dict[str, Any] = {
         "name": run["id"], "model": p["model"], "job": job, "implementation": p.get("implementation") or {},
-        "layout": p.get("layout") or {},
+        "layout": dict(p.get("layout") or {}),
         "estimate": {"gpu": p["gpu"], "gpus": p["gpus"], **({"gpus_per_node": p["gpus_per_node"]}
                                                             if p.get("gpus_per_node") else {})},
     }
@@ -80,7 +94,28 @@ def scenario_of(run: dict[str, Any]) -> Scenario:
     overlaps = overlaps_of(str(run["parallelism"].get("other") or ""), run.get("framework_settings"))
     if overlaps:
         doc["efficiency"] = overlaps
-    return Scenario.model_validate(doc)
+    return doc
+
+
+def completed_knobs(run: dict[str, Any]) -> dict[str, Any]:
+    """The layout knobs the run's source does not state (`planner: complete:`), as the fastest layout that fits
+    with everything stated held fixed: a time-objective solve on the run's GPU and count. Empty when the source
+    states everything, or when nothing fits (the stated layout is then evaluated as written)."""
+    unknown = run["planner"].get("complete") or []
+    if not unknown:
+        return {}
+    doc = _document(run)
+    target = doc.pop("estimate")
+    doc["layout"] = {k: v for k, v in doc["layout"].items() if k not in unknown}
+    doc["layout"].update(sku=target["gpu"], gpus=target["gpus"])
+    doc["hardware"] = {"skus": [target["gpu"]], **({"gpus_per_node": target["gpus_per_node"]}
+                                                   if "gpus_per_node" in target else {})}
+    doc.update(objective="time", top_k=1)
+    result = solve(Scenario.model_validate(doc))
+    if not result.plans:
+        return {}
+    lay = result.plans[0].evaluation.layout
+    return {k: getattr(lay, k) for k in unknown}
 
 
 @dataclass
@@ -94,6 +129,7 @@ class HeldOut:
     measured_memory: float | None  # bytes, of `memory_kind`
     memory_kind: str | None
     predicted_memory: float | None
+    completed: dict[str, Any]  # layout knobs the source does not state, as completed (completed_knobs)
 
     @property
     def fits(self) -> bool:
@@ -111,7 +147,8 @@ class HeldOut:
 
 
 def evaluate_run(run: dict[str, Any], calibration: dict[str, Any] | None = None) -> HeldOut:
-    sc = scenario_of(run)
+    knobs = completed_knobs(run)
+    sc = scenario_of(run, knobs)
     ev = estimate(EstimateRequest(scenario=sc))
     meas = measured_of(run, ev.gpu, ev.layout.precision)  # what was measured, and how the source counts it
     if isinstance(meas, str):
@@ -126,7 +163,7 @@ def evaluate_run(run: dict[str, Any], calibration: dict[str, Any] | None = None)
     return HeldOut(id=run["id"], family=family_of(run), evaluation=ev, quantity=c.quantity, error=c.error,
                    interval=(band.low, band.high), measured_memory=mm.bytes if mm else None,
                    memory_kind=mm.kind if mm else None,
-                   predicted_memory=predicted_memory(ev.memory, mm.kind) if mm else None)
+                   predicted_memory=predicted_memory(ev.memory, mm.kind) if mm else None, completed=knobs)
 
 
 def run_all(path: Path = VALIDATION_PATH, calibration: dict[str, Any] | None = None
@@ -203,6 +240,10 @@ def report(results: list[HeldOut], refused: list[tuple[str, str]], source: str) 
           f"fit ≥ {FIT_TARGET:.0%} ({s.fit / s.runs:.1%}), memory within {MEMORY_TARGET:.0%} "
           f"({sum(abs(r.memory_error or 0) <= MEMORY_TARGET for r in results if r.memory_error is not None)}"
           f"/{s.memory_runs})")
+    for r in results:
+        if r.completed:
+            knobs = ", ".join(f"{k} {v}" for k, v in r.completed.items())
+            print(f"  completed (not stated by the source): {r.id}: {knobs}")
     for r in results:
         if not r.fits:
             parts = ", ".join(f"{k} {v / GIB:.1f}" for k, v in r.evaluation.memory.as_dict().items())

@@ -628,3 +628,23 @@ def test_gradient_sharding_with_pipeline_parallelism_only_under_torchtitan() -> 
                    for p in problems), (framework, problems)
     assert not layout_problems(m, lay, impl=Implementation(framework="torchtitan"))
     assert not layout_problems(m, lay.model_copy(update={"zero": 1}))
+
+
+def test_unstated_knobs_are_completed_as_the_fastest_layout_that_fits(held_out: tuple[list, list]) -> None:
+    """Llama 3's paper states TP, CP, PP and DP but not the virtual stages, SP, micro-batch, recompute or ZeRO: the
+    harness completes exactly those, by a time-objective solve, and no other legal completion that fits is faster."""
+    results, _ = held_out
+    run = next(r for r in validation.load_runs() if r["id"] == "llama3-405b-h100-8192gpu-cp1-seq8k")
+    unknown = run["planner"]["complete"]
+    held = next(r for r in results if r.id == run["id"])
+    assert set(held.completed) == set(unknown) and held.fits
+    lay = held.evaluation.layout
+    stated = run["planner"]["layout"]
+    assert (lay.tp, lay.pp, lay.dp, lay.cp) == (stated["tp"], stated["pp"], stated["dp"], stated["cp"])
+    best = held.evaluation.time.step_seconds
+    for change in ({"vpp": 4}, {"recompute": "selective"}, {"sequence_parallel": False}, {"micro_batch": 2}):
+        other = estimate(EstimateRequest(scenario=validation.scenario_of(run, {**held.completed, **change})))
+        assert not other.fits or other.time.step_seconds >= best, change
+    # a run that states its whole layout is evaluated as written
+    stated_run = next(r for r in validation.load_runs() if not r["planner"].get("complete"))
+    assert validation.completed_knobs(stated_run) == {}

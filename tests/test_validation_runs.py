@@ -16,7 +16,7 @@ from planner.schema import Implementation, ModelSpec, MoESpec
 
 DATA = Path(__file__).resolve().parents[1] / "planner" / "data" / "validation_runs.yaml"
 
-PLANNER_KEYS = {"gpu", "gpus", "gpus_per_node", "gpus_def", "model", "job", "implementation", "layout"}
+PLANNER_KEYS = {"gpu", "gpus", "gpus_per_node", "gpus_def", "model", "job", "implementation", "layout", "complete"}
 GPU_DEF_KEYS = {"name", "base", "memory_gib", "hbm_tb_s", "tdp_w"}
 THROUGHPUT = ("step_time_s", "tokens_per_s", "tokens_per_s_per_gpu", "tflops_per_gpu", "mfu")
 MEMORY_KINDS = {"reserved", "allocated", "nvidia-smi", "unknown"}
