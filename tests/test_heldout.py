@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import validation
 
 # Levels measured on the held-out set (VALIDATION.md); the targets are validation.*_TARGET.
-# the target (10 %) is not met since the five gpt-oss rows joined: 11.3 % (9.0 % on the other 90 runs)
-MEDIAN_NOW = 0.115
+# the target (10 %) is not met since the gpt-oss rows joined: 11.7 % on 98 runs (9.0 % on the 90 without them)
+MEDIAN_NOW = 0.118
 FIT_NOW = validation.FIT_TARGET  # the target, met
 MEMORY_WITHIN_NOW = 23  # of the reserved / allocated peaks within MEMORY_TARGET
 # Every held-out layout can be stated (Megatron-Core's EP folding over TP·DP·CP as layout.expert_tp).
