@@ -177,3 +177,21 @@ def test_expert_parallel_plans_fall_back_from_the_shipped_calibration() -> None:
     dense = error_band(Regime("hopper", "megatron-core", "pipeline"), cal)
     assert expert.level != "regime" and expert.high - expert.low > dense.high - dense.low
 
+
+
+def test_a_generation_without_calibration_runs_still_names_what_no_run_covers() -> None:
+    """No calibration run used a Blackwell GPU: an estimate there says so, and still names what no run on any GPU
+    measured (a mixture-of-experts model, its all-to-all, sinks and windows), each once; a dense Llama there gets
+    only the generation's reason."""
+    from planner import EstimateRequest, estimate
+    from planner.model.uncertainty import load_calibration
+
+    assert "blackwell" not in load_calibration()["coverage"]
+    oss = estimate(EstimateRequest(model="gpt-oss-120b", gpu="gb200", gpus=64, layout={"ep": 64}, seq=4096))
+    assert oss.warnings[0].startswith("no calibration run on blackwell GPUs")
+    assert sum("mixture-of-experts model: no calibration run on any GPU" in w for w in oss.warnings) == 1
+    sinks = "sliding window and attention sinks: no calibration run on any GPU"
+    assert sum(w.startswith(sinks) for w in oss.warnings) == 1
+    llama = estimate(EstimateRequest(model="llama-3.1-8b", gpu="b200", gpus=8, seq=8192))
+    assert [w for w in llama.warnings if "calibration run" in w] == [
+        "no calibration run on blackwell GPUs: the step time is extrapolated from other generations"]

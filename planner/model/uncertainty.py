@@ -231,54 +231,84 @@ def attention_variants(m: ModelSpec) -> list[str]:
                                     ("attention sinks", m.attention_sinks)) if used]
 
 
+def _union_coverage(coverage: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What the calibration runs measured on any GPU: the per-generation coverage merged."""
+    covs = list(coverage.values())
+    lows = [c["micro_batch"][0] for c in covs if c.get("micro_batch")]
+    highs = [c["micro_batch"][1] for c in covs if c.get("micro_batch")]
+    return {
+        "micro_batch": [min(lows), max(highs)] if lows else [],
+        "recompute": sorted({r for c in covs for r in c.get("recompute", [])}),
+        "ep": max((c.get("ep", 1) for c in covs), default=1),
+        "cp": max((c.get("cp", 1) for c in covs), default=1),
+        "cp_exchanges": sorted({x for c in covs for x in c.get("cp_exchanges", [])}),
+        "seq": max((c.get("seq", 0) for c in covs), default=0),
+        "moe": any(c.get("moe", False) for c in covs),
+        "attention": sorted({a for c in covs for a in c.get("attention", [])}),
+    }
+
+
 def extrapolation(layout: Layout, gpu: GpuSku | str, framework: str = "megatron-core", mfu: float | None = None,
                   calibration: dict[str, Any] | None = None, seq: int | None = None, moe: bool = False,
                   cp_exchange: str | None = None, attention: Sequence[str] = ()) -> list[str]:
     """Why a plan lies outside what the calibration runs measured (empty when inside): an MFU above the best
     any run reached on that GPU generation, or a generation, parallel regime, recompute mode, micro-batch,
     mixture-of-experts model (`moe`), expert or context parallelism (or its K/V exchange, `cp_exchange`), an
-    attention variant (`attention`: attention_variants) or a sequence length no run there used. Each reason is one
-    sentence for the `extrapolated` warning."""
+    attention variant (`attention`: attention_variants) or a sequence length no run there used. On a generation no
+    run used, the other reasons are those no run on any GPU covers. Each reason is one sentence for the
+    `extrapolated` warning."""
     cal = calibration if calibration is not None else load_calibration()
     regime = regime_of(layout, gpu, framework)
     gen = regime.generation
     best = best_published_mfu(gpu, cal)
+    coverage = cal.get("coverage", {})
     if best is None:
-        return [f"no calibration run on {gen} GPUs: the step time is extrapolated from other generations"]
-    out = []
-    if mfu is not None and mfu > best:
-        out.append(f"MFU {mfu:.1%} is above the best measured on {gen} GPUs ({best:.1%})")
-    if regime.key("regime") not in cal["bands"]["regime"]:
-        out.append(f"no calibration run in the regime {regime.key('regime')} (GPU generation/framework/parallelism)")
-    cov = cal.get("coverage", {}).get(gen)
+        out = [f"no calibration run on {gen} GPUs: the step time is extrapolated from other generations"]
+        cov, where = (_union_coverage(coverage), "any GPU") if coverage else (None, "")
+    else:
+        out = []
+        if mfu is not None and mfu > best:
+            out.append(f"MFU {mfu:.1%} is above the best measured on {gen} GPUs ({best:.1%})")
+        if regime.key("regime") not in cal["bands"]["regime"]:
+            out.append(f"no calibration run in the regime {regime.key('regime')} (GPU generation/framework/"
+                       f"parallelism)")
+        cov, where = coverage.get(gen), f"{gen} GPUs"
     if cov is not None:
-        if cov["recompute"] and layout.recompute not in cov["recompute"]:
-            out.append(f"recompute {layout.recompute}: no calibration run on {gen} GPUs used it "
-                       f"(measured: {', '.join(cov['recompute'])})")
-        if moe and not cov.get("moe", False):
-            out.append(f"mixture-of-experts model: no calibration run on {gen} GPUs trained one; the router, token "
-                       "permutation, grouped expert GEMMs" + (" and the expert all-to-all" if layout.ep > 1 else "")
-                       + " are not calibrated")
-        elif layout.ep > cov.get("ep", 1):
-            out.append(f"expert parallelism {layout.ep}: no calibration run on {gen} GPUs dispatched MoE tokens over "
-                       f"more than {cov.get('ep', 1)} rank(s); the all-to-all and grouped GEMMs are not calibrated")
-        if layout.cp > cov.get("cp", 1):
-            out.append(f"context parallelism {layout.cp}: no calibration run on {gen} GPUs split a sequence over "
-                       f"more than {cov.get('cp', 1)} rank(s); its attention steps and K/V exchanges are not "
-                       f"calibrated there")
-        elif layout.cp > 1 and cp_exchange and "cp_exchanges" in cov and cp_exchange not in cov["cp_exchanges"]:
-            measured = ", ".join(cov["cp_exchanges"]) or "none"
-            out.append(f"context parallelism through the {cp_exchange} K/V exchange: no calibration run on {gen} GPUs "
-                       f"exchanged K/V that way (measured: {measured})")
-        unmeasured = [a for a in attention if a not in cov.get("attention", [])]
-        if unmeasured:
-            out.append(f"{' and '.join(unmeasured)}: no calibration run on {gen} GPUs used it; the attention kernels "
-                       f"it takes are timed as flash attention over the keys each query attends to")
-        if seq is not None and cov.get("seq") and seq > cov["seq"]:
-            out.append(f"sequence length {seq:,}: longer than any calibration run on {gen} GPUs ({cov['seq']:,}); "
-                       f"the attention share of the step is extrapolated")
-        lo_hi = cov["micro_batch"]
-        if lo_hi and not lo_hi[0] <= layout.micro_batch <= lo_hi[1]:
-            out.append(f"micro-batch {layout.micro_batch} is outside the calibration runs on {gen} GPUs "
-                       f"({lo_hi[0]}–{lo_hi[1]})")
+        out += _uncovered(layout, cov, where, seq, moe, cp_exchange, attention)
+    return out
+
+
+def _uncovered(layout: Layout, cov: dict[str, Any], where: str, seq: int | None, moe: bool, cp_exchange: str | None,
+               attention: Sequence[str]) -> list[str]:
+    """The reasons a plan lies outside coverage `cov` (what the calibration runs on `where` measured)."""
+    out = []
+    if cov["recompute"] and layout.recompute not in cov["recompute"]:
+        out.append(f"recompute {layout.recompute}: no calibration run on {where} used it "
+                   f"(measured: {', '.join(cov['recompute'])})")
+    if moe and not cov.get("moe", False):
+        out.append(f"mixture-of-experts model: no calibration run on {where} trained one; the router, token "
+                   "permutation, grouped expert GEMMs" + (" and the expert all-to-all" if layout.ep > 1 else "")
+                   + " are not calibrated")
+    elif layout.ep > cov.get("ep", 1):
+        out.append(f"expert parallelism {layout.ep}: no calibration run on {where} dispatched MoE tokens over "
+                   f"more than {cov.get('ep', 1)} rank(s); the all-to-all and grouped GEMMs are not calibrated")
+    if layout.cp > cov.get("cp", 1):
+        out.append(f"context parallelism {layout.cp}: no calibration run on {where} split a sequence over "
+                   f"more than {cov.get('cp', 1)} rank(s); its attention steps and K/V exchanges are not "
+                   f"calibrated there")
+    elif layout.cp > 1 and cp_exchange and "cp_exchanges" in cov and cp_exchange not in cov["cp_exchanges"]:
+        measured = ", ".join(cov["cp_exchanges"]) or "none"
+        out.append(f"context parallelism through the {cp_exchange} K/V exchange: no calibration run on {where} "
+                   f"exchanged K/V that way (measured: {measured})")
+    unmeasured = [a for a in attention if a not in cov.get("attention", [])]
+    if unmeasured:
+        out.append(f"{' and '.join(unmeasured)}: no calibration run on {where} used it; the attention kernels "
+                   f"it takes are timed as flash attention over the keys each query attends to")
+    if seq is not None and cov.get("seq") and seq > cov["seq"]:
+        out.append(f"sequence length {seq:,}: longer than any calibration run on {where} ({cov['seq']:,}); "
+                   f"the attention share of the step is extrapolated")
+    lo_hi = cov["micro_batch"]
+    if lo_hi and not lo_hi[0] <= layout.micro_batch <= lo_hi[1]:
+        out.append(f"micro-batch {layout.micro_batch} is outside the calibration runs on {where} "
+                   f"({lo_hi[0]}–{lo_hi[1]})")
     return out
