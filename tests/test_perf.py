@@ -382,6 +382,27 @@ def test_partial_full_recompute_lies_between_none_and_all_layers() -> None:
     assert compute(recompute="none") < compute(recompute="full", recompute_num_layers=4) < compute(recompute="full")
 
 
+def test_block_recompute_reruns_its_layers_in_every_model_chunk() -> None:
+    """Megatron's block method reruns the first n layers of each model chunk (transformer_block.py
+    _checkpointed_forward), so with interleaving a rank reruns vpp·n layers; the uniform method reruns every layer.
+    The recompute seconds and the hardware FLOPs both follow the share rerun."""
+    from planner.model.flops import full_recompute_share, step_flops
+
+    def run(**kw: object) -> tuple[float, float]:
+        lay = Layout(tp=8, pp=4, vpp=2, dp=1, global_batch=32, micro_batch=1, **kw)
+        t = training_time(LLAMA70, lay, H100, 8192, 1e9)
+        return t.breakdown["compute"], t.hfu
+
+    none, full = run(recompute="none"), run(recompute="full")
+    half = run(recompute="full", recompute_num_layers=5)  # 80 layers in 8 chunks of 10: half of each rerun
+    assert half[0] - none[0] == pytest.approx(0.5 * (full[0] - none[0]), rel=1e-6)
+    assert run(recompute="full", recompute_num_layers=5, recompute_method="uniform") == pytest.approx(full)
+    lay = Layout(tp=8, pp=4, vpp=2, dp=1, global_batch=32, recompute="full", recompute_num_layers=5)
+    assert full_recompute_share(lay, 80) == 0.5
+    f = [step_flops(LLAMA70, 8192, 1, r, full_share=s) for r, s in (("none", 1.0), ("full", 0.5), ("full", 1.0))]
+    assert f[1].hardware - f[0].hardware == pytest.approx(0.5 * (f[2].hardware - f[0].hardware))
+
+
 def test_activation_offload_pays_the_host_link_it_cannot_hide() -> None:
     lay = Layout(tp=1, dp=8, global_batch=8, micro_batch=1)
     base = training_time(LLAMA70, lay, H100, 8192, 1e9).step_seconds

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from planner.catalog import get_gpu
-from planner.model.flops import step_flops
+from planner.model.flops import full_recompute_share, step_flops
 from planner.schema import Efficiency, Framework, GpuSku, Implementation, Layout, ModelSpec, MoESpec
 
 # Documented defaults for fields a source leaves out.
@@ -157,7 +157,8 @@ def compare(case: Case, step_seconds: float) -> Comparison:
     own MFU, which halves them (planner.model.flops)."""
     lay = case.layout
     tokens = lay.global_batch * case.seq
-    flops = step_flops(case.model, case.seq, tokens, lay.recompute, causal=False)
+    flops = step_flops(case.model, case.seq, tokens, lay.recompute, causal=False,
+                       full_share=full_recompute_share(lay, case.model.layers))
     work = flops.hardware if case.hardware_flops else flops.model
     tflops = work / (step_seconds * lay.gpus) / 1e12
     if case.measured_step is not None:

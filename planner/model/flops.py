@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from planner.model.params import attention_dims, matmul_params_per_token
-from planner.schema import ModelSpec, Recompute
+from planner.schema import Layout, ModelSpec, Recompute
 
 
 def causal_keys_per_query(m: ModelSpec, seq: int) -> float:
@@ -54,17 +54,29 @@ class StepFlops:
     tokens: int
 
 
+def full_recompute_share(layout: Layout, layers: int) -> float:
+    """The share of a model's layers a full recompute reruns: every layer, unless Megatron's block method
+    (--recompute-method block --recompute-num-layers n, megatron/core/transformer/transformer_block.py
+    _checkpointed_forward) reruns only the first n layers of each of the pp·vpp model chunks; the uniform method
+    checkpoints every layer, n at a time."""
+    n = layout.recompute_num_layers
+    if layout.recompute != "full" or n is None or layout.recompute_method == "uniform":
+        return 1.0
+    return min(1.0, layout.pp * layout.vpp * n / layers)
+
+
 def step_flops(
-    m: ModelSpec, seq: int, tokens: int, recompute: Recompute = "none", causal: bool = True
+    m: ModelSpec, seq: int, tokens: int, recompute: Recompute = "none", causal: bool = True, full_share: float = 1.0
 ) -> StepFlops:
     """FLOPs of one optimizer step over `tokens` tokens of sequence length `seq`; `causal` halves the
-    attention scores (planner's convention, see the module docstring)."""
+    attention scores (planner's convention, see the module docstring); `full_share` of the layers is rerun by a
+    full recompute (`full_recompute_share`)."""
     n_matmul = matmul_params_per_token(m)
     attn_fwd = attention_forward_flops_per_token(m, seq, causal)
     model = (6.0 * n_matmul + 3.0 * attn_fwd) * tokens
     extra = 0.0
     if recompute == "selective":  # core attention is recomputed once (Korthikanti et al. 2022 §5)
         extra = attn_fwd * tokens
-    elif recompute == "full":  # one more forward of every layer, not of the output head
-        extra = (2.0 * (n_matmul - head_matmul_params(m)) + attn_fwd) * tokens
+    elif recompute == "full":  # one more forward of every recomputed layer, not of the output head
+        extra = full_share * (2.0 * (n_matmul - head_matmul_params(m)) + attn_fwd) * tokens
     return StepFlops(model=model, hardware=model + extra, tokens=tokens)

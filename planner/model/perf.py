@@ -54,7 +54,7 @@ import numpy as np
 
 from planner.model import comm
 from planner.model.comm import vmax, vmin
-from planner.model.flops import StepFlops, causal_keys_per_query, step_flops
+from planner.model.flops import StepFlops, causal_keys_per_query, full_recompute_share, step_flops
 from planner.model.memory import ActivationShape, Recipe, layer_activation_bytes, layer_params_on_rank
 from planner.model.params import attention_dims, attention_weights, qk_norm_width
 from planner.model.pipeline import PipelineSplit, max_stage_layers
@@ -189,7 +189,8 @@ def fixed_utilisation_time(
     attention scores in full (planner.model.flops), so the utilisation given is the one reported."""
     if (mfu is None) == (hfu is None):
         raise ValueError("give exactly one of mfu or hfu")
-    flops = step_flops(m, seq, layout.global_batch * seq, layout.recompute, causal=False)
+    flops = step_flops(m, seq, layout.global_batch * seq, layout.recompute, causal=False,
+                       full_share=full_recompute_share(layout, m.layers))
     work, util = (flops.model, mfu) if mfu is not None else (flops.hardware, hfu)
     step = work / (layout.gpus * utilisation_peak(gpu, layout) * cast(float, util))
     mode = "fixed mfu" if mfu is not None else "fixed hfu"
@@ -575,9 +576,11 @@ def _step(c: _Context, a: dict[str, Any]) -> _Step:
     if layers is None:
         layers = max_stage_layers(depth, pp, a["vpp"], c.split)
         layers = np.where(layers > 0, layers, -(-depth // pp))
-    rnl = a.get("recompute_num_layers", 0)
+    # Megatron's block method reruns the first rnl layers of each of the rank's vpp model chunks; the uniform
+    # method every layer (planner.model.flops.full_recompute_share, here for the slowest stage)
+    rnl = a.get("recompute_num_layers", 0) * (c.recipe.recompute_method != "uniform")
     etp = a.get("expert_tp", 0)
-    full_share = vmin(1.0, (rnl + (rnl == 0) * layers) / layers)
+    full_share = vmin(1.0, (a["vpp"] * rnl + (rnl == 0) * layers) / layers)
     micro = a["global_batch"] / (dp * mbs)
     s_q = c.seq / cp
     return _Step(
@@ -1214,5 +1217,6 @@ def training_time(
                  gpus_per_node or gpu.node_size, Recipe.of(layout))
     out = _components(c, time_arrays(layout))
     breakdown = {k: float(out[k]) for k in BREAKDOWN_KEYS}
-    flops = step_flops(m, seq, layout.global_batch * seq, layout.recompute)
+    flops = step_flops(m, seq, layout.global_batch * seq, layout.recompute,
+                       full_share=full_recompute_share(layout, m.layers))
     return summarise(m, layout, gpu, seq, tokens, float(out["step_seconds"]), flops, breakdown)

@@ -10,7 +10,7 @@ import functools
 import math
 from dataclasses import dataclass, field
 
-from planner.model.flops import StepFlops, step_flops
+from planner.model.flops import StepFlops, full_recompute_share, step_flops
 from planner.model.memory import FitsOnGpu, MemoryBreakdown, training_memory
 from planner.model.params import ParamCount, count_params
 from planner.model.perf import SECONDS_PER_DAY, TimeEstimate, fixed_utilisation_time, training_time
@@ -180,7 +180,8 @@ def evaluate(
     impl = implementation or Implementation()
     node = gpus_per_node or gpu.node_size
     eff = efficiency or EfficiencyOverride()
-    flops = step_flops(model, seq, layout.global_batch * seq, layout.recompute)
+    flops = step_flops(model, seq, layout.global_batch * seq, layout.recompute,
+                       full_share=full_recompute_share(layout, model.layers))
     memory = training_memory(model, layout, seq, impl, overheads)
     if eff.mfu is not None or eff.hfu is not None:
         time = fixed_utilisation_time(model, layout, gpu, seq, tokens, mfu=eff.mfu, hfu=eff.hfu)
