@@ -34,10 +34,10 @@ from planner.catalog import load_gpus  # noqa: E402
 from planner.pricing import select_price  # noqa: E402
 from planner.scenario import Scenario, load_scenario  # noqa: E402
 from planner.search.candidates import integer_units, job_candidates  # noqa: E402
-from planner.search.exhaustive import enumerate_plans, evaluate_on, training  # noqa: E402
+from planner.search.exhaustive import enumerate_plans, evaluate_on, training, tuple_count  # noqa: E402
 from planner.search.problem import resolve_problem  # noqa: E402
 from planner.workflows.solve import solve  # noqa: E402
-from planner.workloads.training.layout import SEARCHED  # noqa: E402
+from planner.workloads.training.layout import RECOMPUTE, SEARCHED  # noqa: E402
 from planner.workloads.training.legality import layout_problems  # noqa: E402
 from planner.workloads.training.space import axis_domains  # noqa: E402
 
@@ -137,7 +137,7 @@ def product_size(sc: Scenario) -> int:
     for job in p.jobs:
         for sku in p.skus_for(job):
             dom = axis_domains(training(job), sku.node)
-            total += math.prod(len(dom[f]) for f in SEARCHED)
+            total += tuple_count(dom)
     return total
 
 
@@ -152,7 +152,10 @@ def extrapolate(sc: Scenario, space: int, rng: random.Random) -> tuple[float, fl
     tuples = []
     for _ in range(SAMPLE):
         sku = rng.choice(skus)
-        tuples.append((sku, {f: rng.choice(doms[sku.name][f]) for f in SEARCHED}))
+        fields = {f: rng.choice(doms[sku.name][f]) for f in SEARCHED}
+        if fields["recompute"] != RECOMPUTE.index("full"):  # counts pair with full recompute only (domain_tuples)
+            fields["recompute_num_layers"] = 0
+        tuples.append((sku, fields))
     t = time.perf_counter()
     for sku, fields in tuples:
         layout = w.template.layout(**fields)

@@ -156,7 +156,10 @@ class FixedLayout(Strict):
     sequence_parallel: bool | None = None
     micro_batch: BatchSize | None = None
     offload_optimizer: bool | None = None
-    recompute_num_layers: Annotated[int, Field(ge=1, le=MAX_LAYERS)] | None = None
+    recompute_num_layers: Annotated[int, Field(ge=1, le=MAX_LAYERS)] | None = Field(
+        None, description="full recompute of this many layers per model chunk; unset, solve tries every layer and "
+        "(Megatron-Core, block method) 1, 2, 4, ... layers below a chunk's; a count as large as the model's layers "
+        "holds every layer")
     dp_shard: GpuCount | None = None
     expert_tp: GpuCount | None = None
     pipeline_layout: tuple[Annotated[int, Field(ge=0, le=MAX_LAYERS)], ...] | None = Field(None, min_length=1,

@@ -224,6 +224,7 @@ def test_solve_emit_round_trip(fmt: str, tmp_path: Path) -> None:
     path.write_text(
         "model: llama-3.1-8b\njob: {tokens: 1e10, seq_len: 4096, global_batch: 64}\nhardware: {skus: [h100]}\n"
         f"layout: {{{EXPRESSIBLE[fmt]}sku: h100, gpus: 16}}\nobjective: time\n"
+        + ("implementation: {framework: deepspeed}\n" if fmt == "deepspeed" else "")
     )
     plan = json.loads(runner.invoke(app, ["solve", str(path), "--format", "json"]).stdout)["plans"][0]
     result = runner.invoke(app, ["solve", str(path), "--emit", fmt])

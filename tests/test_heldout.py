@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import validation
 
 # Levels measured on the held-out set (VALIDATION.md); the targets are validation.*_TARGET.
-# the target (10 %) is not met since the gpt-oss rows joined: 11.7 % on 98 runs (9.0 % on the 90 without them)
-MEDIAN_NOW = 0.118
+# the target (10 %) is not met since the gpt-oss rows joined: 10.8 % on 98 runs (8.7 % on the 90 without them)
+MEDIAN_NOW = 0.109
 FIT_NOW = validation.FIT_TARGET  # the target, met
 MEMORY_WITHIN_NOW = 23  # of the reserved / allocated peaks within MEMORY_TARGET
 # Every held-out layout can be stated (Megatron-Core's EP folding over TP·DP·CP as layout.expert_tp).
@@ -642,7 +642,8 @@ def test_unstated_knobs_are_completed_as_the_fastest_layout_that_fits(held_out: 
     stated = run["planner"]["layout"]
     assert (lay.tp, lay.pp, lay.dp, lay.cp) == (stated["tp"], stated["pp"], stated["dp"], stated["cp"])
     best = held.evaluation.time.step_seconds
-    for change in ({"vpp": 4}, {"recompute": "selective"}, {"sequence_parallel": False}, {"micro_batch": 2}):
+    for change in ({"vpp": 2}, {"recompute": "selective", "recompute_num_layers": None},
+                   {"recompute_num_layers": None}, {"sequence_parallel": False}, {"micro_batch": 2}):
         other = estimate(EstimateRequest(scenario=validation.scenario_of(run, {**held.completed, **change})))
         assert not other.fits or other.time.step_seconds >= best, change
     # a run that states its whole layout is evaluated as written

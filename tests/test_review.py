@@ -20,7 +20,7 @@ from planner.interop.published import build_case, load_runs, reference_dir
 from planner.interop.torchtitan import parse_torchtitan_toml
 from planner.interop.torchtitan_config import saved_config
 from planner.scenario import EstimateTarget, FixedLayout, Hardware, Job, Scenario
-from planner.schema import Layout
+from planner.schema import Implementation, Layout
 from planner.workflows.review import ReviewRequest, review
 
 FIXTURES = Path(__file__).parent / "fixtures" / "frameworks"
@@ -30,12 +30,14 @@ USABLE = [r["id"] for r in load_runs(REFERENCE) if not isinstance(build_case(r),
 WORST_ERROR = 0.25
 
 
-def scenario(layout: dict[str, Any] | None = None, gpus: int = 16, global_batch: int = 64) -> Scenario:
+def scenario(layout: dict[str, Any] | None = None, gpus: int = 16, global_batch: int = 64,
+             framework: str = "megatron-core") -> Scenario:
     """Llama-3.1 8B on `gpus` H100s, parts of the layout fixed, fastest first."""
     return Scenario(
         model="llama-3.1-8b", job=Job(tokens=1e10, seq_len=4096, global_batch=global_batch),
         hardware=Hardware(skus=["h100"]), layout=FixedLayout(sku="h100", gpus=gpus, **(layout or {})),
         estimate=EstimateTarget(gpu="h100", gpus=gpus), objective="time",
+        implementation=Implementation(framework=framework),  # type: ignore[arg-type]
     )
 
 
@@ -59,8 +61,9 @@ def test_published_run_fits_and_predicts_its_throughput(run_id: str) -> None:
 # Round trips: a solved plan exported and read back is the same layout
 # --------------------------------------------------------------------------------------------
 
-# What each format can say: DeepSpeed's JSON has no TP/PP/CP/SP and full recompute or none, and keeps fp32
-# gradients only with ZeRO ≤ 1; torchtitan's TP plan always shards the sequence.
+# What each format can say: DeepSpeed's JSON has no TP/PP/CP/SP and full recompute or none (of every layer: a
+# DeepSpeed job, whose search keeps every layer), and keeps fp32 gradients only with ZeRO ≤ 1; torchtitan's TP plan
+# always shards the sequence.
 EXPRESSIBLE: dict[str, dict[str, Any]] = {
     "megatron": {},
     "deepspeed": {"cp": 1, "vpp": 1, "sequence_parallel": False, "zero": 1, "recompute": "full"},
@@ -72,7 +75,8 @@ EXPRESSIBLE: dict[str, dict[str, Any]] = {
 @pytest.mark.parametrize("fmt", FRAMEWORKS)
 def test_solved_plan_round_trips(fmt: str) -> None:
     m = get_model("llama-3.1-8b")
-    (plan,) = solve(scenario(EXPRESSIBLE[fmt]), top_k=1).plans
+    (plan,) = solve(scenario(EXPRESSIBLE[fmt], framework="deepspeed" if fmt == "deepspeed" else "megatron-core"),
+                    top_k=1).plans
     layout = plan.evaluation.layout
     text = export(fmt, layout, model=m, seq=4096)
     if fmt == "megatron":

@@ -334,3 +334,34 @@ def test_an_estimate_beyond_its_price_offer_says_so() -> None:
                                   "estimate": {"gpu": "rtx-4090", "gpus": 64}, "layout": {"tp": 4, "pp": 4}})
     codes = {w["code"]: w["message"] for w in warnings_list(estimate(EstimateRequest(scenario=sc)))}
     assert "1 × rtx-4090" in codes["beyond_price_offer"]
+
+
+def test_a_memory_tight_optimum_recomputes_only_part_of_each_chunk() -> None:
+    """Megatron's block recompute (--recompute-method block --recompute-num-layers n) is searched: Llama 3 405B on
+    8,192 H100 at TP8 PP16 DP64 does not fit without recompute, and the fastest plan reruns one layer of each model
+    chunk rather than all of them. Recomputing every layer of the same layout is slower; the plan is exported as
+    Megatron arguments with that count."""
+    from planner import EstimateRequest, estimate
+
+    sc = Scenario.model_validate({
+        "name": "llama405", "model": "llama-3.1-405b",
+        "job": {"tokens": 16 * 2**20, "seq_len": 8192, "global_batch": 2048},
+        "hardware": {"skus": ["h100-sxm"]},
+        "layout": {"sku": "h100-sxm", "gpus": 8192, "tp": 8, "pp": 16, "dp": 64, "cp": 1, "sequence_parallel": True,
+                   "micro_batch": 1, "account_for_embedding_in_pipeline_split": True,
+                   "account_for_loss_in_pipeline_split": True},
+        "objective": "time", "top_k": 1,
+    })
+    result = solve(sc)
+    plan = result.plans[0]
+    lay = plan.evaluation.layout
+    assert lay.recompute == "full" and lay.recompute_num_layers is not None and lay.recompute_method == "block"
+    assert plan.evaluation.fits
+    fixed = {f: getattr(lay, f) for f in ("tp", "pp", "vpp", "dp", "zero", "sequence_parallel", "micro_batch",
+                                          "account_for_embedding_in_pipeline_split",
+                                          "account_for_loss_in_pipeline_split")}
+    every, none = (estimate(EstimateRequest(model="llama-3.1-405b", gpu="h100-sxm", gpus=8192, seq=8192,
+                                            global_batch=2048, layout={**fixed, "recompute": rc}))
+                   for rc in ("full", "none"))
+    assert every.time.step_seconds > plan.evaluation.time.step_seconds and not none.fits
+    assert f"--recompute-num-layers {lay.recompute_num_layers}" in result.emit("megatron")

@@ -349,6 +349,8 @@ def not_in_deepspeed_config(layout: Layout) -> list[str]:
         parts.append("sequence parallelism")
     if layout.recompute == "selective":
         parts.append("selective recompute")
+    if layout.recompute == "full" and layout.recompute_num_layers is not None:
+        parts.append(f"recompute of {layout.recompute_num_layers} layer(s) per model chunk")
     return parts
 
 
@@ -358,7 +360,7 @@ def deepspeed_config_from_layout(layout: Layout, implementation: Implementation 
     Written: the batch triple, the ZeRO stage, optimizer offload, bf16/fp16 (fp8 GEMMs run inside a bf16
     config, from Transformer Engine in the model code), fp32 gradient accumulation where DeepSpeed offers it
     (bf16 with ZeRO 0 or 1), and an activation_checkpointing section for full recompute. Not written, as
-    DeepSpeed's JSON has no place for them: TP/PP/CP sizes, sequence parallelism and selective recompute
+    DeepSpeed's JSON has no place for them: TP/PP/CP sizes, sequence parallelism, selective and partial recompute
     (model code and launcher), and the optimizer, which the client code builds. InputError where DeepSpeed
     cannot run the layout: optimizer offload without ZeRO, a narrowed optimizer state, or ZeRO 2/3 with pipeline
     parallelism.

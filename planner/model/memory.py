@@ -119,6 +119,7 @@ def layout_arrays(layout: Layout) -> dict[str, int]:
         "zero": layout.zero, "recompute": RECOMPUTE_CODES[layout.recompute],
         "sequence_parallel": int(layout.sequence_parallel), "micro_batch": layout.micro_batch,
         "global_batch": layout.global_batch, "expert_tp": layout.expert_tp or 0,
+        "recompute_num_layers": layout.recompute_num_layers or 0,
     }
 
 

@@ -98,6 +98,5 @@ def time_arrays(layout: Layout) -> dict[str, Any]:
     """A Layout as the numbers the array-ready time formulas take: the memory model's columns plus the
     time-side ones (0 stands for "not set": every layer recomputed, sharding over all of dp·cp)."""
     out: dict[str, Any] = dict(layout_arrays(layout))
-    out["recompute_num_layers"] = layout.recompute_num_layers or 0
     out["dp_shard"] = layout.dp_shard or 0
     return out

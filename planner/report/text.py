@@ -34,12 +34,20 @@ def usd(amount: float) -> str:
 
 def layout_text(layout: Layout) -> str:
     """'TP8 PP16 VPP2 DP12 CP2 EP4 ZeRO-1 rc=selective SP mbs1': sizes of 1 left out but TP, PP and DP; ETP where
-    the experts split otherwise than TP."""
+    the experts split otherwise than TP; a partial full recompute as 'rc=full(4/chunk)'."""
     return (f"TP{layout.tp} PP{layout.pp}" + (f" VPP{layout.vpp}" if layout.vpp > 1 else "") + f" DP{layout.dp}"
             + (f" CP{layout.cp}" if layout.cp > 1 else "") + (f" EP{layout.ep}" if layout.ep > 1 else "")
             + (f" ETP{layout.expert_tp}" if layout.expert_tp is not None and layout.expert_tp != layout.tp else "")
-            + f" ZeRO-{layout.zero} rc={layout.recompute}" + (" SP" if layout.sequence_parallel else "")
-            + f" mbs{layout.micro_batch}")
+            + f" ZeRO-{layout.zero} rc={layout.recompute}" + _partial(layout)
+            + (" SP" if layout.sequence_parallel else "") + f" mbs{layout.micro_batch}")
+
+
+def _partial(layout: Layout) -> str:
+    """'(4/chunk)': full recompute of 4 layers of each model chunk (block), '(uniform 2)': in groups of 2."""
+    n = layout.recompute_num_layers
+    if n is None or layout.recompute != "full":
+        return ""
+    return f"(uniform {n})" if layout.recompute_method == "uniform" else f"({n}/chunk)"
 
 
 def flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:

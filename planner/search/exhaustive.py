@@ -1,9 +1,9 @@
 """Brute-force reference for small spaces: the solver's answer, found the slow and obvious way.
 
-Every tuple of a training job's axis domains is built as a Layout, checked whole by `layout_problems`,
-and every legal one is evaluated by `evaluate` (the scalar model), independently of the grid, the
-vectorised tables, the per-(SKU, GPU count) pruning and CP-SAT. Jobs are combined by trying every
-combination. Only the axis domains, the GPU-count rule and the integer rounding are shared with the
+Every tuple of a training job's axis domains (a partial recompute count only with full recompute) is built as a
+Layout, checked whole by `layout_problems`, and every legal one is evaluated by `evaluate` (the scalar model),
+independently of the grid, the vectorised tables, the per-(SKU, GPU count) pruning and CP-SAT. Jobs are combined
+by trying every combination. Only the axis domains, the GPU-count rule and the integer rounding are shared with the
 solver, because they define the space and the units rather than compute anything.
 """
 
@@ -18,9 +18,9 @@ from planner.schema import Layout
 from planner.search.candidates import budget_cents, deadline_seconds, integer_units
 from planner.search.problem import JobSpec, Problem, SkuOption
 from planner.workloads.training.evaluation import Evaluation
-from planner.workloads.training.layout import SEARCHED
+from planner.workloads.training.layout import RECOMPUTE, SEARCHED
 from planner.workloads.training.legality import layout_problems
-from planner.workloads.training.space import axis_domains, redundant_expert_tp
+from planner.workloads.training.space import axis_domains, redundant_expert_tp, redundant_recompute_layers
 from planner.workloads.training.workload import TrainingWorkload
 
 
@@ -53,17 +53,36 @@ def training(job: JobSpec) -> TrainingWorkload:
     return job.workload
 
 
+def domain_tuples(dom: dict[str, list[int]]) -> Iterator[tuple[int, ...]]:
+    """Every tuple of the axis domains, in SEARCHED order, with a partial recompute count paired only with full
+    recompute (layout_problems refuses it with any other mode)."""
+    partial, mode = SEARCHED.index("recompute_num_layers"), SEARCHED.index("recompute")
+    full = RECOMPUTE.index("full")
+    rest = [dom[f] for f in SEARCHED if f != "recompute_num_layers"]
+    for values in itertools.product(*rest):
+        for n in dom["recompute_num_layers"] if values[mode] == full else [0]:
+            yield (*values[:partial], n, *values[partial:])
+
+
+def tuple_count(dom: dict[str, list[int]]) -> int:
+    """How many tuples `domain_tuples` yields."""
+    modes = [m for m in dom["recompute"] if m != RECOMPUTE.index("full")]
+    per_mode = len(modes) + (len(dom["recompute"]) - len(modes)) * len(dom["recompute_num_layers"])
+    return per_mode * math.prod(len(dom[f]) for f in SEARCHED if f not in ("recompute", "recompute_num_layers"))
+
+
 def legal_layouts(problem: Problem, job: JobSpec, sku: SkuOption) -> Iterator[Layout]:
     """Every layout of the axis domains that `layout_problems` accepts on this SKU within its caps."""
     w = training(job)
     dom = axis_domains(w, sku.node)
     counts = job.counts(problem.cap(sku, job))
     width = [SEARCHED.index(f) for f in ("tp", "pp", "dp", "cp")]
-    for values in itertools.product(*(dom[f] for f in SEARCHED)):
+    for values in domain_tuples(dom):
         if not counts.allowed(math.prod(int(values[i]) for i in width), sku.node):  # Layout.gpus, before building it
             continue
         codes = dict(zip(SEARCHED, values, strict=True))
-        if redundant_expert_tp(dom, codes["tp"], codes["expert_tp"]):
+        if redundant_expert_tp(dom, codes["tp"], codes["expert_tp"]) or redundant_recompute_layers(
+                w, dom, codes["pp"], codes["vpp"], codes["recompute_num_layers"]):
             continue
         layout = w.template.layout(**codes)
         if not layout_problems(w.model, layout, node_size=sku.node, seq=w.seq, impl=w.implementation):

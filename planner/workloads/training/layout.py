@@ -25,16 +25,16 @@ from planner.schema import Layout, Recompute
 __all__ = ["EXTRAS", "JSON_FIELDS", "RECOMPUTE", "RECOMPUTE_CODES", "SEARCHED", "Recipe", "Template", "as_fields",
            "encode", "grid_arrays", "layout_arrays"]
 
-# The fields the search varies, in grid-column order.
+# The fields the search varies, in grid-column order (recompute_num_layers: 0 is every layer, Layout's null).
 SEARCHED = ("tp", "pp", "vpp", "dp", "cp", "ep", "zero", "recompute", "sequence_parallel", "micro_batch",
-            "expert_tp")
-# Knobs a scenario may fix that the search carries through unchanged (partial recompute, HSDP, Megatron's
-# pipeline-split flags and explicit layouts).
+            "expert_tp", "recompute_num_layers")
+# Knobs a scenario may fix that the search carries through unchanged (HSDP, Megatron's pipeline-split flags and
+# explicit layouts); partial recompute is searched, and in a layout's JSON only where set, as these are.
 EXTRAS = ("recompute_num_layers", "dp_shard", "account_for_embedding_in_pipeline_split",
           "account_for_loss_in_pipeline_split", "recompute_method", "pipeline_first_stage_layers",
           "pipeline_last_stage_layers", "pipeline_layout")
 # The JSON object of a layout, in this order, plus grad_accumulation.
-JSON_FIELDS = (*SEARCHED, "global_batch", "precision")
+JSON_FIELDS = (*(f for f in SEARCHED if f not in EXTRAS), "global_batch", "precision")
 # code → recompute mode; the code is the mode's index, the code the memory and time tables read
 RECOMPUTE: tuple[Recompute, ...] = ("none", "selective", "full")
 assert all(RECOMPUTE_CODES[r] == i for i, r in enumerate(RECOMPUTE))
@@ -75,10 +75,11 @@ class Template:
 
     @classmethod
     def of(cls, job: Job, fixed: FixedLayout) -> Template:
-        extras = tuple((k, getattr(fixed, k)) for k in EXTRAS if getattr(fixed, k) is not None)
+        extras = tuple((k, getattr(fixed, k)) for k in EXTRAS if getattr(fixed, k) is not None and k not in SEARCHED)
         # the recipe carries the fixed extras too: the grid's memory and time read them as the scalar model does
+        # (partial recompute, searched, is a grid column instead: planner.workloads.training.workload.memory)
         recipe = Recipe(job.precision, job.optimizer, job.fp32_grad_accumulation, bool(fixed.offload_optimizer),
-                        fixed.recompute_num_layers, fixed.recompute_method or Recipe.recompute_method, fixed.dp_shard,
+                        None, fixed.recompute_method or Recipe.recompute_method, fixed.dp_shard,
                         bool(fixed.account_for_embedding_in_pipeline_split),
                         bool(fixed.account_for_loss_in_pipeline_split), fixed.pipeline_first_stage_layers,
                         fixed.pipeline_last_stage_layers,
@@ -95,6 +96,8 @@ class Template:
             values["sequence_parallel"] = bool(values["sequence_parallel"])
         if values.get("expert_tp") == 0:  # code 0: the experts split over TP like the rest (unset)
             values["expert_tp"] = None
+        if values.get("recompute_num_layers") == 0:  # code 0: every layer (unset)
+            values["recompute_num_layers"] = None
         values.setdefault("global_batch", self.global_batch)
         r = self.recipe
         return Layout(precision=r.precision, optimizer=r.optimizer, fp32_grad_accumulation=r.fp32_grad_accumulation,

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from planner.model.pipeline import virtual_stage_layers
+from planner.model.presets import PRESETS
 from planner.workloads.grid import Columns, GpuCounts, Grid, Slices, axis, cross, divisors, rows, where
 from planner.workloads.training.layout import RECOMPUTE, SEARCHED
 from planner.workloads.training.legality import layout_problems
@@ -34,6 +36,12 @@ EXTRA_READS = {"dp_shard": ("dp", "cp"), "recompute_num_layers": ("recompute",),
 # The implementation keys whose legality rules read searched fields: the loss chunks must divide a micro-batch's
 # tokens per CP rank, the all-to-all exchanges each TP rank's heads over their group (within cp).
 IMPL_READS = {"loss_chunks": ("micro_batch", "cp"), "cp_exchange": ("tp", "cp"), "cp_a2a_size": ("tp", "cp")}
+# Frameworks whose full recompute may cover only part of each model chunk (Megatron-Core --recompute-method block
+# --recompute-num-layers n, megatron/core/transformer/transformer_block.py _checkpointed_forward): the search tries
+# n at powers of two below the chunk's layers, next to every layer (code 0). The others' partial schemes
+# (torchtitan's every-k-th-layer checkpoint, DeepSpeed's checkpoint count) keep the same memory per recomputed
+# layer but are not searched.
+PARTIAL_RECOMPUTE_FRAMEWORKS = ("megatron-core",)
 # Frameworks whose MoE layers may split experts otherwise than TP (Megatron-Core --expert-tensor-parallel-size,
 # torchtitan expert_tensor_parallel_degree): their search tries the experts unsplit (expert_tp 1), EP folded over
 # TP·DP·CP, next to the experts split like TP (code 0).
@@ -65,6 +73,8 @@ def axis_domains(w: TrainingWorkload, max_node: int) -> dict[str, list[int]]:
         "sequence_parallel": [0, 1],
         "micro_batch": divisors(batch),
         "expert_tp": [0, 1] if m.moe and w.implementation.framework in EXPERT_TP_FRAMEWORKS else [0],
+        "recompute_num_layers": [0, *(2**i for i in range(m.layers.bit_length()) if 2**i < m.layers)]
+        if partial_recompute_searched(w) else [0],
     }
     if w.fixed.pipeline_layout is not None:  # an explicit layout has pp·vpp stages
         stages = len(w.fixed.pipeline_layout)
@@ -75,6 +85,38 @@ def axis_domains(w: TrainingWorkload, max_node: int) -> dict[str, list[int]]:
         if v is not None:
             dom[f] = [RECOMPUTE.index(v) if f == "recompute" else int(v)]
     return dom
+
+
+def partial_recompute_searched(w: TrainingWorkload) -> bool:
+    """Whether the search tries recomputing only part of each model chunk: a framework that can, full recompute
+    in the domain, and the block method (the uniform method reruns every layer whatever its group size)."""
+    return (w.implementation.framework in PARTIAL_RECOMPUTE_FRAMEWORKS and w.fixed.recompute in (None, "full")
+            and w.fixed.recompute_method != "uniform")
+
+
+def redundant_recompute_layers(w: TrainingWorkload, dom: dict[str, list[int]], pp: Any, vpp: Any,
+                               recompute_num_layers: Any) -> Any:
+    """Where a partial recompute covers every layer of each model chunk of (pp, vpp), the full recompute that
+    the domain also holds (code 0): one layout, searched once."""
+    if 0 not in dom["recompute_num_layers"]:
+        return np.zeros(np.shape(recompute_num_layers), dtype=bool)
+    return recompute_num_layers >= chunk_layers(w, pp, vpp)
+
+
+def chunk_layers(w: TrainingWorkload, pp: Any, vpp: Any) -> Any:
+    """The most decoder layers one model chunk holds under the job's pipeline split (even where it is refused)."""
+    split = w.template.recipe.split(PRESETS[w.implementation.framework].split)
+
+    def one(p: int, v: int) -> int:
+        counts = virtual_stage_layers(w.model.layers, p, v, split)
+        return max(counts) if not isinstance(counts, str) else -(-w.model.layers // (p * v))
+
+    if np.ndim(pp) == 0:
+        return one(int(pp), int(vpp))
+    shapes = {(int(p), int(v)) for p, v in zip(np.ravel(pp), np.ravel(vpp), strict=True)}
+    most = {sv: one(*sv) for sv in shapes}
+    return np.asarray([most[(int(p), int(v))] for p, v in zip(np.ravel(pp), np.ravel(vpp), strict=True)],
+                      dtype=np.int64).reshape(np.shape(pp))
 
 
 def redundant_expert_tp(dom: dict[str, list[int]], tp: Any, expert_tp: Any) -> Any:
@@ -272,12 +314,16 @@ def lattice(w: TrainingWorkload, nodes: Sequence[int], counts: GpuCounts) -> Lat
                "dp": ranks, "global_batch": ranks}
         t = where(t, legal(w, key, list(key)))
     t = where(t, t["tp"] * t["dp"] * t["cp"] <= cap)
-    # model side: pp × vpp × ZeRO × recompute (crossed in that order: one shape's rows stay together)
+    # model side: pp × vpp × ZeRO × recompute × partial recompute (crossed in that order: one shape's rows stay
+    # together)
     pipe = cross(cross(axis("pp", dom["pp"]), axis("vpp", dom["vpp"])), axis("zero", dom["zero"]))
     pipe["global_batch"] = pipe["pp"]  # neutral here: as many micro-batches as stages
     pipe = _filtered(w, pipe, ["pp", "vpp", "zero", "global_batch"])
     del pipe["global_batch"]
     pipe = cross(pipe, _filtered(w, axis("recompute", dom["recompute"]), ["recompute"]))
+    pipe = _filtered(w, cross(pipe, axis("recompute_num_layers", dom["recompute_num_layers"])),
+                     ["recompute", "recompute_num_layers"])
+    pipe = where(pipe, ~redundant_recompute_layers(w, dom, pipe["pp"], pipe["vpp"], pipe["recompute_num_layers"]))
     if rows(t) == 0 or rows(pipe) == 0:
         return None
     new_shape = np.r_[True, (np.diff(pipe["pp"]) != 0) | (np.diff(pipe["vpp"]) != 0)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from planner.workloads.expected import IDEAL, Basis
 from planner.workloads.grid import GpuCounts, Grid, Slices, chunked
 from planner.workloads.training import space
 from planner.workloads.training.evaluation import Evaluation, evaluate, merged_efficiency
-from planner.workloads.training.layout import Template, grid_arrays
+from planner.workloads.training.layout import Recipe, Template, grid_arrays
 from planner.workloads.training.legality import layout_problems
 
 
@@ -129,13 +129,21 @@ class TrainingWorkload:
     def memory(self, grid: Grid, rows: np.ndarray) -> np.ndarray:
         """Per-GPU bytes of the most loaded pipeline stage of the selected rows (any SKU)."""
         recipe = self.template.recipe
+        out = np.empty(len(rows), dtype=np.int64)
+        partial = grid.cols["recompute_num_layers"][rows]
+        # the memory formulas take partial recompute from the recipe (what each model chunk keeps): one call per
+        # count in use
+        for n in np.unique(partial).tolist():
+            at = np.flatnonzero(partial == n)
+            rec = replace(recipe, recompute_num_layers=int(n) or None)
 
-        def part(sel: np.ndarray) -> np.ndarray:
-            return memory_model.training_memory_table(self.model, self.seq, grid_arrays(grid.cols, sel,
-                                                                                       self.global_batch),
-                                                      recipe, self.implementation, self.overheads)["total"]
+            def part(sel: np.ndarray, rec: Recipe = rec) -> np.ndarray:
+                return memory_model.training_memory_table(self.model, self.seq, grid_arrays(grid.cols, sel,
+                                                                                           self.global_batch),
+                                                          rec, self.implementation, self.overheads)["total"]
 
-        return chunked(part, rows, np.int64)
+            out[at] = chunked(part, rows[at], np.int64)
+        return out
 
     def step_seconds(self, grid: Grid, rows: np.ndarray, gpu: GpuSku, node: int) -> np.ndarray:
         """Seconds per optimizer step of the selected rows on `gpu` in nodes of `node`, as `evaluate`
@@ -144,17 +152,20 @@ class TrainingWorkload:
         if len(rows) == 0:
             return np.empty(0, dtype=np.float64)
         if eff.mfu is not None or eff.hfu is not None:
-            # fixed utilisation: work / (GPUs · peak · utilisation) reads only the GPU count and the
-            # recompute mode (FLOPs), so one scalar call per distinct pair covers every row
-            key = grid.gpus[rows] * 4 + grid.cols["recompute"][rows]
-            first = np.full(int(key.max()) + 1, -1, dtype=np.int64)
-            first[key[::-1]] = np.arange(len(key) - 1, -1, -1)  # index of each key's first row
-            vals = np.zeros(len(first))
-            for k in np.flatnonzero(first >= 0).tolist():
-                layout = self.layout(grid, int(rows[first[k]]))
+            # fixed utilisation: work / (GPUs · peak · utilisation) reads only the GPU count, the recompute mode
+            # and the layers a partial recompute reruns (FLOPs), so one scalar call per distinct triple covers
+            # every row
+            c = grid.cols
+            rerun = np.where(c["recompute_num_layers"][rows] > 0,
+                             c["pp"][rows] * c["vpp"][rows] * c["recompute_num_layers"][rows], 0)
+            triples = np.stack([grid.gpus[rows], c["recompute"][rows], np.minimum(rerun, self.model.layers)], axis=1)
+            distinct, first, key = np.unique(triples, axis=0, return_index=True, return_inverse=True)
+            vals = np.zeros(len(distinct))
+            for k, row in enumerate(first.tolist()):
+                layout = self.layout(grid, int(rows[row]))
                 vals[k] = perf_model.fixed_utilisation_time(self.model, layout, gpu, self.seq, self.tokens,
                                                             mfu=eff.mfu, hfu=eff.hfu).step_seconds
-            return vals[key]
+            return vals[key.reshape(-1)]
         efficiency = merged_efficiency(gpu, eff)
         recipe = self.template.recipe
 
@@ -167,9 +178,10 @@ class TrainingWorkload:
 
     def _time_extras(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Model-table arrays with the fixed knobs the time model reads per layout (perf._step: partial
-        recompute, the HSDP shard group) where the scenario sets them, as `time_arrays` gives them for one."""
+        recompute is a grid column; the HSDP shard group) where the scenario sets them, as `time_arrays` gives them
+        for one."""
         r, n = self.template.recipe, len(arrays["tp"])
-        given = {"recompute_num_layers": r.recompute_num_layers, "dp_shard": r.dp_shard}
+        given = {"dp_shard": r.dp_shard}
         return arrays | {k: np.full(n, v, dtype=np.int64) for k, v in given.items() if v}
 
     @functools.cached_property
