@@ -120,6 +120,24 @@ def test_scenario_review_keeps_the_hardware_and_the_batch() -> None:
     assert {"recompute_stronger_than_needed", "better_layout"} <= codes
 
 
+def test_full_recompute_of_every_layer_is_told_a_partial_count_that_fits() -> None:
+    """Llama 3 405B at TP8 PP16 DP64 on 8,192 H100 does not fit without recompute; recomputing every layer fits
+    with room to spare, and Megatron's block method rerunning fewer layers of each chunk fits and is faster: the
+    review says which count (the same layout keeps every other setting)."""
+    sc = Scenario.model_validate({
+        "name": "llama405", "model": "llama-3.1-405b",
+        "job": {"tokens": 16 * 2**20, "seq_len": 8192, "global_batch": 2048},
+        "hardware": {"skus": ["h100-sxm"]}, "estimate": {"gpu": "h100-sxm", "gpus": 8192},
+        "layout": {"tp": 8, "pp": 16, "vpp": 4, "dp": 64, "sequence_parallel": True, "micro_batch": 1,
+                   "recompute": "full", "account_for_embedding_in_pipeline_split": True,
+                   "account_for_loss_in_pipeline_split": True},
+    })
+    r = review(ReviewRequest(scenario=sc), better=False)
+    (f,) = [f for f in r.findings if f.code == "recompute_stronger_than_needed"]
+    assert f.message.startswith("recompute full is stronger than needed: full of ")
+    assert "per model chunk fits" in f.message
+
+
 def test_illegal_layout_is_still_reviewed() -> None:
     # TP 16 across two 8-GPU nodes, and a batch of 100 sequences that micro-batches of 16 do not split into
     r = review(ReviewRequest(scenario=scenario({"tp": 16, "pp": 2, "micro_batch": 16}, gpus=32, global_batch=100)))

@@ -31,6 +31,7 @@ from planner.workloads.expected import IDEAL, Basis
 from planner.workloads.training.evaluation import Evaluation, merged_efficiency
 from planner.workloads.training.layout import as_fields
 from planner.workloads.training.legality import layout_problems
+from planner.workloads.training.space import PARTIAL_RECOMPUTE_FRAMEWORKS, partial_recompute_counts
 
 if TYPE_CHECKING:
     from planner.interop.published import Case, Comparison
@@ -487,6 +488,13 @@ def _overlap(c: Config, ev: Evaluation) -> list[Finding]:
     return out
 
 
+def _recompute_text(lay: Layout) -> str:
+    """'full', 'selective', or 'full of 2 layers per model chunk' (Megatron's block method)."""
+    if lay.recompute == "full" and lay.recompute_num_layers is not None and lay.recompute_method == "block":
+        return f"full of {lay.recompute_num_layers} layer(s) per model chunk"
+    return lay.recompute
+
+
 def _neighbours(c: Config, ev: Evaluation) -> list[Finding]:
     """Layouts one setting away that fit and run faster: micro-batch, recompute, the CP exchange, ZeRO-1 for
     ZeRO-3."""
@@ -508,13 +516,18 @@ def _neighbours(c: Config, ev: Evaluation) -> list[Finding]:
                 f"fits ({gib(best.memory.total)} of {gib(best.capacity_bytes)}) and is "
                 f"{ev.time.step_seconds / best.time.step_seconds:.2f}× faster ({_step(ev, best)})"))
     weaker = RECOMPUTE_ORDER[:RECOMPUTE_ORDER.index(lay.recompute)]
-    options = [e for r in weaker if (e := variant(recompute=r)) is not None]
+    options = [e for r in weaker if (e := variant(recompute=r, recompute_num_layers=None)) is not None]
+    if lay.recompute == "full" and c.implementation.framework in PARTIAL_RECOMPUTE_FRAMEWORKS:
+        # Megatron's block method: only the first n layers of each model chunk, fewer than recomputed now
+        now = lay.recompute_num_layers if lay.recompute_method == "block" else None
+        options += [e for n in partial_recompute_counts(c.model.layers) if now is None or n < now
+                    if (e := variant(recompute_num_layers=n, recompute_method="block")) is not None]
     best = min(options, key=lambda e: e.time.step_seconds, default=None)
     if best is not None and best.time.step_seconds < ev.time.step_seconds:
-        left = f"; {lay.recompute} leaves {gib(ev.headroom_bytes)} unused" if ev.fits else ""
+        left = f"; {_recompute_text(lay)} leaves {gib(ev.headroom_bytes)} unused" if ev.fits else ""
         out.append(Finding(
             "recompute_stronger_than_needed", "warning",
-            f"recompute {lay.recompute} is stronger than needed: {best.layout.recompute} fits "
+            f"recompute {_recompute_text(lay)} is stronger than needed: {_recompute_text(best.layout)} fits "
             f"({gib(best.memory.total)} of {gib(best.capacity_bytes)}) and is "
             f"{ev.time.step_seconds / best.time.step_seconds:.2f}× faster ({_step(ev, best)}){left}"))
     out += _cp_exchanges(c, ev)

@@ -73,8 +73,7 @@ def axis_domains(w: TrainingWorkload, max_node: int) -> dict[str, list[int]]:
         "sequence_parallel": [0, 1],
         "micro_batch": divisors(batch),
         "expert_tp": [0, 1] if m.moe and w.implementation.framework in EXPERT_TP_FRAMEWORKS else [0],
-        "recompute_num_layers": [0, *(2**i for i in range(m.layers.bit_length()) if 2**i < m.layers)]
-        if partial_recompute_searched(w) else [0],
+        "recompute_num_layers": [0, *partial_recompute_counts(m.layers)] if partial_recompute_searched(w) else [0],
     }
     if w.fixed.pipeline_layout is not None:  # an explicit layout has pp·vpp stages
         stages = len(w.fixed.pipeline_layout)
@@ -85,6 +84,12 @@ def axis_domains(w: TrainingWorkload, max_node: int) -> dict[str, list[int]]:
         if v is not None:
             dom[f] = [RECOMPUTE.index(v) if f == "recompute" else int(v)]
     return dom
+
+
+def partial_recompute_counts(layers: int) -> list[int]:
+    """The partial recompute counts tried: powers of two below the model's layers (a count at or above a model
+    chunk's layers recomputes all of it)."""
+    return [2**i for i in range(layers.bit_length()) if 2**i < layers]
 
 
 def partial_recompute_searched(w: TrainingWorkload) -> bool:
