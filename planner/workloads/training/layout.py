@@ -62,6 +62,8 @@ def as_fields(layout: Layout) -> dict[str, Any]:
     d["grad_accumulation"] = layout.grad_accumulation
     defaults = Layout.model_fields
     d |= {k: getattr(layout, k) for k in EXTRAS if getattr(layout, k) != defaults[k].default}
+    if layout.recompute_num_layers is not None:  # a count means nothing without its method
+        d["recompute_method"] = layout.recompute_method
     return d
 
 
