@@ -125,6 +125,7 @@ def test_scenarios_every_command(content: bytes, command: str) -> None:
 FLAG_VALUES = st.sampled_from(["0", "-1", "1", "3", "8", "nan", "inf", "-inf", "1e400", "99999999999999999999",
                                "abc", "", "1.5", "1e15", "/", "/dev/null", "[1]*999999999"])
 ESTIMATE_FLAGS = ["--gpus", "--gpus-per-node", "--tp", "--pp", "--vpp", "--dp", "--cp", "--ep", "--expert-tp", "--zero",
+                  "--recompute-num-layers",
                   "--micro-batch", "--global-batch", "--seq", "--dropout", "--tokens", "--mfu", "--hfu",
                   "--precision", "--recompute", "--model", "--gpu", "--model-config", "--batch", "--context",
                   "--framework", "--fp8-recipe", "--master-weights", "--moment-dtype", "--cp-exchange", "--cp-a2a-size"]

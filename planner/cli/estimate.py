@@ -68,6 +68,9 @@ def estimate_command(
         min=1, max=MAX_GPUS, help="expert tensor parallel size (below --tp: EP folds over TP·DP·CP)")] = None,
     zero: Annotated[int | None, typer.Option(min=0, max=3, help="ZeRO stage 0-3")] = None,
     recompute: Annotated[RecomputeOpt | None, typer.Option(help="activation recomputation")] = None,
+    recompute_num_layers: Annotated[int | None, typer.Option(
+        min=1, max=MAX_LAYERS, help="with --recompute full: recompute only this many layers of each model chunk "
+        "(Megatron --recompute-method block)")] = None,
     sequence_parallel: Annotated[bool | None, typer.Option("--sequence-parallel/--no-sequence-parallel")] = None,
     micro_batch: Annotated[int | None, typer.Option(
         min=1, max=MAX_GLOBAL_BATCH, help="sequences per micro-batch")] = None,
@@ -128,7 +131,7 @@ def estimate_command(
             tokens=tokens, mfu=mfu, hfu=hfu, dropout=dropout, precision=precision.value if precision else None,
             layout={"tp": tp, "pp": pp, "vpp": vpp, "dp": dp, "cp": cp, "ep": ep, "expert_tp": expert_tp, "zero": zero,
                     "recompute": recompute.value if recompute else None, "sequence_parallel": sequence_parallel,
-                    "micro_batch": micro_batch},
+                    "micro_batch": micro_batch, "recompute_num_layers": recompute_num_layers},
             scenario=sc, reliability=reliability_value(reliability),
             implementation={"framework": framework, "fp8_recipe": fp8_recipe, "cp_exchange": cp_exchange,
                             "cp_a2a_size": cp_a2a_size},
