@@ -1,7 +1,8 @@
 """The training layouts a job may run with, as a grid of integer columns.
 
 The SKU-independent grid is built by crossing small axes (dp × micro-batch, cp, ep, tp × SP,
-pp × vpp × ZeRO, recompute) and filtering after each cross, so it never exists in its unfiltered form.
+pp × vpp × ZeRO, recompute × partial recompute count) and filtering after each cross, so it never exists in
+its unfiltered form.
 Legality is decided by `layout_problems` itself, evaluated once per distinct combination of the fields
 a rule reads and broadcast back, so the solver and `planner estimate` reject exactly the same layouts.
 Per SKU, `runnable` adds what depends on the hardware (TP inside a node, GPU counts sold).
