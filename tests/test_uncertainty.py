@@ -43,9 +43,15 @@ def test_regimes_are_read_from_the_plan() -> None:
 
 
 def test_a_populated_regime_uses_its_own_percentiles() -> None:
+    """Eight residuals: at the k/(n+1) plotting position the 10th and 90th percentiles lie at ranks 0.9 and 8.1,
+    so the band is the sample's range, which a ninth run falls inside 7 times in 9 on average (interpolating between
+    the sample's own points would put them at ranks 1.7 and 7.3, a narrower band a new run leaves more often)."""
     band = error_band(Regime("hopper", "megatron-core", "pipeline"), CAL)
     assert band.level == "regime" and band.runs == 8
-    assert -0.1 < band.low < 0.0 < 0.08 < band.high < 0.2
+    assert (band.low, band.high) == pytest.approx((-0.1, 0.2))
+    many = build_calibration([{**RECORDS[0], "id": f"m{i}", "error": i / 100} for i in range(99)])
+    wide = many["bands"]["regime"]["hopper/megatron-core/pipeline"]
+    assert (wide["p10"], wide["p90"]) == pytest.approx((0.09, 0.89))  # the 10th and 90th smallest of 99
 
 
 def test_thin_and_unseen_regimes_fall_back_and_widen() -> None:

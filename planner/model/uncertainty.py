@@ -11,7 +11,8 @@ coordinates read from what a plan states:
   no calibration run exercises, so an MoE plan falls back to a coarser, widened band), sharded (ZeRO-3/FSDP),
   pipeline (PP > 1), tensor (TP or CP > 1, no PP), data (DP only, ZeRO ≤ 2).
 
-The interval of a regime is the 10th–90th percentile of its residuals, applied to the predicted step:
+The interval of a regime is the 10th–90th percentile of its residuals (estimated at the k/(n+1) plotting
+position, `residual_percentile`), applied to the predicted step:
 [step·(1 + p10), step·(1 + p90)]. A regime with fewer than MIN_RUNS calibration runs falls back to the
 next coarser grouping — generation × framework, then framework, then all runs pooled — and every level
 it falls back widens the band around its median by WIDEN_PER_LEVEL, so a plan in a thin or unseen
@@ -95,9 +96,17 @@ class Band:
     key: str
 
 
+def residual_percentile(errors: Sequence[float] | np.ndarray, q: Any) -> Any:
+    """Percentile(s) `q` (0–100) of a sample of residuals, as an estimate of where a new run's error falls: the
+    k/(n+1) plotting position (Hyndman & Fan 1996, definition 6; numpy's "weibull"), under which the band between
+    the 10th and 90th covers a new draw 80 % of the time on average. Interpolating between the sample's own
+    points ((k−1)/(n−1), numpy's default) gives narrower bands that a new run falls outside more often."""
+    return np.percentile(np.asarray(errors, dtype=float), q, method="weibull")
+
+
 def _band(errors: Sequence[float]) -> dict[str, float]:
     e = np.asarray(errors, dtype=float)
-    lo, hi = np.percentile(e, PERCENTILES)
+    lo, hi = residual_percentile(e, PERCENTILES)
     return {"runs": len(e), "p10": round(float(lo), 4), "p90": round(float(hi), 4),
             "median": round(float(np.median(e)), 4)}
 
@@ -215,7 +224,7 @@ def error_quantile(regime: Regime, confidence: float, calibration: dict[str, Any
     if not errors:
         return band.high
     median = float(np.median(errors))
-    q = float(np.percentile(np.asarray(errors, dtype=float), 100 * confidence))
+    q = float(residual_percentile(errors, 100 * confidence))
     return median + cal.get("widen_per_level", WIDEN_PER_LEVEL) ** depth * (q - median)
 
 

@@ -19,6 +19,7 @@ import yaml
 
 from planner.errors import InputError
 from planner.model.serving import ServingEfficiency
+from planner.model.uncertainty import residual_percentile
 from planner.schema import ModelSpec
 from planner.workloads.serving.engines import EngineOverride, resolve_engine, trtllm_bench_engine
 from planner.workloads.serving.evaluation import replica_model
@@ -198,8 +199,9 @@ def bands(results: list[RowResult]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for regime, rows in sorted(by.items()):
         errs = np.array([e for e, _ in rows])
-        out[regime] = {"rows": len(rows), "p10": round(float(np.percentile(errs, 10)), 4),
-                       "median": round(float(np.median(errs)), 4), "p90": round(float(np.percentile(errs, 90)), 4),
+        lo, hi = residual_percentile(errs, (10, 90))  # the training bands' estimator (planner.model.uncertainty)
+        out[regime] = {"rows": len(rows), "p10": round(float(lo), 4),
+                       "median": round(float(np.median(errs)), 4), "p90": round(float(hi), 4),
                        "models": sorted({n for _, n in rows})}
     return out
 
