@@ -9,9 +9,11 @@ catalog (a tdp_w below the base's rating scales the compute rate, planner.model.
 presets, the memory and time models and the calibration bands. Nothing is fitted here.
 
 A source that does not state some knobs of its layout (Meta's Llama 3 paper gives TP, CP, PP and DP but not the
-virtual stages, sequence parallelism, micro-batch or recompute) lists them under `planner: complete:`. Those
+virtual stages, sequence parallelism, micro-batch or recompute), or an on/off switch of its stack (torchtitan's
+float8 tables do not say whether FSDP gathers float8 weights), lists them under `planner: complete:`. Those
 knobs are completed the way a team tuning the run would: `planner.workflows.solve` with every stated field
-fixed, objective `time` (the fastest step that fits), never the measurement. The table shows what was chosen.
+fixed, objective `time` (the fastest step that fits), then each switch the faster way that fits; never the
+measurement. The table shows what was chosen.
 
 Reported per family: median and worst |step-time error| (in the source's own quantity,
 planner.interop.published.compare), how many measurements fall in the predicted 10th–90th percentile band,
@@ -25,6 +27,7 @@ and NeMo log it; allocated where that is what was published) next to the predict
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import sys
@@ -42,12 +45,14 @@ from planner.errors import InputError  # noqa: E402
 from planner.interop.published import Case, compare, measured_of, overlaps_of, predicted_memory  # noqa: E402
 from planner.model.uncertainty import error_band, regime_of  # noqa: E402
 from planner.scenario import Scenario  # noqa: E402
-from planner.schema import GIB  # noqa: E402
+from planner.schema import GIB, Implementation  # noqa: E402
 from planner.workflows.estimate import EstimateRequest, estimate  # noqa: E402
 from planner.workflows.solve import solve  # noqa: E402
 from planner.workloads.training.evaluation import Evaluation  # noqa: E402
 
 VALIDATION_PATH = ROOT / "planner" / "data" / "validation_runs.yaml"
+# The implementation switches a run may leave unstated (`planner: complete:`): on or off, whichever runs faster.
+IMPLEMENTATION_KNOBS = frozenset(k for k, f in Implementation.model_fields.items() if f.annotation in (bool, bool | None))
 # Families by id prefix (VALIDATION.md "What it holds").
 FAMILIES = (("mbridge", "Megatron-Bridge tables"), ("dgxc", "DGX Cloud (NeMo)"), ("nemo", "NeMo 24.07"),
             ("torchtitan", "torchtitan (H100/H200)"), ("torchao", "torchao B200"), ("mosaicml", "MosaicML FSDP"),
@@ -72,10 +77,15 @@ def family_of(run: dict[str, Any]) -> str:
 
 def scenario_of(run: dict[str, Any], completed: dict[str, Any] | None = None) -> Scenario:
     """The run's `planner:` block as a scenario: what `planner estimate SCENARIO.yaml` would read, with the
-    layout knobs the source leaves unstated completed (`completed`, by default `completed_knobs(run)`)."""
-    doc = _document(run)
-    doc["layout"] = {**doc["layout"], **(completed_knobs(run) if completed is None else completed)}
-    return Scenario.model_validate(doc)
+    knobs the source leaves unstated completed (`completed`, by default `completed_knobs(run)`)."""
+    return Scenario.model_validate(_with(_document(run), completed_knobs(run) if completed is None else completed))
+
+
+def _with(doc: dict[str, Any], knobs: dict[str, Any]) -> dict[str, Any]:
+    """`doc` with each knob in its section: implementation keys under `implementation`, the rest under `layout`."""
+    impl = {k: v for k, v in knobs.items() if k in IMPLEMENTATION_KNOBS}
+    lay = {k: v for k, v in knobs.items() if k not in impl}
+    return {**doc, "layout": {**doc["layout"], **lay}, "implementation": {**doc["implementation"], **impl}}
 
 
 def _document(run: dict[str, Any]) -> dict[str, Any]:
@@ -98,24 +108,36 @@ def _document(run: dict[str, Any]) -> dict[str, Any]:
 
 
 def completed_knobs(run: dict[str, Any]) -> dict[str, Any]:
-    """The layout knobs the run's source does not state (`planner: complete:`), as the fastest layout that fits
-    with everything stated held fixed: a time-objective solve on the run's GPU and count. Empty when the source
-    states everything, or when nothing fits (the stated layout is then evaluated as written)."""
+    """The knobs the run's source does not state (`planner: complete:`), completed as a team tuning the run would:
+    layout knobs as the fastest layout that fits with everything stated held fixed (a time-objective solve on the
+    run's GPU and count), then on/off implementation switches (IMPLEMENTATION_KNOBS) as the faster setting that fits.
+    Empty when the source states everything; a layout that nothing completes is evaluated as written."""
     unknown = run["planner"].get("complete") or []
-    if not unknown:
-        return {}
-    doc = _document(run)
-    target = doc.pop("estimate")
-    doc["layout"] = {k: v for k, v in doc["layout"].items() if k not in unknown}
-    doc["layout"].update(sku=target["gpu"], gpus=target["gpus"])
-    doc["hardware"] = {"skus": [target["gpu"]], **({"gpus_per_node": target["gpus_per_node"]}
-                                                   if "gpus_per_node" in target else {})}
-    doc.update(objective="time", top_k=1)
-    result = solve(Scenario.model_validate(doc))
-    if not result.plans:
-        return {}
-    lay = result.plans[0].evaluation.layout
-    return {k: getattr(lay, k) for k in unknown}
+    out: dict[str, Any] = {}
+    layout_unknown = [k for k in unknown if k not in IMPLEMENTATION_KNOBS]
+    if layout_unknown:
+        doc = _document(run)
+        target = doc.pop("estimate")
+        doc["layout"] = {k: v for k, v in doc["layout"].items() if k not in layout_unknown}
+        doc["layout"].update(sku=target["gpu"], gpus=target["gpus"])
+        doc["hardware"] = {"skus": [target["gpu"]], **({"gpus_per_node": target["gpus_per_node"]}
+                                                       if "gpus_per_node" in target else {})}
+        doc.update(objective="time", top_k=1)
+        result = solve(Scenario.model_validate(doc))
+        if not result.plans:
+            return {}
+        lay = result.plans[0].evaluation.layout
+        out = {k: getattr(lay, k) for k in layout_unknown}
+    switches = [k for k in unknown if k in IMPLEMENTATION_KNOBS]
+    if switches:
+        best: tuple[float, dict[str, Any]] | None = None
+        for values in itertools.product((False, True), repeat=len(switches)):
+            knobs = {**out, **dict(zip(switches, values, strict=True))}
+            ev = estimate(EstimateRequest(scenario=Scenario.model_validate(_with(_document(run), knobs))))
+            if ev.fits and (best is None or ev.time.step_seconds < best[0]):
+                best = (ev.time.step_seconds, knobs)
+        out = best[1] if best is not None else out
+    return out
 
 
 @dataclass
