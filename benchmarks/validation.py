@@ -52,7 +52,8 @@ from planner.workloads.training.evaluation import Evaluation  # noqa: E402
 
 VALIDATION_PATH = ROOT / "planner" / "data" / "validation_runs.yaml"
 # The implementation switches a run may leave unstated (`planner: complete:`): on or off, whichever runs faster.
-IMPLEMENTATION_KNOBS = frozenset(k for k, f in Implementation.model_fields.items() if f.annotation in (bool, bool | None))
+IMPLEMENTATION_KNOBS = frozenset(k for k, f in Implementation.model_fields.items()
+                                 if f.annotation in (bool, bool | None))
 # Families by id prefix (VALIDATION.md "What it holds").
 FAMILIES = (("mbridge", "Megatron-Bridge tables"), ("dgxc", "DGX Cloud (NeMo)"), ("nemo", "NeMo 24.07"),
             ("torchtitan", "torchtitan (H100/H200)"), ("torchao", "torchao B200"), ("mosaicml", "MosaicML FSDP"),
