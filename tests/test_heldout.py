@@ -650,3 +650,15 @@ def test_unstated_knobs_are_completed_as_the_fastest_layout_that_fits(held_out: 
     # a run that states its whole layout is evaluated as written
     stated_run = next(r for r in validation.load_runs() if not r["planner"].get("complete"))
     assert validation.completed_knobs(stated_run) == {}
+
+
+def test_an_unstated_switch_is_completed_as_the_faster_setting_that_fits() -> None:
+    """NeMo 24.07's table does not say whether its fp8 runs gathered fp8 parameters: GPT-3 20B's completion turns
+    the gather on, which fits where the bf16 copy does not; only on/off implementation switches complete so."""
+    run = next(r for r in validation.load_runs() if r["id"] == "nemo-24.07-h100-fp8-gpt3-20b-64gpu")
+    assert run["planner"]["complete"] == ["fp8_param_gather"]
+    assert validation.completed_knobs(run) == {"fp8_param_gather": True}
+    on = estimate(EstimateRequest(scenario=validation.scenario_of(run)))
+    off = estimate(EstimateRequest(scenario=validation.scenario_of(run, {"fp8_param_gather": False})))
+    assert on.fits and not off.fits
+    assert "fp8_param_gather" in validation.IMPLEMENTATION_KNOBS and "fp8_recipe" not in validation.IMPLEMENTATION_KNOBS
