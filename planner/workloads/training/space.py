@@ -10,13 +10,14 @@ Per SKU, `runnable` adds what depends on the hardware (TP inside a node, GPU cou
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from planner.model.pipeline import virtual_stage_layers
+from planner.model.pipeline import PipelineSplit, virtual_stage_layers
 from planner.model.presets import PRESETS
 from planner.workloads.grid import Columns, GpuCounts, Grid, Slices, axis, cross, divisors, rows, where
 from planner.workloads.training.layout import RECOMPUTE, SEARCHED
@@ -114,8 +115,7 @@ def chunk_layers(w: TrainingWorkload, pp: Any, vpp: Any) -> Any:
     split = w.template.recipe.split(PRESETS[w.implementation.framework].split)
 
     def one(p: int, v: int) -> int:
-        counts = virtual_stage_layers(w.model.layers, p, v, split)
-        return max(counts) if not isinstance(counts, str) else -(-w.model.layers // (p * v))
+        return _most_layers(w.model.layers, p, v, split)
 
     if np.ndim(pp) == 0:
         return one(int(pp), int(vpp))
@@ -123,6 +123,12 @@ def chunk_layers(w: TrainingWorkload, pp: Any, vpp: Any) -> Any:
     most = {sv: one(*sv) for sv in shapes}
     return np.asarray([most[(int(p), int(v))] for p, v in zip(np.ravel(pp), np.ravel(vpp), strict=True)],
                       dtype=np.int64).reshape(np.shape(pp))
+
+
+@functools.lru_cache(maxsize=4096)
+def _most_layers(layers: int, pp: int, vpp: int, split: PipelineSplit) -> int:
+    counts = virtual_stage_layers(layers, pp, vpp, split)
+    return max(counts) if not isinstance(counts, str) else -(-layers // (pp * vpp))
 
 
 def redundant_expert_tp(dom: dict[str, list[int]], tp: Any, expert_tp: Any) -> Any:
