@@ -681,3 +681,24 @@ def test_a_sliding_window_runs_the_keys_it_attends_to() -> None:
     assert steps[2] - steps[0] == pytest.approx(2 * (steps[2] - steps[1]), rel=1e-6)
     assert training_time(windowed, lay, H100, 4096, 1e9).step_seconds == pytest.approx(
         training_time(full, lay, H100, 4096, 1e9).step_seconds)
+
+
+@settings(max_examples=25, deadline=None)
+@given(pp=st.sampled_from([1, 2, 4]), vpp=st.sampled_from([1, 2]), n=st.sampled_from([1, 2, 3]),
+       mbs=st.sampled_from([1, 2]))
+def test_block_recompute_lies_between_none_and_every_layer(pp: int, vpp: int, n: int, mbs: int) -> None:
+    """Rerunning fewer layers of each chunk saves time and costs memory, never beyond the two ends: the memory of
+    a partial recompute is at least full recompute's (the search's memory floor counts full recompute) and at most
+    no recompute's, its step at least no recompute's and at most full recompute's, both monotone in the count."""
+    from planner.model.memory import training_memory
+
+    def run(**kw: object) -> tuple[float, float]:
+        lay = Layout(tp=4, pp=pp, vpp=vpp, dp=2, global_batch=8 * pp, micro_batch=mbs, sequence_parallel=True, **kw)
+        mem = training_memory(LLAMA8, lay, 8192, Implementation()).total
+        return mem, training_time(LLAMA8, lay, H100, 8192, 1e9).step_seconds
+
+    none, full = run(recompute="none"), run(recompute="full")
+    fewer, more = run(recompute="full", recompute_num_layers=n), run(recompute="full", recompute_num_layers=n + 1)
+    for part in (fewer, more):
+        assert full[0] <= part[0] <= none[0] and none[1] <= part[1] <= full[1]
+    assert more[0] <= fewer[0] and fewer[1] <= more[1]
