@@ -52,6 +52,8 @@ from planner.workloads.training.evaluation import Evaluation  # noqa: E402
 
 VALIDATION_PATH = ROOT / "planner" / "data" / "validation_runs.yaml"
 # The implementation switches a run may leave unstated (`planner: complete:`): on or off, whichever runs faster.
+# Every boolean implementation key is a kernel, overlap or memory switch; what changes the numerics (gradient
+# reduction dtype, optimizer state) lives in `job` and is never completed this way.
 IMPLEMENTATION_KNOBS = frozenset(k for k, f in Implementation.model_fields.items()
                                  if f.annotation in (bool, bool | None))
 # Families by id prefix (VALIDATION.md "What it holds").
