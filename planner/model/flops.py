@@ -17,22 +17,38 @@ own convention. torch.utils.flop_counter counts what eager attention executes: t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from planner.model.params import attention_dims, matmul_params_per_token
 from planner.schema import Layout, ModelSpec, Recompute
 
 
+def window_pairs(end: Any, start: Any, window: float, share: float) -> Any:
+    """Causal (query, key) pairs of the queries at positions [start, end), averaged over layers of which `share`
+    attend through a `window`-key sliding window: P(end) − P(start) with P(n) = n²/2 in full layers and
+    min(n, w)²/2 + w·max(n − w, 0) in windowed ones (the continuous forms of Σ keys a query; Beltagy et al. 2020,
+    arXiv 2004.05150 §3.1: O(s·w) work). Scalars or numpy arrays."""
+    new = end - start
+    full = new * start + new * new / 2.0
+    if not share:
+        return full
+
+    def w_prefix(n: Any) -> Any:
+        low = np.minimum(n, window)
+        return low * low / 2.0 + window * np.maximum(n - window, 0.0)
+
+    return (1.0 - share) * full + share * (w_prefix(end) - w_prefix(start))
+
+
 def causal_keys_per_query(m: ModelSpec, seq: int) -> float:
     """Keys one query attends to under the causal mask, averaged over positions and layers: s/2 with full
     attention; a window of w keys (itself included) over s > w positions leaves w − w²/(2s) of them, the causal
-    triangle less what falls before the window (Beltagy et al. 2020, arXiv 2004.05150 §3.1: O(s·w) work)."""
-    full = seq / 2
-    w = m.sliding_window
-    if w is None or w >= seq:
-        return full
-    windowed = w - w * w / (2 * seq)
-    n = m.n_window_layers
-    return (n * windowed + (m.layers - n) * full) / m.layers
+    triangle less what falls before the window (`window_pairs` over the whole sequence)."""
+    if m.sliding_window is None:
+        return seq / 2
+    return float(window_pairs(seq, 0, float(m.sliding_window), m.n_window_layers / m.layers)) / seq
 
 
 def attention_forward_flops_per_token(m: ModelSpec, seq: int, causal: bool = False) -> float:

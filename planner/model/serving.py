@@ -40,6 +40,7 @@ import numpy as np
 from pydantic import Field
 
 from planner.model import comm
+from planner.model.flops import window_pairs
 from planner.model.memory import QUANT_GROUP, kv_cache_bytes_per_token, kv_kept_tokens, kv_window_share
 from planner.model.params import attention_dims, attention_weights, count_params, mlp_weights
 from planner.schema import Efficiency, GpuSku, ModelSpec, Overheads, Strict
@@ -410,22 +411,6 @@ class ServingModel:
         pairs = self.prefill_pairs(prompt, cached)
         step = self.step_seconds(per, 1.0, 0.0, pairs / chunks, False, engine.overlap_scheduler)
         return chunks * step
-
-
-def window_pairs(end: Num, start: Num, window: float, share: float) -> Num:
-    """Causal (query, key) pairs of the queries at positions [start, end), averaged over layers of which `share`
-    attend through a `window`-key sliding window: P(end) − P(start) with P(n) = n²/2 in full layers and
-    min(n, w)²/2 + w·max(n − w, 0) in windowed ones (the continuous forms of Σ keys a query)."""
-    new = end - start
-    full = new * start + new * new / 2.0
-    if not share:
-        return full
-
-    def w_prefix(n: Num) -> Num:
-        low = np.minimum(n, window)
-        return low * low / 2.0 + window * np.maximum(n - window, 0.0)
-
-    return (1.0 - share) * full + share * (w_prefix(end) - w_prefix(start))
 
 
 def serving_model(

@@ -127,19 +127,7 @@ def build_calibration(records: Iterable[dict[str, Any]], reference: str = "") ->
             best[r["generation"]] = {"mfu": round(r["mfu"], 4), "run": r["id"]}
     coverage: dict[str, dict[str, Any]] = {}
     for r in recs:  # what the runs measured per generation: a plan outside it extrapolates (`extrapolation`)
-        c = coverage.setdefault(r["generation"], {"micro_batch": [], "recompute": [], "ep": 1, "cp": 1,
-                                                  "cp_exchanges": [], "seq": 0, "moe": False, "attention": []})
-        if r.get("micro_batch") is not None:
-            c["micro_batch"] = [min([r["micro_batch"], *c["micro_batch"]]), max([r["micro_batch"], *c["micro_batch"]])]
-        if r.get("recompute") is not None and r["recompute"] not in c["recompute"]:
-            c["recompute"] = sorted([*c["recompute"], r["recompute"]])
-        c["ep"] = max(c["ep"], r.get("ep") or 1)
-        c["cp"] = max(c["cp"], r.get("cp") or 1)
-        if (r.get("cp") or 1) > 1 and r.get("cp_exchange") and r["cp_exchange"] not in c["cp_exchanges"]:
-            c["cp_exchanges"] = sorted([*c["cp_exchanges"], r["cp_exchange"]])
-        c["seq"] = max(c["seq"], r.get("seq") or 0)
-        c["moe"] = c["moe"] or bool(r.get("moe"))
-        c["attention"] = sorted({*c["attention"], *r.get("attention", [])})
+        coverage[r["generation"]] = _merged(coverage.get(r["generation"], _EMPTY_COVERAGE), _run_coverage(r))
     return {
         "generated_by": "benchmarks/accuracy.py --write",
         "reference": reference,
@@ -240,20 +228,33 @@ def attention_variants(m: ModelSpec) -> list[str]:
                                     ("attention sinks", m.attention_sinks)) if used]
 
 
-def _union_coverage(coverage: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """What the calibration runs measured on any GPU: the per-generation coverage merged."""
-    covs = list(coverage.values())
-    lows = [c["micro_batch"][0] for c in covs if c.get("micro_batch")]
-    highs = [c["micro_batch"][1] for c in covs if c.get("micro_batch")]
+# What no run measured: the coverage `_merged` starts from.
+_EMPTY_COVERAGE: dict[str, Any] = {"micro_batch": [], "recompute": [], "ep": 1, "cp": 1, "cp_exchanges": [], "seq": 0,
+                                   "moe": False, "attention": []}
+
+
+def _run_coverage(r: dict[str, Any]) -> dict[str, Any]:
+    """What one calibration record measured, in coverage form."""
+    cp = r.get("cp") or 1
+    return {"micro_batch": [r["micro_batch"]] * 2 if r.get("micro_batch") is not None else [],
+            "recompute": [r["recompute"]] if r.get("recompute") is not None else [], "ep": r.get("ep") or 1, "cp": cp,
+            "cp_exchanges": [r["cp_exchange"]] if cp > 1 and r.get("cp_exchange") else [], "seq": r.get("seq") or 0,
+            "moe": bool(r.get("moe")), "attention": list(r.get("attention", []))}
+
+
+def _merged(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """What two coverages measured together: the micro-batch range spanning both, the union of the modes, exchanges
+    and attention variants, the larger EP, CP and sequence."""
+    spans = [x for c in (a, b) for x in c.get("micro_batch", [])]
     return {
-        "micro_batch": [min(lows), max(highs)] if lows else [],
-        "recompute": sorted({r for c in covs for r in c.get("recompute", [])}),
-        "ep": max((c.get("ep", 1) for c in covs), default=1),
-        "cp": max((c.get("cp", 1) for c in covs), default=1),
-        "cp_exchanges": sorted({x for c in covs for x in c.get("cp_exchanges", [])}),
-        "seq": max((c.get("seq", 0) for c in covs), default=0),
-        "moe": any(c.get("moe", False) for c in covs),
-        "attention": sorted({a for c in covs for a in c.get("attention", [])}),
+        "micro_batch": [min(spans), max(spans)] if spans else [],
+        "recompute": sorted({*a.get("recompute", []), *b.get("recompute", [])}),
+        "ep": max(a.get("ep", 1), b.get("ep", 1)),
+        "cp": max(a.get("cp", 1), b.get("cp", 1)),
+        "cp_exchanges": sorted({*a.get("cp_exchanges", []), *b.get("cp_exchanges", [])}),
+        "seq": max(a.get("seq", 0), b.get("seq", 0)),
+        "moe": bool(a.get("moe", False) or b.get("moe", False)),
+        "attention": sorted({*a.get("attention", []), *b.get("attention", [])}),
     }
 
 
@@ -273,7 +274,8 @@ def extrapolation(layout: Layout, gpu: GpuSku | str, framework: str = "megatron-
     coverage = cal.get("coverage", {})
     if best is None:
         out = [f"no calibration run on {gen} GPUs: the step time is extrapolated from other generations"]
-        cov, where = (_union_coverage(coverage), "any GPU") if coverage else (None, "")
+        cov = functools.reduce(_merged, coverage.values(), _EMPTY_COVERAGE) if coverage else None
+        where = "any GPU"
     else:
         out = []
         if mfu is not None and mfu > best:
