@@ -9,6 +9,7 @@ searches everything left free.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
@@ -169,6 +170,30 @@ class FixedLayout(Strict):
     recompute_method: Literal["uniform", "block"] | None = None
     pipeline_first_stage_layers: Annotated[int, Field(ge=1, le=MAX_LAYERS)] | None = None
     pipeline_last_stage_layers: Annotated[int, Field(ge=1, le=MAX_LAYERS)] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FixedLayout:
+        """Fixed fields that contradict one another whatever the model and hardware: bad input, not a
+        search that finds nothing (the rules are the legality checks', planner.workloads.training.legality)."""
+        if self.recompute in ("none", "selective"):
+            for key in ("recompute_num_layers", "recompute_method"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key} needs recompute: full (recompute is fixed to {self.recompute})")
+        if self.vpp is not None and self.vpp > 1 and self.pp == 1:
+            raise ValueError(f"vpp: {self.vpp} virtual stages need pp > 1 (pp is fixed to 1)")
+        if self.sequence_parallel and self.tp == 1:
+            raise ValueError("sequence_parallel: needs tp > 1 (tp is fixed to 1)")
+        if self.expert_tp is not None and self.tp is not None and self.tp % self.expert_tp:
+            raise ValueError(f"expert_tp: {self.expert_tp} does not divide tp ({self.tp})")
+        sizes = (self.tp, self.pp, self.dp, self.cp)
+        if self.gpus is not None and all(v is not None for v in sizes):
+            product = math.prod(cast(tuple[int, ...], sizes))
+            if product != self.gpus:
+                raise ValueError(f"gpus: tp·pp·dp·cp = {'·'.join(map(str, sizes))} = {product}, not {self.gpus}")
+        if self.dp_shard is not None and self.dp is not None and self.cp is not None \
+                and (self.dp * self.cp) % self.dp_shard:
+            raise ValueError(f"dp_shard: {self.dp_shard} does not divide dp·cp ({self.dp * self.cp})")
+        return self
 
 
 class _FixedUtilisation(Strict):

@@ -305,3 +305,30 @@ def test_an_unknown_gpu_names_the_key_that_gave_it(tmp_path: Path) -> None:
     path.write_text(SCENARIO.replace("skus: [h100-sxm], max_gpus: 8", "skus: all, max_gpus: 8")
                     + "layout: {sku: h100-sxn}\n")
     refused(["solve", str(path)], f"error: {path}: layout.sku: unknown GPU 'h100-sxn'")
+
+
+@pytest.mark.parametrize(("layout", "expected"), [
+    ("{recompute: selective, recompute_num_layers: 2}", "recompute_num_layers needs recompute: full"),
+    ("{recompute: none, recompute_method: block}", "recompute_method needs recompute: full"),
+    ("{pp: 1, vpp: 2}", "vpp: 2 virtual stages need pp > 1"),
+    ("{tp: 1, sequence_parallel: true}", "sequence_parallel: needs tp > 1"),
+    ("{tp: 4, expert_tp: 8}", "expert_tp: 8 does not divide tp (4)"),
+    ("{gpus: 8, tp: 2, pp: 2, dp: 4, cp: 1}", "gpus: tp·pp·dp·cp = 2·2·4·1 = 16, not 8"),
+    ("{dp: 4, cp: 1, dp_shard: 3}", "dp_shard: 3 does not divide dp·cp (4)"),
+])
+def test_fixed_fields_that_contradict_each_other_are_bad_input(tmp_path: Path, layout: str, expected: str) -> None:
+    """A contradiction between fixed keys is the scenario's fault whatever the model: exit 2 naming the file and
+    key, not a search that reports no legal layout (exit 1)."""
+    path = tmp_path / "contradiction.yaml"
+    path.write_text(SCENARIO + f"layout: {layout}\n")
+    refused(["solve", str(path)], str(path), "layout", expected)
+
+
+def test_consistent_fixed_fields_still_load(tmp_path: Path) -> None:
+    path = tmp_path / "fine.yaml"
+    path.write_text(SCENARIO + "layout: {gpus: 8, tp: 2, pp: 1, dp: 4, cp: 1, recompute: full, "
+                    "recompute_num_layers: 2, recompute_method: block}\n")
+    result = runner.invoke(app, ["solve", str(path), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)["plans"][0]
+    assert plan["layout"]["recompute_num_layers"] == 2
