@@ -1,5 +1,5 @@
 # `make solve` and `make test` each create .venv when missing, install planner into it, and run.
-# `make lint` is ruff and mypy (with the pydantic plugin); `make test` runs it, then the suite.
+# `make lint` is ruff and mypy (with the pydantic plugin); `make test` runs it, then the suite over every core.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -26,7 +26,7 @@ lint: $(VENV)/.test-installed
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist worksteal  # one worker per core (pytest-xdist)
 
 bench: $(VENV)/.test-installed
 	$(BIN)/python benchmarks/accuracy.py
