@@ -350,6 +350,8 @@ def lattice(w: TrainingWorkload, nodes: Sequence[int], counts: GpuCounts) -> Lat
     ga, ga_index = np.unique(steps, return_inverse=True)
     inter = cross({"global_batch": ga}, {"pp": pp, "vpp": vpp})
     ok &= legal(w, inter, ["pp", "vpp", "global_batch"]).reshape(len(ga), -1)[ga_index.reshape(-1)]
+    if not ok.any():  # no data side joins a pipeline shape on a GPU count that is sold
+        return None
     return Lattice(t, pipe, shape, ok)
 
 
