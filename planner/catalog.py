@@ -129,7 +129,7 @@ def derive_gpus(definitions: Sequence[GpuDefinition], where: str = "gpus") -> tu
             fields["hbm_bandwidth_tbs"] = d.hbm_tb_s or d.hbm_bandwidth_tbs
         if d.peak_tflops:
             fields["peak_tflops"] = {**base.peak_tflops, **d.peak_tflops}
-        for key in ("node_size", "intra_node_gbs", "network_gbps", "prices", "block_scaled_fp8"):
+        for key in ("node_size", "host_gpus", "intra_node_gbs", "network_gbps", "prices", "block_scaled_fp8"):
             if getattr(d, key) is not None:
                 fields[key] = getattr(d, key)
         if d.tdp_w is not None:

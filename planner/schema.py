@@ -543,6 +543,9 @@ class GpuSku(Strict):
     marketed_gb: float | None = Field(None, description="the vendor's memory label (what blog arithmetic divides by)")
     hbm_bandwidth_tbs: float = Field(gt=0, le=1000, description="spec memory bandwidth, TB/s (decimal)")
     node_size: GpuCount = Field(8, description="GPUs in one scale-up (NVLink/xGMI) domain")
+    host_gpus: GpuCount | None = Field(
+        None, description="GPUs of one host (a compute tray) where the scale-up domain spans several hosts: a job "
+        "may run on any whole number of them (GB200 NVL72: 18 trays of 4 GPUs); null = node_size")
     intra_node_gbs: float = Field(gt=0, le=100_000, description="scale-up bandwidth per GPU per direction, GB/s")
     network_gbps: float = Field(gt=0, le=100_000, description="scale-out NIC bandwidth per GPU, Gbit/s")
     tdp_w: int = Field(ge=1, le=100_000, description="board power, W")
@@ -573,7 +576,14 @@ class GpuSku(Strict):
     def _check(self) -> GpuSku:
         if "bf16" not in self.peak_tflops and "fp16" not in self.peak_tflops:
             raise ValueError("peak_tflops needs bf16 or fp16")
+        if self.host_gpus is not None and self.node_size % self.host_gpus:
+            raise ValueError(f"host_gpus: {self.host_gpus} does not divide node_size ({self.node_size})")
         return self
+
+    def host_on(self, node: int) -> int:
+        """GPUs of one host on scale-up domains of `node` GPUs (a scenario's gpus_per_node): `host_gpus` where
+        it divides the domain, else the whole domain."""
+        return self.host_gpus if self.host_gpus is not None and node % self.host_gpus == 0 else node
 
     def supports(self, dtype: str) -> bool:
         """Whether the GPU has tensor cores for a compute dtype (bf16 and fp16 stand in for each other; mxfp8,
@@ -610,6 +620,7 @@ class GpuDefinition(Strict):
     hbm_bandwidth_tbs: float | None = Field(None, gt=0, le=1000)
     peak_tflops: dict[PeakDtype, Tflops] | None = Field(None, description="merged over the base's peaks")
     node_size: GpuCount | None = None
+    host_gpus: GpuCount | None = None
     intra_node_gbs: float | None = Field(None, gt=0, le=100_000)
     network_gbps: float | None = Field(None, gt=0, le=100_000)
     tdp_w: int | None = Field(

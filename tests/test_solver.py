@@ -18,7 +18,8 @@ from planner.search.exhaustive import enumerate_plans, objective_key
 from planner.search.plans import check_solution
 from planner.search.problem import resolve_problem
 
-PRICED = ["h100-sxm", "a100-80gb", "l40s", "b200"]  # on-demand prices in the catalog, different node economics
+PRICED = ["h100-sxm", "a100-80gb", "l40s", "b200", "gb200"]  # on-demand prices in the catalog, different node
+# economics (GB200: a 72-GPU NVLink domain rented in 4-GPU hosts)
 
 
 def tiny_model(layers: int, heads: int, moe: bool, head_dim: int = 64) -> dict[str, Any]:

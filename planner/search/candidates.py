@@ -188,15 +188,15 @@ def job_candidates(problem: Problem, job: JobSpec) -> JobCandidates:
     w = job.workload
     skus = problem.skus_for(job)
     caps = [problem.cap(s, job) for s in skus]
-    grid = w.grid(sorted({s.node for s in skus}), job.counts(max(caps)))
+    grid = w.grid(sorted({s.node for s in skus}), job.counts(max(caps), skus))
     mem = w.memory(grid, np.arange(len(grid)))
     parts, stats = [], []
     sku_index = {s.name: i for i, s in enumerate(problem.skus)}
-    runnable: dict[tuple[int, int], np.ndarray] = {}  # (node, cap) → mask
+    runnable: dict[tuple[int, int, int], np.ndarray] = {}  # (node, host, cap) → mask
     for sku, cap in zip(skus, caps, strict=True):
-        if (sku.node, cap) not in runnable:
-            runnable[(sku.node, cap)] = w.runnable(grid, sku.node, job.counts(cap))
-        legal = runnable[(sku.node, cap)]
+        if (sku.node, sku.host, cap) not in runnable:
+            runnable[(sku.node, sku.host, cap)] = w.runnable(grid, sku.node, job.counts(cap, [sku]))
+        legal = runnable[(sku.node, sku.host, cap)]
         n_legal = int(np.count_nonzero(legal))
         low = int(np.argmin(np.where(legal, mem, np.iinfo(np.int64).max))) if n_legal else None
         fit_rows = np.flatnonzero(legal & (mem <= sku.gpu.hbm_bytes))

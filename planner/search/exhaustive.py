@@ -75,7 +75,7 @@ def legal_layouts(problem: Problem, job: JobSpec, sku: SkuOption) -> Iterator[La
     """Every layout of the axis domains that `layout_problems` accepts on this SKU within its caps."""
     w = training(job)
     dom = axis_domains(w, sku.node)
-    counts = job.counts(problem.cap(sku, job))
+    counts = job.counts(problem.cap(sku, job), [sku])
     width = [SEARCHED.index(f) for f in ("tp", "pp", "dp", "cp")]
     for values in domain_tuples(dom):
         if not counts.allowed(math.prod(int(values[i]) for i in width), sku.node):  # Layout.gpus, before building it

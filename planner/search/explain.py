@@ -79,7 +79,7 @@ def explain_infeasible(sel: Selector, relaxed: Sequence[JobCandidates] | None) -
             if not any(s.legal for s in c.stats):
                 node = max(s.node for s in p.skus_for(c.job))
                 why = "; ".join(c.job.workload.fixed_field_problems(node)) or (
-                    "no GPU count within the caps and the job's bounds is sold (whole nodes, or part of one)")
+                    "no GPU count within the caps and the job's bounds is sold (whole nodes or hosts, or part of one)")
                 reasons.append(f"{c.job.name}: no legal layout: {why}")
             else:
                 reasons.append(f"{c.job.name}: no legal layout fits in GPU memory on any allowed SKU")
@@ -176,7 +176,7 @@ def explain_binding(sel: Selector, objectives: Sequence[str], best: Selection) -
         sku = next(s for s in p.skus if s.name == t.sku[k])
         work = c.job.workload
         gpus = int(t.gpus[k])
-        rows = np.flatnonzero(work.runnable(c.grid, sku.node, c.job.counts(p.cap(sku, c.job)))
+        rows = np.flatnonzero(work.runnable(c.grid, sku.node, c.job.counts(p.cap(sku, c.job), [sku]))
                               & (c.grid.gpus == gpus))
         step_us = microseconds(work.step_seconds(c.grid, rows, sku.gpu, sku.node))
         f = int(np.argmin(step_us))

@@ -5,6 +5,7 @@ Scenario again: catalog lookups, prices and efficiencies are settled here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from planner.errors import InputError
@@ -29,6 +30,7 @@ class SkuOption:
 
     gpu: GpuSku
     node: int  # GPUs per node (NVLink domain) in this scenario
+    host: int  # GPUs per host: the unit a job's GPU count comes in where a node spans several (GpuSku.host_on)
     inventory: int | None  # the cap on this SKU across all jobs (scenario, or the price's offer); None = none
     rate: HourlyRate
 
@@ -50,9 +52,11 @@ class JobSpec:
     gpus: int | None = None  # the one GPU count the job must use
     precision: str = "bf16"  # the tensor-core format (schema.compute_dtype): a GPU without it cannot run the job
 
-    def counts(self, cap: int) -> GpuCounts:
-        """The GPU counts this job may run on, at most `cap`."""
-        return GpuCounts(cap, self.min_gpus or 1, self.gpus)
+    def counts(self, cap: int, skus: Sequence[SkuOption] = ()) -> GpuCounts:
+        """The GPU counts this job may run on, at most `cap`, in whole hosts of these SKUs where a node spans
+        several."""
+        hosts = tuple(sorted({s.host for s in skus if s.host < s.node}))
+        return GpuCounts(cap, self.min_gpus or 1, self.gpus, hosts)
 
 
 @dataclass(frozen=True)
@@ -160,7 +164,8 @@ def resolve_problem(scenario: Scenario, *, lift_caps: bool = False) -> Problem:
             cap = inventory
         if rate.max_gpus is not None:  # the price buys no more than its offer rents together
             cap = rate.max_gpus if cap is None else min(cap, rate.max_gpus)
-        skus.append(SkuOption(gpu, hw.gpus_per_node or gpu.node_size, cap, rate))
+        node = hw.gpus_per_node or gpu.node_size
+        skus.append(SkuOption(gpu, node, gpu.host_on(node), cap, rate))
     if not skus:
         raise InputError("hardware: no GPU SKU with a price to search (" + "; ".join(skipped) + ")")
     for j in jobs:

@@ -298,7 +298,7 @@ class _Search:
         self.live: list[np.ndarray] = []  # per SKU: its runnable groups
         for sku in self.skus:
             self.live.append(np.flatnonzero(w.slice_runnable(sl.groups, sku.node,
-                                                             job.counts(problem.cap(sku, job)))))
+                                                             job.counts(problem.cap(sku, job), [sku]))))
 
     @property
     def stats(self) -> list[SkuStats]:
@@ -416,7 +416,7 @@ def _search(problem: Problem, job: JobSpec) -> _Search | None:
     skus = problem.skus_for(job)
     if not skus:
         return None
-    sl = pw.slices(sorted({s.node for s in skus}), job.counts(max(problem.cap(s, job) for s in skus)))
+    sl = pw.slices(sorted({s.node for s in skus}), job.counts(max(problem.cap(s, job) for s in skus), skus))
     if sl is None or sl.groups is None or sl.group is None:
         return None
     return _Search(problem, job, pw, sl)

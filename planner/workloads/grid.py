@@ -66,16 +66,21 @@ def divisors(n: int) -> list[int]:
 
 @dataclass(frozen=True)
 class GpuCounts:
-    """The GPU counts one job may run on: whole nodes, or fewer on one node (a divisor of it), at most
-    `cap`, at least `least`, or exactly `exact` when the scenario fixes the count."""
+    """The GPU counts one job may run on: whole nodes, or fewer on one node (a divisor of it), or whole
+    hosts where a node spans several (`hosts`: GPUs per host, GpuSku.host_gpus), at most `cap`, at least
+    `least`, or exactly `exact` when the scenario fixes the count."""
 
     cap: int
     least: int = 1
     exact: int | None = None
+    hosts: tuple[int, ...] = ()
 
     def allowed(self, gpus: Any, node: int) -> Any:
         """Works on ints and numpy arrays."""
-        ok = (gpus <= self.cap) & ((gpus % node == 0) | (node % gpus == 0)) & (gpus >= self.least)
+        sold = (gpus % node == 0) | (node % gpus == 0)
+        for host in self.hosts:
+            sold = sold | (gpus % host == 0)
+        ok = (gpus <= self.cap) & sold & (gpus >= self.least)
         return ok & (gpus == self.exact) if self.exact is not None else ok
 
     def sold(self, nodes: Iterable[int]) -> np.ndarray:
