@@ -39,7 +39,9 @@ KEYS = [("job", "tokens"), ("job", "seq_len"), ("job", "global_batch"), ("hardwa
         ("implementation", "moe_token_dispatcher"), ("implementation", "attention_kernel"),
         ("implementation", "cross_entropy"), ("implementation", "activation_offload_layers"),
         ("implementation", "loss_chunks"), ("efficiency", "ep_overlap"), ("gpus",), ("name",),
-        ("implementation", "cp_exchange"), ("implementation", "cp_a2a_size"), ("implementation", "cuda_graph_scope")]
+        ("implementation", "cp_exchange"), ("implementation", "cp_a2a_size"), ("implementation", "cuda_graph_scope"),
+        ("layout", "gpus"), ("layout", "pp"), ("layout", "dp"), ("layout", "recompute"),
+        ("layout", "recompute_num_layers")]
 
 HOSTILE_NUMBERS = st.sampled_from([0, -1, 3, 7, 1e-30, 1e20, 10**30, math.inf, -math.inf, math.nan, 2**63])
 HOSTILE_TEXT = st.sampled_from(["", "inf", "nan", "-5", "1e400", "h100-sxm", "b200", "[link=file:///x]y",
