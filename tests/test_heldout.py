@@ -202,6 +202,32 @@ def test_offloading_every_layer_is_refused() -> None:
     assert estimate(EstimateRequest(scenario=fine)).memory.total > 0
 
 
+def test_megatron_offloads_activations_only_without_pipelining_or_recompute() -> None:
+    """Megatron-Core's TransformerConfig refuses --cpu-offloading with pipeline parallelism or recomputation: the
+    estimate says so naming the field, and the search proposes neither beside a fixed offload."""
+    from planner.schema import Implementation, Layout
+    from planner.workflows.solve import solve
+    from planner.workloads.training.legality import layout_problems
+
+    m = get_model("llama-3-70b")
+    offload = Implementation(framework="megatron-core", activation_offload=True, activation_offload_layers=40)
+    problems = layout_problems(m, Layout(tp=8, pp=2, dp=4, recompute="full", global_batch=64), impl=offload)
+    assert any(p.startswith("pp: 2 with implementation.activation_offload") for p in problems)
+    assert any(p.startswith("recompute: full with implementation.activation_offload") for p in problems)
+    assert not layout_problems(m, Layout(tp=8, pp=1, dp=8, global_batch=64), impl=offload)
+    # torchtitan and FSDP trainers have no such rule
+    assert not layout_problems(m, Layout(tp=8, pp=2, dp=4, recompute="full", global_batch=64),
+                               impl=offload.model_copy(update={"framework": "torchtitan"}))
+    sc = Scenario.model_validate({
+        "model": "llama-3-70b", "job": {"tokens": 1e10, "seq_len": 8192, "global_batch": 256},
+        "hardware": {"skus": ["gb200"]}, "pricing": {"usd_per_gpu_hour": {"gb200": 10.0}},
+        "objective": "time", "top_k": 5, "layout": {"gpus": 64},
+        "implementation": {"activation_offload": True, "activation_offload_layers": 40}})
+    result = solve(sc)
+    assert result.plans and all(p.evaluation.layout.pp == 1 and p.evaluation.layout.recompute == "none"
+                                for p in result.plans)
+
+
 def test_gb200_nvl72_is_the_scale_up_domain_for_tp_cp_and_ep() -> None:
     """GB200 NVL72: all 72 GPUs share NVLink, so TP·CP (32 GPUs) and EP groups stay on NVLink; the same layout
     on 8-GPU nodes sends its CP ring and EP all-to-all over the network."""

@@ -93,6 +93,23 @@ def cp_attention_problem(m: ModelSpec, layout: Layout, impl: Implementation) -> 
     return None
 
 
+def offload_problems(layout: Layout, impl: Implementation) -> list[str]:
+    """Megatron-Core offloads activations (--cpu-offloading, Transformer Engine's cpu_offload) only without
+    pipeline parallelism and without activation recomputation: TransformerConfig.__post_init__ raises "Currently
+    there is no support for Pipeline parallelism with CPU offloading" and "CPU offloading does not work when
+    activation recomputation is enabled" (megatron/core/transformer/transformer_config.py)."""
+    if impl.framework != "megatron-core" or not (impl.activation_offload or impl.activation_offload_layers is not None):
+        return []
+    out = []
+    if layout.pp > 1:
+        out.append(f"pp: {layout.pp} with implementation.activation_offload: Megatron-Core offloads activations only "
+                   "without pipeline parallelism (pp 1)")
+    if layout.recompute != "none":
+        out.append(f"recompute: {layout.recompute} with implementation.activation_offload: Megatron-Core offloads "
+                   "activations only without recomputation (recompute none)")
+    return out
+
+
 def layout_problems(
     m: ModelSpec,
     layout: Layout,
@@ -115,6 +132,7 @@ def layout_problems(
         out.append(why)
     if (why := cp_attention_problem(m, layout, impl)) is not None:
         out.append(why)
+    out += offload_problems(layout, impl)
     t, p, v = layout.tp, layout.pp, layout.vpp
     if m.heads % t:
         out.append(f"tp: {t} does not divide heads ({m.heads})")
