@@ -403,3 +403,18 @@ def test_a_portfolio_plans_on_gpus_it_defines(tmp_path: Path) -> None:
     f.write_text(yaml.safe_dump(data))
     r = runner.invoke(app, ["schedule", str(f)])
     assert r.exit_code == 2 and f"{f}: gpus[0] (h100-96gb-500w): base: unknown GPU" in r.stderr, r.output
+
+
+def test_rack_scale_pools_rent_hosts_and_buy_racks() -> None:
+    """GB200 NVL72 is rented and reserved by 4-GPU tray (GpuSku.host_gpus) and bought by the rack: a job on an
+    on-demand GB200 pool may run on 64 GPUs, as NVIDIA's recipes do."""
+    from planner.search.schedule_resolve import pool_terms
+
+    data = changed({"pools__1__sku": "gb200", "pools__3__sku": "gb200", "pools__2__sku": "gb200"})
+    data["pools"][1]["usd_per_gpu"] = 40000
+    terms = {t.name: t.unit for t in pool_terms(Portfolio.model_validate(data))}
+    assert terms == {"own": 8, "buy": 72, "res": 4, "cloud": 4}
+    data["jobs"] = [{"name": "a", "model": "gpt3-125m", "job": {"tokens": 3e12, "seq_len": 2048, "global_batch": 256},
+                     "pools": ["cloud"], "layout": {"gpus": 64}}]
+    result = schedule(Portfolio.model_validate(data), time_limit=20)
+    assert [(j.sku, j.gpus) for j in result.jobs] == [("gb200", 64)]

@@ -57,7 +57,7 @@ class PoolTerms:
     gpu: GpuSku
     usage_usd_per_gpu_hour: float  # per GPU-hour run: on-demand rate, power, running cost, 0 reserved
     held_usd_per_gpu_hour: float  # purchases: per hour held; reservations: the committed rate
-    unit: int  # GPUs per node: what is bought or reserved
+    unit: int  # GPUs bought (a node) or rented and reserved (a host, GpuSku.host_gpus: GB200 by 4-GPU tray)
     label: str  # where the rates come from
     notes: tuple[str, ...] = ()
 
@@ -105,7 +105,7 @@ def pool_terms(portfolio: Portfolio) -> list[PoolTerms]:
     for i, p in enumerate(portfolio.pools):
         where = f"pools[{i}] ({p.name})"
         gpu = portfolio.gpu(p.sku, f"{where}: sku")
-        unit = gpu.node_size
+        unit = gpu.host_on(gpu.node_size)  # a node spanning several hosts is rented host by host
         kwh = getattr(p, "usd_per_kwh", None)
         pue = getattr(p, "pue", None)
         power = power_usd_per_gpu_hour(gpu, pue=pue if pue is not None else proc.pue.value,
@@ -143,7 +143,7 @@ def pool_terms(portfolio: Portfolio) -> list[PoolTerms]:
                                          colocation_usd_per_kw_month=colo, server_kw_per_gpu_tdp=kw)
             notes = (f"${price:,.0f} per GPU × (1 + {share:g} network) over {years:g} years, colocation "
                      f"${colo:g}/kW-month × {gpu.tdp_w / 1000 * kw:.2f} kW; {power_label} when running",)
-            out.append(PoolTerms(p.name, "purchase", gpu, power, held, unit, label, notes))
+            out.append(PoolTerms(p.name, "purchase", gpu, power, held, gpu.node_size, label, notes))  # whole nodes
     return out
 
 
