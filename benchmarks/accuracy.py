@@ -181,7 +181,8 @@ def calibration_content(results: list[Result], reference: str) -> dict[str, Any]
                 "parallel": parallel_regime(r.case.layout), "error": r.error, "mfu": measured_mfu(r),
                 "micro_batch": r.case.layout.micro_batch, "recompute": r.case.layout.recompute,
                 "ep": r.case.layout.ep, "cp": r.case.layout.cp, "seq": r.case.seq, "moe": r.case.model.moe is not None,
-                "cp_exchange": resolve(r.case.impl).cp_exchange, "attention": attention_variants(r.case.model)}
+                "cp_exchange": resolve(r.case.impl).cp_exchange, "attention": attention_variants(r.case.model),
+                "offload": resolve(r.case.impl, r.case.layout).activation_offload}
                for r in results]
     return build_calibration(records, reference)
 

@@ -34,7 +34,7 @@ from planner.catalog import load_gpus  # noqa: E402
 from planner.pricing import select_price  # noqa: E402
 from planner.scenario import Scenario, load_scenario  # noqa: E402
 from planner.search.candidates import integer_units, job_candidates  # noqa: E402
-from planner.search.exhaustive import enumerate_plans, evaluate_on, training, tuple_count  # noqa: E402
+from planner.search.exhaustive import PAIRED, enumerate_plans, evaluate_on, training, tuple_count  # noqa: E402
 from planner.search.problem import resolve_problem  # noqa: E402
 from planner.workflows.solve import solve  # noqa: E402
 from planner.workloads.training.layout import RECOMPUTE, SEARCHED  # noqa: E402
@@ -153,8 +153,9 @@ def extrapolate(sc: Scenario, space: int, rng: random.Random) -> tuple[float, fl
     for _ in range(SAMPLE):
         sku = rng.choice(skus)
         fields = {f: rng.choice(doms[sku.name][f]) for f in SEARCHED}
-        if fields["recompute"] != RECOMPUTE.index("full"):  # counts pair with full recompute only (domain_tuples)
-            fields["recompute_num_layers"] = 0
+        for f, mode in PAIRED.items():  # counts pair with one recompute mode only (domain_tuples)
+            if fields["recompute"] != RECOMPUTE.index(mode):
+                fields[f] = 0
         tuples.append((sku, fields))
     t = time.perf_counter()
     for sku, fields in tuples:

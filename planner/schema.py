@@ -748,6 +748,12 @@ class Layout(Strict):
         description="layers on the last pipeline stage (Megatron --decoder-last-pipeline-num-layers); null with an "
         "uneven depth = ⌈layers/pp⌉ per stage and the rest on the last",
     )
+    activation_offload_layers: LayerCount | None = Field(
+        None,
+        description="the first N transformer layers' activations kept in host memory from their forward to their "
+        "backward (Megatron-Core --cpu-offloading-num-layers N, Transformer Engine's cpu_offload), as `solve` chooses "
+        "it; null = what implementation.activation_offload states (none by default)",
+    )
 
     @model_validator(mode="after")
     def _optimizer_state(self) -> Layout:
@@ -856,7 +862,10 @@ class Implementation(Strict):
         "models did (repeat_kv before SDPA) until ff0829c10 (January 2026): they are saved, exchanged under "
         "context parallelism and buffered at the query heads' width",
     )
-    activation_offload: bool = Field(False, description="activations offloaded to CPU memory between fwd and bwd")
+    activation_offload: bool = Field(
+        False, description="activations offloaded to CPU memory between fwd and bwd; under megatron-core without "
+        "activation_offload_layers, solve chooses how many layers (none, a quarter, half, three quarters or all but "
+        "the last: Megatron's count, at pp 1 without recompute) and estimate offloads every layer")
     activation_offload_layers: int | None = Field(
         None, ge=1, le=MAX_LAYERS, description="how many transformer layers' activations go to CPU memory "
         "(Megatron --cpu-offloading-num-layers, which implies --cpu-offloading; Transformer Engine offloads the "

@@ -531,9 +531,11 @@ def test_megatron_round_trip(case: tuple[ModelSpec, Layout], with_model: bool, d
     impl = data.draw(megatron_implementations(layout, moe=with_model and m.moe is not None, layers=m.layers))
     text = megatron_args_from_layout(m if with_model else None, layout, SEQ, impl)
     cfg = parse_megatron_args(text, model=m if with_model else None)  # the vocabulary is the tokenizer's
-    # Megatron's "adam" is AdamW (decoupled weight decay); everything else reads back as written.
+    # Megatron's "adam" is AdamW (decoupled weight decay); the offload count reads back into the layout as well as
+    # the implementation (a plan's own count, as `solve` chooses it, is the layout's); the rest as written.
     assert cfg.to_layout(layout.gpus) == layout.model_copy(
-        update={"optimizer": "adamw" if layout.optimizer == "adam" else layout.optimizer}
+        update={"optimizer": "adamw" if layout.optimizer == "adam" else layout.optimizer,
+                "activation_offload_layers": impl.activation_offload_layers}
     )
     assert cfg.seq == SEQ and cfg.unknown == [] and cfg.unsupported == {}
     assert cfg.implementation() == impl

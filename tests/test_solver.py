@@ -18,8 +18,8 @@ from planner.search.exhaustive import enumerate_plans, objective_key
 from planner.search.plans import check_solution
 from planner.search.problem import resolve_problem
 
-PRICED = ["h100-sxm", "a100-80gb", "l40s", "b200", "gb200"]  # on-demand prices in the catalog, different node
-# economics (GB200: a 72-GPU NVLink domain rented in 4-GPU hosts)
+PRICED = ["h100-sxm", "a100-80gb", "l40s", "b200"]  # on-demand prices in the catalog, different node economics
+# (GB200's 72-GPU domain rented in 4-GPU hosts has its own exhaustive test: tests/test_gpu_counts.py)
 
 
 def tiny_model(layers: int, heads: int, moe: bool, head_dim: int = 64) -> dict[str, Any]:
@@ -72,6 +72,8 @@ def small_scenarios(draw: Any) -> dict[str, Any]:
     if draw(st.integers(0, 4)) == 0:  # Transformer Engine's all-to-all CP exchanges: a rule on tp and cp together
         sc["implementation"] = draw(st.sampled_from([{"cp_exchange": "ulysses"},
                                                      {"cp_exchange": "hierarchical", "cp_a2a_size": 2}]))
+    if draw(st.integers(0, 4)) == 0:  # Megatron's activation offload, its count searched: a rule on pp and recompute
+        sc["implementation"] = {**sc.get("implementation", {}), "activation_offload": True}
     mode = draw(st.sampled_from(["model", "mfu", "hfu"]))
     if mode != "model":
         sc["efficiency"] = {mode: 0.4}

@@ -351,6 +351,8 @@ def not_in_deepspeed_config(layout: Layout) -> list[str]:
         parts.append("selective recompute")
     if layout.recompute == "full" and layout.recompute_num_layers is not None:
         parts.append(f"recompute of {layout.recompute_num_layers} layer(s) per model chunk")
+    if layout.activation_offload_layers is not None:
+        parts.append(f"activation offload of {layout.activation_offload_layers} layer(s)")
     return parts
 
 

@@ -453,7 +453,7 @@ class MegatronConfig:
                 account_for_loss_in_pipeline_split=self.account_for_loss_in_pipeline_split,
                 pipeline_first_stage_layers=self.pipeline_first_stage_layers,
                 pipeline_last_stage_layers=self.pipeline_last_stage_layers, expert_tp=self.expert_tp,
-                pipeline_layout=self.pipeline_layout,
+                pipeline_layout=self.pipeline_layout, activation_offload_layers=self.activation_offload_layers,
             )
         except ValidationError as exc:
             raise InputError(format_validation_error(exc, "Megatron-LM arguments")) from exc
@@ -1446,7 +1446,9 @@ def megatron_args_from_layout(
         raise InputError("optimizer adam8bit: Megatron-LM has no 8-bit optimizer flag")
     lines.append(f"--optimizer {'sgd' if layout.optimizer == 'sgd' else 'adam'}")
     lines += _optimizer_state_flags(layout)
-    if impl.activation_offload or impl.activation_offload_layers is not None:
+    if layout.activation_offload_layers is not None:  # the count a search chose
+        lines.append(f"--cpu-offloading-num-layers {layout.activation_offload_layers}")
+    elif impl.activation_offload or impl.activation_offload_layers is not None:
         # Megatron offloads a count of layers, at most all but the last (Transformer Engine keeps that one)
         count = impl.activation_offload_layers or (model.layers - 1 if model is not None else None)
         if count is None or count < 1:

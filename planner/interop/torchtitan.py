@@ -697,6 +697,9 @@ def training_checks(layout: Layout) -> None:
         raise InputError("offload_optimizer: torchtitan offloads through FSDP, which needs zero ≥ 1 and dp·cp > 1")
     if layout.optimizer not in ("adam", "adamw"):
         raise InputError(f"optimizer {layout.optimizer}: torchtitan builds Adam or AdamW")
+    if layout.activation_offload_layers is not None:
+        raise InputError("activation_offload_layers: torchtitan's trainer does not offload activations "
+                         "(Megatron-Core's --cpu-offloading does)")
 
 
 def torchtitan_toml_from_layout(layout: Layout, seq: int, model: ModelSpec | str | None = None,

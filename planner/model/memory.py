@@ -35,7 +35,7 @@ from planner.model.params import (
     qk_norm_width,
     router_params,
 )
-from planner.model.presets import FP8_TENSORS_PER_GEMM, Knobs, StateLayout, resolve
+from planner.model.presets import FP8_TENSORS_PER_GEMM, Knobs, StateLayout, layout_offloaded_share, resolve
 from planner.schema import GpuSku, Implementation, Layout, ModelSpec, Overheads, Recompute
 
 # Bytes per parameter of the optimizer state besides the master copy, with fp32 moments (Adam's two, SGD's one;
@@ -120,6 +120,7 @@ def layout_arrays(layout: Layout) -> dict[str, int]:
         "sequence_parallel": int(layout.sequence_parallel), "micro_batch": layout.micro_batch,
         "global_batch": layout.global_batch, "expert_tp": layout.expert_tp or 0,
         "recompute_num_layers": layout.recompute_num_layers or 0,
+        "activation_offload_layers": layout.activation_offload_layers or 0,
     }
 
 
@@ -693,8 +694,9 @@ def training_memory_table(
     moe_keep = np.where(rc == 2, moe_b[0], moe_rc)
     emb_b, loss_b, loss_transient = (col(v) for v in extras_bytes(m, k, x))
     head_bwd = col(head_backward_bytes(m, k, x))
-    offloaded = k.offloaded_share(m.layers)
-    if offloaded:
+    offloaded = col(layout_offloaded_share(k.offloaded_share(m.layers), a.get("activation_offload_layers", 0),
+                                           m.layers))
+    if offloaded.any():
         # offloaded layers leave the GPU after their forward and come back for their backward (TE
         # cpu_offload.py, Megatron --cpu-offloading, --cpu-offloading-num-layers): the others keep theirs, and
         # the layer computing and the one in transfer are on the GPU
@@ -710,8 +712,7 @@ def training_memory_table(
     group_layers = recipe.recompute_num_layers if recipe.recompute_method == "uniform" else 1
     rebuilt = np.maximum(dense_b[0] - dense_rc, moe_b[0] - moe_rc if m.moe else 0)
     rebuilt = np.where(rc == 2, rebuilt + ((group_layers or 1) - 1) * dense_b[0], np.where(rc > 0, rebuilt, 0))
-    if offloaded:
-        rebuilt = rebuilt + 2 * np.maximum(dense_b[0], moe_b[0])
+    rebuilt = rebuilt + np.where(offloaded > 0, 2 * np.maximum(dense_b[0], moe_b[0]), 0.0)
     rebuilt = rebuilt + col(cp_exchange_bytes(m, k, x, cp))  # held through the layer's attention backward
 
     # ---- per-layer parameters on this rank -----------------------------------------------------------------

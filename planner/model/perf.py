@@ -58,7 +58,7 @@ from planner.model.flops import StepFlops, causal_keys_per_query, full_recompute
 from planner.model.memory import ActivationShape, Recipe, layer_activation_bytes, layer_params_on_rank
 from planner.model.params import attention_dims, attention_weights, qk_norm_width
 from planner.model.pipeline import PipelineSplit, max_stage_layers
-from planner.model.presets import PRESETS, offloaded_share
+from planner.model.presets import PRESETS, layout_offloaded_share, offloaded_share
 from planner.model.stack import EVERY_SECOND_MATMUL, Stack, stack_of, time_arrays
 from planner.schema import FP8_QUANTIZE_BYTES, Efficiency, GpuSku, Implementation, Layout, ModelSpec
 
@@ -565,6 +565,7 @@ class _Step:
     dp_shard: Any  # ZeRO-3/FSDP sharding group (HSDP), 0 = all of dp·cp
     et: Any  # expert tensor parallelism (tp unless the layout sets expert_tp)
     folded: Any  # 1.0 where expert_tp is set: Megatron-Core's expert rank order tp-ep-dp over tp·dp·cp
+    offload: Any  # the layout's activation offload count (0: what the implementation states)
 
 
 def _step(c: _Context, a: dict[str, Any]) -> _Step:
@@ -588,7 +589,7 @@ def _step(c: _Context, a: dict[str, Any]) -> _Step:
         r=1 + (a["sequence_parallel"] > 0) * (tp - 1), sp=(a["sequence_parallel"] > 0) * (tp > 1) * 1.0,
         s_q=s_q, tok=mbs * s_q, micro=micro, layers=layers, full=(rc == 2) * full_share, sel=(rc == 1) * 1.0,
         weight_casts=1.0 / micro if c.stack.fp8_weight_cache else 1.0, dp_shard=a.get("dp_shard", 0),
-        et=etp + (etp == 0) * tp, folded=(etp > 0) * 1.0,
+        et=etp + (etp == 0) * tp, folded=(etp > 0) * 1.0, offload=a.get("activation_offload_layers", 0),
     )
 
 
@@ -741,8 +742,9 @@ def _offload(c: _Context, s: _Step, fwd: Any, bwd: Any) -> Any:
     spreads the N offloaded layers' copies evenly over the L layers, each under L/N layers' compute
     (transformer_engine/pytorch/cpu_offload.py AsyncDoubleBufferGroupOffloadHandler layer_window_map), so the
     pass as a whole is the window."""
-    share = offloaded_share(c.stack.activation_offload, c.stack.activation_offload_layers, c.m.layers)
-    if not share:
+    stated = offloaded_share(c.stack.activation_offload, c.stack.activation_offload_layers, c.m.layers)
+    share = layout_offloaded_share(stated, s.offload, c.m.layers)
+    if not np.any(share):
         return 0.0
     x = ActivationShape(s=s.s_q, b=s.mbs, t=s.t, r=s.r, dropout=c.dropout)
     impl = Implementation(attention="flash" if c.flash else "eager", fused_kernels=c.ew_hbm == c.hbm)

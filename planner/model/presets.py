@@ -33,7 +33,9 @@ Sources, one per preset (each field cites its file below):
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Literal
+from typing import Any, Literal
+
+import numpy as np
 
 from planner.model.pipeline import PipelineSplit, SplitStyle
 from planner.schema import (
@@ -306,6 +308,12 @@ def offloaded_share(offload: bool, offload_layers: int | None, layers: int) -> f
     return 1.0 if offload_layers is None else min(1.0, offload_layers / layers)
 
 
+def layout_offloaded_share(stated: float, count: Any, layers: int) -> Any:
+    """The offloaded share of each layout (scalars or arrays): its own count (`Layout.activation_offload_layers`,
+    what the search chooses; 0 unset) where set, else the implementation's `stated` share."""
+    return np.where(np.asarray(count) > 0, np.minimum(1.0, np.asarray(count) / layers), stated)
+
+
 def _blackwell(gpu: GpuSku | None) -> bool:
     return gpu is not None and gpu.arch == "blackwell"
 
@@ -367,8 +375,12 @@ def resolve(impl: Implementation, layout: Layout | None = None, gpu: GpuSku | No
         reshard_with_pp=p.reshard_with_pp if reshard is None else reshard,
         zero3_unit=p.zero3_unit,
         split=split,
-        activation_offload=impl.activation_offload or impl.activation_offload_layers is not None,
-        activation_offload_layers=impl.activation_offload_layers,
+        # the layout's own offload count (a search's choice) wins over what the implementation states
+        activation_offload=(impl.activation_offload or impl.activation_offload_layers is not None
+                            or (layout is not None and layout.activation_offload_layers is not None)),
+        activation_offload_layers=(layout.activation_offload_layers
+                                   if layout is not None and layout.activation_offload_layers is not None
+                                   else impl.activation_offload_layers),
         cuda_graphs=impl.cuda_graphs,
         layer_graph_buffers=impl.cuda_graphs and (impl.cuda_graph_scope or p.graph_scope) == "layer",
         moe_token_dispatcher=impl.moe_token_dispatcher or DEFAULT_TOKEN_DISPATCHER,

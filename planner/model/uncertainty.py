@@ -230,7 +230,7 @@ def attention_variants(m: ModelSpec) -> list[str]:
 
 # What no run measured: the coverage `_merged` starts from.
 _EMPTY_COVERAGE: dict[str, Any] = {"micro_batch": [], "recompute": [], "ep": 1, "cp": 1, "cp_exchanges": [], "seq": 0,
-                                   "moe": False, "attention": []}
+                                   "moe": False, "attention": [], "offload": False}
 
 
 def _run_coverage(r: dict[str, Any]) -> dict[str, Any]:
@@ -239,7 +239,7 @@ def _run_coverage(r: dict[str, Any]) -> dict[str, Any]:
     return {"micro_batch": [r["micro_batch"]] * 2 if r.get("micro_batch") is not None else [],
             "recompute": [r["recompute"]] if r.get("recompute") is not None else [], "ep": r.get("ep") or 1, "cp": cp,
             "cp_exchanges": [r["cp_exchange"]] if cp > 1 and r.get("cp_exchange") else [], "seq": r.get("seq") or 0,
-            "moe": bool(r.get("moe")), "attention": list(r.get("attention", []))}
+            "moe": bool(r.get("moe")), "attention": list(r.get("attention", [])), "offload": bool(r.get("offload"))}
 
 
 def _merged(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -255,18 +255,19 @@ def _merged(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         "seq": max(a.get("seq", 0), b.get("seq", 0)),
         "moe": bool(a.get("moe", False) or b.get("moe", False)),
         "attention": sorted({*a.get("attention", []), *b.get("attention", [])}),
+        "offload": bool(a.get("offload", False) or b.get("offload", False)),
     }
 
 
 def extrapolation(layout: Layout, gpu: GpuSku | str, framework: str = "megatron-core", mfu: float | None = None,
                   calibration: dict[str, Any] | None = None, seq: int | None = None, moe: bool = False,
-                  cp_exchange: str | None = None, attention: Sequence[str] = ()) -> list[str]:
+                  cp_exchange: str | None = None, attention: Sequence[str] = (), offload: bool = False) -> list[str]:
     """Why a plan lies outside what the calibration runs measured (empty when inside): an MFU above the best
     any run reached on that GPU generation, or a generation, parallel regime, recompute mode, micro-batch,
     mixture-of-experts model (`moe`), expert or context parallelism (or its K/V exchange, `cp_exchange`), an
-    attention variant (`attention`: attention_variants) or a sequence length no run there used. On a generation no
-    run used, the other reasons are those no run on any GPU covers. Each reason is one sentence for the
-    `extrapolated` warning."""
+    attention variant (`attention`: attention_variants), activation offload (`offload`) or a sequence length no run
+    there used. On a generation no run used, the other reasons are those no run on any GPU covers. Each reason is
+    one sentence for the `extrapolated` warning."""
     cal = calibration if calibration is not None else load_calibration()
     regime = regime_of(layout, gpu, framework)
     gen = regime.generation
@@ -285,12 +286,12 @@ def extrapolation(layout: Layout, gpu: GpuSku | str, framework: str = "megatron-
                        f"parallelism)")
         cov, where = coverage.get(gen), f"{gen} GPUs"
     if cov is not None:
-        out += _uncovered(layout, cov, where, seq, moe, cp_exchange, attention)
+        out += _uncovered(layout, cov, where, seq, moe, cp_exchange, attention, offload)
     return out
 
 
 def _uncovered(layout: Layout, cov: dict[str, Any], where: str, seq: int | None, moe: bool, cp_exchange: str | None,
-               attention: Sequence[str]) -> list[str]:
+               attention: Sequence[str], offload: bool = False) -> list[str]:
     """The reasons a plan lies outside coverage `cov` (what the calibration runs on `where` measured)."""
     out = []
     if cov["recompute"] and layout.recompute not in cov["recompute"]:
@@ -318,6 +319,9 @@ def _uncovered(layout: Layout, cov: dict[str, Any], where: str, seq: int | None,
     if seq is not None and cov.get("seq") and seq > cov["seq"]:
         out.append(f"sequence length {seq:,}: longer than any calibration run on {where} ({cov['seq']:,}); "
                    f"the attention share of the step is extrapolated")
+    if offload and not cov.get("offload", False):
+        out.append(f"activation offload: no calibration run on {where} offloaded activations; the host-link copies "
+                   "and what the compute hides of them are modelled (Transformer Engine's schedule), not measured")
     lo_hi = cov["micro_batch"]
     if lo_hi and not lo_hi[0] <= layout.micro_batch <= lo_hi[1]:
         out.append(f"micro-batch {layout.micro_batch} is outside the calibration runs on {where} "

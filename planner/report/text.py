@@ -34,11 +34,13 @@ def usd(amount: float) -> str:
 
 def layout_text(layout: Layout) -> str:
     """'TP8 PP16 VPP2 DP12 CP2 EP4 ZeRO-1 rc=selective SP mbs1': sizes of 1 left out but TP, PP and DP; ETP where
-    the experts split otherwise than TP; a partial full recompute as 'rc=full(4/chunk)'."""
+    the experts split otherwise than TP; a partial full recompute as 'rc=full(4/chunk)'; activation offload of the
+    first 40 layers as 'offload40'."""
     return (f"TP{layout.tp} PP{layout.pp}" + (f" VPP{layout.vpp}" if layout.vpp > 1 else "") + f" DP{layout.dp}"
             + (f" CP{layout.cp}" if layout.cp > 1 else "") + (f" EP{layout.ep}" if layout.ep > 1 else "")
             + (f" ETP{layout.expert_tp}" if layout.expert_tp is not None and layout.expert_tp != layout.tp else "")
             + f" ZeRO-{layout.zero} rc={layout.recompute}" + _partial(layout)
+            + (f" offload{layout.activation_offload_layers}" if layout.activation_offload_layers else "")
             + (" SP" if layout.sequence_parallel else "") + f" mbs{layout.micro_batch}")
 
 

@@ -53,22 +53,30 @@ def training(job: JobSpec) -> TrainingWorkload:
     return job.workload
 
 
+# The searched fields that only one recompute mode admits (layout_problems refuses them with any other): a
+# partial recompute count needs full recompute, an activation offload count none.
+PAIRED = {"recompute_num_layers": "full", "activation_offload_layers": "none"}
+
+
+assert SEARCHED[-len(PAIRED):] == tuple(PAIRED)  # the paired counts close each tuple
+
+
 def domain_tuples(dom: dict[str, list[int]]) -> Iterator[tuple[int, ...]]:
-    """Every tuple of the axis domains, in SEARCHED order, with a partial recompute count paired only with full
-    recompute (layout_problems refuses it with any other mode)."""
-    partial, mode = SEARCHED.index("recompute_num_layers"), SEARCHED.index("recompute")
-    full = RECOMPUTE.index("full")
-    rest = [dom[f] for f in SEARCHED if f != "recompute_num_layers"]
-    for values in itertools.product(*rest):
-        for n in dom["recompute_num_layers"] if values[mode] == full else [0]:
-            yield (*values[:partial], n, *values[partial:])
+    """Every tuple of the axis domains, in SEARCHED order, with each PAIRED count only beside its recompute mode
+    (0, the unset code, beside the others)."""
+    mode = SEARCHED.index("recompute")
+    tails = {code: list(itertools.product(*(dom[f] if RECOMPUTE[code] == m else [0] for f, m in PAIRED.items())))
+             for code in dom["recompute"]}
+    for values in itertools.product(*(dom[f] for f in SEARCHED[:-len(PAIRED)])):
+        for tail in tails[values[mode]]:
+            yield values + tail
 
 
 def tuple_count(dom: dict[str, list[int]]) -> int:
     """How many tuples `domain_tuples` yields."""
-    modes = [m for m in dom["recompute"] if m != RECOMPUTE.index("full")]
-    per_mode = len(modes) + (len(dom["recompute"]) - len(modes)) * len(dom["recompute_num_layers"])
-    return per_mode * math.prod(len(dom[f]) for f in SEARCHED if f not in ("recompute", "recompute_num_layers"))
+    per_mode = sum(math.prod(len(dom[f]) if RECOMPUTE[code] == m else 1 for f, m in PAIRED.items())
+                   for code in dom["recompute"])
+    return per_mode * math.prod(len(dom[f]) for f in SEARCHED if f not in ("recompute", *PAIRED))
 
 
 def legal_layouts(problem: Problem, job: JobSpec, sku: SkuOption) -> Iterator[Layout]:
@@ -76,13 +84,17 @@ def legal_layouts(problem: Problem, job: JobSpec, sku: SkuOption) -> Iterator[La
     w = training(job)
     dom = axis_domains(w, sku.node)
     counts = job.counts(problem.cap(sku, job), [sku])
-    width = [SEARCHED.index(f) for f in ("tp", "pp", "dp", "cp")]
+    t, p, d, c = (SEARCHED.index(f) for f in ("tp", "pp", "dp", "cp"))
+    sold: dict[int, bool] = {}  # per GPU count (Layout.gpus, before building it): whether it is sold
     for values in domain_tuples(dom):
-        if not counts.allowed(math.prod(int(values[i]) for i in width), sku.node):  # Layout.gpus, before building it
+        gpus = values[t] * values[p] * values[d] * values[c]
+        if gpus not in sold:
+            sold[gpus] = bool(counts.allowed(gpus, sku.node))
+        if not sold[gpus]:
             continue
         codes = dict(zip(SEARCHED, values, strict=True))
-        if redundant_expert_tp(dom, codes["tp"], codes["expert_tp"]) or redundant_recompute_layers(
-                w, dom, codes["pp"], codes["vpp"], codes["recompute_num_layers"]):
+        if redundant_expert_tp(dom, codes["tp"], codes["expert_tp"]) or (codes["recompute_num_layers"] and (
+                redundant_recompute_layers(w, dom, codes["pp"], codes["vpp"], codes["recompute_num_layers"]))):
             continue
         layout = w.template.layout(**codes)
         if not layout_problems(w.model, layout, node_size=sku.node, seq=w.seq, impl=w.implementation):
@@ -100,6 +112,8 @@ def job_options(problem: Problem, job: JobSpec) -> tuple[int, list[Option]]:
     for sku in problem.skus_for(job):
         for layout in legal_layouts(problem, job, sku):
             count += 1
+            if training(job).memory_of(layout) > sku.gpu.hbm_bytes:
+                continue  # does not fit (Evaluation.fits): its time is not needed
             ev = evaluate_on(job, sku, layout)
             if not ev.fits:
                 continue

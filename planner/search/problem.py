@@ -108,8 +108,8 @@ def scenario_jobs(scenario: Scenario) -> list[JobSpec]:
             raise InputError(where + why)
         if (why := offload_problem(spec_, scenario.implementation.activation_offload_layers)) is not None:
             raise InputError(where + why)
-        return TrainingWorkload(spec_, job, fixed, scenario.implementation, scenario.overheads,
-                                scenario.efficiency, basis_of(scenario))
+        return TrainingWorkload.of(spec_, job, fixed, scenario.implementation, scenario.overheads,
+                                   scenario.efficiency, basis_of(scenario))
 
     main = workload(scenario.model, scenario.job, scenario.layout)
     out = [spec(scenario.name, main, scenario.constraints.deadline_days, None, None)]

@@ -76,7 +76,7 @@ class Evaluation(FitsOnGpu):
         """`extrapolated`: why the plan lies outside what the calibration runs measured (empty inside)."""
         return extrapolation(self.layout, self.gpu, self.framework, self.time.mfu, seq=self.seq,
                              moe=self.model.moe is not None, cp_exchange=self.knobs.cp_exchange,
-                             attention=attention_variants(self.model))
+                             attention=attention_variants(self.model), offload=self.knobs.activation_offload)
 
     @property
     def beyond_offer(self) -> str | None:

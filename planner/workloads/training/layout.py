@@ -25,12 +25,14 @@ from planner.schema import Layout, Recompute
 __all__ = ["EXTRAS", "JSON_FIELDS", "RECOMPUTE", "RECOMPUTE_CODES", "SEARCHED", "Recipe", "Template", "as_fields",
            "encode", "grid_arrays", "layout_arrays"]
 
-# The fields the search varies, in grid-column order (recompute_num_layers: 0 is every layer, Layout's null).
+# The fields the search varies, in grid-column order (recompute_num_layers: 0 is every layer, Layout's null;
+# activation_offload_layers: 0 is none, Layout's null).
 SEARCHED = ("tp", "pp", "vpp", "dp", "cp", "ep", "zero", "recompute", "sequence_parallel", "micro_batch",
-            "expert_tp", "recompute_num_layers")
+            "expert_tp", "recompute_num_layers", "activation_offload_layers")
 # Knobs a scenario may fix that the search carries through unchanged (HSDP, Megatron's pipeline-split flags and
-# explicit layouts); partial recompute is searched, and in a layout's JSON only where set, as these are.
-EXTRAS = ("recompute_num_layers", "dp_shard", "account_for_embedding_in_pipeline_split",
+# explicit layouts); partial recompute and activation offload are searched, and in a layout's JSON only where set,
+# as these are.
+EXTRAS = ("recompute_num_layers", "activation_offload_layers", "dp_shard", "account_for_embedding_in_pipeline_split",
           "account_for_loss_in_pipeline_split", "recompute_method", "pipeline_first_stage_layers",
           "pipeline_last_stage_layers", "pipeline_layout")
 # The JSON object of a layout, in this order, plus grad_accumulation.
@@ -77,7 +79,7 @@ class Template:
 
     @classmethod
     def of(cls, job: Job, fixed: FixedLayout) -> Template:
-        extras = tuple((k, getattr(fixed, k)) for k in EXTRAS if getattr(fixed, k) is not None and k not in SEARCHED)
+        extras = tuple((k, getattr(fixed, k)) for k in EXTRAS if k not in SEARCHED and getattr(fixed, k) is not None)
         # the recipe carries the fixed extras too: the grid's memory and time read them as the scalar model does
         # (partial recompute, searched, is a grid column instead: planner.workloads.training.workload.memory)
         recipe = Recipe(job.precision, job.optimizer, job.fp32_grad_accumulation, bool(fixed.offload_optimizer),
@@ -100,6 +102,8 @@ class Template:
             values["expert_tp"] = None
         if values.get("recompute_num_layers") == 0:  # code 0: every layer (unset)
             values["recompute_num_layers"] = None
+        if values.get("activation_offload_layers") == 0:  # code 0: no offload (unset)
+            values["activation_offload_layers"] = None
         values.setdefault("global_batch", self.global_batch)
         r = self.recipe
         return Layout(precision=r.precision, optimizer=r.optimizer, fp32_grad_accumulation=r.fp32_grad_accumulation,

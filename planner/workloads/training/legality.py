@@ -93,19 +93,28 @@ def cp_attention_problem(m: ModelSpec, layout: Layout, impl: Implementation) -> 
     return None
 
 
-def offload_problems(layout: Layout, impl: Implementation) -> list[str]:
+def offload_problems(m: ModelSpec, layout: Layout, impl: Implementation) -> list[str]:
     """Megatron-Core offloads activations (--cpu-offloading, Transformer Engine's cpu_offload) only without
     pipeline parallelism and without activation recomputation: TransformerConfig.__post_init__ raises "Currently
     there is no support for Pipeline parallelism with CPU offloading" and "CPU offloading does not work when
-    activation recomputation is enabled" (megatron/core/transformer/transformer_config.py)."""
-    if impl.framework != "megatron-core" or not (impl.activation_offload or impl.activation_offload_layers is not None):
-        return []
+    activation recomputation is enabled" (megatron/core/transformer/transformer_config.py). A layout's own offload
+    count (what the search chooses) is Megatron-Core's, below the model's layers."""
     out = []
+    n = layout.activation_offload_layers
+    if n is not None:
+        if impl.framework != "megatron-core":
+            out.append(f"activation_offload_layers: {n} is Megatron-Core's --cpu-offloading-num-layers; under "
+                       f"{impl.framework} state implementation.activation_offload instead")
+        elif (why := offload_problem(m, n)) is not None:
+            out.append(why.removeprefix("implementation."))
+    offloads = impl.activation_offload or impl.activation_offload_layers is not None or n is not None
+    if impl.framework != "megatron-core" or not offloads:
+        return out
     if layout.pp > 1:
-        out.append(f"pp: {layout.pp} with implementation.activation_offload: Megatron-Core offloads activations only "
+        out.append(f"pp: {layout.pp} with activation offload: Megatron-Core offloads activations only "
                    "without pipeline parallelism (pp 1)")
     if layout.recompute != "none":
-        out.append(f"recompute: {layout.recompute} with implementation.activation_offload: Megatron-Core offloads "
+        out.append(f"recompute: {layout.recompute} with activation offload: Megatron-Core offloads "
                    "activations only without recomputation (recompute none)")
     return out
 
@@ -132,7 +141,7 @@ def layout_problems(
         out.append(why)
     if (why := cp_attention_problem(m, layout, impl)) is not None:
         out.append(why)
-    out += offload_problems(layout, impl)
+    out += offload_problems(m, layout, impl)
     t, p, v = layout.tp, layout.pp, layout.vpp
     if m.heads % t:
         out.append(f"tp: {t} does not divide heads ({m.heads})")

@@ -1,8 +1,8 @@
 """The training layouts a job may run with, as a grid of integer columns.
 
 The SKU-independent grid is built by crossing small axes (dp × micro-batch, cp, ep, tp × SP,
-pp × vpp × ZeRO, recompute × partial recompute count) and filtering after each cross, so it never exists in
-its unfiltered form.
+pp × vpp × ZeRO, recompute × partial recompute count × activation offload count) and filtering after each cross,
+so it never exists in its unfiltered form.
 Legality is decided by `layout_problems` itself, evaluated once per distinct combination of the fields
 a rule reads and broadcast back, so the solver and `planner estimate` reject exactly the same layouts.
 Per SKU, `runnable` adds what depends on the hardware (TP inside a node, GPU counts sold).
@@ -24,6 +24,7 @@ from planner.workloads.training.layout import RECOMPUTE, SEARCHED
 from planner.workloads.training.legality import layout_problems
 
 if TYPE_CHECKING:
+    from planner.schema import Implementation
     from planner.workloads.training.workload import TrainingWorkload
 
 # Context parallelism splits the sequence into 2·cp chunks for a load-balanced ring. Below ~1k tokens
@@ -48,6 +49,12 @@ PARTIAL_RECOMPUTE_FRAMEWORKS = ("megatron-core",)
 # torchtitan expert_tensor_parallel_degree): their search tries the experts unsplit (expert_tp 1), EP folded over
 # TP·DP·CP, next to the experts split like TP (code 0).
 EXPERT_TP_FRAMEWORKS = ("megatron-core", "torchtitan")
+# Frameworks whose activation offload count the search chooses where the scenario turns offload on without one
+# (Megatron-Core --cpu-offloading-num-layers, Transformer Engine's cpu_offload: the first N layers, without
+# pipelining or recompute): N at a quarter, half and three quarters of the layers and all but the last, next to
+# none (code 0). Opt-in: on PCIe-attached GPUs the copies share the GPU's link with its NIC, which the time model
+# does not charge (planner.model.perf._offload).
+OFFLOAD_FRAMEWORKS = ("megatron-core",)
 
 
 
@@ -76,13 +83,14 @@ def axis_domains(w: TrainingWorkload, max_node: int) -> dict[str, list[int]]:
         "micro_batch": divisors(batch),
         "expert_tp": [0, 1] if m.moe and w.implementation.framework in EXPERT_TP_FRAMEWORKS else [0],
         "recompute_num_layers": [0, *partial_recompute_counts(m.layers)] if partial_recompute_searched(w) else [0],
+        "activation_offload_layers": [0, *offload_counts(m.layers)] if w.offload_search else [0],
     }
     if w.fixed.pipeline_layout is not None:  # an explicit layout has pp·vpp stages
         stages = len(w.fixed.pipeline_layout)
         dom["pp"] = [p for p in divisors(stages) if p <= m.layers]
         dom["vpp"] = divisors(stages)
     for f in SEARCHED:
-        v = getattr(w.fixed, f)
+        v = getattr(w.fixed, f, None)  # activation offload is fixed by the implementation's keys instead
         if v is not None:
             dom[f] = [RECOMPUTE.index(v) if f == "recompute" else int(v)]
     return dom
@@ -92,6 +100,19 @@ def partial_recompute_counts(layers: int) -> list[int]:
     """The partial recompute counts tried: powers of two below the model's layers (a count at or above a model
     chunk's layers recomputes all of it)."""
     return [2**i for i in range(layers.bit_length()) if 2**i < layers]
+
+
+def offload_counts(layers: int) -> list[int]:
+    """The activation offload counts tried: a quarter, half and three quarters of the layers, rounded up, and all
+    but the last (Transformer Engine offloads at most layers − 1; NVIDIA's Llama 3 70B recipes offload 20 and 40
+    of 80)."""
+    return sorted(({-(-layers * k // 4) for k in (1, 2, 3)} | {layers - 1}) - {0, layers})
+
+
+def offload_searched(impl: Implementation) -> bool:
+    """Whether the search chooses the activation offload count: a framework that offloads a count of layers, offload
+    on and no count given."""
+    return impl.framework in OFFLOAD_FRAMEWORKS and impl.activation_offload and impl.activation_offload_layers is None
 
 
 def partial_recompute_searched(w: TrainingWorkload) -> bool:
@@ -139,7 +160,7 @@ def redundant_expert_tp(dom: dict[str, list[int]], tp: Any, expert_tp: Any) -> A
 
 def fixed_field_problems(w: TrainingWorkload, node: int) -> list[str]:
     """What `layout_problems` says about the fields the scenario fixes (others at their defaults)."""
-    fixed = {f: v[0] for f, v in axis_domains(w, node).items() if getattr(w.fixed, f) is not None}
+    fixed = {f: v[0] for f, v in axis_domains(w, node).items() if getattr(w.fixed, f, None) is not None}
     if "dp" not in fixed and "micro_batch" in fixed:
         fixed["dp"] = 1
     return _problems(w, fixed, node)
@@ -326,8 +347,8 @@ def lattice(w: TrainingWorkload, nodes: Sequence[int], counts: GpuCounts) -> Lat
                "dp": ranks, "global_batch": ranks}
         t = where(t, legal(w, key, list(key)))
     t = where(t, t["tp"] * t["dp"] * t["cp"] <= cap)
-    # model side: pp × vpp × ZeRO × recompute × partial recompute (crossed in that order: one shape's rows stay
-    # together)
+    # model side: pp × vpp × ZeRO × recompute × partial recompute × activation offload (crossed in that order: one
+    # shape's rows stay together)
     pipe = cross(cross(axis("pp", dom["pp"]), axis("vpp", dom["vpp"])), axis("zero", dom["zero"]))
     pipe["global_batch"] = pipe["pp"]  # neutral here: as many micro-batches as stages
     pipe = _filtered(w, pipe, ["pp", "vpp", "zero", "global_batch"])
@@ -336,6 +357,8 @@ def lattice(w: TrainingWorkload, nodes: Sequence[int], counts: GpuCounts) -> Lat
     pipe = _filtered(w, cross(pipe, axis("recompute_num_layers", dom["recompute_num_layers"])),
                      ["recompute", "recompute_num_layers"])
     pipe = where(pipe, ~redundant_recompute_layers(w, dom, pipe["pp"], pipe["vpp"], pipe["recompute_num_layers"]))
+    pipe = _filtered(w, cross(pipe, axis("activation_offload_layers", dom["activation_offload_layers"])),
+                     ["pp", "recompute", "activation_offload_layers"])
     if rows(t) == 0 or rows(pipe) == 0:
         return None
     new_shape = np.r_[True, (np.diff(pipe["pp"]) != 0) | (np.diff(pipe["vpp"]) != 0)]

@@ -35,6 +35,17 @@ class TrainingWorkload:
     overheads: Overheads = field(default_factory=Overheads)
     efficiency: EfficiencyOverride = field(default_factory=EfficiencyOverride)
     basis: Basis = IDEAL  # failures and the step-error quantile plans are held to (planner.workloads.expected)
+    # the activation offload count is a grid column (space.offload_searched); `implementation` then offloads nothing
+    offload_search: bool = False
+
+    @classmethod
+    def of(cls, model: ModelSpec, job: Job, fixed: FixedLayout, implementation: Implementation, overheads: Overheads,
+           efficiency: EfficiencyOverride, basis: Basis = IDEAL) -> TrainingWorkload:
+        """The workload of a scenario's job: where offload is on without a count, the search chooses the count, and
+        the models read it from each layout rather than from the implementation."""
+        search = space.offload_searched(implementation)
+        impl = implementation.model_copy(update={"activation_offload": False}) if search else implementation
+        return cls(model, job, fixed, impl, overheads, efficiency, basis, search)
 
     @property
     def seq(self) -> int:
@@ -210,6 +221,10 @@ class TrainingWorkload:
     # ----------------------------------------------------------------------------------------
     # one plan, the scalar way
     # ----------------------------------------------------------------------------------------
+
+    def memory_of(self, layout: Layout) -> int:
+        """Per-GPU bytes of one layout, as `evaluate` reports them (Evaluation.memory.total)."""
+        return memory_model.training_memory(self.model, layout, self.seq, self.implementation, self.overheads).total
 
     def evaluate(self, layout: Layout, gpu: GpuSku, node: int, rate: HourlyRate | None) -> Evaluation:
         """The independent re-check of one plan: the scalar model `planner estimate` reports."""
