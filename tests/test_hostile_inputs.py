@@ -130,7 +130,8 @@ ESTIMATE_FLAGS = ["--gpus", "--gpus-per-node", "--tp", "--pp", "--vpp", "--dp", 
                   "--recompute-num-layers",
                   "--micro-batch", "--global-batch", "--seq", "--dropout", "--tokens", "--mfu", "--hfu",
                   "--precision", "--recompute", "--model", "--gpu", "--model-config", "--batch", "--context",
-                  "--framework", "--fp8-recipe", "--master-weights", "--moment-dtype", "--cp-exchange", "--cp-a2a-size"]
+                  "--framework", "--fp8-recipe", "--master-weights", "--moment-dtype", "--cp-exchange", "--cp-a2a-size",
+                  "--activation-offload-layers"]
 
 
 @FEW

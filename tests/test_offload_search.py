@@ -90,3 +90,15 @@ def test_a_plans_offload_reads_back_from_megatron_arguments(tmp_path: Path) -> N
     back = parse_megatron_args(result.stdout, model=m).to_layout(64)
     assert back.activation_offload_layers == n and back.pp == 1 and back.recompute == "none"
     assert f"--cpu-offloading-num-layers {n}" in megatron_args_from_layout(m, back, 8192)
+
+
+def test_estimate_flag_states_the_count_and_names_itself_when_wrong() -> None:
+    args = ["estimate", "--model", "llama-3-70b", "--gpu", "gb200", "--gpus", "64", "--zero", "3", "--micro-batch", "2",
+            "--format", "json"]
+    flagged = json.loads(runner.invoke(app, [*args, "--activation-offload-layers", "40"]).stdout)
+    plain = json.loads(runner.invoke(app, args).stdout)
+    assert flagged["memory"]["bytes"]["activations"] < plain["memory"]["bytes"]["activations"]
+    too_many = runner.invoke(app, [*args, "--activation-offload-layers", "80"])
+    assert too_many.exit_code == 2 and too_many.stderr.startswith("error: --activation-offload-layers: 80 is not below")
+    piped = runner.invoke(app, [*args, "--activation-offload-layers", "40", "--pp", "2"])
+    assert piped.exit_code == 2 and "--pp: 2 with activation offload" in piped.stderr

@@ -89,6 +89,9 @@ def estimate_command(
     cp_a2a_size: Annotated[int | None, typer.Option(
         min=2, max=MAX_GPUS, help="all-to-all group of --cp-exchange hierarchical (implementation.cp_a2a_size)"
     )] = None,
+    activation_offload_layers: Annotated[int | None, typer.Option(
+        min=1, max=MAX_LAYERS, help="the first N layers' activations in host memory from forward to backward "
+        "(implementation.activation_offload_layers, Megatron --cpu-offloading-num-layers)")] = None,
     master_weights: Annotated[MasterWeights | None, typer.Option(
         help="the optimizer's master copy of 16-bit parameters (job.master_weights)")] = None,
     moment_dtype: Annotated[MomentDtype | None, typer.Option(
@@ -134,7 +137,7 @@ def estimate_command(
                     "micro_batch": micro_batch, "recompute_num_layers": recompute_num_layers},
             scenario=sc, reliability=reliability_value(reliability),
             implementation={"framework": framework, "fp8_recipe": fp8_recipe, "cp_exchange": cp_exchange,
-                            "cp_a2a_size": cp_a2a_size},
+                            "cp_a2a_size": cp_a2a_size, "activation_offload_layers": activation_offload_layers},
             state={"master_weights": master_weights, "moment_dtype": moment_dtype},
         )), format.value)
 

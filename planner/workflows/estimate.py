@@ -17,6 +17,7 @@ from planner.workflows import inputs
 from planner.workflows.inputs import Inputs, pick
 from planner.workloads.expected import Basis
 from planner.workloads.training.evaluation import Evaluation
+from planner.workloads.training.legality import offload_problem
 
 __all__ = ["EstimateRequest", "basis", "estimate", "resolve"]
 
@@ -71,6 +72,10 @@ def resolve(req: EstimateRequest) -> Inputs:
         flags = ", ".join(f"--{k.replace('_', '-')}" for k in given)
         impl = inputs.validated(Implementation, {**impl.model_dump(exclude_unset=True), **given},
                                 f"implementation ({flags})")
+        offload = given.get("activation_offload_layers")
+        if offload is not None and (why := offload_problem(model, offload)) is not None:
+            key = "implementation.activation_offload_layers"
+            raise InputError("--activation-offload-layers" + why.removeprefix(key))
     layout = inputs.layout(sc, model, overrides=req.layout, gpus=inputs.given_gpus(req.gpus, sc),
                            global_batch=req.global_batch, precision=req.precision, node=hw["gpus_per_node"],
                            seq=seq, strict=True, implementation=impl, state=req.state,
