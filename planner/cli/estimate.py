@@ -91,7 +91,7 @@ def estimate_command(
     )] = None,
     activation_offload_layers: Annotated[int | None, typer.Option(
         min=1, max=MAX_LAYERS, help="the first N layers' activations in host memory from forward to backward "
-        "(implementation.activation_offload_layers, Megatron --cpu-offloading-num-layers)")] = None,
+        "(Megatron --cpu-offloading-num-layers)")] = None,
     master_weights: Annotated[MasterWeights | None, typer.Option(
         help="the optimizer's master copy of 16-bit parameters (job.master_weights)")] = None,
     moment_dtype: Annotated[MomentDtype | None, typer.Option(
