@@ -37,6 +37,16 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[str, ...]:
 # A user fixes the first few errors and reruns; thousands of lines help nobody.
 MAX_ERROR_LINES = 10
 
+
+def _printable(text: str) -> str:
+    """`text` on one line: control characters (a key named "\n" in a YAML file) written as escapes."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def _key_part(part: str) -> str:
+    """One key of a path as a user can find it: an empty key quoted, control characters escaped."""
+    return '""' if part == "" else _printable(part)
+
 _TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "literal", "none", "is-instance"}
 
 
@@ -66,8 +76,8 @@ def format_validation_error(err: ValidationError, where: str) -> str:
     for path, msg in errors:
         if path in explained and msg.startswith("Input should be a valid"):
             continue
-        key = ".".join(path)
-        lines[f"{where}: {key}: {msg}" if key else f"{where}: {msg}"] = None
+        key = ".".join(_key_part(part) for part in path)
+        lines[_printable(f"{where}: {key}: {msg}" if key else f"{where}: {msg}")] = None
     shown = list(lines)[:MAX_ERROR_LINES]
     if len(lines) > MAX_ERROR_LINES:
         shown.append(f"{where}: … and {len(lines) - MAX_ERROR_LINES} more errors")

@@ -332,3 +332,12 @@ def test_consistent_fixed_fields_still_load(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)["plans"][0]
     assert plan["layout"]["recompute_num_layers"] == 2
+
+
+def test_a_key_with_a_control_character_stays_on_its_line(tmp_path: Path) -> None:
+    """A YAML key may hold a newline ("a\\nb") or be empty: the error names it escaped or quoted, one line each."""
+    path = tmp_path / "keys.yaml"
+    path.write_text(SCENARIO.replace("hardware: {", 'layout: {"a\\nb": 1}\nhardware: {'))
+    refused(["solve", str(path)], "layout.a\\nb: Extra inputs are not permitted")
+    path.write_text(SCENARIO.replace("hardware: {", 'layout: {"": 2}\nhardware: {'))
+    refused(["solve", str(path)], 'layout."": Extra inputs are not permitted')
