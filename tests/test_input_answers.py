@@ -4,9 +4,12 @@ one line naming the flag (or file and key), answered with exit 1 and its reason,
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from planner import safe_yaml
@@ -341,3 +344,15 @@ def test_a_key_with_a_control_character_stays_on_its_line(tmp_path: Path) -> Non
     refused(["solve", str(path)], "layout.a\\nb: Extra inputs are not permitted")
     path.write_text(SCENARIO.replace("hardware: {", 'layout: {"": 2}\nhardware: {'))
     refused(["solve", str(path)], 'layout."": Extra inputs are not permitted')
+
+
+@pytest.mark.parametrize("value", [1e20, 2**25, {"mean": math.inf}, {"mean": 100, "p99": 1e30},
+                                   {"histogram": [[1e20, 1]]}])
+def test_request_lengths_beyond_any_sequence_are_refused(tmp_path: Path, value: Any) -> None:
+    """A request of 1e20 tokens (or an infinite mean) was an internal error (an int too large for C): lengths stop
+    at planner.limits.MAX_SEQ, named by key."""
+    doc = yaml.safe_load((Path(__file__).resolve().parents[1] / "scenarios" / "serving" / "llama70b.yaml").read_text())
+    doc["serving"]["traffic"]["input"] = value
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    refused(["serve", str(path)], str(path), "serving.traffic.input")

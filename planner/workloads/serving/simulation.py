@@ -36,12 +36,13 @@ import heapq
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, model_validator
 
 from planner.errors import InputError
+from planner.limits import MAX_SEQ
 from planner.model.serving import EngineConfig, ServingModel
 from planner.schema import Strict
 
@@ -54,14 +55,18 @@ PERCENTILES = (50, 90, 99)
 STABLE_SHARE = 0.9  # completions keep pace with arrivals to within 10 %: below, the replica is overloaded
 
 
+# A request's tokens: at least one, at most the longest sequence planner models (planner.limits.MAX_SEQ).
+Tokens = Annotated[int, Field(ge=1, le=MAX_SEQ)]
+
+
 class LengthDist(Strict):
     """Token lengths: `fixed`, a log-normal from `mean` and `p99`, or a `histogram` of [length, weight] pairs."""
 
-    fixed: PositiveInt | None = None
-    mean: float | None = Field(None, gt=0)
-    p99: float | None = Field(None, gt=0)
-    histogram: list[tuple[PositiveInt, float]] | None = None
-    max: PositiveInt | None = Field(None, description="clip sampled lengths to this (default: 32 x mean)")
+    fixed: Tokens | None = None
+    mean: float | None = Field(None, gt=0, le=MAX_SEQ, allow_inf_nan=False)
+    p99: float | None = Field(None, gt=0, le=MAX_SEQ, allow_inf_nan=False)
+    histogram: list[tuple[Tokens, float]] | None = None
+    max: Tokens | None = Field(None, description="clip sampled lengths to this (default: 32 x mean)")
 
     @model_validator(mode="after")
     def _one_form(self) -> LengthDist:
