@@ -1,10 +1,11 @@
 """Brute-force reference for small spaces: the solver's answer, found the slow and obvious way.
 
-Every tuple of a training job's axis domains (a partial recompute count only with full recompute) is built as a
-Layout, checked whole by `layout_problems`, and every legal one is evaluated by `evaluate` (the scalar model),
-independently of the grid, the vectorised tables, the per-(SKU, GPU count) pruning and CP-SAT. Jobs are combined
-by trying every combination. Only the axis domains, the GPU-count rule and the integer rounding are shared with the
-solver, because they define the space and the units rather than compute anything.
+Every tuple of a training job's axis domains (a partial recompute count only with full recompute, an activation
+offload count only without recompute) is built as a Layout and checked whole by `layout_problems`; every legal one
+that fits is evaluated by `evaluate` (the scalar model), independently of the grid, the vectorised tables, the
+per-(SKU, GPU count) pruning and CP-SAT. Jobs are combined by trying every combination. Only the axis domains, the
+GPU-count rule and the integer rounding are shared with the solver, because they define the space and the units
+rather than compute anything.
 """
 
 from __future__ import annotations
