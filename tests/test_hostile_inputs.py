@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,9 @@ from typer.testing import CliRunner
 from planner.cli import app
 
 runner = CliRunner()
-FEW = settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+# a dozen examples per command in the suite; `make fuzz` asks for more (and fresh ones, tests/conftest.py)
+FEW = settings(max_examples=int(os.environ.get("PLANNER_FUZZ_EXAMPLES", "12")), deadline=None,
+               suppress_health_check=list(HealthCheck))
 
 # A small valid scenario every command answers in well under a second: one SKU, one node.
 BASE: dict[str, Any] = {
