@@ -9,7 +9,6 @@ searches everything left free.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
@@ -18,6 +17,15 @@ from pydantic.fields import FieldInfo
 
 from planner import safe_yaml
 from planner.errors import InputError, format_validation_error
+from planner.layout_rules import (
+    RECOMPUTE_COUNT_KEYS,
+    dp_shard_problem,
+    expert_tp_problem,
+    gpu_count_problem,
+    recompute_count_problem,
+    sequence_parallel_problem,
+    virtual_stage_problem,
+)
 from planner.limits import (
     MAX_BUDGET_USD,
     MAX_DAYS,
@@ -174,25 +182,16 @@ class FixedLayout(Strict):
     @model_validator(mode="after")
     def _consistent(self) -> FixedLayout:
         """Fixed fields that contradict one another whatever the model and hardware: bad input, not a
-        search that finds nothing (the rules are the legality checks', planner.workloads.training.legality)."""
-        if self.recompute in ("none", "selective"):
-            for key in ("recompute_num_layers", "recompute_method"):
-                if getattr(self, key) is not None:
-                    raise ValueError(f"{key} needs recompute: full (recompute is fixed to {self.recompute})")
-        if self.vpp is not None and self.vpp > 1 and self.pp == 1:
-            raise ValueError(f"vpp: {self.vpp} virtual stages need pp > 1 (pp is fixed to 1)")
-        if self.sequence_parallel and self.tp == 1:
-            raise ValueError("sequence_parallel: needs tp > 1 (tp is fixed to 1)")
-        if self.expert_tp is not None and self.tp is not None and self.tp % self.expert_tp:
-            raise ValueError(f"expert_tp: {self.expert_tp} does not divide tp ({self.tp})")
-        sizes = (self.tp, self.pp, self.dp, self.cp)
-        if self.gpus is not None and all(v is not None for v in sizes):
-            product = math.prod(cast(tuple[int, ...], sizes))
-            if product != self.gpus:
-                raise ValueError(f"gpus: tp·pp·dp·cp = {'·'.join(map(str, sizes))} = {product}, not {self.gpus}")
-        if self.dp_shard is not None and self.dp is not None and self.cp is not None \
-                and (self.dp * self.cp) % self.dp_shard:
-            raise ValueError(f"dp_shard: {self.dp_shard} does not divide dp·cp ({self.dp * self.cp})")
+        search that finds nothing (the legality checks apply the same rules, planner.layout_rules)."""
+        problems = [recompute_count_problem(key, self.recompute) for key in RECOMPUTE_COUNT_KEYS
+                    if getattr(self, key) is not None]
+        problems += [virtual_stage_problem(self.pp, self.vpp),
+                     sequence_parallel_problem(self.tp, self.sequence_parallel),
+                     expert_tp_problem(self.tp, self.expert_tp),
+                     gpu_count_problem(self.gpus, self.tp, self.pp, self.dp, self.cp),
+                     dp_shard_problem(self.dp_shard, self.dp, self.cp)]
+        if (why := next((p for p in problems if p is not None), None)) is not None:
+            raise ValueError(why)
         return self
 
 

@@ -60,9 +60,10 @@ def test_library_never_imports_the_cli() -> None:
 @pytest.mark.parametrize(("layer", "allowed"), [
     # the physics reads the schema and nothing else of planner
     ("model", ("planner.schema", "planner.model")),
-    # workloads: the physics, the scenario's inputs, prices and input ranges; never the search, workflows or output
+    # workloads: the physics, the scenario's inputs, prices, input ranges and the layout rules the scenario checks
+    # too; never the search, workflows or output
     ("workloads", ("planner.schema", "planner.model", "planner.workloads", "planner.scenario", "planner.pricing",
-                   "planner.errors", "planner.limits", "planner.catalog")),
+                   "planner.errors", "planner.limits", "planner.layout_rules", "planner.catalog")),
     # the search: workloads and its own modules; its sentences use the leaf formatters of report/text.py
     ("search", ("planner.schema", "planner.model", "planner.workloads", "planner.scenario", "planner.portfolio",
                 "planner.pricing", "planner.errors", "planner.catalog", "planner.search", "planner.report.text")),

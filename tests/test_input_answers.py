@@ -10,11 +10,16 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from planner import safe_yaml
+from planner.catalog import get_model
 from planner.cli import app
 from planner.interop.published import PACKAGED_REFERENCE
+from planner.scenario import FixedLayout
+from planner.schema import Layout
+from planner.workloads.training.legality import layout_problems
 
 runner = CliRunner()
 SCENARIO = ("model: llama-2-7b\njob: {tokens: 2e9, seq_len: 4096, global_batch: 64}\n"
@@ -325,6 +330,22 @@ def test_fixed_fields_that_contradict_each_other_are_bad_input(tmp_path: Path, l
     path = tmp_path / "contradiction.yaml"
     path.write_text(SCENARIO + f"layout: {layout}\n")
     refused(["solve", str(path)], str(path), "layout", expected)
+
+
+@pytest.mark.parametrize("fields", [
+    {"recompute": "selective", "recompute_num_layers": 2}, {"pp": 1, "vpp": 2},
+    {"tp": 1, "sequence_parallel": True}, {"tp": 4, "expert_tp": 8, "ep": 2, "dp": 2},
+    {"tp": 2, "pp": 2, "dp": 4, "cp": 1}, {"dp": 4, "cp": 1, "dp_shard": 3},
+])
+def test_a_contradiction_reads_the_same_at_load_and_in_the_legality_checks(fields: dict[str, Any]) -> None:
+    """One rule, one message: what a fixed layout refuses on load is what the legality checks say of the same
+    layout built whole (planner.layout_rules)."""
+    gpus = 8 if "cp" in fields else None  # the one rule that needs the job's GPU count
+    with pytest.raises(ValidationError) as err:
+        FixedLayout.model_validate({**fields, **({"gpus": gpus} if gpus else {})})
+    message = err.value.errors()[0]["msg"].removeprefix("Value error, ")
+    layout = Layout.model_validate({"global_batch": 64, **fields})
+    assert message in layout_problems(get_model("mixtral-8x7b"), layout, gpus=gpus)
 
 
 def test_consistent_fixed_fields_still_load(tmp_path: Path) -> None:

@@ -6,6 +6,14 @@ Each rule returns a message that names the field, so the same checks explain a r
 
 from __future__ import annotations
 
+from planner.layout_rules import (
+    dp_shard_problem,
+    expert_tp_problem,
+    gpu_count_problem,
+    recompute_count_problem,
+    sequence_parallel_problem,
+    virtual_stage_problem,
+)
 from planner.model.pipeline import split_problem
 from planner.model.presets import PRESETS, pipeline_split
 from planner.schema import Implementation, Layout, ModelSpec
@@ -150,8 +158,8 @@ def layout_problems(
     if m.ffn_hidden % t:
         out.append(f"tp: {t} does not divide ffn_hidden ({m.ffn_hidden})")
     split = pipeline_split(layout, PRESETS[framework].split)
-    if v > 1 and p == 1:
-        out.append("vpp: virtual stages need pp > 1")
+    if (why := virtual_stage_problem(p, v)) is not None:
+        out.append(why)
     elif (why := split_problem(m.layers, p, v, split)) is not None:
         out.append(f"pp·vpp: {p}·{v}: {why}")
     micro = layout.grad_accumulation
@@ -174,14 +182,14 @@ def layout_problems(
         et, ranks = layout.expert_tp, t * layout.dp * layout.cp
         if m.moe is None:
             out.append("expert_tp: needs a mixture-of-experts model")
-        elif t % et:
-            out.append(f"expert_tp: {et} does not divide tp ({t})")
+        elif (why := expert_tp_problem(t, et)) is not None:
+            out.append(why)
         elif ranks % (layout.ep * et):
             out.append(f"expert_tp: ep·expert_tp = {layout.ep}·{et} must divide tp·dp·cp ({ranks})")
         elif et < t and not layout.sequence_parallel:
             out.append("expert_tp: below tp the MoE layers take sequence-parallel input (set sequence_parallel)")
-    if layout.sequence_parallel and t == 1:
-        out.append("sequence_parallel: needs tp > 1")
+    if (why := sequence_parallel_problem(t, layout.sequence_parallel)) is not None:
+        out.append(why)
     if layout.global_batch % (layout.dp * layout.micro_batch):
         out.append(
             f"global_batch: {layout.global_batch} is not divisible by dp·micro_batch "
@@ -193,16 +201,17 @@ def layout_problems(
         # runtime/pipe/engine.py asserts "ZeRO-2 and ZeRO-3 are incompatible with pipeline parallelism")
         out.append(f"zero: stage {layout.zero} does not combine with pipeline parallelism under {framework} "
                    "(use zero ≤ 1 with pp > 1; torchtitan shards inside pipeline stages)")
-    if layout.dp_shard is not None and (layout.dp * layout.cp) % layout.dp_shard:
-        out.append(f"dp_shard: {layout.dp_shard} does not divide dp·cp ({layout.dp * layout.cp})")
-    if layout.recompute_num_layers is not None and layout.recompute != "full":
-        out.append("recompute_num_layers: needs recompute full (selective recompute applies to every layer)")
+    if (why := dp_shard_problem(layout.dp_shard, layout.dp, layout.cp)) is not None:
+        out.append(why)
+    if layout.recompute_num_layers is not None \
+            and (why := recompute_count_problem("recompute_num_layers", layout.recompute)) is not None:
+        out.append(why)
     if seq is not None and layout.cp > 1 and seq % (2 * layout.cp):
         out.append(
             f"cp: sequence {seq} must split into 2·cp = {2 * layout.cp} equal chunks (load-balanced ring)"
         )
-    if gpus is not None and layout.gpus != gpus:
-        out.append(f"gpus: tp·pp·dp·cp = {t}·{p}·{layout.dp}·{layout.cp} = {layout.gpus}, not {gpus}")
+    if (why := gpu_count_problem(gpus, t, p, layout.dp, layout.cp)) is not None:
+        out.append(why)
     if node_size is not None and t > node_size:
         out.append(f"tp: {t} spans nodes (at most {node_size} GPUs share NVLink)")
     elif node_size is not None and node_size % t:
