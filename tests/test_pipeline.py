@@ -82,6 +82,119 @@ def test_interleaved_in_flight_counts(pp: int, vpp: int, m: int) -> None:
     assert last == (vpp - 1) * pp + 1
 
 
+def torch_passes(pp: int, vpp: int, microbatches: int, rank: int) -> list[tuple[str, int, int]]:
+    """("F" | "B", virtual stage, micro-batch) of one rank, in the order torch.distributed.pipelining runs them."""
+    if vpp == 1:
+        sched = object.__new__(S.Schedule1F1B)
+        sched._num_stages, sched._n_microbatches = pp, microbatches
+        actions = sched._get_pipeline_order()[rank]
+    else:
+        sched = object.__new__(S.ScheduleInterleaved1F1B)
+        sched.pp_group_size, sched.n_local_stages, sched._n_microbatches = pp, vpp, microbatches
+        sched.number_of_rounds = max(1, microbatches // pp)
+        sched.microbatches_per_round = microbatches // sched.number_of_rounds
+        actions = sched._calculate_single_rank_operations(rank)
+    kinds = {S._ComputationType.FORWARD: "F", S._ComputationType.FULL_BACKWARD: "B"}
+    return [(kinds[a.computation_type], a.stage_index, a.microbatch_index) for a in actions
+            if a is not None and a.computation_type in kinds]
+
+
+def makespan(passes: list[list[tuple[str, int, int]]], stages: int, t_pass: dict[str, float]) -> float:
+    """When the last pass ends: each rank runs its passes in order, a forward once the previous virtual stage's
+    forward of the same micro-batch is done, a backward once its own forward and the next stage's backward are
+    (activations and gradients sent asynchronously, at no cost)."""
+    done: dict[tuple[str, int, int], float] = {}
+    free, nxt = [0.0] * len(passes), [0] * len(passes)
+    while any(nxt[r] < len(passes[r]) for r in range(len(passes))):
+        progressed = False
+        for r, mine in enumerate(passes):
+            while nxt[r] < len(mine):
+                kind, stage, mb = mine[nxt[r]]
+                deps = [("F", stage - 1, mb)] if kind == "F" and stage > 0 else []
+                if kind == "B":
+                    deps += [("F", stage, mb)] + ([("B", stage + 1, mb)] if stage < stages - 1 else [])
+                if any(d not in done for d in deps):
+                    break
+                free[r] = max([free[r]] + [done[d] for d in deps]) + t_pass[kind]
+                done[(kind, stage, mb)] = free[r]
+                nxt[r] += 1
+                progressed = True
+        assert progressed, "the schedule deadlocks"
+    return max(free)
+
+
+@pytest.mark.parametrize(("pp", "vpp", "m"), CASES)
+@pytest.mark.parametrize("backward", [2.0, 3.0])  # a backward is two forwards, three with full recompute
+def test_the_bubble_is_what_the_schedule_takes(pp: int, vpp: int, m: int, backward: float) -> None:
+    """The time model's pipeline term against the real schedule: torch.distributed.pipelining's own passes, each
+    chunk pass 1/v of a micro-batch's forward or backward, finish in (M + bubble_slots)·(t_f + t_b)."""
+    passes = [torch_passes(pp, vpp, m, r) for r in range(pp)]
+    assert [[(k, stage // pp) for k, stage, _ in mine] for mine in passes] == \
+        [schedule_order(pp, vpp, m, r) for r in range(pp)]
+    took = makespan(passes, pp * vpp, {"F": 1.0 / vpp, "B": backward / vpp})
+    assert took == pytest.approx((m + pipeline.bubble_slots(pp, vpp)) * (1.0 + backward))
+
+
+def deepspeed_train_schedule(m: int, p: int, stage: int) -> list[tuple[str, int]]:
+    """A stage's instructions under DeepSpeed's pipeline engine (deepspeed/runtime/pipe/schedule.py TrainSchedule):
+    2(M + p − 1) steps; even stages run forwards on even steps and backwards on odd ones, odd stages the other
+    way round, so neighbours always run opposite passes. A step first exchanges with the neighbours, a forward
+    step receiving its input and sending back the gradient of the last backward, a backward step sending on the
+    output of the last forward and receiving its gradient, then computes. ("F"/"B", micro-batch) or
+    ("recv_act" | "send_grad" | "send_act" | "recv_grad", -1)."""
+    out: list[tuple[str, int]] = []
+    prev = -1
+    for step in range(2 * (m + p - 1)):
+        forward = step % 2 == stage % 2
+        half = step // 2 if step % 2 == 0 else (step - 1) // 2
+        if forward:
+            mb = half - stage // 2
+        elif step % 2 == 0:
+            mb = half - p + (stage + 1) // 2
+        else:
+            mb = half - p + 1 + stage // 2
+        if forward and stage > 0:
+            out += [("recv_act", -1)] * (0 <= mb < m) + [("send_grad", -1)] * (0 <= prev < m)
+        if not forward and stage < p - 1:
+            out += [("send_act", -1)] * (0 <= prev < m) + [("recv_grad", -1)] * (0 <= mb < m)
+        if 0 <= mb < m:
+            out.append(("F" if forward else "B", mb))
+        prev = mb
+    return out
+
+
+@pytest.mark.parametrize(("p", "m"), [(2, 4), (4, 8), (4, 5), (8, 16), (35, 160), (35, 240)])
+def test_deepspeeds_pipeline_schedule_has_the_1f1b_bubble(p: int, m: int) -> None:
+    """DeepSpeed's engine alternates forward and backward steps in lockstep with blocking, paired send/recv (the
+    communication "is blocking and must be paired", schedule.py): a rank waits at each exchange until its
+    neighbour reaches the matching one. It still finishes in (M + p − 1)·(t_f + t_b), the bubble planner charges
+    (MT-NLG's 35 stages among the cases)."""
+    t_f, t_b = 1.0, 3.0
+    progs = [deepspeed_train_schedule(m, p, s) for s in range(p)]
+    assert all(sum(op == "F" for op, _ in prog) == sum(op == "B" for op, _ in prog) == m for prog in progs)
+    partner = {"send_act": (1, "recv_act"), "recv_act": (-1, "send_act"),
+               "send_grad": (-1, "recv_grad"), "recv_grad": (1, "send_grad")}
+    clock, nxt = [0.0] * p, [0] * p
+    while any(nxt[s] < len(progs[s]) for s in range(p)):
+        progressed = False
+        for s in range(p):
+            while nxt[s] < len(progs[s]):
+                op = progs[s][nxt[s]][0]
+                if op in ("F", "B"):
+                    clock[s] += t_f if op == "F" else t_b
+                else:
+                    step, want = partner[op]
+                    q = s + step
+                    if nxt[q] >= len(progs[q]) or progs[q][nxt[q]][0] != want:
+                        break
+                    clock[s] = clock[q] = max(clock[s], clock[q])
+                    nxt[q] += 1
+                nxt[s] += 1
+                progressed = True
+        assert progressed, "the schedule deadlocks"
+    assert max(clock) == pytest.approx((m + pipeline.bubble_slots(p, 1)) * (t_f + t_b))
+
+
 def test_chunk0_micro_batches_in_flight() -> None:
     """Known error fixed: the first stage's embedding extras count the micro-batches of chunk 0 alive, which
     peak at 2p on rank 0 (p of the first round, p of the next before chunk 0's backwards start), not the

@@ -57,7 +57,7 @@ from planner.model.comm import vmax, vmin
 from planner.model.flops import StepFlops, causal_keys_per_query, full_recompute_share, step_flops
 from planner.model.memory import ActivationShape, Recipe, layer_activation_bytes, layer_params_on_rank
 from planner.model.params import attention_dims, attention_weights, qk_norm_width
-from planner.model.pipeline import PipelineSplit, max_stage_layers
+from planner.model.pipeline import PipelineSplit, bubble_slots, max_stage_layers
 from planner.model.presets import PRESETS, layout_offloaded_share, offloaded_share
 from planner.model.stack import EVERY_SECOND_MATMUL, Stack, stack_of, time_arrays
 from planner.schema import FP8_QUANTIZE_BYTES, Efficiency, GpuSku, Implementation, Layout, ModelSpec
@@ -1001,8 +1001,8 @@ def _sharded(c: _Context, s: _Step, g: _Groups, p: _Params, cmp: _Compute) -> _S
 
 
 def _bubble(s: _Step, t_micro: Any) -> Any:
-    """1F1B fills and drains the pipeline: (p − 1)/v micro-batch slots (Narayanan et al. 2021 §2.2)."""
-    return (s.pp - 1) / s.vpp * t_micro
+    """1F1B fills and drains the pipeline: (p − 1)/v micro-batch slots (planner.model.pipeline.bubble_slots)."""
+    return bubble_slots(s.pp, s.vpp) * t_micro
 
 
 def _dp(c: _Context, s: _Step, g: _Groups, p: _Params, cmp: _Compute) -> Any:

@@ -184,6 +184,14 @@ def schedule_order(pp: int, vpp: int, microbatches: int, rank: int) -> list[tupl
     return order
 
 
+def bubble_slots(pp: Any, vpp: Any) -> Any:
+    """Micro-batch times a step spends beyond its micro-batches' own work, filling and draining the pipeline:
+    (p − 1)/v when every chunk pass takes 1/v of a micro-batch's forward or backward (Narayanan et al. 2021
+    §2.2). Running `schedule_order` with each pass waiting for the previous virtual stage (forward) or the next
+    (backward) takes exactly (M + bubble_slots)·(t_f + t_b) (tests/test_pipeline.py)."""
+    return (pp - 1) / vpp
+
+
 @functools.lru_cache(maxsize=4096)
 def inflight_states(pp: int, vpp: int, microbatches: int, rank: int) -> np.ndarray:
     """Micro-batches of each chunk alive right after each forward pass that can be the rank's memory peak:

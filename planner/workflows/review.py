@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from planner.errors import InputError
+from planner.model.pipeline import bubble_slots
 from planner.model.reliability import resolve as resolve_reliability
 from planner.pricing import priced
 from planner.report.text import gib, setting_text
@@ -455,7 +456,7 @@ def _time(ev: Evaluation) -> list[Finding]:
             "pipeline_bubble", "warning",
             f"pipeline bubble {bubble:.2f} s, {bubble / t.step_seconds:.0%} of the step: PP {lay.pp} with {m} "
             f"micro-batches per step" + (f" and {lay.vpp} virtual stages" if lay.vpp > 1 else "")
-            + f" idle (p − 1)/(v·m) = {(lay.pp - 1) / (lay.vpp * max(m, 1)):.2f} of the compute time; more "
+            + f" idle (p − 1)/(v·m) = {bubble_slots(lay.pp, lay.vpp) / max(m, 1):.2f} of the compute time; more "
             "micro-batches per step (a smaller micro-batch, less DP) or interleaving (vpp) shrink it"))
     comm = {k: t.breakdown.get(k, 0.0) for k in COMM_KEYS}
     exposed = sum(comm.values())
