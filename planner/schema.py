@@ -371,9 +371,22 @@ class Efficiency(Strict):
         ge=0,
         le=1,
         description=(
-            "fraction of the last micro-batch's backward (gradient reduction) and the first one's forward "
-            "(ZeRO parameter all-gather) that hides data-parallel traffic: PyTorch DDP and Megatron-Core "
-            "reduce gradient buckets as backward produces them (Li et al. 2020, PyTorch Distributed)"
+            "fraction of the last micro-batch's backward that hides the gradient reduction: PyTorch DDP and "
+            "Megatron-Core reduce gradient buckets as backward produces them (Li et al. 2020, PyTorch "
+            "Distributed); DeepSpeed's pipeline engine reduces after the last backward whatever this says "
+            "(deepspeed/runtime/pipe/schedule.py TrainSchedule: ReduceGrads in the final step)"
+        ),
+    )
+    param_gather_overlap: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description=(
+            "fraction of the first micro-batch's forward that hides the ZeRO-1/2 all-gather of the updated "
+            "parameters: Megatron-Core overlaps it with --overlap-param-gather and otherwise all-gathers inside "
+            "the optimizer step (megatron/core/optimizer/distrib_optimizer.py); DeepSpeed's ZeRO-1/2 step always "
+            "all-gathers before it returns (deepspeed/runtime/zero/stage_1_and_2.py step). null: the framework's "
+            "default (0 for deepspeed, else 1)"
         ),
     )
     dp_bucket_params: int = Field(

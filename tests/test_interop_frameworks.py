@@ -271,6 +271,24 @@ def test_megatron_export_refuses_what_it_cannot_say() -> None:
         megatron_args_from_layout(attention_bias, Layout(dp=8, global_batch=64), SEQ)
 
 
+def test_exports_ask_for_the_overlaps_the_plan_is_timed_with() -> None:
+    """A plan is timed with the gradient reduction under the backward and ZeRO's parameter all-gather under the
+    forward; Megatron-LM does neither without --overlap-grad-reduce / --overlap-param-gather, DeepSpeed no gradient
+    overlap at stages 1-2 without overlap_comm. The exports say so, and read back with nothing left exposed."""
+    m = get_model("llama-2-7b")
+    for zero in (0, 1):
+        lay = Layout(tp=2, dp=8, zero=zero, micro_batch=1, global_batch=64)
+        text = megatron_args_from_layout(m, lay, SEQ)
+        assert "--overlap-grad-reduce" in text and ("--overlap-param-gather" in text) == (zero == 1)
+        assert parse_megatron_args(text, model=m).overlaps() == {}
+        ds = parse_deepspeed_config(deepspeed_config_from_layout(lay))
+        assert ds.overlaps() == ({} if zero else {"dp_overlap": 0.0})  # ZeRO-0: the engine reduces after backward
+    alone = megatron_args_from_layout(m, Layout(tp=8, dp=1, micro_batch=1, global_batch=8), SEQ)
+    assert "--overlap-grad-reduce" not in alone  # no data parallelism, nothing to overlap
+    plain = parse_megatron_args("--tensor-model-parallel-size 2 --use-distributed-optimizer", model=m)
+    assert plain.overlaps() == {"dp_overlap": 0.0, "param_gather_overlap": 0.0}
+
+
 def test_megatron_softmax_type_carries_attention_sinks() -> None:
     """gpt-oss's learnable sinks are Megatron-Core's softmax_type "learnable", an argument since 0.16 (generated from
     TransformerConfig): written on export and read back with the window and its skip frequency, to the parameter."""

@@ -183,7 +183,8 @@ def test_efficiency_defaults_to_the_skus() -> None:
 
 
 def test_every_efficiency_field_is_documented() -> None:
-    optional = {"gemm_fp8", "gemm_mxfp8", "gemm_fp8_block"}  # null where the GPU lacks the kernels
+    # null where the GPU lacks the kernels, or where the framework decides (param_gather_overlap)
+    optional = {"gemm_fp8", "gemm_mxfp8", "gemm_fp8_block", "param_gather_overlap"}
     for name, f in Efficiency.model_fields.items():
         if name != "source":
             assert f.description, f"Efficiency.{name} needs a description"
@@ -702,3 +703,26 @@ def test_block_recompute_lies_between_none_and_every_layer(pp: int, vpp: int, n:
     for part in (fewer, more):
         assert full[0] <= part[0] <= none[0] and none[1] <= part[1] <= full[1]
     assert more[0] <= fewer[0] and fewer[1] <= more[1]
+
+
+def test_zero1_parameter_gather_and_pipelined_reduction_follow_the_framework() -> None:
+    """Megatron-Core gathers the distributed optimizer's updated parameters under the next forward (with
+    --overlap-param-gather, its recipes' setting); DeepSpeed's ZeRO-1/2 step all-gathers them before it returns
+    (runtime/zero/stage_1_and_2.py) and its pipeline engine reduces gradients only after the last backward
+    (runtime/pipe/schedule.py): both exposed whatever `dp_overlap` says. `param_gather_overlap` overrides."""
+    lay = Layout(tp=2, dp=16, zero=1, micro_batch=1, global_batch=64)
+
+    def dp_comm(framework: str, layout: Layout = lay, **eff: float) -> float:
+        e = H100.efficiency.model_copy(update=eff)
+        t = training_time(SMALL, layout, H100, 4096, 1e9, impl=Implementation(framework=framework), efficiency=e)
+        return t.breakdown["dp_comm"]
+
+    core = dp_comm("megatron-core")
+    assert dp_comm("megatron-core", param_gather_overlap=0.0) > core
+    assert dp_comm("megatron-core", param_gather_overlap=1.0) == pytest.approx(core)
+    ds = dp_comm("deepspeed")
+    assert ds == pytest.approx(dp_comm("deepspeed", param_gather_overlap=0.0))
+    assert ds > dp_comm("deepspeed", param_gather_overlap=1.0)
+    piped = lay.model_copy(update={"pp": 2, "dp": 8})
+    assert dp_comm("deepspeed", piped) == pytest.approx(dp_comm("deepspeed", piped, dp_overlap=0.0))
+    assert dp_comm("megatron-core", piped) < dp_comm("megatron-core", piped, dp_overlap=0.0)

@@ -230,7 +230,8 @@ def test_review_names_a_faster_transformer_engine_cp_exchange() -> None:
 
 def test_the_inputs_own_overlaps_are_timed() -> None:
     """Megatron-LM leaves gradient reduction after the backward unless --overlap-grad-reduce is given
-    (arguments.py, store_true) and pipelines TP collectives with --tp-comm-overlap; torchtitan's async TP does the
+    (arguments.py, store_true), all-gathers the distributed optimizer's updated parameters inside its step unless
+    --overlap-param-gather is, and pipelines TP collectives with --tp-comm-overlap; torchtitan's async TP does the
     latter. The review times what the input sets (a note says so), unless the scenario's `efficiency:` says."""
     args = ("--num-layers 32 --hidden-size 4096 --num-attention-heads 32 --seq-length 4096 --max-position-embeddings "
             "4096 --vocab-size 32000 --micro-batch-size 1 --global-batch-size 64 --tensor-model-parallel-size 2 "
@@ -241,12 +242,29 @@ def test_the_inputs_own_overlaps_are_timed() -> None:
     assert b0["dp_comm"] > b1["dp_comm"] and b0["tp_comm"] > b1["tp_comm"]
     notes = [f.message for f in plain.findings if f.code == "note"]
     assert any("dp_overlap 0" in n for n in notes) and not any("tp_overlap" in n for n in notes)
-    assert not any("--overlap-grad-reduce" in f.message for f in both.findings if f.code == "ignored_flags")
-    # and says what the switch would save: the step with the reduction overlapped, less the step as given
+    assert any("param_gather_overlap 0" in n for n in notes)
+    assert not any("--overlap-grad-reduce" in f.message or "--overlap-param-gather" in f.message
+                   for f in both.findings if f.code == "ignored_flags")
+    # and says what the switches would save: the step with them on, less the step as given (one finding: Megatron
+    # takes --overlap-param-gather only beside --overlap-grad-reduce)
     hint = [f for f in plain.findings if f.code == "gradient_reduction_not_overlapped"]
     assert len(hint) == 1 and hint[0].message.startswith("--overlap-grad-reduce --overlap-param-gather would hide")
-    assert not any(f.code == "gradient_reduction_not_overlapped" for f in both.findings)
-    sc = scenario({}).model_copy(update={"efficiency": scenario({}).efficiency.model_copy(update={"dp_overlap": 1.0})})
+    assert hint[0].message.endswith("behind the backward and the next forward")
+    assert not any(f.code.endswith("_not_overlapped") for f in both.findings)
+    # the parameter all-gather alone: inside the optimizer step without its switch, under the forward with it
+    grads_only = review(ReviewRequest(megatron_args=args + " --overlap-grad-reduce --tp-comm-overlap", gpu="h100",
+                                      gpus=16), better=False)
+    assert grads_only.evaluation.time.breakdown["dp_comm"] > b1["dp_comm"]
+    assert not any(f.code == "gradient_reduction_not_overlapped" for f in grads_only.findings)
+    big = ("--num-layers 80 --hidden-size 8192 --num-attention-heads 64 --group-query-attention --num-query-groups 8 "
+           "--ffn-hidden-size 28672 --swiglu --seq-length 4096 --max-position-embeddings 4096 --vocab-size 128256 "
+           "--micro-batch-size 1 --global-batch-size 32 --tensor-model-parallel-size 8 --sequence-parallel --bf16 "
+           "--use-distributed-optimizer --overlap-grad-reduce")
+    wide = review(ReviewRequest(megatron_args=big, gpu="h100", gpus=256), better=False)
+    (gather,) = [f for f in wide.findings if f.code == "parameter_gather_not_overlapped"]
+    assert gather.message.startswith("--overlap-param-gather would hide") and "under the next forward" in gather.message
+    sc = scenario({}).model_copy(update={"efficiency": scenario({}).efficiency.model_copy(
+        update={"dp_overlap": 1.0, "param_gather_overlap": 1.0})})
     stated = review(ReviewRequest(megatron_args=args, scenario=sc, gpu="h100", gpus=16), better=False)
     assert stated.evaluation.time.breakdown["dp_comm"] == pytest.approx(b1["dp_comm"])
     toml = ("[parallelism]\ntensor_parallel_degree = 2\nenable_async_tensor_parallel = true\n"

@@ -205,7 +205,8 @@ CP_COMM_TYPE_OF: dict[CpExchange, str] = {"ring": "p2p", "ulysses": "a2a", "te_a
 EXCHANGE_OF: dict[str, CpExchange] = {v: k for k, v in CP_COMM_TYPE_OF.items()} | {"allgather": "te_allgather"}
 CP_COMM_TYPES = tuple(EXCHANGE_OF)
 # Megatron-LM switches the review reads as overlaps (MegatronConfig.overlaps): listed apart from the ignored ones
-OVERLAP_FLAGS = ("--tp-comm-overlap", "--overlap-grad-reduce", "--overlap-moe-expert-parallel-comm")
+OVERLAP_FLAGS = ("--tp-comm-overlap", "--overlap-grad-reduce", "--overlap-param-gather",
+                 "--overlap-moe-expert-parallel-comm")
 
 
 def cp_exchange_args(impl: Implementation, cp: int) -> list[str]:
@@ -292,8 +293,7 @@ IGNORED_FLAGS: frozenset[str] = _flag_set(
     # fusions, communication overlap and router tuning: speed, not the tensors planner counts
     """ --no-masked-softmax-fusion --no-bias-gelu-fusion --no-bias-swiglu-fusion --no-bias-dropout-fusion
     --no-rope-fusion --no-persist-layer-norm --no-gradient-accumulation-fusion --overlap-grad-reduce
-    --overlap-param-gather
-    --overlap-param-gather-with-optimizer-step --tp-comm-overlap --overlap-p2p-comm
+    --overlap-param-gather --overlap-param-gather-with-optimizer-step --tp-comm-overlap --overlap-p2p-comm
     --no-overlap-p2p-communication --align-grad-reduce --align-param-gather
     --no-async-tensor-model-parallel-allreduce --async-tensor-model-parallel-allreduce --distributed-backend
     --distributed-timeout-minutes --ddp-bucket-size --ddp-average-in-collective --defer-embedding-wgrad-compute
@@ -399,7 +399,9 @@ class MegatronConfig:
         the TP collectives with their GEMMs (Transformer Engine userbuffers); --overlap-moe-expert-parallel-comm runs
         one micro-batch's expert all-to-all under another's compute; without --overlap-grad-reduce the
         gradient reduction waits for the backward to finish (its default, megatron/training/arguments.py
-        store_true), where planner's megatron-core preset overlaps it as NeMo and Megatron-Bridge recipes do."""
+        store_true), where planner's megatron-core preset overlaps it as NeMo and Megatron-Bridge recipes do;
+        without --overlap-param-gather the distributed optimizer all-gathers the updated parameters inside its
+        step (megatron/core/optimizer/distrib_optimizer.py) instead of under the next forward."""
         out: dict[str, float] = {}
         if "--tp-comm-overlap" in self.ignored:
             out["tp_overlap"] = 1.0
@@ -407,6 +409,8 @@ class MegatronConfig:
             out["ep_overlap"] = 1.0
         if "--overlap-grad-reduce" not in self.ignored:
             out["dp_overlap"] = 0.0
+        if "--overlap-param-gather" not in self.ignored and self.zero in (1, 2):
+            out["param_gather_overlap"] = 0.0
         return out
 
     def implementation(self) -> Implementation:
@@ -1417,6 +1421,13 @@ def megatron_args_from_layout(
     elif layout.zero >= 2:
         strategy = "optim_grads" if layout.zero == 2 else "optim_grads_params"
         lines += ["--use-megatron-fsdp", f"--data-parallel-sharding-strategy {strategy}"]
+    if layout.dp * layout.cp > 1:
+        # the plan is timed with the gradient reduction under the backward and the sharded parameters gathered
+        # under the forward, as planner's megatron-core preset runs them; Megatron does neither unless told
+        # (store_true flags; --overlap-param-gather needs --overlap-grad-reduce, megatron/training/arguments.py)
+        lines.append("--overlap-grad-reduce")
+        if layout.zero >= 1:
+            lines.append("--overlap-param-gather")
     if layout.recompute == "selective":
         lines.append("--recompute-granularity selective")
         if impl.recompute_modules is not None:

@@ -79,6 +79,8 @@ def overlaps_of(other: str, settings: dict[str, Any] | None = None) -> dict[str,
         flags["dp_overlap"] = 0.0
     if "overlap_grad_reduce false" in str((settings or {}).get("ddp", "")).lower():
         flags["dp_overlap"] = 0.0
+    if "overlap_param_gather false" in str((settings or {}).get("ddp", "")).lower():
+        flags["param_gather_overlap"] = 0.0  # the distributed optimizer all-gathers inside its step
     # Megatron-Core's EP all-to-all overlap (--overlap-moe-expert-parallel-comm)
     moe = str((settings or {}).get("moe_a2a_overlap", "")).lower()
     if re.search(r"overlap_moe_expert_parallel_comm:?\s*true", moe) or "--overlap-moe-expert-parallel-comm" in other:

@@ -1008,11 +1008,15 @@ def _bubble(s: _Step, t_micro: Any) -> Any:
 def _dp(c: _Context, s: _Step, g: _Groups, p: _Params, cmp: _Compute) -> Any:
     """ZeRO-0/1/2 data parallel: gradients reduced bucket by bucket under the last micro-batch's backward,
     the last bucket exposed (Megatron-Core's bucket: max(dp_bucket_params, dp_bucket_params_per_rank ×
-    DP)); ZeRO-1/2 re-gather updated parameters under the next forward. ZeRO-2 keeps only a gradient shard,
-    so it reduces every micro-batch."""
+    DP)), or after it (DeepSpeed's pipeline engine); ZeRO-1/2 re-gather updated parameters under the next
+    forward, or inside the optimizer step (`param_gather_overlap`). ZeRO-2 keeps only a gradient shard, so it
+    reduces every micro-batch."""
     zero = s.zero
     z12 = (zero == 1) * 1.0 + (zero == 2)
     eff = c.eff
+    grad_window = eff.dp_overlap * cmp.bwd * (1.0 - (s.pp > 1) * c.stack.grad_reduce_after_pipeline)
+    gather_share = eff.param_gather_overlap if eff.param_gather_overlap is not None \
+        else float(c.stack.overlap_param_gather)
 
     def reduction(par: Any, grp: comm.Group) -> Any:
         bucket = vmin(vmax(eff.dp_bucket_params, eff.dp_bucket_params_per_rank * grp.n), par)
@@ -1023,12 +1027,12 @@ def _dp(c: _Context, s: _Step, g: _Groups, p: _Params, cmp: _Compute) -> Any:
             return (1 - z12) * comm.all_reduce(n * c.grad_bytes, grp) + z12 * comm.reduce_scatter(n * c.grad_bytes,
                                                                                                    grp)
 
-        grads = vmax(reduce(bucket), _hidden(c, reduce(par), eff.dp_overlap * cmp.bwd))
+        grads = vmax(reduce(bucket), _hidden(c, reduce(par), grad_window))
         grads = grads * (1 + (zero == 2) * (s.micro - 1))
         if _scalar(z12) and not z12:
             return grads
         gather = comm.all_gather(par * c.param_bytes, grp)
-        params = z12 * vmax(comm.all_gather(bucket * c.param_bytes, grp), _hidden(c, gather, eff.dp_overlap * cmp.fwd))
+        params = z12 * vmax(comm.all_gather(bucket * c.param_bytes, grp), _hidden(c, gather, gather_share * cmp.fwd))
         return grads + params
 
     out = reduction(p.dense, g.dp)

@@ -121,7 +121,10 @@ class Preset:
     # --- overlap and launch (read by the time model; memory only for their buffers) -----------------------
     tp_comm_overlap: bool
     overlap_grad_reduce: bool
+    # ZeRO-1/2's all-gather of the updated parameters under the next forward (Efficiency.param_gather_overlap)
     overlap_param_gather: bool
+    # the pipeline engine reduces gradients only after the step's last backward, whatever the overlap setting
+    grad_reduce_after_pipeline: bool
     expandable_segments: bool  # PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True in the launcher
     # --- what the time model reads (planner.model.stack) ----------------------------------------------------
     # TE casts a weight to fp8 on a step's first micro-batch and reuses it (`is_first_microbatch`,
@@ -163,7 +166,8 @@ PRESETS: dict[Framework, Preset] = {
         # Megatron TransformerConfig.fp8_recipe default "delayed"; NeMo-2 recipes fp8_amax_history_len 1024
         fp8_recipe="delayed", amax_history_len=1024,
         # NeMo-2 / Megatron-Bridge performance recipes: DDP overlap_grad_reduce / overlap_param_gather on
-        tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, expandable_segments=False,
+        tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, grad_reduce_after_pipeline=False,
+        expandable_segments=False,
         fp8_weight_cache=True, zero3_prefetch="pre", prefetch_params=None, reduce_every_microbatch=False,
         cp_exchange="ring",
         graph_scope="layer",
@@ -184,7 +188,8 @@ PRESETS: dict[Framework, Preset] = {
         state="fsdp2", fsdp_reduce_fp32=True, reshard_after_forward=True, reshard_with_pp=False,
         zero3_unit="layer", split="torchtitan", fp8_recipe="current", amax_history_len=0,
         # torchtitan/config/configs.py: FSDP prefetches under compute; run_train.sh sets expandable_segments
-        tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, expandable_segments=True,
+        tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, grad_reduce_after_pipeline=False,
+        expandable_segments=True,
         fp8_weight_cache=False, zero3_prefetch="pre", prefetch_params=None, reduce_every_microbatch=True,
         cp_exchange="allgather",
         graph_scope="step",
@@ -199,7 +204,11 @@ PRESETS: dict[Framework, Preset] = {
         frees_logits_before_backward=False, dtensor_loss_parallel=False,
         state="deepspeed", fsdp_reduce_fp32=False, reshard_after_forward=True, reshard_with_pp=True,
         zero3_unit="live_cap", split="megatron", fp8_recipe="delayed", amax_history_len=1024,
-        tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, expandable_segments=False,
+        # ZeRO-1/2's step all-gathers the updated parameters before it returns (runtime/zero/stage_1_and_2.py
+        # step: all_gather_dp_groups); the pipeline engine reduces gradients in the step's last instruction
+        # (runtime/pipe/schedule.py TrainSchedule: ReduceGrads after the final backward)
+        tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=False, grad_reduce_after_pipeline=True,
+        expandable_segments=False,
         fp8_weight_cache=False, zero3_prefetch="pre", prefetch_params=5e7, reduce_every_microbatch=True,
         cp_exchange="ring",
         graph_scope="layer",
@@ -216,7 +225,8 @@ PRESETS: dict[Framework, Preset] = {
         frees_logits_before_backward=False, dtensor_loss_parallel=False,
         state="fsdp1", fsdp_reduce_fp32=False, reshard_after_forward=True, reshard_with_pp=True,
         zero3_unit="layer", split="megatron", fp8_recipe="delayed", amax_history_len=1024,
-        tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, expandable_segments=False,
+        tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, grad_reduce_after_pipeline=False,
+        expandable_segments=False,
         fp8_weight_cache=False, zero3_prefetch="post", prefetch_params=None, reduce_every_microbatch=True,
         cp_exchange="ring",
         graph_scope="layer",
@@ -288,6 +298,7 @@ class Knobs:
     tp_comm_overlap: bool
     overlap_grad_reduce: bool
     overlap_param_gather: bool
+    grad_reduce_after_pipeline: bool
     expandable_segments: bool
     preset: Preset = field(repr=False, compare=False)
 
@@ -390,6 +401,7 @@ def resolve(impl: Implementation, layout: Layout | None = None, gpu: GpuSku | No
         tp_comm_overlap=p.tp_comm_overlap,
         overlap_grad_reduce=p.overlap_grad_reduce,
         overlap_param_gather=p.overlap_param_gather,
+        grad_reduce_after_pipeline=p.grad_reduce_after_pipeline,
         expandable_segments=p.expandable_segments,
         preset=p,
     )

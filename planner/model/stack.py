@@ -45,6 +45,8 @@ class Stack:
     cp_a2a_size: int  # the hierarchical exchange's all-to-all group (1 for the others)
     kv_repeat: bool  # K and V reach the attention kernel at the query heads' width
     cross_entropy: str  # the loss kernel (planner.schema.CrossEntropyKernel)
+    overlap_param_gather: bool  # ZeRO-1/2 parameter all-gather under the next forward (Efficiency overrides)
+    grad_reduce_after_pipeline: bool  # with pp > 1 the gradients are reduced after the last backward
 
 
 def resolve_fp8_recipe(impl: Implementation, eff: Efficiency, gpu: GpuSku | None = None) -> Fp8Recipe:
@@ -91,6 +93,8 @@ def stack_of(impl: Implementation, precision: str, eff: Efficiency, gpu: GpuSku 
         cp_a2a_size=k.cp_a2a_size or 1,
         kv_repeat=k.kv_repeat,
         cross_entropy=k.cross_entropy,
+        overlap_param_gather=k.overlap_param_gather,
+        grad_reduce_after_pipeline=k.grad_reduce_after_pipeline,
     )
 
 

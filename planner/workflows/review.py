@@ -56,6 +56,8 @@ OVERLAP_TEXT = {
     ("tp_overlap", 1.0): "TP collectives pipelined with their GEMMs (tp_overlap 1)",
     ("ep_overlap", 1.0): "expert all-to-all under another micro-batch's compute (ep_overlap 1)",
     ("dp_overlap", 0.0): "gradient reduction after the backward, not overlapped with it (dp_overlap 0)",
+    ("param_gather_overlap", 0.0): "updated parameters all-gathered inside the optimizer step, not under the next "
+                                   "forward (param_gather_overlap 0)",
 }
 # The format a better plan is handed back in, per input; a published run is a Megatron launch.
 FORMAT_OF: dict[str, str | None] = {
@@ -112,6 +114,9 @@ class Config(Inputs):
     form: str | None = None  # the format a better plan is handed back in, where the source's default is not it
     overlap_switch: str | None = None  # the input's setting that would overlap its unoverlapped gradient reduction
     ep_switch: str | None = None  # the input's setting that would overlap its exposed expert all-to-all
+    # the input's setting that would overlap its ZeRO-1/2 parameter all-gather, where its gradient reduction is
+    # overlapped (otherwise `overlap_switch` names both)
+    gather_switch: str | None = None
 
     def evaluate(self, layout: Layout | None = None) -> Evaluation:
         return replace(super().evaluate(layout), basis=self.basis)
@@ -258,8 +263,13 @@ def _from_megatron(req: ReviewRequest) -> Config:
     common, overlap_notes = _with_overlaps(_common(req, model), cfg.overlaps())
     impl = cfg.implementation()
     ep_exposed = _ep_overlap_allowed(layout, impl) and not common["efficiency"].ep_overlap
-    return Config(source="megatron", model=model, layout=layout, gpus=gpus, overlap_switch=_switch(
-                      common, "--overlap-grad-reduce" + (" --overlap-param-gather" if layout.zero == 1 else "")),
+    # Megatron takes --overlap-param-gather only beside --overlap-grad-reduce (megatron/training/arguments.py)
+    grads_off = common["efficiency"].dp_overlap == 0.0
+    gather_off = common["efficiency"].param_gather_overlap == 0.0
+    return Config(source="megatron", model=model, layout=layout, gpus=gpus,
+                  overlap_switch="--overlap-grad-reduce" + (" --overlap-param-gather" if gather_off else "")
+                  if grads_off else None,
+                  gather_switch="--overlap-param-gather" if gather_off and not grads_off else None,
                   ep_switch="--overlap-moe-expert-parallel-comm --delay-wgrad-compute" if ep_exposed else None,
                   seq=pick(cfg.seq, req.seq, sc.job.seq_len if sc else None, model.training_seq),
                   implementation=impl,
@@ -471,11 +481,17 @@ def _time(ev: Evaluation) -> list[Finding]:
 
 def _overlap(c: Config, ev: Evaluation) -> list[Finding]:
     """What the input's own switches would save, where it leaves them off and that saves at least
-    MICRO_BATCH_GAIN's share of the step: the gradient reduction overlapped with the backward, and (Megatron-Core,
-    combined_1f1b.py) one micro-batch's expert all-to-all run under another's compute."""
+    MICRO_BATCH_GAIN's share of the step: the gradient reduction overlapped with the backward, the ZeRO-1/2
+    parameter all-gather with the next forward, and (Megatron-Core, combined_1f1b.py) one micro-batch's expert
+    all-to-all run under another's compute."""
     out = []
+    # Megatron takes --overlap-param-gather only beside --overlap-grad-reduce (megatron/training/arguments.py): where
+    # both are off, one finding names both
+    both = c.overlap_switch is not None and "--overlap-param-gather" in c.overlap_switch
     for switch, code, update, where in (
-        (c.overlap_switch, "gradient_reduction_not_overlapped", {"dp_overlap": None}, "behind the backward"),
+        (c.overlap_switch, "gradient_reduction_not_overlapped", {"dp_overlap": None, "param_gather_overlap": None},
+         "behind the backward" + (" and the next forward" if both else "")),
+        (c.gather_switch, "parameter_gather_not_overlapped", {"param_gather_overlap": None}, "under the next forward"),
         (c.ep_switch, "expert_all_to_all_not_overlapped", {"ep_overlap": 1.0}, "under another micro-batch's compute"),
     ):
         if switch is None:
