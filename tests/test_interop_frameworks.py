@@ -635,6 +635,20 @@ def test_megatron_token_dispatcher_is_read() -> None:
     assert dense.implementation().moe_token_dispatcher is None
 
 
+def test_megatron_arguments_without_a_shape_take_it_from_the_model_given() -> None:
+    """A launch line may leave the shape to --model (no --num-layers, --hidden-size, ...): the virtual stages
+    derive from its layers and an MoE model's dispatcher is still read."""
+    mixtral = get_model("mixtral-8x7b")
+    cfg = parse_megatron_args("--pipeline-model-parallel-size 4 --num-layers-per-virtual-pipeline-stage 2 "
+                              "--expert-model-parallel-size 8 --moe-token-dispatcher-type alltoall", model=mixtral)
+    assert cfg.model is None and cfg.vpp == mixtral.layers // (4 * 2)
+    assert cfg.implementation().moe_token_dispatcher == "alltoall"
+    dense = parse_megatron_args("--moe-token-dispatcher-type alltoall", model=get_model("llama-2-7b"))
+    assert dense.implementation().moe_token_dispatcher is None
+    with pytest.raises(InputError, match="needs --num-layers"):
+        parse_megatron_args("--pipeline-model-parallel-size 4 --num-layers-per-virtual-pipeline-stage 2")
+
+
 def test_megatron_cross_entropy_fusion_is_read_and_written() -> None:
     """--cross-entropy-loss-fusion with --cross-entropy-fusion-impl te runs Transformer Engine's parallel
     cross-entropy (implementation.cross_entropy fused_inplace); the native fusion, te without the fusion switch,

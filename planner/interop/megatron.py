@@ -1203,7 +1203,8 @@ def parse_megatron_args(
     fused_te = args.switch("--cross-entropy-loss-fusion") and ce_impl == "te"
     cross_entropy = "fused_inplace" if fused_te else None
     spec = _model(args, tp, model, unsupported, notes)
-    layers = spec.layers if spec else args.int("--num-layers")
+    trained = spec if spec is not None else model  # the arguments' shape, else the model given beside them
+    layers = spec.layers if spec else args.int("--num-layers") or (model.layers if model else None)
     if offload_layers is not None and layers is not None and offload_layers >= layers:
         raise InputError(f"--cpu-offloading-num-layers: {offload_layers} must be below --num-layers ({layers}): "
                          "Transformer Engine keeps the last layer's activations on the GPU")
@@ -1252,7 +1253,7 @@ def parse_megatron_args(
         # Megatron's FSDP2 reshards after forward unless told not to (arguments.py torch_fsdp2_reshard_after_forward)
         reshard_after_forward=False if args.switch("--torch-fsdp2-no-reshard-after-forward") else None,
         moe_token_dispatcher=("alltoall" if dispatcher == "alltoall_seq" else dispatcher)  # type: ignore[arg-type]
-        if spec is not None and spec.moe is not None else None,
+        if trained is not None and trained.moe is not None else None,
         expert_tp=etp, cross_entropy=cross_entropy,  # type: ignore[arg-type]
         cp_exchange=exchange, cp_a2a_size=a2a_size,
         sequence_parallel=sequence_parallel,
