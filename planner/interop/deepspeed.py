@@ -359,7 +359,7 @@ def not_in_deepspeed_config(layout: Layout) -> list[str]:
 def deepspeed_config_from_layout(layout: Layout, implementation: Implementation | None = None) -> dict[str, Any]:
     """A paste-ready DeepSpeed config (dump it with json.dumps) for the layout's DeepSpeed-side fields.
 
-    Written: the batch triple, the ZeRO stage (with overlap_comm at stages 1-2, as the plan is timed), optimizer
+    Written: the batch triple, the ZeRO stage (with overlap_comm, as the plan is timed), optimizer
     offload, bf16/fp16 (fp8 GEMMs run inside a bf16 config, from Transformer Engine in the model code), fp32
     gradient accumulation where DeepSpeed offers it
     (bf16 with ZeRO 0 or 1), and an activation_checkpointing section for full recompute. Not written, as
@@ -376,9 +376,10 @@ def deepspeed_config_from_layout(layout: Layout, implementation: Implementation 
     if layout.pp > 1 and layout.zero >= 2:
         raise InputError(f"zero {layout.zero} with pp {layout.pp}: DeepSpeed's pipeline engine runs ZeRO 0 or 1 only")
     zero: dict[str, Any] = {"stage": layout.zero}
-    if layout.zero in (1, 2):
+    if layout.zero >= 1:
         # the plan is timed with the gradient reduction under the backward; DeepSpeed overlaps it at stages 1-2
-        # only when told (runtime/zero/config.py overlap_comm, true by default at stage 3 alone)
+        # only when told (runtime/zero/config.py overlap_comm, true by default at stage 3 alone: written there too,
+        # so that a change of stage is not read as a change of overlap)
         zero["overlap_comm"] = True
     if layout.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
