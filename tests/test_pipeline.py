@@ -30,22 +30,7 @@ CASES = [(2, 2, 4), (2, 2, 8), (4, 2, 8), (4, 2, 16), (4, 4, 16), (8, 2, 16), (4
 
 def torch_actions(pp: int, vpp: int, microbatches: int, rank: int) -> list[tuple[str, int]]:
     """("F" | "B", chunk) of one rank, in the order torch.distributed.pipelining runs them."""
-    if vpp == 1:
-        sched = object.__new__(S.Schedule1F1B)
-        sched._num_stages, sched._n_microbatches = pp, microbatches
-        actions = sched._get_pipeline_order()[rank]
-    else:
-        sched = object.__new__(S.ScheduleInterleaved1F1B)
-        sched.pp_group_size, sched.n_local_stages, sched._n_microbatches = pp, vpp, microbatches
-        sched.number_of_rounds = max(1, microbatches // pp)
-        sched.microbatches_per_round = microbatches // sched.number_of_rounds
-        actions = sched._calculate_single_rank_operations(rank)
-    out = []
-    for a in actions:
-        if a is None or a.computation_type not in (S._ComputationType.FORWARD, S._ComputationType.FULL_BACKWARD):
-            continue
-        out.append(("F" if a.computation_type == S._ComputationType.FORWARD else "B", a.stage_index // pp))
-    return out
+    return [(kind, stage // pp) for kind, stage, _ in torch_passes(pp, vpp, microbatches, rank)]
 
 
 def live_peaks(order: list[tuple[str, int]], vpp: int) -> list[np.ndarray]:
@@ -129,8 +114,6 @@ def test_the_bubble_is_what_the_schedule_takes(pp: int, vpp: int, m: int, backwa
     """The time model's pipeline term against the real schedule: torch.distributed.pipelining's own passes, each
     chunk pass 1/v of a micro-batch's forward or backward, finish in (M + bubble_slots)·(t_f + t_b)."""
     passes = [torch_passes(pp, vpp, m, r) for r in range(pp)]
-    assert [[(k, stage // pp) for k, stage, _ in mine] for mine in passes] == \
-        [schedule_order(pp, vpp, m, r) for r in range(pp)]
     took = makespan(passes, pp * vpp, {"F": 1.0 / vpp, "B": backward / vpp})
     assert took == pytest.approx((m + pipeline.bubble_slots(pp, vpp)) * (1.0 + backward))
 

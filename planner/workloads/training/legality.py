@@ -6,14 +6,7 @@ Each rule returns a message that names the field, so the same checks explain a r
 
 from __future__ import annotations
 
-from planner.layout_rules import (
-    dp_shard_problem,
-    expert_tp_problem,
-    gpu_count_problem,
-    recompute_count_problem,
-    sequence_parallel_problem,
-    virtual_stage_problem,
-)
+import planner.layout_rules as rules
 from planner.model.pipeline import split_problem
 from planner.model.presets import PRESETS, pipeline_split
 from planner.schema import Implementation, Layout, ModelSpec
@@ -158,7 +151,7 @@ def layout_problems(
     if m.ffn_hidden % t:
         out.append(f"tp: {t} does not divide ffn_hidden ({m.ffn_hidden})")
     split = pipeline_split(layout, PRESETS[framework].split)
-    if (why := virtual_stage_problem(p, v)) is not None:
+    if (why := rules.virtual_stage_problem(p, v)) is not None:
         out.append(why)
     elif (why := split_problem(m.layers, p, v, split)) is not None:
         out.append(f"pp·vpp: {p}·{v}: {why}")
@@ -182,13 +175,13 @@ def layout_problems(
         et, ranks = layout.expert_tp, t * layout.dp * layout.cp
         if m.moe is None:
             out.append("expert_tp: needs a mixture-of-experts model")
-        elif (why := expert_tp_problem(t, et)) is not None:
+        elif (why := rules.expert_tp_problem(t, et)) is not None:
             out.append(why)
         elif ranks % (layout.ep * et):
             out.append(f"expert_tp: ep·expert_tp = {layout.ep}·{et} must divide tp·dp·cp ({ranks})")
         elif et < t and not layout.sequence_parallel:
             out.append("expert_tp: below tp the MoE layers take sequence-parallel input (set sequence_parallel)")
-    if (why := sequence_parallel_problem(t, layout.sequence_parallel)) is not None:
+    if (why := rules.sequence_parallel_problem(t, layout.sequence_parallel)) is not None:
         out.append(why)
     if layout.global_batch % (layout.dp * layout.micro_batch):
         out.append(
@@ -201,16 +194,16 @@ def layout_problems(
         # runtime/pipe/engine.py asserts "ZeRO-2 and ZeRO-3 are incompatible with pipeline parallelism")
         out.append(f"zero: stage {layout.zero} does not combine with pipeline parallelism under {framework} "
                    "(use zero ≤ 1 with pp > 1; torchtitan shards inside pipeline stages)")
-    if (why := dp_shard_problem(layout.dp_shard, layout.dp, layout.cp)) is not None:
+    if (why := rules.dp_shard_problem(layout.dp_shard, layout.dp, layout.cp)) is not None:
         out.append(why)
     if layout.recompute_num_layers is not None \
-            and (why := recompute_count_problem("recompute_num_layers", layout.recompute)) is not None:
+            and (why := rules.recompute_count_problem("recompute_num_layers", layout.recompute)) is not None:
         out.append(why)
     if seq is not None and layout.cp > 1 and seq % (2 * layout.cp):
         out.append(
             f"cp: sequence {seq} must split into 2·cp = {2 * layout.cp} equal chunks (load-balanced ring)"
         )
-    if (why := gpu_count_problem(gpus, t, p, layout.dp, layout.cp)) is not None:
+    if (why := rules.gpu_count_problem(gpus, t, p, layout.dp, layout.cp)) is not None:
         out.append(why)
     if node_size is not None and t > node_size:
         out.append(f"tp: {t} spans nodes (at most {node_size} GPUs share NVLink)")
