@@ -34,7 +34,9 @@ function below, each one formula:
   under pipelining, once per step; HSDP's replica all-reduce (`dp_shard`).
 - `_bubble` — (p − 1)/v micro-batch slots of 1F1B, interleaved over v chunks.
 - `_dp` — ZeRO-0/1/2 gradient reduction under the last micro-batch's backward with Megatron-Core's last
-  bucket exposed, the parameter all-gather under the first forward, and the tied-embedding sync.
+  bucket exposed (after it in DeepSpeed's pipeline engine), the parameter all-gather under the first forward
+  (inside the optimizer step in DeepSpeed, and in Megatron without --overlap-param-gather), and the
+  tied-embedding sync.
 - `_optimizer` — bytes touched per parameter of the local shard over HBM.
 Every overlapped collective slows the compute beside it by `comm_interference` over the overlapped span.
 
