@@ -708,8 +708,9 @@ def test_block_recompute_lies_between_none_and_every_layer(pp: int, vpp: int, n:
 def test_zero1_parameter_gather_and_pipelined_reduction_follow_the_framework() -> None:
     """Megatron-Core gathers the distributed optimizer's updated parameters under the next forward (with
     --overlap-param-gather, its recipes' setting); DeepSpeed's ZeRO-1/2 step all-gathers them before it returns
-    (runtime/zero/stage_1_and_2.py) and its pipeline engine reduces gradients only after the last backward
-    (runtime/pipe/schedule.py): both exposed whatever `dp_overlap` says. `param_gather_overlap` overrides."""
+    (runtime/zero/stage_1_and_2.py), its pipeline engine reduces gradients only after the last backward
+    (runtime/pipe/schedule.py) and so does its engine without ZeRO: exposed whatever `dp_overlap` says.
+    `param_gather_overlap` overrides the framework's all-gather."""
     lay = Layout(tp=2, dp=16, zero=1, micro_batch=1, global_batch=64)
 
     def dp_comm(framework: str, layout: Layout = lay, **eff: float) -> float:
@@ -726,3 +727,7 @@ def test_zero1_parameter_gather_and_pipelined_reduction_follow_the_framework() -
     piped = lay.model_copy(update={"pp": 2, "dp": 8})
     assert dp_comm("deepspeed", piped) == pytest.approx(dp_comm("deepspeed", piped, dp_overlap=0.0))
     assert dp_comm("megatron-core", piped) < dp_comm("megatron-core", piped, dp_overlap=0.0)
+    # without ZeRO DeepSpeed's engine all-reduces after the backward (runtime/engine.py allreduce_gradients)
+    plain = lay.model_copy(update={"zero": 0})
+    assert dp_comm("deepspeed", plain) == pytest.approx(dp_comm("deepspeed", plain, dp_overlap=0.0))
+    assert dp_comm("megatron-core", plain) < dp_comm("megatron-core", plain, dp_overlap=0.0)

@@ -34,9 +34,9 @@ function below, each one formula:
   under pipelining, once per step; HSDP's replica all-reduce (`dp_shard`).
 - `_bubble` — (p − 1)/v micro-batch slots of 1F1B, interleaved over v chunks.
 - `_dp` — ZeRO-0/1/2 gradient reduction under the last micro-batch's backward with Megatron-Core's last
-  bucket exposed (after it in DeepSpeed's pipeline engine), the parameter all-gather under the first forward
-  (inside the optimizer step in DeepSpeed, and in Megatron without --overlap-param-gather), and the
-  tied-embedding sync.
+  bucket exposed (after it in DeepSpeed's pipeline engine and without ZeRO), the parameter all-gather under
+  the first forward (inside the optimizer step in DeepSpeed, and in Megatron without --overlap-param-gather),
+  and the tied-embedding sync.
 - `_optimizer` — bytes touched per parameter of the local shard over HBM.
 Every overlapped collective slows the compute beside it by `comm_interference` over the overlapped span.
 
@@ -1010,13 +1010,15 @@ def _bubble(s: _Step, t_micro: Any) -> Any:
 def _dp(c: _Context, s: _Step, g: _Groups, p: _Params, cmp: _Compute) -> Any:
     """ZeRO-0/1/2 data parallel: gradients reduced bucket by bucket under the last micro-batch's backward,
     the last bucket exposed (Megatron-Core's bucket: max(dp_bucket_params, dp_bucket_params_per_rank ×
-    DP)), or after it (DeepSpeed's pipeline engine); ZeRO-1/2 re-gather updated parameters under the next
-    forward, or inside the optimizer step (`param_gather_overlap`). ZeRO-2 keeps only a gradient shard, so it
-    reduces every micro-batch."""
+    DP)), or after it (DeepSpeed's pipeline engine, and its engine without ZeRO); ZeRO-1/2 re-gather updated
+    parameters under the next forward, or inside the optimizer step (`param_gather_overlap`). ZeRO-2 keeps only
+    a gradient shard, so it reduces every micro-batch."""
     zero = s.zero
     z12 = (zero == 1) * 1.0 + (zero == 2)
     eff = c.eff
-    grad_window = eff.dp_overlap * cmp.bwd * (1.0 - (s.pp > 1) * c.stack.grad_reduce_after_pipeline)
+    after = vmax((s.pp > 1) * c.stack.grad_reduce_after_pipeline,
+                 (zero == 0) * c.stack.replicated_reduce_after_backward)
+    grad_window = eff.dp_overlap * cmp.bwd * (1.0 - after)
     gather_share = eff.param_gather_overlap if eff.param_gather_overlap is not None \
         else float(c.stack.overlap_param_gather)
 

@@ -125,6 +125,8 @@ class Preset:
     overlap_param_gather: bool
     # the pipeline engine reduces gradients only after the step's last backward, whatever the overlap setting
     grad_reduce_after_pipeline: bool
+    # without ZeRO the engine all-reduces the gradients after the backward, whatever the overlap setting
+    replicated_reduce_after_backward: bool
     expandable_segments: bool  # PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True in the launcher
     # --- what the time model reads (planner.model.stack) ----------------------------------------------------
     # TE casts a weight to fp8 on a step's first micro-batch and reuses it (`is_first_microbatch`,
@@ -167,7 +169,7 @@ PRESETS: dict[Framework, Preset] = {
         fp8_recipe="delayed", amax_history_len=1024,
         # NeMo-2 / Megatron-Bridge performance recipes: DDP overlap_grad_reduce / overlap_param_gather on
         tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, grad_reduce_after_pipeline=False,
-        expandable_segments=False,
+        replicated_reduce_after_backward=False, expandable_segments=False,
         fp8_weight_cache=True, zero3_prefetch="pre", prefetch_params=None, reduce_every_microbatch=False,
         cp_exchange="ring",
         graph_scope="layer",
@@ -189,7 +191,7 @@ PRESETS: dict[Framework, Preset] = {
         zero3_unit="layer", split="torchtitan", fp8_recipe="current", amax_history_len=0,
         # torchtitan/config/configs.py: FSDP prefetches under compute; run_train.sh sets expandable_segments
         tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, grad_reduce_after_pipeline=False,
-        expandable_segments=True,
+        replicated_reduce_after_backward=False, expandable_segments=True,
         fp8_weight_cache=False, zero3_prefetch="pre", prefetch_params=None, reduce_every_microbatch=True,
         cp_exchange="allgather",
         graph_scope="step",
@@ -206,8 +208,10 @@ PRESETS: dict[Framework, Preset] = {
         zero3_unit="live_cap", split="megatron", fp8_recipe="delayed", amax_history_len=1024,
         # ZeRO-1/2's step all-gathers the updated parameters before it returns (runtime/zero/stage_1_and_2.py
         # step: all_gather_dp_groups); the pipeline engine reduces gradients in the step's last instruction
-        # (runtime/pipe/schedule.py TrainSchedule: ReduceGrads after the final backward)
+        # (runtime/pipe/schedule.py TrainSchedule: ReduceGrads after the final backward); without ZeRO the engine's
+        # backward ends with the all-reduce (runtime/engine.py allreduce_gradients: buffered_allreduce_fallback)
         tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=False, grad_reduce_after_pipeline=True,
+        replicated_reduce_after_backward=True,
         expandable_segments=False,
         fp8_weight_cache=False, zero3_prefetch="pre", prefetch_params=5e7, reduce_every_microbatch=True,
         cp_exchange="ring",
@@ -226,7 +230,7 @@ PRESETS: dict[Framework, Preset] = {
         state="fsdp1", fsdp_reduce_fp32=False, reshard_after_forward=True, reshard_with_pp=True,
         zero3_unit="layer", split="megatron", fp8_recipe="delayed", amax_history_len=1024,
         tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, grad_reduce_after_pipeline=False,
-        expandable_segments=False,
+        replicated_reduce_after_backward=False, expandable_segments=False,
         fp8_weight_cache=False, zero3_prefetch="post", prefetch_params=None, reduce_every_microbatch=True,
         cp_exchange="ring",
         graph_scope="layer",
@@ -299,6 +303,7 @@ class Knobs:
     overlap_grad_reduce: bool
     overlap_param_gather: bool
     grad_reduce_after_pipeline: bool
+    replicated_reduce_after_backward: bool
     expandable_segments: bool
     preset: Preset = field(repr=False, compare=False)
 
@@ -402,6 +407,7 @@ def resolve(impl: Implementation, layout: Layout | None = None, gpu: GpuSku | No
         overlap_grad_reduce=p.overlap_grad_reduce,
         overlap_param_gather=p.overlap_param_gather,
         grad_reduce_after_pipeline=p.grad_reduce_after_pipeline,
+        replicated_reduce_after_backward=p.replicated_reduce_after_backward,
         expandable_segments=p.expandable_segments,
         preset=p,
     )

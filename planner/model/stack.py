@@ -47,6 +47,7 @@ class Stack:
     cross_entropy: str  # the loss kernel (planner.schema.CrossEntropyKernel)
     overlap_param_gather: bool  # ZeRO-1/2 parameter all-gather under the next forward (Efficiency overrides)
     grad_reduce_after_pipeline: bool  # with pp > 1 the gradients are reduced after the last backward
+    replicated_reduce_after_backward: bool  # without ZeRO the gradients are all-reduced after the backward
 
 
 def resolve_fp8_recipe(impl: Implementation, eff: Efficiency, gpu: GpuSku | None = None) -> Fp8Recipe:
@@ -95,6 +96,7 @@ def stack_of(impl: Implementation, precision: str, eff: Efficiency, gpu: GpuSku 
         cross_entropy=k.cross_entropy,
         overlap_param_gather=k.overlap_param_gather,
         grad_reduce_after_pipeline=k.grad_reduce_after_pipeline,
+        replicated_reduce_after_backward=k.replicated_reduce_after_backward,
     )
 
 
