@@ -138,6 +138,20 @@ def test_full_recompute_of_every_layer_is_told_a_partial_count_that_fits() -> No
     assert "per model chunk fits" in f.message
 
 
+def test_a_recompute_that_does_not_fit_is_told_one_that_does() -> None:
+    """torchtitan's layer-level selective checkpointing of every second layer (its default) recomputes half the
+    layers and keeps the other half whole: Llama 3 8B at 16k tokens a GPU does not fit on an H100 that way, while
+    the op-level policy does. A layout that does not fit is told which recompute fits, not that its own is
+    "stronger than needed"."""
+    toml = ("[parallelism]\ndata_parallel_shard_degree = 8\n[training]\nseq_len = 8192\nlocal_batch_size = 2\n"
+            "[model]\nname = \"llama3\"\nflavor = \"8B\"\n")
+    r = review(ReviewRequest(torchtitan=toml, gpu="h100", gpus=8), better=False)
+    assert not r.evaluation.fits and r.evaluation.layout.recompute_num_layers == 16
+    (f,) = [f for f in r.findings if f.code == "recompute_that_fits"]
+    assert f.message.startswith("recompute full of 16 layer(s) per model chunk does not fit; selective fits")
+    assert not any(f.code == "recompute_stronger_than_needed" for f in r.findings)
+
+
 def test_illegal_layout_is_still_reviewed() -> None:
     # TP 16 across two 8-GPU nodes, and a batch of 100 sequences that micro-batches of 16 do not split into
     r = review(ReviewRequest(scenario=scenario({"tp": 16, "pp": 2, "micro_batch": 16}, gpus=32, global_batch=100)))

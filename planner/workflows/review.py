@@ -532,21 +532,35 @@ def _neighbours(c: Config, ev: Evaluation) -> list[Finding]:
                 f"micro-batch {lay.micro_batch} is far from the best: micro-batch {best.layout.micro_batch} "
                 f"fits ({gib(best.memory.total)} of {gib(best.capacity_bytes)}) and is "
                 f"{ev.time.step_seconds / best.time.step_seconds:.2f}× faster ({_step(ev, best)})"))
-    weaker = RECOMPUTE_ORDER[:RECOMPUTE_ORDER.index(lay.recompute)]
-    options = [e for r in weaker if (e := variant(recompute=r, recompute_num_layers=None)) is not None]
-    if lay.recompute == "full" and c.implementation.framework in PARTIAL_RECOMPUTE_FRAMEWORKS:
+    # a layout that fits is asked for less recompute; one that does not, for any recompute that fits (a partial
+    # full recompute is not ordered against selective: it may hold more than selective does)
+    modes = RECOMPUTE_ORDER[:RECOMPUTE_ORDER.index(lay.recompute)] if ev.fits else RECOMPUTE_ORDER
+    options = [e for r in modes if (r, None) != (lay.recompute, lay.recompute_num_layers)
+               if (e := variant(recompute=r, recompute_num_layers=None)) is not None]
+    if (lay.recompute == "full" or not ev.fits) and c.implementation.framework in PARTIAL_RECOMPUTE_FRAMEWORKS:
         # Megatron's block method: only the first n layers of each model chunk, fewer than recomputed now
-        now = lay.recompute_num_layers if lay.recompute_method == "block" else None
-        options += [e for n in partial_recompute_counts(c.model.layers) if now is None or n < now
-                    if (e := variant(recompute_num_layers=n, recompute_method="block")) is not None]
+        now = lay.recompute_num_layers if lay.recompute_method == "block" and lay.recompute == "full" else None
+
+        def wanted(n: int) -> bool:  # fewer layers than now where it fits, any other count where it does not
+            return (now is None or n < now) if ev.fits else n != now
+
+        options += [e for n in partial_recompute_counts(c.model.layers) if wanted(n)
+                    if (e := variant(recompute="full", recompute_num_layers=n, recompute_method="block")) is not None]
     best = min(options, key=lambda e: e.time.step_seconds, default=None)
-    if best is not None and best.time.step_seconds < ev.time.step_seconds:
-        left = f"; {_recompute_text(lay)} leaves {gib(ev.headroom_bytes)} unused" if ev.fits else ""
+    if best is not None and ev.fits and best.time.step_seconds < ev.time.step_seconds:
         out.append(Finding(
             "recompute_stronger_than_needed", "warning",
             f"recompute {_recompute_text(lay)} is stronger than needed: {_recompute_text(best.layout)} fits "
             f"({gib(best.memory.total)} of {gib(best.capacity_bytes)}) and is "
-            f"{ev.time.step_seconds / best.time.step_seconds:.2f}× faster ({_step(ev, best)}){left}"))
+            f"{ev.time.step_seconds / best.time.step_seconds:.2f}× faster ({_step(ev, best)}); "
+            f"{_recompute_text(lay)} leaves {gib(ev.headroom_bytes)} unused"))
+    elif best is not None and not ev.fits:
+        ratio = ev.time.step_seconds / best.time.step_seconds
+        speed = f"{ratio:.2f}× faster" if ratio >= 1 else f"{1 / ratio:.2f}× slower"
+        out.append(Finding(
+            "recompute_that_fits", "warning",
+            f"recompute {_recompute_text(lay)} does not fit; {_recompute_text(best.layout)} fits "
+            f"({gib(best.memory.total)} of {gib(best.capacity_bytes)}) and is {speed} ({_step(ev, best)})"))
     out += _cp_exchanges(c, ev)
     if lay.zero == 3 and (z1 := variant(zero=1)) is not None:
         ratio = ev.time.step_seconds / z1.time.step_seconds
