@@ -151,10 +151,14 @@ def test_deepspeeds_pipeline_schedule_has_the_1f1b_bubble(p: int, m: int) -> Non
     """DeepSpeed's engine alternates forward and backward steps in lockstep with blocking, paired send/recv (the
     communication "is blocking and must be paired", schedule.py): a rank waits at each exchange until its
     neighbour reaches the matching one. It still finishes in (M + p − 1)·(t_f + t_b), the bubble planner charges
-    (MT-NLG's 35 stages among the cases)."""
+    (MT-NLG's 35 stages among the cases), holding as many micro-batches in flight as 1F1B."""
     t_f, t_b = 1.0, 3.0
     progs = [deepspeed_train_schedule(m, p, s) for s in range(p)]
     assert all(sum(op == "F" for op, _ in prog) == sum(op == "B" for op, _ in prog) == m for prog in progs)
+    # and it holds the micro-batches planner's memory model charges a 1F1B stage with: min(p − s, M)
+    for s, prog in enumerate(progs):
+        alive = list(itertools.accumulate((op == "F") - (op == "B") for op, _ in prog))
+        assert max(alive) == pipeline.inflight_chunks(p, 1, m, s)
     partner = {"send_act": (1, "recv_act"), "recv_act": (-1, "send_act"),
                "send_grad": (-1, "recv_grad"), "recv_grad": (1, "send_grad")}
     clock, nxt = [0.0] * p, [0] * p
