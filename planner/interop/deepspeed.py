@@ -359,14 +359,13 @@ def not_in_deepspeed_config(layout: Layout) -> list[str]:
 def deepspeed_config_from_layout(layout: Layout, implementation: Implementation | None = None) -> dict[str, Any]:
     """A paste-ready DeepSpeed config (dump it with json.dumps) for the layout's DeepSpeed-side fields.
 
-    Written: the batch triple, the ZeRO stage (with overlap_comm, as the plan is timed), optimizer
-    offload, bf16/fp16 (fp8 GEMMs run inside a bf16 config, from Transformer Engine in the model code), fp32
-    gradient accumulation where DeepSpeed offers it
-    (bf16 with ZeRO 0 or 1), and an activation_checkpointing section for full recompute. Not written, as
-    DeepSpeed's JSON has no place for them: TP/PP/CP sizes, sequence parallelism, selective and partial recompute
-    (model code and launcher), and the optimizer, which the client code builds. InputError where DeepSpeed
-    cannot run the layout: optimizer offload without ZeRO, a narrowed optimizer state, or ZeRO 2/3 with pipeline
-    parallelism.
+    Written: the batch triple, the ZeRO stage (with overlap_comm, as the plan is timed), optimizer offload,
+    bf16/fp16 (fp8 GEMMs run inside a bf16 config, from Transformer Engine in the model code), fp32 gradient
+    accumulation where DeepSpeed offers it (bf16 with ZeRO 0 or 1), and an activation_checkpointing section for
+    full recompute. Not written, as DeepSpeed's JSON has no place for them: TP/PP/CP sizes, sequence parallelism,
+    selective and partial recompute (model code and launcher), and the optimizer, which the client code builds.
+    InputError where DeepSpeed cannot run the layout: optimizer offload without ZeRO, a narrowed optimizer state,
+    or ZeRO 2/3 with pipeline parallelism.
     """
     if layout.offload_optimizer and layout.zero == 0:
         raise InputError("offload_optimizer: DeepSpeed offloads the optimizer only with zero_optimization.stage ≥ 1")
