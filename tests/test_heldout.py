@@ -688,3 +688,15 @@ def test_an_unstated_switch_is_completed_as_the_faster_setting_that_fits() -> No
     off = estimate(EstimateRequest(scenario=validation.scenario_of(run, {"fp8_param_gather": False})))
     assert on.fits and not off.fits
     assert "fp8_param_gather" in validation.IMPLEMENTATION_KNOBS and "fp8_recipe" not in validation.IMPLEMENTATION_KNOBS
+
+
+def test_a_recipe_that_leaves_a_ddp_overlap_off_is_timed_so() -> None:
+    """A recipe's ddp settings that turn the gradient reduction's or the parameter all-gather's overlap off are
+    read as the efficiency fields that expose them; the calibration and held-out recipes all state them on."""
+    from planner.interop.published import overlaps_of
+
+    assert overlaps_of("", {"ddp": "overlap_grad_reduce True, overlap_param_gather True"}) == {}
+    assert overlaps_of("", {"ddp": "overlap_grad_reduce True, overlap_param_gather False"}) == \
+        {"param_gather_overlap": 0.0}
+    assert overlaps_of("", {"ddp": "overlap_grad_reduce False, overlap_param_gather False"}) == \
+        {"dp_overlap": 0.0, "param_gather_overlap": 0.0}
