@@ -700,3 +700,20 @@ def test_a_recipe_that_leaves_a_ddp_overlap_off_is_timed_so() -> None:
         {"param_gather_overlap": 0.0}
     assert overlaps_of("", {"ddp": "overlap_grad_reduce False, overlap_param_gather False"}) == \
         {"dp_overlap": 0.0, "param_gather_overlap": 0.0}
+
+
+def test_llama3_long_context_runs_the_papers_all_gather_exchange(held_out: tuple[list, list]) -> None:
+    """Meta's CP all-gathers K and V before attention with the gather exposed ("our CP implementation adopts an
+    all-gather based method", Llama 3 paper §3.3.2): the 128K row states `cp_exchange: te_allgather`. Its measured
+    380 TFLOP/s per GPU is then predicted within the worst-case target, where a ring that hides the exchange under
+    attention was 21.6 % optimistic; the exposed gather makes the step slower than the ring's, never faster."""
+    results, _ = held_out
+    run = next(r for r in results if r.id == "llama3-405b-h100-16384gpu-cp16-seq128k")
+    assert run.evaluation.layout.cp == 16
+    assert abs(run.error) <= validation.WORST_TARGET
+    raw = next(r for r in validation.load_runs() if r["id"] == run.id)
+    assert raw["planner"]["implementation"]["cp_exchange"] == "te_allgather"
+    ring = validation.evaluate_run(dict(raw, planner=dict(raw["planner"], implementation={
+        k: v for k, v in raw["planner"]["implementation"].items() if k != "cp_exchange"})))
+    assert ring.evaluation.time.breakdown["cp_comm"] < run.evaluation.time.breakdown["cp_comm"]
+    assert ring.error > run.error
