@@ -27,10 +27,11 @@ class InfeasibleError(Exception):
 
 
 def _clean_loc(loc: tuple[Any, ...]) -> tuple[str, ...]:
-    """Drop pydantic's union-branch tags ('str', 'function-after[...]', 'list[...]') from a key path."""
+    """Drop pydantic's union-branch tags ('str', 'function-after[...]', 'list[...]', 'constrained-int') from a
+    key path."""
     return tuple(
         str(part) for part in loc
-        if not (isinstance(part, str) and ("[" in part or part in _TYPE_TAGS))
+        if not (isinstance(part, str) and ("[" in part or part in _TYPE_TAGS or part.startswith("constrained-")))
     )
 
 
@@ -57,6 +58,15 @@ def _message(e: Any) -> str:
 
 
 VALUE_ERROR = "Value error, "
+SHAPE_PREFIX = "Input should be "
+
+
+def _is_shape(e: Any) -> bool:
+    """A mismatch of the input's type or literal value, as a union branch reports it (string_type, dict_type,
+    model_type, literal_error, ...), not a constraint on a value of the right type."""
+    kind = str(e["type"])
+    return (kind.endswith("_type") or kind in ("literal_error", "is_instance_of", "model_attributes_type")) \
+        and str(e["msg"]).startswith(SHAPE_PREFIX)
 
 
 def format_validation_error(err: ValidationError, where: str) -> str:
@@ -66,16 +76,26 @@ def format_validation_error(err: ValidationError, where: str) -> str:
     model-level validator have no key path and print as "where: message". For a union field (a catalog
     name or an inline spec), the branch that does not match the input's shape is left out.
     """
-    errors = [(_clean_loc(e["loc"]) + ((str(e["ctx"]["field"]),) if e["type"] == BOOLEAN_COUNT else ()), _message(e))
-              for e in err.errors(include_url=False)]
-    # a union branch's type mismatch is noise where another branch explains the real problem, further down or
-    # at the same key (an inline spec's own validator: `model: heads (4) must be a multiple of kv_heads (3)`)
-    explained = {path[:i] for path, _ in errors for i in range(len(path))}
-    explained |= {path for path, msg in errors if not msg.startswith("Input should be a valid")}
+    raw = err.errors(include_url=False)
+    errors = [(_clean_loc(e["loc"]) + ((str(e["ctx"]["field"]),) if e["type"] == BOOLEAN_COUNT else ()), _message(e),
+               _is_shape(e)) for e in raw]
+    # a union branch's shape mismatch (`Input should be a valid string`, `Input should be 'none'`) is noise where
+    # another branch explains the real problem, further down or at the same key (an inline spec's own validator:
+    # `model: heads (4) must be a multiple of kv_heads (3)`)
+    explained = {path[:i] for path, _, _ in errors for i in range(len(path))}
+    explained |= {path for path, _, shape in errors if not shape}
+    # where every branch mismatches at one key, one line names what the key takes: "a valid string or a valid
+    # dictionary" (`model: 5`)
+    expected: dict[tuple[str, ...], list[str]] = {}
+    for path, msg, shape in errors:
+        if shape and path not in explained:
+            expected.setdefault(path, []).append(msg.removeprefix(SHAPE_PREFIX))
     lines: dict[str, None] = {}  # ordered and de-duplicated in linear time
-    for path, msg in errors:
-        if path in explained and msg.startswith("Input should be a valid"):
+    for path, msg, shape in errors:
+        if shape and path in explained:
             continue
+        if shape:
+            msg = SHAPE_PREFIX + " or ".join(dict.fromkeys(expected[path]))
         key = ".".join(_key_part(part) for part in path)
         lines[_printable(f"{where}: {key}: {msg}" if key else f"{where}: {msg}")] = None
     shown = list(lines)[:MAX_ERROR_LINES]

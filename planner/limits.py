@@ -31,6 +31,14 @@ MIN_QPS = 1e-6
 MAX_QPS = 1e6
 # Seeds of the sampled serving requests: numpy's generators take non-negative integers; 2^63 − 1 keeps them int64.
 MAX_SEED = 2**63 - 1
+# Floors of the rates a scenario or catalog entry states. Below them a number is a typo, not hardware, and the
+# times built on it overflow: a thousandth of a TFLOP/s (the slowest part catalogued peaks at ~8), of a TB/s of memory
+# (a GDDR6 inference card moves 0.3), of a GB/s or Gbit/s of a link, a host bus or storage.
+MIN_TFLOPS = 1e-3
+MIN_RATE = 1e-3
+# Achievable fractions of a peak and fixed utilisations: 0.1 %, the CLI's --mfu/--hfu floor; the least efficient
+# path planner times (unfused attention on a small model) runs at a few percent of peak.
+MIN_EFFICIENCY = 1e-3
 # A deadline beyond ten years or a budget beyond a trillion dollars is a typo, not a plan.
 MAX_DAYS = 3650.0
 MAX_BUDGET_USD = 1e12

@@ -205,6 +205,7 @@ class Portfolio(OwnGpus, Strict):
                 day = getattr(j, key)
                 if day is not None and not h.start <= day <= h.end:
                     raise ValueError(f"job {j.name}: {key} {day} is outside the horizon {h.start} to {h.end}")
+        _no_cycle({j.name: j.after for j in self.jobs})
         return self
 
     def expanded_jobs(self) -> list[PortfolioJob]:
@@ -225,6 +226,24 @@ class Portfolio(OwnGpus, Strict):
                     "deadline": None if j.deadline is None else j.deadline + shift,
                 }))
         return out
+
+
+def _no_cycle(after: dict[str, list[str]]) -> None:
+    """ValueError naming a job on a cycle of `after:` (a job that waits, through others, for itself)."""
+    state: dict[str, int] = {}  # 1 on the path being followed, 2 done
+
+    def visit(name: str) -> None:
+        if state.get(name) == 2 or name not in after:
+            return
+        if state.get(name) == 1:
+            raise ValueError(f"job {name}: after: forms a cycle through {name}")
+        state[name] = 1
+        for dep in after[name]:
+            visit(dep)
+        state[name] = 2
+
+    for name in after:
+        visit(name)
 
 
 def load_portfolio(path: str | Path) -> Portfolio:

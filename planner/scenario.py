@@ -34,6 +34,7 @@ from planner.limits import (
     MAX_TOKENS,
     MAX_TOP_K,
     MAX_USD_PER_GPU_HOUR,
+    MIN_EFFICIENCY,
 )
 from planner.schema import (
     MASTER_WEIGHTS_HELP,
@@ -198,8 +199,8 @@ class FixedLayout(Strict):
 class _FixedUtilisation(Strict):
     """A fixed utilisation that bypasses the detailed time model (the blog-post back-of-envelope)."""
 
-    mfu: float | None = Field(None, gt=0, le=1, description="fixed model-FLOPs utilisation")
-    hfu: float | None = Field(None, gt=0, le=1, description="fixed hardware-FLOPs utilisation")
+    mfu: float | None = Field(None, ge=MIN_EFFICIENCY, le=1, description="fixed model-FLOPs utilisation")
+    hfu: float | None = Field(None, ge=MIN_EFFICIENCY, le=1, description="fixed hardware-FLOPs utilisation")
 
     @model_validator(mode="after")
     def _one_mode(self) -> _FixedUtilisation:
@@ -346,7 +347,20 @@ def load_scenario(path: str | Path) -> Scenario:
         model_path = Path(scenario.model)
         if not model_path.is_absolute():
             scenario = scenario.model_copy(update={"model": str(path.parent / model_path)})
+    for key, ref in [("model", scenario.model)] + [(f"jobs.{j.name}.model", j.model) for j in scenario.jobs]:
+        if isinstance(ref, str) and not _is_config_path(ref):
+            from planner.catalog import get_model
+
+            try:
+                get_model(ref)
+            except InputError as e:  # the catalog's "unknown model …", with the file and key it came from
+                raise InputError(f"{path}: {key}: {e}") from None
     return scenario
+
+
+def _is_config_path(model: str) -> bool:
+    """A model reference that names a Hugging Face config.json (or the folder holding one), not a catalog entry."""
+    return model.endswith(".json") or Path(model).is_file() or Path(model).is_dir()
 
 
 def with_basis(scenario: Scenario, *, reliability: Literal["none"] | None = None,
@@ -369,7 +383,7 @@ def resolve_model(model: str | ModelSpec) -> ModelSpec:
     """A catalog name, an inline spec, or a path to a Hugging Face config.json → ModelSpec."""
     if isinstance(model, ModelSpec):
         return model
-    if model.endswith(".json") or Path(model).is_file():
+    if _is_config_path(model):
         from planner.interop.hf_config import model_from_hf_config
 
         return model_from_hf_config(model)

@@ -27,6 +27,9 @@ from planner.limits import (
     MAX_USD_PER_GPU_HOUR,
     MAX_VOCAB,
     MAX_WIDTH,
+    MIN_EFFICIENCY,
+    MIN_RATE,
+    MIN_TFLOPS,
 )
 from planner.names import CpExchange, CudaGraphScope, Fp8Recipe, Framework, MasterWeights, MomentDtype
 
@@ -39,7 +42,7 @@ GIB = 2**30
 GpuCount = Annotated[int, Field(ge=1, le=MAX_GPUS)]
 PeakDtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "fp4"]
 # The densest accelerator listed (GB300, dense fp4) peaks at 15 PFLOP/s; 10^5 TFLOP/s is far past it.
-Tflops = Annotated[float, Field(gt=0, le=100_000)]
+Tflops = Annotated[float, Field(ge=MIN_TFLOPS, le=100_000)]
 Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
 LayerCount = Annotated[int, Field(ge=1, le=MAX_LAYERS)]
 SeqLen = Annotated[int, Field(ge=1, le=MAX_SEQ)]
@@ -50,32 +53,42 @@ BytesPerGpu = Annotated[int, Field(ge=0, le=MAX_BYTES_PER_GPU)]
 
 class Strict(BaseModel):
     """Base for every planner model: unknown keys are errors, NaN and infinities are refused, a YAML boolean
-    is not a count, instances are immutable."""
+    is not a number, instances are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
-    def _no_boolean_counts(cls, data: Any) -> Any:
-        # pydantic's lax int reads true as 1: `max_gpus: true` would plan for one GPU
+    def _no_boolean_numbers(cls, data: Any) -> Any:
+        # pydantic's lax int and float read true as 1: `max_gpus: true` would plan for one GPU, `hfu: true` at 100 %
         if isinstance(data, dict):
-            for key in _integer_fields(cls).intersection(data):
+            for key in _number_fields(cls).intersection(data):
+                if key.endswith(OVERLAP_SUFFIX):
+                    continue  # an overlap share reads as a switch: `tp_overlap: true` hides all of it
                 value = data[key]
                 if isinstance(value, (list, tuple, dict)):
                     value = next((v for v in (value.values() if isinstance(value, dict) else value)
                                   if isinstance(v, bool)), None)
                 if isinstance(value, bool):
-                    raise PydanticCustomError(BOOLEAN_COUNT, "expected an integer, got a boolean", {"field": key})
+                    what = "an integer" if key in _number_fields(cls, int) else "a number"
+                    raise PydanticCustomError(BOOLEAN_COUNT, f"expected {what}, got a boolean", {"field": key})
         return data
 
 
+# Efficiency's shares of a collective hidden under compute (tp_overlap, dp_overlap, …): true and false read as
+# 1 and 0, as a switch would; every other number refuses a boolean.
+OVERLAP_SUFFIX = "_overlap"
+
+
 @functools.cache
-def _integer_fields(model: type[BaseModel]) -> frozenset[str]:
-    """The fields that hold integers (an int, an int literal, a sequence or a mapping of them) and no boolean."""
-    return frozenset(name for name, field in model.model_fields.items() if _integer_annotation(field.annotation))
+def _number_fields(model: type[BaseModel], kind: type = float) -> frozenset[str]:
+    """The fields that hold numbers (`kind` float: an int or a float; int: an int), as a value, a literal, a
+    sequence or a mapping of them, and no boolean."""
+    return frozenset(name for name, field in model.model_fields.items()
+                     if _number_annotation(field.annotation, (int,) if kind is int else (int, float)))
 
 
-def _integer_annotation(annotation: Any) -> bool:
+def _number_annotation(annotation: Any, kinds: tuple[type, ...]) -> bool:
     leaves: set[type] = set()
 
     def walk(t: Any) -> None:
@@ -96,7 +109,7 @@ def _integer_annotation(annotation: Any) -> bool:
             leaves.add(object)  # anything else (Any, a forward reference): leave it to pydantic
 
     walk(annotation)
-    return int in leaves and bool not in leaves and object not in leaves
+    return any(k in leaves for k in kinds) and bool not in leaves and object not in leaves
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,14 +309,14 @@ class Efficiency(Strict):
     attention) that hold for every SKU unless a catalog entry or a scenario overrides them.
     """
 
-    gemm: float = Field(0.70, gt=0, le=1, description="large bf16 GEMM TFLOP/s over dense peak")
-    gemm_fp8: float | None = Field(None, gt=0, le=1, description="large fp8 GEMM over fp8 peak")
-    hbm: float = Field(0.85, gt=0, le=1, description="achieved HBM copy bandwidth over spec")
-    intra_node: float = Field(0.80, gt=0, le=1, description="NCCL bus bandwidth over NVLink unidir spec")
-    inter_node: float = Field(0.80, gt=0, le=1, description="NCCL bus bandwidth over NIC line rate")
+    gemm: float = Field(0.70, ge=MIN_EFFICIENCY, le=1, description="large bf16 GEMM TFLOP/s over dense peak")
+    gemm_fp8: float | None = Field(None, ge=MIN_EFFICIENCY, le=1, description="large fp8 GEMM over fp8 peak")
+    hbm: float = Field(0.85, ge=MIN_EFFICIENCY, le=1, description="achieved HBM copy bandwidth over spec")
+    intra_node: float = Field(0.80, ge=MIN_EFFICIENCY, le=1, description="NCCL bus bandwidth over NVLink unidir spec")
+    inter_node: float = Field(0.80, ge=MIN_EFFICIENCY, le=1, description="NCCL bus bandwidth over NIC line rate")
     flash_attention: float = Field(
         0.65,
-        gt=0,
+        ge=MIN_EFFICIENCY,
         le=1,
         description=(
             "fused (flash) attention rate over the large-GEMM rate, forward and backward together. "
@@ -315,7 +328,7 @@ class Efficiency(Strict):
     )
     gemm_unaligned: float = Field(
         0.68,
-        gt=0,
+        ge=MIN_EFFICIENCY,
         le=1,
         description=(
             "GEMM rate when a dimension is not a multiple of 128 bytes (64 16-bit elements), relative to "
@@ -461,7 +474,7 @@ class Efficiency(Strict):
     )
     gemm_mxfp8: float | None = Field(
         None,
-        gt=0,
+        ge=MIN_EFFICIENCY,
         le=1,
         description=(
             "MXFP8 (1×32 block-scaled) GEMM rate relative to a per-tensor fp8 GEMM, on GPUs with native "
@@ -472,7 +485,7 @@ class Efficiency(Strict):
     )
     gemm_fp8_block: float | None = Field(
         None,
-        gt=0,
+        ge=MIN_EFFICIENCY,
         le=1,
         description=(
             "fp8 block-scaled GEMM rate (1×128 activation, 128×128 weight blocks, DeepSeek-V3 style) relative "
@@ -495,7 +508,7 @@ class Efficiency(Strict):
     )
     host_link_gbs: float = Field(
         25.0,
-        gt=0,
+        ge=MIN_RATE,
         description=(
             "achievable GPU↔host bandwidth per direction, GB/s, for activation offload: PCIe Gen4 x16 "
             "(32 GB/s spec) moves about 25 GB/s in practice; catalog entries give Gen5 and NVLink-C2C parts"
@@ -554,13 +567,13 @@ class GpuSku(Strict):
         ge=1, le=MAX_BYTES_PER_GPU, description="memory the driver reports (nvidia-smi total), bytes"
     )
     marketed_gb: float | None = Field(None, description="the vendor's memory label (what blog arithmetic divides by)")
-    hbm_bandwidth_tbs: float = Field(gt=0, le=1000, description="spec memory bandwidth, TB/s (decimal)")
+    hbm_bandwidth_tbs: float = Field(ge=MIN_RATE, le=1000, description="spec memory bandwidth, TB/s (decimal)")
     node_size: GpuCount = Field(8, description="GPUs in one scale-up (NVLink/xGMI) domain")
     host_gpus: GpuCount | None = Field(
         None, description="GPUs of one host (a compute tray) where the scale-up domain spans several hosts: a job "
         "may run on any whole number of them (GB200 NVL72: 18 trays of 4 GPUs); null = node_size")
-    intra_node_gbs: float = Field(gt=0, le=100_000, description="scale-up bandwidth per GPU per direction, GB/s")
-    network_gbps: float = Field(gt=0, le=100_000, description="scale-out NIC bandwidth per GPU, Gbit/s")
+    intra_node_gbs: float = Field(ge=MIN_RATE, le=100_000, description="scale-up bandwidth per GPU per direction, GB/s")
+    network_gbps: float = Field(ge=MIN_RATE, le=100_000, description="scale-out NIC bandwidth per GPU, Gbit/s")
     tdp_w: int = Field(ge=1, le=100_000, description="board power, W")
     rated_tdp_w: int | None = Field(
         None,
@@ -629,13 +642,13 @@ class GpuDefinition(Strict):
     source: str | None = Field(None, description="where its figures come from")
     memory_gib: float | None = Field(None, gt=0, le=MAX_BYTES_PER_GPU / GIB, description="usable memory, GiB")
     hbm_bytes: int | None = Field(None, ge=1, le=MAX_BYTES_PER_GPU)
-    hbm_tb_s: float | None = Field(None, gt=0, le=1000, description="memory bandwidth, TB/s")
-    hbm_bandwidth_tbs: float | None = Field(None, gt=0, le=1000)
+    hbm_tb_s: float | None = Field(None, ge=MIN_RATE, le=1000, description="memory bandwidth, TB/s")
+    hbm_bandwidth_tbs: float | None = Field(None, ge=MIN_RATE, le=1000)
     peak_tflops: dict[PeakDtype, Tflops] | None = Field(None, description="merged over the base's peaks")
     node_size: GpuCount | None = None
     host_gpus: GpuCount | None = None
-    intra_node_gbs: float | None = Field(None, gt=0, le=100_000)
-    network_gbps: float | None = Field(None, gt=0, le=100_000)
+    intra_node_gbs: float | None = Field(None, ge=MIN_RATE, le=100_000)
+    network_gbps: float | None = Field(None, ge=MIN_RATE, le=100_000)
     tdp_w: int | None = Field(
         None, ge=1, le=100_000, description="board power; below the base's it is a power limit (slower clocks)"
     )
@@ -974,12 +987,12 @@ class StorageBandwidth(Strict):
     """Checkpoint storage bandwidth: per node, capped by what the file system delivers in aggregate."""
 
     per_node_gb_per_s: float = Field(
-        1.0, gt=0, le=1000,
+        1.0, ge=MIN_RATE, le=1000,
         description="GB/s (10^9 B) one node reads or writes. Llama 3: 2 TB/s sustained over 2,048 nodes = 0.98 "
         "(arXiv 2407.21783, §3.3.1); BLOOM: 2.3 TB in 40 s over 48 nodes = 1.2 (bigscience tr11-176B-ml chronicles)",
     )
     aggregate_gb_per_s: float | None = Field(
-        None, gt=0, le=1e6, description="GB/s of the whole file system (Llama 3's Tectonic: 2,000 sustained, "
+        None, ge=MIN_RATE, le=1e6, description="GB/s of the whole file system (Llama 3's Tectonic: 2,000 sustained, "
         "7,000 peak); null = no cap beyond the nodes'",
     )
 
@@ -1002,7 +1015,7 @@ class Checkpointing(Strict):
         StorageBandwidth(), description="restart load bandwidth (no published read figure: the write figure)"
     )
     host_copy_gb_per_s: float = Field(
-        25.0, gt=0, le=1000,
+        25.0, ge=MIN_RATE, le=1000,
         description="async saves: device-to-host copy rate per GPU, GB/s; PCIe 4.0 x16 moves 32 GB/s per "
         "direction and pinned copies reach about 80 % of it (PCIe 5.0 doubles it)",
     )

@@ -257,7 +257,7 @@ def test_portfolios(edits: list[tuple[tuple[str, ...], Any]]) -> None:
 def test_a_yaml_boolean_is_not_a_count() -> None:
     """pydantic's lax int reads `true` as 1; a count typed as a boolean is refused with its key, in a mapping
     (a per-SKU cap), a list (a pipeline layout) and a scenario GPU's catalog entry alike. Boolean switches and
-    0..1 fractions still take booleans."""
+    overlap shares (0..1, `tp_overlap: true` = all hidden) still take booleans; a measured number does not."""
     gpu = {"name": "h100-cap", "base": "h100-sxm", "prices": [{"provider": "p", "kind": "on-demand",
                                                                "usd_per_gpu_hour": 2.0, "max_gpus": True}]}
     for path, value, key in [(("hardware", "max_gpus"), True, "hardware.max_gpus"),
@@ -271,6 +271,8 @@ def test_a_yaml_boolean_is_not_a_count() -> None:
     switched = scenario_text([(("layout", "tp"), 2), (("layout", "sequence_parallel"), True),
                               (("efficiency", "tp_overlap"), True)])
     assert runner.invoke(app, ["estimate", str(write(switched.encode()))]).exit_code == 0
+    measured = runner.invoke(app, ["estimate", str(write(scenario_text([(("efficiency", "gemm"), True)]).encode()))])
+    assert measured.exit_code == 2 and "efficiency.gemm: expected a number, got a boolean" in measured.stderr
 
 
 # torchtitan's saved config (tests/fixtures/frameworks/torchtitan_llama3_8b_config.json) with hostile values
