@@ -31,6 +31,7 @@ from typing import Literal, cast
 from pydantic import ValidationError
 
 from planner.errors import InputError, format_validation_error
+from planner.limits import MAX_FILE_BYTES
 from planner.model.pipeline import PipelineSplit, virtual_stage_layers
 from planner.model.presets import DEFAULT_TOKEN_DISPATCHER
 from planner.schema import (
@@ -499,15 +500,24 @@ def _words(text: str) -> list[str]:
 
 
 def _expand(value: str, env: Mapping[str, str]) -> str:
-    """Substitute $NAME, ${NAME} and ${NAME:-default} from `env`; unknown references stay as written."""
+    """Substitute $NAME, ${NAME} and ${NAME:-default} from `env`; unknown references stay as written. A value
+    that grows past MAX_FILE_BYTES (A1=$A0$A0, A2=$A1$A1, …: every assignment doubles it) is refused as it grows."""
+    size = len(value)
 
     def one(match: re.Match[str]) -> str:
+        nonlocal size
         name = match.group(1) or match.group(3)
         if name in env:
-            return env[name]
-        if match.group(1) and match.group(2) is not None:
-            return _expand(match.group(2).strip("\"'"), env)
-        return match.group(0)
+            out = env[name]
+        elif match.group(1) and match.group(2) is not None:
+            out = _expand(match.group(2).strip("\"'"), env)
+        else:
+            return match.group(0)
+        size += len(out)
+        if size > MAX_FILE_BYTES:
+            raise InputError(f"Megatron-LM arguments: ${name} expands past {MAX_FILE_BYTES:,} characters, more than "
+                             "any launch script planner reads")
+        return out
 
     return _REFERENCE.sub(one, value)
 

@@ -29,10 +29,27 @@ def read_text(source: str | os.PathLike[str], what: str) -> tuple[str, str]:
         raise InputError(f"{path}: cannot read {what} ({reason})") from exc
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object's members; a key given twice is an error, as planner's YAML and TOML readers make it (json.loads
+    would keep the last silently, and DeepSpeed's own config loader refuses duplicates)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def parse_json_object(text: str, where: str) -> dict[str, Any]:
     """A JSON object, or an InputError with the line and column of the first problem."""
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        raise InputError(f"{where}: key {str(exc)!r} is given twice") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"{where}: line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}") from exc
     except RecursionError:

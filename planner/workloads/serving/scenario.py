@@ -113,7 +113,7 @@ class Slo(Strict):
 class ServingSearch(Strict):
     """What the search may choose, and how closely it simulates each candidate."""
 
-    tp: list[PositiveInt] = Field([1, 2, 4, 8], description="tensor-parallel sizes per replica")
+    tp: list[PositiveInt] = Field([1, 2, 4, 8], min_length=1, description="tensor-parallel sizes per replica")
     batch_limits: list[PositiveInt] | None = Field(
         None, description="max_num_seqs values to try (default 16..512 by doubling, within the engine's limit)"
     )
