@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -377,3 +378,137 @@ def test_request_lengths_beyond_any_sequence_are_refused(tmp_path: Path, value: 
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(doc))
     refused(["serve", str(path)], str(path), "serving.traffic.input")
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    # a rate or a utilisation at a subnormal value used to overflow the step time (exit 3, NumPy warnings)
+    ("efficiency: {hfu: 1.0e-20}\n", "efficiency.hfu: Input should be greater than or equal to 0.001"),
+    ("efficiency: {mfu: 1.0e-308}\n", "efficiency.mfu"),
+    ("gpus: [{name: g1, base: h100-sxm, hbm_tb_s: 1.0e-300}]\n", "gpus.0.hbm_tb_s"),
+    ("gpus: [{name: g1, base: h100-sxm, peak_tflops: {bf16: 1.0e-300}}]\n", "gpus.0.peak_tflops.bf16"),
+    ("gpus: [{name: g1, base: h100-sxm, intra_node_gbs: 1.0e-300}]\n", "gpus.0.intra_node_gbs"),
+    ("gpus: [{name: g1, base: h100-sxm, efficiency: {gemm: 1.0e-300}}]\n", "efficiency.gemm"),
+    ("reliability: {checkpoint: {write: {per_node_gb_per_s: 1.0e-300}}}\n", "per_node_gb_per_s"),
+    # a YAML boolean is not a number: `hfu: true` would have planned at 100 % utilisation
+    ("efficiency: {hfu: true}\n", "efficiency.hfu: expected a number, got a boolean"),
+    ("constraints: {deadline_days: true}\n", "constraints.deadline_days: expected a number, got a boolean"),
+    ("pricing: {pue: true}\n", "pricing.pue: expected a number"),
+])
+@pytest.mark.parametrize("command", ["estimate", "solve"])
+def test_rates_have_physical_floors_and_booleans_are_not_numbers(tmp_path: Path, extra: str, expected: str,
+                                                                    command: str) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(SCENARIO + "estimate: {gpu: h100-sxm, gpus: 8}\n" + extra)
+    refused([command, str(path)], expected)
+
+
+def test_the_lowest_legal_rates_give_finite_answers_without_warnings(tmp_path: Path) -> None:
+    """Every floor at once on a large job: absurd but finite numbers, exit 0, nothing on stderr."""
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "model: gpt3-175b\njob: {tokens: 1.0e15, seq_len: 2048, global_batch: 4194304}\n"
+        "hardware: {skus: [g1], max_gpus: 8}\nestimate: {gpu: g1, gpus: 1}\nefficiency: {hfu: 0.001}\n"
+        "gpus: [{name: g1, base: h100-sxm, peak_tflops: {bf16: 0.001, fp16: 0.001}, hbm_tb_s: 0.001, "
+        "intra_node_gbs: 0.001, network_gbps: 0.001, memory_gib: 1000}]\n")
+    result = runner.invoke(app, ["estimate", str(path), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    out = json.loads(result.stdout)
+    assert math.isfinite(out["time"]["step_seconds"]) and math.isfinite(out["cost"]["usd"])
+
+
+@pytest.mark.parametrize(("replace", "expected"), [
+    # a union's branches used to print one line each: the key, then what it takes
+    (("model: llama-2-7b", "model: 5"), "model: Input should be a valid string or a valid dictionary"),
+    (("max_gpus: 8", "max_gpus: {h100-sxm: 0}"), "hardware.max_gpus.h100-sxm: Input should be greater than or equal"),
+    (("skus: [h100-sxm]", "skus: [1]"), "hardware.skus.0: Input should be a valid string"),
+    (("model: llama-2-7b", "model: nope"), "s.yaml: model: unknown model 'nope'"),
+])
+def test_one_mistake_one_line_naming_file_and_key(tmp_path: Path, replace: tuple[str, str], expected: str) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(SCENARIO.replace(*replace))
+    refused(["solve", str(path)], expected)
+
+
+def test_a_mistake_inside_a_union_key_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(SCENARIO + "reliability: {failures_per_1000_node_days: 0}\n")
+    refused(["solve", str(path)], "reliability.failures_per_1000_node_days: Input should be greater than 0")
+
+
+def test_an_unknown_model_in_another_job_names_that_job(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(SCENARIO + "jobs: [{name: b, model: nope2, job: {tokens: 1.0e9, seq_len: 2048, "
+                               "global_batch: 8}}]\n")
+    refused(["solve", str(path)], "s.yaml: jobs.b.model: unknown model 'nope2'")
+
+
+def test_megatron_variables_that_double_without_end_are_refused_fast(tmp_path: Path) -> None:
+    """A0=1, A1=$A0$A0, …: forty assignments would expand to a terabyte; the value is refused as it grows."""
+    path = tmp_path / "args.sh"
+    path.write_text("\n".join(["A0=1"] + [f"A{i}=$A{i - 1}$A{i - 1}" for i in range(1, 40)] + ["--num-layers $A39"]))
+    refused(["review", "--megatron-args-file", str(path), "--model", "gpt3-175b", "--gpu", "a100-80gb", "--gpus",
+             "64", "--no-better"], "expands past")
+
+
+def test_deepspeed_json_with_a_key_twice_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "ds.json"
+    path.write_text('{"train_batch_size": 8, "train_batch_size": 16, "train_micro_batch_size_per_gpu": 1}')
+    refused(["review", "--deepspeed", str(path), "--model", "llama-2-7b", "--gpu", "h100", "--gpus", "8",
+             "--no-better"], "ds.json: key 'train_batch_size' is given twice")
+
+
+def test_serving_search_needs_a_tp_size(tmp_path: Path) -> None:
+    serving = Path(__file__).resolve().parents[1] / "scenarios" / "serving" / "llama70b.yaml"
+    path = tmp_path / "s.yaml"
+    path.write_text(serving.read_text().replace("tp: [1, 2, 4, 8]", "tp: []"))
+    refused(["serve", str(path)], "serving.search.tp")
+
+
+def test_portfolio_after_cycle_names_the_file(tmp_path: Path) -> None:
+    src = Path(__file__).resolve().parents[1] / "scenarios" / "portfolio_2027.yaml"
+    data = yaml.safe_load(src.read_text())
+    first = data["jobs"][0]["name"]
+    data["jobs"][0]["after"] = [first]
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(data))
+    refused(["schedule", str(path)], "p.yaml", f"job {first}: after: forms a cycle through {first}")
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "markdown"])
+def test_emit_prints_the_frameworks_text_and_refuses_a_format(tmp_path: Path, fmt: str) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(SCENARIO)
+    refused(["solve", str(path), "--emit", "megatron", "--format", fmt], "--emit and --format")
+
+
+def test_review_emit_deepspeed_says_what_the_json_cannot_hold() -> None:
+    result = runner.invoke(app, ["review", "--megatron-args", "--tensor-model-parallel-size 8 --micro-batch-size 1 "
+                                 "--global-batch-size 64", "--model", "llama-2-7b", "--gpu", "h100", "--gpus", "8",
+                                 "--emit", "deepspeed", "--no-better"])
+    assert json.loads(result.stdout)["train_micro_batch_size_per_gpu"] == 1
+    assert "cannot hold TP8" in result.stderr
+
+
+def test_markdown_cells_hold_pipes_and_line_breaks(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text('name: "a|b\\nc"\n' + SCENARIO.replace("skus: [h100-sxm]", 'skus: ["g|1"]')
+                    + 'gpus: [{name: "g|1", base: h100-sxm}]\n')
+    result = runner.invoke(app, ["solve", str(path), "--format", "markdown"])
+    assert result.exit_code == 0, result.output
+    table = [line for line in result.stdout.splitlines() if line.startswith("|")]
+    cells = [len(re.split(r"(?<!\\)\|", line)) for line in table]  # cells between unescaped pipes
+    assert len(table) >= 3 and len(set(cells)) == 1, cells
+    assert "a\\|b c" in table[2] and "g\\|1" in table[2]
+
+
+def test_solve_time_limit_bounds_the_layout_evaluation_of_many_jobs(tmp_path: Path) -> None:
+    """Several jobs skip the pruned search and evaluate every layout grid; the time limit now bounds that too (it
+    bounded only CP-SAT): exit 1, and the reason says where the time went."""
+    jobs = "".join(f"  - {{name: j{i}, model: llama-2-7b, job: {{tokens: 1.0e9, seq_len: 2048, global_batch: 64}}}}\n"
+                   for i in range(3))
+    path = tmp_path / "s.yaml"
+    path.write_text(SCENARIO + "jobs:\n" + jobs)
+    result = runner.invoke(app, ["solve", str(path), "--time-limit", "0.01"])
+    assert result.exit_code == 1, result.output
+    assert "time limit ran out while evaluating the layouts of job" in result.output

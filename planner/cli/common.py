@@ -148,6 +148,19 @@ def model_config(path: Path | None, name: str | None) -> Any:
     return model_from_hf_config(path)
 
 
+def emit_text(text: str, framework: str, layout: Any, fmt: str) -> None:
+    """`--emit`: the framework's own input on stdout, nothing else; what a DeepSpeed config cannot hold (TP, PP,
+    SP, set in the model code and launcher) said on stderr. `--format` other than the table is refused: the
+    emitted text is the framework's format, not JSON, CSV or Markdown."""
+    from planner import InputError, not_in_deepspeed_config
+
+    if fmt != "table":
+        raise InputError(f"--emit and --format {fmt}: --emit prints the framework's own input; give one of them")
+    typer.echo(text, nl=False)
+    if framework == "deepspeed" and (missing := not_in_deepspeed_config(layout)):
+        say(f"note: the DeepSpeed config cannot hold {', '.join(missing)}: set them in the model code and launcher")
+
+
 def say(message: str) -> None:
     """A message on stderr, user text in it shown literally."""
     from planner.report import literal

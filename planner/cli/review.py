@@ -23,8 +23,8 @@ from planner import (
     FrameworkName,
 )
 from planner.cli.basis import ConfidenceFlag, ReliabilityFlag, ReliabilityOpt, reliability_value
+from planner.cli.common import emit_text, run
 from planner.cli.common import model_config as given_model
-from planner.cli.common import run
 from planner.report import Format
 
 
@@ -93,7 +93,7 @@ def review_command(
         )
         rev = review(request, better=better, time_limit_s=time_limit)
         if emit is not None:
-            typer.echo(rev.emit(emit.value), nl=False)
+            emit_text(rev.emit(emit.value), emit.value, rev.emitted_layout, format.value)
         else:
             render(rev, format.value)
         return rev.exit_code

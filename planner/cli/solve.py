@@ -14,8 +14,7 @@ import typer
 
 from planner import MAX_MARGIN, MAX_TIME_LIMIT_S, MAX_TOP_K, MAX_WORKERS, NEAR_OPTIMAL_MARGIN, FrameworkName
 from planner.cli.basis import ConfidenceFlag, ReliabilityFlag, ReliabilityOpt, reliability_value
-from planner.cli.common import run
-from planner.cli.common import say as tell
+from planner.cli.common import emit_text, run
 from planner.report import Format
 
 
@@ -50,14 +49,8 @@ def solve_command(
         with spinner(f"solving {scenario.name}") as say:
             result = solve(sc, time_limit_s=time_limit, pareto=pareto, explain=explain, top_k=top_k, margin=margin,
                            num_workers=workers, progress=say)
-        if emit is not None:
-            typer.echo(result.emit(emit.value), nl=False)  # no plan: InfeasibleError, the reasons on stderr
-            if emit.value == "deepspeed":
-                from planner import not_in_deepspeed_config
-
-                if missing := not_in_deepspeed_config(result.plans[0].evaluation.layout):
-                    tell(f"note: the DeepSpeed config cannot hold {', '.join(missing)}: set them in the model code "
-                        "and launcher")
+        if emit is not None:  # no plan: InfeasibleError, the reasons on stderr
+            emit_text(result.emit(emit.value), emit.value, result.plans[0].evaluation.layout, format.value)
         else:
             render(result, format.value)
         return 0 if result.plans else 1

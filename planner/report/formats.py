@@ -1,7 +1,7 @@
 """Machine formats of results: JSON, CSV and Markdown, from dicts and rows.
 
-User text in CSV and Markdown goes through `literal`, so a terminal shows control characters escaped;
-JSON escapes them itself.
+User text in CSV and Markdown goes through `literal`, so a terminal shows control characters escaped (in
+Markdown also line breaks and pipes, which would end a cell); JSON escapes them itself.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from planner.report import FORMATS
-from planner.report.text import flatten, literal
+from planner.report.text import flatten, literal, md_cell
 
 __all__ = ["FORMATS", "flatten", "key_value_rows", "machine", "to_csv", "to_json", "to_markdown"]
 
@@ -38,8 +38,8 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
     cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(literal(r.get(c, "")) for c in cols) + " |" for r in rows]
+    lines = ["| " + " | ".join(md_cell(c) for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(md_cell(r.get(c, "")) for c in cols) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 

@@ -18,7 +18,7 @@ from planner.report import serving as serving_view
 from planner.report import serving_compare as serving_compare_view
 from planner.report.formats import FORMATS, machine, to_csv, to_json, to_markdown
 from planner.report.terminal import console
-from planner.report.text import literal
+from planner.report.text import md_literal
 from planner.workflows.compare import CompareResult
 from planner.workflows.compare_serving import ServingCompareResult
 from planner.workflows.inference import InferenceEstimate
@@ -222,10 +222,10 @@ def solve_markdown(result: SolveResult) -> str:
     head = (f"**{result.status}** ({result.objective}), {result.seconds:.2f} s, "
             f"{result.search_space_size:,} layouts searched, {result.layouts_evaluated:,} evaluated\n\n")
     if not result.plans:
-        return head + "".join(f"- {literal(r)}\n" for r in result.reasons)
+        return head + "".join(f"- {md_literal(r)}\n" for r in result.reasons)
     body = to_markdown([{"rank": i + 1} | tables.short_row(p) for i, p in enumerate(result.plans)])
     if result.binding:
-        body += "\n" + "".join(f"- {literal(b)}\n" for b in result.binding)
+        body += "\n" + "".join(f"- {md_literal(b)}\n" for b in result.binding)
     return head + body
 
 

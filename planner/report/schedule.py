@@ -19,7 +19,7 @@ import pandas as pd
 from planner.report.formats import to_csv, to_json, to_markdown
 from planner.report.html import figure_html, page_head, table_html
 from planner.report.terminal import console
-from planner.report.text import cell, literal, rounded, usd
+from planner.report.text import cell, md_literal, rounded, usd
 from planner.workloads.training.layout import as_fields
 
 if TYPE_CHECKING:
@@ -180,14 +180,14 @@ def text(r: ScheduleResult, fmt: str) -> str:
         return to_json(schedule_dict(r)) + "\n"
     if fmt == "csv":
         return to_csv(job_rows(r) or [{"status": r.status, "reasons": "; ".join(r.reasons)}])
-    parts = ["\n".join(f"- {literal(s)}" for s in summary_lines(r))]
+    parts = ["\n".join(f"- {md_literal(s)}" for s in summary_lines(r))]
     if r.reasons:
-        parts += ["**Why no plan**", "\n".join(f"- {literal(s)}" for s in r.reasons)]
+        parts += ["**Why no plan**", "\n".join(f"- {md_literal(s)}" for s in r.reasons)]
     if r.jobs:
         parts += ["**Jobs**", _markdown(job_rows(r)), "**Pools**", _markdown(pool_rows(r))]
     if r.difference:
-        parts += ["**Against the greedy baseline**", "\n".join(f"- {literal(s)}" for s in r.difference)]
-    parts += ["**Assumptions and prices**", "\n".join(f"- {literal(s)}" for s in r.notes)]
+        parts += ["**Against the greedy baseline**", "\n".join(f"- {md_literal(s)}" for s in r.difference)]
+    parts += ["**Assumptions and prices**", "\n".join(f"- {md_literal(s)}" for s in r.notes)]
     return "\n\n".join(parts) + "\n"
 
 

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from planner.report.dicts import estimate_dict, memory_dict, reliability_dict, time_dict, warnings_list
 from planner.report.terminal import safe
-from planner.report.text import cell, gib, layout_text, literal, numeric, rounded, setting_text
+from planner.report.text import cell, gib, layout_text, literal, md_literal, numeric, rounded, setting_text
 from planner.schema import GIB
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def titled_markdown(title: str, rows: list[dict[str, Any]], notes: Iterable[str]
     from planner.report.formats import to_markdown
 
     body = to_markdown([{k: cell(v) for k, v in r.items()} for r in rows])
-    return f"**{literal(title)}**\n\n" + body + "\n" + "".join(f"- {literal(n)}\n" for n in notes)
+    return f"**{md_literal(title)}**\n\n" + body + "\n" + "".join(f"- {md_literal(n)}\n" for n in notes)
 
 
 def _days(d: float | None) -> str:

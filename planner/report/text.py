@@ -71,6 +71,17 @@ def literal(value: Any) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
 
 
+def md_literal(value: Any) -> str:
+    """User text inside a Markdown line (a bold title, a list item): `literal`, and a line break as a space, so
+    that the text cannot end the title or the item."""
+    return literal(value).replace("\r\n", " ").replace("\n", " ")
+
+
+def md_cell(value: Any) -> str:
+    """One Markdown table cell: `md_literal`, a pipe escaped so that it cannot end the cell."""
+    return md_literal(value).replace("|", "\\|")
+
+
 class Shown(float):
     """A float that prints with a fixed number of decimals (display rows only)."""
 

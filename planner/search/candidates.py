@@ -14,6 +14,7 @@ a scheduler over candidate tables.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -184,7 +185,17 @@ def ranked(table: CandidateTable) -> CandidateTable:
     return replace(table, rank=rank)
 
 
-def job_candidates(problem: Problem, job: JobSpec) -> JobCandidates:
+class OutOfTime(Exception):
+    """The solve's time limit ran out while the layout grids were still being evaluated."""
+
+    def __init__(self, job: str, done: int, jobs: int) -> None:
+        super().__init__(f"the time limit ran out while evaluating the layouts of job {job} ({done} of {jobs} jobs "
+                         "done): allow more time (--time-limit), or narrow hardware.skus or the jobs")
+
+
+def job_candidates(problem: Problem, job: JobSpec, deadline_at: float | None = None) -> JobCandidates:
+    """Every fitting (SKU, layout) of one job. `deadline_at` (time.monotonic()): OutOfTime when it passes between
+    two SKUs."""
     w = job.workload
     skus = problem.skus_for(job)
     caps = [problem.cap(s, job) for s in skus]
@@ -194,6 +205,8 @@ def job_candidates(problem: Problem, job: JobSpec) -> JobCandidates:
     sku_index = {s.name: i for i, s in enumerate(problem.skus)}
     runnable: dict[tuple[int, int, int], np.ndarray] = {}  # (node, host, cap) → mask
     for sku, cap in zip(skus, caps, strict=True):
+        if deadline_at is not None and time.monotonic() > deadline_at:
+            raise OutOfTime(job.name, problem.jobs.index(job), len(problem.jobs))
         if (sku.node, sku.host, cap) not in runnable:
             runnable[(sku.node, sku.host, cap)] = w.runnable(grid, sku.node, job.counts(cap, [sku]))
         legal = runnable[(sku.node, sku.host, cap)]
@@ -207,5 +220,11 @@ def job_candidates(problem: Problem, job: JobSpec) -> JobCandidates:
     return JobCandidates(job, grid, mem, ranked(CandidateTable.concat(parts)), stats)
 
 
-def all_candidates(problem: Problem) -> list[JobCandidates]:
-    return [job_candidates(problem, j) for j in problem.jobs]
+def all_candidates(problem: Problem, deadline_at: float | None = None) -> list[JobCandidates]:
+    """Every job's candidates; OutOfTime once `deadline_at` (time.monotonic()) has passed."""
+    out = []
+    for i, j in enumerate(problem.jobs):
+        if deadline_at is not None and time.monotonic() > deadline_at:
+            raise OutOfTime(j.name, i, len(problem.jobs))
+        out.append(job_candidates(problem, j, deadline_at))
+    return out

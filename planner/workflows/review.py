@@ -176,10 +176,14 @@ class Review:
 
         return review_dict(self)
 
+    @property
+    def emitted_layout(self) -> Layout:
+        """What `emit` writes: the better plan's layout, or the reviewed one when nothing is better."""
+        return self.better.plan.evaluation.layout if self.better else self.evaluation.layout
+
     def emit(self, fmt: str) -> str:
         """The better plan in a framework's form, or the reviewed layout when nothing is better."""
-        layout = self.better.plan.evaluation.layout if self.better else self.evaluation.layout
-        return self.config.export(fmt, layout)
+        return self.config.export(fmt, self.emitted_layout)
 
 
 # --------------------------------------------------------------------------------------------

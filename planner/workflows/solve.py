@@ -16,7 +16,7 @@ from typing import Any
 from planner.scenario import Scenario
 from planner.schema import Implementation
 from planner.search import NEAR_OPTIMAL_MARGIN
-from planner.search.candidates import all_candidates, job_candidates
+from planner.search.candidates import OutOfTime, all_candidates, job_candidates
 from planner.search.cpsat import OBJECTIVES, Selector
 from planner.search.explain import explain_binding, explain_infeasible
 from planner.search.plans import Plan, PlanBook, Solution
@@ -125,7 +125,13 @@ def solve(
         selector = Selector(problem, cands, num_workers=num_workers, seed=SEED, deadline_at=start + time_limit_s)
         best = selector.lexicographic(objectives)
     if cands is None or best.selection is None:  # no floor, or no plan: explanations read every layout
-        cands, pruning = all_candidates(problem), None
+        try:
+            cands, pruning = all_candidates(problem, deadline_at=start + time_limit_s), None
+        except OutOfTime as e:
+            return SolveResult(status="unknown", objective=problem.objective, seconds=time.monotonic() - start,
+                               search_space_size=0, candidates=0, layouts_evaluated=0, margin=margin,
+                               skipped=list(problem.skipped), jobs=[j.name for j in problem.jobs],
+                               num_workers=num_workers, implementation=scenario.implementation, reasons=[str(e)])
         selector = Selector(problem, cands, num_workers=num_workers, seed=SEED, deadline_at=start + time_limit_s)
         best = selector.lexicographic(objectives)
     space = sum(c.space_size for c in cands)
