@@ -512,3 +512,15 @@ def test_solve_time_limit_bounds_the_layout_evaluation_of_many_jobs(tmp_path: Pa
     result = runner.invoke(app, ["solve", str(path), "--time-limit", "0.01"])
     assert result.exit_code == 1, result.output
     assert "time limit ran out while evaluating the layouts of job" in result.output
+
+
+def test_deepspeed_nested_zero_key_outside_deepspeeds_schema_is_reported(tmp_path: Path) -> None:
+    """DeepSpeedZeroConfig forbids keys it does not define; review lists them as it lists unknown top-level keys."""
+    path = tmp_path / "ds.json"
+    path.write_text('{"train_batch_size": 64, "train_micro_batch_size_per_gpu": 1, "bf16": {"enabled": true}, '
+                    '"zero_optimization": {"stage": 2, "overlap_comm": true, "stage3_max_live_parameters": 1e9, '
+                    '"wat": 1}}')
+    result = runner.invoke(app, ["review", "--deepspeed", str(path), "--model", "llama-2-7b", "--gpu", "h100",
+                                 "--gpus", "8", "--no-better", "--format", "json"])
+    unknown = [f["message"] for f in json.loads(result.stdout)["findings"] if f["code"] == "unknown_setting"]
+    assert unknown == ["zero_optimization.wat: not a DeepSpeed setting planner knows; not taken into account"]

@@ -332,3 +332,15 @@ def test_the_solver_keeps_the_ulysses_heads_rule() -> None:
         assert (m.n_kv_heads // lay.tp) % lay.cp == 0 and not plan.evaluation.problems
     ring = sc.model_copy(update={"implementation": sc.implementation.model_copy(update={"cp_exchange": None})})
     assert solve(ring, top_k=1).search_space_size > result.search_space_size
+
+
+def test_a_misspelt_key_is_reported_with_the_key_meant() -> None:
+    """A key one letter from one planner reads in the same section is a typo that would leave the setting at its
+    default (TP 1 here): review says so; torchtitan's own keys (a [validation] `enabled`) are not flagged."""
+    fixture = Path(__file__).parent / "fixtures" / "frameworks" / "torchtitan_llama3_8b.toml"
+    text = fixture.read_text()
+    assert parse_torchtitan_toml(text).unknown == []
+    typo = parse_torchtitan_toml(text.replace("tensor_parallel_degree", "tensor_parallel_degre")
+                                 + "\n[validation]\nenabled = true\n")
+    assert typo.unknown == ["parallelism.tensor_parallel_degre (did you mean tensor_parallel_degree?)"]
+    assert typo.tp == 1

@@ -40,6 +40,25 @@ _KNOWN_KEYS_TEXT = """
     torch_autocast compile graph_harvesting disable_allgather
 """
 KNOWN_KEYS = frozenset(_KNOWN_KEYS_TEXT.split())
+# zero_optimization's keys and their stage3_* aliases (deepspeed/runtime/zero/config.py DeepSpeedZeroConfig, whose
+# DeepSpeedConfigModel forbids any other): one outside them is listed as `zero_optimization.<key>`.
+_ZERO_KEYS_TEXT = """
+    stage contiguous_gradients reduce_scatter reduce_bucket_size use_multi_rank_bucket_allreduce allgather_partitions
+    allgather_bucket_size overlap_comm load_from_fp32_weights elastic_checkpoint offload_param offload_optimizer
+    zenflow sub_group_size cpu_offload_param cpu_offload_use_pin_memory cpu_offload prefetch_bucket_size
+    stage3_prefetch_bucket_size param_persistence_threshold stage3_param_persistence_threshold
+    model_persistence_threshold stage3_model_persistence_threshold max_live_parameters stage3_max_live_parameters
+    max_reuse_distance stage3_max_reuse_distance gather_16bit_weights_on_model_save
+    stage3_gather_16bit_weights_on_model_save module_granularity_threshold stage3_module_granularity_threshold
+    use_all_reduce_for_fetch_params stage3_use_all_reduce_for_fetch_params allgather_sequential
+    stage3_allgather_sequential partition_stream_chunk_size stage3_partition_stream_chunk_size
+    stage3_gather_fp16_weights_on_model_save ignore_unused_parameters legacy_stage1 round_robin_gradients
+    zero_hpz_partition_size zero_quantized_weights zero_quantized_nontrainable_weights zero_quantized_gradients
+    zeropp_loco_param mics_shard_size mics_hierarchical_params_gather memory_efficient_linear
+    pipeline_loading_checkpoint override_module_apply log_trace_cache_warnings enable_sanity_checks
+    save_muon_momentum_buffer_in_memory leaf_module
+"""
+ZERO_KEYS = frozenset(_ZERO_KEYS_TEXT.split())
 
 
 @dataclass(frozen=True)
@@ -336,7 +355,9 @@ def parse_deepspeed_config(path_or_dict: str | os.PathLike[str] | Mapping[str, A
         zero=stage, offload_optimizer=offload, micro_batch=micro, grad_accum=accum, train_batch=train,
         precision=precision, grad_accum_dtype=accum_dtype, recompute=recompute, optimizer=optimizer,
         activation_offload=cpu_checkpoints, overlap_comm=stage == 3 if overlap is None else overlap,
-        unknown=[k for k in data if k not in KNOWN_KEYS], unsupported=unsupported, notes=notes, where=where,
+        unknown=[k for k in data if k not in KNOWN_KEYS]
+        + [f"zero_optimization.{k}" for k in zero_section if k not in ZERO_KEYS],
+        unsupported=unsupported, notes=notes, where=where,
     )
 
 

@@ -17,6 +17,8 @@ Keys are read where the current JobConfig keeps them ([parallelism], [training],
 
 from __future__ import annotations
 
+import builtins
+import difflib
 import os
 import re
 import tomllib
@@ -113,6 +115,7 @@ class TorchtitanConfig:
     toml: bool = True  # a job TOML; False: a saved Trainer.Config (torchtitan from February 2026)
     unsupported: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)  # keys of the job TOML that look like a misspelt one read
     where: str = "torchtitan config"
 
     def degrees(self, gpus: int) -> tuple[int, int]:
@@ -215,15 +218,23 @@ def module_fqns(chunks: tuple[int, ...]) -> list[list[str]]:
     return parts
 
 
+# How close (difflib's ratio) an unread key must be to a read one to be reported as its misspelling: one letter
+# dropped or swapped in a 20-letter key scores 0.95–0.97; torchtitan's own neighbouring keys (context_parallel_degree
+# beside context_parallel_rotate_method) score below 0.8.
+MISSPELT_CUTOFF = 0.9
+
+
 class _Toml:
     """Typed reads; every failure is an InputError naming the file and the section.key."""
 
     def __init__(self, data: Mapping[str, Any], where: str) -> None:
         self.data = data
         self.where = where
+        self.asked: dict[str, set[str]] = {}  # section → the keys read there
 
     def find(self, key: str, *sections: str) -> tuple[str, Any] | None:
         for section in sections:
+            self.asked.setdefault(section, set()).add(key)
             table = self.data.get(section)
             if isinstance(table, Mapping) and table.get(key) is not None:  # JSON null: not set
                 return f"{section}.{key}", table[key]
@@ -241,6 +252,21 @@ class _Toml:
                 return default
             raise InputError(f"{self.where}: {name} must be a positive integer, got -1")
         return value
+
+    def misspelt(self) -> list[str]:
+        """`section.key` of the keys that are not read but lie within a letter or two of one read in the same
+        section (`tensor_parallel_degre`): probably a typo that leaves the setting at its default, said with the
+        key meant. Keys far from every read one are torchtitan settings that change neither memory nor time."""
+        out = []
+        for section, table in self.data.items():
+            asked = self.asked.get(section, set())
+            if not isinstance(table, Mapping) or not asked:
+                continue
+            for key in table:
+                if isinstance(key, builtins.str) and key not in asked and (
+                        near := difflib.get_close_matches(key, asked, n=1, cutoff=MISSPELT_CUTOFF)):
+                    out.append(f"{section}.{key} (did you mean {near[0]}?)")
+        return out
 
     def str(self, key: str, default: str, *sections: str) -> str:
         found = self.find(key, *sections)
@@ -564,6 +590,7 @@ def parse_torchtitan_toml(
         async_tp=async_tp is not None and async_tp[1] and tp > 1,
         loss_chunks=loss_chunks if loss_chunks > 1 else None,
         cp_rotate=rotate[1] if rotate is not None else None, cuda_graphs=cuda_graphs,
+        unknown=[] if dump else t.misspelt(),
     )
 
 

@@ -352,7 +352,7 @@ def _from_torchtitan(req: ReviewRequest) -> Config:
     return Config(source="torchtitan", model=model, layout=layout, gpus=gpus, seq=cfg.seq,
                   form=None if cfg.toml else "torchtitan-config",  # a saved config: today's torchtitan
                   implementation=cfg.implementation(sc.implementation if sc else None),
-                  read=_listed([], cfg.unsupported, cfg.notes + overlap_notes, "torchtitan"), **common)
+                  read=_listed(cfg.unknown, cfg.unsupported, cfg.notes + overlap_notes, "torchtitan"), **common)
 
 
 def _from_published(req: ReviewRequest) -> Config:
