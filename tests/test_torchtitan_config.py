@@ -344,3 +344,15 @@ def test_a_misspelt_key_is_reported_with_the_key_meant() -> None:
                                  + "\n[validation]\nenabled = true\n")
     assert typo.unknown == ["parallelism.tensor_parallel_degre (did you mean tensor_parallel_degree?)"]
     assert typo.tp == 1
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("batch_size = 1", "batch_size = 9223372036854775807", "training.batch_size must be at most 4,194,304"),
+    ("tensor_parallel_degree = 1", "tensor_parallel_degree = 2000000", "tensor_parallel_degree must be at most"),
+])
+def test_an_integer_past_its_physical_range_is_one_line_naming_the_toml_key(key: str, value: str,
+                                                                            expected: str) -> None:
+    fixture = Path(__file__).parent / "fixtures" / "frameworks" / "torchtitan_llama3_8b.toml"
+    with pytest.raises(InputError, match=expected) as e:
+        parse_torchtitan_toml(fixture.read_text().replace(key, value))
+    assert "\n" not in str(e.value)

@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from planner.catalog import get_model
 from planner.errors import InputError, format_validation_error
 from planner.interop.sources import parse_json_object, read_text
+from planner.limits import MAX_GLOBAL_BATCH, MAX_GPUS, MAX_LAYERS, MAX_SEQ
 from planner.model.pipeline import PipelineSplit, virtual_stage_layers
 from planner.schema import (
     CpExchange,
@@ -218,6 +219,15 @@ def module_fqns(chunks: tuple[int, ...]) -> list[list[str]]:
     return parts
 
 
+# The largest value each integer key may take (planner.limits); a parallel degree is a GPU count (MAX_GPUS).
+INT_MAXIMUM = {"seq_len": MAX_SEQ, "batch_size": MAX_GLOBAL_BATCH, "local_batch_size": MAX_GLOBAL_BATCH,
+               "global_batch_size": MAX_GLOBAL_BATCH, "pipeline_parallel_microbatch_size": MAX_GLOBAL_BATCH,
+               "pipeline_parallel_layers_per_stage": MAX_LAYERS, "num_chunks": MAX_SEQ,
+               # a saved Trainer.Config states its batch in tokens and its sequence as max_context_length
+               "max_context_length": MAX_SEQ, "num_pp_microbatches": MAX_GLOBAL_BATCH,
+               "num_tokens_per_microbatch_per_dp_rank": MAX_SEQ * MAX_GLOBAL_BATCH,
+               "num_tokens_per_train_step": MAX_SEQ * MAX_GLOBAL_BATCH}
+
 # How close (difflib's ratio) an unread key must be to a read one to be reported as its misspelling: one letter
 # dropped or swapped in a 20-letter key scores 0.95–0.97; torchtitan's own neighbouring keys (context_parallel_degree
 # beside context_parallel_rotate_method) score below 0.8.
@@ -247,6 +257,8 @@ class _Toml:
         name, value = found
         if isinstance(value, bool) or not isinstance(value, int) or (value < minimum and value != -1):
             raise InputError(f"{self.where}: {name} must be a positive integer, got {value!r}")
+        if value > (top := INT_MAXIMUM.get(key, MAX_GPUS)):  # a degree is a GPU count
+            raise InputError(f"{self.where}: {name} must be at most {top:,}, got {value:,}")
         if value == -1 and key != "data_parallel_shard_degree":
             if key == "global_batch_size":
                 return default
