@@ -68,8 +68,8 @@ def test_library_never_imports_the_cli() -> None:
     ("search", ("planner.schema", "planner.model", "planner.workloads", "planner.scenario", "planner.portfolio",
                 "planner.pricing", "planner.errors", "planner.catalog", "planner.search", "planner.report.text")),
     # the workflows: everything below them; of the report layer only its leaf formatters
-    ("workflows", ("planner.schema", "planner.model", "planner.workloads", "planner.scenario", "planner.portfolio",
-                   "planner.pricing",
+    ("workflows", ("planner.schema", "planner.limits", "planner.model", "planner.workloads", "planner.scenario",
+                   "planner.portfolio", "planner.pricing",
                    "planner.errors", "planner.catalog", "planner.search", "planner.interop", "planner.workflows",
                    "planner.report.text")),
     ("interop", ("planner.schema", "planner.limits", "planner.model", "planner.workloads.training.legality",

@@ -49,7 +49,8 @@ class EstimateRequest:
 def basis(req: EstimateRequest) -> Basis:
     """What the estimate's expected time counts: the request's reliability over the scenario's over the
     defaults, at the point estimate (an estimate holds nothing to a deadline)."""
-    given = req.reliability if req.reliability is not None else (
+    chosen = inputs.reliability_choice(req.reliability)
+    given = chosen if chosen is not None else (
         req.scenario.reliability if req.scenario is not None else Reliability())
     return Basis(resolve_reliability(given))
 
@@ -63,7 +64,7 @@ def resolve(req: EstimateRequest) -> Inputs:
     if model is None:
         raise InputError("--model: give a catalog model, --model-config FILE, or a scenario")
     hw = inputs.hardware(sc, model, gpu=req.gpu, gpus_per_node=req.gpus_per_node, tokens=req.tokens)
-    seq = pick(req.seq, sc.job.seq_len if sc else None, model.training_seq)
+    seq = inputs.checked("--seq", pick(req.seq, sc.job.seq_len if sc else None, model.training_seq))
     impl = sc.implementation if sc else Implementation()
     given = {k: v for k, v in req.implementation.items() if v is not None}
     if req.dropout is not None:
@@ -81,8 +82,10 @@ def resolve(req: EstimateRequest) -> Inputs:
                            seq=seq, strict=True, implementation=impl, state=req.state,
                            seq_key="--seq" if req.seq is not None else "job.seq_len",
                            gpus_key=inputs.gpus_origin(req.gpus, sc))
-    if req.mfu is not None or req.hfu is not None:
-        hw["efficiency"] = hw["efficiency"].model_copy(update={"mfu": req.mfu, "hfu": req.hfu})
+    if req.mfu is not None or req.hfu is not None:  # in the range a scenario's efficiency.mfu / hfu takes
+        eff = hw["efficiency"]
+        hw["efficiency"] = inputs.validated(type(eff), {**eff.model_dump(exclude_unset=True), "mfu": req.mfu,
+                                                        "hfu": req.hfu}, "--mfu" if req.mfu is not None else "--hfu")
     return Inputs(model=model, layout=layout, seq=seq, implementation=impl, **hw)
 
 

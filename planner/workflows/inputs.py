@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter, ValidationError
 
 from planner.errors import InputError, format_validation_error
+from planner.limits import MAX_GPUS
 from planner.model.params import count_params
 from planner.pricing import priced
 from planner.scenario import MAX_TOKENS, EfficiencyOverride, Pricing, Scenario, resolve_model
@@ -21,6 +22,7 @@ from planner.schema import (
     Layout,
     ModelSpec,
     Overheads,
+    Reliability,
     SeqLen,
     compute_dtype,
     master_weights_problem,
@@ -149,6 +151,16 @@ def validated(kind: type[Any], data: Mapping[str, Any], where: str) -> Any:
         raise InputError(format_validation_error(e, where)) from None
 
 
+def reliability_choice(value: Any) -> Reliability | Literal["none"] | None:
+    """A request's `reliability` as the model takes it: a Reliability, "none", or None (the scenario's); a
+    mapping is validated as a scenario's `reliability:` key would be, anything else is an InputError."""
+    if value is None or value == "none" or isinstance(value, Reliability):
+        return value
+    if isinstance(value, Mapping):
+        return validated(Reliability, value, "reliability")
+    raise InputError(f"reliability: expected 'none' or a Reliability (failures, checkpoints), got {value!r}")
+
+
 def layout(sc: Scenario | None, model: ModelSpec, *, overrides: Mapping[str, Any], gpus: int | None,
            global_batch: int | None, precision: str | None, node: int, seq: int, strict: bool,
            implementation: Implementation | None = None, state: Mapping[str, Any] | None = None,
@@ -165,6 +177,12 @@ def layout(sc: Scenario | None, model: ModelSpec, *, overrides: Mapping[str, Any
         raise InputError(why)
     fixed: dict[str, Any] = sc.layout.model_dump(exclude={"sku", "gpus"}, exclude_none=True) if sc else {}
     fixed.update({k: v for k, v in overrides.items() if v is not None})
+    for key in ("tp", "pp", "cp", "dp"):  # the sizes dp is derived from, before any arithmetic on them
+        size = fixed.get(key)
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_GPUS):
+            raise InputError(f"layout.{key}: must be a whole number from 1 to {MAX_GPUS:,}, got {size!r}")
+    if bad := [k for k in fixed if not isinstance(k, str)]:
+        raise InputError(f"layout: {bad[0]!r} is not a layout key")
     tp, pp, cp = fixed.get("tp", 1), fixed.get("pp", 1), fixed.get("cp", 1)
     if "dp" not in fixed:
         if gpus is None:

@@ -377,7 +377,7 @@ def review_basis(req: ReviewRequest) -> Basis:
     """The request's reliability and confidence over the scenario's over the defaults (failures counted,
     the point estimate)."""
     sc = req.scenario
-    rel = pick(req.reliability, sc.reliability if sc else None, Reliability())
+    rel = pick(inputs.reliability_choice(req.reliability), sc.reliability if sc else None, Reliability())
     conf = pick(req.confidence, sc.constraints.confidence if sc else None)
     if conf is not None:
         try:

@@ -119,7 +119,8 @@ class Evaluation(FitsOnGpu):
 
     @property
     def planned_cost_usd(self) -> float | None:
-        if self.rate is None:
+        """None without a price, or when the job never ends (checkpoints outlast the time between them)."""
+        if self.rate is None or not math.isfinite(self.planned_seconds):
             return None
         return self.planned_seconds * self.gpus / 3600 * self.rate.usd_per_gpu_hour
 
@@ -138,7 +139,8 @@ class Evaluation(FitsOnGpu):
 
     @property
     def cost_usd(self) -> float | None:
-        if self.rate is None:
+        """None without a price, or when the job never ends (its expected GPU-hours are infinite)."""
+        if self.rate is None or not math.isfinite(self.gpu_hours):
             return None
         return self.gpu_hours * self.rate.usd_per_gpu_hour
 
