@@ -108,23 +108,34 @@ def loads(text: str, where: str, *, trusted: bool = False) -> Any:
         raise InputError(f"{at}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
     except RecursionError:
         raise InputError(f"{where}: nested too deeply to be a planner file") from None
+    except ValueError as e:  # an integer past Python's 4,300-digit conversion limit
+        raise InputError(f"{where}: not a planner file ({e})") from None
 
 
 def read_text(path: Path) -> str:
-    """A user's file as text: missing, unreadable, oversized or non-UTF-8 files are InputErrors."""
+    """A user's file as text: missing, unreadable, oversized or non-UTF-8 files are InputErrors, and so is a
+    path the system refuses (a name too long, a NUL byte in it)."""
     try:
         if path.is_dir():
             raise InputError(f"{path}: is a directory, not a file")
         with path.open("rb") as f:
             raw = f.read(MAX_BYTES + 1)
     except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+        raise InputError(f"{_shown(path)}: cannot read ({e.strerror or e})") from None
+    except ValueError as e:
+        raise InputError(f"{_shown(path)}: cannot read ({e})") from None
     if len(raw) > MAX_BYTES:
         raise InputError(f"{path}: larger than {MAX_BYTES // 2**10:,} KiB; not a planner file")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not UTF-8 text (byte {e.start}: {raw[e.start:e.start + 1]!r})") from None
+
+
+def _shown(path: Path) -> str:
+    """A path for a one-line message: control characters escaped, a very long one cut to its first 200 characters."""
+    text = repr(str(path))[1:-1]
+    return text if len(text) <= 200 else text[:200] + "…"
 
 
 def read_yaml(path: Path, *, trusted: bool = False) -> Any:

@@ -360,7 +360,12 @@ def load_scenario(path: str | Path) -> Scenario:
 
 def _is_config_path(model: str) -> bool:
     """A model reference that names a Hugging Face config.json (or the folder holding one), not a catalog entry."""
-    return model.endswith(".json") or Path(model).is_file() or Path(model).is_dir()
+    if model.endswith(".json"):
+        return True
+    try:
+        return Path(model).is_file() or Path(model).is_dir()
+    except (OSError, ValueError):  # a name too long for a path, or with a NUL byte: a catalog name, then
+        return False
 
 
 def with_basis(scenario: Scenario, *, reliability: Literal["none"] | None = None,

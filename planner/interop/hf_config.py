@@ -259,7 +259,8 @@ def _qk_normed(cfg: _Config, model_type: str) -> Fields:
         if cfg.data.get("decoder_sparse_step", 1) != 1:
             raise cfg.refuse("decoder_sparse_step", "planner models an MoE MLP in every layer after the dense ones")
         only = cfg.data.get("mlp_only_layers") or []
-        if not isinstance(only, list) or sorted(only) != list(range(len(only))) or len(only) > layers:
+        if not isinstance(only, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in only) \
+                or sorted(only) != list(range(len(only))) or len(only) > layers:
             raise cfg.refuse("mlp_only_layers", "planner models dense MLPs in the first layers only (0, 1, …)")
         dense_layers = len(only)
         moe = MoESpec(experts=experts, top_k=cfg.need("num_experts_per_tok"),
@@ -332,7 +333,11 @@ def _read(source: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[Mapping[s
     if isinstance(source, Mapping):
         return source, "config.json", None
     path = Path(source)
-    if path.is_dir():
+    try:
+        folder = path.is_dir()
+    except (OSError, ValueError):  # a name too long or with a NUL byte: read_text says so
+        folder = False
+    if folder:
         path = path / "config.json"
     text, where = read_text(path, "config")
     data = parse_json_object(text, where)

@@ -24,9 +24,10 @@ def read_text(source: str | os.PathLike[str], what: str) -> tuple[str, str]:
         if len(raw) > MAX_BYTES:
             raise InputError(f"{path}: cannot read {what} (larger than {MAX_BYTES // 2**10:,} KiB)")
         return raw.decode("utf-8"), str(path)
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: a NUL byte in the path
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise InputError(f"{path}: cannot read {what} ({reason})") from exc
+        shown = repr(str(path))[1:-1]
+        raise InputError(f"{shown if len(shown) <= 200 else shown[:200] + '…'}: cannot read {what} ({reason})") from exc
 
 
 class _DuplicateKey(ValueError):
