@@ -49,6 +49,7 @@ _EXPORTS = {
     "MAX_LAYERS": "planner.limits",
     "MAX_MARGIN": "planner.limits",
     "MAX_QPS": "planner.limits",
+    "MAX_CONCURRENCY": "planner.limits",
     "MAX_SEED": "planner.limits",
     "MIN_QPS": "planner.limits",
     "MAX_SEQ": "planner.limits",
@@ -120,6 +121,7 @@ _EXPORTS = {
 __all__ = [
     "FRAMEWORKS",
     "MAX_BUDGET_USD",
+    "MAX_CONCURRENCY",
     "MAX_DAYS",
     "MAX_EXPERTS",
     "MAX_FILE_BYTES",

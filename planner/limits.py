@@ -15,7 +15,9 @@ MAX_GLOBAL_BATCH = 2**22
 MAX_TOKENS = 1e15
 # Model widths and depths: far past any published dense or MoE transformer (hidden 25,600 / 160 layers / 256 experts).
 MAX_WIDTH = 2**22
-MAX_LAYERS = 10_000
+# Depth: the deepest transformer trained is DeepNet's 1,000 layers (Wang et al. 2022, arXiv 2203.00555); past 1,024
+# the pipeline search (pp × virtual stages up to the depth) stops answering in seconds: 2,000 layers take 13 s.
+MAX_LAYERS = 1_024
 MAX_VOCAB = 2**24
 MAX_EXPERTS = 2**16
 # Bytes a planner knob may reserve per GPU: 1 TiB is more than any accelerator holds.
@@ -29,6 +31,9 @@ MAX_USD_PER_GPU = 10_000_000.0
 # the millisecond resolution latencies need); the busiest public APIs serve ~1e5 requests/s, 1e6 is 10× that.
 MIN_QPS = 1e-6
 MAX_QPS = 1e6
+# Requests one serving replica holds at once (vLLM max_num_seqs, closed-loop clients): engines default to 256-1,024;
+# 10^5 is far past any deployed batch and bounds the simulator's per-request arrays.
+MAX_CONCURRENCY = 100_000
 # Seeds of the sampled serving requests: numpy's generators take non-negative integers; 2^63 − 1 keeps them int64.
 MAX_SEED = 2**63 - 1
 # Floors of the rates a scenario or catalog entry states. Below them a number is a typo, not hardware, and the

@@ -115,8 +115,8 @@ MEGATRON = ("--num-layers 4 --hidden-size 512 --num-attention-heads 8 --seq-leng
 
 
 @pytest.mark.parametrize(("extra", "expected"), [
-    ("--num-experts 8 --moe-layer-freq [1]*10000000000", "a layer pattern has at most 10,000"),
-    ("--num-experts 8 --moe-layer-freq 99999999999999", "a layer pattern has at most 10,000"),
+    ("--num-experts 8 --moe-layer-freq [1]*10000000000", "a layer pattern has at most 1,024"),
+    ("--num-experts 8 --moe-layer-freq 99999999999999", "a layer pattern has at most 1,024"),
     ("--seq-length 99999999999999999999", "--seq-length"),
     ("--global-batch-size 99999999999999999999", "--global-batch-size"),
 ])
@@ -524,3 +524,61 @@ def test_deepspeed_nested_zero_key_outside_deepspeeds_schema_is_reported(tmp_pat
                                  "--gpus", "8", "--no-better", "--format", "json"])
     unknown = [f["message"] for f in json.loads(result.stdout)["findings"] if f["code"] == "unknown_setting"]
     assert unknown == ["zero_optimization.wat: not a DeepSpeed setting planner knows; not taken into account"]
+
+
+@pytest.mark.parametrize(("changes", "expected"), [
+    ({"mfu": 0}, "--mfu"), ({"mfu": 2}, "--mfu"), ({"hfu": float("nan")}, "--hfu"),
+    ({"layout": {"tp": 0}}, "layout.tp"), ({"layout": {"pp": "x"}}, "layout.pp"),
+    ({"seq": "x"}, "--seq"), ({"reliability": "sometimes"}, "reliability"),
+])
+def test_the_python_api_checks_what_the_flags_check(changes: dict[str, Any], expected: str) -> None:
+    """The CLI's flags are range-checked by typer; the same request built in Python meets the same checks (a tp of
+    0 divided by zero, an mfu of 0 too, an unknown reliability was read as none)."""
+    from planner import EstimateRequest, InputError, estimate
+
+    with pytest.raises(InputError, match=expected) as e:
+        estimate(EstimateRequest(model="llama-2-7b", gpu="h100", gpus=8, **changes))
+    assert "\n" not in str(e.value)
+
+
+def test_a_job_that_never_ends_has_no_cost_rather_than_an_infinite_one() -> None:
+    """Checkpoints of a 10^17-parameter model outlast the time between planned stops: the expected time is
+    'never' and the cost is null, with no NaN and no NumPy warning."""
+    import warnings
+
+    from planner import EstimateRequest, ModelSpec, estimate, to_dict
+
+    model = ModelSpec(name="huge", layers=1000, hidden=4194304, heads=32768, ffn_hidden=4194304, vocab=32000,
+                      max_seq=4096)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = to_dict(estimate(EstimateRequest(model=model, gpu="h100", gpus=1)))
+    assert out["cost"]["usd"] is None and out["time"]["days"] is None
+    json.dumps(out, allow_nan=False)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("tokens: " + "9" * 5000, "not a planner file"),  # past Python's 4,300-digit integer conversion
+    ("model: " + "x" * 300, "unknown model"),  # a name too long to be a path is a catalog name
+])
+def test_a_scenario_value_the_system_refuses_is_bad_input(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(SCENARIO.replace("model: llama-2-7b", text) if text.startswith("model") else SCENARIO + text + "\n")
+    refused(["solve", str(path)], expected)
+
+
+def test_serving_batch_limits_are_bounded(tmp_path: Path) -> None:
+    serving = Path(__file__).resolve().parents[1] / "scenarios" / "serving" / "llama70b.yaml"
+    path = tmp_path / "s.yaml"
+    path.write_text(serving.read_text().replace("batch_limits: [32, 64, 128, 256]", "batch_limits: [100000000]"))
+    refused(["serve", str(path)], "serving.search.batch_limits.0")
+
+
+def test_a_qwen3_moe_dense_layer_list_of_another_type_is_refused() -> None:
+    from planner import InputError, model_from_hf_config
+
+    cfg = {"model_type": "qwen3_moe", "hidden_size": 1024, "num_attention_heads": 16, "intermediate_size": 3072,
+           "num_hidden_layers": 4, "vocab_size": 1000, "max_position_embeddings": 4096, "num_experts": 8,
+           "num_experts_per_tok": 2, "moe_intermediate_size": 768, "mlp_only_layers": [0, "a"]}
+    with pytest.raises(InputError, match="mlp_only_layers"):
+        model_from_hf_config(cfg)

@@ -328,3 +328,17 @@ def test_a_real_pipelined_step_holds_what_the_schedule_says() -> None:
         # step() keeps every micro-batch's output on the last rank for its merge (implementation.
         # pipeline_outputs_kept, as torchtitan ran it before return_outputs=False)
         assert held == [0] * (pp - 1) + [pipeline_outputs_held(pp, m)]
+
+
+def test_undominated_in_blocks_equals_the_whole_comparison(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dominance test runs in blocks of coverers to bound its memory; any block size gives the same rows."""
+    import planner.model.pipeline as pipeline
+
+    rng = np.random.default_rng(0)
+    rows = rng.integers(0, 4, size=(60, 5))
+    whole = pipeline.undominated(rows)
+    monkeypatch.setattr(pipeline, "DOMINANCE_BLOCK", 7 * 60 * 5)
+    assert np.array_equal(pipeline.undominated(rows), whole)
+    covered = [i for i in range(len(rows)) if any((rows[j] >= rows[i]).all() and ((rows[j] > rows[i]).any() or j < i)
+                                                  for j in range(len(rows)) if j != i)]
+    assert len(whole) == len(rows) - len(covered)

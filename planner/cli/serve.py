@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from planner import MAX_GPUS, MAX_QPS, MAX_SEED, MIN_QPS
+from planner import MAX_CONCURRENCY, MAX_GPUS, MAX_QPS, MAX_SEED, MIN_QPS
 from planner.cli.common import run, say
 from planner.report import Format
 
@@ -45,7 +45,7 @@ def serve_command(
     tp: Annotated[int, typer.Option("--tp", min=1, max=1024, help="tensor-parallel GPUs per replica")] = 1,
     pp: Annotated[int, typer.Option("--pp", min=1, max=1024, help="pipeline stages per replica")] = 1,
     concurrency: Annotated[int | None, typer.Option(
-        "--concurrency", min=1, max=100_000, help="closed-loop clients (default 1 unless --qps)")] = None,
+        "--concurrency", min=1, max=MAX_CONCURRENCY, help="closed-loop clients (default 1 unless --qps)")] = None,
     qps: Annotated[float | None, typer.Option("--qps", min=MIN_QPS, max=MAX_QPS, help="Poisson request rate instead")]
     = None,
     input_len: Annotated[int, typer.Option("--input-len", min=1, max=10_000_000, help="prompt tokens")] = 1024,

@@ -214,13 +214,24 @@ def inflight_states(pp: int, vpp: int, microbatches: int, rank: int) -> np.ndarr
     return undominated(np.array(sorted(seen, key=lambda c: (-sum(c), c)), dtype=np.int64))  # largest first
 
 
+# Elements one block of the dominance test compares at once (16 Mi booleans: 16 MiB per temporary array).
+DOMINANCE_BLOCK = 2**24
+
+
 def undominated(rows: np.ndarray) -> np.ndarray:
     """The rows no other row covers (≥ in every column), in their order; of equal rows the first. Weighted by
     any non-negative bytes per column, a covered row is never the largest."""
-    covers = np.all(rows[:, None, :] >= rows[None, :, :], axis=2)  # covers[i, j]: row i ≥ row j everywhere
-    equal = np.all(rows[:, None, :] == rows[None, :, :], axis=2)
-    earlier = np.tri(len(rows), k=-1, dtype=bool).T  # earlier[i, j]: i < j
-    return rows[~(covers & (~equal | earlier)).any(axis=0)]
+    n, v = rows.shape
+    covered = np.zeros(n, dtype=bool)
+    # blocks of coverers, so that the n × n × v comparison never holds more than DOMINANCE_BLOCK elements at once
+    step = max(1, DOMINANCE_BLOCK // max(1, n * v))
+    for lo in range(0, n, step):
+        block = rows[lo:lo + step]
+        covers = np.all(block[:, None, :] >= rows[None, :, :], axis=2)  # covers[i, j]: row lo+i ≥ row j everywhere
+        equal = np.all(block[:, None, :] == rows[None, :, :], axis=2)
+        earlier = np.arange(lo, lo + len(block))[:, None] < np.arange(n)[None, :]  # row lo+i comes before row j
+        covered |= (covers & (~equal | earlier)).any(axis=0)
+    return rows[~covered]
 
 
 def inflight_chunks(pp: int, vpp: int, microbatches: int, rank: int) -> int:

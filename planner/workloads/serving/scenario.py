@@ -33,7 +33,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field, PositiveInt, ValidationError, model_validator
 
 from planner.errors import InputError, format_validation_error
-from planner.limits import MAX_QPS, MAX_SEED, MIN_QPS
+from planner.limits import MAX_CONCURRENCY, MAX_GPUS, MAX_QPS, MAX_SEED, MIN_QPS
 from planner.model.serving import KvDtype, ServingEfficiency, WeightDtype
 from planner.scenario import Hardware, OwnGpus, Pricing, _number, read_yaml
 from planner.schema import GpuDefinition, ModelSpec, Strict
@@ -113,13 +113,14 @@ class Slo(Strict):
 class ServingSearch(Strict):
     """What the search may choose, and how closely it simulates each candidate."""
 
-    tp: list[PositiveInt] = Field([1, 2, 4, 8], min_length=1, description="tensor-parallel sizes per replica")
-    batch_limits: list[PositiveInt] | None = Field(
+    tp: list[Annotated[int, Field(ge=1, le=MAX_GPUS)]] = Field([1, 2, 4, 8], min_length=1,
+                                                             description="tensor-parallel sizes per replica")
+    batch_limits: list[Annotated[int, Field(ge=1, le=MAX_CONCURRENCY)]] | None = Field(
         None, description="max_num_seqs values to try (default 16..512 by doubling, within the engine's limit)"
     )
     headroom: float = Field(0.0, ge=0, le=10, description="capacity margin: replicas serve qps × (1 + headroom)")
     mix: bool = Field(True, description="allow a mix of SKUs (else the best single SKU)")
-    max_replicas: PositiveInt = Field(512, description="replicas per candidate at most")
+    max_replicas: PositiveInt = Field(512, le=MAX_GPUS, description="replicas per candidate at most")
     requests: PositiveInt = Field(300, ge=50, le=20000, description="requests per simulation")
     slices: PositiveInt = Field(10, le=100, description="parts each class's traffic is split into for assignment")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="seeds the sampled request lengths and arrivals")
