@@ -582,3 +582,25 @@ def test_a_qwen3_moe_dense_layer_list_of_another_type_is_refused() -> None:
            "num_experts_per_tok": 2, "moe_intermediate_size": 768, "mlp_only_layers": [0, "a"]}
     with pytest.raises(InputError, match="mlp_only_layers"):
         model_from_hf_config(cfg)
+
+
+@pytest.mark.parametrize(("knobs", "expected"), [
+    ({"margin": float("nan")}, "--margin"), ({"num_workers": -1}, "--workers"), ({"top_k": -1}, "--top-k"),
+    ({"time_limit_s": float("nan")}, "--time-limit"), ({"time_limit_s": 0}, "--time-limit"),
+])
+def test_solve_knobs_from_python_meet_the_flags_ranges(knobs: dict[str, Any], expected: str) -> None:
+    from planner import InputError, Scenario, solve
+
+    with pytest.raises(InputError, match=expected):
+        solve(Scenario.model_validate(yaml.safe_load(SCENARIO)), **knobs)
+
+
+@pytest.mark.parametrize(("sweep", "expected"), [
+    ({"deadlines": [float("nan")]}, "--deadline"), ({"deadlines": [-1]}, "--deadline"), ({"budgets": [0]}, "--budget"),
+    ({"deadlines": [1.0] * 1001}, "at most 1,000"),
+])
+def test_compare_sweeps_from_python_meet_the_flags_ranges(sweep: dict[str, Any], expected: str) -> None:
+    from planner import InputError, Scenario, compare
+
+    with pytest.raises(InputError, match=expected):
+        compare(Scenario.model_validate(yaml.safe_load(SCENARIO)), **sweep)

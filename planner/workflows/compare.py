@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from planner.errors import InputError
+from planner.limits import MAX_BUDGET_USD, MAX_DAYS, MAX_SWEEP_POINTS
 from planner.model.memory import MemoryBreakdown
 from planner.model.perf import BREAKDOWN_KEYS, SECONDS_PER_DAY
 from planner.pricing import HourlyRate, hourly_rate
@@ -509,8 +510,20 @@ def compare(
     """One row per (SKU, price option): the optimal plan's GPUs, nodes, layout, days, GPU-hours, energy,
     cost, $ per million tokens and gap to the best option, or the reason none exists. With `deadlines`
     or `budgets`, those rows at each sweep point (columns deadline_days / budget_usd say which)."""
+    check_sweep(deadlines, "--deadline", MAX_DAYS)
+    check_sweep(budgets, "--budget", MAX_BUDGET_USD)
     c = Comparison(scenario, kinds=kinds, progress=progress)
     return c.sweep(deadlines=deadlines, budgets=budgets, workers=workers, progress=progress)
+
+
+def check_sweep(values: Sequence[float], flag: str, high: float) -> None:
+    """Sweep points as `planner compare` parses them: finite, positive, at most `high`, at most MAX_SWEEP_POINTS
+    of them; an InputError naming the flag otherwise (the Python API meets the CLI's checks)."""
+    if len(values) > MAX_SWEEP_POINTS:
+        raise InputError(f"{flag}: {len(values):,} points; at most {MAX_SWEEP_POINTS:,}")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v <= high:
+            raise InputError(f"{flag}: {v!r} must be a positive number up to {high:g}")
 
 
 
@@ -528,6 +541,8 @@ class CompareRequest:
     def __post_init__(self) -> None:
         if self.deadlines and self.budgets:
             raise InputError("--deadline and --budget: sweep one limit at a time")
+        check_sweep(self.deadlines, "--deadline", MAX_DAYS)
+        check_sweep(self.budgets, "--budget", MAX_BUDGET_USD)
 
 
 class SweptRows:

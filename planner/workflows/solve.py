@@ -8,11 +8,14 @@ vectorised into one candidate per (SKU, GPU count) (planner.search.candidates), 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from planner.errors import InputError
+from planner.limits import MAX_MARGIN, MAX_TIME_LIMIT_S, MAX_TOP_K, MAX_WORKERS
 from planner.scenario import Scenario
 from planner.schema import Implementation
 from planner.search import NEAR_OPTIMAL_MARGIN
@@ -89,6 +92,23 @@ class SolveResult:
         return "".join(f"# job {job}\n{t}\n" for job, t in texts.items())
 
 
+def _check_knobs(*, time_limit_s: Any, top_k: Any, margin: Any, num_workers: Any) -> None:
+    """The search knobs in the ranges `planner solve`'s flags take; an InputError naming the flag otherwise."""
+    # (flag, value, lowest, highest, whole); the time limit only positive: any limit answers, if with no plan
+    for flag, value, low, high, whole in (("--time-limit", time_limit_s, 0.0, MAX_TIME_LIMIT_S, False),
+                                          ("--top-k", top_k, 1, MAX_TOP_K, True),
+                                          ("--margin", margin, 0.0, MAX_MARGIN, False),
+                                          ("--workers", num_workers, 1, MAX_WORKERS, True)):
+        if value is None and flag == "--top-k":
+            continue
+        number = not isinstance(value, bool) and isinstance(value, int if whole else (int, float))
+        if not number or not math.isfinite(value) or not low <= value <= high or (flag == "--time-limit" and
+                                                                                  value <= 0):
+            kind = "a whole number" if whole else "a number"
+            raise InputError(f"{flag}: {value!r} must be {kind} from {low:g} to {high:g}"
+                             + (" (above 0)" if flag == "--time-limit" else ""))
+
+
 def solve(
     scenario: Scenario,
     *,
@@ -109,6 +129,7 @@ def solve(
     `prune=False` evaluates every layout (planner.search.pruning skips those that cannot matter, with the
     same plans, runner-ups and near-optimal set).
     """
+    _check_knobs(time_limit_s=time_limit_s, top_k=top_k, margin=margin, num_workers=num_workers)
     say = progress or (lambda _msg: None)
     start = time.monotonic()
     say("resolving the scenario")
