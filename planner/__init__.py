@@ -50,6 +50,7 @@ _EXPORTS = {
     "MAX_MARGIN": "planner.limits",
     "MAX_QPS": "planner.limits",
     "MAX_CONCURRENCY": "planner.limits",
+    "MAX_SIMULATED_REQUESTS": "planner.limits",
     "MAX_SEED": "planner.limits",
     "MIN_QPS": "planner.limits",
     "MAX_SEQ": "planner.limits",
@@ -132,6 +133,7 @@ __all__ = [
     "MAX_QPS",
     "MAX_SEED",
     "MAX_SEQ",
+    "MAX_SIMULATED_REQUESTS",
     "MAX_SWEEP_POINTS",
     "MAX_TIME_LIMIT_S",
     "MAX_TOKENS",
@@ -227,6 +229,7 @@ if TYPE_CHECKING:  # for type checkers and editors
     from planner.interop.hf_config import model_from_hf_config
     from planner.limits import (
         MAX_BUDGET_USD,
+        MAX_CONCURRENCY,
         MAX_DAYS,
         MAX_EXPERTS,
         MAX_FILE_BYTES,
@@ -237,6 +240,7 @@ if TYPE_CHECKING:  # for type checkers and editors
         MAX_QPS,
         MAX_SEED,
         MAX_SEQ,
+        MAX_SIMULATED_REQUESTS,
         MAX_SWEEP_POINTS,
         MAX_TIME_LIMIT_S,
         MAX_TOKENS,

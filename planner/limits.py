@@ -34,6 +34,8 @@ MAX_QPS = 1e6
 # Requests one serving replica holds at once (vLLM max_num_seqs, closed-loop clients): engines default to 256-1,024;
 # 10^5 is far past any deployed batch and bounds the simulator's per-request arrays.
 MAX_CONCURRENCY = 100_000
+# Requests one deployment's simulation samples at most (`planner serve --requests`): 10^5 runs in seconds.
+MAX_SIMULATED_REQUESTS = 100_000
 # Seeds of the sampled serving requests: numpy's generators take non-negative integers; 2^63 − 1 keeps them int64.
 MAX_SEED = 2**63 - 1
 # Floors of the rates a scenario or catalog entry states. Below them a number is a typo, not hardware, and the

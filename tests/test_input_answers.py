@@ -604,3 +604,16 @@ def test_compare_sweeps_from_python_meet_the_flags_ranges(sweep: dict[str, Any],
 
     with pytest.raises(InputError, match=expected):
         compare(Scenario.model_validate(yaml.safe_load(SCENARIO)), **sweep)
+
+
+@pytest.mark.parametrize(("kwargs", "expected"), [
+    ({"input_len": 0}, "--input-len"), ({"output_len": float("nan")}, "--output-len"),
+    ({"requests": -1}, "--requests"), ({"concurrency": 10**7}, "--concurrency"), ({"pp": 0}, "--pp"),
+])
+def test_one_deployment_from_python_meets_the_flags_ranges(kwargs: dict[str, Any], expected: str) -> None:
+    """A length of 0 or NaN raised a raw pydantic or NumPy error; 10^7 clients ran out of memory."""
+    from planner import InputError, evaluate_deployment
+
+    with pytest.raises(InputError, match=expected) as e:
+        evaluate_deployment("llama-3.1-8b", "h100", **kwargs)
+    assert "\n" not in str(e.value)

@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from planner import MAX_CONCURRENCY, MAX_GPUS, MAX_QPS, MAX_SEED, MIN_QPS
+from planner import MAX_CONCURRENCY, MAX_GPUS, MAX_QPS, MAX_SEED, MAX_SIMULATED_REQUESTS, MIN_QPS
 from planner.cli.common import run, say
 from planner.report import Format
 
@@ -53,7 +53,8 @@ def serve_command(
     weight_dtype: Annotated[str, typer.Option("--weight-dtype", help=DTYPES)] = "bf16",
     kv_dtype: Annotated[str, typer.Option("--kv-dtype", help=DTYPES)] = "bf16",
     engine: Annotated[str, typer.Option("--engine", help="vllm, trtllm or sglang")] = "vllm",
-    requests: Annotated[int | None, typer.Option("--requests", min=50, max=100_000, help="requests to simulate")]
+    requests: Annotated[int | None, typer.Option(
+        "--requests", min=50, max=MAX_SIMULATED_REQUESTS, help="requests to simulate")]
     = None,
     seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED,
                                       help="seeds request lengths and arrivals")] = 0,

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from planner.errors import InfeasibleError, InputError
-from planner.limits import MAX_GPUS, MAX_SEED
+from planner.limits import MAX_CONCURRENCY, MAX_GPUS, MAX_SEED, MAX_SIMULATED_REQUESTS
 from planner.model.serving import DTYPES, EngineConfig, ServingEfficiency, ServingModel, serving_model
 from planner.schema import GpuSku, ModelSpec, Overheads
 from planner.workloads.serving.engines import EngineOverride, resolve_engine
@@ -161,6 +162,16 @@ def default_requests(concurrency: int | None, qps: float | None, mean_out: float
     return max(FEWEST_REQUESTS, 3 * clients, min(n, affordable)) if qps is None else n
 
 
+def _lengths(value: Any, flag: str) -> LengthDist:
+    """Tokens per request as a LengthDist; an InputError naming the flag for a length out of its range."""
+    try:
+        return LengthDist.of(value)
+    except ValidationError as e:
+        raise InputError(f"{flag}: {e.errors(include_url=False)[0]['msg']}") from None
+    except (ValueError, TypeError) as e:
+        raise InputError(f"{flag}: {value!r} is not a token count or a length distribution ({e})") from None
+
+
 def evaluate_deployment(
     model: str | ModelSpec,
     gpu: str | GpuSku,
@@ -215,13 +226,20 @@ def evaluate_deployment(
     _check_dtype("kv_dtype", kv_dtype)
     if (concurrency is None) == (qps is None):
         raise InputError("give --concurrency (closed loop) or --qps (Poisson arrivals), not both")
-    if concurrency is not None and (not isinstance(concurrency, (int, np.integer)) or concurrency < 1):
-        raise InputError(f"--concurrency must be a positive integer, got {concurrency!r}")
+    if concurrency is not None and (not isinstance(concurrency, (int, np.integer)) or isinstance(concurrency, bool)
+                                    or not 1 <= concurrency <= MAX_CONCURRENCY):
+        raise InputError(f"--concurrency must be a whole number from 1 to {MAX_CONCURRENCY:,}, got {concurrency!r}")
+    for flag, size in (("--tp", tp), ("--pp", pp), ("--ep", ep)):
+        if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or not 1 <= size <= MAX_GPUS:
+            raise InputError(f"{flag} must be a positive integer up to {MAX_GPUS:,}, got {size!r}")
+    if requests is not None and (not isinstance(requests, (int, np.integer)) or isinstance(requests, bool)
+                                 or not 1 <= requests <= MAX_SIMULATED_REQUESTS):
+        raise InputError(f"--requests must be a whole number from 1 to {MAX_SIMULATED_REQUESTS:,}, got {requests!r}")
     if qps is not None and not (isinstance(qps, (int, float)) and math.isfinite(qps) and qps > 0):
         raise InputError(f"--qps must be a positive finite number, got {qps!r}")
     if not (0.0 <= prefix_hit_rate < 1.0):
         raise InputError(f"prefix_hit_rate must be in [0, 1), got {prefix_hit_rate!r}")
-    lin, lout = LengthDist.of(input_len), LengthDist.of(output_len)
+    lin, lout = _lengths(input_len, "--input-len"), _lengths(output_len, "--output-len")
     if tp * pp > 1024:
         raise InputError(f"tp × pp = {tp * pp} GPUs per replica is beyond any scale-up domain")
     sm = replica_model(m, g, tp=tp, pp=pp, ep=ep, weight_dtype=weight_dtype, kv_dtype=kv_dtype, seff=efficiency)
