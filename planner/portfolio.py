@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -230,20 +231,11 @@ class Portfolio(OwnGpus, Strict):
 
 def _no_cycle(after: dict[str, list[str]]) -> None:
     """ValueError naming a job on a cycle of `after:` (a job that waits, through others, for itself)."""
-    state: dict[str, int] = {}  # 1 on the path being followed, 2 done
-
-    def visit(name: str) -> None:
-        if state.get(name) == 2 or name not in after:
-            return
-        if state.get(name) == 1:
-            raise ValueError(f"job {name}: after: forms a cycle through {name}")
-        state[name] = 1
-        for dep in after[name]:
-            visit(dep)
-        state[name] = 2
-
-    for name in after:
-        visit(name)
+    try:
+        TopologicalSorter(after).prepare()
+    except CycleError as e:
+        first = e.args[1][0]
+        raise ValueError(f"job {first}: after: forms a cycle through {first}") from None
 
 
 def load_portfolio(path: str | Path) -> Portfolio:

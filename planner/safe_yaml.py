@@ -121,9 +121,9 @@ def read_text(path: Path) -> str:
         with path.open("rb") as f:
             raw = f.read(MAX_BYTES + 1)
     except OSError as e:
-        raise InputError(f"{_shown(path)}: cannot read ({e.strerror or e})") from None
+        raise InputError(f"{shown_path(path)}: cannot read ({e.strerror or e})") from None
     except ValueError as e:
-        raise InputError(f"{_shown(path)}: cannot read ({e})") from None
+        raise InputError(f"{shown_path(path)}: cannot read ({e})") from None
     if len(raw) > MAX_BYTES:
         raise InputError(f"{path}: larger than {MAX_BYTES // 2**10:,} KiB; not a planner file")
     try:
@@ -132,7 +132,7 @@ def read_text(path: Path) -> str:
         raise InputError(f"{path}: not UTF-8 text (byte {e.start}: {raw[e.start:e.start + 1]!r})") from None
 
 
-def _shown(path: Path) -> str:
+def shown_path(path: Path) -> str:
     """A path for a one-line message: control characters escaped, a very long one cut to its first 200 characters."""
     text = repr(str(path))[1:-1]
     return text if len(text) <= 200 else text[:200] + "…"

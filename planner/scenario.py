@@ -347,10 +347,10 @@ def load_scenario(path: str | Path) -> Scenario:
         model_path = Path(scenario.model)
         if not model_path.is_absolute():
             scenario = scenario.model_copy(update={"model": str(path.parent / model_path)})
+    from planner.catalog import get_model
+
     for key, ref in [("model", scenario.model)] + [(f"jobs.{j.name}.model", j.model) for j in scenario.jobs]:
         if isinstance(ref, str) and not _is_config_path(ref):
-            from planner.catalog import get_model
-
             try:
                 get_model(ref)
             except InputError as e:  # the catalog's "unknown model …", with the file and key it came from

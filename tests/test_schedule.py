@@ -418,3 +418,19 @@ def test_rack_scale_pools_rent_hosts_and_buy_racks() -> None:
                      "pools": ["cloud"], "layout": {"gpus": 64}}]
     result = schedule(Portfolio.model_validate(data), time_limit=20)
     assert [(j.sku, j.gpus) for j in result.jobs] == [("gb200", 64)]
+
+
+def test_a_long_chain_of_after_is_ordered_without_recursion() -> None:
+    """Jobs listed against their order of `after:` (each waits for the next) walk a 3,000-deep chain: the
+    depth-first order uses an explicit stack, and the portfolio's cycle check the standard library's sorter."""
+    from types import SimpleNamespace
+
+    from planner.portfolio import _no_cycle
+    from planner.search.schedule_instance import topological
+
+    n = 3000
+    tasks = [SimpleNamespace(name=f"j{i}", after=[i + 1] if i < n - 1 else []) for i in range(n)]
+    assert topological(SimpleNamespace(tasks=tasks)) == list(range(n - 1, -1, -1))  # type: ignore[arg-type]
+    _no_cycle({f"j{i}": [f"j{i + 1}"] for i in range(n - 1)})
+    with pytest.raises(ValueError, match="forms a cycle"):
+        _no_cycle({f"j{i}": [f"j{(i + 1) % n}"] for i in range(n)})

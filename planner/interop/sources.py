@@ -13,7 +13,7 @@ from planner.errors import InputError
 def read_text(source: str | os.PathLike[str], what: str) -> tuple[str, str]:
     """The file's text and its name for messages; an unreadable, oversized (past limits.MAX_FILE_BYTES:
     /dev/zero, a dataset given by mistake) or non-UTF-8 file is an InputError naming it."""
-    from planner.safe_yaml import MAX_BYTES
+    from planner.safe_yaml import MAX_BYTES, shown_path
 
     path = Path(source)
     try:
@@ -26,8 +26,7 @@ def read_text(source: str | os.PathLike[str], what: str) -> tuple[str, str]:
         return raw.decode("utf-8"), str(path)
     except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: a NUL byte in the path
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        shown = repr(str(path))[1:-1]
-        raise InputError(f"{shown if len(shown) <= 200 else shown[:200] + '…'}: cannot read {what} ({reason})") from exc
+        raise InputError(f"{shown_path(path)}: cannot read {what} ({reason})") from exc
 
 
 class _DuplicateKey(ValueError):

@@ -244,11 +244,11 @@ def _evaluate(ideal_seconds: Any, gpus: Any, nbytes: Any, reliability: Reliabili
     with np.errstate(invalid="ignore"):
         checkpointing = ideal * stall / tau
         restarting = failures * mtbf * -np.expm1(-restart / mtbf)  # a restart cut short by a failure ends early
-    never = np.isinf(total)  # a job that never ends loses without end to planned stops, whatever their share
+    # a job that never ends (total inf) loses without end to planned stops, and to maintenance only if it has any
+    share = reliability.maintenance_fraction
     with np.errstate(invalid="ignore"):
-        planned_lost = np.where(never, np.inf, total * (planned - reliability.maintenance_fraction))
-        maintenance = np.where(never & (reliability.maintenance_fraction > 0), np.inf,
-                               np.where(never, 0.0, total * reliability.maintenance_fraction))
+        planned_lost = np.where(np.isinf(total), np.inf, total * (planned - share))
+    maintenance = total * share if share else np.zeros_like(total)
     return {
         "ideal": ideal, "total": total, "running": running, "stretch": stretch, "mtbf": mtbf,
         "interval": tau, "costs": costs, "restart": restart, "failures": failures,

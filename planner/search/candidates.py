@@ -222,9 +222,4 @@ def job_candidates(problem: Problem, job: JobSpec, deadline_at: float | None = N
 
 def all_candidates(problem: Problem, deadline_at: float | None = None) -> list[JobCandidates]:
     """Every job's candidates; OutOfTime once `deadline_at` (time.monotonic()) has passed."""
-    out = []
-    for i, j in enumerate(problem.jobs):
-        if deadline_at is not None and time.monotonic() > deadline_at:
-            raise OutOfTime(j.name, i, len(problem.jobs))
-        out.append(job_candidates(problem, j, deadline_at))
-    return out
+    return [job_candidates(problem, j, deadline_at) for j in problem.jobs]

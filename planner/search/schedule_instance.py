@@ -241,23 +241,28 @@ def viable(inst: Instance) -> list[list[int]]:
 
 
 def topological(inst: Instance) -> list[int]:
-    """Tasks in an order where every task follows the tasks it waits for (ValueError on a cycle)."""
+    """Tasks in an order where every task follows the tasks it waits for (ValueError on a cycle): a depth-first
+    post-order, walked with an explicit stack so that a long chain of `after:` cannot exhaust the recursion limit."""
     order: list[int] = []
     state = [0] * len(inst.tasks)  # 0 new, 1 on the stack, 2 done
-
-    def visit(j: int) -> None:
-        if state[j] == 2:
-            return
-        if state[j] == 1:
-            raise ValueError(f"`after:` forms a cycle through {inst.tasks[j].name}")
-        state[j] = 1
-        for i in inst.tasks[j].after:
-            visit(i)
-        state[j] = 2
-        order.append(j)
-
-    for j in range(len(inst.tasks)):
-        visit(j)
+    for root in range(len(inst.tasks)):
+        if state[root]:
+            continue
+        state[root] = 1
+        stack = [(root, iter(inst.tasks[root].after))]
+        while stack:
+            j, deps = stack[-1]
+            for i in deps:
+                if state[i] == 1:
+                    raise ValueError(f"`after:` forms a cycle through {inst.tasks[i].name}")
+                if state[i] == 0:
+                    state[i] = 1
+                    stack.append((i, iter(inst.tasks[i].after)))
+                    break
+            else:
+                stack.pop()
+                state[j] = 2
+                order.append(j)
     return order
 
 
