@@ -76,8 +76,11 @@ def explain(r: Resolved, time_limit: float, workers: int) -> list[str]:
     solver.parameters.num_workers = workers
     solver.parameters.max_time_in_seconds = max(1.0, time_limit)
     code = solver.solve(model.model)
-    if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+    if code == cp_model.INFEASIBLE:
         return ["no plan fits every job in the horizon, even with every deadline lifted"]
+    if code != cp_model.OPTIMAL and code != cp_model.FEASIBLE:
+        return [f"the hard deadlines cannot all hold together; the time limit ran out ({max(1.0, time_limit):g} s "
+                "of it left) before saying which jobs miss them"]
     d = model.decisions(solver)
     proven = code == cp_model.OPTIMAL
     for j, task in enumerate(inst.tasks):

@@ -170,8 +170,9 @@ def schedule(
     at the lowest total cost (then the earliest finish); the reference for
     `planner schedule PORTFOLIO.yaml [--time-limit S] [--format json|csv|markdown] [--plots DIR] [--html FILE]`.
 
-    - `time_limit`: seconds for the CP-SAT search (the candidate tables are built before it). When it runs
-      out the best plan found is returned with status 'feasible', its proven lower bound and gap.
+    - `time_limit`: seconds for the CP-SAT searches, the plan's and, where none exists, the explanation's
+      (the candidate tables are built before them). When it runs out the best plan found is returned with
+      status 'feasible', its proven lower bound and gap.
     - `workers`: CP-SAT threads. With a fixed seed the result is deterministic for a given input and
       worker count whenever the search ends before the time limit: one worker always; several with
       `deterministic=True` (interleaved search, slower). `deterministic=False` lets several workers race
@@ -205,13 +206,14 @@ def schedule(
     say("greedy baseline")
     base = greedy(inst)
     say(f"CP-SAT over {sum(len(k) for k in options):,} job options × {inst.periods} periods")
+    searched = time.monotonic()
     out = solve(inst, time_limit=time_limit, workers=workers, hint=base.decisions, options=options,
                 deterministic=deterministic)
     result.status = out.status
     if out.decisions is None:
         if out.status == "infeasible":
             say("explaining infeasibility")
-            result.reasons = explain(resolved, time_limit, workers)
+            result.reasons = explain(resolved, time_limit - (time.monotonic() - searched), workers)
         else:
             result.reasons = [f"the {time_limit:g} s time limit ran out before any plan was found"]
     else:
