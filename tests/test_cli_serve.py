@@ -225,3 +225,18 @@ def test_a_mixture_of_experts_deployment_says_how_far_the_published_runs_put_it(
     assert set(json.loads(js.stdout)) == {"ttft_ms", "tpot_ms", "throughput", "memory", "max_concurrency"}
     dense = runner.invoke(app, ONE)
     assert dense.exit_code == 0 and "extrapolated" not in dense.output
+
+
+def test_a_deployment_that_does_not_fit_exits_1_with_the_numbers() -> None:
+    """As `review` for a training layout: the output still describes the deployment, the exit status says
+    there is no plan, and a machine format's reason goes to stderr (the table shows it)."""
+    one = ["serve", "--model", "llama-3.1-405b", "--gpu", "h100", "--tp", "1"]
+    table = runner.invoke(app, one)
+    assert table.exit_code == 1 and "does not fit: weights 756.0 GiB per GPU" in table.stdout, table.output
+    js = runner.invoke(app, [*one, "--format", "json"])
+    assert js.exit_code == 1 and json.loads(js.stdout)["memory"]["fits"] is False, js.output
+    assert js.stderr.strip() == "does not fit: weights 756.0 GiB per GPU, 0 requests fit the KV pool"
+    split = runner.invoke(app, [*one, "--qps", "1", "--prefill-replicas", "1", "--decode-replicas", "1"])
+    assert split.exit_code == 1 and len(split.output.strip().splitlines()) == 1, split.output
+    assert "prefill pool (--gpu/--tp) does not fit: weights 756.0 GiB per GPU" in split.output
+    assert "h100-sxm (79.6 GiB)" in split.output

@@ -7,7 +7,8 @@ with `--qps Q --prefill-replicas P --decode-replicas D [--decode-gpu G2 --decode
 P replicas of G × tp N run prefill and D replicas of G2 × tp N2 decode (DistServe/Splitwise).
 A --qps the deployment does not keep up with is flagged (overloaded: its queue grows, the latencies shown are those
 of a finite run), and a mixture-of-experts model is flagged extrapolated with the published runs' error band.
-Exit status: 0 done, 1 no fleet meets the SLOs (the numbers that rule it out on stderr), 2 bad input.
+Exit status: 0 done; 1 no fleet meets the SLOs, or the one deployment does not fit (the numbers that rule it
+out on stderr); 2 bad input.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import typer
 from planner import MAX_CONCURRENCY, MAX_GPUS, MAX_QPS, MAX_SEED, MAX_SIMULATED_REQUESTS, MIN_QPS
 from planner.cli.common import run, say
 from planner.report import Format
+from planner.report.serving import not_fit_line
 
 DTYPES = "bf16, fp16, fp8, int8, int4, fp4"
 
@@ -117,6 +119,10 @@ def serve_command(
             model, gpu, tp=tp, pp=pp, concurrency=clients, qps=qps, input_len=input_len, output_len=output_len,
             weight_dtype=weight_dtype, kv_dtype=kv_dtype, engine=engine, requests=requests, seed=seed)
         render(deployment, format.value)
+        if not deployment.fits:  # as review: a layout that does not fit is no plan (the table says why)
+            if format != Format.table:
+                say(not_fit_line(deployment))
+            return 1
         warn_overload(deployment.extrapolated, format)
         warn_overload(deployment.overload, format)
         return 0

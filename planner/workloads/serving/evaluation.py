@@ -391,9 +391,10 @@ def evaluate_disaggregated(
         GPU, `fits`), as `planner serve --prefill-replicas P --decode-replicas D --format json` prints it.
 
     Raises:
-        InputError: unknown model, GPU, engine or dtype; a pool whose layout the model refuses or whose weights
-        leave no KV memory; answers of one token (no decode phase).
-        InfeasibleError: a request longer than a pool's KV cache holds (exit 1).
+        InputError: unknown model, GPU, engine or dtype; a pool whose layout the model refuses; answers of one
+        token (no decode phase).
+        InfeasibleError: a pool whose weights leave no KV memory, a request longer than a pool's KV cache holds
+        (exit 1).
     """
     m, pg = _resolve(model, prefill_gpu)
     try:
@@ -420,7 +421,8 @@ def evaluate_disaggregated(
     pe, de = resolve_engine(engine, pg), resolve_engine(engine, dg)
     for name, sm, eng in (("prefill pool (--gpu/--tp)", psm, pe), ("decode pool (--decode-gpu/--decode-tp)", dsm, de)):
         if sm.kv_pool_tokens(eng) <= 0:
-            raise InputError(f"{name}: the weights leave no KV memory on {sm.gpu.name} at tp={sm.tp}")
+            raise InfeasibleError(f"{name} does not fit: weights {sm.weight_bytes / 2**30:,.1f} GiB per GPU leave no "
+                                  f"KV memory on {sm.gpu.name} ({sm.gpu.hbm_bytes / 2**30:,.1f} GiB) at tp={sm.tp}")
     gpus = prefill_tp * prefill_replicas + decode_tp * decode_replicas
     same_domain = pg.name == dg.name and gpus <= pg.node_size
     if same_domain:
