@@ -617,3 +617,15 @@ def test_one_deployment_from_python_meets_the_flags_ranges(kwargs: dict[str, Any
     with pytest.raises(InputError, match=expected) as e:
         evaluate_deployment("llama-3.1-8b", "h100", **kwargs)
     assert "\n" not in str(e.value)
+
+
+def test_solve_time_limit_bounds_the_pruned_search_of_one_job() -> None:
+    """One job's pruned search checks the time limit between its batches of layouts, as the full grids do: the
+    answer is 'unknown' with the job named, never a search that runs on past --time-limit."""
+    from planner import load_scenario, solve
+
+    root = Path(__file__).resolve().parent.parent
+    result = solve(load_scenario(root / "scenarios" / "gpt3_30days.yaml"), time_limit_s=1e-6)
+    assert result.status == "unknown" and result.solutions == []
+    assert result.reasons == ["the time limit ran out while evaluating the layouts of job gpt3-30days: allow more "
+                              "time (--time-limit), or narrow hardware.skus"]

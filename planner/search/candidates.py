@@ -189,8 +189,10 @@ class OutOfTime(Exception):
     """The solve's time limit ran out while the layout grids were still being evaluated."""
 
     def __init__(self, job: str, done: int, jobs: int) -> None:
-        super().__init__(f"the time limit ran out while evaluating the layouts of job {job} ({done} of {jobs} jobs "
-                         "done): allow more time (--time-limit), or narrow hardware.skus or the jobs")
+        where = f"job {job} ({done} of {jobs} jobs done)" if jobs > 1 else f"job {job}"
+        narrow = "hardware.skus or the jobs" if jobs > 1 else "hardware.skus"
+        super().__init__(f"the time limit ran out while evaluating the layouts of {where}: allow more time "
+                         f"(--time-limit), or narrow {narrow}")
 
 
 def job_candidates(problem: Problem, job: JobSpec, deadline_at: float | None = None) -> JobCandidates:

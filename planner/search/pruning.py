@@ -27,6 +27,7 @@ tests hold the answers to those of evaluating every layout.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -37,6 +38,7 @@ from planner.schema import GpuSku
 from planner.search.candidates import (
     CandidateTable,
     JobCandidates,
+    OutOfTime,
     SkuStats,
     budget_cents,
     deadline_seconds,
@@ -371,8 +373,9 @@ class _Search:
         table, pick, _ = _merge(parts)
         return _Found(table, np.concatenate([p.sku for p in parts])[pick])
 
-    def run(self, goal: _Goal) -> tuple[list[_Part], int]:
-        """Evaluate what the goal needs, in its order: (the evaluated parts, layouts evaluated)."""
+    def run(self, goal: _Goal, deadline_at: float | None = None) -> tuple[list[_Part], int]:
+        """Evaluate what the goal needs, in its order: (the evaluated parts, layouts evaluated). OutOfTime once
+        `deadline_at` (time.monotonic()) has passed between two batches."""
         coarse = self.groups()
         coarse = coarse.take(goal.needed(coarse, None))
         key_c = goal.key(coarse)
@@ -384,6 +387,8 @@ class _Search:
         evaluated = 0
         batch = max(FIRST_ROWS, int(sum(x.legal for x in self.stats) * FIRST_SHARE))
         while True:
+            if deadline_at is not None and time.monotonic() > deadline_at:
+                raise OutOfTime(self.job.name, 0, 1)
             wanted = ~refined & goal.needed(coarse, found)
             if goal.settled(found):  # everything that still matters, at once
                 todo, frontier = wanted, math.inf
@@ -427,18 +432,18 @@ def _search(problem: Problem, job: JobSpec) -> _Search | None:
 # --------------------------------------------------------------------------------------------
 
 
-def pruned_candidates(problem: Problem, job: JobSpec, objective: str, keep: int,
-                      margin: float, front: bool = False) -> tuple[JobCandidates, Pruning] | None:
+def pruned_candidates(problem: Problem, job: JobSpec, objective: str, keep: int, margin: float, front: bool = False,
+                      deadline_at: float | None = None) -> tuple[JobCandidates, Pruning] | None:
     """The job's candidate table as far as the `keep` best plans (by `objective`: cost | time), the
     near-optimal set within `margin` and, with `front`, the cost / time Pareto front need it; None where the
-    workload offers no floors."""
+    workload offers no floors. OutOfTime once `deadline_at` (time.monotonic()) has passed."""
     s = _search(problem, job)
     if s is None:
         return None
     limits = _Limits(deadline_seconds(job.deadline_days), budget_cents(problem.budget_usd), problem.min_gpus)
     rates = np.asarray([sku.rate.usd_per_gpu_hour for sku in s.skus])
     best = _Best(rates, objective, keep, margin, limits)
-    parts, evaluated = s.run(_Front(best) if front else best)
+    parts, evaluated = s.run(_Front(best) if front else best, deadline_at)
     stats = s.stats
     return _job_candidates(job, parts, stats), Pruning(sum(x.legal for x in stats), evaluated)
 

@@ -138,8 +138,19 @@ def solve(
     k = top_k or scenario.top_k
     say("evaluating the layout grid")
     cands, pruning = None, None
+
+    def out_of_time(e: OutOfTime) -> SolveResult:
+        return SolveResult(status="unknown", objective=problem.objective, seconds=time.monotonic() - start,
+                           search_space_size=0, candidates=0, layouts_evaluated=0, margin=margin,
+                           skipped=list(problem.skipped), jobs=[j.name for j in problem.jobs],
+                           num_workers=num_workers, implementation=scenario.implementation, reasons=[str(e)])
+
     if prune and len(problem.jobs) == 1 and not (explain or problem.lifted_caps):
-        got = pruned_candidates(problem, problem.jobs[0], objectives[0], k, margin, front=pareto)
+        try:
+            got = pruned_candidates(problem, problem.jobs[0], objectives[0], k, margin, front=pareto,
+                                    deadline_at=start + time_limit_s)
+        except OutOfTime as e:
+            return out_of_time(e)
         if got is not None:
             cands, pruning = [got[0]], got[1]
     if cands is not None:
@@ -149,10 +160,7 @@ def solve(
         try:
             cands, pruning = all_candidates(problem, deadline_at=start + time_limit_s), None
         except OutOfTime as e:
-            return SolveResult(status="unknown", objective=problem.objective, seconds=time.monotonic() - start,
-                               search_space_size=0, candidates=0, layouts_evaluated=0, margin=margin,
-                               skipped=list(problem.skipped), jobs=[j.name for j in problem.jobs],
-                               num_workers=num_workers, implementation=scenario.implementation, reasons=[str(e)])
+            return out_of_time(e)
         selector = Selector(problem, cands, num_workers=num_workers, seed=SEED, deadline_at=start + time_limit_s)
         best = selector.lexicographic(objectives)
     space = sum(c.space_size for c in cands)
