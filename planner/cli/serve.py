@@ -21,7 +21,6 @@ import typer
 from planner import MAX_CONCURRENCY, MAX_GPUS, MAX_QPS, MAX_SEED, MAX_SIMULATED_REQUESTS, MIN_QPS
 from planner.cli.common import run, say
 from planner.report import Format
-from planner.report.serving import not_fit_line
 
 DTYPES = "bf16, fp16, fp8, int8, int4, fp4"
 
@@ -119,9 +118,9 @@ def serve_command(
             model, gpu, tp=tp, pp=pp, concurrency=clients, qps=qps, input_len=input_len, output_len=output_len,
             weight_dtype=weight_dtype, kv_dtype=kv_dtype, engine=engine, requests=requests, seed=seed)
         render(deployment, format.value)
-        if not deployment.fits:  # as review: a layout that does not fit is no plan (the table says why)
+        if deployment.unfit:  # as review: a layout that does not fit is no plan (the table says why)
             if format != Format.table:
-                say(not_fit_line(deployment))
+                say(deployment.unfit)
             return 1
         warn_overload(deployment.extrapolated, format)
         warn_overload(deployment.overload, format)

@@ -108,12 +108,6 @@ def print_serving(con: Console, s: ServingSolution) -> None:
     con.print(Text(f"{len(s.candidates)} replica types, {s.simulations} simulations, {s.seconds:.1f} s", style="dim"))
 
 
-def not_fit_line(r: DeploymentResult) -> str:
-    """Why one deployment does not fit, with its numbers."""
-    return (f"does not fit: weights {r.weights_bytes / 2**30:.1f} GiB per GPU, {r.max_concurrency} requests fit the "
-            "KV pool")
-
-
 def print_deployment(con: Console, r: DeploymentResult) -> None:
     from rich.text import Text
 
@@ -121,8 +115,8 @@ def print_deployment(con: Console, r: DeploymentResult) -> None:
     con.print(Text(literal(
         f"{r.model} on {r.tp * r.pp} × {r.gpu} (tp {r.tp}, pp {r.pp}), {r.engine}, weights {r.weight_dtype}, "
         f"KV {r.kv_dtype}: {load}, {r.input_len:g} in / {r.output_len:g} out")))
-    if not r.fits:
-        con.print(Text(not_fit_line(r), style="bold red"))
+    if r.unfit:
+        con.print(Text(r.unfit, style="bold red"))
         return
     assert r.ttft_ms is not None and r.tpot_ms is not None
     con.print(latency_table(r.ttft_ms, r.tpot_ms))

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from planner.errors import InfeasibleError, InputError
+from planner.errors import InfeasibleError, InputError, expect
 from planner.limits import MAX_CONCURRENCY, MAX_GPUS, MAX_SEED, MAX_SIMULATED_REQUESTS
 from planner.model.serving import DTYPES, EngineConfig, ServingEfficiency, ServingModel, serving_model
 from planner.schema import GpuSku, ModelSpec, Overheads
@@ -78,6 +78,14 @@ class DeploymentResult:
         return self.weights_bytes + self.kv_cache_bytes + self.workspace_bytes
 
     @property
+    def unfit(self) -> str | None:
+        """Why the deployment does not fit, with its numbers; None when it fits."""
+        if self.fits:
+            return None
+        return (f"does not fit: weights {self.weights_bytes / 2**30:.1f} GiB per GPU, {self.max_concurrency} requests "
+                "fit the KV pool")
+
+    @property
     def overload(self) -> str | None:
         """Why the latencies describe no steady state, when the replica does not keep up with --qps; else None."""
         if self.qps is None or self.sim is None or self.sim.keeps_up():
@@ -119,6 +127,8 @@ def _resolve(model: str | ModelSpec, gpu: str | GpuSku) -> tuple[ModelSpec, GpuS
     from planner.catalog import get_gpu
     from planner.scenario import resolve_model
 
+    expect(model, (str, ModelSpec), "model")
+    expect(gpu, (str, GpuSku), "gpu")
     m = resolve_model(model) if isinstance(model, str) else model
     g = get_gpu(gpu) if isinstance(gpu, str) else gpu
     return m, g
