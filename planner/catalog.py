@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from planner import safe_yaml
-from planner.errors import InputError, format_validation_error
+from planner.errors import InputError, expect, format_validation_error
 from planner.schema import GIB, GpuDefinition, GpuSku, ModelSpec
 
 if TYPE_CHECKING:
@@ -87,6 +87,7 @@ def clear_caches() -> None:
 def get_gpu(name: str, custom: Iterable[GpuSku] = (), key: str | None = None) -> GpuSku:
     """The GPU whose name or alias matches `name` among a scenario's own GPUs (`custom`, see derive_gpus)
     and the catalog; InputError with suggestions if none does, naming `key` (the scenario key that gave it)."""
+    expect(name, str, key or "get_gpu(name)")
     custom = tuple(custom)
     try:
         if not custom:
@@ -152,6 +153,7 @@ def derive_gpus(definitions: Sequence[GpuDefinition], where: str = "gpus") -> tu
 
 def get_model(name: str) -> ModelSpec:
     """The model whose name (or alias, if the schema has them) matches `name`; InputError if none does."""
+    expect(name, str, "get_model(name)")
     return _lookup(name, load_models(), "model")
 
 

@@ -26,6 +26,14 @@ class InfeasibleError(Exception):
     exit_code = 1
 
 
+def expect(value: Any, kinds: type | tuple[type, ...], what: str) -> None:
+    """A Python API argument of a type planner can read, else InputError naming it (the CLI only passes these)."""
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        names = " or ".join(k.__name__ for k in kinds)
+        raise InputError(f"{what}: expected {names}, got {type(value).__name__}")
+
+
 def _clean_loc(loc: tuple[Any, ...]) -> tuple[str, ...]:
     """Drop pydantic's union-branch tags ('str', 'function-after[...]', 'list[...]', 'constrained-int') from a
     key path."""

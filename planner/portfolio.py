@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from planner.errors import InputError, format_validation_error
+from planner.errors import InputError, expect, format_validation_error
 from planner.scenario import EfficiencyOverride, FixedLayout, Job, OwnGpus, read_yaml
 from planner.schema import GpuDefinition, Implementation, ModelSpec, Overheads, Strict
 
@@ -240,6 +241,7 @@ def _no_cycle(after: dict[str, list[str]]) -> None:
 
 def load_portfolio(path: str | Path) -> Portfolio:
     """Read and validate a portfolio file (InputError naming the file and key on any problem)."""
+    expect(path, (str, os.PathLike), "load_portfolio(path)")
     path = Path(path)
     data = read_yaml(path)
     if not isinstance(data, dict):

@@ -9,6 +9,7 @@ searches everything left free.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
@@ -16,7 +17,7 @@ from pydantic import BeforeValidator, Field, ValidationError, create_model, mode
 from pydantic.fields import FieldInfo
 
 from planner import safe_yaml
-from planner.errors import InputError, format_validation_error
+from planner.errors import InputError, expect, format_validation_error
 from planner.layout_rules import (
     RECOMPUTE_COUNT_KEYS,
     dp_shard_problem,
@@ -329,6 +330,7 @@ def read_yaml(path: Path) -> Any:
 
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file."""
+    expect(path, (str, os.PathLike), "load_scenario(path)")
     path = Path(path)
     data = read_yaml(path)
     if not isinstance(data, dict):

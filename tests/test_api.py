@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import pytest
 
@@ -54,3 +55,32 @@ def test_every_workflow_exports_its_request_and_result(workflow: str, request_ty
     first = next(iter(hints.parameters.values()))
     assert request_type in str(first.annotation) and result_type in str(hints.return_annotation)
     assert inspect.isclass(getattr(planner, request_type)) and inspect.isclass(getattr(planner, result_type))
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda: planner.solve(None), "solve(scenario): expected Scenario, got NoneType"),
+    (lambda: planner.compare("scenarios/gpt3_30days.yaml"), "compare(scenario): expected Scenario, got str"),
+    (lambda: planner.CompareRequest(None), "CompareRequest.scenario: expected Scenario, got NoneType"),
+    (lambda: planner.estimate({"model": "gpt3-175b"}), "estimate(request): expected EstimateRequest, got dict"),
+    (lambda: planner.review(None), "review(request): expected ReviewRequest, got NoneType"),
+    (lambda: planner.review(planner.ReviewRequest(deepspeed=5)),
+     "ReviewRequest.deepspeed: expected str or Path or Mapping, got int"),
+    (lambda: planner.schedule("scenarios/portfolio_2027.yaml"), "schedule(portfolio): expected Portfolio, got str"),
+    (lambda: planner.serve(None), "scenario: expected ServingScenario or str or Path, got NoneType"),
+    (lambda: planner.compare_serving(3), "scenario: expected ServingScenario or str or Path, got int"),
+    (lambda: planner.evaluate_deployment(None, "h100"), "model: expected str or ModelSpec, got NoneType"),
+    (lambda: planner.evaluate_deployment("llama-3.1-8b", 100), "gpu: expected str or GpuSku, got int"),
+    (lambda: planner.estimate_inference(None), "estimate_inference(request): expected InferenceRequest, got NoneType"),
+    (lambda: planner.get_gpu(None), "get_gpu(name): expected str, got NoneType"),
+    (lambda: planner.get_model(True), "get_model(name): expected str, got bool"),
+    (lambda: planner.load_scenario(None), "load_scenario(path): expected str or PathLike, got NoneType"),
+    (lambda: planner.load_portfolio(5), "load_portfolio(path): expected str or PathLike, got int"),
+    (lambda: planner.load_serving_scenario(b"x.yaml"),
+     "load_serving_scenario(path): expected str or PathLike, got bytes"),
+])
+def test_an_argument_of_the_wrong_python_type_is_bad_input(call: Any, message: str) -> None:
+    """The API answers a wrong type as the CLI answers a wrong value: InputError naming the argument, not an
+    AttributeError from deep inside."""
+    with pytest.raises(planner.InputError) as e:
+        call()
+    assert str(e.value) == message

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from planner.errors import InfeasibleError, InputError
+from planner.errors import InfeasibleError, InputError, expect
 from planner.model.serving import EngineConfig, ServingModel
 from planner.pricing import hourly_rate
 from planner.schema import GpuSku, ModelSpec
@@ -657,6 +657,7 @@ def solve_serving(scenario: ServingScenario | str | Path, *, pareto: bool | Sequ
     from planner.scenario import resolve_model
 
     t0 = time.perf_counter()
+    expect(scenario, (ServingScenario, str, Path), "scenario")
     s = load_serving_scenario(scenario) if isinstance(scenario, (str, Path)) else scenario
     m = resolve_model(s.model)
     counter = _Counter()

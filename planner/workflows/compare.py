@@ -26,7 +26,7 @@ from typing import Any, get_args
 import numpy as np
 import pandas as pd
 
-from planner.errors import InputError
+from planner.errors import InputError, expect
 from planner.limits import MAX_BUDGET_USD, MAX_DAYS, MAX_SWEEP_POINTS
 from planner.model.memory import MemoryBreakdown
 from planner.model.perf import BREAKDOWN_KEYS, SECONDS_PER_DAY
@@ -510,6 +510,7 @@ def compare(
     """One row per (SKU, price option): the optimal plan's GPUs, nodes, layout, days, GPU-hours, energy,
     cost, $ per million tokens and gap to the best option, or the reason none exists. With `deadlines`
     or `budgets`, those rows at each sweep point (columns deadline_days / budget_usd say which)."""
+    expect(scenario, Scenario, "compare(scenario)")
     check_sweep(deadlines, "--deadline", MAX_DAYS)
     check_sweep(budgets, "--budget", MAX_BUDGET_USD)
     c = Comparison(scenario, kinds=kinds, progress=progress)
@@ -539,6 +540,7 @@ class CompareRequest:
     prune: bool = True  # False: evaluate every layout (the same rows; planner.search.pruning)
 
     def __post_init__(self) -> None:
+        expect(self.scenario, Scenario, "CompareRequest.scenario")
         if self.deadlines and self.budgets:
             raise InputError("--deadline and --budget: sweep one limit at a time")
         check_sweep(self.deadlines, "--deadline", MAX_DAYS)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from planner.errors import InputError
+from planner.errors import InputError, expect
 from planner.pricing import hourly_rate, select_price
 from planner.report.text import gib
 from planner.scenario import Pricing, read_yaml
@@ -447,6 +447,7 @@ def compare_serving(
         InputError: a bad scenario, kind or rate (exit 2).
     """
     say = progress or (lambda _d, _t, _m: None)
+    expect(scenario, (ServingScenario, str, Path), "scenario")
     s = load_serving_scenario(scenario) if isinstance(scenario, (str, Path)) else scenario
     cmp = ServingComparison(s, kinds=kinds, progress=say)
     say(0, 0, "choosing a fleet per option")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from planner.errors import InputError
+from planner.errors import InputError, expect
 from planner.model.reliability import resolve as resolve_reliability
 from planner.scenario import Scenario
 from planner.schema import Implementation, ModelSpec, Reliability
@@ -93,4 +93,5 @@ def estimate(request: EstimateRequest) -> Evaluation:
     """The exact per-GPU memory, FLOPs, step time and cost of one configuration. InputError for input that
     names nothing planner knows or a layout that breaks a rule. Its time is ideal and expected with failures
     (`Evaluation.expected`), with the model's error band and any extrapolation warning."""
+    expect(request, EstimateRequest, "estimate(request)")
     return replace(resolve(request).evaluate(), basis=basis(request))

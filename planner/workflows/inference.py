@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from planner.errors import InputError, format_validation_error
+from planner.errors import InputError, expect, format_validation_error
 from planner.model.memory import FitsOnGpu, InferenceMemory, inference_memory
 from planner.model.params import ParamCount, count_params
 from planner.scenario import Scenario
@@ -57,6 +57,7 @@ class InferenceEstimate(FitsOnGpu):
 def estimate_inference(request: InferenceRequest) -> InferenceEstimate:
     from planner.catalog import get_gpu
 
+    expect(request, InferenceRequest, "estimate_inference(request)")
     sc = request.scenario
     model = given_model(request.model, sc)
     if model is None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from planner.errors import InputError
+from planner.errors import InputError, expect
 from planner.model.pipeline import bubble_slots
 from planner.model.reliability import resolve as resolve_reliability
 from planner.pricing import priced
@@ -394,6 +394,13 @@ def load_config(req: ReviewRequest) -> Config:
 
 
 def _read_config(req: ReviewRequest) -> Config:
+    expect(req, ReviewRequest, "review(request)")
+    readable: tuple[tuple[str, Any], ...] = (("scenario", Scenario), ("megatron_args", (str, list, tuple)),
+                                           ("deepspeed", (str, Path, Mapping)), ("torchtitan", (str, Path, Mapping)),
+                                           ("published", str))
+    for name, kinds in readable:
+        if getattr(req, name) is not None:
+            expect(getattr(req, name), kinds, f"ReviewRequest.{name}")
     sources = [n for n in ("megatron_args", "deepspeed", "torchtitan", "published") if getattr(req, n) is not None]
     if len(sources) > 1:
         raise InputError(f"give one configuration to review, not {' and '.join(sources)}")

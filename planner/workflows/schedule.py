@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from planner.errors import InputError
+from planner.errors import InputError, expect
 from planner.portfolio import TERM_DAYS, Portfolio
 from planner.report.text import layout_text
 from planner.schema import Layout
@@ -185,6 +185,7 @@ def schedule(
     deadline, which pool, by how much), or 'unknown' when time ran out before any plan. `baseline` is the
     greedy plan's cost; `difference` says where the two differ. Bad input raises InputError.
     """
+    expect(portfolio, Portfolio, "schedule(portfolio)")
     say = progress or (lambda _msg: None)
     began = time.monotonic()
     say("building the candidate tables")

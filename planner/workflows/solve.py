@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from planner.errors import InputError
+from planner.errors import InputError, expect
 from planner.limits import MAX_MARGIN, MAX_TIME_LIMIT_S, MAX_TOP_K, MAX_WORKERS
 from planner.scenario import Scenario
 from planner.schema import Implementation
@@ -129,6 +129,7 @@ def solve(
     `prune=False` evaluates every layout (planner.search.pruning skips those that cannot matter, with the
     same plans, runner-ups and near-optimal set).
     """
+    expect(scenario, Scenario, "solve(scenario)")
     _check_knobs(time_limit_s=time_limit_s, top_k=top_k, margin=margin, num_workers=num_workers)
     say = progress or (lambda _msg: None)
     start = time.monotonic()

@@ -27,12 +27,13 @@ serving:
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, PositiveInt, ValidationError, model_validator
 
-from planner.errors import InputError, format_validation_error
+from planner.errors import InputError, expect, format_validation_error
 from planner.limits import MAX_CONCURRENCY, MAX_GPUS, MAX_QPS, MAX_SEED, MIN_QPS
 from planner.model.serving import KvDtype, ServingEfficiency, WeightDtype
 from planner.scenario import Hardware, OwnGpus, Pricing, _number, read_yaml
@@ -160,6 +161,7 @@ def is_serving_scenario(data: Any) -> bool:
 
 def load_serving_scenario(path: str | Path) -> ServingScenario:
     """Read and validate a serving scenario; every problem is an InputError naming the file and key."""
+    expect(path, (str, os.PathLike), "load_serving_scenario(path)")
     path = Path(path)
     data = read_yaml(path)
     if not isinstance(data, dict):
