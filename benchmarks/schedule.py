@@ -7,14 +7,17 @@ H100 reservations, H100 on demand) over 52 weeks, with catalog prices. Their can
 from a parallel-efficiency curve, not computed by the time model, so the benchmark times the scheduler
 alone. Targets (issue 14): 50 jobs to a proven gap ≤ 1 % within 60 s on 2 cores; 200 jobs to a feasible
 plan with its gap within 120 s. The shipped example (scenarios/portfolio_2027.yaml) is timed end to end
-(candidate tables from the time model included).
+(candidate tables from the time model included). `--chain`: the CP-SAT model's build time on a lab year whose
+jobs form one `after:` chain (a window for every pair of earliest start and latest end), with the energy rows
+capped at ENERGY_TERMS against every window.
 
-Usage: python benchmarks/schedule.py [--quick] [--workers N]
+Usage: python benchmarks/schedule.py [--quick] [--workers N] [--chain]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import sys
@@ -25,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from planner.portfolio import load_portfolio  # noqa: E402
+from planner.search import schedule_cpsat  # noqa: E402
 from planner.search.schedule_check import check_decisions  # noqa: E402
 from planner.search.schedule_cpsat import solve  # noqa: E402
 from planner.search.schedule_greedy import greedy  # noqa: E402
@@ -55,11 +59,39 @@ def run_case(jobs: int, seed: int, limit: float, target: float | None, workers: 
             f"{out.gap:.2%} | {seconds:.1f} s | {goal} {'✓' if ok else '✗'} | {g} | {ratio} |")
 
 
+def chain_build(jobs: int) -> str:
+    """Seconds and linear terms of the model of `jobs` synthetic jobs chained by `after:`, capped and uncapped."""
+    inst = synthetic_instance(jobs, 52, 0)
+    tasks = tuple(dataclasses.replace(t, after=(j - 1,) if j else (), deadline=None) for j, t in enumerate(inst.tasks))
+    inst = dataclasses.replace(inst, tasks=tasks)
+    capped = schedule_cpsat.ENERGY_TERMS
+    out = []
+    for budget in (capped, 10**12):
+        schedule_cpsat.ENERGY_TERMS = budget
+        began = time.monotonic()
+        model = schedule_cpsat.ScheduleModel(inst)
+        seconds = time.monotonic() - began
+        terms = sum(len(c.linear.vars) for c in model.model.proto.constraints if c.has_linear())
+        out.append((seconds, terms))
+    schedule_cpsat.ENERGY_TERMS = capped
+    (a, ta), (b, tb) = out
+    return (f"| {jobs} chained jobs | {a:.1f} s, {ta:,} terms | {b:.1f} s, {tb:,} terms | {b / a:.0f}× |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="one seed per size")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--chain", action="store_true", help="only the model build on a chain of jobs")
     args = ap.parse_args()
+    if args.chain:
+        print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}\n")
+        print(f"| instance | energy rows capped at {schedule_cpsat.ENERGY_TERMS:,} terms a pool | every window | "
+              "ratio |")
+        print("|---|---|---|---|")
+        for jobs in (150, 300):
+            print(chain_build(jobs), flush=True)
+        return
     print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"CP-SAT with {args.workers} workers, racing (deterministic=False)\n")
     print("| instance | job options | status | CP-SAT cost | bound | gap | time | target | greedy | CP-SAT / greedy |")
