@@ -500,9 +500,13 @@ def test_energy_rows_stop_at_their_budget_on_a_long_chain(monkeypatch: pytest.Mo
                   for i in range(12))
     inst = Instance(14, 7, tasks, pools)
     full = solve(inst, time_limit=20, workers=1)
-    rows = _rows(c for c in cpsat.ScheduleModel(inst).model.proto.constraints if c.has_linear())
+    def linear_rows() -> list[Any]:
+        model = cpsat.ScheduleModel(inst)  # held while its proto is read: the rows are views into it
+        return _rows(c for c in model.model.proto.constraints if c.has_linear())
+
+    rows = linear_rows()
     monkeypatch.setattr(cpsat, "ENERGY_TERMS", 10)
-    capped_rows = _rows(c for c in cpsat.ScheduleModel(inst).model.proto.constraints if c.has_linear())
+    capped_rows = linear_rows()
     assert len(capped_rows) < len(rows)
     capped = solve(inst, time_limit=20, workers=1)
     assert capped.status == full.status == "optimal" and capped.objective == full.objective
