@@ -78,7 +78,8 @@ def _is_shape(e: Any) -> bool:
 
 
 def format_validation_error(err: ValidationError, where: str) -> str:
-    """One line per pydantic error, "where: key.path: message", so a user can find the offending key.
+    """One line per pydantic error, "where: key.path: message", so a user can find the offending key; the
+    required keys missing from one mapping share a line.
 
     `where` names the file and entry (e.g. "catalogs/gpus.yaml: gpus[3] (h100-sxm)"). Errors raised by a
     model-level validator have no key path and print as "where: message". For a union field (a catalog
@@ -98,12 +99,20 @@ def format_validation_error(err: ValidationError, where: str) -> str:
     for path, msg, shape in errors:
         if shape and path not in explained:
             expected.setdefault(path, []).append(msg.removeprefix(SHAPE_PREFIX))
+    # several required keys missing from one mapping (an inline model spec) are one line: "model: missing
+    # required keys hidden, heads, vocab"
+    missing: dict[tuple[str, ...], list[str]] = {}
+    for e, (path, _, _) in zip(raw, errors, strict=True):
+        if e["type"] == "missing" and path:
+            missing.setdefault(path[:-1], []).append(_key_part(path[-1]))
     lines: dict[str, None] = {}  # ordered and de-duplicated in linear time
-    for path, msg, shape in errors:
+    for e, (path, msg, shape) in zip(raw, errors, strict=True):
         if shape and path in explained:
             continue
         if shape:
             msg = SHAPE_PREFIX + " or ".join(dict.fromkeys(expected[path]))
+        if e["type"] == "missing" and path and len(missing[path[:-1]]) > 1:
+            path, msg = path[:-1], "missing required keys " + ", ".join(missing[path[:-1]])
         key = ".".join(_key_part(part) for part in path)
         lines[_printable(f"{where}: {key}: {msg}" if key else f"{where}: {msg}")] = None
     shown = list(lines)[:MAX_ERROR_LINES]

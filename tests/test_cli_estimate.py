@@ -161,7 +161,12 @@ def test_inline_model_errors_name_the_missing_keys(tmp_path: Path) -> None:
     sc.write_text("model: {layers: 2, hidden: 64}\njob: {tokens: 1e9, seq_len: 128, global_batch: 8}\n")
     result = runner.invoke(app, ["estimate", str(sc), "--gpu", "h100"])
     assert result.exit_code == 2
-    assert f"{sc}: model.heads: Field required" in result.output
+    assert result.output.strip() == f"error: {sc}: model: missing required keys heads, ffn_hidden, vocab, max_seq"
+    one = tmp_path / "one.yaml"
+    one.write_text("model: {name: m, layers: 2, hidden: 64, heads: 4, ffn_hidden: 256, max_seq: 128}\n"
+                   "job: {tokens: 1e9, seq_len: 128, global_batch: 8}\n")
+    result = runner.invoke(app, ["estimate", str(one), "--gpu", "h100"])
+    assert result.exit_code == 2 and result.output.strip() == f"error: {one}: model.vocab: Field required"
     assert "function-after" not in result.output and "model.str" not in result.output
 
 
