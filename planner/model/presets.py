@@ -119,8 +119,8 @@ class Preset:
     fp8_recipe: Fp8Recipe  # default recipe on Hopper (Blackwell: mxfp8, see `resolve`)
     amax_history_len: int  # delayed scaling: amax values kept per fp8 tensor
     # --- overlap and launch (read by the time model; memory only for their buffers) -----------------------
-    tp_comm_overlap: bool
-    overlap_grad_reduce: bool
+    # TP collectives and the gradient reduction follow Efficiency.tp_overlap / dp_overlap in every preset (by
+    # default no TE userbuffers, buckets under the backward); the importers set them from what an input states
     # ZeRO-1/2's all-gather of the updated parameters under the next forward (Efficiency.param_gather_overlap)
     overlap_param_gather: bool
     # the pipeline engine reduces gradients only after the step's last backward, whatever the overlap setting
@@ -167,8 +167,8 @@ PRESETS: dict[Framework, Preset] = {
         zero3_unit="layer", split="megatron",
         # Megatron TransformerConfig.fp8_recipe default "delayed"; NeMo-2 recipes fp8_amax_history_len 1024
         fp8_recipe="delayed", amax_history_len=1024,
-        # NeMo-2 / Megatron-Bridge performance recipes: DDP overlap_grad_reduce / overlap_param_gather on
-        tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, grad_reduce_after_pipeline=False,
+        # NeMo-2 / Megatron-Bridge performance recipes: DDP overlap_param_gather on
+        overlap_param_gather=True, grad_reduce_after_pipeline=False,
         replicated_reduce_after_backward=False, expandable_segments=False,
         fp8_weight_cache=True, zero3_prefetch="pre", prefetch_params=None, reduce_every_microbatch=False,
         cp_exchange="ring",
@@ -190,7 +190,7 @@ PRESETS: dict[Framework, Preset] = {
         state="fsdp2", fsdp_reduce_fp32=True, reshard_after_forward=True, reshard_with_pp=False,
         zero3_unit="layer", split="torchtitan", fp8_recipe="current", amax_history_len=0,
         # torchtitan/config/configs.py: FSDP prefetches under compute; run_train.sh sets expandable_segments
-        tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, grad_reduce_after_pipeline=False,
+        overlap_param_gather=True, grad_reduce_after_pipeline=False,
         replicated_reduce_after_backward=False, expandable_segments=True,
         fp8_weight_cache=False, zero3_prefetch="pre", prefetch_params=None, reduce_every_microbatch=True,
         cp_exchange="allgather",
@@ -210,7 +210,7 @@ PRESETS: dict[Framework, Preset] = {
         # step: all_gather_dp_groups); the pipeline engine reduces gradients in the step's last instruction
         # (runtime/pipe/schedule.py TrainSchedule: ReduceGrads after the final backward); without ZeRO the engine's
         # backward ends with the all-reduce (runtime/engine.py allreduce_gradients: buffered_allreduce_fallback)
-        tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=False, grad_reduce_after_pipeline=True,
+        overlap_param_gather=False, grad_reduce_after_pipeline=True,
         replicated_reduce_after_backward=True,
         expandable_segments=False,
         fp8_weight_cache=False, zero3_prefetch="pre", prefetch_params=5e7, reduce_every_microbatch=True,
@@ -229,7 +229,7 @@ PRESETS: dict[Framework, Preset] = {
         frees_logits_before_backward=False, dtensor_loss_parallel=False,
         state="fsdp1", fsdp_reduce_fp32=False, reshard_after_forward=True, reshard_with_pp=True,
         zero3_unit="layer", split="megatron", fp8_recipe="delayed", amax_history_len=1024,
-        tp_comm_overlap=False, overlap_grad_reduce=True, overlap_param_gather=True, grad_reduce_after_pipeline=False,
+        overlap_param_gather=True, grad_reduce_after_pipeline=False,
         replicated_reduce_after_backward=False, expandable_segments=False,
         fp8_weight_cache=False, zero3_prefetch="post", prefetch_params=None, reduce_every_microbatch=True,
         cp_exchange="ring",
@@ -299,8 +299,6 @@ class Knobs:
     cp_exchange: CpExchange
     cp_a2a_size: int | None  # the all-to-all level of the hierarchical exchange
     kv_repeat: bool  # the attention kernel gets K and V at the query heads' width
-    tp_comm_overlap: bool
-    overlap_grad_reduce: bool
     overlap_param_gather: bool
     grad_reduce_after_pipeline: bool
     replicated_reduce_after_backward: bool
@@ -403,8 +401,6 @@ def resolve(impl: Implementation, layout: Layout | None = None, gpu: GpuSku | No
         cp_exchange=impl.cp_exchange or p.cp_exchange,
         cp_a2a_size=impl.cp_a2a_size,
         kv_repeat=impl.kv_repeat,
-        tp_comm_overlap=p.tp_comm_overlap,
-        overlap_grad_reduce=p.overlap_grad_reduce,
         overlap_param_gather=p.overlap_param_gather,
         grad_reduce_after_pipeline=p.grad_reduce_after_pipeline,
         replicated_reduce_after_backward=p.replicated_reduce_after_backward,
