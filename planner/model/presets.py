@@ -127,7 +127,6 @@ class Preset:
     grad_reduce_after_pipeline: bool
     # without ZeRO the engine all-reduces the gradients after the backward, whatever the overlap setting
     replicated_reduce_after_backward: bool
-    expandable_segments: bool  # PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True in the launcher
     # --- what the time model reads (planner.model.stack) ----------------------------------------------------
     # TE casts a weight to fp8 on a step's first micro-batch and reuses it (`is_first_microbatch`,
     # transformer_engine/pytorch/module/linear.py); torchao casts per GEMM
@@ -169,7 +168,7 @@ PRESETS: dict[Framework, Preset] = {
         fp8_recipe="delayed", amax_history_len=1024,
         # NeMo-2 / Megatron-Bridge performance recipes: DDP overlap_param_gather on
         overlap_param_gather=True, grad_reduce_after_pipeline=False,
-        replicated_reduce_after_backward=False, expandable_segments=False,
+        replicated_reduce_after_backward=False,
         fp8_weight_cache=True, zero3_prefetch="pre", prefetch_params=None, reduce_every_microbatch=False,
         cp_exchange="ring",
         graph_scope="layer",
@@ -189,9 +188,9 @@ PRESETS: dict[Framework, Preset] = {
         frees_logits_before_backward=True, dtensor_loss_parallel=True,
         state="fsdp2", fsdp_reduce_fp32=True, reshard_after_forward=True, reshard_with_pp=False,
         zero3_unit="layer", split="torchtitan", fp8_recipe="current", amax_history_len=0,
-        # torchtitan/config/configs.py: FSDP prefetches under compute; run_train.sh sets expandable_segments
+        # torchtitan/config/configs.py: FSDP prefetches under compute
         overlap_param_gather=True, grad_reduce_after_pipeline=False,
-        replicated_reduce_after_backward=False, expandable_segments=True,
+        replicated_reduce_after_backward=False,
         fp8_weight_cache=False, zero3_prefetch="pre", prefetch_params=None, reduce_every_microbatch=True,
         cp_exchange="allgather",
         graph_scope="step",
@@ -212,7 +211,6 @@ PRESETS: dict[Framework, Preset] = {
         # backward ends with the all-reduce (runtime/engine.py allreduce_gradients: buffered_allreduce_fallback)
         overlap_param_gather=False, grad_reduce_after_pipeline=True,
         replicated_reduce_after_backward=True,
-        expandable_segments=False,
         fp8_weight_cache=False, zero3_prefetch="pre", prefetch_params=5e7, reduce_every_microbatch=True,
         cp_exchange="ring",
         graph_scope="layer",
@@ -230,7 +228,7 @@ PRESETS: dict[Framework, Preset] = {
         state="fsdp1", fsdp_reduce_fp32=False, reshard_after_forward=True, reshard_with_pp=True,
         zero3_unit="layer", split="megatron", fp8_recipe="delayed", amax_history_len=1024,
         overlap_param_gather=True, grad_reduce_after_pipeline=False,
-        replicated_reduce_after_backward=False, expandable_segments=False,
+        replicated_reduce_after_backward=False,
         fp8_weight_cache=False, zero3_prefetch="post", prefetch_params=None, reduce_every_microbatch=True,
         cp_exchange="ring",
         graph_scope="layer",
@@ -302,7 +300,6 @@ class Knobs:
     overlap_param_gather: bool
     grad_reduce_after_pipeline: bool
     replicated_reduce_after_backward: bool
-    expandable_segments: bool
     preset: Preset = field(repr=False, compare=False)
 
     def reshard(self, pp: int) -> bool:
@@ -404,7 +401,6 @@ def resolve(impl: Implementation, layout: Layout | None = None, gpu: GpuSku | No
         overlap_param_gather=p.overlap_param_gather,
         grad_reduce_after_pipeline=p.grad_reduce_after_pipeline,
         replicated_reduce_after_backward=p.replicated_reduce_after_backward,
-        expandable_segments=p.expandable_segments,
         preset=p,
     )
 
