@@ -1,6 +1,7 @@
 """Time to answer the worst inputs of each kind the input limits allow: the largest YAML planner parses, the
 deepest nesting, the longest sweep list, a Megatron layer pattern of 10^10 entries, counts of 10^20. Each runs
-in-process through the CLI; the table gives its exit status and seconds, measured in this one run.
+in-process through the CLI; the table gives its exit status and seconds, measured in this one run. Two inputs are
+valid but as large as the limits allow: a 1,200-job chain of `after:` (exit 1: no plan) and a 1,024-layer model.
 
     .venv/bin/python benchmarks/hostile_inputs.py
 """
@@ -47,7 +48,22 @@ def cases(folder: Path) -> dict[str, list[str]]:
                                       "[1]*10000000000", "--gpu", "h100", "--gpus", "8", "--no-better"],
         "estimate --tokens inf": ["estimate", "--model", "llama-2-7b", "--gpu", "h100", "--gpus", "8",
                                   "--tokens", "inf"],
+        "schedule: 1,200 jobs in one after: chain": ["schedule", scenario("chain", chain(1_200)), "--time-limit", "20"],
+        "solve: a 1,024-layer model": ["solve", scenario("deep_model", BASE.replace(
+            "model: llama-2-7b", "model: {name: deep, layers: 1024, hidden: 4096, heads: 32, ffn_hidden: 11008, "
+            "vocab: 32000, max_seq: 4096, mlp: swiglu, norm: rmsnorm, position: rope}")), "--time-limit", "20"],
     }
+
+
+def chain(jobs: int) -> str:
+    """A portfolio of `jobs` 8B runs, each waiting for the one before (`after:`), on a 64-GPU cluster: more than a
+    year of work, so no plan; its CP-SAT model has an energy window for every pair of jobs."""
+    lines = ["name: chain", "horizon: {start: 2027-01-04, end: 2028-01-03, step: week}",
+             "pools: [{name: own, kind: owned, sku: h100, gpus: 64}]", "jobs:"]
+    for i in range(jobs):
+        lines.append(f"  - {{name: j{i}, model: llama-3.1-8b, job: {{tokens: 1e9, seq_len: 4096, global_batch: 64}}"
+                     + (f", after: [j{i - 1}]}}" if i else "}"))
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
