@@ -273,6 +273,28 @@ def test_deadlines_that_cannot_all_hold_name_the_job_pool_and_days() -> None:
     assert any("misses its deadline 2027-01-18 by 14 days" in line and "own" in line for line in r.reasons), r.reasons
 
 
+def test_an_explanation_cut_short_by_the_time_limit_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The explanation's search gets what the time limit left; when it ends without a plan the reason says the
+    time ran out, not that no plan fits even with every deadline lifted (which only a proof may say)."""
+    from ortools.sat.python import cp_model
+
+    p = small(pools=[SMALL["pools"][0]], jobs__0__deadline="2027-01-18", jobs__0__max_gpus=8,
+              jobs__1__deadline=None, jobs__1__penalty_usd_per_day=None, jobs__2__max_gpus=8)
+    p = p.model_copy(update={"jobs": [*p.jobs, p.jobs[0].model_copy(update={"name": "a2"})]})
+    plan_search = cp_model.CpSolver.solve
+    calls: list[float] = []
+
+    def second_runs_out(self: Any, model: Any, *args: Any) -> Any:
+        calls.append(self.parameters.max_time_in_seconds)
+        return plan_search(self, model, *args) if len(calls) == 1 else cp_model.UNKNOWN
+
+    monkeypatch.setattr(cp_model.CpSolver, "solve", second_runs_out)
+    r = schedule(p, time_limit=10)
+    assert r.status == "infeasible" and len(calls) == 2 and calls[1] <= 10
+    assert len(r.reasons) == 1 and r.reasons[0].startswith("the hard deadlines cannot all hold together; the time "
+                                                           "limit ran out"), r.reasons
+
+
 def test_shipped_example_beats_the_greedy_baseline() -> None:
     r = schedule(load_portfolio(EXAMPLE), time_limit=60)
     assert r.status == "optimal"
