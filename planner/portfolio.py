@@ -246,6 +246,11 @@ def load_portfolio(path: str | Path) -> Portfolio:
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise InputError(f"{path}: a portfolio is a mapping of keys (horizon, pools, jobs), got {type(data).__name__}")
+    # the other input formats, named by their own top-level key, get the command that reads them
+    for key, kind, command in (("serving", "serving scenario", "planner serve"),
+                               ("model", "training scenario", "planner solve")):
+        if key in data and "pools" not in data and "jobs" not in data:
+            raise InputError(f"{path}: {key}: a {kind}, not a portfolio; run `{command} {path}`")
     try:
         portfolio = Portfolio.model_validate(data)
     except ValidationError as e:

@@ -184,6 +184,20 @@ def test_yaml_errors_and_schema(tmp_path: Path) -> None:
     assert schema["title"] == "planner portfolio" and {"horizon", "pools", "jobs"} <= set(schema["properties"])
 
 
+@pytest.mark.parametrize(("command", "file", "said"), [
+    ("schedule", "gpt3_30days.yaml", "model: a training scenario, not a portfolio; run `planner solve "),
+    ("schedule", "serving/mix.yaml", "serving: a serving scenario, not a portfolio; run `planner serve "),
+    ("serve", "portfolio_2027.yaml", "pools: a portfolio, not a serving scenario; run `planner schedule "),
+    ("solve", "portfolio_2027.yaml", "pools: a portfolio, not a training scenario; run `planner schedule "),
+])
+def test_a_file_of_another_kind_names_the_command_that_reads_it(command: str, file: str, said: str) -> None:
+    """Each command given another command's input says so in one line (a training scenario handed to `schedule`
+    gave a line per key it does not know)."""
+    path = ROOT / "scenarios" / file
+    r = runner.invoke(app, [command, str(path)])
+    assert r.exit_code == 2 and r.stderr.strip() == f"error: {path}: {said}{path}`", r.output
+
+
 def test_repeats_and_dependency_cycles() -> None:
     p = small()
     names = [j.name for j in p.expanded_jobs()]

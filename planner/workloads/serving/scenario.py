@@ -166,6 +166,8 @@ def load_serving_scenario(path: str | Path) -> ServingScenario:
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise InputError(f"{path}: a serving scenario is a mapping with a `serving:` block, got {type(data).__name__}")
+    if "serving" not in data and "pools" in data:
+        raise InputError(f"{path}: pools: a portfolio, not a serving scenario; run `planner schedule {path}`")
     if "serving" not in data:
         raise InputError(f"{path}: no `serving:` block (a training scenario? use `planner solve`)")
     try:
