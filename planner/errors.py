@@ -12,6 +12,9 @@ from pydantic import ValidationError
 
 # The pydantic error type of a YAML boolean given for an integer (planner.schema.Strict); its field in the context.
 BOOLEAN_COUNT = "boolean_count"
+# Its error type for an unknown key close to a known one (planner.schema.Strict); the key in the context, or None
+# when the line names several.
+MISSPELT_KEY = "misspelt_key"
 
 
 class InputError(Exception):
@@ -59,9 +62,18 @@ def _key_part(part: str) -> str:
 _TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "literal", "none", "is-instance"}
 
 
+def _field(e: Any) -> tuple[str, ...]:
+    """The key a model-level check names in its context (BOOLEAN_COUNT, MISSPELT_KEY): the error's last path part."""
+    if e["type"] in (BOOLEAN_COUNT, MISSPELT_KEY) and e.get("ctx", {}).get("field") is not None:
+        return (str(e["ctx"]["field"]),)
+    return ()
+
+
 def _message(e: Any) -> str:
     """The error's message; a validator's own sentence without pydantic's "Value error, " in front of it."""
     msg = str(e["msg"])
+    if e["type"] == "extra_forbidden":
+        return "unknown key"  # pydantic's "Extra inputs are not permitted", in a YAML user's words
     return msg.removeprefix(VALUE_ERROR) if e["type"] == "value_error" else msg
 
 
@@ -86,8 +98,7 @@ def format_validation_error(err: ValidationError, where: str) -> str:
     name or an inline spec), the branch that does not match the input's shape is left out.
     """
     raw = err.errors(include_url=False)
-    errors = [(_clean_loc(e["loc"]) + ((str(e["ctx"]["field"]),) if e["type"] == BOOLEAN_COUNT else ()), _message(e),
-               _is_shape(e)) for e in raw]
+    errors = [(_clean_loc(e["loc"]) + _field(e), _message(e), _is_shape(e)) for e in raw]
     # a union branch's shape mismatch (`Input should be a valid string`, `Input should be 'none'`) is noise where
     # another branch explains the real problem, further down or at the same key (an inline spec's own validator:
     # `model: heads (4) must be a multiple of kv_heads (3)`)

@@ -6,6 +6,7 @@ typo in a scenario or a catalog is reported with the file and the key rather tha
 
 from __future__ import annotations
 
+import difflib
 import functools
 import types
 import typing
@@ -14,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from planner.errors import BOOLEAN_COUNT
+from planner.errors import BOOLEAN_COUNT, MISSPELT_KEY
 from planner.limits import (
     MAX_BYTES_PER_GPU,
     MAX_EXPERTS,
@@ -51,11 +52,37 @@ Fraction = Annotated[float, Field(gt=0, le=1)]
 BytesPerGpu = Annotated[int, Field(ge=0, le=MAX_BYTES_PER_GPU)]
 
 
+# How close (difflib's ratio) an unknown scenario key must be to a known one to be named as its misspelling: a
+# dropped letter or underscore in a short key (objectiv, topk, maxgpus) scores 0.89–0.94; the parallel sizes beside
+# each other (tp, pp, cp, dp) score 0.5.
+KEY_SUGGESTION_CUTOFF = 0.8
+
+
 class Strict(BaseModel):
     """Base for every planner model: unknown keys are errors, NaN and infinities are refused, a YAML boolean
     is not a number, instances are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_misspelt_keys(cls, data: Any) -> Any:
+        # an unknown key a letter or an underscore from a known one is named with the key meant, in one line with
+        # the mapping's other unknown keys; unknown keys like no known one are left to pydantic's own error
+        if not isinstance(data, dict):
+            return data
+        unknown = [k for k in data if k not in cls.model_fields]
+        if not unknown or not all(isinstance(k, str) for k in unknown):
+            return data
+        near = {k: difflib.get_close_matches(k, list(cls.model_fields), n=1, cutoff=KEY_SUGGESTION_CUTOFF)
+                for k in unknown}
+        if not any(near.values()):
+            return data
+        named = [f"{k} (did you mean {near[k][0]}?)" if near[k] else k for k in unknown]
+        if len(unknown) == 1:
+            raise PydanticCustomError(MISSPELT_KEY, f"unknown key (did you mean {near[unknown[0]][0]}?)",
+                                      {"field": unknown[0]})
+        raise PydanticCustomError(MISSPELT_KEY, "unknown keys " + ", ".join(named), {"field": None})
 
     @model_validator(mode="before")
     @classmethod

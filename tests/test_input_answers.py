@@ -363,9 +363,9 @@ def test_a_key_with_a_control_character_stays_on_its_line(tmp_path: Path) -> Non
     """A YAML key may hold a newline ("a\\nb") or be empty: the error names it escaped or quoted, one line each."""
     path = tmp_path / "keys.yaml"
     path.write_text(SCENARIO.replace("hardware: {", 'layout: {"a\\nb": 1}\nhardware: {'))
-    refused(["solve", str(path)], "layout.a\\nb: Extra inputs are not permitted")
+    refused(["solve", str(path)], "layout.a\\nb: unknown key")
     path.write_text(SCENARIO.replace("hardware: {", 'layout: {"": 2}\nhardware: {'))
-    refused(["solve", str(path)], 'layout."": Extra inputs are not permitted')
+    refused(["solve", str(path)], 'layout."": unknown key')
 
 
 @pytest.mark.parametrize("value", [1e20, 2**25, {"mean": math.inf}, {"mean": 100, "p99": 1e30},
@@ -629,3 +629,22 @@ def test_solve_time_limit_bounds_the_pruned_search_of_one_job() -> None:
     assert result.status == "unknown" and result.solutions == []
     assert result.reasons == ["the time limit ran out while evaluating the layouts of job gpt3-30days: allow more "
                               "time (--time-limit), or narrow hardware.skus"]
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    (SCENARIO + "objectiv: cost\n", "s.yaml: objectiv: unknown key (did you mean objective?)"),
+    (SCENARIO + "objectiv: cost\ntopk: 3\n",
+     "s.yaml: unknown keys objectiv (did you mean objective?), topk (did you mean top_k?)"),
+    (SCENARIO.replace("max_gpus: 8", "maxgpus: 8"), "s.yaml: hardware.maxgpus: unknown key (did you mean max_gpus?)"),
+    (SCENARIO.replace("model: llama-2-7b", "model: {name: m, layers: 2, hiden: 64, heads: 4, ffn_hidden: 256, "
+                      "vocab: 1000, max_seq: 128}"), "s.yaml: model.hiden: unknown key (did you mean hidden?)"),
+    (SCENARIO + "layout: {tp: 2, ppp: 2}\n", "s.yaml: layout.ppp: unknown key (did you mean pp?)"),
+    (SCENARIO.replace("global_batch: 64", "global_batch: 64, sequence: 5"), "s.yaml: job.sequence: unknown key"),
+])
+def test_an_unknown_key_near_a_known_one_is_named_with_it(tmp_path: Path, text: str, said: str) -> None:
+    """A key a letter or an underscore from one the mapping takes is reported with the key meant, every such key
+    of one mapping in one line; a key like none of them is just unknown."""
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    line = refused(["solve", str(path)])
+    assert line == f"error: {tmp_path}/{said}", line
