@@ -209,6 +209,7 @@ class Summary:
     family: str
     runs: int
     median: float
+    bias: float  # signed median: positive where planner is optimistic (measured slower than predicted)
     worst: float  # signed error of the run with the largest |error|
     covered: int
     fit: int
@@ -221,7 +222,8 @@ def summary(results: list[HeldOut], family: str = "all") -> Summary:
     errs = [abs(r.error) for r in results]
     worst = max(results, key=lambda r: abs(r.error)).error
     mem = [e for r in results if (e := r.memory_error) is not None]
-    return Summary(family, len(results), statistics.median(errs), worst, sum(r.covered for r in results),
+    return Summary(family, len(results), statistics.median(errs), statistics.median(r.error for r in results), worst,
+                   sum(r.covered for r in results),
                    sum(r.fits for r in results), len(mem), statistics.median(abs(e) for e in mem) if mem else None,
                    max(mem, key=abs) if mem else None)
 
@@ -239,7 +241,8 @@ def pct(v: float | None) -> str:
 
 def report(results: list[HeldOut], refused: list[tuple[str, str]], source: str) -> None:
     print(f"runs: {source} (held out: not in the calibration file)")
-    print("err: measured / predicted step − 1 in the source's quantity; band: the regime's 10th–90th percentile;")
+    print("err: measured / predicted step − 1 in the source's quantity (bias: its signed median, positive where")
+    print("planner is optimistic); band: the regime's 10th–90th percentile;")
     print("mem: predicted / measured − 1 of the published peak (reserved or allocated)\n")
     for fam, rs in by_family(results).items():
         print(f"## {fam}")
@@ -253,11 +256,12 @@ def report(results: list[HeldOut], refused: list[tuple[str, str]], source: str) 
                   f"{ev.time.step_seconds:8.3f} {r.error:+7.1%} {lo:+6.1%}..{hi:+6.1%} {'y' if r.covered else 'n'}  "
                   f"{ev.memory.total / GIB:6.1f}/{ev.capacity_bytes / GIB:<4.0f} {'yes ' if r.fits else 'NO  '} {meas}")
         print()
-    print(f"{'family':26} {'runs':>4} {'median |err|':>12} {'worst':>8} {'in band':>8} {'fit':>7} "
+    print(f"{'family':26} {'runs':>4} {'median |err|':>12} {'worst':>8} {'bias':>7} {'in band':>8} {'fit':>7} "
           f"{'mem runs':>8} {'mem median':>10} {'mem worst':>9}")
     for fam, rs in [*by_family(results).items(), ("all", results)]:
         s = summary(rs, fam)
-        print(f"{fam:26} {s.runs:4} {s.median:12.1%} {s.worst:+8.1%} {s.covered:4}/{s.runs:<3} {s.fit:3}/{s.runs:<3} "
+        print(f"{fam:26} {s.runs:4} {s.median:12.1%} {s.worst:+8.1%} {s.bias:+7.1%} {s.covered:4}/{s.runs:<3} "
+              f"{s.fit:3}/{s.runs:<3} "
               f"{s.memory_runs:8} {'—' if s.memory_median is None else f'{s.memory_median:.1%}':>10} "
               f"{pct(s.memory_worst):>9}")
     s = summary(results)
