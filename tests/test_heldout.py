@@ -717,3 +717,23 @@ def test_llama3_long_context_runs_the_papers_all_gather_exchange(held_out: tuple
         k: v for k, v in raw["planner"]["implementation"].items() if k != "cp_exchange"})))
     assert ring.evaluation.time.breakdown["cp_comm"] < run.evaluation.time.breakdown["cp_comm"]
     assert ring.error > run.error
+
+
+def test_the_quoted_moe_band_is_the_validation_run(held_out: tuple[list, list]) -> None:
+    """planner/data/heldout_bands.yaml (what an MoE plan's `extrapolated` warning quotes) is what re-running the
+    held-out set gives today: a change to the physics must rewrite it (`benchmarks/validation.py --write`). The
+    warning quotes it; no prediction reads it."""
+    from planner.model.uncertainty import extrapolation, heldout_bands
+    from planner.schema import Layout
+
+    fresh, stored = validation.heldout_bands(held_out[0]), heldout_bands()
+    assert set(fresh) == set(stored) == {"dense", "moe"}
+    for regime, band in fresh.items():
+        assert band["runs"] == stored[regime]["runs"] and band["models"] == stored[regime]["models"]
+        for q in ("p10", "median", "p90"):
+            assert band[q] == pytest.approx(stored[regime][q], abs=2e-3), (regime, q)
+    moe = stored["moe"]
+    said = " ".join(extrapolation(Layout(tp=1, pp=1, dp=8, ep=8, global_batch=64), "h100-sxm", moe=True))
+    assert f"on {moe['runs']} published MoE runs held out for validation" in said
+    assert f"median {moe['median']:+.0%}" in said
+    assert "held out" not in " ".join(extrapolation(Layout(tp=1, pp=1, dp=8, global_batch=64), "h100-sxm"))

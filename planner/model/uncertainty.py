@@ -36,6 +36,8 @@ import yaml
 from planner.schema import GpuSku, Layout, ModelSpec, generation_of_name
 
 CALIBRATION_PATH = Path(__file__).resolve().parent.parent / "data" / "calibration.yaml"
+# The step-time error on the held-out runs, dense and MoE (benchmarks/validation.py --write): quoted, never fitted
+HELDOUT_BANDS_PATH = CALIBRATION_PATH.with_name("heldout_bands.yaml")
 MIN_RUNS = 5  # residuals a grouping needs before its percentiles stand on their own
 WIDEN_PER_LEVEL = 1.5  # band half-widths grow by this factor for each coarser level a regime falls back to
 PERCENTILES = (10.0, 90.0)
@@ -104,7 +106,7 @@ def residual_percentile(errors: Sequence[float] | np.ndarray, q: Any) -> Any:
     return np.percentile(np.asarray(errors, dtype=float), q, method="weibull")
 
 
-def _band(errors: Sequence[float]) -> dict[str, float]:
+def band_of(errors: Sequence[float]) -> dict[str, float]:
     e = np.asarray(errors, dtype=float)
     lo, hi = residual_percentile(e, PERCENTILES)
     return {"runs": len(e), "p10": round(float(lo), 4), "p90": round(float(hi), 4),
@@ -134,7 +136,7 @@ def build_calibration(records: Iterable[dict[str, Any]], reference: str = "") ->
         "percentiles": list(PERCENTILES),
         "min_runs": MIN_RUNS,
         "widen_per_level": WIDEN_PER_LEVEL,
-        "bands": {lvl: {k: _band(v) for k, v in sorted(groups[lvl].items())} for lvl in LEVELS},
+        "bands": {lvl: {k: band_of(v) for k, v in sorted(groups[lvl].items())} for lvl in LEVELS},
         "best_mfu": dict(sorted(best.items())),
         "coverage": dict(sorted(coverage.items())),
         "runs": [{"id": r["id"], "regime": Regime(r["generation"], r["framework"], r["parallel"]).key("regime"),
@@ -151,6 +153,21 @@ def load_calibration(path: Path | None = None) -> dict[str, Any]:
     """The calibration file (planner/data/calibration.yaml unless `path`)."""
     p = path or CALIBRATION_PATH
     return _load(str(p), p.stat().st_mtime_ns)
+
+
+def heldout_bands() -> dict[str, dict[str, Any]]:
+    """The held-out runs' step-time error by regime (dense, moe), as benchmarks/validation.py --write left it."""
+    return dict(_load(str(HELDOUT_BANDS_PATH), HELDOUT_BANDS_PATH.stat().st_mtime_ns)["regimes"])
+
+
+def _moe_measured() -> str:
+    """What the held-out MoE runs measured against the model, for an MoE plan's warning ('' without them)."""
+    b = heldout_bands().get("moe")
+    if not b:
+        return ""
+    return (f"; on {b['runs']} published MoE runs held out for validation ({', '.join(b['models'])}) the measured step "
+            f"was {b['p10']:+.0%} to {b['p90']:+.0%} off the prediction (measured / predicted − 1, 10th–90th "
+            f"percentile; median {b['median']:+.0%})")
 
 
 def error_band(regime: Regime, calibration: dict[str, Any] | None = None) -> Band:
@@ -300,7 +317,7 @@ def _uncovered(layout: Layout, cov: dict[str, Any], where: str, seq: int | None,
     if moe and not cov.get("moe", False):
         out.append(f"mixture-of-experts model: no calibration run on {where} trained one; the router, token "
                    "permutation, grouped expert GEMMs" + (" and the expert all-to-all" if layout.ep > 1 else "")
-                   + " are not calibrated")
+                   + " are not calibrated" + _moe_measured())
     elif layout.ep > cov.get("ep", 1):
         out.append(f"expert parallelism {layout.ep}: no calibration run on {where} dispatched MoE tokens over "
                    f"more than {cov.get('ep', 1)} rank(s); the all-to-all and grouped GEMMs are not calibrated")
