@@ -56,6 +56,7 @@ BytesPerGpu = Annotated[int, Field(ge=0, le=MAX_BYTES_PER_GPU)]
 # dropped letter or underscore in a short key (objectiv, topk, maxgpus) scores 0.89–0.94; the parallel sizes beside
 # each other (tp, pp, cp, dp) score 0.5.
 KEY_SUGGESTION_CUTOFF = 0.8
+KEYS_NAMED = 10  # unknown keys one line names before it counts the rest
 
 
 class Strict(BaseModel):
@@ -79,6 +80,9 @@ class Strict(BaseModel):
         if not any(near.values()):
             return data
         named = [f"{k} (did you mean {near[k][0]}?)" if near[k] else k for k in unknown]
+        if len(named) > KEYS_NAMED:  # the close ones first; the rest counted
+            close_first = sorted(named, key=lambda n: "(did you mean" not in n)
+            named = [*close_first[:KEYS_NAMED], f"and {len(named) - KEYS_NAMED:,} more"]
         if len(unknown) == 1:
             raise PydanticCustomError(MISSPELT_KEY, f"unknown key (did you mean {near[unknown[0]][0]}?)",
                                       {"field": unknown[0]})

@@ -648,3 +648,12 @@ def test_an_unknown_key_near_a_known_one_is_named_with_it(tmp_path: Path, text: 
     path.write_text(text)
     line = refused(["solve", str(path)])
     assert line == f"error: {tmp_path}/{said}", line
+
+
+def test_a_line_of_unknown_keys_names_ten_and_counts_the_rest(tmp_path: Path) -> None:
+    """Thousands of unknown keys beside a misspelt one stay one short line: the close ones first."""
+    path = tmp_path / "s.yaml"
+    path.write_text(SCENARIO + "".join(f"k{i}: 1\n" for i in range(3_000)) + "objectiv: cost\n")
+    line = refused(["solve", str(path)])
+    assert line.startswith(f"error: {path}: unknown keys objectiv (did you mean objective?), k0, k1, ")
+    assert line.endswith(", k8, and 2,991 more") and len(line) < 300, line
