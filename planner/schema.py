@@ -83,10 +83,11 @@ class Strict(BaseModel):
         if len(named) > KEYS_NAMED:  # the close ones first; the rest counted
             close_first = sorted(named, key=lambda n: "(did you mean" not in n)
             named = [*close_first[:KEYS_NAMED], f"and {len(named) - KEYS_NAMED:,} more"]
+        # the keys go in the context, which pydantic inserts verbatim (a brace in a key is not a placeholder)
         if len(unknown) == 1:
-            raise PydanticCustomError(MISSPELT_KEY, f"unknown key (did you mean {near[unknown[0]][0]}?)",
-                                      {"field": unknown[0]})
-        raise PydanticCustomError(MISSPELT_KEY, "unknown keys " + ", ".join(named), {"field": None})
+            raise PydanticCustomError(MISSPELT_KEY, "unknown key (did you mean {meant}?)",
+                                      {"field": unknown[0], "meant": near[unknown[0]][0]})
+        raise PydanticCustomError(MISSPELT_KEY, "unknown keys {keys}", {"field": None, "keys": ", ".join(named)})
 
     @model_validator(mode="before")
     @classmethod

@@ -657,3 +657,10 @@ def test_a_line_of_unknown_keys_names_ten_and_counts_the_rest(tmp_path: Path) ->
     line = refused(["solve", str(path)])
     assert line.startswith(f"error: {path}: unknown keys objectiv (did you mean objective?), k0, k1, ")
     assert line.endswith(", k8, and 2,991 more") and len(line) < 300, line
+
+
+def test_a_brace_in_an_unknown_key_is_printed_as_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(SCENARIO + "objectiv: cost\n'a{keys}b': 1\n")
+    line = refused(["solve", str(path)])
+    assert line == f"error: {path}: unknown keys objectiv (did you mean objective?), a{{keys}}b", line
