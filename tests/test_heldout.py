@@ -719,21 +719,28 @@ def test_llama3_long_context_runs_the_papers_all_gather_exchange(held_out: tuple
     assert ring.error > run.error
 
 
-def test_the_quoted_moe_band_is_the_validation_run(held_out: tuple[list, list]) -> None:
-    """planner/data/heldout_bands.yaml (what an MoE plan's `extrapolated` warning quotes) is what re-running the
-    held-out set gives today: a change to the physics must rewrite it (`benchmarks/validation.py --write`). The
-    warning quotes it; no prediction reads it."""
+def test_the_quoted_bands_are_the_validation_run(held_out: tuple[list, list]) -> None:
+    """planner/data/heldout_bands.yaml (what the warnings of MoE plans and of plans on a GPU generation without
+    calibration runs quote) is what re-running the held-out set gives today: a change to the physics must rewrite it
+    (`benchmarks/validation.py --write`). The warnings quote it; no prediction or band reads it."""
     from planner.model.uncertainty import extrapolation, heldout_bands
     from planner.schema import Layout
 
     fresh, stored = validation.heldout_bands(held_out[0]), heldout_bands()
-    assert set(fresh) == set(stored) == {"dense", "moe"}
-    for regime, band in fresh.items():
-        assert band["runs"] == stored[regime]["runs"] and band["models"] == stored[regime]["models"]
-        for q in ("p10", "median", "p90"):
-            assert band[q] == pytest.approx(stored[regime][q], abs=2e-3), (regime, q)
-    moe = stored["moe"]
-    said = " ".join(extrapolation(Layout(tp=1, pp=1, dp=8, ep=8, global_batch=64), "h100-sxm", moe=True))
-    assert f"on {moe['runs']} published MoE runs held out for validation" in said
-    assert f"median {moe['median']:+.0%}" in said
-    assert "held out" not in " ".join(extrapolation(Layout(tp=1, pp=1, dp=8, global_batch=64), "h100-sxm"))
+    assert set(fresh["regimes"]) == set(stored["regimes"]) == {"dense", "moe"}
+    assert set(fresh["generations"]) == set(stored["generations"]) >= {"hopper", "blackwell"}
+    for group in ("regimes", "generations"):
+        for name, band in fresh[group].items():
+            kept = stored[group][name]
+            assert band["runs"] == kept["runs"] and band["models"] == kept["models"], (group, name)
+            for q in ("p10", "median", "p90"):
+                assert band[q] == pytest.approx(kept[q], abs=2e-3), (group, name, q)
+    moe, bw = stored["regimes"]["moe"], stored["generations"]["blackwell"]
+    lay, ep = Layout(tp=1, pp=1, dp=8, global_batch=64), Layout(tp=1, pp=1, dp=8, ep=8, global_batch=64)
+    said = " ".join(extrapolation(ep, "h100-sxm", moe=True))
+    assert f"on {moe['runs']} published MoE runs" in said and f"median {moe['median']:+.0%}" in said
+    assert "held out" not in " ".join(extrapolation(lay, "h100-sxm"))  # a calibrated dense regime
+    said = " ".join(extrapolation(lay, "b200"))
+    assert f"on {bw['runs']} published dense runs on blackwell GPUs held out for validation" in said
+    said = " ".join(extrapolation(ep, "b200", moe=True))  # an MoE plan quotes the MoE runs, not the dense ones
+    assert "dense runs" not in said and "published MoE runs" in said

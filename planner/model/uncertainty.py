@@ -155,19 +155,24 @@ def load_calibration(path: Path | None = None) -> dict[str, Any]:
     return _load(str(p), p.stat().st_mtime_ns)
 
 
-def heldout_bands() -> dict[str, dict[str, Any]]:
-    """The held-out runs' step-time error by regime (dense, moe), as benchmarks/validation.py --write left it."""
-    return dict(_load(str(HELDOUT_BANDS_PATH), HELDOUT_BANDS_PATH.stat().st_mtime_ns)["regimes"])
+def heldout_bands() -> dict[str, dict[str, dict[str, Any]]]:
+    """The held-out runs' step-time error: `regimes` (dense, moe) and `generations` (dense runs by GPU generation),
+    as benchmarks/validation.py --write left them."""
+    return dict(_load(str(HELDOUT_BANDS_PATH), HELDOUT_BANDS_PATH.stat().st_mtime_ns))
+
+
+def _measured(b: dict[str, Any] | None, what: str) -> str:
+    """What held-out runs measured against the model, for a warning ('' without them)."""
+    if not b:
+        return ""
+    return (f"; on {b['runs']} {what} held out for validation the measured step was {b['p10']:+.0%} to "
+            f"{b['p90']:+.0%} off the prediction (measured / predicted − 1, 10th–90th percentile; median "
+            f"{b['median']:+.0%})")
 
 
 def _moe_measured() -> str:
-    """What the held-out MoE runs measured against the model, for an MoE plan's warning ('' without them)."""
-    b = heldout_bands().get("moe")
-    if not b:
-        return ""
-    return (f"; on {b['runs']} published MoE runs held out for validation ({', '.join(b['models'])}) the measured step "
-            f"was {b['p10']:+.0%} to {b['p90']:+.0%} off the prediction (measured / predicted − 1, 10th–90th "
-            f"percentile; median {b['median']:+.0%})")
+    b = heldout_bands()["regimes"].get("moe")
+    return _measured(b, f"published MoE runs ({', '.join(b['models'])})" if b else "")
 
 
 def error_band(regime: Regime, calibration: dict[str, Any] | None = None) -> Band:
@@ -291,7 +296,9 @@ def extrapolation(layout: Layout, gpu: GpuSku | str, framework: str = "megatron-
     best = best_published_mfu(gpu, cal)
     coverage = cal.get("coverage", {})
     if best is None:
-        out = [f"no calibration run on {gen} GPUs: the step time is extrapolated from other generations"]
+        held = None if moe else heldout_bands()["generations"].get(gen)
+        out = [f"no calibration run on {gen} GPUs: the step time is extrapolated from other generations"
+               + _measured(held, f"published dense runs on {gen} GPUs")]
         cov = functools.reduce(_merged, coverage.values(), _EMPTY_COVERAGE) if coverage else None
         where = "any GPU"
     else:
