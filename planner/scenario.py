@@ -361,7 +361,10 @@ def load_scenario(path: str | Path) -> Scenario:
 
 
 def _is_config_path(model: str) -> bool:
-    """A model reference that names a Hugging Face config.json (or the folder holding one), not a catalog entry."""
+    """A model reference that names a Hugging Face config.json (or the folder holding one), not a catalog entry.
+    A blank name is neither: the current folder is no model."""
+    if not model.strip():
+        return False
     if model.endswith(".json"):
         return True
     try:

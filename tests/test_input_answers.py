@@ -664,3 +664,19 @@ def test_a_brace_in_an_unknown_key_is_printed_as_it_is(tmp_path: Path) -> None:
     path.write_text(SCENARIO + "objectiv: cost\n'a{keys}b': 1\n")
     line = refused(["solve", str(path)])
     assert line == f"error: {path}: unknown keys objectiv (did you mean objective?), a{{keys}}b", line
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["estimate", "--model", "nope", "--gpu", "h100"], "error: --model: unknown model 'nope'"),
+    (["estimate", "--model", "", "--gpu", "h100"], "error: --model: unknown model ''"),
+    (["estimate", "--model", "gpt3-175b", "--gpu", "nope"], "error: --gpu: unknown GPU 'nope'"),
+    (["serve", "--model", "nope", "--gpu", "h100"], "error: --model: unknown model 'nope'"),
+    (["serve", "--model", "llama-3.1-8b", "--gpu", "nope"], "error: --gpu: unknown GPU 'nope'"),
+    (["serve", "--model", "llama-3.1-8b", "--gpu", "h100", "--qps", "1", "--prefill-replicas", "1",
+      "--decode-replicas", "1", "--decode-gpu", "nope"], "error: --decode-gpu: unknown GPU 'nope'"),
+])
+def test_an_unknown_name_on_the_command_line_names_its_flag(args: list[str], said: str) -> None:
+    """A model or GPU name from a flag is refused naming the flag, as a scenario's is refused naming its key; an empty
+    name is a name, not the current folder read as a config.json."""
+    line = refused(args)
+    assert line.startswith(said), line

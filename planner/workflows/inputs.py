@@ -92,7 +92,14 @@ def default_tokens(model: ModelSpec) -> float:
 def given_model(model: str | ModelSpec | None, sc: Scenario | None) -> ModelSpec | None:
     """The model named by a flag, else by the scenario; None when neither names one."""
     ref = pick(model, sc.model if sc else None)
-    return resolve_model(ref) if ref is not None else None
+    if ref is None:
+        return None
+    try:
+        return resolve_model(ref)
+    except InputError as e:
+        if model is None:  # the scenario's key, which its loader names
+            raise
+        raise InputError(f"--model: {e}") from None
 
 
 def given_gpus(gpus: int | None, sc: Scenario | None) -> int | None:
@@ -119,7 +126,12 @@ def hardware(sc: Scenario | None, model: ModelSpec, *, gpu: str | None, gpus_per
     if name is None:
         raise InputError("--gpu: give a GPU from `planner catalog gpus` and --gpus a count (or a scenario's "
                          "`estimate: {gpu: ..., gpus: ...}` block)")
-    sku = sc.gpu(name) if sc else get_gpu(name)
+    try:
+        sku = sc.gpu(name) if sc else get_gpu(name)
+    except InputError as e:
+        if gpu is None:
+            raise
+        raise InputError(f"--gpu: {e}") from None
     return {
         "gpu": sku,
         "gpus_per_node": pick(checked("--gpus-per-node", gpus_per_node), target.gpus_per_node if target else None,

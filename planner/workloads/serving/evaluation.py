@@ -123,14 +123,18 @@ def overload_note(offered: float, completing: float, requests: int, what: str = 
             "requests, not a steady state")
 
 
-def _resolve(model: str | ModelSpec, gpu: str | GpuSku) -> tuple[ModelSpec, GpuSku]:
+def _resolve(model: str | ModelSpec, gpu: str | GpuSku, gpu_flag: str = "--gpu") -> tuple[ModelSpec, GpuSku]:
+    """The model and GPU named by `planner serve`'s flags (an unknown name is bad input naming its flag)."""
     from planner.catalog import get_gpu
     from planner.scenario import resolve_model
 
     expect(model, (str, ModelSpec), "model")
     expect(gpu, (str, GpuSku), "gpu")
-    m = resolve_model(model) if isinstance(model, str) else model
-    g = get_gpu(gpu) if isinstance(gpu, str) else gpu
+    try:
+        m = resolve_model(model) if isinstance(model, str) else model
+    except InputError as e:
+        raise InputError(f"--model: {e}") from None
+    g = get_gpu(gpu, key=gpu_flag) if isinstance(gpu, str) else gpu
     return m, g
 
 
@@ -407,10 +411,7 @@ def evaluate_disaggregated(
         (exit 1).
     """
     m, pg = _resolve(model, prefill_gpu)
-    try:
-        dg = _resolve(m, decode_gpu)[1] if decode_gpu is not None else pg
-    except InputError as e:
-        raise InputError(f"--decode-gpu: {e}") from None
+    dg = _resolve(m, decode_gpu, "--decode-gpu")[1] if decode_gpu is not None else pg
     _check_dtype("weight_dtype", weight_dtype)
     kv_dtype = kv_dtype or "bf16"
     _check_dtype("kv_dtype", kv_dtype)
