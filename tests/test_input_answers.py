@@ -670,6 +670,7 @@ def test_a_brace_in_an_unknown_key_is_printed_as_it_is(tmp_path: Path) -> None:
     (["estimate", "--model", "nope", "--gpu", "h100"], "error: --model: unknown model 'nope'"),
     (["estimate", "--model", "", "--gpu", "h100"], "error: --model: unknown model ''"),
     (["estimate", "--model", "gpt3-175b", "--gpu", "nope"], "error: --gpu: unknown GPU 'nope'"),
+    (["estimate", "--inference", "--model", "llama-3.1-8b", "--gpu", "nope"], "error: --gpu: unknown GPU 'nope'"),
     (["serve", "--model", "nope", "--gpu", "h100"], "error: --model: unknown model 'nope'"),
     (["serve", "--model", "llama-3.1-8b", "--gpu", "nope"], "error: --gpu: unknown GPU 'nope'"),
     (["serve", "--model", "llama-3.1-8b", "--gpu", "h100", "--qps", "1", "--prefill-replicas", "1",

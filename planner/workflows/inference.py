@@ -62,7 +62,8 @@ def estimate_inference(request: InferenceRequest) -> InferenceEstimate:
     model = given_model(request.model, sc)
     if model is None:
         raise InputError("--model: give a catalog model, --model-config FILE, or a scenario")
-    gpu = get_gpu(pick(request.gpu, sc.estimate.gpu if sc and sc.estimate else None, DEFAULT_SERVING_GPU))
+    gpu = get_gpu(pick(request.gpu, sc.estimate.gpu if sc and sc.estimate else None, DEFAULT_SERVING_GPU),
+                  key="--gpu" if request.gpu is not None else None)
     context = pick(checked("--context", request.context), model.max_seq)
     serving_layout_problems(model, request.tp, request.pp)
     memory = inference_memory(model, request.batch, context, tp=request.tp, pp=request.pp,
