@@ -42,7 +42,8 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[str, ...]:
     key path."""
     return tuple(
         str(part) for part in loc
-        if not (isinstance(part, str) and ("[" in part or part in _TYPE_TAGS or part.startswith("constrained-")))
+        if not (isinstance(part, str)
+                and ("[" in part or part in _TYPE_TAGS or part.startswith(("constrained-", UNION_TAG_PREFIX))))
     )
 
 
@@ -59,6 +60,8 @@ def _key_part(part: str) -> str:
     """One key of a path as a user can find it: an empty key quoted, control characters escaped."""
     return '""' if part == "" else _printable(part)
 
+# A union member's tag where the union picks by a key's value (planner.portfolio's pools: `kind=owned`), not a key
+UNION_TAG_PREFIX = "kind="
 _TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "literal", "none", "is-instance"}
 
 

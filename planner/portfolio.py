@@ -15,11 +15,11 @@ import math
 import os
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Discriminator, Field, Tag, ValidationError, model_validator
 
-from planner.errors import InputError, expect, format_validation_error
+from planner.errors import UNION_TAG_PREFIX, InputError, expect, format_validation_error
 from planner.scenario import EfficiencyOverride, FixedLayout, Job, OwnGpus, read_yaml
 from planner.schema import GpuDefinition, Implementation, ModelSpec, Overheads, Strict
 
@@ -129,7 +129,25 @@ class OnDemandPool(_Pool):
     max_gpus: Gpus | None = Field(None, description="quota at any time; default: no limit")
 
 
-Pool = Annotated[OwnedPool | PurchasePool | ReservationPool | OnDemandPool, Field(discriminator="kind")]
+POOL_KINDS = ("owned", "purchase", "reservation", "on-demand")
+
+
+def _pool_kind(value: Any) -> str | None:
+    """The union member a pool's `kind` picks, as a tag an error's key path leaves out (UNION_TAG_PREFIX)."""
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    return UNION_TAG_PREFIX + kind if kind in POOL_KINDS else None
+
+
+def _tagged(kind: str) -> Tag:
+    return Tag(UNION_TAG_PREFIX + kind)
+
+
+Pool = Annotated[
+    Annotated[OwnedPool, _tagged("owned")] | Annotated[PurchasePool, _tagged("purchase")]
+    | Annotated[ReservationPool, _tagged("reservation")] | Annotated[OnDemandPool, _tagged("on-demand")],
+    Discriminator(_pool_kind, custom_error_type="pool_kind",
+                  custom_error_message="kind must be one of " + ", ".join(POOL_KINDS)),
+]
 
 
 class Repeat(Strict):
@@ -295,4 +313,8 @@ def portfolio_json_schema() -> dict[str, Any]:
     schema = Portfolio.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "planner portfolio"
+    # the pools pick their member by `kind` (a callable discriminator, for one-line errors): say so to editors
+    mapping = {get_args(cls.model_fields["kind"].annotation)[0]: f"#/$defs/{cls.__name__}"
+               for cls in (OwnedPool, PurchasePool, ReservationPool, OnDemandPool)}
+    schema["properties"]["pools"]["items"]["discriminator"] = {"propertyName": "kind", "mapping": mapping}
     return schema

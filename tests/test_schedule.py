@@ -154,9 +154,9 @@ def test_one_worker_is_deterministic() -> None:
 
 @pytest.mark.parametrize(("change", "message"), [
     ({"horizon__end": "2026-01-01"}, "horizon: end must be at least one week after start"),
-    ({"pools__0__gpus": -8}, "pools.0.owned.gpus"),
-    ({"pools__1__usd_per_gpu": float("inf")}, "pools.1.purchase.usd_per_gpu"),
-    ({"pools__3__usd_per_gpu_hour": float("nan")}, "pools.3.on-demand.usd_per_gpu_hour"),
+    ({"pools__0__gpus": -8}, "pools.0.gpus"),
+    ({"pools__1__usd_per_gpu": float("inf")}, "pools.1.usd_per_gpu"),
+    ({"pools__3__usd_per_gpu_hour": float("nan")}, "pools.3.usd_per_gpu_hour"),
     ({"pools__0__kind": "leased"}, "pools.0"),
     ({"pools__0__colour": "red"}, "colour"),
     ({"jobs__1__after": ["z"]}, "after: unknown job 'z'"),
@@ -388,9 +388,11 @@ def test_no_plan_exits_1_with_the_numbers(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("change", "key"), [
-    ({"pools__0__gpus": -8}, "pools.0.owned.gpus"),
+    ({"pools__0__gpus": -8}, "pools.0.gpus"),
     ({"jobs__0__model": "gpt-9"}, "jobs.0.model (a): unknown model 'gpt-9'"),
     ({"pools__2__sku": "h100x"}, "pools.2.sku (res): unknown GPU 'h100x'"),
+    ({"pools__1__kind": "purchas"}, "pools.1: kind must be one of owned, purchase, reservation, on-demand"),
+    ({"pools__1__lead_time_week": 3}, "pools.1.lead_time_week: unknown key (did you mean lead_time_weeks?)"),
 ])
 def test_bad_input_exits_2_in_one_line(tmp_path: Path, change: dict[str, Any], key: str) -> None:
     f = portfolio(tmp_path, **change)
@@ -414,6 +416,12 @@ def test_schema_of_the_portfolio_format() -> None:
     assert r.exit_code == 0
     schema = json.loads(r.stdout)
     assert schema["title"] == "planner portfolio" and {"horizon", "pools", "jobs"} <= set(schema["properties"])
+    # editors pick a pool's fields by its kind
+    pools = schema["properties"]["pools"]["items"]
+    assert pools["discriminator"] == {"propertyName": "kind", "mapping": {
+        "owned": "#/$defs/OwnedPool", "purchase": "#/$defs/PurchasePool", "reservation": "#/$defs/ReservationPool",
+        "on-demand": "#/$defs/OnDemandPool"}}
+    assert {m["$ref"] for m in pools["oneOf"]} == set(pools["discriminator"]["mapping"].values())
 
 
 def test_a_portfolio_plans_on_gpus_it_defines(tmp_path: Path) -> None:
