@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import Discriminator, Field, Tag, ValidationError, model_validator
 
 from planner.errors import UNION_TAG_PREFIX, InputError, expect, format_validation_error
-from planner.scenario import EfficiencyOverride, FixedLayout, Job, OwnGpus, read_yaml
+from planner.scenario import EfficiencyOverride, FixedLayout, Job, OwnGpus, read_yaml, refuse_other_formats
 from planner.schema import GpuDefinition, Implementation, ModelSpec, Overheads, Strict
 
 STEP_DAYS = {"day": 1, "week": 7}
@@ -264,11 +264,8 @@ def load_portfolio(path: str | Path) -> Portfolio:
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise InputError(f"{path}: a portfolio is a mapping of keys (horizon, pools, jobs), got {type(data).__name__}")
-    # the other input formats, named by their own top-level key, get the command that reads them
-    for key, kind, command in (("serving", "serving scenario", "planner serve"),
-                               ("model", "training scenario", "planner solve")):
-        if key in data and "pools" not in data and "jobs" not in data:
-            raise InputError(f"{path}: {key}: a {kind}, not a portfolio; run `{command} {path}`")
+    if "pools" not in data and "jobs" not in data:
+        refuse_other_formats(data, path, "portfolio", ("serving scenario", "training scenario"))
     try:
         portfolio = Portfolio.model_validate(data)
     except ValidationError as e:

@@ -328,6 +328,20 @@ def read_yaml(path: Path) -> Any:
     return safe_yaml.read_yaml(path)
 
 
+# The input formats by the top-level key that marks them, and the command that reads each
+FORMATS = {"serving scenario": ("serving", "planner serve"), "portfolio": ("pools", "planner schedule"),
+           "training scenario": ("model", "planner solve")}
+
+
+def refuse_other_formats(data: dict[str, Any], path: Path, kind: str, others: tuple[str, ...]) -> None:
+    """InputError naming the command that reads `path` where its keys mark one of the `others` formats, checked in
+    that order (a serving scenario names a model too), for a loader of `kind` whose own keys the file lacks."""
+    for other in others:
+        key, command = FORMATS[other]
+        if key in data:
+            raise InputError(f"{path}: {key}: a {other}, not a {kind}; run `{command} {path}`")
+
+
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file."""
     expect(path, (str, os.PathLike), "load_scenario(path)")
@@ -335,11 +349,8 @@ def load_scenario(path: str | Path) -> Scenario:
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise InputError(f"{path}: a scenario is a mapping of keys (model, job, ...), got {type(data).__name__}")
-    # the other input formats, named by their own top-level key, get the command that reads them
-    for key, kind, command in (("serving", "serving scenario", "planner serve"),
-                               ("pools", "portfolio", "planner schedule")):
-        if key in data and "job" not in data:
-            raise InputError(f"{path}: {key}: a {kind}, not a training scenario; run `{command} {path}`")
+    if "job" not in data:
+        refuse_other_formats(data, path, "training scenario", ("serving scenario", "portfolio"))
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as e:

@@ -172,7 +172,7 @@ def _measured(b: dict[str, Any] | None, what: str) -> str:
 
 def _moe_measured() -> str:
     b = heldout_bands()["regimes"].get("moe")
-    return _measured(b, f"published MoE runs ({', '.join(b['models'])})" if b else "")
+    return _measured(b, f"published MoE runs ({', '.join(b['models'])})") if b else ""
 
 
 def error_band(regime: Regime, calibration: dict[str, Any] | None = None) -> Band:

@@ -36,7 +36,7 @@ from pydantic import BeforeValidator, Field, PositiveInt, ValidationError, model
 from planner.errors import InputError, expect, format_validation_error
 from planner.limits import MAX_CONCURRENCY, MAX_GPUS, MAX_QPS, MAX_SEED, MIN_QPS
 from planner.model.serving import KvDtype, ServingEfficiency, WeightDtype
-from planner.scenario import Hardware, OwnGpus, Pricing, _number, read_yaml
+from planner.scenario import Hardware, OwnGpus, Pricing, _number, read_yaml, refuse_other_formats
 from planner.schema import GpuDefinition, ModelSpec, Strict
 from planner.workloads.serving.engines import EngineOverride
 from planner.workloads.serving.simulation import LengthDist
@@ -166,9 +166,8 @@ def load_serving_scenario(path: str | Path) -> ServingScenario:
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise InputError(f"{path}: a serving scenario is a mapping with a `serving:` block, got {type(data).__name__}")
-    if "serving" not in data and "pools" in data:
-        raise InputError(f"{path}: pools: a portfolio, not a serving scenario; run `planner schedule {path}`")
     if "serving" not in data:
+        refuse_other_formats(data, path, "serving scenario", ("portfolio",))
         raise InputError(f"{path}: no `serving:` block (a training scenario? use `planner solve`)")
     try:
         scenario = ServingScenario.model_validate(data)
