@@ -240,15 +240,12 @@ def evaluate_deployment(
     _check_dtype("kv_dtype", kv_dtype)
     if (concurrency is None) == (qps is None):
         raise InputError("give --concurrency (closed loop) or --qps (Poisson arrivals), not both")
-    if concurrency is not None and (not isinstance(concurrency, (int, np.integer)) or isinstance(concurrency, bool)
-                                    or not 1 <= concurrency <= MAX_CONCURRENCY):
-        raise InputError(f"--concurrency must be a whole number from 1 to {MAX_CONCURRENCY:,}, got {concurrency!r}")
-    for flag, size in (("--tp", tp), ("--pp", pp), ("--ep", ep)):
-        if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or not 1 <= size <= MAX_GPUS:
-            raise InputError(f"{flag} must be a positive integer up to {MAX_GPUS:,}, got {size!r}")
-    if requests is not None and (not isinstance(requests, (int, np.integer)) or isinstance(requests, bool)
-                                 or not 1 <= requests <= MAX_SIMULATED_REQUESTS):
-        raise InputError(f"--requests must be a whole number from 1 to {MAX_SIMULATED_REQUESTS:,}, got {requests!r}")
+    counts = (("--concurrency", concurrency, MAX_CONCURRENCY), ("--tp", tp, MAX_GPUS), ("--pp", pp, MAX_GPUS),
+              ("--ep", ep, MAX_GPUS), ("--requests", requests, MAX_SIMULATED_REQUESTS))
+    for flag, value, high in counts:
+        if value is not None and (not isinstance(value, (int, np.integer)) or isinstance(value, bool)
+                                  or not 1 <= value <= high):
+            raise InputError(f"{flag} must be a positive integer up to {high:,}, got {value!r}")
     if qps is not None and not (isinstance(qps, (int, float)) and math.isfinite(qps) and qps > 0):
         raise InputError(f"--qps must be a positive finite number, got {qps!r}")
     if not (0.0 <= prefix_hit_rate < 1.0):
