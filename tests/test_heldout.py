@@ -721,8 +721,9 @@ def test_llama3_long_context_runs_the_papers_all_gather_exchange(held_out: tuple
 
 def test_the_quoted_bands_are_the_validation_run(held_out: tuple[list, list]) -> None:
     """planner/data/heldout_bands.yaml (what the warnings of MoE plans and of plans on a GPU generation without
-    calibration runs quote) is what re-running the held-out set gives today: a change to the physics must rewrite it
-    (`benchmarks/validation.py --write`). The warnings quote it; no prediction or band reads it."""
+    calibration runs quote, and the measured peaks' error behind every plan's peak range) is what re-running the
+    held-out set gives today: a change to the physics must rewrite it (`benchmarks/validation.py --write`). The
+    warnings and ranges quote it; no prediction, time band or fit reads it."""
     from planner.model.uncertainty import extrapolation, heldout_bands
     from planner.schema import Layout
 
@@ -735,6 +736,11 @@ def test_the_quoted_bands_are_the_validation_run(held_out: tuple[list, list]) ->
             assert band["runs"] == kept["runs"] and band["models"] == kept["models"], (group, name)
             for q in ("p10", "median", "p90"):
                 assert band[q] == pytest.approx(kept[q], abs=2e-3), (group, name, q)
+    mem, kept = fresh["memory"], stored["memory"]
+    assert mem["runs"] == kept["runs"] == sum(r.memory_error is not None for r in held_out[0])
+    assert mem["models"] == kept["models"] and mem["frameworks"] == kept["frameworks"]
+    for q in ("p10", "median", "p90"):
+        assert mem[q] == pytest.approx(kept[q], abs=2e-3), ("memory", q)
     moe, bw = stored["regimes"]["moe"], stored["generations"]["blackwell"]
     lay, ep = Layout(tp=1, pp=1, dp=8, global_batch=64), Layout(tp=1, pp=1, dp=8, ep=8, global_batch=64)
     said = " ".join(extrapolation(ep, "h100-sxm", moe=True))

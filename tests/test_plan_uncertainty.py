@@ -20,10 +20,11 @@ from typer.testing import CliRunner
 from planner import EstimateRequest, estimate, solve
 from planner.cli import app
 from planner.model.reliability import stretch_factor
-from planner.model.uncertainty import best_published_mfu, error_quantile, regime_of
+from planner.model.uncertainty import best_published_mfu, error_quantile, memory_band, regime_of
+from planner.report.compare import display_rows
 from planner.report.dicts import estimate_dict, plan_dict
 from planner.scenario import Scenario, with_basis
-from planner.schema import Reliability
+from planner.schema import GIB, Reliability
 from planner.search.exhaustive import enumerate_plans
 from planner.search.plans import check_solution
 from planner.search.problem import resolve_problem
@@ -65,8 +66,11 @@ def assert_consistent(d: dict[str, Any]) -> None:
     assert r["checkpoint_bytes"] > 0
     if d["cost"]["usd"] is not None:  # the cost follows the expected GPU-hours
         assert d["cost"]["usd"] == pytest.approx(t["gpu_hours"] * d["cost"]["usd_per_gpu_hour"])
+    lo, hi = d["memory"]["bytes_range"]
+    assert lo <= d["memory"]["bytes"]["total"] <= hi
     for w in d["warnings"]:
-        assert w["code"] == "extrapolated" and w["reasons"] and w["message"].startswith("extrapolated")
+        assert w["code"] in ("extrapolated", "memory_margin") and w["reasons"]
+        assert w["message"].startswith(w["code"].replace("_", " "))
 
 
 # --------------------------------------------------------------------------------------------
@@ -107,7 +111,7 @@ def test_mfu_above_the_best_published_is_extrapolated() -> None:
     ev = estimate(EstimateRequest(model="llama-2-7b", gpu="h100-sxm", gpus=8, mfu=min(0.95, best + 0.2)))
     d = estimate_dict(ev)
     assert ev.time.mfu > best
-    assert [w["code"] for w in d["warnings"]] == ["extrapolated"]
+    assert [w["code"] for w in d["warnings"]][:1] == ["extrapolated"]
     assert any("above the best measured" in r for r in d["warnings"][0]["reasons"])
     out = CliRunner().invoke(app, ["estimate", "--model", "llama-2-7b", "--gpu", "h100-sxm", "--gpus", "8",
                                    "--mfu", f"{min(0.95, best + 0.2)}"])
@@ -117,6 +121,44 @@ def test_mfu_above_the_best_published_is_extrapolated() -> None:
 # --------------------------------------------------------------------------------------------
 # the one transform
 # --------------------------------------------------------------------------------------------
+
+
+def b200_gpt3(**layout: Any) -> Any:
+    return estimate(EstimateRequest(model="gpt3-175b", gpu="b200", gpus=128, tokens=300e9, global_batch=1536,
+                                    layout={"tp": 4, "pp": 4, "sequence_parallel": True, **layout}))
+
+
+def test_a_plan_that_fits_by_less_than_the_memory_models_error_says_so() -> None:
+    """`memory.bytes_range` is the predicted peak over the measured peaks' error on the held-out runs
+    (heldout_bands.yaml `memory`: measured / predicted − 1, 10th–90th percentile); a plan whose high end is above
+    the capacity while its prediction fits carries `memory_margin` (the README's first plan: 177 of 179 GiB), one
+    with room or one that does not fit at all (its verdict says so) does not. No fit changes."""
+    b = memory_band()
+    assert b is not None and b["runs"] >= 20 and b["p10"] < 0 < b["p90"]
+    tight = b200_gpt3(vpp=3, micro_batch=4, recompute="none")
+    roomy = b200_gpt3(vpp=3, micro_batch=1, recompute="full")
+    short = b200_gpt3(sequence_parallel=False, micro_batch=4, recompute="none")
+    for ev in (tight, roomy, short):
+        d = estimate_dict(ev)
+        total = d["memory"]["bytes"]["total"]
+        assert d["memory"]["bytes_range"] == [round(total * (1 + b["p10"])), round(total * (1 + b["p90"]))]
+        codes = [w["code"] for w in d["warnings"]]
+        assert ("memory_margin" in codes) == (ev is tight), codes
+    assert tight.fits and total_high(tight) > tight.capacity_bytes >= tight.memory.total
+    assert roomy.fits and total_high(roomy) <= roomy.capacity_bytes
+    assert not short.fits
+    w = next(w for w in estimate_dict(tight)["warnings"] if w["code"] == "memory_margin")
+    assert f"{total_high(tight) / GIB:,.1f} GiB" in w["message"] and f"on {b['runs']} published runs" in w["message"]
+    out = CliRunner().invoke(app, ["estimate", "--model", "gpt3-175b", "--gpu", "b200", "--gpus", "128", "--tp", "4",
+                                   "--pp", "4", "--vpp", "3", "--sequence-parallel", "--micro-batch", "4",
+                                   "--global-batch", "1536", "--recompute", "none", "--tokens", "300e9"],
+                             env={"COLUMNS": "250"})
+    assert out.exit_code == 0, out.output
+    assert "peak range (p10–p90 of the model's error)" in out.output and "memory margin:" in out.output
+
+
+def total_high(ev: Any) -> float:
+    return float(ev.memory_range[1])
 
 
 def test_planned_seconds_is_monotone_and_the_integer_units_round_up() -> None:
@@ -244,6 +286,16 @@ def test_compare_rows_show_expected_days_and_goodput(comparison: Any) -> None:
     assert (ok["days_ideal"] <= ok["days"]).all() and ((ok["goodput"] > 0) & (ok["goodput"] <= 1)).all()
     assert ((ok["days_low"] <= ok["days"]) & (ok["days"] <= ok["days_high"])).all()
     assert (ok["days_planned"] <= 20.0).all()
+
+
+def test_compare_rows_carry_the_peak_range_and_the_memory_margin(comparison: Any) -> None:
+    ok = comparison.base[comparison.base["feasible"]]
+    assert (ok["memory_high_gib"] >= ok["memory_gib"]).all()
+    tight = ok["memory_high_gib"] > ok["capacity_gib"]
+    assert (ok["memory_margin"].notna() == tight).all()
+    shown = {r["layout"]: r["warnings"] for r in display_rows(comparison.base)}
+    for _, r in ok.iterrows():
+        assert ("memory_margin" in shown[r["layout"]]) == (r["memory_high_gib"] > r["capacity_gib"])
 
 
 def test_compare_goodput_curve_and_plot(comparison: Any) -> None:

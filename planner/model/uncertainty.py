@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from planner.schema import GpuSku, Layout, ModelSpec, generation_of_name
+from planner.schema import GIB, GpuSku, Layout, ModelSpec, generation_of_name
 
 CALIBRATION_PATH = Path(__file__).resolve().parent.parent / "data" / "calibration.yaml"
 # The step-time error on the held-out runs, dense and MoE (benchmarks/validation.py --write): quoted, never fitted
@@ -168,6 +168,40 @@ def _measured(b: dict[str, Any] | None, what: str) -> str:
     return (f"; on {b['runs']} {what} held out for validation the measured step was {b['p10']:+.0%} to "
             f"{b['p90']:+.0%} off the prediction (measured / predicted − 1, 10th–90th percentile; median "
             f"{b['median']:+.0%})")
+
+
+def memory_band() -> dict[str, Any] | None:
+    """The measured peak memory of the held-out runs that publish one against the memory model: measured / predicted
+    − 1 (positive where the model under-predicts), 10th, 50th and 90th percentile; None without such runs."""
+    return heldout_bands().get("memory")
+
+
+def peak_range(total: float) -> tuple[float, float]:
+    """[low, high] bytes the measured peak of a plan predicted at `total` falls within on 80 % of the held-out runs
+    with a measured peak (memory_band), widened to include the prediction; (total, total) without them."""
+    b = memory_band()
+    if not b:
+        return total, total
+    return total * (1 + min(b["p10"], 0.0)), total * (1 + max(b["p90"], 0.0))
+
+
+def memory_margin(total: float, capacity: float) -> str | None:
+    """Why a plan predicted to fit may not (the `memory_margin` warning): the high end of its peak range is above
+    the capacity. None when even that end fits, or when the plan does not fit at all (its verdict says so)."""
+    b = memory_band()
+    high = peak_range(total)[1]
+    if b is None or total > capacity or high <= capacity:
+        return None
+    return (f"the predicted peak, {total / GIB:,.1f} of {capacity / GIB:,.1f} GiB, is within the memory model's "
+            f"error of the capacity: on {b['runs']} published runs held out for validation{_counts(b)} the measured "
+            f"peak was {b['p10']:+.0%} to {b['p90']:+.0%} off the prediction (measured / predicted − 1, 10th–90th "
+            f"percentile; median {b['median']:+.0%}), so this one may reach {high / GIB:,.1f} GiB")
+
+
+def _counts(b: dict[str, Any]) -> str:
+    """' (23 torchtitan, 1 megatron-core)': the frameworks behind a band ('' when it does not say)."""
+    fws = sorted(b.get("frameworks", {}).items(), key=lambda kv: (-kv[1], kv[0]))
+    return " (" + ", ".join(f"{n} {fw}" for fw, n in fws) + ")" if fws else ""
 
 
 def _moe_measured() -> str:

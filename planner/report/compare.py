@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from planner.workflows.compare import CompareResult, Comparison
 
 
+# A row's warning codes and the frame column that holds each one's text (a string when it applies).
+WARNING_COLUMNS = (("extrapolated", "warnings"), ("memory_margin", "memory_margin"))
+
+
 def _num(v: Any, digits: int) -> Any:
     return None if v is None or pd.isna(v) else rounded(v, digits)
 
@@ -40,7 +44,7 @@ def display_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
             "cost_usd": _num(r["cost_usd"], 0), "upfront_usd": _num(r["upfront_usd"], 0),
             "usd_per_m_tokens": _num(r["usd_per_million_tokens"], 3),
             "vs_best": None if gap is None or pd.isna(gap) else ("best" if gap == 0 else f"{gap:+.1%}"),
-            "warnings": "extrapolated" if isinstance(r["warnings"], str) else "",
+            "warnings": ", ".join(code for code, col in WARNING_COLUMNS if isinstance(r.get(col), str)),
             "reason": r["reason"] if isinstance(r["reason"], str) else "",
         })
     return rows

@@ -39,6 +39,7 @@ def memory_dict(ev: Evaluation) -> dict[str, Any]:
         "capacity_bytes": ev.capacity_bytes,
         "fits": ev.fits,
         "headroom_bytes": ev.headroom_bytes,
+        "bytes_range": [round(b) for b in ev.memory_range],
         "binding_stage": ev.memory.stage,
         "unit_note": "bytes; tables show GiB = 2^30 bytes",
     }
@@ -86,11 +87,15 @@ def reliability_dict(ev: Evaluation) -> dict[str, Any]:
 
 def warnings_list(ev: Evaluation) -> list[dict[str, Any]]:
     """`warnings[]`: `extrapolated` when the plan lies outside what the calibration runs measured, with why;
-    `beyond_price_offer` when its GPU count is more than the price's offer rents together."""
+    `memory_margin` when it fits by less than the memory model's error; `beyond_price_offer` when its GPU count is
+    more than the price's offer rents together."""
     out = []
     reasons = ev.warnings
     if reasons:
         out.append({"code": "extrapolated", "message": "extrapolated: " + "; ".join(reasons), "reasons": reasons})
+    if ev.memory_margin:
+        out.append({"code": "memory_margin", "message": "memory margin: " + ev.memory_margin,
+                    "reasons": [ev.memory_margin]})
     if ev.beyond_offer:
         out.append({"code": "beyond_price_offer", "message": "beyond the price's offer: " + ev.beyond_offer,
                     "reasons": [ev.beyond_offer]})

@@ -169,6 +169,10 @@ def memory_table(mem: dict[str, Any], title: str) -> Table:
     verdict = (f"[green]fits, {gib(head, 2, unit=False)} GiB free[/]" if head >= 0
                else f"[red]short by {gib(-head, 2, unit=False)} GiB[/]")
     t.add_row("verdict", verdict)
+    if "bytes_range" in mem:
+        lo, hi = mem["bytes_range"]
+        t.add_row("peak range (p10–p90 of the model's error)",
+                  f"{gib(lo, 2, unit=False)} – {gib(hi, 2, unit=False)}")
     if "rule_of_thumb" in mem["bytes"]:
         rule = gib(mem["bytes"]["rule_of_thumb"], 2, unit=False)
         t.add_row("[dim]rule of thumb (1.2 × weights)[/]", f"[dim]{rule}[/]")

@@ -334,6 +334,7 @@ class Comparison:
             "memory_gib": ev.memory.total / GIB, "mfu": tm.mfu, "days": x.days, "days_ideal": tm.days,
             "days_low": low, "days_high": high, "days_planned": ev.planned_days, "goodput": x.goodput,
             "expected_interruptions": x.expected_interruptions, "warnings": "; ".join(ev.warnings) or None,
+            "memory_high_gib": ev.memory_range[1] / GIB, "memory_margin": ev.memory_margin,
             "gpu_hours": x.gpu_hours,
             "energy_mwh": tm.energy_kwh / 1000.0, "cost_usd": cost, "cost_planned_usd": ev.planned_cost_usd or 0.0,
             "usd_per_million_tokens": ev.usd_per_million_tokens,
@@ -484,13 +485,16 @@ def _worker_rows(point: Point) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------
 
 # The frame's columns. upfront_usd: a purchase's capex for the plan's GPUs; gap: the row's first objective
-# over the best row's, minus one; memory_*_gib and step_*_s: the plan's breakdowns (the stacked-bar plots).
+# over the best row's, minus one; memory_*_gib and step_*_s: the plan's breakdowns (the stacked-bar plots);
+# memory_high_gib: the high end of the peak's range (Evaluation.memory_range), memory_margin why a plan that fits
+# may not (appended last: the columns before keep their places).
 COLUMNS = ("sku", "pricing", "kind", "provider", "usd_per_gpu_hour", "price_date", "price_source", "capacity_gib",
            "deadline_days", "budget_usd", "objective", "feasible", "gpus", "nodes", "layout", "memory_gib", "mfu",
            "days", "days_ideal", "days_low", "days_high", "days_planned", "goodput", "expected_interruptions",
            "gpu_hours", "energy_mwh", "cost_usd", "cost_planned_usd", "usd_per_million_tokens", "upfront_usd", "gap",
            "warnings", "reason",
-           *(f"memory_{p}_gib" for p in MEMORY_PARTS), *(f"step_{p}_s" for p in BREAKDOWN_KEYS))
+           *(f"memory_{p}_gib" for p in MEMORY_PARTS), *(f"step_{p}_s" for p in BREAKDOWN_KEYS), "memory_high_gib",
+           "memory_margin")
 
 
 def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:

@@ -16,7 +16,15 @@ from planner.model.params import ParamCount, count_params
 from planner.model.perf import SECONDS_PER_DAY, TimeEstimate, fixed_utilisation_time, training_time
 from planner.model.presets import Knobs, resolve
 from planner.model.reliability import ExpectedTime, checkpoint_bytes, expected_time
-from planner.model.uncertainty import attention_variants, error_band, error_quantile, extrapolation, regime_of
+from planner.model.uncertainty import (
+    attention_variants,
+    error_band,
+    error_quantile,
+    extrapolation,
+    memory_margin,
+    peak_range,
+    regime_of,
+)
 from planner.pricing import HourlyRate, hourly_rate
 from planner.scenario import EfficiencyOverride, Pricing
 from planner.schema import Efficiency, Framework, GpuSku, Implementation, Layout, ModelSpec, Overheads
@@ -64,6 +72,17 @@ class Evaluation(FitsOnGpu):
         """Expected days (with failures) at the low and high ends of the step-time band."""
         lo, hi = self.band
         return self.expected.days * (1 + lo), self.expected.days * (1 + hi)
+
+    @property
+    def memory_range(self) -> tuple[float, float]:
+        """[low, high] bytes of the peak the GPU will hold: the predicted total over the memory model's error on the
+        held-out runs with a measured peak (planner.model.uncertainty.peak_range)."""
+        return peak_range(self.memory.total)
+
+    @functools.cached_property
+    def memory_margin(self) -> str | None:
+        """`memory_margin`: why a plan predicted to fit may not (None when the high end of its range fits too)."""
+        return memory_margin(self.memory.total, self.capacity_bytes)
 
     @functools.cached_property
     def knobs(self) -> Knobs:
