@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_solver import keys_of, small_scenarios
@@ -149,6 +151,21 @@ def test_a_plan_that_fits_by_less_than_the_memory_models_error_says_so() -> None
     assert not short.fits
     w = next(w for w in estimate_dict(tight)["warnings"] if w["code"] == "memory_margin")
     assert f"{total_high(tight) / GIB:,.1f} GiB" in w["message"] and f"on {b['runs']} published runs" in w["message"]
+    # headroom the scenario plans with is margin: the range is the default overheads' peak over the measured error
+    from planner.schema import Overheads
+    from planner.workloads.training.evaluation import evaluate
+
+    roomier = evaluate(tight.model, tight.layout, tight.gpu, seq=tight.seq, tokens=tight.tokens,
+                       implementation=tight.implementation, overheads=Overheads(fragmentation=0.2))
+    assert roomier.memory.total > tight.memory.total and roomier.default_peak == tight.memory.total
+    assert roomier.memory_range[1] == max(roomier.memory.total, total_high(tight))
+    # planned with that headroom, the README's question gets plans that fit with margin, at a cost
+    doc = yaml.safe_load((Path(__file__).resolve().parents[1] / "scenarios" / "gpt3_30days.yaml").read_text("utf-8"))
+    plain = solve(Scenario.model_validate(doc))
+    roomy_plans = solve(Scenario.model_validate({**doc, "overheads": {"fragmentation": 0.2}}))
+    assert all(p.evaluation.memory_margin for p in plain.plans)
+    assert roomy_plans.plans and not any(p.evaluation.memory_margin for p in roomy_plans.plans)
+    assert roomy_plans.plans[0].evaluation.cost_usd >= plain.plans[0].evaluation.cost_usd
     out = CliRunner().invoke(app, ["estimate", "--model", "gpt3-175b", "--gpu", "b200", "--gpus", "128", "--tp", "4",
                                    "--pp", "4", "--vpp", "3", "--sequence-parallel", "--micro-batch", "4",
                                    "--global-batch", "1536", "--recompute", "none", "--tokens", "300e9"],

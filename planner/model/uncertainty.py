@@ -176,20 +176,25 @@ def memory_band() -> dict[str, Any] | None:
     return heldout_bands().get("memory")
 
 
-def peak_range(total: float) -> tuple[float, float]:
-    """[low, high] bytes the measured peak of a plan predicted at `total` falls within on 80 % of the held-out runs
-    with a measured peak (memory_band), widened to include the prediction; (total, total) without them."""
+def peak_range(peak: float, total: float | None = None) -> tuple[float, float]:
+    """[low, high] bytes the measured peak of a plan falls within on 80 % of the held-out runs with a measured peak
+    (memory_band): `peak`, the plan's prediction under planner's default overheads (what those runs were compared
+    with), over their error, widened to include the plan's own prediction `total` (default `peak`); (total, total)
+    without such runs."""
+    total = peak if total is None else total
     b = memory_band()
     if not b:
         return total, total
-    return total * (1 + min(b["p10"], 0.0)), total * (1 + max(b["p90"], 0.0))
+    return min(total, peak * (1 + b["p10"])), max(total, peak * (1 + b["p90"]))
 
 
-def memory_margin(total: float, capacity: float) -> str | None:
-    """Why a plan predicted to fit may not (the `memory_margin` warning): the high end of its peak range is above
-    the capacity. None when even that end fits, or when the plan does not fit at all (its verdict says so)."""
+def memory_margin(peak: float, capacity: float, total: float | None = None) -> str | None:
+    """Why a plan predicted to fit may not (the `memory_margin` warning): the high end of its peak range
+    (peak_range(peak, total)) is above the capacity. None when even that end fits, or when the plan's prediction
+    `total` does not fit at all (its verdict says so)."""
+    total = peak if total is None else total
     b = memory_band()
-    high = peak_range(total)[1]
+    high = peak_range(peak, total)[1]
     if b is None or total > capacity or high <= capacity:
         return None
     return (f"the predicted peak, {total / GIB:,.1f} of {capacity / GIB:,.1f} GiB, is within the memory model's "

@@ -48,6 +48,7 @@ class Evaluation(FitsOnGpu):
     problems: list[str]  # legality violations; empty for a runnable layout
     basis: Basis = field(default=IDEAL)  # failures and confidence the plan is judged with
     implementation: Implementation = field(default_factory=Implementation)  # the scenario's framework knobs
+    overheads: Overheads = field(default_factory=Overheads)  # the scenario's memory overheads
 
     @property
     def framework(self) -> Framework:
@@ -73,16 +74,24 @@ class Evaluation(FitsOnGpu):
         lo, hi = self.band
         return self.expected.days * (1 + lo), self.expected.days * (1 + hi)
 
+    @functools.cached_property
+    def default_peak(self) -> int:
+        """The peak this plan has under planner's default overheads: what the held-out runs' measured peaks were
+        compared with, so headroom a scenario adds (`overheads.fragmentation`, `reserve_bytes`) counts as margin."""
+        if self.overheads == Overheads():
+            return self.memory.total
+        return training_memory(self.model, self.layout, self.seq, self.implementation, Overheads()).total
+
     @property
     def memory_range(self) -> tuple[float, float]:
-        """[low, high] bytes of the peak the GPU will hold: the predicted total over the memory model's error on the
-        held-out runs with a measured peak (planner.model.uncertainty.peak_range)."""
-        return peak_range(self.memory.total)
+        """[low, high] bytes of the peak the GPU will hold: the default-overheads peak over the memory model's error
+        on the held-out runs with a measured peak, widened to hold the prediction (uncertainty.peak_range)."""
+        return peak_range(self.default_peak, self.memory.total)
 
     @functools.cached_property
     def memory_margin(self) -> str | None:
         """`memory_margin`: why a plan predicted to fit may not (None when the high end of its range fits too)."""
-        return memory_margin(self.memory.total, self.capacity_bytes)
+        return memory_margin(self.default_peak, self.capacity_bytes, self.memory.total)
 
     @functools.cached_property
     def knobs(self) -> Knobs:
@@ -227,4 +236,5 @@ def evaluate(
         problems=layout_problems(model, layout, node_size=node, seq=seq, impl=impl),
         basis=basis,
         implementation=impl,
+        overheads=overheads or Overheads(),
     )
