@@ -62,10 +62,12 @@ def test_infeasible_emit_exits_1_with_the_numbers(tmp_path: Path) -> None:
     assert "needs at least" in result.stderr and "GPUs" in result.stderr
 
 
-def test_closed_pipe_exits_0_quietly() -> None:
-    """`planner estimate ... | head`: the reader is gone before planner writes."""
+@pytest.mark.parametrize("fmt", ["json", "table"])
+def test_closed_pipe_exits_0_quietly(fmt: str) -> None:
+    """`planner estimate ... | head`: the reader is gone before planner writes, in a machine format and in a table
+    (rich's console exits 1 on a closed pipe by itself; planner's hands it to the guard)."""
     code = "from planner.cli import main; main()"
-    p = subprocess.Popen([sys.executable, "-c", code, *ESTIMATE, "--format", "json"], stdout=subprocess.PIPE,
+    p = subprocess.Popen([sys.executable, "-c", code, *ESTIMATE, "--format", fmt], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
     assert p.stdout is not None and p.stderr is not None
     p.stdout.close()

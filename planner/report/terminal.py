@@ -22,9 +22,18 @@ from planner.report.text import literal
 WIDTH = 1_000
 
 
+class _Console(Console):
+    """rich's console, but a reader that went away (`planner ... | head`) is a BrokenPipeError for the command's
+    guard (planner.cli.common.outcome: exit 0), not rich's own SystemExit(1), which reads as "no plan"."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
+
 def console(file: IO[str] | None = None, *, stderr: bool = False) -> Console:
     """A console on `file` (default stdout, or stderr), WIDTH wide whatever it writes to."""
-    return Console(file=file, stderr=stderr, width=WIDTH, soft_wrap=True)
+    return _Console(file=file, stderr=stderr, width=WIDTH, soft_wrap=True)
 
 
 def safe(value: object) -> str:
