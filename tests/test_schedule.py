@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from ortools.sat.python import cp_model
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
@@ -20,10 +21,19 @@ from planner.cli import app
 from planner.errors import InputError
 from planner.portfolio import Portfolio, load_portfolio, portfolio_json_schema
 from planner.search.schedule_check import check_decisions
-from planner.search.schedule_cpsat import solve
+from planner.search.schedule_cpsat import ScheduleModel, solve
 from planner.search.schedule_exhaustive import exhaustive
 from planner.search.schedule_greedy import greedy
-from planner.search.schedule_instance import Commitment, Decisions, Instance, Option, Pool, Task, costs
+from planner.search.schedule_instance import (
+    Commitment,
+    Decisions,
+    Instance,
+    Option,
+    Pool,
+    Task,
+    costs,
+    late_days,
+)
 from planner.search.schedule_synthetic import synthetic_instance
 from planner.workflows.schedule import check_result, schedule
 
@@ -92,8 +102,10 @@ def tiny(seed: int) -> Instance:
                 d = r.randint(1, 3)
                 opts.append(Option(p, g, d, d * 3600, r.randint(0, 300) if p != 2 else 0))
         after = (j - 1,) if j and r.random() < 0.3 else ()
-        tasks.append(Task(f"t{j}", r.randint(0, 1), r.choice([None, T, r.randint(2, T)]), r.choice([0, 0, 50]),
-                          after, tuple(opts)))
+        deadline = r.choice([None, T, r.randint(2, T)])
+        # a deadline date inside the period after its boundary (the period a hard deadline rounds down to)
+        due = None if deadline is None or r.random() < 0.5 else deadline * 7 + r.randint(0, 6)
+        tasks.append(Task(f"t{j}", r.randint(0, 1), deadline, r.choice([0, 0, 50]), after, tuple(opts), due_day=due))
     return Instance(T, 7, tuple(tasks), pools)
 
 
@@ -118,6 +130,42 @@ def test_optimum_equals_exhaustive_and_every_plan_passes_the_recheck(seed: int) 
     if base.decisions is not None:
         assert check_decisions(inst, base.decisions) == []
         assert costs(inst, base.decisions).total_usd >= out.objective
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_objective_is_the_plans_cost_at_every_solution(seed: int) -> None:
+    """A soft deadline's days late are exact in the model (max(0, end·step − due), not only bounded below), so
+    whichever solution a time limit stops at, the objective is what its plan costs: with the greedy plan fixed,
+    maximising the lateness gives exactly its days late, and the objective its recomputed cost."""
+    inst = tiny(seed)
+    base = greedy(inst).decisions
+    if base is None or not any(not t.hard and t.deadline is not None for t in inst.tasks):
+        return
+    model = ScheduleModel(inst)
+    m = model.model
+    for j in range(len(inst.tasks)):
+        m.add(model.start[j] == base.start[j])
+        m.add(model.present[j][base.choice[j]] == 1)
+    made = {(c.pool, c.period): c.units for c in base.commitments}
+    for p, units in model.units.items():
+        for s, v in units.items():
+            m.add(v == made.get((p, s), 0))
+    m.maximize(sum(model.late.values()))
+    solver = cp_model.CpSolver()
+    assert solver.solve(m) == cp_model.OPTIMAL
+    for j, v in model.late.items():
+        assert solver.value(v) == late_days(inst, j, base.end(inst, j))
+    assert solver.value(model.cost) == costs(inst, base).total_usd
+
+
+def test_soft_deadline_penalty_counts_the_days_the_plan_shows() -> None:
+    """The penalty is charged per day from the deadline's date, not from the period boundary before it: the plan's
+    late_days are its end date minus its deadline, and its penalty those days × the rate."""
+    data = changed({"jobs__1__deadline": "2027-01-13", "jobs__0__deadline": "2027-01-18"})  # a Wednesday
+    result = schedule(Portfolio.model_validate(data), time_limit=20)
+    b = next(j for j in result.jobs if j.name == "b")
+    assert b.late_days == (b.end - dt.date(2027, 1, 13)).days > 0
+    assert b.penalty_usd == 1000 * b.late_days
 
 
 def test_recheck_catches_each_kind_of_violation() -> None:

@@ -76,8 +76,10 @@ def check_decisions(inst: Instance, d: Decisions, cost_usd: int | None = None) -
                 bad.append(f"{pool.name}: {used[p][t]:,} GPUs used in period {t} > {cap:,} available")
     if cost_usd is not None:
         usage = sum(task.options[d.choice[j]].usage_usd for j, task in enumerate(inst.tasks))
-        late = sum(task.penalty_usd * max(0, ends[j] - task.deadline) for j, task in enumerate(inst.tasks)
-                   if task.deadline is not None and not task.hard)
+        # a soft deadline is charged per day past its date (the period boundary without one)
+        late = sum(task.penalty_usd * max(0, ends[j] * inst.step_days
+                                          - (task.deadline * inst.step_days if task.due_day is None else task.due_day))
+                   for j, task in enumerate(inst.tasks) if task.deadline is not None and not task.hard)
         total = usage + commit_usd + late
         if total != cost_usd:
             bad.append(f"cost ${cost_usd:,} reported, ${total:,} recomputed")

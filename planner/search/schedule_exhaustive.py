@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 from functools import cache
 
-from planner.search.schedule_instance import Commitment, Decisions, Instance
+from planner.search.schedule_instance import Commitment, Decisions, Instance, late_days
 
 
 def exhaustive(inst: Instance, *, max_combinations: int = 2_000_000) -> tuple[int, Decisions] | None:
@@ -77,8 +77,7 @@ def exhaustive(inst: Instance, *, max_combinations: int = 2_000_000) -> tuple[in
         else:
             for j, task in enumerate(inst.tasks):
                 cost += task.options[choice[j]].usage_usd
-                if task.deadline is not None:
-                    cost += task.penalty_usd * max(0, ends[j] - task.deadline)
+                cost += task.penalty_usd * late_days(inst, j, ends[j])
             if best is None or cost < best[0]:
                 best = (cost, Decisions(choice, start, tuple(commits)))
     return best

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from planner.search.schedule_instance import Commitment, Decisions, Instance, Pool, latest_ends, viable
+from planner.search.schedule_instance import Commitment, Decisions, Instance, Pool, late_days, latest_ends, viable
 
 
 @dataclass
@@ -92,8 +92,7 @@ def greedy(inst: Instance) -> Baseline:
                     if got is None:
                         continue
                     commit, extra = got
-                late = 0 if task.deadline is None else max(0, e - task.deadline)
-                key = (o.usage_usd + extra + task.penalty_usd * late, e, o.gpus, k)
+                key = (o.usage_usd + extra + task.penalty_usd * late_days(inst, j, e), e, o.gpus, k)
                 if best is None or key < best[0]:
                     best = (key, k, s, commit)
                 break  # the earliest start of this option

@@ -3,7 +3,8 @@ re-check all read.
 
 Time is counted in whole periods (a day or a week) from the horizon start. Every rounding goes against
 the plan: a job holds its GPUs for whole periods (its run time rounded up), a release date rounds up to
-the next period start, a deadline down to the last period end before it, a lead time up. Money is whole
+the next period start, a hard deadline down to the last period end before it, a lead time up. A soft
+deadline's penalty counts the days from its own date to the end of the job's last period (late_days). Money is whole
 US dollars, rounded up per option and per commitment unit, so a plan the solver accepts never costs
 less than the prices say.
 
@@ -41,13 +42,22 @@ class Task:
     name: str
     release: int  # first period it may start in
     deadline: int | None  # it should end by the start of this period (None: by the horizon end)
-    penalty_usd: int  # per period late; 0 = a hard deadline
+    penalty_usd: int  # per day late; 0 = a hard deadline
     after: tuple[int, ...]  # tasks that must end before it starts
     options: tuple[Option, ...]
+    # the deadline in days from the horizon start, which a soft deadline's lateness counts from (None: the period
+    # boundary `deadline`); a hard deadline rounds down to `deadline`
+    due_day: int | None = None
 
     @property
     def hard(self) -> bool:
         return self.deadline is not None and self.penalty_usd == 0
+
+    def due(self, step_days: int) -> int | None:
+        """The deadline in days from the horizon start (None without one)."""
+        if self.deadline is None:
+            return None
+        return self.due_day if self.due_day is not None else self.deadline * step_days
 
 
 @dataclass(frozen=True)
@@ -140,15 +150,17 @@ def commitment_usd(pool: Pool, c: Commitment) -> int:
     return c.units * pool.unit_usd[pool.starts.index(c.period)]
 
 
-def lateness(inst: Instance, d: Decisions, j: int) -> int:
-    t = inst.tasks[j]
-    return 0 if t.deadline is None else max(0, d.end(inst, j) - t.deadline)
+def late_days(inst: Instance, j: int, end: int) -> int:
+    """Days task j ending at period `end` is past its deadline, counted from the deadline's date (a soft deadline is
+    charged `penalty_usd` for each): the end of period `end` is day end × step_days."""
+    due = inst.tasks[j].due(inst.step_days)
+    return 0 if due is None else max(0, end * inst.step_days - due)
 
 
 def costs(inst: Instance, d: Decisions) -> Costs:
     usage = sum(d.option(inst, j).usage_usd for j in range(len(inst.tasks)))
     commit = sum(commitment_usd(inst.pools[c.pool], c) for c in d.commitments)
-    penalty = sum(t.penalty_usd * lateness(inst, d, j) for j, t in enumerate(inst.tasks))
+    penalty = sum(t.penalty_usd * late_days(inst, j, d.end(inst, j)) for j, t in enumerate(inst.tasks))
     return Costs(usage, commit, penalty)
 
 

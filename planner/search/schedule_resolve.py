@@ -276,10 +276,11 @@ def resolve(portfolio: Portfolio, *, duration: Duration = ideal_duration,
                 where.append(k)
         release = h.first_period_from(j.release) if j.release else 0
         deadline = h.periods_by(j.deadline) if j.deadline else None
-        penalty = 0 if j.penalty_usd_per_day is None else math.ceil(j.penalty_usd_per_day * step)
+        penalty = 0 if j.penalty_usd_per_day is None else math.ceil(j.penalty_usd_per_day)
         if deadline is not None and penalty == 0 and j.penalty_usd_per_day is not None:
             penalty = 1  # a soft deadline at $0 per day is still soft
-        tasks.append(Task(j.name, release, deadline, penalty, tuple(names[a] for a in j.after), tuple(options)))
+        tasks.append(Task(j.name, release, deadline, penalty, tuple(names[a] for a in j.after), tuple(options),
+                          due_day=None if j.deadline is None else (j.deadline - h.start).days))
         tables.append(table)
         rows.append(where)
         if notes:

@@ -105,6 +105,7 @@ def synthetic_instance(jobs: int, periods: int = 52, seed: int = 0) -> Instance:
         deadline = release + window
         if after:
             deadline = periods
-        penalty = 0 if pen is None else rnd.randrange(pen[0], pen[1] + 1, 1_000)
+        # the role's $ per week late, charged per day
+        penalty = 0 if pen is None else math.ceil(rnd.randrange(pen[0], pen[1] + 1, 1_000) / 7)
         tasks.append(Task(f"{name}-{j:03d}", release, deadline, penalty, after, tuple(options)))
     return Instance(periods, 7, tuple(tasks), pools)

@@ -33,7 +33,7 @@ from planner.search.schedule_check import check_decisions
 from planner.search.schedule_cpsat import solve
 from planner.search.schedule_explain import difference, explain, no_option_lines
 from planner.search.schedule_greedy import greedy
-from planner.search.schedule_instance import Decisions, costs, topological, undominated, usage_profile
+from planner.search.schedule_instance import Decisions, costs, late_days, topological, undominated, usage_profile
 from planner.search.schedule_resolve import Duration, Resolved, ideal_duration, resolve
 
 __all__ = ["Baseline", "Duration", "JobPlan", "PoolPlan", "Purchase", "Reservation", "ScheduleResult",
@@ -261,14 +261,14 @@ def plan(r: Resolved, d: Decisions) -> tuple[list[JobPlan], list[PoolPlan]]:
     for j, task in enumerate(inst.tasks):
         o = d.option(inst, j)
         layout = r.tables[j].cands.layout(r.rows[j][d.choice[j]])
-        late = 0 if task.deadline is None else max(0, d.end(inst, j) - task.deadline)
+        late = late_days(inst, j, d.end(inst, j))  # = (end_day - deadline).days past a deadline
         spec = r.jobs[j]
         end_day = h.date(d.end(inst, j))
 
         jobs.append(JobPlan(
             task.name, inst.pools[o.pool].name, inst.pools[o.pool].sku, o.gpus, h.date(d.start[j]), end_day,
-            o.seconds / SECONDS_PER_DAY, float(o.usage_usd), float(task.penalty_usd * late),
-            0 if spec.deadline is None else max(0, (end_day - spec.deadline).days), spec.deadline, task.hard,
+            o.seconds / SECONDS_PER_DAY, float(o.usage_usd), float(task.penalty_usd * late), late, spec.deadline,
+            task.hard,
             layout,
         ))
     pools = []
@@ -376,7 +376,8 @@ def notes(r: Resolved, *, ideal: bool = True) -> list[str]:
     """What the numbers assume, for footnotes."""
     h = r.portfolio.horizon
     out = [f"time in {h.step}s from {h.start}: a job holds its GPUs for whole {h.step}s, releases round up to the "
-           f"next {h.step}, deadlines down to the last {h.step} boundary before them",
+           f"next {h.step}, hard deadlines down to the last {h.step} boundary before them; a soft deadline's "
+           "penalty counts the days from its date",
            "purchases: amortised from arrival to the horizon end, plus colocation, plus power when running; "
            "reservations: the whole term, used or not; on demand: the hours run",
            "run times: the time model's ideal times (no failures or restarts)" if ideal
