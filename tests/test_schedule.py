@@ -357,6 +357,22 @@ def test_an_explanation_cut_short_by_the_time_limit_says_so(monkeypatch: pytest.
                                                            "limit ran out"), r.reasons
 
 
+def test_a_limit_that_runs_out_before_cp_sat_has_a_plan_keeps_the_greedy_one(monkeypatch: pytest.MonkeyPatch,
+                                                                               tmp_path: Path) -> None:
+    """CP-SAT starts from the greedy plan; when the limit runs out before it has a plan of its own, the greedy plan
+    stands (status feasible, no proven bound, a note says so; exit 0), not 'no plan' (exit 1)."""
+    monkeypatch.setattr(cp_model.CpSolver, "solve", lambda self, model, *args: cp_model.UNKNOWN)
+    r = schedule(small(), time_limit=1)
+    assert r.status == "feasible" and r.jobs and r.baseline is not None
+    assert r.cost_usd == r.baseline.cost_usd and r.bound_usd is None and r.gap is None
+    assert r.notes[0].startswith("the 1 s time limit ran out before CP-SAT found a plan of its own")
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(changed({})))
+    out = runner.invoke(app, ["schedule", str(path), "--time-limit", "1", "--format", "json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["status"] == "feasible"
+
+
 def test_shipped_example_beats_the_greedy_baseline() -> None:
     r = schedule(load_portfolio(EXAMPLE), time_limit=60)
     assert r.status == "optimal"

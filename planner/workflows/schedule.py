@@ -30,7 +30,7 @@ from planner.portfolio import TERM_DAYS, Portfolio
 from planner.report.text import layout_text
 from planner.schema import Layout
 from planner.search.schedule_check import check_decisions
-from planner.search.schedule_cpsat import solve
+from planner.search.schedule_cpsat import Outcome, solve
 from planner.search.schedule_explain import difference, explain, no_option_lines
 from planner.search.schedule_greedy import greedy
 from planner.search.schedule_instance import Decisions, costs, late_days, topological, undominated, usage_profile
@@ -210,6 +210,11 @@ def schedule(
     searched = time.monotonic()
     out = solve(inst, time_limit=time_limit, workers=workers, hint=base.decisions, options=options,
                 deterministic=deterministic)
+    if out.decisions is None and out.status == "unknown" and base.decisions is not None:
+        # the limit ran out before CP-SAT had a plan of its own: the greedy plan it started from stands, unproven
+        out = Outcome("feasible", base.decisions, costs(inst, base.decisions).total_usd, None, out.seconds)
+        result.notes.insert(0, f"the {time_limit:g} s time limit ran out before CP-SAT found a plan of its own: "
+                               "this is the greedy plan it started from, with no proven bound")
     result.status = out.status
     if out.decisions is None:
         if out.status == "infeasible":
