@@ -393,6 +393,24 @@ def check_result_of(r: Any) -> list[str]:
     return check_result(resolve(load_portfolio(EXAMPLE)), r)
 
 
+def test_a_deadline_out_of_reach_names_options_each_pool_can_hold() -> None:
+    """The reasons of a job that cannot meet its deadline even alone cite options its pools can hold (not the SKU's
+    largest candidate in a 64-GPU cluster) and count the days from the deadline's date, not the week boundary."""
+    p = Portfolio.model_validate({
+        "name": "reason-cap", "horizon": {"start": "2027-01-04", "end": "2028-01-03", "step": "week"},
+        "pools": [{"name": "small", "kind": "owned", "sku": "h100", "gpus": 64},
+                  {"name": "cloud", "kind": "on-demand", "sku": "h100", "max_gpus": 1024}],
+        "jobs": [{"name": "big", "model": "llama-3.1-70b", "job": {"tokens": 1e12, "seq_len": 8192,
+                                                                    "global_batch": 512},
+                  "deadline": "2027-01-12"}]})
+    r = schedule(p, time_limit=10)
+    assert r.status == "infeasible"
+    first, *rest = r.reasons
+    assert "in cloud" in first and "ends 2027-01-18, 6 days after its deadline 2027-01-12" in first, first
+    assert any("in small at best 64 GPUs" in line for line in rest), rest
+    assert not any("1,024 × h100-sxm in small" in line or "small at best 1,024" in line for line in r.reasons)
+
+
 def test_a_job_that_fits_nowhere_says_why() -> None:
     r = schedule(small(jobs__2__model="llama-3.1-70b", jobs__2__max_gpus=8), time_limit=10)
     assert r.status == "infeasible"

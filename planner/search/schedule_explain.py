@@ -6,7 +6,16 @@ from __future__ import annotations
 
 from planner.search.explain import memory_lines
 from planner.search.schedule_cpsat import ScheduleModel
-from planner.search.schedule_instance import Decisions, costs, earliest_starts, undominated, usage_profile, viable
+from planner.search.schedule_instance import (
+    Decisions,
+    costs,
+    earliest_starts,
+    option_problem,
+    option_start,
+    undominated,
+    usage_profile,
+    viable,
+)
 from planner.search.schedule_resolve import Resolved
 
 SECONDS_PER_DAY = 86_400
@@ -18,6 +27,14 @@ def _day(r: Resolved, period: int) -> str:
     return r.portfolio.horizon.date(period).isoformat()
 
 
+def _days_past(r: Resolved, j: int, end: int) -> int:
+    """Days from job j's hard deadline date to the end of period `end` (the deadline as written, not the period
+    boundary the model rounds it down to)."""
+    deadline = r.jobs[j].deadline
+    assert deadline is not None
+    return (r.portfolio.horizon.date(end) - deadline).days
+
+
 def no_option_lines(r: Resolved, j: int) -> list[str]:
     """Why a job has no option that can run, even alone: memory, length, lead time, deadline."""
     inst = r.instance
@@ -27,28 +44,34 @@ def no_option_lines(r: Resolved, j: int) -> list[str]:
     if not task.options:
         why = "; ".join(r.dropped.get(task.name, [])) or "no SKU of its pools has a layout within its GPU bounds"
         return [*out, f"{task.name}: no option: {why}"]
-    step = r.portfolio.horizon.step_days
-    limit = task.deadline if task.hard and task.deadline is not None else inst.periods
-    what = f"its deadline {spec.deadline}" if task.hard and spec.deadline else f"the horizon end {_day(r, limit)}"
+    h = r.portfolio.horizon
+    hard = task.hard and spec.deadline is not None
+    what = f"its deadline {spec.deadline}" if hard else f"the horizon end {_day(r, inst.periods)}"
+
+    def late(end: int) -> int:  # days from the deadline's date (or the horizon end) to the end of period `end`
+        return _days_past(r, j, end) if hard else (end - inst.periods) * h.step_days
+
     fastest: dict[int, tuple[int, int, int]] = {}  # pool → (earliest end, option, earliest start)
     for k, o in enumerate(task.options):
-        pool = inst.pools[o.pool]
-        first = task.release
-        if pool.committed:  # a purchase arrives after its lead time, a reservation starts when allowed
-            first = max(first, min((s + pool.lead for s in pool.starts), default=inst.periods))
+        first = option_start(inst, j, k)  # a purchase after its lead time, a reservation when allowed, room alone
+        if first is None:
+            continue
         if (o.pool not in fastest or first + o.periods < fastest[o.pool][0]
                 or (first + o.periods == fastest[o.pool][0] and o.gpus < task.options[fastest[o.pool][1]].gpus)):
             fastest[o.pool] = (first + o.periods, k, first)
+    if not fastest:  # no option ever has room in its pool
+        problems = dict.fromkeys(p for k in range(len(task.options)) if (p := option_problem(inst, j, k)))
+        return [*out, *(f"{task.name}: {p}" for p in list(problems)[:4])]
     ranked = sorted(fastest.values())
     end, k, first = ranked[0]
     o = task.options[k]
     out.append(f"{task.name}: the fastest option ({o.gpus:,} × {inst.pools[o.pool].sku} in {inst.pools[o.pool].name}, "
                f"{o.seconds / SECONDS_PER_DAY:,.1f} days) starts {_day(r, first)} at the earliest and ends "
-               f"{_day(r, end)}, {(end - limit) * step} days after {what}")
+               f"{_day(r, end)}, {late(end)} days after {what}")
     for end, k, first in ranked[1:4]:
         o = task.options[k]
         out.append(f"{task.name}: in {inst.pools[o.pool].name} at best {o.gpus:,} GPUs from {_day(r, first)} "
-                   f"to {_day(r, end)}, {(end - limit) * step} days late")
+                   f"to {_day(r, end)}, {late(end)} days late")
     return out
 
 
@@ -59,7 +82,6 @@ def explain(r: Resolved, time_limit: float, workers: int) -> list[str]:
     from ortools.sat.python import cp_model
 
     inst = r.instance
-    step = inst.step_days
     options = undominated(inst)
     lines: list[str] = []
     est = earliest_starts(inst, viable(inst))
@@ -68,7 +90,7 @@ def explain(r: Resolved, time_limit: float, workers: int) -> list[str]:
         if task.hard and task.deadline is not None and est[j] + fastest > task.deadline:
             lines.append(f"{task.name}: waits for {', '.join(inst.tasks[i].name for i in task.after)} and cannot end "
                          f"before {_day(r, est[j] + fastest)}; its deadline is {r.jobs[j].deadline} "
-                         f"({(est[j] + fastest - task.deadline) * step} days short)")
+                         f"({_days_past(r, j, est[j] + fastest)} days short)")
     if lines:
         return lines
     model = ScheduleModel(inst, soft=True, options=options)
@@ -87,7 +109,7 @@ def explain(r: Resolved, time_limit: float, workers: int) -> list[str]:
         if not task.hard or task.deadline is None or d.end(inst, j) <= task.deadline:
             continue
         o = d.option(inst, j)
-        late = (d.end(inst, j) - task.deadline) * step
+        late = _days_past(r, j, d.end(inst, j))
         full = []
         for p in sorted({task.options[k].pool for k in options[j]}):
             used = usage_profile(inst, d, p)

@@ -226,6 +226,19 @@ def first_window(capacity: Sequence[int], gpus: int, periods: int, after: int) -
     return None
 
 
+def option_start(inst: Instance, j: int, k: int) -> int | None:
+    """The earliest period option k of task j could start in on its own, from its release and its pool alone (None:
+    never: more GPUs than the pool ever holds, or no run of periods with that many)."""
+    t, o = inst.tasks[j], inst.tasks[j].options[k]
+    pool = inst.pools[o.pool]
+    top = most_gpus(inst, o.pool)
+    if top is not None and o.gpus > top:
+        return None
+    if pool.capacity is not None:
+        return first_window(pool.capacity, o.gpus, o.periods, t.release)
+    return max(t.release, earliest_capacity(inst, o.pool))
+
+
 def option_problem(inst: Instance, j: int, k: int) -> str | None:
     """Why option k of task j can never be used on its own (None: it can)."""
     t, o = inst.tasks[j], inst.tasks[j].options[k]
@@ -233,12 +246,9 @@ def option_problem(inst: Instance, j: int, k: int) -> str | None:
     top = most_gpus(inst, o.pool)
     if top is not None and o.gpus > top:
         return f"{o.gpus:,} GPUs > the {top:,} {pool.name} can hold"
-    first: int | None = max(t.release, earliest_capacity(inst, o.pool))
-    if pool.capacity is not None:
-        first = first_window(pool.capacity, o.gpus, o.periods, t.release)
-        if first is None:
-            return f"{pool.name} never has {o.gpus:,} GPUs for {o.periods} periods in a row after the release"
-    assert first is not None
+    first = option_start(inst, j, k)
+    if first is None:
+        return f"{pool.name} never has {o.gpus:,} GPUs for {o.periods} periods in a row after the release"
     if first + o.periods > inst.periods:
         return f"runs {o.periods} periods from period {first}, past the horizon ({inst.periods})"
     if t.hard and t.deadline is not None and first + o.periods > t.deadline:
