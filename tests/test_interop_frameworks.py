@@ -22,12 +22,14 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from planner import EstimateRequest, estimate
 from planner.catalog import get_model
 from planner.errors import InputError
 from planner.interop.deepspeed import deepspeed_config_from_layout, parse_deepspeed_config
 from planner.interop.megatron import megatron_args_from_layout, padded_vocab, parse_megatron_args
 from planner.interop.torchtitan import parse_torchtitan_toml, torchtitan_toml_from_layout
 from planner.model.params import count_params
+from planner.model.pipeline import PipelineSplit, virtual_stage_layers
 from planner.model.presets import resolve
 from planner.schema import Implementation, Layout, ModelSpec
 from planner.workloads.training.legality import layout_problems
@@ -424,6 +426,43 @@ def test_torchtitan_llama3_70b() -> None:
         cfg.to_layout(60)
 
 
+def test_torchtitan_plans_are_what_torchtitan_runs_and_read_back_the_same(tmp_path: Path) -> None:
+    """The search proposes only layouts torchtitan runs: no DDP (ZeRO-0) beside TP, PP or CP, and no ZeRO-1, which
+    FSDP has no form of (it runs, and is timed and sized, as ZeRO-2: FSDP keeping gathered parameters); the best
+    plan's TOML, pipeline split included, reviews back at the same step time."""
+    from typer.testing import CliRunner
+
+    from planner import Scenario, solve
+    from planner.cli import app
+
+    # the scenario states the current models' K/V (not repeated): a job TOML alone reads as the older ones
+    doc = {"name": "tt", "model": "llama-3.1-70b", "job": {"tokens": 1e11, "seq_len": 32768, "global_batch": 64},
+           "hardware": {"skus": ["h100-sxm"], "max_gpus": 256},
+           "implementation": {"framework": "torchtitan", "kv_repeat": False}, "objective": "time", "top_k": 5}
+    plans = solve(Scenario.model_validate(doc)).plans
+    assert plans
+    for p in plans:
+        lay = p.evaluation.layout
+        assert lay.zero != 1 and not (lay.zero == 0 and (lay.cp > 1 or (lay.dp > 1 and lay.tp * lay.pp > 1)))
+    for fw in ("torchtitan", "fsdp"):
+        z1, z2 = (estimate(EstimateRequest(model="llama-3.1-8b", gpu="h100-sxm", gpus=16, global_batch=64,
+                                           layout={"zero": z}, implementation={"framework": fw})) for z in (1, 2))
+        assert z1.time.step_seconds == z2.time.step_seconds and z1.memory.total == z2.memory.total, fw
+    scenario = tmp_path / "tt.yaml"
+    scenario.write_text(json.dumps(doc))
+    runner = CliRunner()
+    toml = runner.invoke(app, ["solve", str(scenario), "--emit", "torchtitan"])
+    assert toml.exit_code == 0, toml.output
+    assert toml.stdout.startswith("# Planned without repeating K/V per query head")
+    (tmp_path / "tt.toml").write_text(toml.stdout)
+    back = runner.invoke(app, ["review", str(scenario), "--torchtitan", str(tmp_path / "tt.toml"), "--gpu", "h100-sxm",
+                               "--gpus", str(plans[0].evaluation.layout.gpus), "--format", "json"])
+    assert back.exit_code in (0, 1), back.output
+    got = json.loads(back.stdout)
+    assert got["time"]["step_seconds"] == pytest.approx(plans[0].evaluation.time.step_seconds, rel=1e-9)
+    assert got["layout"]["zero"] == plans[0].evaluation.layout.zero
+
+
 def test_torchtitan_degrees_and_errors() -> None:
     ddp = parse_torchtitan_toml("[parallelism]\ndata_parallel_replicate_degree = 8\ndata_parallel_shard_degree = 1\n")
     assert ddp.to_layout(8).zero == 0 and "parallelism.data_parallel_replicate_degree" not in ddp.unsupported
@@ -461,7 +500,7 @@ def test_torchtitan_degrees_and_errors() -> None:
         parse_torchtitan_toml("[training]\nlocal_batch_size = 2\nglobal_batch_size = 60\n").to_layout(8)
     with pytest.raises(InputError, match="invalid TOML"):
         parse_torchtitan_toml("[training\nseq_len = 1\n")
-    with pytest.raises(InputError, match="zero 0 with cp > 1"):
+    with pytest.raises(InputError, match="zero: 0 with cp > 1"):
         torchtitan_toml_from_layout(Layout(dp=2, cp=2, zero=0, global_batch=8), SEQ)
 
 
@@ -596,13 +635,15 @@ def test_torchtitan_round_trip(case: tuple[ModelSpec, Layout]) -> None:
     assume(layout.zero > 0 or (layout.cp == 1 and (layout.dp == 1 or layout.tp * layout.pp == 1)))
     sharded = layout.zero > 0 and layout.dp * layout.cp > 1
     assume(sharded or not layout.offload_optimizer)  # CPU offload is an FSDP option
+    chunks = None
     if layout.vpp > 2:
-        # torchtitan sizes stages by pipeline_parallel_layers_per_stage over layers + embedding + output
+        # torchtitan sizes stages by pipeline_parallel_layers_per_stage over layers + embedding + output; where no
+        # whole count gives pp·vpp stages, the same even split is written stage by stage (module_fqns_per_model_part)
         units, stages = m.layers + 2, layout.pp * layout.vpp
         if -(-units // -(-units // stages)) != stages:
-            with pytest.raises(InputError, match="pipeline_parallel_layers_per_stage"):
-                torchtitan_toml_from_layout(layout, SEQ, m)
-            return
+            got = virtual_stage_layers(m.layers, layout.pp, layout.vpp, PipelineSplit("torchtitan"))
+            assert not isinstance(got, str)
+            chunks = got
     text = torchtitan_toml_from_layout(layout, SEQ, m)
     cfg = parse_torchtitan_toml(text, model=m)  # Mixtral is no torchtitan flavor: the model comes from the caller
     expected = layout.model_copy(
@@ -611,6 +652,7 @@ def test_torchtitan_round_trip(case: tuple[ModelSpec, Layout]) -> None:
             # a single data-parallel rank shards nothing
             "zero": (3 if layout.zero == 3 else 2) if sharded else 0,
             "sequence_parallel": layout.tp > 1,  # torchtitan's TP plan always shards the sequence
+            **({"pipeline_layout": chunks} if chunks else {}),
         }
     )
     assert cfg.to_layout(layout.gpus) == expected

@@ -44,6 +44,13 @@ from planner.schema import (
     Precision,
     Recompute,
 )
+from planner.workloads.training.legality import data_parallel_problems
+
+# The job TOML's first lines when the plan was timed for torchtitan's models after ff0829c10 (K/V not repeated).
+KV_REPEAT_NOTE = ("# Planned without repeating K/V per query head (implementation.kv_repeat: false), as torchtitan's\n"
+                  "# models run since ff0829c10 (January 2026). Job TOMLs are read as the torchtitan before its\n"
+                  "# config functions (February 2026), whose models repeated them: review this file beside a scenario\n"
+                  "# stating implementation.kv_repeat: false, or emit torchtitan-config for current torchtitan.\n")
 
 # torchtitan's optimizer kernels (Trainer.Config optimizer.implementation); the last keeps Adam's moments in bf16
 BF16_MOMENTS = "fused_opt_states_bf16"
@@ -683,11 +690,9 @@ def parallelism_section(layout: Layout, impl: Implementation, spec: ModelSpec | 
         raise InputError(f"cp_exchange {impl.cp_exchange}: torchtitan's context parallelism is PyTorch's, which "
                          "rotates K/V by all-gather or all-to-all (cp_exchange allgather or alltoall)")
     parallel: dict[str, TomlValue] = {}
+    if problems := data_parallel_problems(layout, "torchtitan"):
+        raise InputError("; ".join(problems))
     if layout.zero == 0:
-        if layout.cp > 1:
-            raise InputError("zero 0 with cp > 1: torchtitan shards parameters over the context-parallel ranks (FSDP)")
-        if layout.dp > 1 and layout.tp * layout.pp > 1:
-            raise InputError("zero 0 (DDP) with TP or PP: torchtitan runs DDP only without other parallelism")
         parallel.update(data_parallel_replicate_degree=layout.dp, data_parallel_shard_degree=1)
     else:
         shard = layout.dp_shard // layout.cp if layout.dp_shard and layout.dp_shard % layout.cp == 0 else None
@@ -718,10 +723,13 @@ def parallelism_section(layout: Layout, impl: Implementation, spec: ModelSpec | 
             # torchtitan's split counts the embedding and the output as one layer each
             units, stages = spec.layers + 2, layout.pp * layout.vpp
             per_stage = -(-units // stages)
-            if -(-units // per_stage) != stages:
-                raise InputError(f"vpp {layout.vpp}: no pipeline_parallel_layers_per_stage gives {stages} stages "
-                                 f"of {spec.layers} layers + embedding + output in torchtitan")
-            parallel["pipeline_parallel_layers_per_stage"] = per_stage
+            if -(-units // per_stage) == stages:
+                parallel["pipeline_parallel_layers_per_stage"] = per_stage
+            else:  # no whole layers per stage gives that many stages: the same even split, stage by stage
+                got = virtual_stage_layers(spec.layers, layout.pp, layout.vpp, PipelineSplit("torchtitan"))
+                if isinstance(got, str):
+                    raise InputError(f"vpp {layout.vpp}: {got}")
+                parallel["module_fqns_per_model_part"] = module_fqns(got)
     return parallel
 
 
@@ -806,6 +814,10 @@ def torchtitan_toml_from_layout(layout: Layout, seq: int, model: ModelSpec | str
         sections.append(("compile", {"enable": True, "components": ["loss"]}))
     sections.append(("optimizer", {"name": "Adam" if layout.optimizer == "adam" else "AdamW"}))
     sections += [("parallelism", parallel), ("activation_checkpoint", checkpoint), ("training", training)]
-    return "\n".join(
+    # a job TOML is read back as the torchtitan that read such files, whose models repeated K/V per query head
+    # (TorchtitanConfig.implementation); a plan timed without the repeat says how to read it back the same
+    gqa = spec is not None and spec.n_kv_heads < spec.heads
+    note = KV_REPEAT_NOTE if gqa and not impl.kv_repeat else ""
+    return note + "\n".join(
         f"[{name}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in table.items()) for name, table in sections
     )

@@ -958,9 +958,10 @@ def _sharded(c: _Context, s: _Step, g: _Groups, p: _Params, cmp: _Compute) -> _S
     Under pipelining with FSDP2 unresharded, gathers and reduce-scatters happen once per step (the
     schedule's no-sync micro-batches); otherwise every micro-batch. The first gather and the last
     reduce-scatter of a pass are exposed."""
-    if _scalar(s.zero) and s.zero != 3:
-        return _Sharded(micro=0.0, step=0.0)
     st = c.stack
+    kept = _fsdp_kept(c, s)  # FSDP's ZeRO-1/2: gathered parameters kept from forward to backward
+    if _scalar(s.zero) and s.zero != 3 and not kept:
+        return _Sharded(micro=0.0, step=0.0)
     # one collective per block (FSDP's flat parameter) or per parameter tensor (DeepSpeed), each paying
     # the ring's latency; the bandwidth term is the same
     extra = (s.layers * c.gathers_per_layer) * (g.shard.base_lat + g.shard.step_lat)
@@ -983,6 +984,7 @@ def _sharded(c: _Context, s: _Step, g: _Groups, p: _Params, cmp: _Compute) -> _S
         reshard: Any = 1.0 - pipelined * (st.framework == "torchtitan")
     else:
         reshard = float(st.reshard_after_forward)
+    reshard = reshard * (1.0 - kept)
     per_micro_ag = 1.0 - pipelined * (1 - reshard)  # with PP and no reshard: once per step
     # a prefetch shallower than a block hides only that share of the block's gather
     depth = 1.0 if st.prefetch_params is None else vmin(1.0, st.prefetch_params / p.layer)
@@ -998,8 +1000,16 @@ def _sharded(c: _Context, s: _Step, g: _Groups, p: _Params, cmp: _Compute) -> _S
     bwd = bwd + per_micro_rs * last
     once_ag = (1 - per_micro_ag) * (_hidden(c, ag, hide_f) + first)
     once_rs = (1 - per_micro_rs) * (_hidden(c, rs, hide_b) + last)
-    z3 = (s.zero == 3) * 1.0
+    z3 = (s.zero == 3) * 1.0 + kept
     return _Sharded(micro=z3 * (fwd + bwd), step=z3 * (once_ag + once_rs))
+
+
+def _fsdp_kept(c: _Context, s: _Step) -> Any:
+    """1 where a layout is FSDP keeping its gathered parameters from forward to backward because it asked for
+    ZeRO-1 or ZeRO-2, which FSDP has no other form of (Stack.fsdp); timed by `_sharded`, not `_dp`."""
+    if not c.stack.fsdp:
+        return 0.0
+    return ((s.zero == 1) + (s.zero == 2)) * 1.0
 
 
 def _bubble(s: _Step, t_micro: Any) -> Any:
@@ -1042,7 +1052,7 @@ def _dp(c: _Context, s: _Step, g: _Groups, p: _Params, cmp: _Compute) -> Any:
     out = reduction(p.dense, g.dp)
     if c.moe_layers:
         out = out + reduction(p.expert, g.edp)
-    return (zero != 3) * out
+    return (zero != 3) * (1.0 - _fsdp_kept(c, s)) * out
 
 
 def _embedding_sync(c: _Context, s: _Step, p: _Params) -> Any:
@@ -1165,7 +1175,11 @@ def step_time_floor(
     window = longest(0.0) if one_size else replace(cmp, fwd=UNBOUNDED_S, bwd=UNBOUNDED_S)
     # data-parallel traffic: the least of the ZeRO stages the set holds (ZeRO-2 reduces at least as ZeRO-1)
     replicated = _dp(c, replace(hi, zero=0.0), g, p, window)
-    sharded = _dp(c, replace(hi, zero=1.0), g, p, window)
+    if c.stack.fsdp:  # FSDP's ZeRO-1/2: the same traffic, through `_sharded`
+        kept = _sharded(c, replace(hi, zero=2.0), g, p, window)
+        sharded = hi.micro * kept.micro + kept.step
+    else:
+        sharded = _dp(c, replace(hi, zero=1.0), g, p, window)
     z3 = _sharded(c, replace(hi, zero=3.0), g, p, window)
     dp = np.minimum(np.minimum(np.where(z_lo == 0, replicated, np.inf),
                                np.where((z_lo <= 2) & (z_hi >= 1), sharded, np.inf)),

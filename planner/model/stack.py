@@ -48,6 +48,10 @@ class Stack:
     overlap_param_gather: bool  # ZeRO-1/2 parameter all-gather under the next forward (Efficiency overrides)
     grad_reduce_after_pipeline: bool  # with pp > 1 the gradients are reduced after the last backward
     replicated_reduce_after_backward: bool  # without ZeRO the gradients are all-reduced after the backward
+    # FSDP (torchtitan's FSDP2, PyTorch FSDP1) has no optimizer-only sharding: ZeRO-1 and ZeRO-2 run as FSDP that
+    # keeps gathered parameters from forward to backward (reshard_after_forward False, SHARD_GRAD_OP), the
+    # memory model's reading too (planner.model.memory: "FSDP has no ZeRO-1")
+    fsdp: bool = False
 
 
 def resolve_fp8_recipe(impl: Implementation, eff: Efficiency, gpu: GpuSku | None = None) -> Fp8Recipe:
@@ -97,6 +101,7 @@ def stack_of(impl: Implementation, precision: str, eff: Efficiency, gpu: GpuSku 
         overlap_param_gather=k.overlap_param_gather,
         grad_reduce_after_pipeline=k.grad_reduce_after_pipeline,
         replicated_reduce_after_backward=k.replicated_reduce_after_backward,
+        fsdp=k.state in ("fsdp2", "fsdp1"),
     )
 
 

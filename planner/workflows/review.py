@@ -656,7 +656,9 @@ def _search_scenario(c: Config) -> Scenario:
 
 def _layout_changes(a: Layout, b: Layout) -> list[dict[str, Any]]:
     da, db = as_fields(a), as_fields(b)  # the scenario's layout keys; micro-batches per step follow from them
-    return [{"key": k, "from": da[k], "to": db[k]} for k in db if da[k] != db[k] and k != "grad_accumulation"]
+    keys = [*db, *(k for k in da if k not in db)]  # a key one side leaves unset (an explicit pipeline layout)
+    return [{"key": k, "from": da.get(k), "to": db.get(k)} for k in keys
+            if da.get(k) != db.get(k) and k != "grad_accumulation"]
 
 
 def _candidates(c: Config, base: Scenario, time_limit_s: float) -> tuple[list[Evaluation], list[str], bool]:

@@ -120,6 +120,19 @@ def offload_problems(m: ModelSpec, layout: Layout, impl: Implementation) -> list
     return out
 
 
+def data_parallel_problems(layout: Layout, framework: str) -> list[str]:
+    """What a framework's data parallelism cannot run: torchtitan runs plain DDP (ZeRO-0) only as the one
+    parallelism ("DDP has not supported > 1D parallelism", torchtitan parallelize_llama apply_ddp) and always shards
+    over the context-parallel ranks (its FSDP mesh is dp_shard × cp)."""
+    if framework != "torchtitan" or layout.zero != 0:
+        return []
+    if layout.cp > 1:
+        return ["zero: 0 with cp > 1: torchtitan shards parameters over the context-parallel ranks (FSDP; zero ≥ 2)"]
+    if layout.dp > 1 and layout.tp * layout.pp > 1:
+        return ["zero: 0 (DDP) with tp or pp: torchtitan runs DDP only without other parallelism (zero ≥ 2: FSDP)"]
+    return []
+
+
 def layout_problems(
     m: ModelSpec,
     layout: Layout,
@@ -194,6 +207,7 @@ def layout_problems(
         # runtime/pipe/engine.py asserts "ZeRO-2 and ZeRO-3 are incompatible with pipeline parallelism")
         out.append(f"zero: stage {layout.zero} does not combine with pipeline parallelism under {framework} "
                    "(use zero ≤ 1 with pp > 1; torchtitan shards inside pipeline stages)")
+    out += data_parallel_problems(layout, framework)
     if (why := rules.dp_shard_problem(layout.dp_shard, layout.dp, layout.cp)) is not None:
         out.append(why)
     if layout.recompute_num_layers is not None \

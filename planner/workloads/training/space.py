@@ -77,7 +77,8 @@ def axis_domains(w: TrainingWorkload, max_node: int) -> dict[str, list[int]]:
         "dp": divisors(batch),
         "cp": cps,
         "ep": divisors(m.moe.experts) if m.moe else [1],
-        "zero": [0, 1, 2, 3],
+        # FSDP has no optimizer-only sharding: its ZeRO-1 runs, and is timed and sized, as its ZeRO-2 (Stack.fsdp)
+        "zero": [0, 2, 3] if PRESETS[w.implementation.framework].state in ("fsdp2", "fsdp1") else [0, 1, 2, 3],
         "recompute": list(range(len(RECOMPUTE))),
         "sequence_parallel": [0, 1],
         "micro_batch": divisors(batch),
@@ -361,21 +362,40 @@ def lattice(w: TrainingWorkload, nodes: Sequence[int], counts: GpuCounts) -> Lat
                      ["pp", "recompute", "activation_offload_layers"])
     if rows(t) == 0 or rows(pipe) == 0:
         return None
-    new_shape = np.r_[True, (np.diff(pipe["pp"]) != 0) | (np.diff(pipe["vpp"]) != 0)]
+    # a shape is a (pp, vpp) and, where a rule couples ZeRO-0 with the data side (torchtitan's DDP:
+    # legality.data_parallel_problems), whether its rows are ZeRO-0 (the first rows of each (pp, vpp): ZeRO is
+    # crossed right after vpp)
+    ddp = (pipe["zero"] == 0) if w.implementation.framework == "torchtitan" else np.zeros(rows(pipe), dtype=bool)
+    new_shape = np.r_[True, (np.diff(pipe["pp"]) != 0) | (np.diff(pipe["vpp"]) != 0) | (np.diff(ddp) != 0)]
     shape = np.cumsum(new_shape) - 1
     first = np.flatnonzero(new_shape)
     pp, vpp = pipe["pp"][first], pipe["vpp"][first]
-    # The join's rules read the shape, never ZeRO or recompute: GPU counts sold and within the cap, and
-    # interleaving, which couples pp and vpp with the micro-batches per step (Layout.grad_accumulation).
+    # The join's rules read the shape, not recompute: GPU counts sold and within the cap, interleaving, which
+    # couples pp and vpp with the micro-batches per step (Layout.grad_accumulation), and the ZeRO-0 shapes' rule.
     gpus = (t["tp"] * t["dp"] * t["cp"])[:, None] * pp[None, :]  # Layout.gpus
     ok = counts.sold(nodes)[np.minimum(gpus, cap + 1)]
     steps = w.global_batch // (t["dp"] * t["micro_batch"])
     ga, ga_index = np.unique(steps, return_inverse=True)
     inter = cross({"global_batch": ga}, {"pp": pp, "vpp": vpp})
     ok &= legal(w, inter, ["pp", "vpp", "global_batch"]).reshape(len(ga), -1)[ga_index.reshape(-1)]
+    if ddp[first].any():
+        ok[:, ddp[first]] &= _ddp_legal(w, t, pp[ddp[first]])
     if not ok.any():  # no data side joins a pipeline shape on a GPU count that is sold
         return None
     return Lattice(t, pipe, shape, ok)
+
+
+def _ddp_legal(w: TrainingWorkload, t: Columns, pp: np.ndarray) -> np.ndarray:
+    """Data rows × ZeRO-0 shapes (their pp): whether the rule coupling ZeRO-0 with tp, dp, cp and pp admits the
+    pair, judged by layout_problems once per distinct (tp, dp, cp) and pp (a global batch of dp·pp sequences: a
+    micro-batch per stage, which no other rule on these fields minds)."""
+    side = {"tp": t["tp"], "dp": t["dp"], "cp": t["cp"]}
+    code = (t["tp"] * (int(t["dp"].max()) + 1) + t["dp"]) * (int(t["cp"].max()) + 1) + t["cp"]
+    _, pick, back = np.unique(code, return_index=True, return_inverse=True)
+    inter = cross({k: v[pick] for k, v in side.items()}, {"pp": pp, "zero": np.zeros(len(pp), dtype=np.int64)})
+    inter["global_batch"] = inter["dp"] * inter["pp"]
+    fields = ["tp", "dp", "cp", "global_batch", "pp", "zero"]
+    return legal(w, inter, fields).reshape(len(pick), len(pp))[back.reshape(-1)]
 
 
 def build_grid(w: TrainingWorkload, nodes: Sequence[int], counts: GpuCounts) -> Grid:
