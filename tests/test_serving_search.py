@@ -142,3 +142,21 @@ def test_impossible_slo_is_infeasible_with_numbers(tmp_path: Path) -> None:
                  "  search: {tp: [1], batch_limits: [16]}\n")
     with pytest.raises(InfeasibleError, match=r"TTFT p99 <= 5 ms.*fastest replica alone: TTFT \d+ ms"):
         solve_serving(f, pareto=False)
+
+
+def test_caps_that_hold_too_few_replicas_say_how_many_are_needed(tmp_path: Path) -> None:
+    """Every class has a replica type that meets the SLOs, but the caps hold too few: the answer gives the GPUs the
+    traffic needs at least and names the caps that rule it out (the replica cap per type without any
+    hardware.max_gpus, the GPU cap with one)."""
+    f = tmp_path / "caps.yaml"
+    base = ("model: llama-3.1-8b\nhardware: {skus: [h100-sxm]%s}\nserving:\n"
+            "  traffic: {qps: %s, input: 1000, output: 100}\n  slo: {ttft_ms: 2000, tpot_ms: 100}\n"
+            "  search: {tp: [1], batch_limits: [64], max_replicas: 4}\n")
+    f.write_text(base % ("", "400"))
+    with pytest.raises(InfeasibleError, match=r"400 requests/s need at least \d[\d,]* GPUs \(with one type, "
+                                              r"[\d,]+ × h100-sxm tp1 b64, [\d,]+ GPUs\); the caps allow "
+                                              r"serving\.search\.max_replicas 4 of each replica type$"):
+        solve_serving(f, pareto=False)
+    f.write_text(base % (", max_gpus: 1", "40"))
+    with pytest.raises(InfeasibleError, match=r"hardware\.max_gpus 1 GPUs in all$"):
+        solve_serving(f, pareto=False)

@@ -615,7 +615,8 @@ def cheapest_fleet(
     return _plan(sel, cands, class_qps, _workloads(classes, _sample_size(s), s.serving.search.seed), s, "optimal")
 
 
-def _infeasible_message(cands: Sequence[Candidate], classes: Sequence[TrafficClass], s: ServingScenario) -> str:
+def _infeasible_message(cands: Sequence[Candidate], classes: Sequence[TrafficClass], s: ServingScenario,
+                        class_qps: Sequence[float]) -> str:
     slo = s.serving.slo
     lines = []
     for k, c in enumerate(classes):
@@ -630,8 +631,32 @@ def _infeasible_message(cands: Sequence[Candidate], classes: Sequence[TrafficCla
                 lines.append(f"  fastest replica alone: TTFT {best.ttft_min_s * 1e3:.0f} ms, "
                              f"TPOT {best.tpot_min_s * 1e3:.1f} ms")
     if not lines:
-        lines.append("the inventory caps (hardware.max_gpus) cannot hold enough replicas for the traffic")
+        lines.append(_caps_message(cands, class_qps, s))
     return "; ".join(lines)
+
+
+def _caps_message(cands: Sequence[Candidate], class_qps: Sequence[float], s: ServingScenario) -> str:
+    """Every class has a replica type that serves it, but the caps hold too few replicas: how many the traffic
+    needs at least (each class on its most GPU-efficient type; the fewest replicas of one type alone) against
+    the caps that rule them out."""
+    gpus = sum(q * min(cd.gpus / cd.rates[k] for cd in cands if cd.rates[k] > 0)
+               for k, q in enumerate(class_qps) if q > 0)
+
+    def alone(cd: Candidate) -> float:  # replicas of one type carrying every class
+        return sum(q / cd.rates[k] if cd.rates[k] > 0 else math.inf for k, q in enumerate(class_qps) if q > 0)
+
+    best = min(cands, key=lambda cd: alone(cd) * cd.gpus)
+    caps = [f"serving.search.max_replicas {s.serving.search.max_replicas:,} of each replica type"]
+    hw = s.hardware.max_gpus
+    if isinstance(hw, int):
+        caps.append(f"hardware.max_gpus {hw:,} GPUs in all")
+    elif isinstance(hw, dict):
+        caps.append("hardware.max_gpus " + ", ".join(f"{k} {v:,}" for k, v in hw.items()))
+    reps = alone(best)
+    one = (f"with one type, {math.ceil(reps):,} × {best.label}, {math.ceil(reps) * best.gpus:,} GPUs"
+           if math.isfinite(reps) else "no one type serves every class")
+    return (f"{s.serving.traffic.qps:,.6g} requests/s need at least {math.ceil(gpus):,} GPUs ({one}); the caps "
+            f"allow {' and '.join(caps)}")
 
 
 def solve_serving(scenario: ServingScenario | str | Path, *, pareto: bool | Sequence[float] = True) -> ServingSolution:
@@ -670,10 +695,10 @@ def solve_serving(scenario: ServingScenario | str | Path, *, pareto: bool | Sequ
     works = _workloads(classes, _sample_size(s), s.serving.search.seed)
     problem = selection_problem(cands, class_qps, s)
     if any(all(problem.load[t][k] is None for t in range(len(cands))) for k in range(len(classes))):
-        raise InfeasibleError(_infeasible_message(cands, classes, s))
+        raise InfeasibleError(_infeasible_message(cands, classes, s, class_qps))
     sel = select_cpsat(problem, s.serving.search.seed)
     if sel is None:
-        raise InfeasibleError(_infeasible_message(cands, classes, s))
+        raise InfeasibleError(_infeasible_message(cands, classes, s, class_qps))
     plan = _plan(sel, cands, class_qps, works, s, "optimal")
     single = None
     if s.serving.search.mix and len({c.sku for c in cands}) > 1:
