@@ -475,6 +475,8 @@ def test_no_plan_exits_1_with_the_numbers(tmp_path: Path) -> None:
     ({"pools__2__sku": "h100x"}, "pools.2.sku (res): unknown GPU 'h100x'"),
     ({"pools__1__kind": "purchas"}, "pools.1: kind must be one of owned, purchase, reservation, on-demand"),
     ({"pools__1__lead_time_week": 3}, "pools.1.lead_time_week: unknown key (did you mean lead_time_weeks?)"),
+    # found after loading (a repeated job's copies are named for their entry)
+    ({"jobs__2__layout": {"sku": "a100-80gb"}}, "jobs.2.layout.sku: a100-80gb is in none of the pools job c-1 may use"),
 ])
 def test_bad_input_exits_2_in_one_line(tmp_path: Path, change: dict[str, Any], key: str) -> None:
     f = portfolio(tmp_path, **change)

@@ -68,10 +68,10 @@ def in_file(message: str, scenario: Path | None) -> str:
     prefixed with the file; messages that already name it, or a flag, stay as they are."""
     if scenario is None or message.startswith(str(scenario)):
         return message
-    from planner import Scenario, ServingScenario
+    from planner import Portfolio, Scenario, ServingScenario
 
     key = re.match(r"([a-z_]+)(?:[.\[:])", message)
-    keys = Scenario.model_fields.keys() | ServingScenario.model_fields.keys()
+    keys = Scenario.model_fields.keys() | ServingScenario.model_fields.keys() | Portfolio.model_fields.keys()
     return f"{scenario}: {message}" if key and key.group(1) in keys else message
 
 

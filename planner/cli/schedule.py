@@ -46,4 +46,4 @@ def schedule_command(
                      write_plots=write_schedule_plots, page=schedule_html, source=portfolio)
         return 0 if result.jobs else 1
 
-    run(body)
+    run(body, portfolio)

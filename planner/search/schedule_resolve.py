@@ -103,7 +103,7 @@ def pool_terms(portfolio: Portfolio) -> list[PoolTerms]:
     proc = load_procurement()
     out = []
     for i, p in enumerate(portfolio.pools):
-        where = f"pools[{i}] ({p.name})"
+        where = f"pools.{i} ({p.name})"
         gpu = portfolio.gpu(p.sku, f"{where}: sku")
         unit = gpu.host_on(gpu.node_size)  # a node spanning several hosts is rented host by host
         kwh = getattr(p, "usd_per_kwh", None)
@@ -229,6 +229,9 @@ def resolve(portfolio: Portfolio, *, duration: Duration = ideal_duration,
         pools.append(_instance_pool(p, t, portfolio))
     jobs = portfolio.expanded_jobs()
     names = {j.name: i for i, j in enumerate(jobs)}
+    # each job's entry in the file (a repeat's copies, NAME-1, NAME-2, ..., come from one)
+    entry = {n: i for i, j in enumerate(portfolio.jobs)
+             for n in ([f"{j.name}-{k + 1}" for k in range(j.repeat.count)] if j.repeat else [j.name])}
     cache = {} if cache is None else cache
     tasks: list[Task] = []
     tables: list[JobTable] = []
@@ -237,10 +240,11 @@ def resolve(portfolio: Portfolio, *, duration: Duration = ideal_duration,
     for j in jobs:
         allowed = [i for i, p in enumerate(portfolio.pools) if j.pools is None or p.name in j.pools]
         if j.layout.sku is not None:
-            want = portfolio.gpu(j.layout.sku, f"jobs ({j.name}): layout.sku").name
+            key = f"jobs.{entry[j.name]}.layout.sku"
+            want = portfolio.gpu(j.layout.sku, key).name
             allowed = [i for i in allowed if terms[i].gpu.name == want]
             if not allowed:
-                raise InputError(f"jobs ({j.name}): layout.sku {want} is in none of its pools")
+                raise InputError(f"{key}: {want} is in none of the pools job {j.name} may use")
         skus = list(dict.fromkeys(terms[i].gpu.name for i in allowed))
         caps = [_pool_cap(portfolio, portfolio.pools[i].name) for i in allowed]
         top = min(max(caps), j.max_gpus or UNLIMITED_GRID_TOP)
