@@ -26,11 +26,13 @@ from planner import EstimateRequest, estimate
 from planner.catalog import get_model
 from planner.errors import InputError
 from planner.interop.deepspeed import deepspeed_config_from_layout, parse_deepspeed_config
+from planner.interop.frameworks import export
 from planner.interop.megatron import megatron_args_from_layout, padded_vocab, parse_megatron_args
 from planner.interop.torchtitan import parse_torchtitan_toml, torchtitan_toml_from_layout
 from planner.model.params import count_params
 from planner.model.pipeline import PipelineSplit, virtual_stage_layers
 from planner.model.presets import resolve
+from planner.scenario import EfficiencyOverride
 from planner.schema import Implementation, Layout, ModelSpec
 from planner.workloads.training.legality import layout_problems
 
@@ -282,13 +284,19 @@ def test_exports_ask_for_the_overlaps_the_plan_is_timed_with() -> None:
         lay = Layout(tp=2, dp=8, zero=zero, micro_batch=1, global_batch=64)
         text = megatron_args_from_layout(m, lay, SEQ)
         assert "--overlap-grad-reduce" in text and ("--overlap-param-gather" in text) == (zero == 1)
-        assert parse_megatron_args(text, model=m).overlaps() == {}
+        # ZeRO-0 gathers no parameters: without the flag, a sharded plan in its place would gather in the step
+        assert parse_megatron_args(text, model=m).overlaps() == ({} if zero else {"param_gather_overlap": 0.0})
         ds = parse_deepspeed_config(deepspeed_config_from_layout(lay))
         assert ds.overlaps() == ({} if zero else {"dp_overlap": 0.0})  # ZeRO-0: the engine reduces after backward
     alone = megatron_args_from_layout(m, Layout(tp=8, dp=1, micro_batch=1, global_batch=8), SEQ)
     assert "--overlap-grad-reduce" not in alone  # no data parallelism, nothing to overlap
     plain = parse_megatron_args("--tensor-model-parallel-size 2 --use-distributed-optimizer", model=m)
     assert plain.overlaps() == {"dp_overlap": 0.0, "param_gather_overlap": 0.0}
+    # a plan timed without them (a review's better plan keeps the input's overlaps) is written without them
+    lay = Layout(tp=2, dp=8, zero=1, micro_batch=1, global_batch=64)
+    text = export("megatron", lay, model=m, seq=SEQ, efficiency=EfficiencyOverride(**plain.overlaps()))
+    assert "--overlap-grad-reduce" not in text and "--overlap-param-gather" not in text
+    assert parse_megatron_args(text, model=m).overlaps() == plain.overlaps()
 
 
 def test_megatron_softmax_type_carries_attention_sinks() -> None:

@@ -26,16 +26,22 @@ __all__ = ["FRAMEWORKS", "changes", "export", "round_trip", "settings"]
 
 
 def export(fmt: str, layout: Layout, *, model: ModelSpec | None, seq: int,
-           implementation: Implementation | None = None) -> str:
-    """The layout in the framework's own form; InputError for what that framework cannot run."""
+           implementation: Implementation | None = None, efficiency: Any = None) -> str:
+    """The layout in the framework's own form; InputError for what that framework cannot run. `efficiency`: the
+    overlaps the plan was timed with (an Efficiency or EfficiencyOverride; a dp_overlap or param_gather_overlap of
+    0 leaves Megatron's overlap flag out), by default the preset's, which overlap."""
     if fmt == "megatron":
+        grad = getattr(efficiency, "dp_overlap", None) != 0.0
+        param = getattr(efficiency, "param_gather_overlap", None) != 0.0
         try:
-            return megatron_args_from_layout(model, layout, seq, implementation)
+            return megatron_args_from_layout(model, layout, seq, implementation, overlap_grad=grad,
+                                             overlap_param=param)
         except InputError as e:
             if model is None:
                 raise
             # a model feature without a Megatron flag: the parallel layout is still worth handing over
-            return f"# model flags left out: {e}\n" + megatron_args_from_layout(None, layout, seq, implementation)
+            return f"# model flags left out: {e}\n" + megatron_args_from_layout(
+                None, layout, seq, implementation, overlap_grad=grad, overlap_param=param)
     if fmt == "deepspeed":
         return json.dumps(deepspeed_config_from_layout(layout, implementation), indent=2) + "\n"
     if fmt == "torchtitan":

@@ -410,7 +410,7 @@ class MegatronConfig:
             out["ep_overlap"] = 1.0
         if "--overlap-grad-reduce" not in self.ignored:
             out["dp_overlap"] = 0.0
-        if "--overlap-param-gather" not in self.ignored and self.zero in (1, 2):
+        if "--overlap-param-gather" not in self.ignored:  # also where ZeRO-0 reads none: for a plan that shards
             out["param_gather_overlap"] = 0.0
         return out
 
@@ -1375,7 +1375,8 @@ def _model_flags(m: ModelSpec, tp: int) -> list[str]:
 
 
 def megatron_args_from_layout(
-    model: ModelSpec | None, layout: Layout, seq: int, implementation: Implementation | None = None
+    model: ModelSpec | None, layout: Layout, seq: int, implementation: Implementation | None = None, *,
+    overlap_grad: bool = True, overlap_param: bool = True,
 ) -> str:
     """Paste-ready Megatron-LM arguments, one flag per line joined by ` \\` continuations.
 
@@ -1432,12 +1433,13 @@ def megatron_args_from_layout(
     elif layout.zero >= 2:
         strategy = "optim_grads" if layout.zero == 2 else "optim_grads_params"
         lines += ["--use-megatron-fsdp", f"--data-parallel-sharding-strategy {strategy}"]
-    if layout.dp * layout.cp > 1:
+    if layout.dp * layout.cp > 1 and overlap_grad:
         # the plan is timed with the gradient reduction under the backward and the sharded parameters gathered
-        # under the forward, as planner's megatron-core preset runs them; Megatron does neither unless told
-        # (store_true flags; --overlap-param-gather needs --overlap-grad-reduce, megatron/training/arguments.py)
+        # under the forward, as planner's megatron-core preset runs them (unless the plan was timed without:
+        # `overlap_grad`, `overlap_param`); Megatron does neither unless told (store_true flags;
+        # --overlap-param-gather needs --overlap-grad-reduce, megatron/training/arguments.py)
         lines.append("--overlap-grad-reduce")
-        if layout.zero >= 1:
+        if layout.zero >= 1 and overlap_param:
             lines.append("--overlap-param-gather")
     if layout.recompute == "selective":
         lines.append("--recompute-granularity selective")

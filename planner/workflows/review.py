@@ -139,7 +139,8 @@ class Config(Inputs):
     def export(self, fmt: str, layout: Layout) -> str:
         from planner.interop.frameworks import export
 
-        return export(fmt, layout, model=self.model, seq=self.seq, implementation=self.implementation)
+        return export(fmt, layout, model=self.model, seq=self.seq, implementation=self.implementation,
+                      efficiency=self.efficiency)
 
 
 @dataclass(frozen=True)
