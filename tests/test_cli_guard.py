@@ -94,3 +94,22 @@ def test_tables_do_not_depend_on_the_terminal_width(tmp_path: Path) -> None:
     wide = runner.invoke(app, [*ESTIMATE, "--zero", "1"], env={"COLUMNS": "400"}).stdout
     assert narrow == wide and "…" not in narrow
     assert "Hyperstack on-demand" in narrow or "on-demand" in narrow  # the cost row, whole
+
+
+def test_emit_says_what_the_format_cannot_run_and_whose_plan_it_is(tmp_path: Path) -> None:
+    """--emit for what the target cannot run is bad input naming the flag; a plan searched under another framework
+    is emitted with a note that its memory and time there are not the plan's."""
+    path = tmp_path / "fp8.yaml"
+    path.write_text("model: llama-3.1-8b\njob: {tokens: 2e9, seq_len: 4096, global_batch: 64, precision: fp8}\n"
+                    "implementation: {framework: torchtitan, fp8_recipe: current}\n"
+                    "hardware: {skus: [h100-sxm], max_gpus: 8}\n")
+    bad = runner.invoke(app, ["solve", str(path), "--emit", "torchtitan-config"])
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: --emit torchtitan-config: fp8_recipe current")
+    other = path.with_name("mcore.yaml")
+    other.write_text("model: llama-3.1-8b\njob: {tokens: 2e9, seq_len: 4096, global_batch: 64}\n"
+                     "hardware: {skus: [h100-sxm], max_gpus: 8}\n")
+    out = runner.invoke(app, ["solve", str(other), "--emit", "torchtitan"])
+    assert out.exit_code == 0 and out.stdout.lstrip().startswith(("[", "#"))
+    assert "searched and timed under implementation.framework megatron-core" in out.stderr
+    same = runner.invoke(app, ["solve", str(other), "--emit", "megatron"])
+    assert same.exit_code == 0 and same.stderr == ""

@@ -148,17 +148,32 @@ def model_config(path: Path | None, name: str | None) -> Any:
     return model_from_hf_config(path)
 
 
-def emit_text(text: str, framework: str, layout: Any, fmt: str) -> None:
-    """`--emit`: the framework's own input on stdout, nothing else; what a DeepSpeed config cannot hold (TP, PP,
-    SP, set in the model code and launcher) said on stderr. `--format` other than the table is refused: the
-    emitted text is the framework's format, not JSON, CSV or Markdown."""
+# The `implementation.framework` each --emit format is written for.
+EMIT_FRAMEWORK = {"megatron": "megatron-core", "deepspeed": "deepspeed", "torchtitan": "torchtitan",
+                  "torchtitan-config": "torchtitan"}
+
+
+def emit_text(make: Callable[[], str], framework: str, layout: Any, fmt: str, planned_for: str) -> None:
+    """`--emit`: the framework's own input on stdout, nothing else (`make` writes it: what the framework cannot run
+    is bad input for the flag); on stderr what a DeepSpeed config cannot hold (TP, PP, SP, set in the model code
+    and launcher), and a plan searched and timed for another framework (`planned_for`), whose memory and time
+    there are not these. `--format` other than the table is refused: the emitted text is the framework's format,
+    not JSON, CSV or Markdown."""
     from planner import InputError, not_in_deepspeed_config
 
     if fmt != "table":
         raise InputError(f"--emit and --format {fmt}: --emit prints the framework's own input; give one of them")
+    try:
+        text = make()
+    except InputError as e:
+        raise InputError(f"--emit {framework}: {e}") from None
     typer.echo(text, nl=False)
     if framework == "deepspeed" and (missing := not_in_deepspeed_config(layout)):
         say(f"note: the DeepSpeed config cannot hold {', '.join(missing)}: set them in the model code and launcher")
+    if planned_for != EMIT_FRAMEWORK.get(framework, planned_for):
+        say(f"note: this plan was searched and timed under implementation.framework {planned_for}; under "
+            f"{EMIT_FRAMEWORK[framework]} its memory and step time differ (and it may not fit): plan with "
+            f"framework {EMIT_FRAMEWORK[framework]} to emit one it runs")
 
 
 def say(message: str) -> None:

@@ -93,7 +93,8 @@ def review_command(
         )
         rev = review(request, better=better, time_limit_s=time_limit)
         if emit is not None:
-            emit_text(rev.emit(emit.value), emit.value, rev.emitted_layout, format.value)
+            emit_text(lambda: rev.emit(emit.value), emit.value, rev.emitted_layout, format.value,
+                      rev.config.implementation.framework)
         else:
             render(rev, format.value)
         return rev.exit_code

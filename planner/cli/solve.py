@@ -14,7 +14,7 @@ import typer
 
 from planner import MAX_MARGIN, MAX_TIME_LIMIT_S, MAX_TOP_K, MAX_WORKERS, NEAR_OPTIMAL_MARGIN, FrameworkName
 from planner.cli.basis import ConfidenceFlag, ReliabilityFlag, ReliabilityOpt, reliability_value
-from planner.cli.common import emit_text, run
+from planner.cli.common import EMIT_FRAMEWORK, emit_text, run
 from planner.report import Format
 
 
@@ -50,7 +50,9 @@ def solve_command(
             result = solve(sc, time_limit_s=time_limit, pareto=pareto, explain=explain, top_k=top_k, margin=margin,
                            num_workers=workers, progress=say)
         if emit is not None:  # no plan: InfeasibleError, the reasons on stderr
-            emit_text(result.emit(emit.value), emit.value, result.plans[0].evaluation.layout, format.value)
+            best = result.plans[0].evaluation if result.plans else None  # none: emit says why (exit 1)
+            emit_text(lambda: result.emit(emit.value), emit.value, best and best.layout, format.value,
+                      best.framework if best else EMIT_FRAMEWORK[emit.value])
         else:
             render(result, format.value)
         return 0 if result.plans else 1
