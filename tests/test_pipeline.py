@@ -342,3 +342,21 @@ def test_undominated_in_blocks_equals_the_whole_comparison(monkeypatch: pytest.M
     covered = [i for i in range(len(rows)) if any((rows[j] >= rows[i]).all() and ((rows[j] > rows[i]).any() or j < i)
                                                   for j in range(len(rows)) if j != i)]
     assert len(whole) == len(rows) - len(covered)
+
+
+def test_deepspeed_has_no_interleaved_schedule() -> None:
+    """DeepSpeed's pipeline engine runs one stage per rank (runtime/pipe/schedule.py TrainSchedule): virtual stages
+    are refused under framework deepspeed, and the search offers none."""
+    from planner import Scenario, solve
+    from planner.schema import Implementation
+
+    m = get_model("llama-2-7b")
+    lay = Layout(tp=1, pp=4, vpp=2, dp=2, micro_batch=1, global_batch=64)
+    assert any(p.startswith("vpp: 2: DeepSpeed") for p in layout_problems(m, lay, impl=Implementation(
+        framework="deepspeed")))
+    assert not layout_problems(m, lay)  # Megatron interleaves
+    doc = {"model": "llama-2-7b", "job": {"tokens": 1e9, "seq_len": 4096, "global_batch": 64},
+           "hardware": {"skus": ["a100-40gb"], "max_gpus": 32}, "implementation": {"framework": "deepspeed"},
+           "layout": {"pp": 4}, "objective": "time", "top_k": 5}
+    plans = solve(Scenario.model_validate(doc)).plans
+    assert plans and all(p.evaluation.layout.vpp == 1 for p in plans)

@@ -169,7 +169,10 @@ def layout_problems(
     elif (why := split_problem(m.layers, p, v, split)) is not None:
         out.append(f"pp·vpp: {p}·{v}: {why}")
     micro = layout.grad_accumulation
-    if v > 1 and framework == "torchtitan":
+    if v > 1 and framework == "deepspeed":
+        # DeepSpeed's pipeline engine runs one stage per rank (deepspeed/runtime/pipe/schedule.py TrainSchedule)
+        out.append(f"vpp: {v}: DeepSpeed's pipeline engine has no interleaved schedule (one stage per rank)")
+    elif v > 1 and framework == "torchtitan":
         rounds = max(1, micro // p)  # torch.distributed.pipelining ScheduleInterleaved1F1B
         if micro % rounds:
             out.append(f"vpp: interleaving needs micro-batches per step ({micro}) divisible by {rounds} rounds")
