@@ -115,3 +115,14 @@ def test_unknown_model_is_bad_input(tmp_path: Path) -> None:
     path.write_text("model: no-such-model\njob: {tokens: 1e9, seq_len: 2048, global_batch: 8}\n")
     result = runner.invoke(app, ["solve", str(path)])
     assert result.exit_code == 2 and "unknown model" in result.stderr
+
+
+def test_markdown_keeps_what_the_table_shows() -> None:
+    """`--pareto --format markdown` carries the Pareto front, the near-optimal count and the skipped SKUs, as the
+    table does."""
+    table = runner.invoke(app, ["solve", str(SCENARIOS / "mixtral_8x7b_ep.yaml"), "--pareto"])
+    md = runner.invoke(app, ["solve", str(SCENARIOS / "mixtral_8x7b_ep.yaml"), "--pareto", "--format", "markdown"])
+    assert table.exit_code == md.exit_code == 0
+    for text in ("Pareto front", "within 3% of the optimum"):
+        assert text in table.stdout and text in md.stdout, text
+    assert ("skipped SKUs" in table.stdout) == ("skipped SKUs" in md.stdout)

@@ -224,8 +224,13 @@ def solve_markdown(result: SolveResult) -> str:
     if not result.plans:
         return head + "".join(f"- {md_literal(r)}\n" for r in result.reasons)
     body = to_markdown([{"rank": i + 1} | tables.short_row(p) for i, p in enumerate(result.plans)])
+    body += f"\n{md_literal(tables.near_optimal_line(result))}\n"
+    if result.pareto:
+        body += f"\n**{tables.PARETO_TITLE}**\n\n" + to_markdown(tables.pareto_rows(result))
     if result.binding:
         body += "\n" + "".join(f"- {md_literal(b)}\n" for b in result.binding)
+    if result.skipped:
+        body += "\n" + md_literal("skipped SKUs: " + "; ".join(result.skipped)) + "\n"
     return head + body
 
 

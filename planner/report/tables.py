@@ -281,20 +281,30 @@ def print_solve(con: Console, result: SolveResult) -> None:
             row["vs_best"] = f"{getattr(p, key) / best_value - 1:+.1%}" if best_value else ""
             rows.append(row)
         print_rows(con, rows, f"Plan and runner-ups (vs_best: {'days' if key == 'time_s' else 'cost'})")
-    n_near = len(result.near_optimal)
-    con.print(f"{n_near} plan{'s' if n_near != 1 else ''} within {result.margin:.0%} of the optimum "
-              "(ties under the model's error)")
+    con.print(near_optimal_line(result))
     if result.pareto:
-        print_rows(con, [{"cost_usd": round(s.cost_usd), "days": rounded(s.days, 2), "gpus": s.gpus,
-                          "plans": "; ".join(f"{p.gpus} × {p.sku} {layout_text(p.evaluation.layout)}"
-                                             for p in s.plans)} for s in result.pareto],
-                   "Cost vs expected wall-clock (as planned) Pareto front")
+        print_rows(con, pareto_rows(result), PARETO_TITLE)
     if result.binding:
         con.print("[bold]Binding constraints[/]")
         for b in result.binding:
             con.print(f"  • {safe(b)}")
     if result.skipped:
         con.print("[dim]skipped SKUs: " + safe("; ".join(result.skipped)) + "[/]")
+
+
+PARETO_TITLE = "Cost vs expected wall-clock (as planned) Pareto front"
+
+
+def near_optimal_line(result: SolveResult) -> str:
+    n = len(result.near_optimal)
+    return f"{n} plan{'s' if n != 1 else ''} within {result.margin:.0%} of the optimum (ties under the model's error)"
+
+
+def pareto_rows(result: SolveResult) -> list[dict[str, Any]]:
+    """The cost / wall-clock Pareto front (`solve --pareto`), one row per solution."""
+    return [{"cost_usd": round(s.cost_usd), "days": rounded(s.days, 2), "gpus": s.gpus,
+             "plans": "; ".join(f"{p.gpus} × {p.sku} {layout_text(p.evaluation.layout)}" for p in s.plans)}
+            for s in result.pareto]
 
 
 def print_plan(con: Console, p: Plan) -> None:
