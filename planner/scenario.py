@@ -121,12 +121,19 @@ class Hardware(Strict):
     gpus_per_node: GpuCount | None = Field(None, description="default: the SKU's scale-up domain size")
 
 
+def _per_sku(value: Any) -> Any:
+    """A price per SKU is a mapping; a bare number says what it should be (one price for which GPU?)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise ValueError(f"a map of GPU to $ per GPU-hour, e.g. {{h100-sxm: {value:g}}}, not one number")
+    return value
+
+
 class Pricing(Strict):
     kind: PriceKind = "on-demand"
     provider: str | None = Field(None, description="default: the first price of that kind in the catalog")
-    usd_per_gpu_hour: dict[str, Annotated[float, Field(gt=0, le=MAX_USD_PER_GPU_HOUR)]] | None = Field(
-        None, description="overrides per SKU, $ per GPU-hour"
-    )
+    usd_per_gpu_hour: Annotated[dict[str, Annotated[float, Field(gt=0, le=MAX_USD_PER_GPU_HOUR)]] | None,
+                                BeforeValidator(_per_sku)] = Field(
+        None, description="overrides per SKU, $ per GPU-hour")
     # GPUs are written off over 3-6 years (procurement_prices.md); 20 is past any server's life.
     amortisation_years: float = Field(4.0, gt=0, le=20, description="purchase: capex spread over this life")
     usd_per_kwh: float = Field(0.10, ge=0, le=10, description="purchase: electricity price")
