@@ -177,6 +177,23 @@ def test_deepspeed_better_plan_changes_only_json_keys() -> None:
         assert r.better.format == "deepspeed" and all("-" not in str(ch["key"]) for ch in r.better.changes)
 
 
+def test_changes_start_from_what_the_input_says() -> None:
+    """A better plan's changes run from the input's own values (its "auto", a switch it sets), not from planner's
+    rendering of the reviewed layout: a key the input leaves out is absent on the `from` side."""
+    given = {"train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto",
+             "gradient_accumulation_steps": "auto", "bf16": {"enabled": True},
+             "zero_optimization": {"stage": 3, "overlap_comm": True},
+             "activation_checkpointing": {"partition_activations": True}}
+    r = review(ReviewRequest(deepspeed=given, model="llama-2-7b", gpu="h100", gpus=8, micro_batch=1, global_batch=64))
+    assert r.better is not None
+    got = {ch["key"]: ch for ch in r.better.changes}
+    assert got["train_micro_batch_size_per_gpu"]["from"] == '"auto"'
+    assert "activation_checkpointing.cpu_checkpointing" not in got  # in neither the input nor the better plan
+    assert all(ch["from"] != ch["to"] for ch in r.better.changes)
+    if "activation_checkpointing.partition_activations" in got:
+        assert got["activation_checkpointing.partition_activations"]["from"] == "true"
+
+
 @pytest.mark.parametrize(
     ("request_fields", "match"),
     [

@@ -117,6 +117,9 @@ class Config(Inputs):
     # the input's setting that would overlap its ZeRO-1/2 parameter all-gather, where its gradient reduction is
     # overlapped (otherwise `overlap_switch` names both)
     gather_switch: str | None = None
+    # the input's own settings in its format (dotted keys, as planner.interop.frameworks.settings writes them): a
+    # better plan's changes run from these, not from planner's rendering of the reviewed layout
+    given: dict[str, str] | None = None
 
     def evaluate(self, layout: Layout | None = None) -> Evaluation:
         return replace(super().evaluate(layout), basis=self.basis)
@@ -322,7 +325,7 @@ def _from_deepspeed(req: ReviewRequest) -> Config:
         precision=sc.job.precision if sc and cfg.precision is None else None,
     )
     common, overlap_notes = _with_overlaps(_common(req, model), cfg.overlaps())
-    return Config(source="deepspeed", model=model, layout=layout, gpus=gpus,
+    return Config(source="deepspeed", model=model, layout=layout, gpus=gpus, given=cfg.settings,
                   overlap_switch=_switch(common, "zero_optimization.overlap_comm: true") if cfg.zero > 0 else None,
                   seq=pick(req.seq, sc.job.seq_len if sc else None, model.training_seq),
                   implementation=cfg.implementation(sc.implementation if sc else None),
@@ -722,6 +725,8 @@ def search_better(c: Config, ev: Evaluation, *, time_limit_s: float = 30.0) -> t
     with contextlib.suppress(InputError):
         if fmt is not None:
             diff_format, diff = fmt, changes(fmt, c.export(fmt, lay), c.export(fmt, best.layout))
+            if c.given is not None and fmt == FORMAT_OF[c.source]:  # from what the input says, where it says it
+                diff = [ch for ch in ({**ch, "from": c.given.get(ch["key"])} for ch in diff) if ch["from"] != ch["to"]]
     better = Better(Plan(base.name, best, *(int(u) for u in units)), speedup, diff_format, diff)
     what = "; ".join(f"{ch['key']} {setting_text(ch['from'])} → {setting_text(ch['to'])}" for ch in better.changes)
     how = (f"{speedup:.2f}× faster ({_step(ev, best)}, {ev.expected.days:,.1f} → {best.expected.days:,.1f} days "
