@@ -237,3 +237,18 @@ def test_json_names_the_framework_knobs_it_used(tmp_path: Path) -> None:
         ("torchtitan", "allgather", True, "fsdp2")
     plain = run_json("estimate", "--model", "llama-2-7b", "--gpu", "h100-sxm", "--gpus", "8")["implementation"]
     assert (plain["framework"], plain["cp_exchange"], plain["kv_repeat"]) == ("megatron-core", "ring", False)
+
+
+def test_a_gpu_count_no_provider_rents_is_estimated_with_a_warning() -> None:
+    """estimate is a calculator: any count is estimated, but one the search would not offer (66 GB200s: neither a
+    whole NVL72 nor whole 4-GPU trays; 12 H100s: not whole 8-GPU nodes) says so and what a provider rents."""
+    from planner import EstimateRequest, estimate
+    from planner.report.dicts import warnings_list
+
+    for gpu, n, rents in (("gb200", 66, 68), ("h100", 12, 16)):
+        ev = estimate(EstimateRequest(model="llama-2-7b", gpu=gpu, gpus=n, layout={"tp": 2}))
+        w = [x for x in warnings_list(ev) if x["code"] == "gpu_count"]
+        assert len(w) == 1 and f"a provider rents {rents}" in w[0]["message"], (gpu, w)
+    for gpu, n in (("gb200", 8), ("gb200", 144), ("h100", 16), ("h100", 4)):
+        ev = estimate(EstimateRequest(model="llama-2-7b", gpu=gpu, gpus=n))
+        assert ev.unsold_count is None, (gpu, n)

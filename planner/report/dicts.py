@@ -87,8 +87,9 @@ def reliability_dict(ev: Evaluation) -> dict[str, Any]:
 
 def warnings_list(ev: Evaluation) -> list[dict[str, Any]]:
     """`warnings[]`: `extrapolated` when the plan lies outside what the calibration runs measured, with why;
-    `memory_margin` when it fits by less than the memory model's error; `beyond_price_offer` when its GPU count is
-    more than the price's offer rents together."""
+    `memory_margin` when it fits by less than the memory model's error; `gpu_count` when its GPU count is none the
+    search offers (an estimate of any count); `beyond_price_offer` when its GPU count is more than the price's offer
+    rents together."""
     out = []
     reasons = ev.warnings
     if reasons:
@@ -96,6 +97,8 @@ def warnings_list(ev: Evaluation) -> list[dict[str, Any]]:
     if ev.memory_margin:
         out.append({"code": "memory_margin", "message": "memory margin: " + ev.memory_margin,
                     "reasons": [ev.memory_margin]})
+    if ev.unsold_count:
+        out.append({"code": "gpu_count", "message": "GPU count: " + ev.unsold_count, "reasons": [ev.unsold_count]})
     if ev.beyond_offer:
         out.append({"code": "beyond_price_offer", "message": "beyond the price's offer: " + ev.beyond_offer,
                     "reasons": [ev.beyond_offer]})

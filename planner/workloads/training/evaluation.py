@@ -107,6 +107,20 @@ class Evaluation(FitsOnGpu):
                              attention=attention_variants(self.model), offload=self.knobs.activation_offload)
 
     @property
+    def unsold_count(self) -> str | None:
+        """Why the GPU count is not one the search offers (`gpu_count` warning): neither whole nodes, nor a divisor of
+        a node, nor whole hosts of a rack-scale node (planner.workloads.grid.GpuCounts); None when it is."""
+        from planner.workloads.grid import GpuCounts
+
+        n, node, host = self.layout.gpus, self.gpus_per_node, self.gpu.host_gpus
+        hosts = (host,) if host is not None and host < node else ()
+        if GpuCounts(n, hosts=hosts).allowed(n, node):
+            return None
+        whole = f"whole nodes of {node:,}, a divisor of {node:,}" + (f" or whole hosts of {host}" if hosts else "")
+        return (f"{n:,} × {self.gpu.name} is not a count the search offers ({whole}); the cost counts {n:,} GPUs, "
+                f"a provider rents {-(-n // (hosts[0] if hosts else node)) * (hosts[0] if hosts else node):,}")
+
+    @property
     def beyond_offer(self) -> str | None:
         """Why the cost is not one the price's offer sells: more GPUs than it rents together (Price.max_gpus)."""
         r = self.rate
