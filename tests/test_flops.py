@@ -9,6 +9,8 @@ output head does not. Tokens T = b·s. fp32 is used: FLOPs do not depend on the 
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -149,3 +151,34 @@ def test_sliding_window_keys_are_the_masks(s: int, w: int, windowed: int | None)
     # model FLOPs count the window's keys; the sources' full-s² convention (causal=False) does not change
     assert step_flops(m, s, s).model < step_flops(full, s, s).model or w >= s
     assert step_flops(m, s, s, causal=False).model == step_flops(full, s, s, causal=False).model
+
+
+def test_hardware_flops_count_the_modules_selective_recompute_reruns() -> None:
+    """HFU's numerator counts what selective recompute executes, module by module as the time model reruns it: the
+    attention scores of core_attn, the MLP's matmuls of mlp (2 FLOPs a weight a token), torchtitan's every second
+    matmul (wk, wo and one MLP matrix); element-wise modules add none. Rerunning the MLPs costs time and adds their
+    FLOPs, so HFU does not fall."""
+    from planner import EstimateRequest, estimate
+    from planner.catalog import get_model
+    from planner.model.flops import EVERY_SECOND_MATMUL, selective_recompute_flops_per_token
+    from planner.model.params import k_projection_share, mlp_weights
+
+    m = get_model("llama-3.1-8b")
+    seq, tokens = 8192, 64 * 8192
+    base = step_flops(m, seq, tokens, "none")
+    mlp = step_flops(m, seq, tokens, "selective", modules=("mlp",))
+    assert mlp.hardware - base.hardware == pytest.approx(2 * m.layers * mlp_weights(m, m.ffn_hidden) * tokens)
+    assert selective_recompute_flops_per_token(m, seq, ("layernorm", "moe_act")) == 0
+    assert k_projection_share(m) == pytest.approx(1 / 6)  # 8 KV heads of 32 query heads: K is 1,024 of 6,144
+    d = m.hidden * m.d_head
+    every = 2 * m.layers * (m.n_kv_heads * d + m.heads * d + m.hidden * m.ffn_hidden)
+    assert selective_recompute_flops_per_token(m, seq, (EVERY_SECOND_MATMUL,)) == pytest.approx(every)
+
+    def run(rc: str, mods: list[str] | None) -> Any:
+        impl = {"framework": "megatron-core"} | ({"recompute_modules": mods} if mods else {})
+        return estimate(EstimateRequest(model="llama-3.1-8b", gpu="h100-sxm", gpus=8, tokens=1e12, global_batch=64,
+                                        seq=seq, layout={"recompute": rc, "micro_batch": 1}, implementation=impl))
+
+    none, sel = run("none", None), run("selective", ["mlp"])
+    assert sel.time.step_seconds > none.time.step_seconds and sel.time.hfu >= none.time.hfu
+    assert sel.flops.hardware == pytest.approx(mlp.hardware)

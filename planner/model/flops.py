@@ -16,13 +16,27 @@ own convention. torch.utils.flop_counter counts what eager attention executes: t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from planner.model.params import attention_dims, matmul_params_per_token
+from planner.model.params import (
+    attention_dims,
+    attention_weights,
+    k_projection_share,
+    matmul_params_per_token,
+    mla_up_weights,
+    mlp_weights,
+)
 from planner.schema import Layout, ModelSpec, Recompute
+
+# torchtitan's selective "op" policy keeps every other matmul of a block and recomputes the rest together with every
+# element-wise op (activation_checkpoint.py, _get_custom_policy): a recompute module of its own.
+EVERY_SECOND_MATMUL = "every_second_mm"
+# Megatron's selective recompute by default: core attention (Korthikanti et al. 2022 §5).
+DEFAULT_SELECTIVE = ("core_attn",)
 
 
 def window_pairs(end: Any, start: Any, window: float, share: float) -> Any:
@@ -81,18 +95,46 @@ def full_recompute_share(layout: Layout, layers: int) -> float:
     return min(1.0, layout.pp * layout.vpp * n / layers)
 
 
+def selective_recompute_flops_per_token(m: ModelSpec, seq: int, modules: Sequence[str] = DEFAULT_SELECTIVE,
+                                        causal: bool = True) -> float:
+    """Forward FLOPs per token that selective recompute repeats, module by module as the time model reruns them
+    (planner.model.perf `_selective`: Megatron-Core's recompute_modules, torchtitan's op policy). Element-wise
+    modules (layernorm, moe_act) execute no matmul FLOPs."""
+    e = m.moe
+    routed = m.moe_layers * e.top_k * mlp_weights(m, e.expert_ffn) if e else 0
+    shared = m.moe_layers * e.shared_experts * mlp_weights(m, e.shared_ffn) if e else 0
+    weights = 0.0
+    if "mlp" in modules:  # the layer's MLP: the dense one, or a MoE layer's routed experts
+        weights += m.dense_layers * mlp_weights(m, m.ffn_hidden) + routed
+    if "moe" in modules and e:
+        weights += routed + shared + m.moe_layers * m.hidden * e.experts
+    if "shared_experts" in modules:
+        weights += shared
+    if "mla_up_proj" in modules:
+        weights += m.layers * mla_up_weights(m)
+    if EVERY_SECOND_MATMUL in modules:  # wk, wo and w3 (SwiGLU) or w2: one hidden × width matrix of each MLP
+        _, v = attention_dims(m)
+        qkv = attention_weights(m) - v * m.hidden
+        widths = m.dense_layers * m.ffn_hidden + (
+            m.moe_layers * (e.top_k * e.expert_ffn + e.shared_experts * e.shared_ffn) if e else 0)
+        weights += m.layers * (qkv * k_projection_share(m) + v * m.hidden) + m.hidden * widths
+    attn = attention_forward_flops_per_token(m, seq, causal) if "core_attn" in modules else 0.0
+    return 2.0 * weights + attn
+
+
 def step_flops(
-    m: ModelSpec, seq: int, tokens: int, recompute: Recompute = "none", causal: bool = True, full_share: float = 1.0
+    m: ModelSpec, seq: int, tokens: int, recompute: Recompute = "none", causal: bool = True, full_share: float = 1.0,
+    modules: Sequence[str] = DEFAULT_SELECTIVE,
 ) -> StepFlops:
     """FLOPs of one optimizer step over `tokens` tokens of sequence length `seq`; `causal` halves the
     attention scores (planner's convention, see the module docstring); `full_share` of the layers is rerun by a
-    full recompute (`full_recompute_share`)."""
+    full recompute (`full_recompute_share`); selective recompute reruns `modules`."""
     n_matmul = matmul_params_per_token(m)
     attn_fwd = attention_forward_flops_per_token(m, seq, causal)
     model = (6.0 * n_matmul + 3.0 * attn_fwd) * tokens
     extra = 0.0
-    if recompute == "selective":  # core attention is recomputed once (Korthikanti et al. 2022 §5)
-        extra = attn_fwd * tokens
+    if recompute == "selective":
+        extra = selective_recompute_flops_per_token(m, seq, modules, causal) * tokens
     elif recompute == "full":  # one more forward of every recomputed layer, not of the output head
         extra = full_share * (2.0 * (n_matmul - head_matmul_params(m)) + attn_fwd) * tokens
     return StepFlops(model=model, hardware=model + extra, tokens=tokens)

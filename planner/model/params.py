@@ -69,6 +69,26 @@ def attention_weights(m: ModelSpec) -> int:
     return h * a * d + 2 * h * k * d + a * d * h
 
 
+def mla_up_weights(m: ModelSpec) -> int:
+    """One layer's MLA up-projections (q_lora → heads·(nope + rope), kv_lora → heads·(nope + v)): what Megatron's
+    `mla_up_proj` recompute reruns; 0 without MLA."""
+    if m.mla is None:
+        return 0
+    x = m.mla
+    q = x.q_lora_rank * m.heads * (x.qk_nope_head_dim + x.qk_rope_head_dim) if x.q_lora_rank else 0
+    return q + x.kv_lora_rank * m.heads * (x.qk_nope_head_dim + x.v_head_dim)
+
+
+def k_projection_share(m: ModelSpec) -> float:
+    """K's share of one layer's attention input projection (the Q, K and V weights): what torchtitan's op-level
+    checkpoint reruns of it (wk: every second matmul of wq, wk, wv, wo). MLA has no K projection of its own (its
+    latent up-projection makes K and V): none."""
+    if m.mla is not None:
+        return 0.0
+    qkv = m.hidden * (m.heads + 2 * m.n_kv_heads) * m.d_head
+    return m.hidden * m.n_kv_heads * m.d_head / qkv
+
+
 def qk_norm_width(m: ModelSpec) -> int:
     """Q and K elements per token the query/key norms normalise: (a + k)·d (0 without them)."""
     return 0 if m.qk_norm == "none" else (m.heads + m.n_kv_heads) * m.d_head

@@ -58,7 +58,7 @@ from planner.model import comm
 from planner.model.comm import vmax, vmin
 from planner.model.flops import StepFlops, causal_keys_per_query, full_recompute_share, step_flops
 from planner.model.memory import ActivationShape, Recipe, layer_activation_bytes, layer_params_on_rank
-from planner.model.params import attention_dims, attention_weights, qk_norm_width
+from planner.model.params import attention_dims, attention_weights, k_projection_share, mla_up_weights, qk_norm_width
 from planner.model.pipeline import PipelineSplit, bubble_slots, max_stage_layers
 from planner.model.presets import PRESETS, layout_offloaded_share, offloaded_share
 from planner.model.stack import EVERY_SECOND_MATMUL, Stack, stack_of, time_arrays
@@ -338,11 +338,7 @@ def _build_context(
     flash_f, flash_b = _flash_kernel_share(stack, gpu)
     operand_bytes = 1 if fp8 else ACT
     attn_in_n = (attention_weights(m) - v * h) / h
-    mla_up = 0.0
-    if m.mla is not None:  # q_lora → heads·(nope + rope) and kv_lora → heads·(nope + v) (planner.model.params)
-        x = m.mla
-        mla_up = (x.q_lora_rank * m.heads * (x.qk_nope_head_dim + x.qk_rope_head_dim) if x.q_lora_rank else 0) \
-            + x.kv_lora_rank * m.heads * (x.qk_nope_head_dim + x.v_head_dim)
+    mla_up = float(mla_up_weights(m))
     kernels = (KERNELS_FUSED if stack.fused_kernels else KERNELS_UNFUSED) + (7 * KERNELS_PER_FP8_GEMM if fp8 else 0)
     if m.qk_norm != "none":  # a query norm and a key norm
         kernels += 2 * (KERNELS_PER_NORM_FUSED if stack.fused_kernels else KERNELS_PER_NORM_UNFUSED)
@@ -365,7 +361,7 @@ def _build_context(
         causal_keys=causal_keys_per_query(m, seq),
         attn_in_n=attn_in_n,
         mla_up_share=mla_up / (attn_in_n * h),
-        k_share=(kv_width / 2 / h) / attn_in_n,
+        k_share=k_projection_share(m),
         gated=swiglu,
         ffn=m.ffn_hidden,
         act_bytes=6 if swiglu else 4,
@@ -1242,5 +1238,5 @@ def training_time(
     out = _components(c, time_arrays(layout))
     breakdown = {k: float(out[k]) for k in BREAKDOWN_KEYS}
     flops = step_flops(m, seq, layout.global_batch * seq, layout.recompute,
-                       full_share=full_recompute_share(layout, m.layers))
+                       full_share=full_recompute_share(layout, m.layers), modules=c.stack.recompute_modules)
     return summarise(m, layout, gpu, seq, tokens, float(out["step_seconds"]), flops, breakdown)

@@ -12,14 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from planner.model.flops import EVERY_SECOND_MATMUL
 from planner.model.memory import layout_arrays
 from planner.model.presets import Knobs, default_fp8_recipe, resolve
 from planner.schema import Efficiency, Fp8Recipe, GpuSku, Implementation, Layout
 
-# torchtitan's selective "op" policy keeps every other matmul of a block and recomputes the rest together
-# with every element-wise op; SDPA's output is saved unless implementation.op_sac_saves_attention says not
-# (activation_checkpoint.py, _get_custom_policy).
-EVERY_SECOND_MATMUL = "every_second_mm"
+# torchtitan's selective "op" policy (EVERY_SECOND_MATMUL, planner.model.flops): SDPA's output is saved unless
+# implementation.op_sac_saves_attention says not (activation_checkpoint.py, _get_custom_policy).
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from planner.model.params import ParamCount, count_params
 from planner.model.perf import SECONDS_PER_DAY, TimeEstimate, fixed_utilisation_time, training_time
 from planner.model.presets import Knobs, resolve
 from planner.model.reliability import ExpectedTime, checkpoint_bytes, expected_time
+from planner.model.stack import stack_of
 from planner.model.uncertainty import (
     attention_variants,
     error_band,
@@ -224,8 +225,9 @@ def evaluate(
     impl = implementation or Implementation()
     node = gpus_per_node or gpu.node_size
     eff = efficiency or EfficiencyOverride()
+    modules = stack_of(impl, layout.precision, merged_efficiency(gpu, eff), gpu).recompute_modules
     flops = step_flops(model, seq, layout.global_batch * seq, layout.recompute,
-                       full_share=full_recompute_share(layout, model.layers))
+                       full_share=full_recompute_share(layout, model.layers), modules=modules)
     memory = training_memory(model, layout, seq, impl, overheads)
     if eff.mfu is not None or eff.hfu is not None:
         time = fixed_utilisation_time(model, layout, gpu, seq, tokens, mfu=eff.mfu, hfu=eff.hfu)
