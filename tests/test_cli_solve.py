@@ -126,3 +126,13 @@ def test_markdown_keeps_what_the_table_shows() -> None:
     for text in ("Pareto front", "within 3% of the optimum"):
         assert text in table.stdout and text in md.stdout, text
     assert ("skipped SKUs" in table.stdout) == ("skipped SKUs" in md.stdout)
+
+
+def test_markdown_ranks_against_the_best_and_catalogs_show_nothing_as_a_dash() -> None:
+    """solve's Markdown carries vs_best as the table does; catalog Markdown shows an absent figure as '—', not None,
+    and every GPU's source."""
+    md = runner.invoke(app, ["solve", str(SCENARIOS / "gpt3_30days.yaml"), "--format", "markdown"])
+    header = next(line for line in md.stdout.splitlines() if line.startswith("| rank"))
+    assert header.endswith("| vs_best |")
+    gpus = runner.invoke(app, ["catalog", "gpus", "--format", "markdown"])
+    assert gpus.exit_code == 0 and "None" not in gpus.stdout and "| source |" in gpus.stdout.splitlines()[0]

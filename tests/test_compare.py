@@ -355,3 +355,24 @@ def test_html_report_renders_in_chromium(report: tuple[Path, Path, pd.DataFrame]
     # the plots are the only saturated colour on the page (the tables are grey on white)
     saturated = (rgb.max(axis=-1) - rgb.min(axis=-1)) > 0.35
     assert saturated.sum() > 5_000
+
+
+def test_a_comparison_at_a_confidence_shows_what_it_ranks_by(tmp_path: Path) -> None:
+    """At `--confidence`, rows are ranked by the days and cost the deadline and budget were held to: those columns are
+    shown beside the expected ones, vs_best compares them, and the limits line says the quantile."""
+    from typer.testing import CliRunner
+
+    from planner.cli import app
+
+    path = tmp_path / "c25.yaml"
+    shipped = Path(__file__).resolve().parent.parent / "scenarios" / "compare_gpt3.yaml"
+    path.write_text(shipped.read_text().replace("deadline_days: 30",
+                                                                                "deadline_days: 25"))
+    out = CliRunner().invoke(app, ["compare", str(path), "--confidence", "0.9", "--kinds", "purchase", "--format",
+                                   "markdown"])
+    assert out.exit_code == 0, out.output
+    header = next(line for line in out.stdout.splitlines() if line.startswith("| sku"))
+    assert "| days_planned | cost_planned_usd |" in header
+    assert "held at the 90% quantile of the model's error" in out.stdout
+    plain = CliRunner().invoke(app, ["compare", str(path), "--kinds", "purchase", "--format", "markdown"])
+    assert "cost_planned_usd" not in plain.stdout

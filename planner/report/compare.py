@@ -27,10 +27,15 @@ def _num(v: Any, digits: int) -> Any:
 
 
 def display_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
-    """The columns people read, rounded (the frame keeps full precision)."""
+    """The columns people read, rounded (the frame keeps full precision). Planned at a confidence, the rows are
+    ranked by what deadline and budget were held to: the planned days and cost are shown beside the expected ones."""
+    planned = "cost_planned_usd" in df and bool(
+        ((df["cost_planned_usd"] - df["cost_usd"]).abs() > 0.5).fillna(False).any())
     rows = []
     for r in df.to_dict(orient="records"):
         gap = r.get("gap")
+        at_quantile = {"days_planned": _num(r["days_planned"], 2),
+                       "cost_planned_usd": _num(r["cost_planned_usd"], 0)} if planned else {}
         rows.append({
             "sku": r["sku"], "pricing": r["pricing"] if isinstance(r["pricing"], str) else None,
             "usd_per_gpu_hour": _num(r["usd_per_gpu_hour"], 2),
@@ -41,7 +46,7 @@ def display_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
             "days_range": None if pd.isna(r["days_low"]) else f"{r['days_low']:,.1f}–{r['days_high']:,.1f}",
             "goodput": _num(r["goodput"], 3),
             "gpu_hours": _num(r["gpu_hours"], 0), "energy_mwh": _num(r["energy_mwh"], 1),
-            "cost_usd": _num(r["cost_usd"], 0), "upfront_usd": _num(r["upfront_usd"], 0),
+            "cost_usd": _num(r["cost_usd"], 0), **at_quantile, "upfront_usd": _num(r["upfront_usd"], 0),
             "usd_per_m_tokens": _num(r["usd_per_million_tokens"], 3),
             "vs_best": None if gap is None or pd.isna(gap) else ("best" if gap == 0 else f"{gap:+.1%}"),
             "warnings": ", ".join(code for code, col in WARNING_COLUMNS if isinstance(r.get(col), str)),
@@ -100,6 +105,9 @@ def notes(cmp: Comparison, swept: str | None = None) -> list[str]:
     limits = [deadline, budget, f"objective {cmp.scenario.objective}"]
     if swept == "budget_usd":
         limits[1:] = ["budget swept, objective time (the fastest plan within each budget)"]
+    if c.confidence is not None:
+        limits.append(f"held at the {c.confidence:.0%} quantile of the model's error (days_planned, "
+                      "cost_planned_usd; vs_best compares those)")
     out = ["limits: " + ", ".join(limits)]
     if "purchase" in cmp.kinds:
         kwh = f"{p.usd_per_kwh:.2f}" if round(p.usd_per_kwh, 2) == p.usd_per_kwh else f"{p.usd_per_kwh:g}"

@@ -223,7 +223,9 @@ def solve_markdown(result: SolveResult) -> str:
             f"{result.search_space_size:,} layouts searched, {result.layouts_evaluated:,} evaluated\n\n")
     if not result.plans:
         return head + "".join(f"- {md_literal(r)}\n" for r in result.reasons)
-    body = to_markdown([{"rank": i + 1} | tables.short_row(p) for i, p in enumerate(result.plans)])
+    one_job = len(result.jobs) <= 1
+    body = to_markdown(tables.ranked_rows(result, job=True) if one_job else
+                       [{"rank": i + 1} | tables.short_row(p) for i, p in enumerate(result.plans)])
     body += f"\n{md_literal(tables.near_optimal_line(result))}\n"
     if result.pareto:
         body += f"\n**{tables.PARETO_TITLE}**\n\n" + to_markdown(tables.pareto_rows(result))

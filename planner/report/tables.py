@@ -126,6 +126,7 @@ def gpu_rows(gpus: Iterable[GpuSku]) -> list[dict[str, Any]]:
             "tdp_w": g.tdp_w,
             "usd_per_gpu_hour": price.usd_per_gpu_hour if price else None,
             "price": f"{price.provider} {price.date}" if price else None,
+            "source": g.source,  # the catalog entry's figures
         })
     return rows
 
@@ -271,16 +272,8 @@ def print_solve(con: Console, result: SolveResult) -> None:
         if alt:
             print_rows(con, alt, "Runner-ups")
     elif len(result.plans) > 1:
-        # runner-ups against the optimum, in the first objective's terms
         key = "time_s" if result.objective == "time" else "cost_cents"
-        best_value = getattr(result.plans[0], key)
-        rows = []
-        for i, p in enumerate(result.plans):
-            row = {"rank": i + 1} | short_row(p)
-            del row["job"]
-            row["vs_best"] = f"{getattr(p, key) / best_value - 1:+.1%}" if best_value else ""
-            rows.append(row)
-        print_rows(con, rows, f"Plan and runner-ups (vs_best: {'days' if key == 'time_s' else 'cost'})")
+        print_rows(con, ranked_rows(result), f"Plan and runner-ups (vs_best: {'days' if key == 'time_s' else 'cost'})")
     con.print(near_optimal_line(result))
     if result.pareto:
         print_rows(con, pareto_rows(result), PARETO_TITLE)
@@ -293,6 +286,21 @@ def print_solve(con: Console, result: SolveResult) -> None:
 
 
 PARETO_TITLE = "Cost vs expected wall-clock (as planned) Pareto front"
+
+
+def ranked_rows(result: SolveResult, job: bool = False) -> list[dict[str, Any]]:
+    """One job's plan and runner-ups, each against the optimum in the first objective's terms (`vs_best`); with
+    `job`, the job's name in each row (where no heading names it)."""
+    key = "time_s" if result.objective == "time" else "cost_cents"
+    best_value = getattr(result.plans[0], key)
+    rows = []
+    for i, p in enumerate(result.plans):
+        row = {"rank": i + 1} | short_row(p)
+        if not job:
+            del row["job"]
+        row["vs_best"] = f"{getattr(p, key) / best_value - 1:+.1%}" if best_value else ""
+        rows.append(row)
+    return rows
 
 
 def near_optimal_line(result: SolveResult) -> str:

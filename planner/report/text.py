@@ -78,8 +78,9 @@ def md_literal(value: Any) -> str:
 
 
 def md_cell(value: Any) -> str:
-    """One Markdown table cell: `md_literal`, a pipe escaped so that it cannot end the cell."""
-    return md_literal(value).replace("|", "\\|")
+    """One Markdown table cell: `md_literal`, a pipe escaped so that it cannot end the cell; nothing as '—', as the
+    tables show it."""
+    return "—" if value is None else md_literal(value).replace("|", "\\|")
 
 
 class Shown(float):
