@@ -376,3 +376,17 @@ def test_a_comparison_at_a_confidence_shows_what_it_ranks_by(tmp_path: Path) -> 
     assert "held at the 90% quantile of the model's error" in out.stdout
     plain = CliRunner().invoke(app, ["compare", str(path), "--kinds", "purchase", "--format", "markdown"])
     assert "cost_planned_usd" not in plain.stdout
+
+
+def test_a_sweep_point_without_any_plan_says_why() -> None:
+    """A deadline no GPU can meet leaves a row of dashes; its note names what rules out each GPU (exit 1)."""
+    from typer.testing import CliRunner
+
+    from planner.cli import app
+
+    shipped = Path(__file__).resolve().parent.parent / "scenarios" / "compare_gpt3.yaml"
+    for fmt in ("table", "markdown"):
+        out = CliRunner().invoke(app, ["compare", str(shipped), "--deadline", "1", "--format", fmt])
+        assert out.exit_code == 1
+        line = next(x for x in out.stdout.splitlines() if "deadline_days 1: no plan" in x)
+        assert "h100-sxm: needs" in line and "inventory" in line

@@ -120,6 +120,22 @@ def notes(cmp: Comparison, swept: str | None = None) -> list[str]:
     return out
 
 
+def unplanned_notes(result: CompareResult) -> list[str]:
+    """For each sweep point where no GPU has a plan, what rules each one out (its first option's reason): a table of
+    dashes says why."""
+    if result.sweep is None or result.swept is None:
+        return []
+    df, by = result.sweep, result.swept
+    out = []
+    for point in dict.fromkeys(df[by]):
+        rows = df[df[by] == point]
+        if rows["feasible"].any():
+            continue
+        why = {r["sku"]: r["reason"] for r in rows.to_dict(orient="records") if isinstance(r["reason"], str)}
+        out.append(f"{by} {_point(point):,}: no plan — " + "; ".join(f"{s}: {w}" for s, w in why.items()))
+    return out
+
+
 def shown_rows(result: CompareResult) -> tuple[str, list[dict[str, Any]]]:
     """(title, display rows): the sweep pivot when there is a sweep, else every option."""
     title, sweep_title = titles(result.comparison, result.swept)
@@ -135,8 +151,8 @@ def text(result: CompareResult, fmt: str) -> str:
         return to_json(records(frame)) + "\n"
     if fmt == "csv":
         return frame.map(lambda v: literal(v) if isinstance(v, str) else v).to_csv(index=False, lineterminator="\n")
-    return titled_markdown(*shown_rows(result), notes(result.comparison, result.swept))
+    return titled_markdown(*shown_rows(result), notes(result.comparison, result.swept) + unplanned_notes(result))
 
 
 def print_table(result: CompareResult, file: IO[str] | None = None) -> None:
-    print_titled(console(file), *shown_rows(result), notes(result.comparison, result.swept))
+    print_titled(console(file), *shown_rows(result), notes(result.comparison, result.swept) + unplanned_notes(result))
