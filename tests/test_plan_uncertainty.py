@@ -70,6 +70,8 @@ def assert_consistent(d: dict[str, Any]) -> None:
         assert d["cost"]["usd"] == pytest.approx(t["gpu_hours"] * d["cost"]["usd_per_gpu_hour"])
     lo, hi = d["memory"]["bytes_range"]
     assert lo <= d["memory"]["bytes"]["total"] <= hi
+    # energy follows the GPU-hours the cost does (expected), beside the ideal run's
+    assert t["energy_mwh"] / t["energy_mwh_ideal"] == pytest.approx(t["gpu_hours"] / t["gpu_hours_ideal"])
     for w in d["warnings"]:
         assert w["code"] in ("extrapolated", "memory_margin") and w["reasons"]
         assert w["message"].startswith(w["code"].replace("_", " "))

@@ -116,7 +116,7 @@ def notes(cmp: Comparison, swept: str | None = None) -> list[str]:
     missing = cmp.missing_kinds()
     if missing:
         out.append(f"no {', '.join(missing)} price in the catalog for these GPUs")
-    out.append("energy: the GPUs at TDP for the whole run (an upper bound, before PUE)")
+    out.append("energy: the GPUs at TDP over the expected GPU-hours (an upper bound, before PUE)")
     return out
 
 

@@ -73,7 +73,8 @@ def time_dict(ev: Evaluation) -> dict[str, Any]:
         "goodput": x.goodput,
         "gpu_hours": _finite(x.gpu_hours),
         "gpu_hours_ideal": t.gpu_hours,
-        "energy_mwh": t.energy_kwh / 1000.0,
+        "energy_mwh": _finite(ev.energy_kwh / 1000.0),
+        "energy_mwh_ideal": t.energy_kwh / 1000.0,
         "tokens": ev.tokens,
         "mode": t.mode,
     }

@@ -206,7 +206,8 @@ def print_estimate(con: Console, ev: Evaluation) -> None:
     ft.add_row("model TFLOP/s per GPU", f"{t['tflops_per_gpu']:.1f}")
     ft.add_row("tokens / s", f"{t['tokens_per_s']:,.0f}")
     add_time_rows(ft, ev)
-    ft.add_row("energy (GPU TDP)", f"{t['energy_mwh']:,.1f} MWh")
+    energy = "∞" if t["energy_mwh"] is None else f"{t['energy_mwh']:,.1f} MWh"
+    ft.add_row("energy (GPU TDP, expected GPU-hours)", energy)
     c = out["cost"]
     if c["usd"] is not None:
         ft.add_row("cost", Text(f"${c['usd']:,.0f} at ${c['usd_per_gpu_hour']:.2f}/GPU-h ({literal(c['price'])})"))
@@ -331,7 +332,7 @@ def print_plan(con: Console, p: Plan) -> None:
     ft.add_row("MFU / HFU", f"{t.mfu:.1%} / {t.hfu:.1%}")
     ft.add_row("tokens / s", f"{t.tokens_per_s:,.0f}")
     add_time_rows(ft, ev)
-    ft.add_row("energy (GPU TDP)", f"{t.energy_kwh / 1000:,.1f} MWh")
+    ft.add_row("energy (GPU TDP, expected GPU-hours)", f"{ev.energy_kwh / 1000:,.1f} MWh")
     if ev.cost_usd is not None and ev.rate is not None:
         ft.add_row("cost", Text(f"${ev.cost_usd:,.0f} at ${ev.rate.usd_per_gpu_hour:.2f}/GPU-h "
                                 f"({literal(ev.rate.label)})"))

@@ -336,7 +336,7 @@ class Comparison:
             "expected_interruptions": x.expected_interruptions, "warnings": "; ".join(ev.warnings) or None,
             "memory_high_gib": ev.memory_range[1] / GIB, "memory_margin": ev.memory_margin,
             "gpu_hours": x.gpu_hours,
-            "energy_mwh": tm.energy_kwh / 1000.0, "cost_usd": cost, "cost_planned_usd": ev.planned_cost_usd or 0.0,
+            "energy_mwh": ev.energy_kwh / 1000.0, "cost_usd": cost, "cost_planned_usd": ev.planned_cost_usd or 0.0,
             "usd_per_million_tokens": ev.usd_per_million_tokens,
             "upfront_usd": plan.gpus * o.price.usd_per_gpu if o.price.usd_per_gpu else None,
         }

@@ -181,6 +181,12 @@ class Evaluation(FitsOnGpu):
         return self.expected.gpu_hours
 
     @property
+    def energy_kwh(self) -> float:
+        """The GPUs at TDP over the expected GPU-hours (what the cost follows; the ideal run's is `time.energy_kwh`):
+        an upper bound, before PUE."""
+        return self.gpu_hours * self.gpu.tdp_w / 1000.0
+
+    @property
     def cost_usd(self) -> float | None:
         """None without a price, or when the job never ends (its expected GPU-hours are infinite)."""
         if self.rate is None or not math.isfinite(self.gpu_hours):
