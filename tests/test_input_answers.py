@@ -91,6 +91,8 @@ def test_compare_sweep_lists_capped(scenario: Path) -> None:
             "--deadline", "20,000 points; at most 1,000")
     refused(["compare", str(scenario), "--deadline", "1e9"], "--deadline", "up to 3650")
     refused(["compare", str(scenario), "--budget", "1..1e12:1"], "--budget", "at most 1,000")
+    for flag in ("--deadline", "--budget", "--kinds"):  # an empty value is refused, not read as the flag left out
+        refused(["compare", str(scenario), flag, " "], flag, "empty")
 
 
 def test_inference_tp_must_divide_heads() -> None:

@@ -101,6 +101,9 @@ def compare_command(
         output_file(out, "--out")
         output_file(html, "--html")
         output_dir(plots, "--plots")
+        for flag, given_text in (("--deadline", deadline), ("--budget", budget), ("--qps", qps), ("--kinds", kinds)):
+            if given_text is not None and not given_text.strip():
+                raise InputError(f"{flag}: empty; give a value or leave the flag out")
         deadlines = parse_sweep(deadline, "--deadline") if deadline else []
         budgets = parse_sweep(budget, "--budget") if budget else []
         rates = parse_sweep(qps, "--qps") if qps else []
