@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 from pydantic import BeforeValidator, Field, ValidationError, create_model, model_validator
+from pydantic.config import JsonDict
 from pydantic.fields import FieldInfo
 
 from planner import safe_yaml
@@ -40,6 +41,7 @@ from planner.limits import (
 from planner.schema import (
     MASTER_WEIGHTS_HELP,
     MOMENT_DTYPE_HELP,
+    OVERLAP_SUFFIX,
     BatchSize,
     Efficiency,
     GpuCount,
@@ -217,13 +219,22 @@ class _FixedUtilisation(Strict):
         return self
 
 
+def _switch_too(schema: JsonDict) -> None:
+    """An overlap share's JSON Schema also takes true/false, as the loader reads them (Strict._no_boolean_numbers)."""
+    kinds = schema.setdefault("anyOf", [])
+    assert isinstance(kinds, list)
+    kinds.insert(0, {"type": "boolean"})
+
+
 # Every Efficiency field can be overridden per scenario: the same names, all optional, one source of truth.
 EfficiencyOverride = create_model(  # type: ignore[call-overload]  # fields made at import: opaque to mypy
     "EfficiencyOverride",
     __base__=_FixedUtilisation,
     __doc__="Overrides of the catalog's per-SKU efficiency defaults (`gemm: 0.6`), or `mfu`/`hfu` fixed.",
     **{
-        name: (cast(Any, info.annotation) | None, Field(None, description=info.description, **_bounds(info)))
+        name: (cast(Any, info.annotation) | None, Field(
+            None, description=info.description, **_bounds(info),
+            json_schema_extra=_switch_too if name.endswith(OVERLAP_SUFFIX) else None))
         for name, info in Efficiency.model_fields.items()
         if name != "source"
     },

@@ -203,6 +203,13 @@ def test_schema_format() -> None:
     as_json = json.loads(runner.invoke(app, ["schema"]).stdout)
     assert yaml.safe_load(runner.invoke(app, ["schema", "--format", "yaml"]).stdout) == as_json
     refused(["schema", "--format", "xml"], "--format")
+    # an overlap share reads true/false as a switch (README): the schema takes them too, other numbers do not
+    eff = as_json["$defs"]["EfficiencyOverride"]["properties"]
+    assert {"type": "boolean"} in eff["tp_overlap"]["anyOf"] and {"type": "boolean"} not in eff["gemm"]["anyOf"]
+    from planner import Scenario
+
+    Scenario.model_validate({"model": "llama-2-7b", "job": {"tokens": 1e9, "seq_len": 2048, "global_batch": 8},
+                             "efficiency": {"tp_overlap": True}})
 
 
 @pytest.mark.parametrize(("flag", "content", "expected"), [
