@@ -74,6 +74,10 @@ def small_scenarios(draw: Any) -> dict[str, Any]:
                                                      {"cp_exchange": "hierarchical", "cp_a2a_size": 2}]))
     if draw(st.integers(0, 4)) == 0:  # Megatron's activation offload, its count searched: a rule on pp and recompute
         sc["implementation"] = {**sc.get("implementation", {}), "activation_offload": True}
+    elif "implementation" not in sc and draw(st.integers(0, 3)) == 0:
+        # another framework's rules: torchtitan's DDP only alone (a rule across the lattice's join), FSDP without
+        # ZeRO-1, DeepSpeed without virtual stages
+        sc["implementation"] = {"framework": draw(st.sampled_from(["torchtitan", "fsdp", "deepspeed"]))}
     mode = draw(st.sampled_from(["model", "mfu", "hfu"]))
     if mode != "model":
         sc["efficiency"] = {mode: 0.4}
@@ -368,3 +372,27 @@ def test_a_memory_tight_optimum_recomputes_only_part_of_each_chunk() -> None:
                    for rc in ("full", "none"))
     assert every.time.step_seconds > plan.evaluation.time.step_seconds and not none.fits
     assert f"--recompute-num-layers {lay.recompute_num_layers}" in result.emit("megatron")
+
+
+@pytest.mark.parametrize("framework", ["torchtitan", "fsdp", "deepspeed"])
+def test_framework_rules_across_the_search_join_match_the_exhaustive_space(framework: str) -> None:
+    """torchtitan's DDP-only-alone rule reads ZeRO (the pipeline side of the search lattice) with tp, dp and cp (the
+    data side): the lattice splits its shapes by ZeRO-0 so that the solver's legal space is the exhaustive one, and
+    no plan breaks the rule; FSDP's search has no ZeRO-1, DeepSpeed's no virtual stages."""
+    data = {"name": "fw", "model": tiny_model(4, 4, False, 64),
+            "job": {"tokens": 2e10, "seq_len": 1024, "global_batch": 8},
+            "hardware": {"skus": ["h100-sxm"], "max_gpus": 16}, "implementation": {"framework": framework},
+            "objective": "time"}
+    sc = Scenario.model_validate(data)
+    result = solve(sc, top_k=50)
+    ref = enumerate_plans(resolve_problem(sc))
+    assert result.search_space_size == ref.space_size and keys_of(result, "time") == ref.best
+    for p in result.plans:
+        lay = p.evaluation.layout
+        assert not p.evaluation.problems
+        if framework == "torchtitan":
+            assert not (lay.zero == 0 and (lay.cp > 1 or (lay.dp > 1 and lay.tp * lay.pp > 1)))
+        if framework in ("torchtitan", "fsdp"):
+            assert lay.zero != 1
+        if framework == "deepspeed":
+            assert lay.vpp == 1
