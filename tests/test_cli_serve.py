@@ -162,6 +162,9 @@ def test_a_rate_the_replica_cannot_keep_up_with_is_flagged() -> None:
             "--requests", "100"]
     table = runner.invoke(app, [*rate, "--qps", "1e6"])
     assert table.exit_code == 0 and "overloaded: 1e+06 requests/s offered" in table.stdout, table.output
+    # beside the rate while requests arrive, the whole run's: the throughput the table shows
+    shown = json.loads(runner.invoke(app, [*rate, "--qps", "1e6", "--format", "json"]).stdout)
+    assert f"({shown['throughput']['requests_per_s']:.3g}/s over the whole run" in table.stdout
     js = runner.invoke(app, [*rate, "--qps", "1e6", "--format", "json"])
     assert js.exit_code == 0 and "warning: overloaded" in js.stderr
     assert set(json.loads(js.stdout)) == {"ttft_ms", "tpot_ms", "throughput", "memory", "max_concurrency"}

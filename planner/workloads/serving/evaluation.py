@@ -90,7 +90,8 @@ class DeploymentResult:
         """Why the latencies describe no steady state, when the replica does not keep up with --qps; else None."""
         if self.qps is None or self.sim is None or self.sim.keeps_up():
             return None
-        return overload_note(self.qps, self.sim.completion_rate, len(self.sim.e2e))
+        return overload_note(self.qps, self.sim.completion_rate, len(self.sim.e2e),
+                             sustained=self.sim.requests_per_s)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON of `planner serve ... --format json`: exactly these keys."""
@@ -116,10 +117,13 @@ def _rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def overload_note(offered: float, completing: float, requests: int, what: str = "the replica") -> str:
-    """The overload warning: the offered rate, the rate requests completed at while they arrived."""
+def overload_note(offered: float, completing: float, requests: int, what: str = "the replica",
+                  sustained: float | None = None) -> str:
+    """The overload warning: the offered rate, the rate requests completed at while they arrived (and over the whole
+    run, `sustained`: the throughput shown beside it, its queue drained)."""
+    whole = f" ({sustained:.3g}/s over the whole run, its queue drained)" if sustained is not None else ""
     return (f"overloaded: {offered:g} requests/s offered, {what} completes {completing:.3g}/s while requests "
-            f"arrive; its queue grows without bound, and the latencies are those of a finite run of {requests} "
+            f"arrive{whole}; its queue grows without bound, and the latencies are those of a finite run of {requests} "
             "requests, not a steady state")
 
 
@@ -347,7 +351,8 @@ class DisaggregatedResult:
         for name, sim, pool in (("a prefill replica", self.result.prefill, self.prefill),
                                 ("a decode replica", self.result.decode, self.decode)):
             if not sim.keeps_up():
-                return overload_note(self.qps / pool.replicas, sim.completion_rate, len(sim.e2e), name)
+                return overload_note(self.qps / pool.replicas, sim.completion_rate, len(sim.e2e), name,
+                                     sustained=sim.requests_per_s)
         return None
 
     def to_dict(self) -> dict[str, Any]:
