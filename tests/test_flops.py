@@ -161,7 +161,7 @@ def test_hardware_flops_count_the_modules_selective_recompute_reruns() -> None:
     from planner import EstimateRequest, estimate
     from planner.catalog import get_model
     from planner.model.flops import EVERY_SECOND_MATMUL, selective_recompute_flops_per_token
-    from planner.model.params import k_projection_share, mlp_weights
+    from planner.model.params import attention_weights, k_projection_weights, mlp_weights
 
     m = get_model("llama-3.1-8b")
     seq, tokens = 8192, 64 * 8192
@@ -169,7 +169,8 @@ def test_hardware_flops_count_the_modules_selective_recompute_reruns() -> None:
     mlp = step_flops(m, seq, tokens, "selective", modules=("mlp",))
     assert mlp.hardware - base.hardware == pytest.approx(2 * m.layers * mlp_weights(m, m.ffn_hidden) * tokens)
     assert selective_recompute_flops_per_token(m, seq, ("layernorm", "moe_act")) == 0
-    assert k_projection_share(m) == pytest.approx(1 / 6)  # 8 KV heads of 32 query heads: K is 1,024 of 6,144
+    qkv = attention_weights(m) - m.heads * m.d_head * m.hidden  # the attention input projection
+    assert k_projection_weights(m) / qkv == pytest.approx(1 / 6)  # 8 KV heads of 32 query heads: K is 1,024 of 6,144
     d = m.hidden * m.d_head
     every = 2 * m.layers * (m.n_kv_heads * d + m.heads * d + m.hidden * m.ffn_hidden)
     assert selective_recompute_flops_per_token(m, seq, (EVERY_SECOND_MATMUL,)) == pytest.approx(every)

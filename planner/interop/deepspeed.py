@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from planner.errors import InputError, format_validation_error
 from planner.interop.sources import parse_json_object, read_text
-from planner.report.text import flatten
+from planner.report.text import dotted_settings
 from planner.schema import Implementation, Layout, Optimizer, Recompute
 
 AUTO = "auto"
@@ -360,7 +360,7 @@ def parse_deepspeed_config(path_or_dict: str | os.PathLike[str] | Mapping[str, A
         unknown=[k for k in data if k not in KNOWN_KEYS]
         + [f"zero_optimization.{k}" for k in zero_section if k not in ZERO_KEYS],
         unsupported=unsupported, notes=notes, where=where,
-        settings={k: json.dumps(v) for k, v in flatten(json.loads(json.dumps(data)))},
+        settings=dotted_settings(json.loads(json.dumps(data))),  # a Mapping read as plain dicts
     )
 
 

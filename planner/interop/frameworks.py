@@ -19,7 +19,7 @@ from planner.interop.deepspeed import deepspeed_config_from_layout, parse_deepsp
 from planner.interop.megatron import megatron_args_from_layout, parse_megatron_args
 from planner.interop.torchtitan import parse_torchtitan_toml, torchtitan_toml_from_layout
 from planner.interop.torchtitan_config import config_function, config_settings, saved_config
-from planner.report.text import flatten
+from planner.report.text import dotted_settings
 from planner.schema import Implementation, Layout, ModelSpec
 
 __all__ = ["FRAMEWORKS", "changes", "export", "round_trip", "settings"]
@@ -90,7 +90,7 @@ def settings(fmt: str, text: str) -> dict[str, str]:
     if fmt == "torchtitan-config":
         return config_settings(text)
     data = json.loads(text) if fmt == "deepspeed" else tomllib.loads(text)
-    return {k: json.dumps(v) for k, v in flatten(data)}
+    return dotted_settings(data)
 
 
 def changes(fmt: str, before: str, after: str) -> list[dict[str, Any]]:

@@ -24,8 +24,7 @@ import numpy as np
 
 from planner.model.params import (
     attention_dims,
-    attention_weights,
-    k_projection_share,
+    k_projection_weights,
     matmul_params_per_token,
     mla_up_weights,
     mlp_weights,
@@ -114,10 +113,9 @@ def selective_recompute_flops_per_token(m: ModelSpec, seq: int, modules: Sequenc
         weights += m.layers * mla_up_weights(m)
     if EVERY_SECOND_MATMUL in modules:  # wk, wo and w3 (SwiGLU) or w2: one hidden × width matrix of each MLP
         _, v = attention_dims(m)
-        qkv = attention_weights(m) - v * m.hidden
         widths = m.dense_layers * m.ffn_hidden + (
             m.moe_layers * (e.top_k * e.expert_ffn + e.shared_experts * e.shared_ffn) if e else 0)
-        weights += m.layers * (qkv * k_projection_share(m) + v * m.hidden) + m.hidden * widths
+        weights += m.layers * (k_projection_weights(m) + v * m.hidden) + m.hidden * widths
     attn = attention_forward_flops_per_token(m, seq, causal) if "core_attn" in modules else 0.0
     return 2.0 * weights + attn
 

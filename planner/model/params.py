@@ -79,14 +79,11 @@ def mla_up_weights(m: ModelSpec) -> int:
     return q + x.kv_lora_rank * m.heads * (x.qk_nope_head_dim + x.v_head_dim)
 
 
-def k_projection_share(m: ModelSpec) -> float:
-    """K's share of one layer's attention input projection (the Q, K and V weights): what torchtitan's op-level
-    checkpoint reruns of it (wk: every second matmul of wq, wk, wv, wo). MLA has no K projection of its own (its
-    latent up-projection makes K and V): none."""
-    if m.mla is not None:
-        return 0.0
-    qkv = m.hidden * (m.heads + 2 * m.n_kv_heads) * m.d_head
-    return m.hidden * m.n_kv_heads * m.d_head / qkv
+def k_projection_weights(m: ModelSpec) -> int:
+    """One layer's K projection (hidden → kv_heads·d_head): what torchtitan's op-level checkpoint reruns of the
+    attention input (wk: every second matmul of wq, wk, wv, wo). MLA has no K projection of its own (its latent
+    up-projection makes K and V): none."""
+    return 0 if m.mla is not None else m.hidden * m.n_kv_heads * m.d_head
 
 
 def qk_norm_width(m: ModelSpec) -> int:

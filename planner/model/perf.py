@@ -58,7 +58,7 @@ from planner.model import comm
 from planner.model.comm import vmax, vmin
 from planner.model.flops import StepFlops, causal_keys_per_query, full_recompute_share, step_flops
 from planner.model.memory import ActivationShape, Recipe, layer_activation_bytes, layer_params_on_rank
-from planner.model.params import attention_dims, attention_weights, k_projection_share, mla_up_weights, qk_norm_width
+from planner.model.params import attention_dims, attention_weights, k_projection_weights, mla_up_weights, qk_norm_width
 from planner.model.pipeline import PipelineSplit, bubble_slots, max_stage_layers
 from planner.model.presets import PRESETS, layout_offloaded_share, offloaded_share
 from planner.model.stack import EVERY_SECOND_MATMUL, Stack, stack_of, time_arrays
@@ -155,6 +155,11 @@ def utilisation_peak(gpu: GpuSku, layout: Layout) -> float:
     return gpu.peak("fp16" if layout.precision == "fp16" else "bf16") * 1e12
 
 
+def gpu_energy_kwh(gpu_hours: float, gpu: GpuSku) -> float:
+    """The GPUs at TDP over `gpu_hours`: an upper bound of what they draw, before PUE."""
+    return gpu_hours * gpu.tdp_w / 1000.0
+
+
 def summarise(
     m: ModelSpec, layout: Layout, gpu: GpuSku, seq: int, tokens: float, step_seconds: float, flops: StepFlops,
     breakdown: dict[str, float], mode: str = "model",
@@ -176,7 +181,7 @@ def summarise(
         hfu=hfu,
         days=seconds / SECONDS_PER_DAY,
         gpu_hours=gpu_hours,
-        energy_kwh=gpu_hours * gpu.tdp_w / 1000.0,
+        energy_kwh=gpu_energy_kwh(gpu_hours, gpu),
         mode=mode,
     )
 
@@ -361,7 +366,7 @@ def _build_context(
         causal_keys=causal_keys_per_query(m, seq),
         attn_in_n=attn_in_n,
         mla_up_share=mla_up / (attn_in_n * h),
-        k_share=k_projection_share(m),
+        k_share=k_projection_weights(m) / (attn_in_n * h),
         gated=swiglu,
         ffn=m.ffn_hidden,
         act_bytes=6 if swiglu else 4,

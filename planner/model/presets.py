@@ -37,6 +37,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from planner.model.flops import DEFAULT_SELECTIVE
 from planner.model.pipeline import PipelineSplit, SplitStyle
 from planner.schema import (
     AttentionKernel,
@@ -374,7 +375,7 @@ def resolve(impl: Implementation, layout: Layout | None = None, gpu: GpuSku | No
         # torchao keeps no fp8 weight cache: it casts the 16-bit (or FSDP-gathered fp8) weight per GEMM
         fp8_weight_bytes=FP8_WEIGHT_BYTES[recipe] if fp8 and p.fp8_saves_quantized_inputs else 0.0,
         amax_history_len=p.amax_history_len if recipe == "delayed" else 0,
-        recompute_modules=tuple(impl.recompute_modules or ("core_attn",)),
+        recompute_modules=tuple(impl.recompute_modules or DEFAULT_SELECTIVE),
         cross_entropy=impl.cross_entropy or (p.cross_entropy if fused else "fp32"),
         loss_chunks=impl.loss_chunks or 1,
         stage_output=p.stage_output,

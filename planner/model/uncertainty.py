@@ -195,7 +195,7 @@ def memory_margin(peak: float, capacity: float, total: float | None = None) -> s
     total = peak if total is None else total
     b = memory_band()
     high = peak_range(peak, total)[1]
-    if b is None or total > capacity or high <= capacity:
+    if b is None or total > capacity or high <= capacity:  # no band: the range is the prediction itself
         return None
     return (f"the predicted peak, {total / GIB:,.1f} of {capacity / GIB:,.1f} GiB, is within the memory model's "
             f"error of the capacity: on {b['runs']} published runs held out for validation{_counts(b)} the measured "

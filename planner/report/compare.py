@@ -151,8 +151,13 @@ def text(result: CompareResult, fmt: str) -> str:
         return to_json(records(frame)) + "\n"
     if fmt == "csv":
         return frame.map(lambda v: literal(v) if isinstance(v, str) else v).to_csv(index=False, lineterminator="\n")
-    return titled_markdown(*shown_rows(result), notes(result.comparison, result.swept) + unplanned_notes(result))
+    return titled_markdown(*shown_rows(result), shown_notes(result))
 
 
 def print_table(result: CompareResult, file: IO[str] | None = None) -> None:
-    print_titled(console(file), *shown_rows(result), notes(result.comparison, result.swept) + unplanned_notes(result))
+    print_titled(console(file), *shown_rows(result), shown_notes(result))
+
+
+def shown_notes(result: CompareResult) -> list[str]:
+    """The footnotes under the table or Markdown: what every row assumes, and why a sweep point has no plan."""
+    return notes(result.comparison, result.swept) + unplanned_notes(result)

@@ -273,8 +273,8 @@ def print_solve(con: Console, result: SolveResult) -> None:
         if alt:
             print_rows(con, alt, "Runner-ups")
     elif len(result.plans) > 1:
-        key = "time_s" if result.objective == "time" else "cost_cents"
-        print_rows(con, ranked_rows(result), f"Plan and runner-ups (vs_best: {'days' if key == 'time_s' else 'cost'})")
+        print_rows(con, ranked_rows(result), f"Plan and runner-ups (vs_best: "
+                                             f"{'days' if result.objective == 'time' else 'cost'})")
     con.print(near_optimal_line(result))
     if result.pareto:
         print_rows(con, pareto_rows(result), PARETO_TITLE)

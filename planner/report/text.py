@@ -4,6 +4,7 @@ user text made safe to print. A leaf: explanations and findings phrase their sen
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -63,6 +64,11 @@ def flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
         # a warning object reads as its message
         return [(prefix, "; ".join(str(x.get("message", x)) if isinstance(x, dict) else str(x) for x in obj))]
     return [(prefix, obj)]
+
+
+def dotted_settings(data: Any) -> dict[str, str]:
+    """A parsed JSON or TOML config as flat dotted key → value (as JSON): how a change between two is keyed."""
+    return {k: json.dumps(v) for k, v in flatten(data)}
 
 
 def literal(value: Any) -> str:

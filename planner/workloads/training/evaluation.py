@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from planner.model.flops import StepFlops, full_recompute_share, step_flops
 from planner.model.memory import FitsOnGpu, MemoryBreakdown, training_memory
 from planner.model.params import ParamCount, count_params
-from planner.model.perf import SECONDS_PER_DAY, TimeEstimate, fixed_utilisation_time, training_time
+from planner.model.perf import SECONDS_PER_DAY, TimeEstimate, fixed_utilisation_time, gpu_energy_kwh, training_time
 from planner.model.presets import Knobs, resolve
 from planner.model.reliability import ExpectedTime, checkpoint_bytes, expected_time
 from planner.model.stack import stack_of
@@ -118,8 +118,9 @@ class Evaluation(FitsOnGpu):
         if GpuCounts(n, hosts=hosts).allowed(n, node):
             return None
         whole = f"whole nodes of {node:,}, a divisor of {node:,}" + (f" or whole hosts of {host}" if hosts else "")
+        unit = hosts[0] if hosts else node  # what a provider rents by
         return (f"{n:,} × {self.gpu.name} is not a count the search offers ({whole}); the cost counts {n:,} GPUs, "
-                f"a provider rents {-(-n // (hosts[0] if hosts else node)) * (hosts[0] if hosts else node):,}")
+                f"a provider rents {-(-n // unit) * unit:,}")
 
     @property
     def beyond_offer(self) -> str | None:
@@ -184,7 +185,7 @@ class Evaluation(FitsOnGpu):
     def energy_kwh(self) -> float:
         """The GPUs at TDP over the expected GPU-hours (what the cost follows; the ideal run's is `time.energy_kwh`):
         an upper bound, before PUE."""
-        return self.gpu_hours * self.gpu.tdp_w / 1000.0
+        return gpu_energy_kwh(self.gpu_hours, self.gpu)
 
     @property
     def cost_usd(self) -> float | None:
